@@ -1,0 +1,3 @@
+from hardbatch.cli import main
+
+raise SystemExit(main())

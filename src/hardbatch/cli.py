@@ -1,0 +1,157 @@
+"""The ``hardbatch`` command line: train, compare and report; the only module that sees argparse."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from hardbatch import __version__
+from hardbatch.config import EVAL_MODES, RunConfig, UsageError
+
+DEFAULTS = RunConfig()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2), matching hardbatch's own input errors."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by train and compare; each default is RunConfig's, shown in --help."""
+    from hardbatch.data import DATASETS
+    from hardbatch.models import MODELS
+    from hardbatch.selection import POLICIES
+
+    d = DEFAULTS
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", help=f"data set: {', '.join(DATASETS)} (default {d.dataset})")
+    g.add_argument("--model", help=f"network: {', '.join(MODELS)} (default {d.model})")
+    g.add_argument("--data-dir", help="where data set files live (data sets that need files)")
+    g.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
+    g.add_argument("--num-workers", type=int, help=f"DataLoader worker processes (default {d.num_workers})")
+    g = p.add_argument_group("selection")
+    g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICIES)} (default {d.policy}; "
+                                    "'random' trains floor(δ·N) random batches per round, the control)")
+    g.add_argument("--shuffle-partition", action="store_true", default=None,
+                   help="cut a seeded random permutation into the fixed mini-batches (default: data-set order)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=_positive_int, help=f"budget in epochs of N optimizer steps (default {d.epochs})")
+    g.add_argument("--batch-size", type=_positive_int, help=f"mini-batch size B (default {d.batch_size})")
+    g.add_argument("--lr", type=float, help=f"SGD learning rate, constant (default {d.lr})")
+    g.add_argument("--momentum", type=float, help=f"SGD momentum (default {d.momentum})")
+    g.add_argument("--weight-decay", type=float, help=f"SGD weight decay (default {d.weight_decay})")
+    g = p.add_argument_group("evaluation and hardware")
+    g.add_argument("--eval-mode", choices=EVAL_MODES,
+                   help="'eval': model.eval() (default); 'train': BatchNorm batch statistics, as the released code")
+    g.add_argument("--target-acc", type=float,
+                   help="test accuracy (fraction) for epochs-to-target (default: 0.99 × the δ = 1 mean best)")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto: CUDA when present)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
+    """A RunConfig from the flags given; flags left out keep RunConfig's defaults."""
+    given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name, None) is not None}
+    return RunConfig(**{**given, **overrides})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hardbatch.experiment import train_run
+
+    cfg = config_from_args(args)
+    summary = train_run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    print(
+        f"final test top-1 {100 * summary['final_test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}% "
+        f"at epoch {summary['best_epoch']}), {summary['optimizer_steps']} steps, "
+        f"{summary['train_seconds']:.1f} s training -> {args.out}"
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hardbatch.experiment import compare
+    from hardbatch.report import build_report
+
+    cfg = config_from_args(args)
+    compare(cfg, args.deltas, args.seeds, args.out, progress=not args.no_progress)
+    path, tables = build_report(args.out)
+    print(tables)
+    print(f"\nreport: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hardbatch.report import build_report
+
+    path, tables = build_report(args.dir, args.out, plots=not args.no_plots)
+    print(tables)
+    print(f"\nreport: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="hardbatch",
+        description="Train neural networks on their highest-loss mini-batches (Sahayam et al., arXiv 2304.03486): "
+                    "after one warm-up epoch, each round trains only the floor(δ·N) mini-batches with the highest "
+                    "stored loss. δ = 1 is ordinary mini-batch training.",
+    )
+    parser.add_argument("--version", action="version", version=f"hardbatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one run into a run directory",
+                       description="Train one run. Writes config.json, history.csv (per epoch), trace.csv "
+                                   "(per step), and summary.json last.")
+    p.add_argument("--delta", type=float, help=f"fraction of mini-batches trained per round, in (0, 1] (default {DEFAULTS.delta})")
+    p.add_argument("--seed", type=int, help=f"seed for initialisation and any randomness (default {DEFAULTS.seed})")
+    _add_run_flags(p)
+    p.add_argument("--out", required=True, help="run directory to create")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue an unfinished run in --out (a finished one is left as is)")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="train every δ × seed, then write a report",
+                       description="Train every δ × seed into sub-directories of --out (finished runs are skipped "
+                                   "when repeated), then print the table and write report.md, summary.csv, runs.csv "
+                                   "and PNG plots.")
+    p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
+                   help="δ values (default 0.2 0.5 0.8 1.0; include 1.0 for the reference)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
+    _add_run_flags(p)
+    p.add_argument("--out", required=True, help="directory for the runs and the report")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="rebuild the report from saved runs, without training",
+                       description="Rebuild report.md, summary.csv, runs.csv and plots from the finished runs under DIR.")
+    p.add_argument("dir", help="directory holding run directories (searched recursively)")
+    p.add_argument("--out", help="where to write the report (default: DIR)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"hardbatch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command with --resume (train) or again (compare) to continue", file=sys.stderr)
+        return 130

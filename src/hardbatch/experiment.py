@@ -1,0 +1,215 @@
+"""Wiring: one training run into a run directory, and a comparison of delta values over seeds."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from hardbatch import __version__
+from hardbatch.config import RunConfig, UsageError, validate
+from hardbatch.data import DataSplits, load_dataset
+from hardbatch.models import build_seeded
+from hardbatch.results import CHECKPOINT, CONFIG, HISTORY, SUMMARY, TRACE, RunDir, atomic_write_json, ensure_writable_dir, summarize
+from hardbatch.selection import HardBatchSampler
+from hardbatch.training import EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+# Keys that do not change what a run computes; a finished run is reused even if they differ.
+RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; other names are checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available; valid here: auto, cpu")
+    return device
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: torch.device) -> dict:
+    """Versions and hardware saved beside each run's configuration."""
+    import torchvision
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        "versions": {
+            "hardbatch": __version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "python": platform.python_version(),
+        },
+        "device": {"type": device.type, "name": name, "threads": torch.get_num_threads()},
+        "git_commit": _git_commit(),
+        "command": " ".join(sys.argv),
+    }
+
+
+def same_run(saved: RunConfig, wanted: RunConfig) -> list[str]:
+    """Names of the settings in which two configurations differ, runtime-only keys aside."""
+    a, b = saved.to_dict(), wanted.to_dict()
+    return [k for k in a if k not in RUNTIME_KEYS and a[k] != b.get(k)]
+
+
+def _check_same(run: RunDir, cfg: RunConfig) -> None:
+    differing = same_run(run.config(), cfg)
+    if differing:
+        saved = run.config().to_dict()
+        detail = ", ".join(f"{k} {saved[k]!r} vs {getattr(cfg, k)!r}" for k in differing)
+        raise UsageError(f"{run.path} holds a run with other settings ({detail}); use another --out or --overwrite")
+
+
+def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def train_run(
+    cfg: RunConfig,
+    out: Path | str,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    data: DataSplits | None = None,
+    label: str | None = None,
+) -> dict:
+    """Train one run into ``out`` and return its summary; see README "Run directory" for the files.
+
+    ``resume`` continues an unfinished run from its last checkpoint (or returns a finished run's
+    summary); ``overwrite`` replaces whatever ``out`` holds. Bad input raises UsageError before
+    anything on disk changes.
+    """
+    validate(cfg)
+    run = RunDir(out)
+    if run.started and not (resume or overwrite):
+        raise UsageError(f"run directory {str(run.path)!r} already exists; pass --resume to continue it or --overwrite to replace it")
+    if resume and not overwrite and run.finished:
+        _check_same(run, cfg)
+        return run.summary()
+    device = resolve_device(cfg.device)
+    data = data or load_dataset(cfg)
+    sampler = HardBatchSampler(
+        len(data.train), cfg.batch_size, cfg.delta, cfg.epochs,
+        policy=cfg.policy, shuffle_partition=cfg.shuffle_partition, seed=cfg.seed,
+    )
+    checkpoint = run.file(CHECKPOINT)
+    resuming = resume and not overwrite and checkpoint.exists()
+    if resuming:
+        _check_same(run, cfg)
+    ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
+
+    model = build_seeded(cfg.model, data.num_classes, data.in_channels, cfg.seed).to(device)
+    optimizer = make_optimizer(cfg, model)
+    history: list[dict] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
+        if resuming:
+            state = load_checkpoint(checkpoint, device)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            sampler.load_state_dict(state["sampler"])
+            set_rng_state(state["rng"])
+            history = run.history()[: state["epoch"]]
+            run.write_history(history)
+            run.truncate_trace(sampler.steps)
+        else:
+            for name in (HISTORY, TRACE, SUMMARY, CHECKPOINT):
+                run.file(name).unlink(missing_ok=True)
+            atomic_write_json(run.file(CONFIG), {"config": cfg.to_dict(), **environment(device)})
+
+        bar = _progress_bar(cfg, label, len(history), progress)
+
+        def on_epoch(result: EpochResult) -> None:
+            history.append(result.history_row())
+            run.append_trace([dict(zip(("step", "round", "batch", "loss"), row)) for row in result.trace])
+            run.write_history(history)
+            save_checkpoint(checkpoint, {
+                "epoch": result.epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "sampler": sampler.state_dict(),
+                "rng": rng_state(),
+            })
+            bar.update(1)
+            bar.set_postfix(loss=f"{result.train_loss:.3f}", acc=f"{result.test.acc:.3f}")
+
+        pin = device.type == "cuda"
+        fit(
+            model, optimizer,
+            data.loader(data.train, sampler, cfg.num_workers, pin),
+            sampler,
+            data.eval_loader(data.test, num_workers=cfg.num_workers, pin_memory=pin),
+            device,
+            eval_train_mode=cfg.eval_mode == "train",
+            on_epoch=on_epoch,
+        )
+        bar.close()
+
+    summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k)
+    atomic_write_json(run.file(SUMMARY), summary)  # last: its presence marks the run finished
+    checkpoint.unlink(missing_ok=True)
+    return summary
+
+
+def _progress_bar(cfg: RunConfig, label: str | None, done: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    desc = label or f"{cfg.dataset}/{cfg.model} δ={cfg.delta:g} seed={cfg.seed}"
+    return tqdm(total=cfg.epochs, initial=done, desc=desc, unit="epoch", disable=not enabled, leave=True, dynamic_ncols=True)
+
+
+def run_name(delta: float, seed: int, policy: str = "hardbatch") -> str:
+    """Sub-directory name of one run of a comparison."""
+    prefix = "" if policy == "hardbatch" else f"{policy}_"
+    return f"{prefix}delta-{delta:g}_seed-{seed}"
+
+
+def compare(
+    base: RunConfig,
+    deltas: Sequence[float],
+    seeds: Sequence[int],
+    out: Path | str,
+    *,
+    progress: bool = True,
+) -> list[Path]:
+    """Train every delta x seed of ``base`` into sub-directories of ``out``; finished runs are skipped.
+
+    Every configuration is checked (including k = floor(delta * N) >= 1) before any training starts.
+    Returns the run directories.
+    """
+    if not deltas or not seeds:
+        raise UsageError("compare needs at least one delta and one seed")
+    configs = [base.replace(delta=float(d), seed=int(s)) for d in deltas for s in seeds]
+    for cfg in configs:
+        validate(cfg)
+    data = load_dataset(base)
+    for cfg in configs:  # fail before training if any delta gives no batch per round
+        HardBatchSampler(len(data.train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy)
+    out = ensure_writable_dir(Path(out))
+    runs = [out / run_name(cfg.delta, cfg.seed, cfg.policy) for cfg in configs]
+    for cfg, path in zip(configs, runs):
+        if RunDir(path).finished:
+            _check_same(RunDir(path), cfg)
+    for i, (cfg, path) in enumerate(zip(configs, runs), start=1):
+        label = f"[{i}/{len(runs)}] δ={cfg.delta:g} seed={cfg.seed}"
+        train_run(cfg, path, resume=True, progress=progress, data=data, label=label)
+    return runs
+

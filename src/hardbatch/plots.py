@@ -1,0 +1,73 @@
+"""Figures drawn from values the report computed; each function draws on a given matplotlib Axes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+
+def _axes(ax: Axes | None) -> Axes:
+    return ax if ax is not None else Figure(figsize=(6.4, 4.2), layout="constrained").subplots()
+
+
+def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], ax: Axes | None = None,
+                ylabel: str = "test top-1 accuracy (%)", title: str | None = None) -> Axes:
+    """One line per label: ``(mean, low, high)`` per epoch, the band between low and high shaded."""
+    ax = _axes(ax)
+    for label, (mean, low, high) in curves.items():
+        epochs = range(1, len(mean) + 1)
+        (line,) = ax.plot(epochs, mean, label=label, linewidth=1.5)
+        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("epoch (N optimizer steps)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_final_vs_delta(deltas: Sequence[float], means: Sequence[float], stds: Sequence[float],
+                        baseline: float | None = None, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Final test accuracy (mean with a ±1 std bar over seeds) against delta; ``baseline`` as a dashed line."""
+    ax = _axes(ax)
+    ax.errorbar(deltas, means, yerr=stds, marker="o", capsize=4, linewidth=1.5)
+    if baseline is not None:
+        ax.axhline(baseline, linestyle="--", color="gray", linewidth=1, label="δ = 1 (ordinary training)")
+        ax.legend(fontsize="small")
+    ax.set_xlabel("δ (fraction of mini-batches trained per round)")
+    ax.set_ylabel("final test top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_batch_visits(visits: dict[str, Sequence[float]], ax: Axes | None = None, title: str | None = None) -> Axes:
+    """How often each mini-batch was trained, sorted from least to most; flat lines mean even use.
+
+    Batches stuck at the left near 1 were trained in the warm-up only: the stale ranking starved them.
+    """
+    ax = _axes(ax)
+    for label, counts in visits.items():
+        ax.plot(range(len(counts)), sorted(counts), label=label, linewidth=1.5)
+    ax.set_xlabel("mini-batches, sorted by times trained")
+    ax.set_ylabel("times trained (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def save_figure(ax: Axes, path: Path | str) -> Path:
+    """Write the Axes' figure as PNG atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    ax.figure.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    return path

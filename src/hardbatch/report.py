@@ -1,0 +1,267 @@
+"""Tables, CSVs, plots and report.md computed from saved run directories, never from training state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hardbatch import __version__
+from hardbatch.config import RunConfig, UsageError
+from hardbatch.results import (
+    PLATEAU_POINTS, TARGET_FRACTION, RunDir, atomic_write_text, csv_text, epochs_to_plateau, epochs_to_target,
+    find_runs, mean_std, paired_difference,
+)
+
+# Settings that tell arms apart inside a group, and settings that never split groups.
+ARM_KEYS = ("policy", "delta")
+NOT_GROUPING = ARM_KEYS + ("seed", "device", "num_workers", "data_dir", "download", "target_acc")
+REFERENCE = ("hardbatch", 1.0)  # ordinary mini-batch training
+
+
+@dataclass
+class Run:
+    """One finished run as saved on disk."""
+
+    path: Path
+    config: RunConfig
+    summary: dict
+    accs: list[float]  # test top-1 per epoch
+
+    @classmethod
+    def load(cls, run: RunDir) -> "Run":
+        return cls(run.path, run.config(), run.summary(), [row["test_acc"] for row in run.history()])
+
+
+@dataclass
+class Arm:
+    """The runs of one policy and delta within a group, keyed by seed."""
+
+    policy: str
+    delta: float
+    runs: dict[int, Run] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        name = f"δ = {self.delta:g}"
+        return name if self.policy == "hardbatch" else f"{self.policy} {name}"
+
+    @property
+    def is_reference(self) -> bool:
+        return (self.policy, self.delta) == REFERENCE
+
+    def values(self, key: str) -> dict[int, float]:
+        return {seed: run.summary[key] for seed, run in self.runs.items()}
+
+
+@dataclass
+class Group:
+    """Runs that share every setting except policy, delta and seed."""
+
+    title: str
+    settings: dict
+    arms: list[Arm]
+
+    @property
+    def reference(self) -> Arm | None:
+        return next((arm for arm in self.arms if arm.is_reference), None)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9.]+", "-", self.title).strip("-")
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Group runs by their settings; within a group, one arm per (policy, delta), arms sorted by delta."""
+    groups: dict[tuple, dict[tuple, Arm]] = {}
+    settings: dict[tuple, dict] = {}
+    for run in runs:
+        cfg = run.config.to_dict()
+        key = tuple((k, repr(v)) for k, v in cfg.items() if k not in NOT_GROUPING)
+        settings[key] = {k: v for k, v in cfg.items() if k not in NOT_GROUPING}
+        arms = groups.setdefault(key, {})
+        arm = arms.setdefault((run.config.policy, run.config.delta), Arm(run.config.policy, run.config.delta))
+        if run.config.seed in arm.runs:
+            raise UsageError(f"two runs of {arm.label} seed {run.config.seed}: {arm.runs[run.config.seed].path} and {run.path}")
+        arm.runs[run.config.seed] = run
+    # Titles name data set and model, plus the settings that differ between groups of the same pair.
+    result = []
+    for key, arms in groups.items():
+        s = settings[key]
+        same_pair = [settings[k] for k in groups if settings[k]["dataset"] == s["dataset"] and settings[k]["model"] == s["model"]]
+        differing = sorted({k for other in same_pair for k in s if other[k] != s[k]})
+        title = f"{s['dataset']} / {s['model']}" + "".join(f", {k}={s[k]}" for k in differing)
+        result.append(Group(title, s, sorted(arms.values(), key=lambda a: (a.policy != "hardbatch", a.delta, a.policy))))
+    return sorted(result, key=lambda g: g.title)
+
+
+def target_accuracy(group: Group) -> tuple[float | None, str]:
+    """T for epochs-to-target: the configured target, else 0.99 x the reference's mean best accuracy."""
+    ref = group.reference
+    configured = {run.config.target_acc for arm in group.arms for run in arm.runs.values()}
+    if len(configured) == 1 and None not in configured:
+        return configured.pop(), "given by --target-acc"
+    if ref is None:
+        return None, "no δ = 1 runs to define it"
+    best, _ = mean_std(list(ref.values("best_test_acc").values()))
+    return TARGET_FRACTION * best, f"{TARGET_FRACTION:g} × mean best test accuracy of δ = 1 over seeds"
+
+
+def _fmt(value: float | None, digits: int = 2, scale: float = 1.0, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value * scale:+.{digits}f}" if signed else f"{value * scale:.{digits}f}"
+
+
+def arm_rows(group: Group) -> list[dict]:
+    """One numeric row per arm: accuracy, paired difference to delta = 1, epochs to target, time."""
+    target, _ = target_accuracy(group)
+    ref = group.reference
+    ref_epochs = None
+    if ref is not None and target is not None:
+        ref_epochs = mean_std([e for e in (epochs_to_target(r.accs, target) for r in ref.runs.values()) if e is not None])[0]
+    rows = []
+    for arm in group.arms:
+        final = arm.values("final_test_acc")
+        mean, std = mean_std(list(final.values()))
+        row = {
+            "group": group.title, "policy": arm.policy, "delta": arm.delta, "n": len(arm.runs),
+            "final_acc_mean": mean, "final_acc_std": std,
+            "best_acc_mean": mean_std(list(arm.values("best_test_acc").values()))[0],
+            "diff_points": math.nan, "diff_low": math.nan, "diff_high": math.nan, "diff_pairs": 0, "diff_relative_pct": math.nan,
+            "target_acc": target if target is not None else math.nan,
+            "epochs_to_target_mean": math.nan, "target_reached": 0, "fewer_epochs_pct": math.nan,
+            "epochs_to_plateau_mean": mean_std([epochs_to_plateau(r.accs) for r in arm.runs.values()])[0],
+            "train_seconds_mean": mean_std(list(arm.values("train_seconds").values()))[0],
+            "samples_backpropagated_mean": mean_std(list(arm.values("samples_backpropagated").values()))[0],
+        }
+        if ref is not None:
+            seeds = sorted(set(final) & set(ref.runs))
+            ref_final = ref.values("final_test_acc")
+            diff = paired_difference([final[s] for s in seeds], [ref_final[s] for s in seeds])
+            ref_mean = mean_std([ref_final[s] for s in seeds])[0]
+            row.update(diff_points=100 * diff.mean, diff_low=100 * diff.low, diff_high=100 * diff.high, diff_pairs=diff.n,
+                       diff_relative_pct=100 * diff.mean / ref_mean if ref_mean else math.nan)
+        if target is not None:
+            reached = [e for e in (epochs_to_target(r.accs, target) for r in arm.runs.values()) if e is not None]
+            row["target_reached"] = len(reached)
+            if reached:
+                row["epochs_to_target_mean"] = sum(reached) / len(reached)
+                if ref_epochs and not math.isnan(ref_epochs):
+                    row["fewer_epochs_pct"] = 100.0 * (1.0 - row["epochs_to_target_mean"] / ref_epochs)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The per-arm table as Markdown (also readable in a terminal)."""
+    header = ["arm", "n", "final top-1 % (mean ± std)", "Δ vs δ=1, points [95% CI]", "Δ relative %",
+              "epochs to T (reached)", "fewer epochs %", "epochs to plateau", "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        label = f"δ = {r['delta']:g}" if r["policy"] == "hardbatch" else f"{r['policy']} δ = {r['delta']:g}"
+        if r["policy"] == "hardbatch" and r["delta"] == 1.0:
+            diff, rel = "reference", "—"
+        else:
+            ci = f" [{_fmt(r['diff_low'], signed=True)}, {_fmt(r['diff_high'], signed=True)}]" if r["diff_pairs"] >= 2 else ""
+            diff, rel = _fmt(r["diff_points"], signed=True) + ci, _fmt(r["diff_relative_pct"], signed=True)
+        lines.append("| " + " | ".join([
+            label, str(r["n"]),
+            f"{_fmt(r['final_acc_mean'], scale=100)} ± {_fmt(r['final_acc_std'], scale=100)}",
+            diff, rel,
+            f"{_fmt(r['epochs_to_target_mean'], 1)} ({r['target_reached']}/{r['n']})",
+            _fmt(r["fewer_epochs_pct"], 1, signed=True),
+            _fmt(r["epochs_to_plateau_mean"], 1),
+            _fmt(r["train_seconds_mean"], 1),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def _curve_band(runs: list[Run]) -> tuple[list[float], list[float], list[float]]:
+    """Mean ± std (in %) per epoch over runs; epochs beyond the shortest run are dropped."""
+    length = min(len(r.accs) for r in runs)
+    mean, low, high = [], [], []
+    for e in range(length):
+        m, s = mean_std([r.accs[e] for r in runs])
+        mean.append(100 * m), low.append(100 * (m - s)), high.append(100 * (m + s))
+    return mean, low, high
+
+
+def draw_group_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path]:
+    """Accuracy curves, final accuracy vs delta, and batch-visit counts for one group; returns the PNGs."""
+    from hardbatch.plots import plot_batch_visits, plot_curves, plot_final_vs_delta, save_figure
+
+    curves = {arm.label: _curve_band(list(arm.runs.values())) for arm in group.arms}
+    paths = [save_figure(plot_curves(curves, title=group.title), out_dir / f"{group.slug}_accuracy.png")]
+    ours = [(arm, row) for arm, row in zip(group.arms, rows) if arm.policy == "hardbatch"]
+    if ours:
+        ref = next((row for arm, row in ours if arm.is_reference), None)
+        ax = plot_final_vs_delta(
+            [arm.delta for arm, _ in ours], [100 * row["final_acc_mean"] for _, row in ours],
+            [100 * row["final_acc_std"] for _, row in ours],
+            baseline=100 * ref["final_acc_mean"] if ref else None, title=group.title,
+        )
+        paths.append(save_figure(ax, out_dir / f"{group.slug}_final_vs_delta.png"))
+    visits = {}
+    for arm in group.arms:
+        per_seed = [run.summary["batch_visits"] for run in arm.runs.values()]
+        visits[arm.label] = [sum(v) / len(per_seed) for v in zip(*per_seed)]
+    paths.append(save_figure(plot_batch_visits(visits, title=f"{group.title}: selection"), out_dir / f"{group.slug}_batch_visits.png"))
+    return paths
+
+
+DEFINITIONS = f"""## Definitions
+- **Epoch** = N optimizer steps, N = ⌊training samples / batch size⌋ fixed mini-batches, for every δ. Evaluation
+  runs every N steps. For δ < 1 an epoch need not touch every sample.
+- **Final top-1**: test accuracy after the last epoch; mean ± sample standard deviation over seeds (n runs).
+- **Δ vs δ=1**: final top-1 of the arm minus that of ordinary training (δ = 1) with the same seed, in percentage
+  points; the interval is a two-sided 95% Student-t interval over the seed-paired differences (shown for ≥ 2 pairs).
+  **Δ relative %** = 100 × Δ / mean final top-1 of δ = 1 over the same seeds.
+- **Epochs to T**: the first epoch whose test accuracy is ≥ T, averaged over the runs that reached T (reached/n).
+  **Fewer epochs %** = 100 × (1 − epochs to T / epochs to T of δ = 1).
+- **Epochs to plateau**: the first epoch within {100 * PLATEAU_POINTS:g} point of the run's own best test accuracy.
+- **Train s**: wall-clock seconds spent in training steps (evaluation excluded), mean over seeds.
+"""
+
+
+def build_report(root: Path | str, out_dir: Path | str | None = None, plots: bool = True) -> tuple[Path, str]:
+    """Write report.md, summary.csv (one row per arm), runs.csv and PNG plots for all runs under ``root``.
+
+    Returns the report's path and the per-group tables as text for the terminal.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"no such directory: {str(root)!r}")
+    runs = [Run.load(r) for r in find_runs(root)]
+    if not runs:
+        raise UsageError(f"no finished runs (directories with summary.json) under {str(root)!r}")
+    out_dir = Path(out_dir) if out_dir is not None else root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(runs)
+    all_rows, sections, tables = [], [], []
+    for group in groups:
+        rows = arm_rows(group)
+        all_rows += rows
+        target, how = target_accuracy(group)
+        table = markdown_table(rows)
+        tables.append(f"{group.title}\n{table}")
+        settings = ", ".join(f"{k} {v}" for k, v in group.settings.items() if k not in ("dataset", "model"))
+        section = [f"## {group.title}", "", f"Settings: {settings}.", "",
+                   f"Target T = {_fmt(target, 2, 100)}% test top-1 ({how}).", "", table, ""]
+        if plots:
+            for path in draw_group_plots(group, rows, out_dir):
+                section += [f"![{path.stem}]({path.name})", ""]
+        sections.append("\n".join(section))
+    header = (f"# hardbatch report\n\n{len(runs)} finished runs under `{root}`, {len(groups)} group(s); "
+              f"built {dt.datetime.now().isoformat(timespec='seconds')} by hardbatch {__version__}.\n")
+    report = "\n".join([header, *sections, DEFINITIONS])
+    atomic_write_text(out_dir / "summary.csv", csv_text(all_rows, list(all_rows[0])))
+    run_fields = ["path", "dataset", "model", "policy", "delta", "seed", "final_test_acc", "best_test_acc",
+                  "epochs_to_plateau", "optimizer_steps", "train_seconds"]
+    run_rows = [{"path": str(r.path.relative_to(root)) if r.path != root else ".", **r.config.to_dict(), **r.summary} for r in runs]
+    atomic_write_text(out_dir / "runs.csv", csv_text(run_rows, run_fields))
+    path = out_dir / "report.md"
+    atomic_write_text(path, report)
+    return path, "\n\n".join(tables)

@@ -1,0 +1,217 @@
+"""Run records on disk (config, per-epoch history, per-step trace, summary) and metrics derived from them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from hardbatch.config import RunConfig, UsageError
+
+CONFIG, HISTORY, TRACE, SUMMARY, CHECKPOINT = "config.json", "history.csv", "trace.csv", "summary.json", "checkpoint.pt"
+HISTORY_FIELDS = (
+    "epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "lr", "train_seconds", "eval_seconds",
+)
+TRACE_FIELDS = ("step", "round", "batch", "loss")
+PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
+TARGET_FRACTION = 0.99  # default target: 99% of the reference's best accuracy
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def csv_text(rows: Iterable[dict], fields: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def read_csv(path: Path) -> list[dict[str, float]]:
+    """Rows of a numeric CSV file as dicts of floats (empty cells become NaN)."""
+    with open(path, newline="") as f:
+        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check that files can be written there; UsageError otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe.", delete=True)
+        probe.close()
+    except OSError as e:
+        raise UsageError(f"cannot write to output directory {str(path)!r}: {e.strerror or e}") from None
+    return path
+
+
+class RunDir:
+    """The files of one training run. ``summary.json`` is written last: its presence marks a finished run."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def finished(self) -> bool:
+        return self.file(SUMMARY).exists()
+
+    @property
+    def started(self) -> bool:
+        return self.path.is_dir() and any(self.path.iterdir())
+
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(read_json(self.file(CONFIG))["config"])
+
+    def history(self) -> list[dict[str, float]]:
+        return read_csv(self.file(HISTORY))
+
+    def trace(self) -> list[dict[str, float]]:
+        return read_csv(self.file(TRACE))
+
+    def summary(self) -> dict:
+        return read_json(self.file(SUMMARY))
+
+    def write_history(self, rows: list[dict]) -> None:
+        atomic_write_text(self.file(HISTORY), csv_text(rows, HISTORY_FIELDS))
+
+    def append_trace(self, rows: list[dict]) -> None:
+        """Append per-step rows; the header is written when the file is new."""
+        path = self.file(TRACE)
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(TRACE_FIELDS), lineterminator="\n")
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_trace(self, steps: int) -> None:
+        """Keep only the first ``steps`` rows of the trace (after resuming from a checkpoint)."""
+        path = self.file(TRACE)
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))[:steps]
+        atomic_write_text(path, csv_text(rows, TRACE_FIELDS))
+
+
+def find_runs(root: Path | str) -> list[RunDir]:
+    """Every finished run under ``root`` (``root`` itself included), in path order."""
+    root = Path(root)
+    return [RunDir(p.parent) for p in sorted(root.rglob(SUMMARY))]
+
+
+# ---- metrics derived from a saved history --------------------------------------------------------
+
+
+def epochs_to_target(accuracies: Sequence[float], target: float) -> int | None:
+    """First epoch (1-based) whose accuracy is >= ``target``; None if never reached."""
+    for epoch, acc in enumerate(accuracies, start=1):
+        if acc >= target - 1e-12:
+            return epoch
+    return None
+
+
+def epochs_to_plateau(accuracies: Sequence[float], points: float = PLATEAU_POINTS) -> int | None:
+    """First epoch (1-based) within ``points`` (a fraction: 0.01 = 1 pp) of the run's own best accuracy."""
+    if not accuracies:
+        return None
+    return epochs_to_target(accuracies, max(accuracies) - points)
+
+
+@dataclass
+class PairedDifference:
+    """Mean of paired differences (method - reference) with a two-sided 95% t interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+def paired_difference(method: Sequence[float], reference: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+    """Differences paired by position (by seed); the interval is NaN-wide for n < 2."""
+    if len(method) != len(reference):
+        raise ValueError("paired values need equal lengths")
+    diffs = [m - r for m, r in zip(method, reference)]
+    n = len(diffs)
+    if n == 0:
+        return PairedDifference(math.nan, math.nan, math.nan, 0)
+    mean = sum(diffs) / n
+    if n < 2:
+        return PairedDifference(mean, math.nan, math.nan, n)
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return PairedDifference(mean, mean - half, mean + half, n)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value; NaN for none)."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batches_per_round: int) -> dict:
+    """The summary of a finished run, computed from its per-epoch history and selection counts."""
+    accs = [row["test_acc"] for row in history]
+    best = max(accs)
+    target, source = (cfg.target_acc, "given") if cfg.target_acc is not None else (TARGET_FRACTION * best, "0.99 x own best")
+    steps = int(history[-1]["step"])
+    return {
+        "final_test_acc": accs[-1],
+        "final_test_top5": history[-1]["test_top5"],
+        "best_test_acc": best,
+        "best_epoch": accs.index(best) + 1,
+        "target_acc": target,
+        "target_source": source,
+        "epochs_to_target": epochs_to_target(accs, target),
+        "epochs_to_plateau": epochs_to_plateau(accs),
+        "epochs": len(history),
+        "optimizer_steps": steps,
+        "num_batches": len(batch_visits),
+        "batches_per_round": batches_per_round,
+        "samples_backpropagated": steps * cfg.batch_size,
+        "train_seconds": sum(row["train_seconds"] for row in history),
+        "eval_seconds": sum(row["eval_seconds"] for row in history),
+        "batch_visits": batch_visits,
+        "batches_never_selected_after_warmup": sum(1 for v in batch_visits if v <= 1),
+    }
