@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from hardbatch import __version__
-from hardbatch.config import EVAL_MODES, RunConfig, UsageError
+from hardbatch.config import AUGMENTS, EVAL_MODES, NORMALIZATIONS, PRECISIONS, SCHEDULES, RunConfig, UsageError
 
 DEFAULTS = RunConfig()
 
@@ -43,6 +43,15 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", help="where data set files live (data sets that need files)")
     g.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
     g.add_argument("--num-workers", type=int, help=f"DataLoader worker processes (default {d.num_workers})")
+    g.add_argument("--image-size", type=int, help="resize images to this side length (default: native size)")
+    g.add_argument("--augment", choices=AUGMENTS, help=f"training augmentation, applied on the device (default {d.augment})")
+    g.add_argument("--normalize", choices=NORMALIZATIONS,
+                   help=f"per-channel mean/std: the data set's own or ImageNet's (default {d.normalize})")
+    g.add_argument("--val-fraction", type=float,
+                   help="hold out this stratified fraction of the training set as a validation split, "
+                        "evaluated every epoch, to choose δ without the test set (default 0)")
+    g.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the whole data set on the device (uint8), so loading is never the bottleneck")
     g = p.add_argument_group("selection")
     g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICIES)} (default {d.policy}; "
                                     "'random' trains floor(δ·N) random batches per round, the control)")
@@ -51,8 +60,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=_positive_int, help=f"budget in epochs of N optimizer steps (default {d.epochs})")
     g.add_argument("--batch-size", type=_positive_int, help=f"mini-batch size B (default {d.batch_size})")
-    g.add_argument("--lr", type=float, help=f"SGD learning rate, constant (default {d.lr})")
+    g.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
+    g.add_argument("--schedule", choices=SCHEDULES,
+                   help=f"learning-rate schedule; cosine decays to 0 over the step budget (default {d.schedule})")
     g.add_argument("--momentum", type=float, help=f"SGD momentum (default {d.momentum})")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None, help="Nesterov momentum")
     g.add_argument("--weight-decay", type=float, help=f"SGD weight decay (default {d.weight_decay})")
     g = p.add_argument_group("evaluation and hardware")
     g.add_argument("--eval-mode", choices=EVAL_MODES,
@@ -60,6 +72,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target-acc", type=float,
                    help="test accuracy (fraction) for epochs-to-target (default: 0.99 × the δ = 1 mean best)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto: CUDA when present)")
+    g.add_argument("--precision", choices=PRECISIONS, help="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (default: on for CUDA)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

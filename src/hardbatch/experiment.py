@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 import sys
@@ -77,8 +78,23 @@ def _check_same(run: RunDir, cfg: RunConfig) -> None:
         raise UsageError(f"{run.path} holds a run with other settings ({detail}); use another --out or --overwrite")
 
 
+def resolve(cfg: RunConfig, device: torch.device) -> RunConfig:
+    """Replace "auto" choices by what they mean on ``device``; the resolved config is what gets saved."""
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    return cfg.replace(precision=precision, channels_last=channels_last)
+
+
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """None for a constant rate; "cosine" decays to 0 over the whole step budget, stepped once per step."""
+    if cfg.schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps)))
 
 
 def train_run(
@@ -101,11 +117,12 @@ def train_run(
     run = RunDir(out)
     if run.started and not (resume or overwrite):
         raise UsageError(f"run directory {str(run.path)!r} already exists; pass --resume to continue it or --overwrite to replace it")
+    device = resolve_device(cfg.device)
+    cfg = resolve(cfg, device)
     if resume and not overwrite and run.finished:
         _check_same(run, cfg)
         return run.summary()
-    device = resolve_device(cfg.device)
-    data = data or load_dataset(cfg)
+    data = data or load_dataset(cfg, device)
     sampler = HardBatchSampler(
         len(data.train), cfg.batch_size, cfg.delta, cfg.epochs,
         policy=cfg.policy, shuffle_partition=cfg.shuffle_partition, seed=cfg.seed,
@@ -117,7 +134,10 @@ def train_run(
     ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
 
     model = build_seeded(cfg.model, data.num_classes, data.in_channels, cfg.seed).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, sampler.total_steps)
     history: list[dict] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
@@ -125,6 +145,8 @@ def train_run(
             state = load_checkpoint(checkpoint, device)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
             sampler.load_state_dict(state["sampler"])
             set_rng_state(state["rng"])
             history = run.history()[: state["epoch"]]
@@ -145,20 +167,29 @@ def train_run(
                 "epoch": result.epoch,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
                 "sampler": sampler.state_dict(),
                 "rng": rng_state(),
             })
             bar.update(1)
-            bar.set_postfix(loss=f"{result.train_loss:.3f}", acc=f"{result.test.acc:.3f}")
+            bar.set_postfix(loss=f"{result.train_loss:.3f}", acc=f"{result.evals['test'].acc:.3f}")
 
-        pin = device.type == "cuda"
+        pin = device.type == "cuda" and not cfg.data_on_device
+        eval_sets = {name: data.eval_loader(split, num_workers=cfg.num_workers, pin_memory=pin)
+                     for name, split in (("val", data.val), ("test", data.test)) if split is not None}
         fit(
             model, optimizer,
             data.loader(data.train, sampler, cfg.num_workers, pin),
             sampler,
-            data.eval_loader(data.test, num_workers=cfg.num_workers, pin_memory=pin),
+            eval_sets,
             device,
+            train_transform=data.train_transform,
+            eval_transform=data.eval_transform,
+            augment_seed=cfg.seed if cfg.augment != "none" else None,
+            scheduler=scheduler,
             eval_train_mode=cfg.eval_mode == "train",
+            autocast_dtype=torch.bfloat16 if cfg.precision == "bf16" else None,
+            channels_last=cfg.channels_last,
             on_epoch=on_epoch,
         )
         bar.close()
@@ -200,14 +231,15 @@ def compare(
     configs = [base.replace(delta=float(d), seed=int(s)) for d in deltas for s in seeds]
     for cfg in configs:
         validate(cfg)
-    data = load_dataset(base)
+    device = resolve_device(base.device)
+    data = load_dataset(resolve(base, device), device)
     for cfg in configs:  # fail before training if any delta gives no batch per round
         HardBatchSampler(len(data.train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy)
     out = ensure_writable_dir(Path(out))
     runs = [out / run_name(cfg.delta, cfg.seed, cfg.policy) for cfg in configs]
     for cfg, path in zip(configs, runs):
         if RunDir(path).finished:
-            _check_same(RunDir(path), cfg)
+            _check_same(RunDir(path), resolve(cfg, device))
     for i, (cfg, path) in enumerate(zip(configs, runs), start=1):
         label = f"[{i}/{len(runs)}] δ={cfg.delta:g} seed={cfg.seed}"
         train_run(cfg, path, resume=True, progress=progress, data=data, label=label)

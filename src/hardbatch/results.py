@@ -17,6 +17,7 @@ from hardbatch.config import RunConfig, UsageError
 CONFIG, HISTORY, TRACE, SUMMARY, CHECKPOINT = "config.json", "history.csv", "trace.csv", "summary.json", "checkpoint.pt"
 HISTORY_FIELDS = (
     "epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "lr", "train_seconds", "eval_seconds",
+    "val_loss", "val_acc", "val_top5",  # empty without a validation split
 )
 TRACE_FIELDS = ("step", "round", "batch", "loss")
 PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
@@ -44,7 +45,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def csv_text(rows: Iterable[dict], fields: Sequence[str]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -212,6 +213,16 @@ def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batc
         "samples_backpropagated": steps * cfg.batch_size,
         "train_seconds": sum(row["train_seconds"] for row in history),
         "eval_seconds": sum(row["eval_seconds"] for row in history),
+        **_val_summary(history),
         "batch_visits": batch_visits,
         "batches_never_selected_after_warmup": sum(1 for v in batch_visits if v <= 1),
     }
+
+
+def _val_summary(history: list[dict]) -> dict:
+    """Validation accuracy at the end and at its best epoch, when the run had a validation split."""
+    vals = [row.get("val_acc", math.nan) for row in history]
+    if not vals or any(v is None or math.isnan(v) for v in vals):
+        return {}
+    best = max(vals)
+    return {"final_val_acc": vals[-1], "best_val_acc": best, "best_val_epoch": vals.index(best) + 1}

@@ -30,24 +30,21 @@ class EpochResult:
     epoch: int
     step: int
     train_loss: float
-    test: EvalResult
+    evals: dict[str, EvalResult]  # "test", and "val" when a validation split exists
     lr: float
     train_seconds: float
     eval_seconds: float
     trace: list[tuple[int, int, int, float]] = field(repr=False)
 
     def history_row(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "step": self.step,
-            "train_loss": self.train_loss,
-            "test_loss": self.test.loss,
-            "test_acc": self.test.acc,
-            "test_top5": self.test.top5,
-            "lr": self.lr,
-            "train_seconds": self.train_seconds,
-            "eval_seconds": self.eval_seconds,
-        }
+        row = {"epoch": self.epoch, "step": self.step, "train_loss": self.train_loss, "lr": self.lr,
+               "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds}
+        for name, result in self.evals.items():
+            row.update({f"{name}_loss": result.loss, f"{name}_acc": result.acc, f"{name}_top5": result.top5})
+        return row
+
+
+Transform = Callable[..., torch.Tensor]  # (x, generator=None) -> model input
 
 
 def _synchronize(device: torch.device) -> None:
@@ -61,13 +58,23 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _to_input(x: torch.Tensor, device: torch.device, transform: Transform | None, generator: torch.Generator | None,
+              channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if transform is not None:
+        x = transform(x, generator)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     batches: Iterable,
     device: torch.device,
     train_mode: bool = False,
+    transform: Transform | None = None,
     autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> EvalResult:
     """Mean cross-entropy, top-1 and top-5 accuracy (fractions) over ``batches`` of (x, y).
 
@@ -80,7 +87,7 @@ def evaluate(
     top5 = torch.zeros((), device=device, dtype=torch.long)
     count = 0
     for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = _to_input(x, device, transform, None, channels_last), y.to(device, non_blocking=True)
         with _autocast(device, autocast_dtype):
             logits = model(x)
         logits = logits.float()
@@ -103,7 +110,7 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer step on the mean cross-entropy of (x, y); returns the loss before the update (0-d)."""
     with _autocast(x.device, autocast_dtype):
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -115,58 +122,66 @@ def fit(
     optimizer: torch.optim.Optimizer,
     train_batches: Iterable,
     sampler: HardBatchSampler,
-    eval_batches: Iterable,
+    eval_sets: dict[str, Iterable],
     device: torch.device,
     *,
+    train_transform: Transform | None = None,
+    eval_transform: Transform | None = None,
+    augment_seed: int | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     eval_train_mode: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
     on_epoch: Callable[[EpochResult], None] | None = None,
 ) -> None:
-    """Train until ``sampler`` has spent its step budget, evaluating every N steps.
+    """Train until ``sampler`` has spent its step budget, evaluating ``eval_sets`` every N steps.
 
-    ``train_batches`` yields (x, y) for the batches ``sampler`` draws (a DataLoader built on it);
-    one pass over it is one round. ``on_epoch`` receives each epoch's results, at a step boundary
-    where ``sampler``, ``model`` and ``optimizer`` can be checkpointed.
+    ``train_batches`` yields raw (x, y) for the batches ``sampler`` draws (a DataLoader built on it);
+    one pass over it is one round. ``train_transform(x, generator)`` turns x into model input; with
+    ``augment_seed`` the generator is seeded from (seed, step), so augmentation does not depend on
+    how the run was interrupted. ``on_epoch`` receives each epoch's results at a step boundary, where
+    ``sampler``, ``model``, ``optimizer`` and ``scheduler`` can be checkpointed.
     """
     n = sampler.num_batches
     model.train()
+    generator = torch.Generator(device=device) if augment_seed is not None else None
     losses: list[torch.Tensor] = []  # this epoch's step losses, kept on the device: no sync per step
     steps: list[tuple[int, int, int]] = []
     started = time.perf_counter()
     while not sampler.done:
         for x, y in train_batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = train_step(model, optimizer, x, y, autocast_dtype)
+            if generator is not None:
+                generator.manual_seed(augment_seed * 1_000_003 + sampler.steps)
+            x = _to_input(x, device, train_transform, generator, channels_last)
+            loss = train_step(model, optimizer, x, y.to(device, non_blocking=True), autocast_dtype)
             batch = sampler.record(loss)
             if scheduler is not None:
                 scheduler.step()
             losses.append(loss)
             steps.append((sampler.steps, sampler.round, batch))
-            if sampler.steps % n and not sampler.done:
+            if sampler.steps % n:
                 continue
-            # An epoch (N steps) ended, or the budget did: evaluate and report.
+            # An epoch of N steps ended: evaluate and report.
             lr = optimizer.param_groups[0]["lr"]
             step_losses = torch.stack(losses).float().cpu().tolist()
             _synchronize(device)
             train_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            test = evaluate(model, eval_batches, device, eval_train_mode, autocast_dtype)
+            evals = {name: evaluate(model, batches, device, eval_train_mode, eval_transform, autocast_dtype, channels_last)
+                     for name, batches in eval_sets.items()}
             _synchronize(device)
             eval_seconds = time.perf_counter() - started
             if on_epoch is not None:
-                on_epoch(
-                    EpochResult(
-                        epoch=-(-sampler.steps // n),
-                        step=sampler.steps,
-                        train_loss=sum(step_losses) / len(step_losses),
-                        test=test,
-                        lr=lr,
-                        train_seconds=train_seconds,
-                        eval_seconds=eval_seconds,
-                        trace=[(s, r, b, l) for (s, r, b), l in zip(steps, step_losses)],
-                    )
-                )
+                on_epoch(EpochResult(
+                    epoch=sampler.steps // n,
+                    step=sampler.steps,
+                    train_loss=sum(step_losses) / len(step_losses),
+                    evals=evals,
+                    lr=lr,
+                    train_seconds=train_seconds,
+                    eval_seconds=eval_seconds,
+                    trace=[(s, r, b, l) for (s, r, b), l in zip(steps, step_losses)],
+                ))
             losses, steps = [], []
             started = time.perf_counter()
 
