@@ -43,7 +43,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", help="where data set files live (data sets that need files)")
     g.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
     g.add_argument("--num-workers", type=int, help=f"DataLoader worker processes (default {d.num_workers})")
-    g.add_argument("--image-size", type=int, help="resize images to this side length (default: native size)")
+    g.add_argument("--image-size", type=int, help="resize images to this side length (default: native size; 64 for imagefolder)")
     g.add_argument("--augment", choices=AUGMENTS, help=f"training augmentation, applied on the device (default {d.augment})")
     g.add_argument("--normalize", choices=NORMALIZATIONS,
                    help=f"per-channel mean/std: the data set's own or ImageNet's (default {d.normalize})")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset
@@ -14,6 +17,10 @@ from hardbatch.config import RunConfig, UsageError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLIT_SEED = 0  # the validation split is the same for every run, whatever its seed
+IMAGEFOLDER_SIZE = 64  # side length of imagefolder images when no --image-size is given
+STATS_IMAGES = 1_000  # imagefolder mean/std come from this many train images at most
+CIFAR_HOME = "https://www.cs.toronto.edu/~kriz/cifar.html"
+STL10_HOME = "https://cs.stanford.edu/~acoates/stl10/"
 
 
 class InMemoryDataset(Dataset):
@@ -45,6 +52,13 @@ class InMemoryDataset(Dataset):
 def keep_batch(batch):
     """Collate function for data sets whose ``__getitems__`` already returns a batch."""
     return batch
+
+
+def gives_batches(dataset: Dataset) -> bool:
+    """Whether ``dataset.__getitems__`` returns a whole batch (an InMemoryDataset, or a Subset of one), not a list of samples."""
+    while isinstance(dataset, Subset):  # Subset always has __getitems__; it returns what its base returns
+        dataset = dataset.dataset
+    return hasattr(dataset, "__getitems__")
 
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
@@ -142,7 +156,7 @@ class DataSplits:
 
     def loader(self, dataset: Dataset, batch_sampler: Sampler, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
         """A DataLoader that draws whole mini-batches from ``batch_sampler``."""
-        collate = keep_batch if hasattr(dataset, "__getitems__") else None
+        collate = keep_batch if gives_batches(dataset) else None
         return DataLoader(
             dataset,
             batch_sampler=batch_sampler,
@@ -176,6 +190,143 @@ def read_digits(cfg: RunConfig) -> RawData:
                    num_classes=10, in_channels=1, image_size=8, mean=(mean,), std=(std,))
 
 
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images (N, C, H, W) in [0, 1] units, from a histogram per channel."""
+    values = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        p = torch.bincount(images[:, c].reshape(-1), minlength=256).double()
+        p /= p.sum()
+        mean = (p * values).sum()
+        means.append(mean.item())
+        stds.append((p * (values - mean) ** 2).sum().sqrt().item())
+    return tuple(means), tuple(stds)
+
+
+def _in_memory_raw(train: InMemoryDataset, test: InMemoryDataset, num_classes: int) -> RawData:
+    mean, std = channel_stats(train.images)
+    return RawData(train, test, num_classes, in_channels=train.images.shape[1], image_size=train.images.shape[-1],
+                   mean=mean, std=std)
+
+
+def _data_dir(cfg: RunConfig, name: str, holds: str) -> Path:
+    if cfg.data_dir is None:
+        raise UsageError(f"{name} needs --data-dir: the folder that holds {holds}")
+    return Path(cfg.data_dir)
+
+
+def _find_files(cfg: RunConfig, name: str, folder: str, files: list[str], listing: str, archive: str, home: str,
+                download: Callable[[str], object]) -> Path:
+    """``cfg.data_dir/folder``, checked to hold ``files``; if some are missing and ``cfg.download``, ``download(root)`` fetches them.
+
+    ``download`` is a torchvision data-set class called with download=True: it fetches the archive, checks its
+    md5 and extracts it. Missing files without --download, or a failed download, raise UsageError.
+    """
+    root = _data_dir(cfg, name, f"{folder}/ ({listing}), or where --download should put it")
+    base = root / folder
+    get = f"get {archive} from {home} and extract it into {str(root)!r}"
+    if cfg.download and not all((base / f).is_file() for f in files):
+        try:
+            download(str(root))
+        except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision raises RuntimeError on bad md5
+            raise UsageError(f"{name} download into {str(root)!r} failed ({e}); {get}") from None
+    if not all((base / f).is_file() for f in files):
+        raise UsageError(f"{name} not found in {str(root)!r}: expected {base}/ ({listing}); pass --download or {get}")
+    return base
+
+
+def _unreadable(path: Path, error: Exception) -> UsageError:
+    return UsageError(f"cannot read {path} ({type(error).__name__}: {error}); extract the archive again or delete it and pass --download")
+
+
+def read_cifar_pickles(paths: list[Path], label_key: str) -> InMemoryDataset:
+    """CIFAR python-format batches: pickled dicts with 'data' (n, 3072) uint8, planes R, G, B row-major, and labels."""
+    images, labels = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")  # written by Python 2
+            entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(entry[label_key])
+        except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as e:
+            raise _unreadable(path, e) from None
+    return InMemoryDataset(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long))
+
+
+def read_stl10_binaries(images_path: Path, labels_path: Path) -> InMemoryDataset:
+    """STL-10 binary files: images 3x96x96 uint8 each, every plane stored column-major; labels uint8 1..10 (-> 0..9)."""
+    try:
+        x = np.fromfile(images_path, dtype=np.uint8).reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)  # (N, C, W, H) -> (N, C, H, W)
+        y = np.fromfile(labels_path, dtype=np.uint8).astype(np.int64) - 1
+        return InMemoryDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
+    except (OSError, ValueError) as e:  # a truncated file, or as many labels as images
+        raise _unreadable(images_path, e) from None
+
+
+def read_cifar10(cfg: RunConfig) -> RawData:
+    """CIFAR-10 from ``cfg.data_dir``/cifar-10-batches-py/ (required; --download fetches it through torchvision): 50,000 train and 10,000 test images."""
+    import torchvision
+
+    train_files = [f"data_batch_{i}" for i in range(1, 6)]
+    base = _find_files(cfg, "cifar10", "cifar-10-batches-py", train_files + ["test_batch"], "data_batch_1..5, test_batch",
+                       "cifar-10-python.tar.gz", CIFAR_HOME, lambda root: torchvision.datasets.CIFAR10(root, download=True))
+    train = read_cifar_pickles([base / f for f in train_files], "labels")
+    return _in_memory_raw(train, read_cifar_pickles([base / "test_batch"], "labels"), num_classes=10)
+
+
+def read_cifar100(cfg: RunConfig) -> RawData:
+    """CIFAR-100 (fine labels) from ``cfg.data_dir``/cifar-100-python/ (required; --download fetches it through torchvision)."""
+    import torchvision
+
+    base = _find_files(cfg, "cifar100", "cifar-100-python", ["train", "test"], "train, test",
+                       "cifar-100-python.tar.gz", CIFAR_HOME, lambda root: torchvision.datasets.CIFAR100(root, download=True))
+    train = read_cifar_pickles([base / "train"], "fine_labels")
+    return _in_memory_raw(train, read_cifar_pickles([base / "test"], "fine_labels"), num_classes=100)
+
+
+def read_stl10(cfg: RunConfig) -> RawData:
+    """STL-10 from ``cfg.data_dir``/stl10_binary/ (required; --download fetches it through torchvision): the 5,000
+    labelled train and 8,000 test 96x96 images; the unlabelled split is not used."""
+    import torchvision
+
+    files = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"]
+    base = _find_files(cfg, "stl10", "stl10_binary", files, ", ".join(files), "stl10_binary.tar.gz", STL10_HOME,
+                       lambda root: torchvision.datasets.STL10(root, split="train", download=True))
+    train = read_stl10_binaries(base / "train_X.bin", base / "train_y.bin")
+    return _in_memory_raw(train, read_stl10_binaries(base / "test_X.bin", base / "test_y.bin"), num_classes=10)
+
+
+def read_imagefolder(cfg: RunConfig) -> RawData:
+    """Your own images in ``cfg.data_dir`` (required): train/<class>/<image> and test/<class>/<image>, or val/ when there is no test/.
+
+    Decoded per sample, not held in memory: each image is converted to RGB and stretched to a square of side
+    ``cfg.image_size`` (IMAGEFOLDER_SIZE = 64 when None) so batches collate; a sample is (uint8 (3, S, S), label).
+    Classes are the sorted folder names and must be the same in both splits. Mean/std are estimated from at most
+    STATS_IMAGES train images, evenly spaced in file order.
+    """
+    from torchvision import datasets, transforms
+
+    root = _data_dir(cfg, "imagefolder", "train/<class>/<image> and test/<class>/<image>")
+    test_dir = root / "test" if (root / "test").is_dir() else root / "val"
+    layout = f"expected {root / 'train'}/<class>/<image> and {root / 'test'}/<class>/<image> (or val/ instead of test/)"
+    if not (root / "train").is_dir() or not test_dir.is_dir():
+        raise UsageError(f"imagefolder not found in {str(root)!r}: {layout}")
+    size = cfg.image_size or IMAGEFOLDER_SIZE
+    to_tensor = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
+    try:
+        train, test = (datasets.ImageFolder(str(d), transform=to_tensor) for d in (root / "train", test_dir))
+    except FileNotFoundError as e:  # no class folders, or no images in them
+        raise UsageError(f"imagefolder: {e}; {layout}") from None
+    if train.classes != test.classes:
+        only_train, only_test = sorted(set(train.classes) - set(test.classes)), sorted(set(test.classes) - set(train.classes))
+        raise UsageError(f"imagefolder: train/ and {test_dir.name}/ need the same class folders; only in train/: "
+                         f"{', '.join(only_train) or '-'}; only in {test_dir.name}/: {', '.join(only_test) or '-'}")
+    picks = torch.linspace(0, len(train) - 1, min(len(train), STATS_IMAGES)).round().long()
+    mean, std = channel_stats(torch.stack([train[i][0] for i in picks.tolist()]))
+    return RawData(train, test, num_classes=len(train.classes), in_channels=3, image_size=size, mean=mean, std=std)
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One row of the data-set table."""
@@ -195,6 +346,11 @@ def register_dataset(spec: DatasetSpec) -> None:
 
 
 register_dataset(DatasetSpec("digits", read_digits, "scikit-learn 8x8 handwritten digits, 10 classes, bundled offline"))
+register_dataset(DatasetSpec("cifar10", read_cifar10, "CIFAR-10, 32x32 colour, 10 classes; files in --data-dir or --download"))
+register_dataset(DatasetSpec("cifar100", read_cifar100, "CIFAR-100, 32x32 colour, 100 fine classes; files in --data-dir or --download"))
+register_dataset(DatasetSpec("stl10", read_stl10, "STL-10 labelled split, 96x96 colour, 10 classes; files in --data-dir or --download"))
+register_dataset(DatasetSpec("imagefolder", read_imagefolder,
+                             "your images in --data-dir/{train,test}/<class>/, resized to --image-size (default 64)"))
 
 
 def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSplits:
