@@ -52,6 +52,7 @@ class HighLossPolicy:
         self.delta = delta
         self.k = num_selected(num_batches, delta)
         self.losses = torch.full((num_batches,), float("nan"))
+        self.recorded = torch.zeros(num_batches, dtype=torch.bool)  # has the batch a stored loss yet?
         self.round = -1  # index of the round last planned; -1 before the warm-up
 
     def next_round(self) -> list[int]:
@@ -59,8 +60,8 @@ class HighLossPolicy:
         self.round += 1
         if self.round == 0:
             return list(range(self.num_batches))
-        if torch.isnan(self.losses).any():
-            missing = torch.isnan(self.losses).nonzero().flatten().tolist()
+        if not self.recorded.all():
+            missing = (~self.recorded).nonzero().flatten().tolist()
             raise RuntimeError(f"no loss was recorded for batches {missing[:10]} before round {self.round}")
         return self._choose().tolist()
 
@@ -76,13 +77,15 @@ class HighLossPolicy:
                 # the one sync per round happens in next_round().
                 self.losses = self.losses.to(loss.device)
         self.losses[batch] = loss
+        self.recorded[batch] = True
 
     def state_dict(self) -> dict:
-        return {"round": self.round, "losses": self.losses.cpu().clone()}
+        return {"round": self.round, "losses": self.losses.cpu().clone(), "recorded": self.recorded.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.round = int(state["round"])
         self.losses = state["losses"].clone().to(self.losses.device)
+        self.recorded = state["recorded"].clone()
 
 
 class RandomSubsetPolicy(HighLossPolicy):
@@ -189,7 +192,11 @@ class HardBatchSampler(Sampler[list[int]]):
                     f"record() the loss of every batch before starting the next round "
                     f"({len(self._round) - self._recorded} pending)"
                 )
-            return  # a pass that stopped early goes on where it stopped
+            # A pass that stopped early goes on from its first unrecorded batch: batches a DataLoader
+            # drew ahead (prefetch) but never recorded are drawn again, so each record() still
+            # pairs with the batch it trained (as after load_state_dict).
+            self._yielded = self._recorded
+            return
         remaining = self.total_steps - self.steps
         if remaining > 0:
             self._round = self.policy.next_round()[:remaining]

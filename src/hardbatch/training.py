@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hardbatch.selection import HardBatchSampler
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
 
 
 @dataclass
@@ -164,6 +169,9 @@ def fit(
             # An epoch of N steps ended: evaluate and report.
             lr = optimizer.param_groups[0]["lr"]
             step_losses = torch.stack(losses).float().cpu().tolist()
+            bad = next((s for (s, _, _), l in zip(steps, step_losses) if not math.isfinite(l)), None)
+            if bad is not None:
+                raise TrainingDiverged(f"training loss is not finite at step {bad}; try a lower --lr")
             _synchronize(device)
             train_seconds = time.perf_counter() - started
             started = time.perf_counter()

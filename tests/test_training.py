@@ -1,0 +1,374 @@
+"""The training loop: delta = 1 is plain training, skipped batches are never loaded, evaluation and resuming."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+import hardbatch
+from hardbatch.data import load_dataset
+from hardbatch.models import build_seeded
+from hardbatch.selection import HardBatchSampler
+from hardbatch.training import EpochResult, evaluate, fit, train_step
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def check_trace_follows_the_rule(trace, n: int, k: int, total: int) -> None:
+    """Replay METHOD.md's rule on the losses the loop itself recorded; every step must be the one the rule picks.
+
+    ``trace``: (step, round, batch, loss) rows in step order.
+    """
+    assert [row[0] for row in trace] == list(range(1, total + 1))
+    stored = {}
+    expected = []
+    rnd = 0
+    while len(expected) < total:
+        if rnd == 0:
+            chosen = list(range(n))
+        else:
+            chosen = sorted(sorted(range(n), key=lambda b: -stored[b])[:k])
+        for b in chosen[: total - len(expected)]:
+            step, got_round, got_batch, loss = trace[len(expected)]
+            assert (got_round, got_batch) == (rnd, b), f"step {step}"
+            stored[b] = loss
+            expected.append(b)
+        rnd += 1
+
+
+# ---- delta = 1 is a plain PyTorch loop, step for step --------------------------------------------
+
+
+def test_delta_one_fit_equals_a_hand_written_loop():
+    data = load_dataset(hardbatch.RunConfig(dataset="digits"))
+    assert data.val is None
+    images, labels = data.train.images, data.train.labels
+    batch_size, epochs, seed = 32, 2, 3
+    n = len(labels) // batch_size
+
+    def make():
+        model = build_seeded("small_cnn", 10, 1, seed)
+        return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    model, optimizer = make()
+    sampler = HardBatchSampler(len(data.train), batch_size, delta=1.0, epochs=epochs)
+    results: list[EpochResult] = []
+    torch.manual_seed(0)
+    fit(model, optimizer, data.loader(data.train, sampler), sampler, {"test": data.eval_loader(data.test)}, CPU,
+        train_transform=data.train_transform, eval_transform=data.eval_transform, on_epoch=results.append)
+
+    hand, hand_optimizer = make()
+    hand.train()
+    hand_losses = []
+    hand_evals = []
+    torch.manual_seed(0)
+    for _ in range(epochs):
+        for i in range(n):
+            x = data.train_transform(images[i * batch_size:(i + 1) * batch_size])
+            y = labels[i * batch_size:(i + 1) * batch_size]
+            loss = F.cross_entropy(hand(x), y)
+            hand_optimizer.zero_grad()
+            loss.backward()
+            hand_optimizer.step()
+            hand_losses.append(loss.item())
+        hand_evals.append(evaluate(hand, data.eval_loader(data.test), CPU, transform=data.eval_transform))
+        hand.train()
+
+    trace = [row for result in results for row in result.trace]
+    assert [row[3] for row in trace] == hand_losses  # exact, not approximate
+    assert [row[2] for row in trace] == list(range(n)) * epochs
+    assert [row[1] for row in trace] == [e for e in range(epochs) for _ in range(n)]
+    for (name, p), (_, q) in zip(model.state_dict().items(), hand.state_dict().items()):
+        assert torch.equal(p, q), name  # parameters and BatchNorm buffers alike
+    assert [r.epoch for r in results] == [1, 2]
+    assert [r.step for r in results] == [n, 2 * n]
+    assert [r.evals["test"] for r in results] == hand_evals
+    assert sampler.visits.tolist() == [epochs] * n
+
+
+# ---- skipped batches are never loaded ------------------------------------------------------------
+
+
+class CountingDataset(Dataset):
+    """Fixed random features and labels; counts every __getitem__ per sample in shared memory (seen by workers too)."""
+
+    def __init__(self, n: int, features: int = 6, classes: int = 3):
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, features, generator=generator)
+        self.y = torch.randint(0, classes, (n,), generator=generator)
+        self.loads = torch.zeros(n, dtype=torch.long).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        self.loads[i] += 1
+        return self.x[i], self.y[i]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_skipped_batches_are_never_loaded(num_workers):
+    batch_size, n_batches, epochs = 4, 12, 3
+    dataset = CountingDataset(batch_size * n_batches + 3)  # 3 samples in the dropped remainder
+    sampler = HardBatchSampler(len(dataset), batch_size, delta=0.25, epochs=epochs, shuffle_partition=True, seed=1)
+    assert sampler.policy.k == 3
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, persistent_workers=num_workers > 0)
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    results: list[EpochResult] = []
+    fit(model, optimizer, loader, sampler, {}, CPU, on_epoch=results.append)
+
+    steps = epochs * n_batches
+    assert sampler.steps == steps
+    assert int(dataset.loads.sum()) == steps * batch_size
+    for b, samples in enumerate(sampler.partition.tolist()):
+        assert dataset.loads[samples].tolist() == [int(sampler.visits[b])] * batch_size, f"batch {b}"
+    in_batches = torch.zeros(len(dataset), dtype=torch.bool)
+    in_batches[sampler.partition.flatten()] = True
+    assert dataset.loads[~in_batches].tolist() == [0, 0, 0]
+    # Some batches were trained only in the warm-up: their samples were read exactly once.
+    starved = (sampler.visits == 1).nonzero().flatten()
+    assert len(starved) > 0
+    assert dataset.loads[sampler.partition[starved].flatten()].eq(1).all()
+    trace = [row for result in results for row in result.trace]
+    check_trace_follows_the_rule(trace, n_batches, 3, steps)
+
+
+# ---- what fit reports ----------------------------------------------------------------------------
+
+
+def tiny_problem(n_batches=11, batch_size=5, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_batches * batch_size, 1, 2, 3, generator=generator)
+    y = torch.randint(0, 4, (n_batches * batch_size,), generator=generator)
+    return hardbatch.data.InMemoryDataset(x, y)
+
+
+def tiny_model(seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))
+
+
+def loader_for(dataset, sampler):
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=hardbatch.data.keep_batch)
+
+
+def test_fit_reports_every_n_steps_even_mid_round():
+    dataset = tiny_problem()
+    sampler = HardBatchSampler(len(dataset), 5, delta=0.3, epochs=4)  # N = 11, k = 3: epochs end mid-round
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    test_batches = [(dataset.images[:20], dataset.labels[:20])]
+    results: list[EpochResult] = []
+    evals_seen = []
+
+    def on_epoch(result):
+        results.append(result)
+        evals_seen.append(evaluate(model, test_batches, CPU))
+        assert model.training  # fit keeps training after the evaluation
+
+    fit(model, optimizer, loader_for(dataset, sampler), sampler, {"test": test_batches, "val": test_batches}, CPU,
+        on_epoch=on_epoch)
+    assert [r.epoch for r in results] == [1, 2, 3, 4]
+    assert [r.step for r in results] == [11, 22, 33, 44]
+    assert [len(r.trace) for r in results] == [11] * 4
+    # Warm-up = steps 1..11, then rounds of 3: step 22 ends epoch 2 inside round 4, which goes on in epoch 3.
+    assert results[1].trace[-1][1] == results[2].trace[0][1] == 4
+    for r, seen in zip(results, evals_seen):
+        assert set(r.evals) == {"test", "val"}
+        assert r.evals["test"] == r.evals["val"] == seen
+        assert r.train_loss == pytest.approx(sum(row[3] for row in r.trace) / len(r.trace))
+        assert r.lr == 0.2
+        assert r.history_row()["test_acc"] == seen.acc
+    trace = [row for r in results for row in r.trace]
+    check_trace_follows_the_rule(trace, 11, 3, 44)
+    # The stored losses are the latest trained loss of each batch.
+    latest = {batch: loss for _, _, batch, loss in trace}
+    assert sampler.policy.losses.tolist() == [latest[b] for b in range(11)]
+
+
+def test_fit_steps_the_scheduler_once_per_optimizer_step():
+    dataset = tiny_problem()
+    sampler = HardBatchSampler(len(dataset), 5, delta=0.5, epochs=2)
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    results: list[EpochResult] = []
+    fit(model, optimizer, loader_for(dataset, sampler), sampler, {}, CPU, scheduler=scheduler, on_epoch=results.append)
+    assert [r.lr for r in results] == [1.0 / 12, 1.0 / 23]
+
+
+def test_fit_resumed_from_a_mid_round_checkpoint_matches_an_uninterrupted_run():
+    dataset = tiny_problem(n_batches=10)
+
+    draws = []
+
+    def augment(x, generator):
+        noise = torch.randn(x.shape, generator=generator)
+        draws.append(noise.flatten()[0].item())
+        return x + 0.1 * noise
+
+    def setup():
+        sampler = HardBatchSampler(len(dataset), 5, delta=0.3, epochs=3)  # N = 10, k = 3: 10, 13, 16, 19, 22, ...
+        model = tiny_model()
+        return sampler, model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    sampler, full_model, optimizer = setup()
+    full: list[EpochResult] = []
+    fit(full_model, optimizer, loader_for(dataset, sampler), sampler, {}, CPU, train_transform=augment,
+        augment_seed=7, on_epoch=full.append)
+
+    class Stop(Exception):
+        pass
+
+    sampler, model, optimizer = setup()
+    saved = {}
+
+    def stop_after_second_epoch(result):
+        if result.epoch == 2:  # step 20, inside round 4
+            saved.update(sampler=sampler.state_dict(), model=copy.deepcopy(model.state_dict()),
+                         optimizer=copy.deepcopy(optimizer.state_dict()))
+            raise Stop
+
+    # Prefetching workers have drawn batches past the checkpoint that were never trained.
+    prefetching = DataLoader(dataset, batch_sampler=sampler, collate_fn=hardbatch.data.keep_batch, num_workers=2)
+    with pytest.raises(Stop):
+        fit(model, optimizer, prefetching, sampler, {}, CPU, train_transform=augment, augment_seed=7,
+            on_epoch=stop_after_second_epoch)
+
+    sampler, model, optimizer = setup()
+    sampler.load_state_dict(saved["sampler"])
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    assert sampler.steps == 20
+    rest: list[EpochResult] = []
+    fit(model, optimizer, loader_for(dataset, sampler), sampler, {}, CPU, train_transform=augment, augment_seed=7,
+        on_epoch=rest.append)
+    assert [r.trace for r in rest] == [full[2].trace]
+    # Augmentation is seeded per step, not per position in the epoch: no two steps share a draw, and
+    # the resumed run drew the same noise as the uninterrupted one.
+    full_draws, resumed_draws = draws[:30], draws[-10:]
+    assert len(set(full_draws)) == 30
+    assert resumed_draws == full_draws[20:]
+    assert torch.equal(sampler.visits, torch.bincount(torch.tensor([row[2] for r in full for row in r.trace])))
+    for p, q in zip(model.state_dict().values(), full_model.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+# ---- train_step ----------------------------------------------------------------------------------
+
+
+def test_train_step_returns_the_loss_before_the_update_and_takes_one_sgd_step():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 4)
+    before = copy.deepcopy(model)
+    x, y = torch.randn(8, 3), torch.randint(0, 4, (8,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = train_step(model, optimizer, x, y)
+    expected = F.cross_entropy(before(x), y)
+    assert loss.shape == () and not loss.requires_grad
+    assert torch.equal(loss, expected.detach())
+    expected.backward()
+    for p, q in zip(model.parameters(), before.parameters()):
+        assert torch.allclose(p, q - 0.5 * q.grad)
+        assert not torch.equal(p, q)
+
+
+# ---- evaluate ------------------------------------------------------------------------------------
+
+
+class Logits(nn.Module):
+    """A fixed identity linear layer (input = logits) that remembers the mode and grad state of its forward."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.linear = nn.Linear(classes, classes)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(classes))
+            self.linear.bias.zero_()
+        self.calls: list[tuple[bool, bool]] = []
+
+    def forward(self, x):
+        self.calls.append((self.training, torch.is_grad_enabled()))
+        return self.linear(x)
+
+
+LOGITS = torch.tensor([
+    [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 0: rank 1
+    [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 4: rank 5
+    [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 5: rank 6
+    [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 9.0],  # label 6: rank 1
+    [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],  # label 2: rank 5
+])
+LABELS = torch.tensor([0, 4, 5, 6, 2])
+
+
+def test_evaluate_top1_top5_and_loss_on_known_logits():
+    batches = [(LOGITS[:3], LABELS[:3]), (LOGITS[3:], LABELS[3:])]  # unequal batches: means are per sample
+    result = evaluate(Logits(7), batches, CPU)
+    assert result.acc == pytest.approx(2 / 5)
+    assert result.top5 == pytest.approx(4 / 5)
+    assert result.loss == pytest.approx(F.cross_entropy(LOGITS, LABELS).item(), rel=1e-6)
+    mean_of_batch_means = (F.cross_entropy(LOGITS[:3], LABELS[:3]) + F.cross_entropy(LOGITS[3:], LABELS[3:])) / 2
+    assert result.loss != pytest.approx(mean_of_batch_means.item(), rel=1e-3)
+
+
+def test_evaluate_applies_the_transform():
+    batches = [(LOGITS, LABELS)]
+    seen = []
+
+    def reverse(x, generator):
+        seen.append(generator)
+        return x.flip(1)  # the class ranking reverses
+
+    result = evaluate(Logits(7), batches, CPU, transform=reverse)
+    assert seen == [None]
+    # Reversed rows: the labels rank 7, 3, 2, 7 (row 3 becomes [9, .6, ..., .1]) and 3.
+    assert result.acc == 0.0
+    assert result.top5 == pytest.approx(3 / 5)
+    assert result.loss == pytest.approx(F.cross_entropy(LOGITS.flip(1), LABELS).item(), rel=1e-6)
+
+
+def test_evaluate_with_fewer_than_five_classes_counts_every_sample_in_top5():
+    logits = torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    result = evaluate(Logits(3), [(logits, torch.tensor([0, 0]))], CPU)
+    assert result.acc == pytest.approx(0.5)
+    assert result.top5 == 1.0
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_evaluate_mode_flag_and_restores_the_previous_mode(was_training, train_mode):
+    model = Logits(7)
+    model.train(was_training)
+    evaluate(model, [(LOGITS, LABELS), (LOGITS, LABELS)], CPU, train_mode=train_mode)
+    assert model.calls == [(train_mode, False)] * 2  # the requested mode, no autograd
+    assert model.training is was_training
+    assert model.linear.training is was_training
+
+
+def test_evaluate_train_mode_uses_batch_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(7))
+    x = LOGITS * 10 + 3
+    in_eval = evaluate(model, [(x, LABELS)], CPU, train_mode=False)
+    in_train = evaluate(model, [(x, LABELS)], CPU, train_mode=True)
+    normalized = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
+    assert in_train.loss == pytest.approx(F.cross_entropy(normalized, LABELS).item(), rel=1e-5)
+    assert in_eval.loss == pytest.approx(F.cross_entropy(x / (1 + 1e-5) ** 0.5, LABELS).item(), rel=1e-5)
