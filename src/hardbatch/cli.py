@@ -8,7 +8,10 @@ from dataclasses import fields
 from pathlib import Path
 
 from hardbatch import __version__
-from hardbatch.config import AUGMENTS, EVAL_MODES, NORMALIZATIONS, PRECISIONS, SCHEDULES, RunConfig, UsageError
+from hardbatch.config import (
+    AUGMENTS, EVAL_MODES, NORMALIZATIONS, PRECISIONS, PROTOCOLS, SCHEDULES, STEMS, RunConfig, UsageError, make_config,
+)
+from hardbatch.training import TrainingDiverged
 
 DEFAULTS = RunConfig()
 
@@ -30,16 +33,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by train and compare; each default is RunConfig's, shown in --help."""
+def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """Flags shared by train, compare and sweep; ``many``: the grid flags --protocols/--datasets/--models."""
     from hardbatch.data import DATASETS
     from hardbatch.models import MODELS
     from hardbatch.selection import POLICIES
 
     d = DEFAULTS
+    p.add_argument("--protocols" if many else "--protocol", choices=list(PROTOCOLS), nargs="+" if many else None,
+                   help="preset defaults: 'paper' = the released code's setup (128 px, ImageNet statistics, no "
+                        "augmentation, fixed order, SGD lr 0.005 constant, batch 512, 100 epochs); 'modern' = crop+flip, "
+                        "seeded batch partition, Nesterov SGD lr 0.1, wd 5e-4, cosine, batch 128, small stem, 100 "
+                        "epochs. Flags given override the preset; config.json keeps the resolved values.")
     g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", help=f"data set: {', '.join(DATASETS)} (default {d.dataset})")
-    g.add_argument("--model", help=f"network: {', '.join(MODELS)} (default {d.model})")
+    if many:
+        g.add_argument("--datasets", nargs="+", required=True, metavar="NAME", help=f"data sets: {', '.join(DATASETS)}")
+        g.add_argument("--models", nargs="+", required=True, metavar="NAME", help=f"networks: {', '.join(MODELS)}")
+    else:
+        g.add_argument("--dataset", help=f"data set: {', '.join(DATASETS)} (default {d.dataset})")
+        g.add_argument("--model", help=f"network: {', '.join(MODELS)} (default {d.model})")
+    g.add_argument("--stem", choices=STEMS,
+                   help="'small': stride-1 first convolution, no max-pool, for 32-px images (default imagenet)")
     g.add_argument("--data-dir", help="where data set files live (data sets that need files)")
     g.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
     g.add_argument("--num-workers", type=int, help=f"DataLoader worker processes (default {d.num_workers})")
@@ -78,10 +92,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
-    """A RunConfig from the flags given; flags left out keep RunConfig's defaults."""
-    given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name, None) is not None}
-    return RunConfig(**{**given, **overrides})
+def config_from_args(args: argparse.Namespace, protocol: str | None = None) -> RunConfig:
+    """A RunConfig from the flags given; flags left out keep the protocol's or RunConfig's defaults."""
+    given = {f.name: getattr(args, f.name) for f in fields(RunConfig)
+             if f.name != "protocol" and getattr(args, f.name, None) is not None}
+    return make_config(protocol or getattr(args, "protocol", None), **given)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -98,15 +113,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hardbatch.experiment import compare
-    from hardbatch.report import build_report
+    from hardbatch.experiment import execute, plan_compare
 
-    cfg = config_from_args(args)
-    compare(cfg, args.deltas, args.seeds, args.out, progress=not args.no_progress)
-    path, tables = build_report(args.out)
-    print(tables)
-    print(f"\nreport: {path}")
-    return 0
+    execute(plan_compare(config_from_args(args), args.deltas, args.seeds, args.out), progress=not args.no_progress)
+    return cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from hardbatch.experiment import execute, parse_shard, plan_sweep, shard
+
+    bases = [config_from_args(args, protocol) for protocol in (args.protocols or [None])]
+    plan = plan_sweep(bases, args.datasets, args.models, args.deltas, args.seeds, args.out)
+    index, count = parse_shard(args.shard)
+    mine = shard(plan, index, count)
+    print(f"sweep: {len(plan)} runs in the grid, {len(mine)} in shard {index}/{count}", file=sys.stderr)
+    if args.dry_run:
+        for run in mine:
+            print(run.path)
+        return 0
+    failures = execute(mine, progress=not args.no_progress, keep_going=True)
+    for run, error in failures:
+        print(f"failed: {run.path}: {error}", file=sys.stderr)
+    if count == 1 and len(failures) < len(mine):
+        cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False))
+    elif count > 1:
+        print(f"shard {index}/{count} done; when every shard is, run: hardbatch report {args.out}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -151,6 +183,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the runs and the report")
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("sweep", help="train a grid of data sets × models × δ × seeds (× protocols), shardable",
+                       description="Train the grid (protocols ×) data sets × models × seeds × δ into "
+                                   "--out/DATASET/MODEL/PROTOCOL/delta-D_seed-S, in order. Finished runs are skipped "
+                                   "and interrupted ones resumed, so rerunning the same command continues the sweep. "
+                                   "--shard I/N takes every N-th run starting at I: N machines (a SLURM array, "
+                                   "separate hosts) split one grid with no coordination and their folders merge. "
+                                   "A run that crashes is reported and the sweep goes on (exit status 1).")
+    p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
+                   help="δ values (default 0.2 0.5 0.8 1.0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
+    _add_run_flags(p, many=True)
+    p.add_argument("--out", required=True, help="root directory of the sweep")
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="run only shard I of N (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    p.add_argument("--dry-run", action="store_true", help="list this shard's run directories and exit")
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("report", help="rebuild the report from saved runs, without training",
                        description="Rebuild report.md, summary.csv, runs.csv and plots from the finished runs under DIR.")
     p.add_argument("dir", help="directory holding run directories (searched recursively)")
@@ -167,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"hardbatch {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"hardbatch {args.command}: training diverged: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command with --resume (train) or again (compare) to continue", file=sys.stderr)
         return 130

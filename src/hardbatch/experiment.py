@@ -6,6 +6,7 @@ import math
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -133,7 +134,7 @@ def train_run(
         _check_same(run, cfg)
     ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
 
-    model = build_seeded(cfg.model, data.num_classes, data.in_channels, cfg.seed).to(device)
+    model = build_seeded(cfg.model, data.num_classes, data.in_channels, cfg.seed, cfg.stem).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
@@ -213,35 +214,95 @@ def run_name(delta: float, seed: int, policy: str = "hardbatch") -> str:
     return f"{prefix}delta-{delta:g}_seed-{seed}"
 
 
-def compare(
-    base: RunConfig,
-    deltas: Sequence[float],
-    seeds: Sequence[int],
-    out: Path | str,
-    *,
-    progress: bool = True,
-) -> list[Path]:
-    """Train every delta x seed of ``base`` into sub-directories of ``out``; finished runs are skipped.
+@dataclass(frozen=True)
+class PlannedRun:
+    cfg: RunConfig
+    path: Path
 
-    Every configuration is checked (including k = floor(delta * N) >= 1) before any training starts.
-    Returns the run directories.
-    """
+
+def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int], out: Path | str) -> list[PlannedRun]:
+    """Every delta x seed of ``base``, each in ``out/delta-D_seed-S``."""
     if not deltas or not seeds:
-        raise UsageError("compare needs at least one delta and one seed")
-    configs = [base.replace(delta=float(d), seed=int(s)) for d in deltas for s in seeds]
-    for cfg in configs:
-        validate(cfg)
-    device = resolve_device(base.device)
-    data = load_dataset(resolve(base, device), device)
-    for cfg in configs:  # fail before training if any delta gives no batch per round
-        HardBatchSampler(len(data.train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy)
-    out = ensure_writable_dir(Path(out))
-    runs = [out / run_name(cfg.delta, cfg.seed, cfg.policy) for cfg in configs]
-    for cfg, path in zip(configs, runs):
-        if RunDir(path).finished:
-            _check_same(RunDir(path), resolve(cfg, device))
-    for i, (cfg, path) in enumerate(zip(configs, runs), start=1):
-        label = f"[{i}/{len(runs)}] δ={cfg.delta:g} seed={cfg.seed}"
-        train_run(cfg, path, resume=True, progress=progress, data=data, label=label)
-    return runs
+        raise UsageError("need at least one delta and one seed")
+    out = Path(out)
+    return [PlannedRun(cfg, out / run_name(cfg.delta, cfg.seed, cfg.policy))
+            for cfg in (base.replace(delta=float(d), seed=int(s)) for d in deltas for s in seeds)]
 
+
+def plan_sweep(bases: Sequence[RunConfig], datasets: Sequence[str], models: Sequence[str], deltas: Sequence[float],
+               seeds: Sequence[int], out: Path | str) -> list[PlannedRun]:
+    """The grid bases (one per protocol) x datasets x models x seeds x deltas, in that order.
+
+    Runs go to ``out/DATASET/MODEL/PROTOCOL/delta-D_seed-S`` so that shards' folders merge into one tree.
+    """
+    out = Path(out)
+    plan = []
+    for base in bases:
+        for dataset in datasets:
+            for model in models:
+                where = out / dataset / model / (base.protocol or "custom")
+                for seed in seeds:
+                    cfg = base.replace(dataset=dataset, model=model)
+                    plan += [PlannedRun(r.cfg, where / r.path.name) for r in plan_compare(cfg, deltas, [seed], where)]
+    return plan
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UsageError(f"shard must look like I/N with integers 0 <= I < N, got {text!r}") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise UsageError(f"shard must look like I/N with integers 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def shard(plan: list[PlannedRun], index: int, count: int) -> list[PlannedRun]:
+    """Runs i with i % count == index: shards are disjoint, cover the plan, and need no coordination."""
+    return plan[index::count]
+
+
+DATA_KEYS = ("dataset", "data_dir", "download", "image_size", "augment", "normalize", "val_fraction", "data_on_device")
+
+
+def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool = False) -> list[tuple[PlannedRun, str]]:
+    """Train every planned run in order: finished runs are skipped, interrupted ones resumed.
+
+    Every configuration is checked first (names, ranges, k = floor(delta * N) >= 1, settings of runs
+    already on disk), so bad input fails before any training. With ``keep_going``, a run that crashes
+    (out of memory, say) is reported and the rest go on. Returns the failed runs with their errors.
+    """
+    device = resolve_device(plan[0].cfg.device) if plan else torch.device("cpu")
+    cache: dict[tuple, DataSplits] = {}
+
+    def data_for(cfg: RunConfig) -> DataSplits:
+        key = tuple(getattr(cfg, k) for k in DATA_KEYS)
+        if key not in cache:
+            cache[key] = load_dataset(cfg, device)
+        return cache[key]
+
+    for run in plan:
+        validate(run.cfg)
+        cfg = resolve(run.cfg, device)
+        if RunDir(run.path).finished:
+            _check_same(RunDir(run.path), cfg)
+            continue
+        HardBatchSampler(len(data_for(cfg).train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy)
+    failures = []
+    for i, run in enumerate(plan, start=1):
+        cfg = run.cfg
+        label = f"[{i}/{len(plan)}] {cfg.dataset}/{cfg.model} δ={cfg.delta:g} seed={cfg.seed}"
+        if RunDir(run.path).finished:
+            continue
+        ensure_writable_dir(run.path.parent)
+        try:
+            train_run(cfg, run.path, resume=True, progress=progress, data=data_for(resolve(cfg, device)), label=label)
+        except (UsageError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - one crashed run must not stop a long sweep
+            if not keep_going:
+                raise
+            failures.append((run, f"{type(e).__name__}: {e}"))
+            print(f"{label} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return failures

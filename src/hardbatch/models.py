@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hardbatch.config import UsageError
+from hardbatch.config import STEMS, UsageError
 
 Builder = Callable[[int, int], nn.Module]  # (num_classes, in_channels) -> model
 MODELS: dict[str, Builder] = {}
@@ -25,11 +25,26 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """A randomly initialised model; unknown names list the valid ones."""
+def create_model(name: str, num_classes: int, in_channels: int = 3, stem: str = "imagenet") -> nn.Module:
+    """A randomly initialised model; unknown names list the valid ones.
+
+    ``stem="small"`` adapts ImageNet networks to small (32-px) images: the first convolution gets
+    stride 1 and ResNet's max-pool is removed, so the last feature map is 4x4 rather than 1x1.
+    """
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-    return MODELS[name](num_classes, in_channels)
+    if stem not in STEMS:
+        raise UsageError(f"unknown stem {stem!r}; valid: {', '.join(STEMS)}")
+    model = MODELS[name](num_classes, in_channels)
+    return _small_stem(model) if stem == "small" else model
+
+
+def _small_stem(model: nn.Module) -> nn.Module:
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    first.stride = (1, 1)
+    if hasattr(model, "maxpool"):
+        model.maxpool = nn.Identity()
+    return model
 
 
 @register_model("small_cnn")
@@ -91,8 +106,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build_seeded(name: str, num_classes: int, in_channels: int, seed: int) -> nn.Module:
+def build_seeded(name: str, num_classes: int, in_channels: int, seed: int, stem: str = "imagenet") -> nn.Module:
     """Build a model whose initial weights depend only on ``seed``, leaving the global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_model(name, num_classes, in_channels)
+        return create_model(name, num_classes, in_channels, stem)

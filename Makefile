@@ -1,0 +1,27 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each sets up .venv first if needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hardbatch-installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install hardbatch with torch/torchvision pinned by constraints.txt
+
+demo: $(STAMP)  ## compare δ ∈ {0.2, 0.5, 0.8, 1.0} × 3 seeds on the bundled digits data set
+	$(BIN)/hardbatch compare --dataset digits --out $(DEMO_OUT)
+
+test: $(STAMP)  ## the test suite (CPU, a few minutes)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)  ## training-overhead benchmark (see benchmarks/README.md)
+	$(BIN)/python benchmarks/bench_overhead.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
