@@ -51,10 +51,20 @@ def csv_text(rows: Iterable[dict], fields: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def read_csv(path: Path) -> list[dict[str, float]]:
-    """Rows of a numeric CSV file as dicts of floats (empty cells become NaN)."""
+def _number(text: str) -> int | float:
+    """An int if ``text`` is one (so it writes back unchanged), else a float; empty cells become NaN."""
+    if text == "":
+        return math.nan
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def read_csv(path: Path) -> list[dict[str, int | float]]:
+    """Rows of a numeric CSV file as dicts of numbers."""
     with open(path, newline="") as f:
-        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def read_json(path: Path) -> dict:

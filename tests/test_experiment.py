@@ -1,0 +1,214 @@
+"""Runs end to end: kill-and-resume equality, protocol presets, sweeps and their shards, diverging runs."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from hardbatch.cli import main
+from hardbatch.config import PROTOCOLS, RunConfig, UsageError, make_config
+from hardbatch.experiment import execute, parse_shard, plan_sweep, shard, train_run
+from hardbatch.training import TrainingDiverged
+
+# Settings that exercise every source of randomness and state a checkpoint must carry.
+RESUME_FLAGS = ["--dataset", "digits", "--epochs", "6", "--delta", "0.5", "--augment", "crop_flip", "--shuffle-partition",
+                "--schedule", "cosine", "--val-fraction", "0.1", "--seed", "3", "--no-progress"]
+
+
+def _rows(path: Path, drop=("train_seconds", "eval_seconds")) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hardbatch", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "run"
+    proc = _cli("train", *RESUME_FLAGS, "--out", str(out))
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    return out
+
+
+def _trace_lines(run: Path) -> int:
+    try:
+        return sum(1 for _ in open(run / "trace.csv")) - 1
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("kill_after_steps", [1, 70, 130])
+def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupted, kill_after_steps):
+    """SIGKILL at some moment, then --resume: the records equal an uninterrupted run's (timings aside)."""
+    out = tmp_path / "run"
+    proc = _cli("train", *RESUME_FLAGS, "--out", str(out))
+    deadline = time.time() + 240
+    while _trace_lines(out) < kill_after_steps and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = _cli("train", *RESUME_FLAGS, "--out", str(out), "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert _rows(out / "history.csv") == _rows(uninterrupted / "history.csv")
+    assert _rows(out / "trace.csv") == _rows(uninterrupted / "trace.csv")
+    a, b = json.loads((out / "summary.json").read_text()), json.loads((uninterrupted / "summary.json").read_text())
+    assert a["batch_visits"] == b["batch_visits"] and a["final_test_acc"] == b["final_test_acc"]
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    """A run interrupted after its first epoch leaves a checkpoint that torch.load(weights_only=True) reads."""
+
+    class Stop(Exception):
+        pass
+
+    cfg = RunConfig(epochs=3, delta=0.5, augment="crop_flip", schedule="cosine")
+    import hardbatch.experiment as experiment
+
+    original = experiment.fit
+
+    def fit_then_stop(*args, on_epoch, **kwargs):
+        def stop_after_one(result):
+            on_epoch(result)
+            raise Stop
+
+        original(*args, on_epoch=stop_after_one, **kwargs)
+
+    experiment.fit = fit_then_stop
+    try:
+        with pytest.raises(Stop):
+            train_run(cfg, tmp_path / "run", progress=False)
+    finally:
+        experiment.fit = original
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert set(state) == {"epoch", "model", "optimizer", "scheduler", "sampler", "rng"}
+    n = state["sampler"]["visits"].numel()
+    assert state["sampler"]["steps"] == n and state["sampler"]["policy"]["recorded"].all()
+    summary = train_run(cfg, tmp_path / "run", resume=True, progress=False)
+    assert summary["optimizer_steps"] == 3 * n
+
+
+@pytest.mark.parametrize("name", list(PROTOCOLS))
+def test_protocol_presets_resolve_and_flags_override(name, tmp_path):
+    cfg = make_config(name)
+    assert cfg.protocol == name
+    for key, value in PROTOCOLS[name].items():
+        assert getattr(cfg, key) == value
+    assert make_config(name, lr=0.123, batch_size=7).lr == 0.123
+    assert make_config(name, lr=0.123, batch_size=7).batch_size == 7
+
+
+def test_paper_protocol_matches_the_released_code():
+    cfg = make_config("paper")
+    assert (cfg.image_size, cfg.normalize, cfg.augment, cfg.shuffle_partition) == (128, "imagenet", "none", False)
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.schedule) == (0.005, 0.9, 0.0, False, "constant")
+    assert (cfg.batch_size, cfg.epochs) == (512, 100)
+
+
+def test_modern_protocol_is_the_strong_recipe():
+    cfg = make_config("modern")
+    assert (cfg.augment, cfg.shuffle_partition, cfg.nesterov, cfg.weight_decay, cfg.schedule) == (
+        "crop_flip", True, True, 5e-4, "cosine")
+    assert (cfg.batch_size, cfg.eval_mode) == (128, "eval")
+
+
+def test_unknown_protocol_is_a_usage_error():
+    with pytest.raises(UsageError, match="valid: paper, modern"):
+        make_config("fast")
+
+
+def test_cli_saves_the_resolved_protocol_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    # The paper preset with the flags a CPU test can afford; the rest comes from the preset.
+    assert main(["train", "--protocol", "paper", "--image-size", "16", "--batch-size", "64", "--epochs", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["protocol"] == "paper" and saved["image_size"] == 16 and saved["batch_size"] == 64
+    assert saved["lr"] == 0.005 and saved["normalize"] == "imagenet" and saved["precision"] == "fp32"
+    assert saved["channels_last"] is False
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_shards_split_the_grid_exactly_once(count, tmp_path):
+    bases = [make_config(p) for p in PROTOCOLS]
+    plan = plan_sweep(bases, ["cifar10", "stl10"], ["resnet18", "mobilenet_v3_small"], [0.2, 0.5, 1.0], [0, 1], tmp_path)
+    assert len(plan) == 2 * 2 * 2 * 3 * 2
+    parts = [shard(plan, i, count) for i in range(count)]
+    paths = [r.path for part in parts for r in part]
+    assert sorted(paths) == sorted(r.path for r in plan) and len(set(paths)) == len(plan)
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert {r.path.relative_to(tmp_path).parts[:3] for r in plan} >= {("stl10", "resnet18", "paper")}
+
+
+@pytest.mark.parametrize("text", ["1/1", "2/2", "-1/3", "a/b", "3", "0/0"])
+def test_bad_shards_are_usage_errors(text):
+    with pytest.raises(UsageError, match="I/N"):
+        parse_shard(text)
+
+
+def test_sharded_sweep_folders_merge_into_one_report(tmp_path, capsys):
+    common = ["sweep", "--datasets", "digits", "--models", "small_cnn", "--deltas", "0.5", "1.0", "--seeds", "0", "1",
+              "--epochs", "2", "--out", str(tmp_path), "--no-progress"]
+    assert main(common + ["--shard", "0/2"]) == 0
+    assert main(common + ["--shard", "1/2"]) == 0
+    runs = sorted(p.parent.name for p in tmp_path.rglob("summary.json"))
+    assert runs == ["delta-0.5_seed-0", "delta-0.5_seed-1", "delta-1_seed-0", "delta-1_seed-1"]
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("summary.json")}
+    assert main(common) == 0  # all finished: nothing retrained, the report is written
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("summary.json")} == mtimes
+    assert "digits / small_cnn" in (tmp_path / "report.md").read_text()
+
+
+def test_sweep_rejects_bad_input_before_training(tmp_path, capsys):
+    code = main(["sweep", "--datasets", "digits", "nope", "--models", "small_cnn", "--out", str(tmp_path / "s"),
+                 "--no-progress"])
+    assert code == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_diverging_training_stops_with_a_clear_error(tmp_path):
+    """A non-finite training loss raises TrainingDiverged instead of ranking NaNs."""
+    from hardbatch.data import load_dataset
+    from hardbatch.selection import HardBatchSampler
+    from hardbatch.training import fit
+
+    data = load_dataset(RunConfig())
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    nn.init.constant_(model[1].weight, float("nan"))
+    sampler = HardBatchSampler(len(data.train), 32, delta=0.5, epochs=2)
+    with pytest.raises(TrainingDiverged, match="step 1;"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data.loader(data.train, sampler), sampler,
+            {"test": data.eval_loader(data.test)}, torch.device("cpu"), train_transform=data.train_transform)
+
+
+def test_crashed_run_in_a_sweep_is_reported_and_the_rest_go_on(tmp_path, monkeypatch):
+    import hardbatch.experiment as experiment
+
+    plan = plan_sweep([RunConfig(epochs=1)], ["digits"], ["small_cnn"], [0.5, 1.0], [0], tmp_path)
+    original = experiment.train_run
+
+    def crash_on_half(cfg, path, **kwargs):
+        if cfg.delta == 0.5:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return original(cfg, path, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_run", crash_on_half)
+    failures = execute(plan, progress=False, keep_going=True)
+    assert [run.cfg.delta for run, _ in failures] == [0.5]
+    assert "out of memory" in failures[0][1]
+    assert (plan[1].path / "summary.json").exists()

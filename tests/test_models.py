@@ -1,0 +1,57 @@
+"""The model registry: names, errors, and the paper's five networks at 32 and 128 px on 10 and 100 classes."""
+
+import pytest
+import torch
+from torch import nn
+
+from hardbatch.config import UsageError
+from hardbatch.models import MODELS, build_seeded, create_model, register_model
+
+PAPER_NETWORKS = ["resnet18", "resnet50", "efficientnet_b4", "efficientnet_v2_s", "mobilenet_v3_small"]
+
+
+def test_registry_holds_the_papers_networks_and_a_small_cnn():
+    assert set(PAPER_NETWORKS) | {"small_cnn"} <= set(MODELS)
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(UsageError) as error:
+        create_model("resnet19", 10)
+    message = str(error.value)
+    assert "resnet19" in message and all(name in message for name in PAPER_NETWORKS)
+
+
+def test_duplicate_registration_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("resnet18")(lambda num_classes, in_channels: nn.Identity())
+
+
+@pytest.mark.parametrize("name", PAPER_NETWORKS)
+@pytest.mark.parametrize("size, classes, stem", [(32, 10, "small"), (32, 100, "imagenet"), (128, 100, "imagenet")])
+def test_paper_networks_give_logits_for_each_resolution_and_class_count(name, size, classes, stem):
+    torch.set_num_threads(1)
+    model = create_model(name, classes, 3, stem).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, classes)
+    assert torch.isfinite(out).all()
+
+
+def test_small_stem_keeps_more_resolution():
+    base, small = create_model("resnet18", 10).eval(), create_model("resnet18", 10, stem="small").eval()
+    x = torch.randn(1, 3, 32, 32)
+    feature = lambda m: nn.Sequential(*list(m.children())[:-2])(x).shape[-1]  # noqa: E731 - the map before pooling
+    assert feature(base) == 1 and feature(small) == 4
+
+
+def test_grey_images_get_a_one_channel_first_convolution():
+    model = create_model("resnet18", 10, in_channels=1).eval()
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_initial_weights_depend_only_on_the_seed():
+    state = torch.get_rng_state()
+    a, b, c = (build_seeded("small_cnn", 10, 1, s) for s in (7, 7, 8))
+    assert torch.equal(torch.get_rng_state(), state), "building a model must not move the global RNG"
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
