@@ -29,10 +29,18 @@ class Run:
     config: RunConfig
     summary: dict
     accs: list[float]  # test top-1 per epoch
+    seconds: list[float]  # training wall-clock per epoch
 
     @classmethod
     def load(cls, run: RunDir) -> "Run":
-        return cls(run.path, run.config(), run.summary(), [row["test_acc"] for row in run.history()])
+        history = run.history()
+        return cls(run.path, run.config(), run.summary(), [row["test_acc"] for row in history],
+                   [row["train_seconds"] for row in history])
+
+    def seconds_to(self, target: float) -> float | None:
+        """Training wall-clock until the end of the first epoch at or above ``target``."""
+        epoch = epochs_to_target(self.accs, target)
+        return None if epoch is None else sum(self.seconds[:epoch])
 
 
 @dataclass
@@ -135,6 +143,8 @@ def arm_rows(group: Group) -> list[dict]:
             "epochs_to_target_mean": math.nan, "target_reached": 0, "fewer_epochs_pct": math.nan,
             "epochs_to_plateau_mean": mean_std([epochs_to_plateau(r.accs) for r in arm.runs.values()])[0],
             "train_seconds_mean": mean_std(list(arm.values("train_seconds").values()))[0],
+            "seconds_to_target_mean": math.nan,
+            "final_val_acc_mean": mean_std([r.summary.get("final_val_acc", math.nan) for r in arm.runs.values()])[0],
             "samples_backpropagated_mean": mean_std(list(arm.values("samples_backpropagated").values()))[0],
         }
         if ref is not None:
@@ -149,6 +159,7 @@ def arm_rows(group: Group) -> list[dict]:
             row["target_reached"] = len(reached)
             if reached:
                 row["epochs_to_target_mean"] = sum(reached) / len(reached)
+                row["seconds_to_target_mean"] = mean_std([r.seconds_to(target) for r in arm.runs.values()])[0]
                 if ref_epochs and not math.isnan(ref_epochs):
                     row["fewer_epochs_pct"] = 100.0 * (1.0 - row["epochs_to_target_mean"] / ref_epochs)
         rows.append(row)
@@ -158,7 +169,7 @@ def arm_rows(group: Group) -> list[dict]:
 def markdown_table(rows: list[dict]) -> str:
     """The per-arm table as Markdown (also readable in a terminal)."""
     header = ["arm", "n", "final top-1 % (mean ± std)", "Δ vs δ=1, points [95% CI]", "Δ relative %",
-              "epochs to T (reached)", "fewer epochs %", "epochs to plateau", "train s"]
+              "epochs to T (reached)", "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         label = f"δ = {r['delta']:g}" if r["policy"] == "hardbatch" else f"{r['policy']} δ = {r['delta']:g}"
@@ -174,8 +185,28 @@ def markdown_table(rows: list[dict]) -> str:
             f"{_fmt(r['epochs_to_target_mean'], 1)} ({r['target_reached']}/{r['n']})",
             _fmt(r["fewer_epochs_pct"], 1, signed=True),
             _fmt(r["epochs_to_plateau_mean"], 1),
+            _fmt(r["seconds_to_target_mean"], 1),
             _fmt(r["train_seconds_mean"], 1),
         ]) + " |")
+    return "\n".join(lines)
+
+
+def choose_delta(rows: list[dict], on: str = "validation") -> dict | None:
+    """The hardbatch arm with delta < 1 of highest mean final accuracy on ``on`` ("validation" or "test")."""
+    key = "final_val_acc_mean" if on == "validation" else "final_acc_mean"
+    ours = [r for r in rows if r["policy"] == "hardbatch" and r["delta"] < 1 and not math.isnan(r[key])]
+    return max(ours, key=lambda r: r[key]) if ours else None
+
+
+def overview_table(groups: list[Group], rows: dict[str, list[dict]]) -> str:
+    """The paper-style table: one line per network, one column per delta, final top-1 mean ± std (n)."""
+    deltas = sorted({r["delta"] for g in groups for r in rows[g.title] if r["policy"] == "hardbatch"})
+    lines = ["| network | " + " | ".join(f"δ = {d:g}" for d in deltas) + " |", "|---|" + "---|" * len(deltas)]
+    for g in groups:
+        cells = {r["delta"]: r for r in rows[g.title] if r["policy"] == "hardbatch"}
+        lines.append(f"| {g.settings['model']} | " + " | ".join(
+            f"{_fmt(cells[d]['final_acc_mean'], scale=100)} ± {_fmt(cells[d]['final_acc_std'], scale=100)} ({cells[d]['n']})"
+            if d in cells else "—" for d in deltas) + " |")
     return "\n".join(lines)
 
 
@@ -212,6 +243,58 @@ def draw_group_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path
     return paths
 
 
+def _overview_section(groups: list[Group], rows: dict[str, list[dict]], protocol: str) -> str:
+    by_dataset: dict[str, list[Group]] = {}
+    for g in groups:
+        by_dataset.setdefault(g.settings["dataset"], []).append(g)
+    parts = [f"## Overview{f' — protocol {protocol}' if protocol else ''}: final test top-1 %, mean ± std (n seeds)", ""]
+    for dataset, members in by_dataset.items():
+        parts += [f"### {dataset}", "", overview_table(members, rows), ""]
+    return "\n".join(parts)
+
+
+def _group_section(group: Group, rows: list[dict], plot_dir: Path | None) -> str:
+    target, how = target_accuracy(group)
+    settings = ", ".join(f"{k} {v}" for k, v in group.settings.items() if k not in ("dataset", "model"))
+    section = [f"## {group.title}", "", f"Settings: {settings}.", "",
+               f"Target T = {_fmt(target, 2, 100)}% test top-1 ({how}).", "", markdown_table(rows), ""]
+    on_val, on_test = choose_delta(rows, "validation"), choose_delta(rows, "test")
+    if on_val is not None:
+        section.append(f"Best δ < 1 chosen on the validation split: **δ = {on_val['delta']:g}** "
+                       f"(validation {_fmt(on_val['final_val_acc_mean'], scale=100)}%, test "
+                       f"{_fmt(on_val['final_acc_mean'], scale=100)}%).")
+    else:
+        section.append("Best δ < 1 on a validation split: not available (runs without --val-fraction).")
+    if on_test is not None:
+        section += ["", f"Best δ < 1 chosen on test (optimistic, as the released code did): δ = {on_test['delta']:g} "
+                        f"({_fmt(on_test['final_acc_mean'], scale=100)}%)."]
+    section.append("")
+    if plot_dir is not None:
+        for path in draw_group_plots(group, rows, plot_dir):
+            section += [f"![{path.stem}]({path.name})", ""]
+    return "\n".join(section)
+
+
+def _claims_section(groups: list[Group], rows: dict[str, list[dict]]) -> str:
+    from hardbatch.claims import GroupResult, check_claims, claims_markdown
+
+    parts = ["## Claims of the paper, checked", "",
+             "Each claim is judged at the best δ < 1 chosen on the validation split (on test where no split "
+             "exists, marked), against δ = 1 with the same seeds. held = in every group run; partly held = in "
+             "some; not run = no runs for it.", ""]
+    for protocol in sorted({g.settings.get("protocol") or "" for g in groups}):
+        results = []
+        for g in groups:
+            if (g.settings.get("protocol") or "") != protocol or g.reference is None:
+                continue
+            chosen, on = choose_delta(rows[g.title], "validation"), "validation"
+            if chosen is None:
+                chosen, on = choose_delta(rows[g.title], "test"), "test"
+            results.append(GroupResult(g.settings["dataset"], g.settings["model"], rows[g.title], chosen, on))
+        parts += [f"### Protocol: {protocol or 'custom (no preset)'}", "", claims_markdown(check_claims(results)), ""]
+    return "\n".join(parts)
+
+
 DEFINITIONS = f"""## Definitions
 - **Epoch** = N optimizer steps, N = ⌊training samples / batch size⌋ fixed mini-batches, for every δ. Evaluation
   runs every N steps. For δ < 1 an epoch need not touch every sample.
@@ -222,7 +305,10 @@ DEFINITIONS = f"""## Definitions
 - **Epochs to T**: the first epoch whose test accuracy is ≥ T, averaged over the runs that reached T (reached/n).
   **Fewer epochs %** = 100 × (1 − epochs to T / epochs to T of δ = 1).
 - **Epochs to plateau**: the first epoch within {100 * PLATEAU_POINTS:g} point of the run's own best test accuracy.
-- **Train s**: wall-clock seconds spent in training steps (evaluation excluded), mean over seeds.
+- **Train s**: wall-clock seconds spent in training steps (evaluation excluded), mean over seeds. **Train s to T**:
+  the same, up to the end of the first epoch at or above T, over the runs that reached T.
+- **Best δ chosen on validation**: the δ < 1 with the highest mean final accuracy on the held-out validation split
+  (--val-fraction); its test accuracy is then an honest estimate. Chosen on test, it is optimistic.
 """
 
 
@@ -240,20 +326,17 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     out_dir = Path(out_dir) if out_dir is not None else root
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
-    all_rows, sections, tables = [], [], []
+    rows = {g.title: arm_rows(g) for g in groups}
+    all_rows = [row for g in groups for row in rows[g.title]]
+    tables = [f"{g.title}\n{markdown_table(rows[g.title])}" for g in groups]
+    sections = []
+    for protocol in sorted({g.settings.get("protocol") or "" for g in groups}):
+        mine = [g for g in groups if (g.settings.get("protocol") or "") == protocol]
+        if len(mine) > 1:
+            sections.append(_overview_section(mine, rows, protocol))
     for group in groups:
-        rows = arm_rows(group)
-        all_rows += rows
-        target, how = target_accuracy(group)
-        table = markdown_table(rows)
-        tables.append(f"{group.title}\n{table}")
-        settings = ", ".join(f"{k} {v}" for k, v in group.settings.items() if k not in ("dataset", "model"))
-        section = [f"## {group.title}", "", f"Settings: {settings}.", "",
-                   f"Target T = {_fmt(target, 2, 100)}% test top-1 ({how}).", "", table, ""]
-        if plots:
-            for path in draw_group_plots(group, rows, out_dir):
-                section += [f"![{path.stem}]({path.name})", ""]
-        sections.append("\n".join(section))
+        sections.append(_group_section(group, rows[group.title], out_dir if plots else None))
+    sections.append(_claims_section(groups, rows))
     header = (f"# hardbatch report\n\n{len(runs)} finished runs under `{root}`, {len(groups)} group(s); "
               f"built {dt.datetime.now().isoformat(timespec='seconds')} by hardbatch {__version__}.\n")
     report = "\n".join([header, *sections, DEFINITIONS])

@@ -1,0 +1,157 @@
+"""The paper's claims (METHOD.md "Claims to check"), each judged against measured per-arm rows."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+HELD, PARTLY, NOT_HELD, NOT_RUN = "held", "partly held", "not held", "not run"
+SIMILAR_POINTS = 1.0  # "similar accuracy": the paired 95% CI contains 0, or |Δ| <= 1 point
+
+# The released code's CIFAR-10 table: model -> (δ = 1 top-1 %, chosen δ, top-1 % at that δ).
+RELEASED_CIFAR10 = {
+    "resnet18": (69.6, 0.5, 69.2),
+    "resnet50": (63.1, 0.5, 64.6),
+    "efficientnet_b4": (52.6, 0.8, 54.2),
+    "efficientnet_v2_s": (56.5, 0.8, 53.8),
+    "mobilenet_v3_small": (55.4, 0.2, 53.2),
+}
+
+
+@dataclass
+class Claim:
+    claim: str
+    verdict: str
+    evidence: str
+
+
+@dataclass
+class GroupResult:
+    """What the claims need from one data set x network group: its arm rows and the chosen delta < 1."""
+
+    dataset: str
+    model: str
+    rows: list[dict]  # arm rows as report.arm_rows makes them
+    chosen: dict | None  # the hardbatch arm with delta < 1 of best validation (or test) accuracy
+    chosen_on: str  # "validation" or "test"
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.model}"
+
+
+def _significant_gain(row: dict) -> bool:
+    return row["diff_pairs"] >= 2 and row["diff_low"] > 0
+
+
+def _similar(row: dict) -> bool:
+    if row["diff_pairs"] >= 2 and row["diff_low"] <= 0 <= row["diff_high"]:
+        return True
+    return abs(row["diff_points"]) <= SIMILAR_POINTS
+
+
+def _faster(row: dict) -> bool:
+    """Fewer epochs to T on average, with every run of the arm reaching T."""
+    reached_all = row["target_reached"] == row["n"]
+    return reached_all and not math.isnan(row["fewer_epochs_pct"]) and row["fewer_epochs_pct"] > 0
+
+
+def _diff_text(row: dict) -> str:
+    ci = f" [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]" if row["diff_pairs"] >= 2 else " (one seed: no CI)"
+    return f"Δ {row['diff_points']:+.2f} pts{ci}, {row['diff_relative_pct']:+.1f}% relative"
+
+
+def _verdict(passed: int, total: int) -> str:
+    if total == 0:
+        return NOT_RUN
+    return HELD if passed == total else PARTLY if passed else NOT_HELD
+
+
+def _where(g: GroupResult) -> str:
+    return f"{g.name} δ={g.chosen['delta']:g}" + ("" if g.chosen_on == "validation" else " (δ chosen on test)")
+
+
+def check_claims(results: list[GroupResult]) -> list[Claim]:
+    """One verdict per claim of the abstract and of the released code's CIFAR-10 table."""
+    usable = [g for g in results if g.chosen is not None and not math.isnan(g.chosen["diff_points"])]
+    claims = []
+
+    gains = [g for g in usable if _significant_gain(g.chosen)]
+    claims.append(Claim(
+        "Training on high-loss mini-batches significantly improves test accuracy over ordinary training",
+        _verdict(len(gains), len(usable)),
+        f"{len(gains)}/{len(usable)} data set × network groups gain at the chosen δ with a 95% CI above 0; "
+        + "; ".join(f"{_where(g)}: {_diff_text(g.chosen)}" for g in usable),
+    ))
+
+    faster = [g for g in usable if _faster(g.chosen)]
+    claims.append(Claim(
+        "It speeds up convergence (fewer epochs to the target accuracy)",
+        _verdict(len(faster), len(usable)),
+        f"{len(faster)}/{len(usable)} groups reach T in fewer epochs (mean over seeds, every run reaching T) "
+        f"at the chosen δ; "
+        + "; ".join(f"{_where(g)}: {g.chosen['fewer_epochs_pct']:+.1f}% epochs" for g in usable),
+    ))
+
+    smallest = []
+    for g in results:
+        ours = [r for r in g.rows if r["policy"] == "hardbatch" and r["delta"] < 1 and not math.isnan(r["diff_points"])]
+        if ours:
+            smallest.append((g, min(ours, key=lambda r: r["delta"])))
+    both = [(g, r) for g, r in smallest if _similar(r) and _faster(r)]
+    claims.append(Claim(
+        "Smaller δ generally gives similar accuracy and faster generalization",
+        _verdict(len(both), len(smallest)),
+        f"at the smallest δ of each group, {len(both)}/{len(smallest)} have similar accuracy (CI contains 0 or "
+        f"Δ within ±{SIMILAR_POINTS:g} pt) and fewer epochs to T; "
+        + "; ".join(f"{g.name} δ={r['delta']:g}: {_diff_text(r)}, {r['fewer_epochs_pct']:+.1f}% epochs" for g, r in smallest),
+    ))
+
+    stl = [g for g in usable if (g.dataset, g.model) == ("stl10", "efficientnet_b4")]
+    if stl:
+        g = stl[0]
+        fewer = g.chosen["fewer_epochs_pct"]
+        verdict = NOT_HELD if math.isnan(fewer) or fewer <= 0 else HELD if fewer >= 26.47 else PARTLY
+        evidence = f"{_where(g)}: {fewer:+.1f}% epochs to T (claimed 26.47% fewer)"
+    else:
+        verdict, evidence = NOT_RUN, "no stl10 × efficientnet_b4 runs with δ = 1 and δ < 1"
+    claims.append(Claim("EfficientNet-B4 on STL-10 generalizes in 26.47% fewer epochs", verdict, evidence))
+
+    c100 = [g for g in usable if (g.dataset, g.model) == ("cifar100", "resnet18")]
+    if c100:
+        g = c100[0]
+        r = g.chosen
+        big = r["diff_points"] >= 7.26 or r["diff_relative_pct"] >= 7.26
+        verdict = HELD if _significant_gain(r) and big else PARTLY if _significant_gain(r) else NOT_HELD
+        evidence = f"{_where(g)}: {_diff_text(r)} (claimed +7.26%, points or relative)"
+    else:
+        verdict, evidence = NOT_RUN, "no cifar100 × resnet18 runs with δ = 1 and δ < 1"
+    claims.append(Claim("ResNet-18 on CIFAR-100: +7.26% test top-1", verdict, evidence))
+
+    matched, checked, parts = 0, 0, []
+    for model, (base, delta, acc) in RELEASED_CIFAR10.items():
+        group = next((g for g in results if (g.dataset, g.model) == ("cifar10", model)), None)
+        row = None if group is None else next(
+            (r for r in group.rows if r["policy"] == "hardbatch" and r["delta"] == delta), None)
+        if row is None or math.isnan(row["diff_points"]):
+            parts.append(f"{model} δ={delta:g}: not run")
+            continue
+        checked += 1
+        claimed = acc - base
+        same_sign = (row["diff_points"] > 0) == (claimed > 0)
+        decided = row["diff_pairs"] >= 2 and not (row["diff_low"] <= 0 <= row["diff_high"])
+        matched += same_sign and decided
+        parts.append(f"{model} δ={delta:g}: claimed {claimed:+.1f} pts, measured {_diff_text(row)}"
+                     + ("" if decided else " — not significant"))
+    claims.append(Claim(
+        "The released code's CIFAR-10 table (sign of Δ vs δ = 1 per network)",
+        _verdict(matched, checked),
+        f"{matched}/{checked} networks show the same sign with a 95% CI excluding 0; " + "; ".join(parts),
+    ))
+    return claims
+
+
+def claims_markdown(claims: list[Claim]) -> str:
+    lines = ["| claim | verdict | evidence |", "|---|---|---|"]
+    lines += [f"| {c.claim} | **{c.verdict}** | {c.evidence.replace('|', '/')} |" for c in claims]
+    return "\n".join(lines)
