@@ -56,7 +56,8 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
                    help="'small': stride-1 first convolution, no max-pool, for 32-px images (default imagenet)")
     g.add_argument("--data-dir", help="where data set files live (data sets that need files)")
     g.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
-    g.add_argument("--num-workers", type=int, help=f"DataLoader worker processes (default {d.num_workers})")
+    g.add_argument("--num-workers", type=int,
+                   help="DataLoader worker processes (default: 0 for in-memory data sets, up to 8 for imagefolder)")
     g.add_argument("--image-size", type=int, help="resize images to this side length (default: native size; 64 for imagefolder)")
     g.add_argument("--augment", choices=AUGMENTS, help=f"training augmentation, applied on the device (default {d.augment})")
     g.add_argument("--normalize", choices=NORMALIZATIONS,

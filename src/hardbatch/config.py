@@ -49,7 +49,7 @@ class RunConfig:
     data_dir: str | None = None
     download: bool = False
     data_on_device: bool = False  # keep the whole data set on the device (uint8 when possible)
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, up to 8 otherwise
     protocol: str | None = None  # preset the defaults came from ("paper", "modern"), for the record
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,5 +115,5 @@ def validate(cfg: RunConfig) -> None:
         raise UsageError(f"image size must be an integer >= 8, got {cfg.image_size}")
     if not (0.0 <= cfg.val_fraction < 1.0):
         raise UsageError(f"validation fraction must be in [0, 1), got {cfg.val_fraction}")
-    if cfg.num_workers < 0:
+    if cfg.num_workers is not None and cfg.num_workers < 0:
         raise UsageError(f"num workers must be >= 0, got {cfg.num_workers}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 
 from hardbatch import __version__
 from hardbatch.config import RunConfig, UsageError, validate
-from hardbatch.data import DataSplits, load_dataset
+from hardbatch.data import DataSplits, gives_batches, load_dataset
 from hardbatch.models import build_seeded
 from hardbatch.results import CHECKPOINT, CONFIG, HISTORY, SUMMARY, TRACE, RunDir, atomic_write_json, ensure_writable_dir, summarize
 from hardbatch.selection import HardBatchSampler
@@ -84,6 +85,13 @@ def resolve(cfg: RunConfig, device: torch.device) -> RunConfig:
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     return cfg.replace(precision=precision, channels_last=channels_last)
+
+
+def loader_workers(cfg: RunConfig, data: DataSplits) -> int:
+    """``--num-workers``, or by default none for in-memory data (one gather per batch) and up to 8 otherwise."""
+    if cfg.num_workers is not None:
+        return cfg.num_workers
+    return 0 if gives_batches(data.train) else min(8, os.cpu_count() or 1)
 
 
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -176,11 +184,12 @@ def train_run(
             bar.set_postfix(loss=f"{result.train_loss:.3f}", acc=f"{result.evals['test'].acc:.3f}")
 
         pin = device.type == "cuda" and not cfg.data_on_device
-        eval_sets = {name: data.eval_loader(split, num_workers=cfg.num_workers, pin_memory=pin)
+        workers = loader_workers(cfg, data)
+        eval_sets = {name: data.eval_loader(split, num_workers=workers, pin_memory=pin)
                      for name, split in (("val", data.val), ("test", data.test)) if split is not None}
         fit(
             model, optimizer,
-            data.loader(data.train, sampler, cfg.num_workers, pin),
+            data.loader(data.train, sampler, workers, pin),
             sampler,
             eval_sets,
             device,
@@ -205,7 +214,9 @@ def _progress_bar(cfg: RunConfig, label: str | None, done: int, enabled: bool):
     from tqdm.auto import tqdm
 
     desc = label or f"{cfg.dataset}/{cfg.model} δ={cfg.delta:g} seed={cfg.seed}"
-    return tqdm(total=cfg.epochs, initial=done, desc=desc, unit="epoch", disable=not enabled, leave=True, dynamic_ncols=True)
+    # disable=None: bars only on a terminal, so CI logs and files get no carriage-return spam.
+    return tqdm(total=cfg.epochs, initial=done, desc=desc, unit="epoch", disable=None if enabled else True,
+                leave=True, dynamic_ncols=True)
 
 
 def run_name(delta: float, seed: int, policy: str = "hardbatch") -> str:
