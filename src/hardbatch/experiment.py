@@ -16,7 +16,7 @@ import torch
 from hardbatch import __version__
 from hardbatch.config import RunConfig, UsageError, validate
 from hardbatch.data import DataSplits, gives_batches, load_dataset
-from hardbatch.models import build_seeded
+from hardbatch.models import build_seeded, check_model_name
 from hardbatch.results import CHECKPOINT, CONFIG, HISTORY, SUMMARY, TRACE, RunDir, atomic_write_json, ensure_writable_dir, summarize
 from hardbatch.selection import HardBatchSampler
 from hardbatch.training import EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -72,12 +72,12 @@ def same_run(saved: RunConfig, wanted: RunConfig) -> list[str]:
     return [k for k in a if k not in RUNTIME_KEYS and a[k] != b.get(k)]
 
 
-def _check_same(run: RunDir, cfg: RunConfig) -> None:
+def _check_same(run: RunDir, cfg: RunConfig, hint: str = "use another --out or --overwrite") -> None:
     differing = same_run(run.config(), cfg)
     if differing:
         saved = run.config().to_dict()
         detail = ", ".join(f"{k} {saved[k]!r} vs {getattr(cfg, k)!r}" for k in differing)
-        raise UsageError(f"{run.path} holds a run with other settings ({detail}); use another --out or --overwrite")
+        raise UsageError(f"{run.path} holds a run with other settings ({detail}); {hint}")
 
 
 def resolve(cfg: RunConfig, device: torch.device) -> RunConfig:
@@ -123,6 +123,7 @@ def train_run(
     anything on disk changes.
     """
     validate(cfg)
+    check_model_name(cfg.model)
     run = RunDir(out)
     if run.started and not (resume or overwrite):
         raise UsageError(f"run directory {str(run.path)!r} already exists; pass --resume to continue it or --overwrite to replace it")
@@ -295,9 +296,10 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
 
     for run in plan:
         validate(run.cfg)
+        check_model_name(run.cfg.model)
         cfg = resolve(run.cfg, device)
         if RunDir(run.path).finished:
-            _check_same(RunDir(run.path), cfg)
+            _check_same(RunDir(run.path), cfg, hint="use another --out or move that run directory away")
             continue
         HardBatchSampler(len(data_for(cfg).train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy)
     failures = []

@@ -25,14 +25,19 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
+def check_model_name(name: str) -> None:
+    """UsageError listing the valid names, for a name not in the registry."""
+    if name not in MODELS:
+        raise UsageError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+
+
 def create_model(name: str, num_classes: int, in_channels: int = 3, stem: str = "imagenet") -> nn.Module:
     """A randomly initialised model; unknown names list the valid ones.
 
     ``stem="small"`` adapts ImageNet networks to small (32-px) images: the first convolution gets
     stride 1 and ResNet's max-pool is removed, so the last feature map is 4x4 rather than 1x1.
     """
-    if name not in MODELS:
-        raise UsageError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    check_model_name(name)
     if stem not in STEMS:
         raise UsageError(f"unknown stem {stem!r}; valid: {', '.join(STEMS)}")
     model = MODELS[name](num_classes, in_channels)
