@@ -212,3 +212,23 @@ def test_crashed_run_in_a_sweep_is_reported_and_the_rest_go_on(tmp_path, monkeyp
     assert [run.cfg.delta for run, _ in failures] == [0.5]
     assert "out of memory" in failures[0][1]
     assert (plan[1].path / "summary.json").exists()
+
+
+def test_gpu_speed_options_run_on_cpu_and_are_recorded(tmp_path, capsys):
+    """bf16 autocast, channels-last and the device-resident data path take the same code path on CPU."""
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--delta", "0.5", "--precision", "bf16", "--channels-last",
+                 "--data-on-device", "--augment", "crop_flip", "--out", str(out), "--no-progress"]) == 0
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert (saved["precision"], saved["channels_last"], saved["data_on_device"]) == ("bf16", True, True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_test_acc"] > 0.5  # bf16 still learns the digits
+
+
+def test_auto_precision_resolves_to_fp32_on_cpu():
+    from hardbatch.experiment import resolve
+
+    cfg = resolve(RunConfig(), torch.device("cpu"))
+    assert (cfg.precision, cfg.channels_last) == ("fp32", False)
+    cfg = resolve(RunConfig(), torch.device("cuda"))
+    assert (cfg.precision, cfg.channels_last) == ("bf16", True)
