@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,8 +42,12 @@ class InMemoryDataset(Dataset):
         return self.images[index], self.labels[index]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long, device=self.labels.device)
-        return self.images[index], self.labels[index]
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if self.labels.device.type == "cuda":
+            # A pinned, non-blocking copy: a pageable one would make the host wait for the GPU every step.
+            index = index.pin_memory().to(self.labels.device, non_blocking=True)
+        # index_select is ~20x faster than images[index] for a batch of whole images on a CPU.
+        return self.images.index_select(0, index), self.labels.index_select(0, index)
 
     def to(self, device: torch.device | str) -> "InMemoryDataset":
         return InMemoryDataset(self.images.to(device), self.labels.to(device))
@@ -116,6 +120,7 @@ class BatchTransform:
     std: Sequence[float]
     size: int | None = None
     crop_flip: bool = False
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
@@ -123,9 +128,15 @@ class BatchTransform:
             x = random_crop_flip(x, generator, padding=max(1, x.shape[-1] // 8))
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        mean = torch.as_tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.as_tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        mean, std = self._statistics(x.device)
         return (x - mean) / std
+
+    def _statistics(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as (1, C, 1, 1) tensors on ``device``, made once: a copy per batch would sync."""
+        if device not in self._cache:
+            stats = torch.tensor([self.mean, self.std], dtype=torch.float32).view(2, 1, -1, 1, 1)
+            self._cache[device] = tuple(stats.to(device))
+        return self._cache[device]
 
 
 @dataclass
