@@ -44,7 +44,8 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
                    help="preset defaults: 'paper' = the released code's setup (128 px, ImageNet statistics, no "
                         "augmentation, fixed order, SGD lr 0.005 constant, batch 512, 100 epochs); 'modern' = crop+flip, "
                         "seeded batch partition, Nesterov SGD lr 0.1, wd 5e-4, cosine, batch 128, small stem, 100 "
-                        "epochs. Flags given override the preset; config.json keeps the resolved values.")
+                        "epochs. Flags given override the preset; config.json keeps the resolved values. "
+                        "The defaults shown below are those without a protocol.")
     g = p.add_argument_group("data and model")
     if many:
         g.add_argument("--datasets", nargs="+", required=True, metavar="NAME", help=f"data sets: {', '.join(DATASETS)}")
@@ -70,7 +71,7 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g = p.add_argument_group("selection")
     g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICIES)} (default {d.policy}; "
                                     "'random' trains floor(δ·N) random batches per round, the control)")
-    g.add_argument("--shuffle-partition", action="store_true", default=None,
+    g.add_argument("--shuffle-partition", action=argparse.BooleanOptionalAction, default=None,
                    help="cut a seeded random permutation into the fixed mini-batches (default: data-set order)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=_positive_int, help=f"budget in epochs of N optimizer steps (default {d.epochs})")
