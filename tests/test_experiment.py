@@ -18,9 +18,10 @@ from hardbatch.config import PROTOCOLS, RunConfig, UsageError, make_config
 from hardbatch.experiment import execute, parse_shard, plan_sweep, shard, train_run
 from hardbatch.training import TrainingDiverged
 
-# Settings that exercise every source of randomness and state a checkpoint must carry.
-RESUME_FLAGS = ["--dataset", "digits", "--epochs", "6", "--delta", "0.5", "--augment", "crop_flip", "--shuffle-partition",
-                "--schedule", "cosine", "--val-fraction", "0.1", "--seed", "3", "--no-progress"]
+# Settings that exercise every source of randomness and state a checkpoint must carry; δ = 0.3 makes
+# epochs end inside rounds (N = 44, k = 13), and no validation split leaves val_* cells empty.
+RESUME_FLAGS = ["--dataset", "digits", "--epochs", "6", "--delta", "0.3", "--augment", "crop_flip", "--shuffle-partition",
+                "--schedule", "cosine", "--seed", "3", "--no-progress"]
 
 
 def _rows(path: Path, drop=("train_seconds", "eval_seconds")) -> list[dict]:
@@ -49,50 +50,55 @@ def _trace_lines(run: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("kill_after_steps", [1, 70, 130])
-def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupted, kill_after_steps):
-    """SIGKILL at some moment, then --resume: the records equal an uninterrupted run's (timings aside)."""
+@pytest.mark.parametrize("kill_after_steps, extra_seconds", [(1, 0.0), (44, 0.05), (88, 0.2), (132, 0.0)])
+def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupted, kill_after_steps, extra_seconds):
+    """SIGKILL at some moment (at or inside an epoch), then --resume: the records equal an uninterrupted run's."""
     out = tmp_path / "run"
     proc = _cli("train", *RESUME_FLAGS, "--out", str(out))
     deadline = time.time() + 240
     while _trace_lines(out) < kill_after_steps and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
+    time.sleep(extra_seconds)  # trace.csv grows at epoch ends: sleeping lands the kill inside the next epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "summary.json").exists(), "the run finished before it could be killed"
     resumed = _cli("train", *RESUME_FLAGS, "--out", str(out), "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     assert _rows(out / "history.csv") == _rows(uninterrupted / "history.csv")
-    assert _rows(out / "trace.csv") == _rows(uninterrupted / "trace.csv")
+    assert (out / "trace.csv").read_text() == (uninterrupted / "trace.csv").read_text()
+    assert "nan" not in (out / "history.csv").read_text()
     a, b = json.loads((out / "summary.json").read_text()), json.loads((uninterrupted / "summary.json").read_text())
     assert a["batch_visits"] == b["batch_visits"] and a["final_test_acc"] == b["final_test_acc"]
     assert not (out / "checkpoint.pt").exists()
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path):
-    """A run interrupted after its first epoch leaves a checkpoint that torch.load(weights_only=True) reads."""
+class Stop(Exception):
+    pass
 
-    class Stop(Exception):
-        pass
 
-    cfg = RunConfig(epochs=3, delta=0.5, augment="crop_flip", schedule="cosine")
+def _interrupted_after(cfg: RunConfig, out: Path, epochs_done: int, monkeypatch) -> None:
+    """Run ``cfg`` into ``out`` and stop it right after epoch ``epochs_done`` was checkpointed."""
     import hardbatch.experiment as experiment
 
     original = experiment.fit
 
     def fit_then_stop(*args, on_epoch, **kwargs):
-        def stop_after_one(result):
+        def stop(result):
             on_epoch(result)
-            raise Stop
+            if result.epoch == epochs_done:
+                raise Stop
 
-        original(*args, on_epoch=stop_after_one, **kwargs)
+        original(*args, on_epoch=stop, **kwargs)
 
-    experiment.fit = fit_then_stop
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(experiment, "fit", fit_then_stop)
         with pytest.raises(Stop):
-            train_run(cfg, tmp_path / "run", progress=False)
-    finally:
-        experiment.fit = original
+            train_run(cfg, out, progress=False)
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
+    cfg = RunConfig(epochs=3, delta=0.5, augment="crop_flip", schedule="cosine")
+    _interrupted_after(cfg, tmp_path / "run", 1, monkeypatch)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
     assert set(state) == {"epoch", "model", "optimizer", "scheduler", "sampler", "rng"}
@@ -100,6 +106,22 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     assert state["sampler"]["steps"] == n and state["sampler"]["policy"]["recorded"].all()
     summary = train_run(cfg, tmp_path / "run", resume=True, progress=False)
     assert summary["optimizer_steps"] == 3 * n
+
+
+@pytest.mark.parametrize("model, val_fraction", [("mobilenet_v3_small", 0.0), ("mobilenet_v3_small", 0.1),
+                                                 ("small_cnn", 0.0)])
+def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_path, monkeypatch, model, val_fraction):
+    """δ = 0.3 makes epochs end inside a round (N = 44 or 40, k = 13 or 12); MobileNetV3 has dropout."""
+    torch.set_num_threads(1)
+    cfg = RunConfig(model=model, stem="small", epochs=4, delta=0.3, val_fraction=val_fraction, seed=5)
+    straight = tmp_path / "straight"
+    train_run(cfg, straight, progress=False)
+    _interrupted_after(cfg, tmp_path / "resumed", 2, monkeypatch)
+    train_run(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert (tmp_path / "resumed" / "trace.csv").read_text() == (straight / "trace.csv").read_text()
+    assert _rows(tmp_path / "resumed" / "history.csv") == _rows(straight / "history.csv")
+    if val_fraction == 0:
+        assert "nan" not in (tmp_path / "resumed" / "history.csv").read_text()
 
 
 @pytest.mark.parametrize("name", list(PROTOCOLS))

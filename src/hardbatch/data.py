@@ -175,6 +175,9 @@ class DataSplits:
             num_workers=num_workers,
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
+            # Each new iterator draws a base seed; from its own generator, not the global RNG that dropout
+            # uses, so a resumed run (which opens its iterators at other moments) draws the same dropout masks.
+            generator=torch.Generator().manual_seed(0),
         )
 
     def eval_loader(self, dataset: Dataset, batch_size: int = 1024, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:

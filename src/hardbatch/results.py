@@ -55,10 +55,11 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def csv_text(rows: Iterable[dict], fields: Sequence[str]) -> str:
+    """CSV with a header; missing values and NaN become empty cells (read_csv turns them back into NaN)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", restval="", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 
