@@ -135,16 +135,18 @@ def test_epochs_to_target_and_fewer_epochs(groups):
     assert half["fewer_epochs_pct"] == pytest.approx(100 * (1 - (7 / 3) / 4))  # 41.67 % fewer epochs
 
 
-def test_runs_that_never_reach_the_target_are_counted_as_not_reached(groups):
+def test_runs_that_never_reach_the_target_count_as_censored_at_budget_plus_one(groups):
     fifth = _rows_by_delta(_group(groups, 0.05))[0.2]
     assert fifth["n"] == 2
     assert fifth["target_reached"] == 1
-    assert fifth["epochs_to_target_mean"] == pytest.approx(5.0)  # the mean of the runs that reached T
-    assert fifth["fewer_epochs_pct"] == pytest.approx(100 * (1 - 5 / 4))  # -25 %: more epochs
-    # One seed, no reach: nothing to average, and nothing claimed.
+    # Seed 1 reaches T at epoch 5; seed 2 never does in its 5 epochs and counts as 6, not as absent.
+    assert fifth["epochs_to_target_mean"] == pytest.approx((5 + 6) / 2)
+    assert fifth["fewer_epochs_pct"] == pytest.approx(100 * (1 - 5.5 / 4))  # -37.5 %: more epochs
+    # One seed that never reaches T (counts as 6) against a reference reaching it at epoch 5.
     half_b = _rows_by_delta(_group(groups, 0.1))[0.5]
     assert half_b["target_reached"] == 0
-    assert math.isnan(half_b["epochs_to_target_mean"]) and math.isnan(half_b["fewer_epochs_pct"])
+    assert half_b["epochs_to_target_mean"] == pytest.approx(6.0)
+    assert half_b["fewer_epochs_pct"] == pytest.approx(100 * (1 - 6 / 5))
 
 
 def test_paired_difference_in_points_with_95_percent_t_interval(groups):
@@ -199,7 +201,8 @@ def test_training_seconds_to_target(groups):
     # Scripted runs spend 2 + seed seconds per epoch; delta 0.5 reaches T at epochs 2, 3, 2 for seeds 0, 1, 2.
     assert rows[0.5]["seconds_to_target_mean"] == pytest.approx((2 * 2 + 3 * 3 + 2 * 4) / 3)
     assert rows[1.0]["seconds_to_target_mean"] == pytest.approx((4 * 2 + 4 * 3 + 4 * 4) / 3)
-    assert rows[0.2]["seconds_to_target_mean"] == pytest.approx(5 * 3)  # only seed 1 reached T
+    # Seed 1 reached T after 5 epochs of 3 s; seed 2 never did and counts with its whole 5 x 4 s.
+    assert rows[0.2]["seconds_to_target_mean"] == pytest.approx((5 * 3 + 5 * 4) / 2)
 
 
 def test_markdown_table_shows_the_claims(groups):
@@ -212,7 +215,7 @@ def test_markdown_table_shows_the_claims(groups):
     assert f"{100 * 0.02 / 0.88:+.2f}" in half
     assert "2.3 (3/3)" in half and "+41.7" in half
     fifth = lines["δ = 0.2"]
-    assert "5.0 (1/2)" in fifth and "-25.0" in fifth
+    assert "5.5 (1/2)" in fifth and "-37.5" in fifth
 
 
 def test_build_report_writes_summary_and_runs_csv(scripted, tmp_path):

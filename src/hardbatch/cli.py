@@ -86,7 +86,8 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--eval-mode", choices=EVAL_MODES,
                    help="'eval': model.eval() (default); 'train': BatchNorm batch statistics, as the released code")
     g.add_argument("--target-acc", type=float,
-                   help="test accuracy (fraction) for epochs-to-target (default: 0.99 × the δ = 1 mean best)")
+                   help="test accuracy (fraction) for epochs-to-target (default: in reports 0.99 × the δ = 1 mean "
+                        "best; in a single run's summary.json 0.99 × its own best)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto: CUDA when present)")
     g.add_argument("--precision", choices=PRECISIONS, help="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -118,26 +119,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from hardbatch.experiment import execute, plan_compare
 
     execute(plan_compare(config_from_args(args), args.deltas, args.seeds, args.out), progress=not args.no_progress)
-    return cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False))
+    return cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hardbatch.experiment import execute, parse_shard, plan_sweep, shard
+    from hardbatch.experiment import check_plan, execute, parse_shard, plan_sweep, shard
 
     bases = [config_from_args(args, protocol) for protocol in (args.protocols or [None])]
     plan = plan_sweep(bases, args.datasets, args.models, args.deltas, args.seeds, args.out)
     index, count = parse_shard(args.shard)
     mine = shard(plan, index, count)
+    data = check_plan(mine)
     print(f"sweep: {len(plan)} runs in the grid, {len(mine)} in shard {index}/{count}", file=sys.stderr)
     if args.dry_run:
         for run in mine:
             print(run.path)
         return 0
-    failures = execute(mine, progress=not args.no_progress, keep_going=True)
+    failures = execute(mine, progress=not args.no_progress, keep_going=True, data=data)
     for run, error in failures:
         print(f"failed: {run.path}: {error}", file=sys.stderr)
     if count == 1 and len(failures) < len(mine):
-        cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False))
+        cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
     elif count > 1:
         print(f"shard {index}/{count} done; when every shard is, run: hardbatch report {args.out}", file=sys.stderr)
     return 1 if failures else 0
@@ -146,7 +148,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from hardbatch.report import build_report
 
-    path, tables = build_report(args.dir, args.out, plots=not args.no_plots)
+    path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None))
     print(tables)
     print(f"\nreport: {path}")
     return 0
@@ -207,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="directory holding run directories (searched recursively)")
     p.add_argument("--out", help="where to write the report (default: DIR)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--target-acc", type=float,
+                   help="test accuracy (fraction) T for epochs-to-target (default: 0.99 × the δ = 1 mean best)")
     p.set_defaults(func=cmd_report)
     return parser
 
@@ -222,5 +226,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hardbatch {args.command}: training diverged: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted; run the same command with --resume (train) or again (compare) to continue", file=sys.stderr)
+        hint = "the same command with --resume" if args.command == "train" else "the same command again"
+        print(f"hardbatch {args.command}: interrupted; run {hint} to continue from the last finished epoch", file=sys.stderr)
         return 130

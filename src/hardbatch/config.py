@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -17,6 +18,7 @@ AUGMENTS = ("none", "crop_flip")
 NORMALIZATIONS = ("dataset", "imagenet")
 PRECISIONS = ("auto", "fp32", "bf16")
 STEMS = ("imagenet", "small")
+MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
 
 
 @dataclass
@@ -97,12 +99,14 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
             raise UsageError(f"{name.replace('_', ' ')} must be a positive integer, got {value}")
-    if cfg.lr <= 0:
-        raise UsageError(f"learning rate must be positive, got {cfg.lr}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise UsageError(f"learning rate must be a positive finite number, got {cfg.lr}")
     if not (0.0 <= cfg.momentum < 1.0):
         raise UsageError(f"momentum must be in [0, 1), got {cfg.momentum}")
-    if cfg.weight_decay < 0:
-        raise UsageError(f"weight decay must be >= 0, got {cfg.weight_decay}")
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise UsageError(f"weight decay must be a finite number >= 0, got {cfg.weight_decay}")
+    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < MAX_SEED):
+        raise UsageError(f"seed must be an integer in [0, {MAX_SEED}), got {cfg.seed}")
     if cfg.eval_mode not in EVAL_MODES:
         raise UsageError(f"eval mode must be one of {', '.join(EVAL_MODES)}, got {cfg.eval_mode!r}")
     if cfg.target_acc is not None and not (0.0 < cfg.target_acc <= 1.0):

@@ -22,30 +22,38 @@ from hardbatch.selection import HardBatchSampler
 from hardbatch.training import EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 # Keys that do not change what a run computes; a finished run is reused even if they differ.
-RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download")
+RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; other names are checked to exist."""
+    """``auto`` picks CUDA when present, else CPU; other names are checked to exist on this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    valid = "auto, cpu, cuda, cuda:N, mps"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available; valid here: auto, cpu")
+        raise UsageError(f"unknown device {name!r}; valid: {valid}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"device {name!r} requested but CUDA is not available; valid here: auto, cpu")
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"device {name!r} does not exist; this machine has cuda:0..cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"device {name!r} requested but MPS is not available; valid here: auto, cpu")
+    elif device.type != "cpu":
+        raise UsageError(f"unsupported device {name!r}; valid: {valid}")
     return device
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def environment(device: torch.device) -> dict:
@@ -61,7 +69,8 @@ def environment(device: torch.device) -> dict:
             "python": platform.python_version(),
         },
         "device": {"type": device.type, "name": name, "threads": torch.get_num_threads()},
-        "git_commit": _git_commit(),
+        "git_commit": _git("rev-parse", "HEAD") or None,
+        "git_dirty": None if (status := _git("status", "--porcelain", "--untracked-files=no")) is None else bool(status),
         "command": " ".join(sys.argv),
     }
 
@@ -127,6 +136,8 @@ def train_run(
     run = RunDir(out)
     if run.started and not (resume or overwrite):
         raise UsageError(f"run directory {str(run.path)!r} already exists; pass --resume to continue it or --overwrite to replace it")
+    if resume and run.started and not run.file(CONFIG).exists():
+        raise UsageError(f"{str(run.path)!r} is not a hardbatch run directory (no config.json); nothing to resume")
     device = resolve_device(cfg.device)
     cfg = resolve(cfg, device)
     if resume and not overwrite and run.finished:
@@ -186,7 +197,9 @@ def train_run(
 
         pin = device.type == "cuda" and not cfg.data_on_device
         workers = loader_workers(cfg, data)
-        eval_sets = {name: data.eval_loader(split, num_workers=workers, pin_memory=pin)
+        # Train-mode evaluation uses batch statistics, so it evaluates in training-sized batches as the released code.
+        eval_batch = cfg.batch_size if cfg.eval_mode == "train" else 1024
+        eval_sets = {name: data.eval_loader(split, eval_batch, num_workers=workers, pin_memory=pin)
                      for name, split in (("val", data.val), ("test", data.test)) if split is not None}
         fit(
             model, optimizer,
@@ -278,22 +291,27 @@ def shard(plan: list[PlannedRun], index: int, count: int) -> list[PlannedRun]:
 DATA_KEYS = ("dataset", "data_dir", "download", "image_size", "augment", "normalize", "val_fraction", "data_on_device")
 
 
-def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool = False) -> list[tuple[PlannedRun, str]]:
-    """Train every planned run in order: finished runs are skipped, interrupted ones resumed.
+class DataCache:
+    """Data sets loaded once per distinct data configuration, shared by the runs of a plan."""
 
-    Every configuration is checked first (names, ranges, k = floor(delta * N) >= 1, settings of runs
-    already on disk), so bad input fails before any training. With ``keep_going``, a run that crashes
-    (out of memory, say) is reported and the rest go on. Returns the failed runs with their errors.
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._loaded: dict[tuple, DataSplits] = {}
+
+    def __call__(self, cfg: RunConfig) -> DataSplits:
+        key = tuple(getattr(cfg, k) for k in DATA_KEYS)
+        if key not in self._loaded:
+            self._loaded[key] = load_dataset(cfg, self.device)
+        return self._loaded[key]
+
+
+def check_plan(plan: list[PlannedRun]) -> DataCache:
+    """Check every run before any trains: names, ranges, k = floor(delta * N) >= 1, runs already on disk.
+
+    Returns the data cache the check filled, for ``execute`` to reuse.
     """
     device = resolve_device(plan[0].cfg.device) if plan else torch.device("cpu")
-    cache: dict[tuple, DataSplits] = {}
-
-    def data_for(cfg: RunConfig) -> DataSplits:
-        key = tuple(getattr(cfg, k) for k in DATA_KEYS)
-        if key not in cache:
-            cache[key] = load_dataset(cfg, device)
-        return cache[key]
-
+    data = DataCache(device)
     for run in plan:
         validate(run.cfg)
         check_model_name(run.cfg.model)
@@ -301,7 +319,19 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
         if RunDir(run.path).finished:
             _check_same(RunDir(run.path), cfg, hint="use another --out or move that run directory away")
             continue
-        HardBatchSampler(len(data_for(cfg).train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy)
+        HardBatchSampler(len(data(cfg).train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy)
+    return data
+
+
+def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool = False,
+            data: DataCache | None = None) -> list[tuple[PlannedRun, str]]:
+    """Train every planned run in order: finished runs are skipped, interrupted ones resumed.
+
+    The whole plan is checked first (``check_plan``), so bad input fails before any training. With
+    ``keep_going``, a run that crashes (out of memory, say) is reported and the rest go on.
+    Returns the failed runs with their errors.
+    """
+    data = data or check_plan(plan)
     failures = []
     for i, run in enumerate(plan, start=1):
         cfg = run.cfg
@@ -310,7 +340,7 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
             continue
         ensure_writable_dir(run.path.parent)
         try:
-            train_run(cfg, run.path, resume=True, progress=progress, data=data_for(resolve(cfg, device)), label=label)
+            train_run(cfg, run.path, resume=True, progress=progress, data=data(resolve(cfg, data.device)), label=label)
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - one crashed run must not stop a long sweep

@@ -12,13 +12,13 @@ from hardbatch import __version__
 from hardbatch.config import RunConfig, UsageError
 from hardbatch.results import (
     PLATEAU_POINTS, TARGET_FRACTION, RunDir, atomic_write_text, csv_text, epochs_to_plateau, epochs_to_target,
-    find_runs, mean_std, paired_difference,
+    ensure_writable_dir, find_runs, mean_std, paired_difference,
 )
 
 # Settings that tell arms apart inside a group, and settings that never split groups.
 ARM_KEYS = ("policy", "delta")
 NOT_GROUPING = ARM_KEYS + ("seed", "device", "num_workers", "data_dir", "download", "target_acc")
-REFERENCE = ("hardbatch", 1.0)  # ordinary mini-batch training
+REFERENCE_DELTA = 1.0  # every policy trains every batch at δ = 1: ordinary mini-batch training
 
 
 @dataclass
@@ -56,9 +56,6 @@ class Arm:
         name = f"δ = {self.delta:g}"
         return name if self.policy == "hardbatch" else f"{self.policy} {name}"
 
-    @property
-    def is_reference(self) -> bool:
-        return (self.policy, self.delta) == REFERENCE
 
     def values(self, key: str) -> dict[int, float]:
         return {seed: run.summary[key] for seed, run in self.runs.items()}
@@ -74,7 +71,9 @@ class Group:
 
     @property
     def reference(self) -> Arm | None:
-        return next((arm for arm in self.arms if arm.is_reference), None)
+        """The δ = 1 arm (ordinary training), the hardbatch one if several policies ran it."""
+        ordinary = [arm for arm in self.arms if arm.delta == REFERENCE_DELTA]
+        return min(ordinary, key=lambda arm: arm.policy != "hardbatch", default=None)
 
     @property
     def slug(self) -> str:
@@ -105,8 +104,11 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return sorted(result, key=lambda g: g.title)
 
 
-def target_accuracy(group: Group) -> tuple[float | None, str]:
-    """T for epochs-to-target: the configured target, else 0.99 x the reference's mean best accuracy."""
+def target_accuracy(group: Group, target: float | None = None) -> tuple[float | None, str]:
+    """T for epochs-to-target: ``target`` if given, else the runs' configured target, else 0.99 x the
+    reference's mean best accuracy."""
+    if target is not None:
+        return target, "given to report --target-acc"
     ref = group.reference
     configured = {run.config.target_acc for arm in group.arms for run in arm.runs.values()}
     if len(configured) == 1 and None not in configured:
@@ -123,19 +125,31 @@ def _fmt(value: float | None, digits: int = 2, scale: float = 1.0, signed: bool 
     return f"{value * scale:+.{digits}f}" if signed else f"{value * scale:.{digits}f}"
 
 
-def arm_rows(group: Group) -> list[dict]:
+def _censored_epochs(run: Run, target: float) -> int:
+    """Epochs to T; a run that never reaches T counts as its budget + 1 (censored: the truth is later)."""
+    epoch = epochs_to_target(run.accs, target)
+    return epoch if epoch is not None else len(run.accs) + 1
+
+
+def _censored_seconds(run: Run, target: float) -> float:
+    seconds = run.seconds_to(target)
+    return seconds if seconds is not None else sum(run.seconds)
+
+
+def arm_rows(group: Group, target: float | None = None) -> list[dict]:
     """One numeric row per arm: accuracy, paired difference to delta = 1, epochs to target, time."""
-    target, _ = target_accuracy(group)
+    target, _ = target_accuracy(group, target)
     ref = group.reference
     ref_epochs = None
     if ref is not None and target is not None:
-        ref_epochs = mean_std([e for e in (epochs_to_target(r.accs, target) for r in ref.runs.values()) if e is not None])[0]
+        ref_epochs = mean_std([_censored_epochs(r, target) for r in ref.runs.values()])[0]
     rows = []
     for arm in group.arms:
         final = arm.values("final_test_acc")
         mean, std = mean_std(list(final.values()))
         row = {
             "group": group.title, "policy": arm.policy, "delta": arm.delta, "n": len(arm.runs),
+            "is_reference": arm is ref,
             "final_acc_mean": mean, "final_acc_std": std,
             "best_acc_mean": mean_std(list(arm.values("best_test_acc").values()))[0],
             "diff_points": math.nan, "diff_low": math.nan, "diff_high": math.nan, "diff_pairs": 0, "diff_relative_pct": math.nan,
@@ -155,13 +169,12 @@ def arm_rows(group: Group) -> list[dict]:
             row.update(diff_points=100 * diff.mean, diff_low=100 * diff.low, diff_high=100 * diff.high, diff_pairs=diff.n,
                        diff_relative_pct=100 * diff.mean / ref_mean if ref_mean else math.nan)
         if target is not None:
-            reached = [e for e in (epochs_to_target(r.accs, target) for r in arm.runs.values()) if e is not None]
-            row["target_reached"] = len(reached)
-            if reached:
-                row["epochs_to_target_mean"] = sum(reached) / len(reached)
-                row["seconds_to_target_mean"] = mean_std([r.seconds_to(target) for r in arm.runs.values()])[0]
-                if ref_epochs and not math.isnan(ref_epochs):
-                    row["fewer_epochs_pct"] = 100.0 * (1.0 - row["epochs_to_target_mean"] / ref_epochs)
+            runs = list(arm.runs.values())
+            row["target_reached"] = sum(epochs_to_target(r.accs, target) is not None for r in runs)
+            row["epochs_to_target_mean"] = mean_std([_censored_epochs(r, target) for r in runs])[0]
+            row["seconds_to_target_mean"] = mean_std([_censored_seconds(r, target) for r in runs])[0]
+            if ref_epochs:
+                row["fewer_epochs_pct"] = 100.0 * (1.0 - row["epochs_to_target_mean"] / ref_epochs)
         rows.append(row)
     return rows
 
@@ -173,7 +186,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         label = f"δ = {r['delta']:g}" if r["policy"] == "hardbatch" else f"{r['policy']} δ = {r['delta']:g}"
-        if r["policy"] == "hardbatch" and r["delta"] == 1.0:
+        if r["is_reference"]:
             diff, rel = "reference", "—"
         else:
             ci = f" [{_fmt(r['diff_low'], signed=True)}, {_fmt(r['diff_high'], signed=True)}]" if r["diff_pairs"] >= 2 else ""
@@ -202,9 +215,11 @@ def overview_table(groups: list[Group], rows: dict[str, list[dict]]) -> str:
     """The paper-style table: one line per network, one column per delta, final top-1 mean ± std (n)."""
     deltas = sorted({r["delta"] for g in groups for r in rows[g.title] if r["policy"] == "hardbatch"})
     lines = ["| network | " + " | ".join(f"δ = {d:g}" for d in deltas) + " |", "|---|" + "---|" * len(deltas)]
+    models = [g.settings["model"] for g in groups]
     for g in groups:
         cells = {r["delta"]: r for r in rows[g.title] if r["policy"] == "hardbatch"}
-        lines.append(f"| {g.settings['model']} | " + " | ".join(
+        label = g.settings["model"] if models.count(g.settings["model"]) == 1 else g.title
+        lines.append(f"| {label} | " + " | ".join(
             f"{_fmt(cells[d]['final_acc_mean'], scale=100)} ± {_fmt(cells[d]['final_acc_std'], scale=100)} ({cells[d]['n']})"
             if d in cells else "—" for d in deltas) + " |")
     return "\n".join(lines)
@@ -228,7 +243,7 @@ def draw_group_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path
     paths = [save_figure(plot_curves(curves, title=group.title), out_dir / f"{group.slug}_accuracy.png")]
     ours = [(arm, row) for arm, row in zip(group.arms, rows) if arm.policy == "hardbatch"]
     if ours:
-        ref = next((row for arm, row in ours if arm.is_reference), None)
+        ref = next((row for row in rows if row["is_reference"]), None)
         ax = plot_final_vs_delta(
             [arm.delta for arm, _ in ours], [100 * row["final_acc_mean"] for _, row in ours],
             [100 * row["final_acc_std"] for _, row in ours],
@@ -237,7 +252,8 @@ def draw_group_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path
         paths.append(save_figure(ax, out_dir / f"{group.slug}_final_vs_delta.png"))
     visits = {}
     for arm in group.arms:
-        per_seed = [run.summary["batch_visits"] for run in arm.runs.values()]
+        # Sorted per seed before averaging: with a shuffled partition, batch i differs between seeds.
+        per_seed = [sorted(run.summary["batch_visits"]) for run in arm.runs.values()]
         visits[arm.label] = [sum(v) / len(per_seed) for v in zip(*per_seed)]
     paths.append(save_figure(plot_batch_visits(visits, title=f"{group.title}: selection"), out_dir / f"{group.slug}_batch_visits.png"))
     return paths
@@ -253,8 +269,8 @@ def _overview_section(groups: list[Group], rows: dict[str, list[dict]], protocol
     return "\n".join(parts)
 
 
-def _group_section(group: Group, rows: list[dict], plot_dir: Path | None) -> str:
-    target, how = target_accuracy(group)
+def _group_section(group: Group, rows: list[dict], plot_dir: Path | None, target: float | None = None) -> str:
+    target, how = target_accuracy(group, target)
     settings = ", ".join(f"{k} {v}" for k, v in group.settings.items() if k not in ("dataset", "model"))
     section = [f"## {group.title}", "", f"Settings: {settings}.", "",
                f"Target T = {_fmt(target, 2, 100)}% test top-1 ({how}).", "", markdown_table(rows), ""]
@@ -302,17 +318,19 @@ DEFINITIONS = f"""## Definitions
 - **Δ vs δ=1**: final top-1 of the arm minus that of ordinary training (δ = 1) with the same seed, in percentage
   points; the interval is a two-sided 95% Student-t interval over the seed-paired differences (shown for ≥ 2 pairs).
   **Δ relative %** = 100 × Δ / mean final top-1 of δ = 1 over the same seeds.
-- **Epochs to T**: the first epoch whose test accuracy is ≥ T, averaged over the runs that reached T (reached/n).
-  **Fewer epochs %** = 100 × (1 − epochs to T / epochs to T of δ = 1).
+- **Epochs to T**: the first epoch whose test accuracy is ≥ T, averaged over all runs; a run that never reaches T
+  counts as its budget + 1 (censored: the truth is later), and (reached/n) says how many did.
+  **Fewer epochs %** = 100 × (1 − epochs to T / epochs to T of δ = 1), both so averaged.
 - **Epochs to plateau**: the first epoch within {100 * PLATEAU_POINTS:g} point of the run's own best test accuracy.
 - **Train s**: wall-clock seconds spent in training steps (evaluation excluded), mean over seeds. **Train s to T**:
-  the same, up to the end of the first epoch at or above T, over the runs that reached T.
+  the same, up to the end of the first epoch at or above T (the whole run's, for a run that never reaches T).
 - **Best δ chosen on validation**: the δ < 1 with the highest mean final accuracy on the held-out validation split
   (--val-fraction); its test accuracy is then an honest estimate. Chosen on test, it is optimistic.
 """
 
 
-def build_report(root: Path | str, out_dir: Path | str | None = None, plots: bool = True) -> tuple[Path, str]:
+def build_report(root: Path | str, out_dir: Path | str | None = None, plots: bool = True,
+                 target: float | None = None) -> tuple[Path, str]:
     """Write report.md, summary.csv (one row per arm), runs.csv and PNG plots for all runs under ``root``.
 
     Returns the report's path and the per-group tables as text for the terminal.
@@ -323,10 +341,11 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     runs = [Run.load(r) for r in find_runs(root)]
     if not runs:
         raise UsageError(f"no finished runs (directories with summary.json) under {str(root)!r}")
-    out_dir = Path(out_dir) if out_dir is not None else root
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if target is not None and not (0.0 < target <= 1.0):
+        raise UsageError(f"target accuracy must be a fraction in (0, 1], got {target}")
+    out_dir = ensure_writable_dir(Path(out_dir) if out_dir is not None else root)
     groups = group_runs(runs)
-    rows = {g.title: arm_rows(g) for g in groups}
+    rows = {g.title: arm_rows(g, target) for g in groups}
     all_rows = [row for g in groups for row in rows[g.title]]
     tables = [f"{g.title}\n{markdown_table(rows[g.title])}" for g in groups]
     sections = []
@@ -335,7 +354,7 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
         if len(mine) > 1:
             sections.append(_overview_section(mine, rows, protocol))
     for group in groups:
-        sections.append(_group_section(group, rows[group.title], out_dir if plots else None))
+        sections.append(_group_section(group, rows[group.title], out_dir if plots else None, target))
     sections.append(_claims_section(groups, rows))
     header = (f"# hardbatch report\n\n{len(runs)} finished runs under `{root}`, {len(groups)} group(s); "
               f"built {dt.datetime.now().isoformat(timespec='seconds')} by hardbatch {__version__}.\n")

@@ -113,17 +113,25 @@ class RunDir:
     def started(self) -> bool:
         return self.path.is_dir() and any(self.path.iterdir())
 
+    def _read(self, name: str, reader):
+        """``reader(path)``, with a missing or damaged file reported as one UsageError line."""
+        path = self.file(name)
+        try:
+            return reader(path)
+        except (OSError, ValueError, KeyError, TypeError, csv.Error) as e:  # JSONDecodeError is a ValueError
+            raise UsageError(f"cannot read {path} ({type(e).__name__}: {e}); rerun that run or move its directory away") from None
+
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(read_json(self.file(CONFIG))["config"])
+        return self._read(CONFIG, lambda p: RunConfig.from_dict(read_json(p)["config"]))
 
     def history(self) -> list[dict[str, float]]:
-        return read_csv(self.file(HISTORY))
+        return self._read(HISTORY, read_csv)
 
     def trace(self) -> list[dict[str, float]]:
-        return read_csv(self.file(TRACE))
+        return self._read(TRACE, read_csv)
 
     def summary(self) -> dict:
-        return read_json(self.file(SUMMARY))
+        return self._read(SUMMARY, read_json)
 
     def write_history(self, rows: list[dict]) -> None:
         atomic_write_text(self.file(HISTORY), csv_text(rows, HISTORY_FIELDS))
