@@ -18,6 +18,9 @@ AUGMENTS = ("none", "crop_flip")
 NORMALIZATIONS = ("dataset", "imagenet")
 PRECISIONS = ("auto", "fp32", "bf16")
 STEMS = ("imagenet", "small")
+# Settings that do not change what a run computes: a finished run is reused, and reports group it, whatever
+# their values (target_acc only changes how reports read the saved curves).
+RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc")
 MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
 
 

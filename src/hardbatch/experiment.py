@@ -14,15 +14,13 @@ from typing import Sequence
 import torch
 
 from hardbatch import __version__
-from hardbatch.config import RunConfig, UsageError, validate
+from hardbatch.config import RUNTIME_KEYS, RunConfig, UsageError, validate
 from hardbatch.data import DataSplits, gives_batches, load_dataset
 from hardbatch.models import build_seeded, check_model_name
 from hardbatch.results import CHECKPOINT, CONFIG, HISTORY, SUMMARY, TRACE, RunDir, atomic_write_json, ensure_writable_dir, summarize
 from hardbatch.selection import HardBatchSampler
 from hardbatch.training import EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
-# Keys that do not change what a run computes; a finished run is reused even if they differ.
-RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc")
 
 
 def resolve_device(name: str) -> torch.device:

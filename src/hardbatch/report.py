@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardbatch import __version__
-from hardbatch.config import RunConfig, UsageError
+from hardbatch.config import RUNTIME_KEYS, RunConfig, UsageError
 from hardbatch.results import (
     PLATEAU_POINTS, TARGET_FRACTION, RunDir, atomic_write_text, csv_text, epochs_to_plateau, epochs_to_target,
     ensure_writable_dir, find_runs, mean_std, paired_difference,
@@ -17,7 +17,7 @@ from hardbatch.results import (
 
 # Settings that tell arms apart inside a group, and settings that never split groups.
 ARM_KEYS = ("policy", "delta")
-NOT_GROUPING = ARM_KEYS + ("seed", "device", "num_workers", "data_dir", "download", "target_acc")
+NOT_GROUPING = ARM_KEYS + ("seed",) + RUNTIME_KEYS
 REFERENCE_DELTA = 1.0  # every policy trains every batch at δ = 1: ordinary mini-batch training
 
 
