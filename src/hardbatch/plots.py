@@ -68,6 +68,10 @@ def save_figure(ax: Axes, path: Path | str) -> Path:
     """Write the Axes' figure as PNG atomically (temporary file, then rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    ax.figure.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    try:
+        ax.figure.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
