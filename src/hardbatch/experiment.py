@@ -22,7 +22,6 @@ from hardbatch.selection import HardBatchSampler
 from hardbatch.training import EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, else CPU; other names are checked to exist on this machine."""
     if name == "auto":
@@ -80,9 +79,10 @@ def same_run(saved: RunConfig, wanted: RunConfig) -> list[str]:
 
 
 def _check_same(run: RunDir, cfg: RunConfig, hint: str = "use another --out or --overwrite") -> None:
-    differing = same_run(run.config(), cfg)
+    saved_cfg = run.config()
+    differing = same_run(saved_cfg, cfg)
     if differing:
-        saved = run.config().to_dict()
+        saved = saved_cfg.to_dict()
         detail = ", ".join(f"{k} {saved[k]!r} vs {getattr(cfg, k)!r}" for k in differing)
         raise UsageError(f"{run.path} holds a run with other settings ({detail}); {hint}")
 
@@ -265,8 +265,7 @@ def plan_sweep(bases: Sequence[RunConfig], datasets: Sequence[str], models: Sequ
             for model in models:
                 where = out / dataset / model / (base.protocol or "custom")
                 for seed in seeds:
-                    cfg = base.replace(dataset=dataset, model=model)
-                    plan += [PlannedRun(r.cfg, where / r.path.name) for r in plan_compare(cfg, deltas, [seed], where)]
+                    plan += plan_compare(base.replace(dataset=dataset, model=model), deltas, [seed], where)
     return plan
 
 

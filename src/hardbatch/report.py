@@ -104,6 +104,14 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return sorted(result, key=lambda g: g.title)
 
 
+def by_protocol(groups: list[Group]) -> dict[str, list[Group]]:
+    """Groups keyed by protocol name ("" for runs without a preset), protocols in sorted order."""
+    keyed: dict[str, list[Group]] = {}
+    for g in groups:
+        keyed.setdefault(g.settings.get("protocol") or "", []).append(g)
+    return dict(sorted(keyed.items()))
+
+
 def target_accuracy(group: Group, target: float | None = None) -> tuple[float | None, str]:
     """T for epochs-to-target: ``target`` if given, else the runs' configured target, else 0.99 x the
     reference's mean best accuracy."""
@@ -298,10 +306,10 @@ def _claims_section(groups: list[Group], rows: dict[str, list[dict]]) -> str:
              "Each claim is judged at the best δ < 1 chosen on the validation split (on test where no split "
              "exists, marked), against δ = 1 with the same seeds. held = in every group run; partly held = in "
              "some; not run = no runs for it.", ""]
-    for protocol in sorted({g.settings.get("protocol") or "" for g in groups}):
+    for protocol, members in by_protocol(groups).items():
         results = []
-        for g in groups:
-            if (g.settings.get("protocol") or "") != protocol or g.reference is None:
+        for g in members:
+            if g.reference is None:
                 continue
             chosen, on = choose_delta(rows[g.title], "validation"), "validation"
             if chosen is None:
@@ -349,10 +357,9 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     all_rows = [row for g in groups for row in rows[g.title]]
     tables = [f"{g.title}\n{markdown_table(rows[g.title])}" for g in groups]
     sections = []
-    for protocol in sorted({g.settings.get("protocol") or "" for g in groups}):
-        mine = [g for g in groups if (g.settings.get("protocol") or "") == protocol]
-        if len(mine) > 1:
-            sections.append(_overview_section(mine, rows, protocol))
+    for protocol, members in by_protocol(groups).items():
+        if len(members) > 1:
+            sections.append(_overview_section(members, rows, protocol))
     for group in groups:
         sections.append(_group_section(group, rows[group.title], out_dir if plots else None, target))
     sections.append(_claims_section(groups, rows))
