@@ -24,7 +24,7 @@ RESUME_FLAGS = ["--dataset", "digits", "--epochs", "6", "--delta", "0.3", "--aug
                 "--schedule", "cosine", "--seed", "3", "--no-progress"]
 
 
-def _rows(path: Path, drop=("train_seconds", "eval_seconds")) -> list[dict]:
+def _rows(path: Path, drop=("train_seconds", "eval_seconds", "choose_seconds")) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
 
@@ -101,7 +101,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
     _interrupted_after(cfg, tmp_path / "run", 1, monkeypatch)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
-    assert set(state) == {"epoch", "model", "optimizer", "scheduler", "sampler", "rng"}
+    assert set(state) == {"epoch", "model", "optimizer", "scheduler", "sampler", "rng", "cost"}
     n = state["sampler"]["visits"].numel()
     assert state["sampler"]["steps"] == n and state["sampler"]["policy"]["recorded"].all()
     summary = train_run(cfg, tmp_path / "run", resume=True, progress=False)

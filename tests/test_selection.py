@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import hardbatch
+from hardbatch.selection.functional import generator_for
 from hardbatch.selection import (
     HardBatchSampler,
     HighLossPolicy,
@@ -264,7 +265,8 @@ def test_shuffled_partition_trains_the_same_batch_indices_on_other_samples():
     losses = random_losses(7)
     plain = HardBatchSampler(40, 4, delta=0.3, epochs=3)
     shuffled = HardBatchSampler(40, 4, delta=0.3, epochs=3, shuffle_partition=True, seed=5)
-    assert torch.equal(shuffled.partition, fixed_partition(40, 4, torch.Generator().manual_seed(5)))
+    # The partition has its own generator, derived from the seed (the policy has another).
+    assert torch.equal(shuffled.partition, fixed_partition(40, 4, generator_for(5, "partition")))
     assert not torch.equal(shuffled.partition, plain.partition)
     assert drive(plain, losses) == drive(shuffled, losses) == reference_rule(10, 3, 3, losses)
 
@@ -327,18 +329,51 @@ def test_record_with_nothing_pending_raises():
     assert sampler.steps == 1
 
 
-def test_new_pass_with_unrecorded_batches_of_a_finished_pass_raises():
+def test_new_pass_after_a_pass_that_recorded_nothing_raises():
     sampler = HardBatchSampler(8, 2, delta=0.5, epochs=3)
-    drawn = list(sampler)  # the whole warm-up drawn, only part of it recorded
+    drawn = list(sampler)  # the whole warm-up drawn, nothing recorded: record() is never being called
     assert len(drawn) == 4
-    sampler.record(1.0)
-    sampler.record(2.0)
     with pytest.raises(RuntimeError, match="record"):
         next(iter(sampler))
-    # Recording the rest unblocks the next round, which uses all four losses.
+    # Recording the warm-up unblocks the next round, which uses all four losses.
+    for loss in (1.0, 2.0, 3.0, 4.0):
+        sampler.record(loss)
+    assert list(sampler) == [[4, 5], [6, 7]]
+
+
+def test_new_pass_after_an_early_break_resumes_even_when_the_rest_was_drawn_ahead():
+    sampler = HardBatchSampler(8, 2, delta=0.5, epochs=3)
+    assert len(list(sampler)) == 4  # a prefetching loader drew the whole warm-up ...
+    sampler.record(1.0)
+    sampler.record(2.0)  # ... and the loop broke out after two steps
+    assert list(iter(sampler)) == [[4, 5], [6, 7]]  # the next pass goes on from the first unrecorded batch
     sampler.record(3.0)
     sampler.record(4.0)
     assert list(sampler) == [[4, 5], [6, 7]]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_dataloader_loop_that_breaks_mid_round_goes_on_where_it_stopped(num_workers):
+    # The user's loop leaves a round after its second step (and, with workers, after the loader drew ahead);
+    # the next `for batch in loader` must continue with the first batch it did not record.
+    losses = random_losses(5)
+    expected = drive(HardBatchSampler(40, 2, delta=0.5, epochs=3), losses)
+    sampler = HardBatchSampler(40, 2, delta=0.5, epochs=3)
+    kwargs = {"num_workers": num_workers, "persistent_workers": True, "prefetch_factor": 4} if num_workers else {}
+    loader = DataLoader(IndexDataset(40), batch_sampler=sampler, **kwargs)
+    row_to_batch = {tuple(r): i for i, r in enumerate(sampler.partition.tolist())}
+    visits, steps, passes = Counter(), [], 0
+    while not sampler.done:
+        passes += 1
+        assert passes < 200
+        for i, (_, y) in enumerate(loader):
+            if i == 2 and passes % 2:  # every other pass: break before recording the third batch
+                break
+            b = row_to_batch[tuple(y.tolist())]
+            sampler.record(losses(b, visits[b]))
+            visits[b] += 1
+            steps.append((sampler.round, b))
+    assert steps == expected
 
 
 def test_round_needs_every_warmup_loss():

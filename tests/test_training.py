@@ -31,7 +31,7 @@ def one_thread():
 def check_trace_follows_the_rule(trace, n: int, k: int, total: int) -> None:
     """Replay METHOD.md's rule on the losses the loop itself recorded; every step must be the one the rule picks.
 
-    ``trace``: (step, round, batch, loss) rows in step order.
+    ``trace``: (step, round, batch, loss, samples) rows in step order.
     """
     assert [row[0] for row in trace] == list(range(1, total + 1))
     stored = {}
@@ -43,7 +43,7 @@ def check_trace_follows_the_rule(trace, n: int, k: int, total: int) -> None:
         else:
             chosen = sorted(sorted(range(n), key=lambda b: -stored[b])[:k])
         for b in chosen[: total - len(expected)]:
-            step, got_round, got_batch, loss = trace[len(expected)]
+            step, got_round, got_batch, loss = trace[len(expected)][:4]
             assert (got_round, got_batch) == (rnd, b), f"step {step}"
             stored[b] = loss
             expected.append(b)
@@ -199,7 +199,7 @@ def test_fit_reports_every_n_steps_even_mid_round():
     trace = [row for r in results for row in r.trace]
     check_trace_follows_the_rule(trace, 11, 3, 44)
     # The stored losses are the latest trained loss of each batch.
-    latest = {batch: loss for _, _, batch, loss in trace}
+    latest = {batch: loss for _, _, batch, loss, _ in trace}
     assert sampler.policy.losses.tolist() == [latest[b] for b in range(11)]
 
 

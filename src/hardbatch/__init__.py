@@ -3,9 +3,14 @@
 __version__ = "0.1.0"
 
 from hardbatch.config import RunConfig, UsageError  # noqa: E402
-from hardbatch.selection import HardBatchSampler, HighLossPolicy, RandomSubsetPolicy, fixed_partition, top_k_batches  # noqa: E402
+from hardbatch.selection import (  # noqa: E402
+    POLICIES, HardBatchSampler, HighLossPolicy, Policy, RandomSubsetPolicy, create_policy, fixed_partition, top_k_batches,
+)
 
 __all__ = [
+    "POLICIES",
+    "Policy",
+    "create_policy",
     "HardBatchSampler",
     "HighLossPolicy",
     "RandomSubsetPolicy",

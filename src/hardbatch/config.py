@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -22,6 +22,16 @@ STEMS = ("imagenet", "small")
 # their values (target_acc only changes how reports read the saved curves).
 RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc")
 MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
+
+# The selection policies (hardbatch.selection.POLICIES holds their classes), the ones δ applies to, and each
+# policy's own hyper-parameters: the RunConfig fields below whose metadata names the policy.
+POLICY_NAMES = ("hardbatch", "random", "cyclic", "uniform", "selective-backprop", "infobatch")
+DELTA_POLICIES = ("hardbatch", "random", "cyclic")
+
+
+def _policy_param(default: Any, policies: tuple[str, ...], help: str, metavar: str | None = None):
+    """A policy hyper-parameter: a RunConfig field whose flag and help text the CLI generates from this."""
+    return field(default=default, metadata={"policies": policies, "help": help, "metavar": metavar})
 
 
 @dataclass
@@ -46,6 +56,27 @@ class RunConfig:
     channels_last: bool | None = None  # None: on for CUDA
     eval_mode: str = "eval"  # "train" reproduces the released code's train-mode (batch-statistics) evaluation
     shuffle_partition: bool = False  # False: batch i = samples [i*B, (i+1)*B) in data-set order
+    rescore: int | None = _policy_param(
+        None, ("hardbatch",), "before every K-th round, a no-grad forward over every batch refreshes all stored "
+                              "losses (its cost counted; default: never)", "K")
+    repartition: bool = _policy_param(
+        False, ("hardbatch",), "re-cut the samples into new batches every round (seeded) and score each by the mean "
+                               "of its samples' last training losses")
+    trim_top: float = _policy_param(
+        0.0, ("hardbatch",), "noise guard: never select the top q fraction of stored losses (default 0)", "Q")
+    mix: float = _policy_param(
+        0.0, ("hardbatch",), "noise guard: draw a fraction f of each round's k batches uniformly from the rest "
+                             "(default 0)", "F")
+    beta: float = _policy_param(
+        1.0, ("selective-backprop",), "keep a sample with probability percentile^β: 1 keeps about 1/2 of the "
+                                      "samples, 2 about 1/3, 3 about 1/4 (default 1)", "β")
+    loss_history: int = _policy_param(
+        1024, ("selective-backprop",), "number of recent losses the percentiles are taken in (default 1024)", "H")
+    prune_ratio: float = _policy_param(
+        0.5, ("infobatch",), "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept ones "
+                             "are weighted 1/(1-r) (default 0.5)", "R")
+    anneal: float = _policy_param(
+        0.125, ("infobatch",), "final fraction of the epochs trained on all the data, in [0, 1] (default 0.125)", "A")
     target_acc: float | None = None  # accuracy for epochs_to_target; None: 0.99 x the run's own best
     image_size: int | None = None  # square resize of every image; None keeps the native size
     augment: str = "none"  # or "crop_flip": random crop (4 px padding) + horizontal flip, on the device
@@ -68,6 +99,10 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+    def policy_params(self) -> dict[str, Any]:
+        """The chosen policy's own hyper-parameters, by field name (what ``create_policy`` takes)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if self.policy in f.metadata.get("policies", ())}
 
 
 # Presets set defaults only; flags given by the user override them. See METHOD.md "The released code's setup".
@@ -94,10 +129,50 @@ def make_config(protocol: str | None = None, **values: Any) -> RunConfig:
     return RunConfig(**{**PROTOCOLS[protocol], "protocol": protocol, **values})
 
 
+POLICY_PARAMS: dict[str, tuple[str, ...]] = {
+    name: tuple(f.name for f in fields(RunConfig) if name in f.metadata.get("policies", ())) for name in POLICY_NAMES
+}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a RunConfig field."""
+    return "--" + name.replace("_", "-")
+
+
+def unused_settings(cfg: RunConfig) -> list[str]:
+    """Fields set away from their default that cfg.policy does not use (δ included)."""
+    defaults = RunConfig()
+    unused = [f.name for f in fields(RunConfig)
+              if f.metadata.get("policies") and cfg.policy not in f.metadata["policies"]
+              and getattr(cfg, f.name) != getattr(defaults, f.name)]
+    if cfg.policy not in DELTA_POLICIES and cfg.delta != 1.0:
+        unused.insert(0, "delta")
+    return unused
+
+
 def validate(cfg: RunConfig) -> None:
     """Check ranges that need no data; registries check names, the data set checks sizes."""
+    if cfg.policy not in POLICY_NAMES:
+        raise UsageError(f"unknown policy {cfg.policy!r}; valid: {', '.join(POLICY_NAMES)}")
     if not (0.0 < cfg.delta <= 1.0):
         raise UsageError(f"delta must be in (0, 1], got {cfg.delta}")
+    unused = unused_settings(cfg)
+    if unused:
+        users = {name: (DELTA_POLICIES if name == "delta" else RunConfig.__dataclass_fields__[name].metadata["policies"])
+                 for name in unused}
+        detail = "; ".join(f"{flag(n)} applies to {', '.join(p)}" for n, p in users.items())
+        raise UsageError(f"policy {cfg.policy!r} does not use {', '.join(flag(n) for n in unused)} ({detail})")
+    if cfg.rescore is not None and not (isinstance(cfg.rescore, int) and cfg.rescore >= 1):
+        raise UsageError(f"rescore K must be an integer >= 1 (rounds between scoring passes), got {cfg.rescore}")
+    for name in ("trim_top", "mix", "prune_ratio"):
+        if not (0.0 <= getattr(cfg, name) < 1.0):
+            raise UsageError(f"{flag(name)} must be in [0, 1), got {getattr(cfg, name)}")
+    if not (0.0 <= cfg.anneal <= 1.0):
+        raise UsageError(f"--anneal must be in [0, 1], got {cfg.anneal}")
+    if not (math.isfinite(cfg.beta) and cfg.beta >= 0):
+        raise UsageError(f"--beta must be a finite number >= 0, got {cfg.beta}")
+    if not (isinstance(cfg.loss_history, int) and cfg.loss_history >= 1):
+        raise UsageError(f"--loss-history must be a positive integer, got {cfg.loss_history}")
     for name in ("epochs", "batch_size"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:

@@ -17,9 +17,11 @@ from hardbatch import __version__
 from hardbatch.config import RUNTIME_KEYS, RunConfig, UsageError, validate
 from hardbatch.data import DataSplits, gives_batches, load_dataset
 from hardbatch.models import build_seeded, check_model_name
-from hardbatch.results import CHECKPOINT, CONFIG, HISTORY, SUMMARY, TRACE, RunDir, atomic_write_json, ensure_writable_dir, summarize
+from hardbatch.results import (
+    CHECKPOINT, CONFIG, HISTORY, SUMMARY, TRACE, TRACE_FIELDS, RunDir, atomic_write_json, ensure_writable_dir, summarize,
+)
 from hardbatch.selection import HardBatchSampler
-from hardbatch.training import EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hardbatch.training import CostMeter, EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,11 +108,21 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
                            weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    """None for a constant rate; "cosine" decays to 0 over the whole step budget, stepped once per step."""
+def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, sampler: HardBatchSampler):
+    """None for a constant rate; "cosine" decays to 0 over the whole budget, stepped once per optimizer step.
+
+    The rate follows ``sampler.progress`` (steps / budget), so a policy whose epochs are shorter than N
+    steps (``infobatch``) still reaches 0 at its last step.
+    """
     if cfg.schedule == "constant":
         return None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 0.5 * (1.0 + math.cos(math.pi * sampler.progress)))
+
+
+def make_sampler(cfg: RunConfig, num_samples: int) -> HardBatchSampler:
+    """The run's sampler: its partition, policy and budget, all from the configuration."""
+    return HardBatchSampler(num_samples, cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy,
+                            shuffle_partition=cfg.shuffle_partition, seed=cfg.seed, **cfg.policy_params())
 
 
 def train_run(
@@ -142,10 +154,7 @@ def train_run(
         _check_same(run, cfg)
         return run.summary()
     data = data or load_dataset(cfg, device)
-    sampler = HardBatchSampler(
-        len(data.train), cfg.batch_size, cfg.delta, cfg.epochs,
-        policy=cfg.policy, shuffle_partition=cfg.shuffle_partition, seed=cfg.seed,
-    )
+    sampler = make_sampler(cfg, len(data.train))
     checkpoint = run.file(CHECKPOINT)
     resuming = resume and not overwrite and checkpoint.exists()
     if resuming:
@@ -156,7 +165,8 @@ def train_run(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer, sampler.total_steps)
+    scheduler = make_scheduler(cfg, optimizer, sampler)
+    meter = CostMeter()
     history: list[dict] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
@@ -167,6 +177,7 @@ def train_run(
             if scheduler is not None:
                 scheduler.load_state_dict(state["scheduler"])
             sampler.load_state_dict(state["sampler"])
+            meter.load_state_dict(state.get("cost", {}))
             set_rng_state(state["rng"])
             history = run.history()[: state["epoch"]]
             run.write_history(history)
@@ -180,7 +191,7 @@ def train_run(
 
         def on_epoch(result: EpochResult) -> None:
             history.append(result.history_row())
-            run.append_trace([dict(zip(("step", "round", "batch", "loss"), row)) for row in result.trace])
+            run.append_trace([dict(zip(TRACE_FIELDS, row)) for row in result.trace])
             run.write_history(history)
             save_checkpoint(checkpoint, {
                 "epoch": result.epoch,
@@ -188,6 +199,7 @@ def train_run(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
                 "sampler": sampler.state_dict(),
+                "cost": meter.state_dict(),
                 "rng": rng_state(),
             })
             bar.update(1)
@@ -213,6 +225,7 @@ def train_run(
             autocast_dtype=torch.bfloat16 if cfg.precision == "bf16" else None,
             channels_last=cfg.channels_last,
             on_epoch=on_epoch,
+            meter=meter,
         )
         bar.close()
 
@@ -316,7 +329,7 @@ def check_plan(plan: list[PlannedRun]) -> DataCache:
         if RunDir(run.path).finished:
             _check_same(RunDir(run.path), cfg, hint="use another --out or move that run directory away")
             continue
-        HardBatchSampler(len(data(cfg).train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy)
+        make_sampler(cfg, len(data(cfg).train))
     return data
 
 

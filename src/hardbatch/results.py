@@ -18,8 +18,11 @@ CONFIG, HISTORY, TRACE, SUMMARY, CHECKPOINT = "config.json", "history.csv", "tra
 HISTORY_FIELDS = (
     "epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "lr", "train_seconds", "eval_seconds",
     "val_loss", "val_acc", "val_top5",  # empty without a validation split
+    # what the epoch spent (README "Cost"); train_seconds above includes choose_seconds
+    "samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds",
 )
-TRACE_FIELDS = ("step", "round", "batch", "loss")
+COST_COLUMNS = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds")
+TRACE_FIELDS = ("step", "round", "batch", "loss", "samples")
 PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
 TARGET_FRACTION = 0.99  # default target: 99% of the reference's best accuracy
 
@@ -240,13 +243,40 @@ def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batc
         "optimizer_steps": steps,
         "num_batches": len(batch_visits),
         "batches_per_round": batches_per_round,
-        "samples_backpropagated": steps * cfg.batch_size,
+        "samples_backpropagated": _total(history, "samples_backprop", steps * cfg.batch_size),
         "train_seconds": sum(row["train_seconds"] for row in history),
+        "cost": cost_totals(history),
         "eval_seconds": sum(row["eval_seconds"] for row in history),
         **_val_summary(history),
         "batch_visits": batch_visits,
         "batches_never_selected_after_warmup": sum(1 for v in batch_visits if v <= 1),
     }
+
+
+def _total(history: list[dict], column: str, default: float) -> float:
+    values = [row.get(column, math.nan) for row in history]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        return default  # a run from before cost was counted
+    return sum(values)
+
+
+def cost_totals(history: list[dict]) -> dict:
+    """A run's total cost (README "Cost") from its per-epoch history; NaN where it was not counted."""
+    totals = {"optimizer_steps": int(history[-1]["step"]) if history else 0}
+    for column in COST_COLUMNS[:4]:
+        totals[column] = _total(history, column, math.nan)
+    totals["train_seconds"] = sum(row["train_seconds"] for row in history)
+    totals["choose_seconds"] = _total(history, "choose_seconds", math.nan)
+    return totals
+
+
+def cumulative(history: list[dict], column: str) -> list[float]:
+    """The running total of a per-epoch column (cost at the end of each epoch)."""
+    out, total = [], 0.0
+    for row in history:
+        total += row.get(column, math.nan)
+        out.append(total)
+    return out
 
 
 def _val_summary(history: list[dict]) -> dict:

@@ -6,7 +6,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,8 +29,45 @@ class EvalResult:
 
 
 @dataclass
+class CostMeter:
+    """What training has spent, counted by the loop (README "Cost"); checkpointed with the rest.
+
+    ``samples_loaded``: samples the loader delivered; ``samples_forward``: forwarded with gradient;
+    ``samples_forward_nograd``: forwarded without gradient to score them (Selective Backprop, ``--rescore``);
+    ``samples_backprop``: samples whose loss was back-propagated; ``choose_seconds``: time in the policy's
+    own code and in scoring forwards, a part of ``train_seconds``.
+    """
+
+    optimizer_steps: int = 0
+    samples_loaded: int = 0
+    samples_forward: int = 0
+    samples_forward_nograd: int = 0
+    samples_backprop: int = 0
+    train_seconds: float = 0.0
+    choose_seconds: float = 0.0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for f in fields(self):
+            setattr(self, f.name, type(getattr(self, f.name))(state.get(f.name, 0)))
+
+    def since(self, earlier: dict) -> dict:
+        """The amounts spent since ``earlier`` (a ``state_dict``), by field name."""
+        return {name: value - earlier[name] for name, value in self.state_dict().items()}
+
+
+COST_FIELDS = tuple(f.name for f in fields(CostMeter))
+
+
+@dataclass
 class EpochResult:
-    """What one epoch (N optimizer steps) produced; ``trace`` holds (step, round, batch, loss) per step."""
+    """What one epoch produced; ``trace`` holds (step, round, batch, loss, samples) per optimizer step.
+
+    An epoch is N optimizer steps, or one pass of a policy whose epoch is a pass (``infobatch``).
+    ``cost`` holds what the epoch spent (CostMeter fields), ``train_seconds`` included.
+    """
 
     epoch: int
     step: int
@@ -39,11 +76,13 @@ class EpochResult:
     lr: float
     train_seconds: float
     eval_seconds: float
-    trace: list[tuple[int, int, int, float]] = field(repr=False)
+    trace: list[tuple[int, int, int, float, int]] = field(repr=False)
+    cost: dict = field(default_factory=dict)
 
     def history_row(self) -> dict:
         row = {"epoch": self.epoch, "step": self.step, "train_loss": self.train_loss, "lr": self.lr,
-               "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds}
+               "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
+               **{k: v for k, v in self.cost.items() if k not in ("train_seconds", "optimizer_steps")}}
         for name, result in self.evals.items():
             row.update({f"{name}_loss": result.loss, f"{name}_acc": result.acc, f"{name}_top5": result.top5})
         return row
@@ -114,12 +153,53 @@ def train_step(
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """One optimizer step on the mean cross-entropy of (x, y); returns the loss before the update (0-d)."""
+    return weighted_step(model, optimizer, x, y, autocast_dtype)[0]
+
+
+def weighted_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
+    weights: torch.Tensor | None = None,
+    per_sample: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimizer step; returns (loss before the update (0-d), per-sample losses (b,) or None).
+
+    Without ``weights`` the loss is the plain mean cross-entropy (bit for bit what ``train_step`` computes);
+    with ``weights`` (shape (b,)) it is mean(weights * per-sample loss). ``per_sample`` also returns the
+    unweighted per-sample losses, computed from the same logits (no extra forward).
+    """
     with _autocast(x.device, autocast_dtype):
-        loss = F.cross_entropy(model(x).float(), y)
+        logits = model(x).float()
+    if weights is None:
+        loss = F.cross_entropy(logits, y)
+        sample_losses = F.cross_entropy(logits.detach(), y, reduction="none") if per_sample else None
+    else:
+        sample_losses = F.cross_entropy(logits, y, reduction="none")
+        loss = (sample_losses * weights).mean()
+        sample_losses = sample_losses.detach()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.detach()
+    return loss.detach(), sample_losses
+
+
+@torch.no_grad()
+def score_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Per-sample training-mode losses of (x, y) without gradient, shape (b,); leaves no trace in the model.
+
+    BatchNorm running statistics are restored afterwards and random layers (dropout) draw from a forked
+    generator, so the scoring forward changes nothing the next training step sees.
+    """
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), _autocast(x.device, autocast_dtype):
+        losses = F.cross_entropy(model(x).float(), y, reduction="none")
+    for buffer, saved in buffers:
+        buffer.copy_(saved)
+    return losses
 
 
 def fit(
@@ -138,42 +218,70 @@ def fit(
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    meter: CostMeter | None = None,
 ) -> None:
-    """Train until ``sampler`` has spent its step budget, evaluating ``eval_sets`` every N steps.
+    """Train until ``sampler`` has spent its budget, evaluating ``eval_sets`` at the end of every epoch.
 
     ``train_batches`` yields raw (x, y) for the batches ``sampler`` draws (a DataLoader built on it);
-    one pass over it is one round. ``train_transform(x, generator)`` turns x into model input; with
-    ``augment_seed`` the generator is seeded from (seed, step), so augmentation does not depend on
-    how the run was interrupted. ``on_epoch`` receives each epoch's results at a step boundary, where
-    ``sampler``, ``model``, ``optimizer`` and ``scheduler`` can be checkpointed.
+    one pass over it is one pass of the policy. ``train_transform(x, generator)`` turns x into model
+    input; with ``augment_seed`` the generator is seeded from (seed, step), so augmentation does not
+    depend on how the run was interrupted. ``meter`` counts the cost (continued when resuming).
+    ``on_epoch`` receives each epoch's results at a step boundary, where ``sampler``, ``model``,
+    ``optimizer``, ``scheduler`` and ``meter`` can be checkpointed.
     """
-    n = sampler.num_batches
+    meter = meter if meter is not None else CostMeter()
+    policy = sampler.policy
     model.train()
     generator = torch.Generator(device=device) if augment_seed is not None else None
     losses: list[torch.Tensor] = []  # this epoch's step losses, kept on the device: no sync per step
-    steps: list[tuple[int, int, int]] = []
+    steps: list[tuple[int, int, int, int]] = []
+    epoch_start, planned = meter.state_dict(), sampler.plan_seconds
     started = time.perf_counter()
     while not sampler.done:
         for x, y in train_batches:
+            step = sampler.pending
             if generator is not None:
                 generator.manual_seed(augment_seed * 1_000_003 + sampler.steps)
             x = _to_input(x, device, train_transform, generator, channels_last)
-            loss = train_step(model, optimizer, x, y.to(device, non_blocking=True), autocast_dtype)
-            batch = sampler.record(loss)
+            y = y.to(device, non_blocking=True)
+            meter.samples_loaded += len(y)
+            if step.score_only or policy.scores_first:
+                scoring = time.perf_counter()
+                scores = score_losses(model, x, y, autocast_dtype)
+                meter.samples_forward_nograd += len(y)
+                meter.choose_seconds += time.perf_counter() - scoring
+                if step.score_only:
+                    sampler.record(scores.mean(), scores)
+                    continue
+                kept = sampler.weights(scores).nonzero().flatten()  # one sync: the kept count sets the shapes
+                x, y = x[kept], y[kept]
+                weights = None
+            else:
+                weights = sampler.weights()
+                if weights is not None:
+                    weights = weights.to(device, non_blocking=True)
+            loss, sample_losses = weighted_step(model, optimizer, x, y, autocast_dtype, weights, policy.per_sample)
+            meter.optimizer_steps += 1
+            meter.samples_forward += len(y)
+            meter.samples_backprop += len(y)
+            batch = sampler.record(loss, sample_losses)
             if scheduler is not None:
                 scheduler.step()
             losses.append(loss)
-            steps.append((sampler.steps, sampler.round, batch))
-            if sampler.steps % n:
+            steps.append((sampler.steps, sampler.round, batch, len(y)))
+            if not sampler.epoch_ended:
                 continue
-            # An epoch of N steps ended: evaluate and report.
+            # An epoch ended: evaluate and report.
             lr = optimizer.param_groups[0]["lr"]
             step_losses = torch.stack(losses).float().cpu().tolist()
-            bad = next((s for (s, _, _), l in zip(steps, step_losses) if not math.isfinite(l)), None)
+            bad = next((s for (s, *_), l in zip(steps, step_losses) if not math.isfinite(l)), None)
             if bad is not None:
                 raise TrainingDiverged(f"training loss is not finite at step {bad}; try a lower --lr")
             _synchronize(device)
             train_seconds = time.perf_counter() - started
+            meter.train_seconds += train_seconds
+            meter.choose_seconds += sampler.plan_seconds - planned
+            cost = meter.since(epoch_start)
             started = time.perf_counter()
             evals = {name: evaluate(model, batches, device, eval_train_mode, eval_transform, autocast_dtype, channels_last)
                      for name, batches in eval_sets.items()}
@@ -181,16 +289,18 @@ def fit(
             eval_seconds = time.perf_counter() - started
             if on_epoch is not None:
                 on_epoch(EpochResult(
-                    epoch=sampler.steps // n,
+                    epoch=sampler.epoch,
                     step=sampler.steps,
                     train_loss=sum(step_losses) / len(step_losses),
                     evals=evals,
                     lr=lr,
                     train_seconds=train_seconds,
                     eval_seconds=eval_seconds,
-                    trace=[(s, r, b, l) for (s, r, b), l in zip(steps, step_losses)],
+                    trace=[(s, r, b, l, n) for (s, r, b, n), l in zip(steps, step_losses)],
+                    cost=cost,
                 ))
             losses, steps = [], []
+            epoch_start, planned = meter.state_dict(), sampler.plan_seconds
             started = time.perf_counter()
 
 

@@ -1,0 +1,38 @@
+"""The null model of stale ranking: each round the k batches trained longest ago, in index order."""
+
+from __future__ import annotations
+
+import torch
+
+from hardbatch.selection.functional import oldest_k
+from hardbatch.selection.hardbatch import HighLossPolicy
+
+
+class CyclicPolicy(HighLossPolicy):
+    """Round 0 trains every batch in index order; each later round the k = floor(δ·N) batches trained longest
+    ago (ties to the lower index), in ascending index order. The losses are recorded but never used: if the
+    paper's rule does no better than this, its ranking adds nothing beyond cycling through the data.
+    """
+
+    name = "cyclic"
+
+    def __init__(self, batches: int | torch.Tensor, delta: float = 1.0, **common):
+        super().__init__(batches, delta, **common)
+        self.clock = 0  # optimizer steps recorded
+        self.last_trained = torch.full((self.num_batches,), -1, dtype=torch.long)
+
+    def _choose(self) -> torch.Tensor:
+        return oldest_k(self.last_trained, self.k)
+
+    def record(self, batch: int, loss) -> None:
+        super().record(batch, loss)
+        self.clock += 1
+        self.last_trained[batch] = self.clock
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "clock": self.clock, "last_trained": self.last_trained.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.clock = int(state["clock"])
+        self.last_trained = state["last_trained"].clone()

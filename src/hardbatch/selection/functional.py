@@ -1,0 +1,130 @@
+"""Pure helpers of the selection policies: functions of loss tensors and seeds, no state."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+from hardbatch.config import UsageError
+
+
+def derive_seed(seed: int, consumer: str) -> int:
+    """A 63-bit seed for one consumer of randomness (``"partition"``, ``"policy"``, ...) derived from the run seed.
+
+    Each consumer gets its own ``torch.Generator`` seeded with this, so that no two consumers share a stream.
+    """
+    digest = hashlib.sha256(f"hardbatch:{seed}:{consumer}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def generator_for(seed: int, consumer: str) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, consumer))
+
+
+def top_k_batches(losses: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` highest stored losses, returned in ascending index order.
+
+    ``losses``: shape (N,), one stored loss per mini-batch. Ties go to the lower index
+    (a stable sort over index order), so the result is deterministic.
+    Returns a LongTensor of shape (k,) on the same device as ``losses``.
+    """
+    order = torch.sort(losses, descending=True, stable=True).indices
+    return torch.sort(order[:k]).values
+
+
+def num_selected(num_batches: int, delta: float) -> int:
+    """k = floor(delta * N), the number of batches trained per round; refuses k < 1 or delta outside (0, 1]."""
+    if not (0.0 < delta <= 1.0):
+        raise UsageError(f"delta must be in (0, 1], got {delta}")
+    # A tiny epsilon keeps floor(0.3 * 10) == 3 despite 0.3 * 10 == 2.9999999999999996.
+    k = math.floor(delta * num_batches + 1e-9)
+    if k < 1:
+        raise UsageError(
+            f"floor(delta * N) = floor({delta} * {num_batches}) = 0 batches per round; "
+            f"use delta >= {1.0 / num_batches:.4g} or a smaller batch size (more batches)"
+        )
+    return k
+
+
+def fixed_partition(num_samples: int, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cut sample indices into N = num_samples // batch_size fixed mini-batches; the remainder is dropped.
+
+    Without a generator, batch i holds samples [i*B, (i+1)*B) (the released code's fixed order);
+    with one, a seeded permutation is cut instead. Returns a LongTensor of shape (N, B).
+    """
+    if batch_size < 1:
+        raise UsageError(f"batch size must be a positive integer, got {batch_size}")
+    if batch_size > num_samples:
+        raise UsageError(f"batch size {batch_size} is larger than the training set ({num_samples} samples)")
+    n = num_samples // batch_size
+    order = torch.arange(num_samples) if generator is None else torch.randperm(num_samples, generator=generator)
+    return order[: n * batch_size].view(n, batch_size)
+
+
+def trimmed_top_k(losses: torch.Tensor, k: int, trim: int = 0, mix: int = 0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """The paper's top-k with two noise guards, in ascending index order.
+
+    The ``trim`` highest losses are never chosen; of the ``k`` chosen, ``k - mix`` are the highest of
+    the rest and ``mix`` are drawn uniformly (with ``generator``) from the batches not already chosen.
+    ``losses``: shape (N,); needs k + trim <= N. Returns a LongTensor of shape (k,).
+    """
+    order = torch.sort(losses.cpu(), descending=True, stable=True).indices
+    chosen = order[trim: trim + k - mix]
+    if mix:
+        rest = torch.cat([order[:trim], order[trim + k - mix:]])
+        chosen = torch.cat([chosen, rest[torch.randperm(len(rest), generator=generator)[:mix]]])
+    return torch.sort(chosen).values
+
+
+def oldest_k(last_trained: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` batches trained longest ago (ties to the lower index), in ascending index order.
+
+    ``last_trained``: shape (N,), the step at which each batch was last trained.
+    """
+    order = torch.sort(last_trained, stable=True).indices
+    return torch.sort(order[:k]).values
+
+
+def batch_scores(sample_losses: torch.Tensor, batches: torch.Tensor) -> torch.Tensor:
+    """Each batch's score: the mean of its samples' last known losses (NaN = never trained).
+
+    ``sample_losses``: shape (n,); ``batches``: shape (N, B) of sample indices. A batch whose samples
+    were all never trained scores +inf, so unseen data is trained first. Returns shape (N,).
+    """
+    values = sample_losses[batches]
+    known = ~torch.isnan(values)
+    sums = torch.where(known, values, torch.zeros_like(values)).sum(dim=1)
+    counts = known.sum(dim=1)
+    return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, math.inf))
+
+
+def percentiles(losses: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """Each loss's percentile in ``history``: the fraction of history values <= it, in [0, 1].
+
+    ``losses``: shape (B,); ``history``: shape (H,), H >= 1. Returns shape (B,).
+    """
+    ranked = torch.sort(history).values
+    return torch.searchsorted(ranked, losses, right=True).to(torch.float32) / len(ranked)
+
+
+def infobatch_prune(scores: torch.Tensor, ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoBatch's epoch plan: prune round(ratio * m) of the m samples scored below the mean, drawn at random.
+
+    ``scores``: shape (n,), NaN for samples without a score yet (never pruned). Returns (kept, boosted):
+    the kept sample indices in a seeded random order, and a bool mask over ``kept`` of the below-mean
+    samples that survived, whose loss is to be weighted 1 / (1 - ratio).
+    """
+    known = ~torch.isnan(scores)
+    low = torch.zeros(len(scores), dtype=torch.bool)
+    if known.any():
+        low = known & (scores < scores[known].mean())
+    candidates = low.nonzero().flatten()
+    count = math.floor(ratio * len(candidates) + 0.5)
+    pruned = torch.zeros(len(scores), dtype=torch.bool)
+    pruned[candidates[torch.randperm(len(candidates), generator=generator)[:count]]] = True
+    order = torch.randperm(len(scores), generator=generator)
+    kept = order[~pruned[order]]
+    return kept, low[kept]

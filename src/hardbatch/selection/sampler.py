@@ -1,0 +1,197 @@
+"""The DataLoader batch sampler: loads what a policy planned, pairs each step's loss with its batch, keeps the budget."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+from hardbatch.config import UsageError
+from hardbatch.selection.functional import fixed_partition, generator_for
+from hardbatch.selection.policy import Policy, Step
+
+
+class HardBatchSampler(Sampler[list[int]]):
+    """A DataLoader batch sampler that trains the batches a policy chooses (by default the paper's rule).
+
+    One pass over the sampler is one pass of the policy: the warm-up first, then the top-k batches of each
+    later round (or a scoring pass, or a pruned epoch, depending on the policy). Call :meth:`record` with
+    each step's training loss, in the order the batches were drawn; loop ``while not sampler.done`` around
+    ``for batch in loader``. Per-sample policies also take the per-sample losses (``record(loss, losses)``)
+    and hand back per-sample loss weights (:meth:`weights`). The budget is ``epochs * N`` optimizer steps
+    (the last round cut short), or ``epochs`` passes for policies whose epoch is a pass (``infobatch``).
+    Skipped samples are never yielded, so a DataLoader never loads them.
+    """
+
+    def __init__(
+        self,
+        data_len_or_partition: int | torch.Tensor,
+        batch_size: int | None = None,
+        delta: float = 1.0,
+        epochs: int = 1,
+        policy: str | Policy = "hardbatch",
+        shuffle_partition: bool = False,
+        seed: int = 0,
+        **params,
+    ):
+        if isinstance(data_len_or_partition, torch.Tensor):
+            self.partition = data_len_or_partition
+            num_samples = int(self.partition.max()) + 1
+        else:
+            generator = generator_for(seed, "partition") if shuffle_partition else None
+            self.partition = fixed_partition(data_len_or_partition, batch_size or 0, generator)
+            num_samples = data_len_or_partition
+        self.num_batches = len(self.partition)
+        if epochs < 1:
+            raise UsageError(f"epochs must be a positive integer, got {epochs}")
+        if isinstance(policy, str):
+            from hardbatch.selection import create_policy
+
+            policy = create_policy(policy, self.partition, delta, seed=seed, num_samples=num_samples, epochs=epochs,
+                                   **params)
+        self.policy = policy
+        self.epochs = epochs
+        self.total_steps = epochs * self.num_batches  # the budget, for policies that count it in steps
+        self.steps = 0  # optimizer steps recorded so far
+        self.epoch = 0  # epochs finished so far
+        self.epoch_ended = False  # did the step just recorded end an epoch?
+        self.plan_seconds = 0.0  # time spent in the policy's plan() and select()
+        self.visits = torch.zeros(self.num_batches, dtype=torch.long)
+        # The current pass; a DataLoader may draw (yield) ahead of what was recorded.
+        self._round: list[Step] = []
+        self._yielded = 0
+        self._recorded = 0
+        self._pass_start = 0  # steps recorded when the current pass over the sampler began
+
+    @property
+    def done(self) -> bool:
+        """True once the budget is spent."""
+        if self.policy.epoch_is_round:
+            return self.epoch >= self.epochs
+        return self.steps >= self.total_steps
+
+    @property
+    def round(self) -> int:
+        """The current round (0 = warm-up)."""
+        return self.policy.round
+
+    @property
+    def progress(self) -> float:
+        """The fraction of the budget spent, in [0, 1] (what a learning-rate schedule follows)."""
+        if not self.policy.epoch_is_round:
+            return self.steps / self.total_steps
+        trained = [s for s in self._round if not s.score_only]
+        done_in_round = sum(1 for s in self._round[: self._recorded] if not s.score_only)
+        fraction = done_in_round / len(trained) if done_in_round < len(trained) else 0.0  # a finished pass is counted in epoch
+        return min(1.0, (self.epoch + fraction) / self.epochs)
+
+    @property
+    def pending(self) -> Step:
+        """The oldest drawn step not yet recorded: the one the training loop is working on."""
+        if self._recorded >= self._yielded:
+            raise RuntimeError("no batch pending; draw a batch from the loader first")
+        return self._round[self._recorded]
+
+    def _plan(self) -> None:
+        started = time.perf_counter()
+        steps = self.policy.plan()
+        if not self.policy.epoch_is_round:
+            remaining = self.total_steps - self.steps
+            trained = [i for i, s in enumerate(steps) if not s.score_only]
+            if len(trained) > remaining:
+                steps = steps[: trained[remaining]]
+        self.plan_seconds += time.perf_counter() - started
+        self._round = steps
+        self._yielded = self._recorded = self._pass_start = 0
+
+    def _start_pass(self) -> None:
+        if self._recorded < len(self._round):
+            if self._yielded == len(self._round) and self._recorded == self._pass_start:
+                raise RuntimeError(
+                    f"record() the loss of every batch before starting the next round "
+                    f"({len(self._round) - self._recorded} pending)"
+                )
+            # A pass that stopped early goes on from its first unrecorded batch: batches a DataLoader
+            # drew ahead (prefetch) but never recorded are drawn again, so each record() still
+            # pairs with the batch it trained (as after load_state_dict).
+            self._yielded = self._recorded
+        elif not self.done:
+            self._plan()
+        self._pass_start = self._recorded
+
+    def __len__(self) -> int:
+        """Batches left in the current pass, or in the next one if the current is finished."""
+        if self._recorded == len(self._round) and not self.done:
+            self._plan()
+        return len(self._round) - self._yielded
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self._start_pass()
+        while self._yielded < len(self._round):
+            step = self._round[self._yielded]
+            self._yielded += 1
+            yield step.samples.tolist()
+
+    def weights(self, scores: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per-sample loss weights for the pending batch, shape (b,), or None for the plain mean.
+
+        Policies that score first (``selective-backprop``) need ``scores``, the no-grad per-sample losses
+        of the loaded batch; their weights are 0 for samples to skip and 1 for samples to train.
+        """
+        step = self.pending
+        if self.policy.scores_first and not step.score_only:
+            if scores is None:
+                raise RuntimeError(f"policy {self.policy.name!r} chooses samples from their losses: "
+                                   f"call weights(scores) with the batch's no-grad per-sample losses")
+            started = time.perf_counter()
+            step.weights = self.policy.select(step, scores)
+            self.plan_seconds += time.perf_counter() - started
+        return step.weights
+
+    def record(self, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> int:
+        """Record the loss of the oldest drawn, unrecorded batch; returns that batch's id.
+
+        ``loss``: the step's training loss (0-d); ``sample_losses``: each sample's unweighted loss, shape (b,),
+        needed by per-sample policies (``policy.per_sample``) and ignored by the others.
+        """
+        if self._recorded >= self._yielded:
+            raise RuntimeError("record() called with no batch pending; call it once per batch drawn")
+        step = self._round[self._recorded]
+        self._recorded += 1
+        self.policy.observe(step, loss, sample_losses)
+        self.epoch_ended = False
+        if not step.score_only:
+            self.visits[step.batch] += 1
+            self.steps += 1
+            if self.policy.epoch_is_round:
+                self.epoch_ended = self._recorded == len(self._round)
+            else:
+                self.epoch_ended = self.steps % self.num_batches == 0
+            self.epoch += self.epoch_ended
+        return step.batch
+
+    def state_dict(self) -> dict:
+        """The state as of the last recorded step; batches drawn but not recorded are drawn again."""
+        return {
+            "policy": self.policy.state_dict(),
+            "steps": self.steps,
+            "epoch": self.epoch,
+            "visits": self.visits.clone(),
+            "round_steps": [s.to_state() for s in self._round],
+            "recorded": self._recorded,
+            "partition": self.partition.clone(),
+            "plan_seconds": self.plan_seconds,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.steps = int(state["steps"])
+        self.epoch = int(state.get("epoch", self.steps // self.num_batches))
+        self.visits = state["visits"].clone()
+        self._round = [Step(**s) for s in state["round_steps"]]
+        self._recorded = self._yielded = self._pass_start = int(state["recorded"])
+        self.partition = state["partition"].clone()
+        self.plan_seconds = float(state.get("plan_seconds", 0.0))
+        self.epoch_ended = False
