@@ -9,7 +9,8 @@ from pathlib import Path
 
 from hardbatch import __version__
 from hardbatch.config import (
-    AUGMENTS, EVAL_MODES, NORMALIZATIONS, PRECISIONS, PROTOCOLS, SCHEDULES, STEMS, RunConfig, UsageError, make_config,
+    AUGMENTS, DELTA_POLICIES, EVAL_MODES, NORMALIZATIONS, POLICY_NAMES, PRECISIONS, PROTOCOLS, SCHEDULES, STEMS,
+    RunConfig, UsageError, flag, make_config,
 )
 from hardbatch.training import TrainingDiverged
 
@@ -37,7 +38,6 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     """Flags shared by train, compare and sweep; ``many``: the grid flags --protocols/--datasets/--models."""
     from hardbatch.data import DATASETS
     from hardbatch.models import MODELS
-    from hardbatch.selection import POLICIES
 
     d = DEFAULTS
     p.add_argument("--protocols" if many else "--protocol", choices=list(PROTOCOLS), nargs="+" if many else None,
@@ -68,9 +68,16 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
                         "evaluated every epoch, to choose δ without the test set (default 0)")
     g.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the whole data set on the device (uint8), so loading is never the bottleneck")
-    g = p.add_argument_group("selection")
-    g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICIES)} (default {d.policy}; "
-                                    "'random' trains floor(δ·N) random batches per round, the control)")
+    g = p.add_argument_group("selection", "policies (docs/policies/NAME.md): hardbatch = the paper's rule; random and "
+                                          "cyclic = its controls at the same δ; uniform = ordinary SGD reshuffled every "
+                                          "epoch; selective-backprop and infobatch = its peers. δ applies to "
+                                          f"{', '.join(DELTA_POLICIES)}.")
+    if many:
+        g.add_argument("--policies", nargs="+", metavar="NAME",
+                       help=f"policies to compare, each with every δ it uses: {', '.join(POLICY_NAMES)} "
+                            f"(default: --policy)")
+    g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICY_NAMES)} (default {d.policy})")
+    _add_policy_params(g)
     g.add_argument("--shuffle-partition", action=argparse.BooleanOptionalAction, default=None,
                    help="cut a seeded random permutation into the fixed mini-batches (default: data-set order)")
     g = p.add_argument_group("optimisation")
@@ -95,6 +102,29 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_policy_params(g) -> None:
+    """One flag per policy hyper-parameter, generated from the RunConfig fields that declare it."""
+    for f in fields(RunConfig):
+        meta = f.metadata
+        if not meta.get("policies"):
+            continue
+        where = f"[{', '.join(meta['policies'])}] "
+        if isinstance(f.default, bool):
+            g.add_argument(flag(f.name), action="store_true", default=None, help=where + meta["help"])
+        else:
+            kind = int if f.type in ("int", "int | None") else float
+            g.add_argument(flag(f.name), type=kind, metavar=meta["metavar"], help=where + meta["help"])
+
+
+def _check_policy_flags(args: argparse.Namespace) -> None:
+    """A policy hyper-parameter given on the command line must be used by a chosen policy."""
+    chosen = getattr(args, "policies", None) or [getattr(args, "policy", None) or RunConfig.policy]
+    for f in fields(RunConfig):
+        users = f.metadata.get("policies")
+        if users and getattr(args, f.name, None) is not None and not set(users) & set(chosen):
+            raise UsageError(f"{flag(f.name)} applies to policy {', '.join(users)}, not to {', '.join(chosen)}")
+
+
 def config_from_args(args: argparse.Namespace, protocol: str | None = None) -> RunConfig:
     """A RunConfig from the flags given; flags left out keep the protocol's or RunConfig's defaults."""
     given = {f.name: getattr(args, f.name) for f in fields(RunConfig)
@@ -105,6 +135,7 @@ def config_from_args(args: argparse.Namespace, protocol: str | None = None) -> R
 def cmd_train(args: argparse.Namespace) -> int:
     from hardbatch.experiment import train_run
 
+    _check_policy_flags(args)
     cfg = config_from_args(args)
     summary = train_run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(
@@ -118,15 +149,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from hardbatch.experiment import execute, plan_compare
 
-    execute(plan_compare(config_from_args(args), args.deltas, args.seeds, args.out), progress=not args.no_progress)
+    _check_policy_flags(args)
+    plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out, policies=args.policies)
+    execute(plan, progress=not args.no_progress)
     return cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from hardbatch.experiment import check_plan, execute, parse_shard, plan_sweep, shard
 
+    _check_policy_flags(args)
     bases = [config_from_args(args, protocol) for protocol in (args.protocols or [None])]
-    plan = plan_sweep(bases, args.datasets, args.models, args.deltas, args.seeds, args.out)
+    plan = plan_sweep(bases, args.datasets, args.models, args.deltas, args.seeds, args.out, policies=args.policies)
     index, count = parse_shard(args.shard)
     mine = shard(plan, index, count)
     data = check_plan(mine)
@@ -176,13 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compare", help="train every δ × seed, then write a report",
-                       description="Train every δ × seed into sub-directories of --out (finished runs are skipped "
-                                   "when repeated), then print the table and write report.md, summary.csv, runs.csv "
-                                   "and PNG plots.")
+    p = sub.add_parser("compare", help="train every policy × δ × seed, then write a report",
+                       description="Train every policy × δ × seed into sub-directories of --out (finished runs are "
+                                   "skipped when repeated), then print the table and write report.md, summary.csv, "
+                                   "runs.csv and PNG plots, with every arm's cost and its accuracy at equal cost. "
+                                   "Example: hardbatch compare --policies uniform hardbatch random cyclic "
+                                   "selective-backprop infobatch --deltas 0.5 1.0 --out runs/peers")
     p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
                    help="δ values (default 0.2 0.5 0.8 1.0; include 1.0 for the reference)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
+    p.add_argument("--policies", nargs="+", metavar="NAME",
+                   help=f"policies to compare, each with every δ it uses (the others run once): "
+                        f"{', '.join(POLICY_NAMES)} (default: --policy)")
     _add_run_flags(p)
     p.add_argument("--out", required=True, help="directory for the runs and the report")
     p.set_defaults(func=cmd_compare)

@@ -7,14 +7,14 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from hardbatch import __version__
-from hardbatch.config import RUNTIME_KEYS, RunConfig, UsageError, validate
+from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RUNTIME_KEYS, RunConfig, UsageError, validate
 from hardbatch.data import DataSplits, gives_batches, load_dataset
 from hardbatch.models import build_seeded, check_model_name
 from hardbatch.results import (
@@ -238,16 +238,25 @@ def train_run(
 def _progress_bar(cfg: RunConfig, label: str | None, done: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    desc = label or f"{cfg.dataset}/{cfg.model} δ={cfg.delta:g} seed={cfg.seed}"
+    desc = label or f"{cfg.dataset}/{cfg.model} {cfg.policy} δ={cfg.delta:g} seed={cfg.seed}"
     # disable=None: bars only on a terminal, so CI logs and files get no carriage-return spam.
     return tqdm(total=cfg.epochs, initial=done, desc=desc, unit="epoch", disable=None if enabled else True,
                 leave=True, dynamic_ncols=True)
 
 
 def run_name(delta: float, seed: int, policy: str = "hardbatch") -> str:
-    """Sub-directory name of one run of a comparison."""
+    """Sub-directory name of one run of a comparison; distinct settings always get distinct names.
+
+    δ is written short (``0.5``) when that reads back as the same number, else in full (``0.3333333``).
+    Policies that do not use δ leave it out.
+    """
     prefix = "" if policy == "hardbatch" else f"{policy}_"
-    return f"{prefix}delta-{delta:g}_seed-{seed}"
+    if policy not in DELTA_POLICIES:
+        return f"{prefix}seed-{seed}"
+    text = f"{delta:g}"
+    if float(text) != delta:
+        text = repr(float(delta))
+    return f"{prefix}delta-{text}_seed-{seed}"
 
 
 @dataclass(frozen=True)
@@ -256,17 +265,38 @@ class PlannedRun:
     path: Path
 
 
-def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int], out: Path | str) -> list[PlannedRun]:
-    """Every delta x seed of ``base``, each in ``out/delta-D_seed-S``."""
+def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int], out: Path | str,
+                 policies: Sequence[str] | None = None) -> list[PlannedRun]:
+    """Every policy x delta x seed of ``base``, each in ``out/[POLICY_]delta-D_seed-S``.
+
+    A policy that does not use δ runs once per seed (δ = 1, ``out/POLICY_seed-S``); each run keeps only its
+    own policy's hyper-parameters (the others at their defaults). Two runs can never share a folder.
+    """
     if not deltas or not seeds:
         raise UsageError("need at least one delta and one seed")
+    policies = list(policies or [base.policy])
+    unknown = [p for p in policies if p not in POLICY_NAMES]
+    if unknown:
+        raise UsageError(f"unknown policy {unknown[0]!r}; valid: {', '.join(POLICY_NAMES)}")
+    defaults = RunConfig()
     out = Path(out)
-    return [PlannedRun(cfg, out / run_name(cfg.delta, cfg.seed, cfg.policy))
-            for cfg in (base.replace(delta=float(d), seed=int(s)) for d in deltas for s in seeds)]
+    plan = []
+    for policy in policies:
+        own = {f.name: getattr(base, f.name) if policy in f.metadata["policies"] else getattr(defaults, f.name)
+               for f in fields(RunConfig) if f.metadata.get("policies")}
+        for d in (deltas if policy in DELTA_POLICIES else [1.0]):
+            for s in seeds:
+                cfg = base.replace(policy=policy, delta=float(d), seed=int(s), **own)
+                plan.append(PlannedRun(cfg, out / run_name(cfg.delta, cfg.seed, policy)))
+    paths = [run.path for run in plan]
+    repeated = next((p for p in paths if paths.count(p) > 1), None)
+    if repeated is not None:
+        raise UsageError(f"two planned runs would share {repeated}; give each δ, seed and policy once")
+    return plan
 
 
 def plan_sweep(bases: Sequence[RunConfig], datasets: Sequence[str], models: Sequence[str], deltas: Sequence[float],
-               seeds: Sequence[int], out: Path | str) -> list[PlannedRun]:
+               seeds: Sequence[int], out: Path | str, policies: Sequence[str] | None = None) -> list[PlannedRun]:
     """The grid bases (one per protocol) x datasets x models x seeds x deltas, in that order.
 
     Runs go to ``out/DATASET/MODEL/PROTOCOL/delta-D_seed-S`` so that shards' folders merge into one tree.
@@ -278,7 +308,7 @@ def plan_sweep(bases: Sequence[RunConfig], datasets: Sequence[str], models: Sequ
             for model in models:
                 where = out / dataset / model / (base.protocol or "custom")
                 for seed in seeds:
-                    plan += plan_compare(base.replace(dataset=dataset, model=model), deltas, [seed], where)
+                    plan += plan_compare(base.replace(dataset=dataset, model=model), deltas, [seed], where, policies)
     return plan
 
 
@@ -345,7 +375,7 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
     failures = []
     for i, run in enumerate(plan, start=1):
         cfg = run.cfg
-        label = f"[{i}/{len(plan)}] {cfg.dataset}/{cfg.model} δ={cfg.delta:g} seed={cfg.seed}"
+        label = f"[{i}/{len(plan)}] {cfg.dataset}/{cfg.model} {cfg.policy} δ={cfg.delta:g} seed={cfg.seed}"
         if RunDir(run.path).finished:
             continue
         ensure_writable_dir(run.path.parent)
