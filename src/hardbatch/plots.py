@@ -75,3 +75,42 @@ def save_figure(ax: Axes, path: Path | str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def plot_cost_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+                     xlabel: str, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Test accuracy against cumulative cost, one line and band per arm: ``(cost, mean, low, high)`` per epoch."""
+    ax = _axes(ax)
+    for label, (xs, mean, low, high) in curves.items():
+        (line,) = ax.plot(xs, mean, label=label, linewidth=1.5, marker=".")
+        ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_front(points: dict[str, tuple[float, float, float, float, float]], title: str | None = None) -> Axes:
+    """Final accuracy against total cost, one point per arm with its 95% interval (clipped to [0, 100]).
+
+    ``points[label] = (backprop samples, train seconds, mean %, low %, high %)``; two panels, one per cost.
+    """
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, index, xlabel in ((axes[0], 0, "samples back-propagated (total)"), (axes[1], 1, "training seconds (total)")):
+        for label, values in points.items():
+            mean, low, high = values[2], values[3], values[4]
+            if low != low:  # NaN: a single seed has no interval
+                low = high = mean
+            low, high = max(0.0, low), min(100.0, high)
+            ax.errorbar([values[index]], [mean], yerr=[[mean - low], [high - mean]], marker="o", capsize=4, label=label)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("final test top-1 accuracy (%)")
+    axes[1].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return axes[0]

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardbatch import __version__
-from hardbatch.config import RUNTIME_KEYS, RunConfig, UsageError
+from hardbatch.config import DELTA_POLICIES, RUNTIME_KEYS, RunConfig, UsageError
 from hardbatch.results import (
-    PLATEAU_POINTS, TARGET_FRACTION, RunDir, atomic_write_text, csv_text, epochs_to_plateau, epochs_to_target,
-    ensure_writable_dir, find_runs, mean_std, paired_difference,
+    PLATEAU_POINTS, TARGET_FRACTION, RunDir, atomic_write_text, csv_text, cumulative, epochs_to_plateau, epochs_to_target,
+    ensure_writable_dir, find_runs, mean_ci, mean_std, paired_difference, value_at_budget,
 )
 
 # Settings that tell arms apart inside a group, and settings that never split groups.
@@ -30,17 +30,29 @@ class Run:
     summary: dict
     accs: list[float]  # test top-1 per epoch
     seconds: list[float]  # training wall-clock per epoch
+    history: list[dict] = field(default_factory=list, repr=False)
 
     @classmethod
     def load(cls, run: RunDir) -> "Run":
         history = run.history()
         return cls(run.path, run.config(), run.summary(), [row["test_acc"] for row in history],
-                   [row["train_seconds"] for row in history])
+                   [row["train_seconds"] for row in history], history)
+
+    def cost(self, column: str) -> list[float]:
+        """Cumulative cost at the end of each epoch: ``samples_backprop``, ``train_seconds``, ..."""
+        return cumulative(self.history, column)
 
     def seconds_to(self, target: float) -> float | None:
         """Training wall-clock until the end of the first epoch at or above ``target``."""
         epoch = epochs_to_target(self.accs, target)
         return None if epoch is None else sum(self.seconds[:epoch])
+
+
+def arm_label(policy: str, delta: float) -> str:
+    """"δ = 0.5" for the paper's rule, "random δ = 0.5" for a control, the bare name for policies without δ."""
+    if policy not in DELTA_POLICIES:
+        return policy
+    return f"δ = {delta:g}" if policy == "hardbatch" else f"{policy} δ = {delta:g}"
 
 
 @dataclass
@@ -53,8 +65,7 @@ class Arm:
 
     @property
     def label(self) -> str:
-        name = f"δ = {self.delta:g}"
-        return name if self.policy == "hardbatch" else f"{self.policy} {name}"
+        return arm_label(self.policy, self.delta)
 
 
     def values(self, key: str) -> dict[int, float]:
@@ -193,7 +204,7 @@ def markdown_table(rows: list[dict]) -> str:
               "epochs to T (reached)", "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        label = f"δ = {r['delta']:g}" if r["policy"] == "hardbatch" else f"{r['policy']} δ = {r['delta']:g}"
+        label = arm_label(r["policy"], r["delta"])
         if r["is_reference"]:
             diff, rel = "reference", "—"
         else:
@@ -267,6 +278,124 @@ def draw_group_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path
     return paths
 
 
+# ---- cost: what each arm spent, and accuracy at equal cost ------------------------------------------------------
+
+COST_KEYS = ("optimizer_steps", "samples_loaded", "samples_forward_nograd", "samples_backprop", "train_seconds",
+             "choose_seconds")
+
+
+def _arm_named(group: Group, policy: str, delta: float | None = None) -> Arm | None:
+    return next((a for a in group.arms if a.policy == policy and (delta is None or a.delta == delta)), None)
+
+
+def _paired(arm: Arm, ref: Arm | None) -> tuple[float, float, float, int]:
+    """Seed-paired difference of final top-1 (points) to ``ref``, with its 95% interval and pair count."""
+    if ref is None or ref is arm:
+        return math.nan, math.nan, math.nan, 0
+    a, b = arm.values("final_test_acc"), ref.values("final_test_acc")
+    seeds = sorted(set(a) & set(b))
+    d = paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
+    return 100 * d.mean, 100 * d.low, 100 * d.high, d.n
+
+
+def equal_budget(group: Group, column: str) -> float:
+    """The largest cost every run of the group has spent: the budget at which all arms can be compared."""
+    totals = [run.cost(column)[-1] for arm in group.arms for run in arm.runs.values() if run.history]
+    return min(totals) if totals else math.nan
+
+
+def cost_rows(group: Group) -> list[dict]:
+    """One row per arm: final top-1 with its 95% CI, paired differences to uniform and to δ = 1, cost totals
+    (means over seeds) and test top-1 at the group's equal back-propagated-samples and equal-seconds budgets."""
+    uniform, ordinary = _arm_named(group, "uniform"), _arm_named(group, "hardbatch", REFERENCE_DELTA)
+    budgets = {column: equal_budget(group, column) for column in ("samples_backprop", "train_seconds")}
+    rows = []
+    for arm in group.arms:
+        runs = list(arm.runs.values())
+        mean, low, high = mean_ci([r.summary["final_test_acc"] for r in runs])
+        if low == low:  # an accuracy interval never leaves [0, 1]; NaN (one seed) stays NaN
+            low, high = max(0.0, low), min(1.0, high)
+        row = {"group": group.title, "arm": arm.label, "policy": arm.policy, "delta": arm.delta, "n": len(runs),
+               "final_acc_mean": mean, "final_acc_low": low, "final_acc_high": high}
+        for name, ref in (("uniform", uniform), ("delta1", ordinary)):
+            d, lo, hi, n = _paired(arm, ref)
+            row.update({f"diff_{name}": d, f"diff_{name}_low": lo, f"diff_{name}_high": hi, f"diff_{name}_pairs": n})
+        for key in COST_KEYS:
+            row[key] = mean_std([r.summary.get("cost", {}).get(key, math.nan) for r in runs])[0]
+        for column, budget in budgets.items():
+            at = [value_at_budget(r.cost(column), r.accs, budget) for r in runs]
+            row[f"acc_at_equal_{column}"] = mean_std(at)[0]
+            row[f"budget_{column}"] = budget
+        rows.append(row)
+    return rows
+
+
+def _diff_cell(row: dict, name: str) -> str:
+    if row[f"diff_{name}_pairs"] == 0:
+        return "—"  # no such reference arm in the group
+    ci = f" [{_fmt(row[f'diff_{name}_low'], signed=True)}, {_fmt(row[f'diff_{name}_high'], signed=True)}]" \
+        if row[f"diff_{name}_pairs"] >= 2 else ""
+    return _fmt(row[f"diff_{name}"], signed=True) + ci
+
+
+def cost_table(rows: list[dict]) -> str:
+    """The cost table as Markdown."""
+    budget_b = rows[0]["budget_samples_backprop"] if rows else math.nan
+    budget_s = rows[0]["budget_train_seconds"] if rows else math.nan
+    header = ["arm", "n", "final top-1 % [95% CI]", "Δ vs uniform", "Δ vs δ=1", "steps", "backprop samples",
+              "no-grad samples", "train s", "choose s",
+              f"top-1 % at {_fmt(budget_b, 0)} backprop samples", f"top-1 % at {_fmt(budget_s, 1)} train s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        ci = f" [{_fmt(r['final_acc_low'], scale=100)}, {_fmt(r['final_acc_high'], scale=100)}]" if r["n"] >= 2 else ""
+        lines.append("| " + " | ".join([
+            r["arm"], str(r["n"]), _fmt(r["final_acc_mean"], scale=100) + ci,
+            "reference" if r["policy"] == "uniform" else _diff_cell(r, "uniform"),
+            "reference" if r["policy"] == "hardbatch" and r["delta"] == REFERENCE_DELTA else _diff_cell(r, "delta1"),
+            _fmt(r["optimizer_steps"], 0), _fmt(r["samples_backprop"], 0), _fmt(r["samples_forward_nograd"], 0),
+            _fmt(r["train_seconds"], 1), _fmt(r["choose_seconds"], 2),
+            _fmt(r["acc_at_equal_samples_backprop"], scale=100), _fmt(r["acc_at_equal_train_seconds"], scale=100),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def _cost_band(runs: list[Run], column: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per epoch over runs: mean cumulative cost, and mean ± std of test top-1 (%)."""
+    length = min(len(r.accs) for r in runs)
+    xs = [mean_std([r.cost(column)[e] for r in runs])[0] for e in range(length)]
+    mean, low, high = _curve_band(runs)
+    return xs, mean[:length], low[:length], high[:length]
+
+
+def draw_cost_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path]:
+    """Test accuracy against cumulative back-propagated samples and training seconds, and the final
+    accuracy against total cost (the speed-accuracy front); returns the PNGs."""
+    from hardbatch.plots import plot_cost_curves, plot_front, save_figure
+
+    paths = []
+    for column, xlabel, name in (("samples_backprop", "cumulative samples back-propagated", "vs_samples"),
+                                 ("train_seconds", "cumulative training seconds", "vs_seconds")):
+        curves = {arm.label: _cost_band(list(arm.runs.values()), column) for arm in group.arms}
+        ax = plot_cost_curves(curves, xlabel=xlabel, title=group.title)
+        paths.append(save_figure(ax, out_dir / f"{group.slug}_accuracy_{name}.png"))
+    points = {r["arm"]: (r["samples_backprop"], r["train_seconds"], 100 * r["final_acc_mean"],
+                         100 * r["final_acc_low"], 100 * r["final_acc_high"]) for r in rows}
+    paths.append(save_figure(plot_front(points, title=f"{group.title}: speed-accuracy front"),
+                             out_dir / f"{group.slug}_front.png"))
+    return paths
+
+
+def _cost_section(group: Group, plot_dir: Path | None) -> str:
+    rows = cost_rows(group)
+    if all(math.isnan(r["samples_backprop"]) for r in rows):
+        return ""  # runs from before cost was counted
+    section = [f"### Cost and accuracy at equal cost: {group.title}", "", cost_table(rows), ""]
+    if plot_dir is not None:
+        for path in draw_cost_plots(group, rows, plot_dir):
+            section += [f"![{path.stem}]({path.name})", ""]
+    return "\n".join(section)
+
+
 def _overview_section(groups: list[Group], rows: dict[str, list[dict]], protocol: str) -> str:
     by_dataset: dict[str, list[Group]] = {}
     for g in groups:
@@ -296,6 +425,7 @@ def _group_section(group: Group, rows: list[dict], plot_dir: Path | None, target
     if plot_dir is not None:
         for path in draw_group_plots(group, rows, plot_dir):
             section += [f"![{path.stem}]({path.name})", ""]
+    section.append(_cost_section(group, plot_dir))
     return "\n".join(section)
 
 
@@ -332,6 +462,12 @@ DEFINITIONS = f"""## Definitions
 - **Epochs to plateau**: the first epoch within {100 * PLATEAU_POINTS:g} point of the run's own best test accuracy.
 - **Train s**: wall-clock seconds spent in training steps (evaluation excluded), mean over seeds. **Train s to T**:
   the same, up to the end of the first epoch at or above T (the whole run's, for a run that never reaches T).
+- **Cost** (README "Cost"): optimizer steps, samples back-propagated, samples forwarded without gradient (scoring),
+  training seconds (evaluation excluded; choosing included) and seconds spent choosing, means over seeds.
+  **Δ vs uniform** / **Δ vs δ=1**: seed-paired differences of final top-1 (points, 95% t interval) to the
+  `uniform` arm (ordinary SGD reshuffled every epoch) and to the paper's δ = 1 (fixed order).
+  **Top-1 at equal cost**: each run's test top-1 at its last evaluation within the budget, the budget being the
+  smallest total that every run of the group spent (no interpolation), mean over seeds.
 - **Best δ chosen on validation**: the δ < 1 with the highest mean final accuracy on the held-out validation split
   (--val-fraction); its test accuracy is then an honest estimate. Chosen on test, it is optimistic.
 """
@@ -355,7 +491,8 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     groups = group_runs(runs)
     rows = {g.title: arm_rows(g, target) for g in groups}
     all_rows = [row for g in groups for row in rows[g.title]]
-    tables = [f"{g.title}\n{markdown_table(rows[g.title])}" for g in groups]
+    tables = [f"{g.title}\n{markdown_table(rows[g.title])}\n\ncost and accuracy at equal cost\n{cost_table(cost_rows(g))}"
+              for g in groups]
     sections = []
     for protocol, members in by_protocol(groups).items():
         if len(members) > 1:

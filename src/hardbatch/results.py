@@ -286,3 +286,27 @@ def _val_summary(history: list[dict]) -> dict:
         return {}
     best = max(vals)
     return {"final_val_acc": vals[-1], "best_val_acc": best, "best_val_epoch": vals.index(best) + 1}
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t interval (low, high) over ``values``; the interval is NaN for n < 2."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan, math.nan
+    mean, std = mean_std(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    from scipy.stats import t
+
+    half = t.ppf(0.5 + confidence / 2, len(values) - 1) * std / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def value_at_budget(costs: Sequence[float], values: Sequence[float], budget: float) -> float:
+    """``values`` at the last evaluation whose cumulative cost is within ``budget`` (NaN if none is).
+
+    ``costs``: the cumulative cost at the end of each epoch, ascending. This is what the run had reached
+    had it been stopped once the budget was spent: no interpolation between evaluations.
+    """
+    reached = [v for c, v in zip(costs, values) if c <= budget * (1 + 1e-9)]
+    return reached[-1] if reached else math.nan
