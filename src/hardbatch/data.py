@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import math
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +24,9 @@ IMAGEFOLDER_SIZE = 64  # side length of imagefolder images when no --image-size 
 STATS_IMAGES = 1_000  # imagefolder mean/std come from this many train images at most
 CIFAR_HOME = "https://www.cs.toronto.edu/~kriz/cifar.html"
 STL10_HOME = "https://cs.stanford.edu/~acoates/stl10/"
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist puts the files
+FASHION_MNIST_FILES = {split: (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+                       for split, prefix in (("train", "train"), ("test", "t10k"))}
 
 
 class InMemoryDataset(Dataset):
@@ -311,6 +317,80 @@ def read_stl10(cfg: RunConfig) -> RawData:
     return _in_memory_raw(train, read_stl10_binaries(base / "test_X.bin", base / "test_y.bin"), num_classes=10)
 
 
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format), gzipped when ``path`` ends in .gz: two zero bytes, a type code, the
+    number of dimensions d, d big-endian uint32 sizes, then the values row-major. Returns an array of those sizes."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            content = f.read()
+        if len(content) < 4 or content[:2] != b"\0\0" or content[2] not in IDX_DTYPES:
+            raise ValueError("not an IDX file (bad magic number)")
+        ndim = content[3]
+        shape = tuple(int(v) for v in np.frombuffer(content, dtype=">u4", count=ndim, offset=4))
+        return np.frombuffer(content, dtype=IDX_DTYPES[content[2]], offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, ValueError, zlib.error) as e:  # truncated, or values that do not fill the sizes
+        raise _unreadable(path, e) from None
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    """``folder/name`` or ``folder/name.gz``, whichever exists (the plain one first); None if neither."""
+    return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+
+
+def _fashion_mnist_folder(cfg: RunConfig) -> Path:
+    """The first folder holding the four Fashion-MNIST IDX files: ``--data-dir`` and its FashionMNIST/raw/ (where
+    torchvision downloads to; fetched there first with --download), or Debian's folder when there is no --data-dir."""
+    if cfg.data_dir is None:
+        if cfg.download:
+            raise UsageError("fashion-mnist --download needs --data-dir: the folder to download into")
+        places = [FASHION_MNIST_SYSTEM_DIR]
+    else:
+        places = [Path(cfg.data_dir), Path(cfg.data_dir) / "FashionMNIST" / "raw"]
+    names = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
+
+    def found() -> Path | None:
+        return next((p for p in places if all(_idx_file(p, n) for n in names)), None)
+
+    if found() is None and cfg.download:
+        import torchvision
+
+        try:
+            torchvision.datasets.FashionMNIST(cfg.data_dir, download=True)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision raises RuntimeError on bad md5
+            raise UsageError(f"fashion-mnist download into {cfg.data_dir!r} failed ({e}); install the Debian package "
+                             f"(apt-get install dataset-fashion-mnist) and drop --data-dir") from None
+    if (folder := found()) is None:
+        raise UsageError(f"fashion-mnist not found: looked in {', '.join(str(p) for p in places)} for {', '.join(names)} "
+                         f"(each plain or .gz); get it with 'apt-get install dataset-fashion-mnist' (read from "
+                         f"{FASHION_MNIST_SYSTEM_DIR} when there is no --data-dir) or with --download --data-dir DIR")
+    return folder
+
+
+def read_fashion_mnist_split(folder: Path, images_name: str, labels_name: str) -> InMemoryDataset:
+    """One split from its IDX files: images (n, 28, 28) uint8 -> (n, 1, 28, 28); labels (n,) uint8 0..9 -> long."""
+    images_path, labels_path = _idx_file(folder, images_name), _idx_file(folder, labels_name)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dtype != np.uint8 or images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise _unreadable(images_path, ValueError(f"images {images.dtype} {images.shape}, labels {labels.shape}: "
+                                                  "expected uint8 (n, H, W) and (n,)"))
+    if len(labels) and labels.max() >= 10:
+        raise _unreadable(labels_path, ValueError(f"label {labels.max()} outside 0..9"))
+    return InMemoryDataset(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+
+
+def read_fashion_mnist(cfg: RunConfig) -> RawData:
+    """Fashion-MNIST from its official IDX files (plain or gzipped): 60,000 train and 10,000 test 28x28 grey images.
+
+    Looked for in ``cfg.data_dir`` and its FashionMNIST/raw/, or in Debian's folder without a ``cfg.data_dir``.
+    """
+    folder = _fashion_mnist_folder(cfg)
+    train, test = (read_fashion_mnist_split(folder, *FASHION_MNIST_FILES[split]) for split in ("train", "test"))
+    return _in_memory_raw(train, test, num_classes=10)
+
+
 def read_imagefolder(cfg: RunConfig) -> RawData:
     """Your own images in ``cfg.data_dir`` (required): train/<class>/<image> and test/<class>/<image>, or val/ when there is no test/.
 
@@ -363,6 +443,8 @@ register_dataset(DatasetSpec("digits", read_digits, "scikit-learn 8x8 handwritte
 register_dataset(DatasetSpec("cifar10", read_cifar10, "CIFAR-10, 32x32 colour, 10 classes; files in --data-dir or --download"))
 register_dataset(DatasetSpec("cifar100", read_cifar100, "CIFAR-100, 32x32 colour, 100 fine classes; files in --data-dir or --download"))
 register_dataset(DatasetSpec("stl10", read_stl10, "STL-10 labelled split, 96x96 colour, 10 classes; files in --data-dir or --download"))
+register_dataset(DatasetSpec("fashion-mnist", read_fashion_mnist,
+                             "Fashion-MNIST, 28x28 grey, 10 classes; Debian package dataset-fashion-mnist, --data-dir or --download"))
 register_dataset(DatasetSpec("imagefolder", read_imagefolder,
                              "your images in --data-dir/{train,test}/<class>/, resized to --image-size (default 64)"))
 
