@@ -27,13 +27,14 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 
 def write_fashion_mnist(folder: Path, n_train: int = 40, n_test: int = 20, gz: bool = True) -> dict[str, np.ndarray]:
-    """The four Fashion-MNIST files; image i's pixel (0, 0) is i (+ 100 in test), labels i % 10."""
+    """The four Fashion-MNIST files; image i's pixels (0, 0) and (0, 1) hold i (+ 100 in test) in base 256; labels i % 10."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        images[:, 0, 0] = np.arange(n) + (100 if split == "test" else 0)
+        index = np.arange(n) + (100 if split == "test" else 0)
+        images[:, 0, 0], images[:, 0, 1] = index % 256, index // 256
         labels = (np.arange(n) % 10).astype(np.uint8)
         for name, array in zip(NAMES[split], (images, labels)):
             if gz:

@@ -102,6 +102,127 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int = SPLIT_SE
     return mask.nonzero().flatten(), held_out
 
 
+# ---- reshaping the training split: a class-balanced subset, a long tail, label noise (all seeded by the run) ----
+
+SUBSET_STREAM, IMBALANCE_STREAM, NOISE_STREAM = 1, 2, 3  # one random stream per consumer of the run seed
+
+
+def seeded_generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for one consumer of the run seed; distinct streams give unrelated sequences."""
+    state = np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def balanced_subset(labels: torch.Tensor, size: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices (sorted) of ``size`` samples, as equal per class as the classes allow, drawn at random within each.
+
+    ``labels``: (n,). Classes with fewer samples than their share give all of them and the rest goes to the others;
+    the ``size % classes`` left over go to the classes with the most samples.
+    """
+    if not (num_classes <= size <= len(labels)):
+        raise UsageError(f"train subset must be between the number of classes ({num_classes}) and the training "
+                         f"split's {len(labels)} samples, got {size}")
+    available = torch.bincount(labels, minlength=num_classes)
+    order = torch.sort(available, stable=True).indices.tolist()  # fewest samples first
+    quota, remaining = {}, size
+    for i, c in enumerate(order):
+        quota[c] = min(int(available[c]), remaining // (len(order) - i))
+        remaining -= quota[c]
+    return _draw_per_class(labels, quota, generator)
+
+
+def long_tail_counts(counts: torch.Tensor, rho: float) -> torch.Tensor:
+    """How many samples class c keeps of its ``counts[c]``: floor(counts[c] * rho^(-c / (C - 1))). ``counts``: (C,)."""
+    c = len(counts)
+    if c < 2:
+        return counts.clone()
+    # The 1e-9 keeps an exact product such as 6000 * 10^-1 = 600 from flooring to 599 through rounding error.
+    return torch.tensor([math.floor(int(n) * rho ** (-i / (c - 1)) + 1e-9) for i, n in enumerate(counts)])
+
+
+def long_tailed(labels: torch.Tensor, rho: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices (sorted) of a long-tailed subset: class c keeps ``long_tail_counts`` of its samples, drawn at random."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    keep = long_tail_counts(counts, rho)
+    emptied = [c for c in range(num_classes) if counts[c] > 0 and keep[c] == 0]
+    if emptied:
+        # Class c keeps at least one sample while rho <= n_c^((C - 1) / c).
+        most = min(int(counts[c]) ** ((num_classes - 1) / c) for c in range(1, num_classes) if counts[c] > 0)
+        raise UsageError(f"imbalance {rho:g} leaves class {emptied[0]} with none of its {int(counts[emptied[0]])} "
+                         f"training samples; use an imbalance between 1 and {math.floor(most * (1 + 1e-12)):d}")
+    return _draw_per_class(labels, dict(enumerate(keep.tolist())), generator)
+
+
+def _draw_per_class(labels: torch.Tensor, quota: dict[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of ``quota[c]`` samples of each class c, chosen uniformly at random (classes in index order)."""
+    chosen = []
+    for c in sorted(quota):
+        members = (labels == c).nonzero().flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[: quota[c]]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def noisy_labels(labels: torch.Tensor, fraction: float, num_classes: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels with exactly round(fraction * n) of them replaced by another class drawn uniformly (never their own).
+
+    ``labels``: (n,). Returns (new labels (n,), sorted indices (m,) of the replaced ones).
+    """
+    m = round(fraction * len(labels))
+    if m and num_classes < 2:
+        raise UsageError("label noise needs at least 2 classes")
+    indices = torch.sort(torch.randperm(len(labels), generator=generator)[:m]).values
+    new = labels.clone()
+    # An offset of 1..C-1 classes, uniform, moves each label to one of the C - 1 others, uniformly.
+    new[indices] = (labels[indices] + torch.randint(1, max(num_classes, 2), (m,), generator=generator)) % num_classes
+    return new, indices
+
+
+class RelabelledDataset(Dataset):
+    """Another data set's samples with replaced labels (for data sets not held in memory)."""
+
+    def __init__(self, dataset: Dataset, labels: torch.Tensor):
+        self.dataset, self.targets = dataset, labels
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index][0], int(self.targets[index])
+
+
+def with_labels(dataset: Dataset, labels: torch.Tensor) -> Dataset:
+    if isinstance(dataset, InMemoryDataset):
+        return InMemoryDataset(dataset.images, labels.to(dataset.labels.device))
+    return RelabelledDataset(dataset, labels)
+
+
+@dataclass
+class Relabelling:
+    """The training samples whose label the label noise replaced. ``indices``: (m,) sorted, into the training
+    split as the sampler sees it; ``true_labels``, ``given_labels``: (m,) their labels before and after."""
+
+    indices: torch.Tensor
+    true_labels: torch.Tensor
+    given_labels: torch.Tensor
+
+
+def reshape_train(train: Dataset, cfg: RunConfig, num_classes: int) -> tuple[Dataset, Relabelling | None]:
+    """The training split as ``cfg`` asks: a class-balanced subset (``train_subset``), then a long tail
+    (``imbalance``), then label noise (``label_noise``), each from its own stream of ``cfg.seed``."""
+    labels = dataset_labels(train)
+    if cfg.train_subset is not None:
+        keep = balanced_subset(labels, cfg.train_subset, num_classes, seeded_generator(cfg.seed, SUBSET_STREAM))
+        train, labels = subset(train, keep), labels[keep]
+    if cfg.imbalance != 1:
+        keep = long_tailed(labels, cfg.imbalance, num_classes, seeded_generator(cfg.seed, IMBALANCE_STREAM))
+        train, labels = subset(train, keep), labels[keep]
+    if cfg.label_noise == 0:
+        return train, None
+    given, indices = noisy_labels(labels, cfg.label_noise, num_classes, seeded_generator(cfg.seed, NOISE_STREAM))
+    return with_labels(train, given), Relabelling(indices, labels[indices], given[indices])
+
+
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
     """Per-sample random crop from a zero-padded batch plus a random horizontal flip; works on any device.
 
@@ -170,6 +291,7 @@ class DataSplits:
     image_size: int  # side length the model sees
     train_transform: BatchTransform
     eval_transform: BatchTransform
+    relabelled: Relabelling | None = None  # the training samples label noise relabelled, if any
 
     def loader(self, dataset: Dataset, batch_sampler: Sampler, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
         """A DataLoader that draws whole mini-batches from ``batch_sampler``."""
@@ -461,6 +583,7 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
     if cfg.val_fraction > 0:
         keep, held_out = stratified_split(dataset_labels(raw.train), cfg.val_fraction)
         train, val = subset(raw.train, keep), subset(raw.train, held_out)
+    train, relabelled = reshape_train(train, cfg, raw.num_classes)  # after the validation split: val stays clean
     test = raw.test
     if cfg.data_on_device:
         train, val, test = (d.to(device) if isinstance(d, InMemoryDataset) else d for d in (train, val, test))
@@ -471,5 +594,5 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
     return DataSplits(
         train=train, val=val, test=test, num_classes=raw.num_classes, in_channels=raw.in_channels, image_size=size,
         train_transform=BatchTransform(mean, std, cfg.image_size, crop_flip=cfg.augment == "crop_flip"),
-        eval_transform=BatchTransform(mean, std, cfg.image_size),
+        eval_transform=BatchTransform(mean, std, cfg.image_size), relabelled=relabelled,
     )

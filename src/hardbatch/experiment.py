@@ -17,7 +17,9 @@ from hardbatch import __version__
 from hardbatch.config import RUNTIME_KEYS, RunConfig, UsageError, validate
 from hardbatch.data import DataSplits, gives_batches, load_dataset
 from hardbatch.models import build_seeded, check_model_name
-from hardbatch.results import CHECKPOINT, CONFIG, HISTORY, SUMMARY, TRACE, RunDir, atomic_write_json, ensure_writable_dir, summarize
+from hardbatch.results import (
+    CHECKPOINT, CONFIG, HISTORY, RELABELLED, SUMMARY, TRACE, RunDir, atomic_write_json, ensure_writable_dir, summarize,
+)
 from hardbatch.selection import HardBatchSampler
 from hardbatch.training import EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -172,9 +174,13 @@ def train_run(
             run.write_history(history)
             run.truncate_trace(sampler.steps)
         else:
-            for name in (HISTORY, TRACE, SUMMARY, CHECKPOINT):
+            for name in (HISTORY, TRACE, SUMMARY, CHECKPOINT, RELABELLED):
                 run.file(name).unlink(missing_ok=True)
             atomic_write_json(run.file(CONFIG), {"config": cfg.to_dict(), **environment(device)})
+            if data.relabelled is not None:  # which samples label noise relabelled, and the batches trace.csv numbers
+                r = data.relabelled
+                run.write_relabelled(len(data.train), r.indices.tolist(), r.true_labels.tolist(), r.given_labels.tolist(),
+                                     sampler.partition.tolist())
 
         bar = _progress_bar(cfg, label, len(history), progress)
 
@@ -285,7 +291,8 @@ def shard(plan: list[PlannedRun], index: int, count: int) -> list[PlannedRun]:
     return plan[index::count]
 
 
-DATA_KEYS = ("dataset", "data_dir", "download", "image_size", "augment", "normalize", "val_fraction", "data_on_device")
+DATA_KEYS = ("dataset", "data_dir", "download", "image_size", "augment", "normalize", "val_fraction", "data_on_device",
+             "train_subset", "imbalance", "label_noise")
 
 
 class DataCache:
@@ -297,6 +304,8 @@ class DataCache:
 
     def __call__(self, cfg: RunConfig) -> DataSplits:
         key = tuple(getattr(cfg, k) for k in DATA_KEYS)
+        if cfg.train_subset is not None or cfg.imbalance != 1 or cfg.label_noise:
+            key += (cfg.seed,)  # the training split then depends on the seed
         if key not in self._loaded:
             self._loaded[key] = load_dataset(cfg, self.device)
         return self._loaded[key]

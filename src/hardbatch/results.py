@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 from hardbatch.config import RunConfig, UsageError
 
 CONFIG, HISTORY, TRACE, SUMMARY, CHECKPOINT = "config.json", "history.csv", "trace.csv", "summary.json", "checkpoint.pt"
+RELABELLED = "relabelled.json"  # runs with label noise: which training samples got another label, and the batches
 HISTORY_FIELDS = (
     "epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "lr", "train_seconds", "eval_seconds",
     "val_loss", "val_acc", "val_top5",  # empty without a validation split
@@ -133,6 +134,19 @@ class RunDir:
     def summary(self) -> dict:
         return self._read(SUMMARY, read_json)
 
+    def relabelled(self) -> dict | None:
+        """The label-noise record (see ``write_relabelled``), or None for a run without label noise."""
+        return self._read(RELABELLED, read_json) if self.file(RELABELLED).exists() else None
+
+    def write_relabelled(self, train_samples: int, indices: list[int], true_labels: list[int], given_labels: list[int],
+                         partition: list[list[int]]) -> None:
+        """``relabelled.json``: indices into the training split (as the sampler sees it) of the relabelled samples,
+        their labels before and after, and the fixed mini-batches (N lists of B indices) that trace.csv's batch
+        column numbers."""
+        record = {"train_samples": train_samples, "relabelled": indices, "true_labels": true_labels,
+                  "given_labels": given_labels, "partition": partition}
+        atomic_write_text(self.file(RELABELLED), json.dumps(record, separators=(",", ":")) + "\n")  # compact: 60k indices
+
     def write_history(self, rows: list[dict]) -> None:
         atomic_write_text(self.file(HISTORY), csv_text(rows, HISTORY_FIELDS))
 
@@ -165,6 +179,48 @@ def find_runs(root: Path | str) -> list[RunDir]:
 
 
 # ---- metrics derived from a saved history --------------------------------------------------------
+
+
+@dataclass
+class MislabelledExposure:
+    """How much of a run's training was on relabelled samples, against their share of the data (fractions)."""
+
+    trained: float  # of all samples trained (every step, warm-up included), the share that was relabelled
+    trained_after_warmup: float  # the same over rounds >= 1 only; NaN for a run with no step after the warm-up
+    in_data: float  # relabelled samples / training-split samples
+    in_partition: float  # their share of the samples the fixed mini-batches hold (the remainder is never trained)
+
+
+def exposure(partition: Sequence[Sequence[int]], relabelled: Iterable[int], train_samples: int,
+             batches: Sequence[int], rounds: Sequence[int]) -> MislabelledExposure:
+    """``partition``: N mini-batches of sample indices; ``batches``/``rounds``: trace.csv's columns, one per step."""
+    noisy = set(relabelled)
+    per_batch = [sum(i in noisy for i in batch) for batch in partition]
+    sizes = [len(batch) for batch in partition]
+
+    def share(steps: list[int]) -> float:
+        total = sum(sizes[b] for b in steps)
+        return sum(per_batch[b] for b in steps) / total if total else math.nan
+
+    batches = [int(b) for b in batches]
+    return MislabelledExposure(
+        trained=share(batches),
+        trained_after_warmup=share([b for b, r in zip(batches, rounds) if r >= 1]),
+        in_data=len(noisy) / train_samples,
+        in_partition=share(list(range(len(partition)))),
+    )
+
+
+def mislabelled_exposure(run: RunDir) -> MislabelledExposure | None:
+    """The share of relabelled samples in what ``run`` trained (from trace.csv's batch column and relabelled.json's
+    partition) against their share of its training split; None for a run without label noise."""
+    record = run.relabelled()
+    if record is None:
+        return None
+    trace = run.trace()
+    return exposure(record["partition"], record["relabelled"], record["train_samples"],
+                    [row["batch"] for row in trace], [row["round"] for row in trace])
+
 
 
 def epochs_to_target(accuracies: Sequence[float], target: float) -> int | None:
