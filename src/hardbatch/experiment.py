@@ -160,6 +160,7 @@ def train_run(
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer, sampler.total_steps)
     history: list[dict] = []
+    test_per_class: list[float | None] = []  # the last epoch's, for summary.json; checkpointed for a resume
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
         if resuming:
@@ -170,6 +171,7 @@ def train_run(
                 scheduler.load_state_dict(state["scheduler"])
             sampler.load_state_dict(state["sampler"])
             set_rng_state(state["rng"])
+            test_per_class[:] = state.get("test_per_class", [])
             history = run.history()[: state["epoch"]]
             run.write_history(history)
             run.truncate_trace(sampler.steps)
@@ -185,6 +187,7 @@ def train_run(
         bar = _progress_bar(cfg, label, len(history), progress)
 
         def on_epoch(result: EpochResult) -> None:
+            test_per_class[:] = result.evals["test"].per_class
             history.append(result.history_row())
             run.append_trace([dict(zip(("step", "round", "batch", "loss"), row)) for row in result.trace])
             run.write_history(history)
@@ -195,6 +198,7 @@ def train_run(
                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
                 "sampler": sampler.state_dict(),
                 "rng": rng_state(),
+                "test_per_class": test_per_class,
             })
             bar.update(1)
             bar.set_postfix(loss=f"{result.train_loss:.3f}", acc=f"{result.evals['test'].acc:.3f}")
@@ -222,7 +226,7 @@ def train_run(
         )
         bar.close()
 
-    summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k)
+    summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k, test_per_class)
     atomic_write_json(run.file(SUMMARY), summary)  # last: its presence marks the run finished
     checkpoint.unlink(missing_ok=True)
     return summary

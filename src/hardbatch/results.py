@@ -19,6 +19,7 @@ RELABELLED = "relabelled.json"  # runs with label noise: which training samples 
 HISTORY_FIELDS = (
     "epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "lr", "train_seconds", "eval_seconds",
     "val_loss", "val_acc", "val_top5",  # empty without a validation split
+    "test_bacc", "val_bacc",  # balanced (mean per-class) top-1 accuracy; val_bacc empty without a validation split
 )
 TRACE_FIELDS = ("step", "round", "batch", "loss")
 PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
@@ -277,8 +278,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batches_per_round: int) -> dict:
-    """The summary of a finished run, computed from its per-epoch history and selection counts."""
+def _or_none(value: float | None) -> float | None:
+    """JSON has no NaN: a missing number is null."""
+    return None if value is None or math.isnan(value) else value
+
+
+def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batches_per_round: int,
+              test_per_class: list[float | None] | None = None) -> dict:
+    """The summary of a finished run, computed from its per-epoch history and selection counts.
+
+    ``test_per_class``: the last epoch's top-1 accuracy of each class on the test split (None: a class absent).
+    """
     accs = [row["test_acc"] for row in history]
     best = max(accs)
     target, source = (cfg.target_acc, "given") if cfg.target_acc is not None else (TARGET_FRACTION * best, "0.99 x own best")
@@ -286,6 +296,8 @@ def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batc
     return {
         "final_test_acc": accs[-1],
         "final_test_top5": history[-1]["test_top5"],
+        "final_test_bacc": _or_none(history[-1].get("test_bacc", math.nan)),
+        **({"final_test_per_class_acc": list(test_per_class)} if test_per_class else {}),
         "best_test_acc": best,
         "best_epoch": accs.index(best) + 1,
         "target_acc": target,
@@ -311,4 +323,5 @@ def _val_summary(history: list[dict]) -> dict:
     if not vals or any(v is None or math.isnan(v) for v in vals):
         return {}
     best = max(vals)
-    return {"final_val_acc": vals[-1], "best_val_acc": best, "best_val_epoch": vals.index(best) + 1}
+    return {"final_val_acc": vals[-1], "best_val_acc": best, "best_val_epoch": vals.index(best) + 1,
+            "final_val_bacc": _or_none(history[-1].get("val_bacc", math.nan))}
