@@ -3,6 +3,7 @@ the share of relabelled samples a run trained."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -201,3 +202,29 @@ def test_compare_caches_reshaped_data_per_seed(tmp_path):
     assert not torch.equal(cache(cfg).relabelled.indices, cache(cfg.replace(seed=1)).relabelled.indices)
     plain = RunConfig(dataset="digits")
     assert cache(plain) is cache(plain.replace(seed=1))  # nothing seed-dependent: loaded once
+
+
+def test_report_shows_balanced_accuracy_per_class_and_mislabelled_exposure(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    status = main(["compare", "--dataset", "digits", "--train-subset", "320", "--label-noise", "0.25", "--deltas", "0.3",
+                   "1.0", "--seeds", "0", "1", "--epochs", "3", "--batch-size", "32", "--device", "cpu", "--no-progress",
+                   "--out", str(out)])
+    assert status == 0
+    report = (out / "report.md").read_text()
+    assert "balanced top-1 %" in report and "label_noise 0.25" in report
+    assert "Final test top-1 % per class" in report and "| arm | 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 |" in report
+    assert "Label noise 0.25" in report and "mislabelled % of trained samples" in report
+    noise_lines = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| δ = ") and line.count("|") == 6}
+    assert set(noise_lines) == {"δ = 0.3", "δ = 1"} and "| 25.0 |" in noise_lines["δ = 1"]  # 80 of 320 in the data
+    for seed in (0, 1):
+        # δ = 1 trains every fixed batch equally often: its share is the partition's, 80 of 320 (no remainder)
+        e = mislabelled_exposure(RunDir(out / f"delta-1_seed-{seed}"))
+        assert e.trained == pytest.approx(e.in_partition) == pytest.approx(0.25) and e.in_data == 0.25
+        record = RunDir(out / f"delta-0.3_seed-{seed}").relabelled()
+        trace = RunDir(out / f"delta-0.3_seed-{seed}").trace()
+        noisy = set(record["relabelled"])
+        by_hand = sum(sum(i in noisy for i in record["partition"][int(row["batch"])]) for row in trace) / (32 * len(trace))
+        assert mislabelled_exposure(RunDir(out / f"delta-0.3_seed-{seed}")).trained == pytest.approx(by_hand)
+    with open(out / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(0 < float(r["final_bacc_mean"]) <= 1 and float(r["mislabelled_in_data_mean"]) == 0.25 for r in rows)
