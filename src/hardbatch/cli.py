@@ -68,6 +68,17 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
                         "evaluated every epoch, to choose δ without the test set (default 0)")
     g.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the whole data set on the device (uint8), so loading is never the bottleneck")
+    g = p.add_argument_group("training split", "Applied in this order after the validation split is taken, seeded by "
+                                               "the run's seed; the validation and test splits are never changed.")
+    g.add_argument("--train-subset", type=int, metavar="N",
+                   help="train on a class-balanced random subset of N samples (from the number of classes up to the "
+                        "split's size), e.g. to fit a CPU budget")
+    g.add_argument("--imbalance", type=float, metavar="RHO",
+                   help="long tail: class c keeps floor(n_c · RHO^(−c/(C−1))) of its samples, so the largest class is "
+                        "RHO times the smallest (RHO >= 1; default 1 = as is)")
+    g.add_argument("--label-noise", type=float, metavar="P",
+                   help="give exactly round(P·n) training samples another class, drawn uniformly, never their own "
+                        "(P in [0, 1); default 0); the run directory's relabelled.json records which")
     g = p.add_argument_group("selection", "policies (docs/policies/NAME.md): hardbatch = the paper's rule; random and "
                                           "cyclic = its controls at the same δ; uniform = ordinary SGD reshuffled every "
                                           "epoch; selective-backprop and infobatch = its peers. δ applies to "
@@ -184,7 +195,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None))
     print(tables)
-    print(f"\nreport: {path}")
+    print(f"\nreport: {path} (with each arm's cost and its accuracy at equal cost)")
     return 0
 
 

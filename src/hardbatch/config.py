@@ -82,6 +82,10 @@ class RunConfig:
     augment: str = "none"  # or "crop_flip": random crop (4 px padding) + horizontal flip, on the device
     normalize: str = "dataset"  # mean/std of the data set's training split, or "imagenet"
     val_fraction: float = 0.0  # stratified hold-out of the training set, evaluated every epoch
+    # The training split after the validation split is taken (seeded by ``seed``; validation and test untouched):
+    train_subset: int | None = None  # a class-balanced subset of this many samples, taken first
+    imbalance: float = 1.0  # long tail: class c keeps floor(n_c * imbalance^(-c / (C - 1))); 1 = off
+    label_noise: float = 0.0  # this fraction of labels replaced by another class, uniformly
     data_dir: str | None = None
     download: bool = False
     data_on_device: bool = False  # keep the whole data set on the device (uint8 when possible)
@@ -197,5 +201,11 @@ def validate(cfg: RunConfig) -> None:
         raise UsageError(f"image size must be an integer >= 8, got {cfg.image_size}")
     if not (0.0 <= cfg.val_fraction < 1.0):
         raise UsageError(f"validation fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.train_subset is not None and not (isinstance(cfg.train_subset, int) and cfg.train_subset >= 1):
+        raise UsageError(f"train subset must be a positive integer number of samples, got {cfg.train_subset}")
+    if not (math.isfinite(cfg.imbalance) and cfg.imbalance >= 1.0):
+        raise UsageError(f"imbalance must be a ratio >= 1 (largest / smallest class; 1 = balanced), got {cfg.imbalance}")
+    if not (0.0 <= cfg.label_noise < 1.0):
+        raise UsageError(f"label noise must be a fraction in [0, 1), got {cfg.label_noise}")
     if cfg.num_workers is not None and cfg.num_workers < 0:
         raise UsageError(f"num workers must be >= 0, got {cfg.num_workers}")

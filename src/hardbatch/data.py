@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import math
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +24,9 @@ IMAGEFOLDER_SIZE = 64  # side length of imagefolder images when no --image-size 
 STATS_IMAGES = 1_000  # imagefolder mean/std come from this many train images at most
 CIFAR_HOME = "https://www.cs.toronto.edu/~kriz/cifar.html"
 STL10_HOME = "https://cs.stanford.edu/~acoates/stl10/"
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist puts the files
+FASHION_MNIST_FILES = {split: (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+                       for split, prefix in (("train", "train"), ("test", "t10k"))}
 
 
 class InMemoryDataset(Dataset):
@@ -96,6 +102,127 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int = SPLIT_SE
     return mask.nonzero().flatten(), held_out
 
 
+# ---- reshaping the training split: a class-balanced subset, a long tail, label noise (all seeded by the run) ----
+
+SUBSET_STREAM, IMBALANCE_STREAM, NOISE_STREAM = 1, 2, 3  # one random stream per consumer of the run seed
+
+
+def seeded_generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for one consumer of the run seed; distinct streams give unrelated sequences."""
+    state = np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def balanced_subset(labels: torch.Tensor, size: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices (sorted) of ``size`` samples, as equal per class as the classes allow, drawn at random within each.
+
+    ``labels``: (n,). Classes with fewer samples than their share give all of them and the rest goes to the others;
+    the ``size % classes`` left over go to the classes with the most samples.
+    """
+    if not (num_classes <= size <= len(labels)):
+        raise UsageError(f"train subset must be between the number of classes ({num_classes}) and the training "
+                         f"split's {len(labels)} samples, got {size}")
+    available = torch.bincount(labels, minlength=num_classes)
+    order = torch.sort(available, stable=True).indices.tolist()  # fewest samples first
+    quota, remaining = {}, size
+    for i, c in enumerate(order):
+        quota[c] = min(int(available[c]), remaining // (len(order) - i))
+        remaining -= quota[c]
+    return _draw_per_class(labels, quota, generator)
+
+
+def long_tail_counts(counts: torch.Tensor, rho: float) -> torch.Tensor:
+    """How many samples class c keeps of its ``counts[c]``: floor(counts[c] * rho^(-c / (C - 1))). ``counts``: (C,)."""
+    c = len(counts)
+    if c < 2:
+        return counts.clone()
+    # The 1e-9 keeps an exact product such as 6000 * 10^-1 = 600 from flooring to 599 through rounding error.
+    return torch.tensor([math.floor(int(n) * rho ** (-i / (c - 1)) + 1e-9) for i, n in enumerate(counts)])
+
+
+def long_tailed(labels: torch.Tensor, rho: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices (sorted) of a long-tailed subset: class c keeps ``long_tail_counts`` of its samples, drawn at random."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    keep = long_tail_counts(counts, rho)
+    emptied = [c for c in range(num_classes) if counts[c] > 0 and keep[c] == 0]
+    if emptied:
+        # Class c keeps at least one sample while rho <= n_c^((C - 1) / c).
+        most = min(int(counts[c]) ** ((num_classes - 1) / c) for c in range(1, num_classes) if counts[c] > 0)
+        raise UsageError(f"imbalance {rho:g} leaves class {emptied[0]} with none of its {int(counts[emptied[0]])} "
+                         f"training samples; use an imbalance between 1 and {math.floor(most * (1 + 1e-12)):d}")
+    return _draw_per_class(labels, dict(enumerate(keep.tolist())), generator)
+
+
+def _draw_per_class(labels: torch.Tensor, quota: dict[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of ``quota[c]`` samples of each class c, chosen uniformly at random (classes in index order)."""
+    chosen = []
+    for c in sorted(quota):
+        members = (labels == c).nonzero().flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[: quota[c]]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def noisy_labels(labels: torch.Tensor, fraction: float, num_classes: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels with exactly round(fraction * n) of them replaced by another class drawn uniformly (never their own).
+
+    ``labels``: (n,). Returns (new labels (n,), sorted indices (m,) of the replaced ones).
+    """
+    m = round(fraction * len(labels))
+    if m and num_classes < 2:
+        raise UsageError("label noise needs at least 2 classes")
+    indices = torch.sort(torch.randperm(len(labels), generator=generator)[:m]).values
+    new = labels.clone()
+    # An offset of 1..C-1 classes, uniform, moves each label to one of the C - 1 others, uniformly.
+    new[indices] = (labels[indices] + torch.randint(1, max(num_classes, 2), (m,), generator=generator)) % num_classes
+    return new, indices
+
+
+class RelabelledDataset(Dataset):
+    """Another data set's samples with replaced labels (for data sets not held in memory)."""
+
+    def __init__(self, dataset: Dataset, labels: torch.Tensor):
+        self.dataset, self.targets = dataset, labels
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index][0], int(self.targets[index])
+
+
+def with_labels(dataset: Dataset, labels: torch.Tensor) -> Dataset:
+    if isinstance(dataset, InMemoryDataset):
+        return InMemoryDataset(dataset.images, labels.to(dataset.labels.device))
+    return RelabelledDataset(dataset, labels)
+
+
+@dataclass
+class Relabelling:
+    """The training samples whose label the label noise replaced. ``indices``: (m,) sorted, into the training
+    split as the sampler sees it; ``true_labels``, ``given_labels``: (m,) their labels before and after."""
+
+    indices: torch.Tensor
+    true_labels: torch.Tensor
+    given_labels: torch.Tensor
+
+
+def reshape_train(train: Dataset, cfg: RunConfig, num_classes: int) -> tuple[Dataset, Relabelling | None]:
+    """The training split as ``cfg`` asks: a class-balanced subset (``train_subset``), then a long tail
+    (``imbalance``), then label noise (``label_noise``), each from its own stream of ``cfg.seed``."""
+    labels = dataset_labels(train)
+    if cfg.train_subset is not None:
+        keep = balanced_subset(labels, cfg.train_subset, num_classes, seeded_generator(cfg.seed, SUBSET_STREAM))
+        train, labels = subset(train, keep), labels[keep]
+    if cfg.imbalance != 1:
+        keep = long_tailed(labels, cfg.imbalance, num_classes, seeded_generator(cfg.seed, IMBALANCE_STREAM))
+        train, labels = subset(train, keep), labels[keep]
+    if cfg.label_noise == 0:
+        return train, None
+    given, indices = noisy_labels(labels, cfg.label_noise, num_classes, seeded_generator(cfg.seed, NOISE_STREAM))
+    return with_labels(train, given), Relabelling(indices, labels[indices], given[indices])
+
+
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
     """Per-sample random crop from a zero-padded batch plus a random horizontal flip; works on any device.
 
@@ -164,6 +291,7 @@ class DataSplits:
     image_size: int  # side length the model sees
     train_transform: BatchTransform
     eval_transform: BatchTransform
+    relabelled: Relabelling | None = None  # the training samples label noise relabelled, if any
 
     def loader(self, dataset: Dataset, batch_sampler: Sampler, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
         """A DataLoader that draws whole mini-batches from ``batch_sampler``."""
@@ -311,6 +439,80 @@ def read_stl10(cfg: RunConfig) -> RawData:
     return _in_memory_raw(train, read_stl10_binaries(base / "test_X.bin", base / "test_y.bin"), num_classes=10)
 
 
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format), gzipped when ``path`` ends in .gz: two zero bytes, a type code, the
+    number of dimensions d, d big-endian uint32 sizes, then the values row-major. Returns an array of those sizes."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            content = f.read()
+        if len(content) < 4 or content[:2] != b"\0\0" or content[2] not in IDX_DTYPES:
+            raise ValueError("not an IDX file (bad magic number)")
+        ndim = content[3]
+        shape = tuple(int(v) for v in np.frombuffer(content, dtype=">u4", count=ndim, offset=4))
+        return np.frombuffer(content, dtype=IDX_DTYPES[content[2]], offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, ValueError, zlib.error) as e:  # truncated, or values that do not fill the sizes
+        raise _unreadable(path, e) from None
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    """``folder/name`` or ``folder/name.gz``, whichever exists (the plain one first); None if neither."""
+    return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+
+
+def _fashion_mnist_folder(cfg: RunConfig) -> Path:
+    """The first folder holding the four Fashion-MNIST IDX files: ``--data-dir`` and its FashionMNIST/raw/ (where
+    torchvision downloads to; fetched there first with --download), or Debian's folder when there is no --data-dir."""
+    if cfg.data_dir is None:
+        if cfg.download:
+            raise UsageError("fashion-mnist --download needs --data-dir: the folder to download into")
+        places = [FASHION_MNIST_SYSTEM_DIR]
+    else:
+        places = [Path(cfg.data_dir), Path(cfg.data_dir) / "FashionMNIST" / "raw"]
+    names = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
+
+    def found() -> Path | None:
+        return next((p for p in places if all(_idx_file(p, n) for n in names)), None)
+
+    if found() is None and cfg.download:
+        import torchvision
+
+        try:
+            torchvision.datasets.FashionMNIST(cfg.data_dir, download=True)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision raises RuntimeError on bad md5
+            raise UsageError(f"fashion-mnist download into {cfg.data_dir!r} failed ({e}); install the Debian package "
+                             f"(apt-get install dataset-fashion-mnist) and drop --data-dir") from None
+    if (folder := found()) is None:
+        raise UsageError(f"fashion-mnist not found: looked in {', '.join(str(p) for p in places)} for {', '.join(names)} "
+                         f"(each plain or .gz); get it with 'apt-get install dataset-fashion-mnist' (read from "
+                         f"{FASHION_MNIST_SYSTEM_DIR} when there is no --data-dir) or with --download --data-dir DIR")
+    return folder
+
+
+def read_fashion_mnist_split(folder: Path, images_name: str, labels_name: str) -> InMemoryDataset:
+    """One split from its IDX files: images (n, 28, 28) uint8 -> (n, 1, 28, 28); labels (n,) uint8 0..9 -> long."""
+    images_path, labels_path = _idx_file(folder, images_name), _idx_file(folder, labels_name)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dtype != np.uint8 or images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise _unreadable(images_path, ValueError(f"images {images.dtype} {images.shape}, labels {labels.shape}: "
+                                                  "expected uint8 (n, H, W) and (n,)"))
+    if len(labels) and labels.max() >= 10:
+        raise _unreadable(labels_path, ValueError(f"label {labels.max()} outside 0..9"))
+    return InMemoryDataset(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+
+
+def read_fashion_mnist(cfg: RunConfig) -> RawData:
+    """Fashion-MNIST from its official IDX files (plain or gzipped): 60,000 train and 10,000 test 28x28 grey images.
+
+    Looked for in ``cfg.data_dir`` and its FashionMNIST/raw/, or in Debian's folder without a ``cfg.data_dir``.
+    """
+    folder = _fashion_mnist_folder(cfg)
+    train, test = (read_fashion_mnist_split(folder, *FASHION_MNIST_FILES[split]) for split in ("train", "test"))
+    return _in_memory_raw(train, test, num_classes=10)
+
+
 def read_imagefolder(cfg: RunConfig) -> RawData:
     """Your own images in ``cfg.data_dir`` (required): train/<class>/<image> and test/<class>/<image>, or val/ when there is no test/.
 
@@ -363,6 +565,8 @@ register_dataset(DatasetSpec("digits", read_digits, "scikit-learn 8x8 handwritte
 register_dataset(DatasetSpec("cifar10", read_cifar10, "CIFAR-10, 32x32 colour, 10 classes; files in --data-dir or --download"))
 register_dataset(DatasetSpec("cifar100", read_cifar100, "CIFAR-100, 32x32 colour, 100 fine classes; files in --data-dir or --download"))
 register_dataset(DatasetSpec("stl10", read_stl10, "STL-10 labelled split, 96x96 colour, 10 classes; files in --data-dir or --download"))
+register_dataset(DatasetSpec("fashion-mnist", read_fashion_mnist,
+                             "Fashion-MNIST, 28x28 grey, 10 classes; Debian package dataset-fashion-mnist, --data-dir or --download"))
 register_dataset(DatasetSpec("imagefolder", read_imagefolder,
                              "your images in --data-dir/{train,test}/<class>/, resized to --image-size (default 64)"))
 
@@ -379,6 +583,7 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
     if cfg.val_fraction > 0:
         keep, held_out = stratified_split(dataset_labels(raw.train), cfg.val_fraction)
         train, val = subset(raw.train, keep), subset(raw.train, held_out)
+    train, relabelled = reshape_train(train, cfg, raw.num_classes)  # after the validation split: val stays clean
     test = raw.test
     if cfg.data_on_device:
         train, val, test = (d.to(device) if isinstance(d, InMemoryDataset) else d for d in (train, val, test))
@@ -389,5 +594,5 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
     return DataSplits(
         train=train, val=val, test=test, num_classes=raw.num_classes, in_channels=raw.in_channels, image_size=size,
         train_transform=BatchTransform(mean, std, cfg.image_size, crop_flip=cfg.augment == "crop_flip"),
-        eval_transform=BatchTransform(mean, std, cfg.image_size),
+        eval_transform=BatchTransform(mean, std, cfg.image_size), relabelled=relabelled,
     )

@@ -18,7 +18,8 @@ from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RUNTIME_KEYS, RunConf
 from hardbatch.data import DataSplits, gives_batches, load_dataset
 from hardbatch.models import build_seeded, check_model_name
 from hardbatch.results import (
-    CHECKPOINT, CONFIG, HISTORY, SUMMARY, TRACE, TRACE_FIELDS, RunDir, atomic_write_json, ensure_writable_dir, summarize,
+    CHECKPOINT, CONFIG, HISTORY, RELABELLED, SUMMARY, TRACE, TRACE_FIELDS, RunDir, atomic_write_json, ensure_writable_dir,
+    exposure_from_visits, summarize,
 )
 from hardbatch.selection import HardBatchSampler
 from hardbatch.training import CostMeter, EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -168,6 +169,7 @@ def train_run(
     scheduler = make_scheduler(cfg, optimizer, sampler)
     meter = CostMeter()
     history: list[dict] = []
+    test_per_class: list[float | None] = []  # the last epoch's, for summary.json; checkpointed for a resume
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
         if resuming:
@@ -179,17 +181,23 @@ def train_run(
             sampler.load_state_dict(state["sampler"])
             meter.load_state_dict(state.get("cost", {}))
             set_rng_state(state["rng"])
+            test_per_class[:] = state.get("test_per_class", [])
             history = run.history()[: state["epoch"]]
             run.write_history(history)
             run.truncate_trace(sampler.steps)
         else:
-            for name in (HISTORY, TRACE, SUMMARY, CHECKPOINT):
+            for name in (HISTORY, TRACE, SUMMARY, CHECKPOINT, RELABELLED):
                 run.file(name).unlink(missing_ok=True)
             atomic_write_json(run.file(CONFIG), {"config": cfg.to_dict(), **environment(device)})
+            if data.relabelled is not None:  # which samples label noise relabelled, and the batches trace.csv numbers
+                r = data.relabelled
+                run.write_relabelled(len(data.train), r.indices.tolist(), r.true_labels.tolist(), r.given_labels.tolist(),
+                                     sampler.partition.tolist())
 
         bar = _progress_bar(cfg, label, len(history), progress)
 
         def on_epoch(result: EpochResult) -> None:
+            test_per_class[:] = result.evals["test"].per_class
             history.append(result.history_row())
             run.append_trace([dict(zip(TRACE_FIELDS, row)) for row in result.trace])
             run.write_history(history)
@@ -201,6 +209,7 @@ def train_run(
                 "sampler": sampler.state_dict(),
                 "cost": meter.state_dict(),
                 "rng": rng_state(),
+                "test_per_class": test_per_class,
             })
             bar.update(1)
             bar.set_postfix(loss=f"{result.train_loss:.3f}", acc=f"{result.evals['test'].acc:.3f}")
@@ -229,7 +238,11 @@ def train_run(
         )
         bar.close()
 
-    summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k)
+    summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k, test_per_class)
+    if data.relabelled is not None:  # counted from what was back-propagated, for every policy
+        shares = exposure_from_visits(sampler.sample_visits, sampler.first_epoch_visits, data.relabelled.indices.tolist(),
+                                      sampler.partition.tolist())
+        summary["mislabelled"] = {k: None if math.isnan(v) else v for k, v in shares.items()}
     atomic_write_json(run.file(SUMMARY), summary)  # last: its presence marks the run finished
     checkpoint.unlink(missing_ok=True)
     return summary
@@ -328,7 +341,8 @@ def shard(plan: list[PlannedRun], index: int, count: int) -> list[PlannedRun]:
     return plan[index::count]
 
 
-DATA_KEYS = ("dataset", "data_dir", "download", "image_size", "augment", "normalize", "val_fraction", "data_on_device")
+DATA_KEYS = ("dataset", "data_dir", "download", "image_size", "augment", "normalize", "val_fraction", "data_on_device",
+             "train_subset", "imbalance", "label_noise")
 
 
 class DataCache:
@@ -340,6 +354,8 @@ class DataCache:
 
     def __call__(self, cfg: RunConfig) -> DataSplits:
         key = tuple(getattr(cfg, k) for k in DATA_KEYS)
+        if cfg.train_subset is not None or cfg.imbalance != 1 or cfg.label_noise:
+            key += (cfg.seed,)  # the training split then depends on the seed
         if key not in self._loaded:
             self._loaded[key] = load_dataset(cfg, self.device)
         return self._loaded[key]

@@ -11,8 +11,9 @@ from pathlib import Path
 from hardbatch import __version__
 from hardbatch.config import DELTA_POLICIES, RUNTIME_KEYS, RunConfig, UsageError
 from hardbatch.results import (
-    PLATEAU_POINTS, TARGET_FRACTION, RunDir, atomic_write_text, csv_text, cumulative, epochs_to_plateau, epochs_to_target,
-    ensure_writable_dir, find_runs, mean_ci, mean_std, paired_difference, value_at_budget,
+    PLATEAU_POINTS, TARGET_FRACTION, MislabelledExposure, RunDir, atomic_write_text, csv_text, cumulative,
+    epochs_to_plateau, epochs_to_target, ensure_writable_dir, find_runs, mean_ci, mean_std, mislabelled_exposure,
+    paired_difference, value_at_budget,
 )
 
 # Settings that tell arms apart inside a group, and settings that never split groups.
@@ -31,12 +32,15 @@ class Run:
     accs: list[float]  # test top-1 per epoch
     seconds: list[float]  # training wall-clock per epoch
     history: list[dict] = field(default_factory=list, repr=False)
+    exposure: MislabelledExposure | None = None  # runs with label noise: how much training was on relabelled samples
 
     @classmethod
     def load(cls, run: RunDir) -> "Run":
         history = run.history()
-        return cls(run.path, run.config(), run.summary(), [row["test_acc"] for row in history],
-                   [row["train_seconds"] for row in history], history)
+        config = run.config()
+        return cls(run.path, config, run.summary(), [row["test_acc"] for row in history],
+                   [row["train_seconds"] for row in history], history,
+                   mislabelled_exposure(run) if config.label_noise else None)
 
     def cost(self, column: str) -> list[float]:
         """Cumulative cost at the end of each epoch: ``samples_backprop``, ``train_seconds``, ..."""
@@ -170,6 +174,7 @@ def arm_rows(group: Group, target: float | None = None) -> list[dict]:
             "group": group.title, "policy": arm.policy, "delta": arm.delta, "n": len(arm.runs),
             "is_reference": arm is ref,
             "final_acc_mean": mean, "final_acc_std": std,
+            **_mean_std_of("final_bacc", [r.summary.get("final_test_bacc") for r in arm.runs.values()]),
             "best_acc_mean": mean_std(list(arm.values("best_test_acc").values()))[0],
             "diff_points": math.nan, "diff_low": math.nan, "diff_high": math.nan, "diff_pairs": 0, "diff_relative_pct": math.nan,
             "target_acc": target if target is not None else math.nan,
@@ -179,6 +184,7 @@ def arm_rows(group: Group, target: float | None = None) -> list[dict]:
             "seconds_to_target_mean": math.nan,
             "final_val_acc_mean": mean_std([r.summary.get("final_val_acc", math.nan) for r in arm.runs.values()])[0],
             "samples_backpropagated_mean": mean_std(list(arm.values("samples_backpropagated").values()))[0],
+            **_exposure_means(arm),
         }
         if ref is not None:
             seeds = sorted(set(final) & set(ref.runs))
@@ -198,9 +204,22 @@ def arm_rows(group: Group, target: float | None = None) -> list[dict]:
     return rows
 
 
+def _mean_std_of(name: str, values: list[float | None]) -> dict:
+    """``name_mean`` and ``name_std`` over the values present (older runs may lack a number: None)."""
+    mean, std = mean_std([math.nan if v is None else v for v in values])
+    return {f"{name}_mean": mean, f"{name}_std": std}
+
+
+def _exposure_means(arm: Arm) -> dict:
+    """Mean over seeds of the share of relabelled samples among those trained, and in the data (label-noise runs)."""
+    exposures = [r.exposure for r in arm.runs.values() if r.exposure is not None]
+    return {f"mislabelled_{key}_mean": mean_std([getattr(e, key) for e in exposures])[0]
+            for key in ("trained", "trained_after_warmup", "in_data")}
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The per-arm table as Markdown (also readable in a terminal)."""
-    header = ["arm", "n", "final top-1 % (mean ± std)", "Δ vs δ=1, points [95% CI]", "Δ relative %",
+    header = ["arm", "n", "final top-1 % (mean ± std)", "balanced top-1 %", "Δ vs δ=1, points [95% CI]", "Δ relative %",
               "epochs to T (reached)", "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -213,6 +232,7 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append("| " + " | ".join([
             label, str(r["n"]),
             f"{_fmt(r['final_acc_mean'], scale=100)} ± {_fmt(r['final_acc_std'], scale=100)}",
+            _mean_pm_std(r["final_bacc_mean"], r["final_bacc_std"]),
             diff, rel,
             f"{_fmt(r['epochs_to_target_mean'], 1)} ({r['target_reached']}/{r['n']})",
             _fmt(r["fewer_epochs_pct"], 1, signed=True),
@@ -220,6 +240,42 @@ def markdown_table(rows: list[dict]) -> str:
             _fmt(r["seconds_to_target_mean"], 1),
             _fmt(r["train_seconds_mean"], 1),
         ]) + " |")
+    return "\n".join(lines)
+
+
+MAX_CLASS_COLUMNS = 20  # per-class tables only for data sets with at most this many classes
+
+
+def per_class_table(group: Group) -> str | None:
+    """Final test top-1 % of each class, mean over seeds, one line per arm; None when runs lack it or classes abound."""
+    per_arm = {arm.label: [r.summary.get("final_test_per_class_acc") for r in arm.runs.values()] for arm in group.arms}
+    lengths = {len(v) for runs in per_arm.values() for v in runs if v}
+    if not lengths or any(v is None for runs in per_arm.values() for v in runs) or len(lengths) > 1:
+        return None
+    (classes,) = lengths
+    if classes > MAX_CLASS_COLUMNS:
+        return None
+    lines = ["| arm | " + " | ".join(str(c) for c in range(classes)) + " |", "|---|" + "---|" * classes]
+    for label, runs in per_arm.items():
+        means = [mean_std([math.nan if v[c] is None else v[c] for v in runs])[0] for c in range(classes)]
+        lines.append(f"| {label} | " + " | ".join(_fmt(m, 1, 100) for m in means) + " |")
+    return "\n".join(lines)
+
+
+def _mean_pm_std(mean: float, std: float) -> str:
+    """"mean ± std" in %, or "—" for runs that did not record the number."""
+    return "—" if math.isnan(mean) else f"{_fmt(mean, scale=100)} ± {_fmt(std, scale=100)}"
+
+
+def noise_table(rows: list[dict]) -> str:
+    """Per arm: the share of relabelled samples among the samples trained, against their share of the training split."""
+    lines = ["| arm | mislabelled % of back-propagated samples | after the first epoch | % of the training split | ratio after the first epoch |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        label = arm_label(r["policy"], r["delta"])
+        trained, after, data = r["mislabelled_trained_mean"], r["mislabelled_trained_after_warmup_mean"], r["mislabelled_in_data_mean"]
+        ratio = after / data if data and not math.isnan(after) else math.nan
+        lines.append(f"| {label} | {_fmt(trained, 1, 100)} | {_fmt(after, 1, 100)} | {_fmt(data, 1, 100)} | {_fmt(ratio, 2)} |")
     return "\n".join(lines)
 
 
@@ -307,7 +363,7 @@ def equal_budget(group: Group, column: str) -> float:
 def cost_rows(group: Group) -> list[dict]:
     """One row per arm: final top-1 with its 95% CI, paired differences to uniform and to δ = 1, cost totals
     (means over seeds) and test top-1 at the group's equal back-propagated-samples and equal-seconds budgets."""
-    uniform, ordinary = _arm_named(group, "uniform"), _arm_named(group, "hardbatch", REFERENCE_DELTA)
+    uniform, ordinary = _arm_named(group, "uniform"), group.reference
     budgets = {column: equal_budget(group, column) for column in ("samples_backprop", "train_seconds")}
     rows = []
     for arm in group.arms:
@@ -316,6 +372,7 @@ def cost_rows(group: Group) -> list[dict]:
         if low == low:  # an accuracy interval never leaves [0, 1]; NaN (one seed) stays NaN
             low, high = max(0.0, low), min(1.0, high)
         row = {"group": group.title, "arm": arm.label, "policy": arm.policy, "delta": arm.delta, "n": len(runs),
+               "is_delta1": arm is ordinary,
                "final_acc_mean": mean, "final_acc_low": low, "final_acc_high": high}
         for name, ref in (("uniform", uniform), ("delta1", ordinary)):
             d, lo, hi, n = _paired(arm, ref)
@@ -351,7 +408,7 @@ def cost_table(rows: list[dict]) -> str:
         lines.append("| " + " | ".join([
             r["arm"], str(r["n"]), _fmt(r["final_acc_mean"], scale=100) + ci,
             "reference" if r["policy"] == "uniform" else _diff_cell(r, "uniform"),
-            "reference" if r["policy"] == "hardbatch" and r["delta"] == REFERENCE_DELTA else _diff_cell(r, "delta1"),
+            "reference" if r["is_delta1"] else _diff_cell(r, "delta1"),
             _fmt(r["optimizer_steps"], 0), _fmt(r["samples_backprop"], 0), _fmt(r["samples_forward_nograd"], 0),
             _fmt(r["train_seconds"], 1), _fmt(r["choose_seconds"], 2),
             _fmt(r["acc_at_equal_samples_backprop"], scale=100), _fmt(r["acc_at_equal_train_seconds"], scale=100),
@@ -422,6 +479,11 @@ def _group_section(group: Group, rows: list[dict], plot_dir: Path | None, target
         section += ["", f"Best δ < 1 chosen on test (optimistic, as the released code did): δ = {on_test['delta']:g} "
                         f"({_fmt(on_test['final_acc_mean'], scale=100)}%)."]
     section.append("")
+    if (table := per_class_table(group)) is not None:
+        section += ["Final test top-1 % per class, mean over seeds:", "", table, ""]
+    if group.settings.get("label_noise"):
+        section += [f"Label noise {group.settings['label_noise']:g}: relabelled samples among those each arm trained "
+                    "(mean over seeds).", "", noise_table(rows), ""]
     if plot_dir is not None:
         for path in draw_group_plots(group, rows, plot_dir):
             section += [f"![{path.stem}]({path.name})", ""]
@@ -459,6 +521,13 @@ DEFINITIONS = f"""## Definitions
 - **Epochs to T**: the first epoch whose test accuracy is ≥ T, averaged over all runs; a run that never reaches T
   counts as its budget + 1 (censored: the truth is later), and (reached/n) says how many did.
   **Fewer epochs %** = 100 × (1 − epochs to T / epochs to T of δ = 1), both so averaged.
+- **Balanced top-1**: the mean over classes of each class's final test top-1 accuracy; it weighs a rare class as
+  much as a common one (the test split is never reshaped, so on a balanced test split it differs from top-1 only by
+  how evenly errors spread over classes).
+- **Mislabelled % of trained samples** (runs with --label-noise): of all samples trained, summed over steps, the
+  share whose label the noise replaced, from trace.csv's batch column and relabelled.json; "after the warm-up" counts
+  rounds ≥ 1 only (the warm-up trains every batch once). A ratio above 1 means the arm trained mislabelled samples
+  more often than their share of the data.
 - **Epochs to plateau**: the first epoch within {100 * PLATEAU_POINTS:g} point of the run's own best test accuracy.
 - **Train s**: wall-clock seconds spent in training steps (evaluation excluded), mean over seeds. **Train s to T**:
   the same, up to the end of the first epoch at or above T (the whole run's, for a run that never reaches T).
@@ -491,8 +560,7 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     groups = group_runs(runs)
     rows = {g.title: arm_rows(g, target) for g in groups}
     all_rows = [row for g in groups for row in rows[g.title]]
-    tables = [f"{g.title}\n{markdown_table(rows[g.title])}\n\ncost and accuracy at equal cost\n{cost_table(cost_rows(g))}"
-              for g in groups]
+    tables = [f"{g.title}\n{markdown_table(rows[g.title])}" for g in groups]
     sections = []
     for protocol, members in by_protocol(groups).items():
         if len(members) > 1:
@@ -504,7 +572,7 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
               f"built {dt.datetime.now().isoformat(timespec='seconds')} by hardbatch {__version__}.\n")
     report = "\n".join([header, *sections, DEFINITIONS])
     atomic_write_text(out_dir / "summary.csv", csv_text(all_rows, list(all_rows[0])))
-    run_fields = ["path", "dataset", "model", "policy", "delta", "seed", "final_test_acc", "best_test_acc",
+    run_fields = ["path", "dataset", "model", "policy", "delta", "seed", "final_test_acc", "final_test_bacc", "best_test_acc",
                   "epochs_to_plateau", "optimizer_steps", "train_seconds"]
     run_rows = [{"path": str(r.path.relative_to(root)) if r.path != root else ".", **r.config.to_dict(), **r.summary} for r in runs]
     atomic_write_text(out_dir / "runs.csv", csv_text(run_rows, run_fields))

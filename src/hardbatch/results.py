@@ -15,9 +15,11 @@ from typing import Any, Iterable, Sequence
 from hardbatch.config import RunConfig, UsageError
 
 CONFIG, HISTORY, TRACE, SUMMARY, CHECKPOINT = "config.json", "history.csv", "trace.csv", "summary.json", "checkpoint.pt"
+RELABELLED = "relabelled.json"  # runs with label noise: which training samples got another label, and the batches
 HISTORY_FIELDS = (
     "epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "lr", "train_seconds", "eval_seconds",
     "val_loss", "val_acc", "val_top5",  # empty without a validation split
+    "test_bacc", "val_bacc",  # balanced (mean per-class) top-1 accuracy; val_bacc empty without a validation split
     # what the epoch spent (README "Cost"); train_seconds above includes choose_seconds
     "samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds",
 )
@@ -136,6 +138,19 @@ class RunDir:
     def summary(self) -> dict:
         return self._read(SUMMARY, read_json)
 
+    def relabelled(self) -> dict | None:
+        """The label-noise record (see ``write_relabelled``), or None for a run without label noise."""
+        return self._read(RELABELLED, read_json) if self.file(RELABELLED).exists() else None
+
+    def write_relabelled(self, train_samples: int, indices: list[int], true_labels: list[int], given_labels: list[int],
+                         partition: list[list[int]]) -> None:
+        """``relabelled.json``: indices into the training split (as the sampler sees it) of the relabelled samples,
+        their labels before and after, and the fixed mini-batches (N lists of B indices) that trace.csv's batch
+        column numbers."""
+        record = {"train_samples": train_samples, "relabelled": indices, "true_labels": true_labels,
+                  "given_labels": given_labels, "partition": partition}
+        atomic_write_text(self.file(RELABELLED), json.dumps(record, separators=(",", ":")) + "\n")  # compact: 60k indices
+
     def write_history(self, rows: list[dict]) -> None:
         atomic_write_text(self.file(HISTORY), csv_text(rows, HISTORY_FIELDS))
 
@@ -168,6 +183,77 @@ def find_runs(root: Path | str) -> list[RunDir]:
 
 
 # ---- metrics derived from a saved history --------------------------------------------------------
+
+
+@dataclass
+class MislabelledExposure:
+    """How much of a run's training was on relabelled samples, against their share of the data (fractions)."""
+
+    trained: float  # of all samples back-propagated (every step, warm-up included), the share that was relabelled
+    trained_after_warmup: float  # the same after the first epoch (the warm-up); NaN for a run of one epoch
+    in_data: float  # relabelled samples / training-split samples
+    in_partition: float  # their share of the samples the fixed mini-batches hold (the remainder is never trained)
+
+
+def exposure(partition: Sequence[Sequence[int]], relabelled: Iterable[int], train_samples: int,
+             batches: Sequence[int], rounds: Sequence[int]) -> MislabelledExposure:
+    """``partition``: N mini-batches of sample indices; ``batches``/``rounds``: trace.csv's columns, one per step."""
+    noisy = set(relabelled)
+    per_batch = [sum(i in noisy for i in batch) for batch in partition]
+    sizes = [len(batch) for batch in partition]
+
+    def share(steps: list[int]) -> float:
+        total = sum(sizes[b] for b in steps)
+        return sum(per_batch[b] for b in steps) / total if total else math.nan
+
+    batches = [int(b) for b in batches]
+    return MislabelledExposure(
+        trained=share(batches),
+        trained_after_warmup=share([b for b, r in zip(batches, rounds) if r >= 1]),
+        in_data=len(noisy) / train_samples,
+        in_partition=share(list(range(len(partition)))),
+    )
+
+
+def exposure_from_visits(sample_visits, first_epoch_visits, relabelled, partition) -> dict:
+    """Shares of relabelled samples among the samples back-propagated (all, and after the first epoch), in the
+    training split and in the fixed partition; ``*_visits``: how often each sample was back-propagated (n,)."""
+    noisy = torch_index(relabelled)
+    total, first = int(sample_visits.sum()), int(first_epoch_visits.sum())
+    noisy_total, noisy_first = int(sample_visits[noisy].sum()), int(first_epoch_visits[noisy].sum())
+    held = {int(i) for batch in partition for i in batch}
+    return {
+        "trained": noisy_total / total if total else math.nan,
+        "trained_after_warmup": (noisy_total - noisy_first) / (total - first) if total > first else math.nan,
+        "in_data": len(noisy) / len(sample_visits),
+        "in_partition": len(held & {int(i) for i in relabelled}) / len(held) if held else math.nan,
+    }
+
+
+def _nan(value) -> float:
+    return math.nan if value is None else value
+
+
+def torch_index(values):
+    import torch
+
+    return torch.as_tensor(list(values), dtype=torch.long)
+
+
+def mislabelled_exposure(run: RunDir) -> MislabelledExposure | None:
+    """The share of relabelled samples in what ``run`` back-propagated against their share of its training split;
+    None for a run without label noise. Counted during training (summary.json ``mislabelled``); for runs from
+    before that, from trace.csv's batch column and relabelled.json's partition (fixed-partition policies only)."""
+    record = run.relabelled()
+    if record is None:
+        return None
+    counted = run.summary().get("mislabelled")
+    if counted:
+        return MislabelledExposure(**{k: _nan(v) for k, v in counted.items()})
+    trace = run.trace()
+    return exposure(record["partition"], record["relabelled"], record["train_samples"],
+                    [row["batch"] for row in trace], [row["round"] for row in trace])
+
 
 
 def epochs_to_target(accuracies: Sequence[float], target: float) -> int | None:
@@ -224,8 +310,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batches_per_round: int) -> dict:
-    """The summary of a finished run, computed from its per-epoch history and selection counts."""
+def _or_none(value: float | None) -> float | None:
+    """JSON has no NaN: a missing number is null."""
+    return None if value is None or math.isnan(value) else value
+
+
+def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batches_per_round: int,
+              test_per_class: list[float | None] | None = None) -> dict:
+    """The summary of a finished run, computed from its per-epoch history and selection counts.
+
+    ``test_per_class``: the last epoch's top-1 accuracy of each class on the test split (None: a class absent).
+    """
     accs = [row["test_acc"] for row in history]
     best = max(accs)
     target, source = (cfg.target_acc, "given") if cfg.target_acc is not None else (TARGET_FRACTION * best, "0.99 x own best")
@@ -233,6 +328,8 @@ def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batc
     return {
         "final_test_acc": accs[-1],
         "final_test_top5": history[-1]["test_top5"],
+        "final_test_bacc": _or_none(history[-1].get("test_bacc", math.nan)),
+        **({"final_test_per_class_acc": list(test_per_class)} if test_per_class else {}),
         "best_test_acc": best,
         "best_epoch": accs.index(best) + 1,
         "target_acc": target,
@@ -285,7 +382,8 @@ def _val_summary(history: list[dict]) -> dict:
     if not vals or any(v is None or math.isnan(v) for v in vals):
         return {}
     best = max(vals)
-    return {"final_val_acc": vals[-1], "best_val_acc": best, "best_val_epoch": vals.index(best) + 1}
+    return {"final_val_acc": vals[-1], "best_val_acc": best, "best_val_epoch": vals.index(best) + 1,
+            "final_val_bacc": _or_none(history[-1].get("val_bacc", math.nan))}
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:

@@ -23,9 +23,24 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class EvalResult:
+    """Mean loss, top-1 and top-5 accuracy (fractions), and per class c: correct top-1 answers and samples."""
+
     loss: float
     acc: float
     top5: float
+    class_hits: list[int] = field(default_factory=list)
+    class_counts: list[int] = field(default_factory=list)
+
+    @property
+    def per_class(self) -> list[float | None]:
+        """Top-1 accuracy of each class; None for a class with no samples in the split."""
+        return [h / n if n else None for h, n in zip(self.class_hits, self.class_counts)]
+
+    @property
+    def balanced_acc(self) -> float:
+        """Mean per-class top-1 accuracy over the classes present (NaN without per-class counts)."""
+        present = [a for a in self.per_class if a is not None]
+        return sum(present) / len(present) if present else math.nan
 
 
 @dataclass
@@ -84,7 +99,8 @@ class EpochResult:
                "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                **{k: v for k, v in self.cost.items() if k not in ("train_seconds", "optimizer_steps")}}
         for name, result in self.evals.items():
-            row.update({f"{name}_loss": result.loss, f"{name}_acc": result.acc, f"{name}_top5": result.top5})
+            row.update({f"{name}_loss": result.loss, f"{name}_acc": result.acc, f"{name}_top5": result.top5,
+                        f"{name}_bacc": result.balanced_acc})
         return row
 
 
@@ -120,7 +136,7 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> EvalResult:
-    """Mean cross-entropy, top-1 and top-5 accuracy (fractions) over ``batches`` of (x, y).
+    """Mean cross-entropy, top-1 and top-5 accuracy (fractions), and per-class top-1 counts over ``batches`` of (x, y).
 
     ``train_mode=True`` evaluates with BatchNorm batch statistics, as the released code did.
     """
@@ -129,6 +145,7 @@ def evaluate(
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     top1 = torch.zeros((), device=device, dtype=torch.long)
     top5 = torch.zeros((), device=device, dtype=torch.long)
+    class_hits = class_counts = None  # (C,) sums kept on the device: no sync per batch
     count = 0
     for x, y in batches:
         x, y = _to_input(x, device, transform, None, channels_last), y.to(device, non_blocking=True)
@@ -140,9 +157,15 @@ def evaluate(
         hits = ranked == y[:, None]
         top1 += hits[:, 0].sum()
         top5 += hits.any(dim=1).sum()
+        if class_hits is None:
+            class_hits = torch.zeros(logits.shape[1], device=device, dtype=torch.long)
+            class_counts = torch.zeros_like(class_hits)
+        class_hits.scatter_add_(0, y, hits[:, 0].long())
+        class_counts.scatter_add_(0, y, torch.ones_like(y))
         count += len(y)
     model.train(was_training)
-    return EvalResult(loss_sum.item() / count, top1.item() / count, top5.item() / count)
+    return EvalResult(loss_sum.item() / count, top1.item() / count, top5.item() / count,
+                      class_hits.tolist(), class_counts.tolist())
 
 
 def train_step(

@@ -59,6 +59,9 @@ class HardBatchSampler(Sampler[list[int]]):
         self.epoch_ended = False  # did the step just recorded end an epoch?
         self.plan_seconds = 0.0  # time spent in the policy's plan() and select()
         self.visits = torch.zeros(self.num_batches, dtype=torch.long)
+        # How often each sample was back-propagated: in all, and in the first epoch (the warm-up).
+        self.sample_visits = torch.zeros(num_samples, dtype=torch.long)
+        self.first_epoch_visits = torch.zeros(num_samples, dtype=torch.long)
         # The current pass; a DataLoader may draw (yield) ahead of what was recorded.
         self._round: list[Step] = []
         self._yielded = 0
@@ -164,6 +167,12 @@ class HardBatchSampler(Sampler[list[int]]):
         self.epoch_ended = False
         if not step.score_only:
             self.visits[step.batch] += 1
+            trained = step.samples
+            if self.policy.scores_first and step.weights is not None:
+                trained = trained[(step.weights > 0).cpu()]
+            self.sample_visits[trained] += 1
+            if self.epoch == 0:
+                self.first_epoch_visits[trained] += 1
             self.steps += 1
             if self.policy.epoch_is_round:
                 self.epoch_ended = self._recorded == len(self._round)
@@ -179,6 +188,8 @@ class HardBatchSampler(Sampler[list[int]]):
             "steps": self.steps,
             "epoch": self.epoch,
             "visits": self.visits.clone(),
+            "sample_visits": self.sample_visits.clone(),
+            "first_epoch_visits": self.first_epoch_visits.clone(),
             "round_steps": [s.to_state() for s in self._round],
             "recorded": self._recorded,
             "partition": self.partition.clone(),
@@ -190,6 +201,8 @@ class HardBatchSampler(Sampler[list[int]]):
         self.steps = int(state["steps"])
         self.epoch = int(state.get("epoch", self.steps // self.num_batches))
         self.visits = state["visits"].clone()
+        self.sample_visits = state["sample_visits"].clone()
+        self.first_epoch_visits = state["first_epoch_visits"].clone()
         self._round = [Step(**s) for s in state["round_steps"]]
         self._recorded = self._yielded = self._pass_start = int(state["recorded"])
         self.partition = state["partition"].clone()
