@@ -11,6 +11,7 @@ from hardbatch import __version__
 from hardbatch.config import (
     AUGMENTS, EVAL_MODES, NORMALIZATIONS, PRECISIONS, PROTOCOLS, SCHEDULES, STEMS, RunConfig, UsageError, make_config,
 )
+from hardbatch.results import NoSpaceLeft
 from hardbatch.training import TrainingDiverged
 
 DEFAULTS = RunConfig()
@@ -72,7 +73,9 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICIES)} (default {d.policy}; "
                                     "'random' trains floor(δ·N) random batches per round, the control)")
     g.add_argument("--shuffle-partition", action=argparse.BooleanOptionalAction, default=None,
-                   help="cut a seeded random permutation into the fixed mini-batches (default: data-set order)")
+                   help="cut a seeded random permutation into the fixed mini-batches, or (--no-shuffle-partition) "
+                        "the data set's own order (default: the data-set order under --protocol paper for cifar10, "
+                        "cifar100 and stl10, as the released code; a seeded random cut otherwise)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=_positive_int, help=f"budget in epochs of N optimizer steps (default {d.epochs})")
     g.add_argument("--batch-size", type=_positive_int, help=f"mini-batch size B (default {d.batch_size})")
@@ -115,11 +118,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_not_done(not_done: list) -> None:
+    for run, why in not_done:
+        print(f"not done: {run.path}: {why}", file=sys.stderr)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from hardbatch.experiment import execute, plan_compare
 
-    execute(plan_compare(config_from_args(args), args.deltas, args.seeds, args.out), progress=not args.no_progress)
-    return cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
+    plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out)
+    not_done = execute(plan, progress=not args.no_progress)
+    _report_not_done(not_done)
+    if len(not_done) < len(plan):  # every other run of the plan is finished
+        cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
+    return 1 if not_done else 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -136,8 +148,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(run.path)
         return 0
     failures = execute(mine, progress=not args.no_progress, keep_going=True, data=data)
-    for run, error in failures:
-        print(f"failed: {run.path}: {error}", file=sys.stderr)
+    _report_not_done(failures)
     if count == 1 and len(failures) < len(mine):
         cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
     elif count > 1:
@@ -148,9 +159,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from hardbatch.report import build_report
 
-    path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None))
+    damaged: list = []
+    path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
+                                damaged=damaged)
     print(tables)
     print(f"\nreport: {path}")
+    for run, why in damaged:
+        print(f"hardbatch report: skipped damaged run {run}: {why}", file=sys.stderr)
     return 0
 
 
@@ -179,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train every δ × seed, then write a report",
                        description="Train every δ × seed into sub-directories of --out (finished runs are skipped "
                                    "when repeated), then print the table and write report.md, summary.csv, runs.csv "
-                                   "and PNG plots.")
+                                   "and PNG plots. A run that another process is training is skipped and named; the "
+                                   "report covers the finished runs and the exit status is 1.")
     p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
                    help="δ values (default 0.2 0.5 0.8 1.0; include 1.0 for the reference)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
@@ -193,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and interrupted ones resumed, so rerunning the same command continues the sweep. "
                                    "--shard I/N takes every N-th run starting at I: N machines (a SLURM array, "
                                    "separate hosts) split one grid with no coordination and their folders merge. "
-                                   "A run that crashes is reported and the sweep goes on (exit status 1).")
+                                   "A run that crashes, or that another process is training (a run directory is "
+                                   "locked while in use), is reported and the sweep goes on (exit status 1).")
     p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
                    help="δ values (default 0.2 0.5 0.8 1.0)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
@@ -215,13 +232,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_shard(argv: list[str]) -> list[str]:
+    """``--shard -1/2`` -> ``--shard=-1/2``: argparse takes a value starting with '-' for an option and would say
+    "expected one argument"; joined, the value reaches parse_shard, whose error names the accepted form."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--shard" and arg.startswith("-"):
+            out[-1] = f"--shard={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_shard(list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.func(args)
     except UsageError as e:
         print(f"hardbatch {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except NoSpaceLeft as e:
+        hint = "rerun with --resume" if args.command == "train" else "run the same command again"
+        print(f"hardbatch {args.command}: error: {e}; free some space and {hint}", file=sys.stderr)
+        return 1
     except TrainingDiverged as e:
         print(f"hardbatch {args.command}: training diverged: {e}", file=sys.stderr)
         return 1

@@ -21,6 +21,10 @@ STEMS = ("imagenet", "small")
 # Settings that do not change what a run computes: a finished run is reused, and reports group it, whatever
 # their values (target_acc only changes how reports read the saved curves).
 RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc")
+# The data sets whose file order the `paper` protocol keeps for its fixed batches, as the released code did
+# (their files list classes in random order). Every other data set, and every other protocol, gets a seeded
+# random partition by default: an image folder lists its samples class by class.
+KEEP_ORDER = {"paper": ("cifar10", "cifar100", "stl10")}
 MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
 
 
@@ -45,7 +49,9 @@ class RunConfig:
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 elsewhere
     channels_last: bool | None = None  # None: on for CUDA
     eval_mode: str = "eval"  # "train" reproduces the released code's train-mode (batch-statistics) evaluation
-    shuffle_partition: bool = False  # False: batch i = samples [i*B, (i+1)*B) in data-set order
+    # False: batch i = samples [i*B, (i+1)*B) in data-set order; True: a seeded random cut; None ("auto"): the
+    # data-set order only where it is the point (KEEP_ORDER), a random cut elsewhere. Saved resolved.
+    shuffle_partition: bool | None = None
     target_acc: float | None = None  # accuracy for epochs_to_target; None: 0.99 x the run's own best
     image_size: int | None = None  # square resize of every image; None keeps the native size
     augment: str = "none"  # or "crop_flip": random crop (4 px padding) + horizontal flip, on the device
@@ -73,8 +79,8 @@ class RunConfig:
 # Presets set defaults only; flags given by the user override them. See METHOD.md "The released code's setup".
 PROTOCOLS: dict[str, dict[str, Any]] = {
     # The released code: timm-style networks at 128 px, ImageNet statistics, no augmentation, fixed batch
-    # order, constant-rate SGD. Its train-mode evaluation is one flag away: --eval-mode train.
-    "paper": dict(image_size=128, normalize="imagenet", augment="none", shuffle_partition=False, stem="imagenet",
+    # order (for the data sets in KEEP_ORDER), constant-rate SGD. Its train-mode evaluation is one flag away.
+    "paper": dict(image_size=128, normalize="imagenet", augment="none", shuffle_partition=None, stem="imagenet",
                   lr=0.005, momentum=0.9, nesterov=False, weight_decay=0.0, schedule="constant",
                   batch_size=512, epochs=100, eval_mode="eval"),
     # A standard strong recipe at native resolution: crop + flip, a seeded random batch partition,
@@ -92,6 +98,13 @@ def make_config(protocol: str | None = None, **values: Any) -> RunConfig:
     if protocol not in PROTOCOLS:
         raise UsageError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     return RunConfig(**{**PROTOCOLS[protocol], "protocol": protocol, **values})
+
+
+def resolve_partition(cfg: RunConfig) -> RunConfig:
+    """``shuffle_partition=None`` ("auto") -> False for the protocol's KEEP_ORDER data sets, True otherwise."""
+    if cfg.shuffle_partition is not None:
+        return cfg
+    return cfg.replace(shuffle_partition=cfg.dataset not in KEEP_ORDER.get(cfg.protocol or "", ()))
 
 
 def validate(cfg: RunConfig) -> None:
