@@ -346,7 +346,10 @@ def test_overwrite_replaces_the_run(capsys, trained, tmp_path):
     assert [int(r["step"]) for r in trace] == list(range(1, n + 1))  # nothing left of the old trace
     s = json.loads((run / "summary.json").read_text())
     assert s["optimizer_steps"] == n and s["batch_visits"] == [1] * n and s["samples_backpropagated"] == n * 128
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "history.csv", "summary.json", "trace.csv"]
+    # The records, and the lock file of the run directory (not a record: it stays, empty).
+    assert sorted(p.name for p in run.iterdir()) == [".hardbatch.lock", "config.json", "history.csv", "summary.json",
+                                                     "trace.csv"]
+    assert (run / ".hardbatch.lock").stat().st_size == 0
 
 
 # ---------------------------------------------------------------- D: compare

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import pickle
 import urllib.error
 from pathlib import Path
@@ -334,3 +336,86 @@ def test_cli_missing_files_exit_2_with_one_line(tmp_path, capsys):
     status = main(["train", "--dataset", "stl10", "--epochs", "1", "--out", str(tmp_path / "run2"), "--no-progress"])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "--data-dir" in err
+
+
+# ---------------------------------------------------------------- issue 9: checked before training, mixed batches
+
+
+def _train_folder(tmp_path: Path, *extra: str) -> int:
+    return main(["train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"), "--image-size", "8",
+                 "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "run"), "--no-progress", *extra])
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_damaged_image_is_refused_before_training_naming_the_file(tmp_path, capsys, split):
+    write_image_folder(tmp_path / "data")
+    bad = tmp_path / "data" / split / "dog" / "zz_damaged.png"
+    good = (tmp_path / "data" / split / "dog" / "0.png").read_bytes()
+    bad.write_bytes(good[: len(good) // 2])  # a truncated PNG: the header reads, the data does not
+    capsys.readouterr()
+    assert _train_folder(tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "run").exists()
+    bad.write_bytes(b"not an image at all")
+    assert _train_folder(tmp_path) == 2 and str(bad) in capsys.readouterr().err
+
+
+def test_image_folder_with_one_class_is_refused(tmp_path, capsys):
+    write_image_folder(tmp_path / "data")
+    for split in ("train", "test"):
+        for cls in ("dog", "emu"):
+            for f in (tmp_path / "data" / split / cls).iterdir():
+                f.unlink()
+            (tmp_path / "data" / split / cls).rmdir()
+    assert _train_folder(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least 2" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("fraction, words", [("0.001", "holds out no samples"), ("0.999", "training samples")])
+def test_a_validation_fraction_that_empties_a_split_is_named(tmp_path, capsys, fraction, words):
+    out = tmp_path / "run"
+    assert main(["train", "--val-fraction", fraction, "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--val-fraction {fraction}" in err and words in err and "batch size" not in err
+    assert not out.exists()
+
+
+def test_image_folder_batches_are_a_seeded_random_cut_by_default(tmp_path, capsys):
+    """ImageFolder lists samples class by class: cut in that order, every batch would hold one class."""
+    write_image_folder(tmp_path / "data")
+    capsys.readouterr()
+    assert _train_folder(tmp_path) == 0
+    assert "warning" not in capsys.readouterr().err
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert saved["shuffle_partition"] is True
+    labels = [0] * 4 + [1] * 4 + [2] * 5
+    with open(tmp_path / "run" / "trace.csv") as f:
+        assert [int(row["batch"]) for row in csv.DictReader(f)] == [0, 1, 2]  # 13 // 4 = 3 batches, one epoch
+    from hardbatch.experiment import batch_purity
+    from hardbatch.selection import HardBatchSampler
+
+    partition = HardBatchSampler(13, 4, shuffle_partition=True, seed=0).partition
+    assert batch_purity(torch.tensor(labels), partition) < 0.9
+    assert batch_purity(torch.tensor(labels), HardBatchSampler(13, 4).partition) == 1.0
+    # Asked for explicitly, the file order is kept, with a one-line warning naming the flag.
+    assert _train_folder(tmp_path, "--overwrite", "--no-shuffle-partition") == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "one class" in warning[0] and "--shuffle-partition" in warning[0]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["shuffle_partition"] is False
+
+
+@pytest.mark.parametrize("protocol, dataset, flag, expected", [
+    ("paper", "cifar10", None, False), ("paper", "cifar100", None, False), ("paper", "stl10", None, False),
+    ("paper", "imagefolder", None, True), ("paper", "digits", None, True), (None, "cifar10", None, True),
+    (None, "imagefolder", None, True), ("modern", "cifar10", None, True), ("paper", "cifar10", True, True),
+    (None, "imagefolder", False, False),
+])
+def test_partition_order_resolves_per_protocol_and_data_set(protocol, dataset, flag, expected):
+    from hardbatch.config import make_config
+    from hardbatch.experiment import resolve
+
+    given = {} if flag is None else {"shuffle_partition": flag}
+    cfg = resolve(make_config(protocol, dataset=dataset, **given), torch.device("cpu"))
+    assert cfg.shuffle_partition is expected

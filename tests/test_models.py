@@ -55,3 +55,23 @@ def test_initial_weights_depend_only_on_the_seed():
     assert torch.equal(torch.get_rng_state(), state), "building a model must not move the global RNG"
     pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_build_seeded_reseeds_no_cuda_generator_and_keeps_cpu_weights(monkeypatch):
+    """torch.manual_seed would also reseed every CUDA generator, which fork_rng(devices=[]) does not restore."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)  # the weights build_seeded gave before: they must not change
+        reference = create_model("small_cnn", 10, 1)
+
+    def touched(*args, **kwargs):
+        raise AssertionError("build_seeded reseeded the CUDA generators")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", touched)
+    monkeypatch.setattr(torch.cuda, "manual_seed", touched)
+    state = torch.get_rng_state()
+    model = build_seeded("small_cnn", 10, 1, 11)
+    assert torch.equal(torch.get_rng_state(), state)
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
+        assert torch.equal(a, b)

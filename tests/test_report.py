@@ -383,3 +383,35 @@ def test_scripted_run_reads_back_like_a_trained_one(tmp_path):
     assert run.finished and run.config().seed == 3 and run.config().delta == 0.5
     assert [row["test_acc"] for row in run.history()] == [0.2, 0.4]
     assert math.isnan(read_csv(path / HISTORY)[0]["val_acc"])  # empty cells read as NaN
+
+
+def test_final_vs_delta_bars_are_clipped_t_intervals(tmp_path, monkeypatch):
+    """Near 100%, ±std bars went past 100: the plot shows the 95% t-interval of the mean, clipped to [0, 100]."""
+    import hardbatch.plots as plots
+    from hardbatch.report import draw_group_plots
+    from hardbatch.results import mean_interval
+
+    ci = mean_interval([0.90, 0.905, 0.91])
+    half = T975[2] * 0.005 / math.sqrt(3)
+    assert (ci.mean, ci.n) == (pytest.approx(0.905), 3)
+    assert (ci.low, ci.high) == (pytest.approx(0.905 - half), pytest.approx(0.905 + half))
+    root = tmp_path / "runs"
+    for seed, final in enumerate([1.0, 0.99, 0.97]):
+        write_run(root, f"ref_s{seed}", delta=1.0, seed=seed, accs=[0.5, final])
+        write_run(root, f"half_s{seed}", delta=0.5, seed=seed, accs=[0.5, final])
+    (group,) = group_runs([Run.load(r) for r in find_runs(root)])
+    drawn = {}
+    original = plots.plot_final_vs_delta
+
+    def spy(deltas, means, lows, highs, **kwargs):
+        drawn.update(means=means, lows=lows, highs=highs)
+        return original(deltas, means, lows, highs, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_final_vs_delta", spy)
+    draw_group_plots(group, arm_rows(group), tmp_path)
+    assert drawn["highs"] == [100.0, 100.0]  # mean 98.67 + t-interval half-width 3.8 > 100: clipped
+    expected = mean_interval([100.0, 99.0, 97.0])
+    assert drawn["lows"] == [pytest.approx(expected.low)] * 2 and drawn["means"] == [pytest.approx(expected.mean)] * 2
+    ax = original([0.5, 1.0], [98.0, 98.0], [95.0, 96.0], [100.0, 100.0])
+    tops = [seg[:, 1].max() for coll in ax.collections for seg in coll.get_segments()]
+    assert max(tops) == pytest.approx(100.0)

@@ -1,5 +1,7 @@
 """Damaged folders, odd devices and numbers, resume of a non-run, report-time targets, the random control's reference."""
 
+import csv
+import errno
 import json
 import re
 import shutil
@@ -25,8 +27,9 @@ def compared(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("damage", ["no history", "truncated summary", "no config"])
-def test_report_on_a_damaged_run_folder_names_the_file(tmp_path, compared, capsys, damage):
+@pytest.mark.parametrize("damage, problem", [("no history", "the file is missing"),
+                                             ("truncated summary", "not valid JSON"), ("no config", "the file is missing")])
+def test_report_skips_a_damaged_run_folder_naming_the_file(tmp_path, compared, capsys, damage, problem):
     root = tmp_path / "copy"
     shutil.copytree(compared, root)
     run = root / "delta-0.5_seed-1"
@@ -37,9 +40,14 @@ def test_report_on_a_damaged_run_folder_names_the_file(tmp_path, compared, capsy
     else:
         (run / "config.json").unlink()
     capsys.readouterr()
-    assert main(["report", str(root)]) == 2
+    assert main(["report", str(root), "--no-plots"]) == 0  # the other three runs are readable
     line = _one_error_line(capsys)
-    assert "cannot read" in line and str(run) in line
+    assert "skipped damaged run" in line and "cannot read" in line and str(run) in line and problem in line
+    for other in root.iterdir():  # with every run damaged, nothing to report: one line, exit status 2
+        if other.is_dir():
+            (other / "history.csv").unlink(missing_ok=True)
+    assert main(["report", str(root), "--no-plots"]) == 2
+    assert "no readable finished runs" in _one_error_line(capsys)
 
 
 def test_report_to_an_unwritable_place_is_one_line(tmp_path, compared, capsys):
@@ -119,3 +127,172 @@ def test_overview_rows_of_the_same_network_are_told_apart(tmp_path, capsys):
     report = (root / "report.md").read_text()
     overview = report.split("## Overview", 1)[1].split("\n## ", 1)[0]
     assert "| digits / small_cnn, lr=0.01 |" in overview and "| digits / small_cnn, lr=0.02 |" in overview
+
+
+# ---------------------------------------------------------------- issue 9
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def finished(tmp_path) -> Path:
+    out = tmp_path / "done"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--val-fraction", "0.001"], "--val-fraction 0.001"),
+    (["--batch-size", "5000"], "batch size 5000"),
+    (["--delta", "0.001"], "floor(delta * N)"),
+])
+def test_overwrite_keeps_the_finished_run_when_the_new_one_is_refused(finished, capsys, flags, words):
+    before = _files(finished)
+    capsys.readouterr()
+    assert main(["train", "--overwrite", *flags, "--epochs", "1", "--out", str(finished), "--no-progress"]) == 2
+    assert words in _one_error_line(capsys)
+    assert _files(finished) == before
+
+
+def test_a_run_folder_in_use_is_refused_and_the_lock_is_not_a_record(tmp_path, capsys):
+    from hardbatch.results import LOCK, RunDir, run_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with run_lock(out):
+        assert not RunDir(out).started  # the lock file alone is not a started run
+        assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+        line = _one_error_line(capsys)
+        assert "in use" in line and str(out) in line
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]
+    assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0  # released: trains
+
+
+def test_a_killed_process_leaves_no_lock(tmp_path):
+    import subprocess
+    import sys
+
+    from hardbatch.results import run_lock
+
+    code = ("import os, signal, sys; from hardbatch.results import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True)
+    assert proc.returncode == -9
+    with run_lock(tmp_path):
+        pass
+
+
+def test_compare_skips_a_run_another_process_holds_and_says_so(tmp_path, capsys):
+    from hardbatch.results import run_lock
+
+    out = tmp_path / "cmp"
+    busy = out / "delta-0.5_seed-0"
+    busy.mkdir(parents=True)
+    with run_lock(busy):
+        assert main(["compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--epochs", "1", "--out", str(out),
+                     "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"not done: {busy}: skipped" in err and "another hardbatch process" in err
+    assert not (busy / "summary.json").exists() and (out / "delta-1_seed-0" / "summary.json").exists()
+    assert (out / "report.md").exists()
+    assert main(["compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--epochs", "1", "--out", str(out),
+                 "--no-progress"]) == 0  # once free, the same command finishes it
+    assert (busy / "summary.json").exists()
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _debris(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if "tmp" in p.name or "probe" in p.name]
+
+
+def test_full_disk_while_checkpointing_is_one_line_and_resume_continues(tmp_path, capsys, monkeypatch):
+    import torch
+
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    assert main(["train", "--epochs", "3", "--delta", "0.5", "--out", str(straight), "--no-progress"]) == 0
+    save, calls = torch.save, []
+
+    def full_on_second(*args, **kwargs):
+        calls.append(1)
+        return _enospc() if len(calls) == 2 else save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_on_second)
+    capsys.readouterr()
+    assert main(["train", "--epochs", "3", "--delta", "0.5", "--out", str(out), "--no-progress"]) == 1
+    line = _one_error_line(capsys)
+    assert "no space left" in line and str(out / "checkpoint.pt") in line and "--resume" in line
+    assert _debris(out) == []
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1  # the last good checkpoint
+    monkeypatch.setattr(torch, "save", save)
+    assert main(["train", "--epochs", "3", "--delta", "0.5", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert (out / "trace.csv").read_text() == (straight / "trace.csv").read_text()
+    columns = lambda run: [{k: v for k, v in row.items() if not k.endswith("seconds")}
+                           for row in csv.DictReader(open(run / "history.csv"))]
+    assert columns(out) == columns(straight)
+
+
+def test_full_disk_while_writing_a_record_needs_a_number(tmp_path, monkeypatch):
+    import os
+
+    from hardbatch.results import NoSpaceLeft, atomic_write_text
+
+    path = tmp_path / "summary.json"
+    path.write_text("old\n")
+    monkeypatch.setattr(os, "fsync", _enospc)
+    with pytest.raises(NoSpaceLeft, match=r"summary.json \(needs about 3.0 KB, .* free there\)"):
+        atomic_write_text(path, "x" * 3000)
+    assert path.read_text() == "old\n" and _debris(tmp_path) == []
+
+
+def test_full_disk_while_reporting_is_one_line_and_keeps_the_old_report(tmp_path, compared, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
+    root = tmp_path / "copy"
+    shutil.copytree(compared, root)
+    before = {name: (root / name).read_bytes() for name in ("report.md", "summary.csv", "runs.csv")}
+    monkeypatch.setattr(Figure, "savefig", _enospc)
+    capsys.readouterr()
+    assert main(["report", str(root)]) == 1
+    line = _one_error_line(capsys)
+    assert "no space left" in line and ".png" in line and ".tmp" not in line
+    assert {name: (root / name).read_bytes() for name in before} == before and _debris(root) == []
+
+
+def test_report_skips_damaged_runs_and_lists_them(tmp_path, compared, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(compared, root)
+    bad_type, truncated = root / "delta-0.5_seed-1", root / "delta-1_seed-1"
+    summary = json.loads((bad_type / "summary.json").read_text())
+    (bad_type / "summary.json").write_text(json.dumps({**summary, "final_test_acc": "high"}))
+    (truncated / "summary.json").write_text('{"final_test_acc": 0.9')
+    capsys.readouterr()
+    assert main(["report", str(root), "--no-plots"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("skipped damaged run" in line for line in err)
+    assert "final_test_acc is 'high', not a number" in err[0] and str(bad_type) in err[0]
+    assert "not valid JSON" in err[1] and str(truncated) in err[1] and "Error" not in err[1]
+    report = (root / "report.md").read_text()
+    assert "## Damaged runs, left out" in report and f"`{bad_type}`" in report and f"`{truncated}`" in report
+    assert "2 finished runs" in report  # the two readable ones
+
+
+def test_exploding_loss_warns_once_naming_the_learning_rate(tmp_path, capsys):
+    assert main(["train", "--epochs", "2", "--lr", "1e6", "--out", str(tmp_path / "boom"), "--no-progress"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "loss exploded" in err[0] and "--lr" in err[0] and "1e+06" in err[0]
+    assert main(["train", "--epochs", "2", "--out", str(tmp_path / "calm"), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("text", ["-1/2", "--x"])
+def test_a_negative_shard_gets_the_house_error(tmp_path, capsys, text):
+    assert main(["sweep", "--datasets", "digits", "--models", "small_cnn", "--shard", text, "--epochs", "1",
+                 "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    line = _one_error_line(capsys)
+    assert "I/N" in line and "0 <= I < N" in line and repr(text) in line
+    assert not (tmp_path / "s").exists()

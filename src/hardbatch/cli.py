@@ -12,6 +12,7 @@ from hardbatch.config import (
     AUGMENTS, DELTA_POLICIES, EVAL_MODES, NORMALIZATIONS, POLICY_NAMES, PRECISIONS, PROTOCOLS, SCHEDULES, STEMS,
     RunConfig, UsageError, flag, make_config,
 )
+from hardbatch.results import NoSpaceLeft
 from hardbatch.training import TrainingDiverged
 
 DEFAULTS = RunConfig()
@@ -90,7 +91,9 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICY_NAMES)} (default {d.policy})")
     _add_policy_params(g)
     g.add_argument("--shuffle-partition", action=argparse.BooleanOptionalAction, default=None,
-                   help="cut a seeded random permutation into the fixed mini-batches (default: data-set order)")
+                   help="cut a seeded random permutation into the fixed mini-batches, or (--no-shuffle-partition) "
+                        "the data set's own order (default: the data-set order under --protocol paper for cifar10, "
+                        "cifar100 and stl10, as the released code; a seeded random cut otherwise)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=_positive_int, help=f"budget in epochs of N optimizer steps (default {d.epochs})")
     g.add_argument("--batch-size", type=_positive_int, help=f"mini-batch size B (default {d.batch_size})")
@@ -157,13 +160,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_not_done(not_done: list) -> None:
+    for run, why in not_done:
+        print(f"not done: {run.path}: {why}", file=sys.stderr)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from hardbatch.experiment import execute, plan_compare
 
     _check_policy_flags(args)
     plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out, policies=args.policies)
-    execute(plan, progress=not args.no_progress)
-    return cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
+    not_done = execute(plan, progress=not args.no_progress)
+    _report_not_done(not_done)
+    if len(not_done) < len(plan):  # every other run of the plan is finished
+        cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
+    return 1 if not_done else 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -181,8 +192,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(run.path)
         return 0
     failures = execute(mine, progress=not args.no_progress, keep_going=True, data=data)
-    for run, error in failures:
-        print(f"failed: {run.path}: {error}", file=sys.stderr)
+    _report_not_done(failures)
     if count == 1 and len(failures) < len(mine):
         cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
     elif count > 1:
@@ -193,9 +203,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from hardbatch.report import build_report
 
-    path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None))
+    damaged: list = []
+    path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
+                                damaged=damaged)
     print(tables)
     print(f"\nreport: {path} (with each arm's cost and its accuracy at equal cost)")
+    for run, why in damaged:
+        print(f"hardbatch report: skipped damaged run {run}: {why}", file=sys.stderr)
     return 0
 
 
@@ -225,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train every policy × δ × seed into sub-directories of --out (finished runs are "
                                    "skipped when repeated), then print the table and write report.md, summary.csv, "
                                    "runs.csv and PNG plots, with every arm's cost and its accuracy at equal cost. "
-                                   "Example: hardbatch compare --policies uniform hardbatch random cyclic "
+                                   "A run that another process is training is skipped and named; the report covers the finished runs and the "
+                                   "exit status is 1. Example: hardbatch compare --policies uniform hardbatch random cyclic "
                                    "selective-backprop infobatch --deltas 0.5 1.0 --out runs/peers")
     p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
                    help="δ values (default 0.2 0.5 0.8 1.0; include 1.0 for the reference)")
@@ -243,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and interrupted ones resumed, so rerunning the same command continues the sweep. "
                                    "--shard I/N takes every N-th run starting at I: N machines (a SLURM array, "
                                    "separate hosts) split one grid with no coordination and their folders merge. "
-                                   "A run that crashes is reported and the sweep goes on (exit status 1).")
+                                   "A run that crashes, or that another process is training (a run directory is "
+                                   "locked while in use), is reported and the sweep goes on (exit status 1).")
     p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
                    help="δ values (default 0.2 0.5 0.8 1.0)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
@@ -265,13 +281,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_shard(argv: list[str]) -> list[str]:
+    """``--shard -1/2`` -> ``--shard=-1/2``: argparse takes a value starting with '-' for an option and would say
+    "expected one argument"; joined, the value reaches parse_shard, whose error names the accepted form."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--shard" and arg.startswith("-"):
+            out[-1] = f"--shard={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_shard(list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.func(args)
     except UsageError as e:
         print(f"hardbatch {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except NoSpaceLeft as e:
+        hint = "rerun with --resume" if args.command == "train" else "run the same command again"
+        print(f"hardbatch {args.command}: error: {e}; free some space and {hint}", file=sys.stderr)
+        return 1
     except TrainingDiverged as e:
         print(f"hardbatch {args.command}: training diverged: {e}", file=sys.stderr)
         return 1

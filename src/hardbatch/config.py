@@ -21,6 +21,10 @@ STEMS = ("imagenet", "small")
 # Settings that do not change what a run computes: a finished run is reused, and reports group it, whatever
 # their values (target_acc only changes how reports read the saved curves).
 RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc")
+# The data sets whose file order the `paper` protocol keeps for its fixed batches, as the released code did
+# (their files list classes in random order). Every other data set, and every other protocol, gets a seeded
+# random partition by default: an image folder lists its samples class by class.
+KEEP_ORDER = {"paper": ("cifar10", "cifar100", "stl10")}
 MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
 
 # The selection policies (hardbatch.selection.POLICIES holds their classes), the ones δ applies to, and each
@@ -55,7 +59,9 @@ class RunConfig:
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 elsewhere
     channels_last: bool | None = None  # None: on for CUDA
     eval_mode: str = "eval"  # "train" reproduces the released code's train-mode (batch-statistics) evaluation
-    shuffle_partition: bool = False  # False: batch i = samples [i*B, (i+1)*B) in data-set order
+    # False: batch i = samples [i*B, (i+1)*B) in data-set order; True: a seeded random cut; None ("auto"): the
+    # data-set order only where it is the point (KEEP_ORDER), a random cut elsewhere. Saved resolved.
+    shuffle_partition: bool | None = None
     rescore: int | None = _policy_param(
         None, ("hardbatch",), "before every K-th round, a no-grad forward over every batch refreshes all stored "
                               "losses (its cost counted; default: never)", "K")
@@ -112,8 +118,8 @@ class RunConfig:
 # Presets set defaults only; flags given by the user override them. See METHOD.md "The released code's setup".
 PROTOCOLS: dict[str, dict[str, Any]] = {
     # The released code: timm-style networks at 128 px, ImageNet statistics, no augmentation, fixed batch
-    # order, constant-rate SGD. Its train-mode evaluation is one flag away: --eval-mode train.
-    "paper": dict(image_size=128, normalize="imagenet", augment="none", shuffle_partition=False, stem="imagenet",
+    # order (for the data sets in KEEP_ORDER), constant-rate SGD. Its train-mode evaluation is one flag away.
+    "paper": dict(image_size=128, normalize="imagenet", augment="none", shuffle_partition=None, stem="imagenet",
                   lr=0.005, momentum=0.9, nesterov=False, weight_decay=0.0, schedule="constant",
                   batch_size=512, epochs=100, eval_mode="eval"),
     # A standard strong recipe at native resolution: crop + flip, a seeded random batch partition,
@@ -152,6 +158,13 @@ def unused_settings(cfg: RunConfig) -> list[str]:
     if cfg.policy not in DELTA_POLICIES and cfg.delta != 1.0:
         unused.insert(0, "delta")
     return unused
+
+
+def resolve_partition(cfg: RunConfig) -> RunConfig:
+    """``shuffle_partition=None`` ("auto") -> False for the protocol's KEEP_ORDER data sets, True otherwise."""
+    if cfg.shuffle_partition is not None:
+        return cfg
+    return cfg.replace(shuffle_partition=cfg.dataset not in KEEP_ORDER.get(cfg.protocol or "", ()))
 
 
 def validate(cfg: RunConfig) -> None:

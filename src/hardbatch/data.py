@@ -513,12 +513,30 @@ def read_fashion_mnist(cfg: RunConfig) -> RawData:
     return _in_memory_raw(train, test, num_classes=10)
 
 
+def check_images(paths: Sequence[str]) -> None:
+    """UsageError naming the first file that PIL cannot identify or whose data fails ``verify()``.
+
+    Reads every file once, without decoding pixels (about a millisecond per image), so a damaged image stops the
+    run before training, not in a loader worker in the middle of an epoch.
+    """
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError... for damaged files
+            raise UsageError(f"imagefolder: cannot read image {path} ({e or type(e).__name__}); "
+                             f"replace or remove it") from None
+
+
 def read_imagefolder(cfg: RunConfig) -> RawData:
     """Your own images in ``cfg.data_dir`` (required): train/<class>/<image> and test/<class>/<image>, or val/ when there is no test/.
 
     Decoded per sample, not held in memory: each image is converted to RGB and stretched to a square of side
     ``cfg.image_size`` (IMAGEFOLDER_SIZE = 64 when None) so batches collate; a sample is (uint8 (3, S, S), label).
-    Classes are the sorted folder names and must be the same in both splits. Mean/std are estimated from at most
+    Classes are the sorted folder names, at least 2, and must be the same in both splits. Every image is checked
+    to be readable first (``check_images``). Mean/std are estimated from at most
     STATS_IMAGES train images, evenly spaced in file order.
     """
     from torchvision import datasets, transforms
@@ -538,6 +556,10 @@ def read_imagefolder(cfg: RunConfig) -> RawData:
         only_train, only_test = sorted(set(train.classes) - set(test.classes)), sorted(set(test.classes) - set(train.classes))
         raise UsageError(f"imagefolder: train/ and {test_dir.name}/ need the same class folders; only in train/: "
                          f"{', '.join(only_train) or '-'}; only in {test_dir.name}/: {', '.join(only_test) or '-'}")
+    if len(train.classes) < 2:
+        raise UsageError(f"imagefolder: {root / 'train'} has {len(train.classes)} class folder ({', '.join(train.classes)}); "
+                         f"classification needs at least 2, one folder per class")
+    check_images([path for d in (train, test) for path, _ in d.samples])
     picks = torch.linspace(0, len(train) - 1, min(len(train), STATS_IMAGES)).round().long()
     mean, std = channel_stats(torch.stack([train[i][0] for i in picks.tolist()]))
     return RawData(train, test, num_classes=len(train.classes), in_channels=3, image_size=size, mean=mean, std=std)
@@ -581,7 +603,12 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
     raw = DATASETS[cfg.dataset].read(cfg)
     train, val = raw.train, None
     if cfg.val_fraction > 0:
-        keep, held_out = stratified_split(dataset_labels(raw.train), cfg.val_fraction)
+        labels = dataset_labels(raw.train)
+        keep, held_out = stratified_split(labels, cfg.val_fraction)
+        if len(held_out) == 0:
+            largest = int(torch.unique(labels, return_counts=True)[1].max())
+            raise UsageError(f"--val-fraction {cfg.val_fraction:g} holds out no samples (it rounds to 0 of every class; "
+                             f"the largest has {largest}); use more than {0.5 / largest:.2g}, or 0 for no validation split")
         train, val = subset(raw.train, keep), subset(raw.train, held_out)
     train, relabelled = reshape_train(train, cfg, raw.num_classes)  # after the validation split: val stays clean
     test = raw.test

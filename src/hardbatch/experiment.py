@@ -14,12 +14,12 @@ from typing import Sequence
 import torch
 
 from hardbatch import __version__
-from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RUNTIME_KEYS, RunConfig, UsageError, validate
-from hardbatch.data import DataSplits, gives_batches, load_dataset
+from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RUNTIME_KEYS, RunConfig, UsageError, resolve_partition, validate
+from hardbatch.data import DataSplits, dataset_labels, gives_batches, load_dataset
 from hardbatch.models import build_seeded, check_model_name
 from hardbatch.results import (
-    CHECKPOINT, CONFIG, HISTORY, RELABELLED, SUMMARY, TRACE, TRACE_FIELDS, RunDir, atomic_write_json, ensure_writable_dir,
-    exposure_from_visits, summarize,
+    CHECKPOINT, CONFIG, HISTORY, RELABELLED, SUMMARY, TRACE, TRACE_FIELDS, NoSpaceLeft, RunDir, RunInUse,
+    atomic_write_json, ensure_writable_dir, exposure_from_visits, run_lock, summarize,
 )
 from hardbatch.selection import HardBatchSampler
 from hardbatch.training import CostMeter, EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -91,10 +91,53 @@ def _check_same(run: RunDir, cfg: RunConfig, hint: str = "use another --out or -
 
 
 def resolve(cfg: RunConfig, device: torch.device) -> RunConfig:
-    """Replace "auto" choices by what they mean on ``device``; the resolved config is what gets saved."""
+    """Replace "auto" choices by what they mean on ``device`` (and, for the partition, for the data set and
+    protocol); the resolved config is what gets saved."""
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
-    return cfg.replace(precision=precision, channels_last=channels_last)
+    return resolve_partition(cfg).replace(precision=precision, channels_last=channels_last)
+
+
+def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
+    """The run's sampler over ``data.train``; a training split that a validation split left too small names it."""
+    if cfg.val_fraction > 0 and len(data.train) < cfg.batch_size:
+        raise UsageError(f"--val-fraction {cfg.val_fraction:g} leaves {len(data.train)} training samples, fewer than "
+                         f"one batch of {cfg.batch_size}; use a smaller --val-fraction")
+    return HardBatchSampler(len(data.train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy,
+                            shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed, **cfg.policy_params())
+
+
+PURITY_WARNING = 0.9  # mean share of a batch's largest class above which a run gets a warning
+
+
+def batch_purity(labels: torch.Tensor, partition: torch.Tensor) -> float:
+    """Mean over the fixed batches of the share of each batch's largest class.
+
+    ``labels``: (n,) class per sample; ``partition``: (N, B) sample indices. 1/C for well-mixed batches, 1 when
+    every batch holds one class.
+    """
+    batch_labels = labels[partition]  # (N, B)
+    counts = torch.zeros(len(partition), int(labels.max()) + 1, dtype=torch.long)
+    counts.scatter_add_(1, batch_labels, torch.ones_like(batch_labels))
+    return (counts.max(dim=1).values.double() / partition.shape[1]).mean().item()
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (between progress bars, if any)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"hardbatch: warning: {message}", file=sys.stderr)
+
+
+def _warn_if_single_class_batches(cfg: RunConfig, data: DataSplits, sampler: HardBatchSampler) -> None:
+    labels = dataset_labels(data.train)
+    if len(torch.unique(labels)) < 2:
+        return
+    purity = batch_purity(labels, sampler.partition)
+    if purity > PURITY_WARNING:
+        how = "pass --shuffle-partition" if not cfg.shuffle_partition else "check the data set's labels"
+        warn(f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by class); "
+             f"training on such batches rarely learns; {how}")
 
 
 def loader_workers(cfg: RunConfig, data: DataSplits) -> int:
@@ -120,12 +163,6 @@ def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, sampler: Ha
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 0.5 * (1.0 + math.cos(math.pi * sampler.progress)))
 
 
-def make_sampler(cfg: RunConfig, num_samples: int) -> HardBatchSampler:
-    """The run's sampler: its partition, policy and budget, all from the configuration."""
-    return HardBatchSampler(num_samples, cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy,
-                            shuffle_partition=cfg.shuffle_partition, seed=cfg.seed, **cfg.policy_params())
-
-
 def train_run(
     cfg: RunConfig,
     out: Path | str,
@@ -145,23 +182,36 @@ def train_run(
     validate(cfg)
     check_model_name(cfg.model)
     run = RunDir(out)
+    device = resolve_device(cfg.device)
+    cfg = resolve(cfg, device)
+    if _reusable(run, cfg, resume, overwrite):
+        return run.summary()
+    data = data or load_dataset(cfg, device)
+    sampler = make_sampler(cfg, data)
+    ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
+    with run_lock(run.path):
+        # Another process may have finished or started this run since the checks above: check again, locked.
+        if _reusable(run, cfg, resume, overwrite):
+            return run.summary()
+        resuming = resume and not overwrite and run.file(CHECKPOINT).exists()
+        return _train(cfg, run, data, sampler, device, resuming, progress, label)
+
+
+def _reusable(run: RunDir, cfg: RunConfig, resume: bool, overwrite: bool) -> bool:
+    """Check what ``run`` holds against the flags (UsageError if they do not fit); True: a finished run to reuse."""
     if run.started and not (resume or overwrite):
         raise UsageError(f"run directory {str(run.path)!r} already exists; pass --resume to continue it or --overwrite to replace it")
     if resume and run.started and not run.file(CONFIG).exists():
         raise UsageError(f"{str(run.path)!r} is not a hardbatch run directory (no config.json); nothing to resume")
-    device = resolve_device(cfg.device)
-    cfg = resolve(cfg, device)
-    if resume and not overwrite and run.finished:
+    if resume and not overwrite and (run.finished or run.file(CHECKPOINT).exists()):
         _check_same(run, cfg)
-        return run.summary()
-    data = data or load_dataset(cfg, device)
-    sampler = make_sampler(cfg, len(data.train))
-    checkpoint = run.file(CHECKPOINT)
-    resuming = resume and not overwrite and checkpoint.exists()
-    if resuming:
-        _check_same(run, cfg)
-    ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
+    return resume and not overwrite and run.finished
 
+
+def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSampler, device: torch.device,
+           resuming: bool, progress: bool, label: str | None) -> dict:
+    """The training part of ``train_run``, in a checked and locked run directory."""
+    checkpoint = run.file(CHECKPOINT)
     model = build_seeded(cfg.model, data.num_classes, data.in_channels, cfg.seed, cfg.stem).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -194,11 +244,14 @@ def train_run(
                 run.write_relabelled(len(data.train), r.indices.tolist(), r.true_labels.tolist(), r.given_labels.tolist(),
                                      sampler.partition.tolist())
 
+        _warn_if_single_class_batches(cfg, data, sampler)
         bar = _progress_bar(cfg, label, len(history), progress)
+        exploding = LossWatch(cfg, data.num_classes, history)
 
         def on_epoch(result: EpochResult) -> None:
             test_per_class[:] = result.evals["test"].per_class
             history.append(result.history_row())
+            exploding.check(result.epoch, result.train_loss)
             run.append_trace([dict(zip(TRACE_FIELDS, row)) for row in result.trace])
             run.write_history(history)
             save_checkpoint(checkpoint, {
@@ -246,6 +299,27 @@ def train_run(
     atomic_write_json(run.file(SUMMARY), summary)  # last: its presence marks the run finished
     checkpoint.unlink(missing_ok=True)
     return summary
+
+
+class LossWatch:
+    """Warns once when an epoch's mean training loss explodes: above EXPLODING x the first epoch's, or above
+    EXPLODING x ln(C), where ln(C) is the loss of a uniform guess over C classes."""
+
+    EXPLODING = 10.0
+
+    def __init__(self, cfg: RunConfig, num_classes: int, history: list[dict]):
+        self.lr = cfg.lr
+        self.limit = self.EXPLODING * math.log(max(num_classes, 2))
+        self.first = history[0]["train_loss"] if history else None
+        self.warned = False
+
+    def check(self, epoch: int, loss: float) -> None:
+        if self.first is None:
+            self.first = loss
+        if not self.warned and (loss > self.limit or loss > self.EXPLODING * self.first):
+            self.warned = True
+            warn(f"training loss exploded to {loss:.3g} at epoch {epoch} (over {self.EXPLODING:g}x the first epoch's "
+                 f"or {self.EXPLODING:g}x ln(classes)); the learning rate is probably too high: try a lower --lr than {self.lr:g}")
 
 
 def _progress_bar(cfg: RunConfig, label: str | None, done: int, enabled: bool):
@@ -375,7 +449,7 @@ def check_plan(plan: list[PlannedRun]) -> DataCache:
         if RunDir(run.path).finished:
             _check_same(RunDir(run.path), cfg, hint="use another --out or move that run directory away")
             continue
-        make_sampler(cfg, len(data(cfg).train))
+        make_sampler(cfg, data(cfg))
     return data
 
 
@@ -383,12 +457,14 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
             data: DataCache | None = None) -> list[tuple[PlannedRun, str]]:
     """Train every planned run in order: finished runs are skipped, interrupted ones resumed.
 
-    The whole plan is checked first (``check_plan``), so bad input fails before any training. With
-    ``keep_going``, a run that crashes (out of memory, say) is reported and the rest go on.
-    Returns the failed runs with their errors.
+    The whole plan is checked first (``check_plan``), so bad input fails before any training. A run
+    that another process is training (its directory is locked) is skipped with a note, so two commands
+    on one tree, or two shards with the same index, never train a run twice at once. With ``keep_going``,
+    a run that crashes (out of memory, say) is reported and the rest go on; a full disk stops everything.
+    Returns the runs left unfinished with the reason: skipped as in use, or failed with their errors.
     """
     data = data or check_plan(plan)
-    failures = []
+    not_done = []
     for i, run in enumerate(plan, start=1):
         cfg = run.cfg
         label = f"[{i}/{len(plan)}] {cfg.dataset}/{cfg.model} {cfg.policy} δ={cfg.delta:g} seed={cfg.seed}"
@@ -397,11 +473,14 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
         ensure_writable_dir(run.path.parent)
         try:
             train_run(cfg, run.path, resume=True, progress=progress, data=data(resolve(cfg, data.device)), label=label)
-        except (UsageError, KeyboardInterrupt):
+        except RunInUse:
+            not_done.append((run, "skipped: another hardbatch process is training it; rerun this command once it is done"))
+            warn(f"{label} skipped: {run.path} is in use by another hardbatch process")
+        except (UsageError, NoSpaceLeft, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - one crashed run must not stop a long sweep
             if not keep_going:
                 raise
-            failures.append((run, f"{type(e).__name__}: {e}"))
+            not_done.append((run, f"failed: {type(e).__name__}: {e}"))
             print(f"{label} failed: {type(e).__name__}: {e}", file=sys.stderr)
-    return failures
+    return not_done

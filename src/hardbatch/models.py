@@ -127,7 +127,11 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def build_seeded(name: str, num_classes: int, in_channels: int, seed: int, stem: str = "imagenet") -> nn.Module:
-    """Build a model whose initial weights depend only on ``seed``, leaving the global RNG untouched."""
+    """Build a model whose initial weights depend only on ``seed``, leaving the global RNG untouched.
+
+    Only the CPU generator is seeded (and restored): models are built on the CPU, and ``torch.manual_seed``
+    would also reseed every CUDA generator, which ``fork_rng(devices=[])`` does not restore.
+    """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         return create_model(name, num_classes, in_channels, stem)

@@ -9,6 +9,8 @@ from typing import Sequence
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from hardbatch.results import space_for
+
 
 def _axes(ax: Axes | None) -> Axes:
     return ax if ax is not None else Figure(figsize=(6.4, 4.2), layout="constrained").subplots()
@@ -31,11 +33,14 @@ def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], Sequen
     return ax
 
 
-def plot_final_vs_delta(deltas: Sequence[float], means: Sequence[float], stds: Sequence[float],
+def plot_final_vs_delta(deltas: Sequence[float], means: Sequence[float], lows: Sequence[float], highs: Sequence[float],
                         baseline: float | None = None, ax: Axes | None = None, title: str | None = None) -> Axes:
-    """Final test accuracy (mean with a ±1 std bar over seeds) against delta; ``baseline`` as a dashed line."""
+    """Final test accuracy in % against delta: the mean over seeds with a bar from ``lows`` to ``highs`` (the report
+    passes the 95% t-interval, clipped to [0, 100]; NaN: no bar); ``baseline`` as a dashed line."""
     ax = _axes(ax)
-    ax.errorbar(deltas, means, yerr=stds, marker="o", capsize=4, linewidth=1.5)
+    below = [m - lo if lo == lo else 0.0 for m, lo in zip(means, lows)]  # lo == lo: not NaN
+    above = [hi - m if hi == hi else 0.0 for m, hi in zip(means, highs)]
+    ax.errorbar(deltas, means, yerr=[below, above], marker="o", capsize=4, linewidth=1.5)
     if baseline is not None:
         ax.axhline(baseline, linestyle="--", color="gray", linewidth=1, label="δ = 1 (ordinary training)")
         ax.legend(fontsize="small")
@@ -65,12 +70,13 @@ def plot_batch_visits(visits: dict[str, Sequence[float]], ax: Axes | None = None
 
 
 def save_figure(ax: Axes, path: Path | str) -> Path:
-    """Write the Axes' figure as PNG atomically (temporary file, then rename)."""
+    """Write the Axes' figure as PNG atomically (temporary file, then rename); a full disk raises NoSpaceLeft."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        ax.figure.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        with space_for(path):
+            ax.figure.savefig(tmp, dpi=120)
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

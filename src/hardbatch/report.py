@@ -11,15 +11,23 @@ from pathlib import Path
 from hardbatch import __version__
 from hardbatch.config import DELTA_POLICIES, RUNTIME_KEYS, RunConfig, UsageError
 from hardbatch.results import (
-    PLATEAU_POINTS, TARGET_FRACTION, MislabelledExposure, RunDir, atomic_write_text, csv_text, cumulative,
-    epochs_to_plateau, epochs_to_target, ensure_writable_dir, find_runs, mean_ci, mean_std, mislabelled_exposure,
-    paired_difference, value_at_budget,
+    CONFIG, HISTORY, PLATEAU_POINTS, SUMMARY, TARGET_FRACTION, MislabelledExposure, RunDir, atomic_write_text,
+    csv_text, cumulative, epochs_to_plateau, epochs_to_target, ensure_writable_dir, find_runs, mean_interval, mean_std,
+    mislabelled_exposure, paired_difference, value_at_budget,
 )
 
 # Settings that tell arms apart inside a group, and settings that never split groups.
 ARM_KEYS = ("policy", "delta")
 NOT_GROUPING = ARM_KEYS + ("seed",) + RUNTIME_KEYS
 REFERENCE_DELTA = 1.0  # every policy trains every batch at δ = 1: ordinary mini-batch training
+
+
+# What a report reads from summary.json (batch_visits aside).
+SUMMARY_NUMBERS = ("final_test_acc", "best_test_acc", "train_seconds", "samples_backpropagated")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -36,9 +44,24 @@ class Run:
 
     @classmethod
     def load(cls, run: RunDir) -> "Run":
-        history = run.history()
-        config = run.config()
-        return cls(run.path, config, run.summary(), [row["test_acc"] for row in history],
+        """The run's files, checked to hold what reports read; UsageError naming the file and what is wrong."""
+        config, summary, history = run.config(), run.summary(), run.history()
+        for key, kind in (("dataset", str), ("model", str), ("policy", str), ("delta", (int, float)), ("seed", int)):
+            if not isinstance(getattr(config, key), kind) or isinstance(getattr(config, key), bool):
+                raise UsageError(f"cannot read {run.file(CONFIG)}: {key} is {getattr(config, key)!r}")
+        if not isinstance(summary, dict):
+            raise UsageError(f"cannot read {run.file(SUMMARY)}: not a JSON object")
+        for key in SUMMARY_NUMBERS:
+            if not _is_number(summary.get(key)):
+                raise UsageError(f"cannot read {run.file(SUMMARY)}: {key} is {summary.get(key, 'missing')!r}, not a number")
+        if not (isinstance(summary.get("batch_visits"), list) and all(map(_is_number, summary["batch_visits"]))):
+            raise UsageError(f"cannot read {run.file(SUMMARY)}: batch_visits is not a list of numbers")
+        if not history:
+            raise UsageError(f"cannot read {run.file(HISTORY)}: no epochs in it")
+        for i, row in enumerate(history, start=1):
+            if not all(_is_number(row.get(k)) for k in ("test_acc", "train_seconds")):
+                raise UsageError(f"cannot read {run.file(HISTORY)}: row {i} lacks a test_acc or train_seconds number")
+        return cls(run.path, config, summary, [row["test_acc"] for row in history],
                    [row["train_seconds"] for row in history], history,
                    mislabelled_exposure(run) if config.label_noise else None)
 
@@ -319,9 +342,11 @@ def draw_group_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path
     ours = [(arm, row) for arm, row in zip(group.arms, rows) if arm.policy == "hardbatch"]
     if ours:
         ref = next((row for row in rows if row["is_reference"]), None)
+        # The 95% t-interval of the mean over seeds, clipped: no accuracy lies outside [0, 100].
+        intervals = [mean_interval([100 * v for v in arm.values("final_test_acc").values()]) for arm, _ in ours]
         ax = plot_final_vs_delta(
-            [arm.delta for arm, _ in ours], [100 * row["final_acc_mean"] for _, row in ours],
-            [100 * row["final_acc_std"] for _, row in ours],
+            [arm.delta for arm, _ in ours], [ci.mean for ci in intervals],
+            [max(ci.low, 0.0) for ci in intervals], [min(ci.high, 100.0) for ci in intervals],
             baseline=100 * ref["final_acc_mean"] if ref else None, title=group.title,
         )
         paths.append(save_figure(ax, out_dir / f"{group.slug}_final_vs_delta.png"))
@@ -368,7 +393,8 @@ def cost_rows(group: Group) -> list[dict]:
     rows = []
     for arm in group.arms:
         runs = list(arm.runs.values())
-        mean, low, high = mean_ci([r.summary["final_test_acc"] for r in runs])
+        interval = mean_interval([r.summary["final_test_acc"] for r in runs])
+        mean, low, high = interval.mean, interval.low, interval.high
         if low == low:  # an accuracy interval never leaves [0, 1]; NaN (one seed) stays NaN
             low, high = max(0.0, low), min(1.0, high)
         row = {"group": group.title, "arm": arm.label, "policy": arm.policy, "delta": arm.delta, "n": len(runs),
@@ -542,18 +568,33 @@ DEFINITIONS = f"""## Definitions
 """
 
 
+def load_runs(root: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """The finished runs under ``root`` that can be read, and (path, reason) for those that cannot."""
+    runs, damaged = [], []
+    for run_dir in find_runs(root):
+        try:
+            runs.append(Run.load(run_dir))
+        except UsageError as e:
+            damaged.append((run_dir.path, str(e)))
+    return runs, damaged
+
+
 def build_report(root: Path | str, out_dir: Path | str | None = None, plots: bool = True,
-                 target: float | None = None) -> tuple[Path, str]:
+                 target: float | None = None, damaged: list[tuple[Path, str]] | None = None) -> tuple[Path, str]:
     """Write report.md, summary.csv (one row per arm), runs.csv and PNG plots for all runs under ``root``.
 
-    Returns the report's path and the per-group tables as text for the terminal.
+    Damaged runs are left out and listed at the end of report.md; pass a list as ``damaged`` to receive
+    their (path, reason). Returns the report's path and the per-group tables as text for the terminal.
     """
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"no such directory: {str(root)!r}")
-    runs = [Run.load(r) for r in find_runs(root)]
+    runs, skipped = load_runs(root)
+    if damaged is not None:
+        damaged.extend(skipped)
     if not runs:
-        raise UsageError(f"no finished runs (directories with summary.json) under {str(root)!r}")
+        detail = f"; {len(skipped)} damaged, the first: {skipped[0][1]}" if skipped else ""
+        raise UsageError(f"no readable finished runs (directories with summary.json) under {str(root)!r}{detail}")
     if target is not None and not (0.0 < target <= 1.0):
         raise UsageError(f"target accuracy must be a fraction in (0, 1], got {target}")
     out_dir = ensure_writable_dir(Path(out_dir) if out_dir is not None else root)
@@ -568,8 +609,13 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     for group in groups:
         sections.append(_group_section(group, rows[group.title], out_dir if plots else None, target))
     sections.append(_claims_section(groups, rows))
-    header = (f"# hardbatch report\n\n{len(runs)} finished runs under `{root}`, {len(groups)} group(s); "
-              f"built {dt.datetime.now().isoformat(timespec='seconds')} by hardbatch {__version__}.\n")
+    if skipped:
+        sections.append("\n".join(["## Damaged runs, left out", "",
+                                    f"{len(skipped)} finished run(s) could not be read and are not in any table:", ""]
+                                   + [f"- `{path}`: {reason}" for path, reason in skipped]) + "\n")
+    header = (f"# hardbatch report\n\n{len(runs)} finished runs under `{root}`, {len(groups)} group(s)"
+              + (f", {len(skipped)} damaged run(s) left out (listed at the end)" if skipped else "")
+              + f"; built {dt.datetime.now().isoformat(timespec='seconds')} by hardbatch {__version__}.\n")
     report = "\n".join([header, *sections, DEFINITIONS])
     atomic_write_text(out_dir / "summary.csv", csv_text(all_rows, list(all_rows[0])))
     run_fields = ["path", "dataset", "model", "policy", "delta", "seed", "final_test_acc", "final_test_bacc", "best_test_acc",

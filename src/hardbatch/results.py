@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +20,7 @@ from hardbatch.config import RunConfig, UsageError
 
 CONFIG, HISTORY, TRACE, SUMMARY, CHECKPOINT = "config.json", "history.csv", "trace.csv", "summary.json", "checkpoint.pt"
 RELABELLED = "relabelled.json"  # runs with label noise: which training samples got another label, and the batches
+LOCK = ".hardbatch.lock"  # held (flock) by the process writing the run; not a record, never removed
 HISTORY_FIELDS = (
     "epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "lr", "train_seconds", "eval_seconds",
     "val_loss", "val_acc", "val_top5",  # empty without a validation split
@@ -29,20 +34,67 @@ PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
 TARGET_FRACTION = 0.99  # default target: 99% of the reference's best accuracy
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class NoSpaceLeft(OSError):
+    """A write failed for lack of disk space (or quota); the message names the file and the space it needs."""
+
+    def __init__(self, path: Path | str, needed: int | None = None):
+        path = Path(path)
+        try:
+            free = shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free
+        except (OSError, StopIteration):
+            free = None
+        need = f"needs about {_size(needed)}" if needed is not None else "needs more space"
+        have = f", {_size(free)} free there" if free is not None else ""
+        super().__init__(errno.ENOSPC, f"no space left on the device to write {path} ({need}{have})", str(path))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return ""
+
+
+@contextlib.contextmanager
+def space_for(path: Path | str, needed: int | None = None):
+    """Turn a full disk (ENOSPC, EDQUOT) while writing ``path`` into NoSpaceLeft, which says what and how much."""
     try:
-        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; results should read like any written file
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except NoSpaceLeft:
         raise
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceLeft(path, needed) from None
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    A failure (a full disk: NoSpaceLeft) leaves the old file as it was and no temporary file behind.
+    """
+    path = Path(path)
+    with space_for(path, len(data)):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; results should read like any written file
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write_bytes`` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode())
 
 
 def _file_mode(path: Path) -> int:
@@ -101,6 +153,31 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+class RunInUse(UsageError):
+    """Another process holds the run directory's lock."""
+
+
+@contextlib.contextmanager
+def run_lock(path: Path | str):
+    """Hold an exclusive lock on run directory ``path`` for the block, or raise RunInUse at once.
+
+    An OS lock (``flock``) on ``path``/LOCK: the OS drops it when the process ends, however it ends, so a
+    killed run can be resumed at once. The lock file stays; it is not part of the run's records.
+    """
+    path = Path(path)
+    with space_for(path / LOCK, 0):
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInUse(f"run directory {str(path)!r} is in use by another hardbatch process; wait for it to "
+                           f"finish, or use another --out") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class RunDir:
     """The files of one training run. ``summary.json`` is written last: its presence marks a finished run."""
 
@@ -116,15 +193,25 @@ class RunDir:
 
     @property
     def started(self) -> bool:
-        return self.path.is_dir() and any(self.path.iterdir())
+        """Whether the directory holds anything (the lock file of a run that never wrote a record aside)."""
+        return self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
 
     def _read(self, name: str, reader):
-        """``reader(path)``, with a missing or damaged file reported as one UsageError line."""
+        """``reader(path)``, with a missing or damaged file reported as one UsageError line that says what is wrong."""
         path = self.file(name)
         try:
             return reader(path)
-        except (OSError, ValueError, KeyError, TypeError, csv.Error) as e:  # JSONDecodeError is a ValueError
-            raise UsageError(f"cannot read {path} ({type(e).__name__}: {e}); rerun that run or move its directory away") from None
+        except FileNotFoundError:
+            problem = "the file is missing"
+        except json.JSONDecodeError as e:
+            problem = f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno} (truncated?)"
+        except (KeyError, TypeError, AttributeError) as e:
+            problem = f"not in the expected layout (no {e} entry)" if isinstance(e, KeyError) else "not in the expected layout"
+        except (ValueError, csv.Error) as e:  # a non-numeric cell, a binary file
+            problem = f"damaged content ({e})"
+        except OSError as e:
+            problem = e.strerror or str(e)
+        raise UsageError(f"cannot read {path}: {problem}; rerun that run or move its directory away") from None
 
     def config(self) -> RunConfig:
         return self._read(CONFIG, lambda p: RunConfig.from_dict(read_json(p)["config"]))
@@ -155,10 +242,13 @@ class RunDir:
         atomic_write_text(self.file(HISTORY), csv_text(rows, HISTORY_FIELDS))
 
     def append_trace(self, rows: list[dict]) -> None:
-        """Append per-step rows; the header is written when the file is new."""
+        """Append per-step rows; the header is written when the file is new.
+
+        A failed append can leave a partial last row; resuming cuts the trace back to the checkpoint's steps.
+        """
         path = self.file(TRACE)
         new = not path.exists()
-        with open(path, "a", newline="") as f:
+        with space_for(path), open(path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(TRACE_FIELDS), lineterminator="\n")
             if new:
                 writer.writeheader()
@@ -281,22 +371,26 @@ class PairedDifference:
     n: int
 
 
-def paired_difference(method: Sequence[float], reference: Sequence[float], confidence: float = 0.95) -> PairedDifference:
-    """Differences paired by position (by seed); the interval is NaN-wide for n < 2."""
-    if len(method) != len(reference):
-        raise ValueError("paired values need equal lengths")
-    diffs = [m - r for m, r in zip(method, reference)]
-    n = len(diffs)
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+    """Mean of ``values`` with a two-sided Student-t interval; the interval is NaN-wide for n < 2."""
+    n = len(values)
     if n == 0:
         return PairedDifference(math.nan, math.nan, math.nan, 0)
-    mean = sum(diffs) / n
+    mean = sum(values) / n
     if n < 2:
         return PairedDifference(mean, math.nan, math.nan, n)
     from scipy.stats import t
 
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     return PairedDifference(mean, mean - half, mean + half, n)
+
+
+def paired_difference(method: Sequence[float], reference: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+    """Differences paired by position (by seed); the interval is NaN-wide for n < 2."""
+    if len(method) != len(reference):
+        raise ValueError("paired values need equal lengths")
+    return mean_interval([m - r for m, r in zip(method, reference)], confidence)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -384,20 +478,6 @@ def _val_summary(history: list[dict]) -> dict:
     best = max(vals)
     return {"final_val_acc": vals[-1], "best_val_acc": best, "best_val_epoch": vals.index(best) + 1,
             "final_val_bacc": _or_none(history[-1].get("val_bacc", math.nan))}
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t interval (low, high) over ``values``; the interval is NaN for n < 2."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan, math.nan
-    mean, std = mean_std(values)
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    from scipy.stats import t
-
-    half = t.ppf(0.5 + confidence / 2, len(values) - 1) * std / math.sqrt(len(values))
-    return mean, mean - half, mean + half
 
 
 def value_at_budget(costs: Sequence[float], values: Sequence[float], budget: float) -> float:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hardbatch.results import atomic_write_bytes, space_for
 from hardbatch.selection import HardBatchSampler
 
 
@@ -344,11 +345,13 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    """Serialise ``state`` in memory, then write it atomically: a kill or a full disk (NoSpaceLeft, which says how
+    much space the checkpoint needs) leaves the previous checkpoint intact and no temporary file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    with space_for(path):
+        torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
