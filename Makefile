@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hardbatch-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench results clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)  ## the test suite (CPU, a few minutes)
 
 bench: $(STAMP)  ## training-overhead benchmark (see benchmarks/README.md)
 	$(BIN)/python benchmarks/bench_overhead.py
+
+results: $(STAMP)  ## docs/results.md: Fashion-MNIST evidence, every policy, 3 training sets x 3 seeds (35-45 min on 2 cores)
+	bash scripts/results.sh
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -75,3 +75,13 @@ def test_build_seeded_reseeds_no_cuda_generator_and_keeps_cpu_weights(monkeypatc
     assert torch.equal(torch.get_rng_state(), state)
     for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("size", [16, 28, 32, 64])
+def test_lenet_is_lenet5_and_takes_any_size_from_16_px(size):
+    model = create_model("lenet", 10, in_channels=1)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in convs] == [6, 16] and all(c.kernel_size == (5, 5) for c in convs)
+    assert [l.out_features for l in linears] == [120, 84, 10]
+    assert model(torch.randn(2, 1, size, size)).shape == (2, 10)

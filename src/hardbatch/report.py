@@ -19,6 +19,7 @@ from hardbatch.results import (
 # Settings that tell arms apart inside a group, and settings that never split groups.
 ARM_KEYS = ("policy", "delta")
 NOT_GROUPING = ARM_KEYS + ("seed",) + RUNTIME_KEYS
+LAST_EPOCHS = 3  # "last-3 mean": test top-1 averaged over a run's last 3 epochs, which epoch-to-epoch swings do not decide
 REFERENCE_DELTA = 1.0  # every policy trains every batch at δ = 1: ordinary mini-batch training
 
 
@@ -97,6 +98,10 @@ class Arm:
 
     def values(self, key: str) -> dict[int, float]:
         return {seed: run.summary[key] for seed, run in self.runs.items()}
+
+    def last_accs(self) -> dict[int, float]:
+        """Test top-1 averaged over each run's last LAST_EPOCHS epochs, by seed."""
+        return {seed: sum(run.accs[-LAST_EPOCHS:]) / len(run.accs[-LAST_EPOCHS:]) for seed, run in self.runs.items()}
 
 
 @dataclass
@@ -208,6 +213,8 @@ def arm_rows(group: Group, target: float | None = None) -> list[dict]:
             "final_val_acc_mean": mean_std([r.summary.get("final_val_acc", math.nan) for r in arm.runs.values()])[0],
             "samples_backpropagated_mean": mean_std(list(arm.values("samples_backpropagated").values()))[0],
             **_exposure_means(arm),
+            **_mean_std_of("last_acc", list(arm.last_accs().values())),
+            "last_diff_points": math.nan, "last_diff_low": math.nan, "last_diff_high": math.nan,
         }
         if ref is not None:
             seeds = sorted(set(final) & set(ref.runs))
@@ -216,6 +223,9 @@ def arm_rows(group: Group, target: float | None = None) -> list[dict]:
             ref_mean = mean_std([ref_final[s] for s in seeds])[0]
             row.update(diff_points=100 * diff.mean, diff_low=100 * diff.low, diff_high=100 * diff.high, diff_pairs=diff.n,
                        diff_relative_pct=100 * diff.mean / ref_mean if ref_mean else math.nan)
+            last, ref_last = arm.last_accs(), ref.last_accs()
+            diff = paired_difference([last[s] for s in seeds], [ref_last[s] for s in seeds])
+            row.update(last_diff_points=100 * diff.mean, last_diff_low=100 * diff.low, last_diff_high=100 * diff.high)
         if target is not None:
             runs = list(arm.runs.values())
             row["target_reached"] = sum(epochs_to_target(r.accs, target) is not None for r in runs)
@@ -243,7 +253,7 @@ def _exposure_means(arm: Arm) -> dict:
 def markdown_table(rows: list[dict]) -> str:
     """The per-arm table as Markdown (also readable in a terminal)."""
     header = ["arm", "n", "final top-1 % (mean ± std)", "balanced top-1 %", "Δ vs δ=1, points [95% CI]", "Δ relative %",
-              "epochs to T (reached)", "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
+              f"last-{LAST_EPOCHS} mean %", f"Δ last-{LAST_EPOCHS} vs δ=1 [95% CI]", "epochs to T (reached)", "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         label = arm_label(r["policy"], r["delta"])
@@ -257,6 +267,9 @@ def markdown_table(rows: list[dict]) -> str:
             f"{_fmt(r['final_acc_mean'], scale=100)} ± {_fmt(r['final_acc_std'], scale=100)}",
             _mean_pm_std(r["final_bacc_mean"], r["final_bacc_std"]),
             diff, rel,
+            _fmt(r["last_acc_mean"], scale=100),
+            "reference" if r["is_reference"] else _interval(r["last_diff_points"], r["last_diff_low"], r["last_diff_high"],
+                                                            r["diff_pairs"]),
             f"{_fmt(r['epochs_to_target_mean'], 1)} ({r['target_reached']}/{r['n']})",
             _fmt(r["fewer_epochs_pct"], 1, signed=True),
             _fmt(r["epochs_to_plateau_mean"], 1),
@@ -264,6 +277,12 @@ def markdown_table(rows: list[dict]) -> str:
             _fmt(r["train_seconds_mean"], 1),
         ]) + " |")
     return "\n".join(lines)
+
+
+def _interval(mean: float, low: float, high: float, pairs: int) -> str:
+    """"+1.23 [-0.10, +2.56]" (points; the interval only with at least two seed pairs)."""
+    ci = f" [{_fmt(low, signed=True)}, {_fmt(high, signed=True)}]" if pairs >= 2 else ""
+    return _fmt(mean, signed=True) + ci
 
 
 MAX_CLASS_COLUMNS = 20  # per-class tables only for data sets with at most this many classes
@@ -554,6 +573,9 @@ DEFINITIONS = f"""## Definitions
   share whose label the noise replaced, from trace.csv's batch column and relabelled.json; "after the warm-up" counts
   rounds ≥ 1 only (the warm-up trains every batch once). A ratio above 1 means the arm trained mislabelled samples
   more often than their share of the data.
+- **Last-{LAST_EPOCHS} mean**: test top-1 averaged over each run's last {LAST_EPOCHS} epochs (then over seeds), with its seed-paired
+  difference to δ = 1. At a constant learning rate, test accuracy can swing by points from one epoch to the next;
+  this figure is not decided by where the last epoch happened to land.
 - **Epochs to plateau**: the first epoch within {100 * PLATEAU_POINTS:g} point of the run's own best test accuracy.
 - **Train s**: wall-clock seconds spent in training steps (evaluation excluded), mean over seeds. **Train s to T**:
   the same, up to the end of the first epoch at or above T (the whole run's, for a run that never reaches T).
