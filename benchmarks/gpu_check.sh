@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU check, under 8 minutes (2-3 expected; its parts are capped at 300 s and 120 s):
+# One prepared GPU check, under 9 minutes (3-4 expected; its parts are capped at 300 s and 180 s):
 # versions, ResNet-18 throughput through hardbatch (benchmarks/bench_gpu.py), then a short digits
-# comparison on the GPU with its report.
+# comparison of every policy on the GPU with its report (cost columns included).
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root; OUT defaults to ./gpu_out
 #
@@ -47,10 +47,12 @@ EOF
     timeout 300 "$PY" benchmarks/bench_gpu.py "${bench_args[@]}"
     local rc=$?; echo "bench_gpu.py exit status $rc"; ((rc)) && status=1
 
-    section "hardbatch compare on digits, device $DEVICE"
-    local runs="$RUNS_PARENT/digits_gpu" compare_args=(--epochs 5 --seeds 0 1)
-    [[ "$QUICK" == 1 ]] && compare_args=(--epochs 2 --seeds 0 --deltas 0.5 1.0)
-    timeout 120 "$PY" -m hardbatch compare --dataset digits "${compare_args[@]}" --device "$DEVICE" \
+    section "hardbatch compare of every policy on digits, device $DEVICE"
+    local runs="$RUNS_PARENT/digits_gpu"
+    local compare_args=(--epochs 5 --seeds 0 1 --deltas 0.5 1.0
+                        --policies uniform hardbatch random cyclic selective-backprop infobatch)
+    [[ "$QUICK" == 1 ]] && compare_args=(--epochs 2 --seeds 0 --deltas 0.5 1.0 --policies hardbatch selective-backprop infobatch)
+    timeout 180 "$PY" -m hardbatch compare --dataset digits "${compare_args[@]}" --device "$DEVICE" \
         --out "$runs" --no-progress
     rc=$?; echo "compare exit status $rc"; ((rc)) && status=1
     for f in report.md summary.csv runs.csv; do
