@@ -16,6 +16,18 @@ def _axes(ax: Axes | None) -> Axes:
     return ax if ax is not None else Figure(figsize=(6.4, 4.2), layout="constrained").subplots()
 
 
+def _finish(ax: Axes, xlabel: str, ylabel: str, title: str | None, legend: bool = True) -> Axes:
+    """Labels, a light grid, the legend and the title: what every line plot here ends with."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], ax: Axes | None = None,
                 ylabel: str = "test top-1 accuracy (%)", title: str | None = None) -> Axes:
     """One line per label: ``(mean, low, high)`` per epoch, the band between low and high shaded."""
@@ -24,13 +36,7 @@ def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], Sequen
         epochs = range(1, len(mean) + 1)
         (line,) = ax.plot(epochs, mean, label=label, linewidth=1.5)
         ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("epoch (N optimizer steps)")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, "epoch (N optimizer steps; one pass for infobatch)", ylabel, title)
 
 
 def plot_final_vs_delta(deltas: Sequence[float], means: Sequence[float], lows: Sequence[float], highs: Sequence[float],
@@ -43,13 +49,8 @@ def plot_final_vs_delta(deltas: Sequence[float], means: Sequence[float], lows: S
     ax.errorbar(deltas, means, yerr=[below, above], marker="o", capsize=4, linewidth=1.5)
     if baseline is not None:
         ax.axhline(baseline, linestyle="--", color="gray", linewidth=1, label="δ = 1 (ordinary training)")
-        ax.legend(fontsize="small")
-    ax.set_xlabel("δ (fraction of mini-batches trained per round)")
-    ax.set_ylabel("final test top-1 accuracy (%)")
-    ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, "δ (fraction of mini-batches trained per round)", "final test top-1 accuracy (%)", title,
+                   legend=baseline is not None)
 
 
 def plot_batch_visits(visits: dict[str, Sequence[float]], ax: Axes | None = None, title: str | None = None) -> Axes:
@@ -60,13 +61,7 @@ def plot_batch_visits(visits: dict[str, Sequence[float]], ax: Axes | None = None
     ax = _axes(ax)
     for label, counts in visits.items():
         ax.plot(range(len(counts)), sorted(counts), label=label, linewidth=1.5)
-    ax.set_xlabel("mini-batches, sorted by times trained")
-    ax.set_ylabel("times trained (mean over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, "mini-batches, sorted by times trained", "times trained (mean over seeds)", title)
 
 
 def save_figure(ax: Axes, path: Path | str) -> Path:
@@ -90,13 +85,7 @@ def plot_cost_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], S
     for label, (xs, mean, low, high) in curves.items():
         (line,) = ax.plot(xs, mean, label=label, linewidth=1.5, marker=".")
         ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test top-1 accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, xlabel, "test top-1 accuracy (%)", title)
 
 
 def plot_front(points: dict[str, tuple[float, float, float, float, float]], title: str | None = None) -> Axes:
