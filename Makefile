@@ -20,8 +20,9 @@ demo: $(STAMP)  ## compare δ ∈ {0.2, 0.5, 0.8, 1.0} × 3 seeds on the bundled
 test: $(STAMP)  ## the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)  ## training-overhead benchmark (see benchmarks/README.md)
+bench: $(STAMP)  ## training-overhead and per-policy cost benchmarks (see benchmarks/README.md)
 	$(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/bench_policies.py
 
 results: $(STAMP)  ## docs/results.md: Fashion-MNIST evidence, every policy, 3 training sets x 3 seeds (35-45 min on 2 cores)
 	bash scripts/results.sh
