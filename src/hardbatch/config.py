@@ -71,8 +71,8 @@ class RunConfig:
     trim_top: float = _policy_param(
         0.0, ("hardbatch",), "noise guard: never select the top q fraction of stored losses (default 0)", "Q")
     mix: float = _policy_param(
-        0.0, ("hardbatch",), "noise guard: draw a fraction f of each round's k batches uniformly from the rest "
-                             "(default 0)", "F")
+        0.0, ("hardbatch",), "noise guard: draw a fraction f of each round's k batches uniformly from the "
+                             "untrimmed rest (default 0)", "F")
     beta: float = _policy_param(
         1.0, ("selective-backprop",), "keep a sample with probability percentile^β: 1 keeps about 1/2 of the "
                                       "samples, 2 about 1/3, 3 about 1/4 (default 1)", "β")

@@ -67,14 +67,15 @@ def trimmed_top_k(losses: torch.Tensor, k: int, trim: int = 0, mix: int = 0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """The paper's top-k with two noise guards, in ascending index order.
 
-    The ``trim`` highest losses are never chosen; of the ``k`` chosen, ``k - mix`` are the highest of
-    the rest and ``mix`` are drawn uniformly (with ``generator``) from the batches not already chosen.
+    The ``trim`` highest losses are never chosen, not even by the draw; of the ``k`` chosen, ``k - mix``
+    are the highest of the rest and ``mix`` are drawn uniformly (with ``generator``) from the untrimmed
+    batches not already chosen.
     ``losses``: shape (N,); needs k + trim <= N. Returns a LongTensor of shape (k,).
     """
     order = torch.sort(losses.cpu(), descending=True, stable=True).indices
     chosen = order[trim: trim + k - mix]
     if mix:
-        rest = torch.cat([order[:trim], order[trim + k - mix:]])
+        rest = order[trim + k - mix:]
         chosen = torch.cat([chosen, rest[torch.randperm(len(rest), generator=generator)[:mix]]])
     return torch.sort(chosen).values
 
