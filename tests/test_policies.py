@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import hardbatch
 from hardbatch.cli import main
-from hardbatch.config import DELTA_POLICIES, POLICY_NAMES
+from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig
+from hardbatch.experiment import SAME_AS_RULE_AT_ONE, plan_compare
 from hardbatch.selection import (
     POLICIES,
     HardBatchSampler,
@@ -766,3 +767,16 @@ def test_compare_refuses_bad_policy_input_before_training(tmp_path, flags):
                       "--out", str(out), "--no-progress")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "error" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("control", SAME_AS_RULE_AT_ONE)
+def test_controls_at_delta_one_train_what_the_rule_trains_so_compare_runs_them_once(control, tmp_path):
+    def passes(policy):
+        sampler = HardBatchSampler(12, 1, delta=1.0, epochs=4, policy=policy, seed=3)
+        return [rec.samples for rec in drive(sampler, sample_losses(5))]
+
+    assert passes(control) == passes("hardbatch")
+    plan = plan_compare(RunConfig(), [0.5, 1.0], [0], tmp_path, policies=["hardbatch", control])
+    assert [(r.cfg.policy, r.cfg.delta) for r in plan] == [("hardbatch", 0.5), ("hardbatch", 1.0), (control, 0.5)]
+    alone = plan_compare(RunConfig(), [1.0], [0], tmp_path, policies=[control])  # without the rule it still runs
+    assert [(r.cfg.policy, r.cfg.delta) for r in alone] == [(control, 1.0)]

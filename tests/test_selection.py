@@ -135,6 +135,15 @@ def test_epochs_below_one_and_unknown_policy_are_refused():
         create_policy("nope", 10, 0.5)
 
 
+def test_delta_is_refused_by_policies_that_ignore_it():
+    # A δ that silently did nothing would make a "uniform at δ = 0.5" run look like a result.
+    with pytest.raises(hardbatch.UsageError, match="does not use delta.*hardbatch, random, cyclic"):
+        create_policy("uniform", 10, 0.5)
+    with pytest.raises(hardbatch.UsageError, match="does not use delta"):
+        HardBatchSampler(10, 1, delta=0.5, policy="infobatch")
+    assert create_policy("random", 10, 0.5).k == 5
+
+
 # ---- top_k_batches -------------------------------------------------------------------------------
 
 

@@ -87,7 +87,8 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     if many:
         g.add_argument("--policies", nargs="+", metavar="NAME",
                        help=f"policies to compare, each with every δ it uses: {', '.join(POLICY_NAMES)} "
-                            f"(default: --policy)")
+                            f"(default: --policy). With hardbatch at δ = 1, random and cyclic skip δ = 1: "
+                            f"they would train the same batches in the same order")
     g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICY_NAMES)} (default {d.policy})")
     _add_policy_params(g)
     g.add_argument("--shuffle-partition", action=argparse.BooleanOptionalAction, default=None,

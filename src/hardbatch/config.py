@@ -74,8 +74,8 @@ class RunConfig:
         0.0, ("hardbatch",), "noise guard: draw a fraction f of each round's k batches uniformly from the "
                              "untrimmed rest (default 0)", "F")
     beta: float = _policy_param(
-        1.0, ("selective-backprop",), "keep a sample with probability percentile^β: 1 keeps about 1/2 of the "
-                                      "samples, 2 about 1/3, 3 about 1/4 (default 1)", "β")
+        1.0, ("selective-backprop",), "keep a sample with probability percentile^β: while losses are stable 1 "
+                                      "keeps about 1/2 of the samples, 2 about 1/3, 3 about 1/4 (default 1)", "β")
     loss_history: int = _policy_param(
         1024, ("selective-backprop",), "number of recent losses the percentiles are taken in (default 1024)", "H")
     prune_ratio: float = _policy_param(

@@ -352,12 +352,17 @@ class PlannedRun:
     path: Path
 
 
+SAME_AS_RULE_AT_ONE = ("random", "cyclic")  # controls whose δ = 1 pass is the rule's (tests/test_experiment.py)
+
+
 def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int], out: Path | str,
                  policies: Sequence[str] | None = None) -> list[PlannedRun]:
     """Every policy x delta x seed of ``base``, each in ``out/[POLICY_]delta-D_seed-S``.
 
     A policy that does not use δ runs once per seed (δ = 1, ``out/POLICY_seed-S``); each run keeps only its
-    own policy's hyper-parameters (the others at their defaults). Two runs can never share a folder.
+    own policy's hyper-parameters (the others at their defaults). Two runs can never share a folder. At δ = 1
+    the controls (``random``, ``cyclic``) train every batch in index order each round, exactly what
+    ``hardbatch`` trains, so they are left out when ``hardbatch`` runs at δ = 1 too.
     """
     if not deltas or not seeds:
         raise UsageError("need at least one delta and one seed")
@@ -372,6 +377,8 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
         own = {f.name: getattr(base, f.name) if policy in f.metadata["policies"] else getattr(defaults, f.name)
                for f in fields(RunConfig) if f.metadata.get("policies")}
         for d in (deltas if policy in DELTA_POLICIES else [1.0]):
+            if policy in SAME_AS_RULE_AT_ONE and float(d) == 1.0 and "hardbatch" in policies:
+                continue
             for s in seeds:
                 cfg = base.replace(policy=policy, delta=float(d), seed=int(s), **own)
                 plan.append(PlannedRun(cfg, out / run_name(cfg.delta, cfg.seed, policy)))

@@ -557,8 +557,10 @@ def _claims_section(groups: list[Group], rows: dict[str, list[dict]]) -> str:
 
 
 DEFINITIONS = f"""## Definitions
-- **Epoch** = N optimizer steps, N = ⌊training samples / batch size⌋ fixed mini-batches, for every δ. Evaluation
-  runs every N steps. For δ < 1 an epoch need not touch every sample.
+- **Epoch** = N optimizer steps, N = ⌊training samples / batch size⌋ fixed mini-batches, for every δ and every
+  policy but `infobatch`, whose epoch is one pass over the samples it did not prune (fewer steps; history.csv
+  records each epoch's steps). Evaluation runs at the end of every epoch. For δ < 1 an epoch need not touch every
+  sample.
 - **Final top-1**: test accuracy after the last epoch; mean ± sample standard deviation over seeds (n runs).
 - **Δ vs δ=1**: final top-1 of the arm minus that of ordinary training (δ = 1) with the same seed, in percentage
   points; the interval is a two-sided 95% Student-t interval over the seed-paired differences (shown for ≥ 2 pairs).

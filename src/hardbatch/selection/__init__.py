@@ -50,6 +50,9 @@ def create_policy(name: str, batches: int | torch.Tensor, delta: float = 1.0, se
     if name not in POLICIES:
         raise UsageError(f"unknown policy {name!r}; valid: {', '.join(POLICIES)}")
     cls = POLICIES[name]
+    if not cls.uses_delta and delta != 1.0:
+        raise UsageError(f"policy {name!r} does not use delta (got {delta}); policies that do: "
+                         f"{', '.join(n for n, c in POLICIES.items() if c.uses_delta)}")
     unused = [p for p in params if p not in POLICY_PARAMS[name]]
     if unused:
         raise UsageError(f"policy {name!r} does not use {', '.join(unused)}; it takes: "

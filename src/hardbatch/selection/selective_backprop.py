@@ -13,7 +13,8 @@ class SelectiveBackpropPolicy(Policy):
     forward of the loaded batch; each sample's loss joins a running history of the last ``history``
     losses, and the sample is kept with probability (its percentile in that history)^``beta``. The
     forward with gradient and the backward run on the kept samples only (at least one: the highest
-    loss when the draw keeps none). β = 1 keeps about half of the samples, β = 2 a third, β = 3 a quarter.
+    loss when the draw keeps none). While the losses' distribution is stable, percentiles are uniform on
+    [0, 1], so β = 1 keeps about half of the samples, β = 2 a third, β = 3 a quarter (E[u^β] = 1/(β+1)).
     """
 
     name = "selective-backprop"
