@@ -167,6 +167,33 @@ def did_not_help(s: Setting) -> list[str]:
     return out
 
 
+def verdicts(settings: list[Setting]) -> list[str]:
+    """The page's answer, one sentence per training set, judged on the last-epochs mean (not the final epoch)."""
+    out = []
+    for s in settings:
+        c = s.chosen
+        rule = arm(s.group, "hardbatch", c["delta"])
+        vs_ref = (c["last_diff_points"], c["last_diff_low"], c["last_diff_high"])
+        vs_random = paired(rule, arm(s.group, "random", c["delta"]), last=True)
+        vs_uniform = paired(rule, arm(s.group, "uniform"), last=True)
+        gain = excludes_zero(*vs_ref[1:]) and vs_ref[1] > 0
+        signal = excludes_zero(*vs_random[1:]) and vs_random[1] > 0
+        if gain and signal:
+            answer = "**helped**, and more than training the same number of random batches"
+        elif gain:
+            answer = "**helped** against δ = 1, but not measurably more than the `random` control"
+        elif excludes_zero(*vs_ref[1:]):
+            answer = "**hurt**"
+        else:
+            answer = "made **no measurable difference**"
+        final = ci(c["diff_points"], c["diff_low"], c["diff_high"])
+        out.append(
+            f"**{s.name}**: at the δ chosen on {s.chosen_on} (δ = {c['delta']:g}) the rule {answer}: last-"
+            f"{LAST_EPOCHS} mean {ci(*vs_ref)} points against δ = 1, {ci(*vs_random)} against `random`, "
+            f"{ci(*vs_uniform)} against `uniform` (final epoch alone, as the claim table below uses it: {final}).")
+    return out
+
+
 def section(s: Setting) -> str:
     rel = f"results/{s.name}"
     slug = s.group.slug
@@ -229,6 +256,12 @@ def main() -> int:
         "With 3 seeds the intervals are wide (a t-interval over 3 pairs multiplies the standard error by 4.3): a "
         "difference of a few tenths of a point between arms is not resolved here, and the page says so wherever an "
         "interval contains 0.", "",
+        "**Train s** is each run's own wall-clock training time on whatever else the machine was running; seconds "
+        "from a shared 2-core machine vary by several times between identical runs, so compare costs by **samples "
+        "back-propagated** (and samples loaded and forwarded, in each report's cost table), which do not depend on "
+        "the machine.", "",
+        "## What the evidence says", "",
+        *[f"- {line}" for line in verdicts(settings)], "",
         *[section(s) for s in settings],
         "## Reproduce", "",
         f"`{COMMAND}` (after `make setup`; `apt-get install dataset-fashion-mnist` provides the data) trains every "

@@ -780,3 +780,14 @@ def test_controls_at_delta_one_train_what_the_rule_trains_so_compare_runs_them_o
     assert [(r.cfg.policy, r.cfg.delta) for r in plan] == [("hardbatch", 0.5), ("hardbatch", 1.0), (control, 0.5)]
     alone = plan_compare(RunConfig(), [1.0], [0], tmp_path, policies=[control])  # without the rule it still runs
     assert [(r.cfg.policy, r.cfg.delta) for r in alone] == [(control, 1.0)]
+
+
+def test_asking_twice_for_a_batch_s_weights_draws_once():
+    sampler = HardBatchSampler(8, 4, epochs=1, policy="selective-backprop", beta=1.0, loss_history=16)
+    next(iter(sampler))
+    scores = torch.tensor([0.1, 2.0, 0.5, 1.0])
+    first = sampler.weights(scores).clone()
+    generator, history = sampler.policy.generator.get_state(), sampler.policy.history.clone()
+    assert torch.equal(sampler.weights(scores * 3), first)  # a loop that retried the step gets the same keep-mask
+    assert torch.equal(sampler.policy.generator.get_state(), generator)
+    assert torch.equal(sampler.policy.history, history) and len(history) == 4

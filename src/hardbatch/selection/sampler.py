@@ -141,10 +141,11 @@ class HardBatchSampler(Sampler[list[int]]):
         """Per-sample loss weights for the pending batch, shape (b,), or None for the plain mean.
 
         Policies that score first (``selective-backprop``) need ``scores``, the no-grad per-sample losses
-        of the loaded batch; their weights are 0 for samples to skip and 1 for samples to train.
+        of the loaded batch; their weights are 0 for samples to skip and 1 for samples to train. A second call
+        for the same pending batch returns the first answer: the policy's history and draws advance once per step.
         """
         step = self.pending
-        if self.policy.scores_first and not step.score_only:
+        if self.policy.scores_first and not step.score_only and step.weights is None:
             if scores is None:
                 raise RuntimeError(f"policy {self.policy.name!r} chooses samples from their losses: "
                                    f"call weights(scores) with the batch's no-grad per-sample losses")
