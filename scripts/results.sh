@@ -27,4 +27,5 @@ for setting in clean imbalance10 noise20; do
   echo "$setting done after $(( $(date +%s) - start )) s" >&2
 done
 echo "all runs done in $(( $(date +%s) - start )) s" >&2
-.venv/bin/python scripts/results_page.py "$OUT" docs/results.md --seconds "$(( $(date +%s) - start ))"
+.venv/bin/python scripts/results_page.py "$OUT" docs/results.md --seconds "$(( $(date +%s) - start ))" \
+    --readme README.md

@@ -1,11 +1,11 @@
 """Write docs/results.md from the runs scripts/results.sh trained: one section per training set, claims checked.
 
-Usage: python scripts/results_page.py RUNS_DIR DOC [--seconds S]
+Usage: python scripts/results_page.py RUNS_DIR DOC [--seconds S] [--readme README.md]
 
 RUNS_DIR holds one folder per setting (clean, imbalance10, noise20), each a `hardbatch compare` tree. Every
 number on the page is computed here from the saved runs (no training); each setting's full report and plots
-are written beside the page, in DOC's folder under results/SETTING/. The README's headline table (between
-the markers <!-- results:begin --> and <!-- results:end -->) is replaced by the page's.
+are written beside the page, in DOC's folder under results/SETTING/. With --readme, that file's headline table
+(between the markers <!-- results:begin --> and <!-- results:end -->) is replaced by the page's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hardbatch.claims import GroupResult, check_claims
 from hardbatch.report import (
     LAST_EPOCHS, REFERENCE_DELTA, Group, arm_rows, build_report, choose_delta, cost_rows, group_runs, load_runs,
 )
-from hardbatch.results import paired_difference
+from hardbatch.results import atomic_write_bytes, paired_difference
 
 SETTINGS = {
     "clean": "the clean training set",
@@ -28,7 +28,6 @@ SETTINGS = {
     "noise20": "a noisy training set (`--label-noise 0.2`: 20% of the training labels replaced by another class)",
 }
 COMMAND = "bash scripts/results.sh"
-README = Path(__file__).resolve().parents[1] / "README.md"
 MARKERS = ("<!-- results:begin -->", "<!-- results:end -->")
 
 
@@ -227,6 +226,8 @@ def main() -> int:
     parser.add_argument("runs", type=Path)
     parser.add_argument("doc", type=Path)
     parser.add_argument("--seconds", type=float, help="wall-clock the runs took (for the page)")
+    parser.add_argument("--readme", type=Path, help="a README whose headline table (between the markers "
+                                                    f"{MARKERS[0]} and {MARKERS[1]}) is replaced by the page's")
     args = parser.parse_args()
     settings = [Setting(name, args.runs / name, args.doc.parent) for name in SETTINGS if (args.runs / name).is_dir()]
     if not settings:
@@ -269,12 +270,14 @@ def main() -> int:
         "headline table. Rerunning skips finished runs. `hardbatch report runs/results/SETTING` rebuilds one "
         "setting's full report without training.", "",
     ]
-    args.doc.write_text("\n".join(page))
-    text = README.read_text()
-    if MARKERS[0] in text:
+    atomic_write_bytes(args.doc, "\n".join(page).encode())
+    if args.readme:
+        text = args.readme.read_text()
+        if MARKERS[0] not in text or MARKERS[1] not in text:
+            raise SystemExit(f"{args.readme}: no {MARKERS[0]} ... {MARKERS[1]} markers to put the table between")
         head, rest = text.split(MARKERS[0], 1)
         tail = rest.split(MARKERS[1], 1)[1]
-        README.write_text(f"{head}{MARKERS[0]}\n{table}\n{MARKERS[1]}{tail}")
+        atomic_write_bytes(args.readme, f"{head}{MARKERS[0]}\n{table}\n{MARKERS[1]}{tail}".encode())
     print(f"wrote {args.doc} and {len(settings)} reports under {args.doc.parent / 'results'}")
     return 0
 
