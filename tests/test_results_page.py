@@ -66,4 +66,4 @@ def test_readme_table_is_replaced_when_asked(runs, tmp_path):
     page(runs, tmp_path, "--readme", str(readme))
     text = readme.read_text()
     assert text.startswith("intro\n<!-- results:begin -->\n| training set |") and text.endswith("<!-- results:end -->\nrest\n")
-    assert "old table" not in text and "| clean |" in text
+    assert "old table" not in text and "| clean |" in text and "- **clean**: at the δ chosen on validation" in text
