@@ -113,9 +113,10 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--precision", choices=PRECISIONS, help="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (default: on for CUDA)")
-    g.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the model for training (every policy; scoring and evaluation forwards run "
-                        "uncompiled). A runtime choice: a finished run is reused whatever its value")
+    g.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile the model for training, with BACKEND (default inductor; aot_eager checks "
+                        "tracing without code generation). Every policy; scoring and evaluation forwards run "
+                        "uncompiled. A runtime choice: a finished run is reused whatever its value")
     g.add_argument("--tensorboard", metavar="DIR",
                    help="also log every per-epoch metric to TensorBoard under DIR (compare/sweep: one sub-directory "
                         "per run); needs pip install 'hardbatch[tensorboard]'")

@@ -96,7 +96,7 @@ class RunConfig:
     download: bool = False
     data_on_device: bool = False  # keep the whole data set on the device (uint8 when possible)
     num_workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, up to 8 otherwise
-    compile: bool = False  # torch.compile the training forward/backward (a runtime choice: same rule, same data)
+    compile: str | None = None  # torch.compile backend for training ("inductor"); None: eager. A runtime choice
     tensorboard: str | None = None  # also log every per-epoch metric to this TensorBoard log directory
     protocol: str | None = None  # preset the defaults came from ("paper", "modern"), for the record
 

@@ -222,6 +222,9 @@ def train_run(
 def check_runtime(cfg: RunConfig) -> None:
     """What the processes and installed packages must allow: a batch that splits over them, TensorBoard if asked."""
     distributed.check_divisible(cfg.batch_size)
+    if cfg.compile and cfg.compile not in torch.compiler.list_backends(exclude_tags=()):
+        raise UsageError(f"unknown --compile backend {cfg.compile!r}; valid: "
+                         f"{', '.join(torch.compiler.list_backends(exclude_tags=()))}")
     if cfg.tensorboard:
         _summary_writer_class()
 
@@ -329,7 +332,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                      for name, split in (("val", data.val), ("test", data.test)) if split is not None}
         trained = distributed.wrap(model, device)
         if cfg.compile:
-            trained = torch.compile(trained)
+            trained = torch.compile(trained, backend=cfg.compile)
         fit(
             trained, optimizer,
             data.loader(data.train, distributed.LocalSlices(sampler), workers, pin),
