@@ -96,7 +96,9 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
                         "cifar100 and stl10, as the released code; a seeded random cut otherwise)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=_positive_int, help=f"budget in epochs of N optimizer steps (default {d.epochs})")
-    g.add_argument("--batch-size", type=_positive_int, help=f"mini-batch size B (default {d.batch_size})")
+    g.add_argument("--batch-size", type=_positive_int,
+                   help=f"mini-batch size B (default {d.batch_size}); under torchrun the global batch, split evenly "
+                        f"over the processes, so it must divide by their number")
     g.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
     g.add_argument("--schedule", choices=SCHEDULES,
                    help=f"learning-rate schedule; cosine decays to 0 over the step budget (default {d.schedule})")
@@ -231,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hardbatch",
         description="Train neural networks on their highest-loss mini-batches (Sahayam et al., arXiv 2304.03486): "
                     "after one warm-up epoch, each round trains only the floor(δ·N) mini-batches with the highest "
-                    "stored loss. δ = 1 is ordinary mini-batch training.",
+                    "stored loss. δ = 1 is ordinary mini-batch training. train, compare and sweep also run under "
+                    "torchrun (DDP over several GPUs or CPU processes): torchrun --nproc-per-node P -m hardbatch "
+                    "train ... (README \"Multi-GPU\").",
     )
     parser.add_argument("--version", action="version", version=f"hardbatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
