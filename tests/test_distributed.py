@@ -185,6 +185,7 @@ def test_a_batch_that_does_not_divide_among_the_processes_is_one_line_exit_2(tmp
     assert errors == ["hardbatch train: error: --batch-size 33 does not divide among 2 processes; each trains 1/2 of "
                       "every mini-batch: use a multiple of 2"]
     assert "exitcode  : 2" in done.output and "[rank" not in done.output  # every worker exited 2, no traceback
+    assert done.returncode == 1  # torchrun's own status for failed workers (README "Multi-GPU")
     assert not (tmp_path / "run").exists()
 
 
