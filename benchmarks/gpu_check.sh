@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU check, under 9 minutes (3-4 expected; its parts are capped at 300 s and 180 s):
-# versions, ResNet-18 throughput through hardbatch (benchmarks/bench_gpu.py), then a short digits
-# comparison of every policy on the GPU with its report (cost columns included).
+# One prepared GPU check, under 10 minutes (3-5 expected; its parts are capped at 300, 180 and 90 s):
+# versions, ResNet-18 throughput through hardbatch (benchmarks/bench_gpu.py), a short digits
+# comparison of every policy on the GPU with its report (cost columns included), then one --compile run.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root; OUT defaults to ./gpu_out
 #
@@ -59,6 +59,14 @@ EOF
         [[ -f "$runs/$f" ]] && cp "$runs/$f" "$OUT/digits_gpu_$f"
     done
     [[ -d "$runs" ]] && tar -czf "$OUT/digits_gpu_runs.tar.gz" -C "$RUNS_PARENT" digits_gpu
+
+    section "torch.compile: one digits run with --compile (epoch 1's train_seconds include compiling, epoch 2's do not)"
+    # QUICK (the CPU dry run) traces with aot_eager: inductor's C++ code generation takes minutes on a small CPU.
+    local backend=inductor; [[ "$QUICK" == 1 ]] && backend=aot_eager
+    timeout 90 "$PY" -m hardbatch train --dataset digits --model small_cnn --epochs 2 --delta 0.5 \
+        --compile "$backend" --device "$DEVICE" --out "$RUNS_PARENT/compiled" --no-progress
+    rc=$?; echo "compile ($backend) exit status $rc"; ((rc)) && status=1
+    [[ -f "$RUNS_PARENT/compiled/history.csv" ]] && cat "$RUNS_PARENT/compiled/history.csv"
 
     section "done, status $status; files in $OUT"
     ls -l "$OUT"

@@ -7,7 +7,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from hardbatch import __version__
+from hardbatch import __version__, distributed
 from hardbatch.config import (
     AUGMENTS, DELTA_POLICIES, EVAL_MODES, NORMALIZATIONS, POLICY_NAMES, PRECISIONS, PROTOCOLS, SCHEDULES, STEMS,
     RunConfig, UsageError, flag, make_config,
@@ -97,7 +97,9 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
                         "cifar100 and stl10, as the released code; a seeded random cut otherwise)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=_positive_int, help=f"budget in epochs of N optimizer steps (default {d.epochs})")
-    g.add_argument("--batch-size", type=_positive_int, help=f"mini-batch size B (default {d.batch_size})")
+    g.add_argument("--batch-size", type=_positive_int,
+                   help=f"mini-batch size B (default {d.batch_size}); under torchrun the global batch, split evenly "
+                        f"over the processes, so it must divide by their number")
     g.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
     g.add_argument("--schedule", choices=SCHEDULES,
                    help=f"learning-rate schedule; cosine decays to 0 over the step budget (default {d.schedule})")
@@ -114,6 +116,13 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--precision", choices=PRECISIONS, help="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (default: on for CUDA)")
+    g.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile the model for training, with BACKEND (default inductor; aot_eager checks "
+                        "tracing without code generation). Every policy; scoring and evaluation forwards run "
+                        "uncompiled. A runtime choice: a finished run is reused whatever its value")
+    g.add_argument("--tensorboard", metavar="DIR",
+                   help="also log every per-epoch metric to TensorBoard under DIR (compare/sweep: one sub-directory "
+                        "per run); needs pip install 'hardbatch[tensorboard]'")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -153,6 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_policy_flags(args)
     cfg = config_from_args(args)
     summary = train_run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if not distributed.is_writer():
+        return 0
     print(
         f"final test top-1 {100 * summary['final_test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}% "
         f"at epoch {summary['best_epoch']}), {summary['optimizer_steps']} steps, "
@@ -172,6 +183,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _check_policy_flags(args)
     plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out, policies=args.policies)
     not_done = execute(plan, progress=not args.no_progress)
+    if not distributed.is_writer():
+        return 1 if not_done else 0
     _report_not_done(not_done)
     if len(not_done) < len(plan):  # every other run of the plan is finished
         cmd_report(argparse.Namespace(dir=args.out, out=None, no_plots=False, target_acc=args.target_acc))
@@ -187,6 +200,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     index, count = parse_shard(args.shard)
     mine = shard(plan, index, count)
     data = check_plan(mine)
+    if not distributed.is_writer():  # the same plan; only the writer prints it and writes the report
+        return 0 if args.dry_run else (1 if execute(mine, progress=False, data=data) else 0)
     print(f"sweep: {len(plan)} runs in the grid, {len(mine)} in shard {index}/{count}", file=sys.stderr)
     if args.dry_run:
         for run in mine:
@@ -219,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hardbatch",
         description="Train neural networks on their highest-loss mini-batches (Sahayam et al., arXiv 2304.03486): "
                     "after one warm-up epoch, each round trains only the floor(δ·N) mini-batches with the highest "
-                    "stored loss. δ = 1 is ordinary mini-batch training.",
+                    "stored loss. δ = 1 is ordinary mini-batch training. train, compare and sweep also run under "
+                    "torchrun (DDP over several GPUs or CPU processes): torchrun --nproc-per-node P -m hardbatch "
+                    "train ... (README \"Multi-GPU\").",
     )
     parser.add_argument("--version", action="version", version=f"hardbatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -295,11 +312,15 @@ def _join_shard(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Under torchrun every process runs this; the checks are made alike on each, so only rank 0 prints errors."""
     args = build_parser().parse_args(_join_shard(list(sys.argv[1:] if argv is None else argv)))
+    created = False
     try:
+        created = args.command != "report" and distributed.init()
         return args.func(args)
     except UsageError as e:
-        print(f"hardbatch {args.command}: error: {e}", file=sys.stderr)
+        if distributed.is_writer():
+            print(f"hardbatch {args.command}: error: {e}", file=sys.stderr)
         return 2
     except NoSpaceLeft as e:
         hint = "rerun with --resume" if args.command == "train" else "run the same command again"
@@ -312,3 +333,6 @@ def main(argv: list[str] | None = None) -> int:
         hint = "the same command with --resume" if args.command == "train" else "the same command again"
         print(f"hardbatch {args.command}: interrupted; run {hint} to continue from the last finished epoch", file=sys.stderr)
         return 130
+    finally:
+        if created:
+            distributed.shutdown()

@@ -20,7 +20,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 STEMS = ("imagenet", "small")
 # Settings that do not change what a run computes: a finished run is reused, and reports group it, whatever
 # their values (target_acc only changes how reports read the saved curves).
-RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc")
+RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc", "compile", "tensorboard")
 # The data sets whose file order the `paper` protocol keeps for its fixed batches, as the released code did
 # (their files list classes in random order). Every other data set, and every other protocol, gets a seeded
 # random partition by default: an image folder lists its samples class by class.
@@ -96,6 +96,8 @@ class RunConfig:
     download: bool = False
     data_on_device: bool = False  # keep the whole data set on the device (uint8 when possible)
     num_workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, up to 8 otherwise
+    compile: str | None = None  # torch.compile backend for training ("inductor"); None: eager. A runtime choice
+    tensorboard: str | None = None  # also log every per-epoch metric to this TensorBoard log directory
     protocol: str | None = None  # preset the defaults came from ("paper", "modern"), for the record
 
     def to_dict(self) -> dict[str, Any]:

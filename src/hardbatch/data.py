@@ -223,19 +223,23 @@ def reshape_train(train: Dataset, cfg: RunConfig, num_classes: int) -> tuple[Dat
     return with_labels(train, given), Relabelling(indices, labels[indices], given[indices])
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int,
+                     part: tuple[slice, int] | None = None) -> torch.Tensor:
     """Per-sample random crop from a zero-padded batch plus a random horizontal flip; works on any device.
 
-    ``x``: (B, C, H, W) float; ``generator`` on x's device. Returns the same shape.
+    ``x``: (B, C, H, W) float; ``generator`` on x's device. Returns the same shape. ``part = (rows, total)``: x is
+    rows ``rows`` of a global batch of ``total``; the draws are made for the global batch and sliced, so each
+    sample gets the same crop and flip however many processes share the batch.
     """
     b, _, h, w = x.shape
+    rows_taken, total = part if part is not None else (slice(0, b), b)
     padded = F.pad(x, (padding, padding, padding, padding))
-    offsets = torch.randint(0, 2 * padding + 1, (2, b), device=x.device, generator=generator)
+    offsets = torch.randint(0, 2 * padding + 1, (2, total), device=x.device, generator=generator)[:, rows_taken]
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (B, W)
     batch = torch.arange(b, device=x.device)[:, None, None]
     cropped = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    flip = torch.rand(b, device=x.device, generator=generator) < 0.5
+    flip = torch.rand(total, device=x.device, generator=generator)[rows_taken] < 0.5
     return torch.where(flip[:, None, None, None], cropped.flip(-1), cropped)
 
 
@@ -249,10 +253,12 @@ class BatchTransform:
     crop_flip: bool = False
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                 part: tuple[slice, int] | None = None) -> torch.Tensor:
+        """``part = (rows, total)``: x is that share of a global batch (several processes); see random_crop_flip."""
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         if self.crop_flip and generator is not None:
-            x = random_crop_flip(x, generator, padding=max(1, x.shape[-1] // 8))
+            x = random_crop_flip(x, generator, padding=max(1, x.shape[-1] // 8), part=part)
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         mean, std = self._statistics(x.device)
@@ -308,9 +314,11 @@ class DataSplits:
             generator=torch.Generator().manual_seed(0),
         )
 
-    def eval_loader(self, dataset: Dataset, batch_size: int = 1024, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-        """Sequential, complete batches over ``dataset`` for evaluation."""
-        sampler = BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False)
+    def eval_loader(self, dataset: Dataset, batch_size: int = 1024, num_workers: int = 0, pin_memory: bool = False,
+                    shard: range | None = None) -> DataLoader:
+        """Sequential, complete batches over ``dataset`` (or its indices ``shard``: one process's share) for evaluation."""
+        indices = shard if shard is not None else SequentialSampler(range(len(dataset)))
+        sampler = BatchSampler(indices, batch_size, drop_last=False)
         return self.loader(dataset, sampler, num_workers, pin_memory)
 
 

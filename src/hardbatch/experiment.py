@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from hardbatch import __version__
+from hardbatch import __version__, distributed
 from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RUNTIME_KEYS, RunConfig, UsageError, resolve_partition, validate
 from hardbatch.data import DataSplits, dataset_labels, gives_batches, load_dataset
 from hardbatch.models import build_seeded, check_model_name
@@ -26,7 +27,14 @@ from hardbatch.training import CostMeter, EpochResult, fit, load_checkpoint, rng
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; other names are checked to exist on this machine."""
+    """``auto`` picks CUDA when present, else CPU; other names are checked to exist on this machine.
+
+    Under torchrun a bare ``cuda`` (or ``auto`` on a GPU machine) is the process's own GPU, cuda:LOCAL_RANK.
+    """
+    return distributed.local_device(_device(name))
+
+
+def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     valid = "auto, cpu, cuda, cuda:N, mps"
@@ -72,6 +80,7 @@ def environment(device: torch.device) -> dict:
         "git_commit": _git("rev-parse", "HEAD") or None,
         "git_dirty": None if (status := _git("status", "--porcelain", "--untracked-files=no")) is None else bool(status),
         "command": " ".join(sys.argv),
+        "world_size": distributed.world_size(),
     }
 
 
@@ -99,7 +108,10 @@ def resolve(cfg: RunConfig, device: torch.device) -> RunConfig:
 
 
 def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
-    """The run's sampler over ``data.train``; a training split that a validation split left too small names it."""
+    """The run's sampler over ``data.train``; a training split that a validation split left too small names it.
+
+    Every process builds the same sampler (same seed, same data), so the processes need not exchange plans.
+    """
     if cfg.val_fraction > 0 and len(data.train) < cfg.batch_size:
         raise UsageError(f"--val-fraction {cfg.val_fraction:g} leaves {len(data.train)} training samples, fewer than "
                          f"one batch of {cfg.batch_size}; use a smaller --val-fraction")
@@ -123,9 +135,11 @@ def batch_purity(labels: torch.Tensor, partition: torch.Tensor) -> float:
 
 
 def warn(message: str) -> None:
-    """One warning line on stderr (between progress bars, if any)."""
+    """One warning line on stderr (between progress bars, if any), from the writing process only."""
     from tqdm.auto import tqdm
 
+    if not distributed.is_writer():
+        return
     tqdm.write(f"hardbatch: warning: {message}", file=sys.stderr)
 
 
@@ -181,20 +195,46 @@ def train_run(
     """
     validate(cfg)
     check_model_name(cfg.model)
+    check_runtime(cfg)
     run = RunDir(out)
     device = resolve_device(cfg.device)
     cfg = resolve(cfg, device)
-    if _reusable(run, cfg, resume, overwrite):
-        return run.summary()
-    data = data or load_dataset(cfg, device)
-    sampler = make_sampler(cfg, data)
-    ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
-    with run_lock(run.path):
-        # Another process may have finished or started this run since the checks above: check again, locked.
-        if _reusable(run, cfg, resume, overwrite):
-            return run.summary()
-        resuming = resume and not overwrite and run.file(CHECKPOINT).exists()
+    # Only the writer (rank 0) looks at the folder; its decision, or its error, reaches every process.
+    if distributed.on_writer(_reusable, run, cfg, resume, overwrite):
+        return distributed.on_writer(run.summary)
+    data = data or distributed.together(load_dataset, cfg, device)
+    sampler = distributed.together(make_sampler, cfg, data)
+    with contextlib.ExitStack() as held:
+        def lock() -> bool | None:
+            ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
+            held.enter_context(run_lock(run.path))
+            # Another process may have finished or started this run since the checks above: check again, locked.
+            if _reusable(run, cfg, resume, overwrite):
+                return None
+            return resume and not overwrite and run.file(CHECKPOINT).exists()
+
+        resuming = distributed.on_writer(lock)
+        if resuming is None:
+            return distributed.on_writer(run.summary)
         return _train(cfg, run, data, sampler, device, resuming, progress, label)
+
+
+def check_runtime(cfg: RunConfig) -> None:
+    """What the processes and installed packages must allow: a batch that splits over them, TensorBoard if asked."""
+    distributed.check_divisible(cfg.batch_size)
+    if cfg.compile and cfg.compile not in torch.compiler.list_backends(exclude_tags=()):
+        raise UsageError(f"unknown --compile backend {cfg.compile!r}; valid: "
+                         f"{', '.join(torch.compiler.list_backends(exclude_tags=()))}")
+    if cfg.tensorboard:
+        _summary_writer_class()
+
+
+def _summary_writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError("--tensorboard needs the tensorboard package: pip install 'hardbatch[tensorboard]'") from None
+    return SummaryWriter
 
 
 def _reusable(run: RunDir, cfg: RunConfig, resume: bool, overwrite: bool) -> bool:
@@ -210,7 +250,8 @@ def _reusable(run: RunDir, cfg: RunConfig, resume: bool, overwrite: bool) -> boo
 
 def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSampler, device: torch.device,
            resuming: bool, progress: bool, label: str | None) -> dict:
-    """The training part of ``train_run``, in a checked and locked run directory."""
+    """The training part of ``train_run``, in a checked and locked run directory. Only the writer touches files."""
+    writer = distributed.is_writer()
     checkpoint = run.file(CHECKPOINT)
     model = build_seeded(cfg.model, data.num_classes, data.in_channels, cfg.seed, cfg.stem).to(device)
     if cfg.channels_last:
@@ -221,21 +262,25 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
     history: list[dict] = []
     test_per_class: list[float | None] = []  # the last epoch's, for summary.json; checkpointed for a resume
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
+        torch.manual_seed(cfg.seed + distributed.rank())  # dropout and other in-model randomness: its own per rank
         if resuming:
-            state = load_checkpoint(checkpoint, device)
+            # Read once, on the writer, and sent to the others: their nodes need not see the run folder.
+            state = distributed.on_writer(load_checkpoint, checkpoint)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(state["scheduler"])
             sampler.load_state_dict(state["sampler"])
             meter.load_state_dict(state.get("cost", {}))
-            set_rng_state(state["rng"])
+            ranks = state.get("rng_ranks") or [state["rng"]]
+            # The same world size continues each rank's own stream; another one cannot, so it is not bit-identical.
+            set_rng_state(ranks[distributed.rank()] if len(ranks) == distributed.world_size() else ranks[0])
             test_per_class[:] = state.get("test_per_class", [])
-            history = run.history()[: state["epoch"]]
-            run.write_history(history)
-            run.truncate_trace(sampler.steps)
-        else:
+            if writer:
+                history = run.history()[: state["epoch"]]
+                run.write_history(history)
+                run.truncate_trace(sampler.steps)
+        elif writer:
             for name in (HISTORY, TRACE, SUMMARY, CHECKPOINT, RELABELLED):
                 run.file(name).unlink(missing_ok=True)
             atomic_write_json(run.file(CONFIG), {"config": cfg.to_dict(), **environment(device)})
@@ -245,25 +290,36 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                                      sampler.partition.tolist())
 
         _warn_if_single_class_batches(cfg, data, sampler)
-        bar = _progress_bar(cfg, label, len(history), progress)
+        bar = _progress_bar(cfg, label, len(history), progress and writer)
         exploding = LossWatch(cfg, data.num_classes, history)
+        board = _summary_writer_class()(cfg.tensorboard) if cfg.tensorboard and writer else None
 
         def on_epoch(result: EpochResult) -> None:
+            rng_ranks = distributed.gather_objects(rng_state())  # a collective: every rank, before the writer's part
+            if not writer:
+                return
             test_per_class[:] = result.evals["test"].per_class
-            history.append(result.history_row())
+            row = result.history_row()
+            history.append(row)
             exploding.check(result.epoch, result.train_loss)
             run.append_trace([dict(zip(TRACE_FIELDS, row)) for row in result.trace])
             run.write_history(history)
             save_checkpoint(checkpoint, {
                 "epoch": result.epoch,
-                "model": model.state_dict(),
+                "model": model.state_dict(),  # the plain module, whatever wraps it for training
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
                 "sampler": sampler.state_dict(),
                 "cost": meter.state_dict(),
-                "rng": rng_state(),
+                "rng": rng_ranks[0],
+                "rng_ranks": rng_ranks,
                 "test_per_class": test_per_class,
             })
+            if board is not None:
+                for name, value in row.items():
+                    if name not in ("epoch", "step") and value is not None and math.isfinite(value):
+                        board.add_scalar(name, value, result.epoch)
+                board.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{result.train_loss:.3f}", acc=f"{result.evals['test'].acc:.3f}")
 
@@ -271,11 +327,15 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
         workers = loader_workers(cfg, data)
         # Train-mode evaluation uses batch statistics, so it evaluates in training-sized batches as the released code.
         eval_batch = cfg.batch_size if cfg.eval_mode == "train" else 1024
-        eval_sets = {name: data.eval_loader(split, eval_batch, num_workers=workers, pin_memory=pin)
+        eval_sets = {name: data.eval_loader(split, eval_batch, num_workers=workers, pin_memory=pin,
+                                            shard=distributed.shard_range(len(split)))
                      for name, split in (("val", data.val), ("test", data.test)) if split is not None}
+        trained = distributed.wrap(model, device)
+        if cfg.compile:
+            trained = torch.compile(trained, backend=cfg.compile)
         fit(
-            model, optimizer,
-            data.loader(data.train, sampler, workers, pin),
+            trained, optimizer,
+            data.loader(data.train, distributed.LocalSlices(sampler), workers, pin),
             sampler,
             eval_sets,
             device,
@@ -290,15 +350,20 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
             meter=meter,
         )
         bar.close()
+        if board is not None:
+            board.close()
 
-    summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k, test_per_class)
-    if data.relabelled is not None:  # counted from what was back-propagated, for every policy
-        shares = exposure_from_visits(sampler.sample_visits, sampler.first_epoch_visits, data.relabelled.indices.tolist(),
-                                      sampler.partition.tolist())
-        summary["mislabelled"] = {k: None if math.isnan(v) else v for k, v in shares.items()}
-    atomic_write_json(run.file(SUMMARY), summary)  # last: its presence marks the run finished
-    checkpoint.unlink(missing_ok=True)
-    return summary
+    def finish() -> dict:
+        summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k, test_per_class)
+        if data.relabelled is not None:  # counted from what was back-propagated, for every policy
+            shares = exposure_from_visits(sampler.sample_visits, sampler.first_epoch_visits,
+                                          data.relabelled.indices.tolist(), sampler.partition.tolist())
+            summary["mislabelled"] = {k: None if math.isnan(v) else v for k, v in shares.items()}
+        atomic_write_json(run.file(SUMMARY), summary)  # last: its presence marks the run finished
+        checkpoint.unlink(missing_ok=True)
+        return summary
+
+    return distributed.on_writer(finish)
 
 
 class LossWatch:
@@ -381,7 +446,10 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
                 continue
             for s in seeds:
                 cfg = base.replace(policy=policy, delta=float(d), seed=int(s), **own)
-                plan.append(PlannedRun(cfg, out / run_name(cfg.delta, cfg.seed, policy)))
+                name = run_name(cfg.delta, cfg.seed, policy)
+                if base.tensorboard:  # one log directory per run, named as its run directory
+                    cfg = cfg.replace(tensorboard=str(Path(base.tensorboard) / name))
+                plan.append(PlannedRun(cfg, out / name))
     paths = [run.path for run in plan]
     repeated = next((p for p in paths if paths.count(p) > 1), None)
     if repeated is not None:
@@ -400,9 +468,11 @@ def plan_sweep(bases: Sequence[RunConfig], datasets: Sequence[str], models: Sequ
     for base in bases:
         for dataset in datasets:
             for model in models:
-                where = out / dataset / model / (base.protocol or "custom")
+                where = Path(dataset) / model / (base.protocol or "custom")
+                board = str(Path(base.tensorboard) / where) if base.tensorboard else None
                 for seed in seeds:
-                    plan += plan_compare(base.replace(dataset=dataset, model=model), deltas, [seed], where, policies)
+                    plan += plan_compare(base.replace(dataset=dataset, model=model, tensorboard=board), deltas, [seed],
+                                         out / where, policies)
     return plan
 
 
@@ -452,12 +522,20 @@ def check_plan(plan: list[PlannedRun]) -> DataCache:
     for run in plan:
         validate(run.cfg)
         check_model_name(run.cfg.model)
+        check_runtime(run.cfg)
         cfg = resolve(run.cfg, device)
-        if RunDir(run.path).finished:
-            _check_same(RunDir(run.path), cfg, hint="use another --out or move that run directory away")
+        if distributed.on_writer(_finished_alike, run.path, cfg):
             continue
-        make_sampler(cfg, data(cfg))
+        distributed.together(lambda: make_sampler(cfg, data(cfg)))
     return data
+
+
+def _finished_alike(path: Path, cfg: RunConfig) -> bool:
+    """True for a finished run with ``cfg``'s settings; UsageError for a finished run with others."""
+    if not RunDir(path).finished:
+        return False
+    _check_same(RunDir(path), cfg, hint="use another --out or move that run directory away")
+    return True
 
 
 def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool = False,
@@ -475,9 +553,9 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
     for i, run in enumerate(plan, start=1):
         cfg = run.cfg
         label = f"[{i}/{len(plan)}] {cfg.dataset}/{cfg.model} {cfg.policy} δ={cfg.delta:g} seed={cfg.seed}"
-        if RunDir(run.path).finished:
+        if distributed.on_writer(lambda: RunDir(run.path).finished):
             continue
-        ensure_writable_dir(run.path.parent)
+        distributed.on_writer(ensure_writable_dir, run.path.parent)
         try:
             train_run(cfg, run.path, resume=True, progress=progress, data=data(resolve(cfg, data.device)), label=label)
         except RunInUse:
@@ -486,7 +564,9 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
         except (UsageError, NoSpaceLeft, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - one crashed run must not stop a long sweep
-            if not keep_going:
+            # Under several processes a crash may hit one rank only; the others would wait for it in their
+            # collectives, so the whole job stops and the same command resumes it.
+            if not keep_going or distributed.world_size() > 1:
                 raise
             not_done.append((run, f"failed: {type(e).__name__}: {e}"))
             print(f"{label} failed: {type(e).__name__}: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hardbatch import distributed
 from hardbatch.results import atomic_write_bytes, space_for
 from hardbatch.selection import HardBatchSampler
 
@@ -105,7 +106,9 @@ class EpochResult:
         return row
 
 
-Transform = Callable[..., torch.Tensor]  # (x, generator=None) -> model input
+# (x, generator=None) -> model input; under several processes also part=(rows, total): x is that share of a global
+# batch of ``total``, so per-sample randomness is drawn for the global batch (BatchTransform does).
+Transform = Callable[..., torch.Tensor]
 
 
 def _synchronize(device: torch.device) -> None:
@@ -120,10 +123,11 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def _to_input(x: torch.Tensor, device: torch.device, transform: Transform | None, generator: torch.Generator | None,
-              channels_last: bool) -> torch.Tensor:
+              channels_last: bool, part: tuple[slice, int] | None = None) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     if transform is not None:
-        x = transform(x, generator)
+        # A one-process transform (the user's own, in fit) need not know about shares of a batch.
+        x = transform(x, generator) if part is None else transform(x, generator, part=part)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -139,7 +143,8 @@ def evaluate(
 ) -> EvalResult:
     """Mean cross-entropy, top-1 and top-5 accuracy (fractions), and per-class top-1 counts over ``batches`` of (x, y).
 
-    ``train_mode=True`` evaluates with BatchNorm batch statistics, as the released code did.
+    ``train_mode=True`` evaluates with BatchNorm batch statistics, as the released code did. Under several
+    processes each evaluates its share of the set and the sums are added up across them.
     """
     was_training = model.training
     model.train(train_mode)
@@ -165,8 +170,12 @@ def evaluate(
         class_counts.scatter_add_(0, y, torch.ones_like(y))
         count += len(y)
     model.train(was_training)
-    return EvalResult(loss_sum.item() / count, top1.item() / count, top5.item() / count,
-                      class_hits.tolist(), class_counts.tolist())
+    sums = distributed.all_reduce_sum(torch.stack([loss_sum, top1.double(), top5.double(),
+                                                   torch.tensor(float(count), dtype=torch.float64, device=device)]))
+    classes = distributed.all_reduce_sum(torch.cat([class_hits, class_counts]))
+    loss_sum, top1, top5, count = sums.tolist()
+    class_hits, class_counts = classes.view(2, -1).tolist()
+    return EvalResult(loss_sum / count, top1 / count, top5 / count, class_hits, class_counts)
 
 
 def train_step(
@@ -188,12 +197,14 @@ def weighted_step(
     autocast_dtype: torch.dtype | None = None,
     weights: torch.Tensor | None = None,
     per_sample: bool = False,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimizer step; returns (loss before the update (0-d), per-sample losses (b,) or None).
 
     Without ``weights`` the loss is the plain mean cross-entropy (bit for bit what ``train_step`` computes);
     with ``weights`` (shape (b,)) it is mean(weights * per-sample loss). ``per_sample`` also returns the
-    unweighted per-sample losses, computed from the same logits (no extra forward).
+    unweighted per-sample losses, computed from the same logits (no extra forward). ``scale`` multiplies the
+    back-propagated loss only (not the one returned): ranks holding unequal shares of a batch weigh their means.
     """
     with _autocast(x.device, autocast_dtype):
         logits = model(x).float()
@@ -205,7 +216,7 @@ def weighted_step(
         loss = (sample_losses * weights).mean()
         sample_losses = sample_losses.detach()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if scale == 1.0 else loss * scale).backward()
     optimizer.step()
     return loss.detach(), sample_losses
 
@@ -252,9 +263,16 @@ def fit(
     depend on how the run was interrupted. ``meter`` counts the cost (continued when resuming).
     ``on_epoch`` receives each epoch's results at a step boundary, where ``sampler``, ``model``,
     ``optimizer``, ``scheduler`` and ``meter`` can be checkpointed.
+
+    Under several processes (``hardbatch.distributed``), ``model`` is DDP-wrapped, ``train_batches`` yields this
+    rank's share of each global batch and ``eval_sets`` this rank's share of each set. Every signal a policy reads
+    is first combined across ranks (per-sample losses gathered, batch losses averaged), so each rank's sampler
+    sees the global batch's tensors, as in one process, and makes the same choice.
     """
     meter = meter if meter is not None else CostMeter()
     policy = sampler.policy
+    world = distributed.world_size()
+    plain = distributed.unwrap(model)  # scoring and evaluation need no gradient sync, so no DDP (or compile) wrapper
     model.train()
     generator = torch.Generator(device=device) if augment_seed is not None else None
     losses: list[torch.Tensor] = []  # this epoch's step losses, kept on the device: no sync per step
@@ -264,35 +282,51 @@ def fit(
     while not sampler.done:
         for x, y in train_batches:
             step = sampler.pending
+            total = len(step.samples)  # the global batch; x and y hold this rank's rows of it
+            rows = distributed.local_rows(total)
             if generator is not None:
                 generator.manual_seed(augment_seed * 1_000_003 + sampler.steps)
-            x = _to_input(x, device, train_transform, generator, channels_last)
+            x = _to_input(x, device, train_transform, generator, channels_last, None if world == 1 else (rows, total))
             y = y.to(device, non_blocking=True)
-            meter.samples_loaded += len(y)
+            meter.samples_loaded += total
+            scale = 1.0
             if step.score_only or policy.scores_first:
                 scoring = time.perf_counter()
-                scores = score_losses(model, x, y, autocast_dtype)
-                meter.samples_forward_nograd += len(y)
+                scores = distributed.all_gather(score_losses(plain, x, y, autocast_dtype))
+                meter.samples_forward_nograd += total
                 meter.choose_seconds += time.perf_counter() - scoring
                 if step.score_only:
                     sampler.record(scores.mean(), scores)
                     continue
-                kept = sampler.weights(scores).nonzero().flatten()  # one sync: the kept count sets the shapes
-                x, y = x[kept], y[kept]
+                keep = sampler.weights(scores).cpu() > 0  # one sync: the kept counts set the shapes
+                total = int(keep.sum())
+                kept = keep[rows].nonzero().flatten()
                 weights = None
+                if len(kept) == 0:  # this rank keeps none of its rows: it still joins DDP's gradient all-reduce
+                    kept, weights = torch.zeros(1, dtype=torch.long), torch.zeros(1, device=device)
+                    scale = 0.0
+                else:
+                    scale = world * len(kept) / total  # DDP averages over ranks; the loss is the mean over all kept
+                x, y = x[kept], y[kept]
+                count = 0 if weights is not None else len(kept)
             else:
                 weights = sampler.weights()
                 if weights is not None:
-                    weights = weights.to(device, non_blocking=True)
-            loss, sample_losses = weighted_step(model, optimizer, x, y, autocast_dtype, weights, policy.per_sample)
+                    weights = weights[rows].to(device, non_blocking=True)
+                count = len(y)
+            loss, sample_losses = weighted_step(model, optimizer, x, y, autocast_dtype, weights, policy.per_sample,
+                                                scale)
+            loss = distributed.global_mean(loss, count, total)
+            if policy.per_sample:
+                sample_losses = distributed.all_gather(sample_losses)
             meter.optimizer_steps += 1
-            meter.samples_forward += len(y)
-            meter.samples_backprop += len(y)
+            meter.samples_forward += total
+            meter.samples_backprop += total
             batch = sampler.record(loss, sample_losses)
             if scheduler is not None:
                 scheduler.step()
             losses.append(loss)
-            steps.append((sampler.steps, sampler.round, batch, len(y)))
+            steps.append((sampler.steps, sampler.round, batch, total))
             if not sampler.epoch_ended:
                 continue
             # An epoch ended: evaluate and report.
@@ -307,7 +341,8 @@ def fit(
             meter.choose_seconds += sampler.plan_seconds - planned
             cost = meter.since(epoch_start)
             started = time.perf_counter()
-            evals = {name: evaluate(model, batches, device, eval_train_mode, eval_transform, autocast_dtype, channels_last)
+            distributed.sync_buffers(model)
+            evals = {name: evaluate(plain, batches, device, eval_train_mode, eval_transform, autocast_dtype, channels_last)
                      for name, batches in eval_sets.items()}
             _synchronize(device)
             eval_seconds = time.perf_counter() - started

@@ -1,0 +1,1 @@
+"""Integrations with other training stacks; each imports its framework lazily, so the core never needs it."""

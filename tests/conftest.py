@@ -1,0 +1,41 @@
+"""Shared fixtures: launching a torchrun job of several processes on the CPU (gloo)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Job:
+    returncode: int
+    output: str
+    seconds: float
+
+
+def torchrun(nproc: int, *args: str, timeout: float = 120, env: dict | None = None) -> Job:
+    """``python -m torch.distributed.run --nproc-per-node NPROC ARGS`` on a free port; stdout and stderr together."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return Job(done.returncode, done.stdout + done.stderr, time.perf_counter() - started)
+
+
+@pytest.fixture(scope="session")
+def launch():
+    """The ``torchrun`` helper, for tests that start several processes."""
+    return torchrun
