@@ -113,7 +113,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
 def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_path, monkeypatch, model, val_fraction):
     """δ = 0.3 makes epochs end inside a round (N = 44 or 40, k = 13 or 12); MobileNetV3 has dropout."""
     torch.set_num_threads(1)
-    cfg = RunConfig(model=model, stem="small", epochs=4, delta=0.3, val_fraction=val_fraction, seed=5)
+    cfg = RunConfig(model=model, stem="small", epochs=3, delta=0.3, val_fraction=val_fraction, seed=5)
     straight = tmp_path / "straight"
     train_run(cfg, straight, progress=False)
     _interrupted_after(cfg, tmp_path / "resumed", 2, monkeypatch)
