@@ -90,6 +90,22 @@ def local_rows(batch_size: int) -> slice:
     return slice(r * size, (r + 1) * size)
 
 
+def kept_share(keep: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, float, int]:
+    """This rank's part of a keep-mask over the global batch (Selective Backprop): what to train and how to weigh it.
+
+    ``keep``: bool, shape (b,), the same on every rank. Returns (kept, weights, scale, total): ``kept`` indexes this
+    rank's rows; ``scale`` = P · kept here / ``total`` kept over all ranks, so that DDP's gradient average is the
+    gradient of the mean over all kept samples (1.0 in one process). A rank that keeps none of its rows trains one
+    row at ``weights`` 0 and scale 0: it must still join DDP's gradient all-reduce. ``weights`` is None otherwise.
+    """
+    keep = keep.cpu()  # one sync: the kept counts set the shapes
+    total = int(keep.sum())
+    kept = keep[local_rows(len(keep))].nonzero().flatten()
+    if len(kept) == 0:
+        return torch.zeros(1, dtype=torch.long), torch.zeros(1, device=device), 0.0, total
+    return kept, None, world_size() * len(kept) / total, total
+
+
 class LocalSlices(Sampler[list[int]]):
     """Wraps a batch sampler that yields global mini-batches; yields this rank's contiguous share of each.
 

@@ -222,9 +222,8 @@ def train_run(
 def check_runtime(cfg: RunConfig) -> None:
     """What the processes and installed packages must allow: a batch that splits over them, TensorBoard if asked."""
     distributed.check_divisible(cfg.batch_size)
-    if cfg.compile and cfg.compile not in torch.compiler.list_backends(exclude_tags=()):
-        raise UsageError(f"unknown --compile backend {cfg.compile!r}; valid: "
-                         f"{', '.join(torch.compiler.list_backends(exclude_tags=()))}")
+    if cfg.compile and cfg.compile not in (backends := torch.compiler.list_backends(exclude_tags=())):
+        raise UsageError(f"unknown --compile backend {cfg.compile!r}; valid: {', '.join(backends)}")
     if cfg.tensorboard:
         _summary_writer_class()
 
@@ -417,7 +416,7 @@ class PlannedRun:
     path: Path
 
 
-SAME_AS_RULE_AT_ONE = ("random", "cyclic")  # controls whose δ = 1 pass is the rule's (tests/test_experiment.py)
+SAME_AS_RULE_AT_ONE = ("random", "cyclic")  # controls whose δ = 1 pass is the rule's (tests/test_policies.py)
 
 
 def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int], out: Path | str,

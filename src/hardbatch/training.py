@@ -298,15 +298,7 @@ def fit(
                 if step.score_only:
                     sampler.record(scores.mean(), scores)
                     continue
-                keep = sampler.weights(scores).cpu() > 0  # one sync: the kept counts set the shapes
-                total = int(keep.sum())
-                kept = keep[rows].nonzero().flatten()
-                weights = None
-                if len(kept) == 0:  # this rank keeps none of its rows: it still joins DDP's gradient all-reduce
-                    kept, weights = torch.zeros(1, dtype=torch.long), torch.zeros(1, device=device)
-                    scale = 0.0
-                else:
-                    scale = world * len(kept) / total  # DDP averages over ranks; the loss is the mean over all kept
+                kept, weights, scale, total = distributed.kept_share(sampler.weights(scores) > 0, device)
                 x, y = x[kept], y[kept]
                 count = 0 if weights is not None else len(kept)
             else:

@@ -75,13 +75,8 @@ class HardBatch(Callback):
             if step.score_only:
                 sampler.record(scores.mean(), scores)
                 return None
-            keep = sampler.weights(scores).cpu() > 0
-            total = int(keep.sum())
-            kept = keep[rows].nonzero().flatten()
-            count = len(kept)
-            if count == 0:  # nothing kept here: one sample at weight 0 keeps this rank in DDP's all-reduce
-                kept, weights = torch.zeros(1, dtype=torch.long), torch.zeros(1, device=y.device)
-            scale = distributed.world_size() * count / total
+            kept, weights, scale, total = distributed.kept_share(sampler.weights(scores) > 0, y.device)
+            count = 0 if weights is not None else len(kept)
             x, y = x[kept.to(x.device)], y[kept.to(y.device)]
         elif (given := sampler.weights()) is not None:
             weights = given[rows].to(y.device)
