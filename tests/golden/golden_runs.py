@@ -1,0 +1,122 @@
+"""Golden runs: short digits runs of every policy and variant, recorded once and replayed by tests/test_golden.py.
+
+Each run's record is its per-step trace (step, round, batch, loss, samples from trace.csv), a fingerprint of the
+exact input tensor of every back-propagated forward pass (which samples were trained, in which order, with which
+augmentation), its per-epoch history (losses, accuracies and cost counters; seconds left out) and its batch visits.
+The runs use one thread and CPU kernels pinned to the portable ones (ATEN_CPU_CAPABILITY=default and friends, set by
+``run_all`` for its subprocess), so that the records do not depend on the processor.
+
+    python tests/golden/golden_runs.py record   # rewrite tests/golden/golden.json (only for an intended change)
+    python tests/golden/golden_runs.py replay OUT.json   # what the test runs, in a fresh process
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+GOLDEN = Path(__file__).with_name("golden.json")
+# Kernels and threads that give the same floating-point results on any x86-64 processor.
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+COMMON = ["--dataset", "digits", "--model", "mlp", "--train-subset", "640", "--batch-size", "32", "--epochs", "4",
+          "--lr", "0.05", "--seed", "3"]
+VARIANTS = {
+    "hardbatch-0.4": ["--delta", "0.4"],
+    "hardbatch-1": ["--delta", "1"],
+    "random-0.4": ["--policy", "random", "--delta", "0.4"],
+    "cyclic-0.4": ["--policy", "cyclic", "--delta", "0.4"],
+    "uniform": ["--policy", "uniform"],
+    "selective-backprop": ["--policy", "selective-backprop"],
+    "infobatch": ["--policy", "infobatch"],
+    "rescore": ["--delta", "0.4", "--rescore", "2"],
+    "repartition": ["--delta", "0.4", "--repartition"],
+    "trim-top-mix": ["--delta", "0.4", "--trim-top", "0.1", "--mix", "0.25"],
+    "label-noise": ["--delta", "0.4", "--label-noise", "0.2"],
+    "imbalance": ["--delta", "0.4", "--imbalance", "10"],
+    "crop-flip-cosine": ["--delta", "0.4", "--model", "small_cnn", "--augment", "crop_flip", "--schedule", "cosine"],
+}
+HISTORY_KEYS = ("epoch", "step", "train_loss", "test_loss", "test_acc", "samples_loaded", "samples_forward",
+                "samples_forward_nograd", "samples_backprop")
+
+
+class InputFingerprints:
+    """A hash of the input of every outermost forward pass that builds a graph (the steps that back-propagate)."""
+
+    def __init__(self):
+        import torch
+
+        self.seen: list[str] = []
+        self._depth = 0
+        self._handles = [torch.nn.modules.module.register_module_forward_pre_hook(self._enter),
+                         torch.nn.modules.module.register_module_forward_hook(self._leave)]
+
+    def _enter(self, module, args):
+        import torch
+
+        if self._depth == 0 and torch.is_grad_enabled() and module.training and args:
+            x = args[0].detach().cpu().contiguous()
+            self.seen.append(hashlib.sha1(str(tuple(x.shape)).encode() + x.numpy().tobytes()).hexdigest()[:16])
+        self._depth += 1
+
+    def _leave(self, module, args, output):
+        self._depth -= 1
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def run_variant(name: str, workdir: Path) -> dict:
+    import torch
+
+    from hardbatch.cli import main
+    from hardbatch.results import RunDir
+
+    torch.set_num_threads(1)
+    out = workdir / name
+    fingerprints = InputFingerprints()
+    try:
+        code = main(["train", *COMMON, *VARIANTS[name], "--out", str(out), "--no-progress"])
+    finally:
+        fingerprints.close()
+    if code != 0:
+        raise SystemExit(f"golden run {name} exited {code}")
+    run = RunDir(out)
+    return {
+        "args": [*COMMON, *VARIANTS[name]],
+        "trace": [[int(r["step"]), int(r["round"]), int(r["batch"]), r["loss"], int(r["samples"])] for r in run.trace()],
+        "inputs": fingerprints.seen,
+        "history": [{k: row[k] for k in HISTORY_KEYS} for row in run.history()],
+        "batch_visits": run.summary()["batch_visits"],
+    }
+
+
+def replay(path: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        records = {name: run_variant(name, Path(tmp)) for name in VARIANTS}
+    path.write_text(json.dumps(records, indent=1) + "\n")
+
+
+def run_all(out: Path) -> dict:
+    """Replay every golden run in a fresh process with the portable kernels; returns the records."""
+    env = {**os.environ, **PORTABLE_ENV}
+    subprocess.run([sys.executable, __file__, "replay", str(out)], check=True, env=env, timeout=600)
+    return json.loads(out.read_text())
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["replay"]:
+        replay(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["record"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            records = run_all(Path(tmp) / "golden.json")
+        GOLDEN.write_text(json.dumps(records, indent=1) + "\n")
+        print(f"wrote {GOLDEN}: {len(records)} runs")
+    else:
+        raise SystemExit(__doc__)
