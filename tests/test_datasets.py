@@ -419,3 +419,55 @@ def test_partition_order_resolves_per_protocol_and_data_set(protocol, dataset, f
     given = {} if flag is None else {"shuffle_partition": flag}
     cfg = resolve(make_config(protocol, dataset=dataset, **given), torch.device("cpu"))
     assert cfg.shuffle_partition is expected
+
+
+class _RunsCode:
+    """A pickle that, when loaded by plain ``pickle.load``, creates a marker directory."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+def test_hostile_cifar_pickle_is_refused_and_runs_no_code(tmp_path):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": _RunsCode(marker), b"labels": [0]}, f)
+    with pytest.raises(UsageError) as err:
+        DATASETS["cifar10"].read(RunConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    message = str(err.value)
+    assert not marker.exists()
+    assert "\n" not in message and "data_batch_2" in message and "posix.mkdir" in message and "refused" in message
+
+
+@pytest.mark.parametrize("entry", [[1, 2, 3], {b"labels": [0]}, {b"data": "text", b"labels": [0]},
+                                   {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]},
+                                   {b"data": np.zeros((1, 3072), np.uint8), b"labels": ["cat"]}],
+                         ids=["a-list", "no-data", "data-not-array", "labels-too-few", "labels-not-int"])
+def test_malformed_cifar_pickle_is_one_line_naming_the_file(tmp_path, entry):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    with open(path, "wb") as f:
+        pickle.dump(entry, f)
+    with pytest.raises(UsageError) as err:
+        DATASETS["cifar10"].read(RunConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    assert "\n" not in str(err.value) and "data_batch_3" in str(err.value)
+
+
+def test_cifar_pickles_as_python2_wrote_them_still_load(tmp_path):
+    """The real files are protocol-2 pickles whose arrays name numpy.core.multiarray._reconstruct."""
+    write_cifar10(tmp_path)
+    base = tmp_path / "cifar-10-batches-py"
+    for name in ("data_batch_1", "test_batch"):
+        with open(base / name, "rb") as f:
+            entry = pickle.load(f)
+        with open(base / name, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    raw = DATASETS["cifar10"].read(RunConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    assert len(raw.test) > 0

@@ -389,17 +389,50 @@ def _unreadable(path: Path, error: Exception) -> UsageError:
     return UsageError(f"cannot read {path} ({type(error).__name__}: {error}); extract the archive again or delete it and pass --download")
 
 
+# What CIFAR's python-format files may name: numpy's array reconstruction (Python 2's pickles, numpy 1 and 2 module
+# names) and bytes as Python 3 writes them at protocol 2. Nothing else is looked up, so a crafted file runs no code.
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles dicts of bytes, strings, numbers, lists and numpy arrays, and refuses every other global."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never holds (refused: "
+                                     f"unpickling it could run code)")
+
+
+def load_cifar_pickle(path: Path) -> dict:
+    """One CIFAR python-format file as a dict with str keys, read by a restricted unpickler."""
+    with open(path, "rb") as f:
+        entry = _CifarUnpickler(f, encoding="latin1").load()  # written by Python 2
+    if not isinstance(entry, dict):
+        raise ValueError(f"it holds a {type(entry).__name__}, not a dict")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
 def read_cifar_pickles(paths: list[Path], label_key: str) -> InMemoryDataset:
     """CIFAR python-format batches: pickled dicts with 'data' (n, 3072) uint8, planes R, G, B row-major, and labels."""
     images, labels = [], []
     for path in paths:
         try:
-            with open(path, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")  # written by Python 2
-            entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
-            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(entry[label_key])
-        except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as e:
+            entry = load_cifar_pickle(path)
+            data, targets = entry["data"], entry[label_key]
+            if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
+                raise ValueError(f"'data' is not an (n, 3072) array")
+            if not isinstance(targets, list) or len(targets) != len(data) or not all(isinstance(t, int) for t in targets):
+                raise ValueError(f"{label_key!r} is not a list of {len(data)} integer labels")
+            images.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(targets)
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError, MemoryError,
+                UnicodeDecodeError, pickle.UnpicklingError) as e:
             raise _unreadable(path, e) from None
     return InMemoryDataset(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long))
 
