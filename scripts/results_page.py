@@ -20,7 +20,7 @@ from hardbatch.claims import GroupResult, check_claims
 from hardbatch.report import (
     LAST_EPOCHS, REFERENCE_DELTA, Group, arm_rows, build_report, choose_delta, cost_rows, group_runs, load_runs,
 )
-from hardbatch.results import atomic_write_bytes, paired_difference
+from hardbatch.results import atomic_write_bytes, has_interval, paired_difference
 
 SETTINGS = {
     "clean": "the clean training set",
@@ -42,11 +42,11 @@ def pct(value: float) -> str:
 def ci(mean: float, low: float, high: float) -> str:
     if math.isnan(mean):
         return "—"
-    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]" if not math.isnan(low) else f"{mean:+.2f}"
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]" if has_interval(low, high) else f"{mean:+.2f} (no CI)"
 
 
 def excludes_zero(low: float, high: float) -> bool:
-    return not math.isnan(low) and (low > 0 or high < 0)
+    return has_interval(low, high) and (low > 0 or high < 0)
 
 
 def arm(group: Group, policy: str, delta: float | None = None):
@@ -148,6 +148,9 @@ def did_not_help(s: Setting) -> list[str]:
         if not math.isnan(final[1]) and final[1] < 0 and last[1] < 0:
             out.append(f"δ = {d:g} **lost accuracy** against δ = 1: {ci(r['diff_points'], *final)} points final, "
                        f"{ci(r['last_diff_points'], *last)} on the last-{LAST_EPOCHS} mean (both intervals below 0).")
+        elif not has_interval(*last):
+            out.append(f"δ = {d:g} is **undecided** against δ = 1 on the last-{LAST_EPOCHS} mean: "
+                       f"{ci(r['last_diff_points'], *last)} points (too few seeds, or zero spread).")
         elif not excludes_zero(*last):
             out.append(f"δ = {d:g} made **no measurable difference** to δ = 1 on the last-{LAST_EPOCHS} mean: "
                        f"{ci(r['last_diff_points'], *last)} points (the interval contains 0).")
@@ -183,6 +186,8 @@ def verdicts(settings: list[Setting]) -> list[str]:
             answer = "**helped** against δ = 1, but not measurably more than the `random` control"
         elif excludes_zero(*vs_ref[1:]):
             answer = "**hurt**"
+        elif not has_interval(*vs_ref[1:]):
+            answer = "is **undecided** (no 95% interval: too few seeds, or zero spread)"
         else:
             answer = "made **no measurable difference**"
         final = ci(c["diff_points"], c["diff_low"], c["diff_high"])

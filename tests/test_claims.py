@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from hardbatch.claims import HELD, NOT_HELD, NOT_RUN, PARTLY, GroupResult, check_claims
+from hardbatch.claims import HELD, NO_BASELINE, NOT_HELD, NOT_RUN, PARTLY, UNDECIDED, GroupResult, check_claims
 from hardbatch.config import RunConfig
 from hardbatch.report import build_report
 
@@ -34,7 +34,18 @@ def test_accuracy_claim_needs_a_ci_above_zero_in_every_group():
     assert claim([group("cifar10", "resnet18", flat)], "Training").verdict == NOT_HELD
     assert claim([], "Training").verdict == NOT_RUN
     one_seed = row(0.5, 2.0, math.nan, math.nan, pairs=1)
-    assert claim([group("cifar10", "resnet18", one_seed)], "Training").verdict == NOT_HELD
+    assert claim([group("cifar10", "resnet18", one_seed)], "Training").verdict == UNDECIDED
+    # A group without an interval does not count against (or for) the others.
+    assert claim([group("cifar10", "resnet18", gain), group("stl10", "resnet18", one_seed)], "Training").verdict == HELD
+    zero_width = row(0.5, 2.5, math.nan, math.nan, pairs=3)  # what mean_interval gives equal differences
+    assert claim([group("cifar10", "resnet18", zero_width)], "Training").verdict == UNDECIDED
+    assert "no CI: zero spread" in claim([group("cifar10", "resnet18", zero_width)], "Training").evidence
+
+
+def test_claims_without_a_baseline_say_so():
+    claims = check_claims([], missing_baseline=["digits / mlp"])
+    assert {c.verdict for c in claims[:3]} == {NO_BASELINE}
+    assert all("baseline (the rule at δ = 1) missing in digits / mlp" in c.evidence for c in claims[:3])
 
 
 def test_convergence_claim_needs_fewer_epochs_with_every_run_reaching_target():
@@ -111,5 +122,7 @@ def test_report_chooses_delta_on_validation_and_labels_the_test_choice(tmp_path)
     assert "digits/small_cnn δ=0.5:" in text and "(δ chosen on test)" not in text
     # Last-3 mean over a 2-epoch run is both epochs: (60 + 72) / 2 = 66 against (50 + 70) / 2 = 60 at δ = 1.
     # Train s to T: T = 0.99 x 0.70; δ = 0.5 first reaches it at epoch 2, after 2 epochs of 2 s.
-    assert ("| δ = 0.5 | 2 | 72.00 ± 0.00 | — | +2.00 [+2.00, +2.00] | +2.86 | 66.00 | +6.00 [+6.00, +6.00] "
+    # Two seeds with equal differences: no interval, said so (the old "+2.00 [+2.00, +2.00]" was no evidence).
+    assert ("| δ = 0.5 | 2 | 72.00 ± 0.00 | — | +2.00 (no CI: 2 pairs, needs 3) | +2.86 | 66.00 "
+            "| +6.00 (no CI: 2 pairs, needs 3) "
             "| 2.0 (2/2) | +0.0 | 2.0 | 4.0 | 4.0 |") in text

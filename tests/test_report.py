@@ -167,12 +167,10 @@ def test_seeds_pair_by_seed_when_an_arm_misses_one(groups):
     # Seeds 1 and 2 pair with the reference's seeds 1 and 2 (finals .86, .88), not its first two runs.
     diffs = [0.90 - 0.86, 0.80 - 0.88]  # +4, -8 points
     mean = sum(diffs) / 2
-    sd = abs(diffs[0] - diffs[1]) / math.sqrt(2)
-    half_width = T975[1] * sd / math.sqrt(2)
     assert fifth["diff_pairs"] == 2
     assert fifth["diff_points"] == pytest.approx(100 * mean)  # -2 points
-    assert fifth["diff_low"] == pytest.approx(100 * (mean - half_width))
-    assert fifth["diff_high"] == pytest.approx(100 * (mean + half_width))
+    # Two pairs give no interval (a t-interval over 2 pairs is 12.7 standard errors wide, or empty when equal).
+    assert math.isnan(fifth["diff_low"]) and math.isnan(fifth["diff_high"])
     # Relative to the reference's mean over the same seeds (.87), not over all seeds.
     assert fifth["diff_relative_pct"] == pytest.approx(100 * mean / 0.87)
 
@@ -308,8 +306,12 @@ def test_paired_difference_hand_computation():
     assert (d.low, d.high) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
     # Method minus reference: the sign flips with the order.
     assert paired_difference([0.10, 0.20, 0.30], [0.11, 0.22, 0.33]).mean == pytest.approx(-0.02)
+    # Equal differences have zero spread: no interval, whatever the count (a zero-width "CI" is no evidence).
     same = paired_difference([0.5, 0.6], [0.4, 0.5])
-    assert same.mean == pytest.approx(0.1) and same.low == pytest.approx(0.1) and same.high == pytest.approx(0.1)
+    assert same.mean == pytest.approx(0.1) and math.isnan(same.low) and math.isnan(same.high)
+    flat = paired_difference([0.5, 0.6, 0.7, 0.8], [0.4, 0.5, 0.6, 0.7])
+    assert flat.n == 4 and not flat.has_interval and flat.no_interval == "no CI: zero spread"
+    assert paired_difference([0.5, 0.6], [0.4, 0.4]).no_interval == "no CI: 2 pairs, needs 3"
 
 
 def test_paired_difference_edge_cases():
@@ -415,3 +417,47 @@ def test_final_vs_delta_bars_are_clipped_t_intervals(tmp_path, monkeypatch):
     ax = original([0.5, 1.0], [98.0, 98.0], [95.0, 96.0], [100.0, 100.0])
     tops = [seg[:, 1].max() for coll in ax.collections for seg in coll.get_segments()]
     assert max(tops) == pytest.approx(100.0)
+
+
+def test_a_peer_that_records_delta_1_is_never_the_baseline(tmp_path):
+    """Only the paper's rule at δ = 1 is its baseline: infobatch, selective-backprop and uniform record δ = 1 too."""
+    root = tmp_path / "runs"
+    for seed in range(3):
+        write_run(root, f"half_s{seed}", delta=0.5, seed=seed, accs=[0.5, 0.80 + 0.01 * seed])
+        for policy in ("infobatch", "selective-backprop", "uniform"):
+            write_run(root, f"{policy}_s{seed}", delta=1.0, seed=seed, accs=[0.3, 0.70 + 0.02 * seed], policy=policy)
+    (group,) = group_runs([Run.load(r) for r in find_runs(root)])
+    assert group.reference is None
+    rows = arm_rows(group)
+    assert not any(r["is_reference"] for r in rows) and all(r["diff_pairs"] == 0 for r in rows)
+    table = markdown_table(rows)
+    assert "| reference |" not in table and table.count("no baseline") == 2 * len(rows)
+    path, _ = build_report(root, tmp_path / "out", plots=False)
+    report = path.read_text()
+    assert "baseline (the paper's rule, `hardbatch`, at δ = 1) is missing" in report
+    claims = report.split("## Claims of the paper, checked")[1].split("## Definitions")[0]
+    assert "**held**" not in claims and "**not held**" not in claims and "**no baseline**" in claims
+    # With the rule at δ = 1 beside them, it is the reference, and the peers are compared with it.
+    for seed in range(3):
+        write_run(root, f"ref_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.78 + 0.02 * seed])
+    (group,) = group_runs([Run.load(r) for r in find_runs(root)])
+    assert (group.reference.policy, group.reference.delta) == ("hardbatch", 1.0)
+    assert [r["policy"] for r in arm_rows(group) if r["is_reference"]] == ["hardbatch"]
+
+
+def test_no_interval_is_shown_as_such_and_decides_no_claim(tmp_path):
+    """2 seeds, or differences that are all equal, print "no CI" rather than a zero-width interval."""
+    root = tmp_path / "runs"
+    for seed in range(2):  # equal paired differences: -2.50 points each
+        write_run(root, f"ref_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.80 + 0.1 * seed])
+        write_run(root, f"half_s{seed}", delta=0.5, seed=seed, accs=[0.5, 0.775 + 0.1 * seed])
+    (group,) = group_runs([Run.load(r) for r in find_runs(root)])
+    table = markdown_table(arm_rows(group))
+    assert "-2.50 (no CI: 2 pairs, needs 3)" in table and "[-2.50, -2.50]" not in table
+    path, _ = build_report(root, tmp_path / "two", plots=False)
+    claims = path.read_text().split("## Claims of the paper, checked")[1].split("## Definitions")[0]
+    assert "significantly improves test accuracy over ordinary training | **undecided**" in claims
+    write_run(root, "ref_s2", delta=1.0, seed=2, accs=[0.5, 0.95])
+    write_run(root, "half_s2", delta=0.5, seed=2, accs=[0.5, 0.925])
+    (group,) = group_runs([Run.load(r) for r in find_runs(root)])
+    assert "-2.50 (no CI: zero spread)" in markdown_table(arm_rows(group))

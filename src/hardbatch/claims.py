@@ -5,7 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from hardbatch.results import has_interval, no_interval_reason
+
 HELD, PARTLY, NOT_HELD, NOT_RUN = "held", "partly held", "not held", "not run"
+NO_BASELINE = "no baseline"  # groups were run, but none holds the paper's rule at δ = 1
+UNDECIDED = "undecided"  # groups were run, but none has an interval (fewer than 3 seed pairs, or zero spread)
 SIMILAR_POINTS = 1.0  # "similar accuracy": the paired 95% CI contains 0, or |Δ| <= 1 point
 
 # The released code's CIFAR-10 table: model -> (δ = 1 top-1 %, chosen δ, top-1 % at that δ).
@@ -40,14 +44,19 @@ class GroupResult:
         return f"{self.dataset}/{self.model}"
 
 
+def _has_interval(row: dict) -> bool:
+    return has_interval(row["diff_low"], row["diff_high"])
+
+
 def _significant_gain(row: dict) -> bool:
-    return row["diff_pairs"] >= 2 and row["diff_low"] > 0
+    return _has_interval(row) and row["diff_low"] > 0
 
 
 def _similar(row: dict) -> bool:
-    if row["diff_pairs"] >= 2 and row["diff_low"] <= 0 <= row["diff_high"]:
-        return True
-    return abs(row["diff_points"]) <= SIMILAR_POINTS
+    """The paired 95% CI contains 0, or |Δ| <= SIMILAR_POINTS; a difference without an interval is not judged."""
+    if not _has_interval(row):
+        return False
+    return row["diff_low"] <= 0 <= row["diff_high"] or abs(row["diff_points"]) <= SIMILAR_POINTS
 
 
 def _faster(row: dict) -> bool:
@@ -57,13 +66,16 @@ def _faster(row: dict) -> bool:
 
 
 def _diff_text(row: dict) -> str:
-    ci = f" [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]" if row["diff_pairs"] >= 2 else " (one seed: no CI)"
+    reason = no_interval_reason(row["diff_pairs"], row["diff_low"], row["diff_high"])
+    ci = f" ({reason})" if reason else f" [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]"
     return f"Δ {row['diff_points']:+.2f} pts{ci}, {row['diff_relative_pct']:+.1f}% relative"
 
 
-def _verdict(passed: int, total: int) -> str:
+def _verdict(passed: int, total: int, undecided: int = 0, missing: int = 0) -> str:
+    """``total`` groups judged, ``passed`` of them for the claim; ``undecided`` more had no interval, ``missing``
+    more had no baseline. Only judged groups decide."""
     if total == 0:
-        return NOT_RUN
+        return UNDECIDED if undecided else NO_BASELINE if missing else NOT_RUN
     return HELD if passed == total else PARTLY if passed else NOT_HELD
 
 
@@ -71,26 +83,38 @@ def _where(g: GroupResult) -> str:
     return f"{g.name} δ={g.chosen['delta']:g}" + ("" if g.chosen_on == "validation" else " (δ chosen on test)")
 
 
-def check_claims(results: list[GroupResult]) -> list[Claim]:
-    """One verdict per claim of the abstract and of the released code's CIFAR-10 table."""
-    usable = [g for g in results if g.chosen is not None and not math.isnan(g.chosen["diff_points"])]
+def _missing_text(missing: list[str]) -> str:
+    return f"; baseline (the rule at δ = 1) missing in {', '.join(missing)}" if missing else ""
+
+
+def check_claims(results: list[GroupResult], missing_baseline: list[str] | None = None) -> list[Claim]:
+    """One verdict per claim of the abstract and of the released code's CIFAR-10 table.
+
+    ``results`` hold only groups with the paper's baseline (its rule at δ = 1); ``missing_baseline`` names the
+    groups without one, which no claim judges. A difference without a 95% interval decides no claim.
+    """
+    missing = list(missing_baseline or [])
+    compared = [g for g in results if g.chosen is not None and not math.isnan(g.chosen["diff_points"])]
+    usable = [g for g in compared if _has_interval(g.chosen)]
+    no_ci = [g for g in compared if not _has_interval(g.chosen)]
     claims = []
 
     gains = [g for g in usable if _significant_gain(g.chosen)]
     claims.append(Claim(
         "Training on high-loss mini-batches significantly improves test accuracy over ordinary training",
-        _verdict(len(gains), len(usable)),
+        _verdict(len(gains), len(usable), len(no_ci), len(missing)),
         f"{len(gains)}/{len(usable)} data set × network groups gain at the chosen δ with a 95% CI above 0; "
-        + "; ".join(f"{_where(g)}: {_diff_text(g.chosen)}" for g in usable),
+        + "; ".join([f"{_where(g)}: {_diff_text(g.chosen)}" for g in usable]
+                    + [f"{_where(g)} undecided: {_diff_text(g.chosen)}" for g in no_ci]) + _missing_text(missing),
     ))
 
-    faster = [g for g in usable if _faster(g.chosen)]
+    faster = [g for g in compared if _faster(g.chosen)]
     claims.append(Claim(
         "It speeds up convergence (fewer epochs to the target accuracy)",
-        _verdict(len(faster), len(usable)),
-        f"{len(faster)}/{len(usable)} groups reach T in fewer epochs (mean over seeds, every run reaching T) "
+        _verdict(len(faster), len(compared), 0, len(missing)),
+        f"{len(faster)}/{len(compared)} groups reach T in fewer epochs (mean over seeds, every run reaching T) "
         f"at the chosen δ; "
-        + "; ".join(f"{_where(g)}: {g.chosen['fewer_epochs_pct']:+.1f}% epochs" for g in usable),
+        + "; ".join(f"{_where(g)}: {g.chosen['fewer_epochs_pct']:+.1f}% epochs" for g in compared) + _missing_text(missing),
     ))
 
     smallest = []
@@ -98,13 +122,15 @@ def check_claims(results: list[GroupResult]) -> list[Claim]:
         ours = [r for r in g.rows if r["policy"] == "hardbatch" and r["delta"] < 1 and not math.isnan(r["diff_points"])]
         if ours:
             smallest.append((g, min(ours, key=lambda r: r["delta"])))
-    both = [(g, r) for g, r in smallest if _similar(r) and _faster(r)]
+    judged = [(g, r) for g, r in smallest if _has_interval(r)]
+    both = [(g, r) for g, r in judged if _similar(r) and _faster(r)]
     claims.append(Claim(
         "Smaller δ generally gives similar accuracy and faster generalization",
-        _verdict(len(both), len(smallest)),
+        _verdict(len(both), len(judged), len(smallest) - len(judged), len(missing)),
         f"at the smallest δ of each group, {len(both)}/{len(smallest)} have similar accuracy (CI contains 0 or "
         f"Δ within ±{SIMILAR_POINTS:g} pt) and fewer epochs to T; "
-        + "; ".join(f"{g.name} δ={r['delta']:g}: {_diff_text(r)}, {r['fewer_epochs_pct']:+.1f}% epochs" for g, r in smallest),
+        + "; ".join(f"{g.name} δ={r['delta']:g}: {_diff_text(r)}, {r['fewer_epochs_pct']:+.1f}% epochs" for g, r in smallest)
+        + _missing_text(missing),
     ))
 
     stl = [g for g in usable if (g.dataset, g.model) == ("stl10", "efficientnet_b4")]
@@ -114,21 +140,22 @@ def check_claims(results: list[GroupResult]) -> list[Claim]:
         verdict = NOT_HELD if math.isnan(fewer) or fewer <= 0 else HELD if fewer >= 26.47 else PARTLY
         evidence = f"{_where(g)}: {fewer:+.1f}% epochs to T (claimed 26.47% fewer)"
     else:
-        verdict, evidence = NOT_RUN, "no stl10 × efficientnet_b4 runs with δ = 1 and δ < 1"
+        verdict, evidence = NOT_RUN, "no stl10 × efficientnet_b4 runs with the rule at δ = 1 and δ < 1"
     claims.append(Claim("EfficientNet-B4 on STL-10 generalizes in 26.47% fewer epochs", verdict, evidence))
 
-    c100 = [g for g in usable if (g.dataset, g.model) == ("cifar100", "resnet18")]
+    c100 = [g for g in compared if (g.dataset, g.model) == ("cifar100", "resnet18")]
     if c100:
         g = c100[0]
         r = g.chosen
         big = r["diff_points"] >= 7.26 or r["diff_relative_pct"] >= 7.26
-        verdict = HELD if _significant_gain(r) and big else PARTLY if _significant_gain(r) else NOT_HELD
+        verdict = (UNDECIDED if not _has_interval(r) else HELD if _significant_gain(r) and big
+                   else PARTLY if _significant_gain(r) else NOT_HELD)
         evidence = f"{_where(g)}: {_diff_text(r)} (claimed +7.26%, points or relative)"
     else:
-        verdict, evidence = NOT_RUN, "no cifar100 × resnet18 runs with δ = 1 and δ < 1"
+        verdict, evidence = NOT_RUN, "no cifar100 × resnet18 runs with the rule at δ = 1 and δ < 1"
     claims.append(Claim("ResNet-18 on CIFAR-100: +7.26% test top-1", verdict, evidence))
 
-    matched, checked, parts = 0, 0, []
+    matched, checked, undecided, parts = 0, 0, 0, []
     for model, (base, delta, acc) in RELEASED_CIFAR10.items():
         group = next((g for g in results if (g.dataset, g.model) == ("cifar10", model)), None)
         row = None if group is None else next(
@@ -136,16 +163,20 @@ def check_claims(results: list[GroupResult]) -> list[Claim]:
         if row is None or math.isnan(row["diff_points"]):
             parts.append(f"{model} δ={delta:g}: not run")
             continue
-        checked += 1
         claimed = acc - base
+        if not _has_interval(row):
+            undecided += 1
+            parts.append(f"{model} δ={delta:g}: claimed {claimed:+.1f} pts, measured {_diff_text(row)} — undecided")
+            continue
+        checked += 1
         same_sign = (row["diff_points"] > 0) == (claimed > 0)
-        decided = row["diff_pairs"] >= 2 and not (row["diff_low"] <= 0 <= row["diff_high"])
+        decided = not (row["diff_low"] <= 0 <= row["diff_high"])
         matched += same_sign and decided
         parts.append(f"{model} δ={delta:g}: claimed {claimed:+.1f} pts, measured {_diff_text(row)}"
                      + ("" if decided else " — not significant"))
     claims.append(Claim(
         "The released code's CIFAR-10 table (sign of Δ vs δ = 1 per network)",
-        _verdict(matched, checked),
+        _verdict(matched, checked, undecided, len(missing)),
         f"{matched}/{checked} networks show the same sign with a 95% CI excluding 0; " + "; ".join(parts),
     ))
     return claims

@@ -13,7 +13,7 @@ from hardbatch.config import DELTA_POLICIES, RUNTIME_KEYS, RunConfig, UsageError
 from hardbatch.results import (
     CONFIG, HISTORY, PLATEAU_POINTS, SUMMARY, TARGET_FRACTION, MislabelledExposure, RunDir, atomic_write_text,
     csv_text, cumulative, epochs_to_plateau, epochs_to_target, ensure_writable_dir, find_runs, mean_interval, mean_std,
-    mislabelled_exposure, paired_difference, value_at_budget,
+    mislabelled_exposure, no_interval_reason, paired_difference, value_at_budget,
 )
 
 # Settings that tell arms apart inside a group, and settings that never split groups.
@@ -21,6 +21,8 @@ ARM_KEYS = ("policy", "delta")
 NOT_GROUPING = ARM_KEYS + ("seed",) + RUNTIME_KEYS
 LAST_EPOCHS = 3  # "last-3 mean": test top-1 averaged over a run's last 3 epochs, which epoch-to-epoch swings do not decide
 REFERENCE_DELTA = 1.0  # every policy trains every batch at δ = 1: ordinary mini-batch training
+REFERENCE_POLICY = "hardbatch"  # the paper's baseline is its own rule at δ = 1, never a peer that records δ = 1
+NO_BASELINE = "no baseline"  # what the Δ-vs-δ=1 cells say in a group without the paper's rule at δ = 1
 
 
 # What a report reads from summary.json (batch_visits aside).
@@ -114,9 +116,11 @@ class Group:
 
     @property
     def reference(self) -> Arm | None:
-        """The δ = 1 arm (ordinary training), the hardbatch one if several policies ran it."""
-        ordinary = [arm for arm in self.arms if arm.delta == REFERENCE_DELTA]
-        return min(ordinary, key=lambda arm: arm.policy != "hardbatch", default=None)
+        """The paper's baseline: its rule at δ = 1 (ordinary training in fixed order); None when it was not run.
+
+        Peers record δ = 1 too (it does not apply to them), so the policy decides, not the recorded δ.
+        """
+        return next((arm for arm in self.arms if arm.policy == REFERENCE_POLICY and arm.delta == REFERENCE_DELTA), None)
 
     @property
     def slug(self) -> str:
@@ -165,7 +169,7 @@ def target_accuracy(group: Group, target: float | None = None) -> tuple[float | 
     if len(configured) == 1 and None not in configured:
         return configured.pop(), "given by --target-acc"
     if ref is None:
-        return None, "no δ = 1 runs to define it"
+        return None, "no runs of the paper's rule at δ = 1 to define it"
     best, _ = mean_std(list(ref.values("best_test_acc").values()))
     return TARGET_FRACTION * best, f"{TARGET_FRACTION:g} × mean best test accuracy of δ = 1 over seeds"
 
@@ -260,8 +264,8 @@ def markdown_table(rows: list[dict]) -> str:
         if r["is_reference"]:
             diff, rel = "reference", "—"
         else:
-            ci = f" [{_fmt(r['diff_low'], signed=True)}, {_fmt(r['diff_high'], signed=True)}]" if r["diff_pairs"] >= 2 else ""
-            diff, rel = _fmt(r["diff_points"], signed=True) + ci, _fmt(r["diff_relative_pct"], signed=True)
+            diff = _interval(r["diff_points"], r["diff_low"], r["diff_high"], r["diff_pairs"])
+            rel = _fmt(r["diff_relative_pct"], signed=True)
         lines.append("| " + " | ".join([
             label, str(r["n"]),
             f"{_fmt(r['final_acc_mean'], scale=100)} ± {_fmt(r['final_acc_std'], scale=100)}",
@@ -279,10 +283,15 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _interval(mean: float, low: float, high: float, pairs: int) -> str:
-    """"+1.23 [-0.10, +2.56]" (points; the interval only with at least two seed pairs)."""
-    ci = f" [{_fmt(low, signed=True)}, {_fmt(high, signed=True)}]" if pairs >= 2 else ""
-    return _fmt(mean, signed=True) + ci
+def _interval(mean: float, low: float, high: float, pairs: int, scale: float = 1.0, signed: bool = True) -> str:
+    """"+1.23 [-0.10, +2.56]"; "+1.23 (no CI: 2 pairs, needs 3)" or "(no CI: zero spread)" where there is no
+    interval; NO_BASELINE for a difference to an arm that was not run (no pairs)."""
+    if pairs == 0:
+        return NO_BASELINE
+    reason = no_interval_reason(pairs, low, high)
+    if reason:
+        return f"{_fmt(mean, scale=scale, signed=signed)} ({reason})"
+    return f"{_fmt(mean, scale=scale, signed=signed)} [{_fmt(low, scale=scale, signed=signed)}, {_fmt(high, scale=scale, signed=signed)}]"
 
 
 MAX_CLASS_COLUMNS = 20  # per-class tables only for data sets with at most this many classes
@@ -434,10 +443,8 @@ def cost_rows(group: Group) -> list[dict]:
 
 def _diff_cell(row: dict, name: str) -> str:
     if row[f"diff_{name}_pairs"] == 0:
-        return "—"  # no such reference arm in the group
-    ci = f" [{_fmt(row[f'diff_{name}_low'], signed=True)}, {_fmt(row[f'diff_{name}_high'], signed=True)}]" \
-        if row[f"diff_{name}_pairs"] >= 2 else ""
-    return _fmt(row[f"diff_{name}"], signed=True) + ci
+        return "—" if name == "uniform" else NO_BASELINE  # no such reference arm in the group
+    return _interval(row[f"diff_{name}"], row[f"diff_{name}_low"], row[f"diff_{name}_high"], row[f"diff_{name}_pairs"])
 
 
 def cost_table(rows: list[dict]) -> str:
@@ -449,9 +456,8 @@ def cost_table(rows: list[dict]) -> str:
               f"top-1 % at {_fmt(budget_b, 0)} backprop samples", f"top-1 % at {_fmt(budget_s, 1)} train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        ci = f" [{_fmt(r['final_acc_low'], scale=100)}, {_fmt(r['final_acc_high'], scale=100)}]" if r["n"] >= 2 else ""
         lines.append("| " + " | ".join([
-            r["arm"], str(r["n"]), _fmt(r["final_acc_mean"], scale=100) + ci,
+            r["arm"], str(r["n"]), _interval(r["final_acc_mean"], r["final_acc_low"], r["final_acc_high"], r["n"], 100, False),
             "reference" if r["policy"] == "uniform" else _diff_cell(r, "uniform"),
             "reference" if r["is_delta1"] else _diff_cell(r, "delta1"),
             _fmt(r["optimizer_steps"], 0), _fmt(r["samples_backprop"], 0), _fmt(r["samples_forward_nograd"], 0),
@@ -541,18 +547,25 @@ def _claims_section(groups: list[Group], rows: dict[str, list[dict]]) -> str:
 
     parts = ["## Claims of the paper, checked", "",
              "Each claim is judged at the best δ < 1 chosen on the validation split (on test where no split "
-             "exists, marked), against δ = 1 with the same seeds. held = in every group run; partly held = in "
-             "some; not run = no runs for it.", ""]
+             "exists, marked), against the paper's rule at δ = 1 (its baseline) with the same seeds. held = in "
+             "every group run; partly held = in some; not run = no runs for it; no baseline = no group ran the "
+             "rule at δ = 1; undecided = no group had a 95% interval to judge by (fewer than 3 seed pairs, or zero "
+             "spread).", ""]
     for protocol, members in by_protocol(groups).items():
-        results = []
+        results, missing = [], []
         for g in members:
             if g.reference is None:
+                missing.append(g.title)
                 continue
             chosen, on = choose_delta(rows[g.title], "validation"), "validation"
             if chosen is None:
                 chosen, on = choose_delta(rows[g.title], "test"), "test"
             results.append(GroupResult(g.settings["dataset"], g.settings["model"], rows[g.title], chosen, on))
-        parts += [f"### Protocol: {protocol or 'custom (no preset)'}", "", claims_markdown(check_claims(results)), ""]
+        parts += [f"### Protocol: {protocol or 'custom (no preset)'}", ""]
+        if missing:
+            parts += [f"The baseline (the paper's rule, `hardbatch`, at δ = 1) is missing in {', '.join(missing)}: "
+                      "those groups are not judged.", ""]
+        parts += [claims_markdown(check_claims(results, missing)), ""]
     return "\n".join(parts)
 
 
@@ -563,7 +576,9 @@ DEFINITIONS = f"""## Definitions
   sample.
 - **Final top-1**: test accuracy after the last epoch; mean ± sample standard deviation over seeds (n runs).
 - **Δ vs δ=1**: final top-1 of the arm minus that of ordinary training (δ = 1) with the same seed, in percentage
-  points; the interval is a two-sided 95% Student-t interval over the seed-paired differences (shown for ≥ 2 pairs).
+  points; the interval is a two-sided 95% Student-t interval over the seed-paired differences. Fewer than 3 pairs,
+  or differences that are all equal, give no interval ("no CI: ..."), and such a difference decides no claim.
+  The baseline is the paper's rule (`hardbatch`) at δ = 1 only, never a peer; a group without it says "no baseline".
   **Δ relative %** = 100 × Δ / mean final top-1 of δ = 1 over the same seeds.
 - **Epochs to T**: the first epoch whose test accuracy is ≥ T, averaged over all runs; a run that never reaches T
   counts as its budget + 1 (censored: the truth is later), and (reached/n) says how many did.

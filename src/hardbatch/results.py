@@ -361,33 +361,70 @@ def epochs_to_plateau(accuracies: Sequence[float], points: float = PLATEAU_POINT
     return epochs_to_target(accuracies, max(accuracies) - points)
 
 
+MIN_PAIRS = 3  # fewer values than this give no interval: a t-interval over 2 pairs is too wide to use, or empty
+
+
 @dataclass
 class PairedDifference:
-    """Mean of paired differences (method - reference) with a two-sided 95% t interval."""
+    """Mean of paired differences (method - reference) with a two-sided 95% t interval.
+
+    ``low``/``high`` are NaN when there is no interval: fewer than MIN_PAIRS values, or all equal (zero spread,
+    which is no evidence of precision); ``no_interval`` then says which.
+    """
 
     mean: float
     low: float
     high: float
     n: int
 
+    @property
+    def has_interval(self) -> bool:
+        return has_interval(self.low, self.high)
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2 if self.has_interval else math.nan
+
+    @property
+    def no_interval(self) -> str:
+        """Why there is no interval ("" when there is one)."""
+        return no_interval_reason(self.n, self.low, self.high)
+
+
+def has_interval(low: float, high: float) -> bool:
+    """Whether (low, high) is a usable interval: both ends finite (reports store NaN for "no interval")."""
+    return math.isfinite(low) and math.isfinite(high)
+
+
+def no_interval_reason(n: int, low: float, high: float) -> str:
+    """"" for a usable interval, else why there is none: too few values, or all of them equal."""
+    if has_interval(low, high):
+        return ""
+    if n < MIN_PAIRS:
+        return f"no CI: {n} pair{'s' if n != 1 else ''}, needs {MIN_PAIRS}"
+    return "no CI: zero spread"
+
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> PairedDifference:
-    """Mean of ``values`` with a two-sided Student-t interval; the interval is NaN-wide for n < 2."""
+    """Mean of ``values`` with a two-sided Student-t interval; no interval (NaN ends) for fewer than MIN_PAIRS
+    values or for values that are all equal."""
     n = len(values)
     if n == 0:
         return PairedDifference(math.nan, math.nan, math.nan, 0)
     mean = sum(values) / n
-    if n < 2:
+    if n < MIN_PAIRS:
         return PairedDifference(mean, math.nan, math.nan, n)
     from scipy.stats import t
 
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    if not sd > 1e-12 * max(1.0, abs(mean)):
+        return PairedDifference(mean, math.nan, math.nan, n)
     half = t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     return PairedDifference(mean, mean - half, mean + half, n)
 
 
 def paired_difference(method: Sequence[float], reference: Sequence[float], confidence: float = 0.95) -> PairedDifference:
-    """Differences paired by position (by seed); the interval is NaN-wide for n < 2."""
+    """Differences paired by position (by seed); no interval (NaN ends) as ``mean_interval`` says."""
     if len(method) != len(reference):
         raise ValueError("paired values need equal lengths")
     return mean_interval([m - r for m, r in zip(method, reference)], confidence)
