@@ -274,6 +274,17 @@ def test_imagefolder_layout_errors(tmp_path):
         DATASETS["imagefolder"].read(cfg.replace(data_dir=str(tmp_path / "other")))
 
 
+@pytest.mark.parametrize("split", ["train", "test", "val"])
+def test_imagefolder_empty_class_folder_names_its_split(tmp_path, split):
+    write_image_folder(tmp_path, test_name="val" if split == "val" else "test")
+    for image in (tmp_path / split / "dog").iterdir():
+        image.unlink()
+    with pytest.raises(UsageError) as err:
+        DATASETS["imagefolder"].read(RunConfig(dataset="imagefolder", data_dir=str(tmp_path)))
+    message = str(err.value)
+    assert f"{split}/ split ({tmp_path / split})" in message and "dog" in message and "\n" not in message
+
+
 # ---------------------------------------------------------------- load_dataset and the validation split
 
 

@@ -589,10 +589,14 @@ def read_imagefolder(cfg: RunConfig) -> RawData:
         raise UsageError(f"imagefolder not found in {str(root)!r}: {layout}")
     size = cfg.image_size or IMAGEFOLDER_SIZE
     to_tensor = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
-    try:
-        train, test = (datasets.ImageFolder(str(d), transform=to_tensor) for d in (root / "train", test_dir))
-    except FileNotFoundError as e:  # no class folders, or no images in them
-        raise UsageError(f"imagefolder: {e}; {layout}") from None
+
+    def split(folder: Path):
+        try:
+            return datasets.ImageFolder(str(folder), transform=to_tensor)
+        except FileNotFoundError as e:  # no class folders, or a class folder without images: name the split's folder
+            raise UsageError(f"imagefolder: {folder.name}/ split ({folder}): {e}; {layout}") from None
+
+    train, test = split(root / "train"), split(test_dir)
     if train.classes != test.classes:
         only_train, only_test = sorted(set(train.classes) - set(test.classes)), sorted(set(test.classes) - set(train.classes))
         raise UsageError(f"imagefolder: train/ and {test_dir.name}/ need the same class folders; only in train/: "
