@@ -85,3 +85,11 @@ def test_lenet_is_lenet5_and_takes_any_size_from_16_px(size):
     assert [c.out_channels for c in convs] == [6, 16] and all(c.kernel_size == (5, 5) for c in convs)
     assert [l.out_features for l in linears] == [120, 84, 10]
     assert model(torch.randn(2, 1, size, size)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("stem", ["imagenet", "small"])
+def test_every_network_builds_with_every_stem(name, stem):
+    """``--protocol modern`` sets the small stem for every network; one without a convolution (mlp) keeps its own."""
+    model = create_model(name, 10, 1, stem)
+    assert isinstance(model, nn.Module)

@@ -60,8 +60,11 @@ def lenet(num_classes: int, in_channels: int) -> nn.Module:
 
 
 def _small_stem(model: nn.Module) -> nn.Module:
-    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    first.stride = (1, 1)
+    """Stride 1 for the first convolution and no ResNet max-pool; a model without a convolution (``mlp``) has no
+    stem to change and is returned as it is."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None:
+        first.stride = (1, 1)
     if hasattr(model, "maxpool"):
         model.maxpool = nn.Identity()
     return model
