@@ -296,3 +296,36 @@ def test_a_negative_shard_gets_the_house_error(tmp_path, capsys, text):
     line = _one_error_line(capsys)
     assert "I/N" in line and "0 <= I < N" in line and repr(text) in line
     assert not (tmp_path / "s").exists()
+
+
+# ---------------------------------------------------------------- issue 17: networks that do not take the data
+
+
+def test_a_network_that_does_not_take_the_images_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "lenet", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    line = _one_error_line(capsys)
+    assert "'lenet'" in line and "1x8x8" in line and "digits" in line and "--image-size 16 or larger" in line
+    assert not out.exists()
+    # the corrected command goes through: no leftover blocks it
+    assert main(["train", "--model", "lenet", "--image-size", "16", "--epochs", "1", "--train-subset", "100",
+                 "--out", str(out), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("command", [["compare", "--model", "lenet", "--deltas", "0.5", "1.0", "--seeds", "0"],
+                                     ["sweep", "--datasets", "digits", "--models", "small_cnn", "lenet",
+                                      "--deltas", "1.0", "--seeds", "0"]])
+def test_compare_and_sweep_refuse_a_network_that_does_not_take_the_images_in_one_line(tmp_path, capsys, command):
+    out = tmp_path / "grid"
+    assert main([*command, "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    line = _one_error_line(capsys)
+    assert "'lenet'" in line and "1x8x8" in line and "--image-size 16" in line
+    assert not any(out.rglob("summary.json"))  # no run of the grid trained, small_cnn's neither
+
+
+def test_mlp_trains_under_the_modern_protocol_and_its_small_stem(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "mlp", "--protocol", "modern", "--epochs", "1", "--train-subset", "256",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["stem"] == "small"
+

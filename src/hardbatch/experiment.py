@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import platform
@@ -119,6 +120,53 @@ def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
                             shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed, **cfg.policy_params())
 
 
+MAX_IMAGE_SIZE = 1024  # the largest --image-size that check_fits tries when looking for one that works
+
+
+def check_fits(cfg: RunConfig, data: DataSplits) -> None:
+    """UsageError unless ``cfg.model`` takes ``data``'s input: a dry forward of one transformed training sample's
+    shape (eval mode, no gradient, CPU). The message names the model, the input size and, for images, the
+    smallest ``--image-size`` that works."""
+    x = torch.as_tensor(data.train[0][0]).cpu()[None]
+    shape = tuple(data.eval_transform(x).shape)
+    error = _fit_error(cfg.model, cfg.stem, data.num_classes, data.in_channels, shape)
+    if error is None:
+        return
+    size = _smallest_image_size(cfg, data, shape) if len(shape) == 4 and shape[2] == shape[3] else None
+    fix = f"pass --image-size {size} or larger, or choose another --model" if size else "choose another --model"
+    stem = " with the small stem" if cfg.stem == "small" else ""
+    raise UsageError(f"model {cfg.model!r}{stem} does not take the {'x'.join(map(str, shape[1:]))} input of "
+                     f"{cfg.dataset} (torch: {error}); {fix}")
+
+
+@functools.lru_cache(maxsize=None)
+def _fit_error(model: str, stem: str, num_classes: int, in_channels: int, shape: tuple[int, ...]) -> str | None:
+    """Why the model refuses a zero input of ``shape`` (a batch of one), in torch's first line; None if it takes it."""
+    net = build_seeded(model, num_classes, in_channels, 0, stem).eval()  # seeded: the global RNG stays as it is
+    try:
+        with torch.no_grad():
+            net(torch.zeros(shape))
+    except (RuntimeError, ValueError, IndexError) as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
+
+
+def _smallest_image_size(cfg: RunConfig, data: DataSplits, shape: tuple[int, ...]) -> int | None:
+    """The smallest square side the model takes, above ``shape``'s (refused); None if none up to MAX_IMAGE_SIZE."""
+    def fits(side: int) -> bool:
+        return _fit_error(cfg.model, cfg.stem, data.num_classes, data.in_channels, (*shape[:2], side, side)) is None
+
+    low, high = shape[2], shape[2] * 2  # low is refused; double high until it fits, then bisect
+    while not fits(high):
+        if high >= MAX_IMAGE_SIZE:
+            return None
+        low, high = high, min(2 * high, MAX_IMAGE_SIZE)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high
+
+
 PURITY_WARNING = 0.9  # mean share of a batch's largest class above which a run gets a warning
 
 
@@ -204,6 +252,7 @@ def train_run(
         return distributed.on_writer(run.summary)
     data = data or distributed.together(load_dataset, cfg, device)
     sampler = distributed.together(make_sampler, cfg, data)
+    check_fits(cfg, data)
     with contextlib.ExitStack() as held:
         def lock() -> bool | None:
             ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
@@ -512,7 +561,8 @@ class DataCache:
 
 
 def check_plan(plan: list[PlannedRun]) -> DataCache:
-    """Check every run before any trains: names, ranges, k = floor(delta * N) >= 1, runs already on disk.
+    """Check every run before any trains: names, ranges, k = floor(delta * N) >= 1, that the network takes the
+    data's input, runs already on disk.
 
     Returns the data cache the check filled, for ``execute`` to reuse.
     """
@@ -526,6 +576,7 @@ def check_plan(plan: list[PlannedRun]) -> DataCache:
         if distributed.on_writer(_finished_alike, run.path, cfg):
             continue
         distributed.together(lambda: make_sampler(cfg, data(cfg)))
+        check_fits(cfg, data(cfg))
     return data
 
 
