@@ -257,3 +257,46 @@ def test_auto_precision_resolves_to_fp32_on_cpu():
     assert (cfg.precision, cfg.channels_last) == ("fp32", False)
     cfg = resolve(RunConfig(), torch.device("cuda"))
     assert (cfg.precision, cfg.channels_last) == ("bf16", True)
+
+
+# ---------------------------------------------------------------- issue 17: damaged checkpoints, resume
+
+
+def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+RESUMABLE = RunConfig(epochs=3, delta=0.5, batch_size=64, seed=3, train_subset=640)
+RESUMABLE_FLAGS = ["--epochs", "3", "--delta", "0.5", "--batch-size", "64", "--seed", "3", "--train-subset", "640"]
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(1000)
+    elif how == "random bytes":
+        path.write_bytes(bytes(range(256)) * 64)
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # a PyTorch file, but not a checkpoint of this run
+        torch.save({"epoch": 1, "model": {"weight": torch.zeros(2)}}, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "random bytes", "empty", "other content"])
+def test_a_damaged_checkpoint_is_one_line_and_touches_nothing(tmp_path, monkeypatch, capsys, how):
+    out = tmp_path / "run"
+    _interrupted_after(RESUMABLE, out, 1, monkeypatch)
+    _damage(out / "checkpoint.pt", how)
+    before = _files(out)
+    capsys.readouterr()
+    assert main(["train", *RESUMABLE_FLAGS, "--resume", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert str(out / "checkpoint.pt") in err[0] and "delete" in err[0] and "--overwrite" in err[0]
+    assert "weights_only" not in err[0]  # torch's advice to load it unsafely
+    assert _files(out) == before
+    if how == "truncated":  # the advice works: without the checkpoint, --resume trains the run from its start
+        (out / "checkpoint.pt").unlink()
+        assert main(["train", *RESUMABLE_FLAGS, "--resume", "--out", str(out), "--no-progress"]) == 0
+        assert json.loads((out / "summary.json").read_text())["epochs"] == 3
+

@@ -329,3 +329,115 @@ def test_mlp_trains_under_the_modern_protocol_and_its_small_stem(tmp_path, capsy
                  "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "config.json").read_text())["config"]["stem"] == "small"
 
+
+# ---------------------------------------------------------------- issue 17: values read back are checked
+
+
+def _report_skips(root: Path, run: Path, capsys, *words: str) -> None:
+    """``report root`` succeeds on the other runs, names ``run`` as damaged with ``words``, and leaves it out."""
+    capsys.readouterr()
+    assert main(["report", str(root), "--no-plots"]) == 0
+    line = _one_error_line(capsys)
+    assert "skipped damaged run" in line and str(run) in line, line
+    for word in words:
+        assert word in line, (word, line)
+    report = (root / "report.md").read_text()
+    assert "3 finished runs" in report and f"`{run}`" in report.split("## Damaged runs, left out")[1]
+
+
+def _set_cell(path: Path, row: int, column: str, value: str) -> None:
+    rows = list(csv.DictReader(open(path, newline="")))
+    rows[row][column] = value
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.mark.parametrize("column, value", [("test_acc", "1e308"), ("test_acc", "5"), ("test_acc", "-1"),
+                                           ("test_acc", "inf"), ("test_loss", "-0.5"), ("train_seconds", "nan"),
+                                           ("step", "2.5"), ("samples_backprop", "-3")])
+def test_report_leaves_out_a_history_with_a_value_out_of_range(tmp_path, compared, capsys, column, value):
+    root = tmp_path / "copy"
+    shutil.copytree(compared, root)
+    run = root / "delta-0.5_seed-1"
+    _set_cell(run / "history.csv", 1, column, value)
+    _report_skips(root, run, capsys, "history.csv", "row 2", column)
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("epochs", "four", "epochs must be an integer, got 'four'"), ("lr", "abc", "lr must be a number, got 'abc'"),
+    ("delta", "abc", "delta must be a number"), ("epochs", True, "epochs must be an integer, got True"),
+    ("seed", -1, "seed must be an integer in [0, "), ("lr", -0.1, "learning rate must be a positive finite number"),
+    ("nesterov", "yes", "nesterov must be true or false"), ("image_size", 12.5, "image_size must be an integer or null"),
+])
+def test_report_leaves_out_a_config_with_a_value_of_the_wrong_type_or_range(tmp_path, compared, capsys, key, value,
+                                                                            words):
+    root = tmp_path / "copy"
+    shutil.copytree(compared, root)
+    run = root / "delta-0.5_seed-1"
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"][key] = value
+    (run / "config.json").write_text(json.dumps(saved))
+    _report_skips(root, run, capsys, "config.json", words)
+
+
+@pytest.mark.parametrize("key, value", [("final_test_acc", 1.5), ("best_test_acc", -0.1), ("train_seconds", -1),
+                                        ("epochs", 2.5), ("batch_visits", [1, -1]), ("final_test_bacc", "x")])
+def test_report_leaves_out_a_summary_with_a_value_out_of_range(tmp_path, compared, capsys, key, value):
+    root = tmp_path / "copy"
+    shutil.copytree(compared, root)
+    run = root / "delta-1_seed-0"
+    summary = json.loads((run / "summary.json").read_text())
+    summary[key] = value
+    (run / "summary.json").write_text(json.dumps(summary))
+    _report_skips(root, run, capsys, "summary.json", key)
+
+
+def test_trace_and_relabelled_records_are_checked_when_read(tmp_path):
+    from hardbatch.config import UsageError
+    from hardbatch.results import RunDir
+
+    run = RunDir(tmp_path)
+    (tmp_path / "trace.csv").write_text("step,round,batch,loss,samples\n1,0,0,2.3,32\n2,0,1,-inf,32\n")
+    with pytest.raises(UsageError, match=r"trace.csv: row 2: loss is -inf, not a finite number >= 0"):
+        run.trace()
+    record = {"train_samples": 10, "relabelled": [3], "true_labels": [1], "given_labels": [2], "partition": [[0, 1]]}
+    (tmp_path / "relabelled.json").write_text(json.dumps(record))
+    assert run.relabelled() == record
+    (tmp_path / "relabelled.json").write_text(json.dumps({**record, "relabelled": [12]}))
+    with pytest.raises(UsageError, match="relabelled.json: .*12.*train_samples 10"):
+        run.relabelled()
+
+
+# ---------------------------------------------------------------- issue 13: run folders record their format
+
+
+def test_run_folders_record_their_format_and_a_folder_without_it_is_format_1(tmp_path, compared, capsys):
+    from hardbatch.results import RUN_FORMAT
+
+    root = tmp_path / "copy"
+    shutil.copytree(compared, root)
+    configs = sorted(root.rglob("config.json"))
+    assert {json.loads(p.read_text())["format"] for p in configs} == {RUN_FORMAT} == {1}
+    for path in configs:  # as written before the key existed
+        saved = json.loads(path.read_text())
+        del saved["format"]
+        path.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert main(["report", str(root), "--no-plots"]) == 0
+    assert capsys.readouterr().err == "" and "4 finished runs" in (root / "report.md").read_text()
+
+
+def test_a_run_folder_of_another_format_is_refused_by_resume_and_left_out_of_reports(tmp_path, compared, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(compared, root)
+    run = root / "delta-0.5_seed-0"
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "format": 2}))
+    _report_skips(root, run, capsys, "format 2", "format 1")
+    before = _files(run)
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 2
+    line = _one_error_line(capsys)
+    assert "format 2" in line and "format 1" in line and str(run / "config.json") in line
+    assert _files(run) == before

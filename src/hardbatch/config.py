@@ -105,9 +105,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        """Build from a saved dict, ignoring keys this version does not know."""
+        """Build from a saved dict, ignoring keys this version does not know; checked as ``validate`` checks
+        (UsageError for a value of the wrong type or out of range)."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        cfg = cls(**{k: v for k, v in values.items() if k in known})
+        validate(cfg)
+        return cfg
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -169,8 +172,22 @@ def resolve_partition(cfg: RunConfig) -> RunConfig:
     return cfg.replace(shuffle_partition=cfg.dataset not in KEEP_ORDER.get(cfg.protocol or "", ()))
 
 
+# What each type named in a RunConfig annotation accepts: an int is a number too, a bool is never one.
+_KINDS = {"str": ((str,), "a string"), "int": ((int,), "an integer"), "float": ((int, float), "a number"),
+          "bool": ((bool,), "true or false"), "None": ((type(None),), "null")}
+
+
+def check_types(cfg: RunConfig) -> None:
+    """UsageError naming the first field whose value is not of its declared type (``epochs="four"``)."""
+    for f in fields(cfg):
+        value, names = getattr(cfg, f.name), f.type.split(" | ")
+        if not any(isinstance(value, _KINDS[n][0]) and (n == "bool" or not isinstance(value, bool)) for n in names):
+            raise UsageError(f"{f.name} must be {' or '.join(_KINDS[n][1] for n in names)}, got {value!r}")
+
+
 def validate(cfg: RunConfig) -> None:
-    """Check ranges that need no data; registries check names, the data set checks sizes."""
+    """Check types and ranges that need no data; registries check names, the data set checks sizes."""
+    check_types(cfg)
     if cfg.policy not in POLICY_NAMES:
         raise UsageError(f"unknown policy {cfg.policy!r}; valid: {', '.join(POLICY_NAMES)}")
     if not (0.0 < cfg.delta <= 1.0):

@@ -20,11 +20,13 @@ from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RUNTIME_KEYS, RunConf
 from hardbatch.data import DataSplits, dataset_labels, gives_batches, load_dataset
 from hardbatch.models import build_seeded, check_model_name
 from hardbatch.results import (
-    CHECKPOINT, CONFIG, HISTORY, RELABELLED, SUMMARY, TRACE, TRACE_FIELDS, NoSpaceLeft, RunDir, RunInUse,
+    CHECKPOINT, CONFIG, HISTORY, RELABELLED, RUN_FORMAT, SUMMARY, TRACE, TRACE_FIELDS, NoSpaceLeft, RunDir, RunInUse,
     atomic_write_json, ensure_writable_dir, exposure_from_visits, run_lock, summarize,
 )
 from hardbatch.selection import HardBatchSampler
-from hardbatch.training import CostMeter, EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hardbatch.training import (
+    CostMeter, EpochResult, damaged_checkpoint, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -314,24 +316,31 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
         if resuming:
             # Read once, on the writer, and sent to the others: their nodes need not see the run folder.
             state = distributed.on_writer(load_checkpoint, checkpoint)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            sampler.load_state_dict(state["sampler"])
-            meter.load_state_dict(state.get("cost", {}))
-            ranks = state.get("rng_ranks") or [state["rng"]]
-            # The same world size continues each rank's own stream; another one cannot, so it is not bit-identical.
-            set_rng_state(ranks[distributed.rank()] if len(ranks) == distributed.world_size() else ranks[0])
-            test_per_class[:] = state.get("test_per_class", [])
+            try:  # a checkpoint that loads but does not hold this run's state is damaged too; nothing is written yet
+                epoch = state["epoch"]
+                if not (isinstance(epoch, int) and 1 <= epoch <= cfg.epochs):
+                    raise ValueError(f"epoch {epoch!r}")
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                if scheduler is not None:
+                    scheduler.load_state_dict(state["scheduler"])
+                sampler.load_state_dict(state["sampler"])
+                meter.load_state_dict(state.get("cost", {}))
+                ranks = state.get("rng_ranks") or [state["rng"]]
+                # The same world size continues each rank's own stream; another one cannot, so it is not bit-identical.
+                set_rng_state(ranks[distributed.rank()] if len(ranks) == distributed.world_size() else ranks[0])
+                test_per_class[:] = state.get("test_per_class", [])
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+                raise damaged_checkpoint(checkpoint, f"it does not hold this run's state ({type(e).__name__}: "
+                                                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
             if writer:
-                history = run.history()[: state["epoch"]]
+                history = run.history()[:epoch]
                 run.write_history(history)
                 run.truncate_trace(sampler.steps)
         elif writer:
             for name in (HISTORY, TRACE, SUMMARY, CHECKPOINT, RELABELLED):
                 run.file(name).unlink(missing_ok=True)
-            atomic_write_json(run.file(CONFIG), {"config": cfg.to_dict(), **environment(device)})
+            atomic_write_json(run.file(CONFIG), {"format": RUN_FORMAT, "config": cfg.to_dict(), **environment(device)})
             if data.relabelled is not None:  # which samples label noise relabelled, and the batches trace.csv numbers
                 r = data.relabelled
                 run.write_relabelled(len(data.train), r.indices.tolist(), r.true_labels.tolist(), r.given_labels.tolist(),

@@ -30,6 +30,7 @@ HISTORY_FIELDS = (
 )
 COST_COLUMNS = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds")
 TRACE_FIELDS = ("step", "round", "batch", "loss", "samples")
+RUN_FORMAT = 1  # config.json "format": the layout of a run folder's files; a folder without the key is format 1
 PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
 TARGET_FRACTION = 0.99  # default target: 99% of the reference's best accuracy
 
@@ -141,6 +142,145 @@ def read_json(path: Path) -> dict:
         return json.load(f)
 
 
+# ---- checking the values read back: each field's kind, and the kinds' ranges -------------------------
+
+class BadRecord(ValueError):
+    """A run file that parses but holds a value of the wrong type or out of range; the message names it."""
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# kind -> (accepts, what it accepts). NaN fails every kind: an empty cell is only allowed where a field is optional.
+KINDS = {
+    "fraction": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),  # accuracies
+    "amount": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),  # losses, seconds, the learning rate
+    "count": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),  # epochs, steps, samples, indices
+}
+HISTORY_KINDS = {
+    "epoch": "count", "step": "count", "train_loss": "amount", "test_loss": "amount", "test_acc": "fraction",
+    "test_top5": "fraction", "lr": "amount", "train_seconds": "amount", "eval_seconds": "amount",
+    "val_loss": "amount", "val_acc": "fraction", "val_top5": "fraction", "test_bacc": "fraction", "val_bacc": "fraction",
+    "samples_loaded": "count", "samples_forward": "count", "samples_forward_nograd": "count",
+    "samples_backprop": "count", "choose_seconds": "amount",
+}
+# Columns a run may leave empty or lack: no validation split, or written before the column existed.
+HISTORY_OPTIONAL = {"val_loss", "val_acc", "val_top5", "test_bacc", "val_bacc", *COST_COLUMNS}
+TRACE_KINDS = {"step": "count", "round": "count", "batch": "count", "loss": "amount", "samples": "count"}
+TRACE_OPTIONAL = {"samples"}
+SUMMARY_KINDS = {
+    **dict.fromkeys(("final_test_acc", "final_test_top5", "best_test_acc", "target_acc", "final_val_acc",
+                     "best_val_acc"), "fraction"),
+    **dict.fromkeys(("best_epoch", "epochs", "optimizer_steps", "num_batches", "batches_per_round", "best_val_epoch",
+                     "batches_never_selected_after_warmup"), "count"),
+    **dict.fromkeys(("samples_backpropagated", "train_seconds", "eval_seconds"), "amount"),
+}
+SUMMARY_NULLABLE = {"final_test_bacc": "fraction", "final_val_bacc": "fraction", "epochs_to_target": "count",
+                    "epochs_to_plateau": "count"}
+
+
+def value_problem(value, kind: str) -> str | None:
+    """Why ``value`` is not of ``kind`` (a KINDS key), or None when it is."""
+    if not _is_real(value):
+        return "not a number"
+    accepts, what = KINDS[kind]
+    return None if accepts(value) else f"not {what}"
+
+
+def _check(name: str, value, kind: str) -> None:
+    problem = value_problem(value, kind)
+    if problem:
+        raise BadRecord(f"{name} is {value!r}, {problem}")
+
+
+def _is_empty(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def check_rows(rows: list[dict], kinds: dict[str, str], optional: set[str]) -> list[dict]:
+    """``rows`` (read_csv's), each value checked against its column's kind; returns them. BadRecord names the
+    first bad cell by row (1-based) and column; columns not in ``kinds`` are not checked."""
+    for i, row in enumerate(rows, start=1):
+        for column, kind in kinds.items():
+            value = row.get(column)
+            if _is_empty(value):
+                if column in optional:
+                    continue
+                raise BadRecord(f"row {i} has no {column}")
+            try:
+                _check(column, value, kind)
+            except BadRecord as e:
+                raise BadRecord(f"row {i}: {e}") from None
+    return rows
+
+
+def _check_list(name: str, values, kind: str, nullable: bool = False) -> None:
+    if not isinstance(values, list):
+        raise BadRecord(f"{name} is not a list")
+    for i, value in enumerate(values):
+        if not (nullable and value is None):
+            _check(f"{name}[{i}]", value, kind)
+
+
+def check_summary(summary) -> dict:
+    """summary.json's values checked by kind (the keys it holds; a run of an older version lacks some); returns it."""
+    if not isinstance(summary, dict):
+        raise BadRecord("not a JSON object")
+    for key, kind in SUMMARY_KINDS.items():
+        if key in summary:
+            _check(key, summary[key], kind)
+    for key, kind in SUMMARY_NULLABLE.items():
+        if summary.get(key) is not None:
+            _check(key, summary[key], kind)
+    if "batch_visits" in summary:
+        _check_list("batch_visits", summary["batch_visits"], "count")
+    if "final_test_per_class_acc" in summary:
+        _check_list("final_test_per_class_acc", summary["final_test_per_class_acc"], "fraction", nullable=True)
+    for key, kind, empty in (("cost", "amount", _is_empty), ("mislabelled", "fraction", lambda v: v is None)):
+        if summary.get(key) is None:
+            continue
+        if not isinstance(summary[key], dict):
+            raise BadRecord(f"{key} is not a JSON object")
+        for name, value in summary[key].items():  # a cost not counted (older runs) is NaN; a share without data null
+            if not empty(value):
+                _check(f"{key}.{name}", value, kind)
+    return summary
+
+
+def check_relabelled(record) -> dict:
+    """relabelled.json's values checked: counts, indices below ``train_samples``, one label pair per index."""
+    if not isinstance(record, dict):
+        raise BadRecord("not a JSON object")
+    _check("train_samples", record["train_samples"], "count")
+    n = record["train_samples"]
+    for key in ("relabelled", "true_labels", "given_labels"):
+        _check_list(key, record[key], "count")
+        if len(record[key]) != len(record["relabelled"]):
+            raise BadRecord(f"{key} has {len(record[key])} entries for {len(record['relabelled'])} relabelled samples")
+    if not isinstance(record["partition"], list):
+        raise BadRecord("partition is not a list")
+    for i, batch in enumerate(record["partition"]):
+        _check_list(f"partition[{i}]", batch, "count")
+    indices = record["relabelled"] + [j for batch in record["partition"] for j in batch]
+    if any(j >= n for j in indices):
+        raise BadRecord(f"a sample index is {max(indices)}, not below train_samples {n}")
+    return record
+
+
+def read_config(path: Path) -> RunConfig:
+    """config.json's run configuration, checked by ``RunConfig.from_dict``; BadRecord for a folder of another
+    RUN_FORMAT (one without the key is format 1: it predates the key, not the layout)."""
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise BadRecord("not a JSON object")
+    version = saved.get("format", 1)
+    if version != RUN_FORMAT or not isinstance(version, int) or isinstance(version, bool):
+        raise BadRecord(f"the run folder is format {version!r}, and this hardbatch reads format {RUN_FORMAT}; "
+                        f"open it with the hardbatch version that wrote it")
+    return RunConfig.from_dict(saved["config"])
+
+
 def ensure_writable_dir(path: Path) -> Path:
     """Create ``path`` if needed and check that files can be written there; UsageError otherwise."""
     path = Path(path)
@@ -205,6 +345,8 @@ class RunDir:
             problem = "the file is missing"
         except json.JSONDecodeError as e:
             problem = f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno} (truncated?)"
+        except (BadRecord, UsageError) as e:  # parsed, but a value of the wrong type or out of range
+            problem = str(e)
         except (KeyError, TypeError, AttributeError) as e:
             problem = f"not in the expected layout (no {e} entry)" if isinstance(e, KeyError) else "not in the expected layout"
         except (ValueError, csv.Error) as e:  # a non-numeric cell, a binary file
@@ -213,21 +355,22 @@ class RunDir:
             problem = e.strerror or str(e)
         raise UsageError(f"cannot read {path}: {problem}; rerun that run or move its directory away") from None
 
+    # Every reader checks each value it returns (type and range), so a damaged record never reaches a caller.
     def config(self) -> RunConfig:
-        return self._read(CONFIG, lambda p: RunConfig.from_dict(read_json(p)["config"]))
+        return self._read(CONFIG, read_config)
 
     def history(self) -> list[dict[str, float]]:
-        return self._read(HISTORY, read_csv)
+        return self._read(HISTORY, lambda p: check_rows(read_csv(p), HISTORY_KINDS, HISTORY_OPTIONAL))
 
     def trace(self) -> list[dict[str, float]]:
-        return self._read(TRACE, read_csv)
+        return self._read(TRACE, lambda p: check_rows(read_csv(p), TRACE_KINDS, TRACE_OPTIONAL))
 
     def summary(self) -> dict:
-        return self._read(SUMMARY, read_json)
+        return self._read(SUMMARY, lambda p: check_summary(read_json(p)))
 
     def relabelled(self) -> dict | None:
         """The label-noise record (see ``write_relabelled``), or None for a run without label noise."""
-        return self._read(RELABELLED, read_json) if self.file(RELABELLED).exists() else None
+        return self._read(RELABELLED, lambda p: check_relabelled(read_json(p))) if self.file(RELABELLED).exists() else None
 
     def write_relabelled(self, train_samples: int, indices: list[int], true_labels: list[int], given_labels: list[int],
                          partition: list[list[int]]) -> None:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hardbatch import distributed
+from hardbatch.config import UsageError
 from hardbatch.results import atomic_write_bytes, space_for
 from hardbatch.selection import HardBatchSampler
 
@@ -381,5 +382,23 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getbuffer())
 
 
+def damaged_checkpoint(path: Path, why: str) -> UsageError:
+    """The one-line error for a checkpoint that cannot be resumed: names the file and how to start over."""
+    return UsageError(f"cannot resume from {path}: {why}; delete that file to train the run again from its first "
+                      f"epoch (for train, --overwrite instead of --resume does the same)")
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=True)
+    """The state ``save_checkpoint`` wrote, loaded with ``weights_only=True``; a file that does not load (empty,
+    truncated, other content) raises ``damaged_checkpoint``'s UsageError instead of torch's message."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError... for a bad file
+        # torch's own text can advise weights_only=False, which would run whatever code the file holds.
+        why = "the file is empty" if path.exists() and path.stat().st_size == 0 else \
+            f"not a readable PyTorch checkpoint ({type(e).__name__}; truncated or overwritten?)"
+        raise damaged_checkpoint(path, why) from None
+    if not isinstance(state, dict):
+        raise damaged_checkpoint(path, f"it holds a {type(state).__name__}, not a checkpoint's dict")
+    return state
