@@ -300,3 +300,43 @@ def test_a_damaged_checkpoint_is_one_line_and_touches_nothing(tmp_path, monkeypa
         assert main(["train", *RESUMABLE_FLAGS, "--resume", "--out", str(out), "--no-progress"]) == 0
         assert json.loads((out / "summary.json").read_text())["epochs"] == 3
 
+
+def test_resume_with_only_out_continues_with_the_saved_settings(tmp_path, monkeypatch, capsys):
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    train_run(RESUMABLE, straight, progress=False)
+    _interrupted_after(RESUMABLE, out, 1, monkeypatch)
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "trace.csv").read_text() == (straight / "trace.csv").read_text()
+    assert _rows(out / "history.csv") == _rows(straight / "history.csv")
+
+
+def test_resume_with_a_conflicting_flag_names_both_values_and_never_suggests_overwrite(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    _interrupted_after(RESUMABLE, out, 1, monkeypatch)
+    before = _files(out)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--delta", "1.0", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "delta saved 0.5 but given 1.0" in err[0] and "--overwrite" not in err[0], err
+    assert "drop" in err[0] and "other settings" in err[0] and "epochs" not in err[0]  # only what was given differs
+    assert _files(out) == before
+    # the saved value, given again, is no conflict
+    assert main(["train", "--resume", "--delta", "0.5", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
+
+
+def test_sigterm_ends_with_one_line_and_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    proc = _cli("train", *RESUME_FLAGS, "--out", str(out))
+    deadline = time.time() + 240
+    while _trace_lines(out) < 44 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # inside the second epoch
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    err = proc.stderr.read().strip().splitlines()
+    assert len(err) == 1 and "terminated" in err[0] and "--resume" in err[0] and "Traceback" not in err[0], err
+    assert not (out / "summary.json").exists() and (out / "checkpoint.pt").exists()
+    resumed = _cli("train", "--resume", "--out", str(out), "--no-progress")  # the saved settings: no other flag
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert _rows(out / "history.csv") == _rows(uninterrupted / "history.csv")
+    assert (out / "trace.csv").read_text() == (uninterrupted / "trace.csv").read_text()

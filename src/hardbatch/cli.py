@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -149,18 +152,24 @@ def _check_policy_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag(f.name)} applies to policy {', '.join(users)}, not to {', '.join(chosen)}")
 
 
+def _given(args: argparse.Namespace) -> list[str]:
+    """The RunConfig fields whose flags the command line gives (``--protocol`` itself aside)."""
+    return [f.name for f in fields(RunConfig) if f.name != "protocol" and getattr(args, f.name, None) is not None]
+
+
 def config_from_args(args: argparse.Namespace, protocol: str | None = None) -> RunConfig:
     """A RunConfig from the flags given; flags left out keep the protocol's or RunConfig's defaults."""
-    given = {f.name: getattr(args, f.name) for f in fields(RunConfig)
-             if f.name != "protocol" and getattr(args, f.name, None) is not None}
-    return make_config(protocol or getattr(args, "protocol", None), **given)
+    return make_config(protocol or getattr(args, "protocol", None), **{name: getattr(args, name) for name in _given(args)})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hardbatch.experiment import train_run
+    from hardbatch.experiment import resume_config, train_run
 
     _check_policy_flags(args)
     cfg = config_from_args(args)
+    if args.resume:  # the saved settings, with only the flags given on top (a --protocol names itself, not its presets)
+        given = _given(args) + (["protocol"] if args.protocol else [])
+        cfg = distributed.on_writer(resume_config, args.out, cfg, given)
     summary = train_run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if not distributed.is_writer():
         return 0
@@ -249,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p)
     p.add_argument("--out", required=True, help="run directory to create")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue an unfinished run in --out (a finished one is left as is)")
+    mode.add_argument("--resume", action="store_true",
+                      help="continue an unfinished run in --out with its saved settings: no other flag is needed, and "
+                           "one that differs from the saved value is refused (a finished run is left as is)")
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.set_defaults(func=cmd_train)
 
@@ -311,10 +322,27 @@ def _join_shard(argv: list[str]) -> list[str]:
     return out
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or ``kill``'s stop), raised where the process is so that it ends as Ctrl-C does."""
+
+
+def _on_sigterm(pid: int):
+    def handler(signum, frame):
+        if os.getpid() != pid:  # a forked DataLoader worker: end as the signal would have ended it
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     """Under torchrun every process runs this; the checks are made alike on each, so only rank 0 prints errors."""
     args = build_parser().parse_args(_join_shard(list(sys.argv[1:] if argv is None else argv)))
     created = False
+    catch = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+    previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid())) if catch else None
     try:
         created = args.command != "report" and distributed.init()
         return args.func(args)
@@ -329,10 +357,14 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"hardbatch {args.command}: training diverged: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        hint = "the same command with --resume" if args.command == "train" else "the same command again"
-        print(f"hardbatch {args.command}: interrupted; run {hint} to continue from the last finished epoch", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        hint = f"train --resume --out {args.out} (it keeps the saved settings)" if args.command == "train" else \
+            "the same command again"
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"hardbatch {args.command}: {how}; run {hint} to continue from the last finished epoch", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     finally:
+        if catch:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if created:
             distributed.shutdown()

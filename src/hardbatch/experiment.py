@@ -11,7 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -93,13 +93,28 @@ def same_run(saved: RunConfig, wanted: RunConfig) -> list[str]:
     return [k for k in a if k not in RUNTIME_KEYS and a[k] != b.get(k)]
 
 
-def _check_same(run: RunDir, cfg: RunConfig, hint: str = "use another --out or --overwrite") -> None:
+RESUME_HINT = "drop those flags or pass the saved values to continue it, or use another --out"
+
+
+def _check_same(run: RunDir, cfg: RunConfig, hint: str = RESUME_HINT) -> None:
     saved_cfg = run.config()
     differing = same_run(saved_cfg, cfg)
     if differing:
         saved = saved_cfg.to_dict()
-        detail = ", ".join(f"{k} {saved[k]!r} vs {getattr(cfg, k)!r}" for k in differing)
-        raise UsageError(f"{run.path} holds a run with other settings ({detail}); {hint}")
+        detail = ", ".join(f"{k} saved {saved[k]!r} but given {getattr(cfg, k)!r}" for k in differing)
+        raise UsageError(f"{run.path} holds a run with other settings: {detail}; {hint}")
+
+
+def resume_config(out: Path | str, wanted: RunConfig, given: Iterable[str]) -> RunConfig:
+    """What ``--resume`` continues: the configuration saved in ``out``, with only the fields named in ``given``
+    (the flags on the command line) taken from ``wanted``; ``wanted`` when ``out`` holds no config.json yet.
+
+    A given value that differs from the saved one is then refused by the same-run check, naming both.
+    """
+    run = RunDir(out)
+    if not run.file(CONFIG).exists():
+        return wanted
+    return run.config().replace(**{name: getattr(wanted, name) for name in given})
 
 
 def resolve(cfg: RunConfig, device: torch.device) -> RunConfig:
