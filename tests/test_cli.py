@@ -474,3 +474,27 @@ def test_report_without_runs_exits_2_with_one_line(capsys, tmp_path, which):
     assert_one_line_error(err, which)
     assert out == ""
     assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------- issue 17: progress off a terminal
+
+
+def test_off_a_terminal_compare_prints_one_line_per_finished_run(capsys, tmp_path):
+    rc, _, err = cli(capsys, "compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--epochs", "1", "--batch-size",
+                     "128", "--device", "cpu", "--out", tmp_path / "cmp")  # progress on; capsys is not a terminal
+    assert rc == 0, err
+    done = [line for line in err.splitlines() if ": done, test top-1 " in line]
+    assert len(done) == 2 and done[0].startswith("[1/2] digits/small_cnn hardbatch δ=0.5 seed=0: done"), err
+    assert "\r" not in err  # no progress bar drawn into a file
+
+
+def test_off_a_terminal_long_runs_print_a_line_per_epoch(capsys, tmp_path, monkeypatch):
+    from hardbatch.experiment import EpochLines
+
+    monkeypatch.setattr(EpochLines, "LINE_SECONDS", 0.0)  # every epoch counts as long
+    rc, _, err = cli(capsys, "train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--out", tmp_path / "r")
+    assert rc == 0, err
+    assert [line.split(": ", 1)[1].split(",")[0] for line in err.splitlines()] == ["epoch 1/2", "epoch 2/2"], err
+    rc, _, err = cli(capsys, "train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--no-progress",
+                     "--out", tmp_path / "quiet")
+    assert rc == 0 and err == ""

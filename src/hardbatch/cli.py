@@ -126,7 +126,9 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--tensorboard", metavar="DIR",
                    help="also log every per-epoch metric to TensorBoard under DIR (compare/sweep: one sub-directory "
                         "per run); needs pip install 'hardbatch[tensorboard]'")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (on a terminal) or progress lines (elsewhere: one per finished run, and one "
+                        "per epoch at most every 30 s)")
 
 
 def _add_policy_params(g) -> None:

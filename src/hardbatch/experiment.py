@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -363,6 +364,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
 
         _warn_if_single_class_batches(cfg, data, sampler)
         bar = _progress_bar(cfg, label, len(history), progress and writer)
+        lines = EpochLines(cfg, label, progress and writer and not terminal())
         exploding = LossWatch(cfg, data.num_classes, history)
         board = _summary_writer_class()(cfg.tensorboard) if cfg.tensorboard and writer else None
 
@@ -394,6 +396,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 board.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{result.train_loss:.3f}", acc=f"{result.evals['test'].acc:.3f}")
+            lines.epoch(result)
 
         pin = device.type == "cuda" and not cfg.data_on_device
         workers = loader_workers(cfg, data)
@@ -459,10 +462,37 @@ class LossWatch:
                  f"or {self.EXPLODING:g}x ln(classes)); the learning rate is probably too high: try a lower --lr than {self.lr:g}")
 
 
+def _describe(cfg: RunConfig, label: str | None) -> str:
+    return label or f"{cfg.dataset}/{cfg.model} {cfg.policy} δ={cfg.delta:g} seed={cfg.seed}"
+
+
+def terminal() -> bool:
+    """Whether stderr is a terminal: progress bars there, progress lines (``EpochLines``, ``execute``) elsewhere."""
+    return sys.stderr.isatty()
+
+
+class EpochLines:
+    """Off a terminal, where tqdm draws no bar: one line per finished epoch on stderr, once LINE_SECONDS have passed
+    since the run started or since the last line. A short run prints none; a long one shows it is alive."""
+
+    LINE_SECONDS = 30.0
+
+    def __init__(self, cfg: RunConfig, label: str | None, enabled: bool):
+        self.desc, self.epochs, self.enabled = _describe(cfg, label), cfg.epochs, enabled
+        self.last = time.monotonic()
+
+    def epoch(self, result: EpochResult) -> None:
+        if not self.enabled or time.monotonic() - self.last < self.LINE_SECONDS:
+            return
+        self.last = time.monotonic()
+        print(f"{self.desc}: epoch {result.epoch}/{self.epochs}, train loss {result.train_loss:.3f}, "
+              f"test top-1 {100 * result.evals['test'].acc:.2f}%", file=sys.stderr, flush=True)
+
+
 def _progress_bar(cfg: RunConfig, label: str | None, done: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    desc = label or f"{cfg.dataset}/{cfg.model} {cfg.policy} δ={cfg.delta:g} seed={cfg.seed}"
+    desc = _describe(cfg, label)
     # disable=None: bars only on a terminal, so CI logs and files get no carriage-return spam.
     return tqdm(total=cfg.epochs, initial=done, desc=desc, unit="epoch", disable=None if enabled else True,
                 leave=True, dynamic_ncols=True)
@@ -631,7 +661,11 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
             continue
         distributed.on_writer(ensure_writable_dir, run.path.parent)
         try:
-            train_run(cfg, run.path, resume=True, progress=progress, data=data(resolve(cfg, data.device)), label=label)
+            summary = train_run(cfg, run.path, resume=True, progress=progress, data=data(resolve(cfg, data.device)),
+                                label=label)
+            if progress and distributed.is_writer() and not terminal():  # a terminal has the bar, left in place
+                print(f"{label}: done, test top-1 {100 * summary['final_test_acc']:.2f}%, "
+                      f"{summary['train_seconds']:.1f} s training", file=sys.stderr, flush=True)
         except RunInUse:
             not_done.append((run, "skipped: another hardbatch process is training it; rerun this command once it is done"))
             warn(f"{label} skipped: {run.path} is in use by another hardbatch process")
