@@ -217,11 +217,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hardbatch.report import build_report
+    from hardbatch.report import Comparison, build_report
 
     damaged: list = []
+    comparison = Comparison(getattr(args, "method", None) or "hardbatch", getattr(args, "reference", None) or "hardbatch")
     path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
-                                damaged=damaged)
+                                damaged=damaged, comparison=comparison)
     print(tables)
     print(f"\nreport: {path} (with each arm's cost and its accuracy at equal cost)")
     for run, why in damaged:
@@ -294,7 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write the report (default: DIR)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--target-acc", type=float,
-                   help="test accuracy (fraction) T for epochs-to-target (default: 0.99 × the δ = 1 mean best)")
+                   help="test accuracy (fraction) T for epochs-to-target (default: 0.99 × the reference's mean best)")
+    p.add_argument("--method", metavar="POLICY",
+                   help=f"the policy the report judges: its best setting along its axis (δ, β, prune ratio), chosen "
+                        f"on validation, against --reference; one of {', '.join(POLICY_NAMES)} (default hardbatch, "
+                        f"the paper's rule)")
+    p.add_argument("--reference", metavar="POLICY[@VALUE]",
+                   help="the arm differences are taken to: a policy, optionally at a value of its axis, e.g. uniform, "
+                        "hardbatch@1, infobatch@0.3; a δ policy without a value means δ = 1, another policy its "
+                        "default (default hardbatch = the paper's rule at δ = 1, its baseline)")
     p.set_defaults(func=cmd_report)
     return parser
 

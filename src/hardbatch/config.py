@@ -31,6 +31,10 @@ MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
 # policy's own hyper-parameters: the RunConfig fields below whose metadata names the policy.
 POLICY_NAMES = ("hardbatch", "random", "cyclic", "uniform", "selective-backprop", "infobatch")
 DELTA_POLICIES = ("hardbatch", "random", "cyclic")
+# The hyper-parameter each policy sweeps (its axis): what tells its arms apart in a report, and what a report
+# chooses on validation when the policy is the method judged. A policy without an entry has one arm.
+POLICY_AXES = {**{name: "delta" for name in DELTA_POLICIES}, "selective-backprop": "beta", "infobatch": "prune_ratio"}
+AXIS_SYMBOLS = {"delta": "δ", "beta": "β", "prune_ratio": "r"}
 
 
 def _policy_param(default: Any, policies: tuple[str, ...], help: str, metavar: str | None = None):
