@@ -1,4 +1,4 @@
-"""The selection rule (METHOD.md "The rule (exact)"), pinned on scripted loss sequences, and the sampler protocol."""
+"""The selection rule (docs/method.md "The rule (exact)"), pinned on scripted loss sequences, and the sampler protocol."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from hardbatch.selection import (
 
 
 def reference_rule(n: int, k: int, epochs: int, loss_of) -> list[tuple[int, int]]:
-    """The rule, written from METHOD.md with plain lists: (round, batch) for every optimizer step.
+    """The rule, written from docs/method.md with plain lists: (round, batch) for every optimizer step.
 
     ``loss_of(batch, visit)`` is the training loss of ``batch`` the ``visit``-th time (0-based) it is trained.
     """

@@ -1,4 +1,4 @@
-"""The paper's claims (METHOD.md "Claims to check"), each judged against the measured per-arm statistics (report.ArmStats)."""
+"""The paper's claims (docs/method.md "Claims to check"), each judged against the measured per-arm statistics (report.ArmStats)."""
 
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ class RunConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if self.policy in f.metadata.get("policies", ())}
 
 
-# Presets set defaults only; flags given by the user override them. See METHOD.md "The released code's setup".
+# Presets set defaults only; flags given by the user override them. See docs/method.md "The released code's setup".
 PROTOCOLS: dict[str, dict[str, Any]] = {
     # The released code: timm-style networks at 128 px, ImageNet statistics, no augmentation, fixed batch
     # order (for the data sets in KEEP_ORDER), constant-rate SGD. Its train-mode evaluation is one flag away.

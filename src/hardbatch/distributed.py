@@ -160,20 +160,10 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def barrier() -> None:
-    if active():
-        dist.barrier()
-
-
 def _broadcast(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
     return box[0]
-
-
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank (picklable objects)."""
-    return _broadcast(obj) if active() else obj
 
 
 def on_writer(fn: Callable[..., Any], *args, **kwargs) -> Any:

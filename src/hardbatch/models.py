@@ -130,10 +130,6 @@ for _arch in ("resnet18", "resnet50", "efficientnet_b4", "efficientnet_v2_s", "m
     register_model(_arch)(_torchvision(_arch))
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def build_seeded(name: str, num_classes: int, in_channels: int, seed: int, stem: str = "imagenet") -> nn.Module:
     """Build a model whose initial weights depend only on ``seed``, leaving the global RNG untouched.
 

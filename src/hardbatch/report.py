@@ -13,7 +13,7 @@ from hardbatch.config import AXIS_SYMBOLS, POLICY_AXES, POLICY_NAMES, RUNTIME_KE
 from hardbatch.results import (
     CONFIG, HISTORY, PLATEAU_POINTS, SUMMARY, TARGET_FRACTION, MislabelledExposure, RunDir, atomic_write_text,
     csv_text, cumulative, epochs_to_plateau, epochs_to_target, ensure_writable_dir, find_runs, mean_interval, mean_std,
-    PairedDifference, mislabelled_exposure, no_interval_reason, paired_difference, value_at_budget,
+    Interval, mislabelled_exposure, no_interval_reason, paired_difference, value_at_budget,
 )
 
 # Settings that tell arms apart inside a group (the policy and the value of its axis), and settings that never
@@ -360,11 +360,11 @@ class ArmStats:
         return asdict(self)
 
 
-def _paired_points(a: dict[int, float], b: dict[int, float]) -> PairedDifference:
+def _paired_points(a: dict[int, float], b: dict[int, float]) -> Interval:
     """Seed-paired difference a − b over the seeds both have, in points."""
     seeds = sorted(set(a) & set(b))
     d = paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
-    return PairedDifference(100 * d.mean, 100 * d.low, 100 * d.high, d.n)
+    return Interval(100 * d.mean, 100 * d.low, 100 * d.high, d.n)
 
 
 def equal_budget(group: Group, column: str) -> float:

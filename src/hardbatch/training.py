@@ -75,9 +75,6 @@ class CostMeter:
         return {name: value - earlier[name] for name, value in self.state_dict().items()}
 
 
-COST_FIELDS = tuple(f.name for f in fields(CostMeter))
-
-
 @dataclass
 class EpochResult:
     """What one epoch produced; ``trace`` holds (step, round, batch, loss, samples) per optimizer step.

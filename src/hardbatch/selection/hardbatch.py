@@ -1,4 +1,4 @@
-"""The paper's rule (METHOD.md "The rule"): a warm-up round over every batch, then rounds of the top-k; and its variants."""
+"""The paper's rule (docs/method.md "The rule (exact)"): a warm-up round over every batch, then rounds of the top-k; and its variants."""
 
 from __future__ import annotations
 
