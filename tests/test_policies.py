@@ -267,7 +267,7 @@ def test_percentiles_are_the_fraction_of_the_history_at_or_below_each_loss():
 
 
 def test_selective_backprop_keep_probability_is_percentile_to_the_beta_in_the_last_h_losses():
-    one, two = SelectiveBackpropPolicy(4, beta=1.0, history=4), SelectiveBackpropPolicy(4, beta=2.0, history=4)
+    one, two = SelectiveBackpropPolicy(4, beta=1.0, loss_history=4), SelectiveBackpropPolicy(4, beta=2.0, loss_history=4)
     assert one.keep_probabilities(torch.tensor([1.0, 2.0])).tolist() == [0.5, 1.0]  # history [1, 2]
     assert two.keep_probabilities(torch.tensor([1.0, 2.0])).tolist() == [0.25, 1.0]
     # The ring keeps the last four: [1, 2, 3, 0.5, 4] -> [2, 3, 0.5, 4].
@@ -275,7 +275,7 @@ def test_selective_backprop_keep_probability_is_percentile_to_the_beta_in_the_la
     assert one.history.tolist() == [2.0, 3.0, 0.5, 4.0]
     assert two.keep_probabilities(torch.tensor([3.0, 0.5, 4.0])).tolist() == [0.5625, 0.0625, 1.0]
     # A batch longer than the history: only its own last H losses remain.
-    short = SelectiveBackpropPolicy(4, beta=1.0, history=2)
+    short = SelectiveBackpropPolicy(4, beta=1.0, loss_history=2)
     assert short.keep_probabilities(torch.tensor([5.0, 1.0, 3.0])).tolist() == [1.0, 0.5, 1.0]
     assert short.history.tolist() == [1.0, 3.0]
 
@@ -283,13 +283,13 @@ def test_selective_backprop_keep_probability_is_percentile_to_the_beta_in_the_la
 @pytest.mark.parametrize("seed", range(5))
 def test_selective_backprop_keeps_certain_samples_and_drops_impossible_ones(seed):
     # H = 1: the history is the batch's last loss, so p = [0, 1, 1] whatever the draw.
-    policy = SelectiveBackpropPolicy(4, beta=1.0, history=1, seed=seed)
+    policy = SelectiveBackpropPolicy(4, beta=1.0, loss_history=1, seed=seed)
     assert policy.select(policy.plan()[0], torch.tensor([1.0, 5.0, 3.0])).tolist() == [0.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_selective_backprop_never_takes_an_empty_step(seed):
-    policy = SelectiveBackpropPolicy(4, beta=50.0, history=4, seed=seed)
+    policy = SelectiveBackpropPolicy(4, beta=50.0, loss_history=4, seed=seed)
     step = policy.plan()[0]
     policy.select(step, torch.tensor([100.0]))
     # History [100, 1, 2, 3]: p^50 <= 0.75^50 < 1e-6, so the draw keeps none and the highest loss is kept alone.
@@ -297,7 +297,7 @@ def test_selective_backprop_never_takes_an_empty_step(seed):
 
 
 def test_selective_backprop_beta_zero_keeps_every_sample():
-    policy = SelectiveBackpropPolicy(4, beta=0.0, history=8)
+    policy = SelectiveBackpropPolicy(4, beta=0.0, loss_history=8)
     step = policy.plan()[0]
     scores = torch.rand(40, 5, generator=torch.Generator().manual_seed(0))
     assert all(policy.select(step, s).tolist() == [1.0] * 5 for s in scores)
@@ -305,7 +305,7 @@ def test_selective_backprop_beta_zero_keeps_every_sample():
 
 @pytest.mark.parametrize("beta, kept", [(1.0, 1 / 2), (2.0, 1 / 3), (3.0, 1 / 4)])
 def test_selective_backprop_keeps_one_in_beta_plus_one_of_stationary_losses(beta, kept):
-    policy = SelectiveBackpropPolicy(4, beta=beta, history=1024, seed=1)
+    policy = SelectiveBackpropPolicy(4, beta=beta, loss_history=1024, seed=1)
     step = policy.plan()[0]
     scores = torch.rand(300, 32, generator=torch.Generator().manual_seed(2))
     fraction = torch.stack([policy.select(step, s) for s in scores]).mean().item()
@@ -316,7 +316,7 @@ def test_selective_backprop_draws_are_reproducible_per_seed():
     scores = torch.rand(50, 8, generator=torch.Generator().manual_seed(0))
 
     def masks(seed):
-        policy = SelectiveBackpropPolicy(4, beta=1.0, history=64, seed=seed)
+        policy = SelectiveBackpropPolicy(4, beta=1.0, loss_history=64, seed=seed)
         step = policy.plan()[0]
         return [policy.select(step, s).tolist() for s in scores]
 

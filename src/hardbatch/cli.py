@@ -127,7 +127,7 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
 
 
 def _add_policy_params(g) -> None:
-    """One flag per policy hyper-parameter, generated from the RunConfig fields that declare it."""
+    """One flag per policy hyper-parameter, generated from the declaration in the policy's file (its RunConfig field)."""
     for f in fields(RunConfig):
         meta = f.metadata
         if not meta.get("policies"):
@@ -137,7 +137,8 @@ def _add_policy_params(g) -> None:
             g.add_argument(flag(f.name), action="store_true", default=None, help=where + meta["help"])
         else:
             kind = int if f.type in ("int", "int | None") else float
-            g.add_argument(flag(f.name), type=kind, metavar=meta["metavar"], help=where + meta["help"])
+            default = "" if f.default is None else f" (default {f.default:g})"
+            g.add_argument(flag(f.name), type=kind, metavar=meta["metavar"], help=where + meta["help"] + default)
 
 
 def _check_policy_flags(args: argparse.Namespace) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
-
-class UsageError(ValueError):
-    """Bad user input: the CLI prints the message on one line and exits with status 2."""
+from hardbatch.errors import UsageError
+from hardbatch.selection.params import check_value, flag
+from hardbatch.selection.registry import POLICIES, load_policies, policy_fields
 
 
 EVAL_MODES = ("eval", "train")
@@ -27,24 +27,18 @@ RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc", "
 KEEP_ORDER = {"paper": ("cifar10", "cifar100", "stl10")}
 MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
 
-# The selection policies (hardbatch.selection.POLICIES holds their classes), the ones δ applies to, and each
-# policy's own hyper-parameters: the RunConfig fields below whose metadata names the policy.
-POLICY_NAMES = ("hardbatch", "random", "cyclic", "uniform", "selective-backprop", "infobatch")
-DELTA_POLICIES = ("hardbatch", "random", "cyclic")
-# The hyper-parameter each policy sweeps (its axis): what tells its arms apart in a report, and what a report
-# chooses on validation when the policy is the method judged. A policy without an entry has one arm.
-POLICY_AXES = {**{name: "delta" for name in DELTA_POLICIES}, "selective-backprop": "beta", "infobatch": "prune_ratio"}
-AXIS_SYMBOLS = {"delta": "δ", "beta": "β", "prune_ratio": "r"}
-
-
-def _policy_param(default: Any, policies: tuple[str, ...], help: str, metavar: str | None = None):
-    """A policy hyper-parameter: a RunConfig field whose flag and help text the CLI generates from this."""
-    return field(default=default, metadata={"policies": policies, "help": help, "metavar": metavar})
+# Derived from the policy registry (each policy's own file declares these; see selection/policy.py): the policy
+# names, the ones δ applies to, and the hyper-parameter each policy sweeps (its axis: what tells its arms apart in a
+# report, and what a report chooses on validation when the policy is the method judged; None: one arm).
+POLICY_NAMES = tuple(load_policies())
+DELTA_POLICIES = tuple(name for name, cls in POLICIES.items() if cls.uses_delta)
+POLICY_AXES = {name: cls.axis for name, cls in POLICIES.items() if cls.axis is not None}
+AXIS_SYMBOLS = {"delta": "δ", "beta": "β", "prune_ratio": "r"}  # how reports name an axis; others by field name
 
 
 @dataclass
-class RunConfig:
-    """Everything that decides a training run. Stored as given; ``validate`` checks it where used."""
+class _Settings:
+    """The settings of a run that do not belong to one policy; RunConfig adds every policy's hyper-parameters."""
 
     dataset: str = "digits"
     model: str = "small_cnn"
@@ -66,27 +60,6 @@ class RunConfig:
     # False: batch i = samples [i*B, (i+1)*B) in data-set order; True: a seeded random cut; None ("auto"): the
     # data-set order only where it is the point (KEEP_ORDER), a random cut elsewhere. Saved resolved.
     shuffle_partition: bool | None = None
-    rescore: int | None = _policy_param(
-        None, ("hardbatch",), "before every K-th round, a no-grad forward over every batch refreshes all stored "
-                              "losses (its cost counted; default: never)", "K")
-    repartition: bool = _policy_param(
-        False, ("hardbatch",), "re-cut the samples into new batches every round (seeded) and score each by the mean "
-                               "of its samples' last training losses")
-    trim_top: float = _policy_param(
-        0.0, ("hardbatch",), "noise guard: never select the top q fraction of stored losses (default 0)", "Q")
-    mix: float = _policy_param(
-        0.0, ("hardbatch",), "noise guard: draw a fraction f of each round's k batches uniformly from the "
-                             "untrimmed rest (default 0)", "F")
-    beta: float = _policy_param(
-        1.0, ("selective-backprop",), "keep a sample with probability percentile^β: while losses are stable 1 "
-                                      "keeps about 1/2 of the samples, 2 about 1/3, 3 about 1/4 (default 1)", "β")
-    loss_history: int = _policy_param(
-        1024, ("selective-backprop",), "number of recent losses the percentiles are taken in (default 1024)", "H")
-    prune_ratio: float = _policy_param(
-        0.5, ("infobatch",), "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept ones "
-                             "are weighted 1/(1-r) (default 0.5)", "R")
-    anneal: float = _policy_param(
-        0.125, ("infobatch",), "final fraction of the epochs trained on all the data, in [0, 1] (default 0.125)", "A")
     target_acc: float | None = None  # accuracy for epochs_to_target; None: 0.99 x the run's own best
     image_size: int | None = None  # square resize of every image; None keeps the native size
     augment: str = "none"  # or "crop_flip": random crop (4 px padding) + horizontal flip, on the device
@@ -121,6 +94,14 @@ class RunConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if self.policy in f.metadata.get("policies", ())}
 
 
+# Everything that decides a training run: the settings above, then one field per hyper-parameter of every registered
+# policy (declared in the policy's own file; the field's metadata names the policies that use it). Stored as given;
+# ``validate`` checks it where used.
+RunConfig = dataclasses.make_dataclass("RunConfig", policy_fields(), bases=(_Settings,))
+RunConfig.__module__ = __name__
+RunConfig.__doc__ = "Everything that decides a training run. Stored as given; ``validate`` checks it where used."
+
+
 # Presets set defaults only; flags given by the user override them. See docs/method.md "The released code's setup".
 PROTOCOLS: dict[str, dict[str, Any]] = {
     # The released code: timm-style networks at 128 px, ImageNet statistics, no augmentation, fixed batch
@@ -148,11 +129,6 @@ def make_config(protocol: str | None = None, **values: Any) -> RunConfig:
 POLICY_PARAMS: dict[str, tuple[str, ...]] = {
     name: tuple(f.name for f in fields(RunConfig) if name in f.metadata.get("policies", ())) for name in POLICY_NAMES
 }
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a RunConfig field."""
-    return "--" + name.replace("_", "-")
 
 
 def unused_settings(cfg: RunConfig) -> list[str]:
@@ -185,17 +161,9 @@ def validate(cfg: RunConfig) -> None:
                  for name in unused}
         detail = "; ".join(f"{flag(n)} applies to {', '.join(p)}" for n, p in users.items())
         raise UsageError(f"policy {cfg.policy!r} does not use {', '.join(flag(n) for n in unused)} ({detail})")
-    if cfg.rescore is not None and not (isinstance(cfg.rescore, int) and cfg.rescore >= 1):
-        raise UsageError(f"rescore K must be an integer >= 1 (rounds between scoring passes), got {cfg.rescore}")
-    for name in ("trim_top", "mix", "prune_ratio"):
-        if not (0.0 <= getattr(cfg, name) < 1.0):
-            raise UsageError(f"{flag(name)} must be in [0, 1), got {getattr(cfg, name)}")
-    if not (0.0 <= cfg.anneal <= 1.0):
-        raise UsageError(f"--anneal must be in [0, 1], got {cfg.anneal}")
-    if not (math.isfinite(cfg.beta) and cfg.beta >= 0):
-        raise UsageError(f"--beta must be a finite number >= 0, got {cfg.beta}")
-    if not (isinstance(cfg.loss_history, int) and cfg.loss_history >= 1):
-        raise UsageError(f"--loss-history must be a positive integer, got {cfg.loss_history}")
+    for f in fields(RunConfig):  # every policy's hyper-parameters, against the range its file declares
+        if f.metadata.get("policies"):
+            check_value(f, getattr(cfg, f.name))
     for name in ("epochs", "batch_size"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:

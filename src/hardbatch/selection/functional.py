@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 
 
 def derive_seed(seed: int, consumer: str) -> int:

@@ -8,7 +8,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import Sampler
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 from hardbatch.selection.functional import fixed_partition, generator_for
 from hardbatch.selection.policy import Policy, Step
 
