@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import math
 import random
+import re
 from collections import Counter, namedtuple
 
 import pytest
@@ -791,3 +793,35 @@ def test_asking_twice_for_a_batch_s_weights_draws_once():
     assert torch.equal(sampler.weights(scores * 3), first)  # a loop that retried the step gets the same keep-mask
     assert torch.equal(sampler.policy.generator.get_state(), generator)
     assert torch.equal(sampler.policy.history, history) and len(history) == 4
+
+
+def test_docs_hyper_parameter_table_is_generated_from_the_declarations():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "scripts" / "policy_docs.py"), "--check"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    table = hardbatch.selection.registry.hyper_parameter_table()
+    for name, cls in POLICIES.items():  # every registered policy and every flag it declares is listed
+        assert f"| `{name}` |" in table
+        for f in dataclasses.fields(cls.Params):
+            assert f"`--{f.name.replace('_', '-')}`" in table
+
+
+def test_every_declared_hyper_parameter_is_a_checked_flag():
+    """What a policy's file declares reaches RunConfig, the CLI and the range checks, with nothing else to edit."""
+    from hardbatch.cli import build_parser
+    from hardbatch.config import UsageError, validate
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name, cls in POLICIES.items():
+        for f in dataclasses.fields(cls.Params):
+            assert f.name in RunConfig.__dataclass_fields__
+            assert f"--{f.name.replace('_', '-')}" in help_text
+            allowed = f.metadata.get("range")
+            if allowed is not None and allowed.high is not None:
+                with pytest.raises(UsageError, match=f"--{f.name.replace('_', '-')} must be {re.escape(str(allowed))}"):
+                    validate(RunConfig(policy=name, **{f.name: allowed.high + 1}))

@@ -59,3 +59,21 @@ def policy_fields() -> list[tuple[str, type, dataclasses.Field]]:
             merged.setdefault(f.name, (f, []))[1].append(name)
     return [(field_name, f.type, dataclasses.field(default=f.default, metadata={**f.metadata, "policies": tuple(users)}))
             for field_name, (f, users) in merged.items()]
+
+
+def hyper_parameter_table() -> str:
+    """The Markdown table of every registered policy's hyper-parameters (docs/policies/README.md holds a copy,
+    rewritten by ``python scripts/policy_docs.py``): policy, flag, default, allowed values, help."""
+    from hardbatch.selection.params import flag
+
+    lines = ["| policy | flag | default | allowed | what it does |", "|---|---|---|---|---|"]
+    for name, cls in load_policies().items():
+        params = dataclasses.fields(cls.Params)
+        if not params:
+            lines.append(f"| `{name}` | — | | | no hyper-parameters of its own" + (" (δ only)" if cls.uses_delta else "") + " |")
+        for f in params:
+            allowed = f.metadata.get("range")
+            kind = "on/off" if isinstance(f.default, bool) else (str(allowed) if allowed else "any number")
+            default = "unset" if f.default is None else f"`{f.default}`"
+            lines.append(f"| `{name}` | `{flag(f.name)}` | {default} | {kind} | {f.metadata['help']} |")
+    return "\n".join(lines)
