@@ -288,7 +288,7 @@ class RawData:
     test: Dataset
     num_classes: int
     in_channels: int
-    image_size: int  # native side length
+    image_size: int  # native side length (a 1-D signal's length)
     mean: Sequence[float]
     std: Sequence[float]
 
@@ -302,7 +302,7 @@ class DataSplits:
     test: Dataset
     num_classes: int
     in_channels: int
-    image_size: int  # side length the model sees
+    image_size: int  # side length the model sees (a 1-D signal's length)
     train_transform: BatchTransform
     eval_transform: BatchTransform
     relabelled: Relabelling | None = None  # the training samples label noise relabelled, if any
