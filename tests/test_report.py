@@ -210,7 +210,7 @@ def test_markdown_table_shows_the_claims(groups):
     assert set(lines) == {"δ = 0.2", "δ = 0.5", "δ = 1"}
     assert "reference" in lines["δ = 1"]
     half = lines["δ = 0.5"]
-    assert "+2.00 [-0.48, +4.48]" in half
+    assert "+2.00 ±2.48 [-0.48, +4.48]" in half  # the half-width says how sure the difference is
     assert f"{100 * 0.02 / 0.88:+.2f}" in half
     assert "2.3 (3/3)" in half and "+41.7" in half
     fifth = lines["δ = 0.2"]

@@ -67,6 +67,9 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--val-fraction", type=float,
                    help="hold out this stratified fraction of the training set as a validation split, "
                         "evaluated every epoch, to choose δ without the test set (default 0)")
+    g.add_argument("--mnist1d-samples", type=int, metavar="N",
+                   help="mnist1d: how many samples its generator makes, N a multiple of 10, split 80/20 into train "
+                        "and test as the generator does (default: the canonical 5,000, i.e. 4,000 / 1,000)")
     g.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the whole data set on the device (uint8), so loading is never the bottleneck")
     g = p.add_argument_group("training split", "Applied in this order after the validation split is taken, seeded by "

@@ -69,6 +69,8 @@ class _Settings:
     train_subset: int | None = None  # a class-balanced subset of this many samples, taken first
     imbalance: float = 1.0  # long tail: class c keeps floor(n_c * imbalance^(-c / (C - 1))); 1 = off
     label_noise: float = 0.0  # this fraction of labels replaced by another class, uniformly
+    # mnist1d only: samples the MNIST-1D generator makes (train 80% + test 20%); None: its canonical 5,000
+    mnist1d_samples: int | None = None
     data_dir: str | None = None
     download: bool = False
     data_on_device: bool = False  # keep the whole data set on the device (uint8 when possible)
@@ -194,5 +196,11 @@ def validate(cfg: RunConfig) -> None:
         raise UsageError(f"imbalance must be a ratio >= 1 (largest / smallest class; 1 = balanced), got {cfg.imbalance}")
     if not (0.0 <= cfg.label_noise < 1.0):
         raise UsageError(f"label noise must be a fraction in [0, 1), got {cfg.label_noise}")
+    if cfg.mnist1d_samples is not None:
+        if cfg.dataset != "mnist1d":
+            raise UsageError(f"--mnist1d-samples applies to --dataset mnist1d only, not {cfg.dataset!r}")
+        if not (isinstance(cfg.mnist1d_samples, int) and cfg.mnist1d_samples >= 10 and cfg.mnist1d_samples % 10 == 0):
+            raise UsageError(f"--mnist1d-samples must be a multiple of 10 (the generator makes as many of each of the "
+                             f"10 classes), at least 10, got {cfg.mnist1d_samples}")
     if cfg.num_workers is not None and cfg.num_workers < 0:
         raise UsageError(f"num workers must be >= 0, got {cfg.num_workers}")

@@ -492,7 +492,7 @@ def shard(plan: list[PlannedRun], index: int, count: int) -> list[PlannedRun]:
 
 
 DATA_KEYS = ("dataset", "data_dir", "download", "image_size", "augment", "normalize", "val_fraction", "data_on_device",
-             "train_subset", "imbalance", "label_noise")
+             "train_subset", "imbalance", "label_noise", "mnist1d_samples")
 
 
 class DataCache:

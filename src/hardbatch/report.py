@@ -468,14 +468,18 @@ def markdown_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str
 
 
 def _interval(mean: float, low: float, high: float, pairs: int, scale: float = 1.0, signed: bool = True) -> str:
-    """"+1.23 [-0.10, +2.56]"; "+1.23 (no CI: 2 pairs, needs 3)" or "(no CI: zero spread)" where there is no
-    interval; NO_BASELINE for a difference to an arm that was not run (no pairs)."""
+    """"+1.23 ±1.33 [-0.10, +2.56]" for a difference (``signed``: its t-interval is symmetric, so the half-width
+    says how sure it is), "91.20 [90.10, 92.30]" for a level (clipped, so no half-width); "+1.23 (no CI: 2 pairs,
+    needs 3)" or "(no CI: zero spread)" where there is no interval; NO_BASELINE for a difference to an arm that
+    was not run (no pairs)."""
     if pairs == 0:
         return NO_BASELINE
     reason = no_interval_reason(pairs, low, high)
     if reason:
         return f"{_fmt(mean, scale=scale, signed=signed)} ({reason})"
-    return f"{_fmt(mean, scale=scale, signed=signed)} [{_fmt(low, scale=scale, signed=signed)}, {_fmt(high, scale=scale, signed=signed)}]"
+    half = f" ±{_fmt((high - low) / 2, scale=scale)}" if signed else ""
+    return (f"{_fmt(mean, scale=scale, signed=signed)}{half} "
+            f"[{_fmt(low, scale=scale, signed=signed)}, {_fmt(high, scale=scale, signed=signed)}]")
 
 
 MAX_CLASS_COLUMNS = 20  # per-class tables only for data sets with at most this many classes
@@ -727,7 +731,8 @@ DEFINITIONS = f"""## Definitions
   sample.
 - **Final top-1**: test accuracy after the last epoch; mean ± sample standard deviation over seeds (n runs).
 - **Δ vs δ=1**: final top-1 of the arm minus that of ordinary training (δ = 1) with the same seed, in percentage
-  points; the interval is a two-sided 95% Student-t interval over the seed-paired differences. Fewer than 3 pairs,
+  points; the interval is a two-sided 95% Student-t interval over the seed-paired differences, shown as its
+  half-width (±) and its ends [low, high]. Fewer than 3 pairs,
   or differences that are all equal, give no interval ("no CI: ..."), and such a difference decides no claim.
   The baseline is the paper's rule (`hardbatch`) at δ = 1 only, never a peer; a group without it says "no baseline".
   **Δ relative %** = 100 × Δ / mean final top-1 of δ = 1 over the same seeds.

@@ -125,7 +125,8 @@ def _to_input(x: torch.Tensor, device: torch.device, transform: Transform | None
     if transform is not None:
         # A one-process transform (the user's own, in fit) need not know about shares of a batch.
         x = transform(x, generator) if part is None else transform(x, generator, part=part)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    # channels-last is a layout of 4-D image batches; 1-D signal batches (B, C, L) have none.
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 @torch.no_grad()
