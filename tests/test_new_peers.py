@@ -1,0 +1,212 @@
+"""The peers composer-sb, rho-loss, seta and ies pinned on scripted losses: plans, choices, resume and bad input."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from hardbatch.config import UsageError
+from hardbatch.selection import HardBatchSampler
+from hardbatch.selection.composer_sb import ComposerSBParams, ComposerSBPolicy, rank_percentiles
+from hardbatch.selection.policy import Step
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def partition() -> torch.Tensor:
+    return torch.arange(40).view(10, 4)
+
+
+def hashed(seed: int):
+    """Scripted losses ``f(i, e)``: sample i's loss in epoch e, multiples of 2**-20 below 1 (exact in float32)."""
+    return lambda i, e: random.Random(seed * 1_000_003 + i * 1009 + e).randrange(1 << 20) / (1 << 20)
+
+
+def drive(sampler: HardBatchSampler, loss_of, stop_after: int | None = None) -> list[tuple]:
+    """Run ``sampler`` the way ``training.fit`` does, with ``loss_of(i, e)`` (sample i's loss in epoch e) for a model.
+
+    A scoring step after epoch e sees the epoch-e losses. Scores-first policies get the batch's losses before the
+    step unless ``needs_scores`` says no; only the samples weighted > 0 are trained. Returns one tuple per recorded
+    item: (kind, round, epoch, batch, samples, trained samples, their losses).
+    """
+    log: list[tuple] = []
+    while not sampler.done:
+        for indices in sampler:
+            step, policy = sampler.pending, sampler.policy
+            epoch = sampler.epoch - step.score_only
+            losses = torch.tensor([loss_of(i, epoch) for i in indices])
+            if step.score_only:
+                sampler.record(losses.mean(), losses)
+                log.append(("score", sampler.round, epoch, step.batch, indices, [], losses.tolist()))
+            else:
+                kept = indices
+                if policy.scores_first:
+                    needs = getattr(policy, "needs_scores", lambda s: True)(step)
+                    keep = (sampler.weights(losses) if needs else sampler.weights()) > 0
+                    kept, losses = [i for i, k in zip(indices, keep.tolist()) if k], losses[keep]
+                sampler.record(losses.mean(), losses)
+                log.append(("train", sampler.round, epoch, step.batch, indices, kept, losses.tolist()))
+            if stop_after is not None and len(log) == stop_after:
+                return log
+    return log
+
+
+def roundtrip(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def resumes_exactly(make, loss_of, stop_after: int) -> None:
+    """A run stopped after ``stop_after`` items and resumed from its state_dict in a fresh sampler (another seed)
+    continues exactly as the uninterrupted run."""
+    whole = make(0)
+    expected = drive(whole, loss_of)
+    first = make(0)
+    head = drive(first, loss_of, stop_after)
+    second = make(99)
+    second.load_state_dict(roundtrip(first.state_dict()))
+    assert head + drive(second, loss_of) == expected
+    assert torch.equal(second.sample_visits, whole.sample_visits)
+
+
+def trained(log, epoch=None) -> list[tuple]:
+    return [r for r in log if r[0] == "train" and (epoch is None or r[2] == epoch)]
+
+
+# ---- composer-sb ---------------------------------------------------------------------------------
+
+
+def test_composer_sb_percentile_of_rank_i_is_i_plus_half_over_b_ties_in_position_order():
+    order, percentile = rank_percentiles(torch.tensor([3.0, 1.0, 2.0, 1.0]))
+    assert order.tolist() == [1, 3, 2, 0]
+    assert percentile.tolist() == [0.125, 0.375, 0.625, 0.875]
+
+
+def test_composer_sb_selects_in_the_window_except_every_interrupt_th_batch_of_an_epoch():
+    # N = 9 batches, 10 epochs: T = 90, the window [0.5, 0.9) is steps 45..80; interrupt 2 trains batches 1, 3, 5, 7
+    # of each epoch (0-based) in full, so steps 53 and 54 (batches 8 and 0) both select.
+    policy = ComposerSBPolicy(torch.arange(36).view(9, 4), epochs=10)
+    assert [s for s in range(90) if policy.selects(s)] == [s for s in range(45, 81) if s % 9 % 2 == 0]
+    assert policy.selects(53) and policy.selects(54) and not policy.selects(46)
+    always = ComposerSBPolicy(torch.arange(36).view(9, 4), epochs=10, interrupt=0, start=0.0, end=0.1)
+    assert [s for s in range(90) if always.selects(s)] == list(range(9))
+    third = ComposerSBPolicy(torch.arange(36).view(9, 4), epochs=10, interrupt=3, start=0.0, end=1.0)
+    assert [s for s in range(9) if third.selects(s)] == [0, 1, 3, 4, 6, 7]
+    whole = ComposerSBPolicy(torch.arange(36).view(9, 4), epochs=10, keep=1.0, start=0.0, end=1.0, interrupt=0)
+    assert not any(whole.selects(s) for s in range(90))  # keep = 1: Composer never selects
+
+
+def test_composer_sb_trains_whole_batches_without_scores_outside_selection_and_keep_b_inside():
+    policy = ComposerSBPolicy(partition(), epochs=4, keep=0.5, start=0.25, end=0.75, seed=3)
+    sampler = HardBatchSampler(partition(), epochs=4, policy=policy)
+    log = drive(sampler, hashed(1))
+    steps = trained(log)
+    assert len(steps) == 40 and sampler.done
+    for s, (_, _, epoch, batch, samples, kept, _) in enumerate(steps):
+        if 10 <= s < 30 and batch % 2 == 0:
+            assert len(kept) == 2 and set(kept) <= set(samples)  # ⌊0.5 · 4⌋
+        else:
+            assert kept == samples
+    assert int(sampler.sample_visits.sum()) == 160 - 10 * 2  # 10 selecting steps dropped 2 samples each
+    # Every epoch is a fresh cut of all 40 samples, as in uniform.
+    for epoch in range(4):
+        assert sorted(i for r in trained(log, epoch) for i in r[4]) == list(range(40))
+
+
+def test_composer_sb_steps_without_selection_come_planned_with_weight_one_and_need_no_scores():
+    policy = ComposerSBPolicy(partition(), epochs=2, start=0.5, end=1.0)
+    first = policy.plan()
+    assert all(s.weights.tolist() == [1.0] * 4 and not policy.needs_scores(s) for s in first)  # steps 0..9
+    for s in first:
+        policy.observe(s, 0.0)
+    second = policy.plan()  # steps 10..19: batches 0, 2, 4, 6, 8 select
+    assert [policy.needs_scores(s) for s in second] == [b % 2 == 0 for b in range(10)]
+    sampler = HardBatchSampler(partition(), epochs=2, policy=ComposerSBPolicy(partition(), epochs=2))
+    next(iter(sampler))
+    assert sampler.weights().tolist() == [1.0] * 4  # no scores asked for: the loop skips the no-grad forward
+
+
+@pytest.mark.parametrize("keep, b, count", [(0.5, 4, 2), (0.3, 10, 3), (0.1, 4, 1), (0.25, 8, 2), (0.9, 10, 9),
+                                             (0.57, 100, 57)])
+def test_composer_sb_keeps_exactly_floor_keep_b_at_least_one(keep, b, count):
+    policy = ComposerSBPolicy(torch.arange(4 * b).view(4, b), epochs=1, keep=keep, start=0.0)
+    step = policy.plan()[0]
+    for scores in torch.rand(20, b, generator=torch.Generator().manual_seed(0)):
+        weights = policy.select(step, scores)
+        assert weights.sum().item() == count and set(weights.tolist()) <= {0.0, 1.0}
+
+
+def inclusion_probabilities(weights: list[float]) -> list[float]:
+    """P(rank i among two draws without replacement, each proportional to weight), exactly."""
+    total = sum(weights)
+    return [w / total + sum(v / total * w / (total - v) for j, v in enumerate(weights) if j != i)
+            for i, w in enumerate(weights)]
+
+
+@pytest.mark.parametrize("keep, b", [(0.5, 4), (0.25, 8)])
+def test_composer_sb_draws_by_rank_percentile_to_the_one_over_keep_minus_one(keep, b):
+    policy = ComposerSBPolicy(torch.arange(4 * b).view(4, b), epochs=1, keep=keep, start=0.0, seed=5)
+    step = policy.plan()[0]
+    scores = torch.tensor([0.7, 0.1, 0.9, 0.3, 0.5, 0.2, 0.8, 0.4][:b])
+    rank = torch.argsort(torch.argsort(scores)).tolist()  # each position's rank, 0 = lowest loss
+    draws = 1000
+    counts = torch.stack([policy.select(step, scores) for _ in range(draws)]).sum(dim=0) / draws
+    exact = inclusion_probabilities([((i + 0.5) / b) ** (1 / keep - 1) for i in range(b)])  # two kept
+    assert counts.tolist() == pytest.approx([exact[r] for r in rank], abs=0.05)  # 3 standard errors
+
+
+def test_composer_sb_resumes_exactly_mid_run():
+    def make(seed):
+        policy = ComposerSBPolicy(partition(), epochs=5, start=0.2, end=0.8, keep=0.5, seed=seed)
+        return HardBatchSampler(partition(), epochs=5, policy=policy)
+
+    for stop_after in (13, 27):
+        resumes_exactly(make, hashed(2), stop_after)
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(start=-0.1), "--start must be in \\[0, 1\\), got -0.1"),
+    (dict(start=1.0, end=1.0), "--start must be in \\[0, 1\\), got 1.0"),
+    (dict(end=0.0, start=0.0), "--end must be in \\(0, 1\\], got 0.0"),
+    (dict(end=1.5), "--end must be in \\(0, 1\\], got 1.5"),
+    (dict(start=0.6, end=0.4), "--start must be below --end, got start 0.6 and end 0.4"),
+    (dict(keep=0.0), "--keep must be in \\(0, 1\\], got 0.0"),
+    (dict(keep=1.5), "--keep must be in \\(0, 1\\], got 1.5"),
+    (dict(keep=math.nan), "--keep must be in \\(0, 1\\], got nan"),
+    (dict(interrupt=-1), "--interrupt must be an integer >= 0"),
+    (dict(interrupt=1.5), "--interrupt must be an integer >= 0"),
+])
+def test_composer_sb_refuses_bad_hyper_parameters_in_one_line(params, message):
+    with pytest.raises(UsageError, match=message) as error:
+        ComposerSBParams(**params).validate()
+    assert "\n" not in str(error.value)
+    with pytest.raises(UsageError, match=message):
+        ComposerSBPolicy(partition(), **params)
+
+
+# ---- all four ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", [ComposerSBParams])
+def test_params_are_frozen_documented_and_their_defaults_are_valid(params):
+    defaults = params()
+    defaults.validate()
+    for f in params.__dataclass_fields__.values():
+        assert f.metadata["help"] and "\n" not in f.metadata["help"] and f.metadata["range"]
+    with pytest.raises(Exception):
+        defaults.__setattr__(next(iter(params.__dataclass_fields__)), 0)
