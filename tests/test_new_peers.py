@@ -16,6 +16,7 @@ from hardbatch.config import UsageError
 from hardbatch.selection import HardBatchSampler
 from hardbatch.selection.composer_sb import ComposerSBParams, ComposerSBPolicy, rank_percentiles
 from hardbatch.selection.policy import Step
+from hardbatch.selection.rho_loss import RhoLossParams, RhoLossPolicy, irreducible_losses
 
 
 @pytest.fixture(autouse=True)
@@ -199,10 +200,96 @@ def test_composer_sb_refuses_bad_hyper_parameters_in_one_line(params, message):
         ComposerSBPolicy(partition(), **params)
 
 
+# ---- rho-loss ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep, size, count", [(0.5, 8, 5), (0.3, 14, 2), (0.1, 40, 1), (1.0, 4, 10)])
+def test_rho_loss_cuts_a_fresh_permutation_into_candidate_batches_of_ceil_b_over_keep(keep, size, count):
+    policy = RhoLossPolicy(partition(), keep=keep, seed=1)
+    passes = [policy.plan() for _ in range(3)]
+    for steps in passes:
+        assert len(steps) == count and [s.batch for s in steps] == list(range(count))
+        flat = [i for s in steps for i in s.samples.tolist()]
+        assert all(len(s.samples) == size for s in steps) and len(set(flat)) == len(flat) == size * count
+    assert len({tuple(i for s in steps for i in s.samples.tolist()) for steps in passes}) == 3
+
+
+def test_rho_loss_trains_the_b_highest_training_minus_irreducible_losses():
+    irreducible = torch.zeros(40)
+    irreducible[:8] = torch.tensor([0.0, 2.0, 0.5, 0.0, 3.0, 0.25, 0.0, 1.0])
+    policy = RhoLossPolicy(partition(), keep=0.5, irreducible=irreducible)
+    step = Step(torch.arange(8), 0)
+    scores = torch.tensor([1.0, 2.5, 1.0, 0.25, 3.0, 1.25, 0.75, 1.5])
+    # reducible: [1, 0.5, 0.5, 0.25, 0, 1, 0.75, 0.5]: 1, 1, 0.75, then 0.5 three times: the earliest (position 1).
+    assert policy.select(step, scores).tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    # The highest training losses are not what is chosen: position 4 (3.0) is unlearnable (IL 3.0).
+    assert RhoLossPolicy(partition(), keep=0.5, irreducible=torch.zeros(40)).select(step, scores).tolist() == [
+        0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def test_rho_loss_through_the_sampler_spends_epochs_times_n_steps_of_b():
+    irreducible = torch.tensor([hashed(9)(i, 0) for i in range(40)])
+
+    def make(seed):
+        policy = RhoLossPolicy(partition(), keep=0.3, irreducible=irreducible, seed=seed, epochs=3)
+        return HardBatchSampler(partition(), epochs=3, policy=policy)
+
+    sampler = make(0)
+    log = drive(sampler, hashed(4))
+    assert sampler.done and sampler.steps == 30 == len(log) and sampler.epoch == 3  # 15 passes of 2 candidates
+    loss = hashed(4)
+    for _, _, epoch, _, samples, kept, _ in log:
+        reducible = [loss(i, epoch) - irreducible[i].item() for i in samples]
+        top = sorted(range(14), key=lambda p: (-reducible[p], p))[:4]
+        assert kept == [samples[p] for p in sorted(top)]
+    assert int(sampler.sample_visits.sum()) == 30 * 4
+    for stop_after in (7, 20):
+        resumes_exactly(make, hashed(4), stop_after)
+
+
+def test_rho_loss_without_irreducible_losses_says_what_to_set():
+    policy = RhoLossPolicy(partition(), keep=0.5)
+    with pytest.raises(RuntimeError, match="no irreducible losses: set policy.irreducible"):
+        policy.select(policy.plan()[0], torch.rand(8))
+    with pytest.raises(ValueError, match="shape \\(40,\\), one per training sample, got \\(39,\\)"):
+        policy.irreducible = torch.zeros(39)
+    policy.irreducible = torch.ones(40)
+    assert policy.select(policy.plan()[0], torch.rand(8)).sum() == 4
+
+
+def test_rho_loss_refuses_candidate_batches_larger_than_the_data():
+    with pytest.raises(UsageError, match="--keep 0.05 makes candidate batches of .* = 80 samples, more than the 40"):
+        RhoLossPolicy(partition(), keep=0.05)
+
+
+@pytest.mark.parametrize("keep", [0.0, -0.5, 1.01, math.inf])
+def test_rho_loss_refuses_bad_keep_in_one_line(keep):
+    with pytest.raises(UsageError, match=f"--keep must be in \\(0, 1\\], got {keep}"):
+        RhoLossParams(keep=keep).validate()
+
+
+def test_irreducible_losses_are_eval_mode_per_sample_cross_entropies_in_index_order():
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(10, 3, generator=generator), torch.randint(0, 4, (10,), generator=generator)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Linear(8, 4))
+    model.train()
+    losses = irreducible_losses(model, DataLoader(TensorDataset(x, y), batch_size=4), "cpu")
+    assert model.training and losses.shape == (10,) and not losses.requires_grad
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(losses, F.cross_entropy(model(x), y, reduction="none"))
+    doubled = irreducible_losses(model, DataLoader(TensorDataset(x, y), batch_size=3), "cpu",
+                                 transform=lambda batch, generator: 2 * batch)
+    with torch.no_grad():
+        assert torch.allclose(doubled, F.cross_entropy(model(2 * x), y, reduction="none"))
+
+
 # ---- all four ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params", [ComposerSBParams])
+@pytest.mark.parametrize("params", [ComposerSBParams, RhoLossParams])
 def test_params_are_frozen_documented_and_their_defaults_are_valid(params):
     defaults = params()
     defaults.validate()
