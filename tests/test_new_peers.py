@@ -17,6 +17,7 @@ from hardbatch.selection import HardBatchSampler
 from hardbatch.selection.composer_sb import ComposerSBParams, ComposerSBPolicy, rank_percentiles
 from hardbatch.selection.policy import Step
 from hardbatch.selection.rho_loss import RhoLossParams, RhoLossPolicy, irreducible_losses
+from hardbatch.selection.seta import SeTaParams, SeTaPolicy, kmeans_1d, window_size
 
 
 @pytest.fixture(autouse=True)
@@ -286,10 +287,133 @@ def test_irreducible_losses_are_eval_mode_per_sample_cross_entropies_in_index_or
         assert torch.allclose(doubled, F.cross_entropy(model(2 * x), y, reduction="none"))
 
 
+# ---- seta ----------------------------------------------------------------------------------------
+
+
+def test_kmeans_1d_finds_separated_groups_and_sorts_them_easy_to_hard():
+    values = torch.tensor([9.0, 0.1, 5.0, 0.2, 9.2, 5.1, 0.15, 8.8])
+    assert kmeans_1d(values, 3).tolist() == [2, 0, 1, 0, 2, 1, 0, 2]
+    # Starts at the 1/4 and 3/4 quantiles (1 and 4); Lloyd moves the boundary from 2.5 to 3.08 to 6 and settles.
+    assert kmeans_1d(torch.tensor([4.0, 0.0, 3.0, 1.0, 10.0]), 2).tolist() == [0, 0, 0, 0, 1]
+    assert kmeans_1d(torch.full((6,), 2.0), 3).tolist() == [0, 0, 1, 1, 2, 2]  # all equal: equal chunks
+    # Fewer values than clusters: starts [1, 1, 3, 3]; a tie between equal centres goes to the lower id.
+    assert kmeans_1d(torch.tensor([1.0, 3.0]), 4).tolist() == [0, 2]
+    assert kmeans_1d(torch.zeros(0), 3).tolist() == []
+
+
+@pytest.mark.parametrize("groups, window, size", [(5, 0.9, 4), (10, 0.5, 5), (3, 0.5, 2), (4, 0.5, 2), (5, 1.0, 5)])
+def test_seta_window_is_round_groups_times_window(groups, window, size):
+    assert window_size(groups, window) == size
+
+
+def scripted_seta(epochs=10, **params) -> SeTaPolicy:
+    return SeTaPolicy(partition(), epochs=epochs, seed=4, **params)
+
+
+def observe_all(policy: SeTaPolicy, score) -> None:
+    """Give every sample a loss, as if all had been trained."""
+    policy.observe(Step(torch.arange(40), 0), 0.0, torch.tensor([score(i) for i in range(40)]))
+
+
+def planned_with_kept(policy):
+    """Plan the next epoch; returns (its samples, the random-pruning survivors its first draw kept)."""
+    generator = torch.Generator()
+    generator.set_state(policy.generator.get_state())
+    kept = torch.randperm(40, generator=generator)[: math.floor((1 - policy.prune_ratio) * 40 + 1e-9)].tolist()
+    steps = policy.plan()
+    assert all(len(s.samples) == 4 for s in steps) and [s.batch for s in steps] == list(range(len(steps)))
+    return [i for s in steps for i in s.samples.tolist()], kept
+
+
+def test_seta_window_slides_one_cluster_harder_each_epoch_and_wraps_over_the_random_survivors():
+    # 4 clusters by i % 4 (losses 10·(i % 4) + i/100), w = 2, so the window starts at e mod 3; 30 of 40 survive the
+    # random pruning; E = 10, anneal 0.2: epochs 1..7 slide, epoch 0 trains every survivor, 8 and 9 anneal.
+    policy = scripted_seta(prune_ratio=0.25, groups=4, window=0.5, anneal=0.2)
+    assert policy.pruning_epochs == 8
+    starts = []
+    for epoch in range(10):
+        samples, kept = planned_with_kept(policy)
+        chosen = set(kept)
+        if 1 <= epoch < 8:
+            start = epoch % 3
+            starts.append(start)
+            chosen = {i for i in kept if start <= i % 4 < start + 2}
+        assert set(samples) <= chosen and len(samples) == len(chosen) // 4 * 4 and len(set(samples)) == len(samples)
+        observe_all(policy, lambda i: 10.0 * (i % 4) + i / 100)
+    assert starts == [1, 2, 0, 1, 2, 0, 1]
+
+
+def test_seta_trains_kept_samples_without_a_loss_whatever_the_window():
+    policy = scripted_seta(prune_ratio=0.25, groups=4, window=0.25)  # w = 1
+    policy.plan()
+    policy.observe(Step(torch.arange(20), 0), 0.0, torch.tensor([10.0 * (i % 4) for i in range(20)]))
+    samples, kept = planned_with_kept(policy)  # epoch 1: only cluster 1 (i % 4 == 1) of the known, all the unknown
+    chosen = {i for i in kept if i >= 20 or i % 4 == 1}
+    assert set(samples) <= chosen and len(samples) == len(chosen) // 4 * 4
+
+
+def test_seta_tops_up_a_selection_smaller_than_a_batch_into_one_batch():
+    policy = scripted_seta(prune_ratio=0.0, groups=4, window=0.25)
+    policy.plan()
+    observe_all(policy, lambda i: 0.0 if i < 38 else 1.0)  # two clusters hold all: {0..37} and {38, 39}
+    policy.round = 2  # window start 2 mod 4 = 2: an empty cluster -> nothing chosen
+    (step,) = policy.plan()
+    assert len(step.samples) == 4 and len(set(step.samples.tolist())) == 4
+
+
+def test_seta_with_nothing_pruned_and_one_window_of_everything_is_a_reshuffle_of_all_data():
+    policy = scripted_seta(prune_ratio=0.0, groups=1, window=1.0)
+    sampler = HardBatchSampler(partition(), epochs=3, policy=policy)
+    log = drive(sampler, hashed(3))
+    for epoch in range(3):
+        assert sorted(i for r in trained(log, epoch) for i in r[5]) == list(range(40))
+
+
+def test_seta_through_the_sampler_runs_its_epochs_and_resumes_exactly():
+    def make(seed):
+        policy = SeTaPolicy(partition(), epochs=6, prune_ratio=0.2, groups=3, window=0.67, anneal=0.2, seed=seed)
+        return HardBatchSampler(partition(), epochs=6, policy=policy)
+
+    sampler = make(0)
+    log = drive(sampler, hashed(6))
+    assert sampler.done and sampler.epoch == 6 and sampler.steps == len(log)
+    lengths = [len(trained(log, e)) for e in range(6)]
+    # 32 of 40 survive the random pruning (8 batches); the window drops a cluster in epochs 1..3; ⌊6 · 0.8⌋ = 4, so
+    # epochs 4 and 5 anneal.
+    assert lengths[0] == lengths[4] == lengths[5] == 8 and all(n < 8 for n in lengths[1:4])
+    for stop_after in (9, 25):
+        resumes_exactly(make, hashed(6), stop_after)
+
+
+def test_seta_needs_per_sample_losses():
+    policy = scripted_seta()
+    with pytest.raises(RuntimeError, match="per-sample"):
+        policy.observe(policy.plan()[0], 1.0)
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(prune_ratio=1.0), "--prune-ratio must be in \\[0, 1\\), got 1.0"),
+    (dict(prune_ratio=-0.1), "--prune-ratio must be in \\[0, 1\\), got -0.1"),
+    (dict(groups=0), "--groups must be an integer >= 1, got 0"),
+    (dict(groups=2.0), "--groups must be an integer >= 1, got 2.0"),
+    (dict(window=0.0), "--window must be in \\(0, 1\\], got 0.0"),
+    (dict(window=1.2), "--window must be in \\(0, 1\\], got 1.2"),
+    (dict(groups=5, window=0.1), "--window 0.1 with --groups 5 makes a window of round\\(5 · 0.1\\) = 0 clusters"),
+    (dict(anneal=1.5), "--anneal must be in \\[0, 1\\], got 1.5"),
+    (dict(anneal=math.nan), "--anneal must be in \\[0, 1\\], got nan"),
+])
+def test_seta_refuses_bad_hyper_parameters_in_one_line(params, message):
+    with pytest.raises(UsageError, match=message) as error:
+        SeTaParams(**params).validate()
+    assert "\n" not in str(error.value)
+    with pytest.raises(UsageError, match=message):
+        SeTaPolicy(partition(), **params)
+
+
 # ---- all four ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params", [ComposerSBParams, RhoLossParams])
+@pytest.mark.parametrize("params", [ComposerSBParams, RhoLossParams, SeTaParams])
 def test_params_are_frozen_documented_and_their_defaults_are_valid(params):
     defaults = params()
     defaults.validate()
