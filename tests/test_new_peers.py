@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from hardbatch.config import UsageError
 from hardbatch.selection import HardBatchSampler
 from hardbatch.selection.composer_sb import ComposerSBParams, ComposerSBPolicy, rank_percentiles
+from hardbatch.selection.ies import IESParams, IESPolicy, mastered
 from hardbatch.selection.policy import Step
 from hardbatch.selection.rho_loss import RhoLossParams, RhoLossPolicy, irreducible_losses
 from hardbatch.selection.seta import SeTaParams, SeTaPolicy, kmeans_1d, window_size
@@ -410,10 +411,118 @@ def test_seta_refuses_bad_hyper_parameters_in_one_line(params, message):
         SeTaPolicy(partition(), **params)
 
 
+# ---- ies -----------------------------------------------------------------------------------------
+
+
+def test_mastered_averages_the_latest_absolute_second_differences_hand_computed():
+    history = torch.tensor([
+        [1.0, 0.875, 0.75, 0.625, 0.5, 0.375],  # linear: every d = 0 -> mastered
+        [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125],  # d = .25, .125, .0625, .03125: mean of the last 3 = .073
+        [0.5, 0.5, 0.5, 0.5, 0.5, 0.5],  # flat, but only 5 losses recorded yet
+        [0.0, 1.0, 1.0, 1.0, 1.0, 1.0],  # d = -1, 0, 0, 0: the oldest d is outside the window of 3
+        [1.0, 0.5, 1.0, 0.5, 1.0, 0.5],  # oscillating: |d| = 1
+    ])
+    counts = torch.tensor([6, 9, 5, 6, 6])
+    assert mastered(history, counts, 1e-3, 3, 1).tolist() == [True, False, False, True, False]
+    assert mastered(history, counts, 0.1, 3, 1).tolist() == [True, True, False, True, False]
+    # patience 2 (L = 7 here: one more loss): the sum of the last two sliding means must stay below τ.
+    wide = torch.cat([torch.zeros(5, 1), history], dim=1)
+    wide[0, 0], wide[3, 0] = 1.125, 0.0
+    assert mastered(wide, counts + 1, 1e-3, 3, 2).tolist() == [True, False, False, False, False]
+    assert not mastered(history, counts, 0.0, 3, 1).any()  # τ = 0: nothing is ever mastered
+
+
+def ies_losses(i: int, e: int) -> float:
+    """Samples 0..17 fall linearly (every d = 0) but 0..3 jump to 4.0 from epoch 8; 18..39 are random."""
+    if i < 4 and e >= 8:
+        return 4.0
+    if i < 18:
+        return 2.0 - e / 8
+    return hashed(7)(i, e)
+
+
+def test_ies_leaves_out_mastered_samples_scores_them_after_each_epoch_and_takes_back_those_that_move():
+    policy = IESPolicy(partition(), epochs=11, seed=2)
+    sampler = HardBatchSampler(partition(), epochs=11, policy=policy)
+    log = drive(sampler, ies_losses)
+    assert sampler.done and sampler.epoch == 11
+    for epoch in range(11):
+        steps = [r for r in log if r[2] == epoch]
+        kinds = [r[0] for r in steps]
+        assert kinds == sorted(kinds, reverse=True)  # training first, then the scoring pass
+        samples = [i for r in steps if r[0] == "train" for i in r[5]]
+        scored = [r[4] for r in steps if r[0] == "score"]
+        assert len(set(samples)) == len(samples)
+        if epoch < 6:  # six losses are needed before the first test
+            assert len(samples) == 40 and not scored
+            continue
+        # 0..3 jumped in epoch 8 (d = 4 - 2 * 1.125 + 1.25 = 3): back in training from epoch 9 on.
+        left_out = set(range(18)) if epoch < 9 else set(range(4, 18))
+        active = set(range(40)) - left_out
+        assert set(samples) <= active and len(samples) == len(active) // 4 * 4
+        if epoch == 10:  # the budget is spent: no scoring pass after the last epoch
+            assert not scored
+            continue
+        flat = [i for b in scored for i in b]
+        assert all(len(b) == 4 for b in scored) and len(flat) == math.ceil(len(left_out) / 4) * 4
+        assert sorted(flat[: len(left_out)]) == sorted(left_out) and set(flat) == left_out  # the tail repeats
+    # One loss per sample and epoch: 4..17 trained in epochs 0..5 and scored after 6..9, the repeats not counted.
+    assert policy.counts[4:18].tolist() == [10] * 14
+
+
+def test_ies_tops_up_a_last_batch_from_left_out_samples_which_are_then_not_scored():
+    policy = IESPolicy(partition(), epochs=3)
+    policy.history[:38] = torch.tensor([1.0, 0.875, 0.75, 0.625, 0.5, 0.375])
+    policy.counts[:38] = 6
+    (step,) = policy.plan()
+    topped = set(step.samples.tolist())
+    assert {38, 39} <= topped and len(topped) == 4
+    scoring = policy.plan()
+    assert all(s.score_only and len(s.samples) == 4 for s in scoring) and len(scoring) == 9
+    assert sorted(i for s in scoring for i in s.samples.tolist()) == sorted(set(range(38)) - topped)
+
+
+def test_ies_with_threshold_zero_trains_every_sample_every_epoch_and_never_scores():
+    sampler = HardBatchSampler(partition(), epochs=8, policy=IESPolicy(partition(), epochs=8, threshold=0.0))
+    log = drive(sampler, ies_losses)
+    assert len(log) == 80 and all(r[0] == "train" for r in log)
+
+
+def test_ies_resumes_exactly_mid_training_and_mid_scoring_pass():
+    def make(seed):
+        return HardBatchSampler(partition(), epochs=9, policy=IESPolicy(partition(), epochs=9, seed=seed))
+
+    log = drive(make(0), ies_losses)
+    first_score = next(n for n, r in enumerate(log) if r[0] == "score")
+    for stop_after in (first_score - 2, first_score + 2, len(log) - 3):
+        resumes_exactly(make, ies_losses, stop_after)
+
+
+def test_ies_needs_per_sample_losses():
+    policy = IESPolicy(partition())
+    with pytest.raises(RuntimeError, match="per-sample"):
+        policy.observe(policy.plan()[0], 1.0)
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(threshold=-1e-3), "--threshold must be a finite number >= 0, got -0.001"),
+    (dict(threshold=math.inf), "--threshold must be a finite number >= 0, got inf"),
+    (dict(smoothing=0), "--smoothing must be an integer >= 1, got 0"),
+    (dict(smoothing=2.5), "--smoothing must be an integer >= 1, got 2.5"),
+    (dict(patience=0), "--patience must be an integer >= 1, got 0"),
+])
+def test_ies_refuses_bad_hyper_parameters_in_one_line(params, message):
+    with pytest.raises(UsageError, match=message) as error:
+        IESParams(**params).validate()
+    assert "\n" not in str(error.value)
+    with pytest.raises(UsageError, match=message):
+        IESPolicy(partition(), **params)
+
+
 # ---- all four ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params", [ComposerSBParams, RhoLossParams, SeTaParams])
+@pytest.mark.parametrize("params", [ComposerSBParams, RhoLossParams, SeTaParams, IESParams])
 def test_params_are_frozen_documented_and_their_defaults_are_valid(params):
     defaults = params()
     defaults.validate()
