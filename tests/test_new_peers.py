@@ -530,3 +530,48 @@ def test_params_are_frozen_documented_and_their_defaults_are_valid(params):
         assert f.metadata["help"] and "\n" not in f.metadata["help"] and f.metadata["range"]
     with pytest.raises(Exception):
         defaults.__setattr__(next(iter(params.__dataclass_fields__)), 0)
+
+
+class PlainSGD:
+    """Plain SGD for the loop tests: torch.optim's first step imports torch._dynamo, seconds on a loaded machine."""
+
+    def __init__(self, params, lr: float):
+        self.param_groups = [{"params": list(params), "lr": lr}]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.param_groups[0]["params"]:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p in self.param_groups[0]["params"]:
+            if p.grad is not None:
+                p -= self.param_groups[0]["lr"] * p.grad
+
+
+@pytest.mark.parametrize("name", ["composer-sb", "rho-loss", "seta", "ies"])
+def test_each_runs_through_the_training_loop_unchanged(name):
+    from hardbatch.training import CostMeter, fit
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 5, generator=generator)
+    data = TensorDataset(x, (x[:, 0] > 0).long())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
+    epochs = 6
+    policy = {
+        "composer-sb": lambda: ComposerSBPolicy(partition(), epochs=epochs, start=0.0, end=1.0),
+        "rho-loss": lambda: RhoLossPolicy(partition(), epochs=epochs, keep=0.5, irreducible=irreducible_losses(
+            model, DataLoader(data, batch_size=16), "cpu")),
+        "seta": lambda: SeTaPolicy(partition(), epochs=epochs, prune_ratio=0.2, groups=3, window=0.67),
+        "ies": lambda: IESPolicy(partition(), epochs=epochs, threshold=10.0, smoothing=1),  # all mastered from epoch 4
+    }[name]()
+    sampler = HardBatchSampler(partition(), epochs=epochs, policy=policy)
+    meter, ends = CostMeter(), []
+    fit(model, PlainSGD(model.parameters(), lr=0.1), DataLoader(data, batch_sampler=sampler), sampler, {},
+        torch.device("cpu"), meter=meter, on_epoch=ends.append)
+    assert sampler.done and len(ends) == epochs and meter.optimizer_steps == sampler.steps
+    assert meter.samples_backprop == int(sampler.sample_visits.sum())
+    if name == "ies":  # epochs 4 and 5 train one topped-up batch; the 36 others are scored after epoch 4
+        assert sampler.steps == 4 * 10 + 2 and meter.samples_forward_nograd == 36
