@@ -129,3 +129,14 @@ def infobatch_prune(scores: torch.Tensor, ratio: float, generator: torch.Generat
     order = torch.randperm(len(scores), generator=generator)
     kept = order[~pruned[order]]
     return kept, low[kept]
+
+
+def fill_batches(first: torch.Tensor, rest: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cut ``first`` into ⌊len(first) / B⌋ batches of B (the remainder dropped), or one batch topped up by ``rest``.
+
+    ``first``, ``rest``: LongTensors of sample indices, each in the order to be used. When ``first`` holds fewer
+    than B samples, the one batch takes all of it and the first B − len(first) of ``rest``, so a pass is never
+    empty (needs len(first) + len(rest) >= B). Returns a LongTensor of shape (max(1, len(first) // B), B).
+    """
+    count = max(1, len(first) // batch_size)
+    return torch.cat([first, rest])[: count * batch_size].view(count, batch_size)
