@@ -207,7 +207,7 @@ def test_composer_sb_refuses_bad_hyper_parameters_in_one_line(params, message):
 
 @pytest.mark.parametrize("keep, size, count", [(0.5, 8, 5), (0.3, 14, 2), (0.1, 40, 1), (1.0, 4, 10)])
 def test_rho_loss_cuts_a_fresh_permutation_into_candidate_batches_of_ceil_b_over_keep(keep, size, count):
-    policy = RhoLossPolicy(partition(), keep=keep, seed=1)
+    policy = RhoLossPolicy(partition(), select_fraction=keep, seed=1)
     passes = [policy.plan() for _ in range(3)]
     for steps in passes:
         assert len(steps) == count and [s.batch for s in steps] == list(range(count))
@@ -219,13 +219,13 @@ def test_rho_loss_cuts_a_fresh_permutation_into_candidate_batches_of_ceil_b_over
 def test_rho_loss_trains_the_b_highest_training_minus_irreducible_losses():
     irreducible = torch.zeros(40)
     irreducible[:8] = torch.tensor([0.0, 2.0, 0.5, 0.0, 3.0, 0.25, 0.0, 1.0])
-    policy = RhoLossPolicy(partition(), keep=0.5, irreducible=irreducible)
+    policy = RhoLossPolicy(partition(), select_fraction=0.5, irreducible=irreducible)
     step = Step(torch.arange(8), 0)
     scores = torch.tensor([1.0, 2.5, 1.0, 0.25, 3.0, 1.25, 0.75, 1.5])
     # reducible: [1, 0.5, 0.5, 0.25, 0, 1, 0.75, 0.5]: 1, 1, 0.75, then 0.5 three times: the earliest (position 1).
     assert policy.select(step, scores).tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     # The highest training losses are not what is chosen: position 4 (3.0) is unlearnable (IL 3.0).
-    assert RhoLossPolicy(partition(), keep=0.5, irreducible=torch.zeros(40)).select(step, scores).tolist() == [
+    assert RhoLossPolicy(partition(), select_fraction=0.5, irreducible=torch.zeros(40)).select(step, scores).tolist() == [
         0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
 
 
@@ -233,7 +233,7 @@ def test_rho_loss_through_the_sampler_spends_epochs_times_n_steps_of_b():
     irreducible = torch.tensor([hashed(9)(i, 0) for i in range(40)])
 
     def make(seed):
-        policy = RhoLossPolicy(partition(), keep=0.3, irreducible=irreducible, seed=seed, epochs=3)
+        policy = RhoLossPolicy(partition(), select_fraction=0.3, irreducible=irreducible, seed=seed, epochs=3)
         return HardBatchSampler(partition(), epochs=3, policy=policy)
 
     sampler = make(0)
@@ -250,7 +250,7 @@ def test_rho_loss_through_the_sampler_spends_epochs_times_n_steps_of_b():
 
 
 def test_rho_loss_without_irreducible_losses_says_what_to_set():
-    policy = RhoLossPolicy(partition(), keep=0.5)
+    policy = RhoLossPolicy(partition(), select_fraction=0.5)
     with pytest.raises(RuntimeError, match="no irreducible losses: set policy.irreducible"):
         policy.select(policy.plan()[0], torch.rand(8))
     with pytest.raises(ValueError, match="shape \\(40,\\), one per training sample, got \\(39,\\)"):
@@ -260,14 +260,14 @@ def test_rho_loss_without_irreducible_losses_says_what_to_set():
 
 
 def test_rho_loss_refuses_candidate_batches_larger_than_the_data():
-    with pytest.raises(UsageError, match="--keep 0.05 makes candidate batches of .* = 80 samples, more than the 40"):
-        RhoLossPolicy(partition(), keep=0.05)
+    with pytest.raises(UsageError, match="--select-fraction 0.05 makes candidate batches of .* = 80 samples, more than the 40"):
+        RhoLossPolicy(partition(), select_fraction=0.05)
 
 
 @pytest.mark.parametrize("keep", [0.0, -0.5, 1.01, math.inf])
 def test_rho_loss_refuses_bad_keep_in_one_line(keep):
-    with pytest.raises(UsageError, match=f"--keep must be in \\(0, 1\\], got {keep}"):
-        RhoLossParams(keep=keep).validate()
+    with pytest.raises(UsageError, match=f"--select-fraction must be in \\(0, 1\\], got {keep}"):
+        RhoLossParams(select_fraction=keep).validate()
 
 
 def test_irreducible_losses_are_eval_mode_per_sample_cross_entropies_in_index_order():
@@ -320,7 +320,7 @@ def planned_with_kept(policy):
     """Plan the next epoch; returns (its samples, the random-pruning survivors its first draw kept)."""
     generator = torch.Generator()
     generator.set_state(policy.generator.get_state())
-    kept = torch.randperm(40, generator=generator)[: math.floor((1 - policy.prune_ratio) * 40 + 1e-9)].tolist()
+    kept = torch.randperm(40, generator=generator)[: math.floor((1 - policy.random_prune) * 40 + 1e-9)].tolist()
     steps = policy.plan()
     assert all(len(s.samples) == 4 for s in steps) and [s.batch for s in steps] == list(range(len(steps)))
     return [i for s in steps for i in s.samples.tolist()], kept
@@ -329,7 +329,7 @@ def planned_with_kept(policy):
 def test_seta_window_slides_one_cluster_harder_each_epoch_and_wraps_over_the_random_survivors():
     # 4 clusters by i % 4 (losses 10·(i % 4) + i/100), w = 2, so the window starts at e mod 3; 30 of 40 survive the
     # random pruning; E = 10, anneal 0.2: epochs 1..7 slide, epoch 0 trains every survivor, 8 and 9 anneal.
-    policy = scripted_seta(prune_ratio=0.25, groups=4, window=0.5, anneal=0.2)
+    policy = scripted_seta(random_prune=0.25, groups=4, window=0.5, anneal=0.2)
     assert policy.pruning_epochs == 8
     starts = []
     for epoch in range(10):
@@ -345,7 +345,7 @@ def test_seta_window_slides_one_cluster_harder_each_epoch_and_wraps_over_the_ran
 
 
 def test_seta_trains_kept_samples_without_a_loss_whatever_the_window():
-    policy = scripted_seta(prune_ratio=0.25, groups=4, window=0.25)  # w = 1
+    policy = scripted_seta(random_prune=0.25, groups=4, window=0.25)  # w = 1
     policy.plan()
     policy.observe(Step(torch.arange(20), 0), 0.0, torch.tensor([10.0 * (i % 4) for i in range(20)]))
     samples, kept = planned_with_kept(policy)  # epoch 1: only cluster 1 (i % 4 == 1) of the known, all the unknown
@@ -354,7 +354,7 @@ def test_seta_trains_kept_samples_without_a_loss_whatever_the_window():
 
 
 def test_seta_tops_up_a_selection_smaller_than_a_batch_into_one_batch():
-    policy = scripted_seta(prune_ratio=0.0, groups=4, window=0.25)
+    policy = scripted_seta(random_prune=0.0, groups=4, window=0.25)
     policy.plan()
     observe_all(policy, lambda i: 0.0 if i < 38 else 1.0)  # two clusters hold all: {0..37} and {38, 39}
     policy.round = 2  # window start 2 mod 4 = 2: an empty cluster -> nothing chosen
@@ -363,7 +363,7 @@ def test_seta_tops_up_a_selection_smaller_than_a_batch_into_one_batch():
 
 
 def test_seta_with_nothing_pruned_and_one_window_of_everything_is_a_reshuffle_of_all_data():
-    policy = scripted_seta(prune_ratio=0.0, groups=1, window=1.0)
+    policy = scripted_seta(random_prune=0.0, groups=1, window=1.0)
     sampler = HardBatchSampler(partition(), epochs=3, policy=policy)
     log = drive(sampler, hashed(3))
     for epoch in range(3):
@@ -372,7 +372,7 @@ def test_seta_with_nothing_pruned_and_one_window_of_everything_is_a_reshuffle_of
 
 def test_seta_through_the_sampler_runs_its_epochs_and_resumes_exactly():
     def make(seed):
-        policy = SeTaPolicy(partition(), epochs=6, prune_ratio=0.2, groups=3, window=0.67, anneal=0.2, seed=seed)
+        policy = SeTaPolicy(partition(), epochs=6, random_prune=0.2, groups=3, window=0.67, anneal=0.2, seed=seed)
         return HardBatchSampler(partition(), epochs=6, policy=policy)
 
     sampler = make(0)
@@ -393,8 +393,8 @@ def test_seta_needs_per_sample_losses():
 
 
 @pytest.mark.parametrize("params, message", [
-    (dict(prune_ratio=1.0), "--prune-ratio must be in \\[0, 1\\), got 1.0"),
-    (dict(prune_ratio=-0.1), "--prune-ratio must be in \\[0, 1\\), got -0.1"),
+    (dict(random_prune=1.0), "--random-prune must be in \\[0, 1\\), got 1.0"),
+    (dict(random_prune=-0.1), "--random-prune must be in \\[0, 1\\), got -0.1"),
     (dict(groups=0), "--groups must be an integer >= 1, got 0"),
     (dict(groups=2.0), "--groups must be an integer >= 1, got 2.0"),
     (dict(window=0.0), "--window must be in \\(0, 1\\], got 0.0"),
@@ -562,9 +562,9 @@ def test_each_runs_through_the_training_loop_unchanged(name):
     epochs = 6
     policy = {
         "composer-sb": lambda: ComposerSBPolicy(partition(), epochs=epochs, start=0.0, end=1.0),
-        "rho-loss": lambda: RhoLossPolicy(partition(), epochs=epochs, keep=0.5, irreducible=irreducible_losses(
+        "rho-loss": lambda: RhoLossPolicy(partition(), epochs=epochs, select_fraction=0.5, irreducible=irreducible_losses(
             model, DataLoader(data, batch_size=16), "cpu")),
-        "seta": lambda: SeTaPolicy(partition(), epochs=epochs, prune_ratio=0.2, groups=3, window=0.67),
+        "seta": lambda: SeTaPolicy(partition(), epochs=epochs, random_prune=0.2, groups=3, window=0.67),
         "ies": lambda: IESPolicy(partition(), epochs=epochs, threshold=10.0, smoothing=1),  # all mastered from epoch 4
     }[name]()
     sampler = HardBatchSampler(partition(), epochs=epochs, policy=policy)

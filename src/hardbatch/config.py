@@ -33,7 +33,7 @@ MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
 POLICY_NAMES = tuple(load_policies())
 DELTA_POLICIES = tuple(name for name, cls in POLICIES.items() if cls.uses_delta)
 POLICY_AXES = {name: cls.axis for name, cls in POLICIES.items() if cls.axis is not None}
-AXIS_SYMBOLS = {"delta": "δ", "beta": "β", "prune_ratio": "r"}  # how reports name an axis; others by field name
+AXIS_SYMBOLS = {"delta": "δ", "beta": "β", "prune_ratio": "r", "threshold": "τ"}  # how reports name an axis; others by field name
 
 
 @dataclass

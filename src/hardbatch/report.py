@@ -94,7 +94,7 @@ def arm_label(policy: str, value: float | None) -> str:
         return policy
     if axis != "delta" and value == getattr(DEFAULT_CONFIG, axis):
         return policy
-    name = f"{AXIS_SYMBOLS[axis]} = {value:g}"
+    name = f"{AXIS_SYMBOLS.get(axis, axis)} = {value:g}"
     return name if policy == REFERENCE_POLICY else f"{policy} {name}"
 
 

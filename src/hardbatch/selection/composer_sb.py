@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
+from hardbatch.selection.params import Range, param
 from hardbatch.selection.policy import Policy, Step
+from hardbatch.selection.registry import register
 
 
 @dataclass(frozen=True)
 class ComposerSBParams:
     """The hyper-parameters of ``composer-sb``, with Composer's defaults."""
 
-    start: float = field(default=0.5, metadata={
-        "help": "fraction of the step budget after which selection starts", "range": "[0, 1), below --end"})
-    end: float = field(default=0.9, metadata={
-        "help": "fraction of the step budget at which selection stops", "range": "(0, 1], above --start"})
-    keep: float = field(default=0.5, metadata={
-        "help": "fraction of each batch back-propagated while selecting (⌊keep·b⌋, at least 1)",
-        "range": "(0, 1]"})
-    interrupt: int = field(default=2, metadata={
-        "help": "every interrupt-th batch of an epoch trains in full, even inside the window; 0: never",
-        "range": "integer >= 0"})
+    start: float = param(0.5, "fraction of the step budget after which selection starts",
+                        range=Range(0.0, 1.0, high_open=True))
+    end: float = param(0.9, "fraction of the step budget at which selection stops",
+                      range=Range(0.0, 1.0, low_open=True))
+    keep: float = param(0.5, "fraction of each batch back-propagated while selecting (⌊keep·b⌋, at least 1)",
+                       range=Range(0.0, 1.0, low_open=True))
+    interrupt: int = param(2, "every interrupt-th batch of an epoch trains in full, even inside the window; 0: never",
+                          range=Range(0, integer=True))
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (one line, naming the flag) for the first value out of range."""
@@ -50,6 +50,7 @@ def rank_percentiles(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return order, (torch.arange(len(scores), dtype=torch.float64) + 0.5) / len(scores)
 
 
+@register
 class ComposerSBPolicy(Policy):
     """Batches come as in ``uniform`` (a fresh seeded cut every epoch). Step s (0-based, of the budget
     T = epochs·N) selects when keep < 1, start ≤ s / T < end, and, with ``interrupt`` = I > 0,
@@ -61,6 +62,8 @@ class ComposerSBPolicy(Policy):
     """
 
     name = "composer-sb"
+    axis = "keep"
+    Params = ComposerSBParams
     scores_first = True
 
     def __init__(self, batches, *, start: float = 0.5, end: float = 0.9, keep: float = 0.5, interrupt: int = 2,

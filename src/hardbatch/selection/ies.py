@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 from hardbatch.selection.functional import fill_batches
+from hardbatch.selection.params import Range, param
 from hardbatch.selection.policy import Policy, Step
+from hardbatch.selection.registry import register
 
 
 @dataclass(frozen=True)
 class IESParams:
     """The hyper-parameters of ``ies``, with the authors' CIFAR-10 defaults."""
 
-    threshold: float = field(default=1e-3, metadata={
-        "help": "τ: a sample is mastered while its smoothed |second difference of loss| stays below it; 0: never",
-        "range": ">= 0"})
-    smoothing: int = field(default=3, metadata={
-        "help": "consecutive |second differences| of a sample's per-epoch losses averaged into one value",
-        "range": "integer >= 1"})
-    patience: int = field(default=1, metadata={
-        "help": "latest smoothed values whose sum must be below τ for a sample to count as mastered",
-        "range": "integer >= 1"})
+    threshold: float = param(1e-3, "τ: a sample is mastered while its smoothed |second difference of loss| stays below it; 0: never",
+                            range=Range(0.0))
+    smoothing: int = param(3, "consecutive |second differences| of a sample's per-epoch losses averaged into one value",
+                          range=Range(1, integer=True))
+    patience: int = param(1, "latest smoothed values whose sum must be below τ for a sample to count as mastered",
+                         range=Range(1, integer=True))
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (one line, naming the flag) for the first value out of range."""
@@ -52,6 +51,7 @@ def mastered(history: torch.Tensor, counts: torch.Tensor, threshold: float, smoo
     return (counts >= history.shape[1]) & (averaged[:, -patience:].sum(dim=1) < threshold)
 
 
+@register
 class IESPolicy(Policy):
     """Every sample keeps its last L = ``smoothing`` + ``patience`` + 2 recorded losses, one per epoch: its
     training loss when it was trained, its no-grad loss when it was not (below). Before each epoch, the
@@ -64,6 +64,8 @@ class IESPolicy(Policy):
     """
 
     name = "ies"
+    axis = "threshold"
+    Params = IESParams
     per_sample = True
     epoch_is_round = True
 

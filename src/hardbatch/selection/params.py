@@ -70,9 +70,12 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
 
 
 def check_params(params: Any) -> None:
-    """Check every field of a Params dataclass instance against its declaration."""
+    """Check every field of a Params dataclass instance against its declaration, then the checks that involve
+    several fields (a ``validate()`` method of the Params class, where it has one)."""
     for f in dataclasses.fields(params):
         check_value(f, getattr(params, f.name))
+    if hasattr(params, "validate"):
+        params.validate()
 
 
 @dataclass(frozen=True)

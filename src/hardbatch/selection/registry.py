@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 POLICIES: dict[str, type["Policy"]] = {}
 INFRASTRUCTURE = {"functional", "params", "policy", "registry", "sampler", "step"}
 # The order policies are listed in (help texts, reports, tests): the paper's rule, its controls, then its peers.
-BUILTIN_ORDER = ("hardbatch", "random", "cyclic", "uniform", "selective-backprop", "infobatch")
+BUILTIN_ORDER = ("hardbatch", "random", "cyclic", "uniform", "selective-backprop", "composer-sb", "infobatch", "seta",
+                 "ies", "rho-loss")
 
 
 def register(cls: type["Policy"]) -> type["Policy"]:
@@ -49,16 +50,23 @@ def policy_fields() -> list[tuple[str, type, dataclasses.Field]]:
     Two policies may share a hyper-parameter only with the same default; the field's ``policies`` metadata names
     every policy that uses it.
     """
-    merged: dict[str, tuple[dataclasses.Field, list[str]]] = {}
+    merged: dict[str, tuple[dataclasses.Field, list[str], list[str]]] = {}
     for name, cls in load_policies().items():
         for f in dataclasses.fields(cls.Params):
             if f.name in merged and merged[f.name][0].default != f.default:
                 other = merged[f.name][1][0]
                 raise ValueError(f"policy {name!r} declares {f.name!r} with default {f.default!r}, but {other!r} "
                                  f"declares it with {merged[f.name][0].default!r}; rename one")
-            merged.setdefault(f.name, (f, []))[1].append(name)
-    return [(field_name, f.type, dataclasses.field(default=f.default, metadata={**f.metadata, "policies": tuple(users)}))
-            for field_name, (f, users) in merged.items()]
+            first, users, helps = merged.setdefault(f.name, (f, [], []))
+            users.append(name)
+            helps.append(f.metadata["help"])
+    fields = []
+    for field_name, (f, users, helps) in merged.items():
+        # A shared field keeps each policy's own help: "infobatch: ...; seta: ...".
+        text = helps[0] if len(set(helps)) == 1 else "; ".join(f"{u}: {h}" for u, h in zip(users, helps))
+        metadata = {**f.metadata, "help": text, "policies": tuple(users)}
+        fields.append((field_name, f.type, dataclasses.field(default=f.default, metadata=metadata)))
+    return fields
 
 
 def hyper_parameter_table() -> str:

@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
+from hardbatch.selection.params import Range, param
 from hardbatch.selection.policy import Policy, Step
+from hardbatch.selection.registry import register
 
 
 @dataclass(frozen=True)
 class RhoLossParams:
     """The hyper-parameters of ``rho-loss``; the paper's default selects 10% of each candidate batch."""
 
-    keep: float = field(default=0.1, metadata={
-        "help": "fraction of each candidate batch trained: of ⌈B / keep⌉ candidates, the B most reducible losses",
-        "range": "(0, 1]"})
+    select_fraction: float = param(0.1, "fraction of each candidate batch trained: of ⌈B / select_fraction⌉ candidates, the B most reducible losses",
+                       range=Range(0.0, 1.0, low_open=True))
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (one line, naming the flag) for a value out of range."""
-        if not (math.isfinite(self.keep) and 0.0 < self.keep <= 1.0):
-            raise UsageError(f"--keep must be in (0, 1], got {self.keep}")
+        if not (math.isfinite(self.select_fraction) and 0.0 < self.select_fraction <= 1.0):
+            raise UsageError(f"--select-fraction must be in (0, 1], got {self.select_fraction}")
 
 
 @torch.no_grad()
@@ -47,27 +48,30 @@ def irreducible_losses(model: nn.Module, loader: Iterable, device: torch.device 
     return torch.cat(losses)
 
 
+@register
 class RhoLossPolicy(Policy):
     """Each pass, a fresh seeded permutation of the n samples is cut into ⌊n / C⌋ candidate batches of
-    C = ⌈B / keep⌉ (the remainder dropped). The loop runs a no-grad forward over each candidate batch; the
+    C = ⌈B / select_fraction⌉ (the remainder dropped). The loop runs a no-grad forward over each candidate batch; the
     reducible loss of a sample is that loss minus its irreducible loss (``irreducible``, the IL model's loss,
     computed once), and the B highest are trained (weight 1, the rest 0; ties go to the earlier position in
     the candidate batch). The budget stays epochs·N optimizer steps of B samples, so an epoch (N steps)
-    spans about 1 / keep passes over the data.
+    spans about 1 / select_fraction passes over the data.
     """
 
     name = "rho-loss"
+    axis = "select_fraction"
+    Params = RhoLossParams
     scores_first = True
 
-    def __init__(self, batches, *, keep: float = 0.1, irreducible: torch.Tensor | None = None, **common):
+    def __init__(self, batches, *, select_fraction: float = 0.1, irreducible: torch.Tensor | None = None, **common):
         super().__init__(batches, **common)
-        RhoLossParams(keep=keep).validate()
-        self.keep = keep
-        self.candidates = math.ceil(self.batch_size / keep - 1e-9)  # C: 0.1 → 10·B, not 10·B + 1
+        RhoLossParams(select_fraction=select_fraction).validate()
+        self.select_fraction = select_fraction
+        self.candidates = math.ceil(self.batch_size / select_fraction - 1e-9)  # C: 0.1 → 10·B, not 10·B + 1
         if self.candidates > self.num_samples:
-            raise UsageError(f"--keep {keep} makes candidate batches of ⌈{self.batch_size} / {keep}⌉ = "
+            raise UsageError(f"--select-fraction {select_fraction} makes candidate batches of ⌈{self.batch_size} / {select_fraction}⌉ = "
                              f"{self.candidates} samples, more than the {self.num_samples} training samples; "
-                             f"use a larger --keep or a smaller batch size")
+                             f"use a larger --select-fraction or a smaller batch size")
         self._irreducible: torch.Tensor | None = None
         self.irreducible = irreducible
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 from hardbatch.selection.functional import fill_batches
+from hardbatch.selection.params import Range, param
 from hardbatch.selection.policy import Policy, Step
+from hardbatch.selection.registry import register
 
 LLOYD_ITERATIONS = 100  # 1-D k-means settles in a handful; the cap only bounds a pathological case
 
@@ -18,20 +20,19 @@ LLOYD_ITERATIONS = 100  # 1-D k-means settles in a handful; the cap only bounds 
 class SeTaParams:
     """The hyper-parameters of ``seta``, with the authors' CIFAR settings (prune 0.1, 5 groups, window 0.9)."""
 
-    prune_ratio: float = field(default=0.1, metadata={
-        "help": "fraction of all samples dropped at random each epoch before clustering", "range": "[0, 1)"})
-    groups: int = field(default=5, metadata={
-        "help": "k-means clusters of the kept samples by last loss, sorted easy to hard", "range": "integer >= 1"})
-    window: float = field(default=0.9, metadata={
-        "help": "fraction of the clusters trained each epoch: a window of round(groups·window) sliding easy to hard",
-        "range": "(0, 1], round(groups·window) >= 1"})
-    anneal: float = field(default=0.125, metadata={
-        "help": "final fraction of the epochs without clustering or window (random pruning only)", "range": "[0, 1]"})
+    random_prune: float = param(0.1, "fraction of all samples dropped at random each epoch before clustering",
+                              range=Range(0.0, 1.0, high_open=True))
+    groups: int = param(5, "k-means clusters of the kept samples by last loss, sorted easy to hard",
+                       range=Range(1, integer=True))
+    window: float = param(0.9, "fraction of the clusters trained each epoch: a window of round(groups·window) sliding easy to hard",
+                         range=Range(0.0, 1.0, low_open=True))
+    anneal: float = param(0.125, "final fraction of the epochs without clustering or window (random pruning only)",
+                         range=Range(0.0, 1.0))
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (one line, naming the flag) for the first value out of range."""
-        if not (math.isfinite(self.prune_ratio) and 0.0 <= self.prune_ratio < 1.0):
-            raise UsageError(f"--prune-ratio must be in [0, 1), got {self.prune_ratio}")
+        if not (math.isfinite(self.random_prune) and 0.0 <= self.random_prune < 1.0):
+            raise UsageError(f"--random-prune must be in [0, 1), got {self.random_prune}")
         if not (isinstance(self.groups, int) and self.groups >= 1):
             raise UsageError(f"--groups must be an integer >= 1, got {self.groups}")
         if not (math.isfinite(self.window) and 0.0 < self.window <= 1.0):
@@ -76,10 +77,11 @@ def kmeans_1d(values: torch.Tensor, k: int) -> torch.Tensor:
     return labels
 
 
+@register
 class SeTaPolicy(Policy):
     """Every sample's score is its last training loss (none before it is first trained). Each epoch e:
 
-    1. **Random pruning:** a seeded permutation keeps its first ⌊(1 − r)·n⌋ samples (r = ``prune_ratio``).
+    1. **Random pruning:** a seeded permutation keeps its first ⌊(1 − r)·n⌋ samples (r = ``random_prune``).
     2. **Clusters:** the kept samples that have a score are split by k-means on that score into K = ``groups``
        clusters, sorted easy (low loss) to hard.
     3. **Sliding window:** from epoch 1 on, only clusters s .. s + w − 1 are trained, w = round(K·``window``),
@@ -93,14 +95,16 @@ class SeTaPolicy(Policy):
     """
 
     name = "seta"
+    axis = "random_prune"
+    Params = SeTaParams
     per_sample = True
     epoch_is_round = True
 
-    def __init__(self, batches, *, prune_ratio: float = 0.1, groups: int = 5, window: float = 0.9,
+    def __init__(self, batches, *, random_prune: float = 0.1, groups: int = 5, window: float = 0.9,
                  anneal: float = 0.125, **common):
         super().__init__(batches, **common)
-        SeTaParams(prune_ratio=prune_ratio, groups=groups, window=window, anneal=anneal).validate()
-        self.prune_ratio, self.groups, self.window, self.anneal = prune_ratio, groups, window, anneal
+        SeTaParams(random_prune=random_prune, groups=groups, window=window, anneal=anneal).validate()
+        self.random_prune, self.groups, self.window, self.anneal = random_prune, groups, window, anneal
         self.window_clusters = window_size(groups, window)
         self.scores = torch.full((self.num_samples,), float("nan"))
 
@@ -116,7 +120,7 @@ class SeTaPolicy(Policy):
     def plan(self) -> list[Step]:
         self.round += 1
         order = torch.randperm(self.num_samples, generator=self.generator)
-        kept = order[: math.floor((1.0 - self.prune_ratio) * self.num_samples + 1e-9)]
+        kept = order[: math.floor((1.0 - self.random_prune) * self.num_samples + 1e-9)]
         chosen = kept
         if 1 <= self.round < self.pruning_epochs:
             scores = self.scores.cpu()[kept]
