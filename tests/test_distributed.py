@@ -32,7 +32,10 @@ N = 20
 
 
 def policy_args(name: str) -> list[str]:
-    return ["--policy", name, *(["--delta", "0.5"] if name in DELTA_POLICIES else [])]
+    """The flags of a small run of policy ``name``: δ 0.5 where it applies, and what the policy declares it needs."""
+    cls = POLICIES[name]
+    own = [arg for key, value in {**cls.example, **cls.run_needs}.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+    return ["--policy", name, *(["--delta", "0.5"] if name in DELTA_POLICIES else []), *own]
 
 
 # Every registered policy (a new one is covered by registering it), and the paper rule's opt-in variants.

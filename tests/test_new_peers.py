@@ -17,6 +17,7 @@ from hardbatch.selection import HardBatchSampler
 from hardbatch.selection.composer_sb import ComposerSBParams, ComposerSBPolicy, rank_percentiles
 from hardbatch.selection.ies import IESParams, IESPolicy, mastered
 from hardbatch.selection.policy import Step
+from hardbatch.selection import POLICIES
 from hardbatch.selection.rho_loss import RhoLossParams, RhoLossPolicy, irreducible_losses
 from hardbatch.selection.seta import SeTaParams, SeTaPolicy, kmeans_1d, window_size
 
@@ -522,14 +523,21 @@ def test_ies_refuses_bad_hyper_parameters_in_one_line(params, message):
 # ---- all four ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params", [ComposerSBParams, RhoLossParams, SeTaParams, IESParams])
-def test_params_are_frozen_documented_and_their_defaults_are_valid(params):
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_params_are_frozen_documented_and_their_defaults_are_valid(name):
+    """Every registered policy's Params: each field has a one-line help and a range (a name field: none), and
+    the defaults pass every check."""
+    from hardbatch.selection.params import check_params
+
+    params = POLICIES[name].Params
     defaults = params()
-    defaults.validate()
+    check_params(defaults)
     for f in params.__dataclass_fields__.values():
-        assert f.metadata["help"] and "\n" not in f.metadata["help"] and f.metadata["range"]
-    with pytest.raises(Exception):
-        defaults.__setattr__(next(iter(params.__dataclass_fields__)), 0)
+        assert f.metadata["help"] and "\n" not in f.metadata["help"]
+        assert f.metadata["range"] is not None or isinstance(f.default, (bool, str)) or f.default is None
+    if params.__dataclass_fields__:
+        with pytest.raises(Exception):
+            defaults.__setattr__(next(iter(params.__dataclass_fields__)), 0)
 
 
 class PlainSGD:

@@ -168,15 +168,18 @@ VARIANTS = {
     "hardbatch+trim+mix": ("hardbatch", dict(delta=0.3, trim_top=0.2, mix=0.5)),
     "hardbatch+all": ("hardbatch", dict(delta=0.3, rescore=1, repartition=True, mix=0.4)),
 }
-CASES = {**{name: (name, SETTINGS.get(name, {})) for name in POLICIES}, **VARIANTS}
+CASES = {**{name: (name, SETTINGS.get(name, cls.example)) for name, cls in POLICIES.items()}, **VARIANTS}
 
 
 def make_case(case: str, n: int = 26, batch_size: int = 2, epochs: int = 3, seed: int = 7) -> HardBatchSampler:
     name, params = CASES[case]
     params = dict(params)
     delta = params.pop("delta", 1.0)
-    return HardBatchSampler(n, batch_size, delta=delta, epochs=epochs, policy=name, shuffle_partition=True,
-                            seed=seed, **params)
+    sampler = HardBatchSampler(n, batch_size, delta=delta, epochs=epochs, policy=name, shuffle_partition=True,
+                               seed=seed, **params)
+    if sampler.policy.needs_irreducible:  # what the experiment's holdout model would give: here, no irreducible loss
+        sampler.policy.irreducible = torch.zeros(n)
+    return sampler
 
 
 # ---- the registry --------------------------------------------------------------------------------
@@ -187,7 +190,7 @@ def test_registry_holds_exactly_the_policies_the_cli_accepts():
     for name, cls in POLICIES.items():
         assert cls.name == name
         assert cls.uses_delta == (name in DELTA_POLICIES)
-        assert isinstance(create_policy(name, 8, 0.5 if cls.uses_delta else 1.0), cls)
+        assert isinstance(create_policy(name, 8, 0.5 if cls.uses_delta else 1.0, **cls.example), cls)
 
 
 def test_registering_a_name_twice_is_refused():

@@ -26,8 +26,8 @@ BASE = dict(dataset="digits", train_subset=320, batch_size=B, epochs=EPOCHS, aug
 # Settings per policy (a policy missing here runs with its defaults, and δ = 0.3 if it takes δ); with 3 epochs and
 # anneal 0.34 InfoBatch prunes in epoch 1 only (epoch 0 has no scores, epoch 2 is annealed).
 SETTINGS = {"infobatch": dict(anneal=0.34), "selective-backprop": dict(beta=1.0)}
-RUNS = {name: dict(policy=name, **({"delta": 0.3} if name in DELTA_POLICIES else {}), **SETTINGS.get(name, {}))
-        for name in POLICIES}
+RUNS = {name: dict(policy=name, **({"delta": 0.3} if name in DELTA_POLICIES else {}),
+                   **SETTINGS.get(name, cls.example), **cls.run_needs) for name, cls in POLICIES.items()}
 RUNS["hardbatch+rescore"] = dict(policy="hardbatch", delta=0.3, rescore=2)
 RUNS["hardbatch+repartition"] = dict(policy="hardbatch", delta=0.3, repartition=True)
 TIMING = ("train_seconds", "eval_seconds", "choose_seconds")

@@ -139,8 +139,8 @@ def _add_policy_params(g) -> None:
         if isinstance(f.default, bool):
             g.add_argument(flag(f.name), action="store_true", default=None, help=where + meta["help"])
         else:
-            kind = int if f.type in ("int", "int | None") else float
-            default = "" if f.default is None else f" (default {f.default:g})"
+            kind = int if f.type in ("int", "int | None") else str if isinstance(f.default, str) else float
+            default = "" if f.default is None or isinstance(f.default, str) else f" (default {f.default:g})"
             g.add_argument(flag(f.name), type=kind, metavar=meta["metavar"], help=where + meta["help"] + default)
 
 

@@ -166,6 +166,10 @@ def validate(cfg: RunConfig) -> None:
     for f in fields(RunConfig):  # every policy's hyper-parameters, against the range its file declares
         if f.metadata.get("policies"):
             check_value(f, getattr(cfg, f.name))
+    if POLICIES[cfg.policy].needs_irreducible:
+        from hardbatch.holdout import check_config
+
+        check_config(cfg)
     for name in ("epochs", "batch_size"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:

@@ -288,6 +288,11 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 run.write_relabelled(len(data.train), r.indices.tolist(), r.true_labels.tolist(), r.given_labels.tolist(),
                                      sampler.partition.tolist())
 
+        extra_cost: dict = {}  # what the run spent before its first step (RHO-LOSS's IL model), added to epoch 1
+        if sampler.policy.needs_irreducible and sampler.policy.irreducible is None:
+            from hardbatch.holdout import train_irreducible
+
+            sampler.policy.irreducible, extra_cost = train_irreducible(cfg, data, device)
         _warn_if_single_class_batches(cfg, data, sampler)
         bar = _progress_bar(cfg, label, len(history), progress and writer)
         exploding = LossWatch(cfg, data.num_classes, history)
@@ -299,6 +304,9 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 return
             test_per_class[:] = result.evals["test"].per_class
             row = result.history_row()
+            if result.epoch == 1:
+                for name, value in extra_cost.items():
+                    row[name] += value
             history.append(row)
             exploding.check(result.epoch, result.train_loss)
             run.append_trace([dict(zip(TRACE_FIELDS, row)) for row in result.trace])

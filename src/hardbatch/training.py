@@ -288,7 +288,7 @@ def fit(
             y = y.to(device, non_blocking=True)
             meter.samples_loaded += total
             scale = 1.0
-            if step.score_only or policy.scores_first:
+            if step.score_only or policy.needs_scores(step):
                 scoring = time.perf_counter()
                 scores = distributed.all_gather(score_losses(plain, x, y, autocast_dtype))
                 meter.samples_forward_nograd += total

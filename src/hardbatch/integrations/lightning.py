@@ -70,7 +70,7 @@ class HardBatch(Callback):
         total = len(step.samples)
         rows = distributed.local_rows(total)
         weights, scale, count = None, 1.0, len(y)
-        if step.score_only or policy.scores_first:
+        if step.score_only or policy.needs_scores(step):
             scores = distributed.all_gather(score_losses(module, x, y))
             if step.score_only:
                 sampler.record(scores.mean(), scores)

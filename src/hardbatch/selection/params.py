@@ -63,6 +63,10 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
         return
     if value is None and f.default is None:
         return  # an optional setting left unset
+    if isinstance(f.default, str):
+        if not isinstance(value, str):
+            raise UsageError(f"{flag(f.name)} must be a name, got {value!r}")
+        return
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise UsageError(f"{flag(f.name)} must be {allowed or 'a number'}, got {value!r}")
     if allowed is not None and value not in allowed:

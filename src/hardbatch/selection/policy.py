@@ -50,6 +50,16 @@ class Policy:
     epoch_is_round = False
     axis: str | None = None
     Params: type = NoParams
+    needs_irreducible = False  # RHO-LOSS: the experiment first trains a model on held-out data (hardbatch/holdout.py)
+    # A tiny run of the policy, for the registry-wide tests and the benchmarks: hyper-parameters that make it act on
+    # small data (``example``), and run settings it cannot do without (``run_needs``: RHO-LOSS's validation split).
+    example: dict = {}
+    run_needs: dict = {}
+
+    def needs_scores(self, step: Step) -> bool:
+        """Whether the loop must run the no-grad scoring forward for ``step`` before training it: every step of a
+        policy that ``scores_first``, unless the policy knows it will not choose there (Composer's SB)."""
+        return self.scores_first
 
     def __init__(self, batches: int | torch.Tensor, *, num_samples: int | None = None, seed: int = 0, epochs: int = 1):
         # A bare batch count stands for a partition of one sample per batch (enough for batch-level policies).

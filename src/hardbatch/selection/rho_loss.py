@@ -20,8 +20,12 @@ from hardbatch.selection.registry import register
 class RhoLossParams:
     """The hyper-parameters of ``rho-loss``; the paper's default selects 10% of each candidate batch."""
 
-    select_fraction: float = param(0.1, "fraction of each candidate batch trained: of ⌈B / select_fraction⌉ candidates, the B most reducible losses",
-                       range=Range(0.0, 1.0, low_open=True))
+    select_fraction: float = param(0.1, "fraction of each candidate batch trained: of ⌈B / select_fraction⌉ "
+                                        "candidates, the B most reducible losses", range=Range(0.0, 1.0, low_open=True))
+    il_model: str = param("", "network of the irreducible-loss model, trained first on the validation split "
+                              "(default: the run's --model)", metavar="NAME")
+    il_epochs: int = param(0, "epochs of the irreducible-loss model's training (0: the run's --epochs)",
+                           range=Range(0, integer=True), metavar="E")
 
     def validate(self) -> None:
         """Raise :class:`UsageError` (one line, naming the flag) for a value out of range."""
@@ -63,7 +67,12 @@ class RhoLossPolicy(Policy):
     Params = RhoLossParams
     scores_first = True
 
-    def __init__(self, batches, *, select_fraction: float = 0.1, irreducible: torch.Tensor | None = None, **common):
+    needs_irreducible = True  # the experiment trains the IL model and sets ``irreducible`` (hardbatch/holdout.py)
+    example = {"select_fraction": 0.5}
+    run_needs = {"val_fraction": 0.2}
+
+    def __init__(self, batches, *, select_fraction: float = 0.1, il_model: str = "", il_epochs: int = 0,
+                 irreducible: torch.Tensor | None = None, **common):
         super().__init__(batches, **common)
         RhoLossParams(select_fraction=select_fraction).validate()
         self.select_fraction = select_fraction
