@@ -89,7 +89,7 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
                                           f"{', '.join(DELTA_POLICIES)}.")
     if many:
         g.add_argument("--policies", nargs="+", metavar="NAME",
-                       help=f"policies to compare, each with every δ it uses: {', '.join(POLICY_NAMES)} "
+                       help=f"policies to compare, each with every δ it uses: {', '.join(POLICY_NAMES)}, or all "
                             f"(default: --policy). With hardbatch at δ = 1, random and cyclic skip δ = 1: "
                             f"they would train the same batches in the same order")
     g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICY_NAMES)} (default {d.policy})")
@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
     p.add_argument("--policies", nargs="+", metavar="NAME",
                    help=f"policies to compare, each with every δ it uses (the others run once): "
-                        f"{', '.join(POLICY_NAMES)} (default: --policy)")
+                        f"{', '.join(POLICY_NAMES)}, or all = every one at its defaults (rho-loss needs "
+                        f"--val-fraction) (default: --policy)")
     _add_run_flags(p)
     p.add_argument("--out", required=True, help="directory for the runs and the report")
     p.set_defaults(func=cmd_compare)

@@ -260,6 +260,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
     meter = CostMeter()
     history: list[dict] = []
     test_per_class: list[float | None] = []  # the last epoch's, for summary.json; checkpointed for a resume
+    holdout_cost: dict = {}  # spent before the first step (RHO-LOSS's IL model), by history column; in epoch 1
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed + distributed.rank())  # dropout and other in-model randomness: its own per rank
         if resuming:
@@ -275,6 +276,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
             # The same world size continues each rank's own stream; another one cannot, so it is not bit-identical.
             set_rng_state(ranks[distributed.rank()] if len(ranks) == distributed.world_size() else ranks[0])
             test_per_class[:] = state.get("test_per_class", [])
+            holdout_cost.update(state.get("holdout_cost", {}))
             if writer:
                 history = run.history()[: state["epoch"]]
                 run.write_history(history)
@@ -288,11 +290,11 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 run.write_relabelled(len(data.train), r.indices.tolist(), r.true_labels.tolist(), r.given_labels.tolist(),
                                      sampler.partition.tolist())
 
-        extra_cost: dict = {}  # what the run spent before its first step (RHO-LOSS's IL model), added to epoch 1
         if sampler.policy.needs_irreducible and sampler.policy.irreducible is None:
             from hardbatch.holdout import train_irreducible
 
-            sampler.policy.irreducible, extra_cost = train_irreducible(cfg, data, device)
+            sampler.policy.irreducible, cost = train_irreducible(cfg, data, device)
+            holdout_cost.update(cost)
         _warn_if_single_class_batches(cfg, data, sampler)
         bar = _progress_bar(cfg, label, len(history), progress and writer)
         exploding = LossWatch(cfg, data.num_classes, history)
@@ -304,8 +306,8 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 return
             test_per_class[:] = result.evals["test"].per_class
             row = result.history_row()
-            if result.epoch == 1:
-                for name, value in extra_cost.items():
+            if result.epoch == 1:  # what the run spent before its first step counts in its first epoch
+                for name, value in holdout_cost.items():
                     row[name] += value
             history.append(row)
             exploding.check(result.epoch, result.train_loss)
@@ -321,6 +323,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 "rng": rng_ranks[0],
                 "rng_ranks": rng_ranks,
                 "test_per_class": test_per_class,
+                "holdout_cost": holdout_cost,
             })
             if board is not None:
                 for name, value in row.items():
@@ -362,6 +365,8 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
 
     def finish() -> dict:
         summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k, test_per_class)
+        if holdout_cost:
+            summary["holdout_cost"] = holdout_cost
         if data.relabelled is not None:  # counted from what was back-propagated, for every policy
             shares = exposure_from_visits(sampler.sample_visits, sampler.first_epoch_visits,
                                           data.relabelled.indices.tolist(), sampler.partition.tolist())
@@ -434,11 +439,14 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
     A policy that does not use δ runs once per seed (δ = 1, ``out/POLICY_seed-S``); each run keeps only its
     own policy's hyper-parameters (the others at their defaults). Two runs can never share a folder. At δ = 1
     the controls (``random``, ``cyclic``) train every batch in index order each round, exactly what
-    ``hardbatch`` trains, so they are left out when ``hardbatch`` runs at δ = 1 too.
+    ``hardbatch`` trains, so they are left out when ``hardbatch`` runs at δ = 1 too. ``policies=["all"]``: every
+    registered policy at its defaults.
     """
     if not deltas or not seeds:
         raise UsageError("need at least one delta and one seed")
     policies = list(policies or [base.policy])
+    if policies == ["all"]:
+        policies = list(POLICY_NAMES)
     unknown = [p for p in policies if p not in POLICY_NAMES]
     if unknown:
         raise UsageError(f"unknown policy {unknown[0]!r}; valid: {', '.join(POLICY_NAMES)}")
@@ -453,6 +461,7 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
                 continue
             for s in seeds:
                 cfg = base.replace(policy=policy, delta=float(d), seed=int(s), **own)
+                validate(cfg)  # every run of the plan, before the first one trains
                 name = run_name(cfg.delta, cfg.seed, policy)
                 if base.tensorboard:  # one log directory per run, named as its run directory
                     cfg = cfg.replace(tensorboard=str(Path(base.tensorboard) / name))
