@@ -220,12 +220,28 @@ def train_run(
 
 
 def check_runtime(cfg: RunConfig) -> None:
-    """What the processes and installed packages must allow: a batch that splits over them, TensorBoard if asked."""
+    """What the processes, device and installed packages must allow: a batch that splits over them, CUDA for
+    --sync-bn, TensorBoard if asked."""
     distributed.check_divisible(cfg.batch_size)
     if cfg.compile and cfg.compile not in (backends := torch.compiler.list_backends(exclude_tags=())):
         raise UsageError(f"unknown --compile backend {cfg.compile!r}; valid: {', '.join(backends)}")
     if cfg.tensorboard:
         _summary_writer_class()
+    check_sync_bn(cfg)
+
+
+def check_sync_bn(cfg: RunConfig) -> None:
+    """UsageError for ``--sync-bn`` off CUDA (torch: "SyncBatchNorm layers only work with GPU modules") or with
+    train-mode evaluation, whose forwards would synchronise BatchNorm over the ranks' unequal shares of a set."""
+    if not cfg.sync_bn:
+        return
+    if cfg.eval_mode == "train":
+        raise UsageError("--sync-bn does not combine with --eval-mode train (evaluation would synchronise BatchNorm "
+                         "over each process's share of the set); use --eval-mode eval or leave --sync-bn out")
+    device = resolve_device(cfg.device)
+    if device.type != "cuda":
+        raise UsageError(f"--sync-bn needs CUDA devices (SyncBatchNorm works on GPU modules only), not "
+                         f"{device.type}; train on --device cuda or leave --sync-bn out")
 
 
 def _summary_writer_class():
@@ -329,7 +345,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
         eval_sets = {name: data.eval_loader(split, eval_batch, num_workers=workers, pin_memory=pin,
                                             shard=distributed.shard_range(len(split)))
                      for name, split in (("val", data.val), ("test", data.test)) if split is not None}
-        trained = distributed.wrap(model, device)
+        trained = distributed.wrap(model, device, cfg.sync_bn)
         if cfg.compile:
             trained = torch.compile(trained, backend=cfg.compile)
         fit(
