@@ -64,11 +64,29 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name: ``cpuinfo``'s "model name" on Linux, else ``platform.processor()`` (or the architecture)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict:
-    """Versions and hardware saved beside each run's configuration."""
+    """Versions and hardware saved beside each run's configuration.
+
+    The CPU model, the CPU kernels torch chose (``cpu_capability``: AVX2, AVX512, ... or ATEN_CPU_CAPABILITY's
+    choice) and the thread count decide float rounding on a CPU, which training amplifies: runs that differ in
+    them differ in their digits (``report`` names such groups).
+    """
     import torchvision
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    cpu = cpu_model()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return {
         "versions": {
             "hardbatch": __version__,
@@ -76,7 +94,8 @@ def environment(device: torch.device) -> dict:
             "torchvision": torchvision.__version__,
             "python": platform.python_version(),
         },
-        "device": {"type": device.type, "name": name, "threads": torch.get_num_threads()},
+        "device": {"type": device.type, "name": name, "threads": torch.get_num_threads(), "cpu": cpu,
+                   "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "git_commit": _git("rev-parse", "HEAD") or None,
         "git_dirty": None if (status := _git("status", "--porcelain", "--untracked-files=no")) is None else bool(status),
         "command": " ".join(sys.argv),
