@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 from hardbatch.claims import GroupResult, check_claims
-from hardbatch.report import LAST_EPOCHS, REFERENCE_DELTA, Group, arm_stats, build_report, chosen_arm, group_runs, load_runs
+from hardbatch.report import (
+    LAST_EPOCHS, REFERENCE_DELTA, Group, arm_stats, build_report, chosen_arm, group_runs, load_runs, machines,
+)
 from hardbatch.results import atomic_write_bytes, has_interval, paired_difference
 
 SETTINGS = {
@@ -219,6 +221,15 @@ def section(s: Setting) -> str:
     return "\n".join(parts)
 
 
+def machine_sentence(settings: list[Setting]) -> str:
+    """Which machine(s) trained the page's runs, and what another machine reproduces."""
+    listed = "; ".join(machines([run for s in settings for arm in s.group.arms for run in arm.runs.values()]))
+    unknown = "; unknown: not recorded by the hardbatch that trained them" if "unknown" in listed else ""
+    return (f"Machine: {listed}{unknown}. Another machine (another CPU model, kernel capability or thread count) "
+            "rounds differently and training amplifies it, so it reproduces the verdicts within the seed spread, "
+            "not the digits.")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path)
@@ -268,6 +279,7 @@ def main() -> int:
         "run into `runs/results/SETTING/` and rewrites this page, its reports under `docs/results/` and the README's "
         "headline table. Rerunning skips finished runs. `hardbatch report runs/results/SETTING` rebuilds one "
         "setting's full report without training.", "",
+        machine_sentence(settings), "",
     ]
     atomic_write_bytes(args.doc, "\n".join(page).encode())
     if args.readme:

@@ -222,3 +222,67 @@ def test_bad_compile_backend_and_missing_tensorboard_are_one_line_errors(tmp_pat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'hardbatch[tensorboard]'" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("command, flags, words", [
+    ("train", [], "--sync-bn needs CUDA devices"),
+    ("compare", ["--deltas", "0.5", "1.0", "--seeds", "0"], "--sync-bn needs CUDA devices"),
+    ("train", ["--eval-mode", "train"], "--sync-bn does not combine with --eval-mode train"),
+])
+def test_sync_bn_is_refused_on_the_cpu_in_one_line_before_anything_is_written(tmp_path, capsys, command, flags, words):
+    out = tmp_path / "run"
+    args = [a for a in BASE if a not in ("--seed", "0")] if command == "compare" else BASE
+    assert main([command, *args, *flags, "--model", "small_cnn", "--sync-bn", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and words in err[0] and "leave --sync-bn out" in err[0], err
+    assert not out.exists()
+
+
+@pytest.fixture
+def one_rank_group():
+    """A process group of one (gloo, in memory): ``distributed.active()`` is True, as under torchrun."""
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def test_wrap_with_sync_bn_converts_batchnorm_in_place_keeping_parameters(one_rank_group, monkeypatch):
+    from hardbatch import distributed
+    from hardbatch.models import create_model
+
+    # DDP itself refuses SyncBatchNorm on CPU modules; record what it would wrap instead.
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda module, device_ids: module)
+    model = create_model("small_cnn", 10, 1)
+    params, keys = list(model.parameters()), list(model.state_dict())
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in distributed.wrap(model, torch.device("cpu")).modules())
+    wrapped = distributed.wrap(model, torch.device("cpu"), sync_bn=True)
+    assert wrapped is model  # in place: the run's checkpoints and scoring see the converted model
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == 3
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in model.modules())
+    assert all(a is b for a, b in zip(model.parameters(), params))  # the optimizer built before still steps them
+    assert list(model.state_dict()) == keys  # checkpoints load either way
+
+
+def test_sync_bn_in_one_process_leaves_the_model_alone():
+    from hardbatch import distributed
+    from hardbatch.models import create_model
+
+    model = create_model("small_cnn", 10, 1)
+    assert distributed.wrap(model, torch.device("cpu"), sync_bn=True) is model
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+
+
+def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
+    from hardbatch import distributed
+    from hardbatch.config import RunConfig
+
+    # It changes what a run computes under DDP: a finished run without it is not reused for a run with it.
+    assert experiment.same_run(RunConfig(), RunConfig(sync_bn=True)) == ["sync_bn"]
+    seen = []
+    wrap = distributed.wrap
+    monkeypatch.setattr(distributed, "wrap", lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device))
+    monkeypatch.setattr(experiment, "check_sync_bn", lambda cfg: None)  # as on a GPU machine
+    cfg = RunConfig(dataset="digits", train_subset=64, model="mlp", batch_size=32, epochs=1, device="cpu", sync_bn=True)
+    experiment.train_run(cfg, tmp_path / "run", progress=False)
+    assert seen == [True]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["sync_bn"] is True

@@ -53,3 +53,17 @@ def test_readme_per_sample_example_runs_infobatch_and_selective_backprop(capsys)
     sb = namespace["sampler"]
     assert sb.policy.name == "selective-backprop" and sb.done and sb.steps == 2 * sb.num_batches
     assert 0 < len(sb.policy.history) <= 1024
+
+
+def test_multi_gpu_section_names_exactly_the_models_with_batchnorm():
+    import torch
+
+    from hardbatch.models import MODELS, create_model
+
+    section = README.read_text().split("## Multi-GPU", 1)[1].split("\n## ", 1)[0]
+    listed = re.search(r"models with BatchNorm \((.*?); not (.*?)\)", section, re.S)
+    named = [re.findall(r"`(\w+)`", part) for part in listed.groups()]
+    with torch.device("meta"):  # no weights allocated; _BatchNorm: what convert_sync_batchnorm replaces
+        with_bn = [name for name in MODELS if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                                  for m in create_model(name, 10, 3).modules())]
+    assert named == [with_bn, [name for name in MODELS if name not in with_bn]]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -524,3 +526,27 @@ def test_report_method_and_reference_errors_are_one_line(tmp_path, capsys, flags
     assert main(["report", str(root), "--no-plots", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (root / "report.md").exists()
+
+
+def test_runs_from_different_machines_are_named_with_their_counts(tmp_path, capsys):
+    amd = {"type": "cpu", "name": "AMD EPYC 7763", "threads": 2, "cpu": "AMD EPYC 7763", "cpu_capability": "AVX2"}
+    intel = {**amd, "name": "Intel Xeon", "cpu": "Intel Xeon", "cpu_capability": "AVX512", "threads": 16}
+    older = {"type": "cpu", "name": "x86_64", "threads": 2}  # config.json from before the CPU was recorded
+    machines = {(1.0, 0): amd, (1.0, 1): amd, (1.0, 2): amd, (0.5, 0): intel, (0.5, 1): older, (0.5, 2): None}
+    for (delta, seed), device in machines.items():
+        path = write_run(tmp_path / "runs", f"d{delta}_s{seed}", delta=delta, seed=seed, accs=REF[seed])
+        if device is not None:  # None: no device entry at all
+            atomic_write_json(path / CONFIG, {**json.loads((path / CONFIG).read_text()), "device": device})
+    assert main(["report", str(tmp_path / "runs"), "--no-plots"]) == 0
+    note = ("**Runs from 4 machines** (CPU model, kernel capability, threads): CPU AMD EPYC 7763, capability AVX2, "
+            "2 threads (3 runs); CPU Intel Xeon, capability AVX512, 16 threads (1 run); CPU unknown, capability "
+            "unknown, 2 threads (1 run); CPU unknown, capability unknown, unknown threads (1 run).")
+    assert note in capsys.readouterr().out  # the terminal says so too
+    section = (tmp_path / "runs" / "report.md").read_text().split("## digits / small_cnn", 1)[1].split("\n## ", 1)[0]
+    assert note in section
+    for delta, seed in machines:  # one machine left: no note
+        if delta == 0.5:
+            shutil.rmtree(tmp_path / "runs" / f"d{delta}_s{seed}")
+    assert main(["report", str(tmp_path / "runs"), "--no-plots"]) == 0
+    assert "machines" not in capsys.readouterr().out
+    assert "Runs from" not in (tmp_path / "runs" / "report.md").read_text()

@@ -119,6 +119,10 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--precision", choices=PRECISIONS, help="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (default: on for CUDA)")
+    g.add_argument("--sync-bn", action="store_true", default=None,
+                   help="under torchrun, BatchNorm normalises over the global batch (SyncBatchNorm) instead of each "
+                        "process's share, as one process would; CUDA only (refused elsewhere, and with --eval-mode "
+                        "train); with one process it changes nothing (README \"Multi-GPU\")")
     g.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                    help="torch.compile the model for training, with BACKEND (default inductor; aot_eager checks "
                         "tracing without code generation). Every policy; scoring and evaluation forwards run "

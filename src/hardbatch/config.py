@@ -57,6 +57,9 @@ class _Settings:
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 elsewhere
     channels_last: bool | None = None  # None: on for CUDA
     eval_mode: str = "eval"  # "train" reproduces the released code's train-mode (batch-statistics) evaluation
+    # Under DDP on CUDA, BatchNorm normalises over the global batch (SyncBatchNorm) instead of each rank's share;
+    # with one process there is nothing to synchronise and it changes nothing.
+    sync_bn: bool = False
     # False: batch i = samples [i*B, (i+1)*B) in data-set order; True: a seeded random cut; None ("auto"): the
     # data-set order only where it is the point (KEEP_ORDER), a random cut elsewhere. Saved resolved.
     shuffle_partition: bool | None = None

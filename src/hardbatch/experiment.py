@@ -64,11 +64,29 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name: ``cpuinfo``'s "model name" on Linux, else ``platform.processor()`` (or the architecture)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict:
-    """Versions and hardware saved beside each run's configuration."""
+    """Versions and hardware saved beside each run's configuration.
+
+    The CPU model, the CPU kernels torch chose (``cpu_capability``: AVX2, AVX512, ... or ATEN_CPU_CAPABILITY's
+    choice) and the thread count decide float rounding on a CPU, which training amplifies: runs that differ in
+    them differ in their digits (``report`` names such groups).
+    """
     import torchvision
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    cpu = cpu_model()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return {
         "versions": {
             "hardbatch": __version__,
@@ -76,7 +94,8 @@ def environment(device: torch.device) -> dict:
             "torchvision": torchvision.__version__,
             "python": platform.python_version(),
         },
-        "device": {"type": device.type, "name": name, "threads": torch.get_num_threads()},
+        "device": {"type": device.type, "name": name, "threads": torch.get_num_threads(), "cpu": cpu,
+                   "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "git_commit": _git("rev-parse", "HEAD") or None,
         "git_dirty": None if (status := _git("status", "--porcelain", "--untracked-files=no")) is None else bool(status),
         "command": " ".join(sys.argv),
@@ -220,12 +239,28 @@ def train_run(
 
 
 def check_runtime(cfg: RunConfig) -> None:
-    """What the processes and installed packages must allow: a batch that splits over them, TensorBoard if asked."""
+    """What the processes, device and installed packages must allow: a batch that splits over them, CUDA for
+    --sync-bn, TensorBoard if asked."""
     distributed.check_divisible(cfg.batch_size)
     if cfg.compile and cfg.compile not in (backends := torch.compiler.list_backends(exclude_tags=())):
         raise UsageError(f"unknown --compile backend {cfg.compile!r}; valid: {', '.join(backends)}")
     if cfg.tensorboard:
         _summary_writer_class()
+    check_sync_bn(cfg)
+
+
+def check_sync_bn(cfg: RunConfig) -> None:
+    """UsageError for ``--sync-bn`` off CUDA (torch: "SyncBatchNorm layers only work with GPU modules") or with
+    train-mode evaluation, whose forwards would synchronise BatchNorm over the ranks' unequal shares of a set."""
+    if not cfg.sync_bn:
+        return
+    if cfg.eval_mode == "train":
+        raise UsageError("--sync-bn does not combine with --eval-mode train (evaluation would synchronise BatchNorm "
+                         "over each process's share of the set); use --eval-mode eval or leave --sync-bn out")
+    device = resolve_device(cfg.device)
+    if device.type != "cuda":
+        raise UsageError(f"--sync-bn needs CUDA devices (SyncBatchNorm works on GPU modules only), not "
+                         f"{device.type}; train on --device cuda or leave --sync-bn out")
 
 
 def _summary_writer_class():
@@ -340,7 +375,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
         eval_sets = {name: data.eval_loader(split, eval_batch, num_workers=workers, pin_memory=pin,
                                             shard=distributed.shard_range(len(split)))
                      for name, split in (("val", data.val), ("test", data.test)) if split is not None}
-        trained = distributed.wrap(model, device)
+        trained = distributed.wrap(model, device, cfg.sync_bn)
         if cfg.compile:
             trained = torch.compile(trained, backend=cfg.compile)
         fit(

@@ -13,7 +13,7 @@ from hardbatch.config import AXIS_SYMBOLS, POLICY_AXES, POLICY_NAMES, RUNTIME_KE
 from hardbatch.results import (
     CONFIG, HISTORY, PLATEAU_POINTS, SUMMARY, TARGET_FRACTION, MislabelledExposure, RunDir, atomic_write_text,
     csv_text, cumulative, epochs_to_plateau, epochs_to_target, ensure_writable_dir, find_runs, mean_interval, mean_std,
-    Interval, mislabelled_exposure, no_interval_reason, paired_difference, value_at_budget,
+    Interval, mislabelled_exposure, no_interval_reason, paired_difference, read_json, value_at_budget,
 )
 
 # Settings that tell arms apart inside a group (the policy and the value of its axis), and settings that never
@@ -654,6 +654,37 @@ def _overview_section(groups: list[Group], stats: dict[str, list[ArmStats]], pro
     return "\n".join(parts)
 
 
+def machines(runs: list[Run]) -> list[str]:
+    """The machines ``runs`` ran on with how many runs each, most first, from each config.json: "CPU <model>,
+    capability <kernels>, <n> threads (k runs)", with ", GPU <name>" for CUDA runs; "unknown" for what older runs lack.
+    """
+    counts: dict[str, int] = {}
+    for run in runs:
+        try:
+            device = read_json(run.path / CONFIG).get("device")
+        except (OSError, ValueError, AttributeError):
+            device = None
+        device = device if isinstance(device, dict) else {}
+        known = {k: "unknown" if device.get(k) in (None, "") else device[k]
+                 for k in ("cpu", "cpu_capability", "threads", "name")}
+        threads = f"{known['threads']} thread{'' if known['threads'] == 1 else 's'}"
+        machine = f"CPU {known['cpu']}, capability {known['cpu_capability']}, {threads}"
+        machine += f", GPU {known['name']}" if device.get("type") == "cuda" else ""
+        counts[machine] = counts.get(machine, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [f"{machine} ({n} run{'s' if n > 1 else ''})" for machine, n in ranked]
+
+
+def machine_note(group: Group) -> str | None:
+    """One paragraph when ``group``'s runs come from more than one machine (see ``machines``); None otherwise."""
+    seen = machines([run for arm in group.arms for run in arm.runs.values()])
+    if len(seen) < 2:
+        return None
+    return (f"**Runs from {len(seen)} machines** (CPU model, kernel capability, threads): {'; '.join(seen)}. Float "
+            "rounding differs between them and training amplifies it: the same settings give other digits on another "
+            "machine, so read differences between these runs against the seed spread.")
+
+
 def _chosen_text(comparison: Comparison) -> str:
     """How sections name the method's chosen arm: "δ < 1" for the paper's rule, else the method's setting."""
     return "δ < 1" if comparison.is_paper else f"`{comparison.method}` setting"
@@ -677,6 +708,8 @@ def _group_section(group: Group, stats: list[ArmStats], plot_dir: Path | None, t
         section += ["", f"Best {what} chosen on test (optimistic, as the released code did): {on_test.arm} "
                         f"({_fmt(on_test.final_acc_mean, scale=100)}%)."]
     section.append("")
+    if (note := machine_note(group)) is not None:
+        section += [note, ""]
     if (table := per_class_table(group)) is not None:
         section += ["Final test top-1 % per class, mean over seeds:", "", table, ""]
     if group.settings.get("label_noise"):
@@ -798,7 +831,8 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     groups = group_runs(runs, comparison.method)
     stats = {g.title: arm_stats(g, target, comparison) for g in groups}
     all_stats = [s for g in groups for s in stats[g.title]]
-    tables = [f"{g.title}\n{markdown_table(stats[g.title], comparison)}" for g in groups]
+    tables = [f"{g.title}\n{markdown_table(stats[g.title], comparison)}"
+              + (f"\n{note}" if (note := machine_note(g)) else "") for g in groups]
     sections = []
     for protocol, members in by_protocol(groups).items():
         if len(members) > 1:
