@@ -16,11 +16,8 @@ from torch import nn
 
 from hardbatch import distributed
 from hardbatch.results import atomic_write_bytes, space_for
-from hardbatch.selection import HardBatchSampler
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+# TrainingDiverged lives beside the sampler, which refuses non-finite losses; fit raises it too.
+from hardbatch.selection import HardBatchSampler, TrainingDiverged
 
 
 @dataclass
