@@ -888,6 +888,22 @@ def test_selective_backprop_refuses_scores_of_the_wrong_shape_or_not_finite():
     assert len(sampler.policy.history) == 0  # nothing was drawn or stored
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_policy_gives_per_sample_weights_for_every_training_step(case):
+    # One generic loop, loss = (weights * per-sample losses).mean(), runs every policy: batch policies weigh by 1.
+    sampler = make_case(case)
+    for _ in range(5):
+        step = _first_training_step(sampler)
+        scores = torch.rand(len(step.samples)) if sampler.policy.scores_first else None
+        weights = sampler.weights(scores)
+        assert isinstance(weights, torch.Tensor) and weights.is_floating_point()
+        assert weights.shape == (len(step.samples),)
+        if not (sampler.policy.per_sample or sampler.policy.scores_first):
+            assert weights.tolist() == [1.0] * len(step.samples)
+        assert torch.equal(sampler.weights(scores), weights)
+        sampler.record(torch.tensor(0.5), torch.full((len(step.samples),), 0.5))
+
+
 def _train_everything(sampler: HardBatchSampler) -> int:
     """A loop that never looks at ``sampler.pending``: it trains every batch it draws; returns its optimizer steps."""
     steps = 0

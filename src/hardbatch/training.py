@@ -297,7 +297,7 @@ def fit(
                 x, y = x[kept], y[kept]
                 count = 0 if weights is not None else len(kept)
             else:
-                weights = sampler.weights()
+                weights = step.weights  # None: the plain mean, bit for bit (sampler.weights() would give ones)
                 if weights is not None:
                     weights = weights[rows].to(device, non_blocking=True)
                 count = len(y)

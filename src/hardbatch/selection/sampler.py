@@ -32,10 +32,10 @@ class HardBatchSampler(Sampler[list[int]]):
     One pass over the sampler is one pass of the policy: the warm-up first, then the top-k batches of each
     later round (or a scoring pass, or a pruned epoch, depending on the policy). Call :meth:`record` with
     each step's training loss, in the order the batches were drawn; loop ``while not sampler.done`` around
-    ``for batch in loader``. Per-sample policies also take the per-sample losses (``record(loss, losses)``)
-    and hand back per-sample loss weights (:meth:`weights`). The budget is ``epochs * N`` optimizer steps
-    (the last round cut short), or ``epochs`` passes for policies whose epoch is a pass (``infobatch``).
-    Skipped samples are never yielded, so a DataLoader never loads them.
+    ``for batch in loader``. Per-sample policies also take the per-sample losses (``record(loss, losses)``);
+    :meth:`weights` hands back per-sample loss weights for every policy (all ones for the batch policies). The
+    budget is ``epochs * N`` optimizer steps (the last round cut short), or ``epochs`` passes for policies whose
+    epoch is a pass (``infobatch``). Skipped samples are never yielded, so a DataLoader never loads them.
     """
 
     def __init__(
@@ -162,9 +162,10 @@ class HardBatchSampler(Sampler[list[int]]):
             self._yielded += 1
             yield step.samples.tolist()
 
-    def weights(self, scores: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Per-sample loss weights for the pending batch, shape (b,), or None for the plain mean.
+    def weights(self, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample loss weights for the pending batch, shape (b,): train on ``(weights * per_sample_loss).mean()``.
 
+        All ones for policies that weigh nothing (the batch policies: the weighted mean is the plain mean).
         Policies that score first (``selective-backprop``) need ``scores``, the no-grad per-sample losses
         of the loaded batch; their weights are 0 for samples to skip and 1 for samples to train. A second call
         for the same pending batch returns the first answer: the policy's history and draws advance once per step.
@@ -178,7 +179,7 @@ class HardBatchSampler(Sampler[list[int]]):
             started = time.perf_counter()
             step.weights = self.policy.select(step, scores)
             self.plan_seconds += time.perf_counter() - started
-        return step.weights
+        return step.weights if step.weights is not None else torch.ones(len(step.samples))
 
     def record(self, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> int:
         """Record the loss of the oldest drawn, unrecorded batch; returns that batch's id.
