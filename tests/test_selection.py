@@ -682,3 +682,33 @@ def test_non_finite_losses_on_an_accelerator_are_refused_at_the_round_s_end_with
         else:
             last.record(torch.tensor(1.0))
 
+
+# ---- class-sorted data ---------------------------------------------------------------------------
+
+
+def test_sampler_warns_when_its_fixed_batches_are_mostly_one_class():
+    labels = torch.arange(40) // 10  # stored sorted by class: batches of 5 in file order are each one class
+    with pytest.warns(UserWarning, match=r"100% one class.*shuffle_partition=True"):
+        HardBatchSampler(40, 5, labels=labels)
+    with pytest.warns(UserWarning, match="100% one class"):
+        HardBatchSampler(fixed_partition(40, 5), labels=labels.tolist())  # any sequence of labels
+
+
+def test_sampler_is_silent_on_mixed_batches_one_class_data_or_without_labels(recwarn):
+    labels = torch.arange(40) // 10
+    HardBatchSampler(40, 5, shuffle_partition=True, seed=0, labels=labels)
+    HardBatchSampler(40, 5, labels=torch.arange(40) % 2 == 0)  # alternating classes: every batch mixed
+    HardBatchSampler(40, 5, labels=torch.zeros(40, dtype=torch.long))  # one class: nothing to mix
+    HardBatchSampler(40, 5)
+    assert not [w for w in recwarn if "one class" in str(w.message)]
+
+
+@pytest.mark.parametrize("labels, words", [
+    (torch.zeros(39, dtype=torch.long), "labels must hold one class per sample (40), got 39"),
+    (torch.zeros(40), "labels must be integer class indices, got torch.float32"),
+    (torch.zeros(40, 2, dtype=torch.long), "labels must hold one class per sample (40), got shape (40, 2)"),
+])
+def test_sampler_refuses_labels_that_do_not_fit_the_data(labels, words):
+    with pytest.raises(hardbatch.UsageError) as error:
+        HardBatchSampler(40, 5, labels=labels)
+    assert words in str(error.value)

@@ -152,3 +152,29 @@ def fill_batches(first: torch.Tensor, rest: torch.Tensor, batch_size: int) -> to
     """
     count = max(1, len(first) // batch_size)
     return torch.cat([first, rest])[: count * batch_size].view(count, batch_size)
+
+
+PURITY_WARNING = 0.9  # mean share of a batch's largest class above which a run gets a warning
+
+
+def batch_purity(labels: torch.Tensor, partition: torch.Tensor) -> float:
+    """Mean over the fixed batches of the share of each batch's largest class.
+
+    ``labels``: (n,) class per sample; ``partition``: (N, B) sample indices. 1/C for well-mixed batches, 1 when
+    every batch holds one class.
+    """
+    batch_labels = labels[partition]  # (N, B)
+    counts = torch.zeros(len(partition), int(labels.max()) + 1, dtype=torch.long)
+    counts.scatter_add_(1, batch_labels, torch.ones_like(batch_labels))
+    return (counts.max(dim=1).values.double() / partition.shape[1]).mean().item()
+
+
+def single_class_purity(labels: torch.Tensor, partition: torch.Tensor) -> float | None:
+    """``batch_purity`` when it is above PURITY_WARNING on labels of two classes or more, else None.
+
+    A value means the batches are mostly one class, as when the data set is stored sorted by class.
+    """
+    if len(torch.unique(labels)) < 2:
+        return None
+    purity = batch_purity(labels, partition)
+    return purity if purity > PURITY_WARNING else None

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import Iterator
+import warnings
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
 from hardbatch.errors import UsageError
-from hardbatch.selection.functional import fixed_partition, generator_for, positive_int
+from hardbatch.selection.functional import fixed_partition, generator_for, positive_int, single_class_purity
 from hardbatch.selection.policy import Policy, Step
 
 
@@ -36,6 +37,8 @@ class HardBatchSampler(Sampler[list[int]]):
     :meth:`weights` hands back per-sample loss weights for every policy (all ones for the batch policies). The
     budget is ``epochs * N`` optimizer steps (the last round cut short), or ``epochs`` passes for policies whose
     epoch is a pass (``infobatch``). Skipped samples are never yielded, so a DataLoader never loads them.
+    ``labels`` (optional, one class index per sample) only serve a warning when the fixed batches are mostly
+    one class (a data set stored sorted by class: pass ``shuffle_partition=True``).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class HardBatchSampler(Sampler[list[int]]):
         policy: str | Policy = "hardbatch",
         shuffle_partition: bool = False,
         seed: int = 0,
+        labels: torch.Tensor | Sequence[int] | None = None,
         **params,
     ):
         given = isinstance(data_len_or_partition, torch.Tensor)
@@ -60,6 +64,10 @@ class HardBatchSampler(Sampler[list[int]]):
             self.partition = fixed_partition(num_samples, batch_size, generator)
         self.num_batches = len(self.partition)
         epochs = positive_int("epochs", epochs)
+        if labels is not None:
+            how = ("mix the classes in the partition you pass" if given else
+                   "check the labels" if shuffle_partition else "pass shuffle_partition=True")
+            _warn_if_class_sorted(_checked_labels(labels, num_samples, exact=not given), self.partition, how)
         if isinstance(policy, str):
             from hardbatch.selection import create_policy
 
@@ -304,3 +312,24 @@ def _checked_partition(partition: torch.Tensor) -> torch.Tensor:
         raise UsageError(f"sample indices must be >= 0, got {int(partition.min())}")
     return partition.long()
 
+
+def _checked_labels(labels, num_samples: int, exact: bool) -> torch.Tensor:
+    """``labels`` (any sequence) as a LongTensor of shape (num_samples,), or at least that long unless ``exact``."""
+    labels = torch.as_tensor(labels)
+    if labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise UsageError(f"labels must be integer class indices, got {labels.dtype}")
+    if labels.dim() != 1:
+        raise UsageError(f"labels must hold one class per sample ({num_samples}), got shape {tuple(labels.shape)}")
+    if len(labels) < num_samples or exact and len(labels) != num_samples:
+        raise UsageError(f"labels must hold one class per sample ({num_samples}), got {len(labels)}")
+    if int(labels.min()) < 0:
+        raise UsageError(f"labels must be class indices >= 0, got {int(labels.min())}")
+    return labels.long()
+
+
+def _warn_if_class_sorted(labels: torch.Tensor, partition: torch.Tensor, how: str) -> None:
+    """Warn (UserWarning) when the batches of ``partition`` are mostly one class of ``labels``; ``how``: the fix."""
+    purity = single_class_purity(labels, partition)
+    if purity is not None:
+        warnings.warn(f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by "
+                      f"class); training on such batches rarely learns; {how}", stacklevel=3)
