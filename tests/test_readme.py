@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from hardbatch.selection import POLICIES, HardBatchSampler
 
@@ -48,6 +49,8 @@ def test_readme_loop_runs_every_policy_unchanged(case, capsys):
     policy = POLICIES[name]
     delta = 0.5 if policy.uses_delta else 1.0
     sampler = HardBatchSampler(len(namespace["train_set"]), 64, delta=delta, epochs=4, policy=name, seed=1, **params)
+    if sampler.policy.needs_irreducible:  # rho-loss: the IL model's losses, set before training as the README says
+        sampler.policy.irreducible = torch.zeros(len(namespace["train_set"]))
     namespace["train"](sampler)  # the README's loop, as written
     assert sampler.done and sampler.epoch == 4 and sampler.progress == 1.0
     if not policy.epoch_is_round:
