@@ -35,7 +35,7 @@ from hardbatch.selection.functional import (
     percentiles,
     trimmed_top_k,
 )
-from hardbatch.training import score_losses
+from hardbatch.training import TrainingDiverged, score_losses
 
 
 @pytest.fixture(autouse=True)
@@ -458,8 +458,10 @@ def test_infobatch_with_ratio_zero_is_uniform_with_weight_one():
 def test_infobatch_needs_per_sample_losses():
     sampler = HardBatchSampler(8, 2, epochs=2, policy="infobatch")
     next(iter(sampler))
-    with pytest.raises(RuntimeError, match="per-sample"):
+    with pytest.raises(hardbatch.UsageError, match=r"policy 'infobatch' needs per-sample losses: record\(loss, "
+                                                  r"sample_losses\) with sample_losses of shape \(2,\)"):
         sampler.record(1.0)
+    assert sampler.steps == 0
 
 
 # ---- cyclic, uniform -----------------------------------------------------------------------------
@@ -828,3 +830,136 @@ def test_every_declared_hyper_parameter_is_a_checked_flag():
             if allowed is not None and allowed.high is not None:
                 with pytest.raises(UsageError, match=f"--{f.name.replace('_', '-')} must be {re.escape(str(allowed))}"):
                     validate(RunConfig(policy=name, **{f.name: allowed.high + 1}))
+
+
+# ---- misuse of the sampler by a hand-written loop ------------------------------------------------
+
+PER_SAMPLE = [case for case in CASES if make_case(case).policy.per_sample]
+
+
+def _first_training_step(sampler: HardBatchSampler):
+    """Draw batches, scoring the score-only ones, until a training step is pending; returns it."""
+    for _ in sampler:
+        step = sampler.pending
+        if not step.score_only:
+            return step
+        sampler.record(torch.tensor(0.5), torch.full((len(step.samples),), 0.5))
+    raise AssertionError("no training step")
+
+
+@pytest.mark.parametrize("case", PER_SAMPLE)
+@pytest.mark.parametrize("sample_losses, words", [
+    (torch.ones(2, 1), "(one loss per sample of the batch), got a tensor of shape (2, 1)"),
+    (torch.ones(3), "got a tensor of shape (3,)"),
+    (torch.ones(()), "got a tensor of shape ()"),
+    ([0.5, 0.5], "got [0.5, 0.5] (list)"),
+])
+def test_record_refuses_per_sample_losses_of_the_wrong_shape(case, sample_losses, words):
+    sampler = make_case(case)
+    _first_training_step(sampler)
+    steps = sampler.steps
+    with pytest.raises(hardbatch.UsageError) as error:
+        sampler.record(torch.tensor(0.5), sample_losses)
+    message = str(error.value)
+    assert message.startswith("record(loss, sample_losses): sample_losses must have shape (2,)") and words in message
+    assert "\n" not in message
+    assert sampler.steps == steps
+    sampler.record(torch.tensor(0.5), torch.ones(2))  # the batch is still pending
+    assert sampler.steps == steps + 1
+
+
+@pytest.mark.parametrize("case", PER_SAMPLE)
+def test_record_refuses_non_finite_per_sample_losses(case):
+    sampler = make_case(case)
+    _first_training_step(sampler)
+    with pytest.raises(TrainingDiverged, match=r"record\(loss, sample_losses\): sample_losses are not finite at "
+                                               r"step 1; .*learning rate"):
+        sampler.record(torch.tensor(0.5), torch.tensor([0.5, float("nan")]))
+
+
+def test_selective_backprop_refuses_scores_of_the_wrong_shape_or_not_finite():
+    sampler = HardBatchSampler(12, 4, epochs=1, policy="selective-backprop")
+    next(iter(sampler))
+    with pytest.raises(hardbatch.UsageError, match=r"weights\(scores\): scores must have shape \(4,\) \(one loss per "
+                                                   r"sample of the batch\), got a tensor of shape \(4, 1\)"):
+        sampler.weights(torch.ones(4, 1))
+    with pytest.raises(TrainingDiverged, match=r"weights\(scores\): scores are not finite at step 1;"):
+        sampler.weights(torch.tensor([1.0, float("inf"), 0.5, 0.2]))
+    assert len(sampler.policy.history) == 0  # nothing was drawn or stored
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_policy_gives_per_sample_weights_for_every_training_step(case):
+    # One generic loop, loss = (weights * per-sample losses).mean(), runs every policy: batch policies weigh by 1.
+    sampler = make_case(case)
+    for _ in range(5):
+        step = _first_training_step(sampler)
+        scores = torch.rand(len(step.samples)) if sampler.policy.scores_first else None
+        weights = sampler.weights(scores)
+        assert isinstance(weights, torch.Tensor) and weights.is_floating_point()
+        assert weights.shape == (len(step.samples),)
+        if not (sampler.policy.per_sample or sampler.policy.scores_first):
+            assert weights.tolist() == [1.0] * len(step.samples)
+        assert torch.equal(sampler.weights(scores), weights)
+        sampler.record(torch.tensor(0.5), torch.full((len(step.samples),), 0.5))
+
+
+def _train_everything(sampler: HardBatchSampler) -> int:
+    """A loop that never looks at ``sampler.pending``: it trains every batch it draws; returns its optimizer steps."""
+    steps = 0
+    while not sampler.done:
+        for indices in sampler:
+            steps += 1
+            sampler.record(torch.tensor(0.5), torch.full((len(indices),), 0.5))
+    return steps
+
+
+def test_a_loop_that_ignores_score_only_is_refused_at_the_first_scoring_batch():
+    # rescore=2 scores all 10 batches before rounds 2, 4 and 6: a loop that trains them too takes 70 optimizer steps
+    # against a budget of 40 (10 batches x 4 epochs), without an error, unless the sampler refuses.
+    sampler = HardBatchSampler(20, 2, delta=0.5, epochs=4, policy="hardbatch", rescore=2)
+    with pytest.raises(hardbatch.UsageError) as error:
+        _train_everything(sampler)
+    message = str(error.value)
+    assert "batch 0 was drawn for scoring only, and the loop recorded it without looking at sampler.pending" in message
+    assert "\n" not in message
+    assert "check sampler.pending.score_only" in message and "only score those batches" in message
+    assert sampler.steps == 15  # the warm-up (10) and round 1 (5): the error came at the first scoring batch
+
+
+def test_a_correct_loop_is_never_refused_even_if_it_computes_the_scoring_loss_with_gradient():
+    # The check is that the loop looked at the pending step before recording a scoring batch: a loop cannot honour
+    # score_only without reading it, and nothing else about a correct loop (gradient or not, .item() or a tensor)
+    # is assumed.
+    data, model, optimizer = _toy_problem()
+    sampler = HardBatchSampler(len(data), 8, delta=0.5, epochs=4, rescore=1)
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=0)
+    scored = trained = 0
+    while not sampler.done:
+        for x, y in loader:
+            losses = F.cross_entropy(model(x), y, reduction="none")  # with gradient, before branching
+            if sampler.pending.score_only:
+                sampler.record(losses.mean().item(), losses.detach())
+                scored += 1
+                continue
+            loss = losses.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            sampler.record(loss, losses)
+            trained += 1
+    assert trained == sampler.steps == 4 * 12 and scored == 6 * 12  # rounds 1-6 of k = 6 each follow a scoring pass
+
+
+def test_a_loop_that_looks_at_pending_once_per_pass_is_not_refused():
+    # A scoring pass scores every batch of its round, so reading score_only at the first batch of a pass is enough.
+    sampler = HardBatchSampler(20, 2, delta=0.5, epochs=4, rescore=2)
+    optimizer_steps = 0
+    while not sampler.done:
+        scoring = None
+        for _ in sampler:
+            if scoring is None:
+                scoring = sampler.pending.score_only
+            optimizer_steps += not scoring
+            sampler.record(torch.tensor(0.5))
+    assert optimizer_steps == sampler.steps == 40

@@ -23,6 +23,7 @@ from hardbatch.results import (
     atomic_write_json, ensure_writable_dir, exposure_from_visits, run_lock, summarize,
 )
 from hardbatch.selection import HardBatchSampler
+from hardbatch.selection.functional import single_class_purity
 from hardbatch.training import CostMeter, EpochResult, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
@@ -138,21 +139,6 @@ def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
                             shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed, **cfg.policy_params())
 
 
-PURITY_WARNING = 0.9  # mean share of a batch's largest class above which a run gets a warning
-
-
-def batch_purity(labels: torch.Tensor, partition: torch.Tensor) -> float:
-    """Mean over the fixed batches of the share of each batch's largest class.
-
-    ``labels``: (n,) class per sample; ``partition``: (N, B) sample indices. 1/C for well-mixed batches, 1 when
-    every batch holds one class.
-    """
-    batch_labels = labels[partition]  # (N, B)
-    counts = torch.zeros(len(partition), int(labels.max()) + 1, dtype=torch.long)
-    counts.scatter_add_(1, batch_labels, torch.ones_like(batch_labels))
-    return (counts.max(dim=1).values.double() / partition.shape[1]).mean().item()
-
-
 def warn(message: str) -> None:
     """One warning line on stderr (between progress bars, if any), from the writing process only."""
     from tqdm.auto import tqdm
@@ -163,11 +149,8 @@ def warn(message: str) -> None:
 
 
 def _warn_if_single_class_batches(cfg: RunConfig, data: DataSplits, sampler: HardBatchSampler) -> None:
-    labels = dataset_labels(data.train)
-    if len(torch.unique(labels)) < 2:
-        return
-    purity = batch_purity(labels, sampler.partition)
-    if purity > PURITY_WARNING:
+    purity = single_class_purity(dataset_labels(data.train), sampler.partition)
+    if purity is not None:
         how = "pass --shuffle-partition" if not cfg.shuffle_partition else "check the data set's labels"
         warn(f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by class); "
              f"training on such batches rarely learns; {how}")

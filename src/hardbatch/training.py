@@ -16,11 +16,8 @@ from torch import nn
 
 from hardbatch import distributed
 from hardbatch.results import atomic_write_bytes, space_for
-from hardbatch.selection import HardBatchSampler
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+# TrainingDiverged lives beside the sampler, which refuses non-finite losses; fit raises it too.
+from hardbatch.selection import HardBatchSampler, TrainingDiverged
 
 
 @dataclass
@@ -300,7 +297,7 @@ def fit(
                 x, y = x[kept], y[kept]
                 count = 0 if weights is not None else len(kept)
             else:
-                weights = sampler.weights()
+                weights = step.weights  # None: the plain mean, bit for bit (sampler.weights() would give ones)
                 if weights is not None:
                     weights = weights[rows].to(device, non_blocking=True)
                 count = len(y)

@@ -78,8 +78,8 @@ class HardBatch(Callback):
             kept, weights, scale, total = distributed.kept_share(sampler.weights(scores) > 0, y.device)
             count = 0 if weights is not None else len(kept)
             x, y = x[kept.to(x.device)], y[kept.to(y.device)]
-        elif (given := sampler.weights()) is not None:
-            weights = given[rows].to(y.device)
+        elif step.weights is not None:  # None: the plain mean, as in training.fit
+            weights = step.weights[rows].to(y.device)
         losses = self.criterion(module(x), y)
         loss = losses.mean() if weights is None else (losses * weights).mean()
         sample_losses = distributed.all_gather(losses.detach()) if policy.per_sample else None

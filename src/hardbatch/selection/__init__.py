@@ -17,7 +17,7 @@ from hardbatch.selection.functional import derive_seed, fixed_partition, num_sel
 from hardbatch.selection.params import check_params
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import POLICIES, load_policies, register
-from hardbatch.selection.sampler import HardBatchSampler
+from hardbatch.selection.sampler import HardBatchSampler, TrainingDiverged
 
 load_policies()
 
@@ -63,6 +63,6 @@ def create_policy(name: str, batches: int | torch.Tensor, delta: float = 1.0, se
 
 __all__ = [
     "POLICIES", "CyclicPolicy", "HardBatchSampler", "HighLossPolicy", "InfoBatchPolicy", "Policy", "RandomSubsetPolicy",
-    "SelectiveBackpropPolicy", "Step", "UniformPolicy", "create_policy", "derive_seed", "fixed_partition",
-    "num_selected", "policy_params", "register", "top_k_batches",
+    "SelectiveBackpropPolicy", "Step", "TrainingDiverged", "UniformPolicy", "create_policy", "derive_seed",
+    "fixed_partition", "num_selected", "policy_params", "register", "top_k_batches",
 ]

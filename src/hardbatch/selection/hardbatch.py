@@ -112,8 +112,6 @@ class HighLossPolicy(Policy):
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
         if self.repartition:
-            if sample_losses is None:
-                raise RuntimeError("repartition needs per-sample losses: record(loss, sample_losses)")
             values = sample_losses.detach().float()
             self.sample_losses = self.sample_losses.to(values.device)
             self.sample_losses[step.samples.to(values.device)] = values

@@ -61,8 +61,6 @@ class InfoBatchPolicy(Policy):
         return [Step(kept[i * b:(i + 1) * b], i, weights=weights[i * b:(i + 1) * b]) for i in range(count)]
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
-        if sample_losses is None:
-            raise RuntimeError("infobatch needs per-sample losses: record(loss, sample_losses)")
         values = sample_losses.detach().float()
         self.scores = self.scores.to(values.device)
         self.scores[step.samples.to(values.device)] = values
