@@ -38,8 +38,11 @@ def policy_args(name: str) -> list[str]:
     return ["--policy", name, *(["--delta", "0.5"] if name in DELTA_POLICIES else []), *own]
 
 
-# Every registered policy (a new one is covered by registering it), and the paper rule's opt-in variants.
+# Every registered policy (a new one is covered by registering it), and the paper rule's opt-in variants. One
+# `compare` trains the policies that need nothing beyond their own flags; the others (rho-loss: a validation
+# split) train as their own runs.
 POLICY_RUNS = {name: policy_args(name) for name in POLICIES}
+COMPARED = [name for name, cls in POLICIES.items() if not cls.run_needs]
 VARIANTS = {
     "hardbatch-rescore-augment": [*policy_args("hardbatch"), "--rescore", "1", "--augment", "crop_flip"],
     "hardbatch-repartition": [*policy_args("hardbatch"), "--repartition"],
@@ -109,9 +112,10 @@ def job(tmp_path_factory, launch, single, killed):
     """Two processes: `compare` of every policy, the variants, the 3-epoch run, and two resumes (same/other world size)."""
     root = tmp_path_factory.mktemp("ddp")
     commands = [
-        ["compare", "--policies", *POLICIES, "--deltas", "0.5", "--seeds", "0", *BASE,
+        ["compare", "--policies", *COMPARED, "--deltas", "0.5", "--seeds", "0", *BASE,
          "--tensorboard", str(root / "tb"), "--out", str(root / "compare")],
         *(["train", *BASE, *args, "--out", str(root / name)] for name, args in VARIANTS.items()),
+        *(["train", *BASE, *POLICY_RUNS[name], "--out", str(root / name)] for name in POLICIES if name not in COMPARED),
         ["train", *BASE, *RESUMED, "--out", str(root / "resumed")],
         ["train", *BASE, *RESUMED, "--resume", "--out", str(killed[0] / "run")],
         ["train", *BASE, *RESUMED, "--resume", "--out", str(single / "partial")],
@@ -124,7 +128,7 @@ def job(tmp_path_factory, launch, single, killed):
 
 
 def ddp_run(root: Path, name: str) -> Path:
-    if name in POLICY_RUNS:
+    if name in COMPARED:
         return root / "compare" / run_name(0.5 if name in DELTA_POLICIES else 1.0, 0, name)
     return root / name
 
@@ -152,7 +156,7 @@ def test_ddp_gradient_of_unequal_shares_is_the_global_mean_gradient(job):
 
 
 def test_only_rank_0_writes_tensorboard_logs(job):
-    for name in POLICIES:
+    for name in COMPARED:
         logs = job / "tb" / run_name(0.5 if name in DELTA_POLICIES else 1.0, 0, name)
         events = list(logs.glob("events.out.tfevents.*"))
         assert len(events) == 1
