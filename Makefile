@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv and install hardbatch with torch/torchvision pinned by constraints.txt
 
-demo: $(STAMP)  ## compare δ ∈ {0.2, 0.5, 0.8, 1.0} × 3 seeds on the bundled digits data set
-	$(BIN)/hardbatch compare --dataset digits --out $(DEMO_OUT)
+demo: $(STAMP)  ## the rule at δ 0.5 and 1, random δ 0.5 and uniform × 5 seeds on MNIST-1D (generated offline), about 2 min
+	$(BIN)/hardbatch compare --dataset mnist1d --model cnn1d --policies hardbatch random uniform --deltas 0.5 1.0 \
+		--seeds 0 1 2 3 4 --epochs 10 --batch-size 100 --lr 0.3 --schedule cosine --out $(DEMO_OUT)
 
 test: $(STAMP)  ## the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -q

@@ -44,21 +44,29 @@ from hardbatch.config import RunConfig, validate  # noqa: E402
 from hardbatch.data import BatchTransform, DataSplits, InMemoryDataset, load_dataset  # noqa: E402
 from hardbatch.experiment import make_optimizer, make_sampler, resolve  # noqa: E402
 from hardbatch.models import build_seeded  # noqa: E402
+from hardbatch.selection import POLICIES  # noqa: E402
 from hardbatch.training import CostMeter, fit  # noqa: E402
 
 TARGET = 0.02  # choose_seconds / train_seconds for the batch-level policies
 
-# label, RunConfig changes, judged against TARGET?
-ARMS: list[tuple[str, dict, bool]] = [
-    ("uniform", dict(policy="uniform"), True),
-    ("hardbatch δ=0.5", dict(policy="hardbatch", delta=0.5), True),
+# The paper's rule's variants beside every registered policy at its defaults: label, RunConfig changes, and whether
+# the arm is judged against TARGET (batch-level choosing: no scoring forward, no per-sample policy).
+VARIANTS: list[tuple[str, dict, bool]] = [
     ("hardbatch δ=0.5 --rescore 2", dict(policy="hardbatch", delta=0.5, rescore=2), False),
     ("hardbatch δ=0.5 --repartition", dict(policy="hardbatch", delta=0.5, repartition=True), True),
-    ("random δ=0.5", dict(policy="random", delta=0.5), True),
-    ("cyclic δ=0.5", dict(policy="cyclic", delta=0.5), True),
-    ("selective-backprop", dict(policy="selective-backprop"), False),
-    ("infobatch", dict(policy="infobatch"), False),
 ]
+
+
+def arms() -> list[tuple[str, dict, bool]]:
+    """One arm per registered policy (δ = 0.5 where δ applies), the paper's rule first, then its VARIANTS."""
+    out = []
+    for name, cls in POLICIES.items():
+        changes = dict(policy=name, **({"delta": 0.5} if cls.uses_delta else {}))
+        out.append((f"{name} δ=0.5" if cls.uses_delta else name, changes, not (cls.scores_first or cls.per_sample)))
+    return out[:1] + VARIANTS + out[1:]
+
+
+ARMS = arms()
 
 
 def make_data(args: argparse.Namespace, base: RunConfig) -> DataSplits:
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = {label: base.replace(**changes) for label, changes, _ in ARMS}
     judged = {label: j for label, _, j in ARMS}
     labels = list(configs)
-    short = ["uni", "hb", "hb-rs2", "hb-rep", "rand", "cyc", "SB", "IB"]
+    short = [label.replace("hardbatch", "hb").replace("δ=0.5", "").replace("--", "").replace(" ", "")[:7] for label in labels]
     started = time.perf_counter()
     for label in labels:  # first-touch allocations and oneDNN primitive creation for every code path
         run_arm(data, configs[label].replace(epochs=1))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hardbatch.claims import GroupResult, check_claims
 from hardbatch.report import (
-    LAST_EPOCHS, REFERENCE_DELTA, Group, arm_rows, build_report, choose_delta, cost_rows, group_runs, load_runs,
+    LAST_EPOCHS, REFERENCE_DELTA, Group, arm_stats, build_report, chosen_arm, group_runs, load_runs, machines,
 )
 from hardbatch.results import atomic_write_bytes, has_interval, paired_difference
 
@@ -49,8 +49,8 @@ def excludes_zero(low: float, high: float) -> bool:
     return has_interval(low, high) and (low > 0 or high < 0)
 
 
-def arm(group: Group, policy: str, delta: float | None = None):
-    return next((a for a in group.arms if a.policy == policy and (delta is None or a.delta == delta)), None)
+def arm(group: Group, policy: str, value: float | None = None):
+    return group.arm(policy, value)
 
 
 def paired(a, b, last: bool = False) -> tuple[float, float, float]:
@@ -76,19 +76,15 @@ class Setting:
         if len(groups) != 1:
             raise SystemExit(f"{root}: expected one group of runs (one data set and network), found {len(groups)}")
         self.group = groups[0]
-        self.rows = arm_rows(self.group)
-        self.costs = {r["arm"]: r for r in cost_rows(self.group)}
+        self.rows = arm_stats(self.group)
         self.runs = len(runs)
         self.report_dir = doc_dir / "results" / name
         build_report(root, self.report_dir)
-        chosen, on = choose_delta(self.rows, "validation"), "validation"
-        if chosen is None:
-            chosen, on = choose_delta(self.rows, "test"), "test"
-        self.chosen, self.chosen_on = chosen, on
-        self.reference = next(r for r in self.rows if r["is_reference"])
+        self.chosen, self.chosen_on = chosen_arm(self.rows)
+        self.reference = next(r for r in self.rows if r.is_reference)
 
-    def row(self, policy: str, delta: float | None = None) -> dict | None:
-        return next((r for r in self.rows if r["policy"] == policy and (delta is None or r["delta"] == delta)), None)
+    def row(self, policy: str, value: float | None = None):
+        return next((r for r in self.rows if r.policy == policy and (value is None or r.value == value)), None)
 
     def claims(self):
         result = GroupResult(self.group.settings["dataset"], self.group.settings["model"], self.rows, self.chosen,
@@ -103,15 +99,15 @@ def headline(settings: list[Setting]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for s in settings:
         c = s.chosen
-        rnd = paired(arm(s.group, "hardbatch", c["delta"]), arm(s.group, "random", c["delta"]), last=True)
+        rnd = paired(arm(s.group, "hardbatch", c.delta), arm(s.group, "random", c.delta), last=True)
         peers = [s.row(p) for p in ("uniform", "selective-backprop", "infobatch")]
         lines.append("| " + " | ".join([
-            s.name, pct(s.reference["final_acc_mean"]), f"{c['delta']:g}",
-            ci(c["diff_points"], c["diff_low"], c["diff_high"]),
-            ci(c["last_diff_points"], c["last_diff_low"], c["last_diff_high"]),
-            f"{c['fewer_epochs_pct']:+.0f}" if not math.isnan(c["fewer_epochs_pct"]) else "—",
+            s.name, pct(s.reference.final_acc_mean), f"{c.delta:g}",
+            ci(c.diff_points, c.diff_low, c.diff_high),
+            ci(c.last_diff_points, c.last_diff_low, c.last_diff_high),
+            f"{c.fewer_epochs_pct:+.0f}" if not math.isnan(c.fewer_epochs_pct) else "—",
             ci(*rnd) + " (last-3)",
-            *[pct(p["final_acc_mean"]) if p else "—" for p in peers],
+            *[pct(p.final_acc_mean) if p else "—" for p in peers],
         ]) + " |")
     return "\n".join(lines)
 
@@ -122,17 +118,16 @@ def arm_table(s: Setting) -> str:
              "| Δ vs random at the same δ (last-3) | balanced top-1 % | epochs to T (reached) | samples back-propagated | train s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r, a in zip(s.rows, s.group.arms):
-        cost = s.costs[a.label]
         vs_random = paired(a, arm(s.group, "random", a.delta), last=True) if a.policy == "hardbatch" and a.delta < 1 \
             else (math.nan,) * 3
         lines.append("| " + " | ".join([
-            a.label, f"{pct(r['final_acc_mean'])} ± {100 * r['final_acc_std']:.2f}", pct(r["last_acc_mean"]),
-            "reference" if r["is_reference"] else ci(r["last_diff_points"], r["last_diff_low"], r["last_diff_high"]),
+            a.label, f"{pct(r.final_acc_mean)} ± {100 * r.final_acc_std:.2f}", pct(r.last_acc_mean),
+            "reference" if r.is_reference else ci(r.last_diff_points, r.last_diff_low, r.last_diff_high),
             "reference" if a is uniform else ci(*paired(a, uniform, last=True)),
             ci(*vs_random),
-            pct(r["final_bacc_mean"]),
-            f"{r['epochs_to_target_mean']:.1f} ({r['target_reached']}/{r['n']})",
-            f"{cost['samples_backprop']:,.0f}", f"{cost['train_seconds']:.1f}",
+            pct(r.final_bacc_mean),
+            f"{r.epochs_to_target_mean:.1f} ({r.target_reached}/{r.n})",
+            f"{r.samples_backpropagated_mean:,.0f}", f"{r.train_seconds_mean:.1f}",
         ]) + " |")
     return "\n".join(lines)
 
@@ -141,31 +136,31 @@ def did_not_help(s: Setting) -> list[str]:
     """Plain sentences: where the paper's rule hurt, made no measurable difference, or did no better than a control."""
     out = []
     for r in s.rows:
-        if r["policy"] != "hardbatch" or r["delta"] >= REFERENCE_DELTA:
+        if r.policy != "hardbatch" or r.delta >= REFERENCE_DELTA:
             continue
-        d = r["delta"]
-        final, last = (r["diff_low"], r["diff_high"]), (r["last_diff_low"], r["last_diff_high"])
+        d = r.delta
+        final, last = (r.diff_low, r.diff_high), (r.last_diff_low, r.last_diff_high)
         if not math.isnan(final[1]) and final[1] < 0 and last[1] < 0:
-            out.append(f"δ = {d:g} **lost accuracy** against δ = 1: {ci(r['diff_points'], *final)} points final, "
-                       f"{ci(r['last_diff_points'], *last)} on the last-{LAST_EPOCHS} mean (both intervals below 0).")
+            out.append(f"δ = {d:g} **lost accuracy** against δ = 1: {ci(r.diff_points, *final)} points final, "
+                       f"{ci(r.last_diff_points, *last)} on the last-{LAST_EPOCHS} mean (both intervals below 0).")
         elif not has_interval(*last):
             out.append(f"δ = {d:g} is **undecided** against δ = 1 on the last-{LAST_EPOCHS} mean: "
-                       f"{ci(r['last_diff_points'], *last)} points (too few seeds, or zero spread).")
+                       f"{ci(r.last_diff_points, *last)} points (too few seeds, or zero spread).")
         elif not excludes_zero(*last):
             out.append(f"δ = {d:g} made **no measurable difference** to δ = 1 on the last-{LAST_EPOCHS} mean: "
-                       f"{ci(r['last_diff_points'], *last)} points (the interval contains 0).")
+                       f"{ci(r.last_diff_points, *last)} points (the interval contains 0).")
         for control in ("random", "cyclic"):
             m, lo, hi = paired(arm(s.group, "hardbatch", d), arm(s.group, control, d), last=True)
             if not math.isnan(m) and not (lo > 0):
                 out.append(f"δ = {d:g} did **no better than `{control}`** at the same δ (same steps and samples, no "
                            f"loss signal): {ci(m, lo, hi)} points on the last-{LAST_EPOCHS} mean.")
-    best_peer = max((r for r in s.rows if r["policy"] in ("uniform", "selective-backprop", "infobatch")),
-                    key=lambda r: r["last_acc_mean"], default=None)
-    best_ours = max((r for r in s.rows if r["policy"] == "hardbatch"), key=lambda r: r["last_acc_mean"])
-    if best_peer is not None and best_peer["last_acc_mean"] > best_ours["last_acc_mean"]:
-        out.append(f"The best of the peers, `{best_peer['policy']}` ({pct(best_peer['last_acc_mean'])}% last-"
-                   f"{LAST_EPOCHS} mean), beat the best δ of the paper's rule (δ = {best_ours['delta']:g}, "
-                   f"{pct(best_ours['last_acc_mean'])}%).")
+    best_peer = max((r for r in s.rows if r.policy in ("uniform", "selective-backprop", "infobatch")),
+                    key=lambda r: r.last_acc_mean, default=None)
+    best_ours = max((r for r in s.rows if r.policy == "hardbatch"), key=lambda r: r.last_acc_mean)
+    if best_peer is not None and best_peer.last_acc_mean > best_ours.last_acc_mean:
+        out.append(f"The best of the peers, `{best_peer.policy}` ({pct(best_peer.last_acc_mean)}% last-"
+                   f"{LAST_EPOCHS} mean), beat the best δ of the paper's rule (δ = {best_ours.delta:g}, "
+                   f"{pct(best_ours.last_acc_mean)}%).")
     return out
 
 
@@ -174,9 +169,9 @@ def verdicts(settings: list[Setting]) -> list[str]:
     out = []
     for s in settings:
         c = s.chosen
-        rule = arm(s.group, "hardbatch", c["delta"])
-        vs_ref = (c["last_diff_points"], c["last_diff_low"], c["last_diff_high"])
-        vs_random = paired(rule, arm(s.group, "random", c["delta"]), last=True)
+        rule = arm(s.group, "hardbatch", c.delta)
+        vs_ref = (c.last_diff_points, c.last_diff_low, c.last_diff_high)
+        vs_random = paired(rule, arm(s.group, "random", c.delta), last=True)
         vs_uniform = paired(rule, arm(s.group, "uniform"), last=True)
         gain = excludes_zero(*vs_ref[1:]) and vs_ref[1] > 0
         signal = excludes_zero(*vs_random[1:]) and vs_random[1] > 0
@@ -190,9 +185,9 @@ def verdicts(settings: list[Setting]) -> list[str]:
             answer = "is **undecided** (no 95% interval: too few seeds, or zero spread)"
         else:
             answer = "made **no measurable difference**"
-        final = ci(c["diff_points"], c["diff_low"], c["diff_high"])
+        final = ci(c.diff_points, c.diff_low, c.diff_high)
         out.append(
-            f"**{s.name}**: at the δ chosen on {s.chosen_on} (δ = {c['delta']:g}) the rule {answer}: last-"
+            f"**{s.name}**: at the δ chosen on {s.chosen_on} (δ = {c.delta:g}) the rule {answer}: last-"
             f"{LAST_EPOCHS} mean {ci(*vs_ref)} points against δ = 1, {ci(*vs_random)} against `random`, "
             f"{ci(*vs_uniform)} against `uniform` (final epoch alone, as the claim table below uses it: {final}).")
     return out
@@ -203,27 +198,36 @@ def section(s: Setting) -> str:
     slug = s.group.slug
     parts = [f"## {SETTINGS.get(s.name, s.name).capitalize()}", "",
              f"{s.runs} runs; full report: [`{rel}/report.md`]({rel}/report.md). δ = 1 reaches "
-             f"{pct(s.reference['final_acc_mean'])}% final test top-1 (balanced {pct(s.reference['final_bacc_mean'])}%). "
-             f"Target T for epochs-to-target = {pct(s.reference['target_acc'])}% (0.99 × the δ = 1 mean best).", "",
+             f"{pct(s.reference.final_acc_mean)}% final test top-1 (balanced {pct(s.reference.final_bacc_mean)}%). "
+             f"Target T for epochs-to-target = {pct(s.reference.target_acc)}% (0.99 × the δ = 1 mean best).", "",
              arm_table(s), "",
-             f"**Claims of the paper**, judged at δ = {s.chosen['delta']:g} (best δ < 1 on the {s.chosen_on} split):", "",
+             f"**Claims of the paper**, judged at δ = {s.chosen.delta:g} (best δ < 1 on the {s.chosen_on} split):", "",
              "| claim | verdict | evidence |", "|---|---|---|"]
     parts += [f"| {c.claim} | **{c.verdict}** | {c.evidence.replace('|', '/')} |" for c in s.claims()]
     parts += ["", "**Where it did not help:**", ""]
     parts += [f"- {line}" for line in did_not_help(s)] or ["- Nowhere in this setting: every δ < 1 beat δ = 1 and both "
                                                            "controls with intervals above 0."]
-    exposure = [r for r in s.rows if not math.isnan(r.get("mislabelled_trained_mean", math.nan))]
+    exposure = [r for r in s.rows if not math.isnan(r.mislabelled_trained_mean)]
     if exposure:
         parts += ["", "**Mislabelled samples**: their share of the training split, and of the samples each arm "
                       "back-propagated after the first epoch (a loss-seeking rule trains them more often):", "",
                   "| arm | % of the data | % of back-propagated samples after epoch 1 |", "|---|---|---|"]
         for r, a in zip(s.rows, s.group.arms):
-            parts.append(f"| {a.label} | {pct(r['mislabelled_in_data_mean'])} | {pct(r['mislabelled_trained_after_warmup_mean'])} |")
+            parts.append(f"| {a.label} | {pct(r.mislabelled_in_data_mean)} | {pct(r.mislabelled_trained_after_warmup_mean)} |")
     parts += ["", f"![accuracy per epoch]({rel}/{slug}_accuracy.png)",
               f"![final accuracy against δ]({rel}/{slug}_final_vs_delta.png)",
               f"![accuracy against back-propagated samples]({rel}/{slug}_accuracy_vs_samples.png)",
               f"![speed-accuracy front]({rel}/{slug}_front.png)", ""]
     return "\n".join(parts)
+
+
+def machine_sentence(settings: list[Setting]) -> str:
+    """Which machine(s) trained the page's runs, and what another machine reproduces."""
+    listed = "; ".join(machines([run for s in settings for arm in s.group.arms for run in arm.runs.values()]))
+    unknown = "; unknown: not recorded by the hardbatch that trained them" if "unknown" in listed else ""
+    return (f"Machine: {listed}{unknown}. Another machine (another CPU model, kernel capability or thread count) "
+            "rounds differently and training amplifies it, so it reproduces the verdicts within the seed spread, "
+            "not the digits.")
 
 
 def main() -> int:
@@ -275,6 +279,7 @@ def main() -> int:
         "run into `runs/results/SETTING/` and rewrites this page, its reports under `docs/results/` and the README's "
         "headline table. Rerunning skips finished runs. `hardbatch report runs/results/SETTING` rebuilds one "
         "setting's full report without training.", "",
+        machine_sentence(settings), "",
     ]
     atomic_write_bytes(args.doc, "\n".join(page).encode())
     if args.readme:

@@ -7,14 +7,16 @@ import pytest
 
 from hardbatch.claims import HELD, NO_BASELINE, NOT_HELD, NOT_RUN, PARTLY, UNDECIDED, GroupResult, check_claims
 from hardbatch.config import RunConfig
-from hardbatch.report import build_report
+from hardbatch.report import ArmStats, build_report
 
 
 def row(delta, diff, low=None, high=None, pairs=3, fewer=10.0, reached=3, n=3, policy="hardbatch"):
-    """An arm row with the fields the claims read; diff/low/high in points."""
-    return {"policy": policy, "delta": delta, "n": n, "diff_points": diff,
-            "diff_low": diff - 1 if low is None else low, "diff_high": diff + 1 if high is None else high,
-            "diff_pairs": pairs, "diff_relative_pct": diff * 1.5, "fewer_epochs_pct": fewer, "target_reached": reached}
+    """An arm's statistics with the fields the claims read; diff/low/high in points."""
+    reference = policy == "hardbatch" and delta == 1.0
+    return ArmStats(group="g", arm=f"δ = {delta:g}", policy=policy, axis="delta", value=delta, delta=delta, n=n,
+                    is_reference=reference, is_method=policy == "hardbatch" and not reference, diff_points=diff,
+                    diff_low=diff - 1 if low is None else low, diff_high=diff + 1 if high is None else high,
+                    diff_pairs=pairs, diff_relative_pct=diff * 1.5, fewer_epochs_pct=fewer, target_reached=reached)
 
 
 def group(dataset, model, *rows, chosen=None, on="validation"):

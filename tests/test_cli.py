@@ -20,6 +20,7 @@ import torch
 import hardbatch
 from hardbatch.cli import main
 from hardbatch.data import DATASETS
+from hardbatch.experiment import cpu_model
 from hardbatch.models import MODELS
 from hardbatch.results import epochs_to_plateau, epochs_to_target
 from hardbatch.selection import POLICIES
@@ -136,7 +137,19 @@ def test_train_config_json_holds_resolved_config_and_versions(trained):
     assert saved["versions"]["torch"] == torch.__version__
     assert saved["versions"]["python"] == platform.python_version()
     assert saved["device"]["type"] == "cpu"
+    # What decides a CPU run's rounding, so that a report can tell runs from different machines apart.
+    assert saved["device"]["cpu"] == saved["device"]["name"] == cpu_model() != ""
+    assert saved["device"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert saved["device"]["threads"] == torch.get_num_threads()
     assert "git_commit" in saved
+
+
+def test_cpu_model_reads_proc_cpuinfo_and_falls_back_to_platform(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7763 64-Core "
+                    "Processor\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7763 64-Core Processor\n")
+    assert cpu_model(info) == "AMD EPYC 7763 64-Core Processor"
+    assert cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
 
 
 def test_train_history_has_one_row_per_epoch(trained):

@@ -32,11 +32,17 @@ N = 20
 
 
 def policy_args(name: str) -> list[str]:
-    return ["--policy", name, *(["--delta", "0.5"] if name in DELTA_POLICIES else [])]
+    """The flags of a small run of policy ``name``: δ 0.5 where it applies, and what the policy declares it needs."""
+    cls = POLICIES[name]
+    own = [arg for key, value in {**cls.example, **cls.run_needs}.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+    return ["--policy", name, *(["--delta", "0.5"] if name in DELTA_POLICIES else []), *own]
 
 
-# Every registered policy (a new one is covered by registering it), and the paper rule's opt-in variants.
+# Every registered policy (a new one is covered by registering it), and the paper rule's opt-in variants. One
+# `compare` trains the policies that need nothing beyond their own flags; the others (rho-loss: a validation
+# split) train as their own runs.
 POLICY_RUNS = {name: policy_args(name) for name in POLICIES}
+COMPARED = [name for name, cls in POLICIES.items() if not cls.run_needs]
 VARIANTS = {
     "hardbatch-rescore-augment": [*policy_args("hardbatch"), "--rescore", "1", "--augment", "crop_flip"],
     "hardbatch-repartition": [*policy_args("hardbatch"), "--repartition"],
@@ -106,9 +112,10 @@ def job(tmp_path_factory, launch, single, killed):
     """Two processes: `compare` of every policy, the variants, the 3-epoch run, and two resumes (same/other world size)."""
     root = tmp_path_factory.mktemp("ddp")
     commands = [
-        ["compare", "--policies", *POLICIES, "--deltas", "0.5", "--seeds", "0", *BASE,
+        ["compare", "--policies", *COMPARED, "--deltas", "0.5", "--seeds", "0", *BASE,
          "--tensorboard", str(root / "tb"), "--out", str(root / "compare")],
         *(["train", *BASE, *args, "--out", str(root / name)] for name, args in VARIANTS.items()),
+        *(["train", *BASE, *POLICY_RUNS[name], "--out", str(root / name)] for name in POLICIES if name not in COMPARED),
         ["train", *BASE, *RESUMED, "--out", str(root / "resumed")],
         ["train", *BASE, *RESUMED, "--resume", "--out", str(killed[0] / "run")],
         ["train", *BASE, *RESUMED, "--resume", "--out", str(single / "partial")],
@@ -121,7 +128,7 @@ def job(tmp_path_factory, launch, single, killed):
 
 
 def ddp_run(root: Path, name: str) -> Path:
-    if name in POLICY_RUNS:
+    if name in COMPARED:
         return root / "compare" / run_name(0.5 if name in DELTA_POLICIES else 1.0, 0, name)
     return root / name
 
@@ -149,7 +156,7 @@ def test_ddp_gradient_of_unequal_shares_is_the_global_mean_gradient(job):
 
 
 def test_only_rank_0_writes_tensorboard_logs(job):
-    for name in POLICIES:
+    for name in COMPARED:
         logs = job / "tb" / run_name(0.5 if name in DELTA_POLICIES else 1.0, 0, name)
         events = list(logs.glob("events.out.tfevents.*"))
         assert len(events) == 1
@@ -219,3 +226,67 @@ def test_bad_compile_backend_and_missing_tensorboard_are_one_line_errors(tmp_pat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'hardbatch[tensorboard]'" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("command, flags, words", [
+    ("train", [], "--sync-bn needs CUDA devices"),
+    ("compare", ["--deltas", "0.5", "1.0", "--seeds", "0"], "--sync-bn needs CUDA devices"),
+    ("train", ["--eval-mode", "train"], "--sync-bn does not combine with --eval-mode train"),
+])
+def test_sync_bn_is_refused_on_the_cpu_in_one_line_before_anything_is_written(tmp_path, capsys, command, flags, words):
+    out = tmp_path / "run"
+    args = [a for a in BASE if a not in ("--seed", "0")] if command == "compare" else BASE
+    assert main([command, *args, *flags, "--model", "small_cnn", "--sync-bn", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and words in err[0] and "leave --sync-bn out" in err[0], err
+    assert not out.exists()
+
+
+@pytest.fixture
+def one_rank_group():
+    """A process group of one (gloo, in memory): ``distributed.active()`` is True, as under torchrun."""
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def test_wrap_with_sync_bn_converts_batchnorm_in_place_keeping_parameters(one_rank_group, monkeypatch):
+    from hardbatch import distributed
+    from hardbatch.models import create_model
+
+    # DDP itself refuses SyncBatchNorm on CPU modules; record what it would wrap instead.
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda module, device_ids: module)
+    model = create_model("small_cnn", 10, 1)
+    params, keys = list(model.parameters()), list(model.state_dict())
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in distributed.wrap(model, torch.device("cpu")).modules())
+    wrapped = distributed.wrap(model, torch.device("cpu"), sync_bn=True)
+    assert wrapped is model  # in place: the run's checkpoints and scoring see the converted model
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == 3
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in model.modules())
+    assert all(a is b for a, b in zip(model.parameters(), params))  # the optimizer built before still steps them
+    assert list(model.state_dict()) == keys  # checkpoints load either way
+
+
+def test_sync_bn_in_one_process_leaves_the_model_alone():
+    from hardbatch import distributed
+    from hardbatch.models import create_model
+
+    model = create_model("small_cnn", 10, 1)
+    assert distributed.wrap(model, torch.device("cpu"), sync_bn=True) is model
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+
+
+def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
+    from hardbatch import distributed
+    from hardbatch.config import RunConfig
+
+    # It changes what a run computes under DDP: a finished run without it is not reused for a run with it.
+    assert experiment.same_run(RunConfig(), RunConfig(sync_bn=True)) == ["sync_bn"]
+    seen = []
+    wrap = distributed.wrap
+    monkeypatch.setattr(distributed, "wrap", lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device))
+    monkeypatch.setattr(experiment, "check_sync_bn", lambda cfg: None)  # as on a GPU machine
+    cfg = RunConfig(dataset="digits", train_subset=64, model="mlp", batch_size=32, epochs=1, device="cpu", sync_bn=True)
+    experiment.train_run(cfg, tmp_path / "run", progress=False)
+    assert seen == [True]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["sync_bn"] is True

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from hardbatch.config import UsageError
-from hardbatch.models import MODELS, build_seeded, create_model, register_model
+from hardbatch.models import MODELS, build_seeded, create_model, models_for, register_model
 
 PAPER_NETWORKS = ["resnet18", "resnet50", "efficientnet_b4", "efficientnet_v2_s", "mobilenet_v3_small"]
 
@@ -87,9 +87,42 @@ def test_lenet_is_lenet5_and_takes_any_size_from_16_px(size):
     assert model(torch.randn(2, 1, size, size)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+def test_the_1d_models_are_the_mnist1d_benchmarks_networks():
+    """cnn1d is ConvBase (25 channels, kernels 5, 3, 3, stride 2, padding 1; 5,210 parameters), mlp1d is MLPBase
+    (100 hidden units with a residual second layer; 15,210 parameters), for 1 channel and 10 classes."""
+    cnn, mlp = create_model("cnn1d", 10, 1), create_model("mlp1d", 10, 1)
+    convs = [m for m in cnn.modules() if isinstance(m, nn.Conv1d)]
+    assert [(c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == \
+        [(25, (5,), (2,), (1,)), (25, (3,), (2,), (1,)), (25, (3,), (2,), (1,))]
+    assert [l.in_features for l in cnn.modules() if isinstance(l, nn.Linear)] == [125]
+    assert sum(p.numel() for p in cnn.parameters()) == 5210 and sum(p.numel() for p in mlp.parameters()) == 15210
+    x = torch.randn(3, 1, 40)
+    h = mlp.linear1(x.flatten(1)).relu()
+    assert torch.allclose(mlp(x), mlp.linear3(h + mlp.linear2(h).relu()))
+    for model in (cnn, mlp):
+        assert model(x).shape == (3, 10) and model(torch.randn(3, 1, 64)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("name, x, words", [
+    ("small_cnn", torch.randn(2, 1, 40), ["'small_cnn'", "(1, 40)", "cnn1d, mlp1d"]),
+    ("cnn1d", torch.randn(2, 3, 32, 32), ["'cnn1d'", "(3, 32, 32)", "small_cnn", "resnet18"]),
+    ("mlp1d", torch.randn(2, 8), ["'mlp1d'", "(8,)", "no model takes that shape"]),
+])
+def test_a_model_fed_another_kind_of_input_says_which_models_take_it(name, x, words):
+    with pytest.raises(UsageError) as error:
+        create_model(name, 10, x.shape[1] if x.dim() > 2 else 1)(x)
+    assert all(word in str(error.value) for word in words), str(error.value)
+
+
+def test_the_small_stem_is_refused_for_1d_models():
+    with pytest.raises(UsageError, match="stem 'small' adapts image networks; model 'cnn1d' takes 1-D signals"):
+        create_model("cnn1d", 10, 1, stem="small")
+
+
+@pytest.mark.parametrize("name", models_for("image"))
 @pytest.mark.parametrize("stem", ["imagenet", "small"])
-def test_every_network_builds_with_every_stem(name, stem):
-    """``--protocol modern`` sets the small stem for every network; one without a convolution (mlp) keeps its own."""
+def test_every_image_network_builds_with_every_stem(name, stem):
+    """``--protocol modern`` sets the small stem for every image network; one without a convolution (mlp) keeps its
+    own (the 1-D networks refuse it: test_the_small_stem_is_refused_for_1d_models)."""
     model = create_model(name, 10, 1, stem)
     assert isinstance(model, nn.Module)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import math
 import random
+import re
 from collections import Counter, namedtuple
 
 import pytest
@@ -33,7 +35,7 @@ from hardbatch.selection.functional import (
     percentiles,
     trimmed_top_k,
 )
-from hardbatch.training import score_losses
+from hardbatch.training import TrainingDiverged, score_losses
 
 
 @pytest.fixture(autouse=True)
@@ -166,15 +168,18 @@ VARIANTS = {
     "hardbatch+trim+mix": ("hardbatch", dict(delta=0.3, trim_top=0.2, mix=0.5)),
     "hardbatch+all": ("hardbatch", dict(delta=0.3, rescore=1, repartition=True, mix=0.4)),
 }
-CASES = {**{name: (name, SETTINGS.get(name, {})) for name in POLICIES}, **VARIANTS}
+CASES = {**{name: (name, SETTINGS.get(name, cls.example)) for name, cls in POLICIES.items()}, **VARIANTS}
 
 
 def make_case(case: str, n: int = 26, batch_size: int = 2, epochs: int = 3, seed: int = 7) -> HardBatchSampler:
     name, params = CASES[case]
     params = dict(params)
     delta = params.pop("delta", 1.0)
-    return HardBatchSampler(n, batch_size, delta=delta, epochs=epochs, policy=name, shuffle_partition=True,
-                            seed=seed, **params)
+    sampler = HardBatchSampler(n, batch_size, delta=delta, epochs=epochs, policy=name, shuffle_partition=True,
+                               seed=seed, **params)
+    if sampler.policy.needs_irreducible:  # what the experiment's holdout model would give: here, no irreducible loss
+        sampler.policy.irreducible = torch.zeros(n)
+    return sampler
 
 
 # ---- the registry --------------------------------------------------------------------------------
@@ -185,7 +190,7 @@ def test_registry_holds_exactly_the_policies_the_cli_accepts():
     for name, cls in POLICIES.items():
         assert cls.name == name
         assert cls.uses_delta == (name in DELTA_POLICIES)
-        assert isinstance(create_policy(name, 8, 0.5 if cls.uses_delta else 1.0), cls)
+        assert isinstance(create_policy(name, 8, 0.5 if cls.uses_delta else 1.0, **cls.example), cls)
 
 
 def test_registering_a_name_twice_is_refused():
@@ -267,7 +272,7 @@ def test_percentiles_are_the_fraction_of_the_history_at_or_below_each_loss():
 
 
 def test_selective_backprop_keep_probability_is_percentile_to_the_beta_in_the_last_h_losses():
-    one, two = SelectiveBackpropPolicy(4, beta=1.0, history=4), SelectiveBackpropPolicy(4, beta=2.0, history=4)
+    one, two = SelectiveBackpropPolicy(4, beta=1.0, loss_history=4), SelectiveBackpropPolicy(4, beta=2.0, loss_history=4)
     assert one.keep_probabilities(torch.tensor([1.0, 2.0])).tolist() == [0.5, 1.0]  # history [1, 2]
     assert two.keep_probabilities(torch.tensor([1.0, 2.0])).tolist() == [0.25, 1.0]
     # The ring keeps the last four: [1, 2, 3, 0.5, 4] -> [2, 3, 0.5, 4].
@@ -275,7 +280,7 @@ def test_selective_backprop_keep_probability_is_percentile_to_the_beta_in_the_la
     assert one.history.tolist() == [2.0, 3.0, 0.5, 4.0]
     assert two.keep_probabilities(torch.tensor([3.0, 0.5, 4.0])).tolist() == [0.5625, 0.0625, 1.0]
     # A batch longer than the history: only its own last H losses remain.
-    short = SelectiveBackpropPolicy(4, beta=1.0, history=2)
+    short = SelectiveBackpropPolicy(4, beta=1.0, loss_history=2)
     assert short.keep_probabilities(torch.tensor([5.0, 1.0, 3.0])).tolist() == [1.0, 0.5, 1.0]
     assert short.history.tolist() == [1.0, 3.0]
 
@@ -283,13 +288,13 @@ def test_selective_backprop_keep_probability_is_percentile_to_the_beta_in_the_la
 @pytest.mark.parametrize("seed", range(5))
 def test_selective_backprop_keeps_certain_samples_and_drops_impossible_ones(seed):
     # H = 1: the history is the batch's last loss, so p = [0, 1, 1] whatever the draw.
-    policy = SelectiveBackpropPolicy(4, beta=1.0, history=1, seed=seed)
+    policy = SelectiveBackpropPolicy(4, beta=1.0, loss_history=1, seed=seed)
     assert policy.select(policy.plan()[0], torch.tensor([1.0, 5.0, 3.0])).tolist() == [0.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_selective_backprop_never_takes_an_empty_step(seed):
-    policy = SelectiveBackpropPolicy(4, beta=50.0, history=4, seed=seed)
+    policy = SelectiveBackpropPolicy(4, beta=50.0, loss_history=4, seed=seed)
     step = policy.plan()[0]
     policy.select(step, torch.tensor([100.0]))
     # History [100, 1, 2, 3]: p^50 <= 0.75^50 < 1e-6, so the draw keeps none and the highest loss is kept alone.
@@ -297,7 +302,7 @@ def test_selective_backprop_never_takes_an_empty_step(seed):
 
 
 def test_selective_backprop_beta_zero_keeps_every_sample():
-    policy = SelectiveBackpropPolicy(4, beta=0.0, history=8)
+    policy = SelectiveBackpropPolicy(4, beta=0.0, loss_history=8)
     step = policy.plan()[0]
     scores = torch.rand(40, 5, generator=torch.Generator().manual_seed(0))
     assert all(policy.select(step, s).tolist() == [1.0] * 5 for s in scores)
@@ -305,7 +310,7 @@ def test_selective_backprop_beta_zero_keeps_every_sample():
 
 @pytest.mark.parametrize("beta, kept", [(1.0, 1 / 2), (2.0, 1 / 3), (3.0, 1 / 4)])
 def test_selective_backprop_keeps_one_in_beta_plus_one_of_stationary_losses(beta, kept):
-    policy = SelectiveBackpropPolicy(4, beta=beta, history=1024, seed=1)
+    policy = SelectiveBackpropPolicy(4, beta=beta, loss_history=1024, seed=1)
     step = policy.plan()[0]
     scores = torch.rand(300, 32, generator=torch.Generator().manual_seed(2))
     fraction = torch.stack([policy.select(step, s) for s in scores]).mean().item()
@@ -316,7 +321,7 @@ def test_selective_backprop_draws_are_reproducible_per_seed():
     scores = torch.rand(50, 8, generator=torch.Generator().manual_seed(0))
 
     def masks(seed):
-        policy = SelectiveBackpropPolicy(4, beta=1.0, history=64, seed=seed)
+        policy = SelectiveBackpropPolicy(4, beta=1.0, loss_history=64, seed=seed)
         step = policy.plan()[0]
         return [policy.select(step, s).tolist() for s in scores]
 
@@ -453,8 +458,10 @@ def test_infobatch_with_ratio_zero_is_uniform_with_weight_one():
 def test_infobatch_needs_per_sample_losses():
     sampler = HardBatchSampler(8, 2, epochs=2, policy="infobatch")
     next(iter(sampler))
-    with pytest.raises(RuntimeError, match="per-sample"):
+    with pytest.raises(hardbatch.UsageError, match=r"policy 'infobatch' needs per-sample losses: record\(loss, "
+                                                  r"sample_losses\) with sample_losses of shape \(2,\)"):
         sampler.record(1.0)
+    assert sampler.steps == 0
 
 
 # ---- cyclic, uniform -----------------------------------------------------------------------------
@@ -791,3 +798,168 @@ def test_asking_twice_for_a_batch_s_weights_draws_once():
     assert torch.equal(sampler.weights(scores * 3), first)  # a loop that retried the step gets the same keep-mask
     assert torch.equal(sampler.policy.generator.get_state(), generator)
     assert torch.equal(sampler.policy.history, history) and len(history) == 4
+
+
+def test_docs_hyper_parameter_table_is_generated_from_the_declarations():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "scripts" / "policy_docs.py"), "--check"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    table = hardbatch.selection.registry.hyper_parameter_table()
+    for name, cls in POLICIES.items():  # every registered policy and every flag it declares is listed
+        assert f"| `{name}` |" in table
+        for f in dataclasses.fields(cls.Params):
+            assert f"`--{f.name.replace('_', '-')}`" in table
+
+
+def test_every_declared_hyper_parameter_is_a_checked_flag():
+    """What a policy's file declares reaches RunConfig, the CLI and the range checks, with nothing else to edit."""
+    from hardbatch.cli import build_parser
+    from hardbatch.config import UsageError, validate
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name, cls in POLICIES.items():
+        for f in dataclasses.fields(cls.Params):
+            assert f.name in RunConfig.__dataclass_fields__
+            assert f"--{f.name.replace('_', '-')}" in help_text
+            allowed = f.metadata.get("range")
+            if allowed is not None and allowed.high is not None:
+                with pytest.raises(UsageError, match=f"--{f.name.replace('_', '-')} must be {re.escape(str(allowed))}"):
+                    validate(RunConfig(policy=name, **{f.name: allowed.high + 1}))
+
+
+# ---- misuse of the sampler by a hand-written loop ------------------------------------------------
+
+PER_SAMPLE = [case for case in CASES if make_case(case).policy.per_sample]
+
+
+def _first_training_step(sampler: HardBatchSampler):
+    """Draw batches, scoring the score-only ones, until a training step is pending; returns it."""
+    for _ in sampler:
+        step = sampler.pending
+        if not step.score_only:
+            return step
+        sampler.record(torch.tensor(0.5), torch.full((len(step.samples),), 0.5))
+    raise AssertionError("no training step")
+
+
+@pytest.mark.parametrize("case", PER_SAMPLE)
+@pytest.mark.parametrize("sample_losses, words", [
+    (torch.ones(2, 1), "(one loss per sample of the batch), got a tensor of shape (2, 1)"),
+    (torch.ones(3), "got a tensor of shape (3,)"),
+    (torch.ones(()), "got a tensor of shape ()"),
+    ([0.5, 0.5], "got [0.5, 0.5] (list)"),
+])
+def test_record_refuses_per_sample_losses_of_the_wrong_shape(case, sample_losses, words):
+    sampler = make_case(case)
+    _first_training_step(sampler)
+    steps = sampler.steps
+    with pytest.raises(hardbatch.UsageError) as error:
+        sampler.record(torch.tensor(0.5), sample_losses)
+    message = str(error.value)
+    assert message.startswith("record(loss, sample_losses): sample_losses must have shape (2,)") and words in message
+    assert "\n" not in message
+    assert sampler.steps == steps
+    sampler.record(torch.tensor(0.5), torch.ones(2))  # the batch is still pending
+    assert sampler.steps == steps + 1
+
+
+@pytest.mark.parametrize("case", PER_SAMPLE)
+def test_record_refuses_non_finite_per_sample_losses(case):
+    sampler = make_case(case)
+    _first_training_step(sampler)
+    with pytest.raises(TrainingDiverged, match=r"record\(loss, sample_losses\): sample_losses are not finite at "
+                                               r"step 1; .*learning rate"):
+        sampler.record(torch.tensor(0.5), torch.tensor([0.5, float("nan")]))
+
+
+def test_selective_backprop_refuses_scores_of_the_wrong_shape_or_not_finite():
+    sampler = HardBatchSampler(12, 4, epochs=1, policy="selective-backprop")
+    next(iter(sampler))
+    with pytest.raises(hardbatch.UsageError, match=r"weights\(scores\): scores must have shape \(4,\) \(one loss per "
+                                                   r"sample of the batch\), got a tensor of shape \(4, 1\)"):
+        sampler.weights(torch.ones(4, 1))
+    with pytest.raises(TrainingDiverged, match=r"weights\(scores\): scores are not finite at step 1;"):
+        sampler.weights(torch.tensor([1.0, float("inf"), 0.5, 0.2]))
+    assert len(sampler.policy.history) == 0  # nothing was drawn or stored
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_policy_gives_per_sample_weights_for_every_training_step(case):
+    # One generic loop, loss = (weights * per-sample losses).mean(), runs every policy: batch policies weigh by 1.
+    sampler = make_case(case)
+    for _ in range(5):
+        step = _first_training_step(sampler)
+        scores = torch.rand(len(step.samples)) if sampler.policy.scores_first else None
+        weights = sampler.weights(scores)
+        assert isinstance(weights, torch.Tensor) and weights.is_floating_point()
+        assert weights.shape == (len(step.samples),)
+        if not (sampler.policy.per_sample or sampler.policy.scores_first):
+            assert weights.tolist() == [1.0] * len(step.samples)
+        assert torch.equal(sampler.weights(scores), weights)
+        sampler.record(torch.tensor(0.5), torch.full((len(step.samples),), 0.5))
+
+
+def _train_everything(sampler: HardBatchSampler) -> int:
+    """A loop that never looks at ``sampler.pending``: it trains every batch it draws; returns its optimizer steps."""
+    steps = 0
+    while not sampler.done:
+        for indices in sampler:
+            steps += 1
+            sampler.record(torch.tensor(0.5), torch.full((len(indices),), 0.5))
+    return steps
+
+
+def test_a_loop_that_ignores_score_only_is_refused_at_the_first_scoring_batch():
+    # rescore=2 scores all 10 batches before rounds 2, 4 and 6: a loop that trains them too takes 70 optimizer steps
+    # against a budget of 40 (10 batches x 4 epochs), without an error, unless the sampler refuses.
+    sampler = HardBatchSampler(20, 2, delta=0.5, epochs=4, policy="hardbatch", rescore=2)
+    with pytest.raises(hardbatch.UsageError) as error:
+        _train_everything(sampler)
+    message = str(error.value)
+    assert "batch 0 was drawn for scoring only, and the loop recorded it without looking at sampler.pending" in message
+    assert "\n" not in message
+    assert "check sampler.pending.score_only" in message and "only score those batches" in message
+    assert sampler.steps == 15  # the warm-up (10) and round 1 (5): the error came at the first scoring batch
+
+
+def test_a_correct_loop_is_never_refused_even_if_it_computes_the_scoring_loss_with_gradient():
+    # The check is that the loop looked at the pending step before recording a scoring batch: a loop cannot honour
+    # score_only without reading it, and nothing else about a correct loop (gradient or not, .item() or a tensor)
+    # is assumed.
+    data, model, optimizer = _toy_problem()
+    sampler = HardBatchSampler(len(data), 8, delta=0.5, epochs=4, rescore=1)
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=0)
+    scored = trained = 0
+    while not sampler.done:
+        for x, y in loader:
+            losses = F.cross_entropy(model(x), y, reduction="none")  # with gradient, before branching
+            if sampler.pending.score_only:
+                sampler.record(losses.mean().item(), losses.detach())
+                scored += 1
+                continue
+            loss = losses.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            sampler.record(loss, losses)
+            trained += 1
+    assert trained == sampler.steps == 4 * 12 and scored == 6 * 12  # rounds 1-6 of k = 6 each follow a scoring pass
+
+
+def test_a_loop_that_looks_at_pending_once_per_pass_is_not_refused():
+    # A scoring pass scores every batch of its round, so reading score_only at the first batch of a pass is enough.
+    sampler = HardBatchSampler(20, 2, delta=0.5, epochs=4, rescore=2)
+    optimizer_steps = 0
+    while not sampler.done:
+        scoring = None
+        for _ in sampler:
+            if scoring is None:
+                scoring = sampler.pending.score_only
+            optimizer_steps += not scoring
+            sampler.record(torch.tensor(0.5))
+    assert optimizer_steps == sampler.steps == 40

@@ -26,8 +26,8 @@ BASE = dict(dataset="digits", train_subset=320, batch_size=B, epochs=EPOCHS, aug
 # Settings per policy (a policy missing here runs with its defaults, and δ = 0.3 if it takes δ); with 3 epochs and
 # anneal 0.34 InfoBatch prunes in epoch 1 only (epoch 0 has no scores, epoch 2 is annealed).
 SETTINGS = {"infobatch": dict(anneal=0.34), "selective-backprop": dict(beta=1.0)}
-RUNS = {name: dict(policy=name, **({"delta": 0.3} if name in DELTA_POLICIES else {}), **SETTINGS.get(name, {}))
-        for name in POLICIES}
+RUNS = {name: dict(policy=name, **({"delta": 0.3} if name in DELTA_POLICIES else {}),
+                   **SETTINGS.get(name, cls.example), **cls.run_needs) for name, cls in POLICIES.items()}
 RUNS["hardbatch+rescore"] = dict(policy="hardbatch", delta=0.3, rescore=2)
 RUNS["hardbatch+repartition"] = dict(policy="hardbatch", delta=0.3, repartition=True)
 TIMING = ("train_seconds", "eval_seconds", "choose_seconds")
@@ -116,7 +116,9 @@ def test_cost_counters_add_up_and_agree_with_the_trace(straight, case):
     cost = s["cost"]
     column = lambda table, name: [float(r[name]) for r in table]  # noqa: E731
     backprop = sum(column(history, "samples_backprop"))
-    assert backprop == sum(column(trace, "samples")) == cost["samples_backprop"] == s["samples_backpropagated"]
+    before = s.get("holdout_cost", {})  # spent before the first step (RHO-LOSS's IL model), counted in epoch 1
+    assert backprop == sum(column(trace, "samples")) + before.get("samples_backprop", 0)
+    assert backprop == cost["samples_backprop"] == s["samples_backpropagated"]
     assert cost["samples_forward"] == cost["samples_backprop"]
     assert cost["optimizer_steps"] == len(trace) == int(history[-1]["step"]) == s["optimizer_steps"]
     assert [int(r["step"]) for r in trace] == list(range(1, len(trace) + 1))
@@ -125,22 +127,25 @@ def test_cost_counters_add_up_and_agree_with_the_trace(straight, case):
     assert len(history) == EPOCHS
     policy = POLICIES[RUNS[case]["policy"]]
     sizes = column(trace, "samples")
-    if policy.scores_first:  # selective backprop scores every loaded sample, back-propagates the kept ones
+    assert cost["samples_forward_nograd"] <= cost["samples_loaded"]
+    if case == "selective-backprop":  # scores every loaded sample, back-propagates the kept ones
         assert cost["samples_forward_nograd"] == cost["samples_loaded"] == cost["optimizer_steps"] * B
+    if policy.scores_first:  # chooses samples inside loaded batches: some are loaded and never back-propagated
         assert all(1 <= n <= B for n in sizes) and backprop < cost["samples_loaded"]
     elif case == "hardbatch+rescore":
         # Warm-up, rounds 1-6 of 3, round 7 cut to 2 (30 steps); K = 2 scores all N·B samples before rounds 2, 4, 6.
         assert cost["optimizer_steps"] == 30 and sizes == [B] * 30
         assert cost["samples_forward_nograd"] == 3 * N * B
         assert cost["samples_loaded"] == backprop + 3 * N * B
+    elif policy.epoch_is_round:  # per-sample pruning (InfoBatch, SeTa, IES): whole batches, epochs of fewer steps
+        assert sizes == [B] * len(trace) and cost["optimizer_steps"] <= EPOCHS * N
+        if case == "infobatch":  # epoch 1 pruned, so fewer steps
+            steps = [int(r["step"]) for r in history]
+            assert steps[0] == N and steps[1] - steps[0] < N and steps[2] - steps[1] == N
     else:  # batch-level policies train whole batches and score nothing
         assert cost["samples_forward_nograd"] == 0 and cost["samples_loaded"] == backprop
         assert sizes == [B] * len(trace)
-        if policy.epoch_is_round:  # InfoBatch: epoch 1 pruned, so fewer steps
-            steps = [int(r["step"]) for r in history]
-            assert steps[0] == N and steps[1] - steps[0] < N and steps[2] - steps[1] == N
-        else:
-            assert cost["optimizer_steps"] == EPOCHS * N
+        assert cost["optimizer_steps"] == EPOCHS * N
 
 
 def test_selective_backprop_with_beta_zero_trains_exactly_what_uniform_trains(tmp_path):
@@ -236,7 +241,8 @@ def test_a_repeated_delta_is_a_usage_error(tmp_path, deltas):
 
 
 def test_every_policy_gets_its_own_folders_and_only_its_own_settings(tmp_path):
-    base = RunConfig(beta=2.0, prune_ratio=0.3, rescore=2, trim_top=0.1)  # settings of three different policies
+    needs = {k: v for cls in POLICIES.values() for k, v in cls.run_needs.items()}  # rho-loss: a validation split
+    base = RunConfig(beta=2.0, prune_ratio=0.3, rescore=2, trim_top=0.1, **needs)  # settings of three policies
     plan = plan_compare(base, [0.5, 1.0], [0, 1], tmp_path, policies=list(POLICIES))
     names = [run.path.name for run in plan]
     runs_per_policy = {p: 4 if p in DELTA_POLICIES and p not in SAME_AS_RULE_AT_ONE else 2 for p in POLICIES}

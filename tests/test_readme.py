@@ -1,7 +1,12 @@
-"""The README's drop-in example runs as written and trains exactly epochs x N steps."""
+"""The README's drop-in loop runs as written, trains exactly epochs x N steps, and runs every registered policy."""
 
 import re
 from pathlib import Path
+
+import pytest
+import torch
+
+from hardbatch.selection import POLICIES, HardBatchSampler
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -12,14 +17,15 @@ def _examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-def _example() -> str:
-    return _examples()[0]
+def _run_example() -> dict:
+    """Execute the section's first example as written; returns the names it defined."""
+    namespace: dict = {}
+    exec(compile(_examples()[0], str(README), "exec"), namespace)
+    return namespace
 
 
 def test_readme_example_runs_and_spends_the_exact_budget(capsys):
-    namespace: dict = {}
-    exec(compile(_example(), str(README), "exec"), namespace)
-    sampler = namespace["sampler"]
+    sampler = _run_example()["sampler"]
     assert sampler.done and sampler.steps == 5 * 10
     assert int(sampler.visits.sum()) == 50 and sampler.visits.min() >= 1  # the warm-up touched every batch
     printed = capsys.readouterr().out
@@ -31,25 +37,37 @@ def test_readme_starts_with_the_two_setup_commands():
     assert "make demo" in first_block and "make test" in first_block
 
 
-def test_readme_per_sample_example_runs_infobatch_and_selective_backprop(capsys):
-    namespace: dict = {}
-    first, second = _examples()[:2]
-    exec(compile(first, str(README), "exec"), namespace)
-    infobatch = None
-    original = namespace["HardBatchSampler"]
+# Every registered policy (a new one is picked up with no edit here), and the rule's scoring pass.
+CASES = {**{name: (name, cls.example) for name, cls in POLICIES.items()}, "hardbatch+rescore": ("hardbatch", {"rescore": 2})}
 
-    def spy(*args, **kwargs):  # keep each sampler the example builds
-        nonlocal infobatch
-        sampler = original(*args, **kwargs)
-        if kwargs.get("policy") == "infobatch":
-            infobatch = sampler
-        return sampler
 
-    namespace["HardBatchSampler"] = spy
-    exec(compile(second, str(README), "exec"), namespace)
-    assert infobatch is not None and infobatch.done and infobatch.epoch == 4
-    # The first epoch trains every batch; pruned epochs take fewer than N steps; the last one (12.5%) is full again.
-    assert 4 * infobatch.num_batches > infobatch.steps > 2 * infobatch.num_batches
-    sb = namespace["sampler"]
-    assert sb.policy.name == "selective-backprop" and sb.done and sb.steps == 2 * sb.num_batches
-    assert 0 < len(sb.policy.history) <= 1024
+@pytest.mark.parametrize("case", list(CASES))
+def test_readme_loop_runs_every_policy_unchanged(case, capsys):
+    namespace = _run_example()
+    capsys.readouterr()
+    name, params = CASES[case]
+    policy = POLICIES[name]
+    delta = 0.5 if policy.uses_delta else 1.0
+    sampler = HardBatchSampler(len(namespace["train_set"]), 64, delta=delta, epochs=4, policy=name, seed=1, **params)
+    if sampler.policy.needs_irreducible:  # rho-loss: the IL model's losses, set before training as the README says
+        sampler.policy.irreducible = torch.zeros(len(namespace["train_set"]))
+    namespace["train"](sampler)  # the README's loop, as written
+    assert sampler.done and sampler.epoch == 4 and sampler.progress == 1.0
+    if not policy.epoch_is_round:
+        assert sampler.steps == 4 * sampler.num_batches
+    printed = capsys.readouterr().out
+    assert [line.split(":")[0] for line in printed.splitlines()] == [f"epoch {e}" for e in range(1, 5)]
+
+
+def test_multi_gpu_section_names_exactly_the_models_with_batchnorm():
+    import torch
+
+    from hardbatch.models import MODELS, create_model
+
+    section = README.read_text().split("## Multi-GPU", 1)[1].split("\n## ", 1)[0]
+    listed = re.search(r"models with BatchNorm \((.*?); not (.*?)\)", section, re.S)
+    named = [re.findall(r"`(\w+)`", part) for part in listed.groups()]
+    with torch.device("meta"):  # no weights allocated; _BatchNorm: what convert_sync_batchnorm replaces
+        with_bn = [name for name in MODELS if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                                  for m in create_model(name, 10, 3).modules())]
+    assert named == [with_bn, [name for name in MODELS if name not in with_bn]]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from hardbatch.cli import main
 from hardbatch.config import RunConfig, UsageError
-from hardbatch.report import Run, arm_rows, build_report, group_runs, markdown_table, target_accuracy
+from hardbatch.report import Run, arm_stats, build_report, group_runs, markdown_table, target_accuracy
 from hardbatch.results import (
     CONFIG, HISTORY, SUMMARY, RunDir, atomic_write_json, atomic_write_text, epochs_to_plateau, epochs_to_target,
     find_runs, mean_std, paired_difference, read_csv, summarize,
@@ -27,10 +29,11 @@ T975 = {1: 12.706204736174707, 2: 4.302652729911275}
 
 
 def write_run(root: Path, name: str, *, delta: float, seed: int, accs: list[float], lr: float = 0.05,
-              policy: str = "hardbatch", target_acc: float | None = None) -> Path:
-    """A finished run directory in the format ``hardbatch train`` writes, with hand-chosen test accuracies."""
+              policy: str = "hardbatch", target_acc: float | None = None, **params) -> Path:
+    """A finished run directory in the format ``hardbatch train`` writes, with hand-chosen test accuracies;
+    ``params``: the policy's own hyper-parameters (``prune_ratio=0.3``)."""
     cfg = RunConfig(delta=delta, seed=seed, lr=lr, epochs=len(accs), batch_size=B, policy=policy,
-                    precision="fp32", channels_last=False, target_acc=target_acc)
+                    precision="fp32", channels_last=False, target_acc=target_acc, **params)
     run = RunDir(root / name)
     run.path.mkdir(parents=True)
     atomic_write_json(run.file(CONFIG), {"config": cfg.to_dict(), "versions": {}, "git_commit": None})
@@ -95,9 +98,9 @@ def _group(groups, lr):
 
 
 def _rows_by_delta(group) -> dict[float, dict]:
-    rows = arm_rows(group)
-    assert all(r["policy"] == "hardbatch" for r in rows)
-    return {r["delta"]: r for r in rows}
+    rows = arm_stats(group)
+    assert all(r.policy == "hardbatch" for r in rows)
+    return {r.delta: r for r in rows}
 
 
 # ---------------------------------------------------------------- grouping and the target
@@ -125,28 +128,28 @@ def test_target_is_099_times_mean_best_accuracy_of_delta_1(groups):
 def test_epochs_to_target_and_fewer_epochs(groups):
     rows = _rows_by_delta(_group(groups, 0.05))
     for r in rows.values():
-        assert r["target_acc"] == pytest.approx(T_A)
+        assert r.target_acc == pytest.approx(T_A)
     ref, half, fifth = rows[1.0], rows[0.5], rows[0.2]
-    assert ref["epochs_to_target_mean"] == pytest.approx(4.0)
-    assert ref["target_reached"] == 3
-    assert ref["fewer_epochs_pct"] == pytest.approx(0.0)
-    assert half["epochs_to_target_mean"] == pytest.approx((2 + 3 + 2) / 3)
-    assert half["target_reached"] == 3
-    assert half["fewer_epochs_pct"] == pytest.approx(100 * (1 - (7 / 3) / 4))  # 41.67 % fewer epochs
+    assert ref.epochs_to_target_mean == pytest.approx(4.0)
+    assert ref.target_reached == 3
+    assert ref.fewer_epochs_pct == pytest.approx(0.0)
+    assert half.epochs_to_target_mean == pytest.approx((2 + 3 + 2) / 3)
+    assert half.target_reached == 3
+    assert half.fewer_epochs_pct == pytest.approx(100 * (1 - (7 / 3) / 4))  # 41.67 % fewer epochs
 
 
 def test_runs_that_never_reach_the_target_count_as_censored_at_budget_plus_one(groups):
     fifth = _rows_by_delta(_group(groups, 0.05))[0.2]
-    assert fifth["n"] == 2
-    assert fifth["target_reached"] == 1
+    assert fifth.n == 2
+    assert fifth.target_reached == 1
     # Seed 1 reaches T at epoch 5; seed 2 never does in its 5 epochs and counts as 6, not as absent.
-    assert fifth["epochs_to_target_mean"] == pytest.approx((5 + 6) / 2)
-    assert fifth["fewer_epochs_pct"] == pytest.approx(100 * (1 - 5.5 / 4))  # -37.5 %: more epochs
+    assert fifth.epochs_to_target_mean == pytest.approx((5 + 6) / 2)
+    assert fifth.fewer_epochs_pct == pytest.approx(100 * (1 - 5.5 / 4))  # -37.5 %: more epochs
     # One seed that never reaches T (counts as 6) against a reference reaching it at epoch 5.
     half_b = _rows_by_delta(_group(groups, 0.1))[0.5]
-    assert half_b["target_reached"] == 0
-    assert half_b["epochs_to_target_mean"] == pytest.approx(6.0)
-    assert half_b["fewer_epochs_pct"] == pytest.approx(100 * (1 - 6 / 5))
+    assert half_b.target_reached == 0
+    assert half_b.epochs_to_target_mean == pytest.approx(6.0)
+    assert half_b.fewer_epochs_pct == pytest.approx(100 * (1 - 6 / 5))
 
 
 def test_paired_difference_in_points_with_95_percent_t_interval(groups):
@@ -154,12 +157,12 @@ def test_paired_difference_in_points_with_95_percent_t_interval(groups):
     # Seed-paired differences 1, 2, 3 points: mean 2, sd 1, half-width t(0.975, 2) / sqrt(3) = 2.484.
     half_width = T975[2] * 1.0 / math.sqrt(3)
     assert half_width == pytest.approx(2.484, abs=1e-3)
-    assert half["diff_pairs"] == 3
-    assert half["diff_points"] == pytest.approx(2.0)
-    assert half["diff_low"] == pytest.approx(2.0 - half_width)
-    assert half["diff_high"] == pytest.approx(2.0 + half_width)
+    assert half.diff_pairs == 3
+    assert half.diff_points == pytest.approx(2.0)
+    assert half.diff_low == pytest.approx(2.0 - half_width)
+    assert half.diff_high == pytest.approx(2.0 + half_width)
     # Relative: 100 * 2 points / mean reference final (.90 + .86 + .88) / 3 = 88 %.
-    assert half["diff_relative_pct"] == pytest.approx(100 * 0.02 / 0.88)
+    assert half.diff_relative_pct == pytest.approx(100 * 0.02 / 0.88)
 
 
 def test_seeds_pair_by_seed_when_an_arm_misses_one(groups):
@@ -167,49 +170,49 @@ def test_seeds_pair_by_seed_when_an_arm_misses_one(groups):
     # Seeds 1 and 2 pair with the reference's seeds 1 and 2 (finals .86, .88), not its first two runs.
     diffs = [0.90 - 0.86, 0.80 - 0.88]  # +4, -8 points
     mean = sum(diffs) / 2
-    assert fifth["diff_pairs"] == 2
-    assert fifth["diff_points"] == pytest.approx(100 * mean)  # -2 points
+    assert fifth.diff_pairs == 2
+    assert fifth.diff_points == pytest.approx(100 * mean)  # -2 points
     # Two pairs give no interval (a t-interval over 2 pairs is 12.7 standard errors wide, or empty when equal).
-    assert math.isnan(fifth["diff_low"]) and math.isnan(fifth["diff_high"])
+    assert math.isnan(fifth.diff_low) and math.isnan(fifth.diff_high)
     # Relative to the reference's mean over the same seeds (.87), not over all seeds.
-    assert fifth["diff_relative_pct"] == pytest.approx(100 * mean / 0.87)
+    assert fifth.diff_relative_pct == pytest.approx(100 * mean / 0.87)
 
 
 def test_a_single_pair_has_a_difference_but_no_interval(groups):
     half_b = _rows_by_delta(_group(groups, 0.1))[0.5]
-    assert half_b["diff_pairs"] == 1
-    assert half_b["diff_points"] == pytest.approx(-2.0)
-    assert math.isnan(half_b["diff_low"]) and math.isnan(half_b["diff_high"])
+    assert half_b.diff_pairs == 1
+    assert half_b.diff_points == pytest.approx(-2.0)
+    assert math.isnan(half_b.diff_low) and math.isnan(half_b.diff_high)
 
 
 def test_epochs_to_plateau_and_accuracy_means(groups):
     rows = _rows_by_delta(_group(groups, 0.05))
-    assert rows[1.0]["epochs_to_plateau_mean"] == pytest.approx(4.0)
-    assert rows[0.5]["epochs_to_plateau_mean"] == pytest.approx((3 + 4 + 2) / 3)
-    assert rows[0.2]["epochs_to_plateau_mean"] == pytest.approx((4 + 5) / 2)
-    assert rows[0.5]["final_acc_mean"] == pytest.approx((0.91 + 0.88 + 0.91) / 3)
-    assert rows[0.5]["final_acc_std"] == pytest.approx(math.sqrt(((0.01) ** 2 + (0.02) ** 2 + (0.01) ** 2) / 2))
-    assert rows[0.5]["best_acc_mean"] == pytest.approx((0.91 + 0.92 + 0.93) / 3)
-    assert rows[1.0]["train_seconds_mean"] == pytest.approx(5 * (2 + 3 + 4) / 3)  # 5 epochs x (2 + seed) s
-    assert rows[0.2]["samples_backpropagated_mean"] == 5 * N * B
+    assert rows[1.0].epochs_to_plateau_mean == pytest.approx(4.0)
+    assert rows[0.5].epochs_to_plateau_mean == pytest.approx((3 + 4 + 2) / 3)
+    assert rows[0.2].epochs_to_plateau_mean == pytest.approx((4 + 5) / 2)
+    assert rows[0.5].final_acc_mean == pytest.approx((0.91 + 0.88 + 0.91) / 3)
+    assert rows[0.5].final_acc_std == pytest.approx(math.sqrt(((0.01) ** 2 + (0.02) ** 2 + (0.01) ** 2) / 2))
+    assert rows[0.5].best_acc_mean == pytest.approx((0.91 + 0.92 + 0.93) / 3)
+    assert rows[1.0].train_seconds_mean == pytest.approx(5 * (2 + 3 + 4) / 3)  # 5 epochs x (2 + seed) s
+    assert rows[0.2].samples_backpropagated_mean == 5 * N * B
 
 
 def test_training_seconds_to_target(groups):
     rows = _rows_by_delta(_group(groups, 0.05))
     # Scripted runs spend 2 + seed seconds per epoch; delta 0.5 reaches T at epochs 2, 3, 2 for seeds 0, 1, 2.
-    assert rows[0.5]["seconds_to_target_mean"] == pytest.approx((2 * 2 + 3 * 3 + 2 * 4) / 3)
-    assert rows[1.0]["seconds_to_target_mean"] == pytest.approx((4 * 2 + 4 * 3 + 4 * 4) / 3)
+    assert rows[0.5].seconds_to_target_mean == pytest.approx((2 * 2 + 3 * 3 + 2 * 4) / 3)
+    assert rows[1.0].seconds_to_target_mean == pytest.approx((4 * 2 + 4 * 3 + 4 * 4) / 3)
     # Seed 1 reached T after 5 epochs of 3 s; seed 2 never did and counts with its whole 5 x 4 s.
-    assert rows[0.2]["seconds_to_target_mean"] == pytest.approx((5 * 3 + 5 * 4) / 2)
+    assert rows[0.2].seconds_to_target_mean == pytest.approx((5 * 3 + 5 * 4) / 2)
 
 
 def test_markdown_table_shows_the_claims(groups):
-    table = markdown_table(arm_rows(_group(groups, 0.05)))
+    table = markdown_table(arm_stats(_group(groups, 0.05)))
     lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert set(lines) == {"δ = 0.2", "δ = 0.5", "δ = 1"}
     assert "reference" in lines["δ = 1"]
     half = lines["δ = 0.5"]
-    assert "+2.00 [-0.48, +4.48]" in half
+    assert "+2.00 ±2.48 [-0.48, +4.48]" in half  # the half-width says how sure the difference is
     assert f"{100 * 0.02 / 0.88:+.2f}" in half
     assert "2.3 (3/3)" in half and "+41.7" in half
     fifth = lines["δ = 0.2"]
@@ -250,8 +253,8 @@ def test_configured_target_accuracy_overrides_the_reference(tmp_path):
     target, how = target_accuracy(group)
     assert target == pytest.approx(0.6) and "given" in how
     rows = _rows_by_delta(group)
-    assert rows[1.0]["epochs_to_target_mean"] == 2 and rows[0.5]["epochs_to_target_mean"] == 1
-    assert rows[0.5]["fewer_epochs_pct"] == pytest.approx(50.0)
+    assert rows[1.0].epochs_to_target_mean == 2 and rows[0.5].epochs_to_target_mean == 1
+    assert rows[0.5].fewer_epochs_pct == pytest.approx(50.0)
 
 
 def test_duplicate_seed_in_one_arm_is_a_usage_error(tmp_path, capsys):
@@ -410,7 +413,7 @@ def test_final_vs_delta_bars_are_clipped_t_intervals(tmp_path, monkeypatch):
         return original(deltas, means, lows, highs, **kwargs)
 
     monkeypatch.setattr(plots, "plot_final_vs_delta", spy)
-    draw_group_plots(group, arm_rows(group), tmp_path)
+    draw_group_plots(group, arm_stats(group), tmp_path)
     assert drawn["highs"] == [100.0, 100.0]  # mean 98.67 + t-interval half-width 3.8 > 100: clipped
     expected = mean_interval([100.0, 99.0, 97.0])
     assert drawn["lows"] == [pytest.approx(expected.low)] * 2 and drawn["means"] == [pytest.approx(expected.mean)] * 2
@@ -428,8 +431,8 @@ def test_a_peer_that_records_delta_1_is_never_the_baseline(tmp_path):
             write_run(root, f"{policy}_s{seed}", delta=1.0, seed=seed, accs=[0.3, 0.70 + 0.02 * seed], policy=policy)
     (group,) = group_runs([Run.load(r) for r in find_runs(root)])
     assert group.reference is None
-    rows = arm_rows(group)
-    assert not any(r["is_reference"] for r in rows) and all(r["diff_pairs"] == 0 for r in rows)
+    rows = arm_stats(group)
+    assert not any(r.is_reference for r in rows) and all(r.diff_pairs == 0 for r in rows)
     table = markdown_table(rows)
     assert "| reference |" not in table and table.count("no baseline") == 2 * len(rows)
     path, _ = build_report(root, tmp_path / "out", plots=False)
@@ -442,7 +445,7 @@ def test_a_peer_that_records_delta_1_is_never_the_baseline(tmp_path):
         write_run(root, f"ref_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.78 + 0.02 * seed])
     (group,) = group_runs([Run.load(r) for r in find_runs(root)])
     assert (group.reference.policy, group.reference.delta) == ("hardbatch", 1.0)
-    assert [r["policy"] for r in arm_rows(group) if r["is_reference"]] == ["hardbatch"]
+    assert [r.policy for r in arm_stats(group) if r.is_reference] == ["hardbatch"]
 
 
 def test_no_interval_is_shown_as_such_and_decides_no_claim(tmp_path):
@@ -452,7 +455,7 @@ def test_no_interval_is_shown_as_such_and_decides_no_claim(tmp_path):
         write_run(root, f"ref_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.80 + 0.1 * seed])
         write_run(root, f"half_s{seed}", delta=0.5, seed=seed, accs=[0.5, 0.775 + 0.1 * seed])
     (group,) = group_runs([Run.load(r) for r in find_runs(root)])
-    table = markdown_table(arm_rows(group))
+    table = markdown_table(arm_stats(group))
     assert "-2.50 (no CI: 2 pairs, needs 3)" in table and "[-2.50, -2.50]" not in table
     path, _ = build_report(root, tmp_path / "two", plots=False)
     claims = path.read_text().split("## Claims of the paper, checked")[1].split("## Definitions")[0]
@@ -460,4 +463,90 @@ def test_no_interval_is_shown_as_such_and_decides_no_claim(tmp_path):
     write_run(root, "ref_s2", delta=1.0, seed=2, accs=[0.5, 0.95])
     write_run(root, "half_s2", delta=0.5, seed=2, accs=[0.5, 0.925])
     (group,) = group_runs([Run.load(r) for r in find_runs(root)])
-    assert "-2.50 (no CI: zero spread)" in markdown_table(arm_rows(group))
+    assert "-2.50 (no CI: zero spread)" in markdown_table(arm_stats(group))
+
+
+def _peer_runs(root: Path) -> Path:
+    """Three seeds of: the rule at δ 0.5 and 1, uniform, and infobatch at prune ratios 0.3 and 0.5 (its default)."""
+    for seed in range(3):
+        write_run(root, f"ref_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.80 + 0.01 * seed])
+        write_run(root, f"half_s{seed}", delta=0.5, seed=seed, accs=[0.5, 0.81 + 0.012 * seed])
+        write_run(root, f"uniform_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.82 + 0.02 * seed], policy="uniform")
+        write_run(root, f"ib03_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.84 + 0.011 * seed], policy="infobatch",
+                  prune_ratio=0.3)
+        write_run(root, f"ib05_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.83 + 0.013 * seed], policy="infobatch")
+    return root
+
+
+def test_report_judges_any_method_against_any_reference(tmp_path):
+    """--method infobatch --reference uniform: infobatch's arms differ by prune ratio (its axis) in one group, its
+    best one is chosen, and every difference is taken to uniform."""
+    from hardbatch.report import Comparison
+
+    root = _peer_runs(tmp_path / "runs")
+    comparison = Comparison("infobatch", "uniform")
+    (group,) = group_runs([Run.load(r) for r in find_runs(root)], comparison.method)
+    assert [a.label for a in group.arms][:2] == ["infobatch r = 0.3", "infobatch"]  # the method's arms first
+    stats = {s.arm: s for s in arm_stats(group, comparison=comparison)}
+    assert [a for a, s in stats.items() if s.is_reference] == ["uniform"]
+    assert sorted(a for a, s in stats.items() if s.is_method) == ["infobatch", "infobatch r = 0.3"]
+    # infobatch r = 0.3 minus uniform: +2, +1.1, +0.2 points.
+    assert stats["infobatch r = 0.3"].diff_points == pytest.approx((2 + 1.1 + 0.2) / 3)
+    assert stats["δ = 0.5"].diff_pairs == 3 and not stats["δ = 0.5"].is_method
+    assert "Δ vs uniform, points [95% CI]" in markdown_table(list(stats.values()), comparison)
+    assert main(["report", str(root), "--no-plots", "--method", "infobatch", "--reference", "uniform",
+                 "--out", str(tmp_path / "ib")]) == 0
+    report = (tmp_path / "ib" / "report.md").read_text()
+    assert "method `infobatch` against uniform" in report
+    assert "Best `infobatch` setting chosen on test (optimistic, as the released code did): infobatch r = 0.3" in report
+    assert "digits/small_cnn infobatch r = 0.3 (chosen on test)" in report  # the claims judge it against uniform
+    # --reference POLICY@VALUE picks one arm of a policy with an axis.
+    at = Comparison("hardbatch", "infobatch@0.3")
+    assert group.reference_for(at).label == "infobatch r = 0.3"
+
+
+def test_report_defaults_are_the_papers_comparison(tmp_path):
+    root = _peer_runs(tmp_path / "runs")
+    assert main(["report", str(root), "--no-plots", "--out", str(tmp_path / "a")]) == 0
+    assert main(["report", str(root), "--no-plots", "--out", str(tmp_path / "b"), "--method", "hardbatch",
+                 "--reference", "hardbatch@1"]) == 0
+    strip = lambda text: re.sub(r"built \S+ by", "", text)  # noqa: E731
+    a, b = (strip((tmp_path / d / "report.md").read_text()) for d in "ab")
+    assert a == b and "| δ = 1 | 3 |" in a and "Δ vs δ=1, points [95% CI]" in a
+    assert "Best δ < 1 chosen on test (optimistic, as the released code did): δ = 0.5" in a
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "nope"], "unknown method policy 'nope'; valid: hardbatch, random"),
+    (["--reference", "uniform@2"], "reference 'uniform@2': policy 'uniform' has no hyper-parameter"),
+    (["--reference", "hardbatch@x"], "reference 'hardbatch@x': 'x' is not a number"),
+])
+def test_report_method_and_reference_errors_are_one_line(tmp_path, capsys, flags, message):
+    root = _peer_runs(tmp_path / "runs")
+    assert main(["report", str(root), "--no-plots", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (root / "report.md").exists()
+
+
+def test_runs_from_different_machines_are_named_with_their_counts(tmp_path, capsys):
+    amd = {"type": "cpu", "name": "AMD EPYC 7763", "threads": 2, "cpu": "AMD EPYC 7763", "cpu_capability": "AVX2"}
+    intel = {**amd, "name": "Intel Xeon", "cpu": "Intel Xeon", "cpu_capability": "AVX512", "threads": 16}
+    older = {"type": "cpu", "name": "x86_64", "threads": 2}  # config.json from before the CPU was recorded
+    machines = {(1.0, 0): amd, (1.0, 1): amd, (1.0, 2): amd, (0.5, 0): intel, (0.5, 1): older, (0.5, 2): None}
+    for (delta, seed), device in machines.items():
+        path = write_run(tmp_path / "runs", f"d{delta}_s{seed}", delta=delta, seed=seed, accs=REF[seed])
+        if device is not None:  # None: no device entry at all
+            atomic_write_json(path / CONFIG, {**json.loads((path / CONFIG).read_text()), "device": device})
+    assert main(["report", str(tmp_path / "runs"), "--no-plots"]) == 0
+    note = ("**Runs from 4 machines** (CPU model, kernel capability, threads): CPU AMD EPYC 7763, capability AVX2, "
+            "2 threads (3 runs); CPU Intel Xeon, capability AVX512, 16 threads (1 run); CPU unknown, capability "
+            "unknown, 2 threads (1 run); CPU unknown, capability unknown, unknown threads (1 run).")
+    assert note in capsys.readouterr().out  # the terminal says so too
+    section = (tmp_path / "runs" / "report.md").read_text().split("## digits / small_cnn", 1)[1].split("\n## ", 1)[0]
+    assert note in section
+    for delta, seed in machines:  # one machine left: no note
+        if delta == 0.5:
+            shutil.rmtree(tmp_path / "runs" / f"d{delta}_s{seed}")
+    assert main(["report", str(tmp_path / "runs"), "--no-plots"]) == 0
+    assert "machines" not in capsys.readouterr().out
+    assert "Runs from" not in (tmp_path / "runs" / "report.md").read_text()

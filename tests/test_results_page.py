@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hardbatch.config import RunConfig
-from hardbatch.experiment import plan_compare, train_run
+from hardbatch.experiment import cpu_model, plan_compare, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = RunConfig(dataset="digits", train_subset=320, val_fraction=0.1, batch_size=32, epochs=3)
@@ -59,6 +60,13 @@ def test_page_answers_per_setting_from_the_saved_runs(runs, tmp_path):
     for arm in ("δ = 0.5", "δ = 1", "random δ = 0.5", "cyclic δ = 0.5", "uniform", "selective-backprop", "infobatch"):
         assert f"| {arm} |" in text
     assert (tmp_path / "docs" / "results" / "clean" / "report.md").is_file()
+    # The page names the machine its runs came from (read from their config.json) and what another one reproduces.
+    threads = torch.get_num_threads()
+    machine = (f"CPU {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, "
+               f"{threads} thread{'' if threads == 1 else 's'} (21 runs)")
+    assert (f"Machine: {machine}. Another machine (another CPU model, kernel capability or thread count) rounds "
+            "differently and training amplifies it, so it reproduces the verdicts within the seed spread, not the "
+            "digits.") in text
 
 
 def test_readme_table_is_replaced_when_asked(runs, tmp_path):

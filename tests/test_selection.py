@@ -1,11 +1,13 @@
-"""The selection rule (METHOD.md "The rule (exact)"), pinned on scripted loss sequences, and the sampler protocol."""
+"""The selection rule (docs/method.md "The rule (exact)"), pinned on scripted loss sequences, and the sampler protocol."""
 
 from __future__ import annotations
 
 import io
+import math
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -21,12 +23,13 @@ from hardbatch.selection import (
     num_selected,
     top_k_batches,
 )
+from hardbatch.training import TrainingDiverged
 
 # ---- helpers -------------------------------------------------------------------------------------
 
 
 def reference_rule(n: int, k: int, epochs: int, loss_of) -> list[tuple[int, int]]:
-    """The rule, written from METHOD.md with plain lists: (round, batch) for every optimizer step.
+    """The rule, written from docs/method.md with plain lists: (round, batch) for every optimizer step.
 
     ``loss_of(batch, visit)`` is the training loss of ``batch`` the ``visit``-th time (0-based) it is trained.
     """
@@ -595,3 +598,117 @@ def test_random_policy_ignores_losses_and_is_reproducible_per_seed():
 
 def test_random_policy_with_delta_one_is_index_order():
     assert random_rounds(3, random_losses(0), n=6, delta=1.0, epochs=3) == [list(range(6))] * 3
+
+
+# ---- misuse: one line naming the argument, what it expects and what it got ---------------------
+
+
+@pytest.mark.parametrize("data_len, batch_size, words", [
+    (200.0, 4, "data_len_or_partition must be a positive int or an (N, B) integer tensor of sample indices, "
+               "got 200.0 (float)"),
+    ("200", 4, "got '200' (str)"),
+    (True, 4, "got True (bool)"),
+    (0, 4, "got 0 (int)"),
+    (-3, 2, "got -3 (int)"),
+    (20, 2.0, "batch_size must be a positive int, got 2.0 (float)"),
+    (20, None, "batch_size must be a positive int, got None (NoneType)"),
+    (20, 0, "batch_size must be a positive int, got 0 (int)"),
+    (torch.tensor([0, 1, 2]), None, "(N, B) integer tensor of sample indices, got a tensor of shape (3,)"),
+    (torch.zeros(3, 2), None, "(N, B) integer tensor of sample indices, got a tensor of dtype torch.float32"),
+    (torch.tensor([[0, -1]]), None, "sample indices must be >= 0, got -1"),
+])
+def test_sampler_refuses_a_data_length_or_batch_size_that_is_not_a_positive_int(data_len, batch_size, words):
+    with pytest.raises(hardbatch.UsageError) as error:
+        HardBatchSampler(data_len, batch_size)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("epochs", [0, 2.5, "3", None])
+def test_sampler_refuses_epochs_that_are_not_a_positive_int(epochs):
+    with pytest.raises(hardbatch.UsageError, match=f"epochs must be a positive int, got {epochs!r}"):
+        HardBatchSampler(20, 2, epochs=epochs)
+
+
+def test_numpy_integers_are_accepted_as_sizes():
+    sampler = HardBatchSampler(np.int64(20), np.int32(4), epochs=np.int64(2))
+    assert sampler.num_batches == 5 and sampler.total_steps == 10
+
+
+@pytest.mark.parametrize("loss, words", [
+    (torch.tensor([1.0, 2.0]), "record(loss): loss must be a 0-d tensor or a number, got a tensor of shape (2,)"),
+    (torch.ones(1, 1), "got a tensor of shape (1, 1)"),
+    ("0.5", "got '0.5' (str)"),
+    ([0.5], "got [0.5] (list)"),
+    (None, "got None (NoneType)"),
+    (True, "got True (bool)"),
+])
+def test_record_refuses_a_loss_that_is_not_one_number(loss, words):
+    sampler = HardBatchSampler(20, 2, delta=0.5, epochs=2)
+    next(iter(sampler))
+    with pytest.raises(hardbatch.UsageError) as error:
+        sampler.record(loss)
+    assert words in str(error.value) and "\n" not in str(error.value)
+    # Nothing was recorded: the pending batch takes its loss as soon as the loop passes a right one.
+    assert sampler.steps == 0 and sampler.record(torch.tensor(0.5)) == 0 and sampler.steps == 1
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), -math.inf, torch.tensor(float("nan"))])
+def test_record_refuses_a_non_finite_loss_at_once(loss):
+    sampler = HardBatchSampler(20, 2, delta=0.5, epochs=2)
+    it = iter(sampler)
+    next(it)
+    sampler.record(1.0)
+    next(it)
+    with pytest.raises(TrainingDiverged, match=r"record\(loss\): the loss is not finite at step 2; .*learning rate"):
+        sampler.record(loss)
+    assert sampler.steps == 1
+
+
+def test_non_finite_losses_on_an_accelerator_are_refused_at_the_round_s_end_without_a_sync_per_step(monkeypatch):
+    # An immediate check of a device tensor would wait for the device at every step; the sampler checks such
+    # losses at the next sync the policy makes anyway (planning a round) and at the end of the budget.
+    sampler = HardBatchSampler(8, 2, delta=0.5, epochs=2)
+    monkeypatch.setattr(HardBatchSampler, "_on_host", staticmethod(lambda value: False))
+    for i, indices in enumerate(sampler):
+        sampler.record(torch.tensor(float("nan") if i == 2 else 1.0))
+    assert sampler.steps == 4
+    with pytest.raises(TrainingDiverged, match="the loss is not finite at step 3;"):
+        next(iter(sampler))
+    last = HardBatchSampler(4, 2, epochs=1)
+    for indices in last:
+        if last.steps == 1:
+            with pytest.raises(TrainingDiverged, match="at step 2;"):
+                last.record(torch.tensor(float("inf")))
+        else:
+            last.record(torch.tensor(1.0))
+
+
+# ---- class-sorted data ---------------------------------------------------------------------------
+
+
+def test_sampler_warns_when_its_fixed_batches_are_mostly_one_class():
+    labels = torch.arange(40) // 10  # stored sorted by class: batches of 5 in file order are each one class
+    with pytest.warns(UserWarning, match=r"100% one class.*shuffle_partition=True"):
+        HardBatchSampler(40, 5, labels=labels)
+    with pytest.warns(UserWarning, match="100% one class"):
+        HardBatchSampler(fixed_partition(40, 5), labels=labels.tolist())  # any sequence of labels
+
+
+def test_sampler_is_silent_on_mixed_batches_one_class_data_or_without_labels(recwarn):
+    labels = torch.arange(40) // 10
+    HardBatchSampler(40, 5, shuffle_partition=True, seed=0, labels=labels)
+    HardBatchSampler(40, 5, labels=torch.arange(40) % 2 == 0)  # alternating classes: every batch mixed
+    HardBatchSampler(40, 5, labels=torch.zeros(40, dtype=torch.long))  # one class: nothing to mix
+    HardBatchSampler(40, 5)
+    assert not [w for w in recwarn if "one class" in str(w.message)]
+
+
+@pytest.mark.parametrize("labels, words", [
+    (torch.zeros(39, dtype=torch.long), "labels must hold one class per sample (40), got 39"),
+    (torch.zeros(40), "labels must be integer class indices, got torch.float32"),
+    (torch.zeros(40, 2, dtype=torch.long), "labels must hold one class per sample (40), got shape (40, 2)"),
+])
+def test_sampler_refuses_labels_that_do_not_fit_the_data(labels, words):
+    with pytest.raises(hardbatch.UsageError) as error:
+        HardBatchSampler(40, 5, labels=labels)
+    assert words in str(error.value)

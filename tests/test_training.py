@@ -29,7 +29,7 @@ def one_thread():
 
 
 def check_trace_follows_the_rule(trace, n: int, k: int, total: int) -> None:
-    """Replay METHOD.md's rule on the losses the loop itself recorded; every step must be the one the rule picks.
+    """Replay docs/method.md's rule on the losses the loop itself recorded; every step must be the one the rule picks.
 
     ``trace``: (step, round, batch, loss, samples) rows in step order.
     """

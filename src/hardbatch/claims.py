@@ -1,4 +1,4 @@
-"""The paper's claims (METHOD.md "Claims to check"), each judged against measured per-arm rows."""
+"""The paper's claims (docs/method.md "Claims to check"), each judged against the measured per-arm statistics (report.ArmStats)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ class GroupResult:
 
     dataset: str
     model: str
-    rows: list[dict]  # arm rows as report.arm_rows makes them
-    chosen: dict | None  # the hardbatch arm with delta < 1 of best validation (or test) accuracy
+    rows: list  # report.ArmStats, one per arm
+    chosen: object | None  # the method's ArmStats chosen on validation (or test): for the paper, its best δ < 1
     chosen_on: str  # "validation" or "test"
 
     @property
@@ -44,31 +44,31 @@ class GroupResult:
         return f"{self.dataset}/{self.model}"
 
 
-def _has_interval(row: dict) -> bool:
-    return has_interval(row["diff_low"], row["diff_high"])
+def _has_interval(row) -> bool:
+    return has_interval(row.diff_low, row.diff_high)
 
 
-def _significant_gain(row: dict) -> bool:
-    return _has_interval(row) and row["diff_low"] > 0
+def _significant_gain(row) -> bool:
+    return _has_interval(row) and row.diff_low > 0
 
 
-def _similar(row: dict) -> bool:
+def _similar(row) -> bool:
     """The paired 95% CI contains 0, or |Δ| <= SIMILAR_POINTS; a difference without an interval is not judged."""
     if not _has_interval(row):
         return False
-    return row["diff_low"] <= 0 <= row["diff_high"] or abs(row["diff_points"]) <= SIMILAR_POINTS
+    return row.diff_low <= 0 <= row.diff_high or abs(row.diff_points) <= SIMILAR_POINTS
 
 
-def _faster(row: dict) -> bool:
+def _faster(row) -> bool:
     """Fewer epochs to T on average, with every run of the arm reaching T."""
-    reached_all = row["target_reached"] == row["n"]
-    return reached_all and not math.isnan(row["fewer_epochs_pct"]) and row["fewer_epochs_pct"] > 0
+    reached_all = row.target_reached == row.n
+    return reached_all and not math.isnan(row.fewer_epochs_pct) and row.fewer_epochs_pct > 0
 
 
-def _diff_text(row: dict) -> str:
-    reason = no_interval_reason(row["diff_pairs"], row["diff_low"], row["diff_high"])
-    ci = f" ({reason})" if reason else f" [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]"
-    return f"Δ {row['diff_points']:+.2f} pts{ci}, {row['diff_relative_pct']:+.1f}% relative"
+def _diff_text(row) -> str:
+    reason = no_interval_reason(row.diff_pairs, row.diff_low, row.diff_high)
+    ci = f" ({reason})" if reason else f" [{row.diff_low:+.2f}, {row.diff_high:+.2f}]"
+    return f"Δ {row.diff_points:+.2f} pts{ci}, {row.diff_relative_pct:+.1f}% relative"
 
 
 def _verdict(passed: int, total: int, undecided: int = 0, missing: int = 0) -> str:
@@ -80,21 +80,27 @@ def _verdict(passed: int, total: int, undecided: int = 0, missing: int = 0) -> s
 
 
 def _where(g: GroupResult) -> str:
-    return f"{g.name} δ={g.chosen['delta']:g}" + ("" if g.chosen_on == "validation" else " (δ chosen on test)")
+    if g.chosen.axis == "delta":
+        return f"{g.name} δ={g.chosen.value:g}" + ("" if g.chosen_on == "validation" else " (δ chosen on test)")
+    return f"{g.name} {g.chosen.arm}" + ("" if g.chosen_on == "validation" else " (chosen on test)")
 
 
 def _missing_text(missing: list[str]) -> str:
     return f"; baseline (the rule at δ = 1) missing in {', '.join(missing)}" if missing else ""
 
 
-def check_claims(results: list[GroupResult], missing_baseline: list[str] | None = None) -> list[Claim]:
+def check_claims(results: list[GroupResult], missing_baseline: list[str] | None = None, comparison=None) -> list[Claim]:
     """One verdict per claim of the abstract and of the released code's CIFAR-10 table.
 
-    ``results`` hold only groups with the paper's baseline (its rule at δ = 1); ``missing_baseline`` names the
-    groups without one, which no claim judges. A difference without a 95% interval decides no claim.
+    ``results`` hold only groups with the reference (for the paper: its rule at δ = 1); ``missing_baseline`` names
+    the groups without one, which no claim judges. A difference without a 95% interval decides no claim.
+    ``comparison`` (a report.Comparison; default the paper's) says which method is judged: the claim about δ is
+    judged for methods that sweep δ, and the released code's numbers for the paper's own comparison only.
     """
+    paper = comparison is None or comparison.is_paper
+    sweeps_delta = comparison is None or comparison.axis == "delta"
     missing = list(missing_baseline or [])
-    compared = [g for g in results if g.chosen is not None and not math.isnan(g.chosen["diff_points"])]
+    compared = [g for g in results if g.chosen is not None and not math.isnan(g.chosen.diff_points)]
     usable = [g for g in compared if _has_interval(g.chosen)]
     no_ci = [g for g in compared if not _has_interval(g.chosen)]
     claims = []
@@ -114,14 +120,14 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
         _verdict(len(faster), len(compared), 0, len(missing)),
         f"{len(faster)}/{len(compared)} groups reach T in fewer epochs (mean over seeds, every run reaching T) "
         f"at the chosen δ; "
-        + "; ".join(f"{_where(g)}: {g.chosen['fewer_epochs_pct']:+.1f}% epochs" for g in compared) + _missing_text(missing),
+        + "; ".join(f"{_where(g)}: {g.chosen.fewer_epochs_pct:+.1f}% epochs" for g in compared) + _missing_text(missing),
     ))
 
     smallest = []
-    for g in results:
-        ours = [r for r in g.rows if r["policy"] == "hardbatch" and r["delta"] < 1 and not math.isnan(r["diff_points"])]
+    for g in results if sweeps_delta else []:
+        ours = [r for r in g.rows if r.is_method and not math.isnan(r.diff_points)]
         if ours:
-            smallest.append((g, min(ours, key=lambda r: r["delta"])))
+            smallest.append((g, min(ours, key=lambda r: r.value)))
     judged = [(g, r) for g, r in smallest if _has_interval(r)]
     both = [(g, r) for g, r in judged if _similar(r) and _faster(r)]
     claims.append(Claim(
@@ -129,25 +135,25 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
         _verdict(len(both), len(judged), len(smallest) - len(judged), len(missing)),
         f"at the smallest δ of each group, {len(both)}/{len(smallest)} have similar accuracy (CI contains 0 or "
         f"Δ within ±{SIMILAR_POINTS:g} pt) and fewer epochs to T; "
-        + "; ".join(f"{g.name} δ={r['delta']:g}: {_diff_text(r)}, {r['fewer_epochs_pct']:+.1f}% epochs" for g, r in smallest)
+        + "; ".join(f"{g.name} δ={r.value:g}: {_diff_text(r)}, {r.fewer_epochs_pct:+.1f}% epochs" for g, r in smallest)
         + _missing_text(missing),
     ))
 
-    stl = [g for g in usable if (g.dataset, g.model) == ("stl10", "efficientnet_b4")]
+    stl = [g for g in usable if (g.dataset, g.model) == ("stl10", "efficientnet_b4")] if paper else []
     if stl:
         g = stl[0]
-        fewer = g.chosen["fewer_epochs_pct"]
+        fewer = g.chosen.fewer_epochs_pct
         verdict = NOT_HELD if math.isnan(fewer) or fewer <= 0 else HELD if fewer >= 26.47 else PARTLY
         evidence = f"{_where(g)}: {fewer:+.1f}% epochs to T (claimed 26.47% fewer)"
     else:
         verdict, evidence = NOT_RUN, "no stl10 × efficientnet_b4 runs with the rule at δ = 1 and δ < 1"
     claims.append(Claim("EfficientNet-B4 on STL-10 generalizes in 26.47% fewer epochs", verdict, evidence))
 
-    c100 = [g for g in compared if (g.dataset, g.model) == ("cifar100", "resnet18")]
+    c100 = [g for g in compared if (g.dataset, g.model) == ("cifar100", "resnet18")] if paper else []
     if c100:
         g = c100[0]
         r = g.chosen
-        big = r["diff_points"] >= 7.26 or r["diff_relative_pct"] >= 7.26
+        big = r.diff_points >= 7.26 or r.diff_relative_pct >= 7.26
         verdict = (UNDECIDED if not _has_interval(r) else HELD if _significant_gain(r) and big
                    else PARTLY if _significant_gain(r) else NOT_HELD)
         evidence = f"{_where(g)}: {_diff_text(r)} (claimed +7.26%, points or relative)"
@@ -157,10 +163,9 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
 
     matched, checked, undecided, parts = 0, 0, 0, []
     for model, (base, delta, acc) in RELEASED_CIFAR10.items():
-        group = next((g for g in results if (g.dataset, g.model) == ("cifar10", model)), None)
-        row = None if group is None else next(
-            (r for r in group.rows if r["policy"] == "hardbatch" and r["delta"] == delta), None)
-        if row is None or math.isnan(row["diff_points"]):
+        group = next((g for g in results if (g.dataset, g.model) == ("cifar10", model)), None) if paper else None
+        row = None if group is None else next((r for r in group.rows if r.is_method and r.value == delta), None)
+        if row is None or math.isnan(row.diff_points):
             parts.append(f"{model} δ={delta:g}: not run")
             continue
         claimed = acc - base
@@ -169,8 +174,8 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
             parts.append(f"{model} δ={delta:g}: claimed {claimed:+.1f} pts, measured {_diff_text(row)} — undecided")
             continue
         checked += 1
-        same_sign = (row["diff_points"] > 0) == (claimed > 0)
-        decided = not (row["diff_low"] <= 0 <= row["diff_high"])
+        same_sign = (row.diff_points > 0) == (claimed > 0)
+        decided = not (row.diff_low <= 0 <= row.diff_high)
         matched += same_sign and decided
         parts.append(f"{model} δ={delta:g}: claimed {claimed:+.1f} pts, measured {_diff_text(row)}"
                      + ("" if decided else " — not significant"))

@@ -70,6 +70,9 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--val-fraction", type=float,
                    help="hold out this stratified fraction of the training set as a validation split, "
                         "evaluated every epoch, to choose δ without the test set (default 0)")
+    g.add_argument("--mnist1d-samples", type=int, metavar="N",
+                   help="mnist1d: how many samples its generator makes, N a multiple of 10, split 80/20 into train "
+                        "and test as the generator does (default: the canonical 5,000, i.e. 4,000 / 1,000)")
     g.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the whole data set on the device (uint8), so loading is never the bottleneck")
     g = p.add_argument_group("training split", "Applied in this order after the validation split is taken, seeded by "
@@ -89,7 +92,7 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
                                           f"{', '.join(DELTA_POLICIES)}.")
     if many:
         g.add_argument("--policies", nargs="+", metavar="NAME",
-                       help=f"policies to compare, each with every δ it uses: {', '.join(POLICY_NAMES)} "
+                       help=f"policies to compare, each with every δ it uses: {', '.join(POLICY_NAMES)}, or all "
                             f"(default: --policy). With hardbatch at δ = 1, random and cyclic skip δ = 1: "
                             f"they would train the same batches in the same order")
     g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICY_NAMES)} (default {d.policy})")
@@ -119,6 +122,10 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
     g.add_argument("--precision", choices=PRECISIONS, help="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (default: on for CUDA)")
+    g.add_argument("--sync-bn", action="store_true", default=None,
+                   help="under torchrun, BatchNorm normalises over the global batch (SyncBatchNorm) instead of each "
+                        "process's share, as one process would; CUDA only (refused elsewhere, and with --eval-mode "
+                        "train); with one process it changes nothing (README \"Multi-GPU\")")
     g.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                    help="torch.compile the model for training, with BACKEND (default inductor; aot_eager checks "
                         "tracing without code generation). Every policy; scoring and evaluation forwards run "
@@ -132,7 +139,7 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
 
 
 def _add_policy_params(g) -> None:
-    """One flag per policy hyper-parameter, generated from the RunConfig fields that declare it."""
+    """One flag per policy hyper-parameter, generated from the declaration in the policy's file (its RunConfig field)."""
     for f in fields(RunConfig):
         meta = f.metadata
         if not meta.get("policies"):
@@ -141,8 +148,9 @@ def _add_policy_params(g) -> None:
         if isinstance(f.default, bool):
             g.add_argument(flag(f.name), action="store_true", default=None, help=where + meta["help"])
         else:
-            kind = int if f.type in ("int", "int | None") else float
-            g.add_argument(flag(f.name), type=kind, metavar=meta["metavar"], help=where + meta["help"])
+            kind = int if f.type in ("int", "int | None") else str if isinstance(f.default, str) else float
+            default = "" if f.default is None or isinstance(f.default, str) else f" (default {f.default:g})"
+            g.add_argument(flag(f.name), type=kind, metavar=meta["metavar"], help=where + meta["help"] + default)
 
 
 def _check_policy_flags(args: argparse.Namespace) -> None:
@@ -228,11 +236,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hardbatch.report import build_report
+    from hardbatch.report import Comparison, build_report
 
     damaged: list = []
+    comparison = Comparison(getattr(args, "method", None) or "hardbatch", getattr(args, "reference", None) or "hardbatch")
     path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
-                                damaged=damaged)
+                                damaged=damaged, comparison=comparison)
     print(tables)
     print(f"\nreport: {path} (with each arm's cost and its accuracy at equal cost)")
     for run, why in damaged:
@@ -278,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
     p.add_argument("--policies", nargs="+", metavar="NAME",
                    help=f"policies to compare, each with every δ it uses (the others run once): "
-                        f"{', '.join(POLICY_NAMES)} (default: --policy)")
+                        f"{', '.join(POLICY_NAMES)}, or all = every one at its defaults (rho-loss needs "
+                        f"--val-fraction) (default: --policy)")
     _add_run_flags(p)
     p.add_argument("--out", required=True, help="directory for the runs and the report")
     p.set_defaults(func=cmd_compare)
@@ -307,7 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write the report (default: DIR)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--target-acc", type=float,
-                   help="test accuracy (fraction) T for epochs-to-target (default: 0.99 × the δ = 1 mean best)")
+                   help="test accuracy (fraction) T for epochs-to-target (default: 0.99 × the reference's mean best)")
+    p.add_argument("--method", metavar="POLICY",
+                   help=f"the policy the report judges: its best setting along its axis (δ, β, prune ratio), chosen "
+                        f"on validation, against --reference; one of {', '.join(POLICY_NAMES)} (default hardbatch, "
+                        f"the paper's rule)")
+    p.add_argument("--reference", metavar="POLICY[@VALUE]",
+                   help="the arm differences are taken to: a policy, optionally at a value of its axis, e.g. uniform, "
+                        "hardbatch@1, infobatch@0.3; a δ policy without a value means δ = 1, another policy its "
+                        "default (default hardbatch = the paper's rule at δ = 1, its baseline)")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
-
-class UsageError(ValueError):
-    """Bad user input: the CLI prints the message on one line and exits with status 2."""
+from hardbatch.errors import UsageError
+from hardbatch.selection.params import check_value, flag
+from hardbatch.selection.registry import POLICIES, load_policies, policy_fields
 
 
 EVAL_MODES = ("eval", "train")
@@ -27,20 +27,18 @@ RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc", "
 KEEP_ORDER = {"paper": ("cifar10", "cifar100", "stl10")}
 MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
 
-# The selection policies (hardbatch.selection.POLICIES holds their classes), the ones δ applies to, and each
-# policy's own hyper-parameters: the RunConfig fields below whose metadata names the policy.
-POLICY_NAMES = ("hardbatch", "random", "cyclic", "uniform", "selective-backprop", "infobatch")
-DELTA_POLICIES = ("hardbatch", "random", "cyclic")
-
-
-def _policy_param(default: Any, policies: tuple[str, ...], help: str, metavar: str | None = None):
-    """A policy hyper-parameter: a RunConfig field whose flag and help text the CLI generates from this."""
-    return field(default=default, metadata={"policies": policies, "help": help, "metavar": metavar})
+# Derived from the policy registry (each policy's own file declares these; see selection/policy.py): the policy
+# names, the ones δ applies to, and the hyper-parameter each policy sweeps (its axis: what tells its arms apart in a
+# report, and what a report chooses on validation when the policy is the method judged; None: one arm).
+POLICY_NAMES = tuple(load_policies())
+DELTA_POLICIES = tuple(name for name, cls in POLICIES.items() if cls.uses_delta)
+POLICY_AXES = {name: cls.axis for name, cls in POLICIES.items() if cls.axis is not None}
+AXIS_SYMBOLS = {"delta": "δ", "beta": "β", "prune_ratio": "r", "threshold": "τ"}  # how reports name an axis; others by field name
 
 
 @dataclass
-class RunConfig:
-    """Everything that decides a training run. Stored as given; ``validate`` checks it where used."""
+class _Settings:
+    """The settings of a run that do not belong to one policy; RunConfig adds every policy's hyper-parameters."""
 
     dataset: str = "digits"
     model: str = "small_cnn"
@@ -59,30 +57,12 @@ class RunConfig:
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 elsewhere
     channels_last: bool | None = None  # None: on for CUDA
     eval_mode: str = "eval"  # "train" reproduces the released code's train-mode (batch-statistics) evaluation
+    # Under DDP on CUDA, BatchNorm normalises over the global batch (SyncBatchNorm) instead of each rank's share;
+    # with one process there is nothing to synchronise and it changes nothing.
+    sync_bn: bool = False
     # False: batch i = samples [i*B, (i+1)*B) in data-set order; True: a seeded random cut; None ("auto"): the
     # data-set order only where it is the point (KEEP_ORDER), a random cut elsewhere. Saved resolved.
     shuffle_partition: bool | None = None
-    rescore: int | None = _policy_param(
-        None, ("hardbatch",), "before every K-th round, a no-grad forward over every batch refreshes all stored "
-                              "losses (its cost counted; default: never)", "K")
-    repartition: bool = _policy_param(
-        False, ("hardbatch",), "re-cut the samples into new batches every round (seeded) and score each by the mean "
-                               "of its samples' last training losses")
-    trim_top: float = _policy_param(
-        0.0, ("hardbatch",), "noise guard: never select the top q fraction of stored losses (default 0)", "Q")
-    mix: float = _policy_param(
-        0.0, ("hardbatch",), "noise guard: draw a fraction f of each round's k batches uniformly from the "
-                             "untrimmed rest (default 0)", "F")
-    beta: float = _policy_param(
-        1.0, ("selective-backprop",), "keep a sample with probability percentile^β: while losses are stable 1 "
-                                      "keeps about 1/2 of the samples, 2 about 1/3, 3 about 1/4 (default 1)", "β")
-    loss_history: int = _policy_param(
-        1024, ("selective-backprop",), "number of recent losses the percentiles are taken in (default 1024)", "H")
-    prune_ratio: float = _policy_param(
-        0.5, ("infobatch",), "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept ones "
-                             "are weighted 1/(1-r) (default 0.5)", "R")
-    anneal: float = _policy_param(
-        0.125, ("infobatch",), "final fraction of the epochs trained on all the data, in [0, 1] (default 0.125)", "A")
     target_acc: float | None = None  # accuracy for epochs_to_target; None: 0.99 x the run's own best
     image_size: int | None = None  # square resize of every image; None keeps the native size
     augment: str = "none"  # or "crop_flip": random crop (4 px padding) + horizontal flip, on the device
@@ -92,6 +72,8 @@ class RunConfig:
     train_subset: int | None = None  # a class-balanced subset of this many samples, taken first
     imbalance: float = 1.0  # long tail: class c keeps floor(n_c * imbalance^(-c / (C - 1))); 1 = off
     label_noise: float = 0.0  # this fraction of labels replaced by another class, uniformly
+    # mnist1d only: samples the MNIST-1D generator makes (train 80% + test 20%); None: its canonical 5,000
+    mnist1d_samples: int | None = None
     data_dir: str | None = None
     download: bool = False
     data_on_device: bool = False  # keep the whole data set on the device (uint8 when possible)
@@ -120,7 +102,15 @@ class RunConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if self.policy in f.metadata.get("policies", ())}
 
 
-# Presets set defaults only; flags given by the user override them. See METHOD.md "The released code's setup".
+# Everything that decides a training run: the settings above, then one field per hyper-parameter of every registered
+# policy (declared in the policy's own file; the field's metadata names the policies that use it). Stored as given;
+# ``validate`` checks it where used.
+RunConfig = dataclasses.make_dataclass("RunConfig", policy_fields(), bases=(_Settings,))
+RunConfig.__module__ = __name__
+RunConfig.__doc__ = "Everything that decides a training run. Stored as given; ``validate`` checks it where used."
+
+
+# Presets set defaults only; flags given by the user override them. See docs/method.md "The released code's setup".
 PROTOCOLS: dict[str, dict[str, Any]] = {
     # The released code: timm-style networks at 128 px, ImageNet statistics, no augmentation, fixed batch
     # order (for the data sets in KEEP_ORDER), constant-rate SGD. Its train-mode evaluation is one flag away.
@@ -147,11 +137,6 @@ def make_config(protocol: str | None = None, **values: Any) -> RunConfig:
 POLICY_PARAMS: dict[str, tuple[str, ...]] = {
     name: tuple(f.name for f in fields(RunConfig) if name in f.metadata.get("policies", ())) for name in POLICY_NAMES
 }
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a RunConfig field."""
-    return "--" + name.replace("_", "-")
 
 
 def unused_settings(cfg: RunConfig) -> list[str]:
@@ -198,17 +183,13 @@ def validate(cfg: RunConfig) -> None:
                  for name in unused}
         detail = "; ".join(f"{flag(n)} applies to {', '.join(p)}" for n, p in users.items())
         raise UsageError(f"policy {cfg.policy!r} does not use {', '.join(flag(n) for n in unused)} ({detail})")
-    if cfg.rescore is not None and not (isinstance(cfg.rescore, int) and cfg.rescore >= 1):
-        raise UsageError(f"rescore K must be an integer >= 1 (rounds between scoring passes), got {cfg.rescore}")
-    for name in ("trim_top", "mix", "prune_ratio"):
-        if not (0.0 <= getattr(cfg, name) < 1.0):
-            raise UsageError(f"{flag(name)} must be in [0, 1), got {getattr(cfg, name)}")
-    if not (0.0 <= cfg.anneal <= 1.0):
-        raise UsageError(f"--anneal must be in [0, 1], got {cfg.anneal}")
-    if not (math.isfinite(cfg.beta) and cfg.beta >= 0):
-        raise UsageError(f"--beta must be a finite number >= 0, got {cfg.beta}")
-    if not (isinstance(cfg.loss_history, int) and cfg.loss_history >= 1):
-        raise UsageError(f"--loss-history must be a positive integer, got {cfg.loss_history}")
+    for f in fields(RunConfig):  # every policy's hyper-parameters, against the range its file declares
+        if f.metadata.get("policies"):
+            check_value(f, getattr(cfg, f.name))
+    if POLICIES[cfg.policy].needs_irreducible:
+        from hardbatch.holdout import check_config
+
+        check_config(cfg)
     for name in ("epochs", "batch_size"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
@@ -239,5 +220,11 @@ def validate(cfg: RunConfig) -> None:
         raise UsageError(f"imbalance must be a ratio >= 1 (largest / smallest class; 1 = balanced), got {cfg.imbalance}")
     if not (0.0 <= cfg.label_noise < 1.0):
         raise UsageError(f"label noise must be a fraction in [0, 1), got {cfg.label_noise}")
+    if cfg.mnist1d_samples is not None:
+        if cfg.dataset != "mnist1d":
+            raise UsageError(f"--mnist1d-samples applies to --dataset mnist1d only, not {cfg.dataset!r}")
+        if not (isinstance(cfg.mnist1d_samples, int) and cfg.mnist1d_samples >= 10 and cfg.mnist1d_samples % 10 == 0):
+            raise UsageError(f"--mnist1d-samples must be a multiple of 10 (the generator makes as many of each of the "
+                             f"10 classes), at least 10, got {cfg.mnist1d_samples}")
     if cfg.num_workers is not None and cfg.num_workers < 0:
         raise UsageError(f"num workers must be >= 0, got {cfg.num_workers}")

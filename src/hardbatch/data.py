@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
+import json
 import math
+import os
 import pickle
+import sys
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset
 
 from hardbatch.config import RunConfig, UsageError
+from hardbatch.results import atomic_write_bytes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -261,15 +268,16 @@ class BatchTransform:
             x = random_crop_flip(x, generator, padding=max(1, x.shape[-1] // 8), part=part)
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        mean, std = self._statistics(x.device)
+        mean, std = self._statistics(x.device, x.dim())
         return (x - mean) / std
 
-    def _statistics(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std as (1, C, 1, 1) tensors on ``device``, made once: a copy per batch would sync."""
-        if device not in self._cache:
-            stats = torch.tensor([self.mean, self.std], dtype=torch.float32).view(2, 1, -1, 1, 1)
-            self._cache[device] = tuple(stats.to(device))
-        return self._cache[device]
+    def _statistics(self, device: torch.device, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std shaped (1, C, 1, ...) to broadcast over a batch of ``dims`` dimensions ((B, C, H, W) images,
+        (B, C, L) signals), on ``device``, made once: a copy per batch would sync."""
+        if (device, dims) not in self._cache:
+            stats = torch.tensor([self.mean, self.std], dtype=torch.float32).view(2, 1, -1, *[1] * (dims - 2))
+            self._cache[device, dims] = tuple(stats.to(device))
+        return self._cache[device, dims]
 
 
 @dataclass
@@ -280,7 +288,7 @@ class RawData:
     test: Dataset
     num_classes: int
     in_channels: int
-    image_size: int  # native side length
+    image_size: int  # native side length (a 1-D signal's length)
     mean: Sequence[float]
     std: Sequence[float]
 
@@ -294,7 +302,7 @@ class DataSplits:
     test: Dataset
     num_classes: int
     in_channels: int
-    image_size: int  # side length the model sees
+    image_size: int  # side length the model sees (a 1-D signal's length)
     train_transform: BatchTransform
     eval_transform: BatchTransform
     relabelled: Relabelling | None = None  # the training samples label noise relabelled, if any
@@ -554,6 +562,87 @@ def read_fashion_mnist(cfg: RunConfig) -> RawData:
     return _in_memory_raw(train, test, num_classes=10)
 
 
+MNIST1D_CLASSES = 10
+
+
+def mnist1d_arguments(cfg: RunConfig) -> dict:
+    """The MNIST-1D generator's arguments for ``cfg``: the package's canonical ``get_dataset_args()`` (5,000 samples,
+    length 40, seed 42), with ``num_samples`` set to ``cfg.mnist1d_samples`` when given."""
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    if cfg.mnist1d_samples is not None:
+        args["num_samples"] = cfg.mnist1d_samples
+    return args
+
+
+def mnist1d_cache_file(cfg: RunConfig, args: dict) -> Path:
+    """Where the generated set for ``args`` is cached: ``--data-dir``/mnist1d/, or the user's cache folder
+    ($XDG_CACHE_HOME, else ~/.cache)/hardbatch/mnist1d/. The name hashes every generator argument and the mnist1d
+    package's version, so other arguments or another generator never read this file."""
+    from importlib.metadata import version
+
+    if cfg.data_dir is not None:
+        folder = Path(cfg.data_dir) / "mnist1d"
+    else:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hardbatch" / "mnist1d"
+    key = json.dumps({"mnist1d": version("mnist1d"), "args": args}, sort_keys=True)
+    return folder / f"mnist1d_{args['num_samples']}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
+    """The package's own generator (``mnist1d.data.make_dataset``) run on ``args``, offline: x (n, L) and x_test
+    float32, y (n,) and y_test int64, split as the generator splits. The global numpy and ``random`` states it
+    reseeds are restored after."""
+    import random
+
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        made = make_dataset(ObjectView(dict(args)))
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+    return {"x": made["x"].astype(np.float32), "y": made["y"].astype(np.int64),
+            "x_test": made["x_test"].astype(np.float32), "y_test": made["y_test"].astype(np.int64)}
+
+
+def _cached_mnist1d(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file, or None when it is missing or unreadable (then it is generated again)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def read_mnist1d(cfg: RunConfig) -> RawData:
+    """MNIST-1D (Greydanus 2020): 1-D signals of length 40 from 10 digit templates, made by the mnist1d package's
+    generator with its canonical arguments (4,000 train / 1,000 test; ``cfg.mnist1d_samples`` for more), never
+    downloaded. Generated once (a few seconds per 5,000) and cached (``mnist1d_cache_file``), written atomically;
+    a sample is (float32 (1, 40), label)."""
+    args = mnist1d_arguments(cfg)
+    path = mnist1d_cache_file(cfg, args)
+    arrays = _cached_mnist1d(path)
+    if arrays is None:
+        arrays = generate_mnist1d(args)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError as e:  # the data is in memory: a cache that cannot be written only costs time next run
+            print(f"hardbatch: warning: cannot cache MNIST-1D in {path.parent} ({e}); it will be generated again",
+                  file=sys.stderr)
+    train, test = (InMemoryDataset(torch.from_numpy(arrays[x]).unsqueeze(1), torch.from_numpy(arrays[y]))
+                   for x, y in (("x", "y"), ("x_test", "y_test")))
+    mean, std = train.images.mean().item(), train.images.std().item()
+    return RawData(train, test, num_classes=MNIST1D_CLASSES, in_channels=1, image_size=train.images.shape[-1],
+                   mean=(mean,), std=(std,))
+
+
 def check_images(paths: Sequence[str]) -> None:
     """UsageError naming the first file that PIL cannot identify or whose data fails ``verify()``.
 
@@ -612,11 +701,12 @@ def read_imagefolder(cfg: RunConfig) -> RawData:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One row of the data-set table."""
+    """One row of the data-set table. ``dims``: 2 for images (samples (C, H, W)), 1 for signals (samples (C, L))."""
 
     name: str
     read: Callable[[RunConfig], RawData]
     description: str
+    dims: int = 2
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -636,6 +726,29 @@ register_dataset(DatasetSpec("fashion-mnist", read_fashion_mnist,
                              "Fashion-MNIST, 28x28 grey, 10 classes; Debian package dataset-fashion-mnist, --data-dir or --download"))
 register_dataset(DatasetSpec("imagefolder", read_imagefolder,
                              "your images in --data-dir/{train,test}/<class>/, resized to --image-size (default 64)"))
+register_dataset(DatasetSpec("mnist1d", read_mnist1d,
+                             "MNIST-1D, 1-D signals of length 40, 10 classes, 4,000 / 1,000; generated offline by the "
+                             "mnist1d package, cached", dims=1))
+
+
+def check_signal_options(cfg: RunConfig) -> None:
+    """UsageError for options that only images have (crop/flip, resizing, the small stem, ImageNet statistics),
+    given for a data set of 1-D signals; the message says how to undo what a protocol preset set."""
+    given = {f"--augment {cfg.augment}": (cfg.augment != "none", "--augment none"),
+             f"--image-size {cfg.image_size}": (cfg.image_size is not None, None),
+             f"--stem {cfg.stem}": (cfg.stem != "imagenet", "--stem imagenet"),
+             "--normalize imagenet": (cfg.normalize == "imagenet", "--normalize dataset")}
+    given = {text: undo for text, (on, undo) in given.items() if on}
+    if not given:
+        return
+    if cfg.protocol is None:
+        fix = "leave them out"
+    elif None in given.values():
+        fix = f"drop --protocol {cfg.protocol}"
+    else:
+        fix = f"add {' '.join(given.values())} or drop --protocol {cfg.protocol}"
+    preset = f" (set by --protocol {cfg.protocol})" if cfg.protocol else ""
+    raise UsageError(f"{cfg.dataset} holds 1-D signals, and {', '.join(given)}{preset} apply to images only; {fix}")
 
 
 def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSplits:
@@ -645,6 +758,8 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
     """
     if cfg.dataset not in DATASETS:
         raise UsageError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
+    if DATASETS[cfg.dataset].dims == 1:
+        check_signal_options(cfg)
     raw = DATASETS[cfg.dataset].read(cfg)
     train, val = raw.train, None
     if cfg.val_fraction > 0:

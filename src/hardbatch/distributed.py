@@ -160,20 +160,10 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def barrier() -> None:
-    if active():
-        dist.barrier()
-
-
 def _broadcast(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
     return box[0]
-
-
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank (picklable objects)."""
-    return _broadcast(obj) if active() else obj
 
 
 def on_writer(fn: Callable[..., Any], *args, **kwargs) -> Any:
@@ -236,14 +226,18 @@ def gather_objects(obj: Any) -> list[Any] | None:
 # ---- the model -------------------------------------------------------------------------------------------------
 
 
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, sync_bn: bool = False) -> nn.Module:
     """DistributedDataParallel around ``model`` under torchrun; ``model`` itself in one process.
 
-    BatchNorm keeps per-rank batch statistics (no SyncBatchNorm); DDP copies rank 0's buffers to every rank
-    before each forward, so running statistics, evaluation and checkpoints are rank 0's.
+    BatchNorm keeps per-rank batch statistics unless ``sync_bn`` (CUDA only: DDP refuses SyncBatchNorm on CPU
+    modules), which first replaces ``model``'s BatchNorm layers in place by SyncBatchNorm layers holding the same
+    parameters and buffers, so its optimizer and checkpoints are unchanged. DDP copies rank 0's buffers to every
+    rank before each forward, so running statistics, evaluation and checkpoints are rank 0's.
     """
     if not active():
         return model
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 

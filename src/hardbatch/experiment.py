@@ -25,6 +25,7 @@ from hardbatch.results import (
     atomic_write_json, ensure_writable_dir, exposure_from_visits, run_lock, summarize,
 )
 from hardbatch.selection import HardBatchSampler
+from hardbatch.selection.functional import single_class_purity
 from hardbatch.training import (
     CostMeter, EpochResult, damaged_checkpoint, fit, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
@@ -68,11 +69,29 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name: ``cpuinfo``'s "model name" on Linux, else ``platform.processor()`` (or the architecture)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict:
-    """Versions and hardware saved beside each run's configuration."""
+    """Versions and hardware saved beside each run's configuration.
+
+    The CPU model, the CPU kernels torch chose (``cpu_capability``: AVX2, AVX512, ... or ATEN_CPU_CAPABILITY's
+    choice) and the thread count decide float rounding on a CPU, which training amplifies: runs that differ in
+    them differ in their digits (``report`` names such groups).
+    """
     import torchvision
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    cpu = cpu_model()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return {
         "versions": {
             "hardbatch": __version__,
@@ -80,7 +99,8 @@ def environment(device: torch.device) -> dict:
             "torchvision": torchvision.__version__,
             "python": platform.python_version(),
         },
-        "device": {"type": device.type, "name": name, "threads": torch.get_num_threads()},
+        "device": {"type": device.type, "name": name, "threads": torch.get_num_threads(), "cpu": cpu,
+                   "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "git_commit": _git("rev-parse", "HEAD") or None,
         "git_dirty": None if (status := _git("status", "--porcelain", "--untracked-files=no")) is None else bool(status),
         "command": " ".join(sys.argv),
@@ -164,6 +184,8 @@ def _fit_error(model: str, stem: str, num_classes: int, in_channels: int, shape:
     try:
         with torch.no_grad():
             net(torch.zeros(shape))
+    except UsageError:  # the model's own check of its kind of input (images, 1-D signals) says it best
+        raise
     except (RuntimeError, ValueError, IndexError) as e:
         return str(e).splitlines()[0] if str(e) else type(e).__name__
     return None
@@ -185,21 +207,6 @@ def _smallest_image_size(cfg: RunConfig, data: DataSplits, shape: tuple[int, ...
     return high
 
 
-PURITY_WARNING = 0.9  # mean share of a batch's largest class above which a run gets a warning
-
-
-def batch_purity(labels: torch.Tensor, partition: torch.Tensor) -> float:
-    """Mean over the fixed batches of the share of each batch's largest class.
-
-    ``labels``: (n,) class per sample; ``partition``: (N, B) sample indices. 1/C for well-mixed batches, 1 when
-    every batch holds one class.
-    """
-    batch_labels = labels[partition]  # (N, B)
-    counts = torch.zeros(len(partition), int(labels.max()) + 1, dtype=torch.long)
-    counts.scatter_add_(1, batch_labels, torch.ones_like(batch_labels))
-    return (counts.max(dim=1).values.double() / partition.shape[1]).mean().item()
-
-
 def warn(message: str) -> None:
     """One warning line on stderr (between progress bars, if any), from the writing process only."""
     from tqdm.auto import tqdm
@@ -210,11 +217,8 @@ def warn(message: str) -> None:
 
 
 def _warn_if_single_class_batches(cfg: RunConfig, data: DataSplits, sampler: HardBatchSampler) -> None:
-    labels = dataset_labels(data.train)
-    if len(torch.unique(labels)) < 2:
-        return
-    purity = batch_purity(labels, sampler.partition)
-    if purity > PURITY_WARNING:
+    purity = single_class_purity(dataset_labels(data.train), sampler.partition)
+    if purity is not None:
         how = "pass --shuffle-partition" if not cfg.shuffle_partition else "check the data set's labels"
         warn(f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by class); "
              f"training on such batches rarely learns; {how}")
@@ -287,12 +291,28 @@ def train_run(
 
 
 def check_runtime(cfg: RunConfig) -> None:
-    """What the processes and installed packages must allow: a batch that splits over them, TensorBoard if asked."""
+    """What the processes, device and installed packages must allow: a batch that splits over them, CUDA for
+    --sync-bn, TensorBoard if asked."""
     distributed.check_divisible(cfg.batch_size)
     if cfg.compile and cfg.compile not in (backends := torch.compiler.list_backends(exclude_tags=())):
         raise UsageError(f"unknown --compile backend {cfg.compile!r}; valid: {', '.join(backends)}")
     if cfg.tensorboard:
         _summary_writer_class()
+    check_sync_bn(cfg)
+
+
+def check_sync_bn(cfg: RunConfig) -> None:
+    """UsageError for ``--sync-bn`` off CUDA (torch: "SyncBatchNorm layers only work with GPU modules") or with
+    train-mode evaluation, whose forwards would synchronise BatchNorm over the ranks' unequal shares of a set."""
+    if not cfg.sync_bn:
+        return
+    if cfg.eval_mode == "train":
+        raise UsageError("--sync-bn does not combine with --eval-mode train (evaluation would synchronise BatchNorm "
+                         "over each process's share of the set); use --eval-mode eval or leave --sync-bn out")
+    device = resolve_device(cfg.device)
+    if device.type != "cuda":
+        raise UsageError(f"--sync-bn needs CUDA devices (SyncBatchNorm works on GPU modules only), not "
+                         f"{device.type}; train on --device cuda or leave --sync-bn out")
 
 
 def _summary_writer_class():
@@ -327,6 +347,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
     meter = CostMeter()
     history: list[dict] = []
     test_per_class: list[float | None] = []  # the last epoch's, for summary.json; checkpointed for a resume
+    holdout_cost: dict = {}  # spent before the first step (RHO-LOSS's IL model), by history column; in epoch 1
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed + distributed.rank())  # dropout and other in-model randomness: its own per rank
         if resuming:
@@ -346,6 +367,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 # The same world size continues each rank's own stream; another one cannot, so it is not bit-identical.
                 set_rng_state(ranks[distributed.rank()] if len(ranks) == distributed.world_size() else ranks[0])
                 test_per_class[:] = state.get("test_per_class", [])
+                holdout_cost.update(state.get("holdout_cost", {}))
             except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
                 raise damaged_checkpoint(checkpoint, f"it does not hold this run's state ({type(e).__name__}: "
                                                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
@@ -362,6 +384,11 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 run.write_relabelled(len(data.train), r.indices.tolist(), r.true_labels.tolist(), r.given_labels.tolist(),
                                      sampler.partition.tolist())
 
+        if sampler.policy.needs_irreducible and sampler.policy.irreducible is None:
+            from hardbatch.holdout import train_irreducible
+
+            sampler.policy.irreducible, cost = train_irreducible(cfg, data, device)
+            holdout_cost.update(cost)
         _warn_if_single_class_batches(cfg, data, sampler)
         bar = _progress_bar(cfg, label, len(history), progress and writer)
         lines = EpochLines(cfg, label, progress and writer and not terminal())
@@ -374,6 +401,9 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 return
             test_per_class[:] = result.evals["test"].per_class
             row = result.history_row()
+            if result.epoch == 1:  # what the run spent before its first step counts in its first epoch
+                for name, value in holdout_cost.items():
+                    row[name] += value
             history.append(row)
             exploding.check(result.epoch, result.train_loss)
             run.append_trace([dict(zip(TRACE_FIELDS, row)) for row in result.trace])
@@ -388,6 +418,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 "rng": rng_ranks[0],
                 "rng_ranks": rng_ranks,
                 "test_per_class": test_per_class,
+                "holdout_cost": holdout_cost,
             })
             if board is not None:
                 for name, value in row.items():
@@ -405,7 +436,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
         eval_sets = {name: data.eval_loader(split, eval_batch, num_workers=workers, pin_memory=pin,
                                             shard=distributed.shard_range(len(split)))
                      for name, split in (("val", data.val), ("test", data.test)) if split is not None}
-        trained = distributed.wrap(model, device)
+        trained = distributed.wrap(model, device, cfg.sync_bn)
         if cfg.compile:
             trained = torch.compile(trained, backend=cfg.compile)
         fit(
@@ -430,6 +461,8 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
 
     def finish() -> dict:
         summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k, test_per_class)
+        if holdout_cost:
+            summary["holdout_cost"] = holdout_cost
         if data.relabelled is not None:  # counted from what was back-propagated, for every policy
             shares = exposure_from_visits(sampler.sample_visits, sampler.first_epoch_visits,
                                           data.relabelled.indices.tolist(), sampler.partition.tolist())
@@ -529,11 +562,14 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
     A policy that does not use δ runs once per seed (δ = 1, ``out/POLICY_seed-S``); each run keeps only its
     own policy's hyper-parameters (the others at their defaults). Two runs can never share a folder. At δ = 1
     the controls (``random``, ``cyclic``) train every batch in index order each round, exactly what
-    ``hardbatch`` trains, so they are left out when ``hardbatch`` runs at δ = 1 too.
+    ``hardbatch`` trains, so they are left out when ``hardbatch`` runs at δ = 1 too. ``policies=["all"]``: every
+    registered policy at its defaults.
     """
     if not deltas or not seeds:
         raise UsageError("need at least one delta and one seed")
     policies = list(policies or [base.policy])
+    if policies == ["all"]:
+        policies = list(POLICY_NAMES)
     unknown = [p for p in policies if p not in POLICY_NAMES]
     if unknown:
         raise UsageError(f"unknown policy {unknown[0]!r}; valid: {', '.join(POLICY_NAMES)}")
@@ -548,6 +584,7 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
                 continue
             for s in seeds:
                 cfg = base.replace(policy=policy, delta=float(d), seed=int(s), **own)
+                validate(cfg)  # every run of the plan, before the first one trains
                 name = run_name(cfg.delta, cfg.seed, policy)
                 if base.tensorboard:  # one log directory per run, named as its run directory
                     cfg = cfg.replace(tensorboard=str(Path(base.tensorboard) / name))
@@ -595,7 +632,7 @@ def shard(plan: list[PlannedRun], index: int, count: int) -> list[PlannedRun]:
 
 
 DATA_KEYS = ("dataset", "data_dir", "download", "image_size", "augment", "normalize", "val_fraction", "data_on_device",
-             "train_subset", "imbalance", "label_noise")
+             "train_subset", "imbalance", "label_noise", "mnist1d_samples")
 
 
 class DataCache:

@@ -5,24 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hardbatch import __version__
-from hardbatch.config import DELTA_POLICIES, RUNTIME_KEYS, RunConfig, UsageError
+from hardbatch.config import AXIS_SYMBOLS, POLICY_AXES, POLICY_NAMES, RUNTIME_KEYS, RunConfig, UsageError
 from hardbatch.results import (
     CONFIG, HISTORY, PLATEAU_POINTS, SUMMARY, TARGET_FRACTION, MislabelledExposure, RunDir, atomic_write_text,
     csv_text, cumulative, epochs_to_plateau, epochs_to_target, ensure_writable_dir, find_runs, mean_interval, mean_std,
-    mislabelled_exposure, no_interval_reason, paired_difference, value_at_budget,
+    Interval, mislabelled_exposure, no_interval_reason, paired_difference, read_json, value_at_budget,
 )
 
-# Settings that tell arms apart inside a group, and settings that never split groups.
-ARM_KEYS = ("policy", "delta")
+# Settings that tell arms apart inside a group (the policy and the value of its axis), and settings that never
+# split groups.
+ARM_KEYS = ("policy",) + tuple(sorted(set(POLICY_AXES.values())))
 NOT_GROUPING = ARM_KEYS + ("seed",) + RUNTIME_KEYS
+DEFAULT_CONFIG = RunConfig()
 LAST_EPOCHS = 3  # "last-3 mean": test top-1 averaged over a run's last 3 epochs, which epoch-to-epoch swings do not decide
 REFERENCE_DELTA = 1.0  # every policy trains every batch at δ = 1: ordinary mini-batch training
 REFERENCE_POLICY = "hardbatch"  # the paper's baseline is its own rule at δ = 1, never a peer that records δ = 1
-NO_BASELINE = "no baseline"  # what the Δ-vs-δ=1 cells say in a group without the paper's rule at δ = 1
+NO_BASELINE = "no baseline"  # what the Δ-vs-reference cells say in a group without the reference arm
 
 
 # What a report reads from summary.json (batch_visits aside).
@@ -78,25 +80,36 @@ class Run:
         return None if epoch is None else sum(self.seconds[:epoch])
 
 
-def arm_label(policy: str, delta: float) -> str:
-    """"δ = 0.5" for the paper's rule, "random δ = 0.5" for a control, the bare name for policies without δ."""
-    if policy not in DELTA_POLICIES:
+def axis_value(cfg: RunConfig) -> float | None:
+    """The value of the hyper-parameter ``cfg.policy`` sweeps (its axis: δ, β, the prune ratio), or None."""
+    axis = POLICY_AXES.get(cfg.policy)
+    return None if axis is None else getattr(cfg, axis)
+
+
+def arm_label(policy: str, value: float | None) -> str:
+    """"δ = 0.5" for the paper's rule, "random δ = 0.5" for a control, "infobatch r = 0.3" for a peer away from
+    its default, the bare name for a peer at its default or a policy without an axis."""
+    axis = POLICY_AXES.get(policy)
+    if axis is None or value is None:
         return policy
-    return f"δ = {delta:g}" if policy == "hardbatch" else f"{policy} δ = {delta:g}"
+    if axis != "delta" and value == getattr(DEFAULT_CONFIG, axis):
+        return policy
+    name = f"{AXIS_SYMBOLS.get(axis, axis)} = {value:g}"
+    return name if policy == REFERENCE_POLICY else f"{policy} {name}"
 
 
 @dataclass
 class Arm:
-    """The runs of one policy and delta within a group, keyed by seed."""
+    """The runs of one policy at one value of its axis within a group, keyed by seed."""
 
     policy: str
-    delta: float
+    value: float | None  # the axis value (δ for δ policies); None for a policy without an axis
+    delta: float  # the recorded δ (1 for policies that ignore it)
     runs: dict[int, Run] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return arm_label(self.policy, self.delta)
-
+        return arm_label(self.policy, self.value)
 
     def values(self, key: str) -> dict[int, float]:
         return {seed: run.summary[key] for seed, run in self.runs.items()}
@@ -106,29 +119,110 @@ class Arm:
         return {seed: sum(run.accs[-LAST_EPOCHS:]) / len(run.accs[-LAST_EPOCHS:]) for seed, run in self.runs.items()}
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Which arm is the method a report judges and which is its reference.
+
+    ``method``: a policy name; its arms (but the reference) are the method's settings along its axis.
+    ``reference``: ``POLICY`` or ``POLICY@VALUE``; a δ policy without a value means δ = 1 (ordinary training),
+    another policy its default value, a policy without an axis its one arm. The default is the paper's own
+    comparison: its rule against its rule at δ = 1.
+    """
+
+    method: str = REFERENCE_POLICY
+    reference: str = REFERENCE_POLICY
+
+    def __post_init__(self):
+        for what, name in (("method", self.method), ("reference", self.reference_policy)):
+            if name not in POLICY_NAMES:
+                raise UsageError(f"unknown {what} policy {name!r}; valid: {', '.join(POLICY_NAMES)}")
+        value = self.reference.partition("@")[2]
+        if value:
+            if POLICY_AXES.get(self.reference_policy) is None:
+                raise UsageError(f"reference {self.reference!r}: policy {self.reference_policy!r} has no "
+                                 f"hyper-parameter to set; give it as {self.reference_policy!r}")
+            try:
+                float(value)
+            except ValueError:
+                raise UsageError(f"reference {self.reference!r}: {value!r} is not a number; give POLICY or "
+                                 f"POLICY@VALUE, e.g. hardbatch@1 or infobatch@0.3") from None
+
+    @property
+    def reference_policy(self) -> str:
+        return self.reference.partition("@")[0]
+
+    @property
+    def reference_value(self) -> float | None:
+        """The reference arm's axis value: the one given, δ = 1 for δ policies, else the policy's default."""
+        policy, _, value = self.reference.partition("@")
+        axis = POLICY_AXES.get(policy)
+        if axis is None:
+            return None
+        if value:
+            return float(value)
+        return REFERENCE_DELTA if axis == "delta" else getattr(DEFAULT_CONFIG, axis)
+
+    @property
+    def is_paper(self) -> bool:
+        """The paper's own comparison: its rule against δ = 1."""
+        return self.method == REFERENCE_POLICY and self.reference_policy == REFERENCE_POLICY \
+            and self.reference_value == REFERENCE_DELTA
+
+    @property
+    def reference_text(self) -> str:
+        """How tables name the reference: "δ=1" for the paper's baseline, else the arm's label."""
+        if self.reference_policy == REFERENCE_POLICY and self.reference_value == REFERENCE_DELTA:
+            return "δ=1"
+        return arm_label(self.reference_policy, self.reference_value)
+
+    @property
+    def reference_label(self) -> str:
+        """The reference arm's label in prose: "δ = 1", "uniform", "infobatch r = 0.3"."""
+        return arm_label(self.reference_policy, self.reference_value)
+
+    @property
+    def axis(self) -> str | None:
+        return POLICY_AXES.get(self.method)
+
+
+PAPER = Comparison()
+
+
 @dataclass
 class Group:
-    """Runs that share every setting except policy, delta and seed."""
+    """Runs that share every setting except policy, its axis value and seed."""
 
     title: str
     settings: dict
     arms: list[Arm]
 
+    def arm(self, policy: str, value: float | None = None) -> Arm | None:
+        """The arm of ``policy`` at axis ``value`` (any value when None)."""
+        return next((a for a in self.arms if a.policy == policy and (value is None or a.value == value)), None)
+
+    def reference_for(self, comparison: Comparison) -> Arm | None:
+        """The comparison's reference arm; None when it was not run. Peers record δ = 1 too (it does not apply
+        to them), so the policy decides, never the recorded δ alone."""
+        return self.arm(comparison.reference_policy, comparison.reference_value)
+
     @property
     def reference(self) -> Arm | None:
-        """The paper's baseline: its rule at δ = 1 (ordinary training in fixed order); None when it was not run.
+        """The paper's baseline: its rule at δ = 1 (ordinary training in fixed order); None when it was not run."""
+        return self.reference_for(PAPER)
 
-        Peers record δ = 1 too (it does not apply to them), so the policy decides, not the recorded δ.
-        """
-        return next((arm for arm in self.arms if arm.policy == REFERENCE_POLICY and arm.delta == REFERENCE_DELTA), None)
+    def method_arms(self, comparison: Comparison) -> list[Arm]:
+        """The method's arms other than the reference (for the paper: its rule at δ < 1)."""
+        ref = self.reference_for(comparison)
+        return [a for a in self.arms if a.policy == comparison.method and a is not ref]
 
     @property
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9.]+", "-", self.title).strip("-")
 
 
-def group_runs(runs: list[Run]) -> list[Group]:
-    """Group runs by their settings; within a group, one arm per (policy, delta), arms sorted by delta."""
+def group_runs(runs: list[Run], method: str = REFERENCE_POLICY) -> list[Group]:
+    """Group runs by their settings; within a group, one arm per (policy, axis value); the method's arms first,
+    each policy's arms in axis order."""
     groups: dict[tuple, dict[tuple, Arm]] = {}
     settings: dict[tuple, dict] = {}
     for run in runs:
@@ -136,7 +230,8 @@ def group_runs(runs: list[Run]) -> list[Group]:
         key = tuple((k, repr(v)) for k, v in cfg.items() if k not in NOT_GROUPING)
         settings[key] = {k: v for k, v in cfg.items() if k not in NOT_GROUPING}
         arms = groups.setdefault(key, {})
-        arm = arms.setdefault((run.config.policy, run.config.delta), Arm(run.config.policy, run.config.delta))
+        value = axis_value(run.config)
+        arm = arms.setdefault((run.config.policy, value), Arm(run.config.policy, value, run.config.delta))
         if run.config.seed in arm.runs:
             raise UsageError(f"two runs of {arm.label} seed {run.config.seed}: {arm.runs[run.config.seed].path} and {run.path}")
         arm.runs[run.config.seed] = run
@@ -147,7 +242,8 @@ def group_runs(runs: list[Run]) -> list[Group]:
         same_pair = [settings[k] for k in groups if settings[k]["dataset"] == s["dataset"] and settings[k]["model"] == s["model"]]
         differing = sorted({k for other in same_pair for k in s if other[k] != s[k]})
         title = f"{s['dataset']} / {s['model']}" + "".join(f", {k}={s[k]}" for k in differing)
-        result.append(Group(title, s, sorted(arms.values(), key=lambda a: (a.policy != "hardbatch", a.delta, a.policy))))
+        order = sorted(arms.values(), key=lambda a: (a.policy != method, a.value if a.value is not None else 0.0, a.policy))
+        result.append(Group(title, s, order))
     return sorted(result, key=lambda g: g.title)
 
 
@@ -159,19 +255,19 @@ def by_protocol(groups: list[Group]) -> dict[str, list[Group]]:
     return dict(sorted(keyed.items()))
 
 
-def target_accuracy(group: Group, target: float | None = None) -> tuple[float | None, str]:
+def target_accuracy(group: Group, target: float | None = None, comparison: Comparison = PAPER) -> tuple[float | None, str]:
     """T for epochs-to-target: ``target`` if given, else the runs' configured target, else 0.99 x the
     reference's mean best accuracy."""
     if target is not None:
         return target, "given to report --target-acc"
-    ref = group.reference
+    ref = group.reference_for(comparison)
     configured = {run.config.target_acc for arm in group.arms for run in arm.runs.values()}
     if len(configured) == 1 and None not in configured:
         return configured.pop(), "given by --target-acc"
     if ref is None:
-        return None, "no runs of the paper's rule at δ = 1 to define it"
+        return None, f"no runs of the reference ({comparison.reference_label}) to define it"
     best, _ = mean_std(list(ref.values("best_test_acc").values()))
-    return TARGET_FRACTION * best, f"{TARGET_FRACTION:g} × mean best test accuracy of δ = 1 over seeds"
+    return TARGET_FRACTION * best, f"{TARGET_FRACTION:g} × mean best test accuracy of {comparison.reference_label} over seeds"
 
 
 def _fmt(value: float | None, digits: int = 2, scale: float = 1.0, signed: bool = False) -> str:
@@ -191,107 +287,199 @@ def _censored_seconds(run: Run, target: float) -> float:
     return seconds if seconds is not None else sum(run.seconds)
 
 
-def arm_rows(group: Group, target: float | None = None) -> list[dict]:
-    """One numeric row per arm: accuracy, paired difference to delta = 1, epochs to target, time."""
-    target, _ = target_accuracy(group, target)
-    ref = group.reference
+# ---- per-arm statistics: computed once, read by every table, the claims and the results page ---------------
+
+
+NAN = math.nan
+
+
+@dataclass
+class ArmStats:
+    """Everything the report says about one arm, computed once from its runs (``arm_stats``).
+
+    Accuracies are fractions; differences are in percentage points, seed-paired, with a 95% t interval whose ends
+    are NaN where there is none (``results.MIN_PAIRS``); ``*_pairs`` = 0: the other arm was not run. Cost figures
+    are means over seeds; ``acc_at_equal_*``: test top-1 at the group's equal-cost budget ``budget_*``.
+    """
+
+    group: str
+    arm: str
+    policy: str
+    axis: str | None
+    value: float | None
+    delta: float
+    n: int
+    is_reference: bool = False
+    is_method: bool = False
+    final_acc_mean: float = NAN
+    final_acc_std: float = NAN
+    final_acc_low: float = NAN
+    final_acc_high: float = NAN
+    final_bacc_mean: float = NAN
+    final_bacc_std: float = NAN
+    best_acc_mean: float = NAN
+    final_val_acc_mean: float = NAN
+    # to the comparison's reference: final top-1, and the last-LAST_EPOCHS mean
+    diff_points: float = NAN
+    diff_low: float = NAN
+    diff_high: float = NAN
+    diff_pairs: int = 0
+    diff_relative_pct: float = NAN
+    last_acc_mean: float = NAN
+    last_acc_std: float = NAN
+    last_diff_points: float = NAN
+    last_diff_low: float = NAN
+    last_diff_high: float = NAN
+    # to `uniform` (ordinary reshuffled SGD), final top-1
+    uniform_diff_points: float = NAN
+    uniform_diff_low: float = NAN
+    uniform_diff_high: float = NAN
+    uniform_diff_pairs: int = 0
+    target_acc: float = NAN
+    epochs_to_target_mean: float = NAN
+    target_reached: int = 0
+    fewer_epochs_pct: float = NAN
+    epochs_to_plateau_mean: float = NAN
+    seconds_to_target_mean: float = NAN
+    train_seconds_mean: float = NAN
+    samples_backpropagated_mean: float = NAN
+    optimizer_steps_mean: float = NAN
+    samples_loaded_mean: float = NAN
+    samples_forward_nograd_mean: float = NAN
+    choose_seconds_mean: float = NAN
+    acc_at_equal_samples_backprop: float = NAN
+    acc_at_equal_train_seconds: float = NAN
+    budget_samples_backprop: float = NAN
+    budget_train_seconds: float = NAN
+    mislabelled_trained_mean: float = NAN
+    mislabelled_trained_after_warmup_mean: float = NAN
+    mislabelled_in_data_mean: float = NAN
+
+    def row(self) -> dict:
+        """The record as one summary.csv row."""
+        return asdict(self)
+
+
+def _paired_points(a: dict[int, float], b: dict[int, float]) -> Interval:
+    """Seed-paired difference a − b over the seeds both have, in points."""
+    seeds = sorted(set(a) & set(b))
+    d = paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
+    return Interval(100 * d.mean, 100 * d.low, 100 * d.high, d.n)
+
+
+def equal_budget(group: Group, column: str) -> float:
+    """The largest cost every run of the group has spent: the budget at which all arms can be compared."""
+    totals = [run.cost(column)[-1] for arm in group.arms for run in arm.runs.values() if run.history]
+    return min(totals) if totals else math.nan
+
+
+COST_MEANS = {"optimizer_steps_mean": "optimizer_steps", "samples_loaded_mean": "samples_loaded",
+              "samples_forward_nograd_mean": "samples_forward_nograd", "choose_seconds_mean": "choose_seconds"}
+
+
+def arm_stats(group: Group, target: float | None = None, comparison: Comparison = PAPER) -> list[ArmStats]:
+    """One ArmStats per arm of ``group``: accuracy, differences to the comparison's reference and to uniform,
+    epochs to target, cost and accuracy at equal cost."""
+    target, _ = target_accuracy(group, target, comparison)
+    ref, uniform = group.reference_for(comparison), group.arm("uniform")
+    method = group.method_arms(comparison)
     ref_epochs = None
     if ref is not None and target is not None:
         ref_epochs = mean_std([_censored_epochs(r, target) for r in ref.runs.values()])[0]
-    rows = []
+    budgets = {column: equal_budget(group, column) for column in ("samples_backprop", "train_seconds")}
+    stats = []
     for arm in group.arms:
+        runs = list(arm.runs.values())
         final = arm.values("final_test_acc")
-        mean, std = mean_std(list(final.values()))
-        row = {
-            "group": group.title, "policy": arm.policy, "delta": arm.delta, "n": len(arm.runs),
-            "is_reference": arm is ref,
-            "final_acc_mean": mean, "final_acc_std": std,
-            **_mean_std_of("final_bacc", [r.summary.get("final_test_bacc") for r in arm.runs.values()]),
-            "best_acc_mean": mean_std(list(arm.values("best_test_acc").values()))[0],
-            "diff_points": math.nan, "diff_low": math.nan, "diff_high": math.nan, "diff_pairs": 0, "diff_relative_pct": math.nan,
-            "target_acc": target if target is not None else math.nan,
-            "epochs_to_target_mean": math.nan, "target_reached": 0, "fewer_epochs_pct": math.nan,
-            "epochs_to_plateau_mean": mean_std([epochs_to_plateau(r.accs) for r in arm.runs.values()])[0],
-            "train_seconds_mean": mean_std(list(arm.values("train_seconds").values()))[0],
-            "seconds_to_target_mean": math.nan,
-            "final_val_acc_mean": mean_std([r.summary.get("final_val_acc", math.nan) for r in arm.runs.values()])[0],
-            "samples_backpropagated_mean": mean_std(list(arm.values("samples_backpropagated").values()))[0],
-            **_exposure_means(arm),
-            **_mean_std_of("last_acc", list(arm.last_accs().values())),
-            "last_diff_points": math.nan, "last_diff_low": math.nan, "last_diff_high": math.nan,
-        }
-        if ref is not None:
-            seeds = sorted(set(final) & set(ref.runs))
+        interval = mean_interval(list(final.values()))
+        low, high = interval.low, interval.high
+        if interval.has_interval:  # an accuracy interval never leaves [0, 1]
+            low, high = max(0.0, low), min(1.0, high)
+        s = ArmStats(
+            group=group.title, arm=arm.label, policy=arm.policy, axis=POLICY_AXES.get(arm.policy), value=arm.value,
+            delta=arm.delta, n=len(runs), is_reference=arm is ref, is_method=arm in method,
+            final_acc_mean=mean_std(list(final.values()))[0], final_acc_std=mean_std(list(final.values()))[1],
+            final_acc_low=low, final_acc_high=high,
+            best_acc_mean=mean_std(list(arm.values("best_test_acc").values()))[0],
+            final_val_acc_mean=mean_std([r.summary.get("final_val_acc", math.nan) for r in runs])[0],
+            target_acc=target if target is not None else math.nan,
+            epochs_to_plateau_mean=mean_std([epochs_to_plateau(r.accs) for r in runs])[0],
+            train_seconds_mean=mean_std(list(arm.values("train_seconds").values()))[0],
+            samples_backpropagated_mean=mean_std(list(arm.values("samples_backpropagated").values()))[0],
+        )
+        s.final_bacc_mean, s.final_bacc_std = mean_std([_nan(r.summary.get("final_test_bacc")) for r in runs])
+        s.last_acc_mean, s.last_acc_std = mean_std(list(arm.last_accs().values()))
+        for name, key in COST_MEANS.items():
+            setattr(s, name, mean_std([r.summary.get("cost", {}).get(key, math.nan) for r in runs])[0])
+        for column, budget in budgets.items():
+            setattr(s, f"acc_at_equal_{column}", mean_std([value_at_budget(r.cost(column), r.accs, budget) for r in runs])[0])
+            setattr(s, f"budget_{column}", budget)
+        exposures = [r.exposure for r in runs if r.exposure is not None]
+        for key in ("trained", "trained_after_warmup", "in_data"):
+            setattr(s, f"mislabelled_{key}_mean", mean_std([getattr(e, key) for e in exposures])[0])
+        if ref is not None:  # the reference's own difference is 0 over its n pairs, with no interval
+            d = _paired_points(final, ref.values("final_test_acc"))
             ref_final = ref.values("final_test_acc")
-            diff = paired_difference([final[s] for s in seeds], [ref_final[s] for s in seeds])
-            ref_mean = mean_std([ref_final[s] for s in seeds])[0]
-            row.update(diff_points=100 * diff.mean, diff_low=100 * diff.low, diff_high=100 * diff.high, diff_pairs=diff.n,
-                       diff_relative_pct=100 * diff.mean / ref_mean if ref_mean else math.nan)
-            last, ref_last = arm.last_accs(), ref.last_accs()
-            diff = paired_difference([last[s] for s in seeds], [ref_last[s] for s in seeds])
-            row.update(last_diff_points=100 * diff.mean, last_diff_low=100 * diff.low, last_diff_high=100 * diff.high)
+            ref_mean = mean_std([ref_final[seed] for seed in sorted(set(final) & set(ref_final))])[0]
+            s.diff_points, s.diff_low, s.diff_high, s.diff_pairs = d.mean, d.low, d.high, d.n
+            s.diff_relative_pct = d.mean / ref_mean if ref_mean else math.nan
+            d = _paired_points(arm.last_accs(), ref.last_accs())
+            s.last_diff_points, s.last_diff_low, s.last_diff_high = d.mean, d.low, d.high
+        if uniform is not None:
+            d = _paired_points(final, uniform.values("final_test_acc"))
+            s.uniform_diff_points, s.uniform_diff_low, s.uniform_diff_high, s.uniform_diff_pairs = d.mean, d.low, d.high, d.n
         if target is not None:
-            runs = list(arm.runs.values())
-            row["target_reached"] = sum(epochs_to_target(r.accs, target) is not None for r in runs)
-            row["epochs_to_target_mean"] = mean_std([_censored_epochs(r, target) for r in runs])[0]
-            row["seconds_to_target_mean"] = mean_std([_censored_seconds(r, target) for r in runs])[0]
+            s.target_reached = sum(epochs_to_target(r.accs, target) is not None for r in runs)
+            s.epochs_to_target_mean = mean_std([_censored_epochs(r, target) for r in runs])[0]
+            s.seconds_to_target_mean = mean_std([_censored_seconds(r, target) for r in runs])[0]
             if ref_epochs:
-                row["fewer_epochs_pct"] = 100.0 * (1.0 - row["epochs_to_target_mean"] / ref_epochs)
-        rows.append(row)
-    return rows
+                s.fewer_epochs_pct = 100.0 * (1.0 - s.epochs_to_target_mean / ref_epochs)
+        stats.append(s)
+    return stats
 
 
-def _mean_std_of(name: str, values: list[float | None]) -> dict:
-    """``name_mean`` and ``name_std`` over the values present (older runs may lack a number: None)."""
-    mean, std = mean_std([math.nan if v is None else v for v in values])
-    return {f"{name}_mean": mean, f"{name}_std": std}
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
-def _exposure_means(arm: Arm) -> dict:
-    """Mean over seeds of the share of relabelled samples among those trained, and in the data (label-noise runs)."""
-    exposures = [r.exposure for r in arm.runs.values() if r.exposure is not None]
-    return {f"mislabelled_{key}_mean": mean_std([getattr(e, key) for e in exposures])[0]
-            for key in ("trained", "trained_after_warmup", "in_data")}
-
-
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str:
     """The per-arm table as Markdown (also readable in a terminal)."""
-    header = ["arm", "n", "final top-1 % (mean ± std)", "balanced top-1 %", "Δ vs δ=1, points [95% CI]", "Δ relative %",
-              f"last-{LAST_EPOCHS} mean %", f"Δ last-{LAST_EPOCHS} vs δ=1 [95% CI]", "epochs to T (reached)", "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
+    ref = comparison.reference_text
+    header = ["arm", "n", "final top-1 % (mean ± std)", "balanced top-1 %", f"Δ vs {ref}, points [95% CI]", "Δ relative %",
+              f"last-{LAST_EPOCHS} mean %", f"Δ last-{LAST_EPOCHS} vs {ref} [95% CI]", "epochs to T (reached)",
+              "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        label = arm_label(r["policy"], r["delta"])
-        if r["is_reference"]:
-            diff, rel = "reference", "—"
-        else:
-            diff = _interval(r["diff_points"], r["diff_low"], r["diff_high"], r["diff_pairs"])
-            rel = _fmt(r["diff_relative_pct"], signed=True)
+    for r in stats:
         lines.append("| " + " | ".join([
-            label, str(r["n"]),
-            f"{_fmt(r['final_acc_mean'], scale=100)} ± {_fmt(r['final_acc_std'], scale=100)}",
-            _mean_pm_std(r["final_bacc_mean"], r["final_bacc_std"]),
-            diff, rel,
-            _fmt(r["last_acc_mean"], scale=100),
-            "reference" if r["is_reference"] else _interval(r["last_diff_points"], r["last_diff_low"], r["last_diff_high"],
-                                                            r["diff_pairs"]),
-            f"{_fmt(r['epochs_to_target_mean'], 1)} ({r['target_reached']}/{r['n']})",
-            _fmt(r["fewer_epochs_pct"], 1, signed=True),
-            _fmt(r["epochs_to_plateau_mean"], 1),
-            _fmt(r["seconds_to_target_mean"], 1),
-            _fmt(r["train_seconds_mean"], 1),
+            r.arm, str(r.n),
+            f"{_fmt(r.final_acc_mean, scale=100)} ± {_fmt(r.final_acc_std, scale=100)}",
+            _mean_pm_std(r.final_bacc_mean, r.final_bacc_std),
+            "reference" if r.is_reference else _interval(r.diff_points, r.diff_low, r.diff_high, r.diff_pairs),
+            "—" if r.is_reference else _fmt(r.diff_relative_pct, signed=True),
+            _fmt(r.last_acc_mean, scale=100),
+            "reference" if r.is_reference else _interval(r.last_diff_points, r.last_diff_low, r.last_diff_high, r.diff_pairs),
+            f"{_fmt(r.epochs_to_target_mean, 1)} ({r.target_reached}/{r.n})",
+            _fmt(r.fewer_epochs_pct, 1, signed=True),
+            _fmt(r.epochs_to_plateau_mean, 1),
+            _fmt(r.seconds_to_target_mean, 1),
+            _fmt(r.train_seconds_mean, 1),
         ]) + " |")
     return "\n".join(lines)
 
 
 def _interval(mean: float, low: float, high: float, pairs: int, scale: float = 1.0, signed: bool = True) -> str:
-    """"+1.23 [-0.10, +2.56]"; "+1.23 (no CI: 2 pairs, needs 3)" or "(no CI: zero spread)" where there is no
-    interval; NO_BASELINE for a difference to an arm that was not run (no pairs)."""
+    """"+1.23 ±1.33 [-0.10, +2.56]" for a difference (``signed``: its t-interval is symmetric, so the half-width
+    says how sure it is), "91.20 [90.10, 92.30]" for a level (clipped, so no half-width); "+1.23 (no CI: 2 pairs,
+    needs 3)" or "(no CI: zero spread)" where there is no interval; NO_BASELINE for a difference to an arm that
+    was not run (no pairs)."""
     if pairs == 0:
         return NO_BASELINE
     reason = no_interval_reason(pairs, low, high)
     if reason:
         return f"{_fmt(mean, scale=scale, signed=signed)} ({reason})"
-    return f"{_fmt(mean, scale=scale, signed=signed)} [{_fmt(low, scale=scale, signed=signed)}, {_fmt(high, scale=scale, signed=signed)}]"
+    half = f" ±{_fmt((high - low) / 2, scale=scale)}" if signed else ""
+    return (f"{_fmt(mean, scale=scale, signed=signed)}{half} "
+            f"[{_fmt(low, scale=scale, signed=signed)}, {_fmt(high, scale=scale, signed=signed)}]")
 
 
 MAX_CLASS_COLUMNS = 20  # per-class tables only for data sets with at most this many classes
@@ -318,36 +506,45 @@ def _mean_pm_std(mean: float, std: float) -> str:
     return "—" if math.isnan(mean) else f"{_fmt(mean, scale=100)} ± {_fmt(std, scale=100)}"
 
 
-def noise_table(rows: list[dict]) -> str:
+def noise_table(stats: list[ArmStats]) -> str:
     """Per arm: the share of relabelled samples among the samples trained, against their share of the training split."""
     lines = ["| arm | mislabelled % of back-propagated samples | after the first epoch | % of the training split | ratio after the first epoch |",
              "|---|---|---|---|---|"]
-    for r in rows:
-        label = arm_label(r["policy"], r["delta"])
-        trained, after, data = r["mislabelled_trained_mean"], r["mislabelled_trained_after_warmup_mean"], r["mislabelled_in_data_mean"]
+    for r in stats:
+        trained, after, data = r.mislabelled_trained_mean, r.mislabelled_trained_after_warmup_mean, r.mislabelled_in_data_mean
         ratio = after / data if data and not math.isnan(after) else math.nan
-        lines.append(f"| {label} | {_fmt(trained, 1, 100)} | {_fmt(after, 1, 100)} | {_fmt(data, 1, 100)} | {_fmt(ratio, 2)} |")
+        lines.append(f"| {r.arm} | {_fmt(trained, 1, 100)} | {_fmt(after, 1, 100)} | {_fmt(data, 1, 100)} | {_fmt(ratio, 2)} |")
     return "\n".join(lines)
 
 
-def choose_delta(rows: list[dict], on: str = "validation") -> dict | None:
-    """The hardbatch arm with delta < 1 of highest mean final accuracy on ``on`` ("validation" or "test")."""
+def choose_arm(stats: list[ArmStats], on: str = "validation") -> ArmStats | None:
+    """The method's arm (its reference aside) of highest mean final accuracy on ``on`` ("validation" or "test");
+    for the paper, its best δ < 1."""
     key = "final_val_acc_mean" if on == "validation" else "final_acc_mean"
-    ours = [r for r in rows if r["policy"] == "hardbatch" and r["delta"] < 1 and not math.isnan(r[key])]
-    return max(ours, key=lambda r: r[key]) if ours else None
+    ours = [r for r in stats if r.is_method and not math.isnan(getattr(r, key))]
+    return max(ours, key=lambda r: getattr(r, key)) if ours else None
 
 
-def overview_table(groups: list[Group], rows: dict[str, list[dict]]) -> str:
-    """The paper-style table: one line per network, one column per delta, final top-1 mean ± std (n)."""
-    deltas = sorted({r["delta"] for g in groups for r in rows[g.title] if r["policy"] == "hardbatch"})
-    lines = ["| network | " + " | ".join(f"δ = {d:g}" for d in deltas) + " |", "|---|" + "---|" * len(deltas)]
+def chosen_arm(stats: list[ArmStats]) -> tuple[ArmStats | None, str]:
+    """The method's arm chosen on validation, or on test where no run had a validation split; and which."""
+    chosen = choose_arm(stats, "validation")
+    return (chosen, "validation") if chosen is not None else (choose_arm(stats, "test"), "test")
+
+
+def overview_table(groups: list[Group], stats: dict[str, list[ArmStats]], comparison: Comparison = PAPER) -> str:
+    """The paper-style table: one line per network, one column per value of the method's axis (δ for the paper),
+    final top-1 mean ± std (n); the reference arm's column included."""
+    shown = lambda r: r.is_method or (r.is_reference and r.policy == comparison.method)  # noqa: E731
+    values = sorted({r.value for g in groups for r in stats[g.title] if shown(r) and r.value is not None})
+    symbol = AXIS_SYMBOLS.get(comparison.axis or "", comparison.method)
+    lines = ["| network | " + " | ".join(f"{symbol} = {v:g}" for v in values) + " |", "|---|" + "---|" * len(values)]
     models = [g.settings["model"] for g in groups]
     for g in groups:
-        cells = {r["delta"]: r for r in rows[g.title] if r["policy"] == "hardbatch"}
+        cells = {r.value: r for r in stats[g.title] if shown(r)}
         label = g.settings["model"] if models.count(g.settings["model"]) == 1 else g.title
         lines.append(f"| {label} | " + " | ".join(
-            f"{_fmt(cells[d]['final_acc_mean'], scale=100)} ± {_fmt(cells[d]['final_acc_std'], scale=100)} ({cells[d]['n']})"
-            if d in cells else "—" for d in deltas) + " |")
+            f"{_fmt(cells[v].final_acc_mean, scale=100)} ± {_fmt(cells[v].final_acc_std, scale=100)} ({cells[v].n})"
+            if v in cells else "—" for v in values) + " |")
     return "\n".join(lines)
 
 
@@ -361,21 +558,20 @@ def _curve_band(runs: list[Run]) -> tuple[list[float], list[float], list[float]]
     return mean, low, high
 
 
-def draw_group_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path]:
-    """Accuracy curves, final accuracy vs delta, and batch-visit counts for one group; returns the PNGs."""
+def draw_group_plots(group: Group, stats: list[ArmStats], out_dir: Path, comparison: Comparison = PAPER) -> list[Path]:
+    """Accuracy curves, final accuracy along the method's axis, and batch-visit counts for one group; returns the PNGs."""
     from hardbatch.plots import plot_batch_visits, plot_curves, plot_final_vs_delta, save_figure
 
     curves = {arm.label: _curve_band(list(arm.runs.values())) for arm in group.arms}
     paths = [save_figure(plot_curves(curves, title=group.title), out_dir / f"{group.slug}_accuracy.png")]
-    ours = [(arm, row) for arm, row in zip(group.arms, rows) if arm.policy == "hardbatch"]
-    if ours:
-        ref = next((row for row in rows if row["is_reference"]), None)
-        # The 95% t-interval of the mean over seeds, clipped: no accuracy lies outside [0, 100].
-        intervals = [mean_interval([100 * v for v in arm.values("final_test_acc").values()]) for arm, _ in ours]
+    ours = [r for r in stats if (r.is_method or (r.is_reference and r.policy == comparison.method)) and r.value is not None]
+    if ours and comparison.axis == "delta":
+        ref = next((r for r in stats if r.is_reference), None)
+        # The 95% t-interval of the mean over seeds, clipped (ArmStats): no accuracy lies outside [0, 100].
         ax = plot_final_vs_delta(
-            [arm.delta for arm, _ in ours], [ci.mean for ci in intervals],
-            [max(ci.low, 0.0) for ci in intervals], [min(ci.high, 100.0) for ci in intervals],
-            baseline=100 * ref["final_acc_mean"] if ref else None, title=group.title,
+            [r.value for r in ours], [100 * r.final_acc_mean for r in ours],
+            [100 * r.final_acc_low for r in ours], [100 * r.final_acc_high for r in ours],
+            baseline=100 * ref.final_acc_mean if ref else None, title=group.title,
         )
         paths.append(save_figure(ax, out_dir / f"{group.slug}_final_vs_delta.png"))
     visits = {}
@@ -389,80 +585,25 @@ def draw_group_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path
 
 # ---- cost: what each arm spent, and accuracy at equal cost ------------------------------------------------------
 
-COST_KEYS = ("optimizer_steps", "samples_loaded", "samples_forward_nograd", "samples_backprop", "train_seconds",
-             "choose_seconds")
 
-
-def _arm_named(group: Group, policy: str, delta: float | None = None) -> Arm | None:
-    return next((a for a in group.arms if a.policy == policy and (delta is None or a.delta == delta)), None)
-
-
-def _paired(arm: Arm, ref: Arm | None) -> tuple[float, float, float, int]:
-    """Seed-paired difference of final top-1 (points) to ``ref``, with its 95% interval and pair count."""
-    if ref is None or ref is arm:
-        return math.nan, math.nan, math.nan, 0
-    a, b = arm.values("final_test_acc"), ref.values("final_test_acc")
-    seeds = sorted(set(a) & set(b))
-    d = paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
-    return 100 * d.mean, 100 * d.low, 100 * d.high, d.n
-
-
-def equal_budget(group: Group, column: str) -> float:
-    """The largest cost every run of the group has spent: the budget at which all arms can be compared."""
-    totals = [run.cost(column)[-1] for arm in group.arms for run in arm.runs.values() if run.history]
-    return min(totals) if totals else math.nan
-
-
-def cost_rows(group: Group) -> list[dict]:
-    """One row per arm: final top-1 with its 95% CI, paired differences to uniform and to δ = 1, cost totals
-    (means over seeds) and test top-1 at the group's equal back-propagated-samples and equal-seconds budgets."""
-    uniform, ordinary = _arm_named(group, "uniform"), group.reference
-    budgets = {column: equal_budget(group, column) for column in ("samples_backprop", "train_seconds")}
-    rows = []
-    for arm in group.arms:
-        runs = list(arm.runs.values())
-        interval = mean_interval([r.summary["final_test_acc"] for r in runs])
-        mean, low, high = interval.mean, interval.low, interval.high
-        if low == low:  # an accuracy interval never leaves [0, 1]; NaN (one seed) stays NaN
-            low, high = max(0.0, low), min(1.0, high)
-        row = {"group": group.title, "arm": arm.label, "policy": arm.policy, "delta": arm.delta, "n": len(runs),
-               "is_delta1": arm is ordinary,
-               "final_acc_mean": mean, "final_acc_low": low, "final_acc_high": high}
-        for name, ref in (("uniform", uniform), ("delta1", ordinary)):
-            d, lo, hi, n = _paired(arm, ref)
-            row.update({f"diff_{name}": d, f"diff_{name}_low": lo, f"diff_{name}_high": hi, f"diff_{name}_pairs": n})
-        for key in COST_KEYS:
-            row[key] = mean_std([r.summary.get("cost", {}).get(key, math.nan) for r in runs])[0]
-        for column, budget in budgets.items():
-            at = [value_at_budget(r.cost(column), r.accs, budget) for r in runs]
-            row[f"acc_at_equal_{column}"] = mean_std(at)[0]
-            row[f"budget_{column}"] = budget
-        rows.append(row)
-    return rows
-
-
-def _diff_cell(row: dict, name: str) -> str:
-    if row[f"diff_{name}_pairs"] == 0:
-        return "—" if name == "uniform" else NO_BASELINE  # no such reference arm in the group
-    return _interval(row[f"diff_{name}"], row[f"diff_{name}_low"], row[f"diff_{name}_high"], row[f"diff_{name}_pairs"])
-
-
-def cost_table(rows: list[dict]) -> str:
+def cost_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str:
     """The cost table as Markdown."""
-    budget_b = rows[0]["budget_samples_backprop"] if rows else math.nan
-    budget_s = rows[0]["budget_train_seconds"] if rows else math.nan
-    header = ["arm", "n", "final top-1 % [95% CI]", "Δ vs uniform", "Δ vs δ=1", "steps", "backprop samples",
-              "no-grad samples", "train s", "choose s",
+    budget_b = stats[0].budget_samples_backprop if stats else math.nan
+    budget_s = stats[0].budget_train_seconds if stats else math.nan
+    header = ["arm", "n", "final top-1 % [95% CI]", "Δ vs uniform", f"Δ vs {comparison.reference_text}", "steps",
+              "backprop samples", "no-grad samples", "train s", "choose s",
               f"top-1 % at {_fmt(budget_b, 0)} backprop samples", f"top-1 % at {_fmt(budget_s, 1)} train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
+    for r in stats:
         lines.append("| " + " | ".join([
-            r["arm"], str(r["n"]), _interval(r["final_acc_mean"], r["final_acc_low"], r["final_acc_high"], r["n"], 100, False),
-            "reference" if r["policy"] == "uniform" else _diff_cell(r, "uniform"),
-            "reference" if r["is_delta1"] else _diff_cell(r, "delta1"),
-            _fmt(r["optimizer_steps"], 0), _fmt(r["samples_backprop"], 0), _fmt(r["samples_forward_nograd"], 0),
-            _fmt(r["train_seconds"], 1), _fmt(r["choose_seconds"], 2),
-            _fmt(r["acc_at_equal_samples_backprop"], scale=100), _fmt(r["acc_at_equal_train_seconds"], scale=100),
+            r.arm, str(r.n), _interval(r.final_acc_mean, r.final_acc_low, r.final_acc_high, r.n, 100, False),
+            "reference" if r.policy == "uniform" else
+            "—" if r.uniform_diff_pairs == 0 else
+            _interval(r.uniform_diff_points, r.uniform_diff_low, r.uniform_diff_high, r.uniform_diff_pairs),
+            "reference" if r.is_reference else _interval(r.diff_points, r.diff_low, r.diff_high, r.diff_pairs),
+            _fmt(r.optimizer_steps_mean, 0), _fmt(r.samples_backpropagated_mean, 0), _fmt(r.samples_forward_nograd_mean, 0),
+            _fmt(r.train_seconds_mean, 1), _fmt(r.choose_seconds_mean, 2),
+            _fmt(r.acc_at_equal_samples_backprop, scale=100), _fmt(r.acc_at_equal_train_seconds, scale=100),
         ]) + " |")
     return "\n".join(lines)
 
@@ -475,7 +616,7 @@ def _cost_band(runs: list[Run], column: str) -> tuple[list[float], list[float], 
     return xs, mean[:length], low[:length], high[:length]
 
 
-def draw_cost_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path]:
+def draw_cost_plots(group: Group, stats: list[ArmStats], out_dir: Path) -> list[Path]:
     """Test accuracy against cumulative back-propagated samples and training seconds, and the final
     accuracy against total cost (the speed-accuracy front); returns the PNGs."""
     from hardbatch.plots import plot_cost_curves, plot_front, save_figure
@@ -486,86 +627,133 @@ def draw_cost_plots(group: Group, rows: list[dict], out_dir: Path) -> list[Path]
         curves = {arm.label: _cost_band(list(arm.runs.values()), column) for arm in group.arms}
         ax = plot_cost_curves(curves, xlabel=xlabel, title=group.title)
         paths.append(save_figure(ax, out_dir / f"{group.slug}_accuracy_{name}.png"))
-    points = {r["arm"]: (r["samples_backprop"], r["train_seconds"], 100 * r["final_acc_mean"],
-                         100 * r["final_acc_low"], 100 * r["final_acc_high"]) for r in rows}
+    points = {r.arm: (r.samples_backpropagated_mean, r.train_seconds_mean, 100 * r.final_acc_mean,
+                      100 * r.final_acc_low, 100 * r.final_acc_high) for r in stats}
     paths.append(save_figure(plot_front(points, title=f"{group.title}: speed-accuracy front"),
                              out_dir / f"{group.slug}_front.png"))
     return paths
 
 
-def _cost_section(group: Group, plot_dir: Path | None) -> str:
-    rows = cost_rows(group)
-    if all(math.isnan(r["samples_backprop"]) for r in rows):
+def _cost_section(group: Group, stats: list[ArmStats], plot_dir: Path | None, comparison: Comparison) -> str:
+    if all(math.isnan(r.optimizer_steps_mean) for r in stats):
         return ""  # runs from before cost was counted
-    section = [f"### Cost and accuracy at equal cost: {group.title}", "", cost_table(rows), ""]
+    section = [f"### Cost and accuracy at equal cost: {group.title}", "", cost_table(stats, comparison), ""]
     if plot_dir is not None:
-        for path in draw_cost_plots(group, rows, plot_dir):
+        for path in draw_cost_plots(group, stats, plot_dir):
             section += [f"![{path.stem}]({path.name})", ""]
     return "\n".join(section)
 
 
-def _overview_section(groups: list[Group], rows: dict[str, list[dict]], protocol: str) -> str:
+def _overview_section(groups: list[Group], stats: dict[str, list[ArmStats]], protocol: str, comparison: Comparison) -> str:
     by_dataset: dict[str, list[Group]] = {}
     for g in groups:
         by_dataset.setdefault(g.settings["dataset"], []).append(g)
     parts = [f"## Overview{f' — protocol {protocol}' if protocol else ''}: final test top-1 %, mean ± std (n seeds)", ""]
     for dataset, members in by_dataset.items():
-        parts += [f"### {dataset}", "", overview_table(members, rows), ""]
+        parts += [f"### {dataset}", "", overview_table(members, stats, comparison), ""]
     return "\n".join(parts)
 
 
-def _group_section(group: Group, rows: list[dict], plot_dir: Path | None, target: float | None = None) -> str:
-    target, how = target_accuracy(group, target)
+def machines(runs: list[Run]) -> list[str]:
+    """The machines ``runs`` ran on with how many runs each, most first, from each config.json: "CPU <model>,
+    capability <kernels>, <n> threads (k runs)", with ", GPU <name>" for CUDA runs; "unknown" for what older runs lack.
+    """
+    counts: dict[str, int] = {}
+    for run in runs:
+        try:
+            device = read_json(run.path / CONFIG).get("device")
+        except (OSError, ValueError, AttributeError):
+            device = None
+        device = device if isinstance(device, dict) else {}
+        known = {k: "unknown" if device.get(k) in (None, "") else device[k]
+                 for k in ("cpu", "cpu_capability", "threads", "name")}
+        threads = f"{known['threads']} thread{'' if known['threads'] == 1 else 's'}"
+        machine = f"CPU {known['cpu']}, capability {known['cpu_capability']}, {threads}"
+        machine += f", GPU {known['name']}" if device.get("type") == "cuda" else ""
+        counts[machine] = counts.get(machine, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [f"{machine} ({n} run{'s' if n > 1 else ''})" for machine, n in ranked]
+
+
+def machine_note(group: Group) -> str | None:
+    """One paragraph when ``group``'s runs come from more than one machine (see ``machines``); None otherwise."""
+    seen = machines([run for arm in group.arms for run in arm.runs.values()])
+    if len(seen) < 2:
+        return None
+    return (f"**Runs from {len(seen)} machines** (CPU model, kernel capability, threads): {'; '.join(seen)}. Float "
+            "rounding differs between them and training amplifies it: the same settings give other digits on another "
+            "machine, so read differences between these runs against the seed spread.")
+
+
+def _chosen_text(comparison: Comparison) -> str:
+    """How sections name the method's chosen arm: "δ < 1" for the paper's rule, else the method's setting."""
+    return "δ < 1" if comparison.is_paper else f"`{comparison.method}` setting"
+
+
+def _group_section(group: Group, stats: list[ArmStats], plot_dir: Path | None, target: float | None,
+                   comparison: Comparison) -> str:
+    target, how = target_accuracy(group, target, comparison)
     settings = ", ".join(f"{k} {v}" for k, v in group.settings.items() if k not in ("dataset", "model"))
     section = [f"## {group.title}", "", f"Settings: {settings}.", "",
-               f"Target T = {_fmt(target, 2, 100)}% test top-1 ({how}).", "", markdown_table(rows), ""]
-    on_val, on_test = choose_delta(rows, "validation"), choose_delta(rows, "test")
+               f"Target T = {_fmt(target, 2, 100)}% test top-1 ({how}).", "", markdown_table(stats, comparison), ""]
+    on_val, on_test = choose_arm(stats, "validation"), choose_arm(stats, "test")
+    what = _chosen_text(comparison)
     if on_val is not None:
-        section.append(f"Best δ < 1 chosen on the validation split: **δ = {on_val['delta']:g}** "
-                       f"(validation {_fmt(on_val['final_val_acc_mean'], scale=100)}%, test "
-                       f"{_fmt(on_val['final_acc_mean'], scale=100)}%).")
+        section.append(f"Best {what} chosen on the validation split: **{on_val.arm}** "
+                       f"(validation {_fmt(on_val.final_val_acc_mean, scale=100)}%, test "
+                       f"{_fmt(on_val.final_acc_mean, scale=100)}%).")
     else:
-        section.append("Best δ < 1 on a validation split: not available (runs without --val-fraction).")
+        section.append(f"Best {what} on a validation split: not available (runs without --val-fraction).")
     if on_test is not None:
-        section += ["", f"Best δ < 1 chosen on test (optimistic, as the released code did): δ = {on_test['delta']:g} "
-                        f"({_fmt(on_test['final_acc_mean'], scale=100)}%)."]
+        section += ["", f"Best {what} chosen on test (optimistic, as the released code did): {on_test.arm} "
+                        f"({_fmt(on_test.final_acc_mean, scale=100)}%)."]
     section.append("")
+    if (note := machine_note(group)) is not None:
+        section += [note, ""]
     if (table := per_class_table(group)) is not None:
         section += ["Final test top-1 % per class, mean over seeds:", "", table, ""]
     if group.settings.get("label_noise"):
         section += [f"Label noise {group.settings['label_noise']:g}: relabelled samples among those each arm trained "
-                    "(mean over seeds).", "", noise_table(rows), ""]
+                    "(mean over seeds).", "", noise_table(stats), ""]
     if plot_dir is not None:
-        for path in draw_group_plots(group, rows, plot_dir):
+        for path in draw_group_plots(group, stats, plot_dir, comparison):
             section += [f"![{path.stem}]({path.name})", ""]
-    section.append(_cost_section(group, plot_dir))
+    section.append(_cost_section(group, stats, plot_dir, comparison))
     return "\n".join(section)
 
 
-def _claims_section(groups: list[Group], rows: dict[str, list[dict]]) -> str:
-    from hardbatch.claims import GroupResult, check_claims, claims_markdown
+def group_results(groups: list[Group], stats: dict[str, list[ArmStats]], comparison: Comparison = PAPER):
+    """What the claims read: one GroupResult per group that holds the reference, and the titles of those without."""
+    from hardbatch.claims import GroupResult
 
+    results, missing = [], []
+    for g in groups:
+        if g.reference_for(comparison) is None:
+            missing.append(g.title)
+            continue
+        chosen, on = chosen_arm(stats[g.title])
+        results.append(GroupResult(g.settings["dataset"], g.settings["model"], stats[g.title], chosen, on))
+    return results, missing
+
+
+def _claims_section(groups: list[Group], stats: dict[str, list[ArmStats]], comparison: Comparison) -> str:
+    from hardbatch.claims import check_claims, claims_markdown
+
+    judged = ("the best δ < 1 chosen on the validation split (on test where no split exists, marked), against the "
+              "paper's rule at δ = 1 (its baseline)") if comparison.is_paper else (
+              f"the best `{comparison.method}` setting chosen on the validation split (on test where no split exists, "
+              f"marked), against {comparison.reference_label} (the reference given to the report)")
     parts = ["## Claims of the paper, checked", "",
-             "Each claim is judged at the best δ < 1 chosen on the validation split (on test where no split "
-             "exists, marked), against the paper's rule at δ = 1 (its baseline) with the same seeds. held = in "
-             "every group run; partly held = in some; not run = no runs for it; no baseline = no group ran the "
-             "rule at δ = 1; undecided = no group had a 95% interval to judge by (fewer than 3 seed pairs, or zero "
-             "spread).", ""]
+             f"Each claim is judged at {judged} with the same seeds. held = in every group run; partly held = in "
+             "some; not run = no runs for it; no baseline = no group ran the reference; undecided = no group had a "
+             "95% interval to judge by (fewer than 3 seed pairs, or zero spread).", ""]
     for protocol, members in by_protocol(groups).items():
-        results, missing = [], []
-        for g in members:
-            if g.reference is None:
-                missing.append(g.title)
-                continue
-            chosen, on = choose_delta(rows[g.title], "validation"), "validation"
-            if chosen is None:
-                chosen, on = choose_delta(rows[g.title], "test"), "test"
-            results.append(GroupResult(g.settings["dataset"], g.settings["model"], rows[g.title], chosen, on))
+        results, missing = group_results(members, stats, comparison)
         parts += [f"### Protocol: {protocol or 'custom (no preset)'}", ""]
         if missing:
-            parts += [f"The baseline (the paper's rule, `hardbatch`, at δ = 1) is missing in {', '.join(missing)}: "
-                      "those groups are not judged.", ""]
-        parts += [claims_markdown(check_claims(results, missing)), ""]
+            what = "the paper's rule, `hardbatch`, at δ = 1" if comparison.is_paper else comparison.reference_label
+            parts += [f"The baseline ({what}) is missing in {', '.join(missing)}: those groups are not judged.", ""]
+        parts += [claims_markdown(check_claims(results, missing, comparison)), ""]
     return "\n".join(parts)
 
 
@@ -576,7 +764,8 @@ DEFINITIONS = f"""## Definitions
   sample.
 - **Final top-1**: test accuracy after the last epoch; mean ± sample standard deviation over seeds (n runs).
 - **Δ vs δ=1**: final top-1 of the arm minus that of ordinary training (δ = 1) with the same seed, in percentage
-  points; the interval is a two-sided 95% Student-t interval over the seed-paired differences. Fewer than 3 pairs,
+  points; the interval is a two-sided 95% Student-t interval over the seed-paired differences, shown as its
+  half-width (±) and its ends [low, high]. Fewer than 3 pairs,
   or differences that are all equal, give no interval ("no CI: ..."), and such a difference decides no claim.
   The baseline is the paper's rule (`hardbatch`) at δ = 1 only, never a peer; a group without it says "no baseline".
   **Δ relative %** = 100 × Δ / mean final top-1 of δ = 1 over the same seeds.
@@ -619,9 +808,11 @@ def load_runs(root: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
 
 
 def build_report(root: Path | str, out_dir: Path | str | None = None, plots: bool = True,
-                 target: float | None = None, damaged: list[tuple[Path, str]] | None = None) -> tuple[Path, str]:
+                 target: float | None = None, damaged: list[tuple[Path, str]] | None = None,
+                 comparison: Comparison = PAPER) -> tuple[Path, str]:
     """Write report.md, summary.csv (one row per arm), runs.csv and PNG plots for all runs under ``root``.
 
+    ``comparison`` names the method judged and its reference (default: the paper's rule against δ = 1).
     Damaged runs are left out and listed at the end of report.md; pass a list as ``damaged`` to receive
     their (path, reason). Returns the report's path and the per-group tables as text for the terminal.
     """
@@ -637,26 +828,29 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     if target is not None and not (0.0 < target <= 1.0):
         raise UsageError(f"target accuracy must be a fraction in (0, 1], got {target}")
     out_dir = ensure_writable_dir(Path(out_dir) if out_dir is not None else root)
-    groups = group_runs(runs)
-    rows = {g.title: arm_rows(g, target) for g in groups}
-    all_rows = [row for g in groups for row in rows[g.title]]
-    tables = [f"{g.title}\n{markdown_table(rows[g.title])}" for g in groups]
+    groups = group_runs(runs, comparison.method)
+    stats = {g.title: arm_stats(g, target, comparison) for g in groups}
+    all_stats = [s for g in groups for s in stats[g.title]]
+    tables = [f"{g.title}\n{markdown_table(stats[g.title], comparison)}"
+              + (f"\n{note}" if (note := machine_note(g)) else "") for g in groups]
     sections = []
     for protocol, members in by_protocol(groups).items():
         if len(members) > 1:
-            sections.append(_overview_section(members, rows, protocol))
+            sections.append(_overview_section(members, stats, protocol, comparison))
     for group in groups:
-        sections.append(_group_section(group, rows[group.title], out_dir if plots else None, target))
-    sections.append(_claims_section(groups, rows))
+        sections.append(_group_section(group, stats[group.title], out_dir if plots else None, target, comparison))
+    sections.append(_claims_section(groups, stats, comparison))
     if skipped:
         sections.append("\n".join(["## Damaged runs, left out", "",
                                     f"{len(skipped)} finished run(s) could not be read and are not in any table:", ""]
                                    + [f"- `{path}`: {reason}" for path, reason in skipped]) + "\n")
+    judged = "" if comparison.is_paper else f"; method `{comparison.method}` against {comparison.reference_label}"
     header = (f"# hardbatch report\n\n{len(runs)} finished runs under `{root}`, {len(groups)} group(s)"
               + (f", {len(skipped)} damaged run(s) left out (listed at the end)" if skipped else "")
-              + f"; built {dt.datetime.now().isoformat(timespec='seconds')} by hardbatch {__version__}.\n")
+              + f"{judged}; built {dt.datetime.now().isoformat(timespec='seconds')} by hardbatch {__version__}.\n")
     report = "\n".join([header, *sections, DEFINITIONS])
-    atomic_write_text(out_dir / "summary.csv", csv_text(all_rows, list(all_rows[0])))
+    rows = [s.row() for s in all_stats]
+    atomic_write_text(out_dir / "summary.csv", csv_text(rows, list(rows[0])))
     run_fields = ["path", "dataset", "model", "policy", "delta", "seed", "final_test_acc", "final_test_bacc", "best_test_acc",
                   "epochs_to_plateau", "optimizer_steps", "train_seconds"]
     run_rows = [{"path": str(r.path.relative_to(root)) if r.path != root else ".", **r.config.to_dict(), **r.summary} for r in runs]

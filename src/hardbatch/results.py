@@ -508,8 +508,8 @@ MIN_PAIRS = 3  # fewer values than this give no interval: a t-interval over 2 pa
 
 
 @dataclass
-class PairedDifference:
-    """Mean of paired differences (method - reference) with a two-sided 95% t interval.
+class Interval:
+    """A mean with its two-sided 95% t interval (of values, or of paired differences method - reference).
 
     ``low``/``high`` are NaN when there is no interval: fewer than MIN_PAIRS values, or all equal (zero spread,
     which is no evidence of precision); ``no_interval`` then says which.
@@ -548,25 +548,25 @@ def no_interval_reason(n: int, low: float, high: float) -> str:
     return "no CI: zero spread"
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     """Mean of ``values`` with a two-sided Student-t interval; no interval (NaN ends) for fewer than MIN_PAIRS
     values or for values that are all equal."""
     n = len(values)
     if n == 0:
-        return PairedDifference(math.nan, math.nan, math.nan, 0)
+        return Interval(math.nan, math.nan, math.nan, 0)
     mean = sum(values) / n
     if n < MIN_PAIRS:
-        return PairedDifference(mean, math.nan, math.nan, n)
+        return Interval(mean, math.nan, math.nan, n)
     from scipy.stats import t
 
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     if not sd > 1e-12 * max(1.0, abs(mean)):
-        return PairedDifference(mean, math.nan, math.nan, n)
+        return Interval(mean, math.nan, math.nan, n)
     half = t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-    return PairedDifference(mean, mean - half, mean + half, n)
+    return Interval(mean, mean - half, mean + half, n)
 
 
-def paired_difference(method: Sequence[float], reference: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+def paired_difference(method: Sequence[float], reference: Sequence[float], confidence: float = 0.95) -> Interval:
     """Differences paired by position (by seed); no interval (NaN ends) as ``mean_interval`` says."""
     if len(method) != len(reference):
         raise ValueError("paired values need equal lengths")

@@ -15,13 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from hardbatch import distributed
+from hardbatch import step as step_core
 from hardbatch.config import UsageError
+from hardbatch.step import autocast, score_losses  # noqa: F401  (score_losses: part of this module's API)
 from hardbatch.results import atomic_write_bytes, space_for
-from hardbatch.selection import HardBatchSampler
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+# TrainingDiverged lives beside the sampler, which refuses non-finite losses; fit raises it too.
+from hardbatch.selection import HardBatchSampler, TrainingDiverged
 
 
 @dataclass
@@ -76,9 +75,6 @@ class CostMeter:
         return {name: value - earlier[name] for name, value in self.state_dict().items()}
 
 
-COST_FIELDS = tuple(f.name for f in fields(CostMeter))
-
-
 @dataclass
 class EpochResult:
     """What one epoch produced; ``trace`` holds (step, round, batch, loss, samples) per optimizer step.
@@ -117,19 +113,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _to_input(x: torch.Tensor, device: torch.device, transform: Transform | None, generator: torch.Generator | None,
               channels_last: bool, part: tuple[slice, int] | None = None) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     if transform is not None:
         # A one-process transform (the user's own, in fit) need not know about shares of a batch.
         x = transform(x, generator) if part is None else transform(x, generator, part=part)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    # channels-last is a layout of 4-D image batches; 1-D signal batches (B, C, L) have none.
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 @torch.no_grad()
@@ -156,7 +147,7 @@ def evaluate(
     count = 0
     for x, y in batches:
         x, y = _to_input(x, device, transform, None, channels_last), y.to(device, non_blocking=True)
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             logits = model(x)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
@@ -207,7 +198,7 @@ def weighted_step(
     unweighted per-sample losses, computed from the same logits (no extra forward). ``scale`` multiplies the
     back-propagated loss only (not the one returned): ranks holding unequal shares of a batch weigh their means.
     """
-    with _autocast(x.device, autocast_dtype):
+    with autocast(x.device, autocast_dtype):
         logits = model(x).float()
     if weights is None:
         loss = F.cross_entropy(logits, y)
@@ -220,22 +211,6 @@ def weighted_step(
     (loss if scale == 1.0 else loss * scale).backward()
     optimizer.step()
     return loss.detach(), sample_losses
-
-
-@torch.no_grad()
-def score_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Per-sample training-mode losses of (x, y) without gradient, shape (b,); leaves no trace in the model.
-
-    BatchNorm running statistics are restored afterwards and random layers (dropout) draw from a forked
-    generator, so the scoring forward changes nothing the next training step sees.
-    """
-    buffers = [(b, b.clone()) for b in model.buffers()]
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), _autocast(x.device, autocast_dtype):
-        losses = F.cross_entropy(model(x).float(), y, reduction="none")
-    for buffer, saved in buffers:
-        buffer.copy_(saved)
-    return losses
 
 
 def fit(
@@ -289,33 +264,13 @@ def fit(
                 generator.manual_seed(augment_seed * 1_000_003 + sampler.steps)
             x = _to_input(x, device, train_transform, generator, channels_last, None if world == 1 else (rows, total))
             y = y.to(device, non_blocking=True)
-            meter.samples_loaded += total
-            scale = 1.0
-            if step.score_only or policy.scores_first:
-                scoring = time.perf_counter()
-                scores = distributed.all_gather(score_losses(plain, x, y, autocast_dtype))
-                meter.samples_forward_nograd += total
-                meter.choose_seconds += time.perf_counter() - scoring
-                if step.score_only:
-                    sampler.record(scores.mean(), scores)
-                    continue
-                kept, weights, scale, total = distributed.kept_share(sampler.weights(scores) > 0, device)
-                x, y = x[kept], y[kept]
-                count = 0 if weights is not None else len(kept)
-            else:
-                weights = sampler.weights()
-                if weights is not None:
-                    weights = weights[rows].to(device, non_blocking=True)
-                count = len(y)
-            loss, sample_losses = weighted_step(model, optimizer, x, y, autocast_dtype, weights, policy.per_sample,
-                                                scale)
-            loss = distributed.global_mean(loss, count, total)
-            if policy.per_sample:
-                sample_losses = distributed.all_gather(sample_losses)
-            meter.optimizer_steps += 1
-            meter.samples_forward += total
-            meter.samples_backprop += total
-            batch = sampler.record(loss, sample_losses)
+            chosen = step_core.select(sampler, plain, x, y, meter, device, autocast_dtype)
+            if chosen is None:  # a scoring-only step (recorded by select)
+                continue
+            loss, sample_losses = weighted_step(model, optimizer, chosen.x, chosen.y, autocast_dtype, chosen.weights,
+                                                policy.per_sample, chosen.scale)
+            batch, loss = step_core.record(sampler, chosen, loss, sample_losses, meter)
+            total = chosen.total
             if scheduler is not None:
                 scheduler.step()
             losses.append(loss)

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from hardbatch import distributed
+from hardbatch import step as step_core
 from hardbatch.selection import HardBatchSampler
-from hardbatch.training import score_losses
+from hardbatch.training import CostMeter
 
 try:
     from lightning.pytorch.callbacks import Callback
@@ -50,6 +51,7 @@ class HardBatch(Callback):
     def __init__(self, sampler: HardBatchSampler, criterion: Criterion = cross_entropy):
         self.sampler = sampler
         self.criterion = criterion
+        self.meter = CostMeter()  # what training spent (README "Cost"), logged as hardbatch/* metrics each epoch
 
     # -- the data -------------------------------------------------------------------------------------------------
 
@@ -62,29 +64,17 @@ class HardBatch(Callback):
     def training_loss(self, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         """The loss ``training_step`` returns for this rank's share (x, y) of the pending global batch (0-d), or None.
 
-        Under DDP each rank's loss is scaled so that DDP's gradient average is the gradient of the mean over the
-        whole (kept) global batch.
+        The selection step is hardbatch's one step core (``hardbatch.step``), as in ``hardbatch train``: the same
+        scoring pass, keep-masks, weights, cross-rank combination and cost counting. Under DDP each rank's loss is
+        scaled so that DDP's gradient average is the gradient of the mean over the whole (kept) global batch.
         """
-        sampler, policy = self.sampler, self.sampler.policy
-        step = sampler.pending
-        total = len(step.samples)
-        rows = distributed.local_rows(total)
-        weights, scale, count = None, 1.0, len(y)
-        if step.score_only or policy.scores_first:
-            scores = distributed.all_gather(score_losses(module, x, y))
-            if step.score_only:
-                sampler.record(scores.mean(), scores)
-                return None
-            kept, weights, scale, total = distributed.kept_share(sampler.weights(scores) > 0, y.device)
-            count = 0 if weights is not None else len(kept)
-            x, y = x[kept.to(x.device)], y[kept.to(y.device)]
-        elif (given := sampler.weights()) is not None:
-            weights = given[rows].to(y.device)
-        losses = self.criterion(module(x), y)
-        loss = losses.mean() if weights is None else (losses * weights).mean()
-        sample_losses = distributed.all_gather(losses.detach()) if policy.per_sample else None
-        sampler.record(distributed.global_mean(loss.detach(), count, total), sample_losses)
-        return loss if scale == 1.0 else loss * scale
+        chosen = step_core.select(self.sampler, module, x, y, self.meter, y.device)
+        if chosen is None:  # a scoring-only step, already recorded
+            return None
+        losses = self.criterion(module(chosen.x), chosen.y)
+        loss = step_core.weighted_loss(chosen, losses)
+        step_core.record(self.sampler, chosen, loss.detach(), losses.detach(), self.meter)
+        return loss if chosen.scale == 1.0 else loss * chosen.scale
 
     # -- the callback ---------------------------------------------------------------------------------------------
 
@@ -93,11 +83,15 @@ class HardBatch(Callback):
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log_dict({f"hardbatch/{name}": float(value) for name, value in self.meter.state_dict().items()
+                            if name not in ("train_seconds",)}, rank_zero_only=True)
         if self.sampler.done:
             trainer.should_stop = True
 
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        return {**self.sampler.state_dict(), "cost": self.meter.state_dict()}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.sampler.load_state_dict(state_dict)
+        state = dict(state_dict)
+        self.meter.load_state_dict(state.pop("cost", {}))
+        self.sampler.load_state_dict(state)

@@ -2,41 +2,36 @@
 
 Every policy follows the small protocol of :class:`~hardbatch.selection.policy.Policy`: plan a pass of
 steps before loading, optionally weigh a loaded batch from its no-grad losses, observe each step's
-losses, and save/restore its state. ``POLICIES`` maps the names the CLI accepts to the classes.
+losses, and save/restore its state. A policy is one file of this package, registered with ``@register``;
+``POLICIES`` maps the names the CLI accepts to the classes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from hardbatch.config import POLICY_PARAMS, UsageError
-from hardbatch.selection.cyclic import CyclicPolicy
+from hardbatch.errors import UsageError
 from hardbatch.selection.functional import derive_seed, fixed_partition, num_selected, top_k_batches
-from hardbatch.selection.hardbatch import HighLossPolicy
-from hardbatch.selection.infobatch import InfoBatchPolicy
+from hardbatch.selection.params import check_params
 from hardbatch.selection.policy import Policy, Step
-from hardbatch.selection.random_subset import RandomSubsetPolicy
-from hardbatch.selection.sampler import HardBatchSampler
-from hardbatch.selection.selective_backprop import SelectiveBackpropPolicy
-from hardbatch.selection.uniform import UniformPolicy
+from hardbatch.selection.registry import POLICIES, load_policies, register
+from hardbatch.selection.sampler import HardBatchSampler, TrainingDiverged
 
-POLICIES: dict[str, type[Policy]] = {}
+load_policies()
 
-
-def register(cls: type[Policy]) -> type[Policy]:
-    """Add a policy class under its ``name``; a name can be registered once."""
-    if cls.name in POLICIES:
-        raise ValueError(f"policy {cls.name!r} is already registered")
-    POLICIES[cls.name] = cls
-    return cls
+from hardbatch.selection.cyclic import CyclicPolicy  # noqa: E402
+from hardbatch.selection.hardbatch import HighLossPolicy  # noqa: E402
+from hardbatch.selection.infobatch import InfoBatchPolicy  # noqa: E402
+from hardbatch.selection.random_subset import RandomSubsetPolicy  # noqa: E402
+from hardbatch.selection.selective_backprop import SelectiveBackpropPolicy  # noqa: E402
+from hardbatch.selection.uniform import UniformPolicy  # noqa: E402
 
 
-for _cls in (HighLossPolicy, RandomSubsetPolicy, CyclicPolicy, UniformPolicy, SelectiveBackpropPolicy, InfoBatchPolicy):
-    register(_cls)
-
-# RunConfig field -> the policy's constructor argument
-_ARGUMENTS = {"rescore": "rescore", "repartition": "repartition", "trim_top": "trim_top", "mix": "mix",
-              "beta": "beta", "loss_history": "history", "prune_ratio": "ratio", "anneal": "anneal"}
+def policy_params(name: str) -> tuple[str, ...]:
+    """The names of policy ``name``'s own hyper-parameters (its ``Params`` fields)."""
+    return tuple(f.name for f in dataclasses.fields(POLICIES[name].Params))
 
 
 def create_policy(name: str, batches: int | torch.Tensor, delta: float = 1.0, seed: int = 0, *,
@@ -44,8 +39,8 @@ def create_policy(name: str, batches: int | torch.Tensor, delta: float = 1.0, se
     """Build a policy by name; unknown names list the valid ones.
 
     ``batches``: the fixed partition (N, B) of sample indices, or just N; ``params``: the policy's own
-    hyper-parameters by their RunConfig names (``trim_top``, ``beta``, ...); a hyper-parameter the policy
-    does not use is refused.
+    hyper-parameters by their field names (``trim_top``, ``beta``, ...), each checked against its declared
+    range; a hyper-parameter the policy does not use is refused.
     """
     if name not in POLICIES:
         raise UsageError(f"unknown policy {name!r}; valid: {', '.join(POLICIES)}")
@@ -53,12 +48,14 @@ def create_policy(name: str, batches: int | torch.Tensor, delta: float = 1.0, se
     if not cls.uses_delta and delta != 1.0:
         raise UsageError(f"policy {name!r} does not use delta (got {delta}); policies that do: "
                          f"{', '.join(n for n, c in POLICIES.items() if c.uses_delta)}")
-    unused = [p for p in params if p not in POLICY_PARAMS[name]]
+    unused = [p for p in params if p not in policy_params(name)]
     if unused:
         raise UsageError(f"policy {name!r} does not use {', '.join(unused)}; it takes: "
-                         f"{', '.join(POLICY_PARAMS[name]) or 'no hyper-parameters'}")
-    kwargs = {_ARGUMENTS[p]: v for p, v in params.items()}
+                         f"{', '.join(policy_params(name)) or 'no hyper-parameters'}")
+    values = cls.Params(**params)
+    check_params(values)
     common = dict(num_samples=num_samples, seed=seed, epochs=epochs)
+    kwargs = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
     if cls.uses_delta:
         return cls(batches, delta, **kwargs, **common)
     return cls(batches, **kwargs, **common)
@@ -66,6 +63,6 @@ def create_policy(name: str, batches: int | torch.Tensor, delta: float = 1.0, se
 
 __all__ = [
     "POLICIES", "CyclicPolicy", "HardBatchSampler", "HighLossPolicy", "InfoBatchPolicy", "Policy", "RandomSubsetPolicy",
-    "SelectiveBackpropPolicy", "Step", "UniformPolicy", "create_policy", "derive_seed", "fixed_partition",
-    "num_selected", "register", "top_k_batches",
+    "SelectiveBackpropPolicy", "Step", "TrainingDiverged", "UniformPolicy", "create_policy", "derive_seed",
+    "fixed_partition", "num_selected", "policy_params", "register", "top_k_batches",
 ]

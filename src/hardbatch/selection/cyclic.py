@@ -6,8 +6,11 @@ import torch
 
 from hardbatch.selection.functional import oldest_k
 from hardbatch.selection.hardbatch import HighLossPolicy
+from hardbatch.selection.params import NoParams
+from hardbatch.selection.registry import register
 
 
+@register
 class CyclicPolicy(HighLossPolicy):
     """Round 0 trains every batch in index order; each later round the k = floor(δ·N) batches trained longest
     ago (ties to the lower index), in ascending index order. The losses are recorded but never used: if the
@@ -15,6 +18,7 @@ class CyclicPolicy(HighLossPolicy):
     """
 
     name = "cyclic"
+    Params = NoParams
 
     def __init__(self, batches: int | torch.Tensor, delta: float = 1.0, **common):
         super().__init__(batches, delta, **common)

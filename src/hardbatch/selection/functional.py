@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 
 import torch
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 
 
 def derive_seed(seed: int, consumer: str) -> int:
@@ -48,14 +49,25 @@ def num_selected(num_batches: int, delta: float) -> int:
     return k
 
 
+def positive_int(name: str, value, expected: str = "a positive int") -> int:
+    """``value`` as an int; anything but a positive integer (a float, a bool, a string) is refused with one line."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise UsageError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    return number
+
+
 def fixed_partition(num_samples: int, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Cut sample indices into N = num_samples // batch_size fixed mini-batches; the remainder is dropped.
 
     Without a generator, batch i holds samples [i*B, (i+1)*B) (the released code's fixed order);
     with one, a seeded permutation is cut instead. Returns a LongTensor of shape (N, B).
     """
-    if batch_size < 1:
-        raise UsageError(f"batch size must be a positive integer, got {batch_size}")
+    num_samples = positive_int("num_samples", num_samples)
+    batch_size = positive_int("batch_size", batch_size)
     if batch_size > num_samples:
         raise UsageError(f"batch size {batch_size} is larger than the training set ({num_samples} samples)")
     n = num_samples // batch_size
@@ -129,3 +141,40 @@ def infobatch_prune(scores: torch.Tensor, ratio: float, generator: torch.Generat
     order = torch.randperm(len(scores), generator=generator)
     kept = order[~pruned[order]]
     return kept, low[kept]
+
+
+def fill_batches(first: torch.Tensor, rest: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cut ``first`` into ⌊len(first) / B⌋ batches of B (the remainder dropped), or one batch topped up by ``rest``.
+
+    ``first``, ``rest``: LongTensors of sample indices, each in the order to be used. When ``first`` holds fewer
+    than B samples, the one batch takes all of it and the first B − len(first) of ``rest``, so a pass is never
+    empty (needs len(first) + len(rest) >= B). Returns a LongTensor of shape (max(1, len(first) // B), B).
+    """
+    count = max(1, len(first) // batch_size)
+    return torch.cat([first, rest])[: count * batch_size].view(count, batch_size)
+
+
+PURITY_WARNING = 0.9  # mean share of a batch's largest class above which a run gets a warning
+
+
+def batch_purity(labels: torch.Tensor, partition: torch.Tensor) -> float:
+    """Mean over the fixed batches of the share of each batch's largest class.
+
+    ``labels``: (n,) class per sample; ``partition``: (N, B) sample indices. 1/C for well-mixed batches, 1 when
+    every batch holds one class.
+    """
+    batch_labels = labels[partition]  # (N, B)
+    counts = torch.zeros(len(partition), int(labels.max()) + 1, dtype=torch.long)
+    counts.scatter_add_(1, batch_labels, torch.ones_like(batch_labels))
+    return (counts.max(dim=1).values.double() / partition.shape[1]).mean().item()
+
+
+def single_class_purity(labels: torch.Tensor, partition: torch.Tensor) -> float | None:
+    """``batch_purity`` when it is above PURITY_WARNING on labels of two classes or more, else None.
+
+    A value means the batches are mostly one class, as when the data set is stored sorted by class.
+    """
+    if len(torch.unique(labels)) < 2:
+        return None
+    purity = batch_purity(labels, partition)
+    return purity if purity > PURITY_WARNING else None

@@ -1,16 +1,37 @@
-"""The paper's rule (METHOD.md "The rule"): a warm-up round over every batch, then rounds of the top-k; and its variants."""
+"""The paper's rule (docs/method.md "The rule (exact)"): a warm-up round over every batch, then rounds of the top-k; and its variants."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 from hardbatch.selection.functional import batch_scores, num_selected, top_k_batches, trimmed_top_k
+from hardbatch.selection.params import Range, param
 from hardbatch.selection.policy import Policy, Step
+from hardbatch.selection.registry import register
+
+FRACTION = Range(0.0, 1.0, high_open=True)
 
 
+@dataclass(frozen=True)
+class HighLossParams:
+    """The opt-in variants of the paper's rule (all off by default: the rule exactly)."""
+
+    rescore: int | None = param(None, "before every K-th round, a no-grad forward over every batch refreshes all "
+                                      "stored losses (its cost counted; default: never)",
+                                range=Range(1, integer=True), metavar="K")
+    repartition: bool = param(False, "re-cut the samples into new batches every round (seeded) and score each by "
+                                     "the mean of its samples' last training losses")
+    trim_top: float = param(0.0, "noise guard: never select the top q fraction of stored losses", range=FRACTION,
+                            metavar="Q")
+    mix: float = param(0.0, "noise guard: draw a fraction f of each round's k batches uniformly from the untrimmed "
+                            "rest", range=FRACTION, metavar="F")
+
+
+@register
 class HighLossPolicy(Policy):
     """Round 0 trains batches 0..N-1 in index order. Each later round ranks the N batches by their
     stored loss, takes the k = floor(delta * N) highest and trains them in ascending index order.
@@ -27,8 +48,10 @@ class HighLossPolicy(Policy):
 
     name = "hardbatch"
     uses_delta = True
+    axis = "delta"
+    Params = HighLossParams
 
-    def __init__(self, batches: int | torch.Tensor, delta: float = 1.0, *, rescore: int = 0, repartition: bool = False,
+    def __init__(self, batches: int | torch.Tensor, delta: float = 1.0, *, rescore: int | None = None, repartition: bool = False,
                  trim_top: float = 0.0, mix: float = 0.0, **common):
         super().__init__(batches, **common)
         self.delta = delta
@@ -89,8 +112,6 @@ class HighLossPolicy(Policy):
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
         if self.repartition:
-            if sample_losses is None:
-                raise RuntimeError("repartition needs per-sample losses: record(loss, sample_losses)")
             values = sample_losses.detach().float()
             self.sample_losses = self.sample_losses.to(values.device)
             self.sample_losses[step.samples.to(values.device)] = values

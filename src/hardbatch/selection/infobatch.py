@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from hardbatch.selection.functional import infobatch_prune
+from hardbatch.selection.params import Range, param
 from hardbatch.selection.policy import Policy, Step
+from hardbatch.selection.registry import register
 
 
+@dataclass(frozen=True)
+class InfoBatchParams:
+    prune_ratio: float = param(0.5, "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept "
+                                    "ones are weighted 1/(1-r)", range=Range(0.0, 1.0, high_open=True), metavar="R")
+    anneal: float = param(0.125, "final fraction of the epochs trained on all the data, in [0, 1]",
+                          range=Range(0.0, 1.0), metavar="A")
+
+
+@register
 class InfoBatchPolicy(Policy):
     """Every sample's score is its last training loss (none before it is first trained). At the start of
     each epoch, round(r·m) of the m samples scoring below the mean are drawn at random and pruned: they
@@ -22,10 +34,12 @@ class InfoBatchPolicy(Policy):
     name = "infobatch"
     per_sample = True
     epoch_is_round = True
+    axis = "prune_ratio"
+    Params = InfoBatchParams
 
-    def __init__(self, batches, *, ratio: float = 0.5, anneal: float = 0.125, **common):
+    def __init__(self, batches, *, prune_ratio: float = 0.5, anneal: float = 0.125, **common):
         super().__init__(batches, **common)
-        self.ratio = ratio
+        self.ratio = prune_ratio
         self.anneal = anneal
         self.scores = torch.full((self.num_samples,), float("nan"))
 
@@ -47,8 +61,6 @@ class InfoBatchPolicy(Policy):
         return [Step(kept[i * b:(i + 1) * b], i, weights=weights[i * b:(i + 1) * b]) for i in range(count)]
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
-        if sample_losses is None:
-            raise RuntimeError("infobatch needs per-sample losses: record(loss, sample_losses)")
         values = sample_losses.detach().float()
         self.scores = self.scores.to(values.device)
         self.scores[step.samples.to(values.device)] = values

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from hardbatch.selection.functional import generator_for
+from hardbatch.selection.params import NoParams
 
 
 @dataclass
@@ -35,6 +36,11 @@ class Policy:
     The loop, not the policy, owns devices, autocast, BatchNorm mode and collectives. ``uses_delta``
     says whether δ means anything to the policy; ``epoch_is_round``: an epoch is one pass of the policy
     (whatever its length) instead of N optimizer steps.
+
+    A policy is one file in this package: the class, decorated with ``@register`` (selection/registry.py), and
+    its hyper-parameters as a frozen dataclass ``Params`` whose fields are declared with ``params.param`` (type,
+    default, range, help). The constructor takes them by their field names. ``axis`` names the hyper-parameter
+    the policy's arms differ by in reports (``"delta"`` for δ policies), None for a policy with one arm.
     """
 
     name = ""
@@ -42,6 +48,18 @@ class Policy:
     per_sample = False
     scores_first = False
     epoch_is_round = False
+    axis: str | None = None
+    Params: type = NoParams
+    needs_irreducible = False  # RHO-LOSS: the experiment first trains a model on held-out data (hardbatch/holdout.py)
+    # A tiny run of the policy, for the registry-wide tests and the benchmarks: hyper-parameters that make it act on
+    # small data (``example``), and run settings it cannot do without (``run_needs``: RHO-LOSS's validation split).
+    example: dict = {}
+    run_needs: dict = {}
+
+    def needs_scores(self, step: Step) -> bool:
+        """Whether the loop must run the no-grad scoring forward for ``step`` before training it: every step of a
+        policy that ``scores_first``, unless the policy knows it will not choose there (Composer's SB)."""
+        return self.scores_first
 
     def __init__(self, batches: int | torch.Tensor, *, num_samples: int | None = None, seed: int = 0, epochs: int = 1):
         # A bare batch count stands for a partition of one sample per batch (enough for batch-level policies).

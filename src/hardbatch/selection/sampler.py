@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
-from typing import Iterator
+import warnings
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
-from hardbatch.config import UsageError
-from hardbatch.selection.functional import fixed_partition, generator_for
+from hardbatch.errors import UsageError
+from hardbatch.selection.functional import fixed_partition, generator_for, positive_int, single_class_purity
 from hardbatch.selection.policy import Policy, Step
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _shape(value) -> str:
+    """How a wrong argument is named in an error: a tensor by its shape, anything else by its value and type."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"{value!r} ({type(value).__name__})"
 
 
 class HardBatchSampler(Sampler[list[int]]):
@@ -19,10 +33,12 @@ class HardBatchSampler(Sampler[list[int]]):
     One pass over the sampler is one pass of the policy: the warm-up first, then the top-k batches of each
     later round (or a scoring pass, or a pruned epoch, depending on the policy). Call :meth:`record` with
     each step's training loss, in the order the batches were drawn; loop ``while not sampler.done`` around
-    ``for batch in loader``. Per-sample policies also take the per-sample losses (``record(loss, losses)``)
-    and hand back per-sample loss weights (:meth:`weights`). The budget is ``epochs * N`` optimizer steps
-    (the last round cut short), or ``epochs`` passes for policies whose epoch is a pass (``infobatch``).
-    Skipped samples are never yielded, so a DataLoader never loads them.
+    ``for batch in loader``. Per-sample policies also take the per-sample losses (``record(loss, losses)``);
+    :meth:`weights` hands back per-sample loss weights for every policy (all ones for the batch policies). The
+    budget is ``epochs * N`` optimizer steps (the last round cut short), or ``epochs`` passes for policies whose
+    epoch is a pass (``infobatch``). Skipped samples are never yielded, so a DataLoader never loads them.
+    ``labels`` (optional, one class index per sample) only serve a warning when the fixed batches are mostly
+    one class (a data set stored sorted by class: pass ``shuffle_partition=True``).
     """
 
     def __init__(
@@ -34,18 +50,24 @@ class HardBatchSampler(Sampler[list[int]]):
         policy: str | Policy = "hardbatch",
         shuffle_partition: bool = False,
         seed: int = 0,
+        labels: torch.Tensor | Sequence[int] | None = None,
         **params,
     ):
-        if isinstance(data_len_or_partition, torch.Tensor):
-            self.partition = data_len_or_partition
+        given = isinstance(data_len_or_partition, torch.Tensor)
+        if given:
+            self.partition = _checked_partition(data_len_or_partition)
             num_samples = int(self.partition.max()) + 1
         else:
+            num_samples = positive_int("data_len_or_partition", data_len_or_partition,
+                                       "a positive int or an (N, B) integer tensor of sample indices")
             generator = generator_for(seed, "partition") if shuffle_partition else None
-            self.partition = fixed_partition(data_len_or_partition, batch_size or 0, generator)
-            num_samples = data_len_or_partition
+            self.partition = fixed_partition(num_samples, batch_size, generator)
         self.num_batches = len(self.partition)
-        if epochs < 1:
-            raise UsageError(f"epochs must be a positive integer, got {epochs}")
+        epochs = positive_int("epochs", epochs)
+        if labels is not None:
+            how = ("mix the classes in the partition you pass" if given else
+                   "check the labels" if shuffle_partition else "pass shuffle_partition=True")
+            _warn_if_class_sorted(_checked_labels(labels, num_samples, exact=not given), self.partition, how)
         if isinstance(policy, str):
             from hardbatch.selection import create_policy
 
@@ -67,6 +89,10 @@ class HardBatchSampler(Sampler[list[int]]):
         self._yielded = 0
         self._recorded = 0
         self._pass_start = 0  # steps recorded when the current pass over the sampler began
+        # Has the loop read `pending` since this round was planned? A loop that records a scoring batch without
+        # it cannot have honoured `score_only`: it trained that batch as well.
+        self._looked = False
+        self._unchecked: list[tuple[str, torch.Tensor]] = []  # device values, checked for finiteness at the next sync
 
     @property
     def done(self) -> bool:
@@ -93,11 +119,18 @@ class HardBatchSampler(Sampler[list[int]]):
     @property
     def pending(self) -> Step:
         """The oldest drawn step not yet recorded: the one the training loop is working on."""
+        step = self._current()
+        self._looked = True
+        return step
+
+    def _current(self) -> Step:
         if self._recorded >= self._yielded:
             raise RuntimeError("no batch pending; draw a batch from the loader first")
         return self._round[self._recorded]
 
     def _plan(self) -> None:
+        self._check_unchecked()
+        self._looked = False
         started = time.perf_counter()
         steps = self.policy.plan()
         if not self.policy.epoch_is_round:
@@ -137,32 +170,51 @@ class HardBatchSampler(Sampler[list[int]]):
             self._yielded += 1
             yield step.samples.tolist()
 
-    def weights(self, scores: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Per-sample loss weights for the pending batch, shape (b,), or None for the plain mean.
+    def weights(self, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample loss weights for the pending batch, shape (b,): train on ``(weights * per_sample_loss).mean()``.
 
+        All ones for policies that weigh nothing (the batch policies: the weighted mean is the plain mean).
         Policies that score first (``selective-backprop``) need ``scores``, the no-grad per-sample losses
         of the loaded batch; their weights are 0 for samples to skip and 1 for samples to train. A second call
         for the same pending batch returns the first answer: the policy's history and draws advance once per step.
         """
-        step = self.pending
+        step = self._current()
         if self.policy.scores_first and not step.score_only and step.weights is None:
             if scores is None:
                 raise RuntimeError(f"policy {self.policy.name!r} chooses samples from their losses: "
                                    f"call weights(scores) with the batch's no-grad per-sample losses")
+            self._check_per_sample("weights(scores)", "scores", scores, step)
             started = time.perf_counter()
             step.weights = self.policy.select(step, scores)
             self.plan_seconds += time.perf_counter() - started
-        return step.weights
+        return step.weights if step.weights is not None else torch.ones(len(step.samples))
 
     def record(self, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> int:
         """Record the loss of the oldest drawn, unrecorded batch; returns that batch's id.
 
         ``loss``: the step's training loss (0-d); ``sample_losses``: each sample's unweighted loss, shape (b,),
-        needed by per-sample policies (``policy.per_sample``) and ignored by the others.
+        needed by per-sample policies (``policy.per_sample``) and ignored by the others. A scoring batch
+        (``pending.score_only``) takes the no-grad losses of its forward. Misuse is refused before anything is
+        recorded (UsageError); a loss that is not finite raises TrainingDiverged: at once for a number or a CPU
+        tensor, and for a tensor on an accelerator when the round ends (checking each would wait for the device).
         """
         if self._recorded >= self._yielded:
             raise RuntimeError("record() called with no batch pending; call it once per batch drawn")
         step = self._round[self._recorded]
+        call = "record(loss)" if sample_losses is None else "record(loss, sample_losses)"
+        if step.score_only and not self._looked:
+            raise UsageError(f"{call}: batch {step.batch} was drawn for scoring only, and the loop recorded it without "
+                             f"looking at sampler.pending: check sampler.pending.score_only for every batch and only "
+                             f"score those batches (a no-grad forward, record its losses, no optimizer step)")
+        one_number = isinstance(loss, numbers.Real) or isinstance(loss, torch.Tensor) and loss.dim() == 0
+        if isinstance(loss, bool) or not one_number:
+            raise UsageError(f"{call}: loss must be a 0-d tensor or a number, got {_shape(loss)}")
+        if self.policy.per_sample:
+            if sample_losses is None:
+                raise UsageError(f"policy {self.policy.name!r} needs per-sample losses: record(loss, sample_losses) "
+                                 f"with sample_losses of shape ({len(step.samples)},)")
+            self._check_per_sample(call, "sample_losses", sample_losses, step)
+        self._check_finite(call, "the loss is", loss, step)
         self._recorded += 1
         self.policy.observe(step, loss, sample_losses)
         self.epoch_ended = False
@@ -180,10 +232,42 @@ class HardBatchSampler(Sampler[list[int]]):
             else:
                 self.epoch_ended = self.steps % self.num_batches == 0
             self.epoch += self.epoch_ended
+        if self.done:
+            self._check_unchecked()
         return step.batch
+
+    def _check_per_sample(self, call: str, name: str, values, step: Step) -> None:
+        """Refuse per-sample values that are not a tensor of shape (b,), or not finite (see ``record``)."""
+        if not isinstance(values, torch.Tensor) or values.shape != step.samples.shape:
+            raise UsageError(f"{call}: {name} must have shape ({len(step.samples)},) (one loss per sample of the "
+                             f"batch), got {_shape(values)}")
+        self._check_finite(call, f"{name} are", values, step)
+
+    @staticmethod
+    def _on_host(value) -> bool:
+        """Can ``value`` be checked without waiting for an accelerator?"""
+        return not isinstance(value, torch.Tensor) or value.device.type == "cpu"
+
+    def _check_finite(self, call: str, what: str, value, step: Step) -> None:
+        where = f"step {self.steps + 1}" if not step.score_only else f"the scoring of batch {step.batch}"
+        context = f"{call}: {what} not finite at {where}"
+        if not self._on_host(value):
+            self._unchecked.append((context, value.detach()))
+        elif not (torch.isfinite(value).all() if isinstance(value, torch.Tensor) else math.isfinite(value)):
+            raise _diverged(context)
+
+    def _check_unchecked(self) -> None:
+        """Raise TrainingDiverged for the first non-finite device value recorded since the last check (one sync)."""
+        if not self._unchecked:
+            return
+        unchecked, self._unchecked = self._unchecked, []
+        finite = torch.stack([torch.isfinite(value).all() for _, value in unchecked]).tolist()
+        if not all(finite):
+            raise _diverged(unchecked[finite.index(False)][0])
 
     def state_dict(self) -> dict:
         """The state as of the last recorded step; batches drawn but not recorded are drawn again."""
+        self._check_unchecked()
         return {
             "policy": self.policy.state_dict(),
             "steps": self.steps,
@@ -209,3 +293,43 @@ class HardBatchSampler(Sampler[list[int]]):
         self.partition = state["partition"].clone()
         self.plan_seconds = float(state.get("plan_seconds", 0.0))
         self.epoch_ended = False
+        self._looked = False
+        self._unchecked = []
+
+
+def _diverged(context: str) -> TrainingDiverged:
+    return TrainingDiverged(f"{context}; try a lower learning rate, or check how the loss is computed")
+
+
+def _checked_partition(partition: torch.Tensor) -> torch.Tensor:
+    """``partition`` if it is an (N, B) integer tensor of sample indices >= 0 (N, B >= 1); else one line."""
+    expected = "data_len_or_partition must be a positive int or an (N, B) integer tensor of sample indices"
+    if partition.dim() != 2 or partition.numel() == 0:
+        raise UsageError(f"{expected}, got a tensor of shape {tuple(partition.shape)}")
+    if partition.dtype.is_floating_point or partition.dtype.is_complex or partition.dtype == torch.bool:
+        raise UsageError(f"{expected}, got a tensor of dtype {partition.dtype}")
+    if int(partition.min()) < 0:
+        raise UsageError(f"sample indices must be >= 0, got {int(partition.min())}")
+    return partition.long()
+
+
+def _checked_labels(labels, num_samples: int, exact: bool) -> torch.Tensor:
+    """``labels`` (any sequence) as a LongTensor of shape (num_samples,), or at least that long unless ``exact``."""
+    labels = torch.as_tensor(labels)
+    if labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise UsageError(f"labels must be integer class indices, got {labels.dtype}")
+    if labels.dim() != 1:
+        raise UsageError(f"labels must hold one class per sample ({num_samples}), got shape {tuple(labels.shape)}")
+    if len(labels) < num_samples or exact and len(labels) != num_samples:
+        raise UsageError(f"labels must hold one class per sample ({num_samples}), got {len(labels)}")
+    if int(labels.min()) < 0:
+        raise UsageError(f"labels must be class indices >= 0, got {int(labels.min())}")
+    return labels.long()
+
+
+def _warn_if_class_sorted(labels: torch.Tensor, partition: torch.Tensor, how: str) -> None:
+    """Warn (UserWarning) when the batches of ``partition`` are mostly one class of ``labels``; ``how``: the fix."""
+    purity = single_class_purity(labels, partition)
+    if purity is not None:
+        warnings.warn(f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by "
+                      f"class); training on such batches rarely learns; {how}", stacklevel=3)

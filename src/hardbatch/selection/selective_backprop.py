@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from hardbatch.selection.functional import percentiles
+from hardbatch.selection.params import Range, param
 from hardbatch.selection.policy import Policy, Step
+from hardbatch.selection.registry import register
 
 
+@dataclass(frozen=True)
+class SelectiveBackpropParams:
+    beta: float = param(1.0, "keep a sample with probability percentile^β: while losses are stable 1 keeps about 1/2 "
+                             "of the samples, 2 about 1/3, 3 about 1/4", range=Range(0.0), metavar="β")
+    loss_history: int = param(1024, "number of recent losses the percentiles are taken in",
+                              range=Range(1, integer=True), metavar="H")
+
+
+@register
 class SelectiveBackpropPolicy(Policy):
     """Batches come as in ``uniform`` (reshuffled every epoch). Before each step the loop runs a no-grad
     forward of the loaded batch; each sample's loss joins a running history of the last ``history``
@@ -19,11 +32,13 @@ class SelectiveBackpropPolicy(Policy):
 
     name = "selective-backprop"
     scores_first = True
+    axis = "beta"
+    Params = SelectiveBackpropParams
 
-    def __init__(self, batches, *, beta: float = 1.0, history: int = 1024, **common):
+    def __init__(self, batches, *, beta: float = 1.0, loss_history: int = 1024, **common):
         super().__init__(batches, **common)
         self.beta = beta
-        self.history_size = history
+        self.history_size = loss_history
         self.history = torch.empty(0)
         self.kept = 0
 

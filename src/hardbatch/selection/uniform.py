@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from hardbatch.selection.policy import Policy, Step
+from hardbatch.selection.registry import register
 
 
+@register
 class UniformPolicy(Policy):
     """Each round is one epoch: a fresh seeded permutation of the samples cut into N batches of B (the
     remainder dropped), trained in order. The baseline every peer reports against; the paper's δ = 1

@@ -1,0 +1,60 @@
+"""RHO-LOSS's irreducible-loss (IL) model: trained first on the validation split, its loss of every training sample
+computed once and handed to the policy. Its cost is counted in full and added to the run's first epoch."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from hardbatch import distributed
+from hardbatch.config import RunConfig
+from hardbatch.data import DataSplits
+from hardbatch.errors import UsageError
+from hardbatch.selection import HardBatchSampler, derive_seed
+from hardbatch.selection.rho_loss import irreducible_losses
+from hardbatch.training import CostMeter, fit
+
+IL_COST = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "train_seconds")
+
+
+def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Train the IL model on ``data.val`` as the run trains (same optimizer settings, `uniform` order), then score
+    every training sample with it in eval mode; returns (losses (n,), its cost by history column).
+
+    Under several processes the IL model trains through DDP like the main model, and every rank scores the whole
+    training split with the same weights, so every rank holds the same losses.
+    """
+    from hardbatch.experiment import make_optimizer
+    from hardbatch.models import build_seeded
+
+    if data.val is None or len(data.val) < cfg.batch_size:
+        size = 0 if data.val is None else len(data.val)
+        raise UsageError(f"policy 'rho-loss' trains its irreducible-loss model on the validation split, which holds "
+                         f"{size} samples, fewer than one batch of {cfg.batch_size}; pass --val-fraction (e.g. 0.1)")
+    started = time.perf_counter()
+    seed = derive_seed(cfg.seed, "irreducible") % (2**31)
+    model = build_seeded(cfg.il_model or cfg.model, data.num_classes, data.in_channels, seed, cfg.stem).to(device)
+    optimizer = make_optimizer(cfg, model)
+    sampler = HardBatchSampler(len(data.val), cfg.batch_size, epochs=cfg.il_epochs or cfg.epochs, policy="uniform",
+                               seed=seed)
+    meter = CostMeter()
+    fit(distributed.wrap(model, device), optimizer, data.loader(data.val, distributed.LocalSlices(sampler)), sampler,
+        {}, device, train_transform=data.train_transform, eval_transform=data.eval_transform, meter=meter,
+        augment_seed=seed if cfg.augment != "none" else None)
+    losses = irreducible_losses(model, data.eval_loader(data.train), device, data.eval_transform)
+    cost = {**{k: getattr(meter, k) for k in IL_COST}, "train_seconds": time.perf_counter() - started}
+    cost["samples_loaded"] += len(data.train)
+    cost["samples_forward_nograd"] += len(data.train)
+    return losses, cost
+
+
+def check_config(cfg: RunConfig) -> None:
+    """What rho-loss needs before anything is written: a validation split to train its IL model on, a known network."""
+    from hardbatch.models import check_model_name
+
+    if cfg.val_fraction <= 0:
+        raise UsageError("policy 'rho-loss' trains its irreducible-loss model on the validation split: pass "
+                         "--val-fraction (e.g. 0.1)")
+    if cfg.il_model:
+        check_model_name(cfg.il_model)

@@ -1,0 +1,124 @@
+"""RHO-LOSS (Mindermann et al., ICML 2022, arXiv 2206.07137): of a large candidate batch, train the most reducible."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hardbatch.errors import UsageError
+from hardbatch.selection.params import Range, param
+from hardbatch.selection.policy import Policy, Step
+from hardbatch.selection.registry import register
+
+
+@dataclass(frozen=True)
+class RhoLossParams:
+    """The hyper-parameters of ``rho-loss``; the paper's default selects 10% of each candidate batch."""
+
+    select_fraction: float = param(0.1, "fraction of each candidate batch trained: of ⌈B / select_fraction⌉ "
+                                        "candidates, the B most reducible losses", range=Range(0.0, 1.0, low_open=True))
+    il_model: str = param("", "network of the irreducible-loss model, trained first on the validation split "
+                              "(default: the run's --model)", metavar="NAME")
+    il_epochs: int = param(0, "epochs of the irreducible-loss model's training (0: the run's --epochs)",
+                           range=Range(0, integer=True), metavar="E")
+
+    def validate(self) -> None:
+        """Raise :class:`UsageError` (one line, naming the flag) for a value out of range."""
+        if not (math.isfinite(self.select_fraction) and 0.0 < self.select_fraction <= 1.0):
+            raise UsageError(f"--select-fraction must be in (0, 1], got {self.select_fraction}")
+
+
+@torch.no_grad()
+def irreducible_losses(model: nn.Module, loader: Iterable, device: torch.device | str,
+                       transform: Callable | None = None) -> torch.Tensor:
+    """Each training sample's cross-entropy under ``model`` (the IL model) in eval mode, without gradient, shape (n,).
+
+    ``loader`` yields (x, y) batches of the training set in index order (no shuffling), so entry i is sample i;
+    ``transform(x, None)``, when given, turns a batch into model input. The model's train/eval mode is restored.
+    """
+    was_training = model.training
+    model.eval()
+    losses = []
+    for x, y in loader:
+        x = x.to(device)
+        x = transform(x, None) if transform is not None else x
+        losses.append(F.cross_entropy(model(x).float(), y.to(device), reduction="none").cpu())
+    model.train(was_training)
+    return torch.cat(losses)
+
+
+@register
+class RhoLossPolicy(Policy):
+    """Each pass, a fresh seeded permutation of the n samples is cut into ⌊n / C⌋ candidate batches of
+    C = ⌈B / select_fraction⌉ (the remainder dropped). The loop runs a no-grad forward over each candidate batch; the
+    reducible loss of a sample is that loss minus its irreducible loss (``irreducible``, the IL model's loss,
+    computed once), and the B highest are trained (weight 1, the rest 0; ties go to the earlier position in
+    the candidate batch). The budget stays epochs·N optimizer steps of B samples, so an epoch (N steps)
+    spans about 1 / select_fraction passes over the data.
+    """
+
+    name = "rho-loss"
+    axis = "select_fraction"
+    Params = RhoLossParams
+    scores_first = True
+
+    needs_irreducible = True  # the experiment trains the IL model and sets ``irreducible`` (hardbatch/holdout.py)
+    example = {"select_fraction": 0.5}
+    run_needs = {"val_fraction": 0.2}
+
+    def __init__(self, batches, *, select_fraction: float = 0.1, il_model: str = "", il_epochs: int = 0,
+                 irreducible: torch.Tensor | None = None, **common):
+        super().__init__(batches, **common)
+        RhoLossParams(select_fraction=select_fraction).validate()
+        self.select_fraction = select_fraction
+        self.candidates = math.ceil(self.batch_size / select_fraction - 1e-9)  # C: 0.1 → 10·B, not 10·B + 1
+        if self.candidates > self.num_samples:
+            raise UsageError(f"--select-fraction {select_fraction} makes candidate batches of ⌈{self.batch_size} / {select_fraction}⌉ = "
+                             f"{self.candidates} samples, more than the {self.num_samples} training samples; "
+                             f"use a larger --select-fraction or a smaller batch size")
+        self._irreducible: torch.Tensor | None = None
+        self.irreducible = irreducible
+
+    @property
+    def irreducible(self) -> torch.Tensor | None:
+        """The IL model's loss of every training sample, shape (n,), or None before the experiment sets it."""
+        return self._irreducible
+
+    @irreducible.setter
+    def irreducible(self, losses: torch.Tensor | None) -> None:
+        if losses is not None:
+            losses = losses.detach().float().cpu()
+            if losses.shape != (self.num_samples,):
+                raise ValueError(f"irreducible losses must have shape ({self.num_samples},), one per training "
+                                 f"sample, got {tuple(losses.shape)}")
+            losses = losses.clone()
+        self._irreducible = losses
+
+    def plan(self) -> list[Step]:
+        self.round += 1
+        order = torch.randperm(self.num_samples, generator=self.generator)
+        count = self.num_samples // self.candidates
+        cut = order[: count * self.candidates].view(count, self.candidates)
+        return [Step(cut[i], i) for i in range(count)]
+
+    def select(self, step: Step, scores: torch.Tensor) -> torch.Tensor:
+        if self._irreducible is None:
+            raise RuntimeError("rho-loss has no irreducible losses: set policy.irreducible to the IL model's loss of "
+                               "every training sample (irreducible_losses(il_model, loader, device)) before training")
+        reducible = scores.detach().float().cpu() - self._irreducible[step.samples.cpu()]
+        top = torch.sort(reducible, descending=True, stable=True).indices[: self.batch_size]
+        weights = torch.zeros(len(reducible))
+        weights[top] = 1.0
+        return weights
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "irreducible": self._irreducible}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.irreducible = state["irreducible"]
