@@ -8,7 +8,7 @@ evaluation. The arms are interleaved (forward order, then reverse on the next re
 of the machine hits every arm alike. Per arm it prints, from the ``CostMeter``:
 
   choose %        choose_seconds / train_seconds: the policy's own code plus its no-grad scoring forwards;
-                  split into "policy %" (plan/select, the sampler's plan_seconds) and "scoring %" (the rest);
+                  split into "policy %" (plan/select, the sampler's choose_seconds) and "scoring %" (the rest);
   nograd          samples_forward_nograd: samples forwarded without gradient to score them;
   backprop        samples_backprop, and its ratio to uniform's;
   loaded/s        samples_loaded / train_seconds relative to uniform's (median of the per-repeat ratios).
@@ -83,7 +83,7 @@ def make_data(args: argparse.Namespace, base: RunConfig) -> DataSplits:
 
 
 def run_arm(data: DataSplits, cfg: RunConfig) -> tuple[CostMeter, float]:
-    """Train one arm through ``fit`` as train_run does on a CPU; returns its CostMeter and the sampler's plan_seconds."""
+    """Train one arm through ``fit`` as train_run does on a CPU; returns its CostMeter and the sampler's choose_seconds."""
     validate(cfg)
     cfg = resolve(cfg, torch.device("cpu"))  # fp32, no channels_last, the partition order: as train_run resolves them
     sampler = make_sampler(cfg, data)
@@ -95,7 +95,7 @@ def run_arm(data: DataSplits, cfg: RunConfig) -> tuple[CostMeter, float]:
         torch.manual_seed(cfg.seed)
         fit(model, optimizer, loader, sampler, {}, torch.device("cpu"), train_transform=data.train_transform,
             meter=meter)
-    return meter, sampler.plan_seconds
+    return meter, sampler.choose_seconds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     planned: dict[str, list[float]] = {label: [] for label in labels}
     for r in range(args.repeats):
         for label in labels if r % 2 == 0 else reversed(labels):
-            meter, plan_seconds = run_arm(data, configs[label])
+            meter, choose_seconds = run_arm(data, configs[label])
             meters[label].append(meter)
-            planned[label].append(plan_seconds)
+            planned[label].append(choose_seconds)
         print(f"repeat {r + 1:2d}/{args.repeats} " + " ".join(f"{meters[l][-1].train_seconds:7.2f}" for l in labels)
               + f"   ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{scoring:8.2%} {target:>6} {result:>6} {throughput_ratio(label, lambda x: x.samples_loaded):8.3f} "
               f"{throughput_ratio(label, lambda x: x.samples_backprop):10.3f}")
     print(f"\nchoose% = choose_seconds / train_seconds (CostMeter), median over repeats; policy% = the sampler's "
-          f"plan_seconds (plan + select) / train_seconds;\nscoring% = the rest of choose_seconds (no-grad scoring "
+          f"choose_seconds (plan + select) / train_seconds;\nscoring% = the rest of choose_seconds (no-grad scoring "
           f"forwards). loaded/s, backprop/s: samples_loaded or samples_backprop per train second, relative to uniform "
           f"in the same repeat (median of the ratios).\nTotal {time.perf_counter() - started:.0f} s; load average now "
           f"{os.getloadavg()[0]:.2f}.")

@@ -253,7 +253,7 @@ def fit(
     generator = torch.Generator(device=device) if augment_seed is not None else None
     losses: list[torch.Tensor] = []  # this epoch's step losses, kept on the device: no sync per step
     steps: list[tuple[int, int, int, int]] = []
-    epoch_start, planned = meter.state_dict(), sampler.plan_seconds
+    epoch_start, planned = meter.state_dict(), sampler.choose_seconds
     started = time.perf_counter()
     while not sampler.done:
         for x, y in train_batches:
@@ -286,7 +286,7 @@ def fit(
             _synchronize(device)
             train_seconds = time.perf_counter() - started
             meter.train_seconds += train_seconds
-            meter.choose_seconds += sampler.plan_seconds - planned
+            meter.choose_seconds += sampler.choose_seconds - planned
             cost = meter.since(epoch_start)
             started = time.perf_counter()
             distributed.sync_buffers(model)
@@ -307,7 +307,7 @@ def fit(
                     cost=cost,
                 ))
             losses, steps = [], []
-            epoch_start, planned = meter.state_dict(), sampler.plan_seconds
+            epoch_start, planned = meter.state_dict(), sampler.choose_seconds
             started = time.perf_counter()
 
 

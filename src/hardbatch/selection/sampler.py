@@ -79,7 +79,7 @@ class HardBatchSampler(Sampler[list[int]]):
         self.steps = 0  # optimizer steps recorded so far
         self.epoch = 0  # epochs finished so far
         self.epoch_ended = False  # did the step just recorded end an epoch?
-        self.plan_seconds = 0.0  # time spent in the policy's plan() and select()
+        self.choose_seconds = 0.0  # time spent in the policy's plan() and select()
         self.visits = torch.zeros(self.num_batches, dtype=torch.long)
         # How often each sample was back-propagated: in all, and in the first epoch (the warm-up).
         self.sample_visits = torch.zeros(num_samples, dtype=torch.long)
@@ -138,7 +138,7 @@ class HardBatchSampler(Sampler[list[int]]):
             trained = [i for i, s in enumerate(steps) if not s.score_only]
             if len(trained) > remaining:
                 steps = steps[: trained[remaining]]
-        self.plan_seconds += time.perf_counter() - started
+        self.choose_seconds += time.perf_counter() - started
         self._round = steps
         self._yielded = self._recorded = self._pass_start = 0
 
@@ -186,7 +186,7 @@ class HardBatchSampler(Sampler[list[int]]):
             self._check_per_sample("weights(scores)", "scores", scores, step)
             started = time.perf_counter()
             step.weights = self.policy.select(step, scores)
-            self.plan_seconds += time.perf_counter() - started
+            self.choose_seconds += time.perf_counter() - started
         return step.weights if step.weights is not None else torch.ones(len(step.samples))
 
     def record(self, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> int:
@@ -278,7 +278,7 @@ class HardBatchSampler(Sampler[list[int]]):
             "round_steps": [s.to_state() for s in self._round],
             "recorded": self._recorded,
             "partition": self.partition.clone(),
-            "plan_seconds": self.plan_seconds,
+            "choose_seconds": self.choose_seconds,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -291,7 +291,7 @@ class HardBatchSampler(Sampler[list[int]]):
         self._round = [Step(**s) for s in state["round_steps"]]
         self._recorded = self._yielded = self._pass_start = int(state["recorded"])
         self.partition = state["partition"].clone()
-        self.plan_seconds = float(state.get("plan_seconds", 0.0))
+        self.choose_seconds = float(state.get("choose_seconds", state.get("plan_seconds", 0.0)))  # older checkpoints
         self.epoch_ended = False
         self._looked = False
         self._unchecked = []
