@@ -202,8 +202,13 @@ class Group:
 
     def reference_for(self, comparison: Comparison) -> Arm | None:
         """The comparison's reference arm; None when it was not run. Peers record δ = 1 too (it does not apply
-        to them), so the policy decides, never the recorded δ alone."""
-        return self.arm(comparison.reference_policy, comparison.reference_value)
+        to them), so the policy decides, never the recorded δ alone. The paper's baseline, its rule at δ = 1, may
+        be stood in for by a control at δ = 1 (`random`, `cyclic`): at δ = 1 they train exactly the rule's batches
+        in the rule's order."""
+        arm = self.arm(comparison.reference_policy, comparison.reference_value)
+        if arm is None and comparison.reference_policy == REFERENCE_POLICY and comparison.reference_value == REFERENCE_DELTA:
+            arm = next((a for a in self.arms if POLICY_AXES.get(a.policy) == "delta" and a.value == REFERENCE_DELTA), None)
+        return arm
 
     @property
     def reference(self) -> Arm | None:
