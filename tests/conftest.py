@@ -1,4 +1,8 @@
-"""Shared fixtures: launching a torchrun job of several processes on the CPU (gloo)."""
+"""Shared fixtures: one torch thread for tiny models, and launching a torchrun job of several processes on the CPU (gloo).
+
+Marks: ``slow`` tags the tests that start several processes or kill one (``pytest -m "not slow"`` for a quick loop;
+the full suite, CI's, runs them all).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it (use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclass

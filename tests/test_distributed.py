@@ -25,6 +25,8 @@ from hardbatch.experiment import run_name
 from hardbatch.selection import POLICIES
 
 JOB = str(Path(__file__).with_name("ddp_job.py"))
+
+pytestmark = pytest.mark.slow  # every test here starts torchrun jobs
 # B = 32 on a 640-sample subset of digits: N = 20 steps per epoch, 16 samples per rank and step with P = 2.
 BASE = ["--dataset", "digits", "--train-subset", "640", "--model", "mlp", "--batch-size", "32", "--epochs", "2",
         "--seed", "0", "--device", "cpu", "--no-progress"]

@@ -51,6 +51,7 @@ def _trace_lines(run: Path) -> int:
 
 
 @pytest.mark.parametrize("kill_after_steps, extra_seconds", [(1, 0.0), (44, 0.05), (88, 0.2), (132, 0.0)])
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupted, kill_after_steps, extra_seconds):
     """SIGKILL at some moment (at or inside an epoch), then --resume: the records equal an uninterrupted run's."""
     out = tmp_path / "run"

@@ -38,12 +38,7 @@ from hardbatch.selection.functional import (
 from hardbatch.training import TrainingDiverged, score_losses
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ---- helpers -------------------------------------------------------------------------------------

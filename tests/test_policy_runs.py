@@ -37,12 +37,7 @@ def config(case: str) -> RunConfig:
     return RunConfig(**BASE, **RUNS[case])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +202,7 @@ def cli_flags(case: str) -> list[str]:
     return flags + ["--no-progress"]
 
 
+@pytest.mark.slow
 def test_sigkilled_selective_backprop_run_resumes_mid_epoch_to_the_same_records(straight, tmp_path):
     """SIGKILL at step 15, in the middle of epoch 2 (steps 11-20); --resume goes on from the epoch-1 checkpoint."""
     case = "selective-backprop"

@@ -19,13 +19,7 @@ from hardbatch.training import EpochResult, evaluate, fit, train_step
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def check_trace_follows_the_rule(trace, n: int, k: int, total: int) -> None:
