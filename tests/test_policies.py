@@ -25,6 +25,7 @@ from hardbatch.selection import (
     POLICIES,
     HardBatchSampler,
     SelectiveBackpropPolicy,
+    Step,
     create_policy,
     top_k_batches,
 )
@@ -75,7 +76,8 @@ def drive(sampler: HardBatchSampler, train_loss, score_loss=None, *, trained: Co
 
     ``train_loss(i, v)``: sample i's training loss the v-th time it is trained; ``score_loss(i, v)``: what a no-grad
     forward sees for it after v trainings (default: the same). Scoring steps record the mean of their scores;
-    selective-backprop trains only the samples ``weights(scores)`` keeps; weighted policies record the weighted mean.
+    selective-backprop trains only the samples ``weights(scores)`` keeps, and a batch it keeps none of is recorded
+    untrained ("skip", its mean score as the loss); weighted policies record the weighted mean.
     ``stop_after`` stops after that many recorded items, first drawing ``draw_ahead`` more (a prefetching loader).
     """
     trained = Counter() if trained is None else trained
@@ -95,9 +97,14 @@ def drive(sampler: HardBatchSampler, train_loss, score_loss=None, *, trained: Co
                 assert sampler.record(scores.mean(), scores) == step.batch
                 log.append(Rec("score", sampler.round, step.batch, indices, [], None, scores.tolist(),
                                scores.mean().item()))
+            elif sampler.policy.scores_first and not (sampler.weights(scores) > 0).any():
+                # Selective Backprop kept none: the batch is recorded untrained, as training.fit does.
+                assert sampler.record(scores.mean()) == step.batch
+                log.append(Rec("skip", sampler.round, step.batch, indices, [], step.weights.tolist(), scores.tolist(),
+                               scores.mean().item()))
             else:
                 if sampler.policy.scores_first:
-                    keep = sampler.weights(scores) > 0
+                    keep = sampler.weights(scores) > 0  # the answer given above: one draw per batch
                     kept, weights = [i for i, k in zip(indices, keep.tolist()) if k], None
                 else:
                     kept, weights = indices, sampler.weights()
@@ -156,12 +163,16 @@ SETTINGS = {
     "selective-backprop": dict(beta=1.0, loss_history=16),
     "infobatch": dict(prune_ratio=0.5, anneal=0.25),
 }
-# The paper's rule's opt-in variants, run through the same tests.
+# Opt-in variants (the paper's rule's, the peers'), run through the same tests.
 VARIANTS = {
     "hardbatch+rescore": ("hardbatch", dict(delta=0.3, rescore=2)),
     "hardbatch+repartition": ("hardbatch", dict(delta=0.3, repartition=True)),
     "hardbatch+trim+mix": ("hardbatch", dict(delta=0.3, trim_top=0.2, mix=0.5)),
     "hardbatch+all": ("hardbatch", dict(delta=0.3, rescore=1, repartition=True, mix=0.4)),
+    # The peers' options that restore hardbatch's earlier rules, or the authors' code's annealing weights.
+    "selective-backprop+legacy": ("selective-backprop", dict(beta=1.0, loss_history=16, warmup_epoch=False,
+                                                             score_in_train_mode=True, force_one=True, count_ties=True)),
+    "infobatch+keep-weights": ("infobatch", dict(prune_ratio=0.5, anneal=0.25, keep_weights_in_anneal=True)),
 }
 CASES = {**{name: (name, SETTINGS.get(name, cls.example)) for name, cls in POLICIES.items()}, **VARIANTS}
 
@@ -259,41 +270,73 @@ def test_every_policy_resumes_mid_pass_from_its_state_dict(case, stop_after, dra
 # ---- selective backprop --------------------------------------------------------------------------
 
 
-def test_percentiles_are_the_fraction_of_the_history_at_or_below_each_loss():
+def test_percentiles_are_the_fraction_of_the_history_strictly_below_each_loss():
+    # Strictly smaller (<), as the authors' code counts (this was <= before: see count_ties).
     history = torch.tensor([4.0, 1.0, 3.0, 2.0])
-    assert percentiles(torch.tensor([1.0, 2.0, 3.0, 5.0, 0.5, 2.5]), history).tolist() == [
-        0.25, 0.5, 0.75, 1.0, 0.0, 0.5]
-    assert percentiles(torch.tensor([2.0]), torch.tensor([2.0, 2.0, 1.0, 3.0])).tolist() == [0.75]  # ties count
+    losses = torch.tensor([1.0, 2.0, 3.0, 5.0, 0.5, 2.5])
+    assert percentiles(losses, history).tolist() == [0.0, 0.25, 0.5, 1.0, 0.0, 0.5]
+    assert percentiles(losses, history, ties=True).tolist() == [0.25, 0.5, 0.75, 1.0, 0.0, 0.5]
+    ties = torch.tensor([2.0, 2.0, 1.0, 3.0])
+    assert percentiles(torch.tensor([2.0]), ties).tolist() == [0.25]  # the two other 2.0s do not count
+    assert percentiles(torch.tensor([2.0]), ties, ties=True).tolist() == [0.75]
 
 
 def test_selective_backprop_keep_probability_is_percentile_to_the_beta_in_the_last_h_losses():
+    # The values changed with the percentile rule (< instead of <=): a sample no longer counts itself.
     one, two = SelectiveBackpropPolicy(4, beta=1.0, loss_history=4), SelectiveBackpropPolicy(4, beta=2.0, loss_history=4)
-    assert one.keep_probabilities(torch.tensor([1.0, 2.0])).tolist() == [0.5, 1.0]  # history [1, 2]
-    assert two.keep_probabilities(torch.tensor([1.0, 2.0])).tolist() == [0.25, 1.0]
+    assert one.keep_probabilities(torch.tensor([1.0, 2.0])).tolist() == [0.0, 0.5]  # history [1, 2]
+    assert two.keep_probabilities(torch.tensor([1.0, 2.0])).tolist() == [0.0, 0.25]
     # The ring keeps the last four: [1, 2, 3, 0.5, 4] -> [2, 3, 0.5, 4].
-    assert one.keep_probabilities(torch.tensor([3.0, 0.5, 4.0])).tolist() == [0.75, 0.25, 1.0]
+    assert one.keep_probabilities(torch.tensor([3.0, 0.5, 4.0])).tolist() == [0.5, 0.0, 0.75]
     assert one.history.tolist() == [2.0, 3.0, 0.5, 4.0]
-    assert two.keep_probabilities(torch.tensor([3.0, 0.5, 4.0])).tolist() == [0.5625, 0.0625, 1.0]
+    assert two.keep_probabilities(torch.tensor([3.0, 0.5, 4.0])).tolist() == [0.25, 0.0, 0.5625]
     # A batch longer than the history: only its own last H losses remain.
     short = SelectiveBackpropPolicy(4, beta=1.0, loss_history=2)
-    assert short.keep_probabilities(torch.tensor([5.0, 1.0, 3.0])).tolist() == [1.0, 0.5, 1.0]
+    assert short.keep_probabilities(torch.tensor([5.0, 1.0, 3.0])).tolist() == [1.0, 0.0, 0.5]
     assert short.history.tolist() == [1.0, 3.0]
+    # count_ties: the earlier rule, at or below.
+    old = SelectiveBackpropPolicy(4, beta=1.0, loss_history=4, count_ties=True)
+    assert old.keep_probabilities(torch.tensor([1.0, 2.0])).tolist() == [0.5, 1.0]
+    assert old.keep_probabilities(torch.tensor([3.0, 0.5, 4.0])).tolist() == [0.75, 0.25, 1.0]
+
+
+@pytest.mark.parametrize("count_ties, kept", [(False, 0.42), (True, 0.58)])
+def test_selective_backprop_with_40_percent_zero_losses_keeps_0_42_as_the_original(count_ties, kept):
+    """PEERS.md's measurement: 40% of the losses exactly 0.0 (saturated cross-entropy), the rest spread, β = 1.
+    Counting strictly smaller losses keeps 0.6 · (0.4 + 0.6 / 2) = 0.42 and never a zero-loss sample; counting
+    ties too keeps 0.4 · 0.4 + 0.6 · 0.7 = 0.58."""
+    policy = SelectiveBackpropPolicy(4, beta=1.0, loss_history=1024, seed=0, count_ties=count_ties)
+    generator = torch.Generator().manual_seed(1)
+    step = Step(torch.arange(32), 0)
+    masks, zeros = [], []
+    for _ in range(400):
+        scores = torch.rand(32, generator=generator) + 1e-3
+        scores[torch.rand(32, generator=generator) < 0.4] = 0.0
+        masks.append(policy.select(step, scores))
+        zeros.append(scores == 0.0)
+    masks, zeros = torch.stack(masks)[40:], torch.stack(zeros)[40:]  # once the history is full
+    assert masks.mean().item() == pytest.approx(kept, abs=0.02)
+    if not count_ties:
+        assert not masks[zeros].any()  # a zero-loss sample is never kept
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_selective_backprop_keeps_certain_samples_and_drops_impossible_ones(seed):
-    # H = 1: the history is the batch's last loss, so p = [0, 1, 1] whatever the draw.
+    # H = 1: the history is the batch's last loss, 3, so p = [0, 1, 0] whatever the draw (3 is not below itself;
+    # it was kept under the earlier <= rule).
     policy = SelectiveBackpropPolicy(4, beta=1.0, loss_history=1, seed=seed)
-    assert policy.select(policy.plan()[0], torch.tensor([1.0, 5.0, 3.0])).tolist() == [0.0, 1.0, 1.0]
+    assert policy.select(policy.plan()[0], torch.tensor([1.0, 5.0, 3.0])).tolist() == [0.0, 1.0, 0.0]
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_selective_backprop_never_takes_an_empty_step(seed):
-    policy = SelectiveBackpropPolicy(4, beta=50.0, loss_history=4, seed=seed)
-    step = policy.plan()[0]
+@pytest.mark.parametrize("force_one", [False, True])
+def test_selective_backprop_keeps_nothing_when_nothing_is_drawn_unless_forced(seed, force_one):
+    # The authors' code trains nothing then; force_one (the earlier rule here) keeps the highest loss alone.
+    policy = SelectiveBackpropPolicy(4, beta=50.0, loss_history=4, seed=seed, force_one=force_one)
+    step = Step(torch.arange(3), 0)
     policy.select(step, torch.tensor([100.0]))
-    # History [100, 1, 2, 3]: p^50 <= 0.75^50 < 1e-6, so the draw keeps none and the highest loss is kept alone.
-    assert policy.select(step, torch.tensor([1.0, 3.0, 2.0])).tolist() == [0.0, 1.0, 0.0]
+    # History [100, 1, 3, 2]: p^50 <= 0.5^50 < 1e-6, so the draw keeps none.
+    assert policy.select(step, torch.tensor([1.0, 3.0, 2.0])).tolist() == ([0.0, 1.0, 0.0] if force_one else [0.0] * 3)
 
 
 def test_selective_backprop_beta_zero_keeps_every_sample():
@@ -325,17 +368,70 @@ def test_selective_backprop_draws_are_reproducible_per_seed():
 
 
 def test_selective_backprop_sampler_wants_the_scores_and_counts_only_kept_samples():
-    sampler = HardBatchSampler(12, 4, epochs=1, policy="selective-backprop", loss_history=1, seed=0)
+    # warmup_epoch=False: selection from the first batch on (the first epoch is otherwise a plain one, below).
+    sampler = HardBatchSampler(12, 4, epochs=1, policy="selective-backprop", loss_history=1, seed=0,
+                               warmup_epoch=False)
     indices = next(iter(sampler))
+    assert sampler.policy.needs_scores(sampler.pending)
     with pytest.raises(RuntimeError, match="weights\\(scores\\)"):
         sampler.weights()
-    # H = 1: only samples scoring at least the batch's last score are kept (p = 1), the rest have p = 0.
+    # H = 1: only samples scoring above the batch's last score (2) are kept (p = 1), the rest have p = 0.
     weights = sampler.weights(torch.tensor([4.0, 1.0, 9.0, 2.0]))
-    assert weights.tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert weights.tolist() == [1.0, 0.0, 1.0, 0.0]
     sampler.record(torch.tensor(1.0))
     assert sampler.steps == 1
-    assert sampler.sample_visits[indices].tolist() == [1, 0, 1, 1]
-    assert int(sampler.sample_visits.sum()) == 3
+    assert sampler.sample_visits[indices].tolist() == [1, 0, 1, 0]
+    assert int(sampler.sample_visits.sum()) == 2
+
+
+def test_selective_backprop_first_epoch_trains_everything_and_records_no_history():
+    """As the authors' code: epoch 1 is a plain epoch (no scoring forward needed, nothing in the history);
+    selection starts in epoch 2, with a history that holds only epoch-2 losses."""
+    loss_of = sample_losses(3)
+    sampler = HardBatchSampler(12, 4, epochs=2, policy="selective-backprop", beta=1.0, loss_history=8, seed=0)
+    log = drive(sampler, loss_of)
+    first = [r for r in log if r.round == 0]
+    assert [r.kind for r in first] == ["train"] * 3 and all(r.kept == r.samples for r in first)
+    assert all(r.weights == [1.0] * 4 for r in first)
+    assert sampler.first_epoch_visits.tolist() == [1] * 12
+    second = [r for r in log if r.round == 1]
+    assert len(second) == 3 and any(len(r.kept) < 4 for r in second)  # selection in epoch 2
+    # The history holds epoch 2's scores only (each sample trained once before): the last 8 of them.
+    order = [i for r in second for i in r.samples]
+    assert sampler.policy.history.tolist() == [loss_of(i, 1) for i in order][-8:]
+    # The warm-up steps need no scores: the loop may skip their no-grad forward.
+    fresh = HardBatchSampler(12, 4, epochs=2, policy="selective-backprop", seed=0)
+    next(iter(fresh))
+    assert not fresh.policy.needs_scores(fresh.pending) and fresh.weights().tolist() == [1.0] * 4
+
+
+def test_selective_backprop_batches_it_keeps_none_of_are_no_steps_and_the_run_still_ends():
+    """A batch of which the draw keeps nothing is consumed untrained (the authors' code); it is no optimizer step
+    and no visit, and an epoch is a pass over the data, so the run ends after E passes even if nothing is kept."""
+    constant = table({i: [0.5] * 3 for i in range(12)})  # all losses equal: none is strictly below another, p = 0
+    sampler = HardBatchSampler(12, 4, epochs=3, policy="selective-backprop", seed=0)
+    progress: list[float] = []
+    log = drive(sampler, constant, progress=progress)
+    assert [(r.round, r.kind) for r in log] == [(0, "train")] * 3 + [(1, "skip")] * 3 + [(2, "skip")] * 3
+    assert sampler.done and sampler.epoch == 3 and sampler.steps == 3 and sampler.visits.tolist() == [1, 1, 1]
+    assert sampler.sample_visits.tolist() == [1] * 12  # the warm-up only
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    # force_one (the earlier rule): the highest loss (the first of equals) is trained alone instead.
+    forced = HardBatchSampler(12, 4, epochs=3, policy="selective-backprop", seed=0, force_one=True)
+    log = drive(forced, constant)
+    assert [r.kind for r in log] == ["train"] * 9 and forced.steps == 9
+    assert [r.kept for r in log[3:]] == [r.samples[:1] for r in log[3:]]
+
+
+def test_selective_backprop_epoch_ends_on_its_last_batch_even_when_that_batch_is_skipped():
+    sampler = HardBatchSampler(4, 2, epochs=2, policy="selective-backprop", seed=0, warmup_epoch=False)
+    ended = []
+    while not sampler.done:
+        for _ in sampler:
+            assert sampler.weights(torch.full((2,), 0.5)).tolist() == [0.0, 0.0]
+            sampler.record(torch.tensor(0.5))
+            ended.append(sampler.epoch_ended)
+    assert ended == [False, True, False, True] and sampler.epoch == 2 and sampler.steps == 0
 
 
 def test_score_losses_leaves_batchnorm_statistics_and_the_global_rng_unchanged():
@@ -365,6 +461,30 @@ def test_score_losses_leaves_batchnorm_statistics_and_the_global_rng_unchanged()
     reference.eval()
     with torch.no_grad():
         assert not torch.allclose(losses, F.cross_entropy(reference(x), y, reduction="none"))
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_score_losses_in_eval_mode_is_an_eval_forward_that_restores_the_mode(was_training):
+    """What selective-backprop scores with by default, as the authors' code: running statistics, no dropout."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3))
+    x, y = torch.randn(16, 4, generator=generator), torch.randint(0, 3, (16,), generator=generator)
+    with torch.no_grad():
+        model(x)  # running statistics away from their initial values
+    model.train(was_training)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    rng = torch.get_rng_state()
+    losses = score_losses(model, x, y, train_mode=False)
+    assert model.training == was_training and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(b, buffers[name]) for name, b in model.named_buffers())
+    reference = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        assert torch.equal(losses, F.cross_entropy(reference(x), y, reduction="none"))
+    # The training-mode forward is another one (batch statistics, dropout), and it too leaves the mode as it was.
+    assert not torch.allclose(score_losses(model, x, y, train_mode=True), losses)
+    assert model.training == was_training
 
 
 # ---- InfoBatch -----------------------------------------------------------------------------------
@@ -399,8 +519,10 @@ def test_infobatch_prunes_nothing_without_scores():
     assert sorted(kept.tolist()) == list(range(6)) and not boosted.any()
 
 
-@pytest.mark.parametrize("epochs, anneal, pruning", [(8, 0.125, 7), (15, 0.125, 14), (3, 0.125, 3), (4, 0.5, 2),
-                                                     (5, 0.0, 5), (5, 1.0, 0), (10, 0.3, 7)])
+# ⌊E·(1 − a)⌋ pruning epochs, as the authors' code (this was ⌈E·(1 − a)⌉: 14 at E = 15, 9 at E = 10, 3 at E = 3).
+@pytest.mark.parametrize("epochs, anneal, pruning", [(8, 0.125, 7), (15, 0.125, 13), (10, 0.125, 8), (3, 0.125, 2),
+                                                     (4, 0.5, 2), (5, 0.0, 5), (5, 1.0, 0), (10, 0.3, 7),
+                                                     (10, 0.9, 1), (5, 0.8, 1)])  # 10 · (1 − 0.9) = 0.99999...
 def test_infobatch_stops_pruning_for_the_final_anneal_fraction(epochs, anneal, pruning):
     sampler = HardBatchSampler(10, 1, epochs=epochs, policy="infobatch", prune_ratio=0.5, anneal=anneal, seed=1)
     assert sampler.policy.pruning_epochs == pruning
@@ -441,6 +563,35 @@ def test_infobatch_epochs_prune_below_mean_samples_and_weight_the_kept_ones():
     ends = [sum(lengths[: e + 1]) - 1 for e in range(8)]
     assert [progress[i] for i in ends] == [(e + 1) / 8 for e in range(8)]
     assert progress[0] == pytest.approx(1 / 12 / 8)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_infobatch_annealing_trains_with_weight_one_unless_asked_to_keep_the_last_pruning_weights(keep):
+    """The annealing epochs train every sample with weight 1; keep_weights_in_anneal reproduces the authors' code,
+    where the samples weighted 1/(1 − r) in the last pruning epoch keep that weight."""
+    r = 0.5
+    sampler = HardBatchSampler(12, 1, epochs=5, policy="infobatch", prune_ratio=r, anneal=0.4, seed=2,
+                               keep_weights_in_anneal=keep)
+    assert sampler.policy.pruning_epochs == 3  # ⌊5 · 0.6⌋: epochs 0-2 prune (epoch 0 has no scores), 3-4 do not
+    steps = trained_steps(drive(sampler, sample_losses(4)))
+    boosted = {s.samples[0] for s in steps if s.round == 2 and s.weights == [1 / (1 - r)]}
+    assert boosted and len([s for s in steps if s.round == 2]) < 12
+    for epoch in (3, 4):
+        annealed = [s for s in steps if s.round == epoch]
+        assert sorted(s.samples[0] for s in annealed) == list(range(12))
+        for s in annealed:
+            assert s.weights == [1 / (1 - r) if keep and s.samples[0] in boosted else 1.0]
+            assert s.loss == pytest.approx(s.weights[0] * s.losses[0])
+
+
+def test_infobatch_loads_a_state_saved_before_keep_weights_in_anneal_existed():
+    sampler = HardBatchSampler(12, 1, epochs=3, policy="infobatch", seed=2)
+    drive(sampler, sample_losses(4), stop_after=14)
+    state = roundtrip(sampler.state_dict())
+    del state["policy"]["boosted"]
+    again = HardBatchSampler(12, 1, epochs=3, policy="infobatch", seed=2)
+    again.load_state_dict(state)
+    assert again.steps == sampler.steps and not again.policy.boosted.any()
 
 
 def test_infobatch_with_ratio_zero_is_uniform_with_weight_one():
@@ -697,13 +848,16 @@ def test_hand_written_selective_backprop_loop_runs_to_done():
     data, model, optimizer = _toy_problem()
     sampler = HardBatchSampler(len(data), 8, epochs=2, policy="selective-backprop", beta=1.0, seed=0)
     loader = DataLoader(data, batch_sampler=sampler)
-    kept_total = 0
+    kept_total = skipped = 0
     while not sampler.done:
         for x, y in loader:
             with torch.no_grad():
                 scores = F.cross_entropy(model(x), y, reduction="none")
             keep = sampler.weights(scores) > 0
-            assert 1 <= int(keep.sum()) <= len(y)
+            if not keep.any():  # nothing drawn: the batch is recorded untrained, no optimizer step
+                sampler.record(scores.mean())
+                skipped += 1
+                continue
             losses = F.cross_entropy(model(x[keep]), y[keep], reduction="none")
             loss = losses.mean()
             optimizer.zero_grad()
@@ -711,8 +865,9 @@ def test_hand_written_selective_backprop_loop_runs_to_done():
             optimizer.step()
             sampler.record(loss.detach(), losses.detach())
             kept_total += int(keep.sum())
-    assert sampler.steps == 24 and sampler.progress == 1.0
-    assert int(sampler.sample_visits.sum()) == kept_total < 24 * 8
+    # Two passes of 12 batches; the first trains all of them (the warm-up epoch).
+    assert sampler.steps == 24 - skipped and sampler.epoch == 2 and sampler.progress == 1.0
+    assert int(sampler.sample_visits.sum()) == kept_total < 24 * 8 and kept_total > 12 * 8
 
 
 # ---- bad input on the command line ---------------------------------------------------------------
@@ -785,7 +940,8 @@ def test_controls_at_delta_one_train_what_the_rule_trains_so_compare_runs_them_o
 
 
 def test_asking_twice_for_a_batch_s_weights_draws_once():
-    sampler = HardBatchSampler(8, 4, epochs=1, policy="selective-backprop", beta=1.0, loss_history=16)
+    sampler = HardBatchSampler(8, 4, epochs=1, policy="selective-backprop", beta=1.0, loss_history=16,
+                               warmup_epoch=False)  # a selecting step from the first batch
     next(iter(sampler))
     scores = torch.tensor([0.1, 2.0, 0.5, 1.0])
     first = sampler.weights(scores).clone()
@@ -873,7 +1029,8 @@ def test_record_refuses_non_finite_per_sample_losses(case):
 
 
 def test_selective_backprop_refuses_scores_of_the_wrong_shape_or_not_finite():
-    sampler = HardBatchSampler(12, 4, epochs=1, policy="selective-backprop")
+    # Without the warm-up epoch, whose steps are weighed before loading and take no scores.
+    sampler = HardBatchSampler(12, 4, epochs=1, policy="selective-backprop", warmup_epoch=False)
     next(iter(sampler))
     with pytest.raises(hardbatch.UsageError, match=r"weights\(scores\): scores must have shape \(4,\) \(one loss per "
                                                    r"sample of the batch\), got a tensor of shape \(4, 1\)"):

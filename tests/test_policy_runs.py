@@ -24,8 +24,9 @@ B, N, EPOCHS = 32, 10, 3
 BASE = dict(dataset="digits", train_subset=320, batch_size=B, epochs=EPOCHS, augment="crop_flip", schedule="cosine",
             seed=1)
 # Settings per policy (a policy missing here runs with its defaults, and δ = 0.3 if it takes δ); with 3 epochs and
-# anneal 0.34 InfoBatch prunes in epoch 1 only (epoch 0 has no scores, epoch 2 is annealed).
-SETTINGS = {"infobatch": dict(anneal=0.34), "selective-backprop": dict(beta=1.0)}
+# anneal 0.3 (⌊3 · 0.7⌋ = 2 pruning epochs) InfoBatch prunes in epoch 1 only (epoch 0 has no scores, epoch 2 is
+# annealed).
+SETTINGS = {"infobatch": dict(anneal=0.3), "selective-backprop": dict(beta=1.0)}
 RUNS = {name: dict(policy=name, **({"delta": 0.3} if name in DELTA_POLICIES else {}),
                    **SETTINGS.get(name, cls.example), **cls.run_needs) for name, cls in POLICIES.items()}
 RUNS["hardbatch+rescore"] = dict(policy="hardbatch", delta=0.3, rescore=2)
@@ -123,8 +124,10 @@ def test_cost_counters_add_up_and_agree_with_the_trace(straight, case):
     policy = POLICIES[RUNS[case]["policy"]]
     sizes = column(trace, "samples")
     assert cost["samples_forward_nograd"] <= cost["samples_loaded"]
-    if case == "selective-backprop":  # scores every loaded sample, back-propagates the kept ones
-        assert cost["samples_forward_nograd"] == cost["samples_loaded"] == cost["optimizer_steps"] * B
+    if case == "selective-backprop":  # scores every loaded sample after the warm-up epoch, back-propagates the kept
+        assert cost["samples_loaded"] == cost["optimizer_steps"] * B == EPOCHS * N * B  # B = 32: no batch skipped
+        assert cost["samples_forward_nograd"] == (EPOCHS - 1) * N * B
+        assert column(history, "samples_backprop")[0] == N * B  # the warm-up trains everything
     if policy.scores_first:  # chooses samples inside loaded batches: some are loaded and never back-propagated
         assert all(1 <= n <= B for n in sizes) and backprop < cost["samples_loaded"]
     elif case == "hardbatch+rescore":
@@ -143,11 +146,14 @@ def test_cost_counters_add_up_and_agree_with_the_trace(straight, case):
         assert cost["optimizer_steps"] == EPOCHS * N
 
 
-def test_selective_backprop_with_beta_zero_trains_exactly_what_uniform_trains(tmp_path):
-    """β = 0 keeps every sample, and the scoring forward leaves no trace (BatchNorm statistics, RNG), so one epoch
-    equals uniform's step for step, test accuracy included (evaluation reads the BatchNorm running statistics)."""
+@pytest.mark.parametrize("score_in_train_mode", [False, True])
+def test_selective_backprop_with_beta_zero_trains_exactly_what_uniform_trains(tmp_path, score_in_train_mode):
+    """β = 0 keeps every sample, and the scoring forward leaves no trace (BatchNorm statistics, RNG) in either mode,
+    so one epoch equals uniform's step for step, test accuracy included (evaluation reads the BatchNorm running
+    statistics). Without the warm-up epoch, that epoch is scored."""
     common = dict(BASE, epochs=1)
-    train_run(RunConfig(**common, policy="selective-backprop", beta=0.0), tmp_path / "sb", progress=False)
+    train_run(RunConfig(**common, policy="selective-backprop", beta=0.0, warmup_epoch=False,
+                        score_in_train_mode=score_in_train_mode), tmp_path / "sb", progress=False)
     train_run(RunConfig(**common, policy="uniform"), tmp_path / "uniform", progress=False)
     assert (tmp_path / "sb" / "trace.csv").read_text() == (tmp_path / "uniform" / "trace.csv").read_text()
     differ = TIMING + ("samples_loaded", "samples_forward_nograd")

@@ -59,6 +59,18 @@ def test_readme_loop_runs_every_policy_unchanged(case, capsys):
     assert [line.split(":")[0] for line in printed.splitlines()] == [f"epoch {e}" for e in range(1, 5)]
 
 
+def test_readme_loop_records_the_batches_selective_backprop_keeps_none_of(capsys):
+    # One sample a batch: about half of the batches keep nothing; each is recorded untrained and epochs still end.
+    namespace = _run_example()
+    capsys.readouterr()
+    sampler = HardBatchSampler(len(namespace["train_set"]), 1, epochs=2, policy="selective-backprop", seed=1)
+    namespace["train"](sampler)
+    assert sampler.done and sampler.epoch == 2 and 640 < sampler.steps < 2 * 640  # the first epoch trains all
+    assert int(sampler.sample_visits.sum()) == sampler.steps
+    printed = capsys.readouterr().out
+    assert [line.split(":")[0] for line in printed.splitlines()] == ["epoch 1", "epoch 2"]
+
+
 def test_multi_gpu_section_names_exactly_the_models_with_batchnorm():
     import torch
 

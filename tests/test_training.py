@@ -265,6 +265,88 @@ def test_fit_resumed_from_a_mid_round_checkpoint_matches_an_uninterrupted_run():
         assert torch.equal(p, q)
 
 
+# ---- selective backprop in fit: skipped batches, the scoring mode ---------------------------------
+
+
+def test_fit_consumes_a_batch_selective_backprop_keeps_none_of_without_a_step_and_still_ends():
+    """All losses equal (a zero last layer): no loss is strictly below another, so nothing is ever kept. Every batch
+    is loaded and scored, none trained; every epoch still ends (its last batch skipped) and is evaluated."""
+    dataset = tiny_problem(n_batches=6, batch_size=4)
+    sampler = HardBatchSampler(len(dataset), 4, epochs=3, policy="selective-backprop", warmup_epoch=False)
+    model = tiny_model()
+    nn.init.zeros_(model[3].weight), nn.init.zeros_(model[3].bias)
+    before = copy.deepcopy(model.state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    results: list[EpochResult] = []
+    meter = hardbatch.training.CostMeter()
+    test_batches = [(dataset.images[:8], dataset.labels[:8])]
+    fit(model, optimizer, loader_for(dataset, sampler), sampler, {"test": test_batches}, CPU, on_epoch=results.append,
+        meter=meter)
+    assert [(r.epoch, r.step, r.trace) for r in results] == [(1, 0, []), (2, 0, []), (3, 0, [])]
+    assert all(r.train_loss != r.train_loss for r in results)  # NaN: no step to average
+    assert meter.optimizer_steps == meter.samples_backprop == meter.samples_forward == 0
+    assert meter.samples_loaded == meter.samples_forward_nograd == 3 * 24
+    assert all(torch.equal(p, before[name]) for name, p in model.state_dict().items())  # no step, not even decay
+
+
+def test_fit_with_selective_backprop_counts_only_real_steps():
+    dataset = tiny_problem(n_batches=20, batch_size=1)  # one sample a batch: about half of them are skipped
+    sampler = HardBatchSampler(len(dataset), 1, epochs=3, policy="selective-backprop", seed=1)
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    results: list[EpochResult] = []
+    meter = hardbatch.training.CostMeter()
+    fit(model, optimizer, loader_for(dataset, sampler), sampler, {}, CPU, scheduler=scheduler,
+        on_epoch=results.append, meter=meter)
+    steps = [len(r.trace) for r in results]
+    assert len(results) == 3 and steps[0] == 20 and 0 < steps[1] < 20 and 0 < steps[2] < 20
+    assert [r.step for r in results] == [20, 20 + steps[1], sum(steps)] and sampler.steps == sum(steps)
+    assert [row[0] for r in results for row in r.trace] == list(range(1, sum(steps) + 1))
+    assert meter.optimizer_steps == meter.samples_backprop == sum(steps) == int(sampler.sample_visits.sum())
+    assert meter.samples_loaded == 60 and meter.samples_forward_nograd == 40  # the warm-up epoch scores nothing
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / (1 + sum(steps)))  # a scheduler step per step
+
+
+class BatchStatistics(nn.Module):
+    """A model whose output depends on BatchNorm's mode: batch statistics in training, running ones in eval."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 4))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("params, train_mode", [({}, False), ({"score_in_train_mode": True}, True)])
+def test_fit_scores_selective_backprop_batches_in_eval_mode_unless_asked(params, train_mode):
+    dataset = tiny_problem(n_batches=6, batch_size=5)
+    # β = 0 keeps every sample: BatchNorm cannot train on a kept subset of one.
+    sampler = HardBatchSampler(len(dataset), 5, epochs=2, policy="selective-backprop", beta=0.0, **params)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BatchStatistics()
+    seen = []
+    select = sampler.policy.select
+
+    def checked(step, scores):  # the scores fit hands over, against both forwards of the model as it is now
+        x, y = dataset.images[step.samples], dataset.labels[step.samples]
+        twin = copy.deepcopy(model)
+        with torch.no_grad():
+            eval_loss = F.cross_entropy(twin.eval()(x), y, reduction="none")
+            train_loss = F.cross_entropy(twin.train()(x), y, reduction="none")
+        assert torch.allclose(scores, train_loss if train_mode else eval_loss)
+        assert not torch.allclose(eval_loss, train_loss)
+        assert model.training  # the loop's mode is restored
+        seen.append(len(scores))
+        return select(step, scores)
+
+    sampler.policy.select = checked
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loader_for(dataset, sampler), sampler, {}, CPU)
+    assert seen == [5] * 6  # epoch 2's six batches (epoch 1 is the warm-up)
+
+
 # ---- train_step ----------------------------------------------------------------------------------
 
 

@@ -146,7 +146,9 @@ def _add_policy_params(g) -> None:
             continue
         where = f"[{', '.join(meta['policies'])}] "
         if isinstance(f.default, bool):
-            g.add_argument(flag(f.name), action="store_true", default=None, help=where + meta["help"])
+            # --name and --no-name: a setting that is on by default can be turned off.
+            g.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None,
+                           help=where + meta["help"] + f" (default {'on' if f.default else 'off'})")
         else:
             kind = int if f.type in ("int", "int | None") else str if isinstance(f.default, str) else float
             default = "" if f.default is None or isinstance(f.default, str) else f" (default {f.default:g})"

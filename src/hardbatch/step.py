@@ -2,7 +2,7 @@
 
 A loop hands each loaded batch to ``select``, trains on what comes back, and hands the step's losses to ``record``:
 
-    chosen = step.select(sampler, model, x, y, meter, device)   # None: a scoring-only step, nothing to train
+    chosen = step.select(sampler, model, x, y, meter, device)   # None: nothing to train (a scoring-only step...)
     losses = loss_fn(model(chosen.x), chosen.y)                  # per-sample, shape (b,)
     loss = step.weighted_loss(chosen, losses)                    # back-propagate loss * chosen.scale
     step.record(sampler, chosen, loss.detach(), losses.detach(), meter)
@@ -35,18 +35,25 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 @torch.no_grad()
-def score_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Per-sample training-mode losses of (x, y) without gradient, shape (b,); leaves no trace in the model.
+def score_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast_dtype: torch.dtype | None = None,
+                 train_mode: bool = True) -> torch.Tensor:
+    """Per-sample losses of (x, y) without gradient, shape (b,); leaves no trace in the model.
 
-    BatchNorm running statistics are restored afterwards and random layers (dropout) draw from a forked
-    generator, so the scoring forward changes nothing the next training step sees.
+    ``train_mode``: a training-mode forward (BatchNorm batch statistics, dropout); the BatchNorm running statistics
+    are restored afterwards and random layers draw from a forked generator, so the scoring forward changes nothing
+    the next training step sees. Otherwise an eval-mode forward, which changes nothing. The model's mode is
+    restored either way.
     """
-    buffers = [(b, b.clone()) for b in model.buffers()]
+    was_training = model.training
+    model.train(train_mode)
+    buffers = [(b, b.clone()) for b in model.buffers()] if train_mode else []  # only a training forward moves them
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), autocast(x.device, autocast_dtype):
+    forked = torch.random.fork_rng(devices=devices) if train_mode else contextlib.nullcontext()
+    with forked, autocast(x.device, autocast_dtype):
         losses = F.cross_entropy(model(x).float(), y, reduction="none")
     for buffer, saved in buffers:
         buffer.copy_(saved)
+    model.train(was_training)
     return losses
 
 
@@ -71,21 +78,26 @@ class Chosen:
 
 def select(sampler: HardBatchSampler, model: nn.Module, x: torch.Tensor, y: torch.Tensor, meter,
            device: torch.device, autocast_dtype: torch.dtype | None = None) -> Chosen | None:
-    """This rank's share (x, y) of the pending global batch -> what to train, or None for a scoring-only step
-    (recorded here: the loop trains nothing). ``model`` is the plain module (no DDP wrapper) for the scoring pass;
-    ``meter`` (a training.CostMeter) counts the samples loaded and scored and the time spent choosing."""
+    """This rank's share (x, y) of the pending global batch -> what to train, or None for a scoring-only step and
+    for a batch of which the policy keeps no sample (both recorded here: the loop trains nothing, and takes no
+    optimizer step). ``model`` is the plain module (no DDP wrapper) for the scoring pass, run in the mode the policy
+    asks for (``policy.score_train_mode``); ``meter`` (a training.CostMeter) counts the samples loaded and scored
+    and the time spent choosing."""
     policy, step = sampler.policy, sampler.pending
     total = len(step.samples)  # the global batch; x and y hold this rank's rows of it
     meter.samples_loaded += total
     if step.score_only or policy.needs_scores(step):
         scoring = time.perf_counter()
-        scores = distributed.all_gather(score_losses(model, x, y, autocast_dtype))
+        scores = distributed.all_gather(score_losses(model, x, y, autocast_dtype, policy.score_train_mode))
         meter.samples_forward_nograd += total
         meter.choose_seconds += time.perf_counter() - scoring
         if step.score_only:
             sampler.record(scores.mean(), scores)
             return None
         kept, weights, scale, total = distributed.kept_share(sampler.weights(scores) > 0, device)
+        if total == 0:  # selective-backprop kept no sample: the batch is consumed untrained
+            sampler.record(scores.mean())
+            return None
         kept = kept.to(x.device)
         return Chosen(x[kept], y[kept], weights, scale, 0 if weights is not None else len(kept), total)
     weights = step.weights  # None: the plain mean, bit for bit (sampler.weights() would give ones)

@@ -265,21 +265,21 @@ def fit(
             x = _to_input(x, device, train_transform, generator, channels_last, None if world == 1 else (rows, total))
             y = y.to(device, non_blocking=True)
             chosen = step_core.select(sampler, plain, x, y, meter, device, autocast_dtype)
-            if chosen is None:  # a scoring-only step (recorded by select)
-                continue
-            loss, sample_losses = weighted_step(model, optimizer, chosen.x, chosen.y, autocast_dtype, chosen.weights,
-                                                policy.per_sample, chosen.scale)
-            batch, loss = step_core.record(sampler, chosen, loss, sample_losses, meter)
-            total = chosen.total
-            if scheduler is not None:
-                scheduler.step()
-            losses.append(loss)
-            steps.append((sampler.steps, sampler.round, batch, total))
+            # None: a scoring-only step, or a batch of which nothing was kept (recorded by select); the second can
+            # end an epoch that is a pass.
+            if chosen is not None:
+                loss, sample_losses = weighted_step(model, optimizer, chosen.x, chosen.y, autocast_dtype,
+                                                    chosen.weights, policy.per_sample, chosen.scale)
+                batch, loss = step_core.record(sampler, chosen, loss, sample_losses, meter)
+                if scheduler is not None:
+                    scheduler.step()
+                losses.append(loss)
+                steps.append((sampler.steps, sampler.round, batch, chosen.total))
             if not sampler.epoch_ended:
                 continue
             # An epoch ended: evaluate and report.
             lr = optimizer.param_groups[0]["lr"]
-            step_losses = torch.stack(losses).float().cpu().tolist()
+            step_losses = torch.stack(losses).float().cpu().tolist() if losses else []  # none: every batch skipped
             bad = next((s for (s, *_), l in zip(steps, step_losses) if not math.isfinite(l)), None)
             if bad is not None:
                 raise TrainingDiverged(f"training loss is not finite at step {bad}; try a lower --lr")
@@ -298,7 +298,7 @@ def fit(
                 on_epoch(EpochResult(
                     epoch=sampler.epoch,
                     step=sampler.steps,
-                    train_loss=sum(step_losses) / len(step_losses),
+                    train_loss=sum(step_losses) / len(step_losses) if step_losses else math.nan,
                     evals=evals,
                     lr=lr,
                     train_seconds=train_seconds,

@@ -34,6 +34,11 @@ VARIANTS = {
     "uniform": ["--policy", "uniform"],
     "selective-backprop": ["--policy", "selective-backprop"],
     "infobatch": ["--policy", "infobatch"],
+    # The peers' options: Selective Backprop's earlier rules in hardbatch (this reproduces the selective-backprop
+    # record made before they became options), and the InfoBatch authors' annealing weights.
+    "selective-backprop-legacy": ["--policy", "selective-backprop", "--no-warmup-epoch", "--score-in-train-mode",
+                                  "--force-one", "--count-ties"],
+    "infobatch-keep-weights": ["--policy", "infobatch", "--keep-weights-in-anneal"],
     "rescore": ["--delta", "0.4", "--rescore", "2"],
     "repartition": ["--delta", "0.4", "--repartition"],
     "trim-top-mix": ["--delta", "0.4", "--trim-top", "0.1", "--mix", "0.25"],

@@ -11,7 +11,8 @@ Needs ``pip install 'hardbatch[lightning]'``; the core package never imports thi
 - ``hb.training_loss(module, x, y)`` in ``training_step``: the loss to return. It runs the policy's no-grad scoring
   pass when it has one, applies its keep-masks and weights, and records the step's losses after combining them
   across ranks (per-sample losses gathered, batch losses averaged), so every rank holds the same tables and plans
-  the same next round. It returns None for a scoring-only step (``--rescore``), which Lightning skips.
+  the same next round. It returns None for a scoring-only step (``--rescore``) and for a batch of which
+  ``selective-backprop`` kept no sample; Lightning skips those.
 
 A Lightning "epoch" is one pass of the policy (a round); ``sampler.epoch`` counts hardbatch epochs of N steps.
 """
@@ -69,7 +70,7 @@ class HardBatch(Callback):
         scaled so that DDP's gradient average is the gradient of the mean over the whole (kept) global batch.
         """
         chosen = step_core.select(self.sampler, module, x, y, self.meter, y.device)
-        if chosen is None:  # a scoring-only step, already recorded
+        if chosen is None:  # a scoring-only step, or a batch of which nothing was kept: already recorded
             return None
         losses = self.criterion(module(chosen.x), chosen.y)
         loss = step_core.weighted_loss(chosen, losses)

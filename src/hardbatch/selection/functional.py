@@ -114,13 +114,14 @@ def batch_scores(sample_losses: torch.Tensor, batches: torch.Tensor) -> torch.Te
     return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, math.inf))
 
 
-def percentiles(losses: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-    """Each loss's percentile in ``history``: the fraction of history values <= it, in [0, 1].
+def percentiles(losses: torch.Tensor, history: torch.Tensor, ties: bool = False) -> torch.Tensor:
+    """Each loss's percentile in ``history``: the fraction of history values strictly below it (<), in [0, 1].
 
+    With ``ties`` the values equal to it count too (<=).
     ``losses``: shape (B,); ``history``: shape (H,), H >= 1. Returns shape (B,).
     """
     ranked = torch.sort(history).values
-    return torch.searchsorted(ranked, losses, right=True).to(torch.float32) / len(ranked)
+    return torch.searchsorted(ranked, losses, right=ties).to(torch.float32) / len(ranked)
 
 
 def infobatch_prune(scores: torch.Tensor, ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

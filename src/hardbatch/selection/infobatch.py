@@ -17,8 +17,11 @@ from hardbatch.selection.registry import register
 class InfoBatchParams:
     prune_ratio: float = param(0.5, "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept "
                                     "ones are weighted 1/(1-r)", range=Range(0.0, 1.0, high_open=True), metavar="R")
-    anneal: float = param(0.125, "final fraction of the epochs trained on all the data, in [0, 1]",
+    anneal: float = param(0.125, "final fraction of the epochs trained on all the data, in [0, 1]: the first "
+                                 "⌊E·(1-A)⌋ epochs prune",
                           range=Range(0.0, 1.0), metavar="A")
+    keep_weights_in_anneal: bool = param(False, "the annealing epochs keep the last pruning epoch's loss weights, as "
+                                                "the authors' code does by mistake; off: weight 1")
 
 
 @register
@@ -27,8 +30,9 @@ class InfoBatchPolicy(Policy):
     each epoch, round(r·m) of the m samples scoring below the mean are drawn at random and pruned: they
     are never loaded that epoch. The kept below-mean samples' losses are weighted 1 / (1 − r), so the
     expected gradient is unchanged. The rest is shuffled and cut into batches of B (the remainder
-    dropped). No pruning in the final ``anneal`` fraction of the epochs. An epoch is one such pass, so
-    pruned epochs have fewer than N steps.
+    dropped). Only the first ⌊E·(1 − ``anneal``)⌋ epochs prune, as in the authors' code; the rest train on
+    all the data with weight 1 (``keep_weights_in_anneal``: the last pruning epoch's weights). An epoch is
+    one such pass, so pruned epochs have fewer than N steps.
     """
 
     name = "infobatch"
@@ -37,24 +41,30 @@ class InfoBatchPolicy(Policy):
     axis = "prune_ratio"
     Params = InfoBatchParams
 
-    def __init__(self, batches, *, prune_ratio: float = 0.5, anneal: float = 0.125, **common):
+    def __init__(self, batches, *, prune_ratio: float = 0.5, anneal: float = 0.125,
+                 keep_weights_in_anneal: bool = False, **common):
         super().__init__(batches, **common)
         self.ratio = prune_ratio
         self.anneal = anneal
+        self.keep_weights = keep_weights_in_anneal
         self.scores = torch.full((self.num_samples,), float("nan"))
+        self.boosted = torch.zeros(self.num_samples, dtype=torch.bool)  # weighted in the last pruning epoch
 
     @property
     def pruning_epochs(self) -> int:
-        """Epochs 0 .. pruning_epochs - 1 prune; the rest train on all the data."""
-        return math.ceil(self.epochs * (1.0 - self.anneal) - 1e-9)
+        """Epochs 0 .. pruning_epochs - 1 prune, ⌊E·(1 − anneal)⌋ of them; the rest train on all the data."""
+        # The epsilon keeps whole products whole: 10 · (1 − 0.9) is 0.9999999999999998 in floating point, not 1.
+        return math.floor(self.epochs * (1.0 - self.anneal) + 1e-9)
 
     def plan(self) -> list[Step]:
         self.round += 1
         if self.round < self.pruning_epochs and self.ratio > 0:
             kept, boosted = infobatch_prune(self.scores.cpu(), self.ratio, self.generator)
+            self.boosted = torch.zeros(self.num_samples, dtype=torch.bool)
+            self.boosted[kept[boosted]] = True
         else:
             kept = torch.randperm(self.num_samples, generator=self.generator)
-            boosted = torch.zeros(len(kept), dtype=torch.bool)
+            boosted = self.boosted[kept] if self.keep_weights else torch.zeros(len(kept), dtype=torch.bool)
         weights = torch.where(boosted, torch.tensor(1.0 / (1.0 - self.ratio)), torch.tensor(1.0))
         b = self.batch_size
         count = max(1, len(kept) // b)  # the remainder is dropped, as in every cut; never an empty epoch
@@ -66,8 +76,10 @@ class InfoBatchPolicy(Policy):
         self.scores[step.samples.to(values.device)] = values
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "scores": self.scores.cpu().clone()}
+        return {**super().state_dict(), "scores": self.scores.cpu().clone(), "boosted": self.boosted.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.scores = state["scores"].clone()
+        if "boosted" in state:  # checkpoints from before keep_weights_in_anneal have none (and needed none)
+            self.boosted = state["boosted"].clone()

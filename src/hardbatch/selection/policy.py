@@ -33,7 +33,9 @@ class Policy:
       ``per_sample``, each sample's unweighted training loss, shape (b,);
     - ``state_dict()`` / ``load_state_dict()`` for checkpoints.
 
-    The loop, not the policy, owns devices, autocast, BatchNorm mode and collectives. ``uses_delta``
+    The loop, not the policy, owns devices, autocast, BatchNorm mode and collectives; ``score_train_mode`` says
+    which mode its no-grad scoring forwards run in (training mode with the BatchNorm buffers restored, or eval
+    mode). A ``scores_first`` step whose weights keep no sample is consumed without an optimizer step. ``uses_delta``
     says whether δ means anything to the policy; ``epoch_is_round``: an epoch is one pass of the policy
     (whatever its length) instead of N optimizer steps.
 
@@ -47,6 +49,7 @@ class Policy:
     uses_delta = False
     per_sample = False
     scores_first = False
+    score_train_mode = True
     epoch_is_round = False
     axis: str | None = None
     Params: type = NoParams

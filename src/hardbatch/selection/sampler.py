@@ -175,8 +175,10 @@ class HardBatchSampler(Sampler[list[int]]):
 
         All ones for policies that weigh nothing (the batch policies: the weighted mean is the plain mean).
         Policies that score first (``selective-backprop``) need ``scores``, the no-grad per-sample losses
-        of the loaded batch; their weights are 0 for samples to skip and 1 for samples to train. A second call
-        for the same pending batch returns the first answer: the policy's history and draws advance once per step.
+        of the loaded batch; their weights are 0 for samples to skip and 1 for samples to train. When none is
+        kept, ``record`` the batch without training it (its mean score as the loss, say): it is consumed, and it
+        is no optimizer step. A second call for the same pending batch returns the first answer: the policy's
+        history and draws advance once per step.
         """
         step = self._current()
         if self.policy.scores_first and not step.score_only and step.weights is None:
@@ -194,9 +196,11 @@ class HardBatchSampler(Sampler[list[int]]):
 
         ``loss``: the step's training loss (0-d); ``sample_losses``: each sample's unweighted loss, shape (b,),
         needed by per-sample policies (``policy.per_sample``) and ignored by the others. A scoring batch
-        (``pending.score_only``) takes the no-grad losses of its forward. Misuse is refused before anything is
-        recorded (UsageError); a loss that is not finite raises TrainingDiverged: at once for a number or a CPU
-        tensor, and for a tensor on an accelerator when the round ends (checking each would wait for the device).
+        (``pending.score_only``) takes the no-grad losses of its forward. A batch whose weights keep no sample
+        (see :meth:`weights`) counts as no optimizer step; it can still end an epoch that is a pass. Misuse is
+        refused before anything is recorded (UsageError); a loss that is not finite raises TrainingDiverged: at once
+        for a number or a CPU tensor, and for a tensor on an accelerator when the round ends (checking each would
+        wait for the device).
         """
         if self._recorded >= self._yielded:
             raise RuntimeError("record() called with no batch pending; call it once per batch drawn")
@@ -219,18 +223,20 @@ class HardBatchSampler(Sampler[list[int]]):
         self.policy.observe(step, loss, sample_losses)
         self.epoch_ended = False
         if not step.score_only:
-            self.visits[step.batch] += 1
             trained = step.samples
             if self.policy.scores_first and step.weights is not None:
                 trained = trained[(step.weights > 0).cpu()]
-            self.sample_visits[trained] += 1
-            if self.epoch == 0:
-                self.first_epoch_visits[trained] += 1
-            self.steps += 1
+            stepped = len(trained) > 0
+            if stepped:
+                self.visits[step.batch] += 1
+                self.sample_visits[trained] += 1
+                if self.epoch == 0:
+                    self.first_epoch_visits[trained] += 1
+                self.steps += 1
             if self.policy.epoch_is_round:
                 self.epoch_ended = self._recorded == len(self._round)
             else:
-                self.epoch_ended = self.steps % self.num_batches == 0
+                self.epoch_ended = stepped and self.steps % self.num_batches == 0
             self.epoch += self.epoch_ended
         if self.done:
             self._check_unchecked()
