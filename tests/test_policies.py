@@ -1115,3 +1115,18 @@ def test_a_loop_that_looks_at_pending_once_per_pass_is_not_refused():
             optimizer_steps += not scoring
             sampler.record(torch.tensor(0.5))
     assert optimizer_steps == sampler.steps == 40
+
+
+def test_a_saved_run_without_a_later_setting_keeps_its_earlier_rule():
+    """config.json of a selective-backprop run made before its authors'-code options existed stands for the earlier
+    rule (no warm-up epoch, train-mode scoring, force one, <=): resuming it must not switch rules mid-run."""
+    saved = RunConfig(policy="selective-backprop").to_dict()
+    for name in ("warmup_epoch", "score_in_train_mode", "force_one", "count_ties"):
+        del saved[name]
+    old = RunConfig.from_dict(saved)
+    assert (old.warmup_epoch, old.score_in_train_mode, old.force_one, old.count_ties) == (False, True, True, True)
+    assert RunConfig.from_dict(RunConfig(policy="selective-backprop").to_dict()) == RunConfig(policy="selective-backprop")
+    other = RunConfig().to_dict()  # another policy's run: its missing keys are plain defaults
+    for name in ("warmup_epoch", "count_ties"):
+        del other[name]
+    assert RunConfig.from_dict(other) == RunConfig()

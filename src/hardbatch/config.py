@@ -90,7 +90,12 @@ class _Settings:
         """Build from a saved dict, ignoring keys this version does not know; checked as ``validate`` checks
         (UsageError for a value of the wrong type or out of range)."""
         known = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in values.items() if k in known})
+        given = {k: v for k, v in values.items() if k in known}
+        policy = given.get("policy", _Settings.policy)
+        # A setting its policy gained later: a saved run without it ran the policy's earlier rule.
+        given.update({f.name: f.metadata["legacy"] for f in fields(cls) if f.name not in values
+                      and "legacy" in f.metadata and policy in f.metadata.get("policies", ())})
+        cfg = cls(**given)
         validate(cfg)
         return cfg
 

@@ -44,9 +44,19 @@ class Range:
         return f"a finite {'integer' if self.integer else 'number'}"
 
 
-def param(default: Any, help: str, *, range: Range | None = None, metavar: str | None = None):
-    """A hyper-parameter field: its default, a one-line help (the CLI adds the default), its range, its placeholder."""
-    return field(default=default, metadata={"help": help, "range": range, "metavar": metavar})
+_NONE = object()
+
+
+def param(default: Any, help: str, *, range: Range | None = None, metavar: str | None = None, legacy: Any = _NONE):
+    """A hyper-parameter field: its default, a one-line help (the CLI adds the default), its range, its placeholder.
+
+    ``legacy``: for a setting added after runs of its policy were made, the value those runs had (what their saved
+    config.json, which lacks the key, stands for), so that resuming such a run keeps its rule.
+    """
+    metadata = {"help": help, "range": range, "metavar": metavar}
+    if legacy is not _NONE:
+        metadata["legacy"] = legacy
+    return field(default=default, metadata=metadata)
 
 
 def flag(name: str) -> str:

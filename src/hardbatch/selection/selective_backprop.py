@@ -19,13 +19,15 @@ class SelectiveBackpropParams:
     loss_history: int = param(1024, "number of recent losses the percentiles are taken in",
                               range=Range(1, integer=True), metavar="H")
     warmup_epoch: bool = param(True, "the first epoch trains every sample and records no loss history; selection "
-                                     "starts in the second (as the authors' code)")
+                                     "starts in the second (as the authors' code)", legacy=False)
     score_in_train_mode: bool = param(False, "score in training mode (BatchNorm batch statistics, buffers restored; "
-                                             "hardbatch's earlier rule); off: in eval mode, as the authors' code")
+                                             "hardbatch's earlier rule); off: in eval mode, as the authors' code",
+                                      legacy=True)
     force_one: bool = param(False, "when the draw keeps no sample, train the highest-loss one (hardbatch's earlier "
-                                   "rule); off: the batch is skipped, as in the authors' code")
+                                   "rule); off: the batch is skipped, as in the authors' code", legacy=True)
     count_ties: bool = param(False, "a sample's percentile counts the history losses equal to its own too (<=, "
-                                    "hardbatch's earlier rule); off: only smaller ones (<), as the authors' code")
+                                    "hardbatch's earlier rule); off: only smaller ones (<), as the authors' code",
+                                    legacy=True)
 
 
 @register
