@@ -112,9 +112,11 @@ def test_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
 @pytest.mark.parametrize("model, val_fraction", [("mobilenet_v3_small", 0.0), ("mobilenet_v3_small", 0.1),
                                                  ("small_cnn", 0.0)])
 def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_path, monkeypatch, model, val_fraction):
-    """δ = 0.3 makes epochs end inside a round (N = 44 or 40, k = 13 or 12); MobileNetV3 has dropout."""
+    """δ = 0.3 makes epochs end inside a round (320 samples in batches of 16: N = 20, k = 6; epoch 2 ends 2 steps into round 4);
+    MobileNetV3 has dropout."""
     torch.set_num_threads(1)
-    cfg = RunConfig(model=model, stem="small", epochs=3, delta=0.3, val_fraction=val_fraction, seed=5)
+    cfg = RunConfig(model=model, stem="small", epochs=3, delta=0.3, val_fraction=val_fraction, seed=5,
+                    train_subset=320, batch_size=16)
     straight = tmp_path / "straight"
     train_run(cfg, straight, progress=False)
     _interrupted_after(cfg, tmp_path / "resumed", 2, monkeypatch)
