@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repeat {r + 1:2d}/{args.repeats} " + " ".join(f"{meters[l][-1].train_seconds:7.2f}" for l in labels)
               + f"   ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    uniform = labels[0]
+    uniform = "uniform"  # the reference arm of the ratios (its label)
 
     def median_share(label: str, part) -> float:
         return statistics.median(part(m, p) / m.train_seconds for m, p in zip(meters[label], planned[label]))
