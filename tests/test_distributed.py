@@ -283,7 +283,7 @@ def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
     from hardbatch.config import RunConfig
 
     # It changes what a run computes under DDP: a finished run without it is not reused for a run with it.
-    assert experiment.same_run(RunConfig(), RunConfig(sync_bn=True)) == ["sync_bn"]
+    assert experiment.differing_settings(RunConfig(), RunConfig(sync_bn=True)) == ["sync_bn"]
     seen = []
     wrap = distributed.wrap
     monkeypatch.setattr(distributed, "wrap", lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device))

@@ -108,7 +108,7 @@ def environment(device: torch.device) -> dict:
     }
 
 
-def same_run(saved: RunConfig, wanted: RunConfig) -> list[str]:
+def differing_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:
     """Names of the settings in which two configurations differ, runtime-only keys aside."""
     a, b = saved.to_dict(), wanted.to_dict()
     return [k for k in a if k not in RUNTIME_KEYS and a[k] != b.get(k)]
@@ -119,7 +119,7 @@ RESUME_HINT = "drop those flags or pass the saved values to continue it, or use 
 
 def _check_same(run: RunDir, cfg: RunConfig, hint: str = RESUME_HINT) -> None:
     saved_cfg = run.config()
-    differing = same_run(saved_cfg, cfg)
+    differing = differing_settings(saved_cfg, cfg)
     if differing:
         saved = saved_cfg.to_dict()
         detail = ", ".join(f"{k} saved {saved[k]!r} but given {getattr(cfg, k)!r}" for k in differing)
