@@ -18,6 +18,7 @@ from hardbatch.selection.composer_sb import ComposerSBParams, ComposerSBPolicy, 
 from hardbatch.selection.ies import IESParams, IESPolicy, mastered
 from hardbatch.selection.policy import Step
 from hardbatch.selection import POLICIES
+from hardbatch.selection.params import check_params
 from hardbatch.selection.rho_loss import RhoLossParams, RhoLossPolicy, irreducible_losses
 from hardbatch.selection.seta import SeTaParams, SeTaPolicy, kmeans_1d, window_size
 
@@ -58,7 +59,7 @@ def drive(sampler: HardBatchSampler, loss_of, stop_after: int | None = None) -> 
             else:
                 kept = indices
                 if policy.scores_first:
-                    needs = getattr(policy, "needs_scores", lambda s: True)(step)
+                    needs = policy.needs_scores(step)
                     keep = (sampler.weights(losses) if needs else sampler.weights()) > 0
                     kept, losses = [i for i, k in zip(indices, keep.tolist()) if k], losses[keep]
                 sampler.record(losses.mean(), losses)
@@ -197,7 +198,7 @@ def test_composer_sb_resumes_exactly_mid_run():
 ])
 def test_composer_sb_refuses_bad_hyper_parameters_in_one_line(params, message):
     with pytest.raises(UsageError, match=message) as error:
-        ComposerSBParams(**params).validate()
+        check_params(ComposerSBParams(**params))
     assert "\n" not in str(error.value)
     with pytest.raises(UsageError, match=message):
         ComposerSBPolicy(partition(), **params)
@@ -268,7 +269,7 @@ def test_rho_loss_refuses_candidate_batches_larger_than_the_data():
 @pytest.mark.parametrize("keep", [0.0, -0.5, 1.01, math.inf])
 def test_rho_loss_refuses_bad_keep_in_one_line(keep):
     with pytest.raises(UsageError, match=f"--select-fraction must be in \\(0, 1\\], got {keep}"):
-        RhoLossParams(select_fraction=keep).validate()
+        check_params(RhoLossParams(select_fraction=keep))
 
 
 def test_irreducible_losses_are_eval_mode_per_sample_cross_entropies_in_index_order():
@@ -406,7 +407,7 @@ def test_seta_needs_per_sample_losses():
 ])
 def test_seta_refuses_bad_hyper_parameters_in_one_line(params, message):
     with pytest.raises(UsageError, match=message) as error:
-        SeTaParams(**params).validate()
+        check_params(SeTaParams(**params))
     assert "\n" not in str(error.value)
     with pytest.raises(UsageError, match=message):
         SeTaPolicy(partition(), **params)
@@ -514,7 +515,7 @@ def test_ies_needs_per_sample_losses():
 ])
 def test_ies_refuses_bad_hyper_parameters_in_one_line(params, message):
     with pytest.raises(UsageError, match=message) as error:
-        IESParams(**params).validate()
+        check_params(IESParams(**params))
     assert "\n" not in str(error.value)
     with pytest.raises(UsageError, match=message):
         IESPolicy(partition(), **params)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from hardbatch.errors import UsageError
-from hardbatch.selection.params import Range, param
+from hardbatch.selection.params import Range, check_params, param
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import register
 
@@ -27,17 +27,9 @@ class ComposerSBParams:
                           range=Range(0, integer=True))
 
     def validate(self) -> None:
-        """Raise :class:`UsageError` (one line, naming the flag) for the first value out of range."""
-        if not (math.isfinite(self.start) and 0.0 <= self.start < 1.0):
-            raise UsageError(f"--start must be in [0, 1), got {self.start}")
-        if not (math.isfinite(self.end) and 0.0 < self.end <= 1.0):
-            raise UsageError(f"--end must be in (0, 1], got {self.end}")
+        """The check across fields (each field's own range is declared above; ``check_params`` runs both)."""
         if self.start >= self.end:
             raise UsageError(f"--start must be below --end, got start {self.start} and end {self.end}")
-        if not (math.isfinite(self.keep) and 0.0 < self.keep <= 1.0):
-            raise UsageError(f"--keep must be in (0, 1], got {self.keep}")
-        if not (isinstance(self.interrupt, int) and self.interrupt >= 0):
-            raise UsageError(f"--interrupt must be an integer >= 0 (0: never interrupt), got {self.interrupt}")
 
 
 def rank_percentiles(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +61,7 @@ class ComposerSBPolicy(Policy):
     def __init__(self, batches, *, start: float = 0.5, end: float = 0.9, keep: float = 0.5, interrupt: int = 2,
                  **common):
         super().__init__(batches, **common)
-        ComposerSBParams(start=start, end=end, keep=keep, interrupt=interrupt).validate()
+        check_params(ComposerSBParams(start=start, end=end, keep=keep, interrupt=interrupt))
         self.start, self.end, self.keep, self.interrupt = start, end, keep, interrupt
         self.total_steps = self.epochs * self.num_batches
         self.steps = 0  # optimizer steps observed so far

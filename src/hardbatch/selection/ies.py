@@ -9,7 +9,7 @@ import torch
 
 from hardbatch.errors import UsageError
 from hardbatch.selection.functional import fill_batches
-from hardbatch.selection.params import Range, param
+from hardbatch.selection.params import Range, check_params, param
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import register
 
@@ -24,15 +24,6 @@ class IESParams:
                           range=Range(1, integer=True))
     patience: int = param(1, "latest smoothed values whose sum must be below τ for a sample to count as mastered",
                          range=Range(1, integer=True))
-
-    def validate(self) -> None:
-        """Raise :class:`UsageError` (one line, naming the flag) for the first value out of range."""
-        if not (math.isfinite(self.threshold) and self.threshold >= 0.0):
-            raise UsageError(f"--threshold must be a finite number >= 0, got {self.threshold}")
-        if not (isinstance(self.smoothing, int) and self.smoothing >= 1):
-            raise UsageError(f"--smoothing must be an integer >= 1, got {self.smoothing}")
-        if not (isinstance(self.patience, int) and self.patience >= 1):
-            raise UsageError(f"--patience must be an integer >= 1, got {self.patience}")
 
 
 def mastered(history: torch.Tensor, counts: torch.Tensor, threshold: float, smoothing: int,
@@ -71,7 +62,7 @@ class IESPolicy(Policy):
 
     def __init__(self, batches, *, threshold: float = 1e-3, smoothing: int = 3, patience: int = 1, **common):
         super().__init__(batches, **common)
-        IESParams(threshold=threshold, smoothing=smoothing, patience=patience).validate()
+        check_params(IESParams(threshold=threshold, smoothing=smoothing, patience=patience))
         self.threshold, self.smoothing, self.patience = threshold, smoothing, patience
         self.history = torch.zeros(self.num_samples, smoothing + patience + 2)
         self.counts = torch.zeros(self.num_samples, dtype=torch.long)

@@ -34,7 +34,7 @@ class Range:
         return above and below
 
     def __str__(self) -> str:
-        kind = "an integer" if self.integer else "a number"
+        kind = "an integer" if self.integer else "a finite number"
         if self.low is not None and self.high is not None:
             return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
         if self.low is not None:
@@ -79,7 +79,7 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise UsageError(f"{flag(f.name)} must be {allowed or 'a number'}, got {value!r}")
-    if allowed is not None and value not in allowed:
+    if allowed is not None and (value not in allowed or allowed.integer and not isinstance(value, int)):
         raise UsageError(f"{flag(f.name)} must be {allowed}, got {value}")
 
 

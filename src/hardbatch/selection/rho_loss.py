@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hardbatch.errors import UsageError
-from hardbatch.selection.params import Range, param
+from hardbatch.selection.params import Range, check_params, param
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import register
 
@@ -26,11 +26,6 @@ class RhoLossParams:
                               "(default: the run's --model)", metavar="NAME")
     il_epochs: int = param(0, "epochs of the irreducible-loss model's training (0: the run's --epochs)",
                            range=Range(0, integer=True), metavar="E")
-
-    def validate(self) -> None:
-        """Raise :class:`UsageError` (one line, naming the flag) for a value out of range."""
-        if not (math.isfinite(self.select_fraction) and 0.0 < self.select_fraction <= 1.0):
-            raise UsageError(f"--select-fraction must be in (0, 1], got {self.select_fraction}")
 
 
 @torch.no_grad()
@@ -74,7 +69,7 @@ class RhoLossPolicy(Policy):
     def __init__(self, batches, *, select_fraction: float = 0.1, il_model: str = "", il_epochs: int = 0,
                  irreducible: torch.Tensor | None = None, **common):
         super().__init__(batches, **common)
-        RhoLossParams(select_fraction=select_fraction).validate()
+        check_params(RhoLossParams(select_fraction=select_fraction, il_model=il_model, il_epochs=il_epochs))
         self.select_fraction = select_fraction
         self.candidates = math.ceil(self.batch_size / select_fraction - 1e-9)  # C: 0.1 → 10·B, not 10·B + 1
         if self.candidates > self.num_samples:

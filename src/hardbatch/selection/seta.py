@@ -9,7 +9,7 @@ import torch
 
 from hardbatch.errors import UsageError
 from hardbatch.selection.functional import fill_batches
-from hardbatch.selection.params import Range, param
+from hardbatch.selection.params import Range, check_params, param
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import register
 
@@ -30,19 +30,11 @@ class SeTaParams:
                          range=Range(0.0, 1.0))
 
     def validate(self) -> None:
-        """Raise :class:`UsageError` (one line, naming the flag) for the first value out of range."""
-        if not (math.isfinite(self.random_prune) and 0.0 <= self.random_prune < 1.0):
-            raise UsageError(f"--random-prune must be in [0, 1), got {self.random_prune}")
-        if not (isinstance(self.groups, int) and self.groups >= 1):
-            raise UsageError(f"--groups must be an integer >= 1, got {self.groups}")
-        if not (math.isfinite(self.window) and 0.0 < self.window <= 1.0):
-            raise UsageError(f"--window must be in (0, 1], got {self.window}")
+        """The check across fields (each field's own range is declared above; ``check_params`` runs both)."""
         if window_size(self.groups, self.window) < 1:
             raise UsageError(f"--window {self.window} with --groups {self.groups} makes a window of "
                              f"round({self.groups} · {self.window}) = 0 clusters; "
                              f"use a larger --window or more --groups")
-        if not (math.isfinite(self.anneal) and 0.0 <= self.anneal <= 1.0):
-            raise UsageError(f"--anneal must be in [0, 1], got {self.anneal}")
 
 
 def window_size(groups: int, window: float) -> int:
@@ -103,7 +95,7 @@ class SeTaPolicy(Policy):
     def __init__(self, batches, *, random_prune: float = 0.1, groups: int = 5, window: float = 0.9,
                  anneal: float = 0.125, **common):
         super().__init__(batches, **common)
-        SeTaParams(random_prune=random_prune, groups=groups, window=window, anneal=anneal).validate()
+        check_params(SeTaParams(random_prune=random_prune, groups=groups, window=window, anneal=anneal))
         self.random_prune, self.groups, self.window, self.anneal = random_prune, groups, window, anneal
         self.window_clusters = window_size(groups, window)
         self.scores = torch.full((self.num_samples,), float("nan"))
