@@ -1,0 +1,280 @@
+"""Any hardbatch policy inside a Hugging Face ``transformers.Trainer``: a Trainer subclass, ``HardBatchTrainer``.
+
+Needs ``pip install 'hardbatch[transformers]'``; the core package never imports this module. See
+``examples/hf_trainer.py`` and README "Hugging Face Trainer".
+
+The selection unit is one optimizer step's global batch, B = ``per_device_train_batch_size`` ×
+``gradient_accumulation_steps`` × world size: the sampler cuts the training set into N = ⌊n / B⌋ fixed batches and
+its budget is ``num_train_epochs`` epochs of N steps. The Trainer hooks it overrides, and why:
+
+- ``get_train_dataloader``: each item is this rank's contiguous share of the next global batch the policy planned
+  (``distributed.LocalSlices``), collated in one piece; one pass of the loader is one pass of the policy (a Trainer
+  "epoch" is a round). The loader is not handed to ``accelerator.prepare``, whose ``BatchSamplerShard`` would give
+  rank r every W-th batch instead (README "Accelerate").
+- ``get_batch_samples`` (where the Trainer collects one optimizer step's micro-batches): loads that share, runs
+  hardbatch's step core on it (``hardbatch.step.select``: the policy's no-grad scoring pass, keep-masks, weights,
+  the cost meter) and splits the rows it keeps into the step's ``gradient_accumulation_steps`` micro-batches. A
+  scoring-only step, or one whose batch the policy keeps none of, is recorded there and takes no optimizer step.
+- ``compute_loss``: the micro-batch's part of the step's loss, ``loss_fn(outputs, batch)`` per sample, so that the
+  accumulated gradient is that of the whole (kept) global batch's mean; after the last micro-batch of a step it
+  records the step with the sampler (``hardbatch.step.record``: losses combined across ranks).
+- ``_save`` / ``train``: the selection state (sampler, cost meter, trace) goes into every checkpoint folder as
+  ``hardbatch_state.pt``, and ``train(resume_from_checkpoint=...)`` reads it back before the Trainer resumes.
+- ``log``: every log line carries the cost counters as ``hardbatch/<counter>``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from hardbatch import batches, distributed
+from hardbatch import step as step_core
+from hardbatch.errors import UsageError
+from hardbatch.losses import LossFn, cross_entropy
+from hardbatch.selection import HardBatchSampler
+from hardbatch.training import CostMeter
+
+try:
+    from transformers import Trainer
+    from transformers.trainer_utils import get_last_checkpoint
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("hardbatch.integrations.transformers needs transformers: "
+                      "pip install 'hardbatch[transformers]'") from e
+
+STATE_FILE = "hardbatch_state.pt"  # the selection state, inside each Trainer checkpoint folder
+TRAINER_PARAMS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+class _Passes:
+    """The training loader's batch sampler: this rank's share of each global batch of one pass of the policy.
+
+    It has no length on purpose: a pass's length changes from round to round, and a loader without one makes the
+    Trainer run its epochs up to ``max_steps`` (the budget) instead of a step count taken from the first round.
+    """
+
+    def __init__(self, sampler: HardBatchSampler):
+        self.shares = distributed.LocalSlices(sampler)
+
+    def __iter__(self):
+        return iter(self.shares)
+
+
+@dataclass
+class _Accumulation:
+    """One optimizer step in progress: what ``select`` chose, its micro-batches, and what they have trained."""
+
+    chosen: step_core.Chosen
+    micro: list[step_core.Chosen]  # one per micro-batch: its rows of ``chosen.batch`` (and their weights)
+    shares: list[float]  # each micro-batch's fraction of ``chosen.batch``'s rows (0: a padding row at weight 0)
+    done: int = 0
+    loss: torch.Tensor | float = 0.0  # this rank's weighted mean so far
+    losses: list[torch.Tensor] = field(default_factory=list)  # per-sample losses of the real rows so far
+
+
+def _split(chosen: step_core.Chosen, parts: int) -> _Accumulation:
+    """``chosen``'s rows cut into ``parts`` consecutive micro-batches (as equal as can be).
+
+    The Trainer steps the optimizer after exactly ``gradient_accumulation_steps`` micro-batches, so there are always
+    ``parts`` of them: when fewer rows are kept than that (Selective Backprop), the empty ones train the first row at
+    weight 0 (nothing, but every rank still joins DDP's gradient all-reduce).
+    """
+    rows = batches.batch_size(chosen.batch)
+    micro, shares = [], []
+    for piece in torch.arange(rows).tensor_split(parts):
+        share = len(piece) / rows
+        if share == 0:
+            piece = torch.zeros(1, dtype=torch.long)
+        weights = None if chosen.weights is None else chosen.weights[piece.to(chosen.weights.device)]
+        if share == 0:
+            weights = torch.zeros(1, device=batches.device_of(chosen.batch))
+        micro.append(step_core.Chosen(batches.take(chosen.batch, piece), weights, chosen.scale, len(piece),
+                                      chosen.total))
+        shares.append(share)
+    return _Accumulation(chosen, micro, shares)
+
+
+class HardBatchTrainer(Trainer):
+    """A ``transformers.Trainer`` that trains the batches a hardbatch policy chooses (by default the paper's rule).
+
+    ``HardBatchTrainer(model=..., args=TrainingArguments(...), train_dataset=..., policy="hardbatch", delta=0.5,
+    loss_fn=hardbatch.losses.token_lm())``: every Trainer argument as usual; ``policy``, ``delta`` and the policy's
+    hyper-parameters by their ``RunConfig`` names (``beta=2``, ``prune_ratio=0.5``, ...) as for
+    ``HardBatchSampler``; ``loss_fn(outputs, batch)`` returns one loss per sample, shape (b,) (default:
+    cross-entropy of ``outputs.logits`` against ``batch["labels"]``); ``forward(model, batch)`` runs the model
+    (default: ``model(**batch)`` without its labels). Or pass a ready ``sampler`` (a HardBatchSampler whose batch is
+    the global batch B) instead of ``policy``/``delta``/parameters.
+
+    The budget is ``args.num_train_epochs`` (a whole number) epochs of N optimizer steps; ``args.max_steps`` is set
+    to that budget (an upper bound for the policies whose epoch is a pass, which stop when their passes are done)
+    and must be left unset (or equal to it). ``args.ignore_data_skip`` is set: on resume the sampler continues from its own state,
+    where the Trainer's skipping of batches would drop some. The partition is a seeded shuffle (``args.seed``)
+    unless ``shuffle_partition=False``.
+
+    After training, ``trainer.sampler`` holds the selection state, ``trainer.meter`` the cost, ``trainer.trace``
+    one row per optimizer step (step, round, batch, loss).
+    """
+
+    # compute_loss returns each micro-batch's share of the step's mean times the number of micro-batches; the
+    # Trainer divides it by that number (as it does for any loss not normalised by ``num_items_in_batch``).
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, policy: str = "hardbatch", delta: float = 1.0, sampler: HardBatchSampler | None = None,
+                 loss_fn: LossFn = cross_entropy, forward: step_core.Forward = batches.forward,
+                 shuffle_partition: bool = True, **kwargs):
+        params = {k: kwargs.pop(k) for k in list(kwargs) if k not in TRAINER_PARAMS}
+        super().__init__(*args, **kwargs)
+        self.loss_fn, self.forward = loss_fn, forward
+        self.meter = CostMeter()
+        self.trace: list[dict] = []
+        self._accumulation: _Accumulation | None = None
+        self.sampler = self._sampler(sampler, policy, delta, shuffle_partition, params)
+        if self.args.max_steps > 0 and self.args.max_steps != self.sampler.total_steps:
+            raise UsageError(f"HardBatchTrainer: the budget is num_train_epochs epochs of N optimizer steps "
+                             f"({self.sampler.total_steps}); leave max_steps unset (got {self.args.max_steps})")
+        self.args.max_steps = self.sampler.total_steps
+        self.args.ignore_data_skip = True
+
+    def _sampler(self, sampler, policy, delta, shuffle_partition, params) -> HardBatchSampler:
+        """The given ``sampler`` (checked against the global batch) or a new one from the policy and its parameters."""
+        args = self.args
+        global_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        if sampler is not None:
+            if params or policy != "hardbatch" or delta != 1.0:
+                raise UsageError("HardBatchTrainer: pass either sampler= or policy=/delta=/policy parameters, not both")
+            if sampler.partition.shape[1] != global_batch:
+                raise UsageError(f"HardBatchTrainer: the sampler's batch is {sampler.partition.shape[1]}, the global "
+                                 f"batch is {global_batch} (per_device_train_batch_size × "
+                                 f"gradient_accumulation_steps × world size); make them equal")
+            return sampler
+        epochs = args.num_train_epochs
+        if epochs != int(epochs) or epochs < 1:
+            raise UsageError(f"HardBatchTrainer: num_train_epochs must be a whole number >= 1 (epochs of N optimizer "
+                             f"steps), got {epochs}")
+        if self.train_dataset is None:
+            raise UsageError("HardBatchTrainer: training requires a train_dataset")
+        if len(self.train_dataset) < global_batch:
+            raise UsageError(f"HardBatchTrainer: the training set ({len(self.train_dataset)} samples) is smaller "
+                             f"than one global batch ({global_batch})")
+        return HardBatchSampler(len(self.train_dataset), global_batch, delta=delta, epochs=int(epochs), policy=policy,
+                                shuffle_partition=shuffle_partition, seed=args.seed, **params)
+
+    # -- the data -------------------------------------------------------------------------------------------------
+
+    def get_train_dataloader(self) -> DataLoader:
+        """A loader whose items are this rank's contiguous share of each global batch the policy planned.
+
+        The Trainer's own loader lends its data set and collator (after its removal of unused columns).
+        """
+        own = super().get_train_dataloader()
+        args = self.args
+        return DataLoader(own.dataset, batch_sampler=_Passes(self.sampler), collate_fn=own.collate_fn,
+                          num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+                          persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, *args, **kwargs):
+        """The next optimizer step's micro-batches, and None for ``num_items_in_batch`` (see ``compute_loss``).
+
+        Steps that train nothing (a scoring pass, a batch the policy keeps none of) are recorded and passed over.
+        At the end of a pass the Trainer's epoch ends, and training once the sampler's budget is spent.
+        """
+        parts = self.args.gradient_accumulation_steps
+        while not self.sampler.done:
+            try:
+                share = next(epoch_iterator)
+            except StopIteration:
+                break
+            share = batches.to_device(share, self.args.device)
+            chosen = step_core.select(self.sampler, self.accelerator.unwrap_model(self.model), share, self.meter,
+                                      self.args.device, loss_fn=self.loss_fn, forward=self.forward)
+            if chosen is not None:
+                self._accumulation = _split(chosen, parts)
+                return [micro.batch for micro in self._accumulation.micro], None
+        self.control.should_epoch_stop = True
+        self.control.should_training_stop = self.control.should_training_stop or self.sampler.done
+        return [], None
+
+    # -- the step -------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """The micro-batch's part of the step's loss (training), or the mean ``loss_fn`` (evaluation).
+
+        Training: ``loss_fn`` per sample, weighted as the policy says, over the step's whole kept batch: the
+        micro-batch's mean times its fraction of the rows, so the accumulated gradient is that of one big batch (the
+        Trainer's ``num_items_in_batch``, a token count for the model's own loss, is not used: hardbatch's loss is a
+        mean over samples). After the step's last micro-batch, the step is recorded with the sampler.
+        """
+        accumulation = self._accumulation
+        if not model.training or accumulation is None:
+            outputs = self.forward(model, inputs)
+            loss = self.loss_fn(outputs, inputs).mean()
+            return (loss, outputs) if return_outputs else loss
+        micro, share = accumulation.micro[accumulation.done], accumulation.shares[accumulation.done]
+        outputs = self.forward(model, inputs)
+        losses = self.loss_fn(outputs, inputs)
+        loss = step_core.weighted_loss(micro, losses) * share
+        accumulation.loss = accumulation.loss + loss.detach()
+        if share:
+            accumulation.losses.append(losses.detach())
+        accumulation.done += 1
+        if accumulation.done == len(accumulation.micro):
+            self._record(accumulation)
+        loss = loss * (accumulation.chosen.scale * len(accumulation.micro))
+        return (loss, outputs) if return_outputs else loss
+
+    def _record(self, accumulation: _Accumulation) -> None:
+        """Record a finished step with the sampler (losses combined across ranks) and append it to the trace."""
+        self._accumulation = None
+        round_ = self.sampler.round
+        batch, loss = step_core.record(self.sampler, accumulation.chosen, accumulation.loss,
+                                       torch.cat(accumulation.losses), self.meter)
+        self.trace.append({"step": self.sampler.steps, "round": round_, "batch": batch, "loss": loss})
+
+    # -- state and logs -------------------------------------------------------------------------------------------
+
+    def selection_state(self) -> dict:
+        """The sampler's state, the cost meter and the trace: what a checkpoint needs to continue exactly."""
+        return {"sampler": self.sampler.state_dict(), "cost": self.meter.state_dict(), "trace": self.trace_rows()}
+
+    def load_selection_state(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.meter.load_state_dict(state["cost"])
+        self.trace = [dict(row) for row in state["trace"]]
+
+    def trace_rows(self) -> list[dict]:
+        """The trace with each loss as a float (one device sync for all of them)."""
+        losses = torch.stack([torch.as_tensor(r["loss"], dtype=torch.float64).cpu() for r in self.trace]).tolist() \
+            if self.trace else []
+        return [{**row, "loss": loss} for row, loss in zip(self.trace, losses)]
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            torch.save(self.selection_state(), os.path.join(output_dir or self.args.output_dir, STATE_FILE))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """``Trainer.train``; a checkpoint to resume from must hold the selection state, which is loaded first."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise UsageError(f"HardBatchTrainer: no checkpoint to resume from in {self.args.output_dir}")
+        if resume_from_checkpoint:
+            path = os.path.join(resume_from_checkpoint, STATE_FILE)
+            if not os.path.isfile(path):
+                raise UsageError(f"HardBatchTrainer: {resume_from_checkpoint} has no {STATE_FILE}: it was not "
+                                 f"written by HardBatchTrainer, so its selection state is unknown")
+            self.load_selection_state(torch.load(path, map_location="cpu", weights_only=True))
+        return super().train(resume_from_checkpoint or None, *args, **kwargs)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """``Trainer.log`` with the cost counters (README "Cost") as ``hardbatch/<counter>``; the wall-clock is the
+        Trainer's own ``train_runtime``."""
+        cost = {f"hardbatch/{name}": value for name, value in self.meter.state_dict().items()
+                if name != "train_seconds"}
+        cost["hardbatch/epoch"] = self.sampler.epoch  # epochs of N steps finished (the Trainer's epochs are rounds)
+        super().log({**logs, **cost}, *args, **kwargs)
