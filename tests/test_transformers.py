@@ -1,0 +1,144 @@
+"""HardBatchTrainer (hardbatch.integrations.transformers) with tiny random-weight models from configs, offline.
+
+Every test runs examples/hf_trainer.py's trainer (a one-layer BERT classifier or GPT-2 on generated tokens): the
+paper's rule trains what a bare HardBatchSampler plans from the same losses, gradient accumulation gives one big
+batch's gradient (for a scoring policy too), a resumed run trains what an uninterrupted one does, the cost is in
+the logs, misuse is refused with one line, and under torchrun every rank trains the same selection.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download
+
+from hardbatch import HardBatchSampler, UsageError  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "hf_trainer.py"
+JOB = str(Path(__file__).with_name("hf_job.py"))
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("hf_trainer_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = load_example()
+
+
+def replay(trace: list[dict], sampler: HardBatchSampler) -> list[int]:
+    """The batches ``sampler`` plans when it is handed the trace's losses in order."""
+    planned, rows = [], iter(trace)
+    while not sampler.done:
+        for _ in sampler:
+            planned.append(sampler.pending.batch)
+            sampler.record(next(rows)["loss"])
+    return planned
+
+
+def test_the_rules_trace_is_what_the_sampler_plans_from_the_same_losses(tmp_path):
+    # 64 samples, 4 per device × 2 accumulated: B = 8, N = 8, δ = 0.5: the warm-up's 8 steps, then rounds of 4.
+    trainer = example.make_trainer("classify", epochs=3, out=str(tmp_path), delta=0.5)
+    trainer.train()
+    trace = trainer.trace_rows()
+    assert len(trace) == trainer.state.global_step == 24
+    assert [r["batch"] for r in trace[:8]] == list(range(8))
+    alone = HardBatchSampler(64, 8, delta=0.5, epochs=3, shuffle_partition=True, seed=0)
+    assert torch.equal(alone.partition, trainer.sampler.partition)
+    assert replay(trace, alone) == [r["batch"] for r in trace]
+    assert torch.equal(alone.visits, trainer.sampler.visits) and len(set(alone.visits.tolist())) > 1
+    # The cost is in the Trainer's logs, counted like fit's: every loaded sample trained once, no scoring.
+    logged = trainer.state.log_history[-1]
+    assert logged["hardbatch/optimizer_steps"] == 24 and logged["hardbatch/samples_loaded"] == 24 * 8
+    assert logged["hardbatch/samples_backprop"] == 24 * 8 and logged["hardbatch/samples_forward_nograd"] == 0
+    assert all("hardbatch/samples_loaded" in row for row in trainer.state.log_history)
+
+
+def one_step(tmp_path, per_device: int, grad_accum: int, **policy) -> tuple[dict, object]:
+    """The causal LM's parameters after one optimizer step on 8 samples (N = 1), and the cost meter."""
+    trainer = example.make_trainer("lm", samples=8, per_device=per_device, grad_accum=grad_accum, epochs=1,
+                                   out=str(tmp_path / f"{per_device}x{grad_accum}"), **policy)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    after = trainer.model.state_dict()
+    assert trainer.state.global_step == 1
+    assert any(not torch.allclose(before[k], after[k]) for k in after)  # it trained
+    return after, trainer.meter
+
+
+@pytest.mark.parametrize("policy, small", [
+    ({"policy": "hardbatch"}, (4, 2)),
+    # Composer's SB scores all 8, keeps ⌊0.25 · 8⌋ = 2: over 4 micro-batches of 2 rows, two train nothing.
+    ({"policy": "composer-sb", "start": 0.0, "end": 1.0, "keep": 0.25, "interrupt": 0}, (2, 4)),
+])
+def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, policy, small):
+    accumulated, meter = one_step(tmp_path, *small, **policy)
+    big, big_meter = one_step(tmp_path, 8, 1, **policy)
+    for name, value in big.items():
+        torch.testing.assert_close(accumulated[name], value, atol=1e-6, rtol=0, msg=name)
+    assert meter.state_dict() | {"choose_seconds": 0} == big_meter.state_dict() | {"choose_seconds": 0}
+    if policy["policy"] == "composer-sb":
+        assert (meter.samples_forward_nograd, meter.samples_backprop) == (8, 2)
+
+
+def test_resume_from_a_checkpoint_trains_what_an_uninterrupted_run_trains(tmp_path):
+    whole = example.make_trainer("classify", epochs=3, out=str(tmp_path / "a"), save_steps=10, delta=0.5)
+    whole.train()
+    # Step 10 is inside round 1 (steps 9-12): the sampler resumes mid-round.
+    resumed = example.make_trainer("classify", epochs=3, out=str(tmp_path / "a"), delta=0.5)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-10"))
+    a, b = whole.trace_rows(), resumed.trace_rows()
+    assert [(r["step"], r["round"], r["batch"]) for r in a] == [(r["step"], r["round"], r["batch"]) for r in b]
+    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], rel=1e-6)
+    assert resumed.meter.state_dict() | {"choose_seconds": 0} == whole.meter.state_dict() | {"choose_seconds": 0}
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
+
+
+def test_misuse_is_refused_with_one_line(tmp_path):
+    def batch_mean(outputs, batch):
+        return torch.nn.functional.cross_entropy(outputs.logits, batch["labels"])
+
+    trainer = example.make_trainer("classify", epochs=1, out=str(tmp_path))
+    trainer.loss_fn = batch_mean
+    with pytest.raises(UsageError, match=r"shape \(4,\), got shape \(\)"):
+        trainer.train()
+    with pytest.raises(UsageError, match="does not use delta"):
+        example.make_trainer("classify", out=str(tmp_path), policy="uniform", delta=0.5)
+    with pytest.raises(UsageError, match="does not use beta"):
+        example.make_trainer("classify", out=str(tmp_path), beta=2)
+    with pytest.raises(UsageError, match="global batch is 8"):
+        example.make_trainer("classify", out=str(tmp_path), sampler=HardBatchSampler(64, 16))
+    (tmp_path / "checkpoint-1").mkdir()
+    with pytest.raises(UsageError, match="has no hardbatch_state.pt"):
+        example.make_trainer("classify", out=str(tmp_path)).train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_selection_of_one(tmp_path, launch):
+    # B = 2 per device × 2 accumulated × 2 ranks = 8, as one process with 4 × 2. Composer's SB gathers both ranks'
+    # scores and keeps unequal shares on them; the rule records the losses averaged over the ranks.
+    runs = {"lm-rule": ["--task", "lm", "--delta", "0.5"],
+            "classify-sb": ["--task", "classify", "--policy", "composer-sb", "--epochs", "3"]}
+    spec = [[*args, "--per-device", "2", "--out", str(tmp_path / name)] for name, args in runs.items()]
+    done = launch(2, JOB, json.dumps(spec), timeout=300)
+    assert done.returncode == 0, done.output[-3000:]
+    for name, args in runs.items():
+        one = example.main([*args, "--out", str(tmp_path / f"{name}-one")])
+        ranks = [json.loads((tmp_path / name / f"trace-rank{r}.json").read_text()) for r in (0, 1)]
+        assert ranks[0]["trace"] == ranks[1]["trace"]
+        trace = ranks[0]["trace"]
+        assert [(r["step"], r["batch"]) for r in trace] == [(r["step"], r["batch"]) for r in one.trace_rows()]
+        assert [r["loss"] for r in trace] == pytest.approx([r["loss"] for r in one.trace_rows()], rel=1e-4)
+        assert ranks[0]["cost"] | {"choose_seconds": 0} == one.meter.state_dict() | {"choose_seconds": 0}
