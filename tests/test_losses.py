@@ -259,3 +259,72 @@ def test_evaluate_with_the_default_loss_keeps_accuracy():
     assert result.loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
     assert result.acc == pytest.approx((logits.argmax(1) == y).float().mean().item())
     assert sum(result.class_counts) == 20
+
+
+# ---- Lightning ---------------------------------------------------------------------------------------------------
+
+
+def lightning_fit(hb, data, model, training_step=None):
+    """``Trainer.fit`` of ``model`` (wrapped in a LightningModule whose training_step returns ``hb``'s loss)."""
+    import lightning as L
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, **batch):
+            return self.model(**batch)
+
+        def training_step(self, batch, batch_idx):
+            return hb.training_loss(self, batch) if training_step is None else training_step(self, batch)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=-1, use_distributed_sampler=False, callbacks=[hb],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(Module(), hb.loader(data))
+    return trainer
+
+
+def test_lightning_takes_dict_batches_and_any_loss_and_logs_the_cost():
+    from hardbatch.integrations.lightning import HardBatch
+
+    torch.manual_seed(0)
+    sampler = HardBatchSampler(64, 8, delta=0.5, epochs=2, seed=0)
+    hb = HardBatch(sampler, loss_fn=losses.mse)
+    trainer = lightning_fit(hb, DictSet(), DictModel())
+    assert sampler.done and sampler.steps == 16  # 8 warm-up batches, then rounds of k = 4
+    logged = trainer.callback_metrics
+    assert logged["hardbatch/optimizer_steps"].item() == 16
+    assert logged["hardbatch/samples_backprop"].item() == logged["hardbatch/samples_loaded"].item() == 16 * 8
+    assert logged["hardbatch/samples_forward_nograd"].item() == 0
+
+
+def test_lightning_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step():
+    from hardbatch.integrations.lightning import HardBatch
+
+    sampler = HardBatchSampler(64, 8, delta=0.5, epochs=2, seed=0)
+    hb = HardBatch(sampler, loss_fn=lambda outputs, batch: F.mse_loss(outputs, batch["labels"]))
+    with pytest.raises(UsageError, match=r"^loss_fn must return one loss per sample, shape \(8,\), got shape \(\)"):
+        lightning_fit(hb, DictSet(), DictModel())
+    assert sampler.steps == 0
+
+
+def test_lightning_keeps_the_earlier_criterion_and_x_y_call_as_deprecated_aliases():
+    from hardbatch.integrations.lightning import HardBatch
+
+    x, _, y = dict_data()
+    sampler = HardBatchSampler(64, 8, delta=0.5, epochs=1, seed=0)
+    with pytest.warns(DeprecationWarning, match="criterion"):
+        hb = HardBatch(sampler, criterion=lambda logits, target: ((logits - target) ** 2).mean(1))
+    linear = torch.nn.Linear(6, 2)
+
+    def training_step(module, batch):
+        with pytest.warns(DeprecationWarning, match=r"training_loss\(module, batch\)"):
+            return hb.training_loss(linear, *batch)
+
+    lightning_fit(hb, TensorDataset(x, y), linear, training_step)
+    assert sampler.done and hb.meter.optimizer_steps == 8
