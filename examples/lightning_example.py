@@ -45,8 +45,7 @@ class Net(L.LightningModule):
         return self.net(x)
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        return hb.training_loss(self, x, y)
+        return hb.training_loss(self, batch)  # any batch: (x, y), (x, y, ...) or a dict; None: nothing to train
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

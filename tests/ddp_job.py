@@ -65,7 +65,7 @@ if spec.get("grad_check"):
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     rows = distributed.local_rows(8)
     kept = keep[rows].nonzero().flatten()
-    training.weighted_step(DistributedDataParallel(model), opt, x[rows][kept], y[rows][kept],
+    training.weighted_step(DistributedDataParallel(model), opt, (x[rows][kept], y[rows][kept]),
                            scale=distributed.world_size() * len(kept) / int(keep.sum()))
     torch.nn.functional.cross_entropy(reference(x[keep]), y[keep]).backward()
     diff = max((a.grad - b.grad).abs().max().item() for a, b in zip(model.parameters(), reference.parameters()))

@@ -447,7 +447,7 @@ def test_score_losses_leaves_batchnorm_statistics_and_the_global_rng_unchanged()
     reference = copy.deepcopy(model)
     rng = torch.get_rng_state()
 
-    losses = score_losses(model, x, y)
+    losses = score_losses(model, (x, y))
 
     assert torch.equal(torch.get_rng_state(), rng)
     for name, b in model.named_buffers():
@@ -476,14 +476,14 @@ def test_score_losses_in_eval_mode_is_an_eval_forward_that_restores_the_mode(was
     model.train(was_training)
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     rng = torch.get_rng_state()
-    losses = score_losses(model, x, y, train_mode=False)
+    losses = score_losses(model, (x, y), train_mode=False)
     assert model.training == was_training and torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(b, buffers[name]) for name, b in model.named_buffers())
     reference = copy.deepcopy(model).eval()
     with torch.no_grad():
         assert torch.equal(losses, F.cross_entropy(reference(x), y, reduction="none"))
     # The training-mode forward is another one (batch statistics, dropout), and it too leaves the mode as it was.
-    assert not torch.allclose(score_losses(model, x, y, train_mode=True), losses)
+    assert not torch.allclose(score_losses(model, (x, y), train_mode=True), losses)
     assert model.training == was_training
 
 

@@ -8,16 +8,18 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hardbatch import batches as batching
 from hardbatch import distributed
 from hardbatch import step as step_core
 from hardbatch.config import UsageError
-from hardbatch.step import autocast, score_losses  # noqa: F401  (score_losses: part of this module's API)
+from hardbatch.losses import LossFn, check_per_sample, cross_entropy, logits_of, target_of
+from hardbatch.step import Forward, autocast, score_losses  # noqa: F401  (score_losses: part of this module's API)
 from hardbatch.results import atomic_write_bytes, space_for
 # TrainingDiverged lives beside the sampler, which refuses non-finite losses; fit raises it too.
 from hardbatch.selection import HardBatchSampler, TrainingDiverged
@@ -123,6 +125,20 @@ def _to_input(x: torch.Tensor, device: torch.device, transform: Transform | None
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
+def _to_batch(batch: Any, device: torch.device, transform: Transform | None, generator: torch.Generator | None,
+              channels_last: bool, part: tuple[slice, int] | None = None) -> Any:
+    """A loaded batch on ``device``: for (x, y, ...) the input x = batch[0] through ``_to_input`` (transform,
+    layout), every other tensor moved; a dict has every tensor moved and takes no transform."""
+    if isinstance(batch, (tuple, list)):
+        items = [_to_input(batch[0], device, transform, generator, channels_last, part),
+                 *batching.to_device(list(batch[1:]), device)]
+        return type(batch)(*items) if hasattr(batch, "_fields") else type(batch)(items)  # a namedtuple, or not
+    if transform is not None:
+        raise UsageError("a transform (train_transform, eval_transform) applies to the input x of (x, y, ...) "
+                         f"batches; a {type(batch).__name__} batch must be transformed in its Dataset or collate_fn")
+    return batching.to_device(batch, device)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -132,24 +148,37 @@ def evaluate(
     transform: Transform | None = None,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    *,
+    loss_fn: LossFn = cross_entropy,
+    forward: Forward = batching.forward,
 ) -> EvalResult:
-    """Mean cross-entropy, top-1 and top-5 accuracy (fractions), and per-class top-1 counts over ``batches`` of (x, y).
+    """Mean loss, top-1 and top-5 accuracy (fractions), and per-class top-1 counts over ``batches`` of (x, y).
 
-    ``train_mode=True`` evaluates with BatchNorm batch statistics, as the released code did. Under several
-    processes each evaluates its share of the set and the sums are added up across them.
+    The loss is ``loss_fn``'s mean over the samples (default: cross-entropy). Accuracy is that of class logits
+    against class indices, so it is reported for the default loss only: with another ``loss_fn`` (any batch
+    structure, see ``fit``) ``acc`` and ``top5`` are NaN and the class counts empty. ``train_mode=True`` evaluates
+    with BatchNorm batch statistics, as the released code did. Under several processes each evaluates its share of
+    the set and the sums are added up across them.
     """
     was_training = model.training
     model.train(train_mode)
+    classify = loss_fn is cross_entropy
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     top1 = torch.zeros((), device=device, dtype=torch.long)
     top5 = torch.zeros((), device=device, dtype=torch.long)
     class_hits = class_counts = None  # (C,) sums kept on the device: no sync per batch
     count = 0
-    for x, y in batches:
-        x, y = _to_input(x, device, transform, None, channels_last), y.to(device, non_blocking=True)
+    for batch in batches:
+        batch = _to_batch(batch, device, transform, None, channels_last)
         with autocast(device, autocast_dtype):
-            logits = model(x)
-        logits = logits.float()
+            outputs = forward(model, batch)
+        count += batching.batch_size(batch)
+        if not classify:
+            sample_losses = loss_fn(outputs, batch)
+            check_per_sample(sample_losses, batching.batch_size(batch))
+            loss_sum += sample_losses.sum()
+            continue
+        logits, y = logits_of(outputs).float(), target_of(batch)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = ranked == y[:, None]
@@ -160,12 +189,13 @@ def evaluate(
             class_counts = torch.zeros_like(class_hits)
         class_hits.scatter_add_(0, y, hits[:, 0].long())
         class_counts.scatter_add_(0, y, torch.ones_like(y))
-        count += len(y)
     model.train(was_training)
     sums = distributed.all_reduce_sum(torch.stack([loss_sum, top1.double(), top5.double(),
                                                    torch.tensor(float(count), dtype=torch.float64, device=device)]))
-    classes = distributed.all_reduce_sum(torch.cat([class_hits, class_counts]))
     loss_sum, top1, top5, count = sums.tolist()
+    if not classify:
+        return EvalResult(loss_sum / count, math.nan, math.nan)
+    classes = distributed.all_reduce_sum(torch.cat([class_hits, class_counts]))
     class_hits, class_counts = classes.view(2, -1).tolist()
     return EvalResult(loss_sum / count, top1 / count, top5 / count, class_hits, class_counts)
 
@@ -178,35 +208,42 @@ def train_step(
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """One optimizer step on the mean cross-entropy of (x, y); returns the loss before the update (0-d)."""
-    return weighted_step(model, optimizer, x, y, autocast_dtype)[0]
+    return weighted_step(model, optimizer, (x, y), autocast_dtype)[0]
 
 
 def weighted_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    batch: Any,
     autocast_dtype: torch.dtype | None = None,
     weights: torch.Tensor | None = None,
     per_sample: bool = False,
     scale: float = 1.0,
+    *,
+    loss_fn: LossFn = cross_entropy,
+    forward: Forward = batching.forward,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One optimizer step; returns (loss before the update (0-d), per-sample losses (b,) or None).
+    """One optimizer step on ``batch`` ((x, y, ...) or a dict, on the device); returns (loss before the update
+    (0-d), per-sample losses (b,) or None).
 
-    Without ``weights`` the loss is the plain mean cross-entropy (bit for bit what ``train_step`` computes);
-    with ``weights`` (shape (b,)) it is mean(weights * per-sample loss). ``per_sample`` also returns the
-    unweighted per-sample losses, computed from the same logits (no extra forward). ``scale`` multiplies the
-    back-propagated loss only (not the one returned): ranks holding unequal shares of a batch weigh their means.
+    The per-sample losses are ``loss_fn(forward(model, batch), batch)`` (default: cross-entropy of ``model(x)``);
+    the loss is their mean, or mean(weights * per-sample loss) with ``weights`` (shape (b,)). With the default loss
+    and no weights it is the fused mean cross-entropy, bit for bit what ``train_step`` computes. ``per_sample`` also
+    returns the unweighted per-sample losses, computed from the same outputs (no extra forward). ``scale``
+    multiplies the back-propagated loss only (not the one returned): ranks holding unequal shares of a batch weigh
+    their means. A ``loss_fn`` that does not return shape (b,) is refused (UsageError) before any update.
     """
-    with autocast(x.device, autocast_dtype):
-        logits = model(x).float()
-    if weights is None:
+    with autocast(batching.device_of(batch), autocast_dtype):
+        outputs = forward(model, batch)
+    if weights is None and loss_fn is cross_entropy:
+        logits, y = logits_of(outputs).float(), target_of(batch)
         loss = F.cross_entropy(logits, y)
         sample_losses = F.cross_entropy(logits.detach(), y, reduction="none") if per_sample else None
     else:
-        sample_losses = F.cross_entropy(logits, y, reduction="none")
-        loss = (sample_losses * weights).mean()
-        sample_losses = sample_losses.detach()
+        sample_losses = loss_fn(outputs, batch)
+        check_per_sample(sample_losses, batching.batch_size(batch))
+        loss = sample_losses.mean() if weights is None else (sample_losses * weights).mean()
+        sample_losses = sample_losses.detach() if per_sample else None
     optimizer.zero_grad(set_to_none=True)
     (loss if scale == 1.0 else loss * scale).backward()
     optimizer.step()
@@ -230,12 +267,17 @@ def fit(
     channels_last: bool = False,
     on_epoch: Callable[[EpochResult], None] | None = None,
     meter: CostMeter | None = None,
+    loss_fn: LossFn = cross_entropy,
+    forward: Forward = batching.forward,
 ) -> None:
     """Train until ``sampler`` has spent its budget, evaluating ``eval_sets`` at the end of every epoch.
 
-    ``train_batches`` yields raw (x, y) for the batches ``sampler`` draws (a DataLoader built on it);
-    one pass over it is one pass of the policy. ``train_transform(x, generator)`` turns x into model
-    input; with ``augment_seed`` the generator is seeded from (seed, step), so augmentation does not
+    ``train_batches`` yields raw batches for the batches ``sampler`` draws (a DataLoader built on it): (x, y),
+    (x, y, ...) or dicts; one pass over it is one pass of the policy. ``loss_fn(outputs, batch)`` gives the
+    per-sample losses (b,) of ``outputs = forward(model, batch)`` (defaults: cross-entropy of ``model(x)``; see
+    ``hardbatch.losses`` and ``hardbatch.batches.forward``); a loss of another shape is refused at the first step.
+    ``train_transform(x, generator)`` turns x = batch[0] into model input (a dict batch takes no transform: a
+    UsageError); with ``augment_seed`` the generator is seeded from (seed, step), so augmentation does not
     depend on how the run was interrupted. ``meter`` counts the cost (continued when resuming).
     ``on_epoch`` receives each epoch's results at a step boundary, where ``sampler``, ``model``,
     ``optimizer``, ``scheduler`` and ``meter`` can be checkpointed.
@@ -256,25 +298,26 @@ def fit(
     epoch_start, planned = meter.state_dict(), sampler.choose_seconds
     started = time.perf_counter()
     while not sampler.done:
-        for x, y in train_batches:
+        for batch in train_batches:
             step = sampler.pending
-            total = len(step.samples)  # the global batch; x and y hold this rank's rows of it
+            total = len(step.samples)  # the global batch; ``batch`` holds this rank's rows of it
             rows = distributed.local_rows(total)
             if generator is not None:
                 generator.manual_seed(augment_seed * 1_000_003 + sampler.steps)
-            x = _to_input(x, device, train_transform, generator, channels_last, None if world == 1 else (rows, total))
-            y = y.to(device, non_blocking=True)
-            chosen = step_core.select(sampler, plain, x, y, meter, device, autocast_dtype)
+            batch = _to_batch(batch, device, train_transform, generator, channels_last,
+                              None if world == 1 else (rows, total))
+            chosen = step_core.select(sampler, plain, batch, meter, device, autocast_dtype, loss_fn=loss_fn,
+                                      forward=forward)
             # None: a scoring-only step, or a batch of which nothing was kept (recorded by select); the second can
             # end an epoch that is a pass.
             if chosen is not None:
-                loss, sample_losses = weighted_step(model, optimizer, chosen.x, chosen.y, autocast_dtype,
-                                                    chosen.weights, policy.per_sample, chosen.scale)
-                batch, loss = step_core.record(sampler, chosen, loss, sample_losses, meter)
+                loss, sample_losses = weighted_step(model, optimizer, chosen.batch, autocast_dtype, chosen.weights,
+                                                    policy.per_sample, chosen.scale, loss_fn=loss_fn, forward=forward)
+                batch_id, loss = step_core.record(sampler, chosen, loss, sample_losses, meter)
                 if scheduler is not None:
                     scheduler.step()
                 losses.append(loss)
-                steps.append((sampler.steps, sampler.round, batch, chosen.total))
+                steps.append((sampler.steps, sampler.round, batch_id, chosen.total))
             if not sampler.epoch_ended:
                 continue
             # An epoch ended: evaluate and report.
@@ -290,7 +333,8 @@ def fit(
             cost = meter.since(epoch_start)
             started = time.perf_counter()
             distributed.sync_buffers(model)
-            evals = {name: evaluate(plain, batches, device, eval_train_mode, eval_transform, autocast_dtype, channels_last)
+            evals = {name: evaluate(plain, batches, device, eval_train_mode, eval_transform, autocast_dtype, channels_last,
+                                    loss_fn=loss_fn, forward=forward)
                      for name, batches in eval_sets.items()}
             _synchronize(device)
             eval_seconds = time.perf_counter() - started

@@ -3,12 +3,14 @@
 Needs ``pip install 'hardbatch[lightning]'``; the core package never imports this module. See
 ``examples/lightning_example.py``. The three pieces:
 
-- ``hb = HardBatch(sampler)``: a Lightning callback around a :class:`~hardbatch.HardBatchSampler`; it stops the
-  Trainer when the sampler's budget is spent and checkpoints the selection state with Lightning's checkpoints.
+- ``hb = HardBatch(sampler, loss_fn=...)``: a Lightning callback around a :class:`~hardbatch.HardBatchSampler`; it
+  stops the Trainer when the sampler's budget is spent and checkpoints the selection state with Lightning's
+  checkpoints. ``loss_fn(outputs, batch)`` is any per-sample loss (``hardbatch.losses``; default cross-entropy).
 - ``hb.loader(dataset, ...)``: the DataLoader; under DDP it yields this rank's contiguous share of every selected
   global mini-batch, so pass ``use_distributed_sampler=False`` to the Trainer (Lightning's DistributedSampler would
   shard the data its own way and break the shared plan).
-- ``hb.training_loss(module, x, y)`` in ``training_step``: the loss to return. It runs the policy's no-grad scoring
+- ``hb.training_loss(module, batch)`` in ``training_step``: the loss to return, for any batch ((x, y), (x, y, ...),
+  a dict) and the module's forward as ``forward(module, batch)`` computes it. It runs the policy's no-grad scoring
   pass when it has one, applies its keep-masks and weights, and records the step's losses after combining them
   across ranks (per-sample losses gathered, batch losses averaged), so every rank holds the same tables and plans
   the same next round. It returns None for a scoring-only step (``--rescore``) and for a batch of which
@@ -19,14 +21,15 @@ A Lightning "epoch" is one pass of the policy (a round); ``sampler.epoch`` count
 
 from __future__ import annotations
 
-from typing import Callable
+import warnings
+from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from hardbatch import distributed
+from hardbatch import batches, distributed
 from hardbatch import step as step_core
+from hardbatch.losses import LossFn, cross_entropy, target_of
 from hardbatch.selection import HardBatchSampler
 from hardbatch.training import CostMeter
 
@@ -35,23 +38,26 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("hardbatch.integrations.lightning needs Lightning: pip install 'hardbatch[lightning]'") from e
 
-Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (b, C), y (b,)) -> per-sample losses (b,)
-
-
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), y, reduction="none")
-
 
 class HardBatch(Callback):
     """Runs ``sampler``'s policy inside ``Trainer.fit``; see the module docstring for the three calls to make.
 
-    ``criterion(logits, y)`` returns per-sample losses (default: cross-entropy), from which the step's loss and
-    the policy's signals are computed.
+    ``loss_fn(outputs, batch)`` returns per-sample losses, shape (b,) (default: cross-entropy of class logits),
+    from which the step's loss and the policy's signals are computed; ``outputs = forward(module, batch)``
+    (default: ``module(x)`` for (x, y, ...), ``module(**batch)`` without its labels for a dict). A loss of another
+    shape is refused at the first step. ``criterion(logits, y)``: the earlier per-sample loss argument, deprecated.
     """
 
-    def __init__(self, sampler: HardBatchSampler, criterion: Criterion = cross_entropy):
+    def __init__(self, sampler: HardBatchSampler, loss_fn: LossFn = cross_entropy,
+                 forward: step_core.Forward = batches.forward, *,
+                 criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+        if criterion is not None:
+            warnings.warn("HardBatch(criterion=...) is deprecated: pass loss_fn(outputs, batch)", DeprecationWarning,
+                          stacklevel=2)
+            loss_fn = lambda outputs, batch: criterion(outputs, target_of(batch))  # noqa: E731
         self.sampler = sampler
-        self.criterion = criterion
+        self.loss_fn = loss_fn
+        self.forward = forward
         self.meter = CostMeter()  # what training spent (README "Cost"), logged as hardbatch/* metrics each epoch
 
     # -- the data -------------------------------------------------------------------------------------------------
@@ -62,17 +68,23 @@ class HardBatch(Callback):
 
     # -- the step -------------------------------------------------------------------------------------------------
 
-    def training_loss(self, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        """The loss ``training_step`` returns for this rank's share (x, y) of the pending global batch (0-d), or None.
+    def training_loss(self, module: torch.nn.Module, batch: Any, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The loss ``training_step`` returns for this rank's share ``batch`` of the pending global batch (0-d), or
+        None. (``training_loss(module, x, y)``, the earlier call, still works and is deprecated.)
 
         The selection step is hardbatch's one step core (``hardbatch.step``), as in ``hardbatch train``: the same
         scoring pass, keep-masks, weights, cross-rank combination and cost counting. Under DDP each rank's loss is
         scaled so that DDP's gradient average is the gradient of the mean over the whole (kept) global batch.
         """
-        chosen = step_core.select(self.sampler, module, x, y, self.meter, y.device)
+        if y is not None:
+            warnings.warn("training_loss(module, x, y) is deprecated: pass the batch, training_loss(module, batch)",
+                          DeprecationWarning, stacklevel=2)
+            batch = (batch, y)
+        chosen = step_core.select(self.sampler, module, batch, self.meter, batches.device_of(batch),
+                                  loss_fn=self.loss_fn, forward=self.forward)
         if chosen is None:  # a scoring-only step, or a batch of which nothing was kept: already recorded
             return None
-        losses = self.criterion(module(chosen.x), chosen.y)
+        losses = self.loss_fn(self.forward(module, chosen.batch), chosen.batch)
         loss = step_core.weighted_loss(chosen, losses)
         step_core.record(self.sampler, chosen, loss.detach(), losses.detach(), self.meter)
         return loss if chosen.scale == 1.0 else loss * chosen.scale

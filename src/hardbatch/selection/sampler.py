@@ -185,7 +185,7 @@ class HardBatchSampler(Sampler[list[int]]):
             if scores is None:
                 raise RuntimeError(f"policy {self.policy.name!r} chooses samples from their losses: "
                                    f"call weights(scores) with the batch's no-grad per-sample losses")
-            self._check_per_sample("weights(scores)", "scores", scores, step)
+            self._check_per_sample("weights(scores)", "scores", scores, step, len(step.samples))
             started = time.perf_counter()
             step.weights = self.policy.select(step, scores)
             self.choose_seconds += time.perf_counter() - started
@@ -194,9 +194,10 @@ class HardBatchSampler(Sampler[list[int]]):
     def record(self, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> int:
         """Record the loss of the oldest drawn, unrecorded batch; returns that batch's id.
 
-        ``loss``: the step's training loss (0-d); ``sample_losses``: each sample's unweighted loss, shape (b,),
-        needed by per-sample policies (``policy.per_sample``) and ignored by the others. A scoring batch
-        (``pending.score_only``) takes the no-grad losses of its forward. A batch whose weights keep no sample
+        ``loss``: the step's training loss (0-d); ``sample_losses``: each sample's unweighted loss, shape (b,) (or
+        (kept,): those of the samples a scoring policy's weights keep), needed by per-sample policies
+        (``policy.per_sample``) and only checked by the others, so that a batch mean is refused for them too. A
+        scoring batch (``pending.score_only``) takes the no-grad losses of its forward. A batch whose weights keep no sample
         (see :meth:`weights`) counts as no optimizer step; it can still end an epoch that is a pass. Misuse is
         refused before anything is recorded (UsageError); a loss that is not finite raises TrainingDiverged: at once
         for a number or a CPU tensor, and for a tensor on an accelerator when the round ends (checking each would
@@ -213,19 +214,18 @@ class HardBatchSampler(Sampler[list[int]]):
         one_number = isinstance(loss, numbers.Real) or isinstance(loss, torch.Tensor) and loss.dim() == 0
         if isinstance(loss, bool) or not one_number:
             raise UsageError(f"{call}: loss must be a 0-d tensor or a number, got {_shape(loss)}")
-        if self.policy.per_sample:
-            if sample_losses is None:
-                raise UsageError(f"policy {self.policy.name!r} needs per-sample losses: record(loss, sample_losses) "
-                                 f"with sample_losses of shape ({len(step.samples)},)")
-            self._check_per_sample(call, "sample_losses", sample_losses, step)
+        if self.policy.per_sample and sample_losses is None:
+            raise UsageError(f"policy {self.policy.name!r} needs per-sample losses: record(loss, sample_losses) "
+                             f"with sample_losses of shape ({len(step.samples)},)")
+        if sample_losses is not None:
+            self._check_per_sample(call, "sample_losses", sample_losses, step, len(step.samples),
+                                   len(self._trained(step)))
         self._check_finite(call, "the loss is", loss, step)
         self._recorded += 1
         self.policy.observe(step, loss, sample_losses)
         self.epoch_ended = False
         if not step.score_only:
-            trained = step.samples
-            if self.policy.scores_first and step.weights is not None:
-                trained = trained[(step.weights > 0).cpu()]
+            trained = self._trained(step)
             stepped = len(trained) > 0
             if stepped:
                 self.visits[step.batch] += 1
@@ -242,11 +242,20 @@ class HardBatchSampler(Sampler[list[int]]):
             self._check_unchecked()
         return step.batch
 
-    def _check_per_sample(self, call: str, name: str, values, step: Step) -> None:
-        """Refuse per-sample values that are not a tensor of shape (b,), or not finite (see ``record``)."""
-        if not isinstance(values, torch.Tensor) or values.shape != step.samples.shape:
-            raise UsageError(f"{call}: {name} must have shape ({len(step.samples)},) (one loss per sample of the "
-                             f"batch), got {_shape(values)}")
+    def _trained(self, step: Step) -> torch.Tensor:
+        """The samples of ``step`` that training back-propagates: all of them, or those its weights keep for a
+        policy that scores first."""
+        if self.policy.scores_first and step.weights is not None:
+            return step.samples[(step.weights > 0).cpu()]
+        return step.samples
+
+    def _check_per_sample(self, call: str, name: str, values, step: Step, rows: int, kept: int | None = None) -> None:
+        """Refuse per-sample values that are not a tensor of shape (rows,) (or (kept,), the samples kept of them),
+        or not finite (see ``record``)."""
+        if not isinstance(values, torch.Tensor) or values.shape not in ((rows,), (kept,)):
+            shapes = f"({rows},) (one loss per sample of the batch)" + (
+                f" or ({kept},) (one per sample its weights keep)" if kept not in (None, rows) else "")
+            raise UsageError(f"{call}: {name} must have shape {shapes}, got {_shape(values)}")
         self._check_finite(call, f"{name} are", values, step)
 
     @staticmethod
