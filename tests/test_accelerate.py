@@ -12,6 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+
+from hardbatch import HardBatchSampler
+from hardbatch.selection import POLICIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,6 +42,28 @@ def test_one_process_trains_the_planned_batches_whole(tmp_path):
     assert [row["batch"] for row in trace[:8]] == list(range(8))
     assert all(row["samples"] == partition[row["batch"]] for row in trace)
     assert meter.samples_loaded == meter.samples_backprop == 24 * 32
+
+
+# Every registered policy with its example settings, and the rule's scoring passes.
+CASES = {**{name: (name, cls.example) for name, cls in POLICIES.items()}, "hardbatch+rescore": ("hardbatch", {"rescore": 2})}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_policy_runs_in_the_accelerate_loop(case):
+    from accelerate import Accelerator
+
+    name, params = CASES[case]
+    cls = POLICIES[name]
+    train_set = example.regression_data()
+    sampler = HardBatchSampler(len(train_set), 32, delta=0.5 if cls.uses_delta else 1.0, epochs=2, policy=name,
+                               shuffle_partition=True, seed=0, **params)
+    if cls.needs_irreducible:  # rho-loss: the IL model's loss of every sample, set before training
+        sampler.policy.irreducible = torch.zeros(len(train_set))
+    trace, meter = example.train(Accelerator(cpu=True), sampler, train_set)
+    assert sampler.done and sampler.epoch == 2 and len(trace) == meter.optimizer_steps == sampler.steps
+    assert meter.samples_backprop == int(sampler.sample_visits.sum())
+    if cls.scores_first or "rescore" in params:
+        assert meter.samples_forward_nograd > 0
 
 
 @pytest.mark.slow

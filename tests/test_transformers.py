@@ -19,6 +19,7 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download
 
 from hardbatch import HardBatchSampler, UsageError  # noqa: E402
+from hardbatch.selection import POLICIES  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,6 +64,31 @@ def test_the_rules_trace_is_what_the_sampler_plans_from_the_same_losses(tmp_path
     assert logged["hardbatch/optimizer_steps"] == 24 and logged["hardbatch/samples_loaded"] == 24 * 8
     assert logged["hardbatch/samples_backprop"] == 24 * 8 and logged["hardbatch/samples_forward_nograd"] == 0
     assert all("hardbatch/samples_loaded" in row for row in trainer.state.log_history)
+
+
+# Every registered policy with its example settings (a new one is covered with no edit here), and the rule's
+# scoring passes (score-only steps, which the Trainer never sees).
+CASES = {**{name: (name, cls.example) for name, cls in POLICIES.items()}, "hardbatch+rescore": ("hardbatch", {"rescore": 2})}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_policy_runs_in_the_trainer_with_gradient_accumulation(tmp_path, case):
+    name, params = CASES[case]
+    cls = POLICIES[name]
+    trainer = example.make_trainer("classify", epochs=2, out=str(tmp_path), policy=name,
+                                   **({"delta": 0.5} if cls.uses_delta else {}), **params)
+    if cls.needs_irreducible:  # rho-loss: the IL model's loss of every sample, set before training
+        trainer.sampler.policy.irreducible = torch.zeros(64)
+    trainer.train()
+    sampler, meter = trainer.sampler, trainer.meter
+    assert sampler.done and sampler.epoch == 2
+    assert trainer.state.global_step == len(trainer.trace) == meter.optimizer_steps == sampler.steps
+    if not cls.epoch_is_round:
+        assert sampler.steps == 2 * 8
+    assert meter.samples_backprop == meter.samples_forward == int(sampler.sample_visits.sum())
+    if cls.scores_first or "rescore" in params:  # the no-grad scoring passes ran, and were counted
+        assert meter.samples_forward_nograd > 0
+    assert trainer.state.log_history[-1]["hardbatch/optimizer_steps"] == meter.optimizer_steps
 
 
 def one_step(tmp_path, per_device: int, grad_accum: int, **policy) -> tuple[dict, object]:

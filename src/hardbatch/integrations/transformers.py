@@ -41,7 +41,7 @@ from hardbatch.selection import HardBatchSampler
 from hardbatch.training import CostMeter
 
 try:
-    from transformers import Trainer
+    from transformers import Trainer, TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("hardbatch.integrations.transformers needs transformers: "
@@ -99,6 +99,22 @@ def _split(chosen: step_core.Chosen, parts: int) -> _Accumulation:
     return _Accumulation(chosen, micro, shares)
 
 
+class _ScoringPasses(TrainerCallback):
+    """Keeps training through an epoch that trained nothing: a pass of no-grad scoring steps (``rescore``).
+
+    The Trainer ends training after an epoch without a micro-batch (it takes that for the end of the data);
+    here that epoch was one pass of the policy, and the budget is not spent.
+    """
+
+    def __init__(self, trainer: "HardBatchTrainer"):
+        self.trainer = trainer
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if not self.trainer._trained_in_pass and not self.trainer.sampler.done:
+            control.should_training_stop = False
+        self.trainer._trained_in_pass = False
+
+
 class HardBatchTrainer(Trainer):
     """A ``transformers.Trainer`` that trains the batches a hardbatch policy chooses (by default the paper's rule).
 
@@ -133,6 +149,8 @@ class HardBatchTrainer(Trainer):
         self.meter = CostMeter()
         self.trace: list[dict] = []
         self._accumulation: _Accumulation | None = None
+        self._trained_in_pass = False
+        self.add_callback(_ScoringPasses(self))
         self.sampler = self._sampler(sampler, policy, delta, shuffle_partition, params)
         if self.args.max_steps > 0 and self.args.max_steps != self.sampler.total_steps:
             raise UsageError(f"HardBatchTrainer: the budget is num_train_epochs epochs of N optimizer steps "
@@ -193,6 +211,7 @@ class HardBatchTrainer(Trainer):
             chosen = step_core.select(self.sampler, self.accelerator.unwrap_model(self.model), share, self.meter,
                                       self.args.device, loss_fn=self.loss_fn, forward=self.forward)
             if chosen is not None:
+                self._trained_in_pass = True
                 self._accumulation = _split(chosen, parts)
                 return [micro.batch for micro in self._accumulation.micro], None
         self.control.should_epoch_stop = True
