@@ -20,6 +20,7 @@ from hardbatch.selection import POLICIES
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 JOB = str(Path(__file__).with_name("accelerate_job.py"))
 RUNS = {"rule": ["--delta", "0.5"], "selective-backprop": ["--policy", "selective-backprop", "--epochs", "2"]}
 
@@ -42,6 +43,19 @@ def test_one_process_trains_the_planned_batches_whole(tmp_path):
     assert [row["batch"] for row in trace[:8]] == list(range(8))
     assert all(row["samples"] == partition[row["batch"]] for row in trace)
     assert meter.samples_loaded == meter.samples_backprop == 24 * 32
+
+
+def test_the_readmes_accelerate_loop_runs_as_written():
+    section = README.read_text().split("### Accelerate\n", 1)[1].split("\n### ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    namespace = {"train_set": example.regression_data(), "model": model,
+                 "optimizer": torch.optim.SGD(model.parameters(), lr=0.05)}
+    exec(compile(code, str(README), "exec"), namespace)
+    sampler, meter = namespace["sampler"], namespace["meter"]
+    # 256 samples, B = 64: N = 4; δ = 0.5: the warm-up's 4 steps, then rounds of 2; 5 epochs of 4 steps.
+    assert sampler.done and sampler.steps == meter.optimizer_steps == 20
+    assert meter.samples_loaded == meter.samples_backprop == 20 * 64
 
 
 # Every registered policy with its example settings, and the rule's scoring passes.

@@ -64,6 +64,9 @@ def test_the_rules_trace_is_what_the_sampler_plans_from_the_same_losses(tmp_path
     assert logged["hardbatch/optimizer_steps"] == 24 and logged["hardbatch/samples_loaded"] == 24 * 8
     assert logged["hardbatch/samples_backprop"] == 24 * 8 and logged["hardbatch/samples_forward_nograd"] == 0
     assert all("hardbatch/samples_loaded" in row for row in trainer.state.log_history)
+    # Evaluation takes the mean of the same per-sample loss.
+    evaluated = trainer.evaluate(example.token_data("classify", 16, seed=1))
+    assert 0 < evaluated["eval_loss"] < 10
 
 
 # Every registered policy with its example settings (a new one is covered with no edit here), and the rule's
