@@ -94,6 +94,16 @@ def test_every_policy_runs_in_the_trainer_with_gradient_accumulation(tmp_path, c
     assert trainer.state.log_history[-1]["hardbatch/optimizer_steps"] == meter.optimizer_steps
 
 
+def test_loader_workers_train_the_batches_one_process_loads(tmp_path):
+    # Workers prefetch within a pass only: each pass is one Trainer epoch, and the next starts once all is recorded.
+    plain = example.make_trainer("classify", epochs=2, out=str(tmp_path / "plain"), delta=0.5)
+    plain.train()
+    prefetching = example.make_trainer("classify", epochs=2, out=str(tmp_path / "workers"), delta=0.5)
+    prefetching.args.dataloader_num_workers = 2
+    prefetching.train()
+    assert prefetching.trace_rows() == plain.trace_rows()
+
+
 def one_step(tmp_path, per_device: int, grad_accum: int, **policy) -> tuple[dict, object]:
     """The causal LM's parameters after one optimizer step on 8 samples (N = 1), and the cost meter."""
     trainer = example.make_trainer("lm", samples=8, per_device=per_device, grad_accum=grad_accum, epochs=1,

@@ -128,9 +128,9 @@ class HardBatchTrainer(Trainer):
 
     The budget is ``args.num_train_epochs`` (a whole number) epochs of N optimizer steps; ``args.max_steps`` is set
     to that budget (an upper bound for the policies whose epoch is a pass, which stop when their passes are done)
-    and must be left unset (or equal to it). ``args.ignore_data_skip`` is set: on resume the sampler continues from its own state,
-    where the Trainer's skipping of batches would drop some. The partition is a seeded shuffle (``args.seed``)
-    unless ``shuffle_partition=False``.
+    and must be left unset (or equal to it). ``args.ignore_data_skip`` is set: on resume the sampler continues from
+    its own state, where the Trainer's skipping of batches would drop some. The partition is a seeded shuffle
+    (``args.seed``) unless ``shuffle_partition=False``.
 
     After training, ``trainer.sampler`` holds the selection state, ``trainer.meter`` the cost, ``trainer.trace``
     one row per optimizer step (step, round, batch, loss).
