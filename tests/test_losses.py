@@ -4,6 +4,7 @@ Lightning taking them, refusing a loss of the wrong shape at the first step."""
 from __future__ import annotations
 
 import math
+import re
 import runpy
 from collections import namedtuple
 from pathlib import Path
@@ -195,11 +196,11 @@ def test_sampler_record_refuses_a_batch_mean_as_the_per_sample_losses_of_any_pol
     assert sampler.record(torch.tensor(0.5), torch.full((8,), 0.5)) == 0
 
 
-def run_fit(loss_fn, data, model, policy="hardbatch", epochs=2, **kwargs):
+def run_fit(loss_fn, data, model, policy="hardbatch", epochs=2, params=None, **kwargs):
     """fit on ``data`` (a Dataset) in batches of 8, at δ = 0.5 for a policy that takes one; returns (sampler, epoch
     results)."""
     delta = 0.5 if POLICIES[policy].uses_delta else 1.0
-    sampler = HardBatchSampler(len(data), 8, delta=delta, epochs=epochs, policy=policy, seed=0)
+    sampler = HardBatchSampler(len(data), 8, delta=delta, epochs=epochs, policy=policy, seed=0, **(params or {}))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     results = []
     fit(model, optimizer, DataLoader(data, batch_sampler=sampler), sampler,
@@ -221,13 +222,14 @@ def test_fit_trains_dict_batches_with_any_loss_and_evaluates_its_mean():
     assert results[-1].train_loss < results[0].train_loss
 
 
-@pytest.mark.parametrize("policy", ["hardbatch", "selective-backprop"])
-def test_fit_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step(policy):
+@pytest.mark.parametrize("policy, params", [("hardbatch", {}), ("infobatch", {}),
+                                            ("selective-backprop", {"warmup_epoch": False})])  # in the scoring pass
+def test_fit_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step(policy, params):
     data = DictSet()
     model = DictModel()
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(UsageError, match=r"^loss_fn must return one loss per sample, shape \(8,\), got shape \(\)"):
-        run_fit(lambda outputs, batch: F.mse_loss(outputs, batch["labels"]), data, model, policy=policy)
+        run_fit(lambda outputs, batch: F.mse_loss(outputs, batch["labels"]), data, model, policy, params=params)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no step taken
 
 
@@ -261,6 +263,18 @@ def test_evaluate_with_the_default_loss_keeps_accuracy():
     assert result.loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
     assert result.acc == pytest.approx((logits.argmax(1) == y).float().mean().item())
     assert sum(result.class_counts) == 20
+
+
+def test_readme_own_loop_with_any_loss_runs_as_written(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Any loss, any batch", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    sampler, meter = namespace["sampler"], namespace["meter"]
+    assert sampler.done and meter.optimizer_steps == sampler.steps
+    assert 0 < meter.samples_backprop < meter.samples_loaded == meter.samples_forward_nograd + 10 * 64  # 1st epoch
+    assert capsys.readouterr().out == f"{meter.samples_backprop} of {meter.samples_loaded} samples back-propagated\n"
 
 
 # ---- Lightning ---------------------------------------------------------------------------------------------------
