@@ -4,7 +4,10 @@ Lightning taking them, refusing a loss of the wrong shape at the first step."""
 from __future__ import annotations
 
 import math
+import re
+import runpy
 from collections import namedtuple
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from hardbatch import POLICIES, HardBatchSampler, UsageError, batches, losses, step
+from hardbatch import POLICIES, HardBatchSampler, UsageError, batches, losses, step, top_k_batches
 from hardbatch.training import CostMeter, evaluate, fit
 
 # ---- the reducers ------------------------------------------------------------------------------------------------
@@ -193,11 +196,11 @@ def test_sampler_record_refuses_a_batch_mean_as_the_per_sample_losses_of_any_pol
     assert sampler.record(torch.tensor(0.5), torch.full((8,), 0.5)) == 0
 
 
-def run_fit(loss_fn, data, model, policy="hardbatch", epochs=2, **kwargs):
+def run_fit(loss_fn, data, model, policy="hardbatch", epochs=2, params=None, **kwargs):
     """fit on ``data`` (a Dataset) in batches of 8, at δ = 0.5 for a policy that takes one; returns (sampler, epoch
     results)."""
     delta = 0.5 if POLICIES[policy].uses_delta else 1.0
-    sampler = HardBatchSampler(len(data), 8, delta=delta, epochs=epochs, policy=policy, seed=0)
+    sampler = HardBatchSampler(len(data), 8, delta=delta, epochs=epochs, policy=policy, seed=0, **(params or {}))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     results = []
     fit(model, optimizer, DataLoader(data, batch_sampler=sampler), sampler,
@@ -219,13 +222,14 @@ def test_fit_trains_dict_batches_with_any_loss_and_evaluates_its_mean():
     assert results[-1].train_loss < results[0].train_loss
 
 
-@pytest.mark.parametrize("policy", ["hardbatch", "selective-backprop"])
-def test_fit_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step(policy):
+@pytest.mark.parametrize("policy, params", [("hardbatch", {}), ("infobatch", {}),
+                                            ("selective-backprop", {"warmup_epoch": False})])  # in the scoring pass
+def test_fit_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step(policy, params):
     data = DictSet()
     model = DictModel()
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(UsageError, match=r"^loss_fn must return one loss per sample, shape \(8,\), got shape \(\)"):
-        run_fit(lambda outputs, batch: F.mse_loss(outputs, batch["labels"]), data, model, policy=policy)
+        run_fit(lambda outputs, batch: F.mse_loss(outputs, batch["labels"]), data, model, policy, params=params)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no step taken
 
 
@@ -259,6 +263,18 @@ def test_evaluate_with_the_default_loss_keeps_accuracy():
     assert result.loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
     assert result.acc == pytest.approx((logits.argmax(1) == y).float().mean().item())
     assert sum(result.class_counts) == 20
+
+
+def test_readme_own_loop_with_any_loss_runs_as_written(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Any loss, any batch", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    sampler, meter = namespace["sampler"], namespace["meter"]
+    assert sampler.done and meter.optimizer_steps == sampler.steps
+    assert 0 < meter.samples_backprop < meter.samples_loaded == meter.samples_forward_nograd + 10 * 64  # 1st epoch
+    assert capsys.readouterr().out == f"{meter.samples_backprop} of {meter.samples_loaded} samples back-propagated\n"
 
 
 # ---- Lightning ---------------------------------------------------------------------------------------------------
@@ -328,3 +344,122 @@ def test_lightning_keeps_the_earlier_criterion_and_x_y_call_as_deprecated_aliase
 
     lightning_fit(hb, TensorDataset(x, y), linear, training_step)
     assert sampler.done and hb.meter.optimizer_steps == 8
+
+
+# ---- the examples, one per task type -----------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(name: str, capsys) -> tuple[dict, list[str]]:
+    """Run ``examples/NAME.py`` as a script; returns the names it defined and the lines it printed."""
+    namespace = runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
+    return namespace, capsys.readouterr().out.splitlines()
+
+
+def record_loss_calls(monkeypatch, name: str, factory: bool = False) -> list[tuple[int, tuple, bool]]:
+    """Wrap ``hardbatch.losses.NAME`` (the loss a factory makes, with ``factory``); returns the list that each call
+    appends (the batch's size, the shape returned, whether grad was on) to."""
+    calls = []
+    original = getattr(losses, name)
+
+    def recording(fn):
+        def loss_fn(outputs, batch):
+            values = fn(outputs, batch)
+            calls.append((batches.batch_size(batch), tuple(values.shape), torch.is_grad_enabled()))
+            return values
+        return loss_fn
+
+    monkeypatch.setattr(losses, name, (lambda *a, **k: recording(original(*a, **k))) if factory else recording(original))
+    return calls
+
+
+def assert_follows_the_rule(steps: list[tuple[int, int, float]], num_batches: int, k: int) -> None:
+    """``steps``: (round, batch, loss) of every optimizer step. The warm-up trains batches 0..N-1 in order; each
+    later round the k highest stored losses (the loss of each batch's last training step), in index order."""
+    rounds: dict[int, list[tuple[int, float]]] = {}
+    for r, batch, loss in steps:
+        rounds.setdefault(r, []).append((batch, loss))
+    assert [b for b, _ in rounds[0]] == list(range(num_batches))
+    stored = torch.zeros(num_batches)
+    for r in sorted(rounds):
+        if r > 0:
+            planned = top_k_batches(stored, k).tolist()
+            trained = [b for b, _ in rounds[r]]
+            assert trained == planned[:len(trained)], f"round {r}"  # the last round may be cut short
+        for b, loss in rounds[r]:
+            stored[b] = loss
+    assert len(rounds) > 2  # rounds after the warm-up were checked
+
+
+def assert_one_loss_per_sample(calls) -> None:
+    assert calls and all(shape == (b,) for b, shape, _ in calls)
+    assert {grad for *_, grad in calls} == {True, False}  # training steps, and no-grad scoring or evaluation
+
+
+def test_multilabel_example_trains_the_rules_batches_on_the_mean_bce_over_labels(monkeypatch, capsys):
+    calls = record_loss_calls(monkeypatch, "multilabel_bce")
+    names, printed = run_example("multilabel", capsys)
+    sampler = names["sampler"]
+    assert sampler.done and sampler.steps == 6 * 16
+    assert_follows_the_rule([(r, b, loss) for _, r, b, loss, _ in names["trace"]], 16, 8)
+    assert_one_loss_per_sample(calls)
+    assert [line.split(":")[0] for line in printed] == [f"epoch {e}" for e in range(1, 7)]
+    assert float(printed[-1].rsplit(" ", 1)[1]) > 0.9  # label accuracy
+
+
+def test_regression_example_runs_the_rule_in_its_own_loop_with_mse(monkeypatch, capsys):
+    calls = record_loss_calls(monkeypatch, "mse")
+    names, printed = run_example("regression", capsys)
+    assert names["sampler"].steps == 8 * 16 and names["meter"].samples_backprop == 8 * 16 * 32
+    assert_follows_the_rule(names["trace"], 16, 8)
+    assert_one_loss_per_sample(calls)
+    errors = [float(line.split("mse ")[1].split(",")[0]) for line in printed]
+    assert len(errors) == 8 and errors[-1] < errors[0] / 2
+
+
+def test_segmentation_example_trains_dict_batches_on_the_pixels_not_ignored(monkeypatch, capsys):
+    calls = record_loss_calls(monkeypatch, "dense", factory=True)
+    names, printed = run_example("segmentation", capsys)
+    assert names["sampler"].steps == 6 * 12
+    assert_follows_the_rule([(r, b, loss) for _, r, b, loss, _ in names["trace"]], 12, 6)
+    assert_one_loss_per_sample(calls)
+    labels = names["train_set"].labels
+    assert (labels == 255).any() and (labels == 1).any()  # the ignore index is exercised
+    assert float(printed[-1].rsplit(" ", 1)[1]) > 0.9  # pixel accuracy
+
+
+def test_token_lm_example_back_propagates_the_sequences_selective_backprop_keeps(monkeypatch, capsys):
+    calls = record_loss_calls(monkeypatch, "token_lm", factory=True)
+    seen = []
+    select = step.select
+
+    def recording_select(sampler, model, batch, *args, **kwargs):
+        pending = sampler.pending
+        scoring = sampler.policy.needs_scores(pending)
+        chosen = select(sampler, model, batch, *args, **kwargs)
+        seen.append((scoring, pending, batch, chosen))
+        return chosen
+
+    monkeypatch.setattr(step, "select", recording_select)
+    names, printed = run_example("token_lm", capsys)
+    sampler, meter = names["sampler"], names["meter"]
+    assert sampler.done and len(printed) == 5
+    scored = 0
+    for scoring, pending, batch, chosen in seen:
+        if not scoring:  # the first epoch trains every sequence, unscored (the authors' code)
+            assert chosen.batch is batch
+            continue
+        scored += 1
+        keep = pending.weights > 0  # what the policy chose from the scoring pass's losses
+        if not keep.any():
+            assert chosen is None
+            continue
+        for key in ("input_ids", "attention_mask", "labels"):  # the same rows of every tensor of the dict
+            assert torch.equal(chosen.batch[key], batch[key][keep])
+    assert scored == 4 * 16 and meter.samples_forward_nograd == scored * 32
+    assert meter.samples_backprop == sum(n for _, n in names["kept"]) < meter.samples_loaded
+    assert_one_loss_per_sample(calls)
+    assert sum(1 for b, _, grad in calls if not grad and b == 32) >= scored  # a scoring pass per scored batch
+    test_losses = [float(line.split("test loss ")[1].split(";")[0]) for line in printed]
+    assert test_losses[-1] < test_losses[0] - 0.5

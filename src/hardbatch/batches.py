@@ -17,6 +17,8 @@ from hardbatch.errors import UsageError
 
 LABELS = "labels"  # where a dict batch holds its targets, as Hugging Face models name them
 
+Forward = Callable[[nn.Module, Any], Any]  # (model, batch) -> outputs; the default is ``forward`` below
+
 
 def _tensors(batch: Any) -> Iterator[torch.Tensor]:
     """Every tensor in ``batch``, depth first, in the order of its entries."""

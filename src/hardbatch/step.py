@@ -21,16 +21,15 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from hardbatch import batches, distributed
 from hardbatch.losses import LossFn, check_per_sample, cross_entropy
+from hardbatch.batches import Forward
 from hardbatch.selection import HardBatchSampler
-
-Forward = Callable[[nn.Module, Any], Any]  # (model, batch) -> outputs; the default is batches.forward
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

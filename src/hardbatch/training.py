@@ -18,8 +18,9 @@ from hardbatch import batches as batching
 from hardbatch import distributed
 from hardbatch import step as step_core
 from hardbatch.config import UsageError
+from hardbatch.batches import Forward
 from hardbatch.losses import LossFn, check_per_sample, cross_entropy, logits_of, target_of
-from hardbatch.step import Forward, autocast, score_losses  # noqa: F401  (score_losses: part of this module's API)
+from hardbatch.step import autocast, score_losses  # noqa: F401  (score_losses: part of this module's API)
 from hardbatch.results import atomic_write_bytes, space_for
 # TrainingDiverged lives beside the sampler, which refuses non-finite losses; fit raises it too.
 from hardbatch.selection import HardBatchSampler, TrainingDiverged
@@ -152,7 +153,8 @@ def evaluate(
     loss_fn: LossFn = cross_entropy,
     forward: Forward = batching.forward,
 ) -> EvalResult:
-    """Mean loss, top-1 and top-5 accuracy (fractions), and per-class top-1 counts over ``batches`` of (x, y).
+    """Mean loss, top-1 and top-5 accuracy (fractions), and per-class top-1 counts over ``batches``: (x, y),
+    (x, y, ...) or dicts.
 
     The loss is ``loss_fn``'s mean over the samples (default: cross-entropy). Accuracy is that of class logits
     against class indices, so it is reported for the default loss only: with another ``loss_fn`` (any batch

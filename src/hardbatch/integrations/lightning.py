@@ -49,7 +49,7 @@ class HardBatch(Callback):
     """
 
     def __init__(self, sampler: HardBatchSampler, loss_fn: LossFn = cross_entropy,
-                 forward: step_core.Forward = batches.forward, *,
+                 forward: batches.Forward = batches.forward, *,
                  criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         if criterion is not None:
             warnings.warn("HardBatch(criterion=...) is deprecated: pass loss_fn(outputs, batch)", DeprecationWarning,
