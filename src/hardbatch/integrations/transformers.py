@@ -141,7 +141,7 @@ class HardBatchTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, policy: str = "hardbatch", delta: float = 1.0, sampler: HardBatchSampler | None = None,
-                 loss_fn: LossFn = cross_entropy, forward: step_core.Forward = batches.forward,
+                 loss_fn: LossFn = cross_entropy, forward: batches.Forward = batches.forward,
                  shuffle_partition: bool = True, **kwargs):
         params = {k: kwargs.pop(k) for k in list(kwargs) if k not in TRAINER_PARAMS}
         super().__init__(*args, **kwargs)
