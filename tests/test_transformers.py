@@ -48,9 +48,10 @@ def replay(trace: list[dict], sampler: HardBatchSampler) -> list[int]:
     return planned
 
 
-def test_the_rules_trace_is_what_the_sampler_plans_from_the_same_losses(tmp_path):
+@pytest.mark.parametrize("task", ["classify", "lm"])
+def test_the_rules_trace_is_what_the_sampler_plans_from_the_same_losses(tmp_path, task):
     # 64 samples, 4 per device × 2 accumulated: B = 8, N = 8, δ = 0.5: the warm-up's 8 steps, then rounds of 4.
-    trainer = example.make_trainer("classify", epochs=3, out=str(tmp_path), delta=0.5)
+    trainer = example.make_trainer(task, epochs=3, out=str(tmp_path), delta=0.5)
     trainer.train()
     trace = trainer.trace_rows()
     assert len(trace) == trainer.state.global_step == 24
@@ -65,7 +66,7 @@ def test_the_rules_trace_is_what_the_sampler_plans_from_the_same_losses(tmp_path
     assert logged["hardbatch/samples_backprop"] == 24 * 8 and logged["hardbatch/samples_forward_nograd"] == 0
     assert all("hardbatch/samples_loaded" in row for row in trainer.state.log_history)
     # Evaluation takes the mean of the same per-sample loss.
-    evaluated = trainer.evaluate(example.token_data("classify", 16, seed=1))
+    evaluated = trainer.evaluate(example.token_data(task, 16, seed=1))
     assert 0 < evaluated["eval_loss"] < 10
 
 
@@ -159,6 +160,8 @@ def test_misuse_is_refused_with_one_line(tmp_path):
         example.make_trainer("classify", out=str(tmp_path), beta=2)
     with pytest.raises(UsageError, match="global batch is 8"):
         example.make_trainer("classify", out=str(tmp_path), sampler=HardBatchSampler(64, 16))
+    with pytest.raises(UsageError, match="no checkpoint to resume from"):
+        example.make_trainer("classify", out=str(tmp_path)).train(resume_from_checkpoint=True)
     (tmp_path / "checkpoint-1").mkdir()
     with pytest.raises(UsageError, match="has no hardbatch_state.pt"):
         example.make_trainer("classify", out=str(tmp_path)).train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
