@@ -19,6 +19,7 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download
 
 from hardbatch import HardBatchSampler, UsageError  # noqa: E402
+from hardbatch.integrations.transformers import HardBatchTrainer  # noqa: E402
 from hardbatch.selection import POLICIES  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -160,6 +161,14 @@ def test_misuse_is_refused_with_one_line(tmp_path):
         example.make_trainer("classify", out=str(tmp_path), beta=2)
     with pytest.raises(UsageError, match="global batch is 8"):
         example.make_trainer("classify", out=str(tmp_path), sampler=HardBatchSampler(64, 16))
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(example.token_data("classify", 8))
+
+    with pytest.raises(UsageError, match="a train_dataset with a length"):
+        HardBatchTrainer(model=trainer.model, args=trainer.args, train_dataset=Stream())
+    with pytest.raises(UsageError, match=r"smaller than one global batch \(8\)"):
+        example.make_trainer("classify", samples=6, out=str(tmp_path))
     with pytest.raises(UsageError, match="no checkpoint to resume from"):
         example.make_trainer("classify", out=str(tmp_path)).train(resume_from_checkpoint=True)
     (tmp_path / "checkpoint-1").mkdir()

@@ -42,7 +42,7 @@ from hardbatch.training import CostMeter
 
 try:
     from transformers import Trainer, TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint, has_length
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("hardbatch.integrations.transformers needs transformers: "
                       "pip install 'hardbatch[transformers]'") from e
@@ -174,12 +174,14 @@ class HardBatchTrainer(Trainer):
         if epochs != int(epochs) or epochs < 1:
             raise UsageError(f"HardBatchTrainer: num_train_epochs must be a whole number >= 1 (epochs of N optimizer "
                              f"steps), got {epochs}")
-        if self.train_dataset is None:
-            raise UsageError("HardBatchTrainer: training requires a train_dataset")
-        if len(self.train_dataset) < global_batch:
-            raise UsageError(f"HardBatchTrainer: the training set ({len(self.train_dataset)} samples) is smaller "
-                             f"than one global batch ({global_batch})")
-        return HardBatchSampler(len(self.train_dataset), global_batch, delta=delta, epochs=int(epochs), policy=policy,
+        if self.train_dataset is None or not has_length(self.train_dataset):
+            raise UsageError("HardBatchTrainer: training requires a train_dataset with a length (a map-style data "
+                             "set, which the fixed batches index), not an iterable one")
+        n = len(self.train_dataset)
+        if n < global_batch:
+            raise UsageError(f"HardBatchTrainer: the training set ({n} samples) is smaller than one global batch "
+                             f"({global_batch})")
+        return HardBatchSampler(n, global_batch, delta=delta, epochs=int(epochs), policy=policy,
                                 shuffle_partition=shuffle_partition, seed=args.seed, **params)
 
     # -- the data -------------------------------------------------------------------------------------------------
