@@ -1,4 +1,6 @@
-"""Shared fixtures: one torch thread for tiny models, and launching a torchrun job of several processes on the CPU (gloo).
+"""Shared fixtures: one torch thread for the whole session, the command line in-process and as the console entry, a CSV
+reader, one finished ``hardbatch compare`` for the tests that only read one, and launching a torchrun job of several
+processes on the CPU (gloo).
 
 Marks: ``slow`` tags the tests that start several processes or kill one (``pytest -m "not slow"`` for a quick loop;
 the full suite, CI's, runs them all).
@@ -6,14 +8,24 @@ the full suite, CI's, runs them all).
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import os
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+
+# Tiny models run fastest on one thread, and two test workers on two cores cannot oversubscribe them; subprocesses
+# (console runs, torchrun jobs) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+TIMING = ("train_seconds", "eval_seconds", "choose_seconds")  # the columns that differ between equal runs
 
 
 def free_port() -> int:
@@ -22,16 +34,78 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot oversubscribe it (use it with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    """Every test runs torch on one thread (``OMP_NUM_THREADS`` set otherwise is overridden in the test process)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    """``hardbatch ARGV`` in-process (``cli.main``): its exit status (argparse's exit too), stdout and stderr."""
+    from hardbatch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as e:
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def invoke():
+    """``invoke(*argv) -> (status, stdout, stderr)``: the command line run in the test process."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def console():
+    """``console(*argv) -> Popen``: the real console entry (``python -m hardbatch ARGV``) as its own process, stdout
+    and stderr piped as text; for what only a process shows (its exit status, signals, a kill)."""
+
+    def start(*argv) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "hardbatch", *map(str, argv)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    return start
+
+
+def rows_of(path: Path, timing: bool = True) -> list[dict[str, str]]:
+    """The rows of CSV file ``path`` as dicts; ``timing=False`` leaves out the seconds columns (``TIMING``)."""
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if timing or k not in TIMING} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="session")
+def read_rows():
+    """``read_rows(path, timing=True)``: a CSV file's rows as dicts (history.csv, trace.csv, summary.csv, ...)."""
+    return rows_of
+
+
+class Compared(NamedTuple):
+    out: Path  # the compare folder: never modified by tests (they work on copies)
+    stdout: str
+    args: tuple[str, ...]  # its flags, without --out
+
+
+COMPARE_ARGS = ("--deltas", "0.5", "1.0", "--seeds", "0", "1", "--epochs", "2", "--batch-size", "128",
+                "--device", "cpu", "--no-progress")
+
+
+@pytest.fixture(scope="session")
+def finished_compare(tmp_path_factory) -> Compared:
+    """One finished ``hardbatch compare`` on digits (δ 0.5 and 1, seeds 0 and 1, 2 epochs), shared by test_cli.py and
+    test_robustness.py."""
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    rc, stdout, stderr = run_cli("compare", *COMPARE_ARGS, "--out", out)
+    assert rc == 0, stderr
+    return Compared(out, stdout, COMPARE_ARGS)
 
 
 @dataclass

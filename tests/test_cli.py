@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import json
 import platform
 import re
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import hardbatch
-from hardbatch.cli import main
 from hardbatch.data import DATASETS
 from hardbatch.experiment import cpu_model
 from hardbatch.models import MODELS
@@ -34,28 +28,6 @@ N = N_TRAIN // B
 K = int(DELTA * N)
 COMPARE_ARGS = ["--deltas", "0.5", "1.0", "--seeds", "0", "1", "--epochs", "2", "--batch-size", "128", *FAST]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def invoke(*argv) -> tuple[int, str, str]:
-    """``main(argv)`` in-process with its own captured output; argparse's exit becomes a return code."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in argv])
-        except SystemExit as e:
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """``main(argv)`` in-process, output read through capsys."""
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse errors leave through SystemExit, as from the console
-        rc = e.code
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def assert_one_line_error(err: str, *words: str) -> None:
@@ -78,11 +50,6 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return state
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("summary.json"))
 
@@ -91,7 +58,7 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, invoke):
     """One finished ``hardbatch train`` run (never modified by tests: they work on copies)."""
     out = tmp_path_factory.mktemp("train") / "run"
     rc, stdout, stderr = invoke("train", *TRAIN_ARGS, "--out", out)
@@ -100,12 +67,10 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory):
-    """One finished ``hardbatch compare`` (never modified by tests: they work on copies)."""
-    out = tmp_path_factory.mktemp("compare") / "cmp"
-    rc, stdout, stderr = invoke("compare", *COMPARE_ARGS, "--out", out)
-    assert rc == 0, stderr
-    return out, stdout
+def compared(finished_compare):
+    """conftest.py's finished ``hardbatch compare`` of COMPARE_ARGS and its output (never modified: tests copy it)."""
+    assert finished_compare.args == tuple(COMPARE_ARGS)
+    return finished_compare.out, finished_compare.stdout
 
 
 def copy_of(src: Path, tmp_path: Path, name: str = "copy") -> Path:
@@ -152,7 +117,7 @@ def test_cpu_model_reads_proc_cpuinfo_and_falls_back_to_platform(tmp_path):
     assert cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
 
 
-def test_train_history_has_one_row_per_epoch(trained):
+def test_train_history_has_one_row_per_epoch(trained, read_rows):
     out, _ = trained
     rows = read_rows(out / "history.csv")
     for column in ("epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "train_seconds", "eval_seconds"):
@@ -168,7 +133,7 @@ def test_train_history_has_one_row_per_epoch(trained):
     assert float(rows[-1]["test_acc"]) > 0.3
 
 
-def test_train_trace_follows_the_rule(trained):
+def test_train_trace_follows_the_rule(trained, read_rows):
     out, _ = trained
     trace = [(int(r["step"]), int(r["round"]), int(r["batch"]), float(r["loss"])) for r in read_rows(out / "trace.csv")]
     assert [t[0] for t in trace] == list(range(1, E * N + 1))  # one row per optimizer step
@@ -194,7 +159,7 @@ def test_train_trace_follows_the_rule(trained):
         assert float(row["train_loss"]) == pytest.approx(sum(losses) / N, rel=1e-5)
 
 
-def test_train_summary_is_consistent_with_history_and_trace(trained):
+def test_train_summary_is_consistent_with_history_and_trace(trained, read_rows):
     out, _ = trained
     s = json.loads((out / "summary.json").read_text())
     history = read_rows(out / "history.csv")
@@ -219,31 +184,25 @@ def test_train_summary_is_consistent_with_history_and_trace(trained):
     assert not (out / "checkpoint.pt").exists()  # removed once the run finished
 
 
-def test_console_entry_trains_in_eval_mode_train(tmp_path):
-    """The real console entry (``python -m hardbatch``), with --eval-mode train saved in config.json."""
+def test_train_in_eval_mode_train_saves_it_and_prints_the_result(tmp_path, invoke, read_rows):
+    """--eval-mode train saved in config.json (the console entry itself: test_console_entry_exits_2_with_one_line)."""
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "hardbatch", "train", "--epochs", "1", "--batch-size", "128", "--eval-mode", "train",
-         *FAST, "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "final test top-1" in proc.stdout
+    rc, stdout, err = invoke("train", "--epochs", "1", "--batch-size", "128", "--eval-mode", "train", *FAST, "--out", out)
+    assert rc == 0, err
+    assert "final test top-1" in stdout
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["eval_mode"] == "train"
     s = json.loads((out / "summary.json").read_text())
     assert s["optimizer_steps"] == N_TRAIN // 128 and len(read_rows(out / "history.csv")) == 1
 
 
-def test_console_entry_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "hardbatch", "train", "--delta", "0.001", *FAST, "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300,
-    )
+def test_console_entry_exits_2_with_one_line(tmp_path, console):
+    """The real console entry (``python -m hardbatch``): a usage error is one line on stderr and exit status 2."""
+    proc = console("train", "--delta", "0.001", *FAST, "--out", tmp_path / "run")
+    stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 2
-    assert_one_line_error(proc.stderr, "delta")
-    assert proc.stdout == ""
+    assert_one_line_error(stderr, "delta")
+    assert stdout == ""
     assert not (tmp_path / "run").exists()
 
 
@@ -267,38 +226,38 @@ BAD_TRAIN = [
 
 
 @pytest.mark.parametrize("args,words", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
-def test_train_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, args, words):
+def test_train_bad_input_exits_2_with_one_line_and_writes_nothing(invoke, tmp_path, args, words):
     (tmp_path / "afile").write_text("keep")
     before = snapshot(tmp_path)
-    rc, out, err = cli(capsys, "train", "--epochs", "1", "--batch-size", "128", *FAST, "--out", tmp_path / "run", *args)
+    rc, out, err = invoke("train", "--epochs", "1", "--batch-size", "128", *FAST, "--out", tmp_path / "run", *args)
     assert rc == 2
     assert_one_line_error(err, *words)
     assert out == ""
     assert snapshot(tmp_path) == before  # in particular no run directory was created
 
 
-def test_train_unwritable_output_directory(capsys, tmp_path):
+def test_train_unwritable_output_directory(invoke, tmp_path):
     (tmp_path / "afile").write_text("keep")  # a regular file: nothing can be created below it, even as root
     before = snapshot(tmp_path)
-    rc, _, err = cli(capsys, "train", "--epochs", "1", "--batch-size", "128", *FAST, "--out", tmp_path / "afile" / "run")
+    rc, _, err = invoke("train", "--epochs", "1", "--batch-size", "128", *FAST, "--out", tmp_path / "afile" / "run")
     assert rc == 2
     assert_one_line_error(err, "afile")
     assert snapshot(tmp_path) == before
 
 
-def test_train_refuses_an_existing_run_without_resume_or_overwrite(capsys, trained, tmp_path):
+def test_train_refuses_an_existing_run_without_resume_or_overwrite(invoke, trained, tmp_path):
     run = copy_of(trained[0], tmp_path)
     before = snapshot(run)
-    rc, _, err = cli(capsys, "train", *TRAIN_ARGS, "--out", run)
+    rc, _, err = invoke("train", *TRAIN_ARGS, "--out", run)
     assert rc == 2
     assert_one_line_error(err, "--resume", "--overwrite")
     assert snapshot(run) == before  # byte for byte, and not even rewritten
 
 
-def test_train_resume_and_overwrite_together_are_refused(capsys, trained, tmp_path):
+def test_train_resume_and_overwrite_together_are_refused(invoke, trained, tmp_path):
     run = copy_of(trained[0], tmp_path)
     before = snapshot(run)
-    rc, _, err = cli(capsys, "train", *TRAIN_ARGS, "--resume", "--overwrite", "--out", run)
+    rc, _, err = invoke("train", *TRAIN_ARGS, "--resume", "--overwrite", "--out", run)
     assert rc == 2
     assert_one_line_error(err, "--resume", "--overwrite")
     assert snapshot(run) == before
@@ -315,9 +274,9 @@ BAD_COMPARE = [
 
 
 @pytest.mark.parametrize("args,words", BAD_COMPARE, ids=[" ".join(a) for a, _ in BAD_COMPARE])
-def test_compare_bad_input_fails_before_any_run_directory(capsys, tmp_path, args, words):
-    rc, out, err = cli(capsys, "compare", "--seeds", "0", "1", "--epochs", "1", "--batch-size", "128", *FAST,
-                       "--out", tmp_path / "cmp", *args)
+def test_compare_bad_input_fails_before_any_run_directory(invoke, tmp_path, args, words):
+    rc, out, err = invoke("compare", "--seeds", "0", "1", "--epochs", "1", "--batch-size", "128", *FAST,
+                          "--out", tmp_path / "cmp", *args)
     assert rc == 2
     assert_one_line_error(err, *words)
     assert out == ""
@@ -327,29 +286,29 @@ def test_compare_bad_input_fails_before_any_run_directory(capsys, tmp_path, args
 # ---------------------------------------------------------------- C: resume and overwrite
 
 
-def test_resume_of_a_finished_run_changes_nothing(capsys, trained, tmp_path):
+def test_resume_of_a_finished_run_changes_nothing(invoke, trained, tmp_path):
     run = copy_of(trained[0], tmp_path)
     before = snapshot(run)
-    rc, out, err = cli(capsys, "train", *TRAIN_ARGS, "--resume", "--out", run)
+    rc, out, err = invoke("train", *TRAIN_ARGS, "--resume", "--out", run)
     assert rc == 0, err
     assert snapshot(run) == before
     summary = json.loads((run / "summary.json").read_text())
     assert f"{summary['optimizer_steps']} steps" in out
 
 
-def test_resume_with_other_settings_is_refused(capsys, trained, tmp_path):
+def test_resume_with_other_settings_is_refused(invoke, trained, tmp_path):
     run = copy_of(trained[0], tmp_path)
     before = snapshot(run)
-    rc, _, err = cli(capsys, "train", *TRAIN_ARGS, "--epochs", "3", "--resume", "--out", run)
+    rc, _, err = invoke("train", *TRAIN_ARGS, "--epochs", "3", "--resume", "--out", run)
     assert rc == 2
     assert_one_line_error(err, "epochs")
     assert snapshot(run) == before
 
 
-def test_overwrite_replaces_the_run(capsys, trained, tmp_path):
+def test_overwrite_replaces_the_run(invoke, trained, tmp_path, read_rows):
     run = copy_of(trained[0], tmp_path)
-    rc, _, err = cli(capsys, "train", "--delta", "1.0", "--epochs", "1", "--batch-size", "128", "--seed", "3", *FAST,
-                     "--overwrite", "--out", run)
+    rc, _, err = invoke("train", "--delta", "1.0", "--epochs", "1", "--batch-size", "128", "--seed", "3", *FAST,
+                        "--overwrite", "--out", run)
     assert rc == 0, err
     n = N_TRAIN // 128
     cfg = json.loads((run / "config.json").read_text())["config"]
@@ -376,7 +335,7 @@ def _is_png(path: Path) -> bool:
     return width >= 100 and height >= 100 and len(data) > 2000
 
 
-def test_compare_writes_one_run_per_delta_and_seed(compared):
+def test_compare_writes_one_run_per_delta_and_seed(compared, read_rows):
     out, _ = compared
     runs = run_dirs(out)
     assert all(p.parent == out for p in runs)  # one sub-directory each
@@ -390,7 +349,7 @@ def test_compare_writes_one_run_per_delta_and_seed(compared):
         assert len(read_rows(p / "history.csv")) == 2
 
 
-def test_compare_writes_report_tables_and_plots(compared):
+def test_compare_writes_report_tables_and_plots(compared, read_rows):
     out, _ = compared
     summary = read_rows(out / "summary.csv")
     assert sorted(float(r["delta"]) for r in summary) == [0.5, 1.0]  # one row per arm
@@ -417,26 +376,26 @@ def test_compare_prints_one_table_line_per_delta(compared):
     assert str(out / "report.md") in stdout
 
 
-def test_compare_repeated_skips_finished_runs(capsys, compared, tmp_path):
+def test_compare_repeated_skips_finished_runs(invoke, compared, tmp_path):
     out = copy_of(compared[0], tmp_path)
     runs_before = {p.name: snapshot(p) for p in run_dirs(out)}
     summary_before = (out / "summary.csv").read_text()
-    rc, stdout, err = cli(capsys, "compare", *COMPARE_ARGS, "--out", out)
+    rc, stdout, err = invoke("compare", *COMPARE_ARGS, "--out", out)
     assert rc == 0, err
     assert {p.name: snapshot(p) for p in run_dirs(out)} == runs_before  # no run was retrained or rewritten
     assert (out / "summary.csv").read_text() == summary_before
     assert len([line for line in stdout.splitlines() if line.startswith("| δ")]) == 2
 
 
-def test_compare_repeated_with_other_epochs_fails_naming_the_setting(capsys, compared, tmp_path):
+def test_compare_repeated_with_other_epochs_fails_naming_the_setting(invoke, compared, tmp_path):
     out = copy_of(compared[0], tmp_path)
     before = snapshot(out)
-    rc, stdout, err = cli(capsys, "compare", *COMPARE_ARGS, "--epochs", "3", "--out", out)
+    rc, stdout, err = invoke("compare", *COMPARE_ARGS, "--epochs", "3", "--out", out)
     assert rc == 2
     assert_one_line_error(err, "epochs")
     assert snapshot(out) == before
     # Any flag the message suggests must be one that compare accepts.
-    rc_help, help_text, _ = cli(capsys, "compare", "--help")
+    rc_help, help_text, _ = invoke("compare", "--help")
     assert rc_help == 0
     for flag in re.findall(r"--[a-z][a-z-]*", err):
         assert flag in help_text, f"the error suggests {flag}, which compare does not have: {err!r}"
@@ -445,7 +404,7 @@ def test_compare_repeated_with_other_epochs_fails_naming_the_setting(capsys, com
 # ---------------------------------------------------------------- E: report
 
 
-def test_report_rebuilds_from_saved_runs_without_training(capsys, compared, tmp_path):
+def test_report_rebuilds_from_saved_runs_without_training(invoke, compared, tmp_path):
     out = copy_of(compared[0], tmp_path)
     summary_before = (out / "summary.csv").read_text()
     runs_csv_before = (out / "runs.csv").read_text()
@@ -454,7 +413,7 @@ def test_report_rebuilds_from_saved_runs_without_training(capsys, compared, tmp_
     for png in out.glob("*.png"):
         png.unlink()
     runs_before = {p.name: snapshot(p) for p in run_dirs(out)}
-    rc, stdout, err = cli(capsys, "report", out)
+    rc, stdout, err = invoke("report", out)
     assert rc == 0, err
     assert (out / "summary.csv").read_text() == summary_before
     assert (out / "runs.csv").read_text() == runs_csv_before
@@ -465,10 +424,10 @@ def test_report_rebuilds_from_saved_runs_without_training(capsys, compared, tmp_
     assert [line.split("|")[1].strip() for line in stdout.splitlines() if line.startswith("| δ")] == ["δ = 0.5", "δ = 1"]
 
 
-def test_report_out_writes_elsewhere(capsys, compared, tmp_path):
+def test_report_out_writes_elsewhere(invoke, compared, tmp_path):
     src = compared[0]
     before = snapshot(src)
-    rc, _, err = cli(capsys, "report", src, "--out", tmp_path / "elsewhere", "--no-plots")
+    rc, _, err = invoke("report", src, "--out", tmp_path / "elsewhere", "--no-plots")
     assert rc == 0, err
     assert snapshot(src) == before
     assert (tmp_path / "elsewhere" / "summary.csv").read_text() == (src / "summary.csv").read_text()
@@ -477,12 +436,12 @@ def test_report_out_writes_elsewhere(capsys, compared, tmp_path):
 
 
 @pytest.mark.parametrize("which", ["empty", "missing"])
-def test_report_without_runs_exits_2_with_one_line(capsys, tmp_path, which):
+def test_report_without_runs_exits_2_with_one_line(invoke, tmp_path, which):
     target = tmp_path / which
     if which == "empty":
         target.mkdir()
     before = snapshot(tmp_path)
-    rc, out, err = cli(capsys, "report", target)
+    rc, out, err = invoke("report", target)
     assert rc == 2
     assert_one_line_error(err, which)
     assert out == ""
@@ -492,22 +451,22 @@ def test_report_without_runs_exits_2_with_one_line(capsys, tmp_path, which):
 # ---------------------------------------------------------------- issue 17: progress off a terminal
 
 
-def test_off_a_terminal_compare_prints_one_line_per_finished_run(capsys, tmp_path):
-    rc, _, err = cli(capsys, "compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--epochs", "1", "--batch-size",
-                     "128", "--device", "cpu", "--out", tmp_path / "cmp")  # progress on; capsys is not a terminal
+def test_off_a_terminal_compare_prints_one_line_per_finished_run(invoke, tmp_path):
+    rc, _, err = invoke("compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--epochs", "1", "--batch-size",
+                        "128", "--device", "cpu", "--out", tmp_path / "cmp")  # progress on, into no terminal
     assert rc == 0, err
     done = [line for line in err.splitlines() if ": done, test top-1 " in line]
     assert len(done) == 2 and done[0].startswith("[1/2] digits/small_cnn hardbatch δ=0.5 seed=0: done"), err
     assert "\r" not in err  # no progress bar drawn into a file
 
 
-def test_off_a_terminal_long_runs_print_a_line_per_epoch(capsys, tmp_path, monkeypatch):
+def test_off_a_terminal_long_runs_print_a_line_per_epoch(invoke, tmp_path, monkeypatch):
     from hardbatch.experiment import EpochLines
 
     monkeypatch.setattr(EpochLines, "LINE_SECONDS", 0.0)  # every epoch counts as long
-    rc, _, err = cli(capsys, "train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--out", tmp_path / "r")
+    rc, _, err = invoke("train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--out", tmp_path / "r")
     assert rc == 0, err
     assert [line.split(": ", 1)[1].split(",")[0] for line in err.splitlines()] == ["epoch 1/2", "epoch 2/2"], err
-    rc, _, err = cli(capsys, "train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--no-progress",
-                     "--out", tmp_path / "quiet")
+    rc, _, err = invoke("train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--no-progress",
+                        "--out", tmp_path / "quiet")
     assert rc == 0 and err == ""

@@ -1,11 +1,7 @@
 """Runs end to end: kill-and-resume equality, protocol presets, sweeps and their shards, diverging runs."""
 
-import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,22 +20,11 @@ RESUME_FLAGS = ["--dataset", "digits", "--train-subset", "640", "--epochs", "6",
                 "crop_flip", "--shuffle-partition", "--schedule", "cosine", "--seed", "3", "--no-progress"]
 
 
-def _rows(path: Path, drop=("train_seconds", "eval_seconds", "choose_seconds")) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
-
-
-def _cli(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hardbatch", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
+def uninterrupted(tmp_path_factory, invoke) -> Path:
     out = tmp_path_factory.mktemp("straight") / "run"
-    proc = _cli("train", *RESUME_FLAGS, "--out", str(out))
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    rc, _, err = invoke("train", *RESUME_FLAGS, "--out", out)
+    assert rc == 0, err
     return out
 
 
@@ -52,10 +37,12 @@ def _trace_lines(run: Path) -> int:
 
 @pytest.mark.parametrize("kill_after_steps, extra_seconds", [(1, 0.0), (20, 0.05), (40, 0.2), (60, 0.0)])
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupted, kill_after_steps, extra_seconds):
-    """SIGKILL at some moment (at or inside an epoch), then --resume: the records equal an uninterrupted run's."""
+def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupted, console, invoke, read_rows,
+                                                          kill_after_steps, extra_seconds):
+    """SIGKILL of the console process at some moment (at or inside an epoch), then --resume: the records equal an
+    uninterrupted run's."""
     out = tmp_path / "run"
-    proc = _cli("train", *RESUME_FLAGS, "--out", str(out))
+    proc = console("train", *RESUME_FLAGS, "--out", out)
     deadline = time.time() + 240
     while _trace_lines(out) < kill_after_steps and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -63,9 +50,9 @@ def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupte
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "summary.json").exists(), "the run finished before it could be killed"
-    resumed = _cli("train", *RESUME_FLAGS, "--out", str(out), "--resume")
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert _rows(out / "history.csv") == _rows(uninterrupted / "history.csv")
+    rc, _, err = invoke("train", *RESUME_FLAGS, "--out", out, "--resume")
+    assert rc == 0, err
+    assert read_rows(out / "history.csv", timing=False) == read_rows(uninterrupted / "history.csv", timing=False)
     assert (out / "trace.csv").read_text() == (uninterrupted / "trace.csv").read_text()
     assert "nan" not in (out / "history.csv").read_text()
     a, b = json.loads((out / "summary.json").read_text()), json.loads((uninterrupted / "summary.json").read_text())
@@ -98,7 +85,7 @@ def _interrupted_after(cfg: RunConfig, out: Path, epochs_done: int, monkeypatch)
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
-    cfg = RunConfig(epochs=3, delta=0.5, augment="crop_flip", schedule="cosine")
+    cfg = RunConfig(epochs=3, delta=0.5, augment="crop_flip", schedule="cosine", train_subset=320)
     _interrupted_after(cfg, tmp_path / "run", 1, monkeypatch)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
@@ -111,18 +98,19 @@ def test_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("model, val_fraction", [("mobilenet_v3_small", 0.0), ("mobilenet_v3_small", 0.1),
                                                  ("small_cnn", 0.0)])
-def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_path, monkeypatch, model, val_fraction):
-    """δ = 0.3 makes epochs end inside a round (320 samples in batches of 16: N = 20, k = 6; epoch 2 ends 2 steps into round 4);
+def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_path, monkeypatch, read_rows, model,
+                                                                         val_fraction):
+    """δ = 0.3 makes epochs end inside a round (160 samples in batches of 8: N = 20, k = 6; epoch 2 ends 2 steps into round 4);
     MobileNetV3 has dropout."""
-    torch.set_num_threads(1)
     cfg = RunConfig(model=model, stem="small", epochs=3, delta=0.3, val_fraction=val_fraction, seed=5,
-                    train_subset=320, batch_size=16)
+                    train_subset=160, batch_size=8)
     straight = tmp_path / "straight"
     train_run(cfg, straight, progress=False)
     _interrupted_after(cfg, tmp_path / "resumed", 2, monkeypatch)
     train_run(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert (tmp_path / "resumed" / "trace.csv").read_text() == (straight / "trace.csv").read_text()
-    assert _rows(tmp_path / "resumed" / "history.csv") == _rows(straight / "history.csv")
+    resumed = read_rows(tmp_path / "resumed" / "history.csv", timing=False)
+    assert resumed == read_rows(straight / "history.csv", timing=False)
     if val_fraction == 0:
         assert "nan" not in (tmp_path / "resumed" / "history.csv").read_text()
 
@@ -190,7 +178,7 @@ def test_bad_shards_are_usage_errors(text):
 
 def test_sharded_sweep_folders_merge_into_one_report(tmp_path, capsys):
     common = ["sweep", "--datasets", "digits", "--models", "small_cnn", "--deltas", "0.5", "1.0", "--seeds", "0", "1",
-              "--epochs", "2", "--out", str(tmp_path), "--no-progress"]
+              "--epochs", "2", "--train-subset", "320", "--out", str(tmp_path), "--no-progress"]
     assert main(common + ["--shard", "0/2"]) == 0
     assert main(common + ["--shard", "1/2"]) == 0
     runs = sorted(p.parent.name for p in tmp_path.rglob("summary.json"))
@@ -304,13 +292,13 @@ def test_a_damaged_checkpoint_is_one_line_and_touches_nothing(tmp_path, monkeypa
         assert json.loads((out / "summary.json").read_text())["epochs"] == 3
 
 
-def test_resume_with_only_out_continues_with_the_saved_settings(tmp_path, monkeypatch, capsys):
+def test_resume_with_only_out_continues_with_the_saved_settings(tmp_path, monkeypatch, capsys, read_rows):
     straight, out = tmp_path / "straight", tmp_path / "run"
     train_run(RESUMABLE, straight, progress=False)
     _interrupted_after(RESUMABLE, out, 1, monkeypatch)
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert (out / "trace.csv").read_text() == (straight / "trace.csv").read_text()
-    assert _rows(out / "history.csv") == _rows(straight / "history.csv")
+    assert read_rows(out / "history.csv", timing=False) == read_rows(straight / "history.csv", timing=False)
 
 
 def test_resume_with_a_conflicting_flag_names_both_values_and_never_suggests_overwrite(tmp_path, monkeypatch, capsys):
@@ -327,9 +315,10 @@ def test_resume_with_a_conflicting_flag_names_both_values_and_never_suggests_ove
     assert main(["train", "--resume", "--delta", "0.5", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
 
 
-def test_sigterm_ends_with_one_line_and_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted):
+def test_sigterm_ends_with_one_line_and_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted, console, invoke,
+                                                                            read_rows):
     out = tmp_path / "run"
-    proc = _cli("train", *RESUME_FLAGS, "--out", str(out))
+    proc = console("train", *RESUME_FLAGS, "--out", out)
     deadline = time.time() + 240
     while _trace_lines(out) < 20 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -339,7 +328,7 @@ def test_sigterm_ends_with_one_line_and_resume_matches_the_uninterrupted_run(tmp
     err = proc.stderr.read().strip().splitlines()
     assert len(err) == 1 and "terminated" in err[0] and "--resume" in err[0] and "Traceback" not in err[0], err
     assert not (out / "summary.json").exists() and (out / "checkpoint.pt").exists()
-    resumed = _cli("train", "--resume", "--out", str(out), "--no-progress")  # the saved settings: no other flag
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert _rows(out / "history.csv") == _rows(uninterrupted / "history.csv")
+    rc, _, err = invoke("train", "--resume", "--out", out, "--no-progress")  # the saved settings: no other flag
+    assert rc == 0, err
+    assert read_rows(out / "history.csv", timing=False) == read_rows(uninterrupted / "history.csv", timing=False)
     assert (out / "trace.csv").read_text() == (uninterrupted / "trace.csv").read_text()

@@ -11,7 +11,7 @@ import pytest
 
 from hardbatch.cli import main
 
-FAST = ["--epochs", "2", "--no-progress"]
+FAST = ["--epochs", "2", "--train-subset", "320", "--no-progress"]  # 10 steps an epoch
 
 
 def _one_error_line(capsys) -> str:
@@ -21,10 +21,9 @@ def _one_error_line(capsys) -> str:
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cmp") / "cmp"
-    assert main(["compare", "--deltas", "0.5", "1.0", "--seeds", "0", "1", "--out", str(out), *FAST]) == 0
-    return out
+def compared(finished_compare) -> Path:
+    """conftest.py's finished compare (δ 0.5 and 1, seeds 0 and 1): tests that change it work on a copy."""
+    return finished_compare.out
 
 
 @pytest.mark.parametrize("damage, problem", [("no history", "the file is missing"),
@@ -83,14 +82,15 @@ def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert (out / "history.csv").read_text() == "precious\n"
 
 
-def test_target_can_be_set_when_reporting_and_on_finished_runs(tmp_path, compared, capsys):
+def test_target_can_be_set_when_reporting_and_on_finished_runs(tmp_path, finished_compare, capsys):
+    compared = tmp_path / "copy"
+    shutil.copytree(finished_compare.out, compared)  # copy2: modification times are kept
     mtimes = {p: p.stat().st_mtime_ns for p in compared.rglob("summary.json")}
     assert main(["report", str(compared), "--out", str(tmp_path / "r"), "--target-acc", "0.5", "--no-plots"]) == 0
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Target T = 50.00% test top-1 (given to report --target-acc)" in report
     # compare with a target on finished runs reuses them: the target only changes the report.
-    assert main(["compare", "--deltas", "0.5", "1.0", "--seeds", "0", "1", "--out", str(compared),
-                 "--target-acc", "0.5", *FAST]) == 0
+    assert main(["compare", *finished_compare.args, "--out", str(compared), "--target-acc", "0.5"]) == 0
     assert {p: p.stat().st_mtime_ns for p in compared.rglob("summary.json")} == mtimes
     assert main(["report", str(compared), "--target-acc", "1.5", "--no-plots"]) == 2
 
@@ -215,7 +215,8 @@ def test_full_disk_while_checkpointing_is_one_line_and_resume_continues(tmp_path
     import torch
 
     straight, out = tmp_path / "straight", tmp_path / "run"
-    assert main(["train", "--epochs", "3", "--delta", "0.5", "--out", str(straight), "--no-progress"]) == 0
+    flags = ["--epochs", "3", "--delta", "0.5", "--train-subset", "320", "--no-progress"]
+    assert main(["train", *flags, "--out", str(straight)]) == 0
     save, calls = torch.save, []
 
     def full_on_second(*args, **kwargs):
@@ -224,13 +225,13 @@ def test_full_disk_while_checkpointing_is_one_line_and_resume_continues(tmp_path
 
     monkeypatch.setattr(torch, "save", full_on_second)
     capsys.readouterr()
-    assert main(["train", "--epochs", "3", "--delta", "0.5", "--out", str(out), "--no-progress"]) == 1
+    assert main(["train", *flags, "--out", str(out)]) == 1
     line = _one_error_line(capsys)
     assert "no space left" in line and str(out / "checkpoint.pt") in line and "--resume" in line
     assert _debris(out) == []
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1  # the last good checkpoint
     monkeypatch.setattr(torch, "save", save)
-    assert main(["train", "--epochs", "3", "--delta", "0.5", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert main(["train", *flags, "--out", str(out), "--resume"]) == 0
     assert (out / "trace.csv").read_text() == (straight / "trace.csv").read_text()
     columns = lambda run: [{k: v for k, v in row.items() if not k.endswith("seconds")}
                            for row in csv.DictReader(open(run / "history.csv"))]
