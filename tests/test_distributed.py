@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from hardbatch import experiment
+from hardbatch import state as run_state
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES
-from hardbatch.experiment import run_name
+from hardbatch.plan import run_name
 from hardbatch.selection import POLICIES
 
 JOB = str(Path(__file__).with_name("ddp_job.py"))
@@ -84,14 +85,14 @@ def single(tmp_path_factory) -> Path:
     for name, args in CONFIGS.items():
         assert main(["train", *BASE, *args, "--out", str(root / name)]) == 0
     assert main(["train", *BASE, *RESUMED, "--out", str(root / "resumed")]) == 0
-    save = experiment.save_checkpoint
+    save = run_state.save_checkpoint
 
     def save_then_stop(path, state):
         save(path, state)
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(experiment, "save_checkpoint", save_then_stop)
+        patch.setattr(run_state, "save_checkpoint", save_then_stop)
         assert main(["train", *BASE, *RESUMED, "--out", str(root / "partial")]) == 130
     return root
 

@@ -194,7 +194,7 @@ def test_exposure_counts_trained_samples_by_hand():
 
 
 def test_compare_caches_reshaped_data_per_seed(tmp_path):
-    from hardbatch.experiment import DataCache
+    from hardbatch.plan import DataCache
 
     cache = DataCache(torch.device("cpu"))
     cfg = RunConfig(dataset="digits", label_noise=0.2)
