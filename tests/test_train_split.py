@@ -68,7 +68,7 @@ def test_imbalance_that_empties_a_class_is_a_usage_error(fashion):
 
 
 def test_label_noise_rate_is_exact_and_never_the_own_class(fashion):
-    raw = DATASETS["fashion-mnist"].read(fashion)
+    raw = DATASETS["fashion-mnist"].read(fashion.data_dir)
     for p, expected in ((0.2, 200), (0.0005, 0), (0.0015, 2), (0.37, 370)):  # round(1.5) = 2
         data = load_dataset(fashion.replace(label_noise=p))
         changed = (data.train.labels != raw.train.labels).nonzero().flatten()
@@ -102,7 +102,7 @@ def test_same_seed_same_corruption_other_seed_other(fashion):
 
 
 def test_noise_comes_after_validation_split_and_leaves_it_clean(fashion):
-    raw = DATASETS["fashion-mnist"].read(fashion)
+    raw = DATASETS["fashion-mnist"].read(fashion.data_dir)
     data = load_dataset(fashion.replace(label_noise=0.5, val_fraction=0.2))
     assert len(data.val) == 200 and len(data.train) == 800 and len(data.relabelled.indices) == 400
     # The fake's labels are index % 10: validation labels still are, and the images are the raw ones.
