@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hardbatch import experiment
+from hardbatch import experiment, machine
 from hardbatch import state as run_state
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES
@@ -288,7 +288,7 @@ def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
     seen = []
     wrap = distributed.wrap
     monkeypatch.setattr(distributed, "wrap", lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device))
-    monkeypatch.setattr(experiment, "check_sync_bn", lambda cfg: None)  # as on a GPU machine
+    monkeypatch.setattr(machine, "check_sync_bn", lambda cfg: None)  # as on a GPU machine
     cfg = RunConfig(dataset="digits", train_subset=64, model="mlp", batch_size=32, epochs=1, device="cpu", sync_bn=True)
     experiment.train_run(cfg, tmp_path / "run", progress=False)
     assert seen == [True]

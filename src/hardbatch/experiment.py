@@ -14,7 +14,7 @@ import torch
 from hardbatch import distributed
 from hardbatch.config import RUNTIME_KEYS, RunConfig, UsageError, resolve_partition, validate
 from hardbatch.data import DataSplits, dataset_labels, gives_batches, load_dataset
-from hardbatch.machine import environment, resolve_device
+from hardbatch.machine import check_runtime, environment, resolve_device
 from hardbatch.models import build_seeded, check_model_name
 from hardbatch.results import (
     CHECKPOINT, CONFIG, HISTORY, RELABELLED, RUN_FORMAT, SUMMARY, TRACE, RunDir, atomic_write_json,
@@ -23,8 +23,7 @@ from hardbatch.results import (
 from hardbatch.selection import HardBatchSampler
 from hardbatch.selection.functional import single_class_purity
 from hardbatch.sinks import (
-    Checkpoint, EpochLines, History, LossWatch, ProgressBar, TensorBoard, Trace, describe, summary_writer_class,
-    terminal, warn,
+    Checkpoint, EpochLines, History, LossWatch, ProgressBar, TensorBoard, Trace, describe, terminal, warn,
 )
 from hardbatch.state import RunState
 from hardbatch.training import fit
@@ -202,31 +201,6 @@ def train_run(
         if resuming is None:
             return distributed.on_writer(run.summary)
         return _train(cfg, run, data, sampler, device, resuming, progress, label)
-
-
-def check_runtime(cfg: RunConfig) -> None:
-    """What the processes, device and installed packages must allow: a batch that splits over them, CUDA for
-    --sync-bn, TensorBoard if asked."""
-    distributed.check_divisible(cfg.batch_size)
-    if cfg.compile and cfg.compile not in (backends := torch.compiler.list_backends(exclude_tags=())):
-        raise UsageError(f"unknown --compile backend {cfg.compile!r}; valid: {', '.join(backends)}")
-    if cfg.tensorboard:
-        summary_writer_class()
-    check_sync_bn(cfg)
-
-
-def check_sync_bn(cfg: RunConfig) -> None:
-    """UsageError for ``--sync-bn`` off CUDA (torch: "SyncBatchNorm layers only work with GPU modules") or with
-    train-mode evaluation, whose forwards would synchronise BatchNorm over the ranks' unequal shares of a set."""
-    if not cfg.sync_bn:
-        return
-    if cfg.eval_mode == "train":
-        raise UsageError("--sync-bn does not combine with --eval-mode train (evaluation would synchronise BatchNorm "
-                         "over each process's share of the set); use --eval-mode eval or leave --sync-bn out")
-    device = resolve_device(cfg.device)
-    if device.type != "cuda":
-        raise UsageError(f"--sync-bn needs CUDA devices (SyncBatchNorm works on GPU modules only), not "
-                         f"{device.type}; train on --device cuda or leave --sync-bn out")
 
 
 def _reusable(run: RunDir, cfg: RunConfig, resume: bool, overwrite: bool) -> bool:

@@ -1,4 +1,5 @@
-"""The machine a run runs on: the device it names, and the versions and hardware recorded beside each run."""
+"""The machine a run runs on: the device it names, what it must allow (processes, CUDA, packages), and the versions
+and hardware recorded beside each run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 
 from hardbatch import __version__, distributed
-from hardbatch.config import UsageError
+from hardbatch.config import RunConfig, UsageError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,3 +89,37 @@ def environment(device: torch.device) -> dict:
         "command": " ".join(sys.argv),
         "world_size": distributed.world_size(),
     }
+
+
+def check_runtime(cfg: RunConfig) -> None:
+    """What the processes, device and installed packages must allow: a batch that splits over them, CUDA for
+    --sync-bn, TensorBoard if asked."""
+    distributed.check_divisible(cfg.batch_size)
+    if cfg.compile and cfg.compile not in (backends := torch.compiler.list_backends(exclude_tags=())):
+        raise UsageError(f"unknown --compile backend {cfg.compile!r}; valid: {', '.join(backends)}")
+    if cfg.tensorboard:
+        summary_writer_class()
+    check_sync_bn(cfg)
+
+
+def check_sync_bn(cfg: RunConfig) -> None:
+    """UsageError for ``--sync-bn`` off CUDA (torch: "SyncBatchNorm layers only work with GPU modules") or with
+    train-mode evaluation, whose forwards would synchronise BatchNorm over the ranks' unequal shares of a set."""
+    if not cfg.sync_bn:
+        return
+    if cfg.eval_mode == "train":
+        raise UsageError("--sync-bn does not combine with --eval-mode train (evaluation would synchronise BatchNorm "
+                         "over each process's share of the set); use --eval-mode eval or leave --sync-bn out")
+    device = resolve_device(cfg.device)
+    if device.type != "cuda":
+        raise UsageError(f"--sync-bn needs CUDA devices (SyncBatchNorm works on GPU modules only), not "
+                         f"{device.type}; train on --device cuda or leave --sync-bn out")
+
+
+def summary_writer_class():
+    """TensorBoard's ``SummaryWriter``; UsageError naming the extra to install when tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError("--tensorboard needs the tensorboard package: pip install 'hardbatch[tensorboard]'") from None
+    return SummaryWriter

@@ -12,8 +12,8 @@ import torch
 from hardbatch import distributed
 from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig, UsageError, validate
 from hardbatch.data import DataSplits, load_dataset
-from hardbatch.experiment import check_fits, check_runtime, check_same_settings, make_sampler, resolve, train_run
-from hardbatch.machine import resolve_device
+from hardbatch.experiment import check_fits, check_same_settings, make_sampler, resolve, train_run
+from hardbatch.machine import check_runtime, resolve_device
 from hardbatch.models import check_model_name
 from hardbatch.results import NoSpaceLeft, RunDir, RunInUse, ensure_writable_dir
 from hardbatch.sinks import terminal, warn

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from hardbatch import distributed
-from hardbatch.config import RunConfig, UsageError
+from hardbatch.config import RunConfig
+from hardbatch.machine import summary_writer_class
 from hardbatch.results import TRACE_FIELDS, RunDir
 from hardbatch.state import RunState
 from hardbatch.training import EpochResult
@@ -102,15 +103,6 @@ class LossWatch:
             warn(f"training loss exploded to {loss:.3g} at epoch {result.epoch} (over {self.EXPLODING:g}x the first "
                  f"epoch's or {self.EXPLODING:g}x ln(classes)); the learning rate is probably too high: try a lower "
                  f"--lr than {self.lr:g}")
-
-
-def summary_writer_class():
-    """TensorBoard's ``SummaryWriter``; UsageError naming the extra to install when tensorboard is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UsageError("--tensorboard needs the tensorboard package: pip install 'hardbatch[tensorboard]'") from None
-    return SummaryWriter
 
 
 class TensorBoard:
