@@ -23,7 +23,7 @@ from hardbatch.results import (
 from hardbatch.selection import HardBatchSampler
 from hardbatch.selection.functional import single_class_purity
 from hardbatch.sinks import (
-    Checkpoint, EpochLines, History, LossWatch, ProgressBar, TensorBoard, Trace, describe, terminal, warn,
+    CaptureRng, Checkpoint, EpochLines, History, LossWatch, ProgressBar, TensorBoard, Trace, describe, terminal, warn,
 )
 from hardbatch.state import RunState
 from hardbatch.training import fit
@@ -241,8 +241,9 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
             sampler.policy.irreducible, cost = train_irreducible(cfg, data, device)
             state.holdout_cost.update(cost)
         _warn_if_single_class_batches(cfg, data, sampler)
-        sinks = _sinks(cfg, run, state, history, data.num_classes, progress, label) if writer else []
-        sinks.append(Checkpoint(state, checkpoint))  # on every rank: it gathers their RNG states
+        sinks = [CaptureRng(state)]  # on every rank
+        if writer:
+            sinks += _sinks(cfg, run, state, history, data.num_classes, progress, label)
         for sink in sinks:
             if hasattr(sink, "close"):
                 held.callback(sink.close)
@@ -290,10 +291,10 @@ def _start(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
 def _sinks(cfg: RunConfig, run: RunDir, state: RunState, history: list[dict], num_classes: int, progress: bool,
            label: str | None) -> list:
     """The writer's per-epoch outputs, in the order they run: the loss watch, trace.csv, history.csv (extending
-    ``history``), then TensorBoard and progress when asked. The checkpoint comes after them, so that a run killed
-    between two files resumes from an epoch every file has."""
+    ``history``), the checkpoint (after them: a run killed between two files resumes from an epoch every file has),
+    then TensorBoard and progress when asked."""
     sinks = [LossWatch(cfg.lr, num_classes, history[0]["train_loss"] if history else None), Trace(run),
-             History(run, history, state.holdout_cost)]
+             History(run, history, state.holdout_cost), Checkpoint(state, run.file(CHECKPOINT))]
     if cfg.tensorboard:
         sinks.append(TensorBoard(cfg.tensorboard, state.holdout_cost))
     if progress:

@@ -71,8 +71,19 @@ class Trace:
         self.run.append_trace([dict(zip(TRACE_FIELDS, step)) for step in result.trace])
 
 
+class CaptureRng:
+    """Every rank's RNG state gathered into ``state`` (``RunState.capture_rng``), on every rank and first: a
+    collective, so that the writer writes no file of an epoch that a dead rank never finished."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+
+    def on_epoch(self, result: EpochResult) -> None:
+        self.state.capture_rng()
+
+
 class Checkpoint:
-    """The run's state saved to ``path`` at each epoch's end (``RunState.save``; on every rank, which it needs)."""
+    """The run's state saved to ``path`` at each epoch's end (``RunState.save``), after the epoch's other files."""
 
     def __init__(self, state: RunState, path: Path):
         self.state, self.path = state, path

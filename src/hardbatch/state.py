@@ -80,11 +80,16 @@ class RunState:
     epoch: int = 0
     test_per_class: list[float | None] = field(default_factory=list)
     holdout_cost: dict = field(default_factory=dict)
+    rng_ranks: list[dict] | None = None  # every rank's rng_state(), as ``capture_rng`` last gathered them
 
-    def state_dict(self, rng_ranks: list[dict] | None = None) -> dict:
-        """The checkpoint dict. ``rng_ranks``: every rank's ``rng_state()`` in rank order (default: this process's);
-        ``rng`` is rank 0's, for checkpoints read by a single process."""
-        rng_ranks = rng_ranks or [rng_state()]
+    def capture_rng(self) -> None:
+        """Gather every rank's RNG state into ``rng_ranks`` (on the writer). A collective: every rank calls it."""
+        self.rng_ranks = distributed.gather_objects(rng_state())
+
+    def state_dict(self) -> dict:
+        """The checkpoint dict: ``rng_ranks`` holds every rank's RNG state as last captured (this process's when
+        none was); ``rng`` is rank 0's, for checkpoints read by a single process."""
+        rng_ranks = self.rng_ranks or [rng_state()]
         return {
             "epoch": self.epoch,
             "model": self.model.state_dict(),
@@ -117,11 +122,8 @@ class RunState:
         self.holdout_cost.update(state.get("holdout_cost", {}))
 
     def save(self, path: Path) -> None:
-        """Write the checkpoint to ``path`` from the writer (``save_checkpoint``: atomically). Every rank calls it:
-        their RNG states are gathered into it."""
-        rng_ranks = distributed.gather_objects(rng_state())
-        if distributed.is_writer():
-            save_checkpoint(path, self.state_dict(rng_ranks))
+        """Write ``state_dict()`` to ``path`` (``save_checkpoint``: atomically); the writer's job."""
+        save_checkpoint(path, self.state_dict())
 
     def load(self, path: Path) -> None:
         """Continue from the checkpoint at ``path``, read once on the writer and sent to every rank (their nodes need
