@@ -23,6 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Sequent
 
 from hardbatch.config import RunConfig, UsageError
 from hardbatch.results import atomic_write_bytes
+from hardbatch.selection.functional import generator_for
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,14 +111,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int = SPLIT_SE
 
 
 # ---- reshaping the training split: a class-balanced subset, a long tail, label noise (all seeded by the run) ----
-
-SUBSET_STREAM, IMBALANCE_STREAM, NOISE_STREAM = 1, 2, 3  # one random stream per consumer of the run seed
-
-
-def seeded_generator(seed: int, stream: int) -> torch.Generator:
-    """A CPU generator for one consumer of the run seed; distinct streams give unrelated sequences."""
-    state = np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
+# Each draws from its own generator of the run seed (generator_for: the package's one seed derivation).
 
 
 def balanced_subset(labels: torch.Tensor, size: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -216,17 +210,17 @@ class Relabelling:
 
 def reshape_train(train: Dataset, cfg: RunConfig, num_classes: int) -> tuple[Dataset, Relabelling | None]:
     """The training split as ``cfg`` asks: a class-balanced subset (``train_subset``), then a long tail
-    (``imbalance``), then label noise (``label_noise``), each from its own stream of ``cfg.seed``."""
+    (``imbalance``), then label noise (``label_noise``), each from its own generator of ``cfg.seed``."""
     labels = dataset_labels(train)
     if cfg.train_subset is not None:
-        keep = balanced_subset(labels, cfg.train_subset, num_classes, seeded_generator(cfg.seed, SUBSET_STREAM))
+        keep = balanced_subset(labels, cfg.train_subset, num_classes, generator_for(cfg.seed, "train-subset"))
         train, labels = subset(train, keep), labels[keep]
     if cfg.imbalance != 1:
-        keep = long_tailed(labels, cfg.imbalance, num_classes, seeded_generator(cfg.seed, IMBALANCE_STREAM))
+        keep = long_tailed(labels, cfg.imbalance, num_classes, generator_for(cfg.seed, "imbalance"))
         train, labels = subset(train, keep), labels[keep]
     if cfg.label_noise == 0:
         return train, None
-    given, indices = noisy_labels(labels, cfg.label_noise, num_classes, seeded_generator(cfg.seed, NOISE_STREAM))
+    given, indices = noisy_labels(labels, cfg.label_noise, num_classes, generator_for(cfg.seed, "label-noise"))
     return with_labels(train, given), Relabelling(indices, labels[indices], given[indices])
 
 
