@@ -1,4 +1,5 @@
-"""Shared fixtures: one torch thread for tiny models, and launching a torchrun job of several processes on the CPU (gloo).
+"""Shared fixtures: one torch thread for tiny models, runs interrupted after an epoch, and launching a torchrun job of
+several processes on the CPU (gloo).
 
 Marks: ``slow`` tags the tests that start several processes or kill one (``pytest -m "not slow"`` for a quick loop;
 the full suite, CI's, runs them all).
@@ -32,6 +33,35 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class Stop(Exception):
+    """What ``interrupt`` stops a run with."""
+
+
+@pytest.fixture
+def interrupt(monkeypatch):
+    """``interrupt(cfg, out, epochs_done)``: ``train_run(cfg, out)``, stopped right after epoch ``epochs_done`` was
+    checkpointed (by a last sink), as a kill there would leave the run folder."""
+    import hardbatch.experiment as experiment
+
+    original = experiment.fit
+
+    def run(cfg, out, epochs_done: int) -> None:
+        class StopAfter:
+            def on_epoch(self, result):
+                if result.epoch == epochs_done:
+                    raise Stop
+
+        def fit_then_stop(*args, sinks, **kwargs):
+            original(*args, sinks=[*sinks, StopAfter()], **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(experiment, "fit", fit_then_stop)
+            with pytest.raises(Stop):
+                experiment.train_run(cfg, out, progress=False)
+
+    return run
 
 
 @dataclass

@@ -199,7 +199,7 @@ def _report_not_done(not_done: list) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hardbatch.experiment import execute, plan_compare
+    from hardbatch.plan import execute, plan_compare
 
     _check_policy_flags(args)
     plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out, policies=args.policies)
@@ -213,7 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hardbatch.experiment import check_plan, execute, parse_shard, plan_sweep, shard
+    from hardbatch.plan import check_plan, execute, parse_shard, plan_sweep, shard
 
     _check_policy_flags(args)
     bases = [config_from_args(args, protocol) for protocol in (args.protocols or [None])]
