@@ -41,7 +41,7 @@ from hardbatch.report import (
     REFERENCE_POLICY, ArmStats, Comparison, arm_label, arm_stats, build_report, group_runs, load_runs, machines,
 )
 from hardbatch.results import (
-    LOCK, POWER, RunDir, atomic_write_json, atomic_write_text, detectable_difference, has_interval, read_json,
+    LOCK, POWER, RunDir, atomic_write_json, atomic_write_text, has_interval, read_json,
     seeds_for_half_width,
 )
 
@@ -92,7 +92,6 @@ class Benchmark:
     tune_seeds: int
     run_cpu_s: float
     target: float | None = None
-    note: str = ""
 
     def base(self) -> RunConfig:
         return RunConfig(**self.settings)

@@ -215,3 +215,15 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
     assert evidence.main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == mtimes
+
+
+def test_report_command_takes_per_arm_settings(scripted, capsys):
+    from hardbatch.cli import main
+
+    for path in scripted.glob("ref_s*"):
+        _with_lr(path, 0.3)
+    assert main(["report", str(scripted), "--no-plots", "--per-arm", "lr"]) == 0
+    assert "Chosen per arm: δ = 0.5 lr 0.05, δ = 1 lr 0.3." in (scripted / "report.md").read_text()
+    assert main(["report", str(scripted), "--no-plots", "--per-arm", "seed"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cannot choose 'seed' per arm" in line
