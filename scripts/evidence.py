@@ -461,7 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     started = time.process_time()
-    index, count = parse_shard(args.shard)
+    try:
+        index, count = parse_shard(args.shard)
+    except UsageError as e:
+        print(f"evidence: error: {e}", file=sys.stderr)
+        return 2
     benches = QUICK if args.quick else BENCHMARKS
     if args.data_dir:
         benches = [Benchmark(**{**b.__dict__, "settings": {**b.settings, "data_dir": args.data_dir}}) for b in benches]

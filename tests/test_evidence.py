@@ -227,3 +227,34 @@ def test_report_command_takes_per_arm_settings(scripted, capsys):
     assert main(["report", str(scripted), "--no-plots", "--per-arm", "seed"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "cannot choose 'seed' per arm" in line
+
+
+def test_a_shard_trains_its_share_then_the_rest_and_never_retries_a_failed_run(tmp_path, monkeypatch):
+    evidence = _evidence_module()
+    from hardbatch.experiment import PlannedRun
+
+    plan = [PlannedRun(RunConfig(seed=s), tmp_path / f"run{s}") for s in range(5)]
+    calls = []
+
+    def fake_execute(runs, **kwargs):  # "trains" each run: a summary.json; run 3 fails
+        calls.append([r.cfg.seed for r in runs])
+        for r in runs:
+            r.path.mkdir(exist_ok=True)
+            if r.cfg.seed != 3:
+                (r.path / "summary.json").write_text("{}")
+        return [(r, "failed: TrainingDiverged: loss is not finite") for r in runs if r.cfg.seed == 3]
+
+    monkeypatch.setattr(evidence, "execute", fake_execute)
+    evidence.train(plan, 1, 2, data=None)
+    assert calls == [[1, 3], [4, 2, 0]]  # its share (every 2nd from 1), then the others' last first
+    assert "TrainingDiverged" in (tmp_path / "run3" / evidence.FAILED).read_text()
+    calls.clear()
+    evidence.train(plan, 0, 2, data=None)  # a rerun: everything finished or failed, nothing trained again
+    assert calls == [[], []]
+
+
+def test_a_bad_shard_is_one_line_and_exit_status_2(tmp_path, capsys):
+    evidence = _evidence_module()
+    assert evidence.main(["--quick", "--shard", "2/2", "--out", str(tmp_path / "runs"), "--plan-only"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "shard must look like I/N" in line
