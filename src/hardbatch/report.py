@@ -235,8 +235,8 @@ def group_runs(runs: list[Run], method: str = REFERENCE_POLICY, per_arm: tuple[s
     """
     unknown = [k for k in per_arm if k not in DEFAULT_CONFIG.to_dict() or k in NOT_GROUPING]
     if unknown:
-        raise UsageError(f"cannot choose {unknown[0]!r} per arm; give settings of config.json other than "
-                         f"{', '.join(NOT_GROUPING[:2])} and seed")
+        raise UsageError(f"cannot choose {unknown[0]!r} per arm; valid: the settings of config.json (lr, epochs, ...) "
+                         f"but the policy, its axis ({', '.join(ARM_KEYS[1:])}), the seed and runtime settings")
     groups: dict[tuple, dict[tuple, Arm]] = {}
     settings: dict[tuple, dict] = {}
     for run in runs:
