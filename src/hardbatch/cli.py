@@ -243,7 +243,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     damaged: list = []
     comparison = Comparison(getattr(args, "method", None) or "hardbatch", getattr(args, "reference", None) or "hardbatch")
     path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
-                                damaged=damaged, comparison=comparison, per_arm=tuple(args.per_arm))
+                                damaged=damaged, comparison=comparison,
+                                per_arm=tuple(getattr(args, "per_arm", None) or ()))  # compare and sweep have none
     print(tables)
     print(f"\nreport: {path} (with each arm's cost and its accuracy at equal cost)")
     for run, why in damaged:
