@@ -51,7 +51,8 @@ class CostMeter:
     ``samples_loaded``: samples the loader delivered; ``samples_forward``: forwarded with gradient;
     ``samples_forward_nograd``: forwarded without gradient to score them (Selective Backprop, ``--rescore``);
     ``samples_backprop``: samples whose loss was back-propagated; ``choose_seconds``: time in the policy's
-    own code and in scoring forwards, a part of ``train_seconds``.
+    own code and in scoring forwards, a part of ``train_seconds``; ``cpu_seconds``: this process's CPU time
+    (all its threads) over the same span as ``train_seconds``, which other jobs on a shared machine do not inflate.
     """
 
     optimizer_steps: int = 0
@@ -61,6 +62,7 @@ class CostMeter:
     samples_backprop: int = 0
     train_seconds: float = 0.0
     choose_seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -303,7 +305,7 @@ def fit(
     losses: list[torch.Tensor] = []  # this epoch's step losses, kept on the device: no sync per step
     steps: list[tuple[int, int, int, int]] = []
     epoch_start, planned = meter.state_dict(), sampler.choose_seconds
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     while not sampler.done:
         for batch in train_batches:
             step = sampler.pending
@@ -336,6 +338,7 @@ def fit(
             _synchronize(device)
             train_seconds = time.perf_counter() - started
             meter.train_seconds += train_seconds
+            meter.cpu_seconds += time.process_time() - cpu_started
             meter.choose_seconds += sampler.choose_seconds - planned
             cost = meter.since(epoch_start)
             started = time.perf_counter()
@@ -360,4 +363,4 @@ def fit(
                 receive(result)
             losses, steps = [], []
             epoch_start, planned = meter.state_dict(), sampler.choose_seconds
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
