@@ -1,6 +1,6 @@
 """Shared fixtures: one torch thread for the whole session, the command line in-process and as the console entry, a CSV
-reader, one finished ``hardbatch compare`` for the tests that only read one, and launching a torchrun job of several
-processes on the CPU (gloo).
+reader, one finished ``hardbatch compare`` for the tests that only read one, runs interrupted after an epoch, and
+launching a torchrun job of several processes on the CPU (gloo).
 
 Marks: ``slow`` tags the tests that start several processes or kill one (``pytest -m "not slow"`` for a quick loop;
 the full suite, CI's, runs them all).
@@ -106,6 +106,35 @@ def finished_compare(tmp_path_factory) -> Compared:
     rc, stdout, stderr = run_cli("compare", *COMPARE_ARGS, "--out", out)
     assert rc == 0, stderr
     return Compared(out, stdout, COMPARE_ARGS)
+
+
+class Stop(Exception):
+    """What ``interrupt`` stops a run with."""
+
+
+@pytest.fixture
+def interrupt(monkeypatch):
+    """``interrupt(cfg, out, epochs_done)``: ``train_run(cfg, out)``, stopped right after epoch ``epochs_done`` was
+    checkpointed (by a last sink), as a kill there would leave the run folder."""
+    import hardbatch.experiment as experiment
+
+    original = experiment.fit
+
+    def run(cfg, out, epochs_done: int) -> None:
+        class StopAfter:
+            def on_epoch(self, result):
+                if result.epoch == epochs_done:
+                    raise Stop
+
+        def fit_then_stop(*args, sinks, **kwargs):
+            original(*args, sinks=[*sinks, StopAfter()], **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(experiment, "fit", fit_then_stop)
+            with pytest.raises(Stop):
+                experiment.train_run(cfg, out, progress=False)
+
+    return run
 
 
 @dataclass

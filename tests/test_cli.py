@@ -14,7 +14,7 @@ import torch
 
 import hardbatch
 from hardbatch.data import DATASETS
-from hardbatch.experiment import cpu_model
+from hardbatch.machine import cpu_model
 from hardbatch.models import MODELS
 from hardbatch.results import epochs_to_plateau, epochs_to_target
 from hardbatch.selection import POLICIES
@@ -461,7 +461,7 @@ def test_off_a_terminal_compare_prints_one_line_per_finished_run(invoke, tmp_pat
 
 
 def test_off_a_terminal_long_runs_print_a_line_per_epoch(invoke, tmp_path, monkeypatch):
-    from hardbatch.experiment import EpochLines
+    from hardbatch.sinks import EpochLines
 
     monkeypatch.setattr(EpochLines, "LINE_SECONDS", 0.0)  # every epoch counts as long
     rc, _, err = invoke("train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--out", tmp_path / "r")

@@ -117,7 +117,7 @@ def write_image_folder(root: Path, test_name: str = "test") -> None:
 
 def test_cifar10_reads_official_pickles(tmp_path):
     fake = write_cifar10(tmp_path)
-    raw = DATASETS["cifar10"].read(RunConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    raw = DATASETS["cifar10"].read(str(tmp_path))
     assert (raw.num_classes, raw.in_channels, raw.image_size) == (10, 3, 32)
     assert isinstance(raw.train, InMemoryDataset) and isinstance(raw.test, InMemoryDataset)
     assert raw.train.images.shape == (40, 3, 32, 32) and raw.train.images.dtype == torch.uint8
@@ -133,7 +133,7 @@ def test_cifar10_reads_official_pickles(tmp_path):
 
 def test_cifar100_uses_fine_labels(tmp_path):
     fake = write_cifar100(tmp_path)
-    raw = DATASETS["cifar100"].read(RunConfig(dataset="cifar100", data_dir=str(tmp_path)))
+    raw = DATASETS["cifar100"].read(str(tmp_path))
     assert raw.num_classes == 100 and raw.in_channels == 3 and raw.image_size == 32
     assert raw.train.images.shape == (30, 3, 32, 32) and raw.test.images.shape == (12, 3, 32, 32)
     assert torch.equal(raw.test.images, torch.from_numpy(fake["x_test"]))
@@ -147,19 +147,19 @@ def test_cifar100_uses_fine_labels(tmp_path):
 def test_cifar_files_missing_name_the_expected_path(tmp_path):
     for name, folder in (("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python"), ("stl10", "stl10_binary")):
         with pytest.raises(UsageError) as err:
-            DATASETS[name].read(RunConfig(dataset=name, data_dir=str(tmp_path)))
+            DATASETS[name].read(str(tmp_path))
         message = str(err.value)
         assert "\n" not in message and str(tmp_path / folder) in message and "--download" in message
     write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()  # one file short is not enough
     with pytest.raises(UsageError, match="data_batch_1..5"):
-        DATASETS["cifar10"].read(RunConfig(dataset="cifar10", data_dir=str(tmp_path)))
+        DATASETS["cifar10"].read(str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "stl10", "imagefolder"])
 def test_file_data_sets_need_a_data_dir(name):
     with pytest.raises(UsageError, match="--data-dir"):
-        DATASETS[name].read(RunConfig(dataset=name))
+        DATASETS[name].read(None)
 
 
 def test_truncated_pickle_is_a_usage_error(tmp_path):
@@ -167,7 +167,7 @@ def test_truncated_pickle_is_a_usage_error(tmp_path):
     path = tmp_path / "cifar-10-batches-py" / "test_batch"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(UsageError, match="cannot read .*test_batch"):
-        DATASETS["cifar10"].read(RunConfig(dataset="cifar10", data_dir=str(tmp_path)))
+        DATASETS["cifar10"].read(str(tmp_path))
 
 
 def test_download_fetches_through_torchvision_only_when_files_are_missing(tmp_path, monkeypatch):
@@ -179,10 +179,9 @@ def test_download_fetches_through_torchvision_only_when_files_are_missing(tmp_pa
             write_cifar10(Path(root))
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
-    cfg = RunConfig(dataset="cifar10", data_dir=str(tmp_path), download=True)
-    raw = DATASETS["cifar10"].read(cfg)
+    raw = DATASETS["cifar10"].read(str(tmp_path), download=True)
     assert calls == [(str(tmp_path), True)] and len(raw.train) == 40
-    DATASETS["cifar10"].read(cfg)  # files now present: no second download
+    DATASETS["cifar10"].read(str(tmp_path), download=True)  # files now present: no second download
     assert len(calls) == 1
 
 
@@ -192,7 +191,7 @@ def test_failed_download_is_a_one_line_usage_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
     with pytest.raises(UsageError) as err:
-        DATASETS["cifar100"].read(RunConfig(dataset="cifar100", data_dir=str(tmp_path), download=True))
+        DATASETS["cifar100"].read(str(tmp_path), download=True)
     assert "download" in str(err.value) and "no network" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -201,7 +200,7 @@ def test_failed_download_is_a_one_line_usage_error(tmp_path, monkeypatch):
 
 def test_stl10_transposes_column_major_images_and_shifts_labels(tmp_path):
     fake = write_stl10(tmp_path)
-    raw = DATASETS["stl10"].read(RunConfig(dataset="stl10", data_dir=str(tmp_path)))
+    raw = DATASETS["stl10"].read(str(tmp_path))
     assert (raw.num_classes, raw.in_channels, raw.image_size) == (10, 3, 96)
     assert raw.train.images.shape == (10, 3, 96, 96) and raw.train.images.dtype == torch.uint8
     assert raw.test.images.shape == (6, 3, 96, 96)
@@ -220,7 +219,7 @@ def test_stl10_wrong_file_size_is_a_usage_error(tmp_path):
     path = tmp_path / "stl10_binary" / "test_X.bin"
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(UsageError, match="cannot read .*test_X.bin"):
-        DATASETS["stl10"].read(RunConfig(dataset="stl10", data_dir=str(tmp_path)))
+        DATASETS["stl10"].read(str(tmp_path))
 
 
 # ---------------------------------------------------------------- image folders
@@ -228,7 +227,7 @@ def test_stl10_wrong_file_size_is_a_usage_error(tmp_path):
 
 def test_imagefolder_decodes_resizes_and_labels(tmp_path):
     write_image_folder(tmp_path)
-    raw = DATASETS["imagefolder"].read(RunConfig(dataset="imagefolder", data_dir=str(tmp_path)))
+    raw = DATASETS["imagefolder"].read(str(tmp_path))
     assert (raw.num_classes, raw.in_channels, raw.image_size) == (3, 3, 64)
     assert not isinstance(raw.train, InMemoryDataset)  # decoded per sample
     assert len(raw.train) == 13 and len(raw.test) == 6
@@ -252,7 +251,7 @@ def test_imagefolder_decodes_resizes_and_labels(tmp_path):
 def test_imagefolder_image_size_val_fallback_and_stats_sample(tmp_path, monkeypatch):
     write_image_folder(tmp_path, test_name="val")
     monkeypatch.setattr(hb_data, "STATS_IMAGES", 2)  # first and last train image
-    raw = DATASETS["imagefolder"].read(RunConfig(dataset="imagefolder", data_dir=str(tmp_path), image_size=16))
+    raw = DATASETS["imagefolder"].read(str(tmp_path), image_size=16)
     assert raw.image_size == 16 and raw.train[0][0].shape == (3, 16, 16) and len(raw.test) == 6
     c = np.array([COLOURS["cat"][0], (100, 100, 100)], dtype=np.float64) / 255
     np.testing.assert_allclose(raw.mean, c.mean(axis=0), atol=1e-6)
@@ -260,18 +259,17 @@ def test_imagefolder_image_size_val_fallback_and_stats_sample(tmp_path, monkeypa
 
 
 def test_imagefolder_layout_errors(tmp_path):
-    cfg = RunConfig(dataset="imagefolder", data_dir=str(tmp_path))
     with pytest.raises(UsageError) as err:
-        DATASETS["imagefolder"].read(cfg)
+        DATASETS["imagefolder"].read(str(tmp_path))
     assert str(tmp_path / "train") in str(err.value) and "<class>" in str(err.value) and "\n" not in str(err.value)
     (tmp_path / "train").mkdir()
     (tmp_path / "test").mkdir()
     with pytest.raises(UsageError, match="imagefolder"):  # no class folders
-        DATASETS["imagefolder"].read(cfg)
+        DATASETS["imagefolder"].read(str(tmp_path))
     write_image_folder(tmp_path / "other")
     (tmp_path / "other" / "test" / "dog").rename(tmp_path / "other" / "test" / "wolf")
     with pytest.raises(UsageError, match="only in train/: dog; only in test/: wolf"):
-        DATASETS["imagefolder"].read(cfg.replace(data_dir=str(tmp_path / "other")))
+        DATASETS["imagefolder"].read(str(tmp_path / "other"))
 
 
 @pytest.mark.parametrize("split", ["train", "test", "val"])
@@ -280,7 +278,7 @@ def test_imagefolder_empty_class_folder_names_its_split(tmp_path, split):
     for image in (tmp_path / split / "dog").iterdir():
         image.unlink()
     with pytest.raises(UsageError) as err:
-        DATASETS["imagefolder"].read(RunConfig(dataset="imagefolder", data_dir=str(tmp_path)))
+        DATASETS["imagefolder"].read(str(tmp_path))
     message = str(err.value)
     assert f"{split}/ split ({tmp_path / split})" in message and "dog" in message and "\n" not in message
 
@@ -451,7 +449,7 @@ def test_hostile_cifar_pickle_is_refused_and_runs_no_code(tmp_path):
     with open(path, "wb") as f:
         pickle.dump({b"data": _RunsCode(marker), b"labels": [0]}, f)
     with pytest.raises(UsageError) as err:
-        DATASETS["cifar10"].read(RunConfig(dataset="cifar10", data_dir=str(tmp_path)))
+        DATASETS["cifar10"].read(str(tmp_path))
     message = str(err.value)
     assert not marker.exists()
     assert "\n" not in message and "data_batch_2" in message and "posix.mkdir" in message and "refused" in message
@@ -467,7 +465,7 @@ def test_malformed_cifar_pickle_is_one_line_naming_the_file(tmp_path, entry):
     with open(path, "wb") as f:
         pickle.dump(entry, f)
     with pytest.raises(UsageError) as err:
-        DATASETS["cifar10"].read(RunConfig(dataset="cifar10", data_dir=str(tmp_path)))
+        DATASETS["cifar10"].read(str(tmp_path))
     assert "\n" not in str(err.value) and "data_batch_3" in str(err.value)
 
 
@@ -480,5 +478,5 @@ def test_cifar_pickles_as_python2_wrote_them_still_load(tmp_path):
             entry = pickle.load(f)
         with open(base / name, "wb") as f:
             pickle.dump(entry, f, protocol=2)
-    raw = DATASETS["cifar10"].read(RunConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    raw = DATASETS["cifar10"].read(str(tmp_path))
     assert len(raw.test) > 0

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hardbatch import experiment
+from hardbatch import experiment, machine
+from hardbatch import state as run_state
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES
-from hardbatch.experiment import run_name
+from hardbatch.plan import run_name
 from hardbatch.selection import POLICIES
 
 JOB = str(Path(__file__).with_name("ddp_job.py"))
@@ -84,14 +85,14 @@ def single(tmp_path_factory) -> Path:
     for name, args in CONFIGS.items():
         assert main(["train", *BASE, *args, "--out", str(root / name)]) == 0
     assert main(["train", *BASE, *RESUMED, "--out", str(root / "resumed")]) == 0
-    save = experiment.save_checkpoint
+    save = run_state.save_checkpoint
 
     def save_then_stop(path, state):
         save(path, state)
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(experiment, "save_checkpoint", save_then_stop)
+        patch.setattr(run_state, "save_checkpoint", save_then_stop)
         assert main(["train", *BASE, *RESUMED, "--out", str(root / "partial")]) == 130
     return root
 
@@ -287,7 +288,7 @@ def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
     seen = []
     wrap = distributed.wrap
     monkeypatch.setattr(distributed, "wrap", lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device))
-    monkeypatch.setattr(experiment, "check_sync_bn", lambda cfg: None)  # as on a GPU machine
+    monkeypatch.setattr(machine, "check_sync_bn", lambda cfg: None)  # as on a GPU machine
     cfg = RunConfig(dataset="digits", train_subset=64, model="mlp", batch_size=32, epochs=1, device="cpu", sync_bn=True)
     experiment.train_run(cfg, tmp_path / "run", progress=False)
     assert seen == [True]

@@ -11,7 +11,8 @@ from torch import nn
 
 from hardbatch.cli import main
 from hardbatch.config import PROTOCOLS, RunConfig, UsageError, make_config
-from hardbatch.experiment import execute, parse_shard, plan_sweep, shard, train_run
+from hardbatch.experiment import train_run
+from hardbatch.plan import execute, parse_shard, plan_sweep, shard
 from hardbatch.training import TrainingDiverged
 
 # Settings that exercise every source of randomness and state a checkpoint must carry; on 640 digits in batches of
@@ -60,33 +61,9 @@ def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupte
     assert not (out / "checkpoint.pt").exists()
 
 
-class Stop(Exception):
-    pass
-
-
-def _interrupted_after(cfg: RunConfig, out: Path, epochs_done: int, monkeypatch) -> None:
-    """Run ``cfg`` into ``out`` and stop it right after epoch ``epochs_done`` was checkpointed."""
-    import hardbatch.experiment as experiment
-
-    original = experiment.fit
-
-    def fit_then_stop(*args, on_epoch, **kwargs):
-        def stop(result):
-            on_epoch(result)
-            if result.epoch == epochs_done:
-                raise Stop
-
-        original(*args, on_epoch=stop, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(experiment, "fit", fit_then_stop)
-        with pytest.raises(Stop):
-            train_run(cfg, out, progress=False)
-
-
-def test_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
+def test_checkpoint_loads_with_weights_only(tmp_path, interrupt):
     cfg = RunConfig(epochs=3, delta=0.5, augment="crop_flip", schedule="cosine", train_subset=320)
-    _interrupted_after(cfg, tmp_path / "run", 1, monkeypatch)
+    interrupt(cfg, tmp_path / "run", 1)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
     assert set(state) == {"epoch", "model", "optimizer", "scheduler", "sampler", "rng", "rng_ranks", "cost", "test_per_class", "holdout_cost"}
@@ -98,7 +75,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("model, val_fraction", [("mobilenet_v3_small", 0.0), ("mobilenet_v3_small", 0.1),
                                                  ("small_cnn", 0.0)])
-def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_path, monkeypatch, read_rows, model,
+def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_path, interrupt, read_rows, model,
                                                                          val_fraction):
     """δ = 0.3 makes epochs end inside a round (160 samples in batches of 8: N = 20, k = 6; epoch 2 ends 2 steps into round 4);
     MobileNetV3 has dropout."""
@@ -106,7 +83,7 @@ def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_pat
                     train_subset=160, batch_size=8)
     straight = tmp_path / "straight"
     train_run(cfg, straight, progress=False)
-    _interrupted_after(cfg, tmp_path / "resumed", 2, monkeypatch)
+    interrupt(cfg, tmp_path / "resumed", 2)
     train_run(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert (tmp_path / "resumed" / "trace.csv").read_text() == (straight / "trace.csv").read_text()
     resumed = read_rows(tmp_path / "resumed" / "history.csv", timing=False)
@@ -213,17 +190,17 @@ def test_diverging_training_stops_with_a_clear_error(tmp_path):
 
 
 def test_crashed_run_in_a_sweep_is_reported_and_the_rest_go_on(tmp_path, monkeypatch):
-    import hardbatch.experiment as experiment
+    import hardbatch.plan as plans
 
     plan = plan_sweep([RunConfig(epochs=1)], ["digits"], ["small_cnn"], [0.5, 1.0], [0], tmp_path)
-    original = experiment.train_run
+    original = plans.train_run
 
     def crash_on_half(cfg, path, **kwargs):
         if cfg.delta == 0.5:
             raise RuntimeError("CUDA out of memory (simulated)")
         return original(cfg, path, **kwargs)
 
-    monkeypatch.setattr(experiment, "train_run", crash_on_half)
+    monkeypatch.setattr(plans, "train_run", crash_on_half)
     failures = execute(plan, progress=False, keep_going=True)
     assert [run.cfg.delta for run, _ in failures] == [0.5]
     assert "out of memory" in failures[0][1]
@@ -274,9 +251,9 @@ def _damage(path: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncated", "random bytes", "empty", "other content"])
-def test_a_damaged_checkpoint_is_one_line_and_touches_nothing(tmp_path, monkeypatch, capsys, how):
+def test_a_damaged_checkpoint_is_one_line_and_touches_nothing(tmp_path, interrupt, capsys, how):
     out = tmp_path / "run"
-    _interrupted_after(RESUMABLE, out, 1, monkeypatch)
+    interrupt(RESUMABLE, out, 1)
     _damage(out / "checkpoint.pt", how)
     before = _files(out)
     capsys.readouterr()
@@ -292,18 +269,18 @@ def test_a_damaged_checkpoint_is_one_line_and_touches_nothing(tmp_path, monkeypa
         assert json.loads((out / "summary.json").read_text())["epochs"] == 3
 
 
-def test_resume_with_only_out_continues_with_the_saved_settings(tmp_path, monkeypatch, capsys, read_rows):
+def test_resume_with_only_out_continues_with_the_saved_settings(tmp_path, interrupt, capsys, read_rows):
     straight, out = tmp_path / "straight", tmp_path / "run"
     train_run(RESUMABLE, straight, progress=False)
-    _interrupted_after(RESUMABLE, out, 1, monkeypatch)
+    interrupt(RESUMABLE, out, 1)
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert (out / "trace.csv").read_text() == (straight / "trace.csv").read_text()
     assert read_rows(out / "history.csv", timing=False) == read_rows(straight / "history.csv", timing=False)
 
 
-def test_resume_with_a_conflicting_flag_names_both_values_and_never_suggests_overwrite(tmp_path, monkeypatch, capsys):
+def test_resume_with_a_conflicting_flag_names_both_values_and_never_suggests_overwrite(tmp_path, interrupt, capsys):
     out = tmp_path / "run"
-    _interrupted_after(RESUMABLE, out, 1, monkeypatch)
+    interrupt(RESUMABLE, out, 1)
     before = _files(out)
     capsys.readouterr()
     assert main(["train", "--resume", "--delta", "1.0", "--out", str(out), "--no-progress"]) == 2

@@ -14,7 +14,7 @@ import torchvision
 
 from hardbatch import data as hb_data
 from hardbatch.cli import main
-from hardbatch.config import RunConfig, UsageError
+from hardbatch.config import UsageError
 from hardbatch.data import DATASETS, load_dataset, read_idx
 
 NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -56,7 +56,7 @@ def no_system_copy(tmp_path, monkeypatch):
 @pytest.mark.parametrize("gz", [True, False], ids=["gzipped", "plain"])
 def test_reads_official_idx_files(tmp_path, gz):
     fake = write_fashion_mnist(tmp_path, gz=gz)
-    raw = DATASETS["fashion-mnist"].read(RunConfig(dataset="fashion-mnist", data_dir=str(tmp_path)))
+    raw = DATASETS["fashion-mnist"].read(str(tmp_path))
     assert (raw.num_classes, raw.in_channels, raw.image_size) == (10, 1, 28)
     assert raw.train.images.shape == (40, 1, 28, 28) and raw.train.images.dtype == torch.uint8
     assert raw.test.images.shape == (20, 1, 28, 28) and raw.test.labels.dtype == torch.long
@@ -81,29 +81,28 @@ def test_read_idx_shapes_and_bad_files(tmp_path):
 
 def test_finds_torchvision_layout_under_data_dir(tmp_path, no_system_copy):
     write_fashion_mnist(tmp_path / "FashionMNIST" / "raw", gz=False)
-    raw = DATASETS["fashion-mnist"].read(RunConfig(dataset="fashion-mnist", data_dir=str(tmp_path)))
+    raw = DATASETS["fashion-mnist"].read(str(tmp_path))
     assert len(raw.train) == 40 and len(raw.test) == 20
 
 
 def test_without_data_dir_reads_the_debian_folder(tmp_path, monkeypatch):
     write_fashion_mnist(tmp_path / "debian")
     monkeypatch.setattr(hb_data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "debian")
-    raw = DATASETS["fashion-mnist"].read(RunConfig(dataset="fashion-mnist"))
+    raw = DATASETS["fashion-mnist"].read(None)
     assert len(raw.train) == 40 and raw.test.images[3, 0, 0, 0] == 103
 
 
 def test_missing_files_name_the_places_and_both_ways_to_get_them(tmp_path, no_system_copy):
-    for cfg, places in ((RunConfig(dataset="fashion-mnist"), [no_system_copy]),
-                        (RunConfig(dataset="fashion-mnist", data_dir=str(tmp_path)), [tmp_path, tmp_path / "FashionMNIST" / "raw"])):
+    for root, places in ((None, [no_system_copy]), (str(tmp_path), [tmp_path, tmp_path / "FashionMNIST" / "raw"])):
         with pytest.raises(UsageError) as err:
-            DATASETS["fashion-mnist"].read(cfg)
+            DATASETS["fashion-mnist"].read(root)
         message = str(err.value)
         assert "\n" not in message and all(str(p) in message for p in places)
         assert "apt-get install dataset-fashion-mnist" in message and "--download" in message
     write_fashion_mnist(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()  # three of four files are not enough
     with pytest.raises(UsageError, match="t10k-labels-idx1-ubyte"):
-        DATASETS["fashion-mnist"].read(RunConfig(dataset="fashion-mnist", data_dir=str(tmp_path)))
+        DATASETS["fashion-mnist"].read(str(tmp_path))
 
 
 def test_download_goes_through_torchvision_into_data_dir(tmp_path, no_system_copy, monkeypatch):
@@ -115,9 +114,8 @@ def test_download_goes_through_torchvision_into_data_dir(tmp_path, no_system_cop
             write_fashion_mnist(Path(root) / "FashionMNIST" / "raw")
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeFashionMNIST)
-    cfg = RunConfig(dataset="fashion-mnist", data_dir=str(tmp_path), download=True)
-    assert len(DATASETS["fashion-mnist"].read(cfg).train) == 40
-    DATASETS["fashion-mnist"].read(cfg)  # present now: no second download
+    assert len(DATASETS["fashion-mnist"].read(str(tmp_path), download=True).train) == 40
+    DATASETS["fashion-mnist"].read(str(tmp_path), download=True)  # present now: no second download
     assert calls == [(str(tmp_path), True)]
 
 
@@ -127,10 +125,10 @@ def test_failed_or_homeless_download_is_one_line(tmp_path, no_system_copy, monke
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
     with pytest.raises(UsageError) as err:
-        DATASETS["fashion-mnist"].read(RunConfig(dataset="fashion-mnist", data_dir=str(tmp_path), download=True))
+        DATASETS["fashion-mnist"].read(str(tmp_path), download=True)
     assert "no network" in str(err.value) and "dataset-fashion-mnist" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(UsageError, match="--download needs --data-dir"):
-        DATASETS["fashion-mnist"].read(RunConfig(dataset="fashion-mnist", download=True))
+        DATASETS["fashion-mnist"].read(None, download=True)
 
 
 @pytest.mark.parametrize("protocol", ["paper", "modern"])
@@ -169,7 +167,7 @@ SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 def test_debian_package_files():
     if not SYSTEM_DIR.is_dir():
         pytest.skip(f"{SYSTEM_DIR} absent: apt-get install dataset-fashion-mnist (CI installs it)")
-    raw = DATASETS["fashion-mnist"].read(RunConfig(dataset="fashion-mnist"))
+    raw = DATASETS["fashion-mnist"].read(None)
     assert (len(raw.train), len(raw.test), raw.num_classes, raw.in_channels, raw.image_size) == (60000, 10000, 10, 1, 28)
     assert raw.train.images.shape == (60000, 1, 28, 28) and raw.train.images.dtype == torch.uint8
     assert raw.test.images.shape == (10000, 1, 28, 28) and raw.test.images.dtype == torch.uint8

@@ -68,28 +68,10 @@ def test_run_writes_balanced_accuracy_every_epoch_and_per_class_in_summary(tmp_p
     assert _history(tmp_path / "plain" / "history.csv")[0]["val_bacc"] == "" and "final_val_bacc" not in no_val
 
 
-def test_per_class_accuracy_survives_a_resume_after_the_last_epoch(tmp_path, monkeypatch):
-    import hardbatch.experiment as experiment
-
+def test_per_class_accuracy_survives_a_resume_after_the_last_epoch(tmp_path, interrupt):
     cfg = RunConfig(dataset="digits", epochs=2, batch_size=64, device="cpu")
     straight = train_run(cfg, tmp_path / "straight", progress=False)
-    original = experiment.fit
-
-    class Stop(Exception):
-        pass
-
-    def fit_then_stop(*args, on_epoch, **kwargs):  # killed after the last checkpoint, before summary.json
-        def stop(result):
-            on_epoch(result)
-            if result.epoch == 2:
-                raise Stop
-
-        original(*args, on_epoch=stop, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(experiment, "fit", fit_then_stop)
-        with pytest.raises(Stop):
-            train_run(cfg, tmp_path / "resumed", progress=False)
+    interrupt(cfg, tmp_path / "resumed", 2)  # killed after the last checkpoint, before summary.json
     resumed = train_run(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert resumed["final_test_per_class_acc"] == straight["final_test_per_class_acc"]
     assert resumed["final_test_bacc"] == straight["final_test_bacc"]

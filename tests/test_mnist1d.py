@@ -15,7 +15,7 @@ import torch
 
 from hardbatch.config import RunConfig
 from hardbatch.data import DATASETS, BatchTransform, RawData, load_dataset, mnist1d_arguments, mnist1d_cache_file
-from hardbatch.experiment import DataCache
+from hardbatch.plan import DataCache
 from hardbatch.report import Run, group_runs
 from hardbatch.results import find_runs
 from test_cli import FAST, assert_one_line_error, cli, snapshot
@@ -46,7 +46,7 @@ def generated(tmp_path_factory) -> Generated:
     numpy_before, python_before = np.random.get_state()[1].copy(), random.getstate()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mnist1d.data, "make_dataset", spy)
-        raw = DATASETS["mnist1d"].read(RunConfig(dataset="mnist1d", data_dir=str(folder)))
+        raw = DATASETS["mnist1d"].read(str(folder))
     kept = np.array_equal(np.random.get_state()[1], numpy_before) and random.getstate() == python_before
     return Generated(str(folder), raw, calls, kept)
 
@@ -85,7 +85,7 @@ def test_generating_leaves_the_global_random_state_alone(generated):
 
 def test_the_second_load_reads_the_cache_without_the_generator(generated, monkeypatch):
     _no_generator(monkeypatch)
-    again = DATASETS["mnist1d"].read(RunConfig(dataset="mnist1d", data_dir=generated.folder))
+    again = DATASETS["mnist1d"].read(generated.folder)
     assert torch.equal(again.train.images, generated.raw.train.images)
     assert torch.equal(again.test.labels, generated.raw.test.labels)
     assert len(_cache_files(generated.folder)) == 1
@@ -98,22 +98,20 @@ def test_without_data_dir_the_cache_is_the_user_cache_folder(generated, monkeypa
     (cached,) = _cache_files(generated.folder)
     shutil.copy(cached, folder / cached.name)
     _no_generator(monkeypatch)
-    cfg = RunConfig(dataset="mnist1d")
-    assert mnist1d_cache_file(cfg, mnist1d_arguments(cfg)).parent == folder
-    assert torch.equal(DATASETS["mnist1d"].read(cfg).train.images, generated.raw.train.images)
+    assert mnist1d_cache_file(None, mnist1d_arguments()).parent == folder
+    assert torch.equal(DATASETS["mnist1d"].read(None).train.images, generated.raw.train.images)
 
 
 def test_the_cache_key_covers_every_generator_argument_and_the_package_version(monkeypatch):
-    cfg = RunConfig(dataset="mnist1d")
-    args = mnist1d_arguments(cfg)
-    canonical = mnist1d_cache_file(cfg, args)
+    args = mnist1d_arguments()
+    canonical = mnist1d_cache_file(None, args)
     for name, value in args.items():
         other = {**args, name: [value] if not isinstance(value, list) else value + [0]}
-        assert mnist1d_cache_file(cfg, other) != canonical, name
+        assert mnist1d_cache_file(None, other) != canonical, name
     import importlib.metadata
 
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "99.0")
-    assert mnist1d_cache_file(cfg, args) != canonical
+    assert mnist1d_cache_file(None, args) != canonical
 
 
 def test_an_unreadable_cache_is_generated_again_and_rewritten(generated, monkeypatch, tmp_path):
@@ -122,10 +120,10 @@ def test_an_unreadable_cache_is_generated_again_and_rewritten(generated, monkeyp
     cached.write_bytes(cached.read_bytes()[:1000])  # truncated, as by a crash of another writer's filesystem
     calls = []
     monkeypatch.setattr(mnist1d.data, "make_dataset", lambda args: calls.append(args) or generated.calls[0][1])
-    raw = DATASETS["mnist1d"].read(RunConfig(dataset="mnist1d", data_dir=str(tmp_path)))
+    raw = DATASETS["mnist1d"].read(str(tmp_path))
     assert len(calls) == 1 and torch.equal(raw.train.images, generated.raw.train.images)
     _no_generator(monkeypatch)
-    assert torch.equal(DATASETS["mnist1d"].read(RunConfig(dataset="mnist1d", data_dir=str(tmp_path))).test.images,
+    assert torch.equal(DATASETS["mnist1d"].read(str(tmp_path)).test.images,
                        generated.raw.test.images)
     assert [p.name for p in (tmp_path / "mnist1d").iterdir()] == [cached.name]  # no temporary file left
 

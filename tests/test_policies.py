@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import hardbatch
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig
-from hardbatch.experiment import SAME_AS_RULE_AT_ONE, plan_compare
+from hardbatch.plan import SAME_AS_RULE_AT_ONE, plan_compare
 from hardbatch.selection import (
     POLICIES,
     HardBatchSampler,

@@ -15,7 +15,8 @@ import torch
 
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES, RunConfig, UsageError, validate
-from hardbatch.experiment import SAME_AS_RULE_AT_ONE, plan_compare, run_name, train_run
+from hardbatch.experiment import train_run
+from hardbatch.plan import SAME_AS_RULE_AT_ONE, plan_compare, run_name
 from hardbatch.selection import POLICIES
 
 # N = 320 // 32 = 10 batches, 3 epochs. δ = 0.3 (k = 3) ends epoch 2 at step 20, inside round 4; crop+flip and the
@@ -66,30 +67,6 @@ def rows(path: Path, drop=TIMING) -> list[dict]:
 
 def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
-
-
-class Stop(Exception):
-    pass
-
-
-def interrupted_after(cfg: RunConfig, out: Path, epochs_done: int, monkeypatch) -> None:
-    """Run ``cfg`` into ``out`` and stop it right after epoch ``epochs_done`` was checkpointed (from on_epoch)."""
-    import hardbatch.experiment as experiment
-
-    original = experiment.fit
-
-    def fit_then_stop(*args, on_epoch, **kwargs):
-        def stop(result):
-            on_epoch(result)
-            if result.epoch == epochs_done:
-                raise Stop
-
-        original(*args, on_epoch=stop, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(experiment, "fit", fit_then_stop)
-        with pytest.raises(Stop):
-            train_run(cfg, out, progress=False)
 
 
 # ---- cost ----------------------------------------------------------------------------------------
@@ -165,12 +142,12 @@ def test_selective_backprop_with_beta_zero_trains_exactly_what_uniform_trains(tm
 
 
 @pytest.mark.parametrize("case", list(RUNS))
-def test_interrupted_run_resumes_to_the_same_history_trace_and_cost(straight, case, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_history_trace_and_cost(straight, case, tmp_path, interrupt):
     cfg = config(case)
     # Stop where the most state is in flight: inside a round (δ policies), after a pruned epoch (InfoBatch).
     epochs_done = 1 if POLICIES[cfg.policy].epoch_is_round else 2
     out = tmp_path / "run"
-    interrupted_after(cfg, out, epochs_done, monkeypatch)
+    interrupt(cfg, out, epochs_done)
     assert not (out / "summary.json").exists() and len(rows(out / "history.csv")) == epochs_done
     train_run(cfg, out, resume=True, progress=False)
     reference = straight(case)

@@ -13,8 +13,9 @@ from test_fashion_mnist import write_fashion_mnist
 
 from hardbatch.cli import main
 from hardbatch.config import RunConfig, UsageError
-from hardbatch.data import DATASETS, balanced_subset, load_dataset, long_tail_counts, noisy_labels, seeded_generator
+from hardbatch.data import DATASETS, balanced_subset, load_dataset, long_tail_counts, noisy_labels
 from hardbatch.results import RELABELLED, RunDir, exposure, mislabelled_exposure
+from hardbatch.selection.functional import generator_for
 
 # floor(100 * 10^(-c/9)) for c = 0..9, by hand: 10^(-1/9) = 0.7743, 10^(-2/9) = 0.5995, ... 10^(-8/9) = 0.1292.
 LONG_TAIL_100_RHO_10 = [100, 77, 59, 46, 35, 27, 21, 16, 12, 10]
@@ -68,7 +69,7 @@ def test_imbalance_that_empties_a_class_is_a_usage_error(fashion):
 
 
 def test_label_noise_rate_is_exact_and_never_the_own_class(fashion):
-    raw = DATASETS["fashion-mnist"].read(fashion)
+    raw = DATASETS["fashion-mnist"].read(fashion.data_dir)
     for p, expected in ((0.2, 200), (0.0005, 0), (0.0015, 2), (0.37, 370)):  # round(1.5) = 2
         data = load_dataset(fashion.replace(label_noise=p))
         changed = (data.train.labels != raw.train.labels).nonzero().flatten()
@@ -85,7 +86,7 @@ def test_label_noise_rate_is_exact_and_never_the_own_class(fashion):
 
 def test_noisy_labels_draw_every_other_class_uniformly():
     labels = torch.arange(20000) % 10
-    new, indices = noisy_labels(labels, 0.5, 10, seeded_generator(0, 3))
+    new, indices = noisy_labels(labels, 0.5, 10, generator_for(0, "label-noise"))
     assert len(indices) == 10000 and bool((new[indices] != labels[indices]).all())
     offsets = (new[indices] - labels[indices]) % 10
     counts = torch.bincount(offsets, minlength=10).tolist()
@@ -102,7 +103,7 @@ def test_same_seed_same_corruption_other_seed_other(fashion):
 
 
 def test_noise_comes_after_validation_split_and_leaves_it_clean(fashion):
-    raw = DATASETS["fashion-mnist"].read(fashion)
+    raw = DATASETS["fashion-mnist"].read(fashion.data_dir)
     data = load_dataset(fashion.replace(label_noise=0.5, val_fraction=0.2))
     assert len(data.val) == 200 and len(data.train) == 800 and len(data.relabelled.indices) == 400
     # The fake's labels are index % 10: validation labels still are, and the images are the raw ones.
@@ -128,7 +129,7 @@ def test_train_subset_is_class_balanced_and_comes_first(fashion):
 
 def test_train_subset_of_unequal_classes_fills_from_the_larger():
     labels = torch.tensor([0] * 3 + [1] * 10 + [2] * 10)
-    keep = balanced_subset(labels, 15, 3, seeded_generator(0, 1))
+    keep = balanced_subset(labels, 15, 3, generator_for(0, "train-subset"))
     assert torch.bincount(labels[keep]).tolist() == [3, 6, 6] and keep.tolist() == sorted(set(keep.tolist()))
 
 
@@ -194,7 +195,7 @@ def test_exposure_counts_trained_samples_by_hand():
 
 
 def test_compare_caches_reshaped_data_per_seed(tmp_path):
-    from hardbatch.experiment import DataCache
+    from hardbatch.plan import DataCache
 
     cache = DataCache(torch.device("cpu"))
     cfg = RunConfig(dataset="digits", label_noise=0.2)
@@ -228,3 +229,12 @@ def test_report_shows_balanced_accuracy_per_class_and_mislabelled_exposure(tmp_p
     with open(out / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert all(0 < float(r["final_bacc_mean"]) <= 1 and float(r["mislabelled_in_data_mean"]) == 0.25 for r in rows)
+
+
+def test_the_reshaped_split_draws_from_the_packages_one_seed_derivation():
+    cfg = RunConfig(dataset="digits", seed=5)
+    full = load_dataset(cfg).train
+    keep = balanced_subset(full.labels, 100, 10, generator_for(5, "train-subset"))
+    assert torch.equal(load_dataset(cfg.replace(train_subset=100)).train.images, full.images[keep])
+    noisy, _ = noisy_labels(full.labels, 0.1, 10, generator_for(5, "label-noise"))
+    assert torch.equal(load_dataset(cfg.replace(label_noise=0.1)).train.labels, noisy)

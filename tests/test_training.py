@@ -163,6 +163,25 @@ def loader_for(dataset, sampler):
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=hardbatch.data.keep_batch)
 
 
+def test_fit_hands_each_epoch_to_its_sinks_in_order_then_to_on_epoch():
+    dataset = tiny_problem()
+    sampler = HardBatchSampler(len(dataset), 5, delta=0.3, epochs=2)
+    model = tiny_model()
+    seen = []
+
+    class Sink:
+        def __init__(self, name):
+            self.name = name
+
+        def on_epoch(self, result):
+            seen.append((self.name, result.epoch, result.step))
+
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loader_for(dataset, sampler), sampler, {}, CPU,
+        sinks=[Sink("a"), Sink("b")], on_epoch=lambda result: seen.append(("f", result.epoch, result.step)))
+    n = sampler.num_batches
+    assert seen == [("a", 1, n), ("b", 1, n), ("f", 1, n), ("a", 2, 2 * n), ("b", 2, 2 * n), ("f", 2, 2 * n)]
+
+
 def test_fit_reports_every_n_steps_even_mid_round():
     dataset = tiny_problem()
     sampler = HardBatchSampler(len(dataset), 5, delta=0.3, epochs=4)  # N = 11, k = 3: epochs end mid-round

@@ -199,7 +199,7 @@ def _report_not_done(not_done: list) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hardbatch.experiment import execute, plan_compare
+    from hardbatch.plan import execute, plan_compare
 
     _check_policy_flags(args)
     plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out, policies=args.policies)
@@ -213,7 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hardbatch.experiment import check_plan, execute, parse_shard, plan_sweep, shard
+    from hardbatch.plan import check_plan, execute, parse_shard, plan_sweep, shard
 
     _check_policy_flags(args)
     bases = [config_from_args(args, protocol) for protocol in (args.protocols or [None])]
@@ -243,7 +243,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     damaged: list = []
     comparison = Comparison(getattr(args, "method", None) or "hardbatch", getattr(args, "reference", None) or "hardbatch")
     path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
-                                damaged=damaged, comparison=comparison)
+                                damaged=damaged, comparison=comparison,
+                                per_arm=tuple(getattr(args, "per_arm", None) or ()))  # compare and sweep have none
     print(tables)
     print(f"\nreport: {path} (with each arm's cost and its accuracy at equal cost)")
     for run, why in damaged:
@@ -328,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the arm differences are taken to: a policy, optionally at a value of its axis, e.g. uniform, "
                         "hardbatch@1, infobatch@0.3; a δ policy without a value means δ = 1, another policy its "
                         "default (default hardbatch = the paper's rule at δ = 1, its baseline)")
+    p.add_argument("--per-arm", nargs="+", default=[], metavar="SETTING",
+                   help="settings chosen for each arm, e.g. lr (a learning rate tuned per arm, as scripts/evidence.py "
+                        "does): they do not split groups, and each arm must hold one value")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -23,6 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Sequent
 
 from hardbatch.config import RunConfig, UsageError
 from hardbatch.results import atomic_write_bytes
+from hardbatch.selection.functional import generator_for
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,14 +111,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int = SPLIT_SE
 
 
 # ---- reshaping the training split: a class-balanced subset, a long tail, label noise (all seeded by the run) ----
-
-SUBSET_STREAM, IMBALANCE_STREAM, NOISE_STREAM = 1, 2, 3  # one random stream per consumer of the run seed
-
-
-def seeded_generator(seed: int, stream: int) -> torch.Generator:
-    """A CPU generator for one consumer of the run seed; distinct streams give unrelated sequences."""
-    state = np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
+# Each draws from its own generator of the run seed (generator_for: the package's one seed derivation).
 
 
 def balanced_subset(labels: torch.Tensor, size: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -216,17 +210,17 @@ class Relabelling:
 
 def reshape_train(train: Dataset, cfg: RunConfig, num_classes: int) -> tuple[Dataset, Relabelling | None]:
     """The training split as ``cfg`` asks: a class-balanced subset (``train_subset``), then a long tail
-    (``imbalance``), then label noise (``label_noise``), each from its own stream of ``cfg.seed``."""
+    (``imbalance``), then label noise (``label_noise``), each from its own generator of ``cfg.seed``."""
     labels = dataset_labels(train)
     if cfg.train_subset is not None:
-        keep = balanced_subset(labels, cfg.train_subset, num_classes, seeded_generator(cfg.seed, SUBSET_STREAM))
+        keep = balanced_subset(labels, cfg.train_subset, num_classes, generator_for(cfg.seed, "train-subset"))
         train, labels = subset(train, keep), labels[keep]
     if cfg.imbalance != 1:
-        keep = long_tailed(labels, cfg.imbalance, num_classes, seeded_generator(cfg.seed, IMBALANCE_STREAM))
+        keep = long_tailed(labels, cfg.imbalance, num_classes, generator_for(cfg.seed, "imbalance"))
         train, labels = subset(train, keep), labels[keep]
     if cfg.label_noise == 0:
         return train, None
-    given, indices = noisy_labels(labels, cfg.label_noise, num_classes, seeded_generator(cfg.seed, NOISE_STREAM))
+    given, indices = noisy_labels(labels, cfg.label_noise, num_classes, generator_for(cfg.seed, "label-noise"))
     return with_labels(train, given), Relabelling(indices, labels[indices], given[indices])
 
 
@@ -330,8 +324,8 @@ class DataSplits:
         return self.loader(dataset, sampler, num_workers, pin_memory)
 
 
-def read_digits(cfg: RunConfig) -> RawData:
-    """scikit-learn's bundled 8x8 handwritten digits: 1,797 real images, no download.
+def read_digits(root: str | Path | None = None, download: bool = False) -> RawData:
+    """scikit-learn's bundled 8x8 handwritten digits: 1,797 real images, no download (``root`` and ``download`` unused).
 
     A fixed stratified split (80/20, seed 0, independent of the run's seed) so every run shares one test set.
     """
@@ -367,25 +361,25 @@ def _in_memory_raw(train: InMemoryDataset, test: InMemoryDataset, num_classes: i
                    mean=mean, std=std)
 
 
-def _data_dir(cfg: RunConfig, name: str, holds: str) -> Path:
-    if cfg.data_dir is None:
+def _data_dir(root: str | Path | None, name: str, holds: str) -> Path:
+    if root is None:
         raise UsageError(f"{name} needs --data-dir: the folder that holds {holds}")
-    return Path(cfg.data_dir)
+    return Path(root)
 
 
-def _find_files(cfg: RunConfig, name: str, folder: str, files: list[str], listing: str, archive: str, home: str,
-                download: Callable[[str], object]) -> Path:
-    """``cfg.data_dir/folder``, checked to hold ``files``; if some are missing and ``cfg.download``, ``download(root)`` fetches them.
+def _find_files(root: str | Path | None, download: bool, name: str, folder: str, files: list[str], listing: str,
+                archive: str, home: str, fetch: Callable[[str], object]) -> Path:
+    """``root/folder``, checked to hold ``files``; if some are missing and ``download``, ``fetch(root)`` gets them.
 
-    ``download`` is a torchvision data-set class called with download=True: it fetches the archive, checks its
+    ``fetch`` is a torchvision data-set class called with download=True: it fetches the archive, checks its
     md5 and extracts it. Missing files without --download, or a failed download, raise UsageError.
     """
-    root = _data_dir(cfg, name, f"{folder}/ ({listing}), or where --download should put it")
+    root = _data_dir(root, name, f"{folder}/ ({listing}), or where --download should put it")
     base = root / folder
     get = f"get {archive} from {home} and extract it into {str(root)!r}"
-    if cfg.download and not all((base / f).is_file() for f in files):
+    if download and not all((base / f).is_file() for f in files):
         try:
-            download(str(root))
+            fetch(str(root))
         except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision raises RuntimeError on bad md5
             raise UsageError(f"{name} download into {str(root)!r} failed ({e}); {get}") from None
     if not all((base / f).is_file() for f in files):
@@ -455,34 +449,34 @@ def read_stl10_binaries(images_path: Path, labels_path: Path) -> InMemoryDataset
         raise _unreadable(images_path, e) from None
 
 
-def read_cifar10(cfg: RunConfig) -> RawData:
-    """CIFAR-10 from ``cfg.data_dir``/cifar-10-batches-py/ (required; --download fetches it through torchvision): 50,000 train and 10,000 test images."""
+def read_cifar10(root: str | Path | None, download: bool = False) -> RawData:
+    """CIFAR-10 from ``root``/cifar-10-batches-py/ (required; ``download`` fetches it through torchvision): 50,000 train and 10,000 test images."""
     import torchvision
 
     train_files = [f"data_batch_{i}" for i in range(1, 6)]
-    base = _find_files(cfg, "cifar10", "cifar-10-batches-py", train_files + ["test_batch"], "data_batch_1..5, test_batch",
+    base = _find_files(root, download, "cifar10", "cifar-10-batches-py", train_files + ["test_batch"], "data_batch_1..5, test_batch",
                        "cifar-10-python.tar.gz", CIFAR_HOME, lambda root: torchvision.datasets.CIFAR10(root, download=True))
     train = read_cifar_pickles([base / f for f in train_files], "labels")
     return _in_memory_raw(train, read_cifar_pickles([base / "test_batch"], "labels"), num_classes=10)
 
 
-def read_cifar100(cfg: RunConfig) -> RawData:
-    """CIFAR-100 (fine labels) from ``cfg.data_dir``/cifar-100-python/ (required; --download fetches it through torchvision)."""
+def read_cifar100(root: str | Path | None, download: bool = False) -> RawData:
+    """CIFAR-100 (fine labels) from ``root``/cifar-100-python/ (required; ``download`` fetches it through torchvision)."""
     import torchvision
 
-    base = _find_files(cfg, "cifar100", "cifar-100-python", ["train", "test"], "train, test",
+    base = _find_files(root, download, "cifar100", "cifar-100-python", ["train", "test"], "train, test",
                        "cifar-100-python.tar.gz", CIFAR_HOME, lambda root: torchvision.datasets.CIFAR100(root, download=True))
     train = read_cifar_pickles([base / "train"], "fine_labels")
     return _in_memory_raw(train, read_cifar_pickles([base / "test"], "fine_labels"), num_classes=100)
 
 
-def read_stl10(cfg: RunConfig) -> RawData:
-    """STL-10 from ``cfg.data_dir``/stl10_binary/ (required; --download fetches it through torchvision): the 5,000
+def read_stl10(root: str | Path | None, download: bool = False) -> RawData:
+    """STL-10 from ``root``/stl10_binary/ (required; ``download`` fetches it through torchvision): the 5,000
     labelled train and 8,000 test 96x96 images; the unlabelled split is not used."""
     import torchvision
 
     files = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"]
-    base = _find_files(cfg, "stl10", "stl10_binary", files, ", ".join(files), "stl10_binary.tar.gz", STL10_HOME,
+    base = _find_files(root, download, "stl10", "stl10_binary", files, ", ".join(files), "stl10_binary.tar.gz", STL10_HOME,
                        lambda root: torchvision.datasets.STL10(root, split="train", download=True))
     train = read_stl10_binaries(base / "train_X.bin", base / "train_y.bin")
     return _in_memory_raw(train, read_stl10_binaries(base / "test_X.bin", base / "test_y.bin"), num_classes=10)
@@ -511,27 +505,27 @@ def _idx_file(folder: Path, name: str) -> Path | None:
     return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
 
 
-def _fashion_mnist_folder(cfg: RunConfig) -> Path:
-    """The first folder holding the four Fashion-MNIST IDX files: ``--data-dir`` and its FashionMNIST/raw/ (where
-    torchvision downloads to; fetched there first with --download), or Debian's folder when there is no --data-dir."""
-    if cfg.data_dir is None:
-        if cfg.download:
+def _fashion_mnist_folder(root: str | Path | None, download: bool) -> Path:
+    """The first folder holding the four Fashion-MNIST IDX files: ``root`` and its FashionMNIST/raw/ (where
+    torchvision downloads to; fetched there first with ``download``), or Debian's folder when ``root`` is None."""
+    if root is None:
+        if download:
             raise UsageError("fashion-mnist --download needs --data-dir: the folder to download into")
         places = [FASHION_MNIST_SYSTEM_DIR]
     else:
-        places = [Path(cfg.data_dir), Path(cfg.data_dir) / "FashionMNIST" / "raw"]
+        places = [Path(root), Path(root) / "FashionMNIST" / "raw"]
     names = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
 
     def found() -> Path | None:
         return next((p for p in places if all(_idx_file(p, n) for n in names)), None)
 
-    if found() is None and cfg.download:
+    if found() is None and download:
         import torchvision
 
         try:
-            torchvision.datasets.FashionMNIST(cfg.data_dir, download=True)
+            torchvision.datasets.FashionMNIST(root, download=True)
         except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision raises RuntimeError on bad md5
-            raise UsageError(f"fashion-mnist download into {cfg.data_dir!r} failed ({e}); install the Debian package "
+            raise UsageError(f"fashion-mnist download into {root!r} failed ({e}); install the Debian package "
                              f"(apt-get install dataset-fashion-mnist) and drop --data-dir") from None
     if (folder := found()) is None:
         raise UsageError(f"fashion-mnist not found: looked in {', '.join(str(p) for p in places)} for {', '.join(names)} "
@@ -552,12 +546,12 @@ def read_fashion_mnist_split(folder: Path, images_name: str, labels_name: str) -
     return InMemoryDataset(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
 
 
-def read_fashion_mnist(cfg: RunConfig) -> RawData:
+def read_fashion_mnist(root: str | Path | None, download: bool = False) -> RawData:
     """Fashion-MNIST from its official IDX files (plain or gzipped): 60,000 train and 10,000 test 28x28 grey images.
 
-    Looked for in ``cfg.data_dir`` and its FashionMNIST/raw/, or in Debian's folder without a ``cfg.data_dir``.
+    Looked for in ``root`` and its FashionMNIST/raw/, or in Debian's folder when ``root`` is None.
     """
-    folder = _fashion_mnist_folder(cfg)
+    folder = _fashion_mnist_folder(root, download)
     train, test = (read_fashion_mnist_split(folder, *FASHION_MNIST_FILES[split]) for split in ("train", "test"))
     return _in_memory_raw(train, test, num_classes=10)
 
@@ -565,25 +559,25 @@ def read_fashion_mnist(cfg: RunConfig) -> RawData:
 MNIST1D_CLASSES = 10
 
 
-def mnist1d_arguments(cfg: RunConfig) -> dict:
-    """The MNIST-1D generator's arguments for ``cfg``: the package's canonical ``get_dataset_args()`` (5,000 samples,
-    length 40, seed 42), with ``num_samples`` set to ``cfg.mnist1d_samples`` when given."""
+def mnist1d_arguments(samples: int | None = None) -> dict:
+    """The MNIST-1D generator's arguments: the package's canonical ``get_dataset_args()`` (5,000 samples, length 40,
+    seed 42), with ``num_samples`` set to ``samples`` (``--mnist1d-samples``) when given."""
     from mnist1d.data import get_dataset_args
 
     args = get_dataset_args(as_dict=True)
-    if cfg.mnist1d_samples is not None:
-        args["num_samples"] = cfg.mnist1d_samples
+    if samples is not None:
+        args["num_samples"] = samples
     return args
 
 
-def mnist1d_cache_file(cfg: RunConfig, args: dict) -> Path:
-    """Where the generated set for ``args`` is cached: ``--data-dir``/mnist1d/, or the user's cache folder
+def mnist1d_cache_file(root: str | Path | None, args: dict) -> Path:
+    """Where the generated set for ``args`` is cached: ``root``/mnist1d/ (``--data-dir``), or the user's cache folder
     ($XDG_CACHE_HOME, else ~/.cache)/hardbatch/mnist1d/. The name hashes every generator argument and the mnist1d
     package's version, so other arguments or another generator never read this file."""
     from importlib.metadata import version
 
-    if cfg.data_dir is not None:
-        folder = Path(cfg.data_dir) / "mnist1d"
+    if root is not None:
+        folder = Path(root) / "mnist1d"
     else:
         folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hardbatch" / "mnist1d"
     key = json.dumps({"mnist1d": version("mnist1d"), "args": args}, sort_keys=True)
@@ -618,13 +612,13 @@ def _cached_mnist1d(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def read_mnist1d(cfg: RunConfig) -> RawData:
+def read_mnist1d(root: str | Path | None = None, download: bool = False, samples: int | None = None) -> RawData:
     """MNIST-1D (Greydanus 2020): 1-D signals of length 40 from 10 digit templates, made by the mnist1d package's
-    generator with its canonical arguments (4,000 train / 1,000 test; ``cfg.mnist1d_samples`` for more), never
-    downloaded. Generated once (a few seconds per 5,000) and cached (``mnist1d_cache_file``), written atomically;
+    generator with its canonical arguments (4,000 train / 1,000 test; ``samples`` for more), never
+    downloaded (``download`` unused). Generated once (a few seconds per 5,000) and cached (``mnist1d_cache_file``), written atomically;
     a sample is (float32 (1, 40), label)."""
-    args = mnist1d_arguments(cfg)
-    path = mnist1d_cache_file(cfg, args)
+    args = mnist1d_arguments(samples)
+    path = mnist1d_cache_file(root, args)
     arrays = _cached_mnist1d(path)
     if arrays is None:
         arrays = generate_mnist1d(args)
@@ -660,23 +654,23 @@ def check_images(paths: Sequence[str]) -> None:
                              f"replace or remove it") from None
 
 
-def read_imagefolder(cfg: RunConfig) -> RawData:
-    """Your own images in ``cfg.data_dir`` (required): train/<class>/<image> and test/<class>/<image>, or val/ when there is no test/.
+def read_imagefolder(root: str | Path | None, download: bool = False, image_size: int | None = None) -> RawData:
+    """Your own images in ``root`` (required): train/<class>/<image> and test/<class>/<image>, or val/ when there is no test/.
 
     Decoded per sample, not held in memory: each image is converted to RGB and stretched to a square of side
-    ``cfg.image_size`` (IMAGEFOLDER_SIZE = 64 when None) so batches collate; a sample is (uint8 (3, S, S), label).
+    ``image_size`` (IMAGEFOLDER_SIZE = 64 when None) so batches collate; a sample is (uint8 (3, S, S), label).
     Classes are the sorted folder names, at least 2, and must be the same in both splits. Every image is checked
     to be readable first (``check_images``). Mean/std are estimated from at most
     STATS_IMAGES train images, evenly spaced in file order.
     """
     from torchvision import datasets, transforms
 
-    root = _data_dir(cfg, "imagefolder", "train/<class>/<image> and test/<class>/<image>")
+    root = _data_dir(root, "imagefolder", "train/<class>/<image> and test/<class>/<image>")
     test_dir = root / "test" if (root / "test").is_dir() else root / "val"
     layout = f"expected {root / 'train'}/<class>/<image> and {root / 'test'}/<class>/<image> (or val/ instead of test/)"
     if not (root / "train").is_dir() or not test_dir.is_dir():
         raise UsageError(f"imagefolder not found in {str(root)!r}: {layout}")
-    size = cfg.image_size or IMAGEFOLDER_SIZE
+    size = image_size or IMAGEFOLDER_SIZE
     to_tensor = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
 
     def split(folder: Path):
@@ -701,12 +695,18 @@ def read_imagefolder(cfg: RunConfig) -> RawData:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One row of the data-set table. ``dims``: 2 for images (samples (C, H, W)), 1 for signals (samples (C, L))."""
+    """One row of the data-set table. ``dims``: 2 for images (samples (C, H, W)), 1 for signals (samples (C, L)).
+
+    ``read(root, download, **options)`` returns both splits: ``root`` is ``--data-dir`` (None when not given),
+    ``download`` is ``--download``, and ``options`` maps each further keyword the reader takes to the ``RunConfig``
+    field it comes from.
+    """
 
     name: str
-    read: Callable[[RunConfig], RawData]
+    read: Callable[..., RawData]
     description: str
     dims: int = 2
+    options: tuple[tuple[str, str], ...] = ()
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -725,10 +725,11 @@ register_dataset(DatasetSpec("stl10", read_stl10, "STL-10 labelled split, 96x96 
 register_dataset(DatasetSpec("fashion-mnist", read_fashion_mnist,
                              "Fashion-MNIST, 28x28 grey, 10 classes; Debian package dataset-fashion-mnist, --data-dir or --download"))
 register_dataset(DatasetSpec("imagefolder", read_imagefolder,
-                             "your images in --data-dir/{train,test}/<class>/, resized to --image-size (default 64)"))
+                             "your images in --data-dir/{train,test}/<class>/, resized to --image-size (default 64)",
+                             options=(("image_size", "image_size"),)))
 register_dataset(DatasetSpec("mnist1d", read_mnist1d,
                              "MNIST-1D, 1-D signals of length 40, 10 classes, 4,000 / 1,000; generated offline by the "
-                             "mnist1d package, cached", dims=1))
+                             "mnist1d package, cached", dims=1, options=(("samples", "mnist1d_samples"),)))
 
 
 def check_signal_options(cfg: RunConfig) -> None:
@@ -760,7 +761,8 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
         raise UsageError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
     if DATASETS[cfg.dataset].dims == 1:
         check_signal_options(cfg)
-    raw = DATASETS[cfg.dataset].read(cfg)
+    spec = DATASETS[cfg.dataset]
+    raw = spec.read(cfg.data_dir, cfg.download, **{keyword: getattr(cfg, name) for keyword, name in spec.options})
     train, val = raw.train, None
     if cfg.val_fraction > 0:
         labels = dataset_labels(raw.train)

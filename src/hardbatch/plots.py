@@ -109,3 +109,19 @@ def plot_front(points: dict[str, tuple[float, float, float, float, float]], titl
     if title:
         fig.suptitle(title)
     return axes[0]
+
+
+def plot_forest(differences: dict[str, tuple[float, float, float]], reference: str, ax: Axes | None = None,
+                title: str | None = None) -> Axes:
+    """A forest plot: one row per arm, its difference to ``reference`` in points as a dot with a bar over its 95%
+    interval (``differences[label] = (mean, low, high)``; NaN ends: no bar), and a line at 0."""
+    ax = ax if ax is not None else Figure(figsize=(6.4, 0.9 + 0.35 * len(differences)), layout="constrained").subplots()
+    labels = list(differences)
+    rows = range(len(labels), 0, -1)  # the first arm at the top
+    means = [differences[label][0] for label in labels]
+    below = [m - lo if lo == lo else 0.0 for m, (_, lo, _) in zip(means, differences.values())]  # lo == lo: not NaN
+    above = [hi - m if hi == hi else 0.0 for m, (_, _, hi) in zip(means, differences.values())]
+    ax.errorbar(means, list(rows), xerr=[below, above], fmt="o", capsize=3, linewidth=1.5)
+    ax.axvline(0.0, linestyle="--", color="gray", linewidth=1)
+    ax.set_yticks(list(rows), labels)
+    return _finish(ax, f"final test top-1, difference to {reference} (points, 95% interval)", "", title, legend=False)

@@ -13,7 +13,7 @@ from hardbatch.config import AXIS_SYMBOLS, POLICY_AXES, POLICY_NAMES, RUNTIME_KE
 from hardbatch.results import (
     CONFIG, HISTORY, PLATEAU_POINTS, SUMMARY, TARGET_FRACTION, MislabelledExposure, RunDir, atomic_write_text,
     csv_text, cumulative, epochs_to_plateau, epochs_to_target, ensure_writable_dir, find_runs, mean_interval, mean_std,
-    Interval, mislabelled_exposure, no_interval_reason, paired_difference, read_json, value_at_budget,
+    POWER, Interval, mislabelled_exposure, no_interval_reason, paired_difference, read_json, value_at_budget,
 )
 
 # Settings that tell arms apart inside a group (the policy and the value of its axis), and settings that never
@@ -106,6 +106,7 @@ class Arm:
     value: float | None  # the axis value (δ for δ policies); None for a policy without an axis
     delta: float  # the recorded δ (1 for policies that ignore it)
     runs: dict[int, Run] = field(default_factory=dict)
+    tuned: dict = field(default_factory=dict)  # settings chosen per arm (group_runs' per_arm), e.g. {"lr": 0.1}
 
     @property
     def label(self) -> str:
@@ -225,20 +226,33 @@ class Group:
         return re.sub(r"[^A-Za-z0-9.]+", "-", self.title).strip("-")
 
 
-def group_runs(runs: list[Run], method: str = REFERENCE_POLICY) -> list[Group]:
+def group_runs(runs: list[Run], method: str = REFERENCE_POLICY, per_arm: tuple[str, ...] = ()) -> list[Group]:
     """Group runs by their settings; within a group, one arm per (policy, axis value); the method's arms first,
-    each policy's arms in axis order."""
+    each policy's arms in axis order.
+
+    ``per_arm``: settings chosen for each arm (a learning rate tuned per arm, say), which then do not split groups;
+    all runs of one arm must share their values (``Arm.tuned``), else UsageError.
+    """
+    unknown = [k for k in per_arm if k not in DEFAULT_CONFIG.to_dict() or k in NOT_GROUPING]
+    if unknown:
+        raise UsageError(f"cannot choose {unknown[0]!r} per arm; valid: the settings of config.json (lr, epochs, ...) "
+                         f"but the policy, its axis ({', '.join(ARM_KEYS[1:])}), the seed and runtime settings")
     groups: dict[tuple, dict[tuple, Arm]] = {}
     settings: dict[tuple, dict] = {}
     for run in runs:
         cfg = run.config.to_dict()
-        key = tuple((k, repr(v)) for k, v in cfg.items() if k not in NOT_GROUPING)
-        settings[key] = {k: v for k, v in cfg.items() if k not in NOT_GROUPING}
+        key = tuple((k, repr(v)) for k, v in cfg.items() if k not in NOT_GROUPING + per_arm)
+        settings[key] = {k: v for k, v in cfg.items() if k not in NOT_GROUPING + per_arm}
         arms = groups.setdefault(key, {})
         value = axis_value(run.config)
-        arm = arms.setdefault((run.config.policy, value), Arm(run.config.policy, value, run.config.delta))
+        tuned = {k: cfg[k] for k in per_arm}
+        arm = arms.setdefault((run.config.policy, value), Arm(run.config.policy, value, run.config.delta, tuned=tuned))
         if run.config.seed in arm.runs:
             raise UsageError(f"two runs of {arm.label} seed {run.config.seed}: {arm.runs[run.config.seed].path} and {run.path}")
+        if tuned != arm.tuned:
+            other = next(iter(arm.runs.values())).path
+            raise UsageError(f"{arm.label} holds runs with other per-arm settings: {arm.tuned} in {other}, {tuned} in "
+                             f"{run.path}; one value per arm")
         arm.runs[run.config.seed] = run
     # Titles name data set and model, plus the settings that differ between groups of the same pair.
     result = []
@@ -303,8 +317,10 @@ class ArmStats:
     """Everything the report says about one arm, computed once from its runs (``arm_stats``).
 
     Accuracies are fractions; differences are in percentage points, seed-paired, with a 95% t interval whose ends
-    are NaN where there is none (``results.MIN_PAIRS``); ``*_pairs`` = 0: the other arm was not run. Cost figures
-    are means over seeds; ``acc_at_equal_*``: test top-1 at the group's equal-cost budget ``budget_*``.
+    are NaN where there is none (``results.MIN_PAIRS``); ``*_pairs`` = 0: the other arm was not run;
+    ``*_detectable``: the smallest difference that comparison could have detected (``results.detectable_difference``,
+    points). Cost figures are means over seeds; ``acc_at_equal_*``: test top-1 at the group's equal-cost budget
+    ``budget_*``.
     """
 
     group: str
@@ -329,17 +345,20 @@ class ArmStats:
     diff_low: float = NAN
     diff_high: float = NAN
     diff_pairs: int = 0
+    diff_detectable: float = NAN
     diff_relative_pct: float = NAN
     last_acc_mean: float = NAN
     last_acc_std: float = NAN
     last_diff_points: float = NAN
     last_diff_low: float = NAN
     last_diff_high: float = NAN
+    last_diff_detectable: float = NAN
     # to `uniform` (ordinary reshuffled SGD), final top-1
     uniform_diff_points: float = NAN
     uniform_diff_low: float = NAN
     uniform_diff_high: float = NAN
     uniform_diff_pairs: int = 0
+    uniform_diff_detectable: float = NAN
     target_acc: float = NAN
     epochs_to_target_mean: float = NAN
     target_reached: int = 0
@@ -352,10 +371,13 @@ class ArmStats:
     samples_loaded_mean: float = NAN
     samples_forward_nograd_mean: float = NAN
     choose_seconds_mean: float = NAN
+    cpu_seconds_mean: float = NAN
     acc_at_equal_samples_backprop: float = NAN
     acc_at_equal_train_seconds: float = NAN
+    acc_at_equal_cpu_seconds: float = NAN
     budget_samples_backprop: float = NAN
     budget_train_seconds: float = NAN
+    budget_cpu_seconds: float = NAN
     mislabelled_trained_mean: float = NAN
     mislabelled_trained_after_warmup_mean: float = NAN
     mislabelled_in_data_mean: float = NAN
@@ -373,13 +395,16 @@ def _paired_points(a: dict[int, float], b: dict[int, float]) -> Interval:
 
 
 def equal_budget(group: Group, column: str) -> float:
-    """The largest cost every run of the group has spent: the budget at which all arms can be compared."""
+    """The largest cost every run of the group has spent: the budget at which all arms can be compared; NaN when
+    a run did not count it (written before the column existed)."""
     totals = [run.cost(column)[-1] for arm in group.arms for run in arm.runs.values() if run.history]
-    return min(totals) if totals else math.nan
+    return min(totals) if totals and not any(math.isnan(t) for t in totals) else math.nan
 
 
 COST_MEANS = {"optimizer_steps_mean": "optimizer_steps", "samples_loaded_mean": "samples_loaded",
-              "samples_forward_nograd_mean": "samples_forward_nograd", "choose_seconds_mean": "choose_seconds"}
+              "samples_forward_nograd_mean": "samples_forward_nograd", "choose_seconds_mean": "choose_seconds",
+              "cpu_seconds_mean": "cpu_seconds"}
+EQUAL_COST = ("samples_backprop", "train_seconds", "cpu_seconds")  # the costs at whose equal budget arms are compared
 
 
 def arm_stats(group: Group, target: float | None = None, comparison: Comparison = PAPER) -> list[ArmStats]:
@@ -391,7 +416,7 @@ def arm_stats(group: Group, target: float | None = None, comparison: Comparison 
     ref_epochs = None
     if ref is not None and target is not None:
         ref_epochs = mean_std([_censored_epochs(r, target) for r in ref.runs.values()])[0]
-    budgets = {column: equal_budget(group, column) for column in ("samples_backprop", "train_seconds")}
+    budgets = {column: equal_budget(group, column) for column in EQUAL_COST}
     stats = []
     for arm in group.arms:
         runs = list(arm.runs.values())
@@ -427,12 +452,15 @@ def arm_stats(group: Group, target: float | None = None, comparison: Comparison 
             ref_final = ref.values("final_test_acc")
             ref_mean = mean_std([ref_final[seed] for seed in sorted(set(final) & set(ref_final))])[0]
             s.diff_points, s.diff_low, s.diff_high, s.diff_pairs = d.mean, d.low, d.high, d.n
+            s.diff_detectable = d.detectable
             s.diff_relative_pct = d.mean / ref_mean if ref_mean else math.nan
             d = _paired_points(arm.last_accs(), ref.last_accs())
             s.last_diff_points, s.last_diff_low, s.last_diff_high = d.mean, d.low, d.high
+            s.last_diff_detectable = d.detectable
         if uniform is not None:
             d = _paired_points(final, uniform.values("final_test_acc"))
             s.uniform_diff_points, s.uniform_diff_low, s.uniform_diff_high, s.uniform_diff_pairs = d.mean, d.low, d.high, d.n
+            s.uniform_diff_detectable = d.detectable
         if target is not None:
             s.target_reached = sum(epochs_to_target(r.accs, target) is not None for r in runs)
             s.epochs_to_target_mean = mean_std([_censored_epochs(r, target) for r in runs])[0]
@@ -450,7 +478,8 @@ def _nan(value: float | None) -> float:
 def markdown_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str:
     """The per-arm table as Markdown (also readable in a terminal)."""
     ref = comparison.reference_text
-    header = ["arm", "n", "final top-1 % (mean ± std)", "balanced top-1 %", f"Δ vs {ref}, points [95% CI]", "Δ relative %",
+    header = ["arm", "n", "final top-1 % (mean ± std)", "balanced top-1 %", f"Δ vs {ref}, points [95% CI]",
+              f"detectable Δ ({100 * POWER:.0f}% power)", "Δ relative %",
               f"last-{LAST_EPOCHS} mean %", f"Δ last-{LAST_EPOCHS} vs {ref} [95% CI]", "epochs to T (reached)",
               "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -460,6 +489,7 @@ def markdown_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str
             f"{_fmt(r.final_acc_mean, scale=100)} ± {_fmt(r.final_acc_std, scale=100)}",
             _mean_pm_std(r.final_bacc_mean, r.final_bacc_std),
             "reference" if r.is_reference else _interval(r.diff_points, r.diff_low, r.diff_high, r.diff_pairs),
+            "—" if r.is_reference else _fmt(r.diff_detectable),
             "—" if r.is_reference else _fmt(r.diff_relative_pct, signed=True),
             _fmt(r.last_acc_mean, scale=100),
             "reference" if r.is_reference else _interval(r.last_diff_points, r.last_diff_low, r.last_diff_high, r.diff_pairs),
@@ -595,9 +625,11 @@ def cost_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str:
     """The cost table as Markdown."""
     budget_b = stats[0].budget_samples_backprop if stats else math.nan
     budget_s = stats[0].budget_train_seconds if stats else math.nan
+    budget_c = stats[0].budget_cpu_seconds if stats else math.nan
     header = ["arm", "n", "final top-1 % [95% CI]", "Δ vs uniform", f"Δ vs {comparison.reference_text}", "steps",
-              "backprop samples", "no-grad samples", "train s", "choose s",
-              f"top-1 % at {_fmt(budget_b, 0)} backprop samples", f"top-1 % at {_fmt(budget_s, 1)} train s"]
+              "backprop samples", "no-grad samples", "train s", "CPU s", "choose s",
+              f"top-1 % at {_fmt(budget_b, 0)} backprop samples", f"top-1 % at {_fmt(budget_s, 1)} train s",
+              f"top-1 % at {_fmt(budget_c, 1)} CPU s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in stats:
         lines.append("| " + " | ".join([
@@ -607,8 +639,9 @@ def cost_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str:
             _interval(r.uniform_diff_points, r.uniform_diff_low, r.uniform_diff_high, r.uniform_diff_pairs),
             "reference" if r.is_reference else _interval(r.diff_points, r.diff_low, r.diff_high, r.diff_pairs),
             _fmt(r.optimizer_steps_mean, 0), _fmt(r.samples_backpropagated_mean, 0), _fmt(r.samples_forward_nograd_mean, 0),
-            _fmt(r.train_seconds_mean, 1), _fmt(r.choose_seconds_mean, 2),
+            _fmt(r.train_seconds_mean, 1), _fmt(r.cpu_seconds_mean, 1), _fmt(r.choose_seconds_mean, 2),
             _fmt(r.acc_at_equal_samples_backprop, scale=100), _fmt(r.acc_at_equal_train_seconds, scale=100),
+            _fmt(r.acc_at_equal_cpu_seconds, scale=100),
         ]) + " |")
     return "\n".join(lines)
 
@@ -621,10 +654,18 @@ def _cost_band(runs: list[Run], column: str) -> tuple[list[float], list[float], 
     return xs, mean[:length], low[:length], high[:length]
 
 
+def forest_points(stats: list[ArmStats]) -> dict[str, tuple[float, float, float]]:
+    """Each arm's seed-paired difference of final top-1 to `uniform` (points: mean, low, high; NaN ends without an
+    interval), `uniform` itself and arms without pairs aside; empty without a `uniform` arm. What the forest plot draws."""
+    return {r.arm: (r.uniform_diff_points, r.uniform_diff_low, r.uniform_diff_high) for r in stats
+            if r.policy != "uniform" and r.uniform_diff_pairs > 0}
+
+
 def draw_cost_plots(group: Group, stats: list[ArmStats], out_dir: Path) -> list[Path]:
-    """Test accuracy against cumulative back-propagated samples and training seconds, and the final
-    accuracy against total cost (the speed-accuracy front); returns the PNGs."""
-    from hardbatch.plots import plot_cost_curves, plot_front, save_figure
+    """Test accuracy against cumulative back-propagated samples and training seconds, the forest plot of every
+    arm's paired difference to `uniform` (with a `uniform` arm), and the final accuracy against total cost (the
+    speed-accuracy front); returns the PNGs."""
+    from hardbatch.plots import plot_cost_curves, plot_forest, plot_front, save_figure
 
     paths = []
     for column, xlabel, name in (("samples_backprop", "cumulative samples back-propagated", "vs_samples"),
@@ -632,6 +673,9 @@ def draw_cost_plots(group: Group, stats: list[ArmStats], out_dir: Path) -> list[
         curves = {arm.label: _cost_band(list(arm.runs.values()), column) for arm in group.arms}
         ax = plot_cost_curves(curves, xlabel=xlabel, title=group.title)
         paths.append(save_figure(ax, out_dir / f"{group.slug}_accuracy_{name}.png"))
+    if (differences := forest_points(stats)):
+        paths.append(save_figure(plot_forest(differences, "uniform", title=f"{group.title}: paired difference to uniform"),
+                                 out_dir / f"{group.slug}_forest.png"))
     points = {r.arm: (r.samples_backpropagated_mean, r.train_seconds_mean, 100 * r.final_acc_mean,
                       100 * r.final_acc_low, 100 * r.final_acc_high) for r in stats}
     paths.append(save_figure(plot_front(points, title=f"{group.title}: speed-accuracy front"),
@@ -695,11 +739,17 @@ def _chosen_text(comparison: Comparison) -> str:
     return "δ < 1" if comparison.is_paper else f"`{comparison.method}` setting"
 
 
+def _tuned_text(group: Group) -> str:
+    """" Chosen per arm: δ = 0.5 lr 0.1, uniform lr 0.3." for settings chosen per arm; "" when there are none."""
+    chosen = [f"{a.label} {k} {v}" for a in group.arms for k, v in a.tuned.items()]
+    return f" Chosen per arm: {', '.join(chosen)}." if chosen else ""
+
+
 def _group_section(group: Group, stats: list[ArmStats], plot_dir: Path | None, target: float | None,
                    comparison: Comparison) -> str:
     target, how = target_accuracy(group, target, comparison)
     settings = ", ".join(f"{k} {v}" for k, v in group.settings.items() if k not in ("dataset", "model"))
-    section = [f"## {group.title}", "", f"Settings: {settings}.", "",
+    section = [f"## {group.title}", "", f"Settings: {settings}.{_tuned_text(group)}", "",
                f"Target T = {_fmt(target, 2, 100)}% test top-1 ({how}).", "", markdown_table(stats, comparison), ""]
     on_val, on_test = choose_arm(stats, "validation"), choose_arm(stats, "test")
     what = _chosen_text(comparison)
@@ -774,6 +824,11 @@ DEFINITIONS = f"""## Definitions
   or differences that are all equal, give no interval ("no CI: ..."), and such a difference decides no claim.
   The baseline is the paper's rule (`hardbatch`) at δ = 1 only, never a peer; a group without it says "no baseline".
   **Δ relative %** = 100 × Δ / mean final top-1 of δ = 1 over the same seeds.
+- **Detectable Δ ({100 * POWER:.0f}% power)**: the smallest true difference the comparison could have detected, the
+  minimum detectable effect (t₀.₉₇₅ + t₀.₈₀) × SE, both Student-t quantiles with n − 1 degrees of freedom over the n
+  seed pairs and SE = half-width / t₀.₉₇₅ their standard error: a true difference this large has its 95%
+  interval exclude 0 with about {100 * POWER:.0f}% probability. An interval that contains 0 rules out differences of
+  about this size or more, not smaller ones.
 - **Epochs to T**: the first epoch whose test accuracy is ≥ T, averaged over all runs; a run that never reaches T
   counts as its budget + 1 (censored: the truth is later), and (reached/n) says how many did.
   **Fewer epochs %** = 100 × (1 − epochs to T / epochs to T of δ = 1), both so averaged.
@@ -791,7 +846,8 @@ DEFINITIONS = f"""## Definitions
 - **Train s**: wall-clock seconds spent in training steps (evaluation excluded), mean over seeds. **Train s to T**:
   the same, up to the end of the first epoch at or above T (the whole run's, for a run that never reaches T).
 - **Cost** (README "Cost"): optimizer steps, samples back-propagated, samples forwarded without gradient (scoring),
-  training seconds (evaluation excluded; choosing included) and seconds spent choosing, means over seeds.
+  training seconds (evaluation excluded; choosing included), the process's CPU seconds over the same span (all its
+  threads; other jobs on the machine do not inflate them) and seconds spent choosing, means over seeds.
   **Δ vs uniform** / **Δ vs δ=1**: seed-paired differences of final top-1 (points, 95% t interval) to the
   `uniform` arm (ordinary SGD reshuffled every epoch) and to the paper's δ = 1 (fixed order).
   **Top-1 at equal cost**: each run's test top-1 at its last evaluation within the budget, the budget being the
@@ -814,11 +870,11 @@ def load_runs(root: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
 
 def build_report(root: Path | str, out_dir: Path | str | None = None, plots: bool = True,
                  target: float | None = None, damaged: list[tuple[Path, str]] | None = None,
-                 comparison: Comparison = PAPER) -> tuple[Path, str]:
+                 comparison: Comparison = PAPER, per_arm: tuple[str, ...] = ()) -> tuple[Path, str]:
     """Write report.md, summary.csv (one row per arm), runs.csv and PNG plots for all runs under ``root``.
 
-    ``comparison`` names the method judged and its reference (default: the paper's rule against δ = 1).
-    Damaged runs are left out and listed at the end of report.md; pass a list as ``damaged`` to receive
+    ``comparison`` names the method judged and its reference (default: the paper's rule against δ = 1);
+    ``per_arm``: settings chosen per arm, which do not split groups (``group_runs``). Damaged runs are left out and listed at the end of report.md; pass a list as ``damaged`` to receive
     their (path, reason). Returns the report's path and the per-group tables as text for the terminal.
     """
     root = Path(root)
@@ -833,7 +889,7 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     if target is not None and not (0.0 < target <= 1.0):
         raise UsageError(f"target accuracy must be a fraction in (0, 1], got {target}")
     out_dir = ensure_writable_dir(Path(out_dir) if out_dir is not None else root)
-    groups = group_runs(runs, comparison.method)
+    groups = group_runs(runs, comparison.method, tuple(per_arm))
     stats = {g.title: arm_stats(g, target, comparison) for g in groups}
     all_stats = [s for g in groups for s in stats[g.title]]
     tables = [f"{g.title}\n{markdown_table(stats[g.title], comparison)}"

@@ -26,9 +26,10 @@ HISTORY_FIELDS = (
     "val_loss", "val_acc", "val_top5",  # empty without a validation split
     "test_bacc", "val_bacc",  # balanced (mean per-class) top-1 accuracy; val_bacc empty without a validation split
     # what the epoch spent (README "Cost"); train_seconds above includes choose_seconds
-    "samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds",
+    "samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds", "cpu_seconds",
 )
-COST_COLUMNS = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds")
+COST_COLUMNS = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds",
+                "cpu_seconds")
 TRACE_FIELDS = ("step", "round", "batch", "loss", "samples")
 RUN_FORMAT = 1  # config.json "format": the layout of a run folder's files; a folder without the key is format 1
 PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
@@ -163,7 +164,7 @@ HISTORY_KINDS = {
     "test_top5": "fraction", "lr": "amount", "train_seconds": "amount", "eval_seconds": "amount",
     "val_loss": "amount", "val_acc": "fraction", "val_top5": "fraction", "test_bacc": "fraction", "val_bacc": "fraction",
     "samples_loaded": "count", "samples_forward": "count", "samples_forward_nograd": "count",
-    "samples_backprop": "count", "choose_seconds": "amount",
+    "samples_backprop": "count", "choose_seconds": "amount", "cpu_seconds": "amount",
 }
 # Columns a run may leave empty or lack: no validation split, or written before the column existed.
 HISTORY_OPTIONAL = {"val_loss", "val_acc", "val_top5", "test_bacc", "val_bacc", *COST_COLUMNS}
@@ -533,6 +534,12 @@ class Interval:
         """Why there is no interval ("" when there is one)."""
         return no_interval_reason(self.n, self.low, self.high)
 
+    @property
+    def detectable(self) -> float:
+        """The smallest difference this comparison could have detected (``detectable_difference``); NaN without
+        an interval."""
+        return detectable_difference(self.half_width, self.n)
+
 
 def has_interval(low: float, high: float) -> bool:
     """Whether (low, high) is a usable interval: both ends finite (reports store NaN for "no interval")."""
@@ -571,6 +578,39 @@ def paired_difference(method: Sequence[float], reference: Sequence[float], confi
     if len(method) != len(reference):
         raise ValueError("paired values need equal lengths")
     return mean_interval([m - r for m, r in zip(method, reference)], confidence)
+
+
+POWER = 0.8  # the power at which reports state the smallest difference a comparison could have detected
+
+
+def detectable_difference(half_width: float, n: int, power: float = POWER, confidence: float = 0.95) -> float:
+    """The minimum detectable effect of a mean (or seed-paired difference) over ``n`` values whose two-sided
+    ``confidence`` t interval has ``half_width``: (t_{(1+c)/2, n-1} + t_{power, n-1}) x SE, with the standard error
+    SE = half_width / t_{(1+c)/2, n-1}. A true difference this large is detected (its interval excludes 0) with
+    about ``power`` probability; NaN where there is no interval (NaN half-width, fewer than 2 values)."""
+    if not (n >= 2 and math.isfinite(half_width)):
+        return math.nan
+    from scipy.stats import t
+
+    crit = t.ppf(0.5 + confidence / 2, n - 1)
+    return (crit + t.ppf(power, n - 1)) * half_width / crit
+
+
+def seeds_for_half_width(half_width: float, n: int, target: float, confidence: float = 0.95,
+                         most: int = 10_000) -> int | None:
+    """How many values (at least MIN_PAIRS) would bring a ``confidence`` t interval that has ``half_width`` over ``n``
+    values down to ``target``, at the same spread: the standard deviation sd = half_width x sqrt(n) / t_{(1+c)/2, n-1},
+    then the fewest m with t_{(1+c)/2, m-1} x sd / sqrt(m) <= target. None without an interval (NaN half-width, n < 2)
+    or if more than ``most`` would be needed."""
+    if not (n >= 2 and math.isfinite(half_width) and target > 0):
+        return None
+    from scipy.stats import t
+
+    sd = half_width * math.sqrt(n) / t.ppf(0.5 + confidence / 2, n - 1)
+    for m in range(MIN_PAIRS, most + 1):
+        if t.ppf(0.5 + confidence / 2, m - 1) * sd / math.sqrt(m) <= target:
+            return m
+    return None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -638,6 +678,7 @@ def cost_totals(history: list[dict]) -> dict:
         totals[column] = _total(history, column, math.nan)
     totals["train_seconds"] = sum(row["train_seconds"] for row in history)
     totals["choose_seconds"] = _total(history, "choose_seconds", math.nan)
+    totals["cpu_seconds"] = _total(history, "cpu_seconds", math.nan)
     return totals
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +18,6 @@ from hardbatch.config import UsageError
 from hardbatch.batches import Forward
 from hardbatch.losses import LossFn, check_per_sample, cross_entropy, logits_of, target_of
 from hardbatch.step import autocast, score_losses  # noqa: F401  (score_losses: part of this module's API)
-from hardbatch.results import atomic_write_bytes, space_for
 # TrainingDiverged lives beside the sampler, which refuses non-finite losses; fit raises it too.
 from hardbatch.selection import HardBatchSampler, TrainingDiverged
 
@@ -55,7 +51,8 @@ class CostMeter:
     ``samples_loaded``: samples the loader delivered; ``samples_forward``: forwarded with gradient;
     ``samples_forward_nograd``: forwarded without gradient to score them (Selective Backprop, ``--rescore``);
     ``samples_backprop``: samples whose loss was back-propagated; ``choose_seconds``: time in the policy's
-    own code and in scoring forwards, a part of ``train_seconds``.
+    own code and in scoring forwards, a part of ``train_seconds``; ``cpu_seconds``: this process's CPU time
+    (all its threads) over the same span as ``train_seconds``, which other jobs on a shared machine do not inflate.
     """
 
     optimizer_steps: int = 0
@@ -65,6 +62,7 @@ class CostMeter:
     samples_backprop: int = 0
     train_seconds: float = 0.0
     choose_seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +102,12 @@ class EpochResult:
             row.update({f"{name}_loss": result.loss, f"{name}_acc": result.acc, f"{name}_top5": result.top5,
                         f"{name}_bacc": result.balanced_acc})
         return row
+
+
+class Sink(Protocol):
+    """What ``fit`` hands each finished epoch to (hardbatch.sinks holds a run's)."""
+
+    def on_epoch(self, result: EpochResult) -> None: ...
 
 
 # (x, generator=None) -> model input; under several processes also part=(rows, total): x is that share of a global
@@ -267,6 +271,7 @@ def fit(
     eval_train_mode: bool = False,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    sinks: Sequence[Sink] = (),
     on_epoch: Callable[[EpochResult], None] | None = None,
     meter: CostMeter | None = None,
     loss_fn: LossFn = cross_entropy,
@@ -281,8 +286,9 @@ def fit(
     ``train_transform(x, generator)`` turns x = batch[0] into model input (a dict batch takes no transform: a
     UsageError); with ``augment_seed`` the generator is seeded from (seed, step), so augmentation does not
     depend on how the run was interrupted. ``meter`` counts the cost (continued when resuming).
-    ``on_epoch`` receives each epoch's results at a step boundary, where ``sampler``, ``model``,
-    ``optimizer``, ``scheduler`` and ``meter`` can be checkpointed.
+    Each of ``sinks``, in order, receives each epoch's results (``sink.on_epoch(result)``) at a step boundary,
+    where ``sampler``, ``model``, ``optimizer``, ``scheduler`` and ``meter`` can be checkpointed; ``on_epoch``
+    is one more, a plain function. fit closes none of them.
 
     Under several processes (``hardbatch.distributed``), ``model`` is DDP-wrapped, ``train_batches`` yields this
     rank's share of each global batch and ``eval_sets`` this rank's share of each set. Every signal a policy reads
@@ -290,6 +296,7 @@ def fit(
     sees the global batch's tensors, as in one process, and makes the same choice.
     """
     meter = meter if meter is not None else CostMeter()
+    receivers = [sink.on_epoch for sink in sinks] + ([on_epoch] if on_epoch is not None else [])
     policy = sampler.policy
     world = distributed.world_size()
     plain = distributed.unwrap(model)  # scoring and evaluation need no gradient sync, so no DDP (or compile) wrapper
@@ -298,7 +305,7 @@ def fit(
     losses: list[torch.Tensor] = []  # this epoch's step losses, kept on the device: no sync per step
     steps: list[tuple[int, int, int, int]] = []
     epoch_start, planned = meter.state_dict(), sampler.choose_seconds
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     while not sampler.done:
         for batch in train_batches:
             step = sampler.pending
@@ -331,6 +338,7 @@ def fit(
             _synchronize(device)
             train_seconds = time.perf_counter() - started
             meter.train_seconds += train_seconds
+            meter.cpu_seconds += time.process_time() - cpu_started
             meter.choose_seconds += sampler.choose_seconds - planned
             cost = meter.since(epoch_start)
             started = time.perf_counter()
@@ -340,66 +348,19 @@ def fit(
                      for name, batches in eval_sets.items()}
             _synchronize(device)
             eval_seconds = time.perf_counter() - started
-            if on_epoch is not None:
-                on_epoch(EpochResult(
-                    epoch=sampler.epoch,
-                    step=sampler.steps,
-                    train_loss=sum(step_losses) / len(step_losses) if step_losses else math.nan,
-                    evals=evals,
-                    lr=lr,
-                    train_seconds=train_seconds,
-                    eval_seconds=eval_seconds,
-                    trace=[(s, r, b, l, n) for (s, r, b, n), l in zip(steps, step_losses)],
-                    cost=cost,
-                ))
+            result = EpochResult(
+                epoch=sampler.epoch,
+                step=sampler.steps,
+                train_loss=sum(step_losses) / len(step_losses) if step_losses else math.nan,
+                evals=evals,
+                lr=lr,
+                train_seconds=train_seconds,
+                eval_seconds=eval_seconds,
+                trace=[(s, r, b, l, n) for (s, r, b, n), l in zip(steps, step_losses)],
+                cost=cost,
+            )
+            for receive in receivers:
+                receive(result)
             losses, steps = [], []
             epoch_start, planned = meter.state_dict(), sampler.choose_seconds
-            started = time.perf_counter()
-
-
-# ---- checkpoints ---------------------------------------------------------------------------------
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Serialise ``state`` in memory, then write it atomically: a kill or a full disk (NoSpaceLeft, which says how
-    much space the checkpoint needs) leaves the previous checkpoint intact and no temporary file."""
-    path = Path(path)
-    buffer = io.BytesIO()
-    with space_for(path):
-        torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getbuffer())
-
-
-def damaged_checkpoint(path: Path, why: str) -> UsageError:
-    """The one-line error for a checkpoint that cannot be resumed: names the file and how to start over."""
-    return UsageError(f"cannot resume from {path}: {why}; delete that file to train the run again from its first "
-                      f"epoch (for train, --overwrite instead of --resume does the same)")
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """The state ``save_checkpoint`` wrote, loaded with ``weights_only=True``; a file that does not load (empty,
-    truncated, other content) raises ``damaged_checkpoint``'s UsageError instead of torch's message."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError... for a bad file
-        # torch's own text can advise weights_only=False, which would run whatever code the file holds.
-        why = "the file is empty" if path.exists() and path.stat().st_size == 0 else \
-            f"not a readable PyTorch checkpoint ({type(e).__name__}; truncated or overwritten?)"
-        raise damaged_checkpoint(path, why) from None
-    if not isinstance(state, dict):
-        raise damaged_checkpoint(path, f"it holds a {type(state).__name__}, not a checkpoint's dict")
-    return state
+            started, cpu_started = time.perf_counter(), time.process_time()

@@ -1,0 +1,260 @@
+"""The evidence machinery: CPU seconds counted, the power of a comparison, arms with their own learning rate, the
+forest and cost plots drawn from the report's numbers, and scripts/evidence.py --quick end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from hardbatch.config import RunConfig, UsageError
+from hardbatch.experiment import train_run
+from hardbatch.report import Run, arm_stats, build_report, forest_points, group_runs, markdown_table
+from hardbatch.results import (
+    RunDir, detectable_difference, find_runs, mean_interval, paired_difference, seeds_for_half_width,
+)
+from test_report import HALF, REF, write_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
+# Student-t quantiles written out, so the power figures are checked against a hand computation.
+T975 = {2: 4.302652729911275, 4: 2.7764451051977987, 5: 2.5705818356363146, 6: 2.4469118511449692, 7: 2.3646242510102993, 23: 2.0686576104190406,
+        24: 2.0638985616280205}
+T80 = {2: 1.0606601717798212, 4: 0.9409645131325547}
+
+
+def test_cpu_seconds_are_counted_per_epoch_and_in_total(tmp_path):
+    cfg = RunConfig(dataset="digits", model="mlp", epochs=2, batch_size=64, device="cpu")
+    summary = train_run(cfg, tmp_path / "run", progress=False)
+    history = RunDir(tmp_path / "run").history()
+    cpu = [row["cpu_seconds"] for row in history]
+    assert all(0 < c for c in cpu)
+    assert summary["cost"]["cpu_seconds"] == pytest.approx(sum(cpu))
+    # process CPU time of one thread cannot run far ahead of the wall-clock of the same span
+    assert sum(cpu) <= 1.5 * summary["train_seconds"] + 0.05
+
+
+def test_detectable_difference_is_the_minimum_detectable_effect_at_80_percent_power():
+    diffs = [1.0, 2.0, 3.0, 4.0, 6.0]  # mean 3.2, sd sqrt(3.7)
+    d = mean_interval(diffs)
+    se = math.sqrt(3.7) / math.sqrt(5)
+    assert d.half_width == pytest.approx(T975[4] * se)
+    assert d.detectable == pytest.approx((T975[4] + T80[4]) * se)
+    assert detectable_difference(d.half_width, 5, power=0.8) == pytest.approx(3.1978, abs=1e-4)
+    assert math.isnan(detectable_difference(math.nan, 5))
+    assert math.isnan(paired_difference([1.0, 2.0], [0.0, 0.0]).detectable)  # 2 pairs: no interval
+
+
+def test_seeds_for_half_width_keeps_the_spread_and_solves_for_n():
+    # half-width 1 over 8 seeds: sd = sqrt(8) / t(7); 25 seeds give t(24) sd / 5 <= 0.5, 24 do not.
+    sd = math.sqrt(8) / T975[7]
+    assert T975[24] * sd / 5 <= 0.5 < T975[23] * sd / math.sqrt(24)
+    assert seeds_for_half_width(1.0, 8, 0.5) == 25
+    # already narrower: fewer would do, but not as few as the spread alone says (t grows as n shrinks)
+    sd = 0.4 * math.sqrt(8) / T975[7]
+    assert T975[6] * sd / math.sqrt(7) <= 0.5 < T975[5] * sd / math.sqrt(6)
+    assert seeds_for_half_width(0.4, 8, 0.5) == 7
+    assert seeds_for_half_width(math.nan, 8, 0.5) is None
+
+
+@pytest.fixture
+def scripted(tmp_path) -> Path:
+    """δ = 1 and δ = 0.5 over 3 seeds (final +1, +2, +3 points), as test_report scripts them."""
+    for seed, accs in REF.items():
+        write_run(tmp_path, f"ref_s{seed}", delta=1.0, seed=seed, accs=accs)
+    for seed, accs in HALF.items():
+        write_run(tmp_path, f"half_s{seed}", delta=0.5, seed=seed, accs=accs)
+    return tmp_path
+
+
+def test_report_states_each_differences_detectable_size(scripted):
+    (group,) = group_runs([Run.load(r) for r in find_runs(scripted)])
+    half = next(s for s in arm_stats(group) if s.delta == 0.5)
+    se = 1.0 / math.sqrt(3)  # differences 1, 2, 3 points: sd 1
+    assert half.diff_detectable == pytest.approx((T975[2] + T80[2]) * se)
+    row = next(line for line in markdown_table(arm_stats(group)).splitlines() if line.startswith("| δ = 0.5"))
+    assert f"| {(T975[2] + T80[2]) * se:.2f} |" in row
+
+
+def _with_lr(root: Path, lr: float) -> None:
+    """Rewrite the runs under ``root`` as if trained at ``lr`` (config.json and history.csv)."""
+    for run in find_runs(root):
+        config = json.loads(run.file("config.json").read_text())
+        config["config"]["lr"] = lr
+        run.file("config.json").write_text(json.dumps(config))
+
+
+def test_per_arm_learning_rates_keep_arms_in_one_group(scripted, capsys):
+    ref_dirs = sorted(scripted.glob("ref_s*"))
+    for path in ref_dirs:
+        _with_lr(path, 0.3)
+    assert len(group_runs([Run.load(r) for r in find_runs(scripted)])) == 2  # by default lr splits groups
+    (group,) = group_runs([Run.load(r) for r in find_runs(scripted)], per_arm=("lr",))
+    assert {a.label: a.tuned for a in group.arms} == {"δ = 0.5": {"lr": 0.05}, "δ = 1": {"lr": 0.3}}
+    half = next(s for s in arm_stats(group) if s.delta == 0.5)
+    assert half.diff_points == pytest.approx(2.0) and half.diff_pairs == 3
+    report, _ = build_report(scripted, per_arm=("lr",), plots=False)
+    assert "Chosen per arm: δ = 0.5 lr 0.05, δ = 1 lr 0.3." in report.read_text()
+    _with_lr(ref_dirs[0], 0.1)  # one arm, two rates: refused
+    with pytest.raises(UsageError, match=r"δ = 1 holds runs with other per-arm settings"):
+        group_runs([Run.load(r) for r in find_runs(scripted)], per_arm=("lr",))
+    with pytest.raises(UsageError, match="cannot choose 'seed' per arm"):
+        group_runs([], per_arm=("seed",))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """uniform, δ = 1 and infobatch (which back-propagates less) on 320 digits, 3 seeds, 3 epochs."""
+    from hardbatch.plan import execute, plan_compare
+
+    out = tmp_path_factory.mktemp("trained")
+    base = RunConfig(dataset="digits", model="mlp", train_subset=320, batch_size=32, epochs=3, device="cpu")
+    plan = (plan_compare(base, [1.0], [0, 1, 2], out, policies=["hardbatch", "uniform", "infobatch"]))
+    execute(plan, progress=False)
+    return out
+
+
+def test_forest_plot_draws_each_arms_paired_difference_to_uniform(trained, tmp_path):
+    from hardbatch.plots import plot_forest
+
+    (group,) = group_runs([Run.load(r) for r in find_runs(trained)])
+    stats = arm_stats(group)
+    points = forest_points(stats)
+    assert set(points) == {"δ = 1", "infobatch"}  # uniform itself is the reference
+    for label, (mean, low, high) in points.items():
+        arm, uniform = group.arm(*{"δ = 1": ("hardbatch",), "infobatch": ("infobatch",)}[label]), group.arm("uniform")
+        d = paired_difference([arm.runs[s].summary["final_test_acc"] for s in (0, 1, 2)],
+                              [uniform.runs[s].summary["final_test_acc"] for s in (0, 1, 2)])
+        assert (mean, low, high) == pytest.approx((100 * d.mean, 100 * d.low, 100 * d.high))
+    ax = plot_forest(points, "uniform")
+    (dots,) = ax.lines[:1]
+    assert list(dots.get_xdata()) == pytest.approx([m for m, _, _ in points.values()])
+    (bars,) = ax.collections
+    ends = [end for seg in bars.get_segments() for end in (seg[0][0], seg[1][0])]
+    assert ends == pytest.approx([end for _, lo, hi in points.values() for end in (lo, hi)])
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(points)
+
+
+def test_report_draws_forest_and_accuracy_against_samples_from_the_runs(trained, tmp_path, monkeypatch):
+    import hardbatch.plots as plots
+
+    drawn = {}
+    for name in ("plot_forest", "plot_cost_curves"):
+        real = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, _real=real, _name=name, **k: drawn.setdefault(_name, []).append(a) or _real(*a, **k))
+    build_report(trained, tmp_path)
+    (group,) = group_runs([Run.load(r) for r in find_runs(trained)])
+    assert (tmp_path / f"{group.slug}_forest.png").stat().st_size > 0
+    assert (tmp_path / f"{group.slug}_accuracy_vs_samples.png").stat().st_size > 0
+    assert drawn["plot_forest"][0][0] == forest_points(arm_stats(group))
+    samples_curves = drawn["plot_cost_curves"][0][0]  # the first cost plot: against back-propagated samples
+    for arm in group.arms:
+        xs, mean, low, high = samples_curves[arm.label]
+        runs = list(arm.runs.values())
+        assert xs[-1] == pytest.approx(sum(r.summary["cost"]["samples_backprop"] for r in runs) / 3)
+        assert mean[-1] == pytest.approx(100 * sum(r.summary["final_test_acc"] for r in runs) / 3)
+        assert all(lo <= m <= hi for lo, m, hi in zip(low, mean, high))
+
+
+def test_accuracy_at_equal_cpu_seconds(trained):
+    (group,) = group_runs([Run.load(r) for r in find_runs(trained)])
+    stats = arm_stats(group)
+    budget = min(r.cost("cpu_seconds")[-1] for a in group.arms for r in a.runs.values())
+    for s, arm in zip(stats, group.arms):
+        assert s.budget_cpu_seconds == pytest.approx(budget)
+        assert s.cpu_seconds_mean == pytest.approx(sum(r.summary["cost"]["cpu_seconds"] for r in arm.runs.values()) / 3)
+        # each run's test top-1 at its last evaluation within the budget, averaged over the runs that had one
+        reached = [[a for c, a in zip(r.cost("cpu_seconds"), r.accs) if c <= budget * (1 + 1e-9)] for r in arm.runs.values()]
+        reached = [accs[-1] for accs in reached if accs]
+        assert reached and s.acc_at_equal_cpu_seconds == pytest.approx(sum(reached) / len(reached))
+
+
+def _evidence_module():
+    spec = importlib.util.spec_from_file_location("evidence", ROOT / "scripts" / "evidence.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["evidence"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsys):
+    evidence = _evidence_module()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{evidence.MARKERS[0]}\nold\n{evidence.MARKERS[1]}\n\nrest\n")
+    out, doc = tmp_path / "runs", tmp_path / "docs" / "evidence.md"
+    args = ["--quick", "--out", str(out), "--doc", str(doc), "--readme", str(readme)]
+    assert evidence.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "plan: " in printed and "CPU minutes" in printed.splitlines()[0]
+    text = doc.read_text()
+    for bench in evidence.QUICK:
+        choice = json.loads((out / bench.name / "lr_choice.json").read_text())
+        assert choice["grid"] == list(bench.lrs) and len(bench.lrs) >= 3
+        for label, arm in choice["arms"].items():
+            # the chosen rate has the highest mean validation accuracy of the grid
+            assert arm["val_acc"][f"{arm['lr']:g}"] == max(arm["val_acc"].values())
+            runs = [Run.load(r) for r in find_runs(out / bench.name / "main") if Run.load(r).config.policy == arm["policy"]
+                    and Run.load(r).config.delta == arm["delta"]]
+            assert len(runs) == bench.seeds and {r.config.lr for r in runs} == {arm["lr"]}
+            assert f"| {label} | " in text
+        assert (doc.parent / "evidence" / bench.name / "report.md").exists()
+    (group,) = group_runs([Run.load(r) for r in find_runs(out / "digits" / "main")], per_arm=("lr",))
+    assert (doc.parent / "evidence" / "digits" / f"{group.slug}_forest.png").exists()
+    rule = next(s for s in arm_stats(group) if s.policy == "hardbatch" and s.delta == 0.5)
+    # the page's verdict row for the rule against δ = 1 carries the report's half-width and detectable difference
+    row = next(line for line in text.splitlines() if line.startswith("| digits | δ = 0.5 | δ = 1 |"))
+    assert f"±{(rule.diff_high - rule.diff_low) / 2:.2f}" in row and f"| {rule.diff_detectable:.2f} |" in row
+    assert "(t₀.₉₇₅ + t₀.₈₀) × SE" in text and "CPU minutes" in text
+    assert "old" not in readme.read_text() and "| digits | δ = 0.5 | δ = 1 |" in readme.read_text()
+    assert readme.read_text().endswith("\n\nrest\n")
+    # a rerun trains nothing: every run is finished
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    assert evidence.main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == mtimes
+
+
+def test_report_command_takes_per_arm_settings(scripted, capsys):
+    from hardbatch.cli import main
+
+    for path in scripted.glob("ref_s*"):
+        _with_lr(path, 0.3)
+    assert main(["report", str(scripted), "--no-plots", "--per-arm", "lr"]) == 0
+    assert "Chosen per arm: δ = 0.5 lr 0.05, δ = 1 lr 0.3." in (scripted / "report.md").read_text()
+    assert main(["report", str(scripted), "--no-plots", "--per-arm", "seed"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cannot choose 'seed' per arm" in line
+
+
+def test_a_shard_trains_its_share_then_the_rest_and_never_retries_a_failed_run(tmp_path, monkeypatch):
+    evidence = _evidence_module()
+    from hardbatch.plan import PlannedRun
+
+    plan = [PlannedRun(RunConfig(seed=s), tmp_path / f"run{s}") for s in range(5)]
+    calls = []
+
+    def fake_execute(runs, **kwargs):  # "trains" each run: a summary.json; run 3 fails
+        calls.append([r.cfg.seed for r in runs])
+        for r in runs:
+            r.path.mkdir(exist_ok=True)
+            if r.cfg.seed != 3:
+                (r.path / "summary.json").write_text("{}")
+        return [(r, "failed: TrainingDiverged: loss is not finite") for r in runs if r.cfg.seed == 3]
+
+    monkeypatch.setattr(evidence, "execute", fake_execute)
+    evidence.train(plan, 1, 2, data=None)
+    assert calls == [[1, 3], [4, 2, 0]]  # its share (every 2nd from 1), then the others' last first
+    assert "TrainingDiverged" in (tmp_path / "run3" / evidence.FAILED).read_text()
+    calls.clear()
+    evidence.train(plan, 0, 2, data=None)  # a rerun: everything finished or failed, nothing trained again
+    assert calls == [[], []]
+
+
+def test_a_bad_shard_is_one_line_and_exit_status_2(tmp_path, capsys):
+    evidence = _evidence_module()
+    assert evidence.main(["--quick", "--shard", "2/2", "--out", str(tmp_path / "runs"), "--plan-only"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "shard must look like I/N" in line
