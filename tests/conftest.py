@@ -25,7 +25,7 @@ import pytest
 # Tiny models run fastest on one thread, and two test workers on two cores cannot oversubscribe them; subprocesses
 # (console runs, torchrun jobs) inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-TIMING = ("train_seconds", "eval_seconds", "choose_seconds")  # the columns that differ between equal runs
+TIMING = ("train_seconds", "eval_seconds", "choose_seconds", "cpu_seconds")  # what differs between equal runs
 
 
 def free_port() -> int:
@@ -74,6 +74,47 @@ def console():
                                 stderr=subprocess.PIPE, text=True)
 
     return start
+
+
+class Forked:
+    """A child process forked from the test process, running ``work()`` with its output discarded and ending with
+    ``os._exit`` (status 0, or 1 if ``work`` raised): torch and hardbatch are imported already, so it starts in
+    milliseconds where a new interpreter takes seconds. ``poll``, ``wait`` and ``send_signal`` as ``Popen``'s."""
+
+    def __init__(self, work):
+        self.returncode = None
+        self.pid = os.fork()
+        if self.pid == 0:
+            status = 1
+            try:  # never back into pytest: the child's only way out is os._exit
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 1)
+                os.dup2(null, 2)
+                sys.stdout = sys.stderr = open(null, "w")  # pytest's capture writes to files of its own
+                work()
+                status = 0
+            finally:
+                os._exit(status)
+
+    def poll(self, flags: int = os.WNOHANG) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, flags)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        return self.poll(0)
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # not to a finished child's pid, which the system may have given to another
+            os.kill(self.pid, signum)
+
+
+@pytest.fixture(scope="session")
+def fork():
+    """``fork(work) -> Forked``: ``work()`` in a forked child process, for tests that kill a process."""
+    return Forked
 
 
 def rows_of(path: Path, timing: bool = True) -> list[dict[str, str]]:

@@ -38,12 +38,12 @@ def _trace_lines(run: Path) -> int:
 
 @pytest.mark.parametrize("kill_after_steps, extra_seconds", [(1, 0.0), (20, 0.05), (40, 0.2), (60, 0.0)])
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupted, console, invoke, read_rows,
+def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupted, fork, invoke, read_rows,
                                                           kill_after_steps, extra_seconds):
-    """SIGKILL of the console process at some moment (at or inside an epoch), then --resume: the records equal an
+    """SIGKILL of a training process at some moment (at or inside an epoch), then --resume: the records equal an
     uninterrupted run's."""
     out = tmp_path / "run"
-    proc = console("train", *RESUME_FLAGS, "--out", out)
+    proc = fork(lambda: main(["train", *RESUME_FLAGS, "--out", str(out)]))
     deadline = time.time() + 240
     while _trace_lines(out) < kill_after_steps and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)

@@ -18,7 +18,7 @@ from hardbatch.data import DATASETS, BatchTransform, RawData, load_dataset, mnis
 from hardbatch.plan import DataCache
 from hardbatch.report import Run, group_runs
 from hardbatch.results import find_runs
-from test_cli import FAST, assert_one_line_error, cli, snapshot
+from test_cli import FAST, assert_one_line_error, snapshot
 
 
 @dataclass
@@ -135,10 +135,11 @@ def test_signal_batches_are_normalised_per_channel():
 
 
 @pytest.mark.parametrize("model", ["cnn1d", "mlp1d"])
-def test_each_1d_model_trains_end_to_end(capsys, generated, tmp_path, model):
+def test_each_1d_model_trains_end_to_end(invoke, generated, tmp_path, model):
     # --channels-last (the default on CUDA) is a layout of image batches; signal batches keep theirs.
-    rc, out, err = cli(capsys, "train", "--dataset", "mnist1d", "--model", model, "--epochs", "1", "--batch-size", "128",
-                       "--lr", "0.1", "--channels-last", "--data-dir", generated.folder, *FAST, "--out", tmp_path / "run")
+    rc, out, err = invoke("train", "--dataset", "mnist1d", "--model", model, "--epochs", "1", "--batch-size", "128",
+                          "--lr", "0.1", "--channels-last", "--data-dir", generated.folder, *FAST,
+                          "--out", tmp_path / "run")
     assert rc == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["optimizer_steps"] == 4000 // 128
@@ -147,14 +148,14 @@ def test_each_1d_model_trains_end_to_end(capsys, generated, tmp_path, model):
     assert (config["dataset"], config["model"], config["mnist1d_samples"]) == ("mnist1d", model, None)
 
 
-def test_a_larger_set_from_the_same_generator_is_its_own_group(capsys, generated, tmp_path, monkeypatch):
+def test_a_larger_set_from_the_same_generator_is_its_own_group(invoke, generated, tmp_path, monkeypatch):
     data = tmp_path / "data"
     shutil.copytree(Path(generated.folder) / "mnist1d", data / "mnist1d")
     common = ["train", "--dataset", "mnist1d", "--model", "mlp1d", "--epochs", "1", "--batch-size", "128",
               "--data-dir", data, *FAST]
-    assert cli(capsys, *common, "--mnist1d-samples", "5500", "--out", tmp_path / "runs" / "larger")[0] == 0
+    assert invoke(*common, "--mnist1d-samples", "5500", "--out", tmp_path / "runs" / "larger")[0] == 0
     _no_generator(monkeypatch)  # both sets are cached now
-    assert cli(capsys, *common, "--out", tmp_path / "runs" / "canonical")[0] == 0
+    assert invoke(*common, "--out", tmp_path / "runs" / "canonical")[0] == 0
     assert len(_cache_files(data)) == 2
     larger = load_dataset(RunConfig(dataset="mnist1d", mnist1d_samples=5500, data_dir=str(data)))
     assert (len(larger.train), len(larger.test)) == (4400, 1100)  # the generator's own 80/20 split
@@ -180,10 +181,10 @@ BAD_DATA_OPTIONS = [
 
 
 @pytest.mark.parametrize("args,words", BAD_DATA_OPTIONS, ids=[" ".join(a) for a, _ in BAD_DATA_OPTIONS])
-def test_image_options_and_bad_sizes_are_refused_before_anything_is_written(capsys, generated, tmp_path, args, words):
+def test_image_options_and_bad_sizes_are_refused_before_anything_is_written(invoke, generated, tmp_path, args, words):
     before = snapshot(tmp_path)
-    rc, out, err = cli(capsys, "train", "--dataset", "mnist1d", "--model", "cnn1d", "--epochs", "1",
-                       "--data-dir", generated.folder, *FAST, "--out", tmp_path / "run", *args)
+    rc, out, err = invoke("train", "--dataset", "mnist1d", "--model", "cnn1d", "--epochs", "1",
+                          "--data-dir", generated.folder, *FAST, "--out", tmp_path / "run", *args)
     assert rc == 2 and out == ""
     assert_one_line_error(err, *words)
     assert snapshot(tmp_path) == before
@@ -197,8 +198,8 @@ MISMATCHED = [
 
 
 @pytest.mark.parametrize("args,words", MISMATCHED, ids=[" ".join(a) for a, _ in MISMATCHED])
-def test_a_model_given_the_other_kind_of_data_names_the_models_that_take_it(capsys, generated, tmp_path, args, words):
-    rc, out, err = cli(capsys, "train", "--dataset", "mnist1d", "--epochs", "1", "--batch-size", "128",
-                       "--data-dir", generated.folder, *FAST, "--out", tmp_path / "run", *args)
+def test_a_model_given_the_other_kind_of_data_names_the_models_that_take_it(invoke, generated, tmp_path, args, words):
+    rc, out, err = invoke("train", "--dataset", "mnist1d", "--epochs", "1", "--batch-size", "128",
+                          "--data-dir", generated.folder, *FAST, "--out", tmp_path / "run", *args)
     assert rc == 2
     assert_one_line_error(err, *words)

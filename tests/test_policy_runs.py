@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
-import textwrap
+import signal
 from pathlib import Path
 
 import pytest
@@ -160,24 +158,6 @@ def test_interrupted_run_resumes_to_the_same_history_trace_and_cost(straight, ca
     assert not (out / "checkpoint.pt").exists()
 
 
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from hardbatch.selection.sampler import HardBatchSampler
-    from hardbatch.cli import main
-
-    record = HardBatchSampler.record
-
-    def record_then_die(self, *args, **kwargs):
-        batch = record(self, *args, **kwargs)
-        if self.steps == int(os.environ["KILL_AT_STEP"]):
-            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind, as from the OOM killer
-        return batch
-
-    HardBatchSampler.record = record_then_die
-    sys.exit(main(sys.argv[1:]))
-""")
-
-
 def cli_flags(case: str) -> list[str]:
     flags = []
     for name, value in {**BASE, **RUNS[case]}.items():
@@ -186,14 +166,25 @@ def cli_flags(case: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkilled_selective_backprop_run_resumes_mid_epoch_to_the_same_records(straight, tmp_path):
+def test_sigkilled_selective_backprop_run_resumes_mid_epoch_to_the_same_records(straight, tmp_path, fork):
     """SIGKILL at step 15, in the middle of epoch 2 (steps 11-20); --resume goes on from the epoch-1 checkpoint."""
+    from hardbatch.selection.sampler import HardBatchSampler
+
     case = "selective-backprop"
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT_STEP": "15"}
-    killed = subprocess.run([sys.executable, "-c", KILLER, "train", *cli_flags(case), "--out", str(out)], env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert killed.returncode == -9, killed.stderr
+    record = HardBatchSampler.record
+
+    def record_then_die(self, *args, **kwargs):
+        batch = record(self, *args, **kwargs)
+        if self.steps == 15:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind, as from the OOM killer
+        return batch
+
+    def train_until_killed():  # in the forked child only
+        HardBatchSampler.record = record_then_die
+        main(["train", *cli_flags(case), "--out", str(out)])
+
+    assert fork(train_until_killed).wait() == -9
     assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
     assert len(rows(out / "history.csv")) == 1 and len(rows(out / "trace.csv")) == N
     assert main(["train", *cli_flags(case), "--out", str(out), "--resume"]) == 0

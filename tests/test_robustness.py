@@ -3,8 +3,10 @@
 import csv
 import errno
 import json
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -171,16 +173,14 @@ def test_a_run_folder_in_use_is_refused_and_the_lock_is_not_a_record(tmp_path, c
     assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0  # released: trains
 
 
-def test_a_killed_process_leaves_no_lock(tmp_path):
-    import subprocess
-    import sys
-
+def test_a_killed_process_leaves_no_lock(tmp_path, fork):
     from hardbatch.results import run_lock
 
-    code = ("import os, signal, sys; from hardbatch.results import run_lock\n"
-            "with run_lock(sys.argv[1]):\n    os.kill(os.getpid(), signal.SIGKILL)")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True)
-    assert proc.returncode == -9
+    def lock_and_die():
+        with run_lock(tmp_path):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    assert fork(lock_and_die).wait() == -9
     with run_lock(tmp_path):
         pass
 
@@ -239,8 +239,6 @@ def test_full_disk_while_checkpointing_is_one_line_and_resume_continues(tmp_path
 
 
 def test_full_disk_while_writing_a_record_needs_a_number(tmp_path, monkeypatch):
-    import os
-
     from hardbatch.results import NoSpaceLeft, atomic_write_text
 
     path = tmp_path / "summary.json"
