@@ -25,7 +25,7 @@ RESUME_FLAGS = ["--dataset", "digits", "--train-subset", "640", "--epochs", "6",
                 "crop_flip", "--shuffle-partition", "--schedule", "cosine", "--seed", "3", "--no-progress"]
 
 
-def _rows(path: Path, drop=("train_seconds", "eval_seconds", "choose_seconds")) -> list[dict]:
+def _rows(path: Path, drop=("train_seconds", "eval_seconds", "choose_seconds", "cpu_seconds")) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
 
