@@ -30,7 +30,7 @@ RUNS = {name: dict(policy=name, **({"delta": 0.3} if name in DELTA_POLICIES else
                    **SETTINGS.get(name, cls.example), **cls.run_needs) for name, cls in POLICIES.items()}
 RUNS["hardbatch+rescore"] = dict(policy="hardbatch", delta=0.3, rescore=2)
 RUNS["hardbatch+repartition"] = dict(policy="hardbatch", delta=0.3, repartition=True)
-TIMING = ("train_seconds", "eval_seconds", "choose_seconds")
+TIMING = ("train_seconds", "eval_seconds", "choose_seconds", "cpu_seconds")
 
 
 def config(case: str) -> RunConfig:
