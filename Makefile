@@ -18,8 +18,8 @@ demo: $(STAMP)  ## the rule at δ 0.5 and 1, random δ 0.5 and uniform × 5 seed
 	$(BIN)/hardbatch compare --dataset mnist1d --model cnn1d --policies hardbatch random uniform --deltas 0.5 1.0 \
 		--seeds 0 1 2 3 4 --epochs 10 --batch-size 100 --lr 0.3 --schedule cosine --out $(DEMO_OUT)
 
-test: $(STAMP)  ## the test suite (CPU, two workers, one test file each at a time; a few minutes)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+test: $(STAMP)  ## the test suite (CPU, two workers, a test file each at a time, files with slow tests first; a few minutes)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)  ## training-overhead and per-policy cost benchmarks (see benchmarks/README.md)
 	$(BIN)/python benchmarks/bench_overhead.py
