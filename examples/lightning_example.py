@@ -11,7 +11,6 @@ import hashlib
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 

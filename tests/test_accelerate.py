@@ -17,7 +17,6 @@ import torch
 from hardbatch import HardBatchSampler
 from hardbatch.selection import POLICIES
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

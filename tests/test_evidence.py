@@ -19,7 +19,6 @@ from hardbatch.results import (
 )
 from test_report import HALF, REF, write_run
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 # Student-t quantiles written out, so the power figures are checked against a hand computation.
 T975 = {2: 4.302652729911275, 4: 2.7764451051977987, 5: 2.5705818356363146, 6: 2.4469118511449692, 7: 2.3646242510102993, 23: 2.0686576104190406,

@@ -29,7 +29,6 @@ def test_duplicate_registration_is_refused():
 @pytest.mark.parametrize("name", PAPER_NETWORKS)
 @pytest.mark.parametrize("size, classes, stem", [(32, 10, "small"), (32, 100, "imagenet"), (128, 100, "imagenet")])
 def test_paper_networks_give_logits_for_each_resolution_and_class_count(name, size, classes, stem):
-    torch.set_num_threads(1)
     model = create_model(name, classes, 3, stem).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, size, size))

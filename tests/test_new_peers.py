@@ -23,14 +23,6 @@ from hardbatch.selection.rho_loss import RhoLossParams, RhoLossPolicy, irreducib
 from hardbatch.selection.seta import SeTaParams, SeTaPolicy, kmeans_1d, window_size
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def partition() -> torch.Tensor:
     return torch.arange(40).view(10, 4)
 

@@ -39,7 +39,6 @@ from hardbatch.selection.functional import (
 from hardbatch.training import TrainingDiverged, score_losses
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ---- helpers -------------------------------------------------------------------------------------

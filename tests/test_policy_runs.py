@@ -9,7 +9,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES, RunConfig, UsageError, validate
@@ -37,7 +36,6 @@ def config(case: str) -> RunConfig:
     return RunConfig(**BASE, **RUNS[case])
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +46,7 @@ def straight(tmp_path_factory):
 
     def get(case: str) -> Path:
         if case not in done:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
             train_run(config(case), root / case, progress=False)
-            torch.set_num_threads(threads)
             done[case] = root / case
         return done[case]
 

@@ -15,7 +15,6 @@ from hardbatch.training import EpochResult, fit
 
 CPU = torch.device("cpu")
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class Stop(Exception):

@@ -109,6 +109,7 @@ def test_noise_comes_after_validation_split_and_leaves_it_clean(fashion):
     # The fake's labels are index % 10: validation labels still are, and the images are the raw ones.
     assert data.val.labels.tolist() == [i % 10 for i in ids(data.val)]
     assert sorted(ids(data.val) + ids(data.train)) == list(range(1000))
+    assert torch.equal(data.val.images, raw.train.images[ids(data.val)])
     relabelled = set(data.relabelled.indices.tolist())
     assert all((y == i % 10) == (k not in relabelled) for k, (i, y) in enumerate(zip(ids(data.train), data.train.labels.tolist())))
 

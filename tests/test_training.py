@@ -19,7 +19,6 @@ from hardbatch.training import EpochResult, evaluate, fit, train_step
 CPU = torch.device("cpu")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def check_trace_follows_the_rule(trace, n: int, k: int, total: int) -> None:

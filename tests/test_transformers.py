@@ -22,7 +22,6 @@ from hardbatch import HardBatchSampler, UsageError  # noqa: E402
 from hardbatch.integrations.transformers import HardBatchTrainer  # noqa: E402
 from hardbatch.selection import POLICIES  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "hf_trainer.py"

@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 from dataclasses import fields
-from pathlib import Path
 
 from hardbatch import __version__, distributed
 from hardbatch.config import (

@@ -428,7 +428,7 @@ def read_cifar_pickles(paths: list[Path], label_key: str) -> InMemoryDataset:
             entry = load_cifar_pickle(path)
             data, targets = entry["data"], entry[label_key]
             if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
-                raise ValueError(f"'data' is not an (n, 3072) array")
+                raise ValueError("'data' is not an (n, 3072) array")
             if not isinstance(targets, list) or len(targets) != len(data) or not all(isinstance(t, int) for t in targets):
                 raise ValueError(f"{label_key!r} is not a list of {len(data)} integer labels")
             images.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))

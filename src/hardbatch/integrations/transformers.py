@@ -28,7 +28,6 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-from hardbatch.errors import UsageError
 from hardbatch.selection.functional import fill_batches
 from hardbatch.selection.params import Range, check_params, param
 from hardbatch.selection.policy import Policy, Step
