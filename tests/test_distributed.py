@@ -7,7 +7,6 @@ mid-run; one gives an indivisible batch. Single-process references run in the te
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import rows_of
 from hardbatch import experiment, machine
 from hardbatch import state as run_state
 from hardbatch.cli import main
@@ -56,13 +56,11 @@ RESUMED = [*policy_args("hardbatch"), "--epochs", "3"]  # the run a rank dies in
 
 
 def trace(run: Path) -> list[dict]:
-    with (run / "trace.csv").open() as f:
-        return list(csv.DictReader(f))
+    return rows_of(run / "trace.csv")
 
 
 def history(run: Path) -> list[dict]:
-    with (run / "history.csv").open() as f:
-        return list(csv.DictReader(f))
+    return rows_of(run / "history.csv")
 
 
 def assert_same_steps(one: Path, many: Path, exact: bool = False) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import rows_of
 from hardbatch.config import RunConfig
 from hardbatch.experiment import train_run
 from hardbatch.results import summarize
@@ -49,15 +49,10 @@ def test_absent_classes_do_not_count_in_balanced_accuracy():
     assert math.isnan(EvalResult(0.0, 0.5, 1.0).balanced_acc)  # no per-class counts at all
 
 
-def _history(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_run_writes_balanced_accuracy_every_epoch_and_per_class_in_summary(tmp_path):
     cfg = RunConfig(dataset="digits", epochs=2, batch_size=64, val_fraction=0.2, imbalance=5.0, device="cpu")
     summary = train_run(cfg, tmp_path / "run", progress=False)
-    rows = _history(tmp_path / "run" / "history.csv")
+    rows = rows_of(tmp_path / "run" / "history.csv")
     assert len(rows) == 2 and all(row["test_bacc"] and row["val_bacc"] for row in rows)
     per_class = summary["final_test_per_class_acc"]
     assert len(per_class) == 10 and all(0 <= a <= 1 for a in per_class)
@@ -65,7 +60,7 @@ def test_run_writes_balanced_accuracy_every_epoch_and_per_class_in_summary(tmp_p
     assert summary["final_val_bacc"] == pytest.approx(float(rows[-1]["val_bacc"]))
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["final_test_per_class_acc"] == per_class
     no_val = train_run(cfg.replace(val_fraction=0.0, epochs=1), tmp_path / "plain", progress=False)
-    assert _history(tmp_path / "plain" / "history.csv")[0]["val_bacc"] == "" and "final_val_bacc" not in no_val
+    assert rows_of(tmp_path / "plain" / "history.csv")[0]["val_bacc"] == "" and "final_val_bacc" not in no_val
 
 
 def test_per_class_accuracy_survives_a_resume_after_the_last_epoch(tmp_path, interrupt):

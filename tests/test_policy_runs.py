@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TIMING, rows_of
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES, RunConfig, UsageError, validate
 from hardbatch.experiment import train_run
@@ -29,7 +29,6 @@ RUNS = {name: dict(policy=name, **({"delta": 0.3} if name in DELTA_POLICIES else
                    **SETTINGS.get(name, cls.example), **cls.run_needs) for name, cls in POLICIES.items()}
 RUNS["hardbatch+rescore"] = dict(policy="hardbatch", delta=0.3, rescore=2)
 RUNS["hardbatch+repartition"] = dict(policy="hardbatch", delta=0.3, repartition=True)
-TIMING = ("train_seconds", "eval_seconds", "choose_seconds", "cpu_seconds")
 
 
 def config(case: str) -> RunConfig:
@@ -54,8 +53,7 @@ def straight(tmp_path_factory):
 
 
 def rows(path: Path, drop=TIMING) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+    return [{k: v for k, v in row.items() if k not in drop} for row in rows_of(path)]
 
 
 def summary(run: Path) -> dict:
