@@ -282,6 +282,29 @@ def test_irreducible_losses_are_eval_mode_per_sample_cross_entropies_in_index_or
         assert torch.allclose(doubled, F.cross_entropy(model(2 * x), y, reduction="none"))
 
 
+
+def test_irreducible_losses_take_any_per_sample_loss_and_dict_batches():
+    from hardbatch import losses as reducers
+
+    class Regressor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        def forward(self, features):
+            return self.linear(features)
+
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(7, 3, generator=generator), torch.randn(7, 2, generator=generator)
+    model = Regressor()
+    rows = [{"features": x[i], "labels": y[i]} for i in range(7)]
+    losses = irreducible_losses(model, DataLoader(rows, batch_size=3), "cpu", loss_fn=reducers.mse)
+    with torch.no_grad():
+        assert torch.allclose(losses, ((model(x) - y) ** 2).mean(1))
+    with pytest.raises(UsageError, match=r"shape \(3,\), got shape \(\)"):
+        irreducible_losses(model, DataLoader(rows, batch_size=3), "cpu",
+                           loss_fn=lambda outputs, batch: reducers.mse(outputs, batch).mean())
+
 # ---- seta ----------------------------------------------------------------------------------------
 
 

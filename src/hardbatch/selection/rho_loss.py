@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from hardbatch import batches as batching
 from hardbatch.errors import UsageError
+from hardbatch.losses import LossFn, check_per_sample, cross_entropy
 from hardbatch.selection.params import Range, check_params, param
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import register
@@ -30,19 +31,28 @@ class RhoLossParams:
 
 @torch.no_grad()
 def irreducible_losses(model: nn.Module, loader: Iterable, device: torch.device | str,
-                       transform: Callable | None = None) -> torch.Tensor:
-    """Each training sample's cross-entropy under ``model`` (the IL model) in eval mode, without gradient, shape (n,).
+                       transform: Callable | None = None, *, loss_fn: LossFn = cross_entropy,
+                       forward: batching.Forward = batching.forward) -> torch.Tensor:
+    """Each training sample's loss under ``model`` (the IL model) in eval mode, without gradient, shape (n,).
 
-    ``loader`` yields (x, y) batches of the training set in index order (no shuffling), so entry i is sample i;
-    ``transform(x, None)``, when given, turns a batch into model input. The model's train/eval mode is restored.
+    ``loader`` yields batches of the training set in index order (no shuffling), so entry i is sample i: (x, y, ...)
+    or dicts, as ``fit`` takes them; ``loss_fn(forward(model, batch), batch)`` gives each sample's loss (default:
+    cross-entropy of ``model(x)``; any ``hardbatch.losses`` reducer). ``transform(x, None)``, when given, turns x =
+    batch[0] into model input (tuple batches). The model's train/eval mode is restored.
     """
     was_training = model.training
     model.eval()
     losses = []
-    for x, y in loader:
-        x = x.to(device)
-        x = transform(x, None) if transform is not None else x
-        losses.append(F.cross_entropy(model(x).float(), y.to(device), reduction="none").cpu())
+    for batch in loader:
+        batch = batching.to_device(batch, device)
+        if transform is not None:
+            if not isinstance(batch, (tuple, list)):
+                raise UsageError("irreducible_losses: a transform applies to x of (x, y, ...) batches; a dict batch "
+                                 "takes none (transform it in the dataset or collate_fn)")
+            batch = (transform(batch[0], None), *batch[1:])
+        sample_losses = loss_fn(forward(model, batch), batch)
+        check_per_sample(sample_losses, batching.batch_size(batch))
+        losses.append(sample_losses.float().cpu())
     model.train(was_training)
     return torch.cat(losses)
 
