@@ -214,6 +214,11 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
     assert evidence.main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == mtimes
+    # --benchmarks: a page of the named benchmarks only, which says what is still to run
+    assert evidence.main(["--quick", "--out", str(out), "--doc", str(doc), "--benchmarks", "digits-constant"]) == 0
+    partial = doc.read_text()
+    assert "**Partial**: this page covers digits-constant only; still to run: digits" in partial
+    assert "| digits-constant | δ = 0.5 | δ = 1 |" in partial and "| digits | " not in partial
 
 
 def test_report_command_takes_per_arm_settings(scripted, capsys):
@@ -250,6 +255,14 @@ def test_a_shard_trains_its_share_then_the_rest_and_never_retries_a_failed_run(t
     calls.clear()
     evidence.train(plan, 0, 2, data=None)  # a rerun: everything finished or failed, nothing trained again
     assert calls == [[], []]
+
+
+def test_an_unknown_benchmark_is_one_line_and_exit_status_2(tmp_path, capsys):
+    evidence = _evidence_module()
+    assert evidence.main(["--quick", "--benchmarks", "digits", "cifar", "--out", str(tmp_path / "runs")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "unknown benchmark 'cifar'; choose from digits, digits-constant" in line
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_bad_shard_is_one_line_and_exit_status_2(tmp_path, capsys):
