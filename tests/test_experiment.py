@@ -297,7 +297,9 @@ def test_sigterm_ends_with_one_line_and_resume_matches_the_uninterrupted_run(tmp
     out = tmp_path / "run"
     proc = console("train", *RESUME_FLAGS, "--out", out)
     deadline = time.time() + 240
-    while _trace_lines(out) < 20 and proc.poll() is None and time.time() < deadline:
+    # Epoch 1 ends with its trace, history and then its checkpoint written: wait for all three.
+    while (_trace_lines(out) < 20 or not (out / "checkpoint.pt").exists()) and proc.poll() is None \
+            and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(0.05)  # inside the second epoch
     proc.send_signal(signal.SIGTERM)
