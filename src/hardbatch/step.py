@@ -116,11 +116,16 @@ def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, meter, devic
     return Chosen(batch, weights, 1.0, batches.batch_size(batch), total)
 
 
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None, b: int) -> torch.Tensor:
+    """mean(losses), or mean(weights * losses), 0-d, from per-sample losses of shape (b,); refuses ``losses`` of any
+    other shape (a batch mean included)."""
+    check_per_sample(losses, b)
+    return losses.mean() if weights is None else (losses * weights).mean()
+
+
 def weighted_loss(chosen: Chosen, losses: torch.Tensor) -> torch.Tensor:
-    """This rank's loss to back-propagate (before ``chosen.scale``) from its per-sample losses (b,), 0-d; refuses
-    ``losses`` of any other shape (a batch mean included)."""
-    check_per_sample(losses, batches.batch_size(chosen.batch))
-    return losses.mean() if chosen.weights is None else (losses * chosen.weights).mean()
+    """This rank's loss to back-propagate (before ``chosen.scale``) from its per-sample losses (b,), 0-d."""
+    return weighted_mean(losses, chosen.weights, batches.batch_size(chosen.batch))
 
 
 def record(sampler: HardBatchSampler, chosen: Chosen, loss: torch.Tensor, sample_losses: torch.Tensor | None,

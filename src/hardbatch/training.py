@@ -247,8 +247,7 @@ def weighted_step(
         sample_losses = F.cross_entropy(logits.detach(), y, reduction="none") if per_sample else None
     else:
         sample_losses = loss_fn(outputs, batch)
-        check_per_sample(sample_losses, batching.batch_size(batch))
-        loss = sample_losses.mean() if weights is None else (sample_losses * weights).mean()
+        loss = step_core.weighted_mean(sample_losses, weights, batching.batch_size(batch))
         sample_losses = sample_losses.detach() if per_sample else None
     optimizer.zero_grad(set_to_none=True)
     (loss if scale == 1.0 else loss * scale).backward()
