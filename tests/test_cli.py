@@ -9,6 +9,7 @@ import shutil
 import struct
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
@@ -101,6 +102,8 @@ def test_train_config_json_holds_resolved_config_and_versions(trained):
     assert saved["versions"]["hardbatch"] == hardbatch.__version__
     assert saved["versions"]["torch"] == torch.__version__
     assert saved["versions"]["python"] == platform.python_version()
+    assert saved["versions"]["numpy"] == numpy.__version__  # the data packages too (MNIST-1D's generator)
+    assert set(saved["versions"]) >= {"scipy", "mnist1d"}
     assert saved["device"]["type"] == "cpu"
     # What decides a CPU run's rounding, so that a report can tell runs from different machines apart.
     assert saved["device"]["cpu"] == saved["device"]["name"] == cpu_model() != ""

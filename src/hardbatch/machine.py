@@ -3,6 +3,7 @@ and hardware recorded beside each run."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import subprocess
 import sys
@@ -64,6 +65,18 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or platform.machine()
 
 
+# What data sets are made or read with besides torch: their versions move a run's digits too (MNIST-1D's generator).
+DATA_PACKAGES = ("numpy", "scipy", "mnist1d")
+
+
+def _installed(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def environment(device: torch.device) -> dict:
     """Versions and hardware saved beside each run's configuration.
 
@@ -81,6 +94,7 @@ def environment(device: torch.device) -> dict:
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
             "python": platform.python_version(),
+            **{name: _installed(name) for name in DATA_PACKAGES},
         },
         "device": {"type": device.type, "name": name, "threads": torch.get_num_threads(), "cpu": cpu,
                    "cpu_capability": torch.backends.cpu.get_cpu_capability()},
