@@ -48,7 +48,7 @@ from hardbatch.report import (
     REFERENCE_POLICY, ArmStats, Comparison, arm_label, arm_stats, build_report, group_runs, load_runs, machines,
 )
 from hardbatch.results import (
-    LOCK, POWER, RunDir, atomic_write_json, atomic_write_text, has_interval, read_json,
+    CONFIG, LOCK, POWER, RunDir, atomic_write_json, atomic_write_text, has_interval, read_json,
     seeds_for_half_width,
 )
 
@@ -57,6 +57,7 @@ COMMAND = "make evidence"
 DOC_DIR_NAME = Path("evidence")  # the reports and plots, beside the page: docs/evidence/BENCH/
 PER_ARM = ("lr",)  # the one setting chosen per arm; report --per-arm lr groups such runs as the page does
 RULE_DELTA = 0.5  # the rule's δ, and its controls' (the demo's; δ is not tuned: every arm gets the same lr grid only)
+COLLAPSE_POINTS = 10  # a seed "collapsed" when its final test top-1 is this many points below its arm's median
 WAIT_SECONDS = 30  # between looks at runs another process is training
 FAILED = "evidence-failed.txt"  # in a run folder whose training failed (diverged at a too-high lr): not retried
 # CPU time of one run of each policy relative to `uniform`, measured here on both benchmarks (benchmarks/README.md,
@@ -297,6 +298,17 @@ def summarise(bench: Benchmark, root: Path, doc_dir: Path) -> Result:
     return Result(bench, choice, stats, runs, group.slug)
 
 
+def collapsed(result: Result, label: str) -> tuple[int, int]:
+    """(seeds of arm ``label`` whose final test top-1 is COLLAPSE_POINTS or more below the arm's median, seeds): the
+    few diverged or stalled runs that widen an interval far beyond what the other seeds' spread would."""
+    accs = sorted(100 * run.summary["final_test_acc"] for run in result.runs
+                  if Arm(run.config.policy, run.config.delta).label == label)
+    if not accs:
+        return 0, 0
+    median = (accs[(len(accs) - 1) // 2] + accs[len(accs) // 2]) / 2
+    return sum(acc <= median - COLLAPSE_POINTS for acc in accs), len(accs)
+
+
 def pts(value: float, signed: bool = True) -> str:
     return "—" if value is None or math.isnan(value) else (f"{value:+.2f}" if signed else f"{value:.2f}")
 
@@ -342,12 +354,14 @@ def comparisons(result: Result) -> list[tuple[str, str, ArmStats]]:
 
 def verdict_table(results: list[Result]) -> str:
     lines = ["| benchmark | arm | against | n | Δ final top-1, points ±half-width [95% CI] | detectable Δ "
-             f"({100 * POWER:.0f}% power) | half-width target | verdict |", "|---|---|---|---|---|---|---|---|"]
+             f"({100 * POWER:.0f}% power) | half-width target | collapsed seeds (arm, against) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for arm, ref, s in comparisons(r):
             target = r.bench.target if arm == arm_label(REFERENCE_POLICY, RULE_DELTA) else None
             lines.append(f"| {r.bench.name} | {arm} | {ref} | {s.diff_pairs} | {interval_text(s)} | "
-                         f"{pts(s.diff_detectable, False)} | {target_text(s, target)} | {verdict(s)} |")
+                         f"{pts(s.diff_detectable, False)} | {target_text(s, target)} | "
+                         f"{collapsed(r, arm)[0]}, {collapsed(r, ref)[0]} | {verdict(s)} |")
     return "\n".join(lines)
 
 
@@ -438,15 +452,32 @@ def page(results: list[Result], minutes: float, quick: bool, missing: list[str] 
            ""] if missing else []),
         "## Verdicts", "", verdict_table(results), "",
         "Δ is the seed-paired difference of final test top-1 (points). An arm is **higher** or **lower** when the "
-        "95% interval excludes 0.", "",
+        "95% interval excludes 0. **Collapsed seeds**: seeds whose final test top-1 is "
+        f"{COLLAPSE_POINTS} points or more below their arm's median (a run that diverged or stalled at the arm's "
+        "learning rate); one such seed widens an interval far beyond what the others' spread would, and the seeds "
+        "the target column asks for are those the observed spread, collapses included, needs.", "",
         PROTOCOL,
         *[section(r, DOC_DIR_NAME) for r in results],
         "## Reproduce", "",
         f"`{COMMAND}` (or `python scripts/evidence.py`, with `--shard 0/2` and `--shard 1/2` in two processes) trains "
         "every run into `runs/evidence/` and rewrites this page, its reports under `docs/evidence/` and the README's "
         "block. Rerunning skips finished runs and resumes interrupted ones.", "",
-        "Machine: " + "; ".join(machines(runs)) + ".", "",
+        "Machine: " + "; ".join(machines(runs)) + ". Packages: " + "; ".join(packages(runs)) + ". The same "
+        "commit, packages (`constraints.txt` pins them) and CPU kernels give the same digits; another CPU can round "
+        "differently, which a run near its learning rate's edge of stability amplifies.", "",
     ])
+
+
+def packages(runs: list) -> list[str]:
+    """The package versions ``runs`` recorded in config.json ("torch 2.14.1, numpy 2.4.6, ... (k runs)"), most
+    common first; "not recorded" for what older runs lack."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        versions = read_json(run.path / CONFIG).get("versions") or {}
+        key = ", ".join(f"{name} {versions.get(name) or 'not recorded'}"
+                        for name in ("torch", "torchvision", "numpy", "scipy", "mnist1d"))
+        counts[key] = counts.get(key, 0) + 1
+    return [f"{key} ({n} runs)" for key, n in sorted(counts.items(), key=lambda kv: -kv[1])]
 
 
 def write_readme(readme: Path, results: list[Result], doc: Path) -> None:

@@ -208,6 +208,8 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
     row = next(line for line in text.splitlines() if line.startswith("| digits | δ = 0.5 | δ = 1 |"))
     assert f"±{(rule.diff_high - rule.diff_low) / 2:.2f}" in row and f"| {rule.diff_detectable:.2f} |" in row
     assert "(t₀.₉₇₅ + t₀.₈₀) × SE" in text and "CPU minutes" in text
+    import numpy
+    assert f"numpy {numpy.__version__}" in text.split("Packages: ", 1)[1].splitlines()[0]  # what the runs recorded
     assert "old" not in readme.read_text() and "| digits | δ = 0.5 | δ = 1 |" in readme.read_text()
     assert readme.read_text().endswith("\n\nrest\n")
     # a rerun trains nothing: every run is finished
@@ -227,6 +229,23 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
                    if json.loads((p.parent / "config.json").read_text())["config"]["seed"] >= bench.tune_seeds)]
     minutes = sum(json.loads(p.read_text())["cost"]["cpu_seconds"] for p in summaries) / 60
     assert len(summaries) == 2 * 3 * 2 + 2 * 1 and f"evaluation excluded: {minutes:.1f} minutes" in partial
+
+
+def test_collapsed_counts_the_seeds_far_below_their_arms_median():
+    from types import SimpleNamespace
+
+    evidence = _evidence_module()
+
+    def run(policy, delta, acc):
+        return SimpleNamespace(config=SimpleNamespace(policy=policy, delta=delta), summary={"final_test_acc": acc})
+
+    rule = [run("hardbatch", 0.5, a) for a in (0.92, 0.91, 0.93, 0.92, 0.361, 0.80, 0.82)]  # median 91: 36.1 and 80 collapsed, 82 not
+    runs = rule + [run("hardbatch", 1.0, a) for a in (0.92, 0.93)] + [run("uniform", 1.0, 0.9)]
+    result = evidence.Result(bench=None, choice={}, stats={}, runs=runs)
+    assert evidence.collapsed(result, "δ = 0.5") == (2, 7)
+    assert evidence.collapsed(result, "δ = 1") == (0, 2)
+    assert evidence.collapsed(result, "uniform") == (0, 1)  # non-δ policies are labelled without their delta
+    assert evidence.collapsed(result, "infobatch") == (0, 0)
 
 
 def test_report_command_takes_per_arm_settings(scripted, capsys):
