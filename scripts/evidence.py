@@ -48,8 +48,8 @@ from hardbatch.report import (
     REFERENCE_POLICY, ArmStats, Comparison, arm_label, arm_stats, build_report, group_runs, load_runs, machines,
 )
 from hardbatch.results import (
-    CONFIG, LOCK, POWER, RunDir, atomic_write_json, atomic_write_text, has_interval, read_json,
-    seeds_for_half_width,
+    CONFIG, LOCK, POWER, Interval, RunDir, atomic_write_json, atomic_write_text, has_interval, paired_difference,
+    read_json, seeds_for_half_width,
 )
 
 MARKERS = ("<!-- evidence:begin -->", "<!-- evidence:end -->")
@@ -298,15 +298,35 @@ def summarise(bench: Benchmark, root: Path, doc_dir: Path) -> Result:
     return Result(bench, choice, stats, runs, group.slug)
 
 
+def _finals(result: Result, label: str) -> dict[int, float]:
+    """Final test top-1 (points) of arm ``label``'s runs, by seed."""
+    return {run.config.seed: 100 * run.summary["final_test_acc"] for run in result.runs
+            if Arm(run.config.policy, run.config.delta).label == label}
+
+
+def _collapsed_seeds(finals: dict[int, float]) -> set[int]:
+    accs = sorted(finals.values())
+    if not accs:
+        return set()
+    median = (accs[(len(accs) - 1) // 2] + accs[len(accs) // 2]) / 2
+    return {seed for seed, acc in finals.items() if acc <= median - COLLAPSE_POINTS}
+
+
 def collapsed(result: Result, label: str) -> tuple[int, int]:
     """(seeds of arm ``label`` whose final test top-1 is COLLAPSE_POINTS or more below the arm's median, seeds): the
     few diverged or stalled runs that widen an interval far beyond what the other seeds' spread would."""
-    accs = sorted(100 * run.summary["final_test_acc"] for run in result.runs
-                  if Arm(run.config.policy, run.config.delta).label == label)
-    if not accs:
-        return 0, 0
-    median = (accs[(len(accs) - 1) // 2] + accs[len(accs) // 2]) / 2
-    return sum(acc <= median - COLLAPSE_POINTS for acc in accs), len(accs)
+    finals = _finals(result, label)
+    return len(_collapsed_seeds(finals)), len(finals)
+
+
+def without_collapsed(result: Result, arm: str, reference: str) -> Interval | None:
+    """The paired difference arm − reference (points) over the seeds where neither collapsed; None if none did."""
+    a, r = _finals(result, arm), _finals(result, reference)
+    dropped = _collapsed_seeds(a) | _collapsed_seeds(r)
+    if not dropped:
+        return None
+    seeds = sorted(set(a) & set(r) - dropped)
+    return paired_difference([a[s] for s in seeds], [r[s] for s in seeds])
 
 
 def pts(value: float, signed: bool = True) -> str:
@@ -330,8 +350,9 @@ def verdict(s: ArmStats) -> str:
     return f"no measurable difference (detectable: ±{s.diff_detectable:.2f})"
 
 
-def target_text(s: ArmStats, target: float | None) -> str:
-    """Whether the half-width reached ``target`` (points); if not, by how much and how many seeds would reach it."""
+def target_text(s: ArmStats, target: float | None, clean: Interval | None = None) -> str:
+    """Whether the half-width reached ``target`` (points); if not, by how much and how many seeds would reach it, at
+    the observed spread and (``clean``: the difference over the seeds where neither arm collapsed) at that spread."""
     if target is None:
         return "—"
     if not has_interval(s.diff_low, s.diff_high):
@@ -340,7 +361,13 @@ def target_text(s: ArmStats, target: float | None) -> str:
     if half <= target:
         return f"met (≤ {target:g})"
     need = seeds_for_half_width(half, s.diff_pairs, target)
-    return f"missed by {half - target:.2f}; about {need} seeds would reach it" if need else f"missed by {half - target:.2f}"
+    text = f"missed by {half - target:.2f}; about {need} seeds would reach it" if need else f"missed by {half - target:.2f}"
+    if clean is not None and has_interval(clean.low, clean.high):
+        n, clean_half = clean.n, (clean.high - clean.low) / 2
+        clean_need = seeds_for_half_width(clean_half, n, target)
+        text += (f" (without the collapsed seeds: ±{clean_half:.2f} over {n}, "
+                 + ("met" if clean_half <= target else f"about {clean_need} seeds") + ")")
+    return text
 
 
 def comparisons(result: Result) -> list[tuple[str, str, ArmStats]]:
@@ -360,7 +387,8 @@ def verdict_table(results: list[Result]) -> str:
         for arm, ref, s in comparisons(r):
             target = r.bench.target if arm == arm_label(REFERENCE_POLICY, RULE_DELTA) else None
             lines.append(f"| {r.bench.name} | {arm} | {ref} | {s.diff_pairs} | {interval_text(s)} | "
-                         f"{pts(s.diff_detectable, False)} | {target_text(s, target)} | "
+                         f"{pts(s.diff_detectable, False)} | "
+                         f"{target_text(s, target, target and without_collapsed(r, arm, ref))} | "
                          f"{collapsed(r, arm)[0]}, {collapsed(r, ref)[0]} | {verdict(s)} |")
     return "\n".join(lines)
 

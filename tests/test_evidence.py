@@ -236,16 +236,40 @@ def test_collapsed_counts_the_seeds_far_below_their_arms_median():
 
     evidence = _evidence_module()
 
-    def run(policy, delta, acc):
-        return SimpleNamespace(config=SimpleNamespace(policy=policy, delta=delta), summary={"final_test_acc": acc})
+    def runs_of(policy, delta, accs):
+        return [SimpleNamespace(config=SimpleNamespace(policy=policy, delta=delta, seed=seed),
+                                summary={"final_test_acc": acc}) for seed, acc in enumerate(accs)]
 
-    rule = [run("hardbatch", 0.5, a) for a in (0.92, 0.91, 0.93, 0.92, 0.361, 0.80, 0.82)]  # median 91: 36.1 and 80 collapsed, 82 not
-    runs = rule + [run("hardbatch", 1.0, a) for a in (0.92, 0.93)] + [run("uniform", 1.0, 0.9)]
+    # median 91: 36.1 and 80 collapsed, 82 not
+    runs = (runs_of("hardbatch", 0.5, (0.92, 0.91, 0.93, 0.92, 0.361, 0.80, 0.82)) + runs_of("hardbatch", 1.0, (0.92, 0.93))
+            + runs_of("uniform", 1.0, (0.9,)))
     result = evidence.Result(bench=None, choice={}, stats={}, runs=runs)
     assert evidence.collapsed(result, "δ = 0.5") == (2, 7)
     assert evidence.collapsed(result, "δ = 1") == (0, 2)
     assert evidence.collapsed(result, "uniform") == (0, 1)  # non-δ policies are labelled without their delta
     assert evidence.collapsed(result, "infobatch") == (0, 0)
+
+
+def test_target_text_adds_the_spread_without_collapsed_seeds():
+    from types import SimpleNamespace
+
+    evidence = _evidence_module()
+    ref = [92.0 + 0.1 * (s % 3) for s in range(12)]
+    arm = [r + 0.2 + 0.05 * (s % 2) for s, r in enumerate(ref)]
+    arm[5] = 40.0  # one collapsed seed of the arm
+    runs = [SimpleNamespace(config=SimpleNamespace(policy=p, delta=d, seed=s), summary={"final_test_acc": a / 100})
+            for p, d, accs in (("hardbatch", 0.5, arm), ("hardbatch", 1.0, ref)) for s, a in enumerate(accs)]
+    result = evidence.Result(bench=None, choice={}, stats={}, runs=runs)
+    clean = evidence.without_collapsed(result, "δ = 0.5", "δ = 1")
+    kept = [s for s in range(12) if s != 5]
+    expected = paired_difference([arm[s] for s in kept], [ref[s] for s in kept])
+    assert clean.n == 11 and (clean.mean, clean.low, clean.high) == pytest.approx((expected.mean, expected.low, expected.high))
+    whole = paired_difference(arm, ref)
+    stats = SimpleNamespace(diff_low=whole.low, diff_high=whole.high, diff_pairs=12)
+    text = evidence.target_text(stats, 0.5, clean)
+    assert text.startswith(f"missed by {whole.half_width - 0.5:.2f}")
+    assert text.endswith(f"(without the collapsed seeds: ±{expected.half_width:.2f} over 11, met)")
+    assert evidence.without_collapsed(result, "δ = 1", "δ = 1") is None  # nothing collapsed: nothing to add
 
 
 def test_report_command_takes_per_arm_settings(scripted, capsys):
