@@ -203,6 +203,26 @@ def test_compare_skips_a_run_another_process_holds_and_says_so(tmp_path, capsys)
     assert (busy / "summary.json").exists()
 
 
+def test_compare_skips_a_run_another_process_is_starting_before_its_config_is_written(tmp_path, capsys):
+    # Two shards: one has locked the run and written its first file (relabelled.json), not config.json yet. The
+    # other's look at the folder, before it tries the lock, must see a run in use, not a stranger's folder.
+    from hardbatch.results import RELABELLED, run_lock
+
+    out = tmp_path / "cmp"
+    busy = out / "delta-0.5_seed-0"
+    busy.mkdir(parents=True)
+    args = ["compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--epochs", "1", "--out", str(out), "--no-progress"]
+    with run_lock(busy):
+        (busy / RELABELLED).write_text("{}")
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert f"not done: {busy}: skipped" in err and "not a hardbatch run directory" not in err
+        assert (out / "delta-1_seed-0" / "summary.json").exists()
+    # released with config.json still missing (its process died then): a stranger's folder, refused in one line
+    assert main(args) == 2
+    assert "not a hardbatch run directory (no config.json)" in _one_error_line(capsys)
+
+
 def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -17,8 +17,8 @@ from hardbatch.data import DataSplits, dataset_labels, gives_batches, load_datas
 from hardbatch.machine import check_runtime, environment, resolve_device
 from hardbatch.models import build_seeded, check_model_name
 from hardbatch.results import (
-    CHECKPOINT, CONFIG, HISTORY, RELABELLED, RUN_FORMAT, SUMMARY, TRACE, RunDir, atomic_write_json,
-    ensure_writable_dir, exposure_from_visits, run_lock, summarize,
+    CHECKPOINT, CONFIG, HISTORY, RELABELLED, RUN_FORMAT, SUMMARY, TRACE, RunDir, RunInUse, atomic_write_json,
+    ensure_writable_dir, exposure_from_visits, locked_elsewhere, run_lock, summarize,
 )
 from hardbatch.selection import HardBatchSampler
 from hardbatch.selection.functional import single_class_purity
@@ -193,7 +193,7 @@ def train_run(
             ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
             held.enter_context(run_lock(run.path))
             # Another process may have finished or started this run since the checks above: check again, locked.
-            if _reusable(run, cfg, resume, overwrite):
+            if _reusable(run, cfg, resume, overwrite, locked=True):
                 return None
             return resume and not overwrite and run.file(CHECKPOINT).exists()
 
@@ -203,11 +203,18 @@ def train_run(
         return _train(cfg, run, data, sampler, device, resuming, progress, label)
 
 
-def _reusable(run: RunDir, cfg: RunConfig, resume: bool, overwrite: bool) -> bool:
-    """Check what ``run`` holds against the flags (UsageError if they do not fit); True: a finished run to reuse."""
+def _reusable(run: RunDir, cfg: RunConfig, resume: bool, overwrite: bool, locked: bool = False) -> bool:
+    """Check what ``run`` holds against the flags (UsageError if they do not fit); True: a finished run to reuse.
+
+    ``locked``: this process holds the run's lock. Without it, a folder another process is starting (its first
+    files written, config.json not yet) raises RunInUse, as the lock would, rather than look like a stranger's folder.
+    """
     if run.started and not (resume or overwrite):
         raise UsageError(f"run directory {str(run.path)!r} already exists; pass --resume to continue it or --overwrite to replace it")
     if resume and run.started and not run.file(CONFIG).exists():
+        if not locked and locked_elsewhere(run.path):
+            raise RunInUse(f"run directory {str(run.path)!r} is in use by another hardbatch process; wait for it to "
+                           f"finish, or use another --out")
         raise UsageError(f"{str(run.path)!r} is not a hardbatch run directory (no config.json); nothing to resume")
     if resume and not overwrite and (run.finished or run.file(CHECKPOINT).exists()):
         check_same_settings(run, cfg)

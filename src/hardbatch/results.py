@@ -319,6 +319,23 @@ def run_lock(path: Path | str):
         os.close(fd)  # releases the lock
 
 
+def locked_elsewhere(path: Path | str) -> bool:
+    """Whether another process holds run directory ``path``'s lock now (False if it has no lock file). Creates
+    nothing; call it without holding the lock yourself (a second flock in the same process conflicts with the first).
+    """
+    try:
+        fd = os.open(Path(path) / LOCK, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 class RunDir:
     """The files of one training run. ``summary.json`` is written last: its presence marks a finished run."""
 
