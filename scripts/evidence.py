@@ -119,12 +119,12 @@ BENCHMARKS = (
               {**MNIST1D, "schedule": "constant"}, RULE_ARMS, (0.05, 0.1, 0.2, 0.4), seeds=50, tune_seeds=3,
               run_cpu_s=6.5, target=0.5),
     Benchmark("fashion-clean", "Fashion-MNIST, LeNet-5, clean labels, cosine schedule",
-              {**FASHION, "schedule": "cosine"}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=5, tune_seeds=2, run_cpu_s=33.0),
+              {**FASHION, "schedule": "cosine"}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=10, tune_seeds=2, run_cpu_s=33.0),
     Benchmark("fashion-noise20", "Fashion-MNIST, LeNet-5, 20% label noise, cosine schedule",
-              {**FASHION, "schedule": "cosine", "label_noise": 0.2}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=5,
+              {**FASHION, "schedule": "cosine", "label_noise": 0.2}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=10,
               tune_seeds=2, run_cpu_s=33.0),
     Benchmark("fashion-clean-constant", "Fashion-MNIST, LeNet-5, clean labels, constant rate (the paper's setting)",
-              {**FASHION, "schedule": "constant"}, RULE_ARMS, (0.02, 0.05, 0.1), seeds=5, tune_seeds=2,
+              {**FASHION, "schedule": "constant"}, RULE_ARMS, (0.02, 0.05, 0.1), seeds=10, tune_seeds=2,
               run_cpu_s=33.0),
 )
 QUICK = (  # --quick: the same protocol on digits in seconds, for the test
