@@ -29,7 +29,7 @@ bench: $(STAMP)  ## training-overhead and per-policy cost benchmarks (see benchm
 results: $(STAMP)  ## docs/results.md: Fashion-MNIST evidence, every policy, 3 training sets x 3 seeds (35-45 min on 2 cores)
 	bash scripts/results.sh
 
-evidence: $(STAMP)  ## docs/evidence.md: every policy on MNIST-1D and Fashion-MNIST, lr tuned per arm, power stated (about 2 h on 2 cores)
+evidence: $(STAMP)  ## docs/evidence.md: every policy on MNIST-1D and Fashion-MNIST, lr tuned per arm, power stated (1 to 2.5 h on 2 cores)
 	mkdir -p runs/evidence
 	$(BIN)/python scripts/evidence.py --shard 0/2 > runs/evidence/shard-0.log 2>&1 & \
 	$(BIN)/python scripts/evidence.py --shard 1/2 --readme README.md 2>&1 | tee runs/evidence/shard-1.log; wait
