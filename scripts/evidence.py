@@ -17,16 +17,16 @@ any number of shards, started in any order, finish the whole. The page is writte
 run finished. Before training, the plan's estimated CPU minutes are printed (``--plan-only``: only that); each
 process adds its CPU time to ``OUT/cpu-seconds-*.json``, and the page states the total.
 
-Sizing (one thread, CPU seconds per run; ``run_cpu_s`` and ``POLICY_COST`` are the plan's estimate only). Measured
-on the first development VM: MNIST-1D cnn1d, 3,600 training signals, batch 100, 10 epochs: 3.0 for `uniform`
-(hardbatch 2.9 to 3.2, selective-backprop 3.7, infobatch 2.6, composer-sb 3.1, seta 2.4, ies 3.1, rho-loss 8.9), so
-about 6.5 at the 20 epochs used; Fashion-MNIST LeNet-5, batch 64: about 6.5 per epoch on 20,000 training images for
-`uniform` and the peers (infobatch, composer-sb, seta, ies within 15%), 3.3x that for rho-loss. The benchmarks use
-10,000 (with 20,000 the whole did not fit one 3-hour working session beside MNIST-1D), and the plan comes to about
-310 CPU minutes by those figures (``--plan-only``). The VM of the regeneration on the page (AMD EPYC, AVX512) trained the same runs
-about 2.5x faster (training CPU of `uniform`: 2.6 s on MNIST-1D at 20 epochs, 12 s on Fashion-MNIST): the page
-states what the regeneration actually took. ``make evidence`` runs ``--shard 0/2`` and ``--shard 1/2`` in two
-one-thread processes, one training at a time in each.
+Sizing (one thread, CPU seconds per run; ``run_cpu_s`` and ``POLICY_COST`` are the plan's estimate only). Measured on
+the first development VM: MNIST-1D cnn1d, 3,600 training signals, batch 100, 10 epochs: 3.0 for `uniform` (hardbatch
+2.9 to 3.2, selective-backprop 3.7, infobatch 2.6, composer-sb 3.1, seta 2.4, ies 3.1, rho-loss 8.9), so about 6.5 at
+the 20 epochs used; Fashion-MNIST LeNet-5, batch 64: about 6.5 per epoch on 20,000 training images for `uniform` and
+the peers (infobatch, composer-sb, seta, ies within 15%), 3.3x that for rho-loss. The benchmarks use 10,000 (with
+20,000 the whole did not fit one 3-hour working session beside MNIST-1D), and the plan comes to about 310 CPU minutes
+by those figures (``--plan-only``). The VM of the regeneration on the page (AMD EPYC, AVX512) trained the same runs
+about 2.5x faster (training CPU of `uniform`: 2.6 s on MNIST-1D at 20 epochs, 12 s on Fashion-MNIST): the page states
+what the regeneration actually took. ``make evidence`` runs ``--shard 0/2`` and ``--shard 1/2`` in two one-thread
+processes, one training at a time in each.
 """
 
 from __future__ import annotations
