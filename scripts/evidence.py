@@ -346,8 +346,12 @@ def interval_text(s: ArmStats) -> str:
 
 
 def verdict(s: ArmStats) -> str:
-    """higher / lower when the interval excludes 0; otherwise no measurable difference, or undecided without one."""
+    """higher / lower when the interval excludes 0; otherwise no measurable difference; without an interval,
+    identical when every seed pair differs by exactly 0 (an arm that trained what its reference trained: cyclic at
+    δ = 1/2 is δ = 1's order, a peer that never pruned is uniform), else undecided."""
     if not has_interval(s.diff_low, s.diff_high):
+        if s.diff_pairs >= 2 and s.diff_points == 0:
+            return "identical in every seed (the same training)"
         return "undecided (no interval)"
     if s.diff_low > 0:
         return "**higher**"

@@ -250,6 +250,22 @@ def test_collapsed_counts_the_seeds_far_below_their_arms_median():
     assert evidence.collapsed(result, "infobatch") == (0, 0)
 
 
+def test_verdict_names_an_arm_identical_to_its_reference_in_every_seed():
+    from types import SimpleNamespace
+
+    evidence = _evidence_module()
+    same = paired_difference([0.9, 0.8, 0.85], [0.9, 0.8, 0.85])  # zero spread: no interval
+    row = SimpleNamespace(diff_low=same.low, diff_high=same.high, diff_points=100 * same.mean, diff_pairs=3,
+                          diff_detectable=math.nan)
+    assert evidence.verdict(row) == "identical in every seed (the same training)"
+    row.diff_pairs = 1  # one pair: no interval, and nothing to call identical
+    assert evidence.verdict(row) == "undecided (no interval)"
+    lower = paired_difference([0.80, 0.81, 0.79], [0.90, 0.90, 0.91])
+    row = SimpleNamespace(diff_low=100 * lower.low, diff_high=100 * lower.high, diff_points=100 * lower.mean,
+                          diff_pairs=3, diff_detectable=1.0)
+    assert evidence.verdict(row) == "**lower**"
+
+
 def test_target_text_adds_the_spread_without_collapsed_seeds():
     from types import SimpleNamespace
 
