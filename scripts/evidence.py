@@ -36,6 +36,7 @@ import datetime as dt
 import json
 import math
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -427,6 +428,24 @@ def cost_table(result: Result) -> str:
     return "\n".join(lines)
 
 
+def irreducible_text(result: Result) -> str:
+    """What `rho-loss`'s irreducible-loss models reached on the training split they never saw (summary.json's
+    ``irreducible_model``), the first number to read when rho-loss trails `uniform`; "" without rho-loss runs."""
+    rho = [run for run in result.runs if run.config.policy == "rho-loss"]
+    quality = [run.summary["irreducible_model"] for run in rho if "irreducible_model" in run.summary]
+    if not quality:
+        return ""
+    top1 = [100 * q["train_top1"] for q in quality]
+    sizes = "/".join(f"{n:,}" for n in sorted({q["holdout_samples"] for q in quality}))
+    uniform = [100 * run.summary["final_test_acc"] for run in result.runs if run.config.policy == "uniform"]
+    against = f"; `uniform`'s final test top-1 is {statistics.fmean(uniform):.1f}%" if uniform else ""
+    return (f"`rho-loss`'s irreducible-loss model, trained before each run on the {sizes} validation samples: "
+            f"top-1 {statistics.fmean(top1):.1f}% (from {min(top1):.1f} to {max(top1):.1f}) on the training split "
+            f"it never saw, over {len(quality)} of {len(rho)} rho-loss runs{against}. Its irreducible losses are "
+            "only as good as that model: where it misses whole classes, their samples look irreducible and "
+            "rho-loss skips them.")
+
+
 def section(result: Result, doc_dir: Path) -> str:
     b, rel = result.bench, f"{doc_dir.name}/{result.bench.name}"
     settings = ", ".join(f"{k} {v}" for k, v in b.settings.items() if k != "device")
@@ -438,6 +457,8 @@ def section(result: Result, doc_dir: Path) -> str:
         parts += ["Cost, and accuracy at equal cost (each run's last evaluation within the budget, the smallest total "
                   "any run of the benchmark spent):", "", cost_table(result), "",
                   f"![paired difference to uniform]({rel}/{result.slug}_forest.png)", ""]
+    if irreducible_text(result):
+        parts += [irreducible_text(result), ""]
     parts += [f"![accuracy against back-propagated samples]({rel}/{result.slug}_accuracy_vs_samples.png)", ""]
     return "\n".join(parts)
 

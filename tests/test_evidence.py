@@ -337,3 +337,22 @@ def test_a_bad_shard_is_one_line_and_exit_status_2(tmp_path, capsys):
     assert evidence.main(["--quick", "--shard", "2/2", "--out", str(tmp_path / "runs"), "--plan-only"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "shard must look like I/N" in line
+
+
+def test_the_page_states_what_rho_losss_irreducible_loss_model_reached():
+    from types import SimpleNamespace
+
+    evidence = _evidence_module()
+
+    def run(policy, acc, quality=None):
+        summary = {"final_test_acc": acc, **({"irreducible_model": quality} if quality else {})}
+        return SimpleNamespace(config=SimpleNamespace(policy=policy, delta=1.0, seed=0), summary=summary)
+
+    il = lambda top1: {"holdout_samples": 399, "train_top1": top1, "train_loss": 1.7}  # noqa: E731
+    runs = [run("uniform", 0.92), run("uniform", 0.90), run("rho-loss", 0.6, il(0.30)), run("rho-loss", 0.62, il(0.36)),
+            run("rho-loss", 0.61)]  # the last one: a run from before summary.json recorded it
+    text = evidence.irreducible_text(evidence.Result(bench=None, choice={}, stats={}, runs=runs))
+    assert text.startswith("`rho-loss`'s irreducible-loss model, trained before each run on the 399 validation "
+                           "samples: top-1 33.0% (from 30.0 to 36.0) on the training split it never saw, over 2 of 3 "
+                           "rho-loss runs; `uniform`'s final test top-1 is 91.0%.")
+    assert evidence.irreducible_text(evidence.Result(bench=None, choice={}, stats={}, runs=runs[:2])) == ""

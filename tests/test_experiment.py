@@ -66,7 +66,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path, interrupt):
     interrupt(cfg, tmp_path / "run", 1)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
-    assert set(state) == {"epoch", "model", "optimizer", "scheduler", "sampler", "rng", "rng_ranks", "cost", "test_per_class", "holdout_cost"}
+    assert set(state) == {"epoch", "model", "optimizer", "scheduler", "sampler", "rng", "rng_ranks", "cost", "test_per_class", "holdout_cost", "irreducible_model"}
     n = state["sampler"]["visits"].numel()
     assert state["sampler"]["steps"] == n and state["sampler"]["policy"]["recorded"].all()
     summary = train_run(cfg, tmp_path / "run", resume=True, progress=False)

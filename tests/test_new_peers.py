@@ -305,6 +305,34 @@ def test_irreducible_losses_take_any_per_sample_loss_and_dict_batches():
         irreducible_losses(model, DataLoader(rows, batch_size=3), "cpu",
                            loss_fn=lambda outputs, batch: reducers.mse(outputs, batch).mean())
 
+def test_the_il_models_quality_is_its_top1_and_mean_loss_on_the_training_split(monkeypatch):
+    from hardbatch import holdout
+    from hardbatch.config import RunConfig
+    from hardbatch.data import load_dataset
+
+    cfg = RunConfig(dataset="digits", model="mlp", train_subset=400, val_fraction=0.25, batch_size=32, epochs=3,
+                    policy="rho-loss", select_fraction=0.5)
+    data = load_dataset(cfg)
+    scored = {}
+
+    def spy(model, loader, device, transform=None, **kw):  # keep the IL model to check its numbers independently
+        scored["model"] = model
+        return irreducible_losses(model, loader, device, transform, **kw)
+
+    monkeypatch.setattr(holdout, "irreducible_losses", spy)
+    losses, cost, quality = holdout.train_irreducible(cfg, data, torch.device("cpu"))
+    model = scored["model"].eval()
+    x, y = zip(*[(xb, yb) for xb, yb, *_ in data.eval_loader(data.train)])
+    with torch.no_grad():
+        logits = model(data.eval_transform(torch.cat(x), None) if data.eval_transform else torch.cat(x))
+    y = torch.cat(y)
+    assert quality["holdout_samples"] == len(data.val) and len(losses) == len(data.train) == 400
+    assert quality["train_top1"] == (logits.argmax(1) == y).sum().item() / 400
+    assert 0.3 < quality["train_top1"] < 1.0  # learnt something from the validation digits, not everything
+    assert quality["train_loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert cost["samples_forward_nograd"] == 400  # the scoring pass, counted once
+
+
 # ---- seta ----------------------------------------------------------------------------------------
 
 

@@ -81,6 +81,7 @@ def test_cost_counters_add_up_and_agree_with_the_trace(straight, case):
     column = lambda table, name: [float(r[name]) for r in table]  # noqa: E731
     backprop = sum(column(history, "samples_backprop"))
     before = s.get("holdout_cost", {})  # spent before the first step (RHO-LOSS's IL model), counted in epoch 1
+    assert ("irreducible_model" in s) == POLICIES[RUNS[case]["policy"]].needs_irreducible == bool(before)
     assert backprop == sum(column(trace, "samples")) + before.get("samples_backprop", 0)
     assert backprop == cost["samples_backprop"] == s["samples_backpropagated"]
     assert cost["samples_forward"] == cost["samples_backprop"]
@@ -148,6 +149,7 @@ def test_interrupted_run_resumes_to_the_same_history_trace_and_cost(straight, ca
     assert {k: v for k, v in a["cost"].items() if k not in TIMING} == {
         k: v for k, v in b["cost"].items() if k not in TIMING}
     assert a["batch_visits"] == b["batch_visits"] and a["final_test_acc"] == b["final_test_acc"]
+    assert a.get("irreducible_model") == b.get("irreducible_model")  # rho-loss: kept in the checkpoint
     assert not (out / "checkpoint.pt").exists()
 
 

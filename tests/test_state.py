@@ -89,4 +89,5 @@ def test_a_checkpoint_of_another_run_is_refused_in_one_line(tmp_path):
                                          r"\(RuntimeError: .*; delete that file"):
         other.load(path)
     assert set(torch.load(path, weights_only=True)) == {"epoch", "model", "optimizer", "scheduler", "sampler", "cost",
-                                                        "rng", "rng_ranks", "test_per_class", "holdout_cost"}
+                                                        "rng", "rng_ranks", "test_per_class", "holdout_cost",
+                                                        "irreducible_model"}

@@ -23,7 +23,8 @@ from hardbatch.results import (
 from hardbatch.selection import HardBatchSampler
 from hardbatch.selection.functional import single_class_purity
 from hardbatch.sinks import (
-    CaptureRng, Checkpoint, EpochLines, History, LossWatch, ProgressBar, TensorBoard, Trace, describe, terminal, warn,
+    CaptureRng, Checkpoint, EpochLines, History, LossWatch, ProgressBar, TensorBoard, Trace, describe, note, terminal,
+    warn,
 )
 from hardbatch.state import RunState
 from hardbatch.training import fit
@@ -245,8 +246,12 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
         if sampler.policy.needs_irreducible and sampler.policy.irreducible is None:
             from hardbatch.holdout import train_irreducible
 
-            sampler.policy.irreducible, cost = train_irreducible(cfg, data, device)
+            sampler.policy.irreducible, cost, quality = train_irreducible(cfg, data, device)
             state.holdout_cost.update(cost)
+            state.irreducible_model.update(quality)
+            if progress:
+                note(f"{describe(cfg, label)}: irreducible-loss model trained on {quality['holdout_samples']} "
+                     f"validation samples, top-1 {100 * quality['train_top1']:.1f}% on the training split it never saw")
         _warn_if_single_class_batches(cfg, data, sampler)
         sinks = [CaptureRng(state)]  # on every rank
         if writer:
@@ -316,6 +321,8 @@ def _finish(cfg: RunConfig, run: RunDir, data: DataSplits, state: RunState, hist
     summary = summarize(history, cfg, sampler.visits.tolist(), sampler.policy.k, state.test_per_class)
     if state.holdout_cost:
         summary["holdout_cost"] = state.holdout_cost
+    if state.irreducible_model:
+        summary["irreducible_model"] = state.irreducible_model
     if data.relabelled is not None:  # counted from what was back-propagated, for every policy
         shares = exposure_from_visits(sampler.sample_visits, sampler.first_epoch_visits,
                                       data.relabelled.indices.tolist(), sampler.partition.tolist())

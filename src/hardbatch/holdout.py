@@ -11,6 +11,7 @@ from hardbatch import distributed
 from hardbatch.config import RunConfig
 from hardbatch.data import DataSplits
 from hardbatch.errors import UsageError
+from hardbatch.losses import cross_entropy, logits_of, target_of
 from hardbatch.selection import HardBatchSampler, derive_seed
 from hardbatch.selection.rho_loss import irreducible_losses
 from hardbatch.training import CostMeter, fit
@@ -18,9 +19,14 @@ from hardbatch.training import CostMeter, fit
 IL_COST = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "train_seconds")
 
 
-def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) -> tuple[torch.Tensor, dict]:
+def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) -> tuple[torch.Tensor, dict, dict]:
     """Train the IL model on ``data.val`` as the run trains (same optimizer settings, `uniform` order), then score
-    every training sample with it in eval mode; returns (losses (n,), its cost by history column).
+    every training sample with it in eval mode; returns (losses (n,), its cost by history column, its quality).
+
+    The quality is measured in that same scoring pass, on the training split the IL model never saw:
+    ``{"holdout_samples", "train_top1", "train_loss"}`` (its top-1 and mean cross-entropy there). An IL model near
+    chance there gives irreducible losses that say more about its own errors than about the samples, and RHO-LOSS
+    then skips whole classes: the number to read first when rho-loss trails `uniform`.
 
     Under several processes the IL model trains through DDP like the main model, and every rank scores the whole
     training split with the same weights, so every rank holds the same losses.
@@ -42,11 +48,19 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     fit(distributed.wrap(model, device), optimizer, data.loader(data.val, distributed.LocalSlices(sampler)), sampler,
         {}, device, train_transform=data.train_transform, eval_transform=data.eval_transform, meter=meter,
         augment_seed=seed if cfg.augment != "none" else None)
-    losses = irreducible_losses(model, data.eval_loader(data.train), device, data.eval_transform)
+    hits = []
+
+    def scored(outputs, batch):  # cross-entropy, counting the IL model's correct predictions on the way
+        hits.append((logits_of(outputs).argmax(1) == target_of(batch)).sum())
+        return cross_entropy(outputs, batch)
+
+    losses = irreducible_losses(model, data.eval_loader(data.train), device, data.eval_transform, loss_fn=scored)
     cost = {**{k: getattr(meter, k) for k in IL_COST}, "train_seconds": time.perf_counter() - started}
     cost["samples_loaded"] += len(data.train)
     cost["samples_forward_nograd"] += len(data.train)
-    return losses, cost
+    quality = {"holdout_samples": len(data.val), "train_top1": torch.stack(hits).sum().item() / len(losses),
+               "train_loss": losses.mean().item()}
+    return losses, cost, quality
 
 
 def check_config(cfg: RunConfig) -> None:

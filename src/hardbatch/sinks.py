@@ -22,11 +22,16 @@ from hardbatch.training import EpochResult
 
 def warn(message: str) -> None:
     """One warning line on stderr (between progress bars, if any), from the writing process only."""
+    note(f"warning: {message}")
+
+
+def note(message: str) -> None:
+    """One ``hardbatch:`` line on stderr (between progress bars, if any), from the writing process only."""
     from tqdm.auto import tqdm
 
     if not distributed.is_writer():
         return
-    tqdm.write(f"hardbatch: warning: {message}", file=sys.stderr)
+    tqdm.write(f"hardbatch: {message}", file=sys.stderr)
 
 
 def terminal() -> bool:

@@ -69,7 +69,7 @@ class RunState:
     ``model`` is the plain module, whatever wraps it for training (DDP, compile); ``epoch`` counts the epochs
     finished; ``test_per_class`` is the last epoch's per-class test accuracy (for summary.json);
     ``holdout_cost`` what the run spent before its first step (RHO-LOSS's irreducible-loss model), by history
-    column. The torch RNG (dropout, in-model randomness) is the global one of each process.
+    column, and ``irreducible_model`` that IL model's quality (``holdout.train_irreducible``). The torch RNG (dropout, in-model randomness) is the global one of each process.
     """
 
     model: nn.Module
@@ -80,6 +80,7 @@ class RunState:
     epoch: int = 0
     test_per_class: list[float | None] = field(default_factory=list)
     holdout_cost: dict = field(default_factory=dict)
+    irreducible_model: dict = field(default_factory=dict)
     rng_ranks: list[dict] | None = None  # every rank's rng_state(), as ``capture_rng`` last gathered them
 
     def capture_rng(self) -> None:
@@ -101,6 +102,7 @@ class RunState:
             "rng_ranks": rng_ranks,
             "test_per_class": self.test_per_class,
             "holdout_cost": self.holdout_cost,
+            "irreducible_model": self.irreducible_model,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -120,6 +122,7 @@ class RunState:
         self.epoch = epoch
         self.test_per_class = list(state.get("test_per_class", []))
         self.holdout_cost.update(state.get("holdout_cost", {}))
+        self.irreducible_model.update(state.get("irreducible_model", {}))  # absent from older checkpoints
 
     def save(self, path: Path) -> None:
         """Write ``state_dict()`` to ``path`` (``save_checkpoint``: atomically); the writer's job."""
