@@ -463,6 +463,15 @@ def test_off_a_terminal_compare_prints_one_line_per_finished_run(invoke, tmp_pat
     assert "\r" not in err  # no progress bar drawn into a file
 
 
+def test_progress_names_a_policy_by_its_delta_only_when_it_takes_one():
+    from hardbatch.config import RunConfig
+    from hardbatch.sinks import describe
+
+    assert describe(RunConfig(policy="random", delta=0.5, seed=3)) == "digits/small_cnn random δ=0.5 seed=3"
+    assert describe(RunConfig(policy="rho-loss", val_fraction=0.1)) == "digits/small_cnn rho-loss seed=0"
+    assert describe(RunConfig(policy="uniform"), "[2/9] mine") == "[2/9] mine"
+
+
 def test_off_a_terminal_long_runs_print_a_line_per_epoch(invoke, tmp_path, monkeypatch):
     from hardbatch.sinks import EpochLines
 

@@ -16,7 +16,7 @@ from hardbatch.experiment import check_fits, check_same_settings, make_sampler, 
 from hardbatch.machine import check_runtime, resolve_device
 from hardbatch.models import check_model_name
 from hardbatch.results import NoSpaceLeft, RunDir, RunInUse, ensure_writable_dir
-from hardbatch.sinks import terminal, warn
+from hardbatch.sinks import describe, terminal, warn
 
 
 def run_name(delta: float, seed: int, policy: str = "hardbatch") -> str:
@@ -181,7 +181,7 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
     not_done = []
     for i, run in enumerate(plan, start=1):
         cfg = run.cfg
-        label = f"[{i}/{len(plan)}] {cfg.dataset}/{cfg.model} {cfg.policy} δ={cfg.delta:g} seed={cfg.seed}"
+        label = f"[{i}/{len(plan)}] {describe(cfg)}"
         if distributed.on_writer(lambda: RunDir(run.path).finished):
             continue
         distributed.on_writer(ensure_writable_dir, run.path.parent)

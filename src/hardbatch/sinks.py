@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from hardbatch import distributed
-from hardbatch.config import RunConfig
+from hardbatch.config import DELTA_POLICIES, RunConfig
 from hardbatch.machine import summary_writer_class
 from hardbatch.results import TRACE_FIELDS, RunDir
 from hardbatch.state import RunState
@@ -39,9 +39,10 @@ def terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def describe(cfg: RunConfig, label: str | None) -> str:
-    """How progress names a run: ``label``, or its data set, model, policy, δ and seed."""
-    return label or f"{cfg.dataset}/{cfg.model} {cfg.policy} δ={cfg.delta:g} seed={cfg.seed}"
+def describe(cfg: RunConfig, label: str | None = None) -> str:
+    """How progress names a run: ``label``, or its data set, model, policy, δ (policies that take one) and seed."""
+    delta = f" δ={cfg.delta:g}" if cfg.policy in DELTA_POLICIES else ""
+    return label or f"{cfg.dataset}/{cfg.model} {cfg.policy}{delta} seed={cfg.seed}"
 
 
 def history_row(result: EpochResult, holdout_cost: dict) -> dict:
