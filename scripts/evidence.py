@@ -206,10 +206,12 @@ def _execute(runs: list[PlannedRun], data) -> None:
 
 def train(plan: list[PlannedRun], index: int, count: int, data) -> None:
     """This shard's runs of ``plan``, then what is left of the others' (last first), then wait for the runs other
-    processes are training (and train any whose process died)."""
-    pending = unsettled(plan)
-    _execute(shard(pending, index, count), data)
-    _execute(pending[::-1], data)
+    processes are training (and train any whose process died).
+
+    The shares are cut from the whole plan, not from what is left of it: shards that reach the plan at different
+    moments (one still waiting for tuning runs, the other already training) then still hold disjoint runs."""
+    _execute(shard(plan, index, count), data)
+    _execute(plan[::-1], data)
     while busy := unsettled(plan):
         print(f"waiting for {len(busy)} run(s) another process is training, e.g. {busy[0].path}", file=sys.stderr)
         time.sleep(WAIT_SECONDS)

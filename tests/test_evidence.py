@@ -322,6 +322,15 @@ def test_a_shard_trains_its_share_then_the_rest_and_never_retries_a_failed_run(t
     calls.clear()
     evidence.train(plan, 0, 2, data=None)  # a rerun: everything finished or failed, nothing trained again
     assert calls == [[], []]
+    # A shard that starts after the other has finished some runs keeps its share of the whole plan: the other
+    # shard's share is left to it, not taken over from a shifted list.
+    for s in (0, 1, 3):
+        (tmp_path / f"run{s}" / "summary.json").unlink(missing_ok=True)
+        (tmp_path / f"run{s}" / evidence.FAILED).unlink(missing_ok=True)
+    (tmp_path / "run0" / "summary.json").write_text("{}")  # the other shard (index 0) has trained run 0 already
+    calls.clear()
+    evidence.train(plan, 1, 2, data=None)
+    assert calls[0] == [1, 3]
 
 
 def test_an_unknown_benchmark_is_one_line_and_exit_status_2(tmp_path, capsys):
