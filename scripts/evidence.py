@@ -36,6 +36,7 @@ import datetime as dt
 import json
 import math
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -574,12 +575,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stopped(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse_args(argv)
     torch.set_num_threads(1)
     started = time.process_time()
+    signal.signal(signal.SIGTERM, _stopped)  # `kill` stops it as Ctrl-C does: its CPU time still reaches the ledger
     try:
         index, count = parse_shard(args.shard)
     except UsageError as e:

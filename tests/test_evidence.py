@@ -369,3 +369,24 @@ def test_the_page_states_what_rho_losss_irreducible_loss_model_reached():
                            "rho-loss runs; `uniform`'s final test top-1 is 91.0%. The epoch of lowest loss there is "
                            "kept: the last of its epochs in 1 of 2 runs, an earlier one in the others.")
     assert evidence.irreducible_text(evidence.Result(bench=None, choice={}, stats={}, runs=runs[:2])) == ""
+
+
+def test_a_shard_stopped_by_sigterm_still_records_its_cpu_time(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "runs"
+    script = ROOT / "scripts" / "evidence.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), "--quick", "--out", str(out), "--doc",
+                             str(tmp_path / "evidence.md")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(out.rglob("summary.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # mid-regeneration: its first run is done, the rest is not
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]
+    (ledger,) = out.glob("cpu-seconds-*.json")
+    assert json.loads(ledger.read_text())["seconds"] > 0
