@@ -442,15 +442,11 @@ def irreducible_text(result: Result) -> str:
     sizes = "/".join(f"{n:,}" for n in sorted({q["holdout_samples"] for q in quality}))
     uniform = [100 * run.summary["final_test_acc"] for run in result.runs if run.config.policy == "uniform"]
     against = f"; `uniform`'s final test top-1 is {statistics.fmean(uniform):.1f}%" if uniform else ""
-    kept = [q for q in quality if "best_epoch" in q]
-    last = sum(q["best_epoch"] == len(q["train_loss_by_epoch"]) for q in kept)
-    epochs = (f" The epoch of lowest loss there is kept: the last of its epochs in {last} of {len(kept)} runs, an "
-              "earlier one in the others." if kept else "")
     return (f"`rho-loss`'s irreducible-loss model, trained before each run on the {sizes} validation samples: "
             f"top-1 {statistics.fmean(top1):.1f}% (from {min(top1):.1f} to {max(top1):.1f}) on the training split "
-            f"it never saw, over {len(quality)} of {len(rho)} rho-loss runs{against}.{epochs} Its irreducible "
-            "losses are only as good as that model: where it misses whole classes, their samples look irreducible "
-            "and rho-loss skips them.")
+            f"it never saw, over {len(quality)} of {len(rho)} rho-loss runs{against}. Its irreducible "
+            "losses are only as good as that model: a sample it gets wrong has a high irreducible loss, so rho-loss "
+            "puts it last, whether its label is noisy or the IL model has not learnt its kind.")
 
 
 def section(result: Result, doc_dir: Path) -> str:

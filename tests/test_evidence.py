@@ -357,17 +357,16 @@ def test_the_page_states_what_rho_losss_irreducible_loss_model_reached():
         summary = {"final_test_acc": acc, **({"irreducible_model": quality} if quality else {})}
         return SimpleNamespace(config=SimpleNamespace(policy=policy, delta=1.0, seed=0), summary=summary)
 
-    def il(top1, best):
-        return {"holdout_samples": 399, "train_top1": top1, "train_loss": 1.7, "best_epoch": best,
-                "train_loss_by_epoch": [2.3, 2.0, 1.9]}
+    def il(top1):
+        return {"holdout_samples": 399, "train_top1": top1, "train_loss": 1.7}
 
-    runs = [run("uniform", 0.92), run("uniform", 0.90), run("rho-loss", 0.6, il(0.30, 3)),
-            run("rho-loss", 0.62, il(0.36, 2)), run("rho-loss", 0.61)]  # the last: from before summary.json had it
+    runs = [run("uniform", 0.92), run("uniform", 0.90), run("rho-loss", 0.6, il(0.30)), run("rho-loss", 0.62, il(0.36)),
+            run("rho-loss", 0.61)]  # the last: from before summary.json recorded it
     text = evidence.irreducible_text(evidence.Result(bench=None, choice={}, stats={}, runs=runs))
     assert text.startswith("`rho-loss`'s irreducible-loss model, trained before each run on the 399 validation "
                            "samples: top-1 33.0% (from 30.0 to 36.0) on the training split it never saw, over 2 of 3 "
-                           "rho-loss runs; `uniform`'s final test top-1 is 91.0%. The epoch of lowest loss there is "
-                           "kept: the last of its epochs in 1 of 2 runs, an earlier one in the others.")
+                           "rho-loss runs; `uniform`'s final test top-1 is 91.0%. Its irreducible losses are only as "
+                           "good as that model")
     assert evidence.irreducible_text(evidence.Result(bench=None, choice={}, stats={}, runs=runs[:2])) == ""
 
 
