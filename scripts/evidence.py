@@ -460,8 +460,8 @@ def section(result: Result, doc_dir: Path) -> str:
         parts += ["Cost, and accuracy at equal cost (each run's last evaluation within the budget, the smallest total "
                   "any run of the benchmark spent):", "", cost_table(result), "",
                   f"![paired difference to uniform]({rel}/{result.slug}_forest.png)", ""]
-    if irreducible_text(result):
-        parts += [irreducible_text(result), ""]
+    if il := irreducible_text(result):
+        parts += [il, ""]
     parts += [f"![accuracy against back-propagated samples]({rel}/{result.slug}_accuracy_vs_samples.png)", ""]
     return "\n".join(parts)
 

@@ -305,6 +305,7 @@ def test_irreducible_losses_take_any_per_sample_loss_and_dict_batches():
         irreducible_losses(model, DataLoader(rows, batch_size=3), "cpu",
                            loss_fn=lambda outputs, batch: reducers.mse(outputs, batch).mean())
 
+
 def test_the_il_models_quality_is_its_top1_and_mean_loss_on_the_training_split(monkeypatch):
     from hardbatch import holdout
     from hardbatch.config import RunConfig

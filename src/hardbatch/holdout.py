@@ -24,9 +24,9 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     every training sample with it in eval mode; returns (losses (n,), its cost by history column, its quality).
 
     The quality is measured in that same scoring pass, on the training split the IL model never saw:
-    ``{"holdout_samples", "train_top1", "train_loss"}`` (its top-1 and mean cross-entropy there). An IL model near
-    chance there gives irreducible losses that say more about its own errors than about the samples, and RHO-LOSS
-    then skips whole classes: the number to read first when rho-loss trails `uniform`.
+    ``{"holdout_samples", "train_top1", "train_loss"}`` (its top-1 and mean cross-entropy there). A sample the IL
+    model gets wrong has a high irreducible loss, so rho-loss puts it last: an IL model near chance says more about
+    its own errors than about the samples, the number to read first when rho-loss trails `uniform`.
 
     Under several processes the IL model trains through DDP like the main model, and every rank scores the whole
     training split with the same weights, so every rank holds the same losses.

@@ -69,7 +69,8 @@ class RunState:
     ``model`` is the plain module, whatever wraps it for training (DDP, compile); ``epoch`` counts the epochs
     finished; ``test_per_class`` is the last epoch's per-class test accuracy (for summary.json);
     ``holdout_cost`` what the run spent before its first step (RHO-LOSS's irreducible-loss model), by history
-    column, and ``irreducible_model`` that IL model's quality (``holdout.train_irreducible``). The torch RNG (dropout, in-model randomness) is the global one of each process.
+    column, and ``irreducible_model`` that IL model's quality (``holdout.train_irreducible``). The torch RNG
+    (dropout, in-model randomness) is the global one of each process.
     """
 
     model: nn.Module
