@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import TensorDataset
 
-from hardbatch import HardBatchSampler, losses
+from hardbatch import HardBatchSampler, distributed, losses
 from hardbatch import step as step_core
 from hardbatch.batches import forward
 from hardbatch.integrations.accelerate import prepare_loader
@@ -85,3 +85,4 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], CostMeter]:
 
 if __name__ == "__main__":
     main()
+    distributed.shutdown()  # under torchrun / accelerate launch: free the process group before exit

@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from hardbatch import HardBatchSampler
+from hardbatch import HardBatchSampler, distributed
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "accelerate_loop.py"
 
@@ -31,3 +31,4 @@ if __name__ == "__main__":
     sampler = HardBatchSampler(len(train_set), 32, delta=0.5, epochs=1, shuffle_partition=True, seed=0)
     first = next(iter(accelerator.prepare(DataLoader(train_set, batch_sampler=sampler))))
     (out / f"prepared-rank{accelerator.process_index}.json").write_text(json.dumps(first[2].tolist()))
+    distributed.shutdown()  # as the example's __main__ does

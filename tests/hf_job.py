@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from hardbatch import distributed
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hf_trainer.py"
 
 if __name__ == "__main__":
@@ -18,3 +20,4 @@ if __name__ == "__main__":
     spec.loader.exec_module(example)
     for argv in json.loads(sys.argv[1]):
         example.main(argv)
+    distributed.shutdown()  # as the example's __main__ does

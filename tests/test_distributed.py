@@ -291,3 +291,35 @@ def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
     experiment.train_run(cfg, tmp_path / "run", progress=False)
     assert seen == [True]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["sync_bn"] is True
+
+
+@pytest.mark.parametrize("leave", ["destroy_process_group", "shutdown"])
+def test_shutdown_frees_a_process_group_a_reference_cycle_holds_and_joins_its_gloo_threads(leave):
+    # A Trainer's objects hold the group in reference cycles: destroy_process_group alone left it and gloo's worker
+    # threads alive until interpreter exit, where one of them aborted rank 0 of a torchrun job after all its work
+    # ("terminate called without an active exception", CI on tests/test_transformers.py). shutdown() collects them.
+    import gc
+
+    from hardbatch import distributed
+
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    before = threads()
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    cycle = {"group": torch.distributed.group.WORLD}
+    cycle["self"] = cycle
+    del cycle  # only the cycle collector frees the group now
+    gc.disable()  # no automatic collection between here and the count
+    try:
+        assert threads() > before  # gloo's worker threads run
+        if leave == "shutdown":
+            distributed.shutdown()
+        else:
+            torch.distributed.destroy_process_group()
+        assert not torch.distributed.is_initialized()
+        assert (threads() == before) == (leave == "shutdown")
+        distributed.shutdown()  # outside a group: does nothing
+    finally:
+        gc.enable()
+        gc.collect()

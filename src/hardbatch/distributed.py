@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import pickle
 from typing import Any, Callable, Iterator
@@ -64,8 +65,18 @@ def init() -> bool:
 
 
 def shutdown() -> None:
+    """Leave the process group and free it now, while the interpreter is whole; call it at the end of a script.
+
+    ``destroy_process_group`` only unregisters the group: a model wrapped in DDP (by the Hugging Face Trainer,
+    Accelerate, Lightning) can keep it alive in a reference cycle, with gloo's worker threads running, until the
+    interpreter shuts down. A worker thread that then frees the last collective's tensors needs the GIL the
+    finalizing interpreter holds, and the process aborts ("terminate called without an active exception",
+    pytorch/pytorch#190489) after all its work is done. Collecting the cycles here frees the group and joins its
+    threads. No-op outside a process group.
+    """
     if active():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def local_device(device: torch.device) -> torch.device:
