@@ -7,6 +7,7 @@ mid-run; one gives an indivisible batch. Single-process references run in the te
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -298,20 +299,18 @@ def test_shutdown_frees_a_process_group_a_reference_cycle_holds_and_joins_its_gl
     # A Trainer's objects hold the group in reference cycles: destroy_process_group alone left it and gloo's worker
     # threads alive until interpreter exit, where one of them aborted rank 0 of a torchrun job after all its work
     # ("terminate called without an active exception", CI on tests/test_transformers.py). shutdown() collects them.
-    import gc
-
     from hardbatch import distributed
 
     def threads() -> int:
         return len(os.listdir("/proc/self/task"))
 
     before = threads()
-    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
-    cycle = {"group": torch.distributed.group.WORLD}
-    cycle["self"] = cycle
-    del cycle  # only the cycle collector frees the group now
     gc.disable()  # no automatic collection between here and the count
     try:
+        torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+        cycle = {"group": torch.distributed.group.WORLD}
+        cycle["self"] = cycle
+        del cycle  # once the group is unregistered, only the cycle collector frees it
         assert threads() > before  # gloo's worker threads run
         if leave == "shutdown":
             distributed.shutdown()
@@ -321,5 +320,7 @@ def test_shutdown_frees_a_process_group_a_reference_cycle_holds_and_joins_its_gl
         assert (threads() == before) == (leave == "shutdown")
         distributed.shutdown()  # outside a group: does nothing
     finally:
+        if torch.distributed.is_initialized():  # a failed assertion above leaves no group to the next test
+            torch.distributed.destroy_process_group()
         gc.enable()
         gc.collect()

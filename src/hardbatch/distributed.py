@@ -67,12 +67,12 @@ def init() -> bool:
 def shutdown() -> None:
     """Leave the process group and free it now, while the interpreter is whole; call it at the end of a script.
 
-    ``destroy_process_group`` only unregisters the group: a model wrapped in DDP (by the Hugging Face Trainer,
-    Accelerate, Lightning) can keep it alive in a reference cycle, with gloo's worker threads running, until the
-    interpreter shuts down. A worker thread that then frees the last collective's tensors needs the GIL the
-    finalizing interpreter holds, and the process aborts ("terminate called without an active exception",
-    pytorch/pytorch#190489) after all its work is done. Collecting the cycles here frees the group and joins its
-    threads. No-op outside a process group.
+    ``destroy_process_group`` only unregisters the group: the Hugging Face Trainer's and Accelerate's objects keep
+    it alive in reference cycles, with gloo's worker threads running, until the interpreter shuts down. A worker
+    thread that then frees the last collective's tensors needs the GIL the finalizing interpreter holds, and the
+    process aborts ("terminate called without an active exception", pytorch/pytorch#190489) after all its work is
+    done. Collecting the cycles here frees a group that only they hold and joins its threads (a group that C++
+    holds, as a live ``DistributedDataParallel`` does, stays until exit). No-op outside a process group.
     """
     if active():
         dist.destroy_process_group()
