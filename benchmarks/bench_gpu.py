@@ -37,8 +37,8 @@ from bench_overhead import CIFAR_MEAN, CIFAR_STD, SEED, StartClock, make_data, p
 import hardbatch
 from hardbatch.config import RunConfig
 from hardbatch.data import DataSplits
-from hardbatch.experiment import resolve
-from hardbatch.machine import resolve_device
+from hardbatch.run.experiment import resolve
+from hardbatch.run.machine import resolve_device
 from hardbatch.models import MODELS, build_seeded
 from hardbatch.selection import HardBatchSampler
 from hardbatch.training import fit

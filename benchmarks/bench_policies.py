@@ -42,7 +42,8 @@ except ImportError:  # run from a checkout without installing the package
 from bench_overhead import steady_malloc  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from hardbatch.config import RunConfig, validate  # noqa: E402
 from hardbatch.data import BatchTransform, DataSplits, InMemoryDataset, load_dataset  # noqa: E402
-from hardbatch.experiment import make_optimizer, make_sampler, resolve  # noqa: E402
+from hardbatch.run.experiment import resolve  # noqa: E402
+from hardbatch.run.parts import make_optimizer, make_sampler
 from hardbatch.models import build_seeded  # noqa: E402
 from hardbatch.selection import POLICIES  # noqa: E402
 from hardbatch.training import CostMeter, fit  # noqa: E402

@@ -42,7 +42,8 @@ except ImportError:  # run from a checkout without installing the package
 
 from hardbatch.config import RunConfig
 from hardbatch.data import DataSplits, load_dataset
-from hardbatch.experiment import make_sampler, resolve, train_run
+from hardbatch.run.experiment import resolve, train_run
+from hardbatch.run.parts import make_sampler
 from hardbatch.models import build_seeded
 
 TARGET = 0.8

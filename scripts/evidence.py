@@ -48,15 +48,15 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hardbatch.config import DELTA_POLICIES, RunConfig, UsageError
-from hardbatch.plan import PlannedRun, check_plan, execute, parse_shard, plan_compare, shard
-from hardbatch.report import (
+from hardbatch.config import DELTA_POLICIES, RunConfig
+from hardbatch.errors import UsageError
+from hardbatch.run.plan import check_plan, execute, parse_shard, plan_compare, PlannedRun, shard
+from hardbatch.report.build import (
     REFERENCE_POLICY, ArmStats, Comparison, arm_label, arm_stats, build_report, group_runs, load_runs, machines,
 )
-from hardbatch.results import (
-    CONFIG, LOCK, POWER, Interval, RunDir, atomic_write_json, atomic_write_text, has_interval, paired_difference,
-    read_json, seeds_for_half_width,
-)
+from hardbatch.fileio import LOCK, atomic_write_json, atomic_write_text, read_json
+from hardbatch.metrics import POWER, has_interval, Interval, paired_difference, seeds_for_half_width
+from hardbatch.records import CONFIG, RunDir
 
 MARKERS = ("<!-- evidence:begin -->", "<!-- evidence:end -->")
 COMMAND = "make evidence"
@@ -485,7 +485,7 @@ PROTOCOL = f"""## Protocol
 - **Half-width**: each difference carries the half-width of its two-sided 95% Student-t interval over the seed pairs
   (±). **Detectable Δ** is the smallest true difference the comparison could have detected: the minimum
   detectable effect at {100 * POWER:.0f}% power, (t₀.₉₇₅ + t₀.₈₀) × SE with n − 1 degrees of freedom and
-  SE = half-width / t₀.₉₇₅ (`hardbatch.results.detectable_difference`; `hardbatch report` shows it too). "No
+  SE = half-width / t₀.₉₇₅ (`hardbatch.metrics.detectable_difference`; `hardbatch report` shows it too). "No
   measurable difference" therefore rules out differences of about that size or more, not smaller ones.
 - **Target**: half-width ≤ 0.5 points on MNIST-1D for the rule against δ = 1, `uniform` and `random`; where it is
   missed, the table says by how much and how many seeds would reach it at the observed spread.

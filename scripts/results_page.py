@@ -16,11 +16,12 @@ import math
 import sys
 from pathlib import Path
 
-from hardbatch.claims import GroupResult, check_claims
-from hardbatch.report import (
+from hardbatch.report.claims import check_claims, GroupResult
+from hardbatch.report.build import (
     LAST_EPOCHS, REFERENCE_DELTA, Group, arm_stats, build_report, chosen_arm, group_runs, load_runs, machines,
 )
-from hardbatch.results import atomic_write_bytes, has_interval, paired_difference
+from hardbatch.fileio import atomic_write_bytes
+from hardbatch.metrics import has_interval, paired_difference
 
 SETTINGS = {
     "clean": "the clean training set",

@@ -165,7 +165,7 @@ class Stop(Exception):
 def interrupt(monkeypatch):
     """``interrupt(cfg, out, epochs_done)``: ``train_run(cfg, out)``, stopped right after epoch ``epochs_done`` was
     checkpointed (by a last sink), as a kill there would leave the run folder."""
-    import hardbatch.experiment as experiment
+    import hardbatch.run.experiment as experiment
 
     original = experiment.fit
 

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from hardbatch.claims import HELD, NO_BASELINE, NOT_HELD, NOT_RUN, PARTLY, UNDECIDED, GroupResult, check_claims
+from hardbatch.report.claims import HELD, NO_BASELINE, NOT_HELD, NOT_RUN, PARTLY, UNDECIDED, check_claims, GroupResult
 from hardbatch.config import RunConfig
-from hardbatch.report import ArmStats, build_report
+from hardbatch.report.build import ArmStats, build_report
 
 
 def row(delta, diff, low=None, high=None, pairs=3, fewer=10.0, reached=3, n=3, policy="hardbatch"):

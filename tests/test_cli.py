@@ -15,9 +15,9 @@ import torch
 
 import hardbatch
 from hardbatch.data import DATASETS
-from hardbatch.machine import cpu_model
+from hardbatch.run.machine import cpu_model
 from hardbatch.models import MODELS
-from hardbatch.results import epochs_to_plateau, epochs_to_target
+from hardbatch.metrics import epochs_to_plateau, epochs_to_target
 from hardbatch.selection import POLICIES
 
 N_TRAIN = 1437  # digits training split (80 % of 1,797)
@@ -465,7 +465,7 @@ def test_off_a_terminal_compare_prints_one_line_per_finished_run(invoke, tmp_pat
 
 def test_progress_names_a_policy_by_its_delta_only_when_it_takes_one():
     from hardbatch.config import RunConfig
-    from hardbatch.sinks import describe
+    from hardbatch.run.sinks import describe
 
     assert describe(RunConfig(policy="random", delta=0.5, seed=3)) == "digits/small_cnn random δ=0.5 seed=3"
     assert describe(RunConfig(policy="rho-loss", val_fraction=0.1)) == "digits/small_cnn rho-loss seed=0"
@@ -473,7 +473,7 @@ def test_progress_names_a_policy_by_its_delta_only_when_it_takes_one():
 
 
 def test_off_a_terminal_long_runs_print_a_line_per_epoch(invoke, tmp_path, monkeypatch):
-    from hardbatch.sinks import EpochLines
+    from hardbatch.run.sinks import EpochLines
 
     monkeypatch.setattr(EpochLines, "LINE_SECONDS", 0.0)  # every epoch counts as long
     rc, _, err = invoke("train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--out", tmp_path / "r")

@@ -17,7 +17,8 @@ from torch.utils.data import BatchSampler, SequentialSampler
 
 from hardbatch import data as hb_data
 from hardbatch.cli import main
-from hardbatch.config import RunConfig, UsageError
+from hardbatch.config import RunConfig
+from hardbatch.errors import UsageError
 from hardbatch.data import DATASETS, InMemoryDataset, dataset_labels, load_dataset
 
 # ---------------------------------------------------------------- fake files in the official formats
@@ -423,7 +424,7 @@ def test_image_folder_batches_are_a_seeded_random_cut_by_default(tmp_path, capsy
 ])
 def test_partition_order_resolves_per_protocol_and_data_set(protocol, dataset, flag, expected):
     from hardbatch.config import make_config
-    from hardbatch.experiment import resolve
+    from hardbatch.run.experiment import resolve
 
     given = {} if flag is None else {"shuffle_partition": flag}
     cfg = resolve(make_config(protocol, dataset=dataset, **given), torch.device("cpu"))

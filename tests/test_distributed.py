@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from conftest import rows_of
-from hardbatch import experiment, machine
-from hardbatch import state as run_state
+from hardbatch.run import experiment, machine
+from hardbatch.run import state as run_state
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES
-from hardbatch.plan import run_name
+from hardbatch.run.plan import run_name
 from hardbatch.selection import POLICIES
 
 JOB = str(Path(__file__).with_name("ddp_job.py"))

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from hardbatch.config import RunConfig, UsageError
-from hardbatch.experiment import train_run
-from hardbatch.report import Run, arm_stats, build_report, forest_points, group_runs, markdown_table
-from hardbatch.results import (
-    RunDir, detectable_difference, find_runs, mean_interval, paired_difference, seeds_for_half_width,
-)
+from hardbatch.config import RunConfig
+from hardbatch.errors import UsageError
+from hardbatch.run.experiment import train_run
+from hardbatch.report.build import arm_stats, build_report, forest_points, group_runs, markdown_table, Run
+from hardbatch.metrics import detectable_difference, mean_interval, paired_difference, seeds_for_half_width
+from hardbatch.records import find_runs, RunDir
 from test_report import HALF, REF, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_per_arm_learning_rates_keep_arms_in_one_group(scripted, capsys):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """uniform, δ = 1 and infobatch (which back-propagates less) on 320 digits, 3 seeds, 3 epochs."""
-    from hardbatch.plan import execute, plan_compare
+    from hardbatch.run.plan import execute, plan_compare
 
     out = tmp_path_factory.mktemp("trained")
     base = RunConfig(dataset="digits", model="mlp", train_subset=320, batch_size=32, epochs=3, device="cpu")
@@ -118,7 +118,7 @@ def trained(tmp_path_factory) -> Path:
 
 
 def test_forest_plot_draws_each_arms_paired_difference_to_uniform(trained, tmp_path):
-    from hardbatch.plots import plot_forest
+    from hardbatch.report.plots import plot_forest
 
     (group,) = group_runs([Run.load(r) for r in find_runs(trained)])
     stats = arm_stats(group)
@@ -139,7 +139,7 @@ def test_forest_plot_draws_each_arms_paired_difference_to_uniform(trained, tmp_p
 
 
 def test_report_draws_forest_and_accuracy_against_samples_from_the_runs(trained, tmp_path, monkeypatch):
-    import hardbatch.plots as plots
+    import hardbatch.report.plots as plots
 
     drawn = {}
     for name in ("plot_forest", "plot_cost_curves"):
@@ -302,7 +302,7 @@ def test_report_command_takes_per_arm_settings(scripted, capsys):
 
 def test_a_shard_trains_its_share_then_the_rest_and_never_retries_a_failed_run(tmp_path, monkeypatch):
     evidence = _evidence_module()
-    from hardbatch.plan import PlannedRun
+    from hardbatch.run.plan import PlannedRun
 
     plan = [PlannedRun(RunConfig(seed=s), tmp_path / f"run{s}") for s in range(5)]
     calls = []

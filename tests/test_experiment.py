@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from hardbatch.cli import main
-from hardbatch.config import PROTOCOLS, RunConfig, UsageError, make_config
-from hardbatch.experiment import train_run
-from hardbatch.plan import execute, parse_shard, plan_sweep, shard
-from hardbatch.training import TrainingDiverged
+from hardbatch.config import PROTOCOLS, make_config, RunConfig
+from hardbatch.errors import UsageError
+from hardbatch.run.experiment import train_run
+from hardbatch.run.plan import execute, parse_shard, plan_sweep, shard
+from hardbatch.errors import TrainingDiverged
 
 # Settings that exercise every source of randomness and state a checkpoint must carry; on 640 digits in batches of
 # 32, δ = 0.3 makes epochs end inside rounds (N = 20, k = 6), and no validation split leaves val_* cells empty.
@@ -190,7 +191,7 @@ def test_diverging_training_stops_with_a_clear_error(tmp_path):
 
 
 def test_crashed_run_in_a_sweep_is_reported_and_the_rest_go_on(tmp_path, monkeypatch):
-    import hardbatch.plan as plans
+    import hardbatch.run.plan as plans
 
     plan = plan_sweep([RunConfig(epochs=1)], ["digits"], ["small_cnn"], [0.5, 1.0], [0], tmp_path)
     original = plans.train_run
@@ -219,7 +220,7 @@ def test_gpu_speed_options_run_on_cpu_and_are_recorded(tmp_path, capsys):
 
 
 def test_auto_precision_resolves_to_fp32_on_cpu():
-    from hardbatch.experiment import resolve
+    from hardbatch.run.experiment import resolve
 
     cfg = resolve(RunConfig(), torch.device("cpu"))
     assert (cfg.precision, cfg.channels_last) == ("fp32", False)

@@ -14,7 +14,7 @@ import torchvision
 
 from hardbatch import data as hb_data
 from hardbatch.cli import main
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 from hardbatch.data import DATASETS, load_dataset, read_idx
 
 NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -11,8 +11,8 @@ from torch import nn
 
 from conftest import rows_of
 from hardbatch.config import RunConfig
-from hardbatch.experiment import train_run
-from hardbatch.results import summarize
+from hardbatch.run.experiment import train_run
+from hardbatch.records import summarize
 from hardbatch.training import EvalResult, evaluate
 
 CPU = torch.device("cpu")

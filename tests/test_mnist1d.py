@@ -15,9 +15,9 @@ import torch
 
 from hardbatch.config import RunConfig
 from hardbatch.data import DATASETS, BatchTransform, RawData, load_dataset, mnist1d_arguments, mnist1d_cache_file
-from hardbatch.plan import DataCache
-from hardbatch.report import Run, group_runs
-from hardbatch.results import find_runs
+from hardbatch.run.plan import DataCache
+from hardbatch.report.build import group_runs, Run
+from hardbatch.records import find_runs
 from test_cli import FAST, assert_one_line_error, snapshot
 
 

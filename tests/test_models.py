@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 from hardbatch.models import MODELS, build_seeded, create_model, models_for, register_model
 
 PAPER_NETWORKS = ["resnet18", "resnet50", "efficientnet_b4", "efficientnet_v2_s", "mobilenet_v3_small"]

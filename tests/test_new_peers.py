@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 from hardbatch.selection import HardBatchSampler
 from hardbatch.selection.composer_sb import ComposerSBParams, ComposerSBPolicy, rank_percentiles
 from hardbatch.selection.ies import IESParams, IESPolicy, mastered
@@ -307,7 +307,7 @@ def test_irreducible_losses_take_any_per_sample_loss_and_dict_batches():
 
 
 def test_the_il_models_quality_is_its_top1_and_mean_loss_on_the_training_split(monkeypatch):
-    from hardbatch import holdout
+    from hardbatch.run import holdout
     from hardbatch.config import RunConfig
     from hardbatch.data import load_dataset
 

@@ -20,15 +20,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import hardbatch
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig
-from hardbatch.plan import SAME_AS_RULE_AT_ONE, plan_compare
-from hardbatch.selection import (
-    POLICIES,
-    HardBatchSampler,
-    SelectiveBackpropPolicy,
-    Step,
-    create_policy,
-    top_k_batches,
-)
+from hardbatch.run.plan import SAME_AS_RULE_AT_ONE, plan_compare
+from hardbatch.selection import POLICIES, create_policy, HardBatchSampler, SelectiveBackpropPolicy, Step, top_k_batches
 from hardbatch.selection.functional import (
     batch_scores,
     generator_for,
@@ -36,7 +29,8 @@ from hardbatch.selection.functional import (
     percentiles,
     trimmed_top_k,
 )
-from hardbatch.training import TrainingDiverged, score_losses
+from hardbatch.errors import TrainingDiverged
+from hardbatch.training import score_losses
 
 
 
@@ -969,7 +963,8 @@ def test_docs_hyper_parameter_table_is_generated_from_the_declarations():
 def test_every_declared_hyper_parameter_is_a_checked_flag():
     """What a policy's file declares reaches RunConfig, the CLI and the range checks, with nothing else to edit."""
     from hardbatch.cli import build_parser
-    from hardbatch.config import UsageError, validate
+    from hardbatch.config import validate
+    from hardbatch.errors import UsageError
 
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for name, cls in POLICIES.items():

@@ -11,9 +11,10 @@ import pytest
 
 from conftest import TIMING, rows_of
 from hardbatch.cli import main
-from hardbatch.config import DELTA_POLICIES, RunConfig, UsageError, validate
-from hardbatch.experiment import train_run
-from hardbatch.plan import SAME_AS_RULE_AT_ONE, plan_compare, run_name
+from hardbatch.config import DELTA_POLICIES, RunConfig, validate
+from hardbatch.errors import UsageError
+from hardbatch.run.experiment import train_run
+from hardbatch.run.plan import SAME_AS_RULE_AT_ONE, plan_compare, run_name
 from hardbatch.selection import POLICIES
 
 # N = 320 // 32 = 10 batches, 3 epochs. δ = 0.3 (k = 3) ends epoch 2 at step 20, inside round 4; crop+flip and the

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from hardbatch.cli import main
-from hardbatch.config import RunConfig, UsageError
-from hardbatch.report import Run, arm_stats, build_report, group_runs, markdown_table, target_accuracy
-from hardbatch.results import (
-    CONFIG, HISTORY, SUMMARY, RunDir, atomic_write_json, atomic_write_text, epochs_to_plateau, epochs_to_target,
-    find_runs, mean_std, paired_difference, read_csv, summarize,
-)
+from hardbatch.config import RunConfig
+from hardbatch.errors import UsageError
+from hardbatch.report.build import arm_stats, build_report, group_runs, markdown_table, Run, target_accuracy
+from hardbatch.fileio import atomic_write_json, atomic_write_text, read_csv
+from hardbatch.metrics import epochs_to_plateau, epochs_to_target, mean_std, paired_difference
+from hardbatch.records import CONFIG, HISTORY, SUMMARY, find_runs, RunDir, summarize
 
 N = 10  # scripted number of mini-batches per epoch
 B = 32
@@ -392,9 +392,9 @@ def test_scripted_run_reads_back_like_a_trained_one(tmp_path):
 
 def test_final_vs_delta_bars_are_clipped_t_intervals(tmp_path, monkeypatch):
     """Near 100%, ±std bars went past 100: the plot shows the 95% t-interval of the mean, clipped to [0, 100]."""
-    import hardbatch.plots as plots
-    from hardbatch.report import draw_group_plots
-    from hardbatch.results import mean_interval
+    import hardbatch.report.plots as plots
+    from hardbatch.report.build import draw_group_plots
+    from hardbatch.metrics import mean_interval
 
     ci = mean_interval([0.90, 0.905, 0.91])
     half = T975[2] * 0.005 / math.sqrt(3)
@@ -481,7 +481,7 @@ def _peer_runs(root: Path) -> Path:
 def test_report_judges_any_method_against_any_reference(tmp_path):
     """--method infobatch --reference uniform: infobatch's arms differ by prune ratio (its axis) in one group, its
     best one is chosen, and every difference is taken to uniform."""
-    from hardbatch.report import Comparison
+    from hardbatch.report.build import Comparison
 
     root = _peer_runs(tmp_path / "runs")
     comparison = Comparison("infobatch", "uniform")

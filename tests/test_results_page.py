@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from hardbatch.config import RunConfig
-from hardbatch.experiment import train_run
-from hardbatch.machine import cpu_model
-from hardbatch.plan import plan_compare
+from hardbatch.run.experiment import train_run
+from hardbatch.run.machine import cpu_model
+from hardbatch.run.plan import plan_compare
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = RunConfig(dataset="digits", train_subset=320, val_fraction=0.1, batch_size=32, epochs=3)

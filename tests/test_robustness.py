@@ -160,7 +160,8 @@ def test_overwrite_keeps_the_finished_run_when_the_new_one_is_refused(finished, 
 
 
 def test_a_run_folder_in_use_is_refused_and_the_lock_is_not_a_record(tmp_path, capsys):
-    from hardbatch.results import LOCK, RunDir, run_lock
+    from hardbatch.fileio import LOCK, run_lock
+    from hardbatch.records import RunDir
 
     out = tmp_path / "run"
     out.mkdir()
@@ -174,7 +175,7 @@ def test_a_run_folder_in_use_is_refused_and_the_lock_is_not_a_record(tmp_path, c
 
 
 def test_a_killed_process_leaves_no_lock(tmp_path, fork):
-    from hardbatch.results import run_lock
+    from hardbatch.fileio import run_lock
 
     def lock_and_die():
         with run_lock(tmp_path):
@@ -186,7 +187,7 @@ def test_a_killed_process_leaves_no_lock(tmp_path, fork):
 
 
 def test_compare_skips_a_run_another_process_holds_and_says_so(tmp_path, capsys):
-    from hardbatch.results import run_lock
+    from hardbatch.fileio import run_lock
 
     out = tmp_path / "cmp"
     busy = out / "delta-0.5_seed-0"
@@ -206,7 +207,8 @@ def test_compare_skips_a_run_another_process_holds_and_says_so(tmp_path, capsys)
 def test_compare_skips_a_run_another_process_is_starting_before_its_config_is_written(tmp_path, capsys):
     # Two shards: one has locked the run and written its first file (relabelled.json), not config.json yet. The
     # other's look at the folder, before it tries the lock, must see a run in use, not a stranger's folder.
-    from hardbatch.results import RELABELLED, run_lock
+    from hardbatch.fileio import run_lock
+    from hardbatch.records import RELABELLED
 
     out = tmp_path / "cmp"
     busy = out / "delta-0.5_seed-0"
@@ -259,7 +261,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_resume_continues(tmp_path
 
 
 def test_full_disk_while_writing_a_record_needs_a_number(tmp_path, monkeypatch):
-    from hardbatch.results import NoSpaceLeft, atomic_write_text
+    from hardbatch.fileio import atomic_write_text, NoSpaceLeft
 
     path = tmp_path / "summary.json"
     path.write_text("old\n")
@@ -415,8 +417,8 @@ def test_report_leaves_out_a_summary_with_a_value_out_of_range(tmp_path, compare
 
 
 def test_trace_and_relabelled_records_are_checked_when_read(tmp_path):
-    from hardbatch.config import UsageError
-    from hardbatch.results import RunDir
+    from hardbatch.errors import UsageError
+    from hardbatch.records import RunDir
 
     run = RunDir(tmp_path)
     (tmp_path / "trace.csv").write_text("step,round,batch,loss,samples\n1,0,0,2.3,32\n2,0,1,-inf,32\n")
@@ -434,7 +436,7 @@ def test_trace_and_relabelled_records_are_checked_when_read(tmp_path):
 
 
 def test_run_folders_record_their_format_and_a_folder_without_it_is_format_1(tmp_path, compared, capsys):
-    from hardbatch.results import RUN_FORMAT
+    from hardbatch.records import RUN_FORMAT
 
     root = tmp_path / "copy"
     shutil.copytree(compared, root)

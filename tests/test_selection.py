@@ -15,15 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 import hardbatch
 from hardbatch.selection.functional import generator_for
 from hardbatch.selection import (
-    HardBatchSampler,
-    HighLossPolicy,
-    RandomSubsetPolicy,
-    create_policy,
-    fixed_partition,
-    num_selected,
-    top_k_batches,
+    HardBatchSampler, HighLossPolicy, RandomSubsetPolicy, create_policy, fixed_partition, num_selected, top_k_batches,
 )
-from hardbatch.training import TrainingDiverged
+from hardbatch.errors import TrainingDiverged
 
 # ---- helpers -------------------------------------------------------------------------------------
 

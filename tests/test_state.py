@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 from hardbatch.data import InMemoryDataset, keep_batch
 from hardbatch.selection import HardBatchSampler
-from hardbatch.sinks import Checkpoint
-from hardbatch.state import RunState
+from hardbatch.run.sinks import Checkpoint
+from hardbatch.run.state import RunState
 from hardbatch.training import EpochResult, fit
 
 CPU = torch.device("cpu")

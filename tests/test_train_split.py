@@ -12,9 +12,10 @@ import torch
 from test_fashion_mnist import write_fashion_mnist
 
 from hardbatch.cli import main
-from hardbatch.config import RunConfig, UsageError
+from hardbatch.config import RunConfig
+from hardbatch.errors import UsageError
 from hardbatch.data import DATASETS, balanced_subset, load_dataset, long_tail_counts, noisy_labels
-from hardbatch.results import RELABELLED, RunDir, exposure, mislabelled_exposure
+from hardbatch.records import RELABELLED, exposure, mislabelled_exposure, RunDir
 from hardbatch.selection.functional import generator_for
 
 # floor(100 * 10^(-c/9)) for c = 0..9, by hand: 10^(-1/9) = 0.7743, 10^(-2/9) = 0.5995, ... 10^(-8/9) = 0.1292.
@@ -196,7 +197,7 @@ def test_exposure_counts_trained_samples_by_hand():
 
 
 def test_compare_caches_reshaped_data_per_seed(tmp_path):
-    from hardbatch.plan import DataCache
+    from hardbatch.run.plan import DataCache
 
     cache = DataCache(torch.device("cpu"))
     cfg = RunConfig(dataset="digits", label_noise=0.2)

@@ -2,9 +2,17 @@
 
 __version__ = "0.1.0"
 
-from hardbatch.config import RunConfig, UsageError  # noqa: E402
+from hardbatch.config import RunConfig  # noqa: E402
+from hardbatch.errors import UsageError
 from hardbatch.selection import (  # noqa: E402
-    POLICIES, HardBatchSampler, HighLossPolicy, Policy, RandomSubsetPolicy, create_policy, fixed_partition, top_k_batches,
+    POLICIES,
+    HardBatchSampler,
+    HighLossPolicy,
+    Policy,
+    RandomSubsetPolicy,
+    create_policy,
+    fixed_partition,
+    top_k_batches,
 )
 
 __all__ = [

@@ -11,11 +11,21 @@ from dataclasses import fields
 
 from hardbatch import __version__, distributed
 from hardbatch.config import (
-    AUGMENTS, DELTA_POLICIES, EVAL_MODES, NORMALIZATIONS, POLICY_NAMES, PRECISIONS, PROTOCOLS, SCHEDULES, STEMS,
-    RunConfig, UsageError, flag, make_config,
+    AUGMENTS,
+    DELTA_POLICIES,
+    EVAL_MODES,
+    NORMALIZATIONS,
+    POLICY_NAMES,
+    PRECISIONS,
+    PROTOCOLS,
+    SCHEDULES,
+    STEMS,
+    RunConfig,
+    make_config,
 )
-from hardbatch.results import NoSpaceLeft
-from hardbatch.training import TrainingDiverged
+from hardbatch.errors import TrainingDiverged, UsageError
+from hardbatch.fileio import NoSpaceLeft
+from hardbatch.selection.params import flag
 
 DEFAULTS = RunConfig()
 
@@ -174,7 +184,7 @@ def config_from_args(args: argparse.Namespace, protocol: str | None = None) -> R
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hardbatch.experiment import resume_config, train_run
+    from hardbatch.run.experiment import resume_config, train_run
 
     _check_policy_flags(args)
     cfg = config_from_args(args)
@@ -198,7 +208,7 @@ def _report_not_done(not_done: list) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hardbatch.plan import execute, plan_compare
+    from hardbatch.run.plan import execute, plan_compare
 
     _check_policy_flags(args)
     plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out, policies=args.policies)
@@ -212,7 +222,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hardbatch.plan import check_plan, execute, parse_shard, plan_sweep, shard
+    from hardbatch.run.plan import check_plan, execute, parse_shard, plan_sweep, shard
 
     _check_policy_flags(args)
     bases = [config_from_args(args, protocol) for protocol in (args.protocols or [None])]
@@ -237,7 +247,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hardbatch.report import Comparison, build_report
+    from hardbatch.report.build import Comparison, build_report
 
     damaged: list = []
     comparison = Comparison(getattr(args, "method", None) or "hardbatch", getattr(args, "reference", None) or "hardbatch")

@@ -8,16 +8,15 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from hardbatch.errors import UsageError
+from hardbatch.models import STEMS, check_model_name
 from hardbatch.selection.params import check_value, flag
 from hardbatch.selection.registry import POLICIES, load_policies, policy_fields
-
 
 EVAL_MODES = ("eval", "train")
 SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("none", "crop_flip")
 NORMALIZATIONS = ("dataset", "imagenet")
 PRECISIONS = ("auto", "fp32", "bf16")
-STEMS = ("imagenet", "small")
 # Settings that do not change what a run computes: a finished run is reused, and reports group it, whatever
 # their values (target_acc only changes how reports read the saved curves).
 RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc", "compile", "tensorboard")
@@ -191,10 +190,11 @@ def validate(cfg: RunConfig) -> None:
     for f in fields(RunConfig):  # every policy's hyper-parameters, against the range its file declares
         if f.metadata.get("policies"):
             check_value(f, getattr(cfg, f.name))
-    if POLICIES[cfg.policy].needs_irreducible:
-        from hardbatch.holdout import check_config
-
-        check_config(cfg)
+    for setting, (accepts, what) in POLICIES[cfg.policy].requires.items():  # what the policy needs of a run
+        if not accepts(getattr(cfg, setting)):
+            raise UsageError(f"policy {cfg.policy!r} {what}")
+    if cfg.il_model:
+        check_model_name(cfg.il_model)
     for name in ("epochs", "batch_size"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:

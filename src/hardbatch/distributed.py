@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-from hardbatch.config import UsageError
+from hardbatch.errors import UsageError
 
 # A rank that stops answering (killed, hung) makes every other rank's next collective fail after this long,
 # instead of waiting forever; torchrun's agent usually ends the job sooner (README "Multi-GPU").

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hardbatch.config import STEMS, UsageError
+from hardbatch.errors import UsageError
+
+STEMS = ("imagenet", "small")  # "small": stride-1 first convolution and no max-pool, for 32-px images
 
 Builder = Callable[[int, int], nn.Module]  # (num_classes, in_channels) -> model
 MODELS: dict[str, Builder] = {}

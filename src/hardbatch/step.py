@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from hardbatch import batches, distributed
-from hardbatch.losses import LossFn, check_per_sample, cross_entropy
 from hardbatch.batches import Forward
+from hardbatch.losses import LossFn, check_per_sample, cross_entropy
 from hardbatch.selection import HardBatchSampler
 
 

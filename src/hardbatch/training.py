@@ -14,12 +14,19 @@ from torch import nn
 from hardbatch import batches as batching
 from hardbatch import distributed
 from hardbatch import step as step_core
-from hardbatch.config import UsageError
 from hardbatch.batches import Forward
-from hardbatch.losses import LossFn, check_per_sample, cross_entropy, logits_of, target_of
-from hardbatch.step import autocast, score_losses  # noqa: F401  (score_losses: part of this module's API)
+
 # TrainingDiverged lives beside the sampler, which refuses non-finite losses; fit raises it too.
-from hardbatch.selection import HardBatchSampler, TrainingDiverged
+from hardbatch.errors import TrainingDiverged, UsageError
+from hardbatch.losses import (
+    LossFn,
+    check_per_sample,
+    cross_entropy,
+    logits_of,
+    target_of,
+)
+from hardbatch.selection import HardBatchSampler
+from hardbatch.step import autocast, score_losses  # noqa: F401  (score_losses: part of this module's API)
 
 
 @dataclass
@@ -105,7 +112,7 @@ class EpochResult:
 
 
 class Sink(Protocol):
-    """What ``fit`` hands each finished epoch to (hardbatch.sinks holds a run's)."""
+    """What ``fit`` hands each finished epoch to (hardbatch.run.sinks holds a run's)."""
 
     def on_epoch(self, result: EpochResult) -> None: ...
 

@@ -81,7 +81,7 @@ def run_variant(name: str, workdir: Path) -> dict:
     import torch
 
     from hardbatch.cli import main
-    from hardbatch.results import RunDir
+    from hardbatch.records import RunDir
 
     torch.set_num_threads(1)
     out = workdir / name

@@ -13,7 +13,12 @@ import dataclasses
 import torch
 
 from hardbatch.errors import UsageError
-from hardbatch.selection.functional import derive_seed, fixed_partition, num_selected, top_k_batches
+from hardbatch.selection.functional import (
+    derive_seed,
+    fixed_partition,
+    num_selected,
+    top_k_batches,
+)
 from hardbatch.selection.params import check_params
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import POLICIES, load_policies, register

@@ -58,6 +58,8 @@ class Policy:
     # small data (``example``), and run settings it cannot do without (``run_needs``: RHO-LOSS's validation split).
     example: dict = {}
     run_needs: dict = {}
+    # What the policy needs of a run's settings, checked by ``config.validate``: setting -> (test, what it needs).
+    requires: dict = {}
 
     def needs_scores(self, step: Step) -> bool:
         """Whether the loop must run the no-grad scoring forward for ``step`` before training it: every step of a

@@ -75,6 +75,8 @@ class RhoLossPolicy(Policy):
     needs_irreducible = True  # the experiment trains the IL model and sets ``irreducible`` (hardbatch/holdout.py)
     example = {"select_fraction": 0.5}
     run_needs = {"val_fraction": 0.2}
+    requires = {"val_fraction": (lambda fraction: fraction > 0, "trains its irreducible-loss model on the validation "
+                                                                 "split: pass --val-fraction (e.g. 0.1)")}
 
     def __init__(self, batches, *, select_fraction: float = 0.1, il_model: str = "", il_epochs: int = 0,
                  irreducible: torch.Tensor | None = None, **common):

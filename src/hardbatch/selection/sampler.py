@@ -11,13 +11,14 @@ from typing import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
-from hardbatch.errors import UsageError
-from hardbatch.selection.functional import fixed_partition, generator_for, positive_int, single_class_purity
+from hardbatch.errors import TrainingDiverged, UsageError
+from hardbatch.selection.functional import (
+    fixed_partition,
+    generator_for,
+    positive_int,
+    single_class_purity,
+)
 from hardbatch.selection.policy import Policy, Step
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def _shape(value) -> str:

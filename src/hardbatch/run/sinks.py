@@ -14,9 +14,9 @@ from pathlib import Path
 
 from hardbatch import distributed
 from hardbatch.config import DELTA_POLICIES, RunConfig
-from hardbatch.machine import summary_writer_class
-from hardbatch.results import TRACE_FIELDS, RunDir
-from hardbatch.state import RunState
+from hardbatch.records import TRACE_FIELDS, RunDir
+from hardbatch.run.machine import summary_writer_class
+from hardbatch.run.state import RunState
 from hardbatch.training import EpochResult
 
 

@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from hardbatch import distributed
-from hardbatch.config import UsageError
-from hardbatch.results import atomic_write_bytes, space_for
+from hardbatch.errors import UsageError
+from hardbatch.fileio import atomic_write_bytes, space_for
 from hardbatch.selection import HardBatchSampler
 from hardbatch.training import CostMeter
+from torch import nn
 
 
 def rng_state() -> dict:

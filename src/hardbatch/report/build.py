@@ -9,11 +9,37 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hardbatch import __version__
-from hardbatch.config import AXIS_SYMBOLS, POLICY_AXES, POLICY_NAMES, RUNTIME_KEYS, RunConfig, UsageError
-from hardbatch.results import (
-    CONFIG, HISTORY, PLATEAU_POINTS, SUMMARY, TARGET_FRACTION, MislabelledExposure, RunDir, atomic_write_text,
-    csv_text, cumulative, epochs_to_plateau, epochs_to_target, ensure_writable_dir, find_runs, mean_interval, mean_std,
-    POWER, Interval, mislabelled_exposure, no_interval_reason, paired_difference, read_json, value_at_budget,
+from hardbatch.config import (
+    AXIS_SYMBOLS,
+    POLICY_AXES,
+    POLICY_NAMES,
+    RUNTIME_KEYS,
+    RunConfig,
+)
+from hardbatch.errors import UsageError
+from hardbatch.fileio import atomic_write_text, csv_text, ensure_writable_dir, read_json
+from hardbatch.metrics import (
+    PLATEAU_POINTS,
+    POWER,
+    Interval,
+    cumulative,
+    epochs_to_plateau,
+    epochs_to_target,
+    mean_interval,
+    mean_std,
+    no_interval_reason,
+    paired_difference,
+    value_at_budget,
+)
+from hardbatch.records import (
+    CONFIG,
+    HISTORY,
+    SUMMARY,
+    TARGET_FRACTION,
+    MislabelledExposure,
+    RunDir,
+    find_runs,
+    mislabelled_exposure,
 )
 
 # Settings that tell arms apart inside a group (the policy and the value of its axis), and settings that never
@@ -595,7 +621,12 @@ def _curve_band(runs: list[Run]) -> tuple[list[float], list[float], list[float]]
 
 def draw_group_plots(group: Group, stats: list[ArmStats], out_dir: Path, comparison: Comparison = PAPER) -> list[Path]:
     """Accuracy curves, final accuracy along the method's axis, and batch-visit counts for one group; returns the PNGs."""
-    from hardbatch.plots import plot_batch_visits, plot_curves, plot_final_vs_delta, save_figure
+    from hardbatch.report.plots import (
+        plot_batch_visits,
+        plot_curves,
+        plot_final_vs_delta,
+        save_figure,
+    )
 
     curves = {arm.label: _curve_band(list(arm.runs.values())) for arm in group.arms}
     paths = [save_figure(plot_curves(curves, title=group.title), out_dir / f"{group.slug}_accuracy.png")]
@@ -665,7 +696,12 @@ def draw_cost_plots(group: Group, stats: list[ArmStats], out_dir: Path) -> list[
     """Test accuracy against cumulative back-propagated samples and training seconds, the forest plot of every
     arm's paired difference to `uniform` (with a `uniform` arm), and the final accuracy against total cost (the
     speed-accuracy front); returns the PNGs."""
-    from hardbatch.plots import plot_cost_curves, plot_forest, plot_front, save_figure
+    from hardbatch.report.plots import (
+        plot_cost_curves,
+        plot_forest,
+        plot_front,
+        save_figure,
+    )
 
     paths = []
     for column, xlabel, name in (("samples_backprop", "cumulative samples back-propagated", "vs_samples"),
@@ -779,7 +815,7 @@ def _group_section(group: Group, stats: list[ArmStats], plot_dir: Path | None, t
 
 def group_results(groups: list[Group], stats: dict[str, list[ArmStats]], comparison: Comparison = PAPER):
     """What the claims read: one GroupResult per group that holds the reference, and the titles of those without."""
-    from hardbatch.claims import GroupResult
+    from hardbatch.report.claims import GroupResult
 
     results, missing = [], []
     for g in groups:
@@ -792,7 +828,7 @@ def group_results(groups: list[Group], stats: dict[str, list[ArmStats]], compari
 
 
 def _claims_section(groups: list[Group], stats: dict[str, list[ArmStats]], comparison: Comparison) -> str:
-    from hardbatch.claims import check_claims, claims_markdown
+    from hardbatch.report.claims import check_claims, claims_markdown
 
     judged = ("the best δ < 1 chosen on the validation split (on test where no split exists, marked), against the "
               "paper's rule at δ = 1 (its baseline)") if comparison.is_paper else (

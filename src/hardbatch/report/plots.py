@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from hardbatch.fileio import space_for
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-
-from hardbatch.results import space_for
 
 
 def _axes(ax: Axes | None) -> Axes:

@@ -19,10 +19,18 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    SequentialSampler,
+    Subset,
+)
 
-from hardbatch.config import RunConfig, UsageError
-from hardbatch.results import atomic_write_bytes
+from hardbatch.config import RunConfig
+from hardbatch.errors import UsageError
+from hardbatch.fileio import atomic_write_bytes
 from hardbatch.selection.functional import generator_for
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

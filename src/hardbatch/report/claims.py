@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hardbatch.results import has_interval, no_interval_reason
+from hardbatch.metrics import has_interval, no_interval_reason
 
 HELD, PARTLY, NOT_HELD, NOT_RUN = "held", "partly held", "not held", "not run"
 NO_BASELINE = "no baseline"  # groups were run, but none holds the paper's rule at δ = 1

@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-
 from hardbatch import distributed
-from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig, UsageError, validate
+from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig, validate
 from hardbatch.data import DataSplits, load_dataset
-from hardbatch.experiment import check_fits, check_same_settings, make_sampler, resolve, train_run
-from hardbatch.machine import check_runtime, resolve_device
+from hardbatch.errors import UsageError
+from hardbatch.fileio import NoSpaceLeft, RunInUse, ensure_writable_dir
 from hardbatch.models import check_model_name
-from hardbatch.results import NoSpaceLeft, RunDir, RunInUse, ensure_writable_dir
-from hardbatch.sinks import describe, terminal, warn
+from hardbatch.records import RunDir
+from hardbatch.run.experiment import check_fits, check_same_settings, resolve, train_run
+from hardbatch.run.parts import make_sampler
+from hardbatch.run.machine import check_runtime, resolve_device
+from hardbatch.run.sinks import describe, terminal, warn
 
 
 def run_name(delta: float, seed: int, policy: str = "hardbatch") -> str:

@@ -1,26 +1,30 @@
-"""Run records on disk (config, per-epoch history, per-step trace, summary) and metrics derived from them."""
+"""A run folder's records: file names, the checks every value read back passes, the summary and label-noise
+exposure computed from them."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
-import fcntl
-import io
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from hardbatch.config import RunConfig, UsageError
+from hardbatch.config import RunConfig
+from hardbatch.errors import UsageError
+from hardbatch.fileio import (
+    LOCK,
+    atomic_write_text,
+    csv_text,
+    read_csv,
+    read_json,
+    space_for,
+)
+from hardbatch.metrics import epochs_to_plateau, epochs_to_target
 
 CONFIG, HISTORY, TRACE, SUMMARY, CHECKPOINT = "config.json", "history.csv", "trace.csv", "summary.json", "checkpoint.pt"
 RELABELLED = "relabelled.json"  # runs with label noise: which training samples got another label, and the batches
-LOCK = ".hardbatch.lock"  # held (flock) by the process writing the run; not a record, never removed
 HISTORY_FIELDS = (
     "epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "lr", "train_seconds", "eval_seconds",
     "val_loss", "val_acc", "val_top5",  # empty without a validation split
@@ -32,115 +36,7 @@ COST_COLUMNS = ("samples_loaded", "samples_forward", "samples_forward_nograd", "
                 "cpu_seconds")
 TRACE_FIELDS = ("step", "round", "batch", "loss", "samples")
 RUN_FORMAT = 1  # config.json "format": the layout of a run folder's files; a folder without the key is format 1
-PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
 TARGET_FRACTION = 0.99  # default target: 99% of the reference's best accuracy
-
-
-class NoSpaceLeft(OSError):
-    """A write failed for lack of disk space (or quota); the message names the file and the space it needs."""
-
-    def __init__(self, path: Path | str, needed: int | None = None):
-        path = Path(path)
-        try:
-            free = shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free
-        except (OSError, StopIteration):
-            free = None
-        need = f"needs about {_size(needed)}" if needed is not None else "needs more space"
-        have = f", {_size(free)} free there" if free is not None else ""
-        super().__init__(errno.ENOSPC, f"no space left on the device to write {path} ({need}{have})", str(path))
-
-    def __str__(self) -> str:
-        return self.strerror
-
-
-def _size(nbytes: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if nbytes < 1000 or unit == "GB":
-            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1000
-    return ""
-
-
-@contextlib.contextmanager
-def space_for(path: Path | str, needed: int | None = None):
-    """Turn a full disk (ENOSPC, EDQUOT) while writing ``path`` into NoSpaceLeft, which says what and how much."""
-    try:
-        yield
-    except NoSpaceLeft:
-        raise
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise NoSpaceLeft(path, needed) from None
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
-
-    A failure (a full disk: NoSpaceLeft) leaves the old file as it was and no temporary file behind.
-    """
-    path = Path(path)
-    with space_for(path, len(data)):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; results should read like any written file
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """``atomic_write_bytes`` of ``text`` in UTF-8."""
-    atomic_write_bytes(path, text.encode())
-
-
-def _file_mode(path: Path) -> int:
-    """The existing file's permissions, else what open() would give a new file (0666 minus the umask)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def csv_text(rows: Iterable[dict], fields: Sequence[str]) -> str:
-    """CSV with a header; missing values and NaN become empty cells (read_csv turns them back into NaN)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows)
-    return buf.getvalue()
-
-
-def _number(text: str) -> int | float:
-    """An int if ``text`` is one (so it writes back unchanged), else a float; empty cells become NaN."""
-    if text == "":
-        return math.nan
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
-def read_csv(path: Path) -> list[dict[str, int | float]]:
-    """Rows of a numeric CSV file as dicts of numbers."""
-    with open(path, newline="") as f:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def read_json(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
 
 
 # ---- checking the values read back: each field's kind, and the kinds' ranges -------------------------
@@ -280,60 +176,6 @@ def read_config(path: Path) -> RunConfig:
         raise BadRecord(f"the run folder is format {version!r}, and this hardbatch reads format {RUN_FORMAT}; "
                         f"open it with the hardbatch version that wrote it")
     return RunConfig.from_dict(saved["config"])
-
-
-def ensure_writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed and check that files can be written there; UsageError otherwise."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe.", delete=True)
-        probe.close()
-    except OSError as e:
-        raise UsageError(f"cannot write to output directory {str(path)!r}: {e.strerror or e}") from None
-    return path
-
-
-class RunInUse(UsageError):
-    """Another process holds the run directory's lock."""
-
-
-@contextlib.contextmanager
-def run_lock(path: Path | str):
-    """Hold an exclusive lock on run directory ``path`` for the block, or raise RunInUse at once.
-
-    An OS lock (``flock``) on ``path``/LOCK: the OS drops it when the process ends, however it ends, so a
-    killed run can be resumed at once. The lock file stays; it is not part of the run's records.
-    """
-    path = Path(path)
-    with space_for(path / LOCK, 0):
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunInUse(f"run directory {str(path)!r} is in use by another hardbatch process; wait for it to "
-                           f"finish, or use another --out") from None
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def locked_elsewhere(path: Path | str) -> bool:
-    """Whether another process holds run directory ``path``'s lock now (False if it has no lock file). Creates
-    nothing; call it without holding the lock yourself (a second flock in the same process conflicts with the first).
-    """
-    try:
-        fd = os.open(Path(path) / LOCK, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 class RunDir:
@@ -506,141 +348,6 @@ def mislabelled_exposure(run: RunDir) -> MislabelledExposure | None:
                     [row["batch"] for row in trace], [row["round"] for row in trace])
 
 
-
-def epochs_to_target(accuracies: Sequence[float], target: float) -> int | None:
-    """First epoch (1-based) whose accuracy is >= ``target``; None if never reached."""
-    for epoch, acc in enumerate(accuracies, start=1):
-        if acc >= target - 1e-12:
-            return epoch
-    return None
-
-
-def epochs_to_plateau(accuracies: Sequence[float], points: float = PLATEAU_POINTS) -> int | None:
-    """First epoch (1-based) within ``points`` (a fraction: 0.01 = 1 pp) of the run's own best accuracy."""
-    if not accuracies:
-        return None
-    return epochs_to_target(accuracies, max(accuracies) - points)
-
-
-MIN_PAIRS = 3  # fewer values than this give no interval: a t-interval over 2 pairs is too wide to use, or empty
-
-
-@dataclass
-class Interval:
-    """A mean with its two-sided 95% t interval (of values, or of paired differences method - reference).
-
-    ``low``/``high`` are NaN when there is no interval: fewer than MIN_PAIRS values, or all equal (zero spread,
-    which is no evidence of precision); ``no_interval`` then says which.
-    """
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    @property
-    def has_interval(self) -> bool:
-        return has_interval(self.low, self.high)
-
-    @property
-    def half_width(self) -> float:
-        return (self.high - self.low) / 2 if self.has_interval else math.nan
-
-    @property
-    def no_interval(self) -> str:
-        """Why there is no interval ("" when there is one)."""
-        return no_interval_reason(self.n, self.low, self.high)
-
-    @property
-    def detectable(self) -> float:
-        """The smallest difference this comparison could have detected (``detectable_difference``); NaN without
-        an interval."""
-        return detectable_difference(self.half_width, self.n)
-
-
-def has_interval(low: float, high: float) -> bool:
-    """Whether (low, high) is a usable interval: both ends finite (reports store NaN for "no interval")."""
-    return math.isfinite(low) and math.isfinite(high)
-
-
-def no_interval_reason(n: int, low: float, high: float) -> str:
-    """"" for a usable interval, else why there is none: too few values, or all of them equal."""
-    if has_interval(low, high):
-        return ""
-    if n < MIN_PAIRS:
-        return f"no CI: {n} pair{'s' if n != 1 else ''}, needs {MIN_PAIRS}"
-    return "no CI: zero spread"
-
-
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean of ``values`` with a two-sided Student-t interval; no interval (NaN ends) for fewer than MIN_PAIRS
-    values or for values that are all equal."""
-    n = len(values)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    mean = sum(values) / n
-    if n < MIN_PAIRS:
-        return Interval(mean, math.nan, math.nan, n)
-    from scipy.stats import t
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    if not sd > 1e-12 * max(1.0, abs(mean)):
-        return Interval(mean, math.nan, math.nan, n)
-    half = t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n)
-
-
-def paired_difference(method: Sequence[float], reference: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Differences paired by position (by seed); no interval (NaN ends) as ``mean_interval`` says."""
-    if len(method) != len(reference):
-        raise ValueError("paired values need equal lengths")
-    return mean_interval([m - r for m, r in zip(method, reference)], confidence)
-
-
-POWER = 0.8  # the power at which reports state the smallest difference a comparison could have detected
-
-
-def detectable_difference(half_width: float, n: int, power: float = POWER, confidence: float = 0.95) -> float:
-    """The minimum detectable effect of a mean (or seed-paired difference) over ``n`` values whose two-sided
-    ``confidence`` t interval has ``half_width``: (t_{(1+c)/2, n-1} + t_{power, n-1}) x SE, with the standard error
-    SE = half_width / t_{(1+c)/2, n-1}. A true difference this large is detected (its interval excludes 0) with
-    about ``power`` probability; NaN where there is no interval (NaN half-width, fewer than 2 values)."""
-    if not (n >= 2 and math.isfinite(half_width)):
-        return math.nan
-    from scipy.stats import t
-
-    crit = t.ppf(0.5 + confidence / 2, n - 1)
-    return (crit + t.ppf(power, n - 1)) * half_width / crit
-
-
-def seeds_for_half_width(half_width: float, n: int, target: float, confidence: float = 0.95,
-                         most: int = 10_000) -> int | None:
-    """How many values (at least MIN_PAIRS) would bring a ``confidence`` t interval that has ``half_width`` over ``n``
-    values down to ``target``, at the same spread: the standard deviation sd = half_width x sqrt(n) / t_{(1+c)/2, n-1},
-    then the fewest m with t_{(1+c)/2, m-1} x sd / sqrt(m) <= target. None without an interval (NaN half-width, n < 2)
-    or if more than ``most`` would be needed."""
-    if not (n >= 2 and math.isfinite(half_width) and target > 0):
-        return None
-    from scipy.stats import t
-
-    sd = half_width * math.sqrt(n) / t.ppf(0.5 + confidence / 2, n - 1)
-    for m in range(MIN_PAIRS, most + 1):
-        if t.ppf(0.5 + confidence / 2, m - 1) * sd / math.sqrt(m) <= target:
-            return m
-    return None
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value; NaN for none)."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def _or_none(value: float | None) -> float | None:
     """JSON has no NaN: a missing number is null."""
     return None if value is None or math.isnan(value) else value
@@ -699,15 +406,6 @@ def cost_totals(history: list[dict]) -> dict:
     return totals
 
 
-def cumulative(history: list[dict], column: str) -> list[float]:
-    """The running total of a per-epoch column (cost at the end of each epoch)."""
-    out, total = [], 0.0
-    for row in history:
-        total += row.get(column, math.nan)
-        out.append(total)
-    return out
-
-
 def _val_summary(history: list[dict]) -> dict:
     """Validation accuracy at the end and at its best epoch, when the run had a validation split."""
     vals = [row.get("val_acc", math.nan) for row in history]
@@ -718,11 +416,3 @@ def _val_summary(history: list[dict]) -> dict:
             "final_val_bacc": _or_none(history[-1].get("val_bacc", math.nan))}
 
 
-def value_at_budget(costs: Sequence[float], values: Sequence[float], budget: float) -> float:
-    """``values`` at the last evaluation whose cumulative cost is within ``budget`` (NaN if none is).
-
-    ``costs``: the cumulative cost at the end of each epoch, ascending. This is what the run had reached
-    had it been stopped once the budget was spent: no interpolation between evaluations.
-    """
-    reached = [v for c, v in zip(costs, values) if c <= budget * (1 + 1e-9)]
-    return reached[-1] if reached else math.nan

@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 
 import torch
-
 from hardbatch import distributed
 from hardbatch.config import RunConfig
 from hardbatch.data import DataSplits
 from hardbatch.errors import UsageError
 from hardbatch.losses import cross_entropy, logits_of, target_of
+from hardbatch.models import build_seeded
+from hardbatch.run.parts import make_optimizer
 from hardbatch.selection import HardBatchSampler, derive_seed
 from hardbatch.selection.rho_loss import irreducible_losses
 from hardbatch.training import CostMeter, fit
@@ -31,9 +32,6 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     Under several processes the IL model trains through DDP like the main model, and every rank scores the whole
     training split with the same weights, so every rank holds the same losses.
     """
-    from hardbatch.experiment import make_optimizer
-    from hardbatch.models import build_seeded
-
     if data.val is None or len(data.val) < cfg.batch_size:
         size = 0 if data.val is None else len(data.val)
         raise UsageError(f"policy 'rho-loss' trains its irreducible-loss model on the validation split, which holds "
@@ -61,14 +59,3 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     quality = {"holdout_samples": len(data.val), "train_top1": torch.stack(hits).sum().item() / len(losses),
                "train_loss": losses.mean().item()}
     return losses, cost, quality
-
-
-def check_config(cfg: RunConfig) -> None:
-    """What rho-loss needs before anything is written: a validation split to train its IL model on, a known network."""
-    from hardbatch.models import check_model_name
-
-    if cfg.val_fraction <= 0:
-        raise UsageError("policy 'rho-loss' trains its irreducible-loss model on the validation split: pass "
-                         "--val-fraction (e.g. 0.1)")
-    if cfg.il_model:
-        check_model_name(cfg.il_model)

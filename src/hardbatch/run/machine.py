@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import torch
-
 from hardbatch import __version__, distributed
-from hardbatch.config import RunConfig, UsageError
+from hardbatch.config import RunConfig
+from hardbatch.errors import UsageError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -5,28 +5,58 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 from pathlib import Path
 from typing import Iterable
 
 import torch
-
 from hardbatch import distributed
-from hardbatch.config import RUNTIME_KEYS, RunConfig, UsageError, resolve_partition, validate
-from hardbatch.data import DataSplits, dataset_labels, gives_batches, load_dataset
-from hardbatch.machine import check_runtime, environment, resolve_device
-from hardbatch.models import build_seeded, check_model_name
-from hardbatch.results import (
-    CHECKPOINT, CONFIG, HISTORY, RELABELLED, RUN_FORMAT, SUMMARY, TRACE, RunDir, RunInUse, atomic_write_json,
-    ensure_writable_dir, exposure_from_visits, locked_elsewhere, run_lock, summarize,
+from hardbatch.config import RUNTIME_KEYS, RunConfig, resolve_partition, validate
+from hardbatch.data import DataSplits, dataset_labels, load_dataset
+from hardbatch.errors import UsageError
+from hardbatch.fileio import (
+    RunInUse,
+    atomic_write_json,
+    ensure_writable_dir,
+    locked_elsewhere,
+    run_lock,
 )
-from hardbatch.selection import HardBatchSampler
-from hardbatch.selection.functional import single_class_purity
-from hardbatch.sinks import (
-    CaptureRng, Checkpoint, EpochLines, History, LossWatch, ProgressBar, TensorBoard, Trace, describe, note, terminal,
+from hardbatch.models import build_seeded, check_model_name
+from hardbatch.records import (
+    CHECKPOINT,
+    CONFIG,
+    HISTORY,
+    RELABELLED,
+    RUN_FORMAT,
+    SUMMARY,
+    TRACE,
+    RunDir,
+    exposure_from_visits,
+    summarize,
+)
+from hardbatch.run.machine import check_runtime, environment, resolve_device
+from hardbatch.run.parts import (
+    loader_workers,
+    make_optimizer,
+    make_sampler,
+    make_scheduler,
+)
+from hardbatch.run.sinks import (
+    CaptureRng,
+    Checkpoint,
+    EpochLines,
+    History,
+    LossWatch,
+    ProgressBar,
+    TensorBoard,
+    Trace,
+    describe,
+    note,
+    terminal,
     warn,
 )
-from hardbatch.state import RunState
+from hardbatch.run.state import RunState
+from hardbatch.selection import HardBatchSampler
+from hardbatch.selection.functional import single_class_purity
 from hardbatch.training import fit
 
 
@@ -67,18 +97,6 @@ def resolve(cfg: RunConfig, device: torch.device) -> RunConfig:
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     return resolve_partition(cfg).replace(precision=precision, channels_last=channels_last)
-
-
-def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
-    """The run's sampler over ``data.train``; a training split that a validation split left too small names it.
-
-    Every process builds the same sampler (same seed, same data), so the processes need not exchange plans.
-    """
-    if cfg.val_fraction > 0 and len(data.train) < cfg.batch_size:
-        raise UsageError(f"--val-fraction {cfg.val_fraction:g} leaves {len(data.train)} training samples, fewer than "
-                         f"one batch of {cfg.batch_size}; use a smaller --val-fraction")
-    return HardBatchSampler(len(data.train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy,
-                            shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed, **cfg.policy_params())
 
 
 MAX_IMAGE_SIZE = 1024  # the largest --image-size that check_fits tries when looking for one that works
@@ -136,29 +154,6 @@ def _warn_if_single_class_batches(cfg: RunConfig, data: DataSplits, sampler: Har
         how = "pass --shuffle-partition" if not cfg.shuffle_partition else "check the data set's labels"
         warn(f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by class); "
              f"training on such batches rarely learns; {how}")
-
-
-def loader_workers(cfg: RunConfig, data: DataSplits) -> int:
-    """``--num-workers``, or by default none for in-memory data (one gather per batch) and up to 8 otherwise."""
-    if cfg.num_workers is not None:
-        return cfg.num_workers
-    return 0 if gives_batches(data.train) else min(8, os.cpu_count() or 1)
-
-
-def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay)
-
-
-def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, sampler: HardBatchSampler):
-    """None for a constant rate; "cosine" decays to 0 over the whole budget, stepped once per optimizer step.
-
-    The rate follows ``sampler.progress`` (steps / budget), so a policy whose epochs are shorter than N
-    steps (``infobatch``) still reaches 0 at its last step.
-    """
-    if cfg.schedule == "constant":
-        return None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 0.5 * (1.0 + math.cos(math.pi * sampler.progress)))
 
 
 def train_run(
@@ -244,7 +239,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
         elif writer:
             _start(cfg, run, data, sampler, device)
         if sampler.policy.needs_irreducible and sampler.policy.irreducible is None:
-            from hardbatch.holdout import train_irreducible
+            from hardbatch.run.holdout import train_irreducible
 
             sampler.policy.irreducible, cost, quality = train_irreducible(cfg, data, device)
             state.holdout_cost.update(cost)
