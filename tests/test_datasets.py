@@ -403,7 +403,7 @@ def test_image_folder_batches_are_a_seeded_random_cut_by_default(tmp_path, capsy
     labels = [0] * 4 + [1] * 4 + [2] * 5
     with open(tmp_path / "run" / "trace.csv") as f:
         assert [int(row["batch"]) for row in csv.DictReader(f)] == [0, 1, 2]  # 13 // 4 = 3 batches, one epoch
-    from hardbatch.selection.functional import batch_purity
+    from hardbatch.functional import batch_purity
     from hardbatch.selection import HardBatchSampler
 
     partition = HardBatchSampler(13, 4, shuffle_partition=True, seed=0).partition

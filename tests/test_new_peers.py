@@ -18,7 +18,7 @@ from hardbatch.selection.composer_sb import ComposerSBParams, ComposerSBPolicy, 
 from hardbatch.selection.ies import IESParams, IESPolicy, mastered
 from hardbatch.selection.policy import Step
 from hardbatch.selection import POLICIES
-from hardbatch.selection.params import check_params
+from hardbatch.params import check_params
 from hardbatch.selection.rho_loss import RhoLossParams, RhoLossPolicy, irreducible_losses
 from hardbatch.selection.seta import SeTaParams, SeTaPolicy, kmeans_1d, window_size
 
@@ -572,7 +572,7 @@ def test_ies_refuses_bad_hyper_parameters_in_one_line(params, message):
 def test_params_are_frozen_documented_and_their_defaults_are_valid(name):
     """Every registered policy's Params: each field has a one-line help and a range (a name field: none), and
     the defaults pass every check."""
-    from hardbatch.selection.params import check_params
+    from hardbatch.params import check_params
 
     params = POLICIES[name].Params
     defaults = params()

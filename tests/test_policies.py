@@ -22,13 +22,7 @@ from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig
 from hardbatch.run.plan import SAME_AS_RULE_AT_ONE, plan_compare
 from hardbatch.selection import POLICIES, create_policy, HardBatchSampler, SelectiveBackpropPolicy, Step, top_k_batches
-from hardbatch.selection.functional import (
-    batch_scores,
-    generator_for,
-    infobatch_prune,
-    percentiles,
-    trimmed_top_k,
-)
+from hardbatch.functional import batch_scores, generator_for, infobatch_prune, percentiles, trimmed_top_k
 from hardbatch.errors import TrainingDiverged
 from hardbatch.training import score_losses
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import hardbatch
-from hardbatch.selection.functional import generator_for
+from hardbatch.functional import generator_for
 from hardbatch.selection import (
     HardBatchSampler, HighLossPolicy, RandomSubsetPolicy, create_policy, fixed_partition, num_selected, top_k_batches,
 )

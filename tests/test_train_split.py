@@ -16,7 +16,7 @@ from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
 from hardbatch.data import DATASETS, balanced_subset, load_dataset, long_tail_counts, noisy_labels
 from hardbatch.records import RELABELLED, exposure, mislabelled_exposure, RunDir
-from hardbatch.selection.functional import generator_for
+from hardbatch.functional import generator_for
 
 # floor(100 * 10^(-c/9)) for c = 0..9, by hand: 10^(-1/9) = 0.7743, 10^(-2/9) = 0.5995, ... 10^(-8/9) = 0.1292.
 LONG_TAIL_100_RHO_10 = [100, 77, 59, 46, 35, 27, 21, 16, 12, 10]

@@ -25,7 +25,7 @@ from hardbatch.config import (
 )
 from hardbatch.errors import TrainingDiverged, UsageError
 from hardbatch.fileio import NoSpaceLeft
-from hardbatch.selection.params import flag
+from hardbatch.params import flag
 
 DEFAULTS = RunConfig()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from hardbatch.errors import UsageError
 from hardbatch.models import STEMS, check_model_name
-from hardbatch.selection.params import check_value, flag
+from hardbatch.params import check_value, flag
 from hardbatch.selection.registry import POLICIES, load_policies, policy_fields
 
 EVAL_MODES = ("eval", "train")

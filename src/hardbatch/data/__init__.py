@@ -31,7 +31,7 @@ from torch.utils.data import (
 from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
 from hardbatch.fileio import atomic_write_bytes
-from hardbatch.selection.functional import generator_for
+from hardbatch.functional import generator_for
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

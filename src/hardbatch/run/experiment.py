@@ -56,7 +56,7 @@ from hardbatch.run.sinks import (
 )
 from hardbatch.run.state import RunState
 from hardbatch.selection import HardBatchSampler
-from hardbatch.selection.functional import single_class_purity
+from hardbatch.functional import single_class_purity
 from hardbatch.training import fit
 
 

@@ -13,13 +13,8 @@ import dataclasses
 import torch
 
 from hardbatch.errors import UsageError
-from hardbatch.selection.functional import (
-    derive_seed,
-    fixed_partition,
-    num_selected,
-    top_k_batches,
-)
-from hardbatch.selection.params import check_params
+from hardbatch.functional import derive_seed, fixed_partition, num_selected, top_k_batches
+from hardbatch.params import check_params
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import POLICIES, load_policies, register
 from hardbatch.selection.sampler import HardBatchSampler, TrainingDiverged

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from hardbatch.errors import UsageError
-from hardbatch.selection.params import Range, check_params, param
+from hardbatch.params import check_params, param, Range
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import register
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from hardbatch.selection.functional import oldest_k
+from hardbatch.functional import oldest_k
 from hardbatch.selection.hardbatch import HighLossPolicy
-from hardbatch.selection.params import NoParams
+from hardbatch.params import NoParams
 from hardbatch.selection.registry import register
 
 

@@ -8,13 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from hardbatch.errors import UsageError
-from hardbatch.selection.functional import (
-    batch_scores,
-    num_selected,
-    top_k_batches,
-    trimmed_top_k,
-)
-from hardbatch.selection.params import Range, param
+from hardbatch.functional import batch_scores, num_selected, top_k_batches, trimmed_top_k
+from hardbatch.params import param, Range
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import register
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hardbatch.selection.functional import infobatch_prune
-from hardbatch.selection.params import Range, param
+from hardbatch.functional import infobatch_prune
+from hardbatch.params import param, Range
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import register
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hardbatch.selection.functional import generator_for
-from hardbatch.selection.params import NoParams
+from hardbatch.functional import generator_for
+from hardbatch.params import NoParams
 
 
 @dataclass

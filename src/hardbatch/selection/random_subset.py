@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hardbatch.selection.hardbatch import HighLossPolicy
-from hardbatch.selection.params import NoParams
+from hardbatch.params import NoParams
 from hardbatch.selection.registry import register
 
 

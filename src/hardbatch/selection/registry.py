@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from hardbatch.selection.policy import Policy
 
 POLICIES: dict[str, type["Policy"]] = {}
-INFRASTRUCTURE = {"functional", "params", "policy", "registry", "sampler", "step"}
+INFRASTRUCTURE = {"policy", "registry", "sampler", "step"}
 # The order policies are listed in (help texts, reports, tests): the paper's rule, its controls, then its peers.
 BUILTIN_ORDER = ("hardbatch", "random", "cyclic", "uniform", "selective-backprop", "composer-sb", "infobatch", "seta",
                  "ies", "rho-loss")
@@ -72,7 +72,7 @@ def policy_fields() -> list[tuple[str, type, dataclasses.Field]]:
 def hyper_parameter_table() -> str:
     """The Markdown table of every registered policy's hyper-parameters (docs/policies/README.md holds a copy,
     rewritten by ``python scripts/policy_docs.py``): policy, flag, default, allowed values, help."""
-    from hardbatch.selection.params import flag
+    from hardbatch.params import flag
 
     lines = ["| policy | flag | default | allowed | what it does |", "|---|---|---|---|---|"]
     for name, cls in load_policies().items():

@@ -12,7 +12,7 @@ from torch import nn
 from hardbatch import batches as batching
 from hardbatch.errors import UsageError
 from hardbatch.losses import LossFn, check_per_sample, cross_entropy
-from hardbatch.selection.params import Range, check_params, param
+from hardbatch.params import check_params, param, Range
 from hardbatch.selection.policy import Policy, Step
 from hardbatch.selection.registry import register
 

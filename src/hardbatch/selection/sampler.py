@@ -12,12 +12,7 @@ import torch
 from torch.utils.data import Sampler
 
 from hardbatch.errors import TrainingDiverged, UsageError
-from hardbatch.selection.functional import (
-    fixed_partition,
-    generator_for,
-    positive_int,
-    single_class_purity,
-)
+from hardbatch.functional import fixed_partition, generator_for, positive_int, single_class_purity
 from hardbatch.selection.policy import Policy, Step
 
 
