@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hardbatch.selection.registry import hyper_parameter_table
+from hardbatch.policies.registry import hyper_parameter_table
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "policies" / "README.md"
 MARKERS = ("<!-- params:begin -->", "<!-- params:end -->")

@@ -1,30 +1,42 @@
-"""hardbatch: train neural networks on their highest-loss mini-batches (Sahayam et al., arXiv 2304.03486)."""
+"""hardbatch: train neural networks on their highest-loss mini-batches (Sahayam et al., arXiv 2304.03486), and run
+its controls and peers through the same loop.
 
-__version__ = "0.1.0"
+The quickstart, for every registered policy::
 
+    sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=128, epochs=10,
+                                         policy=hardbatch.policies.HardBatch(delta=0.5))
+    loader = DataLoader(train_set, batch_sampler=sampler)
+    while not sampler.done:
+        for batch in loader:
+            loss = hardbatch.training_loss(sampler, model, batch)
+            if loss is not None:
+                optimizer.zero_grad(); loss.backward(); optimizer.step()
+"""
+
+__version__ = "0.2.0.dev0"
+
+from hardbatch import functional, losses, policies  # noqa: E402
 from hardbatch.config import RunConfig  # noqa: E402
-from hardbatch.errors import UsageError
-from hardbatch.selection import (  # noqa: E402
-    POLICIES,
-    HardBatchSampler,
-    HighLossPolicy,
-    Policy,
-    RandomSubsetPolicy,
-    create_policy,
-    fixed_partition,
-    top_k_batches,
-)
+from hardbatch.cost import CostMeter  # noqa: E402
+from hardbatch.errors import TrainingDiverged, UsageError  # noqa: E402
+from hardbatch.policies import Policy, create_policy  # noqa: E402
+from hardbatch.sampler import HardBatchSampler  # noqa: E402
+from hardbatch.step import training_loss  # noqa: E402
+from hardbatch.training import evaluate, fit  # noqa: E402
 
 __all__ = [
-    "POLICIES",
-    "Policy",
-    "create_policy",
+    "CostMeter",
     "HardBatchSampler",
-    "HighLossPolicy",
-    "RandomSubsetPolicy",
+    "Policy",
     "RunConfig",
+    "TrainingDiverged",
     "UsageError",
-    "fixed_partition",
-    "top_k_batches",
     "__version__",
+    "create_policy",
+    "evaluate",
+    "fit",
+    "functional",
+    "losses",
+    "policies",
+    "training_loss",
 ]

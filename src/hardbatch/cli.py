@@ -1,4 +1,8 @@
-"""The ``hardbatch`` command line: train, compare and report; the only module that sees argparse."""
+"""The ``hardbatch`` command line: train, compare, sweep and report; the only module that sees argparse.
+
+Every flag of a run setting is generated from ``RunConfig``'s declarations, and every policy flag from the policies'
+own (``hardbatch.params``): a setting is declared once, and its flag, help and check follow from there.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +11,22 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import fields
+from dataclasses import Field, fields
 
 from hardbatch import __version__, distributed
-from hardbatch.config import (
-    AUGMENTS,
-    DELTA_POLICIES,
-    EVAL_MODES,
-    NORMALIZATIONS,
-    POLICY_NAMES,
-    PRECISIONS,
-    PROTOCOLS,
-    SCHEDULES,
-    STEMS,
-    RunConfig,
-    make_config,
-)
-from hardbatch.errors import TrainingDiverged, UsageError
+from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, PROTOCOLS, SELECTION, RunConfig, make_config
+from hardbatch.errors import BadValue, TrainingDiverged, UsageError
 from hardbatch.fileio import NoSpaceLeft
-from hardbatch.params import flag
+from hardbatch.params import flag, type_names
+from hardbatch.policies import POLICIES
+from hardbatch.policies.registry import shared_fields
 
 DEFAULTS = RunConfig()
+POLICY_DEST = "policy_param_"  # argparse dest prefix of a policy hyper-parameter's flag
+# What each optional package a command may need is installed with (``pip install 'hardbatch[EXTRA]'``).
+EXTRAS = {"tqdm": "cli", "matplotlib": "cli", "scipy": "cli", "sklearn": "cli", "mnist1d": "cli", "PIL": "cli",
+          "tensorboard": "tensorboard", "lightning": "lightning", "transformers": "transformers",
+          "accelerate": "accelerate"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,144 +46,127 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_run_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
-    """Flags shared by train, compare and sweep; ``many``: the grid flags --protocols/--datasets/--models."""
-    from hardbatch.data import DATASETS
+def _default_text(f: Field) -> str:
+    """" (default X)" for ``--help``, from the declaration."""
+    if f.metadata.get("default_text"):
+        return f" (default: {f.metadata['default_text']})"
+    if f.default is None or f.default == "":
+        return ""
+    if isinstance(f.default, bool):
+        return f" (default {'on' if f.default else 'off'})"
+    return f" (default {f.default:g})" if isinstance(f.default, float) else f" (default {f.default})"
+
+
+def _add_flag(group, f: Field, help_text: str, dest: str) -> None:
+    """One flag from field ``f``'s declaration: its type, choices and placeholder; on/off flags for bools."""
+    names, choices = type_names(f), f.metadata.get("choices")
+    if "bool" in names:
+        group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None, dest=dest,
+                           help=help_text)
+        return
+    kind = int if "int" in names else float if "float" in names else str
+    group.add_argument(flag(f.name), type=kind, default=None, dest=dest, choices=choices,
+                       metavar=None if choices else (f.metadata.get("metavar") or f.name.upper()), help=help_text)
+
+
+def _listing_help(name: str) -> str:
+    """The registries' names in the help of --dataset and --model (and the data sets' own models)."""
+    from hardbatch.data import DATASETS, default_model
     from hardbatch.models import MODELS
 
-    d = DEFAULTS
+    if name == "dataset":
+        return f"data set: {', '.join(DATASETS)} (default {DEFAULTS.dataset})"
+    owns = ", ".join(f"{d} {default_model(d)}" for d in DATASETS)
+    return f"network: {', '.join(MODELS)} (default: the data set's own: {owns})"
+
+
+def _add_run_flags(p: argparse.ArgumentParser, many: bool = False, skip: tuple[str, ...] = ()) -> None:
+    """Every run setting's flag, grouped as declared; ``many``: --datasets/--models/--protocols (sweep) instead of
+    --dataset/--model/--protocol; ``skip``: settings the subcommand sets another way (--seeds, --deltas)."""
     p.add_argument("--protocols" if many else "--protocol", choices=list(PROTOCOLS), nargs="+" if many else None,
                    help="preset defaults: 'paper' = the released code's setup (128 px, ImageNet statistics, no "
-                        "augmentation, fixed order, SGD lr 0.005 constant, batch 512, 100 epochs); 'modern' = crop+flip, "
-                        "seeded batch partition, Nesterov SGD lr 0.1, wd 5e-4, cosine, batch 128, small stem, 100 "
-                        "epochs. Flags given override the preset; config.json keeps the resolved values. "
+                        "augmentation, fixed order, SGD lr 0.005 constant, batch 512, 100 epochs); 'modern' = "
+                        "crop+flip, seeded batch partition, Nesterov SGD lr 0.1, wd 5e-4, cosine, batch 128, small "
+                        "stem, 100 epochs. Flags given override the preset; config.json keeps the resolved values. "
                         "The defaults shown below are those without a protocol.")
-    g = p.add_argument_group("data and model")
-    if many:
-        g.add_argument("--datasets", nargs="+", required=True, metavar="NAME", help=f"data sets: {', '.join(DATASETS)}")
-        g.add_argument("--models", nargs="+", required=True, metavar="NAME", help=f"networks: {', '.join(MODELS)}")
-    else:
-        g.add_argument("--dataset", help=f"data set: {', '.join(DATASETS)} (default {d.dataset})")
-        g.add_argument("--model", help=f"network: {', '.join(MODELS)} (default {d.model})")
-    g.add_argument("--stem", choices=STEMS,
-                   help="'small': stride-1 first convolution, no max-pool, for 32-px images (default imagenet)")
-    g.add_argument("--data-dir", help="where data set files live (data sets that need files)")
-    g.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
-    g.add_argument("--num-workers", type=int,
-                   help="DataLoader worker processes (default: 0 for in-memory data sets, up to 8 for imagefolder)")
-    g.add_argument("--image-size", type=int, help="resize images to this side length (default: native size; 64 for imagefolder)")
-    g.add_argument("--augment", choices=AUGMENTS, help=f"training augmentation, applied on the device (default {d.augment})")
-    g.add_argument("--normalize", choices=NORMALIZATIONS,
-                   help=f"per-channel mean/std: the data set's own or ImageNet's (default {d.normalize})")
-    g.add_argument("--val-fraction", type=float,
-                   help="hold out this stratified fraction of the training set as a validation split, "
-                        "evaluated every epoch, to choose δ without the test set (default 0)")
-    g.add_argument("--mnist1d-samples", type=int, metavar="N",
-                   help="mnist1d: how many samples its generator makes, N a multiple of 10, split 80/20 into train "
-                        "and test as the generator does (default: the canonical 5,000, i.e. 4,000 / 1,000)")
-    g.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep the whole data set on the device (uint8), so loading is never the bottleneck")
-    g = p.add_argument_group("training split", "Applied in this order after the validation split is taken, seeded by "
-                                               "the run's seed; the validation and test splits are never changed.")
-    g.add_argument("--train-subset", type=int, metavar="N",
-                   help="train on a class-balanced random subset of N samples (from the number of classes up to the "
-                        "split's size), e.g. to fit a CPU budget")
-    g.add_argument("--imbalance", type=float, metavar="RHO",
-                   help="long tail: class c keeps floor(n_c · RHO^(−c/(C−1))) of its samples, so the largest class is "
-                        "RHO times the smallest (RHO >= 1; default 1 = as is)")
-    g.add_argument("--label-noise", type=float, metavar="P",
-                   help="give exactly round(P·n) training samples another class, drawn uniformly, never their own "
-                        "(P in [0, 1); default 0); the run directory's relabelled.json records which")
-    g = p.add_argument_group("selection", "policies (docs/policies/NAME.md): hardbatch = the paper's rule; random and "
-                                          "cyclic = its controls at the same δ; uniform = ordinary SGD reshuffled every "
-                                          "epoch; selective-backprop and infobatch = its peers. δ applies to "
-                                          f"{', '.join(DELTA_POLICIES)}.")
-    if many:
-        g.add_argument("--policies", nargs="+", metavar="NAME",
-                       help=f"policies to compare, each with every δ it uses: {', '.join(POLICY_NAMES)}, or all "
-                            f"(default: --policy). With hardbatch at δ = 1, random and cyclic skip δ = 1: "
-                            f"they would train the same batches in the same order")
-    g.add_argument("--policy", help=f"batch-selection policy: {', '.join(POLICY_NAMES)} (default {d.policy})")
-    _add_policy_params(g)
-    g.add_argument("--shuffle-partition", action=argparse.BooleanOptionalAction, default=None,
-                   help="cut a seeded random permutation into the fixed mini-batches, or (--no-shuffle-partition) "
-                        "the data set's own order (default: the data-set order under --protocol paper for cifar10, "
-                        "cifar100 and stl10, as the released code; a seeded random cut otherwise)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=_positive_int, help=f"budget in epochs of N optimizer steps (default {d.epochs})")
-    g.add_argument("--batch-size", type=_positive_int,
-                   help=f"mini-batch size B (default {d.batch_size}); under torchrun the global batch, split evenly "
-                        f"over the processes, so it must divide by their number")
-    g.add_argument("--lr", type=float, help=f"SGD learning rate (default {d.lr})")
-    g.add_argument("--schedule", choices=SCHEDULES,
-                   help=f"learning-rate schedule; cosine decays to 0 over the step budget (default {d.schedule})")
-    g.add_argument("--momentum", type=float, help=f"SGD momentum (default {d.momentum})")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None, help="Nesterov momentum")
-    g.add_argument("--weight-decay", type=float, help=f"SGD weight decay (default {d.weight_decay})")
-    g = p.add_argument_group("evaluation and hardware")
-    g.add_argument("--eval-mode", choices=EVAL_MODES,
-                   help="'eval': model.eval() (default); 'train': BatchNorm batch statistics, as the released code")
-    g.add_argument("--target-acc", type=float,
-                   help="test accuracy (fraction) for epochs-to-target (default: in reports 0.99 × the δ = 1 mean "
-                        "best; in a single run's summary.json 0.99 × its own best)")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto: CUDA when present)")
-    g.add_argument("--precision", choices=PRECISIONS, help="autocast precision; auto = bf16 on CUDA, fp32 elsewhere")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels-last memory format (default: on for CUDA)")
-    g.add_argument("--sync-bn", action="store_true", default=None,
-                   help="under torchrun, BatchNorm normalises over the global batch (SyncBatchNorm) instead of each "
-                        "process's share, as one process would; CUDA only (refused elsewhere, and with --eval-mode "
-                        "train); with one process it changes nothing (README \"Multi-GPU\")")
-    g.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
-                   help="torch.compile the model for training, with BACKEND (default inductor; aot_eager checks "
-                        "tracing without code generation). Every policy; scoring and evaluation forwards run "
-                        "uncompiled. A runtime choice: a finished run is reused whatever its value")
-    g.add_argument("--tensorboard", metavar="DIR",
-                   help="also log every per-epoch metric to TensorBoard under DIR (compare/sweep: one sub-directory "
-                        "per run); needs pip install 'hardbatch[tensorboard]'")
-    g.add_argument("--no-progress", action="store_true",
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(RunConfig):
+        group_name = f.metadata.get("group")
+        if not f.metadata.get("cli") or f.name in skip:
+            continue
+        group = groups.get(group_name) or groups.setdefault(group_name, p.add_argument_group(group_name))
+        if f.name in ("dataset", "model"):
+            if many:
+                group.add_argument(f"--{f.name}s", nargs="+", required=True, metavar="NAME",
+                                   help=_listing_help(f.name).split(" (default")[0].replace(":", "s:", 1))
+            else:
+                group.add_argument(flag(f.name), metavar="NAME", dest=f.name, help=_listing_help(f.name))
+            continue
+        if f.name == "policy":
+            _add_policy_flags(group, many, skip)
+            continue
+        _add_flag(group, f, f.metadata["help"] + _default_text(f), f.name)
+    p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (on a terminal) or progress lines (elsewhere: one per finished run, and one "
                         "per epoch at most every 30 s)")
 
 
-def _add_policy_params(g) -> None:
-    """One flag per policy hyper-parameter, generated from the declaration in the policy's file (its RunConfig field)."""
-    for f in fields(RunConfig):
-        meta = f.metadata
-        if not meta.get("policies"):
+def _add_policy_flags(group, many: bool, skip: tuple[str, ...]) -> None:
+    """--policy (or --policies) and one flag per policy hyper-parameter, from the policies' own declarations."""
+    group.description = (f"policies (docs/policies/NAME.md): {', '.join(POLICY_NAMES)}. hardbatch = the paper's "
+                         f"rule; random and cyclic = its controls at the same δ; uniform = ordinary SGD reshuffled "
+                         f"every epoch; the others its peers. δ applies to {', '.join(DELTA_POLICIES)}. Each "
+                         f"hyper-parameter flag names the policies that take it.")
+    if many:
+        group.add_argument("--policies", nargs="+", metavar="NAME",
+                           help=f"policies to compare, each with every δ it uses (the others run once): "
+                                f"{', '.join(POLICY_NAMES)}, or all = every one at its defaults (rho-loss needs "
+                                f"--val-fraction) (default: --policy). With hardbatch at δ = 1, random and cyclic skip "
+                                f"δ = 1: they would train the same batches in the same order")
+    group.add_argument("--policy", dest="policy", metavar="NAME",
+                       help=f"batch-selection policy: {', '.join(POLICY_NAMES)} (default {DEFAULTS.policy})")
+    for name, (f, users) in shared_fields().items():
+        if name in skip:
             continue
-        where = f"[{', '.join(meta['policies'])}] "
-        if isinstance(f.default, bool):
-            # --name and --no-name: a setting that is on by default can be turned off.
-            g.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None,
-                           help=where + meta["help"] + f" (default {'on' if f.default else 'off'})")
-        else:
-            kind = int if f.type in ("int", "int | None") else str if isinstance(f.default, str) else float
-            default = "" if f.default is None or isinstance(f.default, str) else f" (default {f.default:g})"
-            g.add_argument(flag(f.name), type=kind, metavar=meta["metavar"], help=where + meta["help"] + default)
+        helps = {u: next(g for g in fields(POLICIES[u]) if g.name == name).metadata["help"] for u in users}
+        text = next(iter(helps.values())) if len(set(helps.values())) == 1 else \
+            "; ".join(f"{u}: {h}" for u, h in helps.items())
+        _add_flag(group, f, f"[{', '.join(users)}] {text}{_default_text(f)}", POLICY_DEST + name)
+
+
+def _policy_flags(args: argparse.Namespace) -> dict:
+    """The policy hyper-parameters given on the command line, by name."""
+    return {k[len(POLICY_DEST):]: v for k, v in vars(args).items() if k.startswith(POLICY_DEST) and v is not None}
 
 
 def _check_policy_flags(args: argparse.Namespace) -> None:
-    """A policy hyper-parameter given on the command line must be used by a chosen policy."""
-    chosen = getattr(args, "policies", None) or [getattr(args, "policy", None) or RunConfig.policy]
-    for f in fields(RunConfig):
-        users = f.metadata.get("policies")
-        if users and getattr(args, f.name, None) is not None and not set(users) & set(chosen):
-            raise UsageError(f"{flag(f.name)} applies to policy {', '.join(users)}, not to {', '.join(chosen)}")
+    """A policy hyper-parameter given on the command line must be taken by a chosen policy."""
+    chosen = getattr(args, "policies", None) or [getattr(args, "policy", None) or DEFAULTS.policy]
+    if chosen == ["all"]:
+        chosen = list(POLICY_NAMES)
+    for name in _policy_flags(args):
+        users = [u for u, cls in POLICIES.items() if cls.takes(name)]
+        if not set(users) & set(chosen):
+            raise UsageError(f"{flag(name)} applies to policy {', '.join(users)}, not to {', '.join(chosen)}")
 
 
 def _given(args: argparse.Namespace) -> list[str]:
-    """The RunConfig fields whose flags the command line gives (``--protocol`` itself aside)."""
-    return [f.name for f in fields(RunConfig) if f.name != "protocol" and getattr(args, f.name, None) is not None]
+    """The RunConfig fields whose flags the command line gives (``--protocol`` itself aside); ``params`` when any
+    policy hyper-parameter is given."""
+    names = [f.name for f in fields(RunConfig) if f.name not in ("protocol", "params")
+             and getattr(args, f.name, None) is not None]
+    return names + (["params"] if _policy_flags(args) else [])
 
 
 def config_from_args(args: argparse.Namespace, protocol: str | None = None) -> RunConfig:
     """A RunConfig from the flags given; flags left out keep the protocol's or RunConfig's defaults."""
-    return make_config(protocol or getattr(args, "protocol", None), **{name: getattr(args, name) for name in _given(args)})
+    values = {name: getattr(args, name) for name in _given(args) if name != "params"}
+    return make_config(protocol or getattr(args, "protocol", None), **values, params=_policy_flags(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hardbatch.run.experiment import resume_config, train_run
+    from hardbatch.run.checks import resume_config
+    from hardbatch.run.experiment import train_run
 
     _check_policy_flags(args)
     cfg = config_from_args(args)
@@ -266,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hardbatch",
         description="Train neural networks on their highest-loss mini-batches (Sahayam et al., arXiv 2304.03486): "
                     "after one warm-up epoch, each round trains only the floor(δ·N) mini-batches with the highest "
-                    "stored loss. δ = 1 is ordinary mini-batch training. train, compare and sweep also run under "
-                    "torchrun (DDP over several GPUs or CPU processes): torchrun --nproc-per-node P -m hardbatch "
-                    "train ... (README \"Multi-GPU\").",
+                    "stored loss. δ = 1 is ordinary mini-batch training. Its controls and peers run through the same "
+                    "loop (--policy). train, compare and sweep also run under torchrun (DDP over several GPUs or CPU "
+                    "processes): torchrun --nproc-per-node P -m hardbatch train ...",
     )
     parser.add_argument("--version", action="version", version=f"hardbatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -276,8 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one run into a run directory",
                        description="Train one run. Writes config.json, history.csv (per epoch), trace.csv "
                                    "(per step), and summary.json last.")
-    p.add_argument("--delta", type=float, help=f"fraction of mini-batches trained per round, in (0, 1] (default {DEFAULTS.delta})")
-    p.add_argument("--seed", type=int, help=f"seed for initialisation and any randomness (default {DEFAULTS.seed})")
     _add_run_flags(p)
     p.add_argument("--out", required=True, help="run directory to create")
     mode = p.add_mutually_exclusive_group()
@@ -291,17 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train every policy × δ × seed into sub-directories of --out (finished runs are "
                                    "skipped when repeated), then print the table and write report.md, summary.csv, "
                                    "runs.csv and PNG plots, with every arm's cost and its accuracy at equal cost. "
-                                   "A run that another process is training is skipped and named; the report covers the finished runs and the "
-                                   "exit status is 1. Example: hardbatch compare --policies uniform hardbatch random cyclic "
-                                   "selective-backprop infobatch --deltas 0.5 1.0 --out runs/peers")
+                                   "A run that another process is training is skipped and named; the report covers "
+                                   "the finished runs and the exit status is 1. Example: hardbatch compare --policies "
+                                   "uniform hardbatch random cyclic selective-backprop infobatch --deltas 0.5 1.0 "
+                                   "--out runs/peers")
     p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
-                   help="δ values (default 0.2 0.5 0.8 1.0; include 1.0 for the reference)")
+                   help="δ values of the policies that take one (default 0.2 0.5 0.8 1.0; include 1.0 for the "
+                        "reference)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
+    _add_run_flags(p, skip=("seed", "delta"), many=False)
     p.add_argument("--policies", nargs="+", metavar="NAME",
                    help=f"policies to compare, each with every δ it uses (the others run once): "
                         f"{', '.join(POLICY_NAMES)}, or all = every one at its defaults (rho-loss needs "
                         f"--val-fraction) (default: --policy)")
-    _add_run_flags(p)
     p.add_argument("--out", required=True, help="directory for the runs and the report")
     p.set_defaults(func=cmd_compare)
 
@@ -316,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
                    help="δ values (default 0.2 0.5 0.8 1.0)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
-    _add_run_flags(p, many=True)
+    _add_run_flags(p, many=True, skip=("seed", "delta"))
     p.add_argument("--out", required=True, help="root directory of the sweep")
     p.add_argument("--shard", default="0/1", metavar="I/N",
                    help="run only shard I of N (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
@@ -328,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="directory holding run directories (searched recursively)")
     p.add_argument("--out", help="where to write the report (default: DIR)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--target-acc", type=float,
+    p.add_argument("--target-acc", type=float, metavar="T",
                    help="test accuracy (fraction) T for epochs-to-target (default: 0.99 × the reference's mean best)")
     p.add_argument("--method", metavar="POLICY",
                    help=f"the policy the report judges: its best setting along its axis (δ, β, prune ratio), chosen "
@@ -383,7 +365,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UsageError as e:
         if distributed.is_writer():
-            print(f"hardbatch {args.command}: error: {e}", file=sys.stderr)
+            print(f"hardbatch {args.command}: error: {e.as_flag() if isinstance(e, BadValue) else e}",
+                  file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # an optional package the command needs (``pip install 'hardbatch[cli]'``)
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        if distributed.is_writer():
+            print(f"hardbatch {args.command}: error: this needs the {e.name.split('.')[0]} package: pip install "
+                  f"'hardbatch[{extra}]'", file=sys.stderr)
         return 2
     except NoSpaceLeft as e:
         hint = "rerun with --resume" if args.command == "train" else "run the same command again"

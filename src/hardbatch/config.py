@@ -1,22 +1,27 @@
-"""One typed run configuration, its validation, and the error type for bad user input."""
+"""One typed run configuration: every setting declared once (type, default, help, allowed values), its checks, and
+the protocol presets.
+
+Each field of :class:`RunConfig` is declared with ``params.param``; the CLI's flags, their help and the value checks
+are derived from these declarations, and the chosen policy's hyper-parameters (``params``) are checked against the
+policy's own declaration (``hardbatch.policies``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, fields
 from typing import Any
 
 from hardbatch.errors import UsageError
-from hardbatch.models import STEMS, check_model_name
-from hardbatch.params import check_value, flag
-from hardbatch.selection.registry import POLICIES, load_policies, policy_fields
+from hardbatch.params import Range, check_fields, param
+from hardbatch.policies import POLICIES, create_policy, defaults, load_policies, policy_class
 
 EVAL_MODES = ("eval", "train")
 SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("none", "crop_flip")
 NORMALIZATIONS = ("dataset", "imagenet")
 PRECISIONS = ("auto", "fp32", "bf16")
+STEMS = ("imagenet", "small")
 # Settings that do not change what a run computes: a finished run is reused, and reports group it, whatever
 # their values (target_acc only changes how reports read the saved curves).
 RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc", "compile", "tensorboard")
@@ -26,92 +31,133 @@ RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc", "
 KEEP_ORDER = {"paper": ("cifar10", "cifar100", "stl10")}
 MAX_SEED = 2**31  # seeds are mixed with step counts into 64-bit generator seeds
 
-# Derived from the policy registry (each policy's own file declares these; see selection/policy.py): the policy
-# names, the ones δ applies to, and the hyper-parameter each policy sweeps (its axis: what tells its arms apart in a
-# report, and what a report chooses on validation when the policy is the method judged; None: one arm).
+# Derived from the policy registry (each policy's own file declares these): the policy names, the ones that take
+# δ, and the hyper-parameter each policy sweeps (its axis: what tells its arms apart in a report, and what a report
+# chooses on validation when the policy is the method judged; policies without one have a single arm).
 POLICY_NAMES = tuple(load_policies())
-DELTA_POLICIES = tuple(name for name, cls in POLICIES.items() if cls.uses_delta)
+DELTA_POLICIES = tuple(name for name, cls in POLICIES.items() if cls.takes("delta"))
 POLICY_AXES = {name: cls.axis for name, cls in POLICIES.items() if cls.axis is not None}
-AXIS_SYMBOLS = {"delta": "δ", "beta": "β", "prune_ratio": "r", "threshold": "τ"}  # how reports name an axis; others by field name
+AXIS_SYMBOLS = {"delta": "δ", "beta": "β", "prune_ratio": "r", "threshold": "τ"}  # others by field name
+
+DATA, SPLIT, SELECTION, OPTIMISATION, HARDWARE = (
+    "data and model", "training split", "selection", "optimisation", "evaluation and hardware")
+FRACTION = Range(0.0, 1.0, high_open=True)
 
 
 @dataclass
-class _Settings:
-    """The settings of a run that do not belong to one policy; RunConfig adds every policy's hyper-parameters."""
+class RunConfig:
+    """Everything that decides a training run. Stored as given; ``check`` checks it, ``run.checks.resolve`` fills
+    in what "auto" and unset values mean, once, before anything is written (config.json holds the resolved one)."""
 
-    dataset: str = "digits"
-    model: str = "small_cnn"
-    stem: str = "imagenet"  # "small": stride-1 first convolution and no max-pool, for 32-px images
-    policy: str = "hardbatch"
-    delta: float = 1.0
-    epochs: int = 15
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # or "cosine": cosine decay to 0 over the whole step budget
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 elsewhere
-    channels_last: bool | None = None  # None: on for CUDA
-    eval_mode: str = "eval"  # "train" reproduces the released code's train-mode (batch-statistics) evaluation
-    # Under DDP on CUDA, BatchNorm normalises over the global batch (SyncBatchNorm) instead of each rank's share;
-    # with one process there is nothing to synchronise and it changes nothing.
-    sync_bn: bool = False
-    # False: batch i = samples [i*B, (i+1)*B) in data-set order; True: a seeded random cut; None ("auto"): the
-    # data-set order only where it is the point (KEEP_ORDER), a random cut elsewhere. Saved resolved.
-    shuffle_partition: bool | None = None
-    target_acc: float | None = None  # accuracy for epochs_to_target; None: 0.99 x the run's own best
-    image_size: int | None = None  # square resize of every image; None keeps the native size
-    augment: str = "none"  # or "crop_flip": random crop (4 px padding) + horizontal flip, on the device
-    normalize: str = "dataset"  # mean/std of the data set's training split, or "imagenet"
-    val_fraction: float = 0.0  # stratified hold-out of the training set, evaluated every epoch
-    # The training split after the validation split is taken (seeded by ``seed``; validation and test untouched):
-    train_subset: int | None = None  # a class-balanced subset of this many samples, taken first
-    imbalance: float = 1.0  # long tail: class c keeps floor(n_c * imbalance^(-c / (C - 1))); 1 = off
-    label_noise: float = 0.0  # this fraction of labels replaced by another class, uniformly
-    # mnist1d only: samples the MNIST-1D generator makes (train 80% + test 20%); None: its canonical 5,000
-    mnist1d_samples: int | None = None
-    data_dir: str | None = None
-    download: bool = False
-    data_on_device: bool = False  # keep the whole data set on the device (uint8 when possible)
-    num_workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, up to 8 otherwise
-    compile: str | None = None  # torch.compile backend for training ("inductor"); None: eager. A runtime choice
-    tensorboard: str | None = None  # also log every per-epoch metric to this TensorBoard log directory
-    protocol: str | None = None  # preset the defaults came from ("paper", "modern"), for the record
+    dataset: str = param("digits", "data set", group=DATA, metavar="NAME")
+    model: str | None = param(None, "network (default: the data set's own, listed under --dataset)", group=DATA,
+                              metavar="NAME", default_text="the data set's")
+    stem: str = param("imagenet", "'small': stride-1 first convolution, no max-pool, for 32-px images",
+                      choices=STEMS, group=DATA)
+    data_dir: str | None = param(None, "where data set files live (data sets that need files)", group=DATA,
+                                 metavar="DIR")
+    download: bool = param(False, "download the data set if missing", group=DATA)
+    num_workers: int | None = param(None, "DataLoader worker processes", range=Range(0, integer=True), group=DATA,
+                                    metavar="N", default_text="0 for in-memory data sets, up to 8 for imagefolder")
+    image_size: int | None = param(None, "resize images to this side length", range=Range(8, integer=True),
+                                   group=DATA, metavar="PX", default_text="native size; 64 for imagefolder")
+    augment: str = param("none", "training augmentation, applied on the device", choices=AUGMENTS, group=DATA)
+    normalize: str = param("dataset", "per-channel mean/std: the data set's own or ImageNet's",
+                           choices=NORMALIZATIONS, group=DATA)
+    val_fraction: float = param(0.0, "hold out this stratified fraction of the training set as a validation split, "
+                                     "evaluated every epoch, to choose settings without the test set",
+                                range=FRACTION, group=DATA, metavar="F")
+    mnist1d_samples: int | None = param(None, "mnist1d: how many samples its generator makes, a multiple of 10, split "
+                                              "80/20 into train and test as the generator does",
+                                        range=Range(10, integer=True), group=DATA, metavar="N",
+                                        default_text="the canonical 5,000, i.e. 4,000 / 1,000")
+    data_on_device: bool = param(False, "keep the whole data set on the device (uint8), so loading is never the "
+                                        "bottleneck", group=DATA)
+    # The training split, reshaped in this order after the validation split is taken (seeded by ``seed``; the
+    # validation and test splits are never changed).
+    train_subset: int | None = param(None, "train on a class-balanced random subset of N samples (from the number of "
+                                           "classes up to the split's size), e.g. to fit a CPU budget",
+                                     range=Range(1, integer=True), group=SPLIT, metavar="N")
+    imbalance: float = param(1.0, "long tail: class c keeps floor(n_c · RHO^(−c/(C−1))) of its samples, so the largest "
+                                  "class is RHO times the smallest (1 = as is)", range=Range(1.0), group=SPLIT,
+                             metavar="RHO")
+    label_noise: float = param(0.0, "give exactly round(P·n) training samples another class, drawn uniformly, never "
+                                    "their own; the run folder's relabelled.json records which", range=FRACTION,
+                               group=SPLIT, metavar="P")
+    policy: str = param("hardbatch", "batch-selection policy", group=SELECTION, metavar="NAME")
+    params: dict[str, Any] = param(default_factory=dict, help="the policy's hyper-parameters by name (the others at "
+                                                              "their defaults); δ is params['delta']", cli=False)
+    shuffle_partition: bool | None = param(None, "cut a seeded random permutation into the fixed mini-batches, or "
+                                                 "(--no-shuffle-partition) the data set's own order",
+                                           group=SELECTION, default_text="the data-set order under --protocol paper "
+                                           "for cifar10, cifar100 and stl10, as the released code; a seeded random "
+                                           "cut otherwise")
+    epochs: int = param(15, "budget in epochs of N optimizer steps", range=Range(1, integer=True), group=OPTIMISATION,
+                        metavar="E")
+    batch_size: int = param(32, "mini-batch size B; under torchrun the global batch, split evenly over the "
+                                "processes, so it must divide by their number", range=Range(1, integer=True),
+                            group=OPTIMISATION, metavar="B")
+    lr: float = param(0.01, "SGD learning rate", range=Range(0.0, low_open=True), group=OPTIMISATION, metavar="LR")
+    schedule: str = param("constant", "learning-rate schedule; cosine decays to 0 over the step budget",
+                          choices=SCHEDULES, group=OPTIMISATION)
+    momentum: float = param(0.9, "SGD momentum", range=FRACTION, group=OPTIMISATION, metavar="M")
+    nesterov: bool = param(False, "Nesterov momentum", group=OPTIMISATION)
+    weight_decay: float = param(0.0, "SGD weight decay", range=Range(0.0), group=OPTIMISATION, metavar="WD")
+    seed: int = param(0, "seed for initialisation and any randomness", range=Range(0, MAX_SEED - 1, integer=True),
+                      group=OPTIMISATION, metavar="S")
+    eval_mode: str = param("eval", "'eval': model.eval(); 'train': BatchNorm batch statistics, as the released code",
+                           choices=EVAL_MODES, group=HARDWARE)
+    target_acc: float | None = param(None, "test accuracy (fraction) for epochs-to-target",
+                                     range=Range(0.0, 1.0, low_open=True), group=HARDWARE, metavar="T",
+                                     default_text="in reports 0.99 × the reference's mean best; in a single run's "
+                                     "summary.json 0.99 × its own best")
+    device: str = param("auto", "auto, cpu, cuda, cuda:N, mps", group=HARDWARE, metavar="DEVICE",
+                        default_text="auto: CUDA when present")
+    precision: str = param("auto", "autocast precision; auto = bf16 on CUDA, fp32 elsewhere", choices=PRECISIONS,
+                           group=HARDWARE)
+    channels_last: bool | None = param(None, "channels-last memory format", group=HARDWARE,
+                                       default_text="on for CUDA")
+    sync_bn: bool = param(False, "under torchrun, BatchNorm normalises over the global batch (SyncBatchNorm) instead "
+                                 "of each process's share, as one process would; CUDA only (refused elsewhere, and "
+                                 "with --eval-mode train); with one process it changes nothing", group=HARDWARE)
+    compile: str | None = param(None, "torch.compile the model for training with this backend (inductor; aot_eager "
+                                      "checks tracing without code generation); scoring and evaluation forwards run "
+                                      "uncompiled; a runtime choice: a finished run is reused whatever its value",
+                                group=HARDWARE, metavar="BACKEND", default_text="eager")
+    tensorboard: str | None = param(None, "also log every per-epoch metric to TensorBoard under DIR (compare/sweep: "
+                                          "one sub-directory per run); needs pip install 'hardbatch[tensorboard]'",
+                                    group=HARDWARE, metavar="DIR")
+    protocol: str | None = param(None, "the preset the defaults came from, for the record", cli=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        """Build from a saved dict, ignoring keys this version does not know; checked as ``validate`` checks
-        (UsageError for a value of the wrong type or out of range)."""
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Build from a saved dict (unknown keys are refused) and ``check`` it."""
+        if not isinstance(values, dict):
+            raise UsageError(f"a run configuration is a dict of settings, got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
-        given = {k: v for k, v in values.items() if k in known}
-        policy = given.get("policy", _Settings.policy)
-        # A setting its policy gained later: a saved run without it ran the policy's earlier rule.
-        given.update({f.name: f.metadata["legacy"] for f in fields(cls) if f.name not in values
-                      and "legacy" in f.metadata and policy in f.metadata.get("policies", ())})
-        cfg = cls(**given)
-        validate(cfg)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"unknown setting {unknown[0]!r}; valid: {', '.join(sorted(known))}")
+        cfg = cls(**values)
+        check(cfg)
         return cfg
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
     def policy_params(self) -> dict[str, Any]:
-        """The chosen policy's own hyper-parameters, by field name (what ``create_policy`` takes)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if self.policy in f.metadata.get("policies", ())}
+        """The chosen policy's hyper-parameters by name, every one of them (defaults for those not given)."""
+        if self.policy not in POLICIES:
+            return dict(self.params)
+        return {**defaults(self.policy), **self.params}
 
-
-# Everything that decides a training run: the settings above, then one field per hyper-parameter of every registered
-# policy (declared in the policy's own file; the field's metadata names the policies that use it). Stored as given;
-# ``validate`` checks it where used.
-RunConfig = dataclasses.make_dataclass("RunConfig", policy_fields(), bases=(_Settings,))
-RunConfig.__module__ = __name__
-RunConfig.__doc__ = "Everything that decides a training run. Stored as given; ``validate`` checks it where used."
+    @property
+    def delta(self) -> float:
+        """δ of a δ policy (``params['delta']``); 1 for every other policy, which trains every batch."""
+        return self.policy_params().get("delta", 1.0)
 
 
 # Presets set defaults only; flags given by the user override them. See docs/method.md "The released code's setup".
@@ -138,20 +184,24 @@ def make_config(protocol: str | None = None, **values: Any) -> RunConfig:
     return RunConfig(**{**PROTOCOLS[protocol], "protocol": protocol, **values})
 
 
-POLICY_PARAMS: dict[str, tuple[str, ...]] = {
-    name: tuple(f.name for f in fields(RunConfig) if name in f.metadata.get("policies", ())) for name in POLICY_NAMES
-}
-
-
-def unused_settings(cfg: RunConfig) -> list[str]:
-    """Fields set away from their default that cfg.policy does not use (δ included)."""
-    defaults = RunConfig()
-    unused = [f.name for f in fields(RunConfig)
-              if f.metadata.get("policies") and cfg.policy not in f.metadata["policies"]
-              and getattr(cfg, f.name) != getattr(defaults, f.name)]
-    if cfg.policy not in DELTA_POLICIES and cfg.delta != 1.0:
-        unused.insert(0, "delta")
-    return unused
+def check(cfg: RunConfig) -> None:
+    """Every setting against its declaration (type, range, choices), the policy's hyper-parameters against the
+    policy's declaration, what the policy needs of a run, and the checks across settings. One line (UsageError,
+    BadValue) for the first problem. Names that live in registries above this layer (data sets, models) and what
+    needs the data or the machine are checked by ``run.checks``."""
+    check_fields(cfg)
+    if cfg.protocol is not None and cfg.protocol not in PROTOCOLS:
+        raise UsageError(f"unknown protocol {cfg.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    create_policy(policy_class(cfg.policy).name, **cfg.params)  # its name, then its hyper-parameters
+    for setting, (accepts, what) in POLICIES[cfg.policy].requires.items():
+        if not accepts(getattr(cfg, setting)):
+            raise UsageError(f"policy {cfg.policy!r} {what}")
+    if cfg.mnist1d_samples is not None:
+        if cfg.dataset != "mnist1d":
+            raise UsageError(f"mnist1d_samples applies to dataset mnist1d only, not {cfg.dataset!r}")
+        if cfg.mnist1d_samples % 10:
+            raise UsageError(f"mnist1d_samples must be a multiple of 10 (the generator makes as many of each of the "
+                             f"10 classes), got {cfg.mnist1d_samples}")
 
 
 def resolve_partition(cfg: RunConfig) -> RunConfig:
@@ -159,77 +209,3 @@ def resolve_partition(cfg: RunConfig) -> RunConfig:
     if cfg.shuffle_partition is not None:
         return cfg
     return cfg.replace(shuffle_partition=cfg.dataset not in KEEP_ORDER.get(cfg.protocol or "", ()))
-
-
-# What each type named in a RunConfig annotation accepts: an int is a number too, a bool is never one.
-_KINDS = {"str": ((str,), "a string"), "int": ((int,), "an integer"), "float": ((int, float), "a number"),
-          "bool": ((bool,), "true or false"), "None": ((type(None),), "null")}
-
-
-def check_types(cfg: RunConfig) -> None:
-    """UsageError naming the first field whose value is not of its declared type (``epochs="four"``)."""
-    for f in fields(cfg):
-        value, names = getattr(cfg, f.name), f.type.split(" | ")
-        if not any(isinstance(value, _KINDS[n][0]) and (n == "bool" or not isinstance(value, bool)) for n in names):
-            raise UsageError(f"{f.name} must be {' or '.join(_KINDS[n][1] for n in names)}, got {value!r}")
-
-
-def validate(cfg: RunConfig) -> None:
-    """Check types and ranges that need no data; registries check names, the data set checks sizes."""
-    check_types(cfg)
-    if cfg.policy not in POLICY_NAMES:
-        raise UsageError(f"unknown policy {cfg.policy!r}; valid: {', '.join(POLICY_NAMES)}")
-    if not (0.0 < cfg.delta <= 1.0):
-        raise UsageError(f"delta must be in (0, 1], got {cfg.delta}")
-    unused = unused_settings(cfg)
-    if unused:
-        users = {name: (DELTA_POLICIES if name == "delta" else RunConfig.__dataclass_fields__[name].metadata["policies"])
-                 for name in unused}
-        detail = "; ".join(f"{flag(n)} applies to {', '.join(p)}" for n, p in users.items())
-        raise UsageError(f"policy {cfg.policy!r} does not use {', '.join(flag(n) for n in unused)} ({detail})")
-    for f in fields(RunConfig):  # every policy's hyper-parameters, against the range its file declares
-        if f.metadata.get("policies"):
-            check_value(f, getattr(cfg, f.name))
-    for setting, (accepts, what) in POLICIES[cfg.policy].requires.items():  # what the policy needs of a run
-        if not accepts(getattr(cfg, setting)):
-            raise UsageError(f"policy {cfg.policy!r} {what}")
-    if cfg.il_model:
-        check_model_name(cfg.il_model)
-    for name in ("epochs", "batch_size"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or value < 1:
-            raise UsageError(f"{name.replace('_', ' ')} must be a positive integer, got {value}")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise UsageError(f"learning rate must be a positive finite number, got {cfg.lr}")
-    if not (0.0 <= cfg.momentum < 1.0):
-        raise UsageError(f"momentum must be in [0, 1), got {cfg.momentum}")
-    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
-        raise UsageError(f"weight decay must be a finite number >= 0, got {cfg.weight_decay}")
-    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < MAX_SEED):
-        raise UsageError(f"seed must be an integer in [0, {MAX_SEED}), got {cfg.seed}")
-    if cfg.eval_mode not in EVAL_MODES:
-        raise UsageError(f"eval mode must be one of {', '.join(EVAL_MODES)}, got {cfg.eval_mode!r}")
-    if cfg.target_acc is not None and not (0.0 < cfg.target_acc <= 1.0):
-        raise UsageError(f"target accuracy must be a fraction in (0, 1], got {cfg.target_acc}")
-    for name, allowed in (("schedule", SCHEDULES), ("augment", AUGMENTS), ("normalize", NORMALIZATIONS),
-                          ("precision", PRECISIONS), ("stem", STEMS)):
-        if getattr(cfg, name) not in allowed:
-            raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
-    if cfg.image_size is not None and cfg.image_size < 8:
-        raise UsageError(f"image size must be an integer >= 8, got {cfg.image_size}")
-    if not (0.0 <= cfg.val_fraction < 1.0):
-        raise UsageError(f"validation fraction must be in [0, 1), got {cfg.val_fraction}")
-    if cfg.train_subset is not None and not (isinstance(cfg.train_subset, int) and cfg.train_subset >= 1):
-        raise UsageError(f"train subset must be a positive integer number of samples, got {cfg.train_subset}")
-    if not (math.isfinite(cfg.imbalance) and cfg.imbalance >= 1.0):
-        raise UsageError(f"imbalance must be a ratio >= 1 (largest / smallest class; 1 = balanced), got {cfg.imbalance}")
-    if not (0.0 <= cfg.label_noise < 1.0):
-        raise UsageError(f"label noise must be a fraction in [0, 1), got {cfg.label_noise}")
-    if cfg.mnist1d_samples is not None:
-        if cfg.dataset != "mnist1d":
-            raise UsageError(f"--mnist1d-samples applies to --dataset mnist1d only, not {cfg.dataset!r}")
-        if not (isinstance(cfg.mnist1d_samples, int) and cfg.mnist1d_samples >= 10 and cfg.mnist1d_samples % 10 == 0):
-            raise UsageError(f"--mnist1d-samples must be a multiple of 10 (the generator makes as many of each of the "
-                             f"10 classes), at least 10, got {cfg.mnist1d_samples}")
-    if cfg.num_workers is not None and cfg.num_workers < 0:
-        raise UsageError(f"num workers must be >= 0, got {cfg.num_workers}")

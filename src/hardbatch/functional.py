@@ -49,13 +49,14 @@ def num_selected(num_batches: int, delta: float) -> int:
     return k
 
 
-def positive_int(name: str, value, expected: str = "a positive int") -> int:
-    """``value`` as an int; anything but a positive integer (a float, a bool, a string) is refused with one line."""
+def positive_int(name: str, value, expected: str = "a positive int", minimum: int = 1) -> int:
+    """``value`` as an int (numpy integers too); anything but an integer >= ``minimum`` (a float, a bool, a string)
+    is refused with one line naming ``name``."""
     try:
         number = None if isinstance(value, bool) else operator.index(value)
     except TypeError:
         number = None
-    if number is None or number < 1:
+    if number is None or number < minimum:
         raise UsageError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
     return number
 
@@ -155,6 +156,52 @@ def fill_batches(first: torch.Tensor, rest: torch.Tensor, batch_size: int) -> to
     return torch.cat([first, rest])[: count * batch_size].view(count, batch_size)
 
 
+LLOYD_ITERATIONS = 100  # 1-D k-means settles in a handful; the cap only bounds a pathological case
+
+
+def kmeans_1d(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Deterministic k-means of 1-D ``values`` (shape (m,)); returns each value's cluster id, shape (m,).
+
+    Ids are sorted by centre, 0 = lowest. The centres start at the sorted values' (j + 0.5) / k quantiles; Lloyd
+    steps assign each value to the nearest centre (a tie to the lower one) until no assignment changes. An empty
+    cluster keeps its centre. When all values are equal, they are split into k equal chunks in their given order.
+    """
+    m = len(values)
+    if m == 0:
+        return torch.zeros(0, dtype=torch.long)
+    x = values.double().cpu()
+    if bool((x == x[0]).all()):
+        return torch.arange(m) * k // m
+    centres = torch.sort(x).values[((torch.arange(k, dtype=torch.float64) + 0.5) * m / k).long()]
+    labels = None
+    for _ in range(LLOYD_ITERATIONS):
+        centres = torch.sort(centres).values
+        new = torch.searchsorted((centres[:-1] + centres[1:]) / 2, x, side="left")  # boundaries below x
+        if labels is not None and torch.equal(new, labels):
+            break
+        labels = new
+        counts = torch.bincount(labels, minlength=k)
+        sums = torch.zeros(k, dtype=torch.float64).index_add_(0, labels, x)
+        centres = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
+    return labels
+
+
+def mastered(history: torch.Tensor, counts: torch.Tensor, threshold: float, smoothing: int,
+             patience: int) -> torch.Tensor:
+    """IES's test: which samples are mastered, bool shape (n,).
+
+    ``history``: shape (n, L), each sample's last L = smoothing + patience + 2 recorded losses, oldest first;
+    ``counts``: shape (n,), how many losses each sample has had recorded. From them come the last smoothing +
+    patience second differences d_t = l_t − 2·l_{t−1} + l_{t−2}; their |d| are averaged over sliding windows of
+    ``smoothing``, and a sample is mastered when the sum of the latest ``patience`` averages is below
+    ``threshold``. A sample with fewer than L losses is not mastered.
+    """
+    h = history.double()
+    second = (h[:, 2:] - 2 * h[:, 1:-1] + h[:, :-2]).abs()
+    averaged = second.unfold(1, smoothing, 1).mean(dim=2)  # (n, patience + 1) sliding means
+    return (counts >= history.shape[1]) & (averaged[:, -patience:].sum(dim=1) < threshold)
+
+
 PURITY_WARNING = 0.9  # mean share of a batch's largest class above which a run gets a warning
 
 
@@ -179,3 +226,43 @@ def single_class_purity(labels: torch.Tensor, partition: torch.Tensor) -> float 
         return None
     purity = batch_purity(labels, partition)
     return purity if purity > PURITY_WARNING else None
+
+
+def rank_percentiles(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composer's percentile of each rank: the i-th lowest of b losses (0-based) gets (i + 0.5) / b.
+
+    ``scores``: shape (b,). Returns (order, percentile): ``order`` the positions sorted by ascending loss (ties
+    keep their position order), and ``percentile[i]`` that of rank i, both shape (b,).
+    """
+    order = torch.sort(scores, stable=True).indices
+    return order, (torch.arange(len(scores), dtype=torch.float64) + 0.5) / len(scores)
+
+
+def composer_select(scores: torch.Tensor, keep: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Composer's Selective Backprop choice in one batch: ⌊keep·b⌋ samples (at least 1) drawn without replacement,
+    rank i (by ascending loss) with weight ((i + 0.5) / b)^(1/keep − 1). Returns (b,) weights: 1 kept, 0 not.
+
+    ``scores``: the batch's per-sample losses, shape (b,). For a tiny ``keep`` the weights of all but the top ranks
+    underflow to 0; they are then computed relative to the largest, in logs, so a draw is always possible.
+    """
+    order, percentile = rank_percentiles(scores)
+    count = max(1, math.floor(keep * len(scores) + 1e-9))
+    power = 1.0 / keep - 1.0
+    chance = percentile ** power
+    if int((chance > 0).sum()) < count or not torch.isfinite(chance).all():
+        chance = torch.exp(power * (percentile.log() - percentile.log().max()))
+    chosen = torch.multinomial(chance, count, replacement=False, generator=generator)
+    weights = torch.zeros(len(scores))
+    weights[order[chosen]] = 1.0
+    return weights
+
+
+def top_reducible(losses: torch.Tensor, irreducible: torch.Tensor, count: int) -> torch.Tensor:
+    """RHO-LOSS's choice in a candidate batch: the ``count`` samples of highest reducible loss, loss − irreducible
+    loss (ties to the earlier position). ``losses``, ``irreducible``: shape (C,). Returns (C,) weights: 1 kept, 0 not.
+    """
+    reducible = losses - irreducible
+    top = torch.sort(reducible, descending=True, stable=True).indices[:count]
+    weights = torch.zeros(len(reducible))
+    weights[top] = 1.0
+    return weights

@@ -35,7 +35,7 @@ HISTORY_FIELDS = (
 COST_COLUMNS = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds",
                 "cpu_seconds")
 TRACE_FIELDS = ("step", "round", "batch", "loss", "samples")
-RUN_FORMAT = 1  # config.json "format": the layout of a run folder's files; a folder without the key is format 1
+RUN_FORMAT = 2  # config.json "format": the layout of a run folder's files (2: the policy's hyper-parameters under "params")
 TARGET_FRACTION = 0.99  # default target: 99% of the reference's best accuracy
 
 

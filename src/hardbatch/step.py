@@ -1,19 +1,19 @@
-"""One selection step, for every training loop: what ``fit``, the Lightning callback and any other loop call.
+"""One selection step, for every training loop: ``training_loss`` in a loop of your own, ``step_loss`` under it.
 
-A loop hands each loaded batch (``(x, y)``, ``(x, y, ...)`` or a dict, on the device) to ``select``, trains on
-what comes back, and hands the step's losses to ``record``:
+A loop hands each loaded batch (``(x, y)``, ``(x, y, ...)`` or a dict, on the device) to ``training_loss`` and
+back-propagates what comes back::
 
-    chosen = step.select(sampler, model, batch, meter, device, loss_fn=loss_fn)  # None: nothing to train (...)
-    losses = loss_fn(forward(model, chosen.batch), chosen.batch)                 # per-sample, shape (b,)
-    loss = step.weighted_loss(chosen, losses)                    # back-propagate loss * chosen.scale
-    step.record(sampler, chosen, loss.detach(), losses.detach(), meter)
+    loss = hardbatch.training_loss(sampler, model, batch)   # None: nothing to train this time
+    if loss is not None:
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
 
-``select`` runs the policy's no-grad scoring pass when it has one (``policy.needs_scores``), applies its keep-mask
-or per-sample weights to every tensor of the batch whose first dimension is the batch's, and counts what was loaded
-and scored; ``record`` combines the step's signals across ranks (batch losses averaged, per-sample losses
-gathered), records them with the sampler and counts what was trained. So every loop spends, records and counts
-alike (README "Cost"). ``loss_fn`` is any per-sample loss (``hardbatch.losses``); one that does not return shape
-(b,) is refused at the first step, in the scoring pass, ``weighted_loss`` or ``record``.
+Under it, ``step_loss`` runs the policy's no-grad scoring pass when it has one (``select``), applies its keep-mask
+or per-sample weights to every tensor of the batch whose first dimension is the batch's, computes the loss to
+train on (``losses_of``) and records the step with the sampler after combining its signals across ranks (batch
+losses averaged, per-sample losses gathered: ``record``), counting what was loaded, scored and trained in
+``sampler.meter``. ``fit``, the Lightning callback, the Hugging Face Trainer and the Accelerate helper call
+``step_loss`` (they time training themselves); so every loop spends, records and counts alike. ``loss_fn`` is any
+per-sample loss (``hardbatch.losses``); one that does not return shape (b,) is refused at the first step.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hardbatch import batches, distributed
 from hardbatch.batches import Forward
-from hardbatch.losses import LossFn, check_per_sample, cross_entropy
-from hardbatch.selection import HardBatchSampler
+from hardbatch.losses import LossFn, check_per_sample, cross_entropy, logits_of, target_of
+from hardbatch.sampler import HardBatchSampler
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -85,21 +86,21 @@ class Chosen:
     total: int
 
 
-def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, meter, device: torch.device,
-           autocast_dtype: torch.dtype | None = None, *, loss_fn: LossFn = cross_entropy,
-           forward: Forward = batches.forward) -> Chosen | None:
+def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_dtype: torch.dtype | None = None,
+           loss_fn: LossFn = cross_entropy, forward: Forward = batches.forward) -> Chosen | None:
     """This rank's share ``batch`` of the pending global batch -> what to train, or None for a scoring-only step and
     for a batch of which the policy keeps no sample (both recorded here: the loop trains nothing, and takes no
-    optimizer step). ``model`` is the plain module (no DDP wrapper) for the scoring pass
-    ``loss_fn(forward(model, batch), batch)``, run in the mode the policy asks for (``policy.score_train_mode``);
-    ``meter`` (a training.CostMeter) counts the samples loaded and scored and the time spent choosing."""
-    policy, step = sampler.policy, sampler.pending
+    optimizer step). The scoring pass ``loss_fn(forward(model, batch), batch)`` runs on the plain module (no DDP or
+    compile wrapper) in the mode the policy asks for (``policy.score_train_mode``); ``sampler.meter`` counts the
+    samples loaded and scored and the time spent choosing. The device is the batch's."""
+    policy, step, meter = sampler.policy, sampler.pending, sampler.meter
+    device = batches.device_of(batch)
     total = len(step.samples)  # the global batch; ``batch`` holds this rank's rows of it
     meter.samples_loaded += total
     if step.score_only or policy.needs_scores(step):
         scoring = time.perf_counter()
-        scores = distributed.all_gather(score_losses(model, batch, autocast_dtype, policy.score_train_mode,
-                                                     loss_fn=loss_fn, forward=forward))
+        scores = distributed.all_gather(score_losses(distributed.unwrap(model), batch, autocast_dtype,
+                                                     policy.score_train_mode, loss_fn=loss_fn, forward=forward))
         meter.samples_forward_nograd += total
         meter.choose_seconds += time.perf_counter() - scoring
         if step.score_only:
@@ -128,17 +129,83 @@ def weighted_loss(chosen: Chosen, losses: torch.Tensor) -> torch.Tensor:
     return weighted_mean(losses, chosen.weights, batches.batch_size(chosen.batch))
 
 
-def record(sampler: HardBatchSampler, chosen: Chosen, loss: torch.Tensor, sample_losses: torch.Tensor | None,
-           meter) -> tuple[int, torch.Tensor]:
+def losses_of(model: nn.Module, chosen: Chosen, *, per_sample: bool, autocast_dtype: torch.dtype | None = None,
+              loss_fn: LossFn = cross_entropy, forward: Forward = batches.forward
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The forward with gradient on ``chosen.batch``: (this rank's loss to back-propagate, before ``chosen.scale``,
+    0-d; the unweighted per-sample losses (b,), detached, when ``per_sample``, else None).
+
+    The per-sample losses are ``loss_fn(forward(model, batch), batch)``; the loss is their mean, or their weighted
+    mean with ``chosen.weights``. With the default loss and no weights it is the fused mean cross-entropy (bit for
+    bit what ``F.cross_entropy(logits, y)`` computes), the per-sample losses taken from the same logits.
+    """
+    batch = chosen.batch
+    with autocast(batches.device_of(batch), autocast_dtype):
+        outputs = forward(model, batch)
+    if chosen.weights is None and loss_fn is cross_entropy:
+        logits, y = logits_of(outputs).float(), target_of(batch)
+        loss = F.cross_entropy(logits, y)
+        sample_losses = F.cross_entropy(logits.detach(), y, reduction="none") if per_sample else None
+        return loss, sample_losses
+    sample_losses = loss_fn(outputs, batch)
+    loss = weighted_mean(sample_losses, chosen.weights, batches.batch_size(batch))
+    return loss, sample_losses.detach() if per_sample else None
+
+
+def record(sampler: HardBatchSampler, chosen: Chosen, loss: torch.Tensor, sample_losses: torch.Tensor | None
+           ) -> torch.Tensor:
     """Record a trained step: ``loss`` is this rank's mean (0-d, detached), ``sample_losses`` its unweighted
-    per-sample losses, shape (b,) (kept only for policies that read them; None is fine for the others). Returns
-    (the batch id, the global batch's loss)."""
+    per-sample losses, shape (b,) (read only by policies that need them; None is fine for the others). Returns the
+    global batch's loss; ``sampler.last`` holds the step's record."""
     if sample_losses is not None:
         check_per_sample(sample_losses, batches.batch_size(chosen.batch))
     loss = distributed.global_mean(loss, chosen.count, chosen.total)
     if sampler.policy.per_sample:
         sample_losses = distributed.all_gather(sample_losses)
+    meter = sampler.meter
     meter.optimizer_steps += 1
     meter.samples_forward += chosen.total
     meter.samples_backprop += chosen.total
-    return sampler.record(loss, sample_losses if sampler.policy.per_sample else None), loss
+    sampler.record(loss, sample_losses if sampler.policy.per_sample else None)
+    return loss
+
+
+def step_loss(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, loss_fn: LossFn = cross_entropy,
+              forward: Forward = batches.forward, autocast_dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """The selection step on this rank's share ``batch`` of the pending global batch: ``select``, ``losses_of``,
+    ``record``. Returns the loss to back-propagate (scaled for DDP's average when ranks hold unequal shares of a
+    kept set), or None when there is nothing to train (a scoring-only step, or a batch the policy keeps none of:
+    both recorded). ``model`` is what you train (DDP-wrapped or not). Times nothing (see ``training_loss``)."""
+    chosen = select(sampler, model, batch, autocast_dtype=autocast_dtype, loss_fn=loss_fn, forward=forward)
+    if chosen is None:
+        return None
+    loss, sample_losses = losses_of(model, chosen, per_sample=sampler.policy.per_sample,
+                                    autocast_dtype=autocast_dtype, loss_fn=loss_fn, forward=forward)
+    record(sampler, chosen, loss.detach(), sample_losses)
+    return loss if chosen.scale == 1.0 else loss * chosen.scale
+
+
+def training_loss(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, loss_fn: LossFn = cross_entropy,
+                  forward: Forward = batches.forward, autocast_dtype: torch.dtype | None = None
+                  ) -> torch.Tensor | None:
+    """The whole selection step in one call, for every registered policy: the loss to back-propagate, or None when
+    there is nothing to train.
+
+    ``batch``: a batch the loader drew from ``sampler`` ((x, y), (x, y, ...) or a dict of tensors), on the device
+    the model computes on; ``loss_fn(outputs, batch)``: per-sample losses, shape (b,) (default: cross-entropy of
+    class logits; see ``hardbatch.losses``); ``forward(model, batch)``: the model's outputs (default: ``model(x)``,
+    or ``model(**batch)`` without its ``"labels"``). Runs the policy's no-grad scoring pass when it has one, its
+    keep-mask and weights, the cross-rank combination under DDP, and records the step and its cost
+    (``sampler.meter``).
+
+    Time: ``sampler.meter`` counts ``train_seconds`` and ``cpu_seconds`` from one call to the next (loading,
+    forward, backward and optimizer step of the step before), leaving out the gap after each epoch's last step,
+    where loops evaluate; so in your own loop they miss one step's backward per epoch. ``fit`` and the
+    integrations time training exactly.
+    """
+    meter = sampler.meter
+    if sampler.last is not None and sampler.epoch_ended:
+        meter.discard()
+    meter.stop()
+    meter.start()
+    return step_loss(sampler, model, batch, loss_fn=loss_fn, forward=forward, autocast_dtype=autocast_dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
@@ -13,20 +13,11 @@ from torch import nn
 
 from hardbatch import batches as batching
 from hardbatch import distributed
-from hardbatch import step as step_core
 from hardbatch.batches import Forward
-
-# TrainingDiverged lives beside the sampler, which refuses non-finite losses; fit raises it too.
 from hardbatch.errors import TrainingDiverged, UsageError
-from hardbatch.losses import (
-    LossFn,
-    check_per_sample,
-    cross_entropy,
-    logits_of,
-    target_of,
-)
-from hardbatch.selection import HardBatchSampler
-from hardbatch.step import autocast, score_losses  # noqa: F401  (score_losses: part of this module's API)
+from hardbatch.losses import LossFn, check_per_sample, cross_entropy, logits_of, target_of
+from hardbatch.sampler import HardBatchSampler
+from hardbatch.step import autocast, step_loss
 
 
 @dataclass
@@ -49,38 +40,6 @@ class EvalResult:
         """Mean per-class top-1 accuracy over the classes present (NaN without per-class counts)."""
         present = [a for a in self.per_class if a is not None]
         return sum(present) / len(present) if present else math.nan
-
-
-@dataclass
-class CostMeter:
-    """What training has spent, counted by the loop (README "Cost"); checkpointed with the rest.
-
-    ``samples_loaded``: samples the loader delivered; ``samples_forward``: forwarded with gradient;
-    ``samples_forward_nograd``: forwarded without gradient to score them (Selective Backprop, ``--rescore``);
-    ``samples_backprop``: samples whose loss was back-propagated; ``choose_seconds``: time in the policy's
-    own code and in scoring forwards, a part of ``train_seconds``; ``cpu_seconds``: this process's CPU time
-    (all its threads) over the same span as ``train_seconds``, which other jobs on a shared machine do not inflate.
-    """
-
-    optimizer_steps: int = 0
-    samples_loaded: int = 0
-    samples_forward: int = 0
-    samples_forward_nograd: int = 0
-    samples_backprop: int = 0
-    train_seconds: float = 0.0
-    choose_seconds: float = 0.0
-    cpu_seconds: float = 0.0
-
-    def state_dict(self) -> dict:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict) -> None:
-        for f in fields(self):
-            setattr(self, f.name, type(getattr(self, f.name))(state.get(f.name, 0)))
-
-    def since(self, earlier: dict) -> dict:
-        """The amounts spent since ``earlier`` (a ``state_dict``), by field name."""
-        return {name: value - earlier[name] for name, value in self.state_dict().items()}
 
 
 @dataclass
@@ -213,55 +172,6 @@ def evaluate(
     return EvalResult(loss_sum / count, top1 / count, top5 / count, class_hits, class_counts)
 
 
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    autocast_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """One optimizer step on the mean cross-entropy of (x, y); returns the loss before the update (0-d)."""
-    return weighted_step(model, optimizer, (x, y), autocast_dtype)[0]
-
-
-def weighted_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: Any,
-    autocast_dtype: torch.dtype | None = None,
-    weights: torch.Tensor | None = None,
-    per_sample: bool = False,
-    scale: float = 1.0,
-    *,
-    loss_fn: LossFn = cross_entropy,
-    forward: Forward = batching.forward,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One optimizer step on ``batch`` ((x, y, ...) or a dict, on the device); returns (loss before the update
-    (0-d), per-sample losses (b,) or None).
-
-    The per-sample losses are ``loss_fn(forward(model, batch), batch)`` (default: cross-entropy of ``model(x)``);
-    the loss is their mean, or mean(weights * per-sample loss) with ``weights`` (shape (b,)). With the default loss
-    and no weights it is the fused mean cross-entropy, bit for bit what ``train_step`` computes. ``per_sample`` also
-    returns the unweighted per-sample losses, computed from the same outputs (no extra forward). ``scale``
-    multiplies the back-propagated loss only (not the one returned): ranks holding unequal shares of a batch weigh
-    their means. A ``loss_fn`` that does not return shape (b,) is refused (UsageError) before any update.
-    """
-    with autocast(batching.device_of(batch), autocast_dtype):
-        outputs = forward(model, batch)
-    if weights is None and loss_fn is cross_entropy:
-        logits, y = logits_of(outputs).float(), target_of(batch)
-        loss = F.cross_entropy(logits, y)
-        sample_losses = F.cross_entropy(logits.detach(), y, reduction="none") if per_sample else None
-    else:
-        sample_losses = loss_fn(outputs, batch)
-        loss = step_core.weighted_mean(sample_losses, weights, batching.batch_size(batch))
-        sample_losses = sample_losses.detach() if per_sample else None
-    optimizer.zero_grad(set_to_none=True)
-    (loss if scale == 1.0 else loss * scale).backward()
-    optimizer.step()
-    return loss.detach(), sample_losses
-
-
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -279,7 +189,6 @@ def fit(
     channels_last: bool = False,
     sinks: Sequence[Sink] = (),
     on_epoch: Callable[[EpochResult], None] | None = None,
-    meter: CostMeter | None = None,
     loss_fn: LossFn = cross_entropy,
     forward: Forward = batching.forward,
 ) -> None:
@@ -291,9 +200,9 @@ def fit(
     ``hardbatch.losses`` and ``hardbatch.batches.forward``); a loss of another shape is refused at the first step.
     ``train_transform(x, generator)`` turns x = batch[0] into model input (a dict batch takes no transform: a
     UsageError); with ``augment_seed`` the generator is seeded from (seed, step), so augmentation does not
-    depend on how the run was interrupted. ``meter`` counts the cost (continued when resuming).
+    depend on how the run was interrupted. ``sampler.meter`` counts the cost (continued when resuming).
     Each of ``sinks``, in order, receives each epoch's results (``sink.on_epoch(result)``) at a step boundary,
-    where ``sampler``, ``model``, ``optimizer``, ``scheduler`` and ``meter`` can be checkpointed; ``on_epoch``
+    where ``sampler`` (with its meter), ``model``, ``optimizer`` and ``scheduler`` can be checkpointed; ``on_epoch``
     is one more, a plain function. fit closes none of them.
 
     Under several processes (``hardbatch.distributed``), ``model`` is DDP-wrapped, ``train_batches`` yields this
@@ -301,56 +210,50 @@ def fit(
     is first combined across ranks (per-sample losses gathered, batch losses averaged), so each rank's sampler
     sees the global batch's tensors, as in one process, and makes the same choice.
     """
-    meter = meter if meter is not None else CostMeter()
+    meter = sampler.meter
     receivers = [sink.on_epoch for sink in sinks] + ([on_epoch] if on_epoch is not None else [])
-    policy = sampler.policy
     world = distributed.world_size()
-    plain = distributed.unwrap(model)  # scoring and evaluation need no gradient sync, so no DDP (or compile) wrapper
+    plain = distributed.unwrap(model)  # evaluation needs no gradient sync, so no DDP (or compile) wrapper
     model.train()
     generator = torch.Generator(device=device) if augment_seed is not None else None
-    losses: list[torch.Tensor] = []  # this epoch's step losses, kept on the device: no sync per step
+    losses: list[torch.Tensor | float] = []  # this epoch's step losses, kept on the device: no sync per step
     steps: list[tuple[int, int, int, int]] = []
-    epoch_start, planned = meter.state_dict(), sampler.choose_seconds
-    started, cpu_started = time.perf_counter(), time.process_time()
+    epoch_start = meter.state_dict()
+    meter.start()
     while not sampler.done:
         for batch in train_batches:
-            step = sampler.pending
-            total = len(step.samples)  # the global batch; ``batch`` holds this rank's rows of it
-            rows = distributed.local_rows(total)
+            total = len(sampler.pending.samples)  # the global batch; ``batch`` holds this rank's rows of it
             if generator is not None:
                 generator.manual_seed(augment_seed * 1_000_003 + sampler.steps)
             batch = _to_batch(batch, device, train_transform, generator, channels_last,
-                              None if world == 1 else (rows, total))
-            chosen = step_core.select(sampler, plain, batch, meter, device, autocast_dtype, loss_fn=loss_fn,
-                                      forward=forward)
-            # None: a scoring-only step, or a batch of which nothing was kept (recorded by select); the second can
-            # end an epoch that is a pass.
-            if chosen is not None:
-                loss, sample_losses = weighted_step(model, optimizer, chosen.batch, autocast_dtype, chosen.weights,
-                                                    policy.per_sample, chosen.scale, loss_fn=loss_fn, forward=forward)
-                batch_id, loss = step_core.record(sampler, chosen, loss, sample_losses, meter)
+                              None if world == 1 else (distributed.local_rows(total), total))
+            loss = step_loss(sampler, model, batch, loss_fn=loss_fn, forward=forward, autocast_dtype=autocast_dtype)
+            # None: a scoring-only step, or a batch of which nothing was kept (recorded by the step); the second
+            # can end an epoch that is a pass.
+            if loss is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
-                losses.append(loss)
-                steps.append((sampler.steps, sampler.round, batch_id, chosen.total))
+                last = sampler.last
+                losses.append(last.loss)
+                steps.append((last.step, last.round, last.batch, last.samples))
             if not sampler.epoch_ended:
                 continue
             # An epoch ended: evaluate and report.
             lr = optimizer.param_groups[0]["lr"]
-            step_losses = torch.stack(losses).float().cpu().tolist() if losses else []  # none: every batch skipped
+            step_losses = torch.stack([torch.as_tensor(v) for v in losses]).float().cpu().tolist() if losses else []
             bad = next((s for (s, *_), l in zip(steps, step_losses) if not math.isfinite(l)), None)
             if bad is not None:
-                raise TrainingDiverged(f"training loss is not finite at step {bad}; try a lower --lr")
+                raise TrainingDiverged(f"training loss is not finite at step {bad}; try a lower learning rate")
             _synchronize(device)
-            train_seconds = time.perf_counter() - started
-            meter.train_seconds += train_seconds
-            meter.cpu_seconds += time.process_time() - cpu_started
-            meter.choose_seconds += sampler.choose_seconds - planned
+            meter.stop()
             cost = meter.since(epoch_start)
             started = time.perf_counter()
             distributed.sync_buffers(model)
-            evals = {name: evaluate(plain, batches, device, eval_train_mode, eval_transform, autocast_dtype, channels_last,
-                                    loss_fn=loss_fn, forward=forward)
+            evals = {name: evaluate(plain, batches, device, eval_train_mode, eval_transform, autocast_dtype,
+                                    channels_last, loss_fn=loss_fn, forward=forward)
                      for name, batches in eval_sets.items()}
             _synchronize(device)
             eval_seconds = time.perf_counter() - started
@@ -360,7 +263,7 @@ def fit(
                 train_loss=sum(step_losses) / len(step_losses) if step_losses else math.nan,
                 evals=evals,
                 lr=lr,
-                train_seconds=train_seconds,
+                train_seconds=cost["train_seconds"],
                 eval_seconds=eval_seconds,
                 trace=[(s, r, b, l, n) for (s, r, b, n), l in zip(steps, step_losses)],
                 cost=cost,
@@ -368,5 +271,6 @@ def fit(
             for receive in receivers:
                 receive(result)
             losses, steps = [], []
-            epoch_start, planned = meter.state_dict(), sampler.choose_seconds
-            started, cpu_started = time.perf_counter(), time.process_time()
+            epoch_start = meter.state_dict()
+            meter.start()
+    meter.discard()  # started after the last epoch's report: nothing trained since

@@ -793,3 +793,12 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
         train_transform=BatchTransform(mean, std, cfg.image_size, crop_flip=cfg.augment == "crop_flip"),
         eval_transform=BatchTransform(mean, std, cfg.image_size), relabelled=relabelled,
     )
+
+
+DEFAULT_MODELS = {"digits": "small_cnn", "cifar10": "resnet18", "cifar100": "resnet18", "stl10": "resnet18",
+                  "fashion-mnist": "lenet", "imagefolder": "resnet18", "mnist1d": "cnn1d"}
+
+
+def default_model(dataset: str) -> str:
+    """The network a run of ``dataset`` trains when none is given."""
+    return DEFAULT_MODELS.get(dataset, "small_cnn")

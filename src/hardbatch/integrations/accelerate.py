@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hardbatch import batches, distributed
 from hardbatch.errors import UsageError
-from hardbatch.selection import HardBatchSampler
+from hardbatch.sampler import HardBatchSampler
 
 
 class DeviceLoader:

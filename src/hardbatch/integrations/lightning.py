@@ -3,62 +3,60 @@
 Needs ``pip install 'hardbatch[lightning]'``; the core package never imports this module. See
 ``examples/lightning_example.py``. The three pieces:
 
-- ``hb = HardBatch(sampler, loss_fn=...)``: a Lightning callback around a :class:`~hardbatch.HardBatchSampler`; it
-  stops the Trainer when the sampler's budget is spent and checkpoints the selection state with Lightning's
-  checkpoints. ``loss_fn(outputs, batch)`` is any per-sample loss (``hardbatch.losses``; default cross-entropy).
+- ``hb = HardBatchCallback(sampler, loss_fn=...)``: a Lightning callback around a :class:`~hardbatch.HardBatchSampler`;
+  it stops the Trainer when the sampler's budget is spent, times training for the cost meter and checkpoints the
+  selection state with Lightning's checkpoints. ``loss_fn(outputs, batch)`` is any per-sample loss
+  (``hardbatch.losses``; default cross-entropy).
 - ``hb.loader(dataset, ...)``: the DataLoader; under DDP it yields this rank's contiguous share of every selected
   global mini-batch, so pass ``use_distributed_sampler=False`` to the Trainer (Lightning's DistributedSampler would
   shard the data its own way and break the shared plan).
 - ``hb.training_loss(module, batch)`` in ``training_step``: the loss to return, for any batch ((x, y), (x, y, ...),
-  a dict) and the module's forward as ``forward(module, batch)`` computes it. It runs the policy's no-grad scoring
-  pass when it has one, applies its keep-masks and weights, and records the step's losses after combining them
-  across ranks (per-sample losses gathered, batch losses averaged), so every rank holds the same tables and plans
-  the same next round. It returns None for a scoring-only step (``--rescore``) and for a batch of which
-  ``selective-backprop`` kept no sample; Lightning skips those.
+  a dict) and the module's forward as ``forward(module, batch)`` computes it: hardbatch's one selection step
+  (``hardbatch.step.step_loss``), as in every other loop. It returns None for a scoring-only step and for a batch of
+  which the policy keeps no sample; Lightning skips those.
 
 A Lightning "epoch" is one pass of the policy (a round); ``sampler.epoch`` counts hardbatch epochs of N steps.
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hardbatch import batches, distributed
-from hardbatch import step as step_core
-from hardbatch.losses import LossFn, cross_entropy, target_of
-from hardbatch.selection import HardBatchSampler
-from hardbatch.training import CostMeter
+from hardbatch.errors import MissingExtra
+from hardbatch.losses import LossFn, cross_entropy
+from hardbatch.sampler import HardBatchSampler
+from hardbatch.step import step_loss
 
 try:
     from lightning.pytorch.callbacks import Callback
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError("hardbatch.integrations.lightning needs Lightning: pip install 'hardbatch[lightning]'") from e
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise MissingExtra("hardbatch.integrations.lightning", "Lightning", "lightning") from None
 
 
-class HardBatch(Callback):
+class HardBatchCallback(Callback):
     """Runs ``sampler``'s policy inside ``Trainer.fit``; see the module docstring for the three calls to make.
 
     ``loss_fn(outputs, batch)`` returns per-sample losses, shape (b,) (default: cross-entropy of class logits),
     from which the step's loss and the policy's signals are computed; ``outputs = forward(module, batch)``
     (default: ``module(x)`` for (x, y, ...), ``module(**batch)`` without its labels for a dict). A loss of another
-    shape is refused at the first step. ``criterion(logits, y)``: the earlier per-sample loss argument, deprecated.
+    shape is refused at the first step. ``sampler.meter`` counts the cost, logged as ``hardbatch/*`` metrics each
+    epoch; its clocks run from each training epoch's start to its end, validation left out.
     """
 
     def __init__(self, sampler: HardBatchSampler, loss_fn: LossFn = cross_entropy,
-                 forward: batches.Forward = batches.forward, *,
-                 criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
-        if criterion is not None:
-            warnings.warn("HardBatch(criterion=...) is deprecated: pass loss_fn(outputs, batch)", DeprecationWarning,
-                          stacklevel=2)
-            loss_fn = lambda outputs, batch: criterion(outputs, target_of(batch))  # noqa: E731
+                 forward: batches.Forward = batches.forward):
         self.sampler = sampler
         self.loss_fn = loss_fn
         self.forward = forward
-        self.meter = CostMeter()  # what training spent (README "Cost"), logged as hardbatch/* metrics each epoch
+
+    @property
+    def meter(self):
+        """What training spent (``sampler.meter``)."""
+        return self.sampler.meter
 
     # -- the data -------------------------------------------------------------------------------------------------
 
@@ -68,43 +66,38 @@ class HardBatch(Callback):
 
     # -- the step -------------------------------------------------------------------------------------------------
 
-    def training_loss(self, module: torch.nn.Module, batch: Any, y: torch.Tensor | None = None) -> torch.Tensor | None:
+    def training_loss(self, module: torch.nn.Module, batch: Any) -> torch.Tensor | None:
         """The loss ``training_step`` returns for this rank's share ``batch`` of the pending global batch (0-d), or
-        None. (``training_loss(module, x, y)``, the earlier call, still works and is deprecated.)
-
-        The selection step is hardbatch's one step core (``hardbatch.step``), as in ``hardbatch train``: the same
-        scoring pass, keep-masks, weights, cross-rank combination and cost counting. Under DDP each rank's loss is
-        scaled so that DDP's gradient average is the gradient of the mean over the whole (kept) global batch.
-        """
-        if y is not None:
-            warnings.warn("training_loss(module, x, y) is deprecated: pass the batch, training_loss(module, batch)",
-                          DeprecationWarning, stacklevel=2)
-            batch = (batch, y)
-        chosen = step_core.select(self.sampler, module, batch, self.meter, batches.device_of(batch),
-                                  loss_fn=self.loss_fn, forward=self.forward)
-        if chosen is None:  # a scoring-only step, or a batch of which nothing was kept: already recorded
-            return None
-        losses = self.loss_fn(self.forward(module, chosen.batch), chosen.batch)
-        loss = step_core.weighted_loss(chosen, losses)
-        step_core.record(self.sampler, chosen, loss.detach(), losses.detach(), self.meter)
-        return loss if chosen.scale == 1.0 else loss * chosen.scale
+        None: hardbatch's one step (``hardbatch.step.step_loss``), the same scoring pass, keep-masks, weights,
+        cross-rank combination and cost counting as every other loop. Under DDP each rank's loss is scaled so that
+        DDP's gradient average is the gradient of the mean over the whole (kept) global batch."""
+        return step_loss(self.sampler, module, batch, loss_fn=self.loss_fn, forward=self.forward)
 
     # -- the callback ---------------------------------------------------------------------------------------------
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.meter.start()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.meter.stop()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.training:
+            self.meter.start()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.sampler.done:
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log_dict({f"hardbatch/{name}": float(value) for name, value in self.meter.state_dict().items()
-                            if name not in ("train_seconds",)}, rank_zero_only=True)
+        self.meter.stop()
+        pl_module.log_dict({f"hardbatch/{name}": float(value) for name, value in self.meter.state_dict().items()},
+                           rank_zero_only=True)
         if self.sampler.done:
             trainer.should_stop = True
 
     def state_dict(self) -> dict:
-        return {**self.sampler.state_dict(), "cost": self.meter.state_dict()}
+        return self.sampler.state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        state = dict(state_dict)
-        self.meter.load_state_dict(state.pop("cost", {}))
-        self.sampler.load_state_dict(state)
+        self.sampler.load_state_dict(state_dict)

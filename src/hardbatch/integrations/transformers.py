@@ -36,7 +36,7 @@ from hardbatch import batches, distributed
 from hardbatch import step as step_core
 from hardbatch.errors import UsageError
 from hardbatch.losses import LossFn, cross_entropy
-from hardbatch.selection import HardBatchSampler
+from hardbatch.sampler import HardBatchSampler
 from hardbatch.training import CostMeter
 
 try:

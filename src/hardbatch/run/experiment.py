@@ -1,151 +1,34 @@
-"""One training run into a run directory: its checks, its parts (sampler, model, optimizer) and its folder."""
+"""One training run into a run folder, in a few stages: check and resolve the configuration, check the folder before
+writing, build the parts, fit, finish."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from pathlib import Path
-from typing import Iterable
 
 import torch
+
 from hardbatch import distributed
-from hardbatch.config import RUNTIME_KEYS, RunConfig, resolve_partition, validate
+from hardbatch.config import RunConfig
 from hardbatch.data import DataSplits, dataset_labels, load_dataset
 from hardbatch.errors import UsageError
-from hardbatch.fileio import (
-    RunInUse,
-    atomic_write_json,
-    ensure_writable_dir,
-    locked_elsewhere,
-    run_lock,
-)
-from hardbatch.models import build_seeded, check_model_name
+from hardbatch.fileio import RunInUse, atomic_write_json, ensure_writable_dir, locked_elsewhere, run_lock
+from hardbatch.functional import single_class_purity
+from hardbatch.models import build_seeded
 from hardbatch.records import (
-    CHECKPOINT,
-    CONFIG,
-    HISTORY,
-    RELABELLED,
-    RUN_FORMAT,
-    SUMMARY,
-    TRACE,
-    RunDir,
-    exposure_from_visits,
-    summarize,
+    CHECKPOINT, CONFIG, HISTORY, RELABELLED, RUN_FORMAT, SUMMARY, TRACE, RunDir, exposure_from_visits, summarize,
 )
-from hardbatch.run.machine import check_runtime, environment, resolve_device
-from hardbatch.run.parts import (
-    loader_workers,
-    make_optimizer,
-    make_sampler,
-    make_scheduler,
-)
+from hardbatch.run.checks import check_fits, check_same_settings, prepare
+from hardbatch.run.machine import environment
+from hardbatch.run.parts import loader_workers, make_optimizer, make_sampler, make_scheduler
 from hardbatch.run.sinks import (
-    CaptureRng,
-    Checkpoint,
-    EpochLines,
-    History,
-    LossWatch,
-    ProgressBar,
-    TensorBoard,
-    Trace,
-    describe,
-    note,
-    terminal,
+    CaptureRng, Checkpoint, EpochLines, History, LossWatch, ProgressBar, TensorBoard, Trace, describe, note, terminal,
     warn,
 )
 from hardbatch.run.state import RunState
-from hardbatch.selection import HardBatchSampler
-from hardbatch.functional import single_class_purity
+from hardbatch.sampler import HardBatchSampler
 from hardbatch.training import fit
-
-
-def differing_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:
-    """Names of the settings in which two configurations differ, runtime-only keys aside."""
-    a, b = saved.to_dict(), wanted.to_dict()
-    return [k for k in a if k not in RUNTIME_KEYS and a[k] != b.get(k)]
-
-
-RESUME_HINT = "drop those flags or pass the saved values to continue it, or use another --out"
-
-
-def check_same_settings(run: RunDir, cfg: RunConfig, hint: str = RESUME_HINT) -> None:
-    """UsageError naming each setting whose value in ``run``'s config.json differs from ``cfg``'s, then ``hint``."""
-    saved_cfg = run.config()
-    differing = differing_settings(saved_cfg, cfg)
-    if differing:
-        saved = saved_cfg.to_dict()
-        detail = ", ".join(f"{k} saved {saved[k]!r} but given {getattr(cfg, k)!r}" for k in differing)
-        raise UsageError(f"{run.path} holds a run with other settings: {detail}; {hint}")
-
-
-def resume_config(out: Path | str, wanted: RunConfig, given: Iterable[str]) -> RunConfig:
-    """What ``--resume`` continues: the configuration saved in ``out``, with only the fields named in ``given``
-    (the flags on the command line) taken from ``wanted``; ``wanted`` when ``out`` holds no config.json yet.
-
-    A given value that differs from the saved one is then refused by the same-run check, naming both.
-    """
-    run = RunDir(out)
-    if not run.file(CONFIG).exists():
-        return wanted
-    return run.config().replace(**{name: getattr(wanted, name) for name in given})
-
-
-def resolve(cfg: RunConfig, device: torch.device) -> RunConfig:
-    """Replace "auto" choices by what they mean on ``device`` (and, for the partition, for the data set and
-    protocol); the resolved config is what gets saved."""
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
-    return resolve_partition(cfg).replace(precision=precision, channels_last=channels_last)
-
-
-MAX_IMAGE_SIZE = 1024  # the largest --image-size that check_fits tries when looking for one that works
-
-
-def check_fits(cfg: RunConfig, data: DataSplits) -> None:
-    """UsageError unless ``cfg.model`` takes ``data``'s input: a dry forward of one transformed training sample's
-    shape (eval mode, no gradient, CPU). The message names the model, the input size and, for images, the
-    smallest ``--image-size`` that works."""
-    x = torch.as_tensor(data.train[0][0]).cpu()[None]
-    shape = tuple(data.eval_transform(x).shape)
-    error = _fit_error(cfg.model, cfg.stem, data.num_classes, data.in_channels, shape)
-    if error is None:
-        return
-    size = _smallest_image_size(cfg, data, shape) if len(shape) == 4 and shape[2] == shape[3] else None
-    fix = f"pass --image-size {size} or larger, or choose another --model" if size else "choose another --model"
-    stem = " with the small stem" if cfg.stem == "small" else ""
-    raise UsageError(f"model {cfg.model!r}{stem} does not take the {'x'.join(map(str, shape[1:]))} input of "
-                     f"{cfg.dataset} (torch: {error}); {fix}")
-
-
-@functools.lru_cache(maxsize=None)
-def _fit_error(model: str, stem: str, num_classes: int, in_channels: int, shape: tuple[int, ...]) -> str | None:
-    """Why the model refuses a zero input of ``shape`` (a batch of one), in torch's first line; None if it takes it."""
-    net = build_seeded(model, num_classes, in_channels, 0, stem).eval()  # seeded: the global RNG stays as it is
-    try:
-        with torch.no_grad():
-            net(torch.zeros(shape))
-    except UsageError:  # the model's own check of its kind of input (images, 1-D signals) says it best
-        raise
-    except (RuntimeError, ValueError, IndexError) as e:
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
-    return None
-
-
-def _smallest_image_size(cfg: RunConfig, data: DataSplits, shape: tuple[int, ...]) -> int | None:
-    """The smallest square side the model takes, above ``shape``'s (refused); None if none up to MAX_IMAGE_SIZE."""
-    def fits(side: int) -> bool:
-        return _fit_error(cfg.model, cfg.stem, data.num_classes, data.in_channels, (*shape[:2], side, side)) is None
-
-    low, high = shape[2], shape[2] * 2  # low is refused; double high until it fits, then bisect
-    while not fits(high):
-        if high >= MAX_IMAGE_SIZE:
-            return None
-        low, high = high, min(2 * high, MAX_IMAGE_SIZE)
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if fits(middle) else (middle, high)
-    return high
 
 
 def _warn_if_single_class_batches(cfg: RunConfig, data: DataSplits, sampler: HardBatchSampler) -> None:
@@ -172,12 +55,8 @@ def train_run(
     summary); ``overwrite`` replaces whatever ``out`` holds. Bad input raises UsageError before
     anything on disk changes.
     """
-    validate(cfg)
-    check_model_name(cfg.model)
-    check_runtime(cfg)
+    cfg, device = prepare(cfg)  # checked and resolved once: what config.json will hold
     run = RunDir(out)
-    device = resolve_device(cfg.device)
-    cfg = resolve(cfg, device)
     # Only the writer (rank 0) looks at the folder; its decision, or its error, reaches every process.
     if distributed.on_writer(_reusable, run, cfg, resume, overwrite):
         return distributed.on_writer(run.summary)
@@ -238,7 +117,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                 run.truncate_trace(sampler.steps)
         elif writer:
             _start(cfg, run, data, sampler, device)
-        if sampler.policy.needs_irreducible and sampler.policy.irreducible is None:
+        if sampler.policy.holdout and sampler.policy.irreducible is None:
             from hardbatch.run.holdout import train_irreducible
 
             sampler.policy.irreducible, cost, quality = train_irreducible(cfg, data, device)
@@ -278,7 +157,6 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
             autocast_dtype=torch.bfloat16 if cfg.precision == "bf16" else None,
             channels_last=cfg.channels_last,
             sinks=sinks,
-            meter=state.meter,
         )
     return distributed.on_writer(_finish, cfg, run, data, state, history)
 

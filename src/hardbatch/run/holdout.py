@@ -13,9 +13,10 @@ from hardbatch.errors import UsageError
 from hardbatch.losses import cross_entropy, logits_of, target_of
 from hardbatch.models import build_seeded
 from hardbatch.run.parts import make_optimizer
-from hardbatch.selection import HardBatchSampler, derive_seed
-from hardbatch.selection.rho_loss import irreducible_losses
-from hardbatch.training import CostMeter, fit
+from hardbatch.functional import derive_seed
+from hardbatch.policies import irreducible_losses
+from hardbatch.sampler import HardBatchSampler
+from hardbatch.training import fit
 
 IL_COST = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "train_seconds")
 
@@ -38,14 +39,15 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
                          f"{size} samples, fewer than one batch of {cfg.batch_size}; pass --val-fraction (e.g. 0.1)")
     started = time.perf_counter()
     seed = derive_seed(cfg.seed, "irreducible") % (2**31)
-    model = build_seeded(cfg.il_model or cfg.model, data.num_classes, data.in_channels, seed, cfg.stem).to(device)
+    own = cfg.policy_params()  # il_model, il_epochs
+    model = build_seeded(own["il_model"] or cfg.model, data.num_classes, data.in_channels, seed, cfg.stem).to(device)
     optimizer = make_optimizer(cfg, model)
-    sampler = HardBatchSampler(len(data.val), cfg.batch_size, epochs=cfg.il_epochs or cfg.epochs, policy="uniform",
+    sampler = HardBatchSampler(len(data.val), cfg.batch_size, epochs=own["il_epochs"] or cfg.epochs, policy="uniform",
                                seed=seed)
-    meter = CostMeter()
     fit(distributed.wrap(model, device), optimizer, data.loader(data.val, distributed.LocalSlices(sampler)), sampler,
-        {}, device, train_transform=data.train_transform, eval_transform=data.eval_transform, meter=meter,
+        {}, device, train_transform=data.train_transform, eval_transform=data.eval_transform,
         augment_seed=seed if cfg.augment != "none" else None)
+    meter = sampler.meter
     hits = []
 
     def scored(outputs, batch):  # cross-entropy, counting the IL model's correct predictions on the way

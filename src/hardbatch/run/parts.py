@@ -9,7 +9,8 @@ import torch
 from hardbatch.config import RunConfig
 from hardbatch.data import DataSplits, gives_batches
 from hardbatch.errors import UsageError
-from hardbatch.selection import HardBatchSampler
+from hardbatch.policies import create_policy
+from hardbatch.sampler import HardBatchSampler
 
 
 def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
@@ -18,10 +19,11 @@ def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
     Every process builds the same sampler (same seed, same data), so the processes need not exchange plans.
     """
     if cfg.val_fraction > 0 and len(data.train) < cfg.batch_size:
-        raise UsageError(f"--val-fraction {cfg.val_fraction:g} leaves {len(data.train)} training samples, fewer than "
-                         f"one batch of {cfg.batch_size}; use a smaller --val-fraction")
-    return HardBatchSampler(len(data.train), cfg.batch_size, cfg.delta, cfg.epochs, policy=cfg.policy,
-                            shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed, **cfg.policy_params())
+        raise UsageError(f"val_fraction {cfg.val_fraction:g} leaves {len(data.train)} training samples, fewer than "
+                         f"one batch of {cfg.batch_size}; use a smaller val_fraction")
+    return HardBatchSampler(len(data.train), cfg.batch_size, epochs=cfg.epochs,
+                            policy=create_policy(cfg.policy, **cfg.params),
+                            shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed)
 
 
 def loader_workers(cfg: RunConfig, data: DataSplits) -> int:

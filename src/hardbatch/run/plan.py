@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from hardbatch import distributed
-from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig, validate
+from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig, check
 from hardbatch.data import DataSplits, load_dataset
 from hardbatch.errors import UsageError
 from hardbatch.fileio import NoSpaceLeft, RunInUse, ensure_writable_dir
-from hardbatch.models import check_model_name
 from hardbatch.records import RunDir
-from hardbatch.run.experiment import check_fits, check_same_settings, resolve, train_run
+from hardbatch.policies import POLICIES
+from hardbatch.run.checks import check_fits, check_same_settings, prepare
+from hardbatch.run.experiment import train_run
+from hardbatch.run.machine import resolve_device
 from hardbatch.run.parts import make_sampler
-from hardbatch.run.machine import check_runtime, resolve_device
 from hardbatch.run.sinks import describe, terminal, warn
 
 
@@ -63,18 +64,17 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
     unknown = [p for p in policies if p not in POLICY_NAMES]
     if unknown:
         raise UsageError(f"unknown policy {unknown[0]!r}; valid: {', '.join(POLICY_NAMES)}")
-    defaults = RunConfig()
     out = Path(out)
     plan = []
     for policy in policies:
-        own = {f.name: getattr(base, f.name) if policy in f.metadata["policies"] else getattr(defaults, f.name)
-               for f in fields(RunConfig) if f.metadata.get("policies")}
-        for d in (deltas if policy in DELTA_POLICIES else [1.0]):
-            if policy in SAME_AS_RULE_AT_ONE and float(d) == 1.0 and "hardbatch" in policies:
+        own = {k: v for k, v in base.params.items() if POLICIES[policy].takes(k)}  # the others keep their defaults
+        for d in (deltas if policy in DELTA_POLICIES else [None]):
+            if policy in SAME_AS_RULE_AT_ONE and d is not None and float(d) == 1.0 and "hardbatch" in policies:
                 continue
             for s in seeds:
-                cfg = base.replace(policy=policy, delta=float(d), seed=int(s), **own)
-                validate(cfg)  # every run of the plan, before the first one trains
+                params = own if d is None else {**own, "delta": float(d)}
+                cfg = base.replace(policy=policy, params=params, seed=int(s))
+                check(cfg)  # every run of the plan, before the first one trains
                 name = run_name(cfg.delta, cfg.seed, policy)
                 if base.tensorboard:  # one log directory per run, named as its run directory
                     cfg = cfg.replace(tensorboard=str(Path(base.tensorboard) / name))
@@ -150,10 +150,7 @@ def check_plan(plan: list[PlannedRun]) -> DataCache:
     device = resolve_device(plan[0].cfg.device) if plan else torch.device("cpu")
     data = DataCache(device)
     for run in plan:
-        validate(run.cfg)
-        check_model_name(run.cfg.model)
-        check_runtime(run.cfg)
-        cfg = resolve(run.cfg, device)
+        cfg, _ = prepare(run.cfg)
         if distributed.on_writer(_finished_alike, run.path, cfg):
             continue
         distributed.together(lambda: make_sampler(cfg, data(cfg)))
@@ -188,7 +185,7 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
             continue
         distributed.on_writer(ensure_writable_dir, run.path.parent)
         try:
-            summary = train_run(cfg, run.path, resume=True, progress=progress, data=data(resolve(cfg, data.device)),
+            summary = train_run(cfg, run.path, resume=True, progress=progress, data=data(prepare(cfg)[0]),
                                 label=label)
             if progress and distributed.is_writer() and not terminal():  # a terminal has the bar, left in place
                 print(f"{label}: done, test top-1 {100 * summary['final_test_acc']:.2f}%, "

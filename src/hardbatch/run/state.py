@@ -11,8 +11,7 @@ import torch
 from hardbatch import distributed
 from hardbatch.errors import UsageError
 from hardbatch.fileio import atomic_write_bytes, space_for
-from hardbatch.selection import HardBatchSampler
-from hardbatch.training import CostMeter
+from hardbatch.sampler import HardBatchSampler
 from torch import nn
 
 
@@ -76,7 +75,6 @@ class RunState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     sampler: HardBatchSampler
-    meter: CostMeter = field(default_factory=CostMeter)
     epoch: int = 0
     test_per_class: list[float | None] = field(default_factory=list)
     holdout_cost: dict = field(default_factory=dict)
@@ -89,7 +87,7 @@ class RunState:
 
     def state_dict(self) -> dict:
         """The checkpoint dict: ``rng_ranks`` holds every rank's RNG state as last captured (this process's when
-        none was); ``rng`` is rank 0's, for checkpoints read by a single process."""
+        none was); the sampler's state holds the cost meter."""
         rng_ranks = self.rng_ranks or [rng_state()]
         return {
             "epoch": self.epoch,
@@ -97,8 +95,6 @@ class RunState:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "sampler": self.sampler.state_dict(),
-            "cost": self.meter.state_dict(),
-            "rng": rng_ranks[0],
             "rng_ranks": rng_ranks,
             "test_per_class": self.test_per_class,
             "holdout_cost": self.holdout_cost,
@@ -116,13 +112,12 @@ class RunState:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
-        self.meter.load_state_dict(state.get("cost", {}))
-        ranks = state.get("rng_ranks") or [state["rng"]]
+        ranks = state["rng_ranks"]
         set_rng_state(ranks[distributed.rank()] if len(ranks) == distributed.world_size() else ranks[0])
         self.epoch = epoch
-        self.test_per_class = list(state.get("test_per_class", []))
-        self.holdout_cost.update(state.get("holdout_cost", {}))
-        self.irreducible_model.update(state.get("irreducible_model", {}))  # absent from older checkpoints
+        self.test_per_class = list(state["test_per_class"])
+        self.holdout_cost.update(state["holdout_cost"])
+        self.irreducible_model.update(state["irreducible_model"])
 
     def save(self, path: Path) -> None:
         """Write ``state_dict()`` to ``path`` (``save_checkpoint``: atomically); the writer's job."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from hardbatch.selection.policy import Policy, Step
-from hardbatch.selection.registry import register
+from dataclasses import dataclass
+
+from hardbatch.policies.base import Policy, Round
+from hardbatch.policies.registry import register
 
 
 @register
-class UniformPolicy(Policy):
+@dataclass(eq=False)
+class Uniform(Policy):
     """Each round is one epoch: a fresh seeded permutation of the samples cut into N batches of B (the
     remainder dropped), trained in order. The baseline every peer reports against; the paper's δ = 1
     differs only in keeping one fixed cut and order for the whole run.
@@ -15,7 +18,6 @@ class UniformPolicy(Policy):
 
     name = "uniform"
 
-    def plan(self) -> list[Step]:
+    def plan(self) -> Round:
         self.round += 1
-        cut = self._shuffled_cut()
-        return [Step(cut[b], b) for b in range(self.num_batches)]
+        return Round.of(self.shuffled_cut())

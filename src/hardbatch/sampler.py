@@ -6,14 +6,29 @@ import math
 import numbers
 import time
 import warnings
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
+from hardbatch.cost import CostMeter
 from hardbatch.errors import TrainingDiverged, UsageError
 from hardbatch.functional import fixed_partition, generator_for, positive_int, single_class_purity
-from hardbatch.selection.policy import Policy, Step
+from hardbatch.policies import Policy, Round, Step, create_policy
+from hardbatch.policies.base import EMPTY_ROUND
+
+
+@dataclass
+class Recorded:
+    """The step ``record`` took last: its optimizer step (1-based; 0 for a step that trained nothing), round, batch
+    id, loss (the global batch's, 0-d, possibly still on the device) and the samples it trained."""
+
+    step: int
+    round: int
+    batch: int
+    loss: torch.Tensor | float
+    samples: int
 
 
 def _shape(value) -> str:
@@ -26,30 +41,37 @@ def _shape(value) -> str:
 class HardBatchSampler(Sampler[list[int]]):
     """A DataLoader batch sampler that trains the batches a policy chooses (by default the paper's rule).
 
-    One pass over the sampler is one pass of the policy: the warm-up first, then the top-k batches of each
-    later round (or a scoring pass, or a pruned epoch, depending on the policy). Call :meth:`record` with
-    each step's training loss, in the order the batches were drawn; loop ``while not sampler.done`` around
-    ``for batch in loader``. Per-sample policies also take the per-sample losses (``record(loss, losses)``);
-    :meth:`weights` hands back per-sample loss weights for every policy (all ones for the batch policies). The
-    budget is ``epochs * N`` optimizer steps (the last round cut short), or ``epochs`` passes for policies whose
-    epoch is a pass (``infobatch``). Skipped samples are never yielded, so a DataLoader never loads them.
-    ``labels`` (optional, one class index per sample) only serve a warning when the fixed batches are mostly
-    one class (a data set stored sorted by class: pass ``shuffle_partition=True``).
+    ``HardBatchSampler(n, batch_size, epochs=E, policy=...)``: the n samples are cut into N = ⌊n / B⌋ fixed
+    mini-batches (a seeded random cut with ``shuffle_partition``; or pass the (N, B) partition itself instead of
+    n). ``policy`` is a policy object (``hardbatch.policies.InfoBatch(prune_ratio=0.5)``) or a registered name
+    (``"infobatch"``, with its hyper-parameters as keywords: ``delta=0.5``, ``beta=2``, ...); the sampler binds a
+    copy of it to the data (``sampler.policy``). The budget is ``epochs * N`` optimizer steps (the last round cut
+    short), or ``epochs`` passes for policies whose epoch is a pass (``infobatch``).
+
+    One pass over the sampler is one pass of the policy: the warm-up first, then the top-k batches of each later
+    round (or a scoring pass, or a pruned epoch, depending on the policy). Loop ``while not sampler.done`` around
+    ``for batch in loader`` and hand each batch to :func:`hardbatch.training_loss`, which runs the policy's step and
+    records it here; or drive the step yourself (:meth:`weights`, :meth:`record`; see ``hardbatch.step``). Skipped
+    samples are never yielded, so a DataLoader never loads them. ``meter`` counts what training spent.
+    ``labels`` (optional, one class index per sample) only serve a warning when the fixed batches are mostly one
+    class (a data set stored sorted by class: pass ``shuffle_partition=True``).
     """
 
     def __init__(
         self,
         data_len_or_partition: int | torch.Tensor,
         batch_size: int | None = None,
-        delta: float = 1.0,
+        *,
         epochs: int = 1,
         policy: str | Policy = "hardbatch",
+        delta: float | None = None,
         shuffle_partition: bool = False,
         seed: int = 0,
         labels: torch.Tensor | Sequence[int] | None = None,
-        **params,
+        **params: Any,
     ):
         given = isinstance(data_len_or_partition, torch.Tensor)
+        seed = positive_int("seed", seed, "an integer >= 0", minimum=0)
         if given:
             self.partition = _checked_partition(data_len_or_partition)
             num_samples = int(self.partition.max()) + 1
@@ -64,27 +86,26 @@ class HardBatchSampler(Sampler[list[int]]):
             how = ("mix the classes in the partition you pass" if given else
                    "check the labels" if shuffle_partition else "pass shuffle_partition=True")
             _warn_if_class_sorted(_checked_labels(labels, num_samples, exact=not given), self.partition, how)
-        if isinstance(policy, str):
-            from hardbatch.selection import create_policy
-
-            policy = create_policy(policy, self.partition, delta, seed=seed, num_samples=num_samples, epochs=epochs,
-                                   **params)
-        self.policy = policy
+        self.policy = _policy(policy, delta, params).bind(self.partition, num_samples=num_samples, seed=seed,
+                                                          epochs=epochs)
         self.epochs = epochs
+        self.seed = seed
         self.total_steps = epochs * self.num_batches  # the budget, for policies that count it in steps
         self.steps = 0  # optimizer steps recorded so far
         self.epoch = 0  # epochs finished so far
         self.epoch_ended = False  # did the step just recorded end an epoch?
-        self.choose_seconds = 0.0  # time spent in the policy's plan() and select()
+        self.meter = CostMeter()
+        self.last: Recorded | None = None  # the step recorded last
         self.visits = torch.zeros(self.num_batches, dtype=torch.long)
         # How often each sample was back-propagated: in all, and in the first epoch (the warm-up).
         self.sample_visits = torch.zeros(num_samples, dtype=torch.long)
         self.first_epoch_visits = torch.zeros(num_samples, dtype=torch.long)
         # The current pass; a DataLoader may draw (yield) ahead of what was recorded.
-        self._round: list[Step] = []
+        self._round: Round = EMPTY_ROUND
         self._yielded = 0
         self._recorded = 0
         self._pass_start = 0  # steps recorded when the current pass over the sampler began
+        self._chosen: dict[int, torch.Tensor] = {}  # weights ``select`` chose for drawn steps of this round
         # Has the loop read `pending` since this round was planned? A loop that records a scoring batch without
         # it cannot have honoured `score_only`: it trained that batch as well.
         self._looked = False
@@ -107,9 +128,9 @@ class HardBatchSampler(Sampler[list[int]]):
         """The fraction of the budget spent, in [0, 1] (what a learning-rate schedule follows)."""
         if not self.policy.epoch_is_round:
             return self.steps / self.total_steps
-        trained = [s for s in self._round if not s.score_only]
-        done_in_round = sum(1 for s in self._round[: self._recorded] if not s.score_only)
-        fraction = done_in_round / len(trained) if done_in_round < len(trained) else 0.0  # a finished pass is counted in epoch
+        trained = 0 if self._round.score_only else len(self._round)
+        done = 0 if self._round.score_only else self._recorded
+        fraction = done / trained if done < trained else 0.0  # a finished pass is counted in epoch
         return min(1.0, (self.epoch + fraction) / self.epochs)
 
     @property
@@ -119,23 +140,28 @@ class HardBatchSampler(Sampler[list[int]]):
         self._looked = True
         return step
 
+    def set_epoch(self, epoch: int) -> None:
+        """Accepted for the loops that call it on every sampler (Lightning, ``DistributedSampler`` habits); the
+        sampler keeps its own count (``epoch``), so what it selects never depends on these calls."""
+
     def _current(self) -> Step:
         if self._recorded >= self._yielded:
             raise RuntimeError("no batch pending; draw a batch from the loader first")
-        return self._round[self._recorded]
+        step = self._round.step(self._recorded)
+        if self._recorded in self._chosen:
+            step.weights = self._chosen[self._recorded]
+        return step
 
     def _plan(self) -> None:
         self._check_unchecked()
         self._looked = False
         started = time.perf_counter()
-        steps = self.policy.plan()
-        if not self.policy.epoch_is_round:
-            remaining = self.total_steps - self.steps
-            trained = [i for i, s in enumerate(steps) if not s.score_only]
-            if len(trained) > remaining:
-                steps = steps[: trained[remaining]]
-        self.choose_seconds += time.perf_counter() - started
-        self._round = steps
+        planned = self.policy.plan()
+        if not self.policy.epoch_is_round and not planned.score_only:
+            planned = planned.head(self.total_steps - self.steps)
+        self.meter.choose_seconds += time.perf_counter() - started
+        self._round = planned
+        self._chosen = {}
         self._yielded = self._recorded = self._pass_start = 0
 
     def _start_pass(self) -> None:
@@ -162,9 +188,9 @@ class HardBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         self._start_pass()
         while self._yielded < len(self._round):
-            step = self._round[self._yielded]
+            samples = self._round.samples[self._yielded]
             self._yielded += 1
-            yield step.samples.tolist()
+            yield samples.tolist()
 
     def weights(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample loss weights for the pending batch, shape (b,): train on ``(weights * per_sample_loss).mean()``.
@@ -177,14 +203,14 @@ class HardBatchSampler(Sampler[list[int]]):
         history and draws advance once per step.
         """
         step = self._current()
-        if self.policy.scores_first and not step.score_only and step.weights is None:
+        if self.policy.needs_scores(step) and not step.score_only:
             if scores is None:
                 raise RuntimeError(f"policy {self.policy.name!r} chooses samples from their losses: "
                                    f"call weights(scores) with the batch's no-grad per-sample losses")
             self._check_per_sample("weights(scores)", "scores", scores, step, len(step.samples))
             started = time.perf_counter()
-            step.weights = self.policy.select(step, scores)
-            self.choose_seconds += time.perf_counter() - started
+            step.weights = self._chosen[self._recorded] = self.policy.select(step, scores)
+            self.meter.choose_seconds += time.perf_counter() - started
         return step.weights if step.weights is not None else torch.ones(len(step.samples))
 
     def record(self, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> int:
@@ -193,15 +219,15 @@ class HardBatchSampler(Sampler[list[int]]):
         ``loss``: the step's training loss (0-d); ``sample_losses``: each sample's unweighted loss, shape (b,) (or
         (kept,): those of the samples a scoring policy's weights keep), needed by per-sample policies
         (``policy.per_sample``) and only checked by the others, so that a batch mean is refused for them too. A
-        scoring batch (``pending.score_only``) takes the no-grad losses of its forward. A batch whose weights keep no sample
-        (see :meth:`weights`) counts as no optimizer step; it can still end an epoch that is a pass. Misuse is
+        scoring batch (``pending.score_only``) takes the no-grad losses of its forward. A batch whose weights keep no
+        sample (see :meth:`weights`) counts as no optimizer step; it can still end an epoch that is a pass. Misuse is
         refused before anything is recorded (UsageError); a loss that is not finite raises TrainingDiverged: at once
         for a number or a CPU tensor, and for a tensor on an accelerator when the round ends (checking each would
         wait for the device).
         """
         if self._recorded >= self._yielded:
             raise RuntimeError("record() called with no batch pending; call it once per batch drawn")
-        step = self._round[self._recorded]
+        step = self._current()
         call = "record(loss)" if sample_losses is None else "record(loss, sample_losses)"
         if step.score_only and not self._looked:
             raise UsageError(f"{call}: batch {step.batch} was drawn for scoring only, and the loop recorded it without "
@@ -213,15 +239,16 @@ class HardBatchSampler(Sampler[list[int]]):
         if self.policy.per_sample and sample_losses is None:
             raise UsageError(f"policy {self.policy.name!r} needs per-sample losses: record(loss, sample_losses) "
                              f"with sample_losses of shape ({len(step.samples)},)")
+        trained = self._trained(step)
         if sample_losses is not None:
-            self._check_per_sample(call, "sample_losses", sample_losses, step, len(step.samples),
-                                   len(self._trained(step)))
+            self._check_per_sample(call, "sample_losses", sample_losses, step, len(step.samples), len(trained))
         self._check_finite(call, "the loss is", loss, step)
+        self._chosen.pop(self._recorded, None)
         self._recorded += 1
         self.policy.observe(step, loss, sample_losses)
         self.epoch_ended = False
+        stepped = False
         if not step.score_only:
-            trained = self._trained(step)
             stepped = len(trained) > 0
             if stepped:
                 self.visits[step.batch] += 1
@@ -234,6 +261,7 @@ class HardBatchSampler(Sampler[list[int]]):
             else:
                 self.epoch_ended = stepped and self.steps % self.num_batches == 0
             self.epoch += self.epoch_ended
+        self.last = Recorded(self.steps if stepped else 0, self.round, step.batch, loss, len(trained) if stepped else 0)
         if self.done:
             self._check_unchecked()
         return step.batch
@@ -286,26 +314,49 @@ class HardBatchSampler(Sampler[list[int]]):
             "visits": self.visits.clone(),
             "sample_visits": self.sample_visits.clone(),
             "first_epoch_visits": self.first_epoch_visits.clone(),
-            "round_steps": [s.to_state() for s in self._round],
+            "round": self._round.state_dict(),
             "recorded": self._recorded,
             "partition": self.partition.clone(),
-            "choose_seconds": self.choose_seconds,
+            "cost": self.meter.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.steps = int(state["steps"])
-        self.epoch = int(state.get("epoch", self.steps // self.num_batches))
+        self.epoch = int(state["epoch"])
         self.visits = state["visits"].clone()
         self.sample_visits = state["sample_visits"].clone()
         self.first_epoch_visits = state["first_epoch_visits"].clone()
-        self._round = [Step(**s) for s in state["round_steps"]]
+        self._round = Round.from_state(state["round"])
         self._recorded = self._yielded = self._pass_start = int(state["recorded"])
         self.partition = state["partition"].clone()
-        self.choose_seconds = float(state.get("choose_seconds", state.get("plan_seconds", 0.0)))  # older checkpoints
+        self.meter.load_state_dict(state["cost"])
+        self._chosen = {}
         self.epoch_ended = False
         self._looked = False
         self._unchecked = []
+
+
+def _policy(policy: Any, delta: Any, params: dict[str, Any]) -> Policy:
+    """The (unbound) policy a sampler was given: an object as it is, a name with its hyper-parameters."""
+    if isinstance(policy, Policy):
+        if delta is not None or params:
+            given = ", ".join([*(["delta"] if delta is not None else []), *params])
+            raise UsageError(f"pass {given} to the policy object, not to the sampler: "
+                             f"{type(policy).__name__}({given.split(', ')[0]}=...)")
+        return policy
+    if not isinstance(policy, str):
+        raise UsageError(f"policy must be a registered name (see hardbatch.policies.POLICIES) or a policy object "
+                         f"(hardbatch.policies.HardBatch(delta=0.5), ...), got {_shape(policy)}")
+    if delta is not None:
+        from hardbatch.policies import policy_class
+
+        if policy_class(policy).takes("delta"):
+            params = {"delta": delta, **params}
+        elif delta != 1.0:  # δ = 1 is every policy's way of training all the data: accepted and ignored
+            raise UsageError(f"policy {policy!r} does not take delta (got {delta!r}); policies that do: "
+                             f"hardbatch, random, cyclic")
+    return create_policy(policy, **params)
 
 
 def _diverged(context: str) -> TrainingDiverged:

@@ -8,24 +8,14 @@ from dataclasses import dataclass
 import torch
 
 from hardbatch.functional import infobatch_prune
-from hardbatch.params import param, Range
-from hardbatch.selection.policy import Policy, Step
-from hardbatch.selection.registry import register
-
-
-@dataclass(frozen=True)
-class InfoBatchParams:
-    prune_ratio: float = param(0.5, "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept "
-                                    "ones are weighted 1/(1-r)", range=Range(0.0, 1.0, high_open=True), metavar="R")
-    anneal: float = param(0.125, "final fraction of the epochs trained on all the data, in [0, 1]: the first "
-                                 "⌊E·(1-A)⌋ epochs prune",
-                          range=Range(0.0, 1.0), metavar="A")
-    keep_weights_in_anneal: bool = param(False, "the annealing epochs keep the last pruning epoch's loss weights, as "
-                                                "the authors' code does by mistake; off: weight 1")
+from hardbatch.params import Range, param
+from hardbatch.policies.base import Policy, Round, Step
+from hardbatch.policies.registry import register
 
 
 @register
-class InfoBatchPolicy(Policy):
+@dataclass(eq=False)
+class InfoBatch(Policy):
     """Every sample's score is its last training loss (none before it is first trained). At the start of
     each epoch, round(r·m) of the m samples scoring below the mean are drawn at random and pruned: they
     are never loaded that epoch. The kept below-mean samples' losses are weighted 1 / (1 − r), so the
@@ -35,18 +25,19 @@ class InfoBatchPolicy(Policy):
     one such pass, so pruned epochs have fewer than N steps.
     """
 
+    prune_ratio: float = param(0.5, "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept "
+                                    "ones are weighted 1/(1-r)", range=Range(0.0, 1.0, high_open=True), metavar="R")
+    anneal: float = param(0.125, "final fraction of the epochs trained on all the data, in [0, 1]: the first "
+                                 "⌊E·(1-A)⌋ epochs prune", range=Range(0.0, 1.0), metavar="A")
+    keep_weights_in_anneal: bool = param(False, "the annealing epochs keep the last pruning epoch's loss weights, as "
+                                                "the authors' code does by mistake; off: weight 1")
+
     name = "infobatch"
     per_sample = True
     epoch_is_round = True
     axis = "prune_ratio"
-    Params = InfoBatchParams
 
-    def __init__(self, batches, *, prune_ratio: float = 0.5, anneal: float = 0.125,
-                 keep_weights_in_anneal: bool = False, **common):
-        super().__init__(batches, **common)
-        self.ratio = prune_ratio
-        self.anneal = anneal
-        self.keep_weights = keep_weights_in_anneal
+    def setup(self) -> None:
         self.scores = torch.full((self.num_samples,), float("nan"))
         self.boosted = torch.zeros(self.num_samples, dtype=torch.bool)  # weighted in the last pruning epoch
 
@@ -56,19 +47,21 @@ class InfoBatchPolicy(Policy):
         # The epsilon keeps whole products whole: 10 · (1 − 0.9) is 0.9999999999999998 in floating point, not 1.
         return math.floor(self.epochs * (1.0 - self.anneal) + 1e-9)
 
-    def plan(self) -> list[Step]:
+    def plan(self) -> Round:
         self.round += 1
-        if self.round < self.pruning_epochs and self.ratio > 0:
-            kept, boosted = infobatch_prune(self.scores.cpu(), self.ratio, self.generator)
+        if self.round < self.pruning_epochs and self.prune_ratio > 0:
+            kept, boosted = infobatch_prune(self.scores.cpu(), self.prune_ratio, self.generator)
             self.boosted = torch.zeros(self.num_samples, dtype=torch.bool)
             self.boosted[kept[boosted]] = True
         else:
             kept = torch.randperm(self.num_samples, generator=self.generator)
-            boosted = self.boosted[kept] if self.keep_weights else torch.zeros(len(kept), dtype=torch.bool)
-        weights = torch.where(boosted, torch.tensor(1.0 / (1.0 - self.ratio)), torch.tensor(1.0))
-        b = self.batch_size
-        count = max(1, len(kept) // b)  # the remainder is dropped, as in every cut; never an empty epoch
-        return [Step(kept[i * b:(i + 1) * b], i, weights=weights[i * b:(i + 1) * b]) for i in range(count)]
+            boosted = self.boosted[kept] if self.keep_weights_in_anneal else torch.zeros(len(kept), dtype=torch.bool)
+        weights = torch.where(boosted, torch.tensor(1.0 / (1.0 - self.prune_ratio)), torch.tensor(1.0))
+        # The remainder is dropped, as in every cut; fewer than B kept samples make one shorter batch (never an
+        # empty epoch).
+        b = min(self.batch_size, len(kept))
+        count = len(kept) // b
+        return Round.of(kept[: count * b].view(count, b), weights=weights[: count * b].view(count, b))
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
         values = sample_losses.detach().float()
@@ -81,5 +74,4 @@ class InfoBatchPolicy(Policy):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.scores = state["scores"].clone()
-        if "boosted" in state:  # checkpoints from before keep_weights_in_anneal have none (and needed none)
-            self.boosted = state["boosted"].clone()
+        self.boosted = state["boosted"].clone()

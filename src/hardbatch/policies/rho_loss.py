@@ -11,22 +11,12 @@ from torch import nn
 
 from hardbatch import batches as batching
 from hardbatch.errors import UsageError
+from hardbatch.functional import top_reducible
 from hardbatch.losses import LossFn, check_per_sample, cross_entropy
-from hardbatch.params import check_params, param, Range
-from hardbatch.selection.policy import Policy, Step
-from hardbatch.selection.registry import register
-
-
-@dataclass(frozen=True)
-class RhoLossParams:
-    """The hyper-parameters of ``rho-loss``; the paper's default selects 10% of each candidate batch."""
-
-    select_fraction: float = param(0.1, "fraction of each candidate batch trained: of ⌈B / select_fraction⌉ "
-                                        "candidates, the B most reducible losses", range=Range(0.0, 1.0, low_open=True))
-    il_model: str = param("", "network of the irreducible-loss model, trained first on the validation split "
-                              "(default: the run's --model)", metavar="NAME")
-    il_epochs: int = param(0, "epochs of the irreducible-loss model's training (0: the run's --epochs)",
-                           range=Range(0, integer=True), metavar="E")
+from hardbatch.models import check_model_name
+from hardbatch.params import Range, param
+from hardbatch.policies.base import Policy, Round, Step
+from hardbatch.policies.registry import register
 
 
 @torch.no_grad()
@@ -58,42 +48,49 @@ def irreducible_losses(model: nn.Module, loader: Iterable, device: torch.device 
 
 
 @register
-class RhoLossPolicy(Policy):
+@dataclass(eq=False)
+class RhoLoss(Policy):
     """Each pass, a fresh seeded permutation of the n samples is cut into ⌊n / C⌋ candidate batches of
-    C = ⌈B / select_fraction⌉ (the remainder dropped). The loop runs a no-grad forward over each candidate batch; the
-    reducible loss of a sample is that loss minus its irreducible loss (``irreducible``, the IL model's loss,
-    computed once), and the B highest are trained (weight 1, the rest 0; ties go to the earlier position in
-    the candidate batch). The budget stays epochs·N optimizer steps of B samples, so an epoch (N steps)
-    spans about 1 / select_fraction passes over the data.
+    C = ⌈B / select_fraction⌉ (the remainder dropped). The step core runs a no-grad forward over each candidate
+    batch; the reducible loss of a sample is that loss minus its irreducible loss (``irreducible``, the IL model's
+    loss, computed once), and the B highest are trained (weight 1, the rest 0; ties go to the earlier position in
+    the candidate batch). The budget stays epochs·N optimizer steps of B samples, so an epoch (N steps) spans about
+    1 / select_fraction passes over the data. A run (``hardbatch train``) first trains the irreducible-loss model on
+    its validation split; in your own loop, set ``sampler.policy.irreducible`` (``irreducible_losses``) before
+    training. The paper's default selects 10% of each candidate batch.
     """
+
+    select_fraction: float = param(0.1, "fraction of each candidate batch trained: of ⌈B / select_fraction⌉ "
+                                        "candidates, the B most reducible losses", range=Range(0.0, 1.0, low_open=True),
+                                   metavar="F")
+    il_model: str = param("", "network of the irreducible-loss model, trained first on the validation split "
+                              "(default: the run's model)", metavar="NAME")
+    il_epochs: int = param(0, "epochs of the irreducible-loss model's training (0: the run's epochs)",
+                           range=Range(0, integer=True), metavar="E")
 
     name = "rho-loss"
     axis = "select_fraction"
-    Params = RhoLossParams
     scores_first = True
-
-    needs_irreducible = True  # the experiment trains the IL model and sets ``irreducible`` (hardbatch/holdout.py)
+    holdout = True
     example = {"select_fraction": 0.5}
-    run_needs = {"val_fraction": 0.2}
     requires = {"val_fraction": (lambda fraction: fraction > 0, "trains its irreducible-loss model on the validation "
                                                                  "split: pass --val-fraction (e.g. 0.1)")}
 
-    def __init__(self, batches, *, select_fraction: float = 0.1, il_model: str = "", il_epochs: int = 0,
-                 irreducible: torch.Tensor | None = None, **common):
-        super().__init__(batches, **common)
-        check_params(RhoLossParams(select_fraction=select_fraction, il_model=il_model, il_epochs=il_epochs))
-        self.select_fraction = select_fraction
-        self.candidates = math.ceil(self.batch_size / select_fraction - 1e-9)  # C: 0.1 → 10·B, not 10·B + 1
+    def validate(self) -> None:
+        if self.il_model:
+            check_model_name(self.il_model)
+
+    def setup(self) -> None:
+        self.candidates = math.ceil(self.batch_size / self.select_fraction - 1e-9)  # C: 0.1 → 10·B, not 10·B + 1
         if self.candidates > self.num_samples:
-            raise UsageError(f"--select-fraction {select_fraction} makes candidate batches of ⌈{self.batch_size} / {select_fraction}⌉ = "
-                             f"{self.candidates} samples, more than the {self.num_samples} training samples; "
-                             f"use a larger --select-fraction or a smaller batch size")
+            raise UsageError(f"select_fraction {self.select_fraction} makes candidate batches of "
+                             f"⌈{self.batch_size} / {self.select_fraction}⌉ = {self.candidates} samples, more than the "
+                             f"{self.num_samples} training samples; use a larger select_fraction or a smaller batch")
         self._irreducible: torch.Tensor | None = None
-        self.irreducible = irreducible
 
     @property
     def irreducible(self) -> torch.Tensor | None:
-        """The IL model's loss of every training sample, shape (n,), or None before the experiment sets it."""
+        """The IL model's loss of every training sample, shape (n,), or None before the run sets it."""
         return self._irreducible
 
     @irreducible.setter
@@ -106,22 +103,18 @@ class RhoLossPolicy(Policy):
             losses = losses.clone()
         self._irreducible = losses
 
-    def plan(self) -> list[Step]:
+    def plan(self) -> Round:
         self.round += 1
         order = torch.randperm(self.num_samples, generator=self.generator)
         count = self.num_samples // self.candidates
-        cut = order[: count * self.candidates].view(count, self.candidates)
-        return [Step(cut[i], i) for i in range(count)]
+        return Round.of(order[: count * self.candidates].view(count, self.candidates))
 
     def select(self, step: Step, scores: torch.Tensor) -> torch.Tensor:
         if self._irreducible is None:
             raise RuntimeError("rho-loss has no irreducible losses: set policy.irreducible to the IL model's loss of "
                                "every training sample (irreducible_losses(il_model, loader, device)) before training")
-        reducible = scores.detach().float().cpu() - self._irreducible[step.samples.cpu()]
-        top = torch.sort(reducible, descending=True, stable=True).indices[: self.batch_size]
-        weights = torch.zeros(len(reducible))
-        weights[top] = 1.0
-        return weights
+        irreducible = self._irreducible[step.samples.cpu()]
+        return top_reducible(scores.detach().float().cpu(), irreducible, self.batch_size)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "irreducible": self._irreducible}

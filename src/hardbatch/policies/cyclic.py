@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from hardbatch.functional import oldest_k
-from hardbatch.selection.hardbatch import HighLossPolicy
-from hardbatch.params import NoParams
-from hardbatch.selection.registry import register
+from hardbatch.policies.hard_batch import RoundsOfK
+from hardbatch.policies.registry import register
 
 
 @register
-class CyclicPolicy(HighLossPolicy):
-    """Round 0 trains every batch in index order; each later round the k = floor(δ·N) batches trained longest
+@dataclass(eq=False)
+class Cyclic(RoundsOfK):
+    """Round 0 trains every batch in index order; each later round the k = ⌊δ·N⌋ batches trained longest
     ago (ties to the lower index), in ascending index order. The losses are recorded but never used: if the
     paper's rule does no better than this, its ranking adds nothing beyond cycling through the data.
     """
 
     name = "cyclic"
-    Params = NoParams
 
-    def __init__(self, batches: int | torch.Tensor, delta: float = 1.0, **common):
-        super().__init__(batches, delta, **common)
+    def setup(self) -> None:
+        super().setup()
         self.clock = 0  # optimizer steps recorded
         self.last_trained = torch.full((self.num_batches,), -1, dtype=torch.long)
 
-    def _choose(self) -> torch.Tensor:
+    def choose(self) -> torch.Tensor:
         return oldest_k(self.last_trained, self.k)
 
     def record(self, batch: int, loss) -> None:

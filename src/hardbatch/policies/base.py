@@ -1,0 +1,174 @@
+"""The policy protocol: what every selection policy offers the sampler and the step core.
+
+A policy is a dataclass whose fields are its hyper-parameters, declared once with ``params.param``; its constructor
+takes only them and checks each (``InfoBatch(prune_ratio=0.5)``). The sampler binds it to the data
+(``policy.bind(partition, ...)`` returns a bound copy), and the bound copy plans, chooses and learns:
+
+- ``plan()`` -> the next pass as a :class:`Round`, decided before anything is loaded;
+- ``select(step, scores)`` -> per-sample weights (0 = skip), only for policies that score first: the step core hands
+  it the no-grad losses of the loaded batch (``needs_scores(step)`` says where);
+- ``observe(step, loss, sample_losses)`` after each step: the batch's mean training loss (0-d) and, for a
+  ``per_sample`` policy, each sample's unweighted training loss, shape (b,);
+- ``state_dict()`` / ``load_state_dict()`` for checkpoints.
+
+The loop, not the policy, owns devices, autocast, BatchNorm mode and collectives.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hardbatch.functional import generator_for
+from hardbatch.params import check_fields
+
+
+@dataclass
+class Step:
+    """One step of a pass, as the loop sees it: the samples to load, in order, and what to do with them."""
+
+    samples: torch.Tensor  # (b,) LongTensor of sample indices
+    batch: int  # the batch's id in the trace: its fixed index, or its position in this round's cut
+    score_only: bool = False  # a no-grad scoring forward (``rescore``, IES), not an optimizer step
+    weights: torch.Tensor | None = None  # (b,) per-sample loss weights; None: the plain mean, or not chosen yet
+
+
+@dataclass
+class Round:
+    """One pass of a policy, planned before loading: S steps of b samples each, as a few tensors.
+
+    ``samples``: (S, b) sample indices; ``ids``: (S,) each step's batch id in the trace; ``score_only``: the whole
+    pass is no-grad scoring (no optimizer step); ``weights``: (S, b) per-sample loss weights set before loading, or
+    None (the plain mean); ``preset``: (S,) bool, for policies that score first, the steps whose weights are already
+    set (their no-grad scoring pass is skipped), None: none are.
+    """
+
+    samples: torch.Tensor
+    ids: torch.Tensor
+    score_only: bool = False
+    weights: torch.Tensor | None = None
+    preset: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, samples: torch.Tensor, ids: torch.Tensor | None = None, **kwargs: Any) -> "Round":
+        """A round of the rows of ``samples`` (S, b), numbered 0..S-1 unless ``ids`` are given."""
+        return cls(samples, torch.arange(len(samples)) if ids is None else ids, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def step(self, i: int) -> Step:
+        """Step ``i`` as the loop sees it (weights only where they are set before loading)."""
+        weights = None
+        if self.weights is not None and (self.preset is None or bool(self.preset[i])):
+            weights = self.weights[i]
+        return Step(self.samples[i], int(self.ids[i]), self.score_only, weights)
+
+    def head(self, count: int) -> "Round":
+        """The first ``count`` steps (the budget cuts a round short)."""
+        return Round(self.samples[:count], self.ids[:count], self.score_only,
+                     None if self.weights is None else self.weights[:count],
+                     None if self.preset is None else self.preset[:count])
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Round":
+        return cls(**state)
+
+
+EMPTY_ROUND = Round(torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+
+class Policy:
+    """A selection policy: a dataclass of hyper-parameters (subclasses declare them with ``params.param``) that the
+    sampler binds to the data. See the module docstring for the protocol.
+
+    Class attributes say what the step core must do for it: ``per_sample`` (``observe`` needs each sample's loss),
+    ``scores_first`` (a no-grad forward of the loaded batch comes first, and ``select`` weighs it),
+    ``score_train_mode`` (that forward runs in training mode with the BatchNorm buffers restored, else in eval
+    mode), ``epoch_is_round`` (an epoch is one pass, whatever its length, instead of N optimizer steps). ``axis``
+    names the hyper-parameter a policy's arms differ by in reports (None: one arm); ``example`` the
+    hyper-parameters of a tiny run on small data (the registry-wide tests); ``requires`` what it needs of a run's
+    settings (setting -> (test, what it needs), checked by ``config``); ``holdout``: the run first trains an
+    irreducible-loss model on the validation split (RHO-LOSS, ``run/holdout.py``).
+    """
+
+    name = ""
+    per_sample = False
+    scores_first = False
+    score_train_mode = True
+    epoch_is_round = False
+    axis: str | None = None
+    example: dict = {}
+    requires: dict = {}
+    holdout = False
+
+    def __post_init__(self) -> None:
+        check_fields(self, owner=type(self).__name__)
+
+    # -- hyper-parameters --------------------------------------------------------------------------------------
+
+    def hyper_parameters(self) -> dict[str, Any]:
+        """The policy's hyper-parameters by name (what its constructor takes)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def takes(cls, name: str) -> bool:
+        """Whether the policy has hyper-parameter ``name``."""
+        return name in {f.name for f in dataclasses.fields(cls)}
+
+    # -- binding to the data -------------------------------------------------------------------------------------
+
+    def bind(self, partition: int | torch.Tensor, *, num_samples: int | None = None, seed: int = 0,
+             epochs: int = 1) -> "Policy":
+        """A copy of this policy bound to the data: ``partition`` the fixed (N, B) batches of sample indices (a
+        bare N stands for one sample per batch, enough for batch-level policies), ``num_samples`` n (default: the
+        partition's size), ``seed`` its randomness, ``epochs`` the budget. This policy stays unbound."""
+        bound = copy.copy(self)
+        bound.partition = torch.arange(partition).view(-1, 1) if isinstance(partition, int) else partition
+        bound.num_batches = len(bound.partition)
+        bound.batch_size = bound.partition.shape[1]
+        bound.num_samples = num_samples or bound.partition.numel()
+        bound.epochs = epochs
+        bound.generator = generator_for(seed, "policy")
+        bound.k = bound.num_batches  # optimizer steps per round after the first
+        bound.round = -1  # index of the round last planned; -1 before the first
+        bound.setup()
+        return bound
+
+    def setup(self) -> None:
+        """Make the per-data state of a bound policy (stored losses, scores, ...): called by ``bind``."""
+
+    # -- the protocol ----------------------------------------------------------------------------------------------
+
+    def plan(self) -> Round:
+        raise NotImplementedError
+
+    def needs_scores(self, step: Step) -> bool:
+        """Whether the step core must run the no-grad scoring forward for ``step`` before training it: every step
+        of a policy that ``scores_first`` whose weights are not set before loading."""
+        return self.scores_first and step.weights is None
+
+    def select(self, step: Step, scores: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"policy {self.name!r} does not score batches before training them")
+
+    def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
+        """Default: nothing to learn from the loss."""
+
+    def shuffled_cut(self) -> torch.Tensor:
+        """A fresh seeded cut of every sample into N batches of B (the remainder dropped), shape (N, B)."""
+        order = torch.randperm(self.num_samples, generator=self.generator)
+        return order[: self.num_batches * self.batch_size].view(self.num_batches, self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"round": self.round, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.round = int(state["round"])
+        self.generator.set_state(state["generator"])
