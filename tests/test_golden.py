@@ -1,4 +1,5 @@
-"""Behaviour unchanged, proven: every policy and variant replays its golden run (tests/golden/golden_runs.py).
+"""Behaviour unchanged, proven: every policy and variant replays its golden run (tests/golden/golden_runs.py), through
+the command line and through the public one-call API (the quickstart loop with ``hardbatch.training_loss``).
 
 The records were made on the code before the core was reshaped. A replay must train the same batches, with
 bit-identical inputs, in the same order, and reach the same per-step losses to 1e-6.
@@ -21,6 +22,11 @@ LOSS_TOLERANCE = 1e-6
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory) -> dict:
     return run_all(tmp_path_factory.mktemp("golden") / "replayed.json")
+
+
+@pytest.fixture(scope="module")
+def replayed_api(tmp_path_factory) -> dict:
+    return run_all(tmp_path_factory.mktemp("golden") / "replayed_api.json", api=True)
 
 
 @pytest.fixture(scope="module")
@@ -48,4 +54,14 @@ def test_run_replays_its_golden_record(name, golden, replayed):
     for row, expected in zip(got["history"], want["history"], strict=True):
         for key, value in expected.items():
             assert row[key] == pytest.approx(value, abs=LOSS_TOLERANCE), f"{name} epoch {expected['epoch']} {key}"
+    assert got["batch_visits"] == want["batch_visits"]
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_the_quickstart_loop_replays_the_golden_training(name, golden, replayed_api):
+    want, got = golden[name], replayed_api[name]
+    assert [row[:3] + row[4:] for row in got["trace"]] == [row[:3] + row[4:] for row in want["trace"]]
+    assert got["inputs"] == want["inputs"]
+    for (step, *_, loss, _), (_, *_, expected, _) in zip(got["trace"], want["trace"]):
+        assert loss == pytest.approx(expected, abs=LOSS_TOLERANCE), f"{name} step {step}"
     assert got["batch_visits"] == want["batch_visits"]

@@ -8,6 +8,7 @@ The runs use one thread and CPU kernels pinned to the portable ones (ATEN_CPU_CA
 
     python tests/golden/golden_runs.py record   # rewrite tests/golden/golden.json (only for an intended change)
     python tests/golden/golden_runs.py replay OUT.json   # what the test runs, in a fresh process
+    python tests/golden/golden_runs.py replay-api OUT.json   # the same runs through the quickstart loop
 """
 
 from __future__ import annotations
@@ -102,22 +103,67 @@ def run_variant(name: str, workdir: Path) -> dict:
     }
 
 
-def replay(path: Path) -> None:
+def run_variant_api(name: str) -> dict:
+    """The golden run's training through the public one-call API: the quickstart loop (``hardbatch.training_loss``)
+    over the run's own data, model, optimizer, schedule and sampler, each input transformed as a run does (seeded
+    augmentation per step). Its trace and inputs must equal the CLI's; evaluation is the run's own business."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    import hardbatch
+    from hardbatch.cli import build_parser, config_from_args
+    from hardbatch.data import load_dataset
+    from hardbatch.models import build_seeded
+    from hardbatch.run.checks import prepare
+    from hardbatch.run.parts import make_optimizer, make_sampler, make_scheduler
+
+    torch.set_num_threads(1)
+    args = build_parser().parse_args(["train", *COMMON, *VARIANTS[name], "--out", "unused"])
+    cfg, device = prepare(config_from_args(args))
+    data = load_dataset(cfg, device)
+    model = build_seeded(cfg.model, data.num_classes, data.in_channels, cfg.seed, cfg.stem)
+    optimizer = make_optimizer(cfg, model)
+    sampler = make_sampler(cfg, data)
+    scheduler = make_scheduler(cfg, optimizer, sampler)
+    generator = torch.Generator() if cfg.augment != "none" else None
+    loader = DataLoader(data.train, batch_sampler=sampler, collate_fn=lambda batch: batch)
+    trace, fingerprints = [], InputFingerprints()
+    try:
+        while not sampler.done:
+            for x, y in loader:
+                if generator is not None:
+                    generator.manual_seed(cfg.seed * 1_000_003 + sampler.steps)
+                batch = (data.train_transform(x, generator), y)
+                loss = hardbatch.training_loss(sampler, model, batch)
+                if loss is not None:
+                    optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - the quickstart's line
+                    if scheduler is not None:
+                        scheduler.step()
+                    last = sampler.last
+                    trace.append([last.step, last.round, last.batch, float(last.loss), last.samples])
+    finally:
+        fingerprints.close()
+    return {"trace": trace, "inputs": fingerprints.seen, "batch_visits": sampler.visits.tolist()}
+
+
+def replay(path: Path, api: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        records = {name: run_variant(name, Path(tmp)) for name in VARIANTS}
+        records = {name: run_variant_api(name) if api else run_variant(name, Path(tmp)) for name in VARIANTS}
     path.write_text(json.dumps(records, indent=1) + "\n")
 
 
-def run_all(out: Path) -> dict:
-    """Replay every golden run in a fresh process with the portable kernels; returns the records."""
+def run_all(out: Path, api: bool = False) -> dict:
+    """Replay every golden run in a fresh process with the portable kernels (through the CLI, or with ``api``
+    through the quickstart loop); returns the records."""
     env = {**os.environ, **PORTABLE_ENV}
-    subprocess.run([sys.executable, __file__, "replay", str(out)], check=True, env=env, timeout=600)
+    mode = "replay-api" if api else "replay"
+    subprocess.run([sys.executable, __file__, mode, str(out)], check=True, env=env, timeout=600)
     return json.loads(out.read_text())
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["replay"]:
-        replay(Path(sys.argv[2]))
+    if sys.argv[1:2] in (["replay"], ["replay-api"]):
+        replay(Path(sys.argv[2]), api=sys.argv[1] == "replay-api")
     elif sys.argv[1:2] == ["record"]:
         with tempfile.TemporaryDirectory() as tmp:
             records = run_all(Path(tmp) / "golden.json")
