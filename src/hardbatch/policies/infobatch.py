@@ -21,16 +21,19 @@ class InfoBatch(Policy):
     are never loaded that epoch. The kept below-mean samples' losses are weighted 1 / (1 − r), so the
     expected gradient is unchanged. The rest is shuffled and cut into batches of B (the remainder
     dropped). Only the first ⌊E·(1 − ``anneal``)⌋ epochs prune, as in the authors' code; the rest train on
-    all the data with weight 1 (``keep_weights_in_anneal``: the last pruning epoch's weights). An epoch is
-    one such pass, so pruned epochs have fewer than N steps.
+    all the data with weight 1 (``keep_weights_in_anneal``: the last pruning epoch's weights where the authors'
+    code keeps them, that is when E·(1 − ``anneal``) is not whole). An epoch is one such pass, so pruned epochs
+    have fewer than N steps.
     """
 
     prune_ratio: float = param(0.5, "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept "
                                     "ones are weighted 1/(1-r)", range=Range(0.0, 1.0, high_open=True), metavar="R")
     anneal: float = param(0.125, "final fraction of the epochs trained on all the data, in [0, 1]: the first "
                                  "⌊E·(1-A)⌋ epochs prune", range=Range(0.0, 1.0), metavar="A")
-    keep_weights_in_anneal: bool = param(False, "the annealing epochs keep the last pruning epoch's loss weights, as "
-                                                "the authors' code does by mistake; off: weight 1")
+    keep_weights_in_anneal: bool = param(False, "the annealing epochs keep the last pruning epoch's loss weights when "
+                                                "E·(1-A) is not a whole number, as the authors' code does by mistake "
+                                                "(it resets them when its epoch counter hits E·(1-A) exactly); off: "
+                                                "weight 1")
 
     name = "infobatch"
     per_sample = True
@@ -47,6 +50,13 @@ class InfoBatch(Policy):
         # The epsilon keeps whole products whole: 10 · (1 − 0.9) is 0.9999999999999998 in floating point, not 1.
         return math.floor(self.epochs * (1.0 - self.anneal) + 1e-9)
 
+    @property
+    def _whole_pruning_span(self) -> bool:
+        """Whether E·(1 − anneal) is a whole number: the authors' epoch counter then equals it exactly once, and
+        their code resets the weights there; otherwise it never does."""
+        span = self.epochs * (1.0 - self.anneal)
+        return abs(span - round(span)) < 1e-9
+
     def plan(self) -> Round:
         self.round += 1
         if self.round < self.pruning_epochs and self.prune_ratio > 0:
@@ -55,7 +65,8 @@ class InfoBatch(Policy):
             self.boosted[kept[boosted]] = True
         else:
             kept = torch.randperm(self.num_samples, generator=self.generator)
-            boosted = self.boosted[kept] if self.keep_weights_in_anneal else torch.zeros(len(kept), dtype=torch.bool)
+            keep = self.keep_weights_in_anneal and not self._whole_pruning_span
+            boosted = self.boosted[kept] if keep else torch.zeros(len(kept), dtype=torch.bool)
         weights = torch.where(boosted, torch.tensor(1.0 / (1.0 - self.prune_ratio)), torch.tensor(1.0))
         # The remainder is dropped, as in every cut; fewer than B kept samples make one shorter batch (never an
         # empty epoch).
