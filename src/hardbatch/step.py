@@ -42,18 +42,20 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 @torch.no_grad()
 def score_losses(model: nn.Module, batch: Any, autocast_dtype: torch.dtype | None = None, train_mode: bool = True,
-                 *, loss_fn: LossFn = cross_entropy, forward: Forward = batches.forward) -> torch.Tensor:
+                 *, loss_fn: LossFn = cross_entropy, forward: Forward = batches.forward,
+                 restore_buffers: bool = True) -> torch.Tensor:
     """Per-sample losses ``loss_fn(forward(model, batch), batch)`` without gradient, shape (b,); leaves no trace in
     the model.
 
     ``train_mode``: a training-mode forward (BatchNorm batch statistics, dropout); the BatchNorm running statistics
-    are restored afterwards and random layers draw from a forked generator, so the scoring forward changes nothing
-    the next training step sees. Otherwise an eval-mode forward, which changes nothing. The model's mode is
-    restored either way.
+    are restored afterwards (unless ``restore_buffers`` is off: a policy that follows its authors in letting them
+    move) and random layers draw from a forked generator, so the scoring forward changes nothing the next training
+    step sees. Otherwise an eval-mode forward, which changes nothing. The model's mode is restored either way.
     """
     was_training = model.training
     model.train(train_mode)
-    buffers = [(b, b.clone()) for b in model.buffers()] if train_mode else []  # only a training forward moves them
+    # Only a training forward moves the buffers.
+    buffers = [(b, b.clone()) for b in model.buffers()] if train_mode and restore_buffers else []
     device = batches.device_of(batch)
     devices = [device] if device.type == "cuda" else []
     forked = torch.random.fork_rng(devices=devices) if train_mode else contextlib.nullcontext()
@@ -99,8 +101,9 @@ def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_
     meter.samples_loaded += total
     if step.score_only or policy.needs_scores(step):
         scoring = time.perf_counter()
-        scores = distributed.all_gather(score_losses(distributed.unwrap(model), batch, autocast_dtype,
-                                                     policy.score_train_mode, loss_fn=loss_fn, forward=forward))
+        scores = distributed.all_gather(score_losses(
+            distributed.unwrap(model), batch, autocast_dtype, policy.score_train_mode, loss_fn=loss_fn,
+            forward=forward, restore_buffers=not policy.score_moves_batchnorm))
         meter.samples_forward_nograd += total
         meter.choose_seconds += time.perf_counter() - scoring
         if step.score_only:

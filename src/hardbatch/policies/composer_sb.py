@@ -33,6 +33,9 @@ class ComposerSB(Policy):
                         range=Range(0.0, 1.0, low_open=True), metavar="F")
     interrupt: int = param(2, "every interrupt-th batch of an epoch trains in full, even inside the window; 0: never",
                            range=Range(0, integer=True), metavar="I")
+    score_moves_batchnorm: bool = param(False, "the scoring forward (training mode) leaves BatchNorm's running "
+                                               "statistics moved, as Composer's code does; off: restored (the "
+                                               "selection is the same; evaluation can differ)")
 
     name = "composer-sb"
     axis = "keep"

@@ -67,6 +67,9 @@ class RhoLoss(Policy):
                               "(default: the run's model)", metavar="NAME")
     il_epochs: int = param(0, "epochs of the irreducible-loss model's training (0: the run's epochs)",
                            range=Range(0, integer=True), metavar="E")
+    score_moves_batchnorm: bool = param(False, "the scoring forward (training mode) leaves BatchNorm's running "
+                                               "statistics moved, as the authors' code does; off: restored (the "
+                                               "selection is the same; evaluation can differ)")
 
     name = "rho-loss"
     axis = "select_fraction"
