@@ -109,6 +109,12 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False, skip: tuple[s
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (on a terminal) or progress lines (elsewhere: one per finished run, and one "
                         "per epoch at most every 30 s)")
+    one = p.prog.split()[-1] in ("compare", "sweep")
+    p.add_argument("--threads", type=_positive_int, default=1 if one else None, metavar="N",
+                   help="CPU threads of this process (torch.set_num_threads) " + (
+                       "(default 1: runs of a comparison are timed alike, and two jobs on a small machine do not "
+                       "slow each other the way several threads each would)" if one else
+                       "(default: torch's, one per core)"))
 
 
 def _add_policy_flags(group, many: bool, skip: tuple[str, ...]) -> None:
@@ -237,7 +243,11 @@ def cmd_report(args: argparse.Namespace) -> int:
                                 damaged=damaged, comparison=comparison,
                                 per_arm=tuple(getattr(args, "per_arm", None) or ()))  # compare and sweep have none
     print(tables)
-    print(f"\nreport: {path} (with each arm's cost and its accuracy at equal cost)")
+    print("\nEach row is an arm; Δ is its difference to the reference over the same seeds, with the half-width (±) and "
+          "ends of its 95% interval:\nan interval that contains 0 is no measurable difference, and 'detectable Δ' is "
+          "the smallest difference these seeds could have shown.")
+    print(f"Next: {path} holds each arm's cost, its accuracy at equal cost and the plots; to try a policy in your own "
+          f"loop, see the quickstart (README.md).")
     for run, why in damaged:
         print(f"hardbatch report: skipped damaged run {run}: {why}", file=sys.stderr)
     return 0
@@ -360,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     created = False
     catch = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
     previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid())) if catch else None
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         created = args.command != "report" and distributed.init()
         return args.func(args)
