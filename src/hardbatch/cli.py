@@ -117,6 +117,17 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False, skip: tuple[s
                        "(default: torch's, one per core)"))
 
 
+def _add_budget_flags(p: argparse.ArgumentParser) -> None:
+    """--budgets and --budget-policies: the compute frontier of a comparison."""
+    p.add_argument("--budgets", type=float, nargs="+", default=[], metavar="F",
+                   help="also train the --budget-policies at these fractions of the epoch budget, each run with its "
+                        "learning-rate schedule decayed within its own budget (e.g. 0.25 0.5 0.75): the report places "
+                        "every arm against the frontier of accuracy and cost they draw")
+    p.add_argument("--budget-policies", nargs="+", default=["uniform"], metavar="NAME",
+                   help="the policies trained at every --budgets fraction (default uniform: ordinary training's "
+                        "frontier); the paper's rule too, to ask whether it generalizes in fewer epochs")
+
+
 def _add_policy_flags(group, many: bool, skip: tuple[str, ...]) -> None:
     """--policy (or --policies) and one flag per policy hyper-parameter, from the policies' own declarations."""
     group.description = (f"policies (docs/policies/NAME.md): {', '.join(POLICY_NAMES)}. hardbatch = the paper's "
@@ -199,7 +210,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from hardbatch.run.plan import execute, plan_compare
 
     _check_policy_flags(args)
-    plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out, policies=args.policies)
+    plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out, policies=args.policies,
+                        budgets=args.budgets, budget_policies=args.budget_policies)
     not_done = execute(plan, progress=not args.no_progress)
     if not distributed.is_writer():
         return 1 if not_done else 0
@@ -214,7 +226,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     _check_policy_flags(args)
     bases = [config_from_args(args, protocol) for protocol in (args.protocols or [None])]
-    plan = plan_sweep(bases, args.datasets, args.models, args.deltas, args.seeds, args.out, policies=args.policies)
+    plan = plan_sweep(bases, args.datasets, args.models, args.deltas, args.seeds, args.out, policies=args.policies,
+                      budgets=args.budgets, budget_policies=args.budget_policies)
     index, count = parse_shard(args.shard)
     mine = shard(plan, index, count)
     data = check_plan(mine)
@@ -294,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"policies to compare, each with every δ it uses (the others run once): "
                         f"{', '.join(POLICY_NAMES)}, or all = every one at its defaults (rho-loss needs "
                         f"--val-fraction) (default: --policy)")
+    _add_budget_flags(p)
     p.add_argument("--out", required=True, help="directory for the runs and the report")
     p.set_defaults(func=cmd_compare)
 
@@ -309,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="δ values (default 0.2 0.5 0.8 1.0)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
     _add_run_flags(p, many=True, skip=("seed", "delta"))
+    _add_budget_flags(p)
     p.add_argument("--out", required=True, help="root directory of the sweep")
     p.add_argument("--shard", default="0/1", metavar="I/N",
                    help="run only shard I of N (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")

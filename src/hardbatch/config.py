@@ -9,6 +9,7 @@ policy's own declaration (``hardbatch.policies``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -94,6 +95,10 @@ class RunConfig:
                                            "cut otherwise")
     epochs: int = param(15, "budget in epochs of N optimizer steps", range=Range(1, integer=True), group=OPTIMISATION,
                         metavar="E")
+    budget: float = param(1.0, "fraction of the epoch budget the run trains: round(F·epochs) epochs (at least 1), "
+                               "its learning-rate schedule decayed within them; a point of a compute frontier "
+                               "(compare --budgets)", range=Range(0.0, 1.0, low_open=True), group=OPTIMISATION,
+                          metavar="F")
     batch_size: int = param(32, "mini-batch size B; under torchrun the global batch, split evenly over the "
                                 "processes, so it must divide by their number", range=Range(1, integer=True),
                             group=OPTIMISATION, metavar="B")
@@ -153,6 +158,11 @@ class RunConfig:
         if self.policy not in POLICIES:
             return dict(self.params)
         return {**defaults(self.policy), **self.params}
+
+    @property
+    def trained_epochs(self) -> int:
+        """The epochs the run trains: ``budget`` of ``epochs``, rounded half up, at least 1."""
+        return max(1, math.floor(self.budget * self.epochs + 0.5 + 1e-9))
 
     @property
     def delta(self) -> float:

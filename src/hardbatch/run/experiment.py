@@ -184,7 +184,8 @@ def _sinks(cfg: RunConfig, run: RunDir, state: RunState, history: list[dict], nu
         sinks.append(TensorBoard(cfg.tensorboard, state.holdout_cost))
     if progress:
         desc = describe(cfg, label)
-        sinks.append(EpochLines(desc, cfg.epochs) if not terminal() else ProgressBar(desc, cfg.epochs, len(history)))
+        epochs = cfg.trained_epochs
+        sinks.append(EpochLines(desc, epochs) if not terminal() else ProgressBar(desc, epochs, len(history)))
     return sinks
 
 

@@ -42,7 +42,7 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     own = cfg.policy_params()  # il_model, il_epochs
     model = build_seeded(own["il_model"] or cfg.model, data.num_classes, data.in_channels, seed, cfg.stem).to(device)
     optimizer = make_optimizer(cfg, model)
-    sampler = HardBatchSampler(len(data.val), cfg.batch_size, epochs=own["il_epochs"] or cfg.epochs, policy="uniform",
+    sampler = HardBatchSampler(len(data.val), cfg.batch_size, epochs=own["il_epochs"] or cfg.trained_epochs, policy="uniform",
                                seed=seed)
     fit(distributed.wrap(model, device), optimizer, data.loader(data.val, distributed.LocalSlices(sampler)), sampler,
         {}, device, train_transform=data.train_transform, eval_transform=data.eval_transform,

@@ -21,7 +21,7 @@ def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
     if cfg.val_fraction > 0 and len(data.train) < cfg.batch_size:
         raise UsageError(f"val_fraction {cfg.val_fraction:g} leaves {len(data.train)} training samples, fewer than "
                          f"one batch of {cfg.batch_size}; use a smaller val_fraction")
-    return HardBatchSampler(len(data.train), cfg.batch_size, epochs=cfg.epochs,
+    return HardBatchSampler(len(data.train), cfg.batch_size, epochs=cfg.trained_epochs,
                             policy=create_policy(cfg.policy, **cfg.params),
                             shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed)
 

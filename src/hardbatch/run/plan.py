@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +23,23 @@ from hardbatch.run.parts import make_sampler
 from hardbatch.run.sinks import describe, terminal, warn
 
 
-def run_name(delta: float, seed: int, policy: str = "hardbatch") -> str:
+def _short(value: float) -> str:
+    """A number written short (``0.5``) when that reads back as the same number, else in full (``0.3333333``)."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(float(value))
+
+
+def run_name(delta: float, seed: int, policy: str = "hardbatch", budget: float = 1.0) -> str:
     """Sub-directory name of one run of a comparison; distinct settings always get distinct names.
 
-    δ is written short (``0.5``) when that reads back as the same number, else in full (``0.3333333``).
-    Policies that do not use δ leave it out.
+    Policies that do not use δ leave it out; a run of a shorter budget (a point of a compute frontier) ends in
+    ``_budget-F``.
     """
     prefix = "" if policy == "hardbatch" else f"{policy}_"
+    suffix = "" if budget == 1.0 else f"_budget-{_short(budget)}"
     if policy not in DELTA_POLICIES:
-        return f"{prefix}seed-{seed}"
-    text = f"{delta:g}"
-    if float(text) != delta:
-        text = repr(float(delta))
-    return f"{prefix}delta-{text}_seed-{seed}"
+        return f"{prefix}seed-{seed}{suffix}"
+    return f"{prefix}delta-{_short(delta)}_seed-{seed}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -47,14 +52,17 @@ SAME_AS_RULE_AT_ONE = ("random", "cyclic")  # controls whose δ = 1 pass is the 
 
 
 def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int], out: Path | str,
-                 policies: Sequence[str] | None = None) -> list[PlannedRun]:
+                 policies: Sequence[str] | None = None, budgets: Sequence[float] = (),
+                 budget_policies: Sequence[str] = ("uniform",)) -> list[PlannedRun]:
     """Every policy x delta x seed of ``base``, each in ``out/[POLICY_]delta-D_seed-S``.
 
-    A policy that does not use δ runs once per seed (δ = 1, ``out/POLICY_seed-S``); each run keeps only its
+    A policy that does not use δ runs once per seed (``out/POLICY_seed-S``); each run keeps only its
     own policy's hyper-parameters (the others at their defaults). Two runs can never share a folder. At δ = 1
     the controls (``random``, ``cyclic``) train every batch in index order each round, exactly what
     ``hardbatch`` trains, so they are left out when ``hardbatch`` runs at δ = 1 too. ``policies=["all"]``: every
-    registered policy at its defaults.
+    registered policy at its defaults. ``budgets``: the fractions of the epoch budget at which the
+    ``budget_policies`` also train, each run its schedule decayed within its own budget (the compute frontier the
+    report places every arm against), in ``..._budget-F``.
     """
     if not deltas or not seeds:
         raise UsageError("need at least one delta and one seed")
@@ -64,21 +72,25 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
     unknown = [p for p in policies if p not in POLICY_NAMES]
     if unknown:
         raise UsageError(f"unknown policy {unknown[0]!r}; valid: {', '.join(POLICY_NAMES)}")
+    unknown = [p for p in budget_policies if p not in POLICY_NAMES]
+    if budgets and unknown:
+        raise UsageError(f"unknown budget policy {unknown[0]!r}; valid: {', '.join(POLICY_NAMES)}")
     out = Path(out)
     plan = []
-    for policy in policies:
+    for policy in [*policies, *(p for p in budget_policies if budgets and p not in policies)]:
         own = {k: v for k, v in base.params.items() if POLICIES[policy].takes(k)}  # the others keep their defaults
-        for d in (deltas if policy in DELTA_POLICIES else [None]):
+        fractions = ([base.budget] if policy in policies else []) + \
+            [float(f) for f in budgets if policy in budget_policies and float(f) != base.budget]
+        for d, budget, s in itertools.product(deltas if policy in DELTA_POLICIES else [None], fractions, seeds):
             if policy in SAME_AS_RULE_AT_ONE and d is not None and float(d) == 1.0 and "hardbatch" in policies:
                 continue
-            for s in seeds:
-                params = own if d is None else {**own, "delta": float(d)}
-                cfg = base.replace(policy=policy, params=params, seed=int(s))
-                check(cfg)  # every run of the plan, before the first one trains
-                name = run_name(cfg.delta, cfg.seed, policy)
-                if base.tensorboard:  # one log directory per run, named as its run directory
-                    cfg = cfg.replace(tensorboard=str(Path(base.tensorboard) / name))
-                plan.append(PlannedRun(cfg, out / name))
+            params = own if d is None else {**own, "delta": float(d)}
+            cfg = base.replace(policy=policy, params=params, seed=int(s), budget=budget)
+            check(cfg)  # every run of the plan, before the first one trains
+            name = run_name(cfg.delta, cfg.seed, policy, budget)
+            if base.tensorboard:  # one log directory per run, named as its run directory
+                cfg = cfg.replace(tensorboard=str(Path(base.tensorboard) / name))
+            plan.append(PlannedRun(cfg, out / name))
     paths = [run.path for run in plan]
     repeated = next((p for p in paths if paths.count(p) > 1), None)
     if repeated is not None:
@@ -87,7 +99,8 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
 
 
 def plan_sweep(bases: Sequence[RunConfig], datasets: Sequence[str], models: Sequence[str], deltas: Sequence[float],
-               seeds: Sequence[int], out: Path | str, policies: Sequence[str] | None = None) -> list[PlannedRun]:
+               seeds: Sequence[int], out: Path | str, policies: Sequence[str] | None = None,
+               budgets: Sequence[float] = (), budget_policies: Sequence[str] = ("uniform",)) -> list[PlannedRun]:
     """The grid bases (one per protocol) x datasets x models x seeds x deltas, in that order.
 
     Runs go to ``out/DATASET/MODEL/PROTOCOL/delta-D_seed-S`` so that shards' folders merge into one tree.
@@ -101,7 +114,7 @@ def plan_sweep(bases: Sequence[RunConfig], datasets: Sequence[str], models: Sequ
                 board = str(Path(base.tensorboard) / where) if base.tensorboard else None
                 for seed in seeds:
                     plan += plan_compare(base.replace(dataset=dataset, model=model, tensorboard=board), deltas, [seed],
-                                         out / where, policies)
+                                         out / where, policies, budgets, budget_policies)
     return plan
 
 
