@@ -22,11 +22,13 @@ from hardbatch.errors import TrainingDiverged, UsageError  # noqa: E402
 from hardbatch.policies import Policy, create_policy  # noqa: E402
 from hardbatch.sampler import HardBatchSampler  # noqa: E402
 from hardbatch.step import training_loss  # noqa: E402
+from hardbatch.stream import InBatchSelector  # noqa: E402
 from hardbatch.training import evaluate, fit  # noqa: E402
 
 __all__ = [
     "CostMeter",
     "HardBatchSampler",
+    "InBatchSelector",
     "Policy",
     "RunConfig",
     "TrainingDiverged",

@@ -75,10 +75,11 @@ def to_device(batch: Any, device: torch.device | str) -> Any:
 
 def forward(model: nn.Module, batch: Any) -> Any:
     """The default forward pass: ``model(batch[0])`` for a tuple or list, ``model(**batch)`` without its
-    ``"labels"`` for a dict (the loss is hardbatch's ``loss_fn``, not the model's), ``model(batch)`` for a tensor.
+    ``"labels"`` (the loss is hardbatch's ``loss_fn``, not the model's) and without the ``"__..."`` entries a
+    streaming data set adds (webdataset's ``__key__``, ``__url__``) for a dict, ``model(batch)`` for a tensor.
     Returns what the model returns."""
     if isinstance(batch, Mapping):
-        return model(**{key: value for key, value in batch.items() if key != LABELS})
+        return model(**{key: value for key, value in batch.items() if key != LABELS and not key.startswith("__")})
     if isinstance(batch, (tuple, list)):
         return model(batch[0])
     return model(batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 import math
 import operator
 
@@ -309,3 +310,22 @@ def top_reducible(losses: torch.Tensor, irreducible: torch.Tensor, count: int) -
     weights = torch.zeros(len(reducible))
     weights[top] = 1.0
     return weights
+
+
+def key_ids(keys) -> torch.Tensor:
+    """Sample ids as a LongTensor (b,): integers (a tensor or a sequence) as they are, strings (webdataset's
+    ``__key__``) hashed to 63-bit integers, the same in every process and run."""
+    if isinstance(keys, torch.Tensor):
+        if keys.dtype.is_floating_point or keys.dtype.is_complex or keys.dim() != 1:
+            raise UsageError(f"sample ids must be a 1-D integer tensor or a sequence of integers or strings, got a "
+                             f"{keys.dtype} tensor of shape {tuple(keys.shape)}")
+        return keys.long().cpu()
+    ids = []
+    for key in keys:
+        if isinstance(key, str):
+            ids.append(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1)
+        elif isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            ids.append(int(key))
+        else:
+            raise UsageError(f"a sample id must be an integer or a string, got {key!r} ({type(key).__name__})")
+    return torch.tensor(ids, dtype=torch.long)

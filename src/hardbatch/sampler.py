@@ -140,6 +140,11 @@ class HardBatchSampler(Sampler[list[int]]):
         self._looked = True
         return step
 
+    def step_for(self, batch: Any) -> Step:
+        """The step ``batch`` was drawn for (the pending one: a sampler decides before loading, so the batch itself
+        tells nothing more). The step core reads it this way from a sampler and from an ``InBatchSelector`` alike."""
+        return self.pending
+
     def set_epoch(self, epoch: int) -> None:
         """Accepted for the loops that call it on every sampler (Lightning, ``DistributedSampler`` habits); the
         sampler keeps its own count (``epoch``), so what it selects never depends on these calls."""

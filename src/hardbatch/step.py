@@ -95,7 +95,7 @@ def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_
     optimizer step). The scoring pass ``loss_fn(forward(model, batch), batch)`` runs on the plain module (no DDP or
     compile wrapper) in the mode the policy asks for (``policy.score_train_mode``); ``sampler.meter`` counts the
     samples loaded and scored and the time spent choosing. The device is the batch's."""
-    policy, step, meter = sampler.policy, sampler.pending, sampler.meter
+    policy, step, meter = sampler.policy, sampler.step_for(batch), sampler.meter
     device = batches.device_of(batch)
     total = len(step.samples)  # the global batch; ``batch`` holds this rank's rows of it
     meter.samples_loaded += total

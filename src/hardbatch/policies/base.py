@@ -97,7 +97,9 @@ class Policy:
     names the hyper-parameter a policy's arms differ by in reports (None: one arm); ``example`` the
     hyper-parameters of a tiny run on small data (the registry-wide tests); ``requires`` what it needs of a run's
     settings (setting -> (test, what it needs), checked by ``config``); ``holdout``: the run first trains an
-    irreducible-loss model on the validation split (RHO-LOSS, ``run/holdout.py``).
+    irreducible-loss model on the validation split (RHO-LOSS, ``run/holdout.py``); ``in_batch``: the policy
+    chooses among the samples of a loaded batch, so it also runs over any loader (``hardbatch.InBatchSelector``),
+    answering ``in_batch_preset``; ``per_sample_state``: it keeps state per sample (it needs stable sample ids there).
     """
 
     name = ""
@@ -110,6 +112,8 @@ class Policy:
     example: dict = {}
     requires: dict = {}
     holdout = False
+    in_batch = False
+    per_sample_state = False
 
     def __post_init__(self) -> None:
         check_fields(self, owner=type(self).__name__)
@@ -128,11 +132,14 @@ class Policy:
     # -- binding to the data -------------------------------------------------------------------------------------
 
     def bind(self, partition: int | torch.Tensor, *, num_samples: int | None = None, seed: int = 0,
-             epochs: int = 1) -> "Policy":
+             epochs: int = 1, streaming: bool = False) -> "Policy":
         """A copy of this policy bound to the data: ``partition`` the fixed (N, B) batches of sample indices (a
         bare N stands for one sample per batch, enough for batch-level policies), ``num_samples`` n (default: the
-        partition's size), ``seed`` its randomness, ``epochs`` the budget. This policy stays unbound."""
+        partition's size), ``seed`` its randomness, ``epochs`` the budget; ``streaming``: bound to a stream of
+        loaded batches (``InBatchSelector``: N batches an epoch, sample ids read from the batches) rather than to a
+        partition the sampler loads. This policy stays unbound."""
         bound = copy.copy(self)
+        bound.streaming = streaming
         bound.partition = torch.arange(partition).view(-1, 1) if isinstance(partition, int) else partition
         bound.num_batches = len(bound.partition)
         bound.batch_size = bound.partition.shape[1]
@@ -159,6 +166,11 @@ class Policy:
 
     def select(self, step: Step, scores: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"policy {self.name!r} does not score batches before training them")
+
+    def in_batch_preset(self, step: int, epoch: int) -> bool:
+        """For an ``in_batch`` policy over a stream: whether the batch of optimizer step ``step`` (0-based) in epoch
+        ``epoch`` trains whole, with no scoring forward (the plain steps of its plan)."""
+        raise NotImplementedError(f"policy {self.name!r} does not choose inside a loaded batch")
 
     def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
         """Default: nothing to learn from the loss."""

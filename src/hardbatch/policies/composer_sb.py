@@ -40,6 +40,7 @@ class ComposerSB(Policy):
     name = "composer-sb"
     axis = "keep"
     scores_first = True
+    in_batch = True
 
     def validate(self) -> None:
         """The check across fields (each field's own range is declared above)."""
@@ -55,6 +56,9 @@ class ComposerSB(Policy):
         in_window = self.start <= step / self.total_steps < self.end
         interrupted = self.interrupt > 0 and (step % self.num_batches + 1) % self.interrupt == 0
         return self.keep < 1.0 and in_window and not interrupted
+
+    def in_batch_preset(self, step: int, epoch: int) -> bool:
+        return not self.selects(step)
 
     def plan(self) -> Round:
         self.round += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Callable, Iterable
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 
 from hardbatch import batches as batching
 from hardbatch.errors import UsageError
-from hardbatch.functional import top_reducible
+from hardbatch.functional import key_ids, top_reducible
 from hardbatch.losses import LossFn, check_per_sample, cross_entropy
 from hardbatch.models import check_model_name
 from hardbatch.params import Range, param
@@ -75,6 +76,8 @@ class RhoLoss(Policy):
     axis = "select_fraction"
     scores_first = True
     holdout = True
+    in_batch = True
+    per_sample_state = True
     example = {"select_fraction": 0.5}
     requires = {"val_fraction": (lambda fraction: fraction > 0, "trains its irreducible-loss model on the validation "
                                                                  "split: pass --val-fraction (e.g. 0.1)")}
@@ -85,11 +88,14 @@ class RhoLoss(Policy):
 
     def setup(self) -> None:
         self.candidates = math.ceil(self.batch_size / self.select_fraction - 1e-9)  # C: 0.1 → 10·B, not 10·B + 1
+        self._irreducible: torch.Tensor | None = None
+        self._ids: torch.Tensor | None = None  # over a stream: the sorted sample ids the irreducible losses are of
+        if self.streaming:
+            return
         if self.candidates > self.num_samples:
             raise UsageError(f"select_fraction {self.select_fraction} makes candidate batches of "
                              f"⌈{self.batch_size} / {self.select_fraction}⌉ = {self.candidates} samples, more than the "
                              f"{self.num_samples} training samples; use a larger select_fraction or a smaller batch")
-        self._irreducible: torch.Tensor | None = None
 
     @property
     def irreducible(self) -> torch.Tensor | None:
@@ -97,14 +103,41 @@ class RhoLoss(Policy):
         return self._irreducible
 
     @irreducible.setter
-    def irreducible(self, losses: torch.Tensor | None) -> None:
-        if losses is not None:
+    def irreducible(self, losses: torch.Tensor | Mapping | None) -> None:
+        """Set from a tensor (n,), entry i the loss of sample i; over a stream also from a mapping of sample ids
+        (integers, or the strings of a batch's ``id_key``) to losses."""
+        self._ids = None
+        if isinstance(losses, Mapping):
+            if not self.streaming:
+                raise ValueError("irreducible losses by sample id are for a stream (InBatchSelector); a sampler's "
+                                 "samples are 0..n-1: give a tensor of shape (n,)")
+            ids = key_ids(list(losses))
+            order = torch.sort(ids).indices
+            self._ids, losses = ids[order], torch.tensor([float(v) for v in losses.values()])[order]
+        elif losses is not None:
             losses = losses.detach().float().cpu()
-            if losses.shape != (self.num_samples,):
+            if not self.streaming and losses.shape != (self.num_samples,):
                 raise ValueError(f"irreducible losses must have shape ({self.num_samples},), one per training "
                                  f"sample, got {tuple(losses.shape)}")
-            losses = losses.clone()
-        self._irreducible = losses
+        self._irreducible = None if losses is None else losses.clone()
+
+    def irreducible_of(self, samples: torch.Tensor) -> torch.Tensor:
+        """The irreducible losses of ``samples`` (indices, or a stream's sample ids), shape (b,)."""
+        samples = samples.cpu()
+        if self._ids is None:
+            if self.streaming and int(samples.max()) >= len(self._irreducible):
+                raise UsageError(f"no irreducible loss for sample id {int(samples.max())}: the tensor set holds "
+                                 f"{len(self._irreducible)}")
+            return self._irreducible[samples]
+        at = torch.searchsorted(self._ids, samples).clamp(max=len(self._ids) - 1)
+        missing = self._ids[at] != samples
+        if missing.any():
+            raise UsageError(f"no irreducible loss for sample id {int(samples[missing][0])}: set one for every id "
+                             f"the stream yields")
+        return self._irreducible[at]
+
+    def in_batch_preset(self, step: int, epoch: int) -> bool:
+        return False
 
     def plan(self) -> Round:
         self.round += 1
@@ -116,12 +149,14 @@ class RhoLoss(Policy):
         if self._irreducible is None:
             raise RuntimeError("rho-loss has no irreducible losses: set policy.irreducible to the IL model's loss of "
                                "every training sample (irreducible_losses(il_model, loader, device)) before training")
-        irreducible = self._irreducible[step.samples.cpu()]
-        return top_reducible(scores.detach().float().cpu(), irreducible, self.batch_size)
+        # A sampler's candidate batch of C = ⌈B / f⌉ keeps B; a stream's loaded batch of C keeps ⌊f·C⌋ (at least 1).
+        count = self.batch_size if not self.streaming else max(1, math.floor(self.select_fraction * len(scores) + 1e-9))
+        return top_reducible(scores.detach().float().cpu(), self.irreducible_of(step.samples), count)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "irreducible": self._irreducible}
+        return {**super().state_dict(), "irreducible": self._irreducible, "ids": self._ids}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.irreducible = state["irreducible"]
+        self._ids = state["ids"]

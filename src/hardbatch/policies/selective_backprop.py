@@ -42,6 +42,7 @@ class SelectiveBackprop(Policy):
     name = "selective-backprop"
     scores_first = True
     epoch_is_round = True
+    in_batch = True
     axis = "beta"
 
     @property
@@ -58,6 +59,10 @@ class SelectiveBackprop(Policy):
             # The warm-up epoch's steps are weighed before loading: every sample trained, nothing scored.
             return Round.of(cut, weights=torch.ones(cut.shape), preset=torch.ones(len(cut), dtype=torch.bool))
         return Round.of(cut)
+
+    def in_batch_preset(self, step: int, epoch: int) -> bool:
+        """The warm-up epoch trains every batch whole."""
+        return epoch == 0 and self.warmup_epoch
 
     def keep_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Add ``scores`` (shape (b,)) to the history, then return percentile^β per sample, shape (b,)."""
