@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 
+import datasets
 import numpy as np
 import pytest
 import torch
+import webdataset as wds
 from torch.utils.data import DataLoader
 
 import hardbatch
 from hardbatch import InBatchSelector
 from hardbatch.functional import key_ids
 from hardbatch.policies import RhoLoss, SelectiveBackprop
-
-wds = pytest.importorskip("webdataset", reason="the test extra installs webdataset")
-datasets = pytest.importorskip("datasets", reason="the test extra installs datasets")
 
 SAMPLES, BATCH, FEATURES, CLASSES = 96, 16, 8, 3
 
