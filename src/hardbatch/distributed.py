@@ -1,4 +1,10 @@
-"""The distributed seam: rank, world size, the writer, and the few collectives the loop needs (no-ops in one process)."""
+"""The distributed seam: rank, world size, the writer, and the few collectives the loop needs (no-ops in one process).
+
+The step's collectives run over the data-parallel group: the whole world by default, or the group a sampler is
+given (``HardBatchSampler(..., group=dp_group)``) when tensor or sequence parallelism splits the world otherwise:
+every rank of a data-parallel group trains its share of the same global batch, and the ranks of a model-parallel
+group (which hold the same data) see the same batches.
+"""
 
 from __future__ import annotations
 
@@ -25,14 +31,16 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def rank() -> int:
-    """This process's global rank: 0 without a process group (or, before init, torchrun's RANK)."""
-    return dist.get_rank() if active() else int(os.environ.get("RANK", 0))
+def rank(group: Any = None) -> int:
+    """This process's rank in ``group`` (default: the world): 0 without a process group (or, before init,
+    torchrun's RANK)."""
+    return dist.get_rank(group) if active() else int(os.environ.get("RANK", 0))
 
 
-def world_size() -> int:
-    """The number of training processes P: 1 without a process group (or, before init, torchrun's WORLD_SIZE)."""
-    return dist.get_world_size() if active() else int(os.environ.get("WORLD_SIZE", 1))
+def world_size(group: Any = None) -> int:
+    """The number of processes P of ``group`` (default: the world): 1 without a process group (or, before init,
+    torchrun's WORLD_SIZE)."""
+    return dist.get_world_size(group) if active() else int(os.environ.get("WORLD_SIZE", 1))
 
 
 def is_writer() -> bool:
@@ -94,14 +102,15 @@ def check_divisible(batch_size: int) -> None:
                          f"every mini-batch: use a multiple of {p}")
 
 
-def local_rows(batch_size: int) -> slice:
-    """This rank's contiguous share of a global batch of ``batch_size`` rows."""
-    p, r = world_size(), rank()
+def local_rows(batch_size: int, group: Any = None) -> slice:
+    """This rank's contiguous share of a global batch of ``batch_size`` rows (over the data-parallel ``group``)."""
+    p, r = world_size(group), rank(group)
     size = batch_size // p
     return slice(r * size, (r + 1) * size)
 
 
-def kept_share(keep: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, float, int]:
+def kept_share(keep: torch.Tensor, device: torch.device, group: Any = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, float, int]:
     """This rank's part of a keep-mask over the global batch (Selective Backprop): what to train and how to weigh it.
 
     ``keep``: bool, shape (b,), the same on every rank. Returns (kept, weights, scale, total): ``kept`` indexes this
@@ -111,17 +120,18 @@ def kept_share(keep: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, 
     """
     keep = keep.cpu()  # one sync: the kept counts set the shapes
     total = int(keep.sum())
-    kept = keep[local_rows(len(keep))].nonzero().flatten()
+    kept = keep[local_rows(len(keep), group)].nonzero().flatten()
     if len(kept) == 0:
         return torch.zeros(1, dtype=torch.long), torch.zeros(1, device=device), 0.0, total
-    return kept, None, world_size() * len(kept) / total, total
+    return kept, None, world_size(group) * len(kept) / total, total
 
 
 class LocalSlices(Sampler[list[int]]):
     """Wraps a batch sampler that yields global mini-batches; yields this rank's contiguous share of each.
 
     Rank and world size are read at iteration time, so a loader built before the process group (as in
-    Lightning) still slices correctly. With one process it yields the batches unchanged.
+    Lightning) still slices correctly; they are those of the batch sampler's data-parallel ``group`` (the world by
+    default). With one process it yields the batches unchanged.
     """
 
     def __init__(self, batch_sampler):
@@ -131,8 +141,9 @@ class LocalSlices(Sampler[list[int]]):
         return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[list[int]]:
+        group = getattr(self.batch_sampler, "group", None)
         for batch in self.batch_sampler:
-            yield batch[local_rows(len(batch))]
+            yield batch[local_rows(len(batch), group)]
 
 
 def shard_range(n: int) -> range:
@@ -146,21 +157,21 @@ def shard_range(n: int) -> range:
 # ---- collectives: every rank calls them in the same order; with one process they return their input ----------
 
 
-def all_gather(values: torch.Tensor) -> torch.Tensor:
+def all_gather(values: torch.Tensor, group: Any = None) -> torch.Tensor:
     """The ranks' equal-length (b/P,) tensors joined in rank order: the global batch's (b,) tensor."""
-    if not active():
+    if not active() or world_size(group) == 1:
         return values
-    parts = [torch.empty_like(values) for _ in range(world_size())]
-    dist.all_gather(parts, values.contiguous())
+    parts = [torch.empty_like(values) for _ in range(world_size(group))]
+    dist.all_gather(parts, values.contiguous(), group=group)
     return torch.cat(parts)
 
 
-def global_mean(local_mean: torch.Tensor, local_count: int, total: int) -> torch.Tensor:
+def global_mean(local_mean: torch.Tensor, local_count: int, total: int, group: Any = None) -> torch.Tensor:
     """The mean over the global batch from each rank's mean over its ``local_count`` of ``total`` samples (0-d)."""
-    if not active():
+    if not active() or world_size(group) == 1:
         return local_mean
     value = local_mean.detach().double() * local_count
-    dist.all_reduce(value)  # asynchronous on a GPU: the host does not wait
+    dist.all_reduce(value, group=group)  # asynchronous on a GPU: the host does not wait
     return (value / total).to(local_mean.dtype)
 
 

@@ -54,7 +54,8 @@ class HardBatchSampler(Sampler[list[int]]):
     records it here; or drive the step yourself (:meth:`weights`, :meth:`record`; see ``hardbatch.step``). Skipped
     samples are never yielded, so a DataLoader never loads them. ``meter`` counts what training spent.
     ``labels`` (optional, one class index per sample) only serve a warning when the fixed batches are mostly one
-    class (a data set stored sorted by class: pass ``shuffle_partition=True``).
+    class (a data set stored sorted by class: pass ``shuffle_partition=True``). ``group``: the data-parallel process
+    group under tensor or sequence parallelism (default: the whole world is data parallel).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class HardBatchSampler(Sampler[list[int]]):
         shuffle_partition: bool = False,
         seed: int = 0,
         labels: torch.Tensor | Sequence[int] | None = None,
+        group: Any = None,
         **params: Any,
     ):
         given = isinstance(data_len_or_partition, torch.Tensor)
@@ -90,6 +92,7 @@ class HardBatchSampler(Sampler[list[int]]):
                                                           epochs=epochs)
         self.epochs = epochs
         self.seed = seed
+        self.group = group  # the data-parallel process group of the step's collectives (None: the whole world)
         self.total_steps = epochs * self.num_batches  # the budget, for policies that count it in steps
         self.steps = 0  # optimizer steps recorded so far
         self.epoch = 0  # epochs finished so far

@@ -95,7 +95,7 @@ def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_
     optimizer step). The scoring pass ``loss_fn(forward(model, batch), batch)`` runs on the plain module (no DDP or
     compile wrapper) in the mode the policy asks for (``policy.score_train_mode``); ``sampler.meter`` counts the
     samples loaded and scored and the time spent choosing. The device is the batch's."""
-    policy, step, meter = sampler.policy, sampler.step_for(batch), sampler.meter
+    policy, step, meter, group = sampler.policy, sampler.step_for(batch), sampler.meter, sampler.group
     device = batches.device_of(batch)
     total = len(step.samples)  # the global batch; ``batch`` holds this rank's rows of it
     meter.samples_loaded += total
@@ -103,20 +103,20 @@ def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_
         scoring = time.perf_counter()
         scores = distributed.all_gather(score_losses(
             distributed.unwrap(model), batch, autocast_dtype, policy.score_train_mode, loss_fn=loss_fn,
-            forward=forward, restore_buffers=not policy.score_moves_batchnorm))
+            forward=forward, restore_buffers=not policy.score_moves_batchnorm), group)
         meter.samples_forward_nograd += total
         meter.choose_seconds += time.perf_counter() - scoring
         if step.score_only:
             sampler.record(scores.mean(), scores)
             return None
-        kept, weights, scale, total = distributed.kept_share(sampler.weights(scores) > 0, device)
+        kept, weights, scale, total = distributed.kept_share(sampler.weights(scores) > 0, device, group)
         if total == 0:  # selective-backprop kept no sample: the batch is consumed untrained
             sampler.record(scores.mean())
             return None
         return Chosen(batches.take(batch, kept), weights, scale, 0 if weights is not None else len(kept), total)
     weights = step.weights  # None: the plain mean, bit for bit (sampler.weights() would give ones)
     if weights is not None:
-        weights = weights[distributed.local_rows(total)].to(device, non_blocking=True)
+        weights = weights[distributed.local_rows(total, group)].to(device, non_blocking=True)
     return Chosen(batch, weights, 1.0, batches.batch_size(batch), total)
 
 
@@ -162,9 +162,9 @@ def record(sampler: HardBatchSampler, chosen: Chosen, loss: torch.Tensor, sample
     global batch's loss; ``sampler.last`` holds the step's record."""
     if sample_losses is not None:
         check_per_sample(sample_losses, batches.batch_size(chosen.batch))
-    loss = distributed.global_mean(loss, chosen.count, chosen.total)
+    loss = distributed.global_mean(loss, chosen.count, chosen.total, sampler.group)
     if sampler.policy.per_sample:
-        sample_losses = distributed.all_gather(sample_losses)
+        sample_losses = distributed.all_gather(sample_losses, sampler.group)
     meter = sampler.meter
     meter.optimizer_steps += 1
     meter.samples_forward += chosen.total

@@ -47,10 +47,11 @@ class InBatchSelector:
     ``DistributedSampler``; the budget is then ``epochs`` epochs); ``id_key``: the entry of a dict batch holding
     each sample's stable id (needed by policies that keep per-sample state). Under several processes each rank loads
     its own batch (of the same size on every rank); the policy sees the global batch, so every rank chooses alike.
+    ``group``: the data-parallel process group (default: the whole world).
     """
 
     def __init__(self, policy: str | Policy, *, epochs: int, steps_per_epoch: int | None = None,
-                 id_key: str | None = None, seed: int = 0, **params: Any):
+                 id_key: str | None = None, seed: int = 0, group: Any = None, **params: Any):
         if isinstance(policy, str):
             policy = create_policy(policy, **params)
         elif not isinstance(policy, Policy) or params:
@@ -62,6 +63,7 @@ class InBatchSelector:
         self.epochs = positive_int("epochs", epochs)
         self.steps_per_epoch = None if steps_per_epoch is None else positive_int("steps_per_epoch", steps_per_epoch)
         self.id_key = id_key
+        self.group = group  # the data-parallel process group (None: the whole world)
         self.policy = policy.bind(self.steps_per_epoch or 1, seed=seed, epochs=self.epochs, streaming=True)
         self.meter = CostMeter()
         self.last: Recorded | None = None
@@ -100,7 +102,7 @@ class InBatchSelector:
                 if self.policy.per_sample_state:
                     raise UsageError(f"policy {self.policy.name!r} keeps state per sample: give each sample a stable "
                                      f"id in the batch and name it with id_key (webdataset's '__key__', an index)")
-                ids = torch.arange(rows) + self.loaded * rows * distributed.world_size()
+                ids = torch.arange(rows) + self.loaded * rows * distributed.world_size(self.group)
             else:
                 if not isinstance(batch, Mapping) or self.id_key not in batch:
                     raise UsageError(f"id_key {self.id_key!r}: the batch holds no such entry (a dict batch is needed; "
@@ -110,7 +112,7 @@ class InBatchSelector:
                 ids = key_ids(batch[self.id_key])
                 if len(ids) != rows:
                     raise UsageError(f"id_key {self.id_key!r} holds {len(ids)} ids for a batch of {rows} samples")
-            ids = distributed.all_gather(ids)
+            ids = distributed.all_gather(ids, self.group)
             preset = self.policy.in_batch_preset(self.steps, self.epoch)
             self._pending = Step(ids, self.loaded, weights=torch.ones(len(ids)) if preset else None)
         return self._pending
