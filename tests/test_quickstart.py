@@ -102,7 +102,8 @@ def test_quickstart_trains_what_the_sampler_level_reference_trains(case):
     assert sampler.done and sampler.progress == 1.0
     assert [row[:3] + row[4:] for row in trace] == [row[:3] + row[4:] for row in expected]
     assert [row[3] for row in trace] == pytest.approx([row[3] for row in expected], abs=1e-6)
-    assert torch.equal(sampler.sample_visits, expected_sampler.sample_visits)
+    assert sampler.trained_samples == expected_sampler.trained_samples
+    assert torch.equal(sampler.visits, expected_sampler.visits)
     if not sampler.policy.epoch_is_round:
         assert sampler.steps == EPOCHS * sampler.num_batches
     else:

@@ -55,7 +55,8 @@ class HardBatchSampler(Sampler[list[int]]):
     samples are never yielded, so a DataLoader never loads them. ``meter`` counts what training spent.
     ``labels`` (optional, one class index per sample) only serve a warning when the fixed batches are mostly one
     class (a data set stored sorted by class: pass ``shuffle_partition=True``). ``group``: the data-parallel process
-    group under tensor or sequence parallelism (default: the whole world is data parallel).
+    group under tensor or sequence parallelism (default: the whole world is data parallel). ``watch``: sample
+    indices whose share of the trained samples ``exposure()`` reports (label noise: the relabelled ones).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class HardBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         labels: torch.Tensor | Sequence[int] | None = None,
         group: Any = None,
+        watch: torch.Tensor | Sequence[int] | None = None,
         **params: Any,
     ):
         given = isinstance(data_len_or_partition, torch.Tensor)
@@ -99,10 +101,17 @@ class HardBatchSampler(Sampler[list[int]]):
         self.epoch_ended = False  # did the step just recorded end an epoch?
         self.meter = CostMeter()
         self.last: Recorded | None = None  # the step recorded last
-        self.visits = torch.zeros(self.num_batches, dtype=torch.long)
-        # How often each sample was back-propagated: in all, and in the first epoch (the warm-up).
-        self.sample_visits = torch.zeros(num_samples, dtype=torch.long)
-        self.first_epoch_visits = torch.zeros(num_samples, dtype=torch.long)
+        self.num_samples = num_samples
+        self._built = None if given else (num_samples, int(self.partition.shape[1]), bool(shuffle_partition))
+        self._visits = torch.zeros(self.num_batches, dtype=torch.long)
+        # The watched samples (label noise: the relabelled ones), as a mask; how many samples were back-propagated, and
+        # how many of them watched ones, in all and in the first epoch (the warm-up).
+        self._watched = _watch_mask(watch, num_samples)
+        self.trained_samples = {"all": 0, "first_epoch": 0, "watched": 0, "watched_first_epoch": 0}
+        # This round's trained steps, kept in lists and counted in bulk when the round ends (``_settle``): a step
+        # costs no tensor operation for the bookkeeping.
+        self._trained_steps: list[int] = []
+        self._first_epoch_steps: list[int] = []
         # The current pass; a DataLoader may draw (yield) ahead of what was recorded.
         self._round: Round = EMPTY_ROUND
         self._yielded = 0
@@ -162,6 +171,7 @@ class HardBatchSampler(Sampler[list[int]]):
 
     def _plan(self) -> None:
         self._check_unchecked()
+        self._settle()
         self._looked = False
         started = time.perf_counter()
         planned = self.policy.plan()
@@ -196,7 +206,7 @@ class HardBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         self._start_pass()
         while self._yielded < len(self._round):
-            samples = self._round.samples[self._yielded]
+            samples = self._round.row(self._yielded)
             self._yielded += 1
             yield samples.tolist()
 
@@ -251,7 +261,6 @@ class HardBatchSampler(Sampler[list[int]]):
         if sample_losses is not None:
             self._check_per_sample(call, "sample_losses", sample_losses, step, len(step.samples), len(trained))
         self._check_finite(call, "the loss is", loss, step)
-        self._chosen.pop(self._recorded, None)
         self._recorded += 1
         self.policy.observe(step, loss, sample_losses)
         self.epoch_ended = False
@@ -259,10 +268,9 @@ class HardBatchSampler(Sampler[list[int]]):
         if not step.score_only:
             stepped = len(trained) > 0
             if stepped:
-                self.visits[step.batch] += 1
-                self.sample_visits[trained] += 1
+                self._trained_steps.append(self._recorded - 1)
                 if self.epoch == 0:
-                    self.first_epoch_visits[trained] += 1
+                    self._first_epoch_steps.append(self._recorded - 1)
                 self.steps += 1
             if self.policy.epoch_is_round:
                 self.epoch_ended = self._recorded == len(self._round)
@@ -300,7 +308,10 @@ class HardBatchSampler(Sampler[list[int]]):
         context = f"{call}: {what} not finite at {where}"
         if not self._on_host(value):
             self._unchecked.append((context, value.detach()))
-        elif not (torch.isfinite(value).all() if isinstance(value, torch.Tensor) else math.isfinite(value)):
+        elif isinstance(value, torch.Tensor) and value.dim():
+            if not torch.isfinite(value).all():
+                raise _diverged(context)
+        elif not math.isfinite(float(value)):  # a number or a 0-d CPU tensor: no tensor operation needed
             raise _diverged(context)
 
     def _check_unchecked(self) -> None:
@@ -312,37 +323,113 @@ class HardBatchSampler(Sampler[list[int]]):
         if not all(finite):
             raise _diverged(unchecked[finite.index(False)][0])
 
+    def _settle(self) -> None:
+        """Count the trained steps recorded since the last count, in bulk: the batches' visits and the samples
+        trained (watched ones apart), only the samples its weights keep for a policy that scores first."""
+        if not self._trained_steps:
+            return
+        steps = torch.tensor(self._trained_steps)
+        self._visits.index_add_(0, self._round.ids[steps], torch.ones(len(steps), dtype=torch.long))
+        for suffix, which in (("", self._trained_steps), ("_first_epoch", self._first_epoch_steps)):
+            if not which:
+                continue
+            rows = self._round.rows_where(torch.tensor(which))
+            kept = torch.ones(rows.shape, dtype=torch.bool)
+            if self.policy.scores_first:
+                for j, i in enumerate(which):
+                    weights = self._step_weights(i)
+                    if weights is not None:
+                        kept[j] = weights.cpu() > 0
+            self.trained_samples["all" if not suffix else "first_epoch"] += int(kept.sum())
+            if self._watched is not None:
+                self.trained_samples[f"watched{suffix}"] += int(self._watched[rows[kept]].sum())
+        self._trained_steps, self._first_epoch_steps = [], []
+
+    def _step_weights(self, i: int) -> torch.Tensor | None:
+        """The weights step ``i`` of this round trains with (chosen by ``select``, or set before loading), or None."""
+        if i in self._chosen:
+            return self._chosen[i]
+        return self._round.step(i).weights
+
+    @property
+    def visits(self) -> torch.Tensor:
+        """How often each of the N fixed batches was trained (for the policies whose steps are batches of the
+        partition; the others count the batch ids of their own cuts), shape (N,)."""
+        self._settle()
+        return self._visits
+
+    def exposure(self) -> dict[str, float]:
+        """The share of watched samples (``watch``) among the samples back-propagated, in all and after the first
+        epoch, against their share of the data and of the samples the partition holds (NaN where undefined)."""
+        self._settle()
+        t = self.trained_samples
+        after_all, after_watched = t["all"] - t["first_epoch"], t["watched"] - t["watched_first_epoch"]
+        held = self.partition.flatten()
+        watched = self._watched if self._watched is not None else torch.zeros(self.num_samples, dtype=torch.bool)
+        return {"trained": t["watched"] / t["all"] if t["all"] else math.nan,
+                "trained_after_warmup": after_watched / after_all if after_all else math.nan,
+                "in_data": int(watched.sum()) / len(watched),
+                "in_partition": int(watched[held].sum()) / len(held)}
+
     def state_dict(self) -> dict:
-        """The state as of the last recorded step; batches drawn but not recorded are drawn again."""
+        """The state as of the last recorded step; batches drawn but not recorded are drawn again. Compact: the
+        partition as a fingerprint (the sampler rebuilds it), the round as the rows it takes (``Round.state_dict``)."""
         self._check_unchecked()
+        self._settle()
+        sources = self.policy.sources()
         return {
             "policy": self.policy.state_dict(),
             "steps": self.steps,
             "epoch": self.epoch,
-            "visits": self.visits.clone(),
-            "sample_visits": self.sample_visits.clone(),
-            "first_epoch_visits": self.first_epoch_visits.clone(),
-            "round": self._round.state_dict(),
+            "visits": self._visits.clone(),
+            "trained_samples": dict(self.trained_samples),
+            "round": self._round.state_dict(sources),
+            # Weights chosen for a drawn step not recorded yet: the policy's draws for it are spent already.
+            "chosen": {i: w.cpu() for i, w in self._chosen.items() if i >= self._recorded},
             "recorded": self._recorded,
-            "partition": self.partition.clone(),
+            "partition": _fingerprint(self.partition),
             "cost": self.meter.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (a ``state_dict`` of a sampler over the same partition; UsageError otherwise)."""
+        if state["partition"] != _fingerprint(self.partition):
+            raise UsageError(f"this state is of another partition ({state['partition'][0]} batches of "
+                             f"{state['partition'][1]}, fingerprint {state['partition'][2]}) than this sampler's "
+                             f"({self.num_batches} of {self.partition.shape[1]}, {_fingerprint(self.partition)[2]}): "
+                             f"build the sampler as the saved one was built")
         self.policy.load_state_dict(state["policy"])
         self.steps = int(state["steps"])
         self.epoch = int(state["epoch"])
-        self.visits = state["visits"].clone()
-        self.sample_visits = state["sample_visits"].clone()
-        self.first_epoch_visits = state["first_epoch_visits"].clone()
-        self._round = Round.from_state(state["round"])
+        self._visits = state["visits"].clone()
+        self.trained_samples = dict(state["trained_samples"])
+        self._round = Round.from_state(state["round"], self.policy.sources())
+        self._chosen = dict(state["chosen"])
+        self._trained_steps, self._first_epoch_steps = [], []
         self._recorded = self._yielded = self._pass_start = int(state["recorded"])
-        self.partition = state["partition"].clone()
         self.meter.load_state_dict(state["cost"])
-        self._chosen = {}
         self.epoch_ended = False
         self._looked = False
         self._unchecked = []
+
+
+def _fingerprint(partition: torch.Tensor) -> tuple[int, int, int]:
+    """(N, B, a checksum of the indices and their order): what tells two partitions apart, in 3 numbers."""
+    flat = partition.flatten().long()
+    weights = torch.arange(len(flat), dtype=torch.long) % 1_000_003 + 1
+    return len(partition), int(partition.shape[1]), int((flat * weights).sum())
+
+
+def _watch_mask(watch: Any, num_samples: int) -> torch.Tensor | None:
+    """The watched samples as a bool mask (n,), or None."""
+    if watch is None:
+        return None
+    indices = torch.as_tensor(watch, dtype=torch.long)
+    if indices.dim() != 1 or (len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= num_samples)):
+        raise UsageError(f"watch must be sample indices in [0, {num_samples}), got {tuple(indices.shape)} values")
+    mask = torch.zeros(num_samples, dtype=torch.bool)
+    mask[indices] = True
+    return mask
 
 
 def _policy(policy: Any, delta: Any, params: dict[str, Any]) -> Policy:

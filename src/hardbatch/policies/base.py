@@ -41,45 +41,119 @@ class Step:
 class Round:
     """One pass of a policy, planned before loading: S steps of b samples each, as a few tensors.
 
-    ``samples``: (S, b) sample indices; ``ids``: (S,) each step's batch id in the trace; ``score_only``: the whole
-    pass is no-grad scoring (no optimizer step); ``weights``: (S, b) per-sample loss weights set before loading, or
-    None (the plain mean); ``preset``: (S,) bool, for policies that score first, the steps whose weights are already
-    set (their no-grad scoring pass is skipped), None: none are.
+    Step i trains the row ``samples[i]`` of an (S, b) table, or, for a policy that trains rows of a table it holds
+    (the paper's rule over its fixed partition), row ``ids[i]`` of ``source`` (no copy of the chosen rows).
+    ``ids``: (S,) each step's batch id in the trace; ``score_only``: the whole pass is no-grad scoring (no optimizer
+    step); ``weights``: (S, b) per-sample loss weights set before loading, or None (the plain mean); ``preset``:
+    (S,) bool, for policies that score first, the steps whose weights are already set (their no-grad scoring pass is
+    skipped), None: none are.
     """
 
-    samples: torch.Tensor
+    samples: torch.Tensor | None
     ids: torch.Tensor
     score_only: bool = False
     weights: torch.Tensor | None = None
     preset: torch.Tensor | None = None
+    source: torch.Tensor | None = None
 
     @classmethod
     def of(cls, samples: torch.Tensor, ids: torch.Tensor | None = None, **kwargs: Any) -> "Round":
         """A round of the rows of ``samples`` (S, b), numbered 0..S-1 unless ``ids`` are given."""
         return cls(samples, torch.arange(len(samples)) if ids is None else ids, **kwargs)
 
+    @classmethod
+    def rows(cls, source: torch.Tensor, ids: torch.Tensor, **kwargs: Any) -> "Round":
+        """A round of rows ``ids`` (S,) of ``source`` (M, b), in that order, each step numbered by its row."""
+        return cls(None, ids, source=source, **kwargs)
+
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __post_init__(self) -> None:
+        self._ids = self.ids.tolist()  # step lookups read Python ints: no tensor indexing per step
+
+    def row(self, i: int) -> torch.Tensor:
+        """The sample indices of step ``i``, shape (b,)."""
+        return self.samples[i] if self.source is None else self.source[self._ids[i]]
+
+    def rows_where(self, steps: torch.Tensor) -> torch.Tensor:
+        """The sample indices of the steps ``steps`` (indices), shape (len(steps), b)."""
+        return self.samples[steps] if self.source is None else self.source[self.ids[steps]]
 
     def step(self, i: int) -> Step:
         """Step ``i`` as the loop sees it (weights only where they are set before loading)."""
         weights = None
         if self.weights is not None and (self.preset is None or bool(self.preset[i])):
             weights = self.weights[i]
-        return Step(self.samples[i], int(self.ids[i]), self.score_only, weights)
+        return Step(self.row(i), self._ids[i], self.score_only, weights)
 
     def head(self, count: int) -> "Round":
         """The first ``count`` steps (the budget cuts a round short)."""
-        return Round(self.samples[:count], self.ids[:count], self.score_only,
+        return Round(None if self.samples is None else self.samples[:count], self.ids[:count], self.score_only,
                      None if self.weights is None else self.weights[:count],
-                     None if self.preset is None else self.preset[:count])
+                     None if self.preset is None else self.preset[:count], self.source)
 
-    def state_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def state_dict(self, sources: dict[str, torch.Tensor]) -> dict:
+        """The round compactly: the name of its ``source`` among ``sources`` (the tables the policy holds) instead
+        of the rows; sample indices as int32 below 2^31; weights as the codes of their few distinct values."""
+        state = {"ids": _narrow(self.ids), "score_only": self.score_only, "preset": self.preset}
+        if self.source is not None:
+            state["source"] = next(name for name, table in sources.items() if table is self.source)
+        else:
+            state["samples"] = _narrow(self.samples)
+        if self.weights is not None:
+            values, codes = torch.unique(self.weights, return_inverse=True)
+            state["weights"] = (values, codes.to(torch.uint8)) if len(values) <= 256 else (None, self.weights)
+        return state
 
     @classmethod
-    def from_state(cls, state: dict) -> "Round":
-        return cls(**state)
+    def from_state(cls, state: dict, sources: dict[str, torch.Tensor]) -> "Round":
+        weights = None
+        if state.get("weights") is not None:
+            values, codes = state["weights"]
+            weights = codes if values is None else values[codes.long()]
+        source = sources[state["source"]] if "source" in state else None
+        samples = None if source is not None else state["samples"].long()
+        return cls(samples, state["ids"].long(), state["score_only"], weights, state["preset"], source)
+
+
+def _narrow(indices: torch.Tensor) -> torch.Tensor:
+    """Sample indices as int32 when they fit (half a checkpoint's bytes); ``.long()`` reads them back."""
+    return indices.int() if indices.numel() == 0 or int(indices.max()) < 2**31 else indices
+
+
+class SampleScores:
+    """Each sample's last recorded loss (NaN before it has one), shape (n,), kept beside the losses (no device sync).
+
+    ``write`` only remembers; the table is written in one operation when ``values`` is read (a policy reads it when
+    it plans a round), so a step costs no tensor operation. A round never holds a sample twice, so the samples
+    written between two reads are distinct.
+    """
+
+    def __init__(self, num_samples: int):
+        self._values = torch.full((num_samples,), float("nan"))
+        self._unwritten: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def write(self, samples: torch.Tensor, losses: torch.Tensor) -> None:
+        """Record the losses (b,) of samples (b,)."""
+        self._unwritten.append((samples, losses.detach().float()))
+
+    @property
+    def values(self) -> torch.Tensor:
+        """The table, shape (n,), with everything written so far."""
+        if self._unwritten:
+            device = self._unwritten[-1][1].device
+            self._values = self._values.to(device)
+            self._values[torch.cat([s for s, _ in self._unwritten]).to(device)] = torch.cat(
+                [v.to(device) for _, v in self._unwritten])
+            self._unwritten = []
+        return self._values
+
+    def state_dict(self) -> torch.Tensor:
+        return self.values.cpu().clone()
+
+    def load_state_dict(self, values: torch.Tensor) -> None:
+        self._values, self._unwritten = values.clone(), []
 
 
 EMPTY_ROUND = Round(torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
@@ -174,6 +248,10 @@ class Policy:
 
     def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
         """Default: nothing to learn from the loss."""
+
+    def sources(self) -> dict[str, torch.Tensor]:
+        """The tables the policy's rounds take rows from (see ``Round.rows``), by name, for checkpoints."""
+        return {"partition": self.partition}
 
     def shuffled_cut(self) -> torch.Tensor:
         """A fresh seeded cut of every sample into N batches of B (the remainder dropped), shape (N, B)."""

@@ -25,19 +25,29 @@ class Cyclic(RoundsOfK):
         super().setup()
         self.clock = 0  # optimizer steps recorded
         self.last_trained = torch.full((self.num_batches,), -1, dtype=torch.long)
-
-    def choose(self) -> torch.Tensor:
-        return oldest_k(self.last_trained, self.k)
+        self._stamps: list[tuple[int, int]] = []  # (batch, clock) recorded since ``trained_when`` last wrote them
 
     def record(self, batch: int, loss) -> None:
         super().record(batch, loss)
         self.clock += 1
-        self.last_trained[batch] = self.clock
+        self._stamps.append((batch, self.clock))
+
+    def choose(self) -> torch.Tensor:
+        return oldest_k(self.trained_when(), self.k)
+
+    def trained_when(self) -> torch.Tensor:
+        """The step at which each batch was last trained, shape (N,) (-1: never)."""
+        if self._stamps:
+            batches, clocks = zip(*self._stamps)
+            self.last_trained[torch.tensor(batches)] = torch.tensor(clocks)
+            self._stamps = []
+        return self.last_trained
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "clock": self.clock, "last_trained": self.last_trained.clone()}
+        return {**super().state_dict(), "clock": self.clock, "last_trained": self.trained_when().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.clock = int(state["clock"])
         self.last_trained = state["last_trained"].clone()
+        self._stamps = []

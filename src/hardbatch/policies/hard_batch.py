@@ -29,8 +29,36 @@ class RoundsOfK(Policy):
 
     def setup(self) -> None:
         self.k = num_selected(self.num_batches, self.delta)
-        self.losses = torch.full((self.num_batches,), float("nan"))
-        self.recorded = torch.zeros(self.num_batches, dtype=torch.bool)  # has the batch a stored loss yet?
+        self._losses = torch.full((self.num_batches,), float("nan"))
+        self._recorded = torch.zeros(self.num_batches, dtype=torch.bool)  # has the batch a stored loss yet?
+        # Losses recorded since the last store, as (batch, loss): stored in one operation when they are read
+        # (``_store``), so recording a step costs no tensor operation and no device sync.
+        self._unstored: list[tuple[int, torch.Tensor | float]] = []
+
+    def _store(self) -> None:
+        """Write the losses recorded since the last store into the table (one indexing operation)."""
+        if not self._unstored:
+            return
+        batches = torch.tensor([b for b, _ in self._unstored])
+        values = [v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for _, v in self._unstored]
+        device = next((v.device for v in values if v.device.type != "cpu"), self._losses.device)
+        # Kept beside the losses, so recording never forces a device sync; the one sync per round is next_round's.
+        self._losses = self._losses.to(device)
+        self._losses[batches.to(device)] = torch.stack([v.to(device).reshape(()) for v in values]).to(self._losses.dtype)
+        self._recorded[batches] = True
+        self._unstored = []
+
+    @property
+    def losses(self) -> torch.Tensor:
+        """Each batch's stored loss, shape (N,) (NaN before its first step)."""
+        self._store()
+        return self._losses
+
+    @property
+    def recorded(self) -> torch.Tensor:
+        """Whether each batch has a stored loss yet, bool (N,)."""
+        self._store()
+        return self._recorded
 
     # -- the batch-level API: batch ids in, batch ids out ---------------------------------------------------------
 
@@ -50,20 +78,12 @@ class RoundsOfK(Policy):
 
     def record(self, batch: int, loss: torch.Tensor | float) -> None:
         """Store the training loss of ``batch`` from the step that just trained it."""
-        if isinstance(loss, torch.Tensor):
-            loss = loss.detach()
-            if loss.device != self.losses.device:
-                # Keep the stored losses beside the loss so recording never forces a device sync;
-                # the one sync per round happens in next_round().
-                self.losses = self.losses.to(loss.device)
-        self.losses[batch] = loss
-        self.recorded[batch] = True
+        self._unstored.append((batch, loss))
 
     # -- the protocol -----------------------------------------------------------------------------------------------
 
     def plan(self) -> Round:
-        ids = self.next_round()
-        return Round(self.partition[ids], ids)
+        return Round.rows(self.partition, self.next_round())
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
         self.record(step.batch, loss)
@@ -73,8 +93,9 @@ class RoundsOfK(Policy):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.losses = state["losses"].clone().to(self.losses.device)
-        self.recorded = state["recorded"].clone()
+        self._losses = state["losses"].clone().to(self.losses.device)
+        self._recorded = state["recorded"].clone()
+        self._unstored = []
 
 
 @register
@@ -129,12 +150,12 @@ class HardBatch(RoundsOfK):
         upcoming = self.round + 1
         if self.rescore and upcoming >= 1 and upcoming % self.rescore == 0 and self.scored_round != upcoming:
             self.scored_round = upcoming
-            return Round.of(self.cut, score_only=True)
+            return Round.rows(self.cut, torch.arange(self.num_batches), score_only=True)
         if self.repartition and upcoming >= 1:
             self.cut = self.shuffled_cut()
-            self.losses = batch_scores(self.sample_losses, self.cut.to(self.sample_losses.device)).to(self.losses.device)
-        ids = self.next_round()
-        return Round(self.cut[ids.cpu()], ids)
+            self._store()
+            self._losses = batch_scores(self.sample_losses, self.cut.to(self.sample_losses.device)).to(self._losses.device)
+        return Round.rows(self.cut, self.next_round().cpu())
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
         if self.repartition:
@@ -143,16 +164,20 @@ class HardBatch(RoundsOfK):
             self.sample_losses[step.samples.to(values.device)] = values
         self.record(step.batch, loss)
 
+    def sources(self) -> dict[str, torch.Tensor]:
+        return {**super().sources(), "cut": self.cut}
+
     def state_dict(self) -> dict:
-        state = {**super().state_dict(), "cut": self.cut.clone(), "scored_round": self.scored_round}
-        if self.sample_losses is not None:
+        state = {**super().state_dict(), "scored_round": self.scored_round}
+        if self.repartition:  # the current cut (without repartitioning it is the partition, saved by the sampler)
+            state["cut"] = self.cut.clone()
             state["sample_losses"] = self.sample_losses.cpu().clone()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.cut = state["cut"].clone()
         self.scored_round = int(state["scored_round"])
-        if self.sample_losses is not None:
+        if self.repartition:
+            self.cut = state["cut"].clone()
             self.sample_losses = state["sample_losses"].clone()
 

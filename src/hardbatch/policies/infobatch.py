@@ -9,7 +9,7 @@ import torch
 
 from hardbatch.functional import infobatch_prune
 from hardbatch.params import Range, param
-from hardbatch.policies.base import Policy, Round, Step
+from hardbatch.policies.base import Policy, Round, SampleScores, Step
 from hardbatch.policies.registry import register
 
 
@@ -41,7 +41,7 @@ class InfoBatch(Policy):
     axis = "prune_ratio"
 
     def setup(self) -> None:
-        self.scores = torch.full((self.num_samples,), float("nan"))
+        self.scores = SampleScores(self.num_samples)
         self.boosted = torch.zeros(self.num_samples, dtype=torch.bool)  # weighted in the last pruning epoch
 
     @property
@@ -60,7 +60,7 @@ class InfoBatch(Policy):
     def plan(self) -> Round:
         self.round += 1
         if self.round < self.pruning_epochs and self.prune_ratio > 0:
-            kept, boosted = infobatch_prune(self.scores.cpu(), self.prune_ratio, self.generator)
+            kept, boosted = infobatch_prune(self.scores.values.cpu(), self.prune_ratio, self.generator)
             self.boosted = torch.zeros(self.num_samples, dtype=torch.bool)
             self.boosted[kept[boosted]] = True
         else:
@@ -75,14 +75,12 @@ class InfoBatch(Policy):
         return Round.of(kept[: count * b].view(count, b), weights=weights[: count * b].view(count, b))
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
-        values = sample_losses.detach().float()
-        self.scores = self.scores.to(values.device)
-        self.scores[step.samples.to(values.device)] = values
+        self.scores.write(step.samples, sample_losses)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "scores": self.scores.cpu().clone(), "boosted": self.boosted.clone()}
+        return {**super().state_dict(), "scores": self.scores.state_dict(), "boosted": self.boosted.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.scores = state["scores"].clone()
+        self.scores.load_state_dict(state["scores"])
         self.boosted = state["boosted"].clone()

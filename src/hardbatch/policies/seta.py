@@ -10,7 +10,7 @@ import torch
 from hardbatch.errors import UsageError
 from hardbatch.functional import fill_batches, kmeans_1d
 from hardbatch.params import Range, param
-from hardbatch.policies.base import Policy, Round, Step
+from hardbatch.policies.base import Policy, Round, SampleScores, Step
 from hardbatch.policies.registry import register
 
 
@@ -60,7 +60,7 @@ class SeTa(Policy):
 
     def setup(self) -> None:
         self.window_clusters = window_size(self.groups, self.window)
-        self.scores = torch.full((self.num_samples,), float("nan"))
+        self.scores = SampleScores(self.num_samples)
 
     @property
     def pruning_epochs(self) -> int:
@@ -77,7 +77,7 @@ class SeTa(Policy):
         kept = order[: math.floor((1.0 - self.random_prune) * self.num_samples + 1e-9)]
         chosen = kept
         if 1 <= self.round < self.pruning_epochs:
-            scores = self.scores.cpu()[kept]
+            scores = self.scores.values.cpu()[kept]
             known = ~torch.isnan(scores)
             labels = kmeans_1d(scores[known], self.groups)
             start = self.window_start(self.round)
@@ -90,13 +90,11 @@ class SeTa(Policy):
         return Round.of(fill_batches(chosen, order[unchosen[order]], self.batch_size))
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
-        values = sample_losses.detach().float()
-        self.scores = self.scores.to(values.device)  # beside the losses: no device sync per step
-        self.scores[step.samples.to(values.device)] = values
+        self.scores.write(step.samples, sample_losses)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "scores": self.scores.cpu().clone()}
+        return {**super().state_dict(), "scores": self.scores.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.scores = state["scores"].clone()
+        self.scores.load_state_dict(state["scores"])

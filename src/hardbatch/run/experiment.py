@@ -17,7 +17,7 @@ from hardbatch.fileio import RunInUse, atomic_write_json, ensure_writable_dir, l
 from hardbatch.functional import single_class_purity
 from hardbatch.models import build_seeded
 from hardbatch.records import (
-    CHECKPOINT, CONFIG, HISTORY, RELABELLED, RUN_FORMAT, SUMMARY, TRACE, RunDir, exposure_from_visits, summarize,
+    CHECKPOINT, CONFIG, HISTORY, RELABELLED, RUN_FORMAT, SUMMARY, TRACE, RunDir, summarize,
 )
 from hardbatch.run.checks import check_fits, check_same_settings, prepare
 from hardbatch.run.machine import environment
@@ -198,9 +198,7 @@ def _finish(cfg: RunConfig, run: RunDir, data: DataSplits, state: RunState, hist
     if state.irreducible_model:
         summary["irreducible_model"] = state.irreducible_model
     if data.relabelled is not None:  # counted from what was back-propagated, for every policy
-        shares = exposure_from_visits(sampler.sample_visits, sampler.first_epoch_visits,
-                                      data.relabelled.indices.tolist(), sampler.partition.tolist())
-        summary["mislabelled"] = {k: None if math.isnan(v) else v for k, v in shares.items()}
+        summary["mislabelled"] = {k: None if math.isnan(v) else v for k, v in sampler.exposure().items()}
     atomic_write_json(run.file(SUMMARY), summary)
     run.file(CHECKPOINT).unlink(missing_ok=True)
     return summary

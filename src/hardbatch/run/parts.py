@@ -23,7 +23,8 @@ def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
                          f"one batch of {cfg.batch_size}; use a smaller val_fraction")
     return HardBatchSampler(len(data.train), cfg.batch_size, epochs=cfg.trained_epochs,
                             policy=create_policy(cfg.policy, **cfg.params),
-                            shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed)
+                            shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed,
+                            watch=None if data.relabelled is None else data.relabelled.indices)
 
 
 def loader_workers(cfg: RunConfig, data: DataSplits) -> int:
