@@ -40,7 +40,8 @@ class IES(Policy):
 
     def setup(self) -> None:
         self.history = torch.zeros(self.num_samples, self.smoothing + self.patience + 2)
-        self.counts = torch.zeros(self.num_samples, dtype=torch.long)
+        # How many losses each sample has recorded, up to L (the test only asks whether it has L): one byte each.
+        self.counts = torch.zeros(self.num_samples, dtype=torch.uint8)
         self.to_score = torch.zeros(0, dtype=torch.long)  # left out of the epoch just planned, to score after it
         self.scoring = 0  # samples in the scoring pass under way (its batches repeat some to fill the last one)
 
@@ -77,7 +78,7 @@ class IES(Policy):
         # Kept beside the losses, so recording forces no device sync.
         self.history, self.counts = self.history.to(values.device), self.counts.to(values.device)
         self.history[samples] = torch.cat([self.history[samples, 1:], values[:, None]], dim=1)
-        self.counts[samples] += 1
+        self.counts[samples] = (self.counts[samples] + 1).clamp(max=self.history.shape[1])
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "history": self.history.cpu().clone(), "counts": self.counts.cpu().clone(),
