@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ class HardBatchSampler(Sampler[list[int]]):
         # it cannot have honoured `score_only`: it trained that batch as well.
         self._looked = False
         self._unchecked: list[tuple[str, torch.Tensor]] = []  # device values, checked for finiteness at the next sync
+        self._warned_torchdata = False
 
     @property
     def done(self) -> bool:
@@ -374,6 +376,13 @@ class HardBatchSampler(Sampler[list[int]]):
     def state_dict(self) -> dict:
         """The state as of the last recorded step; batches drawn but not recorded are drawn again. Compact: the
         partition as a fingerprint (the sampler rebuilds it), the round as the rows it takes (``Round.state_dict``)."""
+        if sys._getframe(1).f_globals.get("__name__", "").startswith("torchdata") and not self._warned_torchdata:
+            # torchdata's StatefulDataLoader asks when it sends indices to its workers, ahead of training.
+            self._warned_torchdata = True
+            warnings.warn("torchdata's StatefulDataLoader saves a batch sampler's state when it sends the indices "
+                          "to its workers, ahead of the steps recorded, so a resume would train the prefetched "
+                          "batches twice; use hardbatch.integrations.torchdata.StatefulDataLoader, which saves the "
+                          "sampler's state with the checkpoint", stacklevel=2)
         self._check_unchecked()
         self._settle()
         sources = self.policy.sources()
