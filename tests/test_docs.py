@@ -141,7 +141,7 @@ def test_own_loop_runs_every_policy_unchanged(case, capsys):
     if sampler.policy.holdout:  # rho-loss: the IL model's losses, set before training as the guide says
         sampler.policy.irreducible = torch.zeros(len(namespace["train_set"]))
     namespace["train"](sampler)  # the guide's loop, as written
-    assert sampler.done and sampler.epoch == 4
+    assert sampler.done and sampler.epoch == 4 and sampler.progress == 1.0
     if not policy.epoch_is_round:
         assert sampler.steps == 4 * sampler.num_batches
     printed = capsys.readouterr().out
