@@ -64,6 +64,7 @@ PAGES_WITH_CODE = [page for page in _pages() if _blocks(page)]
 
 # What a page's blocks must have done, beyond running: checked in the namespace they leave.
 CHECKS = {
+    README: "assert sampler.done and sampler.steps == 5 * 10 and int(sampler.visits.sum()) == 50",
     QUICKSTART: "assert sampler.done and sampler.epoch == 10 and sampler.steps == 10 * sampler.num_batches\n"
                 "assert int(sampler.visits.sum()) == sampler.steps and sampler.meter.samples_backprop > 0",
 }
@@ -100,9 +101,12 @@ def test_every_python_block_runs_or_says_why_not(page, tmp_path):
 
 
 def test_the_pages_this_file_checks_have_their_blocks():
-    """The pages whose blocks the tests below read by position still hold them, and run them."""
+    """The pages whose blocks the tests below read by position still hold them, and run them; while the README
+    still holds the own-loop example, it is the guide's, which the tests below run for every policy."""
     assert QUICKSTART in PAGES_WITH_CODE and runnable(QUICKSTART)
     assert runnable(OWN_LOOP) and "def train(sampler)" in runnable(OWN_LOOP)[0][1]
+    readme_loops = [code for _, code in runnable(README) if "def train(sampler)" in code]
+    assert readme_loops in ([], [runnable(OWN_LOOP)[0][1]])
 
 
 # -- the own-loop guide's loop (tests/test_readme.py ran it from the README before the docs site) ------------------
