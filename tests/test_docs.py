@@ -160,7 +160,8 @@ def test_own_loop_records_the_batches_selective_backprop_keeps_none_of(capsys):
                                          seed=1)
     namespace["train"](sampler)
     assert sampler.done and sampler.epoch == 2 and 640 < sampler.steps < 2 * 640  # the first epoch trains all
-    assert int(sampler.sample_visits.sum()) == sampler.steps
+    assert int(sampler.visits.sum()) == sampler.steps  # (reading visits settles the sampler's counts)
+    assert sampler.trained_samples["all"] == sampler.steps  # one sample back-propagated per trained batch
     printed = capsys.readouterr().out
     assert [line.split(":")[0] for line in printed.splitlines()] == ["epoch 1", "epoch 2"]
 
@@ -281,7 +282,7 @@ def test_the_api_reference_has_a_page_for_every_public_module():
 # A name may leave this list, never join it: a new public name without a docstring fails, and so does a name here
 # that has one now (delete it from the list).
 UNDOCUMENTED_TODAY = {
-    "hardbatch.CostMeter.load_state_dict", "hardbatch.HardBatchSampler.load_state_dict", "hardbatch.Policy.plan",
+    "hardbatch.CostMeter.load_state_dict", "hardbatch.Policy.plan",
     "hardbatch.Policy.select", "hardbatch.Policy.state_dict", "hardbatch.Policy.load_state_dict",
     "hardbatch.RunConfig.to_dict", "hardbatch.RunConfig.replace",
     "hardbatch.config.RunConfig.to_dict", "hardbatch.config.RunConfig.replace",
@@ -290,14 +291,12 @@ UNDOCUMENTED_TODAY = {
     "hardbatch.data.register_dataset",
     "hardbatch.distributed.active",
     "hardbatch.functional.generator_for",
-    "hardbatch.sampler.HardBatchSampler.load_state_dict",
     "hardbatch.training.EpochResult.history_row", "hardbatch.training.Sink.on_epoch",
     "hardbatch.integrations.transformers.HardBatchTrainer.load_selection_state",
     *(f"{module}.InBatchSelector.{name}" for module in ("hardbatch", "hardbatch.stream")
       for name in ("load_state_dict", "pending", "state_dict")),
     *(f"hardbatch.policies.{name}" for name in (
-        "Policy.plan", "Policy.select", "Policy.state_dict", "Policy.load_state_dict", "Round.state_dict",
-        "Round.from_state", "ComposerSB.plan", "ComposerSB.select", "ComposerSB.state_dict",
+        "Policy.plan", "Policy.select", "Policy.state_dict", "Policy.load_state_dict", "Round.from_state", "ComposerSB.plan", "ComposerSB.select", "ComposerSB.state_dict",
         "ComposerSB.load_state_dict", "Cyclic.state_dict", "Cyclic.load_state_dict", "HardBatch.plan",
         "HardBatch.state_dict", "HardBatch.load_state_dict", "IES.plan", "IES.state_dict", "IES.load_state_dict",
         "InfoBatch.plan", "InfoBatch.state_dict", "InfoBatch.load_state_dict", "RhoLoss.validate", "RhoLoss.plan",
