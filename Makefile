@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hardbatch-installed
+DOCS_STAMP := $(VENV)/.hardbatch-docs-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench results evidence clean
+.PHONY: setup demo test bench results evidence docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,5 +35,13 @@ evidence: $(STAMP)  ## docs/evidence.md: every policy on MNIST-1D and Fashion-MN
 	$(BIN)/python scripts/evidence.py --shard 0/2 > runs/evidence/shard-0.log 2>&1 & \
 	$(BIN)/python scripts/evidence.py --shard 1/2 --readme README.md 2>&1 | tee runs/evidence/shard-1.log; wait
 
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)  ## the docs site into site/, offline, warnings as errors (broken links, missing references); the CLI page checked fresh
+	$(BIN)/python scripts/docs_cli.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build site *.egg-info src/*.egg-info
