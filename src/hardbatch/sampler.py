@@ -313,7 +313,7 @@ class HardBatchSampler(Sampler[list[int]]):
         elif isinstance(value, torch.Tensor) and value.dim():
             if not torch.isfinite(value).all():
                 raise _diverged(context)
-        elif not math.isfinite(float(value)):  # a number or a 0-d CPU tensor: no tensor operation needed
+        elif not math.isfinite(float(value.detach() if isinstance(value, torch.Tensor) else value)):  # 0-d, or a number
             raise _diverged(context)
 
     def _check_unchecked(self) -> None:
