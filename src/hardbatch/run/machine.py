@@ -77,6 +77,15 @@ def _installed(name: str) -> str | None:
         return None
 
 
+def _torchvision_version() -> str | None:
+    """torchvision's own version string (with its build, as torch's), or None where it is not installed."""
+    try:
+        import torchvision
+    except ImportError:
+        return None
+    return torchvision.__version__
+
+
 def environment(device: torch.device) -> dict:
     """Versions and hardware saved beside each run's configuration.
 
@@ -84,15 +93,13 @@ def environment(device: torch.device) -> dict:
     choice) and the thread count decide float rounding on a CPU, which training amplifies: runs that differ in
     them differ in their digits (``report`` names such groups).
     """
-    import torchvision
-
     cpu = cpu_model()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return {
         "versions": {
             "hardbatch": __version__,
             "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
+            "torchvision": _torchvision_version(),
             "python": platform.python_version(),
             **{name: _installed(name) for name in DATA_PACKAGES},
         },
