@@ -21,6 +21,7 @@ from hardbatch.data.readers import (
     read_mnist1d,
     read_stl10,
 )
+from hardbatch.data.readers.imagefolder import IMAGEFOLDER_SIZE
 from hardbatch.data.splits import hold_out, reshape_train
 from hardbatch.data.transforms import BatchTransform, normalisation
 from hardbatch.errors import UsageError
@@ -76,7 +77,8 @@ register_dataset(DatasetSpec("stl10", read_stl10,
 register_dataset(DatasetSpec("fashion-mnist", read_fashion_mnist, "Fashion-MNIST, 28x28 grey, 10 classes; Debian "
                              "package dataset-fashion-mnist, --data-dir or --download", "lenet"))
 register_dataset(DatasetSpec("imagefolder", read_imagefolder,
-                             "your images in --data-dir/{train,test}/<class>/, resized to --image-size (default 64)",
+                             f"your images in --data-dir/{{train,test}}/<class>/, resized to --image-size (default "
+                             f"{IMAGEFOLDER_SIZE})",
                              "resnet18", options=(("image_size", "image_size"),)))
 register_dataset(DatasetSpec("mnist1d", read_mnist1d,
                              "MNIST-1D, 1-D signals of length 40, 10 classes, 4,000 / 1,000; generated offline by the "
