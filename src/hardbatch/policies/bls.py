@@ -27,7 +27,7 @@ class BatchLossScores:
         self._unwritten: list[tuple[torch.Tensor, torch.Tensor | float, torch.Tensor | float]] = []
 
     def write(self, samples: torch.Tensor, loss: torch.Tensor | float, weight: torch.Tensor | float = 1.0) -> None:
-        """Record that ``samples`` (b,) were trained in a batch whose mean loss, times ``weight``, was ``loss`` (0-d)."""
+        """Record that ``samples`` (b,) were trained in a batch whose mean loss times ``weight`` is ``loss`` (0-d)."""
         self._unwritten.append((samples, loss.detach() if isinstance(loss, torch.Tensor) else loss, weight))
 
     @property
