@@ -158,6 +158,51 @@ def fill_batches(first: torch.Tensor, rest: torch.Tensor, batch_size: int) -> to
     return torch.cat([first, rest])[: count * batch_size].view(count, batch_size)
 
 
+def batch_loss_scores(scores: torch.Tensor, batch_losses: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Batch Loss Score's update (Zhou et al., CVPR 2026): s ← α·s + (1 − α)·L(B), an exponential moving average of
+    the mean losses of the batches a sample was trained in.
+
+    ``scores``: shape (m,), the current scores of m samples; ``batch_losses``: shape (m,), the mean (unweighted)
+    training loss of the batch each of them was just trained in. Returns the new scores, shape (m,), computed in the
+    order of the authors' code (``alpha * s + (1 - alpha) * L``), so the float32 values are theirs.
+    """
+    return alpha * scores + (1 - alpha) * batch_losses
+
+
+def batch_mean_weights(weights: torch.Tensor) -> torch.Tensor:
+    """Each row of per-sample loss weights replaced by its mean, shape (S, b) -> (S, b).
+
+    The loss of a step that has only a batch mean: Batch Loss Score's code multiplies the batch's mean loss by the
+    mean of its samples' InfoBatch weights, mean(l)·mean(w), where InfoBatch trains on mean(w·l); a row of equal
+    weights gives exactly that as a weighted mean.
+    """
+    return weights.mean(dim=1, keepdim=True).expand_as(weights).contiguous()
+
+
+def rs2_next_window(start: int, end: int, size: int, num_samples: int) -> tuple[int, int, bool]:
+    """RS2 without replacement (Okanovic et al., ICLR 2024): the window [start, end) of a permutation of the n
+    samples that the next round trains, moved as the authors' ``UniformNoReplacement.select`` moves it.
+
+    ``start``, ``end``: the last round's window (0, 0 before the first round); ``size``: the samples a round draws.
+    Returns (start, end, fresh). ``fresh``: draw a new permutation first, and the window is [0, size); that happens
+    before the first round, when the last window ended at n, and after a window that wrapped around (end <= start).
+    Otherwise the window moves on, start = end and end = (end + size) mod (n + 1): one that passes the end of the
+    permutation wraps around to its first samples, and holds size − 1 of them (the modulus is n + 1, not n).
+    """
+    if end <= start or end == num_samples:
+        return 0, size, True
+    return end, (end + size) % (num_samples + 1), False
+
+
+def rs2_window_samples(order: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """The samples of the window [start, end) of the permutation ``order`` (shape (n,)), in its order: ``order[start:
+    end]``, or for a window that wrapped around (end <= start) the rest of ``order`` from ``start`` followed by its
+    first ``end`` samples. Returns a LongTensor of shape (m,)."""
+    if start < end:
+        return order[start:end]
+    return torch.cat([order[start:], order[:end]])
+
+
 def kmeans_1d(values: torch.Tensor, k: int) -> torch.Tensor:
     """Exact k-means of 1-D ``values`` (shape (m,)): the split into k clusters of least within-cluster sum of
     squares, found by dynamic programming (in one dimension the clusters of an optimum are intervals of the sorted

@@ -46,6 +46,9 @@ VARIANTS = {
     "label-noise": ["--delta", "0.4", "--label-noise", "0.2"],
     "imbalance": ["--delta", "0.4", "--imbalance", "10"],
     "crop-flip-cosine": ["--delta", "0.4", "--model", "small_cnn", "--augment", "crop_flip", "--schedule", "cosine"],
+    # RS2 at 0.3 (192 of 640 samples an epoch) reaches the wrapped window in its fourth epoch; its cosine spans the run.
+    "rs2": ["--policy", "rs2", "--fraction", "0.3", "--schedule", "cosine"],
+    "bls": ["--policy", "bls"],
 }
 HISTORY_KEYS = ("epoch", "step", "train_loss", "test_loss", "test_acc", "samples_loaded", "samples_forward",
                 "samples_forward_nograd", "samples_backprop")
