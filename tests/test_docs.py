@@ -282,27 +282,7 @@ def test_the_api_reference_has_a_page_for_every_public_module():
 # A name may leave this list, never join it: a new public name without a docstring fails, and so does a name here
 # that has one now (delete it from the list).
 UNDOCUMENTED_TODAY = {
-    "hardbatch.CostMeter.load_state_dict", "hardbatch.Policy.plan",
-    "hardbatch.Policy.select", "hardbatch.Policy.state_dict", "hardbatch.Policy.load_state_dict",
-    "hardbatch.RunConfig.to_dict", "hardbatch.RunConfig.replace",
-    "hardbatch.config.RunConfig.to_dict", "hardbatch.config.RunConfig.replace",
-    "hardbatch.cost.CostMeter.load_state_dict",
-    "hardbatch.data.InMemoryDataset.to", "hardbatch.data.subset", "hardbatch.data.with_labels",
-    "hardbatch.data.register_dataset",
-    "hardbatch.distributed.active",
-    "hardbatch.functional.generator_for",
-    "hardbatch.training.EpochResult.history_row", "hardbatch.training.Sink.on_epoch",
     "hardbatch.integrations.transformers.HardBatchTrainer.load_selection_state",
-    *(f"{module}.InBatchSelector.{name}" for module in ("hardbatch", "hardbatch.stream")
-      for name in ("load_state_dict", "pending", "state_dict")),
-    *(f"hardbatch.policies.{name}" for name in (
-        "Policy.plan", "Policy.select", "Policy.state_dict", "Policy.load_state_dict", "Round.from_state", "ComposerSB.plan", "ComposerSB.select", "ComposerSB.state_dict",
-        "ComposerSB.load_state_dict", "Cyclic.state_dict", "Cyclic.load_state_dict", "HardBatch.plan",
-        "HardBatch.state_dict", "HardBatch.load_state_dict", "IES.plan", "IES.state_dict", "IES.load_state_dict",
-        "InfoBatch.plan", "InfoBatch.state_dict", "InfoBatch.load_state_dict", "RhoLoss.validate", "RhoLoss.plan",
-        "RhoLoss.select", "RhoLoss.state_dict", "RhoLoss.load_state_dict", "SelectiveBackprop.plan",
-        "SelectiveBackprop.select", "SelectiveBackprop.state_dict", "SelectiveBackprop.load_state_dict",
-        "SeTa.plan", "SeTa.state_dict", "SeTa.load_state_dict", "Uniform.plan")),
 }
 
 

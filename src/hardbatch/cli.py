@@ -71,13 +71,12 @@ def _add_flag(group, f: Field, help_text: str, dest: str) -> None:
 
 def _listing_help(name: str) -> str:
     """The registries' names in the help of --dataset and --model (and the data sets' own models)."""
-    from hardbatch.data import DATASETS, default_model
+    from hardbatch.data import DATASETS, default_models_text
     from hardbatch.models import MODELS
 
     if name == "dataset":
         return f"data set: {', '.join(DATASETS)} (default {DEFAULTS.dataset})"
-    owns = ", ".join(f"{d} {default_model(d)}" for d in DATASETS)
-    return f"network: {', '.join(MODELS)} (default: the data set's own: {owns})"
+    return f"network: {', '.join(MODELS)} (default: the data set's own: {default_models_text()})"
 
 
 def _add_run_flags(p: argparse.ArgumentParser, many: bool = False, skip: tuple[str, ...] = ()) -> None:

@@ -135,6 +135,7 @@ class RunConfig:
     protocol: str | None = param(None, "the preset the defaults came from, for the record", cli=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a dict (what config.json holds)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -151,6 +152,7 @@ class RunConfig:
         return cfg
 
     def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` (settings by name)."""
         return dataclasses.replace(self, **changes)
 
     def policy_params(self) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class CostMeter:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (a ``state_dict``)."""
         for f in fields(self):
             if not f.name.startswith("_"):
                 setattr(self, f.name, type(getattr(self, f.name))(state[f.name]))

@@ -28,6 +28,7 @@ TIMEOUT_ENV = "HARDBATCH_DIST_TIMEOUT"
 
 
 def active() -> bool:
+    """Whether a process group is initialised (torchrun, Lightning's or Accelerate's)."""
     return dist.is_available() and dist.is_initialized()
 
 

@@ -23,6 +23,7 @@ def derive_seed(seed: int, consumer: str) -> int:
 
 
 def generator_for(seed: int, consumer: str) -> torch.Generator:
+    """A CPU ``torch.Generator`` of its own for ``consumer``, seeded from the run seed (``derive_seed``)."""
     return torch.Generator().manual_seed(derive_seed(seed, consumer))
 
 

@@ -119,6 +119,7 @@ class InBatchSelector:
 
     @property
     def pending(self) -> Step:
+        """The step of the batch being trained (``step_for`` makes it)."""
         if self._pending is None:
             raise RuntimeError("no batch pending: the step core reads it with step_for(batch)")
         return self._pending
@@ -163,10 +164,12 @@ class InBatchSelector:
     # -- checkpoints --------------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """The selector's state (the policy's, the counters, the cost), for checkpoints."""
         return {"policy": self.policy.state_dict(), "steps": self.steps, "loaded": self.loaded,
                 "in_epoch": self.in_epoch, "epoch": self.epoch, "cost": self.meter.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (a ``state_dict``)."""
         self.policy.load_state_dict(state["policy"])
         self.steps, self.loaded, self.in_epoch, self.epoch = (int(state[k]) for k in ("steps", "loaded", "in_epoch",
                                                                                       "epoch"))

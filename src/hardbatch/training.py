@@ -61,6 +61,7 @@ class EpochResult:
     cost: dict = field(default_factory=dict)
 
     def history_row(self) -> dict:
+        """The epoch as one history.csv row: losses, accuracies, seconds and cost, by column."""
         row = {"epoch": self.epoch, "step": self.step, "train_loss": self.train_loss, "lr": self.lr,
                "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
                **{k: v for k, v in self.cost.items() if k not in ("train_seconds", "optimizer_steps")}}
@@ -73,7 +74,8 @@ class EpochResult:
 class Sink(Protocol):
     """What ``fit`` hands each finished epoch to (hardbatch.run.sinks holds a run's)."""
 
-    def on_epoch(self, result: EpochResult) -> None: ...
+    def on_epoch(self, result: EpochResult) -> None:
+        """Receive a finished epoch's results."""
 
 
 # (x, generator=None) -> model input; under several processes also part=(rows, total): x is that share of a global

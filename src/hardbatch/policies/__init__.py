@@ -12,6 +12,7 @@ from hardbatch.policies.registry import POLICIES, create_policy, defaults, load_
 
 load_policies()
 
+from hardbatch.policies.bls import BLS  # noqa: E402
 from hardbatch.policies.composer_sb import ComposerSB  # noqa: E402
 from hardbatch.policies.cyclic import Cyclic  # noqa: E402
 from hardbatch.policies.hard_batch import HardBatch  # noqa: E402
@@ -19,12 +20,13 @@ from hardbatch.policies.ies import IES  # noqa: E402
 from hardbatch.policies.infobatch import InfoBatch  # noqa: E402
 from hardbatch.policies.random_subset import Random  # noqa: E402
 from hardbatch.policies.rho_loss import RhoLoss, irreducible_losses  # noqa: E402
+from hardbatch.policies.rs2 import RS2  # noqa: E402
 from hardbatch.policies.selective_backprop import SelectiveBackprop  # noqa: E402
 from hardbatch.policies.seta import SeTa  # noqa: E402
 from hardbatch.policies.uniform import Uniform  # noqa: E402
 
 __all__ = [
-    "POLICIES", "ComposerSB", "Cyclic", "HardBatch", "IES", "InfoBatch", "Policy", "Random", "RhoLoss", "Round",
+    "BLS", "POLICIES", "RS2", "ComposerSB", "Cyclic", "HardBatch", "IES", "InfoBatch", "Policy", "Random", "RhoLoss", "Round",
     "SelectiveBackprop", "SeTa", "Step", "Uniform", "create_policy", "defaults", "irreducible_losses",
     "load_policies", "policy_class", "register",
 ]

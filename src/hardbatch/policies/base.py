@@ -108,6 +108,7 @@ class Round:
 
     @classmethod
     def from_state(cls, state: dict, sources: dict[str, torch.Tensor]) -> "Round":
+        """The round ``state_dict`` saved, its rows taken from ``sources`` (the policy's tables) by name."""
         weights = None
         if state.get("weights") is not None:
             values, codes = state["weights"]
@@ -231,6 +232,7 @@ class Policy:
     # -- the protocol ----------------------------------------------------------------------------------------------
 
     def plan(self) -> Round:
+        """The next pass of the policy, decided before anything of it is loaded; advances ``round``."""
         raise NotImplementedError
 
     def needs_scores(self, step: Step) -> bool:
@@ -239,6 +241,8 @@ class Policy:
         return self.scores_first and step.weights is None
 
     def select(self, step: Step, scores: torch.Tensor) -> torch.Tensor:
+        """For a policy that scores first: the weights of ``step``'s samples, shape (b,) (0: skip), from their
+        no-grad losses ``scores`` (b,)."""
         raise NotImplementedError(f"policy {self.name!r} does not score batches before training them")
 
     def in_batch_preset(self, step: int, epoch: int) -> bool:
@@ -259,8 +263,10 @@ class Policy:
         return order[: self.num_batches * self.batch_size].view(self.num_batches, self.batch_size)
 
     def state_dict(self) -> dict:
+        """The bound policy's state (its round, its random generator and what it learned), for checkpoints."""
         return {"round": self.round, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (a ``state_dict`` of a policy bound alike)."""
         self.round = int(state["round"])
         self.generator.set_state(state["generator"])

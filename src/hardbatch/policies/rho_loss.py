@@ -83,6 +83,7 @@ class RhoLoss(Policy):
                                                                  "split: pass --val-fraction (e.g. 0.1)")}
 
     def validate(self) -> None:
+        """The irreducible-loss model, when named, must be a registered network."""
         if self.il_model:
             check_model_name(self.il_model)
 

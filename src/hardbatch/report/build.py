@@ -109,7 +109,7 @@ class Run:
 def axis_value(cfg: RunConfig) -> float | None:
     """The value of the hyper-parameter ``cfg.policy`` sweeps (its axis: δ, β, the prune ratio), or None."""
     axis = POLICY_AXES.get(cfg.policy)
-    return None if axis is None else getattr(cfg, axis)
+    return None if axis is None else cfg.policy_params().get(axis)
 
 
 def arm_label(policy: str, value: float | None) -> str:

@@ -10,7 +10,7 @@ from typing import Iterable
 import torch
 
 from hardbatch.config import RUNTIME_KEYS, RunConfig, check, resolve_partition
-from hardbatch.data import DATASETS, DataSplits, default_model
+from hardbatch.data import DataSplits, dataset_spec, default_model
 from hardbatch.errors import UsageError
 from hardbatch.models import build_seeded, check_model_name
 from hardbatch.records import CONFIG, RunDir
@@ -64,8 +64,7 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, torch.device]:
     (``config.check``), the registries' names (data set, models), what the processes, device and packages must
     allow (``machine.check_runtime``); then the resolved configuration (``resolve``) and its device."""
     check(cfg)
-    if cfg.dataset not in DATASETS:
-        raise UsageError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
+    dataset_spec(cfg.dataset)  # a known data set
     if cfg.model is not None:
         check_model_name(cfg.model)
     check_runtime(cfg)
