@@ -18,10 +18,13 @@ from torch.utils.data import DataLoader, TensorDataset
 import hardbatch
 from hardbatch import distributed
 
-POLICIES = {"hardbatch": {"delta": 0.5}, "selective-backprop": {}, "composer-sb": {"start": 0.0}}
+POLICIES = {"hardbatch": ("hardbatch", {"delta": 0.5}), "selective-backprop": ("selective-backprop", {}),
+            "composer-sb": ("composer-sb", {"start": 0.0}),
+            "selective-backprop+accumulate": ("selective-backprop", {"accumulate": True})}
 
 
-def train(name: str, group) -> dict:
+def train(label: str, group) -> dict:
+    name, params = POLICIES[label]
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(256, 16, generator=generator), torch.randint(0, 4, (256,), generator=generator))
     torch.manual_seed(0)
@@ -33,7 +36,7 @@ def train(name: str, group) -> dict:
             fully_shard(layer)
         fully_shard(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    sampler = hardbatch.HardBatchSampler(256, 32, epochs=3, policy=name, seed=0, group=group, **POLICIES[name])
+    sampler = hardbatch.HardBatchSampler(256, 32, epochs=3, policy=name, seed=0, group=group, **params)
     trace = []
     while not sampler.done:
         for batch in DataLoader(data, batch_sampler=distributed.LocalSlices(sampler)):

@@ -68,6 +68,30 @@ def take(batch: Any, rows: torch.Tensor) -> Any:
     return _map(batch, lambda t: t[rows.to(t.device)] if t.dim() > 0 and len(t) == b else t)
 
 
+def cat(parts: list[Any]) -> Any:
+    """Batches of one structure joined along the batch: tensors whose first dimension is their batch's size are
+    concatenated, lists of one entry per sample joined, any other entry taken from the first part."""
+    first = parts[0]
+    sizes = [batch_size(part) for part in parts]
+
+    def join(values: list[Any]) -> Any:
+        head = values[0]
+        if isinstance(head, torch.Tensor):
+            return torch.cat(values) if head.dim() > 0 and len(head) == sizes[0] else head
+        if isinstance(head, Mapping):
+            return {key: join([v[key] for v in values]) for key in head}
+        if isinstance(head, tuple) and hasattr(head, "_fields"):  # a namedtuple
+            return type(head)(*(join([v[i] for v in values]) for i in range(len(head))))
+        if isinstance(head, (tuple, list)):
+            if isinstance(head, list) and len(head) == sizes[0] and not any(isinstance(x, (torch.Tensor, Mapping,
+                                                                                              list, tuple)) for x in head):
+                return [x for v in values for x in v]  # one entry per sample (webdataset's keys, say)
+            return type(head)(join([v[i] for v in values]) for i in range(len(head)))
+        return head
+
+    return join(parts) if len(parts) > 1 else first
+
+
 def to_device(batch: Any, device: torch.device | str) -> Any:
     """The same structure with every tensor moved to ``device`` (asynchronously where it can be)."""
     return _map(batch, lambda t: t.to(device, non_blocking=True))

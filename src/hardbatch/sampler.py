@@ -102,6 +102,8 @@ class HardBatchSampler(Sampler[list[int]]):
         self.epoch_ended = False  # did the step just recorded end an epoch?
         self.meter = CostMeter()
         self.last: Recorded | None = None  # the step recorded last
+        self.batch_size = int(self.partition.shape[1])
+        self.pool: Any = None  # the step core's pool of kept samples, for a policy that accumulates (hardbatch.step)
         self.num_samples = num_samples
         self._built = None if given else (num_samples, int(self.partition.shape[1]), bool(shuffle_partition))
         self._visits = torch.zeros(self.num_batches, dtype=torch.long)
@@ -284,9 +286,32 @@ class HardBatchSampler(Sampler[list[int]]):
             self._check_unchecked()
         return step.batch
 
+    def record_pooled(self, loss: torch.Tensor | float, samples: torch.Tensor) -> int:
+        """Record an optimizer step on samples pooled from loaded batches already recorded (a policy that
+        ``accumulates``: the loaded batches themselves are no steps): ``loss`` its training loss (0-d), ``samples``
+        the sample indices it trained, shape (b,). Counted in the epoch of the batch that completed it (the last
+        one recorded). Returns that batch's id."""
+        if self.last is None:
+            raise RuntimeError("record_pooled() before any batch was recorded")
+        step = Step(samples, self.last.batch)
+        self._check_finite("record_pooled(loss)", "the loss is", loss, step)
+        self.steps += 1
+        self._visits[step.batch] += 1
+        first_epoch = self.epoch == 0 or (self.epoch == 1 and self.epoch_ended)
+        watched = 0 if self._watched is None else int(self._watched[samples.cpu()].sum())
+        self.trained_samples["all"] += len(samples)
+        self.trained_samples["watched"] += watched
+        if first_epoch:
+            self.trained_samples["first_epoch"] += len(samples)
+            self.trained_samples["watched_first_epoch"] += watched
+        self.last = Recorded(self.steps, self.round, step.batch, loss, len(samples))
+        return step.batch
+
     def _trained(self, step: Step) -> torch.Tensor:
         """The samples of ``step`` that training back-propagates: all of them, or those its weights keep for a
-        policy that scores first."""
+        policy that scores first; none for a policy that pools what it keeps (``record_pooled`` trains them)."""
+        if self.policy.accumulates and self._recorded in self._chosen:  # its weights were chosen: it was pooled
+            return step.samples[:0]
         if self.policy.scores_first and step.weights is not None:
             return step.samples[(step.weights > 0).cpu()]
         return step.samples

@@ -86,6 +86,55 @@ class Chosen:
     scale: float
     count: int
     total: int
+    pooled: torch.Tensor | None = None  # a step of pooled samples (an accumulating policy): their indices (total,)
+
+
+class Pool:
+    """The samples an accumulating policy kept of loaded batches already recorded, waiting for a full batch: this
+    rank's rows of each batch (on the device), with each row's place among the batch's kept samples over all ranks,
+    so that every rank cuts the same global batches out of it."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Any, torch.Tensor, int, torch.Tensor]] = []  # (rows, places, kept, sample ids)
+        self.size = 0  # kept samples waiting, over all ranks
+        self.template: Any = None  # a row to train at weight 0 on a rank that holds none of a step's samples
+
+    def add(self, batch: Any, keep: torch.Tensor, samples: torch.Tensor, group: Any = None) -> None:
+        """Pool what ``keep`` (bool, (b,), the global batch's) keeps of this rank's share ``batch``."""
+        keep = keep.cpu()
+        places = torch.cumsum(keep.long(), 0) - 1
+        rows = distributed.local_rows(len(keep), group)
+        mine = keep[rows]
+        local = batches.take(batch, mine.nonzero().flatten()) if mine.any() else None
+        self.entries.append((local, places[rows][mine], int(keep.sum()), samples.cpu()[keep]))
+        self.template = batches.take(batch, torch.zeros(1, dtype=torch.long))
+        self.size += int(keep.sum())
+
+    def take(self, count: int, device: torch.device, group: Any = None) -> Chosen:
+        """The first ``count`` pooled samples as one step (the rest stay pooled)."""
+        parts, pooled, taken = [], [], 0
+        while taken < count:
+            local, places, kept, samples = self.entries[0]
+            need = count - taken
+            if kept <= need:
+                self.entries.pop(0)
+                parts += [local] if local is not None else []
+                pooled.append(samples)
+                taken += kept
+                continue
+            first = places < need
+            if local is not None and first.any():
+                parts.append(batches.take(local, first.nonzero().flatten()))
+            rest = None if local is None or first.all() else batches.take(local, (~first).nonzero().flatten())
+            self.entries[0] = (rest, places[~first] - need, kept - need, samples[need:])
+            pooled.append(samples[:need])
+            taken = count
+        self.size -= count
+        rows = sum(batches.batch_size(part) for part in parts)
+        if rows == 0:  # this rank holds none of the step's samples: it still joins DDP's gradient all-reduce
+            return Chosen(self.template, torch.zeros(1, device=device), 0.0, 0, count, torch.cat(pooled))
+        return Chosen(batches.cat(parts), None, distributed.world_size(group) * rows / count, rows, count,
+                      torch.cat(pooled))
 
 
 def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_dtype: torch.dtype | None = None,
@@ -109,7 +158,11 @@ def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_
         if step.score_only:
             sampler.record(scores.mean(), scores)
             return None
-        kept, weights, scale, total = distributed.kept_share(sampler.weights(scores) > 0, device, group)
+        keep = sampler.weights(scores) > 0
+        if policy.accumulates:  # the batch is consumed; what it keeps waits in the pool for a full batch
+            sampler.record(scores.mean())
+            return _from_pool(sampler, batch, keep, step.samples, device, group)
+        kept, weights, scale, total = distributed.kept_share(keep, device, group)
         if total == 0:  # selective-backprop kept no sample: the batch is consumed untrained
             sampler.record(scores.mean())
             return None
@@ -118,6 +171,22 @@ def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_
     if weights is not None:
         weights = weights[distributed.local_rows(total, group)].to(device, non_blocking=True)
     return Chosen(batch, weights, 1.0, batches.batch_size(batch), total)
+
+
+def _from_pool(sampler: HardBatchSampler, batch: Any, keep: torch.Tensor, samples: torch.Tensor,
+               device: torch.device, group: Any) -> Chosen | None:
+    """Pool what ``keep`` keeps of ``batch``; a step of B pooled samples once there are B, and at the end of a pass a
+    last step of everything pooled (up to 2B − 1 samples), so that nothing waits across an epoch's end, where
+    checkpoints are taken."""
+    if sampler.pool is None:
+        sampler.pool = Pool()
+    pool = sampler.pool
+    pool.add(batch, keep, samples, group)
+    if sampler.epoch_ended and pool.size:
+        return pool.take(pool.size, device, group)
+    if pool.size >= sampler.batch_size:
+        return pool.take(sampler.batch_size, device, group)
+    return None
 
 
 def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None, b: int) -> torch.Tensor:
@@ -169,7 +238,10 @@ def record(sampler: HardBatchSampler, chosen: Chosen, loss: torch.Tensor, sample
     meter.optimizer_steps += 1
     meter.samples_forward += chosen.total
     meter.samples_backprop += chosen.total
-    sampler.record(loss, sample_losses if sampler.policy.per_sample else None)
+    if chosen.pooled is not None:
+        sampler.record_pooled(loss, chosen.pooled)
+    else:
+        sampler.record(loss, sample_losses if sampler.policy.per_sample else None)
     return loss
 
 

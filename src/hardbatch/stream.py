@@ -67,12 +67,15 @@ class InBatchSelector:
         self.policy = policy.bind(self.steps_per_epoch or 1, seed=seed, epochs=self.epochs, streaming=True)
         self.meter = CostMeter()
         self.last: Recorded | None = None
+        self.batch_size: int | None = None  # B: the loaded batches' size (a pooled step trains B samples)
+        self.pool: Any = None  # the step core's pool, for a policy that accumulates
         self.steps = 0  # optimizer steps recorded
         self.loaded = 0  # batches recorded (trained, scored or skipped)
         self.in_epoch = 0  # batches recorded in the current epoch
         self.epoch = 0  # epochs finished
         self.epoch_ended = False
         self._pending: Step | None = None
+        self._scored = False  # were the pending batch's weights chosen from its scores?
 
     # -- what the step core reads ---------------------------------------------------------------------------------
 
@@ -113,6 +116,7 @@ class InBatchSelector:
                 if len(ids) != rows:
                     raise UsageError(f"id_key {self.id_key!r} holds {len(ids)} ids for a batch of {rows} samples")
             ids = distributed.all_gather(ids, self.group)
+            self.batch_size = self.batch_size or len(ids)
             preset = self.policy.in_batch_preset(self.steps, self.epoch)
             self._pending = Step(ids, self.loaded, weights=torch.ones(len(ids)) if preset else None)
         return self._pending
@@ -133,6 +137,7 @@ class InBatchSelector:
                 raise UsageError(f"weights(scores): scores must be the batch's per-sample losses, shape "
                                  f"({len(step.samples)},)")
             started = time.perf_counter()
+            self._scored = True
             step.weights = self.policy.select(step, scores)
             self.meter.choose_seconds += time.perf_counter() - started
         return step.weights
@@ -140,9 +145,10 @@ class InBatchSelector:
     def record(self, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> int:
         """Record the pending batch: its training loss (0-d), or its mean score when nothing of it was trained."""
         step = self.pending
-        trained = step.weights is not None and bool((step.weights > 0).any())
+        pooled = self.policy.accumulates and self._scored  # what it keeps waits in the pool for a step of its own
+        trained = not pooled and step.weights is not None and bool((step.weights > 0).any())
         self.policy.observe(step, loss, sample_losses)
-        self._pending = None
+        self._pending, self._scored = None, False
         self.loaded += 1
         self.in_epoch += 1
         if trained:
@@ -154,6 +160,14 @@ class InBatchSelector:
             self.epoch += 1
             self.in_epoch = 0
         return step.batch
+
+    def record_pooled(self, loss: torch.Tensor | float, samples: torch.Tensor) -> int:
+        """Record an optimizer step on samples pooled from batches already recorded (a policy that accumulates)."""
+        if self.last is None:
+            raise RuntimeError("record_pooled() before any batch was recorded")
+        self.steps += 1
+        self.last = Recorded(self.steps, self.last.round, self.last.batch, loss, len(samples))
+        return self.last.batch
 
     def set_epoch(self, epoch: int) -> None:
         """Without ``steps_per_epoch``: epoch ``epoch`` (0-based) starts now, the one before it has ended. With it,

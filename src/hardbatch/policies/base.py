@@ -168,7 +168,8 @@ class Policy:
     ``scores_first`` (a no-grad forward of the loaded batch comes first, and ``select`` weighs it),
     ``score_train_mode`` (that forward runs in training mode with the BatchNorm buffers restored, else in eval
     mode), ``score_moves_batchnorm`` (a training-mode scoring forward leaves BatchNorm's running statistics moved,
-    as some authors' code does), ``epoch_is_round`` (an epoch is one pass, whatever its length, instead of N optimizer steps). ``axis``
+    as some authors' code does), ``accumulates`` (the samples a scoring policy keeps are pooled across loaded
+    batches and trained B at a time), ``epoch_is_round`` (an epoch is one pass, whatever its length, instead of N optimizer steps). ``axis``
     names the hyper-parameter a policy's arms differ by in reports (None: one arm); ``example`` the
     hyper-parameters of a tiny run on small data (the registry-wide tests); ``requires`` what it needs of a run's
     settings (setting -> (test, what it needs), checked by ``config``); ``holdout``: the run first trains an
@@ -182,6 +183,7 @@ class Policy:
     scores_first = False
     score_train_mode = True
     score_moves_batchnorm = False
+    accumulates = False
     epoch_is_round = False
     axis: str | None = None
     example: dict = {}

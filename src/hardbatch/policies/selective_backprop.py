@@ -38,6 +38,9 @@ class SelectiveBackprop(Policy):
                                    "rule); off: the batch is skipped, as in the authors' code")
     count_ties: bool = param(False, "a sample's percentile counts the history losses equal to its own too (<=, "
                                     "hardbatch's earlier rule); off: only smaller ones (<), as the authors' code")
+    accumulate: bool = param(False, "pool the kept samples of successive batches and take one optimizer step per B "
+                                    "of them, as the authors' code does (about 1/(β+1) as many steps); off: one step "
+                                    "per loaded batch on what it keeps")
 
     name = "selective-backprop"
     scores_first = True
@@ -48,6 +51,10 @@ class SelectiveBackprop(Policy):
     @property
     def score_train_mode(self) -> bool:  # type: ignore[override]
         return self.score_in_train_mode
+
+    @property
+    def accumulates(self) -> bool:  # type: ignore[override]
+        return self.accumulate
 
     def setup(self) -> None:
         self.history = torch.empty(0)
