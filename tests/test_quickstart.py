@@ -40,7 +40,8 @@ def _sampler(train_set, case: str) -> hardbatch.HardBatchSampler:
 
 
 def quickstart(case: str) -> tuple[hardbatch.HardBatchSampler, list[tuple]]:
-    """The README's quickstart loop, as written, with a trace of what each optimizer step trained."""
+    """The README's quickstart loop, as written, with a trace of what each optimizer step trained and a row
+    ("epoch", E) where epoch E ended (where a loop evaluates)."""
     train_set, model = _data(), _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     sampler = _sampler(train_set, case)
@@ -53,6 +54,8 @@ def quickstart(case: str) -> tuple[hardbatch.HardBatchSampler, list[tuple]]:
                 optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - the quickstart's own line
                 last = sampler.last
                 trace.append((last.step, last.round, last.batch, float(last.loss), last.samples))
+            if sampler.epoch_ended:
+                trace.append(("epoch", sampler.epoch))
     return sampler, trace
 
 
@@ -98,6 +101,8 @@ def reference(case: str) -> tuple[hardbatch.HardBatchSampler, list[tuple]]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_quickstart_trains_what_the_sampler_level_reference_trains(case):
     sampler, trace = quickstart(case)
+    assert [row for row in trace if row[0] == "epoch"] == [("epoch", e) for e in range(1, EPOCHS + 1)]
+    trace = [row for row in trace if row[0] != "epoch"]
     expected_sampler, expected = reference(case)
     assert sampler.done and sampler.progress == 1.0
     assert [row[:3] + row[4:] for row in trace] == [row[:3] + row[4:] for row in expected]
