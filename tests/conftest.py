@@ -212,8 +212,8 @@ def launch():
 
 # ---- any batch: a regression set served as dicts, and a model called as a Hugging Face model is -----------------
 
-import torch  # noqa: E402 - here, after OMP_NUM_THREADS is set above
-from torch import nn  # noqa: E402
+import torch  # here, after OMP_NUM_THREADS is set above
+from torch import nn
 
 
 class DictModel(nn.Module):

@@ -28,7 +28,8 @@ STACKS = ("hardbatch.integrations.lightning", "hardbatch.integrations.accelerate
           "hardbatch.integrations.transformers")
 # What each script prints last begins so: the work it reports.
 LAST_LINE = {
-    "accelerate_loop.py": r"24 optimizer steps; last loss [\d.]+; 768 of 768 samples back-propagated; trained [\d.]+ s",
+    "accelerate_loop.py": r"24 optimizer steps; last loss [\d.]+; 768 of 768 samples back-propagated; "
+                          r"trained [\d.]+ s",
     "lightning_example.py": r"rank 0/1: policy hardbatch, 63 steps of budget 63, 3 epochs, .* val_acc 0\.[5-9]\d+; "
                             r"trained [\d.]+ s",
     "multilabel.py": r"epoch 6: test loss [\d.]+, label accuracy 0\.9\d+",
@@ -97,7 +98,8 @@ def record_loss_calls(monkeypatch, name: str, factory: bool = False) -> list[tup
             return values
         return loss_fn
 
-    monkeypatch.setattr(losses, name, (lambda *a, **k: recording(original(*a, **k))) if factory else recording(original))
+    wrapped = (lambda *a, **k: recording(original(*a, **k))) if factory else recording(original)
+    monkeypatch.setattr(losses, name, wrapped)
     return calls
 
 

@@ -13,11 +13,11 @@ from collections import namedtuple
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DictModel, DictSet, dict_data
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import hardbatch
-from conftest import DictModel, DictSet, dict_data
 from hardbatch import UsageError, batches, distributed, losses, step
 from hardbatch.policies import SelectiveBackprop
 
@@ -69,7 +69,7 @@ class Regressor(nn.Module):
         super().__init__()
         self.linear = nn.Linear(6, 2)
 
-    def forward(self, input, index=None):  # noqa: A002 - the name a dict batch gives it
+    def forward(self, input, index=None):  # input: the name the dict batch gives it
         return self.linear(input)
 
 

@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DictModel, DictSet, dict_data
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import hardbatch
-from conftest import DictModel, DictSet, dict_data
 from hardbatch import HardBatchSampler, UsageError, evaluate, fit, losses
 from hardbatch.data import load_dataset
 from hardbatch.models import build_seeded

@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DictModel, DictSet, dict_data
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import DictModel, DictSet, dict_data
 from hardbatch import HardBatchSampler, UsageError, losses
 
 L = pytest.importorskip("lightning")  # the test extra installs it: a missing package is skipped here only
-from hardbatch.integrations.lightning import HardBatchCallback  # noqa: E402
+from hardbatch.integrations.lightning import HardBatchCallback
 
 
 def lightning_fit(hb, data, model, training_step=None, val_data=None, validation_step=None, **trainer_kwargs):
@@ -36,7 +36,7 @@ def lightning_fit(hb, data, model, training_step=None, val_data=None, validation
             return torch.optim.SGD(self.parameters(), lr=0.05)
 
     if validation_step is not None:
-        class Module(Module):  # noqa: F811 - the same module, validating
+        class Module(Module):  # the same module, validating
             def validation_step(self, batch, batch_idx):
                 validation_step(self, batch)
 

@@ -39,7 +39,8 @@ finalization (where one can abort the process after all its work). The script ca
 from __future__ import annotations
 
 import atexit
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
