@@ -119,6 +119,9 @@ class HardBatchSampler(Sampler[list[int]]):
         self._recorded = 0
         self._pass_start = 0  # steps recorded when the current pass over the sampler began
         self._chosen: dict[int, torch.Tensor] = {}  # weights ``select`` chose for drawn steps of this round
+        # The Step ``pending`` handed out for the step being trained: the same object until it is recorded, so a loop
+        # that holds it sees the weights ``weights(scores)`` chose for it.
+        self._held: tuple[int, Step] | None = None
         # Has the loop read `pending` since this round was planned? A loop that records a scoring batch without
         # it cannot have honoured `score_only`: it trained that batch as well.
         self._looked = False
@@ -166,9 +169,12 @@ class HardBatchSampler(Sampler[list[int]]):
     def _current(self) -> Step:
         if self._recorded >= self._yielded:
             raise RuntimeError("no batch pending; draw a batch from the loader first")
+        if self._held is not None and self._held[0] == self._recorded:
+            return self._held[1]
         step = self._round.step(self._recorded)
         if self._recorded in self._chosen:
             step.weights = self._chosen[self._recorded]
+        self._held = (self._recorded, step)
         return step
 
     def _plan(self) -> None:
@@ -182,6 +188,7 @@ class HardBatchSampler(Sampler[list[int]]):
         self.meter.choose_seconds += time.perf_counter() - started
         self._round = planned
         self._chosen = {}
+        self._held = None
         self._yielded = self._recorded = self._pass_start = 0
 
     def _start_pass(self) -> None:
@@ -414,6 +421,7 @@ class HardBatchSampler(Sampler[list[int]]):
         self.trained_samples = dict(state["trained_samples"])
         self._round = Round.from_state(state["round"], self.policy.sources())
         self._chosen = dict(state["chosen"])
+        self._held = None
         self._trained_steps, self._first_epoch_steps = [], []
         self._recorded = self._yielded = self._pass_start = int(state["recorded"])
         self.meter.load_state_dict(state["cost"])
