@@ -165,12 +165,10 @@ def test_token_lm_example_back_propagates_the_sequences_selective_backprop_keeps
     select = step.select
 
     def recording_select(sampler, model, batch, **kwargs):
-        scoring = sampler.policy.needs_scores(sampler.pending)
+        pending = sampler.pending
+        scoring = sampler.policy.needs_scores(pending)
         chosen = select(sampler, model, batch, **kwargs)
-        # What the policy chose from the scoring pass's losses: the weights of the step still pending (a step it
-        # keeps none of is recorded at once, untrained).
-        keep = sampler.pending.weights > 0 if chosen is not None and scoring else None
-        seen.append((scoring, batch, chosen, keep, sampler.last))
+        seen.append((scoring, pending, batch, chosen, sampler.last))
         return chosen
 
     monkeypatch.setattr(step, "select", recording_select)
@@ -179,16 +177,17 @@ def test_token_lm_example_back_propagates_the_sequences_selective_backprop_keeps
     meter = sampler.meter
     assert sampler.done and len(printed) == 5
     scored = kept_none = 0
-    for scoring, batch, chosen, keep, last in seen:
+    for scoring, pending, batch, chosen, last in seen:
         if not scoring:  # the first epoch trains every sequence, unscored (the authors' code)
             assert chosen.batch is batch
             continue
         scored += 1
-        if chosen is None:  # recorded untrained: no optimizer step
-            assert (last.step, last.samples) == (0, 0)
+        keep = pending.weights > 0  # what the policy chose from the scoring pass's losses
+        if not keep.any():  # recorded untrained: no optimizer step
+            assert chosen is None and (last.step, last.samples) == (0, 0)
             kept_none += 1
             continue
-        assert 0 < int(keep.sum()) == chosen.total
+        assert int(keep.sum()) == chosen.total
         for key in ("input_ids", "attention_mask", "labels"):  # the same rows of every tensor of the dict
             assert torch.equal(chosen.batch[key], batch[key][keep])
     assert scored == 4 * 16 and meter.samples_forward_nograd == scored * 32

@@ -111,6 +111,21 @@ def test_select_applies_selective_backprops_keep_mask_to_every_tensor_of_a_dict_
     assert sampler.meter.samples_loaded == sampler.meter.samples_forward_nograd == 8
 
 
+def test_the_pending_step_a_loop_holds_sees_the_weights_chosen_for_it():
+    """``sampler.pending`` hands out one Step per drawn step until it is recorded: a loop (or a test) that took it
+    before the scoring pass reads the keep-mask the policy chose from that Step (as before the reshape)."""
+    data = TensorDataset(torch.randn(16, 6), torch.randint(0, 3, (16,)))
+    sampler = hardbatch.HardBatchSampler(16, 8, epochs=2, policy="selective-backprop", warmup_epoch=False, seed=0)
+    batch = next(iter(DataLoader(data, batch_sampler=sampler)))
+    held = sampler.pending
+    assert held.weights is None and sampler.pending is held
+    chosen = step.select(sampler, nn.Linear(6, 3), batch)
+    assert held.weights is not None and torch.equal(held.weights, sampler.weights())
+    assert int((held.weights > 0).sum()) == chosen.total
+    sampler.record(torch.tensor(1.0))
+    assert sampler.last.samples == chosen.total
+
+
 def test_training_loss_takes_any_per_sample_loss_and_counts_the_cost_in_an_own_loop():
     """Selective Backprop on a regression loss: the first epoch trains every sample unscored, later ones score each
     loaded batch and back-propagate what they keep."""
