@@ -33,6 +33,7 @@ LAST_LINE = {
     "lightning_example.py": r"rank 0/1: policy hardbatch, 63 steps of budget 63, 3 epochs, .* val_acc 0\.[5-9]\d+; "
                             r"trained [\d.]+ s",
     "multilabel.py": r"epoch 6: test loss [\d.]+, label accuracy 0\.9\d+",
+    "quickstart.py": r"hardbatch: 200 steps, 25600 samples back-propagated",
     "regression.py": r"epoch 8: test mse 0\.0\d+, 4096 samples back-propagated",
     "segmentation.py": r"epoch 6: test loss [\d.]+, pixel accuracy 0\.9\d+",
     "token_lm.py": r"epoch 5: test loss [\d.]+; 2048 sequences scored, \d+ back-propagated",

@@ -154,5 +154,5 @@ def test_the_quickstart_loop_consumes_the_batches_selective_backprop_keeps_none_
             epochs_ended += sampler.epoch_ended
     assert sampler.done and sampler.epoch == epochs_ended == 2
     assert N_SAMPLES < sampler.steps < 2 * N_SAMPLES and untrained == 2 * N_SAMPLES - sampler.steps  # 1st: all
-    assert int(sampler.sample_visits.sum()) == sampler.steps == sampler.meter.optimizer_steps
+    assert sampler.trained_samples["all"] == sampler.steps == sampler.meter.optimizer_steps
     assert sampler.meter.samples_forward_nograd == N_SAMPLES  # the second epoch scored every sample

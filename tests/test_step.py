@@ -87,11 +87,11 @@ def test_training_loss_trains_the_same_steps_whatever_the_batch_structure(policy
             torch.manual_seed(0)
             model = Regressor()
         trace = quickstart(sampler, model, Structured(structure), loss_fn=losses.mse)
-        runs[structure] = trace, sampler.sample_visits, model.linear.weight.detach()
-    trace, visits, weight = runs["tuple"]
+        runs[structure] = trace, sampler.visits, sampler.trained_samples, model.linear.weight.detach()
+    trace, visits, trained, weight = runs["tuple"]
     assert len(trace) > 8
-    for structure, (other, other_visits, other_weight) in runs.items():
-        assert other == trace, structure
+    for structure, (other, other_visits, other_trained, other_weight) in runs.items():
+        assert other == trace and other_trained == trained, structure
         assert torch.equal(other_visits, visits) and torch.equal(other_weight, weight), structure
 
 
@@ -364,10 +364,11 @@ def test_each_ranks_loss_makes_ddps_average_the_gradient_of_the_mean_over_every_
             monkeypatch.setattr(distributed, "all_gather", lambda values, group=None: full)
             as_rank(monkeypatch, rank)
             batch = batches.take(batch, torch.arange(8)[distributed.local_rows(8)])
+        held = sampler.pending
         loss = step.step_loss(sampler, model, batch)
         loss.backward()
         monkeypatch.undo()
-        return model.weight.grad.clone(), sampler.sample_visits[sampler.partition[0]] > 0  # the keep-mask
+        return model.weight.grad.clone(), held.weights > 0  # the keep-mask the policy chose
 
     one, keep = gradient(None)
     (first, keep0), (second, keep1) = gradient(0), gradient(1)

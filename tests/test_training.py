@@ -322,7 +322,7 @@ def test_fit_with_selective_backprop_counts_only_real_steps():
     assert len(results) == 3 and steps[0] == 20 and 0 < steps[1] < 20 and 0 < steps[2] < 20
     assert [r.step for r in results] == [20, 20 + steps[1], sum(steps)] and sampler.steps == sum(steps)
     assert [row[0] for r in results for row in r.trace] == list(range(1, sum(steps) + 1))
-    assert meter.optimizer_steps == meter.samples_backprop == sum(steps) == int(sampler.sample_visits.sum())
+    assert meter.optimizer_steps == meter.samples_backprop == sum(steps) == sampler.trained_samples["all"]
     assert meter.samples_loaded == 60 and meter.samples_forward_nograd == 40  # the warm-up epoch scores nothing
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / (1 + sum(steps)))  # a scheduler step per step
 

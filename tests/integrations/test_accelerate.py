@@ -83,7 +83,7 @@ def test_every_policy_runs_in_the_accelerate_loop(case):
         sampler.policy.irreducible = torch.zeros(len(train_set))
     trace, meter = example.train(Accelerator(cpu=True), sampler, train_set)
     assert sampler.done and sampler.epoch == 2 and len(trace) == meter.optimizer_steps == sampler.steps
-    assert meter.samples_backprop == int(sampler.sample_visits.sum())
+    assert meter.samples_backprop == sampler.trained_samples["all"]
     if cls.scores_first or "rescore" in params:
         assert meter.samples_forward_nograd > 0
     assert meter.train_seconds > 0 and meter.cpu_seconds > 0 and not meter.running
