@@ -24,8 +24,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # Examples another test owns: it runs them, and their owner keeps them to the rules checked here.
 OWNED_ELSEWHERE = {"hf_trainer.py": "the Hugging Face helper's; tests/test_transformers.py runs it"}
 SCRIPTS = sorted(path.name for path in EXAMPLES.glob("*.py") if path.name not in OWNED_ELSEWHERE)
-STACKS = ("hardbatch.integrations.lightning", "hardbatch.integrations.accelerate",
-          "hardbatch.integrations.transformers")
+# hardbatch.integrations.<stack>: one module per training stack (lightning, accelerate, transformers, ...).
+INTEGRATIONS = Path(hardbatch.__file__).parent / "integrations"
+STACKS = {f"hardbatch.integrations.{path.stem}" for path in INTEGRATIONS.glob("*.py") if path.stem != "__init__"}
 # What each script prints last begins so: the work it reports.
 LAST_LINE = {
     "accelerate_loop.py": r"24 optimizer steps; last loss [\d.]+; 768 of 768 samples back-propagated; "
