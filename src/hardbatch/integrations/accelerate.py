@@ -1,7 +1,7 @@
 """Any hardbatch policy in a Hugging Face ``accelerate`` loop: the training loader that keeps the shared plan.
 
 Needs ``pip install 'hardbatch[accelerate]'`` (only for the Accelerator itself; this module imports nothing of
-it). See ``examples/accelerate_loop.py`` and README "Accelerate". The loop is the quickstart's, with
+it). See ``examples/accelerate_loop.py`` and the integrations guide. The loop is the quickstart's, with
 ``prepare_loader`` for the DataLoader and ``accelerator.backward``::
 
     model, optimizer = accelerator.prepare(model, optimizer)
