@@ -1,7 +1,6 @@
 """Shared fixtures: one torch thread for the whole session, the command line in-process and as the console entry, a CSV
 reader, one finished ``hardbatch compare`` for the tests that only read one, runs interrupted after an epoch, and
-launching a torchrun job of several processes on the CPU (gloo); a dict-batch regression set and model (any batch), and
-a fake clock for the cost meter (what a loop counts as training time).
+launching a torchrun job of several processes on the CPU (gloo).
 
 Marks: ``slow`` tags the tests that start several processes or kill one (``pytest -m "not slow"`` for a quick loop;
 the full suite, CI's, runs them all).
@@ -210,7 +209,8 @@ def launch():
     return torchrun
 
 
-# ---- any batch: a regression set served as dicts, and a model called as a Hugging Face model is -----------------
+# ---- any batch: a regression set served as dicts, and a model called as a Hugging Face model is; a fake clock for
+# the cost meter (what a loop counts as training time) -------------------------------------------------------------
 
 import torch  # here, after OMP_NUM_THREADS is set above
 from torch import nn
