@@ -3,7 +3,8 @@
     python examples/lightning_example.py                                    # the paper's rule, δ = 0.5, one process
     python examples/lightning_example.py --devices 2 --policy infobatch     # Lightning's DDP, 2 CPU processes
 
-Every rank prints the same selection summary: one plan for all ranks.
+Every rank prints the same selection summary (one plan for all ranks), then the time it trained: the callback's cost
+meter pauses while the Trainer validates.
 """
 
 import argparse
@@ -14,9 +15,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
-from hardbatch import HardBatchSampler
-from hardbatch.config import DELTA_POLICIES
-from hardbatch.integrations.lightning import HardBatch
+import hardbatch
+from hardbatch.integrations.lightning import HardBatchCallback
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--policy", default="hardbatch")
@@ -29,10 +29,10 @@ x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
 y = torch.tensor(digits.target)
 train, test = TensorDataset(x[:1400], y[:1400]), TensorDataset(x[1400:], y[1400:])
 
-delta = 0.5 if args.policy in DELTA_POLICIES else 1.0
-sampler = HardBatchSampler(len(train), batch_size=64, delta=delta, epochs=args.epochs, policy=args.policy,
-                           shuffle_partition=True, seed=0)
-hb = HardBatch(sampler)
+params = {"delta": 0.5} if hardbatch.policies.policy_class(args.policy).takes("delta") else {}
+sampler = hardbatch.HardBatchSampler(len(train), batch_size=64, epochs=args.epochs, policy=args.policy, **params,
+                                     shuffle_partition=True, seed=0)
+hb = HardBatchCallback(sampler)
 
 
 class Net(L.LightningModule):
@@ -65,4 +65,5 @@ trainer.fit(Net(), hb.loader(train), DataLoader(test, batch_size=256))
 plan = hashlib.sha256(str(sampler.visits.tolist()).encode()).hexdigest()[:12]
 print(f"rank {trainer.global_rank}/{trainer.world_size}: policy {args.policy}, {sampler.steps} steps of "
       f"budget {sampler.total_steps}, {sampler.epoch} epochs, visits {plan}, "
-      f"val_acc {trainer.callback_metrics['val_acc'].item():.3f}")
+      f"val_acc {trainer.callback_metrics['val_acc'].item():.3f}; trained {sampler.meter.train_seconds:.2f} s "
+      f"(CPU {sampler.meter.cpu_seconds:.2f} s)")

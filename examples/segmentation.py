@@ -1,11 +1,11 @@
-"""Segmentation (dense targets, an ignore index) with the paper's rule, through ``fit``, on dict batches.
+"""Segmentation (dense targets, an ignore index) with the paper's rule: the quickstart loop on dict batches.
 
     python examples/segmentation.py
 
 Generated 12x12 images hold one bright square on noise; the target marks each pixel square (1) or background (0),
 and the square's outline 255: ignored, as segmentation data sets mark uncertain borders. Batches are dicts
-``{"image", "labels"}``; the model is called as ``model(image=...)`` (``hardbatch.batches.forward`` leaves the
-labels out), and each image's loss is the cross-entropy averaged over its pixels not ignored
+``{"image", "labels"}``; ``hardbatch.training_loss`` calls the model as ``model(image=...)`` (the default forward
+leaves the labels out), and each image's loss is the cross-entropy averaged over its pixels not ignored
 (``hardbatch.losses.dense(ignore_index=255)``). Runs in seconds on a CPU; prints the pixel accuracy per epoch.
 """
 
@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from hardbatch import HardBatchSampler, losses
-from hardbatch.training import fit
+import hardbatch
 
 IGNORE = 255
 
@@ -58,19 +57,25 @@ train_set, test_set = Squares(384, seed=0), Squares(128, seed=1)
 torch.manual_seed(0)
 model = TinySegmenter()
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-sampler = HardBatchSampler(len(train_set), batch_size=32, delta=0.5, epochs=6, shuffle_partition=True, seed=0)
+sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=32, epochs=6, policy=hardbatch.policies.HardBatch(
+    delta=0.5), shuffle_partition=True, seed=0)
+loader, test_loader = DataLoader(train_set, batch_sampler=sampler), DataLoader(test_set, batch_size=128)
+loss_fn = hardbatch.losses.dense(ignore_index=IGNORE)
 
 trace = []  # (step, round, batch, loss, samples) of every optimizer step
-
-
-def on_epoch(result):
-    trace.extend(result.trace)
-    with torch.no_grad():
-        predicted = model(test_set.images).argmax(1)
-    counted = test_set.labels != IGNORE
-    accuracy = (predicted == test_set.labels)[counted].float().mean().item()
-    print(f"epoch {result.epoch}: test loss {result.evals['test'].loss:.3f}, pixel accuracy {accuracy:.3f}")
-
-
-fit(model, optimizer, DataLoader(train_set, batch_sampler=sampler), sampler, {"test": DataLoader(test_set, 128)},
-    torch.device("cpu"), loss_fn=losses.dense(ignore_index=IGNORE), on_epoch=on_epoch)
+while not sampler.done:
+    for batch in loader:
+        loss = hardbatch.training_loss(sampler, model, batch, loss_fn=loss_fn)
+        if loss is not None:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            last = sampler.last
+            trace.append((last.step, last.round, last.batch, float(last.loss), last.samples))
+        if sampler.epoch_ended:
+            test_loss = hardbatch.evaluate(model, test_loader, torch.device("cpu"), loss_fn=loss_fn).loss
+            with torch.no_grad():
+                predicted = model(test_set.images).argmax(1)
+            counted = test_set.labels != IGNORE
+            accuracy = (predicted == test_set.labels)[counted].float().mean().item()
+            print(f"epoch {sampler.epoch}: test loss {test_loss:.3f}, pixel accuracy {accuracy:.3f}")

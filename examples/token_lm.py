@@ -1,4 +1,4 @@
-"""A tiny causal language model (plain PyTorch) trained with Selective Backprop, through hardbatch's step core.
+"""A tiny causal language model (plain PyTorch) trained with Selective Backprop, in the quickstart loop.
 
     python examples/token_lm.py
 
@@ -6,15 +6,14 @@ Generated sequences count up from a random start by a random stride (mod 16), pa
 dicts ``{"input_ids", "attention_mask", "labels"}`` with padding labelled -100, as Hugging Face data collators make
 them; each sequence's loss is the mean next-token cross-entropy over its real tokens (``hardbatch.losses.token_lm``).
 ``selective-backprop`` scores each loaded batch in a no-grad pass with that same loss and back-propagates only the
-sequences it keeps: ``step.select`` keeps the same rows of every tensor of the dict. Runs in seconds on a CPU.
+sequences it keeps: ``hardbatch.training_loss`` keeps the same rows of every tensor of the dict, and returns None for
+a batch of which it keeps none (recorded, no optimizer step). Runs in seconds on a CPU.
 """
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hardbatch import HardBatchSampler, losses, step
-from hardbatch.batches import forward
-from hardbatch.training import CostMeter
+import hardbatch
 
 VOCAB, LENGTH, PAD = 16, 12, 0
 
@@ -62,25 +61,23 @@ train_set, test_set = Counting(512, seed=0), Counting(128, seed=1)
 torch.manual_seed(0)
 model = TinyCausalLM()
 optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-sampler = HardBatchSampler(len(train_set), batch_size=32, epochs=5, policy="selective-backprop", seed=0)
-loss_fn, meter, device = losses.token_lm(), CostMeter(), torch.device("cpu")
+sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=32, epochs=5,
+                                     policy=hardbatch.policies.SelectiveBackprop(), seed=0)
+loader = DataLoader(train_set, batch_sampler=sampler)
+loss_fn = hardbatch.losses.token_lm()  # the model is called as model(input_ids=..., attention_mask=...)
+test_loader = DataLoader(test_set, batch_size=128)
 
 kept = []  # (batch, sequences back-propagated) of every optimizer step
 while not sampler.done:
-    for batch in DataLoader(train_set, batch_sampler=sampler):
-        chosen = step.select(sampler, model, batch, meter, device, loss_fn=loss_fn)
-        if chosen is None:  # selective-backprop kept no sequence of this batch: recorded, no optimizer step
-            continue
-        sample_losses = loss_fn(forward(model, chosen.batch), chosen.batch)  # one loss per kept sequence
-        loss = step.weighted_loss(chosen, sample_losses)
-        optimizer.zero_grad()
-        (loss * chosen.scale).backward()
-        optimizer.step()
-        batch_id, _ = step.record(sampler, chosen, loss.detach(), sample_losses.detach(), meter)
-        kept.append((batch_id, len(chosen.batch["input_ids"])))
+    for batch in loader:
+        loss = hardbatch.training_loss(sampler, model, batch, loss_fn=loss_fn)
+        if loss is not None:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            kept.append((sampler.last.batch, sampler.last.samples))
         if sampler.epoch_ended:
-            with torch.no_grad():
-                test = loss_fn(forward(model.eval(), test_set[:]), test_set[:]).mean().item()
-            model.train()
+            test = hardbatch.evaluate(model, test_loader, torch.device("cpu"), loss_fn=loss_fn).loss
+            meter = sampler.meter
             print(f"epoch {sampler.epoch}: test loss {test:.3f}; {meter.samples_forward_nograd} sequences scored, "
                   f"{meter.samples_backprop} back-propagated")

@@ -207,3 +207,71 @@ def torchrun(nproc: int, *args: str, timeout: float = 120, env: dict | None = No
 def launch():
     """The ``torchrun`` helper, for tests that start several processes."""
     return torchrun
+
+
+# ---- any batch: a regression set served as dicts, and a model called as a Hugging Face model is; a fake clock for
+# the cost meter (what a loop counts as training time) -------------------------------------------------------------
+
+import torch  # here, after OMP_NUM_THREADS is set above
+from torch import nn
+
+
+class DictModel(nn.Module):
+    """A regressor called with keywords, as a Hugging Face model is: ``model(features=..., mask=...)`` -> (b, 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(6, 2)
+
+    def forward(self, features, mask):
+        return self.linear(features) * mask[:, None]
+
+
+def dict_data(n: int = 64):
+    """(features (n, 6), mask (n,) of ones, targets (n, 2)): a fixed linear regression problem."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(n, 6, generator=generator)
+    return features, torch.ones(n), features[:, :2] * 2 - 1
+
+
+class DictSet(torch.utils.data.Dataset):
+    """``dict_data(n)`` as a map-style data set of dicts ``{"features", "mask", "labels"}``."""
+
+    def __init__(self, n: int = 64):
+        self.features, self.mask, self.labels = dict_data(n)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": self.features[i], "mask": self.mask[i], "labels": self.labels[i]}
+
+
+class FakeClock:
+    """Stands in for the ``time`` module of ``hardbatch.cost``: its clocks (``perf_counter``, ``process_time``) are the
+    real ones plus ``offset``, which a test advances to stand for work of a known length (``advance(seconds)``)."""
+
+    def __init__(self):
+        import time
+
+        self._time = time
+        self.offset = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def perf_counter(self) -> float:
+        return self._time.perf_counter() + self.offset
+
+    def process_time(self) -> float:
+        return self._time.process_time() + self.offset
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """A ``FakeClock`` in place of the cost meter's clocks, for tests of what a loop counts as training time."""
+    import hardbatch.cost
+
+    fake = FakeClock()
+    monkeypatch.setattr(hardbatch.cost, "time", fake)
+    return fake

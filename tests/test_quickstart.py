@@ -40,7 +40,8 @@ def _sampler(train_set, case: str) -> hardbatch.HardBatchSampler:
 
 
 def quickstart(case: str) -> tuple[hardbatch.HardBatchSampler, list[tuple]]:
-    """The README's quickstart loop, as written, with a trace of what each optimizer step trained."""
+    """The README's quickstart loop, as written, with a trace of what each optimizer step trained and a row
+    ("epoch", E) where epoch E ended (where a loop evaluates)."""
     train_set, model = _data(), _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     sampler = _sampler(train_set, case)
@@ -53,6 +54,8 @@ def quickstart(case: str) -> tuple[hardbatch.HardBatchSampler, list[tuple]]:
                 optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - the quickstart's own line
                 last = sampler.last
                 trace.append((last.step, last.round, last.batch, float(last.loss), last.samples))
+            if sampler.epoch_ended:
+                trace.append(("epoch", sampler.epoch))
     return sampler, trace
 
 
@@ -98,6 +101,8 @@ def reference(case: str) -> tuple[hardbatch.HardBatchSampler, list[tuple]]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_quickstart_trains_what_the_sampler_level_reference_trains(case):
     sampler, trace = quickstart(case)
+    assert [row for row in trace if row[0] == "epoch"] == [("epoch", e) for e in range(1, EPOCHS + 1)]
+    trace = [row for row in trace if row[0] != "epoch"]
     expected_sampler, expected = reference(case)
     assert sampler.done and sampler.progress == 1.0
     assert [row[:3] + row[4:] for row in trace] == [row[:3] + row[4:] for row in expected]
@@ -129,3 +134,25 @@ def test_a_policy_object_stays_unbound_and_serves_two_samplers():
     assert first.policy is not policy and second.policy is not first.policy
     assert (first.policy.k, second.policy.k) == (4, 8)
     assert not hasattr(policy, "partition")  # the object given holds only its hyper-parameters
+
+
+def test_the_quickstart_loop_consumes_the_batches_selective_backprop_keeps_none_of():
+    # One sample a batch: about half of the batches keep nothing; training_loss records each untrained and returns
+    # None (no optimizer step), and every epoch still ends.
+    train_set, model = _data(), _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=1, epochs=2, policy="selective-backprop", seed=1)
+    untrained = epochs_ended = 0
+    loader = DataLoader(train_set, batch_sampler=sampler)
+    while not sampler.done:
+        for batch in loader:
+            loss = hardbatch.training_loss(sampler, model, batch)
+            if loss is not None:
+                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - the quickstart's own line
+            else:
+                untrained += 1
+            epochs_ended += sampler.epoch_ended
+    assert sampler.done and sampler.epoch == epochs_ended == 2
+    assert N_SAMPLES < sampler.steps < 2 * N_SAMPLES and untrained == 2 * N_SAMPLES - sampler.steps  # 1st: all
+    assert sampler.trained_samples["all"] == sampler.steps == sampler.meter.optimizer_steps
+    assert sampler.meter.samples_forward_nograd == N_SAMPLES  # the second epoch scored every sample

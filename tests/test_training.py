@@ -1,24 +1,26 @@
-"""The training loop: delta = 1 is plain training, skipped batches are never loaded, evaluation and resuming."""
+"""hardbatch.training: fit (δ = 1 is plain training, skipped batches are never loaded, what it reports, resuming, any
+loss and any batch, its clocks) and evaluate."""
 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DictModel, DictSet, dict_data
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import hardbatch
+from hardbatch import HardBatchSampler, UsageError, evaluate, fit, losses
 from hardbatch.data import load_dataset
 from hardbatch.models import build_seeded
-from hardbatch.selection import HardBatchSampler
-from hardbatch.training import EpochResult, evaluate, fit, train_step
+from hardbatch.policies import POLICIES
+from hardbatch.training import EpochResult
 
 CPU = torch.device("cpu")
-
-
 
 
 def check_trace_follows_the_rule(trace, n: int, k: int, total: int) -> None:
@@ -296,10 +298,9 @@ def test_fit_consumes_a_batch_selective_backprop_keeps_none_of_without_a_step_an
     before = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
     results: list[EpochResult] = []
-    meter = hardbatch.training.CostMeter()
     test_batches = [(dataset.images[:8], dataset.labels[:8])]
-    fit(model, optimizer, loader_for(dataset, sampler), sampler, {"test": test_batches}, CPU, on_epoch=results.append,
-        meter=meter)
+    fit(model, optimizer, loader_for(dataset, sampler), sampler, {"test": test_batches}, CPU, on_epoch=results.append)
+    meter = sampler.meter
     assert [(r.epoch, r.step, r.trace) for r in results] == [(1, 0, []), (2, 0, []), (3, 0, [])]
     assert all(r.train_loss != r.train_loss for r in results)  # NaN: no step to average
     assert meter.optimizer_steps == meter.samples_backprop == meter.samples_forward == 0
@@ -314,14 +315,14 @@ def test_fit_with_selective_backprop_counts_only_real_steps():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
     results: list[EpochResult] = []
-    meter = hardbatch.training.CostMeter()
     fit(model, optimizer, loader_for(dataset, sampler), sampler, {}, CPU, scheduler=scheduler,
-        on_epoch=results.append, meter=meter)
+        on_epoch=results.append)
+    meter = sampler.meter
     steps = [len(r.trace) for r in results]
     assert len(results) == 3 and steps[0] == 20 and 0 < steps[1] < 20 and 0 < steps[2] < 20
     assert [r.step for r in results] == [20, 20 + steps[1], sum(steps)] and sampler.steps == sum(steps)
     assert [row[0] for r in results for row in r.trace] == list(range(1, sum(steps) + 1))
-    assert meter.optimizer_steps == meter.samples_backprop == sum(steps) == int(sampler.sample_visits.sum())
+    assert meter.optimizer_steps == meter.samples_backprop == sum(steps) == sampler.trained_samples["all"]
     assert meter.samples_loaded == 60 and meter.samples_forward_nograd == 40  # the warm-up epoch scores nothing
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / (1 + sum(steps)))  # a scheduler step per step
 
@@ -365,23 +366,104 @@ def test_fit_scores_selective_backprop_batches_in_eval_mode_unless_asked(params,
     assert seen == [5] * 6  # epoch 2's six batches (epoch 1 is the warm-up)
 
 
-# ---- train_step ----------------------------------------------------------------------------------
+# ---- any loss, any batch -----------------------------------------------------------------------------------------
 
 
-def test_train_step_returns_the_loss_before_the_update_and_takes_one_sgd_step():
+def run_fit(loss_fn, data, model, policy="hardbatch", epochs=2, params=None, **kwargs):
+    """fit on ``data`` (a Dataset) in batches of 8, at δ = 0.5 for a policy that takes one; returns (sampler, epoch
+    results)."""
+    delta = {"delta": 0.5} if POLICIES[policy].takes("delta") else {}
+    sampler = HardBatchSampler(len(data), 8, epochs=epochs, policy=policy, seed=0, **delta, **(params or {}))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    results = []
+    fit(model, optimizer, DataLoader(data, batch_sampler=sampler), sampler,
+        {"test": DataLoader(data, batch_size=16)}, CPU, on_epoch=results.append, loss_fn=loss_fn, **kwargs)
+    return sampler, results
+
+
+def test_fit_trains_dict_batches_with_any_loss_and_evaluates_its_mean():
     torch.manual_seed(0)
-    model = nn.Linear(3, 4)
-    before = copy.deepcopy(model)
-    x, y = torch.randn(8, 3), torch.randint(0, 4, (8,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    loss = train_step(model, optimizer, x, y)
-    expected = F.cross_entropy(before(x), y)
-    assert loss.shape == () and not loss.requires_grad
-    assert torch.equal(loss, expected.detach())
-    expected.backward()
-    for p, q in zip(model.parameters(), before.parameters()):
-        assert torch.allclose(p, q - 0.5 * q.grad)
-        assert not torch.equal(p, q)
+    data, model = DictSet(), DictModel()
+    sampler, results = run_fit(losses.mse, data, model, policy="infobatch")
+    assert sampler.done and len(results) == 2
+    evaluated = results[-1].evals["test"]
+    with torch.no_grad():
+        want = losses.mse(model(data.features, data.mask), {"labels": data.labels}).mean().item()
+    assert evaluated.loss == pytest.approx(want, rel=1e-6)
+    assert math.isnan(evaluated.acc) and math.isnan(evaluated.top5) and evaluated.class_counts == []
+    assert results[-1].train_loss < results[0].train_loss
+
+
+@pytest.mark.parametrize("policy, params", [("hardbatch", {}), ("infobatch", {}),
+                                            ("selective-backprop", {"warmup_epoch": False})])  # in the scoring pass
+def test_fit_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step(policy, params):
+    data = DictSet()
+    model = DictModel()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(UsageError, match=r"^loss_fn must return one loss per sample, shape \(8,\), got shape \(\)"):
+        run_fit(lambda outputs, batch: F.mse_loss(outputs, batch["labels"]), data, model, policy, params=params)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no step taken
+
+
+def test_fit_refuses_a_transform_for_dict_batches_in_one_line():
+    with pytest.raises(UsageError, match="applies to the input x of .* a dict batch must be transformed in its "
+                                         "Dataset or collate_fn"):
+        run_fit(losses.mse, DictSet(), DictModel(), train_transform=lambda x, generator: x)
+
+
+def test_fit_transforms_the_input_of_a_tuple_batch_and_leaves_the_rest():
+    x, _, y = dict_data()
+    seen = []
+
+    def transform(inputs, generator):
+        seen.append(inputs.shape)
+        return inputs * 0  # the model sees zeros: only its bias learns
+
+    model = torch.nn.Linear(6, 2)
+    weight = model.weight.detach().clone()
+    run_fit(losses.l1, TensorDataset(x, y, torch.arange(len(y))), model, train_transform=transform)
+    assert seen and all(s == (8, 6) for s in seen)
+    assert torch.equal(model.weight, weight)
+
+
+# ---- what fit counts as training time ---------------------------------------------------------------------------
+
+
+class SlowSet:
+    """Batches ``(x, y)`` whose iteration "takes" ``seconds`` on ``clock`` (a fake clock): an evaluation set."""
+
+    def __init__(self, batches, clock, seconds: float):
+        self.batches, self.clock, self.seconds = batches, clock, seconds
+
+    def __iter__(self):
+        self.clock.advance(self.seconds)
+        return iter(self.batches)
+
+
+def test_fit_times_every_step_and_leaves_evaluation_out(clock):
+    """Each training forward "takes" 10 s and each evaluation 10,000 s (a fake clock): ``sampler.meter`` and each
+    epoch's ``train_seconds`` count every step, the epoch's last one included, and no evaluation."""
+    dataset = tiny_problem()
+    sampler = HardBatchSampler(len(dataset), 5, delta=0.3, epochs=3)  # N = 11: 33 steps
+    model = tiny_model()
+
+    def slow_loss(outputs, batch):
+        if torch.is_grad_enabled():  # the training forward, not evaluation
+            clock.advance(10)
+        return losses.cross_entropy(outputs, batch)
+
+    results: list[EpochResult] = []
+    test_batches = SlowSet([(dataset.images[:20], dataset.labels[:20])], clock, 10_000)
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loader_for(dataset, sampler), sampler,
+        {"test": test_batches}, CPU, on_epoch=results.append, loss_fn=slow_loss)
+    assert [r.epoch for r in results] == [1, 2, 3] and sampler.steps == 33
+    for result in results:
+        assert 10 * 11 <= result.train_seconds < 10 * 11 + 5  # 11 steps; the real time of tiny steps: under 5 s
+        assert result.train_seconds == result.cost["train_seconds"]
+        assert 10 * 11 <= result.cost["cpu_seconds"] < 10 * 11 + 5
+    meter = sampler.meter
+    assert 10 * 33 <= meter.train_seconds < 10 * 33 + 5 and 10 * 33 <= meter.cpu_seconds < 10 * 33 + 5
+    assert meter.train_seconds == pytest.approx(sum(r.train_seconds for r in results)) and not meter.running
 
 
 # ---- evaluate ------------------------------------------------------------------------------------
@@ -466,3 +548,14 @@ def test_evaluate_train_mode_uses_batch_statistics():
     normalized = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
     assert in_train.loss == pytest.approx(F.cross_entropy(normalized, LABELS).item(), rel=1e-5)
     assert in_eval.loss == pytest.approx(F.cross_entropy(x / (1 + 1e-5) ** 0.5, LABELS).item(), rel=1e-5)
+
+
+def test_evaluate_with_the_default_loss_keeps_accuracy():
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    model = torch.nn.Linear(4, 3)
+    result = evaluate(model, DataLoader(TensorDataset(x, y), batch_size=8), CPU)
+    with torch.no_grad():
+        logits = model(x)
+    assert result.loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+    assert result.acc == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert sum(result.class_counts) == 20

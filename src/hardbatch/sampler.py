@@ -110,7 +110,7 @@ class HardBatchSampler(Sampler[list[int]]):
         # The watched samples (label noise: the relabelled ones), as a mask; how many samples were back-propagated, and
         # how many of them watched ones, in all and in the first epoch (the warm-up).
         self._watched = _watch_mask(watch, num_samples)
-        self.trained_samples = {"all": 0, "first_epoch": 0, "watched": 0, "watched_first_epoch": 0}
+        self._trained_samples = {"all": 0, "first_epoch": 0, "watched": 0, "watched_first_epoch": 0}
         # This round's trained steps, kept in lists and counted in bulk when the round ends (``_settle``): a step
         # costs no tensor operation for the bookkeeping.
         self._trained_steps: list[int] = []
@@ -121,6 +121,9 @@ class HardBatchSampler(Sampler[list[int]]):
         self._recorded = 0
         self._pass_start = 0  # steps recorded when the current pass over the sampler began
         self._chosen: dict[int, torch.Tensor] = {}  # weights ``select`` chose for drawn steps of this round
+        # The Step ``pending`` handed out for the step being trained: the same object until it is recorded, so a loop
+        # that holds it sees the weights ``weights(scores)`` chose for it.
+        self._held: tuple[int, Step] | None = None
         # Has the loop read `pending` since this round was planned? A loop that records a scoring batch without
         # it cannot have honoured `score_only`: it trained that batch as well.
         self._looked = False
@@ -168,9 +171,12 @@ class HardBatchSampler(Sampler[list[int]]):
     def _current(self) -> Step:
         if self._recorded >= self._yielded:
             raise RuntimeError("no batch pending; draw a batch from the loader first")
+        if self._held is not None and self._held[0] == self._recorded:
+            return self._held[1]
         step = self._round.step(self._recorded)
         if self._recorded in self._chosen:
             step.weights = self._chosen[self._recorded]
+        self._held = (self._recorded, step)
         return step
 
     def _plan(self) -> None:
@@ -184,6 +190,7 @@ class HardBatchSampler(Sampler[list[int]]):
         self.meter.choose_seconds += time.perf_counter() - started
         self._round = planned
         self._chosen = {}
+        self._held = None
         self._yielded = self._recorded = self._pass_start = 0
 
     def _start_pass(self) -> None:
@@ -367,9 +374,9 @@ class HardBatchSampler(Sampler[list[int]]):
                     weights = self._step_weights(i)
                     if weights is not None:
                         kept[j] = weights.cpu() > 0
-            self.trained_samples["all" if not suffix else "first_epoch"] += int(kept.sum())
+            self._trained_samples["all" if not suffix else "first_epoch"] += int(kept.sum())
             if self._watched is not None:
-                self.trained_samples[f"watched{suffix}"] += int(self._watched[rows[kept]].sum())
+                self._trained_samples[f"watched{suffix}"] += int(self._watched[rows[kept]].sum())
         self._trained_steps, self._first_epoch_steps = [], []
 
     def _step_weights(self, i: int) -> torch.Tensor | None:
@@ -377,6 +384,13 @@ class HardBatchSampler(Sampler[list[int]]):
         if i in self._chosen:
             return self._chosen[i]
         return self._round.step(i).weights
+
+    @property
+    def trained_samples(self) -> dict[str, int]:
+        """How many samples were back-propagated: ``all``, in the ``first_epoch``, and of those the ``watched`` ones
+        (``watched_first_epoch``), up to the step recorded last."""
+        self._settle()
+        return self._trained_samples
 
     @property
     def visits(self) -> torch.Tensor:
@@ -389,7 +403,7 @@ class HardBatchSampler(Sampler[list[int]]):
         """The share of watched samples (``watch``) among the samples back-propagated, in all and after the first
         epoch, against their share of the data and of the samples the partition holds (NaN where undefined)."""
         self._settle()
-        t = self.trained_samples
+        t = self._trained_samples
         after_all, after_watched = t["all"] - t["first_epoch"], t["watched"] - t["watched_first_epoch"]
         held = self.partition.flatten()
         watched = self._watched if self._watched is not None else torch.zeros(self.num_samples, dtype=torch.bool)
@@ -416,7 +430,7 @@ class HardBatchSampler(Sampler[list[int]]):
             "steps": self.steps,
             "epoch": self.epoch,
             "visits": self._visits.clone(),
-            "trained_samples": dict(self.trained_samples),
+            "trained_samples": dict(self._trained_samples),
             "round": self._round.state_dict(sources),
             # Weights chosen for a drawn step not recorded yet: the policy's draws for it are spent already.
             "chosen": {i: w.cpu() for i, w in self._chosen.items() if i >= self._recorded},
@@ -436,9 +450,10 @@ class HardBatchSampler(Sampler[list[int]]):
         self.steps = int(state["steps"])
         self.epoch = int(state["epoch"])
         self._visits = state["visits"].clone()
-        self.trained_samples = dict(state["trained_samples"])
+        self._trained_samples = dict(state["trained_samples"])
         self._round = Round.from_state(state["round"], self.policy.sources())
         self._chosen = dict(state["chosen"])
+        self._held = None
         self._trained_steps, self._first_epoch_steps = [], []
         self._recorded = self._yielded = self._pass_start = int(state["recorded"])
         self.meter.load_state_dict(state["cost"])

@@ -33,6 +33,7 @@ from hardbatch.step import step_loss
 
 try:
     from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.trainer.states import TrainerFn
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise MissingExtra("hardbatch.integrations.lightning", "Lightning", "lightning") from None
 
@@ -44,7 +45,8 @@ class HardBatchCallback(Callback):
     from which the step's loss and the policy's signals are computed; ``outputs = forward(module, batch)``
     (default: ``module(x)`` for (x, y, ...), ``module(**batch)`` without its labels for a dict). A loss of another
     shape is refused at the first step. ``sampler.meter`` counts the cost, logged as ``hardbatch/*`` metrics each
-    epoch; its clocks run from each training epoch's start to its end, validation left out.
+    epoch; its clocks (``train_seconds``, ``cpu_seconds``) run from each training epoch's start to its end, and
+    pause while the Trainer validates (at the epoch's end, or within it with ``val_check_interval``).
     """
 
     def __init__(self, sampler: HardBatchSampler, loss_fn: LossFn = cross_entropy,
@@ -82,7 +84,10 @@ class HardBatchCallback(Callback):
         self.meter.stop()
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.training:
+        # Validation inside fit (at an epoch's end, or mid-epoch with val_check_interval): training goes on after
+        # it. ``trainer.training`` is False here (the stage is still validating); the sanity check runs before
+        # training starts.
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
             self.meter.start()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
