@@ -6,6 +6,11 @@ Under Lightning's DDP (two processes): tests/test_distributed.py runs examples/l
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -114,3 +119,17 @@ def test_the_callback_checkpoints_the_selection_and_its_cost():
     assert restored.sampler.steps == 8 and restored.sampler.done
     assert restored.meter.state_dict() == sampler.meter.state_dict() and sampler.meter.train_seconds > 0
     assert torch.equal(restored.sampler.visits, sampler.visits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["default", "off"])
+def test_ddp_on_two_devices_trains_with_the_sampler_off_and_refuses_the_default_in_one_line(sampler):
+    job = subprocess.run([sys.executable, str(Path(__file__).with_name("lightning_job.py")), sampler],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if sampler == "off":
+        assert job.returncode == 0, job.stderr[-3000:]
+        assert "steps 16" in job.stdout  # 2 epochs of the 8 fixed batches, each split over the two devices
+    else:
+        assert job.returncode != 0
+        lines = [line for line in job.stderr.splitlines() if "use_distributed_sampler=False" in line]
+        assert lines and "HardBatchCallback: pass use_distributed_sampler=False to the Trainer" in lines[0]

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hardbatch import batches, distributed
-from hardbatch.errors import MissingExtra
+from hardbatch.errors import MissingExtra, UsageError
 from hardbatch.losses import LossFn, cross_entropy
 from hardbatch.sampler import HardBatchSampler
 from hardbatch.step import step_loss
@@ -76,6 +76,16 @@ class HardBatchCallback(Callback):
         return step_loss(self.sampler, module, batch, loss_fn=self.loss_fn, forward=self.forward)
 
     # -- the callback ---------------------------------------------------------------------------------------------
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Refuse, in one line, a Trainer on several devices that would put its DistributedSampler under
+        ``hb.loader``'s batch sampler (Lightning's ``use_distributed_sampler=True``, its default)."""
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if stage == "fit" and getattr(connector, "use_distributed_sampler", False) and \
+                getattr(connector, "is_distributed", False):
+            raise UsageError("HardBatchCallback: pass use_distributed_sampler=False to the Trainer: hb.loader(...) "
+                             "already gives each device its share of every global batch the policy chose, and "
+                             "Lightning's DistributedSampler would shard the data its own way")
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.meter.start()
