@@ -17,6 +17,8 @@ from hardbatch.config import (
     RunConfig,
 )
 from hardbatch.errors import UsageError
+from hardbatch.policies import defaults as policy_defaults
+from hardbatch.policies.registry import shared_fields
 from hardbatch.fileio import atomic_write_text, csv_text, ensure_writable_dir, read_json
 from hardbatch.metrics import (
     PLATEAU_POINTS,
@@ -109,7 +111,7 @@ class Run:
 def axis_value(cfg: RunConfig) -> float | None:
     """The value of the hyper-parameter ``cfg.policy`` sweeps (its axis: δ, β, the prune ratio), or None."""
     axis = POLICY_AXES.get(cfg.policy)
-    return None if axis is None else getattr(cfg, axis)
+    return None if axis is None else cfg.policy_params().get(axis)
 
 
 def arm_label(policy: str, value: float | None) -> str:
@@ -118,7 +120,7 @@ def arm_label(policy: str, value: float | None) -> str:
     axis = POLICY_AXES.get(policy)
     if axis is None or value is None:
         return policy
-    if axis != "delta" and value == getattr(DEFAULT_CONFIG, axis):
+    if axis != "delta" and value == policy_defaults(policy)[axis]:
         return policy
     name = f"{AXIS_SYMBOLS.get(axis, axis)} = {value:g}"
     return name if policy == REFERENCE_POLICY else f"{policy} {name}"
@@ -187,7 +189,7 @@ class Comparison:
             return None
         if value:
             return float(value)
-        return REFERENCE_DELTA if axis == "delta" else getattr(DEFAULT_CONFIG, axis)
+        return REFERENCE_DELTA if axis == "delta" else policy_defaults(policy)[axis]
 
     @property
     def is_paper(self) -> bool:
@@ -252,6 +254,17 @@ class Group:
         return re.sub(r"[^A-Za-z0-9.]+", "-", self.title).strip("-")
 
 
+def flat_settings(cfg: RunConfig) -> dict:
+    """A run's settings as one flat dict: config.json's settings but ``params``, then every registered policy's
+    hyper-parameters, the run's own policy's as it ran and the others' at their defaults (so runs of different
+    policies compare setting by setting)."""
+    flat = {k: v for k, v in cfg.to_dict().items() if k != "params"}
+    own = cfg.policy_params()
+    for name, (f, _) in shared_fields().items():
+        flat[name] = own.get(name, f.default)
+    return flat
+
+
 def group_runs(runs: list[Run], method: str = REFERENCE_POLICY, per_arm: tuple[str, ...] = ()) -> list[Group]:
     """Group runs by their settings; within a group, one arm per (policy, axis value); the method's arms first,
     each policy's arms in axis order.
@@ -259,14 +272,14 @@ def group_runs(runs: list[Run], method: str = REFERENCE_POLICY, per_arm: tuple[s
     ``per_arm``: settings chosen for each arm (a learning rate tuned per arm, say), which then do not split groups;
     all runs of one arm must share their values (``Arm.tuned``), else UsageError.
     """
-    unknown = [k for k in per_arm if k not in DEFAULT_CONFIG.to_dict() or k in NOT_GROUPING]
+    unknown = [k for k in per_arm if k not in DEFAULT_CONFIG.to_dict() or k in NOT_GROUPING + ("params",)]
     if unknown:
         raise UsageError(f"cannot choose {unknown[0]!r} per arm; valid: the settings of config.json (lr, epochs, ...) "
                          f"but the policy, its axis ({', '.join(ARM_KEYS[1:])}), the seed and runtime settings")
     groups: dict[tuple, dict[tuple, Arm]] = {}
     settings: dict[tuple, dict] = {}
     for run in runs:
-        cfg = run.config.to_dict()
+        cfg = flat_settings(run.config)
         key = tuple((k, repr(v)) for k, v in cfg.items() if k not in NOT_GROUPING + per_arm)
         settings[key] = {k: v for k, v in cfg.items() if k not in NOT_GROUPING + per_arm}
         arms = groups.setdefault(key, {})
@@ -950,7 +963,7 @@ def build_report(root: Path | str, out_dir: Path | str | None = None, plots: boo
     atomic_write_text(out_dir / "summary.csv", csv_text(rows, list(rows[0])))
     run_fields = ["path", "dataset", "model", "policy", "delta", "seed", "final_test_acc", "final_test_bacc", "best_test_acc",
                   "epochs_to_plateau", "optimizer_steps", "train_seconds"]
-    run_rows = [{"path": str(r.path.relative_to(root)) if r.path != root else ".", **r.config.to_dict(), **r.summary} for r in runs]
+    run_rows = [{"path": str(r.path.relative_to(root)) if r.path != root else ".", **flat_settings(r.config), **r.summary} for r in runs]
     atomic_write_text(out_dir / "runs.csv", csv_text(run_rows, run_fields))
     path = out_dir / "report.md"
     atomic_write_text(path, report)
