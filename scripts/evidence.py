@@ -10,6 +10,9 @@ every arm), recorded in ``OUT/BENCH/lr_choice.json``; then every arm runs all ``
 runs at that rate are reused, not trained again) into ``OUT/BENCH/main``, which ``hardbatch report OUT/BENCH/main
 --per-arm lr`` reads as the page does. Every run goes through hardbatch's own plan/execute machinery in this process:
 finished runs are skipped and interrupted ones resumed, so rerunning the same command continues where it stopped.
+This script declares the benchmarks and the protocol, plans and trains; the page, each benchmark's report and the
+README block are rendered from the saved runs by ``hardbatch.report.benchmarks``. ``--out``, ``--doc`` and
+``--readme`` are checked before any training.
 
 ``--shard I/N`` trains every N-th run of each phase; a shard that is done with its share trains what the others have
 not started (runs another process is training are locked and skipped), waits for those to finish, and moves on, so
