@@ -14,14 +14,7 @@ from pathlib import Path
 
 from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
-from hardbatch.fileio import (
-    LOCK,
-    atomic_write_text,
-    csv_text,
-    read_csv,
-    read_json,
-    space_for,
-)
+from hardbatch.fileio import LOCK, atomic_write_text, csv_text, read_csv, read_json, space_for
 from hardbatch.metrics import epochs_to_plateau, epochs_to_target
 from hardbatch.params import Range, param
 
@@ -58,8 +51,7 @@ class HistoryRow:
     val_acc: float | None = param(None, "validation top-1 (empty without a validation split)", range=FRACTION)
     val_top5: float | None = param(None, "validation top-5 (empty without a validation split)", range=FRACTION)
     test_bacc: float = param(help="balanced (mean per-class) test top-1", range=FRACTION)
-    val_bacc: float | None = param(None, "balanced validation top-1 (empty without a validation split)",
-                                   range=FRACTION)
+    val_bacc: float | None = param(None, "balanced validation top-1 (empty without one)", range=FRACTION)
     samples_loaded: int = param(help="samples loaded", range=COUNT)
     samples_forward: int = param(help="samples forwarded with gradient", range=COUNT)
     samples_forward_nograd: int = param(help="samples forwarded without gradient (scoring)", range=COUNT)
@@ -98,13 +90,10 @@ class MislabelledExposure:
     """summary.json ``mislabelled`` (runs with label noise): how much of the training was on relabelled samples,
     against their share of the data; counted during training (null where undefined)."""
 
-    trained: float | None = param(None, "of all samples back-propagated (the warm-up included), the share that was "
-                                        "relabelled", range=FRACTION)
-    trained_after_warmup: float | None = param(None, "the same after the first epoch (null for a one-epoch run)",
-                                               range=FRACTION)
+    trained: float | None = param(None, "the relabelled share of all samples back-propagated", range=FRACTION)
+    trained_after_warmup: float | None = param(None, "the same after the first epoch", range=FRACTION)
     in_data: float | None = param(None, "relabelled samples / training-split samples", range=FRACTION)
-    in_partition: float | None = param(None, "their share of the samples the fixed mini-batches hold",
-                                       range=FRACTION)
+    in_partition: float | None = param(None, "their share of the fixed mini-batches' samples", range=FRACTION)
 
 
 @dataclass(kw_only=True)
@@ -123,8 +112,8 @@ class Summary:
     final_test_acc: float = param(help="test top-1 after the last epoch", range=FRACTION)
     final_test_top5: float = param(help="test top-5 after the last epoch", range=FRACTION)
     final_test_bacc: float = param(help="balanced test top-1 after the last epoch", range=FRACTION)
-    final_test_per_class_acc: list[float | None] | None = param(
-        None, "test top-1 of each class after the last epoch (null: a class absent)", range=FRACTION)
+    final_test_per_class_acc: list[float | None] | None = param(None, "each class's final test top-1 (null: absent)",
+                                                                range=FRACTION)
     best_test_acc: float = param(help="the best test top-1 of any epoch", range=FRACTION)
     best_epoch: int = param(help="its epoch", range=COUNT)
     target_acc: float = param(help="T for epochs to target", range=FRACTION)
@@ -139,16 +128,14 @@ class Summary:
     train_seconds: float = param(help="seconds in training steps", range=AMOUNT)
     cost: CostTotals = param(help="what the run spent in all")
     eval_seconds: float = param(help="seconds evaluating", range=AMOUNT)
-    final_val_acc: float | None = param(None, "validation top-1 after the last epoch (runs with a validation split)",
-                                        range=FRACTION)
+    final_val_acc: float | None = param(None, "final validation top-1 (with a validation split)", range=FRACTION)
     best_val_acc: float | None = param(None, "the best validation top-1", range=FRACTION)
     best_val_epoch: int | None = param(None, "its epoch", range=COUNT)
     final_val_bacc: float | None = param(None, "balanced validation top-1 after the last epoch", range=FRACTION)
     batch_visits: list[int] = param(help="how often each batch was trained", range=COUNT)
     batches_never_selected_after_warmup: int = param(help="batches trained in the warm-up only", range=COUNT)
     mislabelled: MislabelledExposure | None = param(None, "runs with label noise: training on relabelled samples")
-    holdout_cost: dict[str, float] | None = param(None, "what rho-loss's irreducible-loss model cost, by cost "
-                                                        "column", range=AMOUNT)
+    holdout_cost: dict[str, float] | None = param(None, "rho-loss: its IL model's cost, by column", range=AMOUNT)
     irreducible_model: IrreducibleModel | None = param(None, "rho-loss: what its irreducible-loss model reached")
 
 
