@@ -6,7 +6,7 @@ STAMP := $(VENV)/.hardbatch-installed
 DOCS_STAMP := $(VENV)/.hardbatch-docs-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench results evidence docs clean
+.PHONY: setup demo test bench evidence docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,6 @@ bench: $(STAMP)  ## training-overhead and per-policy cost benchmarks (see benchm
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_policies.py
 	$(BIN)/python benchmarks/bench_runs.py
-
-results: $(STAMP)  ## docs/results.md: Fashion-MNIST evidence, every policy, 3 training sets x 3 seeds (35-45 min on 2 cores)
-	bash scripts/results.sh
 
 evidence: $(STAMP)  ## docs/evidence.md: every policy on MNIST-1D and Fashion-MNIST, lr tuned per arm, power stated (1 to 2.5 h on 2 cores)
 	mkdir -p runs/evidence

@@ -1,175 +1,20 @@
-"""The evidence machinery: CPU seconds counted, the power of a comparison, arms with their own learning rate, the
-forest and cost plots drawn from the report's numbers, and scripts/evidence.py --quick end to end."""
+"""scripts/evidence.py: it declares the benchmarks, plans, trains (sharded, resumable) and renders the page through
+hardbatch.report.benchmarks; --quick runs the whole protocol on digits in seconds. Bad arguments are one line, exit 2,
+before any training."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import sys
 from pathlib import Path
 
-import pytest
-
 from hardbatch.config import RunConfig
-from hardbatch.errors import UsageError
-from hardbatch.run.experiment import train_run
-from hardbatch.report.build import arm_stats, build_report, forest_points, group_runs, markdown_table, Run
-from hardbatch.metrics import detectable_difference, mean_interval, paired_difference, seeds_for_half_width
-from hardbatch.records import find_runs, RunDir
-from test_report import HALF, REF, write_run
+from hardbatch.records import find_runs
+from hardbatch.report import Run, arm_stats, group_runs
+from hardbatch.report.benchmarks import MARKERS
 
 ROOT = Path(__file__).resolve().parents[1]
-# Student-t quantiles written out, so the power figures are checked against a hand computation.
-T975 = {2: 4.302652729911275, 4: 2.7764451051977987, 5: 2.5705818356363146, 6: 2.4469118511449692, 7: 2.3646242510102993, 23: 2.0686576104190406,
-        24: 2.0638985616280205}
-T80 = {2: 1.0606601717798212, 4: 0.9409645131325547}
-
-
-def test_cpu_seconds_are_counted_per_epoch_and_in_total(tmp_path):
-    cfg = RunConfig(dataset="digits", model="mlp", epochs=2, batch_size=64, device="cpu")
-    summary = train_run(cfg, tmp_path / "run", progress=False)
-    history = RunDir(tmp_path / "run").history()
-    cpu = [row["cpu_seconds"] for row in history]
-    assert all(0 < c for c in cpu)
-    assert summary["cost"]["cpu_seconds"] == pytest.approx(sum(cpu))
-    # process CPU time of one thread cannot run far ahead of the wall-clock of the same span
-    assert sum(cpu) <= 1.5 * summary["train_seconds"] + 0.05
-
-
-def test_detectable_difference_is_the_minimum_detectable_effect_at_80_percent_power():
-    diffs = [1.0, 2.0, 3.0, 4.0, 6.0]  # mean 3.2, sd sqrt(3.7)
-    d = mean_interval(diffs)
-    se = math.sqrt(3.7) / math.sqrt(5)
-    assert d.half_width == pytest.approx(T975[4] * se)
-    assert d.detectable == pytest.approx((T975[4] + T80[4]) * se)
-    assert detectable_difference(d.half_width, 5, power=0.8) == pytest.approx(3.1978, abs=1e-4)
-    assert math.isnan(detectable_difference(math.nan, 5))
-    assert math.isnan(paired_difference([1.0, 2.0], [0.0, 0.0]).detectable)  # 2 pairs: no interval
-
-
-def test_seeds_for_half_width_keeps_the_spread_and_solves_for_n():
-    # half-width 1 over 8 seeds: sd = sqrt(8) / t(7); 25 seeds give t(24) sd / 5 <= 0.5, 24 do not.
-    sd = math.sqrt(8) / T975[7]
-    assert T975[24] * sd / 5 <= 0.5 < T975[23] * sd / math.sqrt(24)
-    assert seeds_for_half_width(1.0, 8, 0.5) == 25
-    # already narrower: fewer would do, but not as few as the spread alone says (t grows as n shrinks)
-    sd = 0.4 * math.sqrt(8) / T975[7]
-    assert T975[6] * sd / math.sqrt(7) <= 0.5 < T975[5] * sd / math.sqrt(6)
-    assert seeds_for_half_width(0.4, 8, 0.5) == 7
-    assert seeds_for_half_width(math.nan, 8, 0.5) is None
-
-
-@pytest.fixture
-def scripted(tmp_path) -> Path:
-    """δ = 1 and δ = 0.5 over 3 seeds (final +1, +2, +3 points), as test_report scripts them."""
-    for seed, accs in REF.items():
-        write_run(tmp_path, f"ref_s{seed}", delta=1.0, seed=seed, accs=accs)
-    for seed, accs in HALF.items():
-        write_run(tmp_path, f"half_s{seed}", delta=0.5, seed=seed, accs=accs)
-    return tmp_path
-
-
-def test_report_states_each_differences_detectable_size(scripted):
-    (group,) = group_runs([Run.load(r) for r in find_runs(scripted)])
-    half = next(s for s in arm_stats(group) if s.delta == 0.5)
-    se = 1.0 / math.sqrt(3)  # differences 1, 2, 3 points: sd 1
-    assert half.diff_detectable == pytest.approx((T975[2] + T80[2]) * se)
-    row = next(line for line in markdown_table(arm_stats(group)).splitlines() if line.startswith("| δ = 0.5"))
-    assert f"| {(T975[2] + T80[2]) * se:.2f} |" in row
-
-
-def _with_lr(root: Path, lr: float) -> None:
-    """Rewrite the runs under ``root`` as if trained at ``lr`` (config.json and history.csv)."""
-    for run in find_runs(root):
-        config = json.loads(run.file("config.json").read_text())
-        config["config"]["lr"] = lr
-        run.file("config.json").write_text(json.dumps(config))
-
-
-def test_per_arm_learning_rates_keep_arms_in_one_group(scripted, capsys):
-    ref_dirs = sorted(scripted.glob("ref_s*"))
-    for path in ref_dirs:
-        _with_lr(path, 0.3)
-    assert len(group_runs([Run.load(r) for r in find_runs(scripted)])) == 2  # by default lr splits groups
-    (group,) = group_runs([Run.load(r) for r in find_runs(scripted)], per_arm=("lr",))
-    assert {a.label: a.tuned for a in group.arms} == {"δ = 0.5": {"lr": 0.05}, "δ = 1": {"lr": 0.3}}
-    half = next(s for s in arm_stats(group) if s.delta == 0.5)
-    assert half.diff_points == pytest.approx(2.0) and half.diff_pairs == 3
-    report, _ = build_report(scripted, per_arm=("lr",), plots=False)
-    assert "Chosen per arm: δ = 0.5 lr 0.05, δ = 1 lr 0.3." in report.read_text()
-    _with_lr(ref_dirs[0], 0.1)  # one arm, two rates: refused
-    with pytest.raises(UsageError, match=r"δ = 1 holds runs with other per-arm settings"):
-        group_runs([Run.load(r) for r in find_runs(scripted)], per_arm=("lr",))
-    with pytest.raises(UsageError, match="cannot choose 'seed' per arm"):
-        group_runs([], per_arm=("seed",))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """uniform, δ = 1 and infobatch (which back-propagates less) on 320 digits, 3 seeds, 3 epochs."""
-    from hardbatch.run.plan import execute, plan_compare
-
-    out = tmp_path_factory.mktemp("trained")
-    base = RunConfig(dataset="digits", model="mlp", train_subset=320, batch_size=32, epochs=3, device="cpu")
-    plan = (plan_compare(base, [1.0], [0, 1, 2], out, policies=["hardbatch", "uniform", "infobatch"]))
-    execute(plan, progress=False)
-    return out
-
-
-def test_forest_plot_draws_each_arms_paired_difference_to_uniform(trained, tmp_path):
-    from hardbatch.report.plots import plot_forest
-
-    (group,) = group_runs([Run.load(r) for r in find_runs(trained)])
-    stats = arm_stats(group)
-    points = forest_points(stats)
-    assert set(points) == {"δ = 1", "infobatch"}  # uniform itself is the reference
-    for label, (mean, low, high) in points.items():
-        arm, uniform = group.arm(*{"δ = 1": ("hardbatch",), "infobatch": ("infobatch",)}[label]), group.arm("uniform")
-        d = paired_difference([arm.runs[s].summary["final_test_acc"] for s in (0, 1, 2)],
-                              [uniform.runs[s].summary["final_test_acc"] for s in (0, 1, 2)])
-        assert (mean, low, high) == pytest.approx((100 * d.mean, 100 * d.low, 100 * d.high))
-    ax = plot_forest(points, "uniform")
-    (dots,) = ax.lines[:1]
-    assert list(dots.get_xdata()) == pytest.approx([m for m, _, _ in points.values()])
-    (bars,) = ax.collections
-    ends = [end for seg in bars.get_segments() for end in (seg[0][0], seg[1][0])]
-    assert ends == pytest.approx([end for _, lo, hi in points.values() for end in (lo, hi)])
-    assert [t.get_text() for t in ax.get_yticklabels()] == list(points)
-
-
-def test_report_draws_forest_and_accuracy_against_samples_from_the_runs(trained, tmp_path, monkeypatch):
-    import hardbatch.report.plots as plots
-
-    drawn = {}
-    for name in ("plot_forest", "plot_cost_curves"):
-        real = getattr(plots, name)
-        monkeypatch.setattr(plots, name, lambda *a, _real=real, _name=name, **k: drawn.setdefault(_name, []).append(a) or _real(*a, **k))
-    build_report(trained, tmp_path)
-    (group,) = group_runs([Run.load(r) for r in find_runs(trained)])
-    assert (tmp_path / f"{group.slug}_forest.png").stat().st_size > 0
-    assert (tmp_path / f"{group.slug}_accuracy_vs_samples.png").stat().st_size > 0
-    assert drawn["plot_forest"][0][0] == forest_points(arm_stats(group))
-    samples_curves = drawn["plot_cost_curves"][0][0]  # the first cost plot: against back-propagated samples
-    for arm in group.arms:
-        xs, mean, low, high = samples_curves[arm.label]
-        runs = list(arm.runs.values())
-        assert xs[-1] == pytest.approx(sum(r.summary["cost"]["samples_backprop"] for r in runs) / 3)
-        assert mean[-1] == pytest.approx(100 * sum(r.summary["final_test_acc"] for r in runs) / 3)
-        assert all(lo <= m <= hi for lo, m, hi in zip(low, mean, high))
-
-
-def test_accuracy_at_equal_cpu_seconds(trained):
-    (group,) = group_runs([Run.load(r) for r in find_runs(trained)])
-    stats = arm_stats(group)
-    budget = min(r.cost("cpu_seconds")[-1] for a in group.arms for r in a.runs.values())
-    for s, arm in zip(stats, group.arms):
-        assert s.budget_cpu_seconds == pytest.approx(budget)
-        assert s.cpu_seconds_mean == pytest.approx(sum(r.summary["cost"]["cpu_seconds"] for r in arm.runs.values()) / 3)
-        # each run's test top-1 at its last evaluation within the budget, averaged over the runs that had one
-        reached = [[a for c, a in zip(r.cost("cpu_seconds"), r.accs) if c <= budget * (1 + 1e-9)] for r in arm.runs.values()]
-        reached = [accs[-1] for accs in reached if accs]
-        assert reached and s.acc_at_equal_cpu_seconds == pytest.approx(sum(reached) / len(reached))
 
 
 def _evidence_module():
@@ -183,7 +28,7 @@ def _evidence_module():
 def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsys):
     evidence = _evidence_module()
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{evidence.MARKERS[0]}\nold\n{evidence.MARKERS[1]}\n\nrest\n")
+    readme.write_text(f"# x\n\n{MARKERS[0]}\nold\n{MARKERS[1]}\n\nrest\n")
     out, doc = tmp_path / "runs", tmp_path / "docs" / "evidence.md"
     args = ["--quick", "--out", str(out), "--doc", str(doc), "--readme", str(readme)]
     assert evidence.main(args) == 0
@@ -196,8 +41,8 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
         for label, arm in choice["arms"].items():
             # the chosen rate has the highest mean validation accuracy of the grid
             assert arm["val_acc"][f"{arm['lr']:g}"] == max(arm["val_acc"].values())
-            runs = [Run.load(r) for r in find_runs(out / bench.name / "main") if Run.load(r).config.policy == arm["policy"]
-                    and Run.load(r).config.delta == arm["delta"]]
+            runs = [run for run in map(Run.load, find_runs(out / bench.name / "main"))
+                    if (run.config.policy, run.config.delta) == (arm["policy"], arm["delta"])]
             assert len(runs) == bench.seeds and {r.config.lr for r in runs} == {arm["lr"]}
             assert f"| {label} | " in text
         assert (doc.parent / "evidence" / bench.name / "report.md").exists()
@@ -206,7 +51,7 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
     rule = next(s for s in arm_stats(group) if s.policy == "hardbatch" and s.delta == 0.5)
     # the page's verdict row for the rule against δ = 1 carries the report's half-width and detectable difference
     row = next(line for line in text.splitlines() if line.startswith("| digits | δ = 0.5 | δ = 1 |"))
-    assert f"±{(rule.diff_high - rule.diff_low) / 2:.2f}" in row and f"| {rule.diff_detectable:.2f} |" in row
+    assert f"±{rule.vs_reference.half_width:.2f}" in row and f"| {rule.vs_reference.detectable:.2f} |" in row
     assert "(t₀.₉₇₅ + t₀.₈₀) × SE" in text and "CPU minutes" in text
     import numpy
     assert f"numpy {numpy.__version__}" in text.split("Packages: ", 1)[1].splitlines()[0]  # what the runs recorded
@@ -229,75 +74,6 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
                    if json.loads((p.parent / "config.json").read_text())["config"]["seed"] >= bench.tune_seeds)]
     minutes = sum(json.loads(p.read_text())["cost"]["cpu_seconds"] for p in summaries) / 60
     assert len(summaries) == 2 * 3 * 2 + 2 * 1 and f"evaluation excluded: {minutes:.1f} minutes" in partial
-
-
-def test_collapsed_counts_the_seeds_far_below_their_arms_median():
-    from types import SimpleNamespace
-
-    evidence = _evidence_module()
-
-    def runs_of(policy, delta, accs):
-        return [SimpleNamespace(config=SimpleNamespace(policy=policy, delta=delta, seed=seed),
-                                summary={"final_test_acc": acc}) for seed, acc in enumerate(accs)]
-
-    # median 91: 36.1 and 80 collapsed, 82 not
-    runs = (runs_of("hardbatch", 0.5, (0.92, 0.91, 0.93, 0.92, 0.361, 0.80, 0.82)) + runs_of("hardbatch", 1.0, (0.92, 0.93))
-            + runs_of("uniform", 1.0, (0.9,)))
-    result = evidence.Result(bench=None, choice={}, stats={}, runs=runs)
-    assert evidence.collapsed(result, "δ = 0.5") == (2, 7)
-    assert evidence.collapsed(result, "δ = 1") == (0, 2)
-    assert evidence.collapsed(result, "uniform") == (0, 1)  # non-δ policies are labelled without their delta
-    assert evidence.collapsed(result, "infobatch") == (0, 0)
-
-
-def test_verdict_names_an_arm_identical_to_its_reference_in_every_seed():
-    from types import SimpleNamespace
-
-    evidence = _evidence_module()
-    same = paired_difference([0.9, 0.8, 0.85], [0.9, 0.8, 0.85])  # zero spread: no interval
-    row = SimpleNamespace(diff_low=same.low, diff_high=same.high, diff_points=100 * same.mean, diff_pairs=3,
-                          diff_detectable=math.nan)
-    assert evidence.verdict(row) == "identical in every seed (the same training)"
-    row.diff_pairs = 1  # one pair: no interval, and nothing to call identical
-    assert evidence.verdict(row) == "undecided (no interval)"
-    lower = paired_difference([0.80, 0.81, 0.79], [0.90, 0.90, 0.91])
-    row = SimpleNamespace(diff_low=100 * lower.low, diff_high=100 * lower.high, diff_points=100 * lower.mean,
-                          diff_pairs=3, diff_detectable=1.0)
-    assert evidence.verdict(row) == "**lower**"
-
-
-def test_target_text_adds_the_spread_without_collapsed_seeds():
-    from types import SimpleNamespace
-
-    evidence = _evidence_module()
-    ref = [92.0 + 0.1 * (s % 3) for s in range(12)]
-    arm = [r + 0.2 + 0.05 * (s % 2) for s, r in enumerate(ref)]
-    arm[5] = 40.0  # one collapsed seed of the arm
-    runs = [SimpleNamespace(config=SimpleNamespace(policy=p, delta=d, seed=s), summary={"final_test_acc": a / 100})
-            for p, d, accs in (("hardbatch", 0.5, arm), ("hardbatch", 1.0, ref)) for s, a in enumerate(accs)]
-    result = evidence.Result(bench=None, choice={}, stats={}, runs=runs)
-    clean = evidence.without_collapsed(result, "δ = 0.5", "δ = 1")
-    kept = [s for s in range(12) if s != 5]
-    expected = paired_difference([arm[s] for s in kept], [ref[s] for s in kept])
-    assert clean.n == 11 and (clean.mean, clean.low, clean.high) == pytest.approx((expected.mean, expected.low, expected.high))
-    whole = paired_difference(arm, ref)
-    stats = SimpleNamespace(diff_low=whole.low, diff_high=whole.high, diff_pairs=12)
-    text = evidence.target_text(stats, 0.5, clean)
-    assert text.startswith(f"missed by {whole.half_width - 0.5:.2f}")
-    assert text.endswith(f"(without the collapsed seeds: ±{expected.half_width:.2f} over 11, met)")
-    assert evidence.without_collapsed(result, "δ = 1", "δ = 1") is None  # nothing collapsed: nothing to add
-
-
-def test_report_command_takes_per_arm_settings(scripted, capsys):
-    from hardbatch.cli import main
-
-    for path in scripted.glob("ref_s*"):
-        _with_lr(path, 0.3)
-    assert main(["report", str(scripted), "--no-plots", "--per-arm", "lr"]) == 0
-    assert "Chosen per arm: δ = 0.5 lr 0.05, δ = 1 lr 0.3." in (scripted / "report.md").read_text()
-    assert main(["report", str(scripted), "--no-plots", "--per-arm", "seed"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "cannot choose 'seed' per arm" in line
 
 
 def test_a_shard_trains_its_share_then_the_rest_and_never_retries_a_failed_run(tmp_path, monkeypatch):
@@ -343,31 +119,45 @@ def test_an_unknown_benchmark_is_one_line_and_exit_status_2(tmp_path, capsys):
 
 def test_a_bad_shard_is_one_line_and_exit_status_2(tmp_path, capsys):
     evidence = _evidence_module()
-    assert evidence.main(["--quick", "--shard", "2/2", "--out", str(tmp_path / "runs"), "--plan-only"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "shard must look like I/N" in line
+    for shard in (["--shard", "2/2"], ["--shard", "-1/2"]):  # "-1/2" reaches the check, not argparse's flag parsing
+        assert evidence.main(["--quick", *shard, "--out", str(tmp_path / "runs"), "--plan-only"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "shard must look like I/N" in line
 
 
-def test_the_page_states_what_rho_losss_irreducible_loss_model_reached():
-    from types import SimpleNamespace
-
+def test_outputs_are_checked_before_any_training(tmp_path, capsys, monkeypatch):
+    """A README without the markers, an --out that is a file or a --doc that is a folder: one line, exit 2, nothing
+    trained (issue 27 item 13)."""
     evidence = _evidence_module()
+    monkeypatch.setattr(evidence, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    (tmp_path / "adir").mkdir()
+    doc = str(tmp_path / "docs" / "evidence.md")
+    for flags, words in ((["--readme", str(readme), "--out", str(tmp_path / "runs"), "--doc", doc], "markers"),
+                         (["--readme", str(tmp_path / "missing.md"), "--out", str(tmp_path / "runs"), "--doc", doc],
+                          "cannot read"),
+                         (["--out", str(blocker), "--doc", doc], "cannot write to output directory"),
+                         (["--out", str(tmp_path / "runs"), "--doc", str(tmp_path / "adir")], "is a directory")):
+        assert evidence.main(["--quick", *flags]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("evidence: error: ") and words in line
+    assert not list(tmp_path.rglob("summary.json"))
 
-    def run(policy, acc, quality=None):
-        summary = {"final_test_acc": acc, **({"irreducible_model": quality} if quality else {})}
-        return SimpleNamespace(config=SimpleNamespace(policy=policy, delta=1.0, seed=0), summary=summary)
 
-    def il(top1):
-        return {"holdout_samples": 399, "train_top1": top1, "train_loss": 1.7}
+def test_the_script_renders_through_the_report_package():
+    """No second report engine: the page, its tables and the README block come from hardbatch.report.benchmarks."""
+    import ast
 
-    runs = [run("uniform", 0.92), run("uniform", 0.90), run("rho-loss", 0.6, il(0.30)), run("rho-loss", 0.62, il(0.36)),
-            run("rho-loss", 0.61)]  # the last: from before summary.json recorded it
-    text = evidence.irreducible_text(evidence.Result(bench=None, choice={}, stats={}, runs=runs))
-    assert text.startswith("`rho-loss`'s irreducible-loss model, trained before each run on the 399 validation "
-                           "samples: top-1 33.0% (from 30.0 to 36.0) on the training split it never saw, over 2 of 3 "
-                           "rho-loss runs; `uniform`'s final test top-1 is 91.0%. Its irreducible losses are only as "
-                           "good as that model")
-    assert evidence.irreducible_text(evidence.Result(bench=None, choice={}, stats={}, runs=runs[:2])) == ""
+    tree = ast.parse((ROOT / "scripts" / "evidence.py").read_text())
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert not defined & {"page", "section", "verdict_table", "lr_table", "cost_table", "verdict", "interval_text",
+                          "write_readme", "summarise", "Result", "packages", "irreducible_text"}
+    imported = {alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                and node.module == "hardbatch.report.benchmarks" for alias in node.names}
+    assert imported >= {"page", "summarise", "write_readme"}
 
 
 def test_a_shard_stopped_by_sigterm_still_records_its_cpu_time(tmp_path):

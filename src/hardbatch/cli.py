@@ -247,12 +247,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hardbatch.report.build import Comparison, build_report
+    from hardbatch.report import Comparison, build_report
 
-    damaged: list = []
+    left_out: list = []
     comparison = Comparison(getattr(args, "method", None) or "hardbatch", getattr(args, "reference", None) or "hardbatch")
     path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
-                                damaged=damaged, comparison=comparison,
+                                left_out=left_out, comparison=comparison,
                                 per_arm=tuple(getattr(args, "per_arm", None) or ()))  # compare and sweep have none
     print(tables)
     print("\nEach row is an arm; Δ is its difference to the reference over the same seeds, with the half-width (±) and "
@@ -260,8 +260,8 @@ def cmd_report(args: argparse.Namespace) -> int:
           "the smallest difference these seeds could have shown.")
     print(f"Next: {path} holds each arm's cost, its accuracy at equal cost and the plots; to try a policy in your own "
           f"loop, see the quickstart (README.md).")
-    for run, why in damaged:
-        print(f"hardbatch report: skipped damaged run {run}: {why}", file=sys.stderr)
+    for item in left_out:  # damaged, unfinished, or a second run of an arm's seed
+        print(f"hardbatch report: skipped {item.kind} run {item.path}: {item.why}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Numbers derived from saved curves and seeds: epochs to a target, 95% intervals, the power of a comparison.
 
-Pure functions of floats; scipy (the ``cli`` extra) is imported where a Student-t quantile is needed.
+Pure functions of floats that import nothing of hardbatch; the Student-t intervals and quantiles come from
+scipy (the ``cli`` extra), imported where one is needed, so the core install runs without it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def epochs_to_plateau(accuracies: Sequence[float], points: float = PLATEAU_POINT
 
 
 MIN_PAIRS = 3  # fewer values than this give no interval: a t-interval over 2 pairs is too wide to use, or empty
+POWER = 0.8  # the power at which reports state the smallest difference a comparison could have detected
 
 
 @dataclass
@@ -35,13 +37,13 @@ class Interval:
     """A mean with its two-sided 95% t interval (of values, or of paired differences method - reference).
 
     ``low``/``high`` are NaN when there is no interval: fewer than MIN_PAIRS values, or all equal (zero spread,
-    which is no evidence of precision); ``no_interval`` then says which.
+    which is no evidence of precision). ``n`` = 0: nothing to compare (the other arm was not run).
     """
 
-    mean: float
-    low: float
-    high: float
-    n: int
+    mean: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    n: int = 0
 
     @property
     def has_interval(self) -> bool:
@@ -52,15 +54,14 @@ class Interval:
         return (self.high - self.low) / 2 if self.has_interval else math.nan
 
     @property
-    def no_interval(self) -> str:
-        """Why there is no interval ("" when there is one)."""
-        return no_interval_reason(self.n, self.low, self.high)
-
-    @property
     def detectable(self) -> float:
         """The smallest difference this comparison could have detected (``detectable_difference``); NaN without
         an interval."""
         return detectable_difference(self.half_width, self.n)
+
+    def scaled(self, factor: float) -> "Interval":
+        """The same interval in other units (fractions x 100 = percentage points)."""
+        return Interval(factor * self.mean, factor * self.low, factor * self.high, self.n)
 
 
 def has_interval(low: float, high: float) -> bool:
@@ -68,31 +69,22 @@ def has_interval(low: float, high: float) -> bool:
     return math.isfinite(low) and math.isfinite(high)
 
 
-def no_interval_reason(n: int, low: float, high: float) -> str:
-    """"" for a usable interval, else why there is none: too few values, or all of them equal."""
-    if has_interval(low, high):
-        return ""
-    if n < MIN_PAIRS:
-        return f"no CI: {n} pair{'s' if n != 1 else ''}, needs {MIN_PAIRS}"
-    return "no CI: zero spread"
-
-
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean of ``values`` with a two-sided Student-t interval; no interval (NaN ends) for fewer than MIN_PAIRS
-    values or for values that are all equal."""
+    """Mean of ``values`` with a two-sided Student-t interval (``scipy.stats.t.interval``); no interval (NaN ends)
+    for fewer than MIN_PAIRS values or for values that are all equal."""
     n = len(values)
     if n == 0:
         return Interval(math.nan, math.nan, math.nan, 0)
     mean = sum(values) / n
     if n < MIN_PAIRS:
         return Interval(mean, math.nan, math.nan, n)
-    from scipy.stats import t
+    from scipy import stats
 
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    if not sd > 1e-12 * max(1.0, abs(mean)):
+    sem = float(stats.sem(values))
+    if not sem * math.sqrt(n) > 1e-12 * max(1.0, abs(mean)):  # zero spread (up to rounding): no evidence
         return Interval(mean, math.nan, math.nan, n)
-    half = t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n)
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    return Interval(mean, float(low), float(high), n)
 
 
 def paired_difference(method: Sequence[float], reference: Sequence[float], confidence: float = 0.95) -> Interval:
@@ -102,7 +94,11 @@ def paired_difference(method: Sequence[float], reference: Sequence[float], confi
     return mean_interval([m - r for m, r in zip(method, reference)], confidence)
 
 
-POWER = 0.8  # the power at which reports state the smallest difference a comparison could have detected
+def _t(quantile: float, df):
+    """Student-t quantile(s) with ``df`` degrees of freedom (scipy, imported when first needed)."""
+    from scipy import stats
+
+    return stats.t.ppf(quantile, df)
 
 
 def detectable_difference(half_width: float, n: int, power: float = POWER, confidence: float = 0.95) -> float:
@@ -112,10 +108,8 @@ def detectable_difference(half_width: float, n: int, power: float = POWER, confi
     about ``power`` probability; NaN where there is no interval (NaN half-width, fewer than 2 values)."""
     if not (n >= 2 and math.isfinite(half_width)):
         return math.nan
-    from scipy.stats import t
-
-    crit = t.ppf(0.5 + confidence / 2, n - 1)
-    return (crit + t.ppf(power, n - 1)) * half_width / crit
+    crit = float(_t(0.5 + confidence / 2, n - 1))
+    return (crit + float(_t(power, n - 1))) * half_width / crit
 
 
 def seeds_for_half_width(half_width: float, n: int, target: float, confidence: float = 0.95,
@@ -126,13 +120,13 @@ def seeds_for_half_width(half_width: float, n: int, target: float, confidence: f
     or if more than ``most`` would be needed."""
     if not (n >= 2 and math.isfinite(half_width) and target > 0):
         return None
-    from scipy.stats import t
+    import numpy as np
 
-    sd = half_width * math.sqrt(n) / t.ppf(0.5 + confidence / 2, n - 1)
-    for m in range(MIN_PAIRS, most + 1):
-        if t.ppf(0.5 + confidence / 2, m - 1) * sd / math.sqrt(m) <= target:
-            return m
-    return None
+    q = 0.5 + confidence / 2
+    sd = half_width * math.sqrt(n) / float(_t(q, n - 1))
+    m = np.arange(MIN_PAIRS, most + 1)
+    reached = np.flatnonzero(_t(q, m - 1) * sd / np.sqrt(m) <= target)
+    return int(m[reached[0]]) if len(reached) else None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -1,165 +1,253 @@
-"""A run folder's records: file names, the checks every value read back passes, the summary and label-noise
-exposure computed from them."""
+"""A run folder's records: one typed declaration per file (its columns or keys, each value's range), the checks every
+value read back passes, and the summary computed from them."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
-from hardbatch.fileio import (
-    LOCK,
-    atomic_write_text,
-    csv_text,
-    read_csv,
-    read_json,
-    space_for,
-)
+from hardbatch.fileio import LOCK, atomic_write_text, csv_text, read_csv, read_json, space_for
 from hardbatch.metrics import epochs_to_plateau, epochs_to_target
+from hardbatch.params import Range, param
 
 CONFIG, HISTORY, TRACE, SUMMARY, CHECKPOINT = "config.json", "history.csv", "trace.csv", "summary.json", "checkpoint.pt"
 RELABELLED = "relabelled.json"  # runs with label noise: which training samples got another label, and the batches
-HISTORY_FIELDS = (
-    "epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "lr", "train_seconds", "eval_seconds",
-    "val_loss", "val_acc", "val_top5",  # empty without a validation split
-    "test_bacc", "val_bacc",  # balanced (mean per-class) top-1 accuracy; val_bacc empty without a validation split
-    # what the epoch spent (README "Cost"); train_seconds above includes choose_seconds
-    "samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds", "cpu_seconds",
-)
-COST_COLUMNS = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds",
-                "cpu_seconds")
-TRACE_FIELDS = ("step", "round", "batch", "loss", "samples")
 RUN_FORMAT = 2  # config.json "format": the layout of a run folder's files (2: the policy's hyper-parameters under "params")
 TARGET_FRACTION = 0.99  # default target: 99% of the reference's best accuracy
 
+# The ranges of a record's values. NaN is in none of them: an empty cell or a null is allowed only where a field's
+# type says ``| None``.
+COUNT = Range(0, integer=True)  # epochs, steps, samples, indices
+AMOUNT = Range(0.0)  # losses, seconds, the learning rate: finite and >= 0
+FRACTION = Range(0.0, 1.0)  # accuracies and shares
 
-# ---- checking the values read back: each field's kind, and the kinds' ranges -------------------------
+
+# ---- the records: each file's fields, declared once ------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class HistoryRow:
+    """history.csv: one row per epoch; README "Cost" explains the cost columns (``train_seconds`` includes
+    ``choose_seconds``)."""
+
+    epoch: int = param(help="the epoch, from 1", range=COUNT)
+    step: int = param(help="optimizer steps so far", range=COUNT)
+    train_loss: float = param(help="mean training loss of the epoch", range=AMOUNT)
+    test_loss: float = param(help="test loss at the epoch's end", range=AMOUNT)
+    test_acc: float = param(help="test top-1", range=FRACTION)
+    test_top5: float = param(help="test top-5", range=FRACTION)
+    lr: float = param(help="learning rate at the epoch's end", range=AMOUNT)
+    train_seconds: float = param(help="wall-clock seconds in training steps", range=AMOUNT)
+    eval_seconds: float = param(help="wall-clock seconds evaluating", range=AMOUNT)
+    val_loss: float | None = param(None, "validation loss (empty without a validation split)", range=AMOUNT)
+    val_acc: float | None = param(None, "validation top-1 (empty without a validation split)", range=FRACTION)
+    val_top5: float | None = param(None, "validation top-5 (empty without a validation split)", range=FRACTION)
+    test_bacc: float = param(help="balanced (mean per-class) test top-1", range=FRACTION)
+    val_bacc: float | None = param(None, "balanced validation top-1 (empty without one)", range=FRACTION)
+    samples_loaded: int = param(help="samples loaded", range=COUNT)
+    samples_forward: int = param(help="samples forwarded with gradient", range=COUNT)
+    samples_forward_nograd: int = param(help="samples forwarded without gradient (scoring)", range=COUNT)
+    samples_backprop: int = param(help="samples back-propagated", range=COUNT)
+    choose_seconds: float = param(help="seconds spent choosing", range=AMOUNT)
+    cpu_seconds: float = param(help="the process's CPU seconds in training steps", range=AMOUNT)
+
+
+@dataclass(kw_only=True)
+class TraceRow:
+    """trace.csv: one row per optimizer step."""
+
+    step: int = param(help="the optimizer step, from 1", range=COUNT)
+    round: int = param(help="the round (0: the warm-up)", range=COUNT)
+    batch: int = param(help="the batch's id: its row of the fixed partition, or the policy's own cut", range=COUNT)
+    loss: float = param(help="the step's training loss", range=AMOUNT)
+    samples: int = param(help="samples back-propagated", range=COUNT)
+
+
+@dataclass(kw_only=True)
+class CostTotals:
+    """summary.json ``cost``: what the run spent in all (README "Cost")."""
+
+    optimizer_steps: int = param(help="optimizer steps", range=COUNT)
+    samples_loaded: int = param(help="samples loaded", range=COUNT)
+    samples_forward: int = param(help="samples forwarded with gradient", range=COUNT)
+    samples_forward_nograd: int = param(help="samples forwarded without gradient", range=COUNT)
+    samples_backprop: int = param(help="samples back-propagated", range=COUNT)
+    train_seconds: float = param(help="seconds in training steps", range=AMOUNT)
+    choose_seconds: float = param(help="seconds choosing", range=AMOUNT)
+    cpu_seconds: float = param(help="CPU seconds in training steps", range=AMOUNT)
+
+
+@dataclass(kw_only=True)
+class MislabelledExposure:
+    """summary.json ``mislabelled`` (runs with label noise): how much of the training was on relabelled samples,
+    against their share of the data; counted during training (null where undefined)."""
+
+    trained: float | None = param(None, "the relabelled share of all samples back-propagated", range=FRACTION)
+    trained_after_warmup: float | None = param(None, "the same after the first epoch", range=FRACTION)
+    in_data: float | None = param(None, "relabelled samples / training-split samples", range=FRACTION)
+    in_partition: float | None = param(None, "their share of the fixed mini-batches' samples", range=FRACTION)
+
+
+@dataclass(kw_only=True)
+class IrreducibleModel:
+    """summary.json ``irreducible_model`` (rho-loss): what its irreducible-loss model reached on the training split."""
+
+    holdout_samples: int = param(help="the validation samples it trained on", range=COUNT)
+    train_top1: float = param(help="its top-1 on the training split", range=FRACTION)
+    train_loss: float = param(help="its mean cross-entropy there", range=AMOUNT)
+
+
+@dataclass(kw_only=True)
+class Summary:
+    """summary.json, written last: its presence marks a finished run (``summarize``, plus what ``run`` adds)."""
+
+    final_test_acc: float = param(help="test top-1 after the last epoch", range=FRACTION)
+    final_test_top5: float = param(help="test top-5 after the last epoch", range=FRACTION)
+    final_test_bacc: float = param(help="balanced test top-1 after the last epoch", range=FRACTION)
+    final_test_per_class_acc: list[float | None] | None = param(None, "each class's final test top-1 (null: absent)",
+                                                                range=FRACTION)
+    best_test_acc: float = param(help="the best test top-1 of any epoch", range=FRACTION)
+    best_epoch: int = param(help="its epoch", range=COUNT)
+    target_acc: float = param(help="T for epochs to target", range=FRACTION)
+    target_source: str = param(help="where T came from", choices=("given", "0.99 x own best"))
+    epochs_to_target: int | None = param(None, "the first epoch at or above T (null: never)", range=COUNT)
+    epochs_to_plateau: int | None = param(None, "the first epoch within 1 point of the run's best", range=COUNT)
+    epochs: int = param(help="epochs trained", range=COUNT)
+    optimizer_steps: int = param(help="optimizer steps", range=COUNT)
+    num_batches: int = param(help="N, the fixed mini-batches", range=COUNT)
+    batches_per_round: int = param(help="k, the batches a round after the warm-up trains", range=COUNT)
+    samples_backpropagated: int = param(help="samples back-propagated", range=COUNT)
+    train_seconds: float = param(help="seconds in training steps", range=AMOUNT)
+    cost: CostTotals = param(help="what the run spent in all")
+    eval_seconds: float = param(help="seconds evaluating", range=AMOUNT)
+    final_val_acc: float | None = param(None, "final validation top-1 (with a validation split)", range=FRACTION)
+    best_val_acc: float | None = param(None, "the best validation top-1", range=FRACTION)
+    best_val_epoch: int | None = param(None, "its epoch", range=COUNT)
+    final_val_bacc: float | None = param(None, "balanced validation top-1 after the last epoch", range=FRACTION)
+    batch_visits: list[int] = param(help="how often each batch was trained", range=COUNT)
+    batches_never_selected_after_warmup: int = param(help="batches trained in the warm-up only", range=COUNT)
+    mislabelled: MislabelledExposure | None = param(None, "runs with label noise: training on relabelled samples")
+    holdout_cost: dict[str, float] | None = param(None, "rho-loss: its IL model's cost, by column", range=AMOUNT)
+    irreducible_model: IrreducibleModel | None = param(None, "rho-loss: what its irreducible-loss model reached")
+
+
+@dataclass(kw_only=True)
+class Relabelled:
+    """relabelled.json (runs with label noise): the relabelled samples, their labels, and the fixed mini-batches that
+    trace.csv's batch column numbers; indices into the training split as the sampler sees it."""
+
+    train_samples: int = param(help="samples in the training split", range=COUNT)
+    relabelled: list[int] = param(help="indices of the relabelled samples", range=COUNT)
+    true_labels: list[int] = param(help="their labels before", range=COUNT)
+    given_labels: list[int] = param(help="their labels after", range=COUNT)
+    partition: list[list[int]] = param(help="the N fixed mini-batches of B indices", range=COUNT)
+
+
+def field_names(record: type) -> tuple[str, ...]:
+    """A record's fields in declaration order: a CSV file's columns."""
+    return tuple(f.name for f in dataclasses.fields(record))
+
+
+HISTORY_FIELDS = field_names(HistoryRow)
+TRACE_FIELDS = field_names(TraceRow)
+COST_COLUMNS = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds",
+                "cpu_seconds")  # the history columns that count cost
+
+
+# ---- checking the values read back against the declarations ----------------------------------------------------
+
 
 class BadRecord(ValueError):
     """A run file that parses but holds a value of the wrong type or out of range; the message names it."""
+
+
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _is_real(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-# kind -> (accepts, what it accepts). NaN fails every kind: an empty cell is only allowed where a field is optional.
-KINDS = {
-    "fraction": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),  # accuracies
-    "amount": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),  # losses, seconds, the learning rate
-    "count": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),  # epochs, steps, samples, indices
-}
-HISTORY_KINDS = {
-    "epoch": "count", "step": "count", "train_loss": "amount", "test_loss": "amount", "test_acc": "fraction",
-    "test_top5": "fraction", "lr": "amount", "train_seconds": "amount", "eval_seconds": "amount",
-    "val_loss": "amount", "val_acc": "fraction", "val_top5": "fraction", "test_bacc": "fraction", "val_bacc": "fraction",
-    "samples_loaded": "count", "samples_forward": "count", "samples_forward_nograd": "count",
-    "samples_backprop": "count", "choose_seconds": "amount", "cpu_seconds": "amount",
-}
-# Columns a run may leave empty or lack: no validation split, or written before the column existed.
-HISTORY_OPTIONAL = {"val_loss", "val_acc", "val_top5", "test_bacc", "val_bacc", *COST_COLUMNS}
-TRACE_KINDS = {"step": "count", "round": "count", "batch": "count", "loss": "amount", "samples": "count"}
-TRACE_OPTIONAL = {"samples"}
-SUMMARY_KINDS = {
-    **dict.fromkeys(("final_test_acc", "final_test_top5", "best_test_acc", "target_acc", "final_val_acc",
-                     "best_val_acc"), "fraction"),
-    **dict.fromkeys(("best_epoch", "epochs", "optimizer_steps", "num_batches", "batches_per_round", "best_val_epoch",
-                     "batches_never_selected_after_warmup"), "count"),
-    **dict.fromkeys(("samples_backpropagated", "train_seconds", "eval_seconds"), "amount"),
-}
-SUMMARY_NULLABLE = {"final_test_bacc": "fraction", "final_val_bacc": "fraction", "epochs_to_target": "count",
-                    "epochs_to_plateau": "count"}
+def _check(name: str, value, kind, f: dataclasses.Field):
+    """``value`` checked against type ``kind`` (int, float, str, ``X | None``, ``list[X]``, ``dict[str, X]`` or a
+    record) and field ``f``'s declared range or choices, which apply to every number or name inside it."""
+    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, _UNION) else (kind,)
+    if _empty(value):
+        if type(None) in options:
+            return
+        raise BadRecord(f"{name} is missing")
+    (kind,) = [k for k in options if k is not type(None)]
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise BadRecord(f"{name} is not a JSON object")
+        check_record(kind, value, f"{name}.")
+    elif origin is list:
+        if not isinstance(value, list):
+            raise BadRecord(f"{name} is not a list")
+        for i, item in enumerate(value):
+            _check(f"{name}[{i}]", item, typing.get_args(kind)[0], f)
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise BadRecord(f"{name} is not a JSON object")
+        for key, item in value.items():
+            _check(f"{name}.{key}", item, typing.get_args(kind)[1], f)
+    elif kind is str:
+        choices = f.metadata.get("choices")
+        if not isinstance(value, str) or (choices and value not in choices):
+            raise BadRecord(f"{name} is {value!r}, not {'one of ' + ', '.join(choices) if choices else 'a string'}")
+    elif not _is_real(value):
+        raise BadRecord(f"{name} is {value!r}, not a number")
+    elif (kind is int and not isinstance(value, int)) or value not in f.metadata["range"]:
+        raise BadRecord(f"{name} is {value!r}, not {f.metadata['range']}")
 
 
-def value_problem(value, kind: str) -> str | None:
-    """Why ``value`` is not of ``kind`` (a KINDS key), or None when it is."""
-    if not _is_real(value):
-        return "not a number"
-    accepts, what = KINDS[kind]
-    return None if accepts(value) else f"not {what}"
+_UNION = type(int | None)
 
 
-def _check(name: str, value, kind: str) -> None:
-    problem = value_problem(value, kind)
-    if problem:
-        raise BadRecord(f"{name} is {value!r}, {problem}")
+def _types(record: type) -> dict[str, typing.Any]:
+    return typing.get_type_hints(record, globalns={**globals(), **vars(typing)})
 
 
-def _is_empty(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def check_record(record: type, values, prefix: str = "") -> dict:
+    """``values`` (a dict: a CSV row, a JSON object) checked against ``record``'s declaration: every field without
+    ``| None`` present, every value of its type and in its range; keys not declared are not checked. Returns
+    ``values``; BadRecord names the first bad field."""
+    if not isinstance(values, dict):
+        raise BadRecord("not a JSON object")
+    kinds = _types(record)
+    for f in dataclasses.fields(record):
+        _check(prefix + f.name, values.get(f.name), kinds[f.name], f)
+    return values
 
 
-def check_rows(rows: list[dict], kinds: dict[str, str], optional: set[str]) -> list[dict]:
-    """``rows`` (read_csv's), each value checked against its column's kind; returns them. BadRecord names the
-    first bad cell by row (1-based) and column; columns not in ``kinds`` are not checked."""
+def check_rows(rows: list[dict], record: type) -> list[dict]:
+    """``rows`` (read_csv's) each checked against ``record``; BadRecord names the first bad cell by row (1-based)."""
     for i, row in enumerate(rows, start=1):
-        for column, kind in kinds.items():
-            value = row.get(column)
-            if _is_empty(value):
-                if column in optional:
-                    continue
-                raise BadRecord(f"row {i} has no {column}")
-            try:
-                _check(column, value, kind)
-            except BadRecord as e:
-                raise BadRecord(f"row {i}: {e}") from None
+        try:
+            check_record(record, row)
+        except BadRecord as e:
+            raise BadRecord(f"row {i}: {e}") from None
     return rows
 
 
-def _check_list(name: str, values, kind: str, nullable: bool = False) -> None:
-    if not isinstance(values, list):
-        raise BadRecord(f"{name} is not a list")
-    for i, value in enumerate(values):
-        if not (nullable and value is None):
-            _check(f"{name}[{i}]", value, kind)
-
-
-def check_summary(summary) -> dict:
-    """summary.json's values checked by kind (the keys it holds; a run of an older version lacks some); returns it."""
-    if not isinstance(summary, dict):
-        raise BadRecord("not a JSON object")
-    for key, kind in SUMMARY_KINDS.items():
-        if key in summary:
-            _check(key, summary[key], kind)
-    for key, kind in SUMMARY_NULLABLE.items():
-        if summary.get(key) is not None:
-            _check(key, summary[key], kind)
-    if "batch_visits" in summary:
-        _check_list("batch_visits", summary["batch_visits"], "count")
-    if "final_test_per_class_acc" in summary:
-        _check_list("final_test_per_class_acc", summary["final_test_per_class_acc"], "fraction", nullable=True)
-    for key, kind, empty in (("cost", "amount", _is_empty), ("mislabelled", "fraction", lambda v: v is None)):
-        if summary.get(key) is None:
-            continue
-        if not isinstance(summary[key], dict):
-            raise BadRecord(f"{key} is not a JSON object")
-        for name, value in summary[key].items():  # a cost not counted (older runs) is NaN; a share without data null
-            if not empty(value):
-                _check(f"{key}.{name}", value, kind)
-    return summary
-
-
 def check_relabelled(record) -> dict:
-    """relabelled.json's values checked: counts, indices below ``train_samples``, one label pair per index."""
-    if not isinstance(record, dict):
-        raise BadRecord("not a JSON object")
-    _check("train_samples", record["train_samples"], "count")
-    n = record["train_samples"]
-    for key in ("relabelled", "true_labels", "given_labels"):
-        _check_list(key, record[key], "count")
+    """relabelled.json checked: its declaration, one label pair per index, indices below ``train_samples``."""
+    check_record(Relabelled, record)
+    for key in ("true_labels", "given_labels"):
         if len(record[key]) != len(record["relabelled"]):
             raise BadRecord(f"{key} has {len(record[key])} entries for {len(record['relabelled'])} relabelled samples")
-    if not isinstance(record["partition"], list):
-        raise BadRecord("partition is not a list")
-    for i, batch in enumerate(record["partition"]):
-        _check_list(f"partition[{i}]", batch, "count")
     indices = record["relabelled"] + [j for batch in record["partition"] for j in batch]
+    n = record["train_samples"]
     if any(j >= n for j in indices):
         raise BadRecord(f"a sample index is {max(indices)}, not below train_samples {n}")
     return record
@@ -176,6 +264,9 @@ def read_config(path: Path) -> RunConfig:
         raise BadRecord(f"the run folder is format {version!r}, and this hardbatch reads format {RUN_FORMAT}; "
                         f"open it with the hardbatch version that wrote it")
     return RunConfig.from_dict(saved["config"])
+
+
+# ---- a run folder ------------------------------------------------------------------------------------------------
 
 
 class RunDir:
@@ -219,14 +310,18 @@ class RunDir:
     def config(self) -> RunConfig:
         return self._read(CONFIG, read_config)
 
+    def environment(self) -> dict:
+        """What config.json records beside the configuration: ``versions``, ``device``, ``git_commit``, ..."""
+        return self._read(CONFIG, lambda p: {k: v for k, v in read_json(p).items() if k not in ("format", "config")})
+
     def history(self) -> list[dict[str, float]]:
-        return self._read(HISTORY, lambda p: check_rows(read_csv(p), HISTORY_KINDS, HISTORY_OPTIONAL))
+        return self._read(HISTORY, lambda p: check_rows(read_csv(p), HistoryRow))
 
     def trace(self) -> list[dict[str, float]]:
-        return self._read(TRACE, lambda p: check_rows(read_csv(p), TRACE_KINDS, TRACE_OPTIONAL))
+        return self._read(TRACE, lambda p: check_rows(read_csv(p), TraceRow))
 
     def summary(self) -> dict:
-        return self._read(SUMMARY, lambda p: check_summary(read_json(p)))
+        return self._read(SUMMARY, lambda p: check_record(Summary, read_json(p)))
 
     def relabelled(self) -> dict | None:
         """The label-noise record (see ``write_relabelled``), or None for a run without label noise."""
@@ -234,9 +329,7 @@ class RunDir:
 
     def write_relabelled(self, train_samples: int, indices: list[int], true_labels: list[int], given_labels: list[int],
                          partition: list[list[int]]) -> None:
-        """``relabelled.json``: indices into the training split (as the sampler sees it) of the relabelled samples,
-        their labels before and after, and the fixed mini-batches (N lists of B indices) that trace.csv's batch
-        column numbers."""
+        """``relabelled.json`` (``Relabelled``)."""
         record = {"train_samples": train_samples, "relabelled": indices, "true_labels": true_labels,
                   "given_labels": given_labels, "partition": partition}
         atomic_write_text(self.file(RELABELLED), json.dumps(record, separators=(",", ":")) + "\n")  # compact: 60k indices
@@ -275,98 +368,42 @@ def find_runs(root: Path | str) -> list[RunDir]:
     return [RunDir(p.parent) for p in sorted(root.rglob(SUMMARY))]
 
 
-# ---- metrics derived from a saved history --------------------------------------------------------
+def find_unfinished(root: Path | str) -> list[RunDir]:
+    """Every run folder under ``root`` that has a config.json but no summary.json (training, stopped or failed)."""
+    root = Path(root)
+    return [RunDir(p.parent) for p in sorted(root.rglob(CONFIG)) if not (p.parent / SUMMARY).exists()]
 
 
-@dataclass
-class MislabelledExposure:
-    """How much of a run's training was on relabelled samples, against their share of the data (fractions)."""
-
-    trained: float  # of all samples back-propagated (every step, warm-up included), the share that was relabelled
-    trained_after_warmup: float  # the same after the first epoch (the warm-up); NaN for a run of one epoch
-    in_data: float  # relabelled samples / training-split samples
-    in_partition: float  # their share of the samples the fixed mini-batches hold (the remainder is never trained)
-
-
-def exposure(partition: Sequence[Sequence[int]], relabelled: Iterable[int], train_samples: int,
-             batches: Sequence[int], rounds: Sequence[int]) -> MislabelledExposure:
-    """``partition``: N mini-batches of sample indices; ``batches``/``rounds``: trace.csv's columns, one per step."""
-    noisy = set(relabelled)
-    per_batch = [sum(i in noisy for i in batch) for batch in partition]
-    sizes = [len(batch) for batch in partition]
-
-    def share(steps: list[int]) -> float:
-        total = sum(sizes[b] for b in steps)
-        return sum(per_batch[b] for b in steps) / total if total else math.nan
-
-    batches = [int(b) for b in batches]
-    return MislabelledExposure(
-        trained=share(batches),
-        trained_after_warmup=share([b for b, r in zip(batches, rounds) if r >= 1]),
-        in_data=len(noisy) / train_samples,
-        in_partition=share(list(range(len(partition)))),
-    )
-
-
-def exposure_from_visits(sample_visits, first_epoch_visits, relabelled, partition) -> dict:
-    """Shares of relabelled samples among the samples back-propagated (all, and after the first epoch), in the
-    training split and in the fixed partition; ``*_visits``: how often each sample was back-propagated (n,)."""
-    noisy = torch_index(relabelled)
-    total, first = int(sample_visits.sum()), int(first_epoch_visits.sum())
-    noisy_total, noisy_first = int(sample_visits[noisy].sum()), int(first_epoch_visits[noisy].sum())
-    held = {int(i) for batch in partition for i in batch}
-    return {
-        "trained": noisy_total / total if total else math.nan,
-        "trained_after_warmup": (noisy_total - noisy_first) / (total - first) if total > first else math.nan,
-        "in_data": len(noisy) / len(sample_visits),
-        "in_partition": len(held & {int(i) for i in relabelled}) / len(held) if held else math.nan,
-    }
-
-
-def _nan(value) -> float:
-    return math.nan if value is None else value
-
-
-def torch_index(values):
-    import torch
-
-    return torch.as_tensor(list(values), dtype=torch.long)
+# ---- the summary, from a run's history --------------------------------------------------------------------------
 
 
 def mislabelled_exposure(run: RunDir) -> MislabelledExposure | None:
-    """The share of relabelled samples in what ``run`` back-propagated against their share of its training split;
-    None for a run without label noise. Counted during training (summary.json ``mislabelled``); for runs from
-    before that, from trace.csv's batch column and relabelled.json's partition (fixed-partition policies only)."""
-    record = run.relabelled()
-    if record is None:
-        return None
+    """The share of relabelled samples in what ``run`` back-propagated against their share of its training split, as
+    counted during training (summary.json ``mislabelled``, NaN where undefined); None for a run without label noise."""
     counted = run.summary().get("mislabelled")
-    if counted:
-        return MislabelledExposure(**{k: _nan(v) for k, v in counted.items()})
-    trace = run.trace()
-    return exposure(record["partition"], record["relabelled"], record["train_samples"],
-                    [row["batch"] for row in trace], [row["round"] for row in trace])
+    if counted is None:
+        return None
+    return MislabelledExposure(**{k: math.nan if v is None else v for k, v in counted.items()})
 
 
-def _or_none(value: float | None) -> float | None:
+def _or_none(value: float) -> float | None:
     """JSON has no NaN: a missing number is null."""
-    return None if value is None or math.isnan(value) else value
+    return None if math.isnan(value) else value
 
 
 def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batches_per_round: int,
               test_per_class: list[float | None] | None = None) -> dict:
-    """The summary of a finished run, computed from its per-epoch history and selection counts.
-
-    ``test_per_class``: the last epoch's top-1 accuracy of each class on the test split (None: a class absent).
-    """
+    """The summary of a finished run (``Summary``), computed from its per-epoch history (``HistoryRow``s) and
+    selection counts; ``test_per_class``: the last epoch's top-1 accuracy of each class on the test split (None: a
+    class absent)."""
     accs = [row["test_acc"] for row in history]
     best = max(accs)
     target, source = (cfg.target_acc, "given") if cfg.target_acc is not None else (TARGET_FRACTION * best, "0.99 x own best")
-    steps = int(history[-1]["step"])
+    cost = cost_totals(history)
     return {
         "final_test_acc": accs[-1],
         "final_test_top5": history[-1]["test_top5"],
-        "final_test_bacc": _or_none(history[-1].get("test_bacc", math.nan)),
+        "final_test_bacc": history[-1]["test_bacc"],
         **({"final_test_per_class_acc": list(test_per_class)} if test_per_class else {}),
         "best_test_acc": best,
         "best_epoch": accs.index(best) + 1,
@@ -375,12 +412,12 @@ def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batc
         "epochs_to_target": epochs_to_target(accs, target),
         "epochs_to_plateau": epochs_to_plateau(accs),
         "epochs": len(history),
-        "optimizer_steps": steps,
+        "optimizer_steps": cost["optimizer_steps"],
         "num_batches": len(batch_visits),
         "batches_per_round": batches_per_round,
-        "samples_backpropagated": _total(history, "samples_backprop", steps * cfg.batch_size),
-        "train_seconds": sum(row["train_seconds"] for row in history),
-        "cost": cost_totals(history),
+        "samples_backpropagated": cost["samples_backprop"],
+        "train_seconds": cost["train_seconds"],
+        "cost": cost,
         "eval_seconds": sum(row["eval_seconds"] for row in history),
         **_val_summary(history),
         "batch_visits": batch_visits,
@@ -388,21 +425,14 @@ def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batc
     }
 
 
-def _total(history: list[dict], column: str, default: float) -> float:
-    values = [row.get(column, math.nan) for row in history]
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
-        return default  # a run from before cost was counted
-    return sum(values)
-
-
 def cost_totals(history: list[dict]) -> dict:
-    """A run's total cost (README "Cost") from its per-epoch history; NaN where it was not counted."""
+    """A run's total cost (``CostTotals``, README "Cost") from its per-epoch history."""
     totals = {"optimizer_steps": int(history[-1]["step"]) if history else 0}
     for column in COST_COLUMNS[:4]:
-        totals[column] = _total(history, column, math.nan)
+        totals[column] = sum(row[column] for row in history)
     totals["train_seconds"] = sum(row["train_seconds"] for row in history)
-    totals["choose_seconds"] = _total(history, "choose_seconds", math.nan)
-    totals["cpu_seconds"] = _total(history, "cpu_seconds", math.nan)
+    for column in COST_COLUMNS[4:]:
+        totals[column] = sum(row[column] for row in history)
     return totals
 
 
@@ -414,5 +444,3 @@ def _val_summary(history: list[dict]) -> dict:
     best = max(vals)
     return {"final_val_acc": vals[-1], "best_val_acc": best, "best_val_epoch": vals.index(best) + 1,
             "final_val_bacc": _or_none(history[-1].get("val_bacc", math.nan))}
-
-

@@ -1,11 +1,13 @@
-"""The paper's claims (docs/method.md "Claims to check"), each judged against the measured per-arm statistics (report.ArmStats)."""
+"""The paper's claims (docs/method.md "Claims to check"), each judged against the measured per-arm statistics."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from hardbatch.metrics import has_interval, no_interval_reason
+from hardbatch.report.groups import PAPER, Comparison, Group, by_protocol
+from hardbatch.report.stats import ArmStats, chosen_arm
+from hardbatch.report.wording import difference
 
 HELD, PARTLY, NOT_HELD, NOT_RUN = "held", "partly held", "not held", "not run"
 NO_BASELINE = "no baseline"  # groups were run, but none holds the paper's rule at δ = 1
@@ -35,8 +37,8 @@ class GroupResult:
 
     dataset: str
     model: str
-    rows: list  # report.ArmStats, one per arm
-    chosen: object | None  # the method's ArmStats chosen on validation (or test): for the paper, its best δ < 1
+    rows: list[ArmStats]  # one per arm
+    chosen: ArmStats | None  # the method's arm chosen on validation (or test): for the paper, its best δ < 1
     chosen_on: str  # "validation" or "test"
 
     @property
@@ -44,31 +46,30 @@ class GroupResult:
         return f"{self.dataset}/{self.model}"
 
 
-def _has_interval(row) -> bool:
-    return has_interval(row.diff_low, row.diff_high)
+def _has_interval(row: ArmStats) -> bool:
+    return row.vs_reference.has_interval
 
 
-def _significant_gain(row) -> bool:
-    return _has_interval(row) and row.diff_low > 0
+def _significant_gain(row: ArmStats) -> bool:
+    return _has_interval(row) and row.vs_reference.low > 0
 
 
-def _similar(row) -> bool:
+def _similar(row: ArmStats) -> bool:
     """The paired 95% CI contains 0, or |Δ| <= SIMILAR_POINTS; a difference without an interval is not judged."""
     if not _has_interval(row):
         return False
-    return row.diff_low <= 0 <= row.diff_high or abs(row.diff_points) <= SIMILAR_POINTS
+    d = row.vs_reference
+    return d.low <= 0 <= d.high or abs(d.mean) <= SIMILAR_POINTS
 
 
-def _faster(row) -> bool:
+def _faster(row: ArmStats) -> bool:
     """Fewer epochs to T on average, with every run of the arm reaching T."""
-    reached_all = row.target_reached == row.n
-    return reached_all and not math.isnan(row.fewer_epochs_pct) and row.fewer_epochs_pct > 0
+    fewer = row.target.fewer_epochs_pct
+    return row.target.reached == row.n and not math.isnan(fewer) and fewer > 0
 
 
-def _diff_text(row) -> str:
-    reason = no_interval_reason(row.diff_pairs, row.diff_low, row.diff_high)
-    ci = f" ({reason})" if reason else f" [{row.diff_low:+.2f}, {row.diff_high:+.2f}]"
-    return f"Δ {row.diff_points:+.2f} pts{ci}, {row.diff_relative_pct:+.1f}% relative"
+def _diff_text(row: ArmStats) -> str:
+    return f"Δ {difference(row.vs_reference)} pts, {row.relative_pct:+.1f}% relative"
 
 
 def _verdict(passed: int, total: int, undecided: int = 0, missing: int = 0) -> str:
@@ -89,18 +90,19 @@ def _missing_text(missing: list[str]) -> str:
     return f"; baseline (the rule at δ = 1) missing in {', '.join(missing)}" if missing else ""
 
 
-def check_claims(results: list[GroupResult], missing_baseline: list[str] | None = None, comparison=None) -> list[Claim]:
+def check_claims(results: list[GroupResult], missing_baseline: list[str] | None = None,
+                 comparison: Comparison | None = None) -> list[Claim]:
     """One verdict per claim of the abstract and of the released code's CIFAR-10 table.
 
     ``results`` hold only groups with the reference (for the paper: its rule at δ = 1); ``missing_baseline`` names
     the groups without one, which no claim judges. A difference without a 95% interval decides no claim.
-    ``comparison`` (a report.Comparison; default the paper's) says which method is judged: the claim about δ is
+    ``comparison`` (default the paper's) says which method is judged: the claim about δ is
     judged for methods that sweep δ, and the released code's numbers for the paper's own comparison only.
     """
     paper = comparison is None or comparison.is_paper
     sweeps_delta = comparison is None or comparison.axis == "delta"
     missing = list(missing_baseline or [])
-    compared = [g for g in results if g.chosen is not None and not math.isnan(g.chosen.diff_points)]
+    compared = [g for g in results if g.chosen is not None and not math.isnan(g.chosen.vs_reference.mean)]
     usable = [g for g in compared if _has_interval(g.chosen)]
     no_ci = [g for g in compared if not _has_interval(g.chosen)]
     claims = []
@@ -120,12 +122,13 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
         _verdict(len(faster), len(compared), 0, len(missing)),
         f"{len(faster)}/{len(compared)} groups reach T in fewer epochs (mean over seeds, every run reaching T) "
         f"at the chosen δ; "
-        + "; ".join(f"{_where(g)}: {g.chosen.fewer_epochs_pct:+.1f}% epochs" for g in compared) + _missing_text(missing),
+        + "; ".join(f"{_where(g)}: {g.chosen.target.fewer_epochs_pct:+.1f}% epochs" for g in compared)
+        + _missing_text(missing),
     ))
 
     smallest = []
     for g in results if sweeps_delta else []:
-        ours = [r for r in g.rows if r.is_method and not math.isnan(r.diff_points)]
+        ours = [r for r in g.rows if r.is_method and not math.isnan(r.vs_reference.mean)]
         if ours:
             smallest.append((g, min(ours, key=lambda r: r.value)))
     judged = [(g, r) for g, r in smallest if _has_interval(r)]
@@ -135,14 +138,15 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
         _verdict(len(both), len(judged), len(smallest) - len(judged), len(missing)),
         f"at the smallest δ of each group, {len(both)}/{len(smallest)} have similar accuracy (CI contains 0 or "
         f"Δ within ±{SIMILAR_POINTS:g} pt) and fewer epochs to T; "
-        + "; ".join(f"{g.name} δ={r.value:g}: {_diff_text(r)}, {r.fewer_epochs_pct:+.1f}% epochs" for g, r in smallest)
+        + "; ".join(f"{g.name} δ={r.value:g}: {_diff_text(r)}, {r.target.fewer_epochs_pct:+.1f}% epochs"
+                    for g, r in smallest)
         + _missing_text(missing),
     ))
 
     stl = [g for g in usable if (g.dataset, g.model) == ("stl10", "efficientnet_b4")] if paper else []
     if stl:
         g = stl[0]
-        fewer = g.chosen.fewer_epochs_pct
+        fewer = g.chosen.target.fewer_epochs_pct
         verdict = NOT_HELD if math.isnan(fewer) or fewer <= 0 else HELD if fewer >= 26.47 else PARTLY
         evidence = f"{_where(g)}: {fewer:+.1f}% epochs to T (claimed 26.47% fewer)"
     else:
@@ -153,7 +157,7 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
     if c100:
         g = c100[0]
         r = g.chosen
-        big = r.diff_points >= 7.26 or r.diff_relative_pct >= 7.26
+        big = r.vs_reference.mean >= 7.26 or r.relative_pct >= 7.26
         verdict = (UNDECIDED if not _has_interval(r) else HELD if _significant_gain(r) and big
                    else PARTLY if _significant_gain(r) else NOT_HELD)
         evidence = f"{_where(g)}: {_diff_text(r)} (claimed +7.26%, points or relative)"
@@ -165,7 +169,7 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
     for model, (base, delta, acc) in RELEASED_CIFAR10.items():
         group = next((g for g in results if (g.dataset, g.model) == ("cifar10", model)), None) if paper else None
         row = None if group is None else next((r for r in group.rows if r.is_method and r.value == delta), None)
-        if row is None or math.isnan(row.diff_points):
+        if row is None or math.isnan(row.vs_reference.mean):
             parts.append(f"{model} δ={delta:g}: not run")
             continue
         claimed = acc - base
@@ -174,8 +178,8 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
             parts.append(f"{model} δ={delta:g}: claimed {claimed:+.1f} pts, measured {_diff_text(row)} — undecided")
             continue
         checked += 1
-        same_sign = (row.diff_points > 0) == (claimed > 0)
-        decided = not (row.diff_low <= 0 <= row.diff_high)
+        same_sign = (row.vs_reference.mean > 0) == (claimed > 0)
+        decided = not (row.vs_reference.low <= 0 <= row.vs_reference.high)
         matched += same_sign and decided
         parts.append(f"{model} δ={delta:g}: claimed {claimed:+.1f} pts, measured {_diff_text(row)}"
                      + ("" if decided else " — not significant"))
@@ -191,3 +195,36 @@ def claims_markdown(claims: list[Claim]) -> str:
     lines = ["| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {c.claim} | **{c.verdict}** | {c.evidence.replace('|', '/')} |" for c in claims]
     return "\n".join(lines)
+
+
+def group_results(groups: list[Group], stats: dict[str, list[ArmStats]],
+                  comparison: Comparison = PAPER) -> tuple[list[GroupResult], list[str]]:
+    """What the claims read: one GroupResult per group that holds the reference, and the titles of those without."""
+    results, missing = [], []
+    for g in groups:
+        if g.reference_for(comparison) is None:
+            missing.append(g.title)
+            continue
+        chosen, on = chosen_arm(stats[g.title])
+        results.append(GroupResult(g.settings["dataset"], g.settings["model"], stats[g.title], chosen, on))
+    return results, missing
+
+
+def claims_section(groups: list[Group], stats: dict[str, list[ArmStats]], comparison: Comparison = PAPER) -> str:
+    """report.md's "Claims of the paper, checked": one claims table per protocol."""
+    judged = ("the best δ < 1 chosen on the validation split (on test where no split exists, marked), against the "
+              "paper's rule at δ = 1 (its baseline)") if comparison.is_paper else (
+              f"the best `{comparison.method}` setting chosen on the validation split (on test where no split exists, "
+              f"marked), against {comparison.reference_label} (the reference given to the report)")
+    parts = ["## Claims of the paper, checked", "",
+             f"Each claim is judged at {judged} with the same seeds. held = in every group run; partly held = in "
+             "some; not run = no runs for it; no baseline = no group ran the reference; undecided = no group had a "
+             "95% interval to judge by (fewer than 3 seed pairs, or zero spread).", ""]
+    for protocol, members in by_protocol(groups).items():
+        results, missing = group_results(members, stats, comparison)
+        parts += [f"### Protocol: {protocol or 'custom (no preset)'}", ""]
+        if missing:
+            what = "the paper's rule, `hardbatch`, at δ = 1" if comparison.is_paper else comparison.reference_label
+            parts += [f"The baseline ({what}) is missing in {', '.join(missing)}: those groups are not judged.", ""]
+        parts += [claims_markdown(check_claims(results, missing, comparison)), ""]
+    return "\n".join(parts)

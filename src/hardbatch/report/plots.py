@@ -1,4 +1,5 @@
-"""Figures drawn from values the report computed; each function draws on a given matplotlib Axes."""
+"""A report's figures: what to draw computed from a group's runs and statistics, then drawn on a matplotlib Axes
+(``ax=None``: a new figure) and saved as PNG. matplotlib is imported only with this module."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from hardbatch.fileio import space_for
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from hardbatch.fileio import space_for
+from hardbatch.metrics import mean_std
+from hardbatch.report.glossary import epoch_axis_label
+from hardbatch.report.groups import PAPER, Comparison, Group
+from hardbatch.report.load import Run
+from hardbatch.report.stats import ArmStats, forest_points
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -28,14 +35,14 @@ def _finish(ax: Axes, xlabel: str, ylabel: str, title: str | None, legend: bool 
 
 
 def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], ax: Axes | None = None,
-                ylabel: str = "test top-1 accuracy (%)", title: str | None = None) -> Axes:
+                ylabel: str = "test top-1 accuracy (%)", title: str | None = None, xlabel: str = "epoch") -> Axes:
     """One line per label: ``(mean, low, high)`` per epoch, the band between low and high shaded."""
     ax = _axes(ax)
     for label, (mean, low, high) in curves.items():
         epochs = range(1, len(mean) + 1)
         (line,) = ax.plot(epochs, mean, label=label, linewidth=1.5)
         ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-    return _finish(ax, "epoch (N optimizer steps; one pass for infobatch)", ylabel, title)
+    return _finish(ax, xlabel, ylabel, title)
 
 
 def plot_final_vs_delta(deltas: Sequence[float], means: Sequence[float], lows: Sequence[float], highs: Sequence[float],
@@ -124,3 +131,71 @@ def plot_forest(differences: dict[str, tuple[float, float, float]], reference: s
     ax.axvline(0.0, linestyle="--", color="gray", linewidth=1)
     ax.set_yticks(list(rows), labels)
     return _finish(ax, f"final test top-1, difference to {reference} (points, 95% interval)", "", title, legend=False)
+
+
+# ---- what a report draws: values computed from a group's runs and statistics -----------------------------------
+
+
+def _curve_band(runs: list[Run]) -> tuple[list[float], list[float], list[float]]:
+    """Mean ± std (in %) per epoch over runs; epochs beyond the shortest run are dropped."""
+    length = min(len(r.accs) for r in runs)
+    mean, low, high = [], [], []
+    for e in range(length):
+        m, s = mean_std([r.accs[e] for r in runs])
+        mean.append(100 * m), low.append(100 * (m - s)), high.append(100 * (m + s))
+    return mean, low, high
+
+
+def _cost_band(runs: list[Run], column: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per epoch over runs: mean cumulative cost, and mean ± std of test top-1 (%)."""
+    length = min(len(r.accs) for r in runs)
+    xs = [mean_std([r.cost(column)[e] for r in runs])[0] for e in range(length)]
+    mean, low, high = _curve_band(runs)
+    return xs, mean[:length], low[:length], high[:length]
+
+
+def draw_group_plots(group: Group, stats: list[ArmStats], out_dir: Path, comparison: Comparison = PAPER) -> list[Path]:
+    """Accuracy curves, final accuracy along the method's axis, and batch-visit counts for one group; returns the
+    PNGs."""
+    curves = {arm.label: _curve_band(list(arm.runs.values())) for arm in group.arms}
+    ax = plot_curves(curves, title=group.title, xlabel=epoch_axis_label())
+    paths = [save_figure(ax, out_dir / f"{group.slug}_accuracy.png")]
+    ours = [r for r in stats
+            if (r.is_method or (r.is_reference and r.policy == comparison.method)) and r.value is not None]
+    if ours and comparison.axis == "delta":
+        ref = next((r for r in stats if r.is_reference), None)
+        # The 95% t-interval of the mean over seeds, clipped (ArmStats.final_ci): no accuracy lies outside [0, 100].
+        ax = plot_final_vs_delta(
+            [r.value for r in ours], [100 * r.final.mean for r in ours],
+            [100 * r.final_ci.low for r in ours], [100 * r.final_ci.high for r in ours],
+            baseline=100 * ref.final.mean if ref else None, title=group.title,
+        )
+        paths.append(save_figure(ax, out_dir / f"{group.slug}_final_vs_delta.png"))
+    visits = {}
+    for arm in group.arms:
+        # Sorted per seed before averaging: with a shuffled partition, batch i differs between seeds.
+        per_seed = [sorted(run.summary["batch_visits"]) for run in arm.runs.values()]
+        visits[arm.label] = [sum(v) / len(per_seed) for v in zip(*per_seed)]
+    paths.append(save_figure(plot_batch_visits(visits, title=f"{group.title}: selection"),
+                             out_dir / f"{group.slug}_batch_visits.png"))
+    return paths
+
+
+def draw_cost_plots(group: Group, stats: list[ArmStats], out_dir: Path) -> list[Path]:
+    """Test accuracy against cumulative back-propagated samples and training seconds, the forest plot of every
+    arm's paired difference to `uniform` (with a `uniform` arm), and the final accuracy against total cost (the
+    speed-accuracy front); returns the PNGs."""
+    paths = []
+    for column, xlabel, name in (("samples_backprop", "cumulative samples back-propagated", "vs_samples"),
+                                 ("train_seconds", "cumulative training seconds", "vs_seconds")):
+        curves = {arm.label: _cost_band(list(arm.runs.values()), column) for arm in group.arms}
+        ax = plot_cost_curves(curves, xlabel=xlabel, title=group.title)
+        paths.append(save_figure(ax, out_dir / f"{group.slug}_accuracy_{name}.png"))
+    if differences := forest_points(stats):
+        ax = plot_forest(differences, "uniform", title=f"{group.title}: paired difference to uniform")
+        paths.append(save_figure(ax, out_dir / f"{group.slug}_forest.png"))
+    points = {r.arm: (r.cost.samples_backpropagated, r.cost.train_seconds, 100 * r.final.mean,
+                      100 * r.final_ci.low, 100 * r.final_ci.high) for r in stats}
+    paths.append(save_figure(plot_front(points, title=f"{group.title}: speed-accuracy front"),
+                             out_dir / f"{group.slug}_front.png"))
+    return paths
