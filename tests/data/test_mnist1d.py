@@ -18,7 +18,7 @@ from hardbatch.data import DATASETS, load_dataset
 from hardbatch.data.readers.mnist1d import mnist1d_arguments, mnist1d_cache_file
 from hardbatch.errors import MissingExtra
 from hardbatch.records import find_runs
-from hardbatch.report.build import Run, group_runs
+from hardbatch.report import Run, group_runs
 from hardbatch.run.plan import DataCache
 
 

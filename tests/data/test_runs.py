@@ -15,7 +15,7 @@ import torch
 from hardbatch.config import RunConfig, make_config
 from hardbatch.data import DATASETS, default_models_text, load_dataset
 from hardbatch.functional import batch_purity
-from hardbatch.records import RELABELLED, RunDir, exposure, mislabelled_exposure
+from hardbatch.records import RELABELLED, RunDir, mislabelled_exposure
 from hardbatch.run.checks import check_fits, prepare, resolve
 from hardbatch.run.plan import DataCache
 from hardbatch.sampler import HardBatchSampler
@@ -165,17 +165,6 @@ def test_run_records_settings_and_relabelled_samples(tmp_path, train):
     # --overwrite without noise removes the stale record
     assert train(*[a for a in args if a not in ("--label-noise", "0.25")], "--overwrite")[0] == 0
     assert not (out / RELABELLED).exists() and mislabelled_exposure(RunDir(out)) is None
-
-
-def test_exposure_counts_trained_samples_by_hand():
-    partition = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]  # sample 12 is the dropped remainder
-    relabelled = [0, 1, 5, 12]  # batch 0 holds 2, batch 1 holds 1, batch 2 none
-    # warm-up trains 0, 1, 2; then rounds train batch 0 twice and batch 1 once
-    e = exposure(partition, relabelled, 13, batches=[0, 1, 2, 0, 1, 0], rounds=[0, 0, 0, 1, 1, 2])
-    assert e.trained == pytest.approx((2 + 1 + 0 + 2 + 1 + 2) / 24)
-    assert e.trained_after_warmup == pytest.approx((2 + 1 + 2) / 12)
-    assert e.in_data == pytest.approx(4 / 13) and e.in_partition == pytest.approx(3 / 12)
-    assert math.isnan(exposure(partition, relabelled, 13, [0, 1, 2], [0, 0, 0]).trained_after_warmup)
 
 
 def test_compare_caches_reshaped_data_per_seed():
