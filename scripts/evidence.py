@@ -38,6 +38,7 @@ import argparse
 import json
 import shutil
 import signal
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from hardbatch.errors import UsageError
 from hardbatch.fileio import LOCK, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
 from hardbatch.records import RunDir
 from hardbatch.report.benchmarks import (
-    DOC_DIR_NAME, check_readme, page, summarise, training_cpu_minutes, write_readme,
+    COLLAPSE_POINTS, DOC_DIR_NAME, check_readme, page, summarise, training_cpu_minutes, write_readme,
 )
 from hardbatch.report.groups import arm_label
 from hardbatch.run.plan import check_plan, execute, parse_shard, plan_compare, PlannedRun, shard
@@ -61,26 +62,39 @@ from hardbatch.run.plan import check_plan, execute, parse_shard, plan_compare, P
 RULE_DELTA = 0.5  # the rule's δ, and its controls' (the demo's; δ is not tuned: every arm gets the same lr grid only)
 WAIT_SECONDS = 30  # between looks at runs another process is training
 FAILED = "evidence-failed.txt"  # in a run folder whose training failed (diverged at a too-high lr): not retried
+# RS2 at half the data per epoch: each epoch a random half, drawn without replacement across epochs (its authors'
+# default, 10%, trains a tenth of what every other arm trains; half sits between the peers that prune).
+RS2_FRACTION = 0.5
 # CPU time of one run of each policy relative to `uniform`, measured here on both benchmarks (benchmarks/README.md,
 # "bench_runs.py"); the plan's estimate only.
-POLICY_COST = {"rho-loss": 3.2, "selective-backprop": 1.15, "infobatch": 0.85, "seta": 0.8}
+POLICY_COST = {"rho-loss": 3.2, "selective-backprop": 1.15, "infobatch": 0.85, "seta": 0.8, "bls": 0.85,
+               "rs2": RS2_FRACTION}
+TUNE_SEEDS = 5  # the learning-rate rule's seeds: at least 5 (issue 25 item 4)
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm of a benchmark: a policy at its defaults (the paper's rule and its controls at ``delta``)."""
+    """One arm of a benchmark: a policy at its defaults (the paper's rule and its controls at ``delta``; ``params``:
+    hyper-parameters away from their defaults) and the fractions of the epoch budget it also trains at (the compute
+    frontier: each run its schedule decayed within its own budget, at the arm's chosen learning rate)."""
 
     policy: str
     delta: float = 1.0
+    params: tuple[tuple[str, float], ...] = ()
+    budgets: tuple[float, ...] = ()
 
     @property
     def label(self) -> str:
         return arm_label(self.policy, self.delta if self.policy in DELTA_POLICIES else None)
 
 
-ALL_ARMS = (Arm("hardbatch", RULE_DELTA), Arm("hardbatch", 1.0), Arm("random", RULE_DELTA), Arm("cyclic", RULE_DELTA),
-            Arm("uniform"), Arm("selective-backprop"), Arm("infobatch"), Arm("composer-sb"), Arm("seta"), Arm("ies"),
-            Arm("rho-loss"))
+# Uniform's frontier, and the paper's rule and δ = 1 at the same shorter budgets (does the rule generalize in fewer
+# epochs?): 1/4, 1/2 and 3/4 of the epochs, beside the whole budget every arm trains.
+BUDGETS = (0.25, 0.5, 0.75)
+ALL_ARMS = (Arm("hardbatch", RULE_DELTA, budgets=BUDGETS), Arm("hardbatch", 1.0, budgets=BUDGETS),
+            Arm("random", RULE_DELTA), Arm("cyclic", RULE_DELTA), Arm("uniform", budgets=BUDGETS),
+            Arm("rs2", params=(("fraction", RS2_FRACTION),)), Arm("selective-backprop"), Arm("composer-sb"),
+            Arm("infobatch"), Arm("seta"), Arm("ies"), Arm("rho-loss"), Arm("bls"))
 RULE_ARMS = (Arm("hardbatch", RULE_DELTA), Arm("hardbatch", 1.0))
 
 
@@ -101,6 +115,7 @@ class Benchmark:
     tune_seeds: int
     run_cpu_s: float
     target: float | None = None
+    metric: str = "acc"  # what decides the lr and the verdicts: "acc" (top-1), or "bacc" (balanced, long-tailed)
 
     def base(self) -> RunConfig:
         return RunConfig(**self.settings)
@@ -114,27 +129,39 @@ MNIST1D = dict(dataset="mnist1d", model="cnn1d", batch_size=100, epochs=20, mome
 FASHION = dict(dataset="fashion-mnist", model="lenet", batch_size=64, epochs=10, momentum=0.9, val_fraction=0.05,
                train_subset=10_000, device="cpu")
 
+LONG_TAIL = 10  # the largest class 10 times the smallest (--imbalance 10), judged on balanced accuracy
 BENCHMARKS = (
     Benchmark("mnist1d", "MNIST-1D, cnn1d, cosine schedule", {**MNIST1D, "schedule": "cosine"}, ALL_ARMS,
-              (0.05, 0.1, 0.2, 0.4), seeds=64, tune_seeds=3, run_cpu_s=6.5, target=0.5),
+              (0.05, 0.1, 0.2, 0.4), seeds=64, tune_seeds=TUNE_SEEDS, run_cpu_s=4.0, target=0.5),
+    Benchmark("mnist1d-noise20", "MNIST-1D, cnn1d, 20% label noise, cosine schedule",
+              {**MNIST1D, "schedule": "cosine", "label_noise": 0.2}, ALL_ARMS, (0.05, 0.1, 0.2, 0.4), seeds=24,
+              tune_seeds=TUNE_SEEDS, run_cpu_s=4.0),
+    Benchmark("mnist1d-lt10", "MNIST-1D, cnn1d, long-tailed (imbalance 10), cosine schedule, balanced accuracy",
+              {**MNIST1D, "schedule": "cosine", "imbalance": LONG_TAIL}, ALL_ARMS, (0.05, 0.1, 0.2, 0.4), seeds=24,
+              tune_seeds=TUNE_SEEDS, run_cpu_s=2.0, metric="bacc"),
     Benchmark("mnist1d-constant", "MNIST-1D, cnn1d, constant rate (the paper's setting)",
-              {**MNIST1D, "schedule": "constant"}, RULE_ARMS, (0.05, 0.1, 0.2, 0.4), seeds=64, tune_seeds=3,
-              run_cpu_s=6.5, target=0.5),
+              {**MNIST1D, "schedule": "constant"}, RULE_ARMS, (0.05, 0.1, 0.2, 0.4), seeds=64,
+              tune_seeds=TUNE_SEEDS, run_cpu_s=4.0, target=0.5),
     Benchmark("fashion-clean", "Fashion-MNIST, LeNet-5, clean labels, cosine schedule",
-              {**FASHION, "schedule": "cosine"}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=10, tune_seeds=2, run_cpu_s=33.0),
+              {**FASHION, "schedule": "cosine"}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=10, tune_seeds=TUNE_SEEDS,
+              run_cpu_s=15.0),
     Benchmark("fashion-noise20", "Fashion-MNIST, LeNet-5, 20% label noise, cosine schedule",
               {**FASHION, "schedule": "cosine", "label_noise": 0.2}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=10,
-              tune_seeds=2, run_cpu_s=33.0),
+              tune_seeds=TUNE_SEEDS, run_cpu_s=15.0),
+    Benchmark("fashion-lt10", "Fashion-MNIST, LeNet-5, long-tailed (imbalance 10), cosine schedule, balanced accuracy",
+              {**FASHION, "schedule": "cosine", "imbalance": LONG_TAIL}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=10,
+              tune_seeds=TUNE_SEEDS, run_cpu_s=7.0, metric="bacc"),
     Benchmark("fashion-clean-constant", "Fashion-MNIST, LeNet-5, clean labels, constant rate (the paper's setting)",
-              {**FASHION, "schedule": "constant"}, RULE_ARMS, (0.02, 0.05, 0.1), seeds=10, tune_seeds=2,
-              run_cpu_s=33.0),
+              {**FASHION, "schedule": "constant"}, RULE_ARMS, (0.02, 0.05, 0.1), seeds=10, tune_seeds=TUNE_SEEDS,
+              run_cpu_s=15.0),
 )
 QUICK = (  # --quick: the same protocol on digits in seconds, for the test
     Benchmark("digits", "digits, mlp, cosine schedule (quick)",
               dict(dataset="digits", model="mlp", batch_size=64, epochs=2, val_fraction=0.2, schedule="cosine",
                    device="cpu"),
-              (Arm("hardbatch", RULE_DELTA), Arm("hardbatch", 1.0), Arm("random", RULE_DELTA), Arm("uniform"),
-               Arm("infobatch")), (0.03, 0.1, 0.3), seeds=3, tune_seeds=2, run_cpu_s=0.2, target=0.5),
+              (Arm("hardbatch", RULE_DELTA, budgets=(0.5,)), Arm("hardbatch", 1.0), Arm("random", RULE_DELTA),
+               Arm("uniform", budgets=(0.5,)), Arm("rs2", params=(("fraction", RS2_FRACTION),)), Arm("infobatch")),
+              (0.03, 0.1, 0.3), seeds=3, tune_seeds=2, run_cpu_s=0.2, target=0.5),
     Benchmark("digits-constant", "digits, mlp, constant rate (quick)",
               dict(dataset="digits", model="mlp", batch_size=64, epochs=2, val_fraction=0.2, schedule="constant",
                    device="cpu"), RULE_ARMS, (0.03, 0.1, 0.3), seeds=3, tune_seeds=2, run_cpu_s=0.2),
@@ -144,9 +171,11 @@ QUICK = (  # --quick: the same protocol on digits in seconds, for the test
 # ---- the plan ------------------------------------------------------------------------------------------------
 
 
-def _runs(bench: Benchmark, arm: Arm, lr: float, seeds: range, out: Path) -> list[PlannedRun]:
-    cfg = bench.base().replace(lr=lr)
-    return plan_compare(cfg, [arm.delta], list(seeds), out, policies=[arm.policy])
+def _runs(bench: Benchmark, arm: Arm, lr: float, seeds: range, out: Path, budgets: tuple[float, ...] = ()
+          ) -> list[PlannedRun]:
+    cfg = bench.base().replace(lr=lr, params=dict(arm.params))
+    return plan_compare(cfg, [arm.delta], list(seeds), out, policies=[arm.policy], budgets=budgets,
+                        budget_policies=[arm.policy])
 
 
 def tune_plan(bench: Benchmark, root: Path) -> list[PlannedRun]:
@@ -156,9 +185,9 @@ def tune_plan(bench: Benchmark, root: Path) -> list[PlannedRun]:
 
 
 def main_plan(bench: Benchmark, root: Path, chosen: dict[str, float]) -> list[PlannedRun]:
-    """Every arm at its chosen learning rate on all seeds, in ``root/BENCH/main``."""
+    """Every arm at its chosen learning rate on all seeds, with its shorter budgets, in ``root/BENCH/main``."""
     return [run for arm in bench.arms for run in _runs(bench, arm, chosen[arm.label], range(bench.seeds),
-                                                       root / bench.name / "main")]
+                                                       root / bench.name / "main", arm.budgets)]
 
 
 def finished(run: PlannedRun) -> bool:
@@ -173,15 +202,18 @@ def failed(run: PlannedRun) -> str | None:
 
 def estimated_cpu_minutes(bench: Benchmark, runs: list[PlannedRun]) -> float:
     """CPU minutes the runs still to train would take with one thread, from the benchmark's measured run cost."""
-    return sum(bench.run_cpu_s * POLICY_COST.get(run.cfg.policy, 1.0) for run in runs) / 60
+    return sum(bench.run_cpu_s * POLICY_COST.get(run.cfg.policy, 1.0) * run.cfg.budget for run in runs) / 60
 
 
 def full_plan_size(bench: Benchmark) -> tuple[int, float]:
-    """(runs, estimated CPU minutes) of the whole benchmark, tuning and main runs, reused tuning runs counted once."""
+    """(runs, estimated CPU minutes) of the whole benchmark, tuning and main runs, reused tuning runs counted once;
+    a run of a shorter budget costs its fraction."""
     tuning = len(bench.arms) * len(bench.lrs) * bench.tune_seeds
-    main = len(bench.arms) * (bench.seeds - bench.tune_seeds)
+    main = sum(1 + len(arm.budgets) for arm in bench.arms) * bench.seeds - len(bench.arms) * bench.tune_seeds
     per_arm = [POLICY_COST.get(arm.policy, 1.0) for arm in bench.arms]
-    minutes = bench.run_cpu_s * sum(per_arm) * (len(bench.lrs) * bench.tune_seeds + bench.seeds - bench.tune_seeds) / 60
+    budgeted = [POLICY_COST.get(arm.policy, 1.0) * sum(arm.budgets) for arm in bench.arms]
+    minutes = bench.run_cpu_s * (sum(per_arm) * (len(bench.lrs) * bench.tune_seeds + bench.seeds - bench.tune_seeds)
+                                 + sum(budgeted) * bench.seeds) / 60
     return tuning + main, minutes
 
 
@@ -214,20 +246,30 @@ def train(plan: list[PlannedRun], index: int, count: int, data) -> None:
         _execute(busy, data)
 
 
+LR_RULE = ("the highest median final validation {metric} over the tuning seeds, among the grid rates at which no "
+           "tuning seed collapsed (failed, or {points:g} points or more below that rate's median); if every rate has "
+           "a collapse, the rate with the fewest, then the highest median; ties go to the lower rate")
+
+
 def choose_lrs(bench: Benchmark, root: Path, plan: list[PlannedRun]) -> dict:
-    """Each arm's learning rate: the highest mean final validation top-1 over the tuning seeds (a failed run counts
-    as 0; ties go to the lower rate); written to ``root/BENCH/lr_choice.json`` and returned."""
-    choice = {"rule": "highest mean final validation top-1 over the tuning seeds; a failed run counts as 0",
-              "seeds": list(range(bench.tune_seeds)), "grid": list(bench.lrs), "arms": {}}
+    """Each arm's learning rate by ``LR_RULE``, stated before any run: the median over at least 5 tuning seeds, the
+    rates at which a tuning seed collapses excluded (a failed run scores 0 and collapses); written with each rate's
+    median and collapse count to ``root/BENCH/lr_choice.json`` and returned."""
+    metric = "balanced top-1" if bench.metric == "bacc" else "top-1"
+    choice = {"rule": LR_RULE.format(metric=metric, points=COLLAPSE_POINTS), "seeds": list(range(bench.tune_seeds)),
+              "grid": list(bench.lrs), "metric": bench.metric, "arms": {}}
+    key = "final_val_bacc" if bench.metric == "bacc" else "final_val_acc"
     for arm in bench.arms:
         runs = [r for r in plan if r.cfg.policy == arm.policy and r.cfg.delta == arm.delta]
-        scores = {}
+        medians, collapses = {}, {}
         for lr in bench.lrs:
-            accs = [RunDir(r.path).summary()["final_val_acc"] if finished(r) else 0.0 for r in runs if r.cfg.lr == lr]
-            scores[lr] = sum(accs) / len(accs)
-        best = max(bench.lrs, key=lambda lr: (scores[lr], -lr))
+            scores = [100 * RunDir(r.path).summary()[key] if finished(r) else 0.0 for r in runs if r.cfg.lr == lr]
+            medians[lr] = statistics.median(scores)
+            collapses[lr] = sum(score <= medians[lr] - COLLAPSE_POINTS for score in scores)
+        best = min(bench.lrs, key=lambda lr: (collapses[lr], -medians[lr], lr))
         choice["arms"][arm.label] = {"policy": arm.policy, "delta": arm.delta, "lr": best,
-                                     "val_acc": {f"{lr:g}": scores[lr] for lr in bench.lrs},
+                                     "val_median": {f"{lr:g}": medians[lr] for lr in bench.lrs},
+                                     "collapsed": {f"{lr:g}": collapses[lr] for lr in bench.lrs},
                                      "failed": [f"lr {r.cfg.lr:g} seed {r.cfg.seed}: {failed(r)}" for r in runs if failed(r)]}
     atomic_write_json(root / bench.name / "lr_choice.json", choice)
     return choice
