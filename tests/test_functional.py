@@ -264,6 +264,22 @@ def test_kmeans_1d_fit_is_never_worse_than_scikit_learns_kmeans_and_ids_run_easy
     assert centres == sorted(centres)  # id 0 is the easiest cluster
 
 
+def test_kmeans_1d_gives_well_separated_scores_the_clusters_of_scikit_learn():
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(c, 0.05, 40) for c in (0.1, 1.0, 2.0, 4.0)])
+    ours = kmeans_1d(torch.tensor(x), 4).numpy()
+    theirs = KMeans(n_clusters=4, n_init=10, random_state=0).fit(x.reshape(-1, 1))
+    order = np.argsort(theirs.cluster_centers_.ravel())  # their ids ranked by centre, as ours are
+    assert np.array_equal(ours, np.argsort(order)[theirs.labels_])
+
+
+def test_kmeans_1d_few_distinct_values_and_equal_values():
+    assert kmeans_1d(torch.tensor([0.5, 0.1, 0.5, 0.1]), 3).tolist() == [1, 0, 1, 0]  # each distinct value alone
+    assert kmeans_1d(torch.full((6,), 0.3), 3).tolist() == [0, 0, 1, 1, 2, 2]  # equal: k chunks in given order
+
+
 # ---- IES's mastery test ---------------------------------------------------------------------------------------------
 
 
