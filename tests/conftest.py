@@ -216,12 +216,13 @@ def drive(sampler, train_loss, score_loss=None, *, by: str = "sample", trained=N
                 log.append(Rec("score", sampler.round, step.batch, indices, [], None, scores.tolist(),
                                scores.mean().item()))
             elif policy.scores_first and not (sampler.weights(scores) > 0).any():
+                skipped = sampler.weights(scores).tolist()  # the answer given above: one draw per batch
                 assert sampler.record(scores.mean()) == step.batch
-                log.append(Rec("skip", sampler.round, step.batch, indices, [], sampler.weights(scores).tolist(),
-                               scores.tolist(), scores.mean().item()))
+                log.append(Rec("skip", sampler.round, step.batch, indices, [], skipped, scores.tolist(),
+                               scores.mean().item()))
             else:
                 if policy.scores_first:
-                    keep = sampler.weights(scores) > 0  # the answer given above: one draw per batch
+                    keep = sampler.weights(scores) > 0
                     kept, weights = [i for i, k in zip(indices, keep.tolist()) if k], None
                 else:
                     kept, weights = indices, sampler.weights()

@@ -280,6 +280,7 @@ def test_visits_count_every_recorded_step_and_trained_samples_every_sample():
     sampler = HardBatchSampler(24, 2, delta=0.25, epochs=4, watch=[0, 1, 5])
     log = drive(sampler, scripted(3))
     counts = Counter(r.batch for r in log)
+    assert sampler.trained_samples["all"] == 96  # read first: up to the last step, not to the last round's plan
     assert sampler.visits.tolist() == [counts[b] for b in range(12)]
     assert sampler.visits.dtype == torch.long
     assert int(sampler.visits.sum()) == 48
