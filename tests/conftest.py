@@ -6,8 +6,9 @@ Marks: ``slow`` tags the tests that start several processes or kill one (``pytes
 the full suite, CI's, runs them all).
 
 Plain helpers (``from conftest import ...``) for the selection tests: ``drive`` runs a sampler as a training loop does,
-with scripted losses (``scripted``, ``table``) instead of a model, and logs what it trained (``Rec``); ``steps_of`` a
-planned round's steps; ``roundtrip`` a state through ``torch.save``; ``IndexDataset`` whose labels name its samples.
+with scripted losses (``scripted``, ``table``) instead of a model, and logs what it trained (``Rec``, ``rounds_of``);
+``steps_of`` lists a planned round's steps, ``roundtrip`` a state through ``torch.save``, and ``IndexDataset``'s
+labels name its samples.
 """
 
 from __future__ import annotations
@@ -239,6 +240,16 @@ def drive(sampler, train_loss, score_loss=None, *, by: str = "sample", trained=N
                     next(it, None)
                 return log
     return log
+
+
+def rounds_of(log: list[Rec]) -> list[list[int]]:
+    """The batch ids each round of ``log`` trained, round by round."""
+    rounds: dict[int, list[int]] = {}
+    for r in log:
+        if r.kind == "train":
+            rounds.setdefault(r.round, []).append(r.batch)
+    assert sorted(rounds) == list(range(len(rounds)))
+    return [rounds[r] for r in sorted(rounds)]
 
 
 def steps_of(planned) -> list:
