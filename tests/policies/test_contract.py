@@ -309,10 +309,15 @@ def test_every_policy_is_reproducible_per_seed(case):
 
 
 def stop_points(log: list[Rec]) -> dict[str, int]:
-    """Where to interrupt a run of ``log``: early, mid-run, inside a scoring pass or a pass that skipped a batch (when
-    the run has one; else two thirds in), and two records before the end."""
+    """Where to interrupt a run of ``log`` (records kept): early; from the middle on, the first record that its pass
+    goes on after; inside a scoring pass or a pass that skipped a batch (when the run has one; else two thirds in);
+    and two records before the end."""
+    def pass_of(r: Rec) -> tuple[int, bool]:
+        return r.round, r.kind == "score"
+
+    middle = next(n for n in range(len(log) // 2, len(log)) if pass_of(log[n - 1]) == pass_of(log[n]))
     special = next((n for n, r in enumerate(log) if r.kind != "train"), None)
-    return {"early": 3, "middle": len(log) // 2, "scoring": special + 1 if special else 2 * len(log) // 3,
+    return {"early": 3, "middle": middle, "scoring": special + 1 if special else 2 * len(log) // 3,
             "late": len(log) - 2}
 
 
@@ -351,6 +356,7 @@ def test_every_policy_resumes_through_a_dataloader_that_prefetched_ahead(case):
     first = make_case(case)
     trained = Counter()
     head = drive(first, losses, trained=trained, stop_after=stop_after, loader=loader(first))
+    assert first._yielded > first._recorded  # the loader drew batches the loop never trained
     second = make_case(case)
     second.load_state_dict(roundtrip(first.state_dict()))
     assert head + drive(second, losses, trained=trained, loader=loader(second)) == expected
