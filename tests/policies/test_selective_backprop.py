@@ -1,6 +1,7 @@
 """Selective Backprop, ``hardbatch.policies.SelectiveBackprop``, pinned on scripted losses: keep probability
 percentile^β over the last H losses (strictly below, or at or below with ``count_ties``), the draws, the warm-up epoch,
-batches it keeps none of (no optimizer step, ``force_one``), and a hand-written loop run to its budget.
+batches it keeps none of (no optimizer step, ``force_one``), a hand-written loop run to its budget, and stepping as
+the authors' code does (``accumulate``: the kept samples of successive batches pooled, one optimizer step per B).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import hardbatch
 from conftest import drive, scripted, table
 from hardbatch.policies import SelectiveBackprop, Step
 from hardbatch.sampler import HardBatchSampler
@@ -215,3 +217,68 @@ def test_a_hand_written_loop_runs_to_done():
     # Two passes of 12 batches; the first trains all of them (the warm-up epoch).
     assert sampler.steps == 24 - skipped and sampler.epoch == 2 and sampler.progress == 1.0
     assert sampler.trained_samples["all"] == kept_total < 24 * 8 and kept_total > 12 * 8
+
+
+# ---- accumulate: the kept samples of successive batches pooled, one optimizer step per B of them -----------------
+
+POOL_SAMPLES, POOL_BATCH, POOL_EPOCHS = 640, 32, 3
+
+
+def _pooled_run(accumulate: bool, stream: bool = False):
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(POOL_SAMPLES, 8, generator=generator), torch.randint(0, 4, (POOL_SAMPLES,),
+                                                                                     generator=generator))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    policy = SelectiveBackprop(beta=1.0, accumulate=accumulate)
+    if stream:
+        sampler = hardbatch.InBatchSelector(policy, epochs=POOL_EPOCHS, steps_per_epoch=POOL_SAMPLES // POOL_BATCH)
+        loader = DataLoader(data, batch_size=POOL_BATCH, shuffle=False)
+    else:
+        sampler = hardbatch.HardBatchSampler(POOL_SAMPLES, POOL_BATCH, epochs=POOL_EPOCHS, policy=policy, seed=1)
+        loader = DataLoader(data, batch_sampler=sampler)
+    kept, steps = [], []
+    select = sampler.policy.select
+
+    def recording(step, scores):  # what each scored batch keeps
+        weights = select(step, scores)
+        kept.append(step.samples[weights > 0])
+        return weights
+
+    sampler.policy.select = recording
+    while not sampler.done:
+        for batch in loader:
+            loss = hardbatch.training_loss(sampler, model, batch)
+            if loss is not None:
+                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702
+                steps.append((sampler.epoch if not sampler.epoch_ended else sampler.epoch - 1, sampler.last.samples))
+            if sampler.done:
+                break
+    return sampler, kept, steps
+
+
+def test_the_kept_samples_are_trained_b_at_a_time_and_each_pass_trains_its_leftover():
+    sampler, kept, steps = _pooled_run(accumulate=True)
+    first_epoch = POOL_SAMPLES // POOL_BATCH  # the warm-up trains whole batches, without scoring
+    assert [n for _, n in steps[:first_epoch]] == [POOL_BATCH] * first_epoch
+    for epoch in range(1, POOL_EPOCHS):
+        sizes = [n for e, n in steps if e == epoch]
+        kept_in_epoch = sum(len(k) for k in kept[(epoch - 1) * first_epoch: epoch * first_epoch])
+        assert sum(sizes) == kept_in_epoch  # every kept sample trained once, in its own epoch
+        assert sizes[:-1] == [POOL_BATCH] * (len(sizes) - 1) and 0 < sizes[-1] < 2 * POOL_BATCH
+    assert sampler.steps == len(steps) and sampler.meter.samples_backprop == sum(n for _, n in steps)
+    assert sampler.trained_samples["all"] == sum(n for _, n in steps)
+
+
+def test_pooling_takes_about_one_step_per_batch_of_kept_samples_where_one_step_per_batch_took_more():
+    _, kept, pooled = _pooled_run(accumulate=True)
+    _, _, plain = _pooled_run(accumulate=False)
+    assert len(pooled) < len(plain)  # β = 1 keeps about half: about half the steps after the warm-up
+    assert sum(len(k) for k in kept) <= sum(n for _, n in pooled)
+
+
+def test_a_stream_pools_alike():
+    selector, kept, steps = _pooled_run(accumulate=True, stream=True)
+    warmup = POOL_SAMPLES // POOL_BATCH * POOL_BATCH  # the first epoch trains every sample
+    assert selector.done and sum(n for _, n in steps) == warmup + sum(len(k) for k in kept)
