@@ -226,8 +226,8 @@ POOL_SAMPLES, POOL_BATCH, POOL_EPOCHS = 640, 32, 3
 
 def _pooled_run(accumulate: bool, stream: bool = False):
     generator = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(POOL_SAMPLES, 8, generator=generator), torch.randint(0, 4, (POOL_SAMPLES,),
-                                                                                     generator=generator))
+    data = TensorDataset(torch.randn(POOL_SAMPLES, 8, generator=generator),
+                         torch.randint(0, 4, (POOL_SAMPLES,), generator=generator))
     torch.manual_seed(0)
     model = torch.nn.Linear(8, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
