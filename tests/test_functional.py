@@ -16,9 +16,26 @@ import torch
 
 from hardbatch.errors import UsageError
 from hardbatch.functional import (
-    batch_purity, batch_scores, composer_select, derive_seed, fill_batches, fixed_partition, generator_for,
-    infobatch_prune, key_ids, kmeans_1d, mastered, num_selected, oldest_k, percentiles, positive_int, rank_percentiles,
-    single_class_purity, top_k_batches, top_reducible, trimmed_top_k,
+    batch_purity,
+    batch_scores,
+    composer_select,
+    derive_seed,
+    fill_batches,
+    fixed_partition,
+    generator_for,
+    infobatch_prune,
+    key_ids,
+    kmeans_1d,
+    mastered,
+    num_selected,
+    oldest_k,
+    percentiles,
+    positive_int,
+    rank_percentiles,
+    single_class_purity,
+    top_k_batches,
+    top_reducible,
+    trimmed_top_k,
 )
 
 # ---- seeds and arguments ------------------------------------------------------------------------------------------

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import IndexDataset, drive, roundtrip, scripted
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import hardbatch
-from conftest import IndexDataset, drive, roundtrip, scripted
 from hardbatch.errors import TrainingDiverged, UsageError
 from hardbatch.functional import fixed_partition, generator_for
 from hardbatch.sampler import HardBatchSampler, Recorded
@@ -160,7 +160,7 @@ def test_record_with_nothing_pending_raises():
     with pytest.raises(RuntimeError, match="no batch pending"):
         sampler.record(1.0)
     with pytest.raises(RuntimeError, match="no batch pending"):
-        sampler.pending
+        _ = sampler.pending
     it = iter(sampler)
     next(it)
     sampler.record(1.0)
@@ -389,13 +389,13 @@ def test_non_finite_losses_on_an_accelerator_are_refused_at_the_round_s_end_with
     # losses at the next sync the policy makes anyway (planning a round) and at the end of the budget.
     sampler = HardBatchSampler(8, 2, delta=0.5, epochs=2)
     monkeypatch.setattr(HardBatchSampler, "_on_host", staticmethod(lambda value: False))
-    for i, indices in enumerate(sampler):
+    for i, _ in enumerate(sampler):
         sampler.record(torch.tensor(float("nan") if i == 2 else 1.0))
     assert sampler.steps == 4
     with pytest.raises(TrainingDiverged, match="the loss is not finite at step 3;"):
         next(iter(sampler))
     last = HardBatchSampler(4, 2, epochs=1)
-    for indices in last:
+    for _ in last:
         if last.steps == 1:
             with pytest.raises(TrainingDiverged, match="at step 2;"):
                 last.record(torch.tensor(float("inf")))

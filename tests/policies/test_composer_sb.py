@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import drive, scripted, steps_of
+
 from hardbatch.errors import BadValue, UsageError
 from hardbatch.policies import ComposerSB
 from hardbatch.sampler import HardBatchSampler

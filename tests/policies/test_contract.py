@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from conftest import IndexDataset, Rec, drive, roundtrip, scripted
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import hardbatch
-from conftest import IndexDataset, Rec, drive, roundtrip, scripted
 from hardbatch.config import DELTA_POLICIES, POLICY_NAMES
 from hardbatch.errors import BadValue, TrainingDiverged, UsageError
 from hardbatch.params import accepted, flag

@@ -4,8 +4,8 @@ batches trained longest ago (ties to the lower index), in index order, whatever 
 from __future__ import annotations
 
 import pytest
-
 from conftest import drive, rounds_of, scripted, table
+
 from hardbatch.sampler import HardBatchSampler
 
 

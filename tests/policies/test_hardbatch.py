@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 import torch
-
 from conftest import Rec, drive, rounds_of, scripted, table
+
 from hardbatch.errors import BadValue, UsageError
 from hardbatch.functional import generator_for, top_k_batches
 from hardbatch.policies import HardBatch
@@ -154,7 +154,7 @@ def test_last_round_is_cut_short_at_exactly_epochs_times_n_steps():
     while not sampler.done:
         planned = len(sampler)
         drawn = []
-        for indices in sampler:
+        for _ in sampler:
             b = sampler.pending.batch
             sampler.record(script(b, visits[b]))
             visits[b] += 1

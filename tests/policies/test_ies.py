@@ -11,10 +11,10 @@ import math
 
 import pytest
 import torch
+from conftest import drive, scripted, steps_of
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import drive, scripted, steps_of
 from hardbatch.errors import BadValue
 from hardbatch.params import flag
 from hardbatch.policies import IES

@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import drive, rounds_of, scripted
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import hardbatch
-from conftest import drive, rounds_of, scripted
 from hardbatch.policies import InfoBatch
 from hardbatch.sampler import HardBatchSampler
 

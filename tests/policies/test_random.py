@@ -4,8 +4,8 @@ round, drawn at random (seeded) and trained in index order, whatever the losses.
 from __future__ import annotations
 
 import pytest
-
 from conftest import drive, rounds_of, scripted
+
 from hardbatch.errors import BadValue
 from hardbatch.policies import Random
 from hardbatch.sampler import HardBatchSampler

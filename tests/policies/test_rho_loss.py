@@ -12,10 +12,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import drive, scripted, steps_of
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import drive, scripted, steps_of
 from hardbatch.errors import BadValue, UsageError
 from hardbatch.policies import RhoLoss, Step, irreducible_losses
 from hardbatch.sampler import HardBatchSampler

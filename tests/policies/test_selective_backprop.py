@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import drive, scripted, table
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import hardbatch
-from conftest import drive, scripted, table
 from hardbatch.policies import SelectiveBackprop, Step
 from hardbatch.sampler import HardBatchSampler
 

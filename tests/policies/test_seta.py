@@ -11,8 +11,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import drive, scripted
+
 from hardbatch.errors import BadValue, UsageError
 from hardbatch.params import flag
 from hardbatch.policies import SeTa, Step

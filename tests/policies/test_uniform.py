@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import drive, scripted
+
 from hardbatch.functional import generator_for
 from hardbatch.sampler import HardBatchSampler
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TIMING, rows_of, run_cli
+
 from hardbatch.config import DELTA_POLICIES, RunConfig, check
 from hardbatch.errors import BadValue, UsageError
 from hardbatch.params import flag
