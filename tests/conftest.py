@@ -4,6 +4,11 @@ launching a torchrun job of several processes on the CPU (gloo).
 
 Marks: ``slow`` tags the tests that start several processes or kill one (``pytest -m "not slow"`` for a quick loop;
 the full suite, CI's, runs them all).
+
+Plain helpers (``from conftest import ...``) for the selection tests: ``drive`` runs a sampler as a training loop does,
+with scripted losses (``scripted``, ``table``) instead of a model, and logs what it trained (``Rec``, ``rounds_of``);
+``steps_of`` lists a planned round's steps, ``roundtrip`` a state through ``torch.save``, and ``IndexDataset``'s
+labels name its samples.
 """
 
 from __future__ import annotations
@@ -135,6 +140,146 @@ def rows_of(path: Path, timing: bool = True) -> list[dict[str, str]]:
 def read_rows():
     """``read_rows(path, timing=True)``: a CSV file's rows as dicts (history.csv, trace.csv, summary.csv, ...)."""
     return rows_of
+
+
+# ---- the selection tests' loop: a sampler driven with scripted losses instead of a model ---------------------------
+
+# One recorded item of a pass: "train" (an optimizer step), "score" (a scoring-only batch) or "skip" (a batch whose
+# weights keep no sample: consumed untrained); its samples, those trained, their weights and losses, and the loss.
+Rec = NamedTuple("Rec", [("kind", str), ("round", int), ("batch", int), ("samples", list), ("kept", list),
+                         ("weights", list), ("losses", list), ("loss", float)])
+
+
+def scripted(seed: int, ties: bool = False):
+    """Scripted losses ``f(i, v)``: sample (or batch) i's loss the v-th time (0-based). Multiples of 2**-20 below 1,
+    exact in float32 (the stored dtype), and so are means of two; ``ties``: the integers 0..3 (many equal losses)."""
+    import random
+
+    def loss_of(i: int, v: int) -> float:
+        rng = random.Random(seed * 1_000_003 + i * 1009 + v)
+        return float(rng.randint(0, 3)) if ties else rng.randrange(1 << 20) / (1 << 20)
+
+    return loss_of
+
+
+def table(rows: dict[int, list[float]]):
+    """Scripted losses ``f(i, v) = rows[i][v]``; a visit the script does not hold fails the test."""
+
+    def loss_of(i: int, v: int) -> float:
+        assert v < len(rows[i]), f"{i} used a {v + 1}th time; the script has {len(rows[i])}"
+        return rows[i][v]
+
+    return loss_of
+
+
+def drive(sampler, train_loss, score_loss=None, *, by: str = "sample", trained=None, stop_after: int | None = None,
+          draw_ahead: int = 0, loader=None, progress: list | None = None, as_number: bool = False) -> list[Rec]:
+    """Run ``sampler`` as a training loop does, with scripted losses for a model; returns what it recorded.
+
+    ``train_loss(i, v)``: what training sees for sample i; ``score_loss(i, v)`` what a no-grad forward sees (default:
+    the same). ``by``: v counts the times sample i was trained ("sample"), or i is the batch id and v its visits
+    ("batch": every sample of the batch gets the batch's loss), or v is the epoch ("epoch"; a scoring pass sees the
+    epoch it follows). Scoring-only steps record the mean of their scores; a policy that scores first trains the
+    samples ``weights(scores)`` keeps, and a batch it keeps none of is recorded untrained ("skip"); the others record
+    the weighted mean. ``stop_after``: stop after that many records, first drawing ``draw_ahead`` more (as a
+    prefetching loader). ``loader``: draw through it (a DataLoader over ``IndexDataset`` with ``sampler`` as its batch
+    sampler) instead of iterating the sampler. ``trained``: the visit counts to go on from (a resumed run's).
+    ``as_number``: record losses as Python floats.
+    """
+    import collections
+
+    import torch
+
+    trained = collections.Counter() if trained is None else trained
+    score_loss = score_loss or train_loss
+
+    def losses(fn, step, samples) -> torch.Tensor:
+        if by == "batch":
+            return torch.full((len(samples),), fn(step.batch, trained[step.batch]))
+        if by == "epoch":
+            return torch.tensor([fn(i, sampler.epoch - step.score_only) for i in samples])
+        return torch.tensor([fn(i, trained[i]) for i in samples])
+
+    log: list[Rec] = []
+    passes = 0
+    while not sampler.done:
+        passes += 1
+        assert passes < 1000, "sampler never finished"
+        it = iter(sampler) if loader is None else (batch[1].tolist() for batch in loader)
+        for indices in it:
+            step = sampler.pending
+            assert step.samples.tolist() == indices
+            policy = sampler.policy
+            if step.score_only or policy.scores_first:
+                scores = losses(score_loss, step, indices)
+            if step.score_only:
+                assert sampler.record(scores.mean().item() if as_number else scores.mean(), scores) == step.batch
+                log.append(Rec("score", sampler.round, step.batch, indices, [], None, scores.tolist(),
+                               scores.mean().item()))
+            elif policy.scores_first and not (sampler.weights(scores) > 0).any():
+                skipped = sampler.weights(scores).tolist()  # the answer given above: one draw per batch
+                assert sampler.record(scores.mean()) == step.batch
+                log.append(Rec("skip", sampler.round, step.batch, indices, [], skipped, scores.tolist(),
+                               scores.mean().item()))
+            else:
+                if policy.scores_first:
+                    keep = sampler.weights(scores) > 0
+                    kept, weights = [i for i, k in zip(indices, keep.tolist()) if k], None
+                else:
+                    kept, weights = indices, sampler.weights()
+                values = losses(train_loss, step, kept)
+                trained.update([step.batch] if by == "batch" else kept)
+                loss = values.mean() if weights is None else (values * weights).mean()
+                assert sampler.record(loss.item() if as_number else loss, values) == step.batch
+                w = None if step.weights is None else step.weights.tolist()
+                log.append(Rec("train", sampler.round, step.batch, indices, kept, w, values.tolist(), loss.item()))
+            if progress is not None:
+                progress.append(sampler.progress)
+            if stop_after is not None and len(log) == stop_after:
+                for _ in range(draw_ahead):
+                    next(it, None)
+                return log
+    return log
+
+
+def rounds_of(log: list[Rec]) -> list[list[int]]:
+    """The batch ids each round of ``log`` trained, round by round."""
+    rounds: dict[int, list[int]] = {}
+    for r in log:
+        if r.kind == "train":
+            rounds.setdefault(r.round, []).append(r.batch)
+    assert sorted(rounds) == list(range(len(rounds)))
+    return [rounds[r] for r in sorted(rounds)]
+
+
+def steps_of(planned) -> list:
+    """The steps of a planned ``Round``, as the loop sees them."""
+    return [planned.step(i) for i in range(len(planned))]
+
+
+def roundtrip(state: dict) -> dict:
+    """``state`` after ``torch.save`` and ``torch.load(weights_only=True)``, as a checkpoint gives it back."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+class IndexDataset:
+    """Sample i is (a feature equal to i, label i): a loaded batch's labels name its samples."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        import torch
+
+        return torch.tensor([float(i)]), i
 
 
 class Compared(NamedTuple):

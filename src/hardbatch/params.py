@@ -77,7 +77,7 @@ def _plain(value: Any) -> Any:
     """numpy and other number-like scalars as Python's own bool, int or float (what a JSON file can hold)."""
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
-    if type(value).__name__ == "bool_":  # numpy.bool_, without importing numpy
+    if type(value).__name__ in ("bool_", "bool"):  # numpy.bool_ (numpy.bool in numpy 2), without importing numpy
         return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)

@@ -70,6 +70,8 @@ class IES(Policy):
         return Round.of(flat.view(count, b), score_only=True)
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
+        if sample_losses is None:
+            raise RuntimeError("ies needs per-sample losses: record(loss, sample_losses)")
         values = sample_losses.detach().float()
         samples = step.samples.to(values.device)
         if step.score_only:  # only the first pass over the left-out samples counts, not the repeats

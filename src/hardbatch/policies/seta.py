@@ -90,6 +90,8 @@ class SeTa(Policy):
         return Round.of(fill_batches(chosen, order[unchosen[order]], self.batch_size))
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
+        if sample_losses is None:
+            raise RuntimeError("seta needs per-sample losses: record(loss, sample_losses)")
         self.scores.write(step.samples, sample_losses)
 
     def state_dict(self) -> dict:
