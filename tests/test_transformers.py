@@ -20,7 +20,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download
 
 from hardbatch import HardBatchSampler, UsageError  # noqa: E402
 from hardbatch.integrations.transformers import HardBatchTrainer  # noqa: E402
-from hardbatch.selection import POLICIES  # noqa: E402
+from hardbatch.policies import POLICIES  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +80,8 @@ def test_every_policy_runs_in_the_trainer_with_gradient_accumulation(tmp_path, c
     name, params = CASES[case]
     cls = POLICIES[name]
     trainer = example.make_trainer("classify", epochs=2, out=str(tmp_path), policy=name,
-                                   **({"delta": 0.5} if cls.uses_delta else {}), **params)
-    if cls.needs_irreducible:  # rho-loss: the IL model's loss of every sample, set before training
+                                   **({"delta": 0.5} if cls.takes("delta") else {}), **params)
+    if cls.holdout:  # rho-loss: the IL model's loss of every sample, set before training
         trainer.sampler.policy.irreducible = torch.zeros(64)
     trainer.train()
     sampler, meter = trainer.sampler, trainer.meter
@@ -89,7 +89,8 @@ def test_every_policy_runs_in_the_trainer_with_gradient_accumulation(tmp_path, c
     assert trainer.state.global_step == len(trainer.trace) == meter.optimizer_steps == sampler.steps
     if not cls.epoch_is_round:
         assert sampler.steps == 2 * 8
-    assert meter.samples_backprop == meter.samples_forward == int(sampler.sample_visits.sum())
+    sampler.visits  # settles the sampler's counts of trained samples
+    assert meter.samples_backprop == meter.samples_forward == sampler.trained_samples["all"]
     if cls.scores_first or "rescore" in params:  # the no-grad scoring passes ran, and were counted
         assert meter.samples_forward_nograd > 0
     assert trainer.state.log_history[-1]["hardbatch/optimizer_steps"] == meter.optimizer_steps
@@ -154,9 +155,9 @@ def test_misuse_is_refused_with_one_line(tmp_path):
     trainer.loss_fn = batch_mean
     with pytest.raises(UsageError, match=r"shape \(4,\), got shape \(\)"):
         trainer.train()
-    with pytest.raises(UsageError, match="does not use delta"):
+    with pytest.raises(UsageError, match="does not take delta"):
         example.make_trainer("classify", out=str(tmp_path), policy="uniform", delta=0.5)
-    with pytest.raises(UsageError, match="does not use beta"):
+    with pytest.raises(UsageError, match="does not take beta"):
         example.make_trainer("classify", out=str(tmp_path), beta=2)
     with pytest.raises(UsageError, match="global batch is 8"):
         example.make_trainer("classify", out=str(tmp_path), sampler=HardBatchSampler(64, 16))

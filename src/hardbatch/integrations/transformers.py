@@ -36,8 +36,8 @@ from hardbatch import batches, distributed
 from hardbatch import step as step_core
 from hardbatch.errors import UsageError
 from hardbatch.losses import LossFn, cross_entropy
+from hardbatch.policies import Policy
 from hardbatch.sampler import HardBatchSampler
-from hardbatch.training import CostMeter
 
 try:
     from transformers import Trainer, TrainerCallback
@@ -139,13 +139,12 @@ class HardBatchTrainer(Trainer):
     # Trainer divides it by that number (as it does for any loss not normalised by ``num_items_in_batch``).
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, policy: str = "hardbatch", delta: float = 1.0, sampler: HardBatchSampler | None = None,
+    def __init__(self, *args, policy: str | Policy = "hardbatch", delta: float | None = None, sampler: HardBatchSampler | None = None,
                  loss_fn: LossFn = cross_entropy, forward: batches.Forward = batches.forward,
                  shuffle_partition: bool = True, **kwargs):
         params = {k: kwargs.pop(k) for k in list(kwargs) if k not in TRAINER_PARAMS}
         super().__init__(*args, **kwargs)
         self.loss_fn, self.forward = loss_fn, forward
-        self.meter = CostMeter()
         self.trace: list[dict] = []
         self._accumulation: _Accumulation | None = None
         self._trained_in_pass = False
@@ -157,12 +156,17 @@ class HardBatchTrainer(Trainer):
         self.args.max_steps = self.sampler.total_steps
         self.args.ignore_data_skip = True
 
+    @property
+    def meter(self):
+        """What training spent (``sampler.meter``, saved with the sampler's state)."""
+        return self.sampler.meter
+
     def _sampler(self, sampler, policy, delta, shuffle_partition, params) -> HardBatchSampler:
         """The given ``sampler`` (checked against the global batch) or a new one from the policy and its parameters."""
         args = self.args
         global_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
         if sampler is not None:
-            if params or policy != "hardbatch" or delta != 1.0:
+            if params or not (isinstance(policy, str) and policy == "hardbatch") or delta is not None:
                 raise UsageError("HardBatchTrainer: pass either sampler= or policy=/delta=/policy parameters, not both")
             if sampler.partition.shape[1] != global_batch:
                 raise UsageError(f"HardBatchTrainer: the sampler's batch is {sampler.partition.shape[1]}, the global "
@@ -209,8 +213,8 @@ class HardBatchTrainer(Trainer):
             except StopIteration:
                 break
             share = batches.to_device(share, self.args.device)
-            chosen = step_core.select(self.sampler, self.accelerator.unwrap_model(self.model), share, self.meter,
-                                      self.args.device, loss_fn=self.loss_fn, forward=self.forward)
+            chosen = step_core.select(self.sampler, self.accelerator.unwrap_model(self.model), share,
+                                      loss_fn=self.loss_fn, forward=self.forward)
             if chosen is not None:
                 self._trained_in_pass = True
                 self._accumulation = _split(chosen, parts)
@@ -250,20 +254,18 @@ class HardBatchTrainer(Trainer):
     def _record(self, accumulation: _Accumulation) -> None:
         """Record a finished step with the sampler (losses combined across ranks) and append it to the trace."""
         self._accumulation = None
-        round_ = self.sampler.round
-        batch, loss = step_core.record(self.sampler, accumulation.chosen, accumulation.loss,
-                                       torch.cat(accumulation.losses), self.meter)
-        self.trace.append({"step": self.sampler.steps, "round": round_, "batch": batch, "loss": loss})
+        loss = step_core.record(self.sampler, accumulation.chosen, accumulation.loss, torch.cat(accumulation.losses))
+        last = self.sampler.last
+        self.trace.append({"step": self.sampler.steps, "round": last.round, "batch": last.batch, "loss": loss})
 
     # -- state and logs -------------------------------------------------------------------------------------------
 
     def selection_state(self) -> dict:
         """The sampler's state, the cost meter and the trace: what a checkpoint needs to continue exactly."""
-        return {"sampler": self.sampler.state_dict(), "cost": self.meter.state_dict(), "trace": self.trace_rows()}
+        return {"sampler": self.sampler.state_dict(), "trace": self.trace_rows()}
 
     def load_selection_state(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])
-        self.meter.load_state_dict(state["cost"])
         self.trace = [dict(row) for row in state["trace"]]
 
     def trace_rows(self) -> list[dict]:
