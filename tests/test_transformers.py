@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TIMING
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download
 
 from hardbatch import HardBatchSampler, UsageError  # noqa: E402
 from hardbatch.integrations.transformers import HardBatchTrainer  # noqa: E402
 from hardbatch.policies import POLICIES  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,18 +135,64 @@ def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, pol
         assert (meter.samples_forward_nograd, meter.samples_backprop) == (8, 2)
 
 
-def test_resume_from_a_checkpoint_trains_what_an_uninterrupted_run_trains(tmp_path):
-    whole = example.make_trainer("classify", epochs=3, out=str(tmp_path / "a"), save_steps=10, delta=0.5)
+def with_dropout(arch: str) -> tuple[str, torch.nn.Module]:
+    """(task, a tiny random-weight model of ``arch`` with transformers' default dropout 0.1)."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    if arch == "distilbert":
+        torch.manual_seed(0)
+        return "classify", DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=example.VOCAB, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+            max_position_embeddings=example.LENGTH, num_labels=example.CLASSES, dropout=0.1, attention_dropout=0.1,
+            seq_classif_dropout=0.1))
+    task = {"bert": "classify", "gpt2": "lm", "t5": "seq2seq"}[arch]
+    return task, example.tiny_model(task, dropout=0.1)
+
+
+class StopAt(TrainerCallback):
+    """Ends training after optimizer step ``step``, as a kill would (no checkpoint is written for it)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def assert_same_run(a: HardBatchTrainer, b: HardBatchTrainer) -> None:
+    """``a`` and ``b`` trained the same batches with the same losses and end with the same parameters."""
+    x, y = a.trace_rows(), b.trace_rows()
+    assert [(r["step"], r["round"], r["batch"]) for r in x] == [(r["step"], r["round"], r["batch"]) for r in y]
+    assert [r["loss"] for r in y] == pytest.approx([r["loss"] for r in x], rel=1e-5)
+    untimed = dict.fromkeys(TIMING, 0)
+    assert a.meter.state_dict() | untimed == b.meter.state_dict() | untimed
+    for name, value in a.model.state_dict().items():
+        torch.testing.assert_close(b.model.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("arch, save_steps, stop", [
+    ("bert", 3, 4), ("distilbert", 3, 4),
+    ("bert", 5, 11),  # checkpoint-10 is inside round 1 (steps 9-12): the sampler resumes mid-round
+])
+def test_a_stopped_run_resumes_as_if_uninterrupted_with_dropout(tmp_path, arch, save_steps, stop):
+    # Dropout draws from the global RNG, which the Trainer restores from the checkpoint: the loader must not draw
+    # from it afterwards (its worker seeds), or every later dropout mask shifts, and with them the losses and the
+    # rule's choice of batches.
+    def trainer(out: str, **kwargs) -> HardBatchTrainer:
+        task, model = with_dropout(arch)
+        return example.make_trainer(task, epochs=3, out=str(tmp_path / out), model=model, delta=0.5, **kwargs)
+
+    whole = trainer("whole")
     whole.train()
-    # Step 10 is inside round 1 (steps 9-12): the sampler resumes mid-round.
-    resumed = example.make_trainer("classify", epochs=3, out=str(tmp_path / "a"), delta=0.5)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-10"))
-    a, b = whole.trace_rows(), resumed.trace_rows()
-    assert [(r["step"], r["round"], r["batch"]) for r in a] == [(r["step"], r["round"], r["batch"]) for r in b]
-    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], rel=1e-6)
-    assert resumed.meter.state_dict() | {"choose_seconds": 0} == whole.meter.state_dict() | {"choose_seconds": 0}
-    for name, value in whole.model.state_dict().items():
-        torch.testing.assert_close(resumed.model.state_dict()[name], value, msg=name)
+    stopped = trainer("stopped", save_steps=save_steps)
+    stopped.add_callback(StopAt(stop))
+    stopped.train()
+    assert stopped.state.global_step == stop and not stopped.sampler.done
+    resumed = trainer("stopped", save_steps=save_steps)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.trace_rows()[:stop - stop % save_steps] == stopped.trace_rows()[:stop - stop % save_steps]
+    assert_same_run(whole, resumed)
 
 
 def test_misuse_is_refused_with_one_line(tmp_path):

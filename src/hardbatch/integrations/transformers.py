@@ -64,6 +64,21 @@ class _Passes:
         return iter(self.shares)
 
 
+class _PassLoader(DataLoader):
+    """The training DataLoader, whose iterators draw their seed from their own generator, seeded anew for each pass
+    from ``seed`` and the sampler's position (steps recorded, round): an interrupted run resumed at the start of a
+    pass gives its workers the seeds the uninterrupted run gave them, and no pass draws from the global RNG."""
+
+    def __init__(self, sampler: HardBatchSampler, seed: int, *args, **kwargs):
+        super().__init__(*args, generator=torch.Generator(), **kwargs)
+        self.hardbatch_sampler, self.seed = sampler, seed
+
+    def __iter__(self):
+        position = (self.seed, self.hardbatch_sampler.steps, self.hardbatch_sampler.round)
+        self.generator.manual_seed(hash(position) % 2**63)
+        return super().__iter__()
+
+
 @dataclass
 class _Accumulation:
     """One optimizer step in progress: what ``select`` chose, its micro-batches, and what they have trained."""
@@ -192,13 +207,20 @@ class HardBatchTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         """A loader whose items are this rank's contiguous share of each global batch the policy planned.
 
-        The Trainer's own loader lends its data set and collator (after its removal of unused columns).
+        The Trainer's own loader lends its data set and collator (after its removal of unused columns). The loader
+        draws its worker seeds from a generator of its own, never from the global RNG that dropout uses: the Trainer
+        restores that RNG from a checkpoint before it starts the loader, so a draw there would shift every later
+        dropout mask of a resumed run (see ``_PassLoader``).
         """
         own = super().get_train_dataloader()
         args = self.args
-        return DataLoader(own.dataset, batch_sampler=_Passes(self.sampler), collate_fn=own.collate_fn,
-                          num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
-                          persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0)
+        workers = args.dataloader_num_workers
+        extra = {"prefetch_factor": args.dataloader_prefetch_factor,
+                 "multiprocessing_context": args.dataloader_multiprocessing_context} if workers else {}
+        return _PassLoader(self.sampler, args.seed, own.dataset, batch_sampler=_Passes(self.sampler),
+                           collate_fn=own.collate_fn, num_workers=workers, pin_memory=args.dataloader_pin_memory,
+                           persistent_workers=args.dataloader_persistent_workers and workers > 0,
+                           worker_init_fn=own.worker_init_fn, **extra)
 
     def get_batch_samples(self, epoch_iterator, num_batches, *args, **kwargs):
         """The next optimizer step's micro-batches, and None for ``num_items_in_batch`` (see ``compute_loss``).
