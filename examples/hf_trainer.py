@@ -1,10 +1,14 @@
-"""The paper's rule (or any hardbatch policy) in a Hugging Face Trainer: a tiny sequence classifier or causal LM.
+"""The paper's rule (or any hardbatch policy) in a Hugging Face Trainer: a tiny classifier, causal LM or T5.
 
 Offline: the models are randomly initialised from small configs and the token data is generated. One process or
 several (``torchrun --nproc-per-node 2 examples/hf_trainer.py --task lm``, gloo on CPUs):
 
     python examples/hf_trainer.py --task classify --delta 0.5 --epochs 3
     python examples/hf_trainer.py --task lm --policy selective-backprop --grad-accum 1
+    python examples/hf_trainer.py --task seq2seq --policy infobatch
+
+An encoder-decoder model (T5 here) needs no ``forward=`` or ``loss_fn=``: the Trainer makes its decoder inputs from
+the labels and trains on each target sequence's mean token loss.
 
 ``--out DIR`` writes DIR/trace-rank<R>.json: the steps each rank trained (tests/test_transformers.py compares them).
 Needs ``pip install 'hardbatch[transformers]'``.

@@ -50,7 +50,7 @@ def replay(trace: list[dict], sampler: HardBatchSampler) -> list[int]:
     return planned
 
 
-@pytest.mark.parametrize("task", ["classify", "lm"])
+@pytest.mark.parametrize("task", ["classify", "lm", "seq2seq"])
 def test_the_rules_trace_is_what_the_sampler_plans_from_the_same_losses(tmp_path, task):
     # 64 samples, 4 per device × 2 accumulated: B = 8, N = 8, δ = 0.5: the warm-up's 8 steps, then rounds of 4.
     trainer = example.make_trainer(task, epochs=3, out=str(tmp_path), delta=0.5)
@@ -70,6 +70,27 @@ def test_the_rules_trace_is_what_the_sampler_plans_from_the_same_losses(tmp_path
     # Evaluation takes the mean of the same per-sample loss.
     evaluated = trainer.evaluate(example.token_data(task, 16, seed=1))
     assert 0 < evaluated["eval_loss"] < 10
+
+
+def test_an_encoder_decoder_model_trains_on_each_target_sequences_token_loss(tmp_path):
+    # T5 given no decoder_input_ids: the default forward makes them from the labels (as T5 does when it is given
+    # labels), and the default loss is each target sequence's mean token loss over its labels that are not -100,
+    # which is T5's own loss of that sample alone.
+    trainer = example.make_trainer("seq2seq", epochs=1, out=str(tmp_path))
+    samples = example.token_data("seq2seq", 4, seed=2)
+    samples[0]["labels"][-3:] = -100  # a shorter target, padded
+    batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+    model = trainer.model.eval()
+    with torch.no_grad():
+        ours = trainer.loss_fn(trainer.forward(model, batch), batch)
+        alone = [model(**{key: value[i:i + 1] for key, value in batch.items()}).loss for i in range(4)]
+    assert ours.shape == (4,)
+    torch.testing.assert_close(ours, torch.stack(alone))
+    # A forward of the user's own still takes precedence.
+    def own(model, batch):
+        return model(input_ids=batch["input_ids"], labels=batch["labels"])
+
+    assert example.make_trainer("seq2seq", out=str(tmp_path), forward=own).forward is own
 
 
 # Every registered policy with its example settings (a new one is covered with no edit here), and the rule's
@@ -172,7 +193,7 @@ def assert_same_run(a: HardBatchTrainer, b: HardBatchTrainer) -> None:
 
 
 @pytest.mark.parametrize("arch, save_steps, stop", [
-    ("bert", 3, 4), ("distilbert", 3, 4),
+    ("bert", 3, 4), ("distilbert", 3, 4), ("t5", 3, 4),
     ("bert", 5, 11),  # checkpoint-10 is inside round 1 (steps 9-12): the sampler resumes mid-round
 ])
 def test_a_stopped_run_resumes_as_if_uninterrupted_with_dropout(tmp_path, arch, save_steps, stop):

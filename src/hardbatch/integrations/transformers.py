@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -35,7 +37,7 @@ from torch.utils.data import DataLoader
 from hardbatch import batches, distributed
 from hardbatch import step as step_core
 from hardbatch.errors import UsageError
-from hardbatch.losses import LossFn, cross_entropy
+from hardbatch.losses import LossFn, cross_entropy, token_lm
 from hardbatch.policies import Policy
 from hardbatch.sampler import HardBatchSampler
 
@@ -48,6 +50,27 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 STATE_FILE = "hardbatch_state.pt"  # the selection state, inside each Trainer checkpoint folder
 TRAINER_PARAMS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+def seq2seq_forward(model: torch.nn.Module, batch: Any) -> Any:
+    """An encoder-decoder model's forward (T5, BART, Marian, ...) on a dict batch: ``model(**batch)`` without its
+    labels (the loss is hardbatch's per-sample ``loss_fn``), with ``decoder_input_ids`` made from ``batch["labels"]``
+    when the batch has none, as the model makes them when it is given labels (its
+    ``prepare_decoder_input_ids_from_labels``: the labels shifted right behind the decoder's start token, -100 read
+    as padding). Returns the model's outputs: ``logits`` (b, T, V) line up with the labels (b, T), so the loss is
+    ``hardbatch.losses.token_lm(shift=False)``. A model without that method is given the labels (it then also
+    computes its own loss, unused)."""
+    if not isinstance(batch, Mapping) or batches.LABELS not in batch or \
+            "decoder_input_ids" in batch or "decoder_inputs_embeds" in batch:
+        return batches.forward(model, batch)
+    prepare = getattr(distributed.unwrap(model), "prepare_decoder_input_ids_from_labels", None)
+    if prepare is None:
+        return model(**{key: value for key, value in batch.items() if not key.startswith("__")})
+    return batches.forward(model, {**batch, "decoder_input_ids": prepare(labels=batch[batches.LABELS])})
+
+
+# The default loss of an encoder-decoder model: each target sequence's mean token cross-entropy (labels -100 left out).
+SEQ2SEQ_LOSS = token_lm(shift=False)
 
 
 class _Passes:
@@ -134,11 +157,14 @@ class HardBatchTrainer(Trainer):
 
     ``HardBatchTrainer(model=..., args=TrainingArguments(...), train_dataset=..., policy="hardbatch", delta=0.5,
     loss_fn=hardbatch.losses.token_lm())``: every Trainer argument as usual; ``policy``, ``delta`` and the policy's
-    hyper-parameters by their ``RunConfig`` names (``beta=2``, ``prune_ratio=0.5``, ...) as for
-    ``HardBatchSampler``; ``loss_fn(outputs, batch)`` returns one loss per sample, shape (b,) (default:
-    cross-entropy of ``outputs.logits`` against ``batch["labels"]``); ``forward(model, batch)`` runs the model
-    (default: ``model(**batch)`` without its labels). Or pass a ready ``sampler`` (a HardBatchSampler whose batch is
-    the global batch B) instead of ``policy``/``delta``/parameters.
+    hyper-parameters by their names (``beta=2``, ``prune_ratio=0.5``, ...) as for ``HardBatchSampler``, or a policy
+    object (``policy=hardbatch.policies.InfoBatch(prune_ratio=0.5)``); ``loss_fn(outputs, batch)`` returns one loss
+    per sample, shape (b,); ``forward(model, batch)`` runs the model. Defaults: cross-entropy of ``outputs.logits``
+    (b, C) against ``batch["labels"]`` and ``model(**batch)`` without its labels; for an encoder-decoder model
+    (``model.config.is_encoder_decoder``: T5, BART, ...) each target sequence's mean token cross-entropy over its
+    labels that are not -100 (``hardbatch.losses.token_lm(shift=False)``) and ``seq2seq_forward`` (decoder inputs
+    built from the labels). A causal LM needs ``loss_fn=hardbatch.losses.token_lm()``. Or pass a ready ``sampler``
+    (a HardBatchSampler whose batch is the global batch B) instead of ``policy``/``delta``/parameters.
 
     The budget is ``args.num_train_epochs`` (a whole number) epochs of N optimizer steps; ``args.max_steps`` is set
     to that budget (an upper bound for the policies whose epoch is a pass, which stop when their passes are done)
@@ -154,12 +180,14 @@ class HardBatchTrainer(Trainer):
     # Trainer divides it by that number (as it does for any loss not normalised by ``num_items_in_batch``).
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, policy: str | Policy = "hardbatch", delta: float | None = None, sampler: HardBatchSampler | None = None,
-                 loss_fn: LossFn = cross_entropy, forward: batches.Forward = batches.forward,
-                 shuffle_partition: bool = True, **kwargs):
+    def __init__(self, *args, policy: str | Policy = "hardbatch", delta: float | None = None,
+                 sampler: HardBatchSampler | None = None, loss_fn: LossFn | None = None,
+                 forward: batches.Forward | None = None, shuffle_partition: bool = True, **kwargs):
         params = {k: kwargs.pop(k) for k in list(kwargs) if k not in TRAINER_PARAMS}
         super().__init__(*args, **kwargs)
-        self.loss_fn, self.forward = loss_fn, forward
+        seq2seq = bool(getattr(getattr(self.model, "config", None), "is_encoder_decoder", False))
+        self.loss_fn = loss_fn or (SEQ2SEQ_LOSS if seq2seq else cross_entropy)
+        self.forward = forward or (seq2seq_forward if seq2seq else batches.forward)
         self.trace: list[dict] = []
         self._accumulation: _Accumulation | None = None
         self._trained_in_pass = False
