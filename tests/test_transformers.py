@@ -8,9 +8,12 @@ the logs, misuse is refused with one line, and under torchrun every rank trains 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
+import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -216,6 +219,140 @@ def test_a_stopped_run_resumes_as_if_uninterrupted_with_dropout(tmp_path, arch, 
     assert_same_run(whole, resumed)
 
 
+def interrupted(tmp_path, stop: int, out: str = "run", **kwargs) -> tuple[HardBatchTrainer, Path]:
+    """The uninterrupted run, and the output folder of the same run saving every step (the newest 3 kept) stopped
+    after step ``stop``."""
+    whole = example.make_trainer("classify", epochs=2, out=str(tmp_path / "whole"), delta=0.5)
+    whole.train()
+    run = example.make_trainer("classify", epochs=2, out=str(tmp_path / out), save_steps=1, delta=0.5, **kwargs)
+    run.args.save_total_limit = 3
+    run.add_callback(StopAt(stop))
+    run.train()
+    return whole, tmp_path / out
+
+
+def resume(folder: Path, checkpoint: str | bool = True) -> HardBatchTrainer:
+    trainer = example.make_trainer("classify", epochs=2, out=str(folder), save_steps=1, delta=0.5)
+    trainer.args.save_total_limit = 3
+    trainer.train(resume_from_checkpoint=str(folder / checkpoint) if isinstance(checkpoint, str) else checkpoint)
+    return trainer
+
+
+def test_resume_true_passes_over_checkpoints_a_kill_left_incomplete(tmp_path):
+    whole, out = interrupted(tmp_path, stop=7)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-5", "checkpoint-6", "checkpoint-7"]
+    # Killed at step 7 between the model's save and the selection state's (an atomic write's temporary file left),
+    # and at step 6 while the Trainer wrote trainer_state.json, its last file.
+    (out / "checkpoint-7" / "hardbatch_state.pt").replace(out / "checkpoint-7" / ".hardbatch_state.pt.x1y2.tmp")
+    trainer_state = out / "checkpoint-6" / "trainer_state.json"
+    trainer_state.write_text(trainer_state.read_text()[:100])
+    complete = out / "checkpoint-5"
+    # A torn checkpoint named explicitly: one line naming the missing file and the checkpoint to pass instead.
+    with pytest.raises(UsageError, match=rf"cannot resume from .*checkpoint-7: .*checkpoint-7/hardbatch_state.pt: "
+                                         rf"there is no such file .*the newest complete one is {complete}\)$"):
+        resume(out, "checkpoint-7")
+    with pytest.warns(UserWarning, match=rf"resuming from {complete}, the newest complete checkpoint: "
+                                         rf".*checkpoint-7/hardbatch_state.pt: there is no such file.*; "
+                                         rf".*checkpoint-6/trainer_state.json: it is not valid JSON"):
+        resumed = resume(out)
+    assert_same_run(whole, resumed)
+    # No complete checkpoint at all: one line, what to do.
+    for folder in out.iterdir():
+        (folder / "hardbatch_state.pt").unlink()
+    with pytest.raises(UsageError, match=r"no complete checkpoint to resume from in .*\(.*checkpoint-16/hardbatch_state"
+                                         r".pt: there is no such file .*; 2 more\); train from the start"):
+        resume(out)
+
+
+KILL_POINTS = {
+    # After the model's save, before the selection state's (where 4 of 8 kills of the issue landed).
+    "after the model": ("hardbatch.integrations.transformers", "write_state"),
+    # Inside the selection state's atomic write: its temporary file written, not renamed.
+    "writing the state": ("os", "replace"),
+    # While the Trainer writes trainer_state.json, the checkpoint's last file: half of it written.
+    "writing trainer_state.json": ("transformers.trainer_callback", "TrainerState.save_to_json"),
+}
+
+
+@pytest.mark.parametrize("where", list(KILL_POINTS))
+def test_a_run_killed_while_saving_resumes_from_its_newest_complete_checkpoint(tmp_path, where):
+    # A real SIGKILL in a forked copy of this process, at a chosen point of the 5th checkpoint's save.
+    whole = example.make_trainer("classify", epochs=2, out=str(tmp_path / "whole"), delta=0.5)
+    whole.train()
+    out = tmp_path / "run"
+    pid = os.fork()
+    if pid == 0:  # the child: train, saving every step, and die at ``where`` during the 5th save
+        try:
+            module, name = KILL_POINTS[where]
+            owner = importlib.import_module(module)
+            *path, attr = name.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            original = getattr(owner, attr)
+
+            def dying(*args, **kwargs):
+                if (out / "checkpoint-5").exists() and (attr != "replace" or str(args[1]).endswith(".pt")):
+                    if attr == "save_to_json":
+                        Path(args[1]).write_text("{\"global_st")
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return original(*args, **kwargs)
+
+            setattr(owner, attr, dying)
+            run = example.make_trainer("classify", epochs=2, out=str(out), save_steps=1, delta=0.5)
+            run.args.save_total_limit = 3
+            run.train()
+        finally:
+            os._exit(1)  # never reached after the kill; never back into pytest
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    # The 5th save died before the Trainer's rotation of the checkpoints (which keeps the newest 3).
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-3", "checkpoint-4", "checkpoint-5"]
+    torn = {p.name for p in (out / "checkpoint-5").iterdir()}
+    assert "model.safetensors" in torn and ("optimizer.pt" in torn) == (where == "writing trainer_state.json")
+    assert ("hardbatch_state.pt" in torn) == (where == "writing trainer_state.json")
+    assert any(name.endswith(".tmp") for name in torn) == (where == "writing the state")
+    with pytest.warns(UserWarning, match=r"resuming from .*checkpoint-4, the newest complete checkpoint: .*checkpoint-5"):
+        resumed = resume(out)
+    assert_same_run(whole, resumed)
+
+
+def damage(path: Path, how: str) -> None:
+    """Overwrite the selection state file ``path`` as a full disk, a stray write or a mix-up would."""
+    data = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "random bytes":
+        path.write_bytes(torch.randint(0, 256, (len(data),), generator=torch.Generator().manual_seed(0),
+                                       dtype=torch.uint8).numpy().tobytes())
+    elif how == "a model's weights":
+        torch.save(example.tiny_model("classify").state_dict(), path)
+    elif how == "a tensor":
+        torch.save(torch.zeros(3), path)
+
+
+@pytest.mark.parametrize("how, why", [
+    ("empty", "the file is empty"),
+    ("truncated", r"not a readable PyTorch file \(\w+; truncated or overwritten\?\)"),
+    ("random bytes", r"not a readable PyTorch file \(\w+; truncated or overwritten\?\)"),
+    ("a model's weights", "it does not hold HardBatchTrainer's selection state"),
+    ("a tensor", "it does not hold HardBatchTrainer's selection state"),
+])
+def test_a_damaged_state_file_is_named_in_one_line(tmp_path, how, why):
+    _, out = interrupted(tmp_path, stop=6)
+    state = out / "checkpoint-6" / "hardbatch_state.pt"
+    damage(state, how)
+    with pytest.raises(UsageError) as refused:
+        resume(out, "checkpoint-6")
+    message = str(refused.value)
+    assert "\n" not in message and "weights_only" not in message
+    assert re.fullmatch(rf"HardBatchTrainer: cannot resume from {out / 'checkpoint-6'}: {state}: {why}[^;]*; resume from "
+                        rf"another checkpoint \(the newest complete one is {out / 'checkpoint-5'}\)", message)
+    with pytest.warns(UserWarning, match=rf"resuming from {out / 'checkpoint-5'}, .*: {state}: {why}"):
+        resume(out)
+
+
 def test_misuse_is_refused_with_one_line(tmp_path):
     def batch_mean(outputs, batch):
         return torch.nn.functional.cross_entropy(outputs.logits, batch["labels"])
@@ -241,7 +378,7 @@ def test_misuse_is_refused_with_one_line(tmp_path):
     with pytest.raises(UsageError, match="no checkpoint to resume from"):
         example.make_trainer("classify", out=str(tmp_path)).train(resume_from_checkpoint=True)
     (tmp_path / "checkpoint-1").mkdir()
-    with pytest.raises(UsageError, match="has no hardbatch_state.pt"):
+    with pytest.raises(UsageError, match="checkpoint-1/hardbatch_state.pt: there is no such file"):
         example.make_trainer("classify", out=str(tmp_path)).train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
 
 

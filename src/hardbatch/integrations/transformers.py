@@ -18,17 +18,26 @@ its budget is ``num_train_epochs`` epochs of N steps. The Trainer hooks it overr
 - ``compute_loss``: the micro-batch's part of the step's loss, ``loss_fn(outputs, batch)`` per sample, so that the
   accumulated gradient is that of the whole (kept) global batch's mean; after the last micro-batch of a step it
   records the step with the sampler (``hardbatch.step.record``: losses combined across ranks).
-- ``_save`` / ``train``: the selection state (sampler, cost meter, trace) goes into every checkpoint folder as
-  ``hardbatch_state.pt``, and ``train(resume_from_checkpoint=...)`` reads it back before the Trainer resumes.
+- ``_save`` / ``train``: the selection state (the sampler with its cost meter, the trace) goes into every checkpoint
+  folder as ``hardbatch_state.pt``, written atomically during the Trainer's save (before its trainer_state.json);
+  ``train(resume_from_checkpoint=...)`` reads it back before the Trainer resumes. A checkpoint that a kill or a full
+  disk left incomplete, or whose state file is damaged, is refused in one line naming the file and the checkpoint
+  to pass instead; ``resume_from_checkpoint=True`` passes over such checkpoints to the newest complete one, with a
+  warning.
 - ``log``: every log line carries the cost counters as ``hardbatch/<counter>``.
 """
 
 from __future__ import annotations
 
 import inspect
+import io
+import json
 import os
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,19 +46,129 @@ from torch.utils.data import DataLoader
 from hardbatch import batches, distributed
 from hardbatch import step as step_core
 from hardbatch.errors import UsageError
+from hardbatch.fileio import atomic_write_bytes
 from hardbatch.losses import LossFn, cross_entropy, token_lm
 from hardbatch.policies import Policy
 from hardbatch.sampler import HardBatchSampler
 
 try:
     from transformers import Trainer, TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint, has_length
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("hardbatch.integrations.transformers needs transformers: "
                       "pip install 'hardbatch[transformers]'") from e
 
 STATE_FILE = "hardbatch_state.pt"  # the selection state, inside each Trainer checkpoint folder
+STATE_MARK, STATE_FORMAT = "hardbatch_trainer", 1  # what tells the state file apart from another .pt file
 TRAINER_PARAMS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------------------
+
+
+class Unusable(Exception):
+    """A checkpoint folder that cannot be resumed: ``file`` is what is missing or damaged, ``why`` says how."""
+
+    def __init__(self, file: str, why: str):
+        super().__init__(f"{file}: {why}")
+        self.file, self.why = file, why
+
+
+def write_state(path: str, state: dict) -> None:
+    """Serialise ``state`` in memory, then write it atomically (a temporary file, fsync, rename): a kill or a full
+    disk leaves no part of it, only no file (the checkpoint is then incomplete, see ``checkpoint_state``)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(Path(path), buffer.getbuffer())
+
+
+def read_state(path: str) -> dict:
+    """The selection state ``write_state`` wrote to ``path``; Unusable for a file that is empty, does not load
+    (truncated, random bytes) or holds something else (torch's own message is not shown: for some files it advises
+    ``weights_only=False``, which would run whatever code the file holds)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, OSError...
+        if os.path.getsize(path) == 0:
+            raise Unusable(path, "the file is empty") from None
+        raise Unusable(path, f"not a readable PyTorch file ({type(e).__name__}; truncated or overwritten?)") from None
+    if not isinstance(state, dict) or state.get(STATE_MARK) != STATE_FORMAT:
+        raise Unusable(path, "it does not hold HardBatchTrainer's selection state (another file of that name?)")
+    return state
+
+
+def checkpoint_state(folder: str) -> dict:
+    """The selection state of a complete checkpoint folder; Unusable for one a kill or a full disk left incomplete.
+
+    A save writes the model, the selection state (atomically), the optimizer, scheduler and RNG, and the Trainer's
+    ``trainer_state.json`` last: a folder is complete when its selection state loads and its trainer_state.json
+    parses."""
+    path = os.path.join(folder, STATE_FILE)
+    if not os.path.isfile(path):
+        raise Unusable(path, "there is no such file (a save was interrupted, or a plain Trainer wrote the folder)")
+    state = read_state(path)
+    trainer_state = os.path.join(folder, TRAINER_STATE_NAME)
+    try:
+        with open(trainer_state) as f:
+            json.load(f)
+    except FileNotFoundError:
+        raise Unusable(trainer_state, "there is no such file (a save was interrupted)") from None
+    except (OSError, ValueError):
+        raise Unusable(trainer_state, "it is not valid JSON (a save was interrupted?)") from None
+    return state
+
+
+def _checkpoints(output_dir: str) -> list[str]:
+    """The ``checkpoint-<step>`` folders of ``output_dir``, newest (highest step) first."""
+    found = []
+    for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            found.append((int(match.group(1)), os.path.join(output_dir, name)))
+    return [folder for _, folder in sorted(found, reverse=True)]
+
+
+def newest_complete_checkpoint(output_dir: str) -> tuple[str, dict]:
+    """(the newest complete checkpoint folder of ``output_dir``, its selection state); a warning names each newer,
+    incomplete one; UsageError when there is none."""
+    folders = _checkpoints(output_dir)
+    if not folders:
+        raise UsageError(f"HardBatchTrainer: no checkpoint to resume from in {output_dir}")
+    skipped = []
+    for folder in folders:
+        try:
+            state = checkpoint_state(folder)
+        except Unusable as e:
+            skipped.append(e)
+            continue
+        if skipped:
+            warnings.warn(f"HardBatchTrainer: resuming from {folder}, the newest complete checkpoint: "
+                          f"{'; '.join(map(str, skipped))}", stacklevel=3)
+        return folder, state
+    raise UsageError(f"HardBatchTrainer: no complete checkpoint to resume from in {output_dir} ({skipped[0]}"
+                     f"{f'; {len(skipped) - 1} more' if len(skipped) > 1 else ''}); train from the start, without "
+                     f"resume_from_checkpoint, or in another output_dir")
+
+
+def explicit_checkpoint_state(folder: str) -> dict:
+    """The selection state of the checkpoint ``folder`` a user named; UsageError naming the missing or damaged file
+    and the newest complete checkpoint beside it, if any."""
+    try:
+        return checkpoint_state(folder)
+    except Unusable as e:
+        others = [other for other in _checkpoints(os.path.dirname(os.path.abspath(folder)))
+                  if os.path.abspath(other) != os.path.abspath(folder)]
+        for other in others:
+            try:
+                checkpoint_state(other)
+            except Unusable:
+                continue
+            hint = f"resume from another checkpoint (the newest complete one is {other})"
+            break
+        else:
+            hint = "train from the start, without resume_from_checkpoint"
+        raise UsageError(f"HardBatchTrainer: cannot resume from {folder}: {e}; {hint}") from None
 
 
 def seq2seq_forward(model: torch.nn.Module, batch: Any) -> Any:
@@ -311,8 +430,8 @@ class HardBatchTrainer(Trainer):
     # -- state and logs -------------------------------------------------------------------------------------------
 
     def selection_state(self) -> dict:
-        """The sampler's state, the cost meter and the trace: what a checkpoint needs to continue exactly."""
-        return {"sampler": self.sampler.state_dict(), "trace": self.trace_rows()}
+        """The sampler's state (its cost meter included) and the trace: what a checkpoint needs to continue exactly."""
+        return {STATE_MARK: STATE_FORMAT, "sampler": self.sampler.state_dict(), "trace": self.trace_rows()}
 
     def load_selection_state(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])
@@ -327,20 +446,18 @@ class HardBatchTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            torch.save(self.selection_state(), os.path.join(output_dir or self.args.output_dir, STATE_FILE))
+            write_state(os.path.join(output_dir or self.args.output_dir, STATE_FILE), self.selection_state())
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
-        """``Trainer.train``; a checkpoint to resume from must hold the selection state, which is loaded first."""
+        """``Trainer.train``; resuming, the checkpoint must be complete (see ``checkpoint_state``), and its selection
+        state is loaded first. ``resume_from_checkpoint=True`` takes the newest complete checkpoint of
+        ``args.output_dir``, with a warning naming each newer one that a kill or a full disk left incomplete."""
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise UsageError(f"HardBatchTrainer: no checkpoint to resume from in {self.args.output_dir}")
+            resume_from_checkpoint, state = newest_complete_checkpoint(self.args.output_dir)
+        elif resume_from_checkpoint:
+            state = explicit_checkpoint_state(resume_from_checkpoint)
         if resume_from_checkpoint:
-            path = os.path.join(resume_from_checkpoint, STATE_FILE)
-            if not os.path.isfile(path):
-                raise UsageError(f"HardBatchTrainer: {resume_from_checkpoint} has no {STATE_FILE}: it was not "
-                                 f"written by HardBatchTrainer, so its selection state is unknown")
-            self.load_selection_state(torch.load(path, map_location="cpu", weights_only=True))
+            self.load_selection_state(state)
         return super().train(resume_from_checkpoint or None, *args, **kwargs)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
