@@ -231,8 +231,9 @@ def interrupted(tmp_path, stop: int, out: str = "run", **kwargs) -> tuple[HardBa
     return whole, tmp_path / out
 
 
-def resume(folder: Path, checkpoint: str | bool = True) -> HardBatchTrainer:
-    trainer = example.make_trainer("classify", epochs=2, out=str(folder), save_steps=1, delta=0.5)
+def resume(folder: Path, checkpoint: str | bool = True, **changes) -> HardBatchTrainer:
+    trainer = example.make_trainer(**{"task": "classify", "epochs": 2, "out": str(folder), "save_steps": 1,
+                                      "delta": 0.5, **changes})
     trainer.args.save_total_limit = 3
     trainer.train(resume_from_checkpoint=str(folder / checkpoint) if isinstance(checkpoint, str) else checkpoint)
     return trainer
@@ -262,6 +263,30 @@ def test_resume_true_passes_over_checkpoints_a_kill_left_incomplete(tmp_path):
     with pytest.raises(UsageError, match=r"no complete checkpoint to resume from in .*\(.*checkpoint-16/hardbatch_state"
                                          r".pt: there is no such file .*; 2 more\); train from the start"):
         resume(out)
+
+
+@pytest.mark.parametrize("change, differences", [
+    ({"samples": 128}, "samples saved 64 but given 128, batches saved 8 but given 16"),
+    ({"samples": 48}, "samples saved 64 but given 48, batches saved 8 but given 6"),
+    ({"per_device": 8}, "batches saved 8 but given 4, batch_size saved 8 but given 16"),
+    ({"delta": 0.25}, "delta saved 0.5 but given 0.25"),
+    ({"epochs": 3}, "epochs saved 2 but given 3"),
+    ({"delta": None, "policy": "infobatch"}, "policy saved 'hardbatch' but given 'infobatch', delta saved 0.5 but "
+                                             "given None, .*prune_ratio saved None but given 0.5.*"),
+    ({"seed": 1}, "seed saved 0 but given 1"),
+])
+def test_resuming_with_other_selection_settings_is_refused_naming_both_values(tmp_path, change, differences):
+    _, out = interrupted(tmp_path, stop=3)
+    seed = change.pop("seed", None)
+    trainer = example.make_trainer(**{"task": "classify", "epochs": 2, "out": str(out), "delta": 0.5, **change})
+    if seed is not None:  # another seed cuts another partition
+        trainer.args.seed = seed
+        trainer.sampler = trainer._sampler(None, "hardbatch", 0.5, True, {})
+    with pytest.raises(UsageError, match=rf"^HardBatchTrainer: {out / 'checkpoint-3'} holds a run with other selection "
+                                         rf"settings: {differences}; pass the saved values to continue it, or train "
+                                         rf"in another output_dir$"):
+        trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == 0 and trainer.sampler.steps == 0
 
 
 KILL_POINTS = {

@@ -429,12 +429,34 @@ class HardBatchTrainer(Trainer):
 
     # -- state and logs -------------------------------------------------------------------------------------------
 
-    def selection_state(self) -> dict:
-        """The sampler's state (its cost meter included) and the trace: what a checkpoint needs to continue exactly."""
-        return {STATE_MARK: STATE_FORMAT, "sampler": self.sampler.state_dict(), "trace": self.trace_rows()}
+    def selection_settings(self) -> dict:
+        """What the selection state is a state of: the policy, its hyper-parameters (δ among them), the n samples,
+        the N fixed batches of B, the budget in epochs and the seed. A checkpoint holds them; resuming with other
+        values is refused."""
+        sampler = self.sampler
+        return {"policy": sampler.policy.name, **sampler.policy.hyper_parameters(), "samples": sampler.num_samples,
+                "batches": sampler.num_batches, "batch_size": int(sampler.partition.shape[1]),
+                "epochs": sampler.epochs, "seed": sampler.seed}
 
-    def load_selection_state(self, state: dict) -> None:
-        self.sampler.load_state_dict(state["sampler"])
+    def selection_state(self) -> dict:
+        """The sampler's state (its cost meter included), the trace and the settings they are of: what a checkpoint
+        needs to continue exactly."""
+        return {STATE_MARK: STATE_FORMAT, "settings": self.selection_settings(), "sampler": self.sampler.state_dict(),
+                "trace": self.trace_rows()}
+
+    def load_selection_state(self, state: dict, source: str = "the checkpoint") -> None:
+        """Continue from ``state`` (``selection_state``), read from ``source``; UsageError naming ``source`` if it is
+        of other selection settings (each named, with both values) or of another partition."""
+        saved, given = state["settings"], self.selection_settings()
+        differing = [name for name in {**saved, **given} if saved.get(name) != given.get(name)]
+        if differing:
+            detail = ", ".join(f"{name} saved {saved.get(name)!r} but given {given.get(name)!r}" for name in differing)
+            raise UsageError(f"HardBatchTrainer: {source} holds a run with other selection settings: {detail}; pass "
+                             f"the saved values to continue it, or train in another output_dir")
+        try:
+            self.sampler.load_state_dict(state["sampler"])
+        except UsageError as e:
+            raise UsageError(f"HardBatchTrainer: cannot resume from {source}: {e}") from None
         self.trace = [dict(row) for row in state["trace"]]
 
     def trace_rows(self) -> list[dict]:
@@ -457,7 +479,7 @@ class HardBatchTrainer(Trainer):
         elif resume_from_checkpoint:
             state = explicit_checkpoint_state(resume_from_checkpoint)
         if resume_from_checkpoint:
-            self.load_selection_state(state)
+            self.load_selection_state(state, resume_from_checkpoint)
         return super().train(resume_from_checkpoint or None, *args, **kwargs)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
