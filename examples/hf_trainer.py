@@ -67,12 +67,14 @@ def tiny_model(task: str, seed: int = 0, dropout: float = 0.0) -> torch.nn.Modul
 
 def make_trainer(task: str = "classify", samples: int = 64, per_device: int = 4, grad_accum: int = 2,
                  epochs: int = 2, out: str = "runs/hf_trainer", save_steps: int = 0, lr: float = 0.1,
-                 dropout: float = 0.0, model: torch.nn.Module | None = None, **policy) -> HardBatchTrainer:
-    """A HardBatchTrainer for ``task`` (``model``: another model for it, default ``tiny_model``); ``policy``:
-    ``policy=``, ``delta=`` and the policy's parameters."""
+                 dropout: float = 0.0, model: torch.nn.Module | None = None, schedule: str = "constant",
+                 **policy) -> HardBatchTrainer:
+    """A HardBatchTrainer for ``task`` (``model``: another model for it, default ``tiny_model``) with the Trainer's
+    learning-rate ``schedule`` (it follows the selection's progress); ``policy``: ``policy=``, ``delta=`` and the
+    policy's parameters."""
     args = TrainingArguments(
         output_dir=out, per_device_train_batch_size=per_device, gradient_accumulation_steps=grad_accum,
-        num_train_epochs=epochs, learning_rate=lr, optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0,
+        num_train_epochs=epochs, learning_rate=lr, optim="sgd", lr_scheduler_type=schedule, max_grad_norm=0.0,
         logging_steps=4, save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
         report_to=[], disable_tqdm=True, use_cpu=True, seed=0)
     # One loss per sample, shape (b,); for seq2seq the Trainer's default (each target sequence's mean token loss).

@@ -159,6 +159,41 @@ def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, pol
         assert (meter.samples_forward_nograd, meter.samples_backprop) == (8, 2)
 
 
+class Rates(TrainerCallback):
+    """The learning rate of each optimizer step, as the optimizer applies it."""
+
+    def __init__(self):
+        self.rates: list[float] = []
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self.rates.append(optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("policy", ["uniform", "infobatch", "seta"])
+def test_the_learning_rate_schedule_ends_when_the_selection_does(tmp_path, schedule, policy):
+    # infobatch and seta end before the budget's N·E steps (max_steps is an upper bound): the schedule follows the
+    # sampler's progress instead of the step count, so it decays to its end with the selection. Uniform runs the
+    # budget's steps, on the Trainer's own schedule.
+    from transformers import get_scheduler
+
+    trainer = example.make_trainer("classify", epochs=4, out=str(tmp_path), schedule=schedule, lr=0.1, policy=policy)
+    rates = Rates()
+    trainer.add_callback(rates)
+    trainer.train()
+    steps, budget = len(rates.rates), trainer.sampler.total_steps
+    assert steps == trainer.state.global_step and trainer.sampler.done
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # the schedule's end
+    if policy == "uniform":
+        plain = get_scheduler(schedule, torch.optim.SGD([torch.zeros(1)], lr=0.1), 0, budget)
+        assert rates.rates == [plain.get_last_lr()[0], *[(plain.step(), plain.get_last_lr()[0])[1]
+                                                         for _ in range(budget - 1)]]
+    else:
+        assert steps < budget
+        assert rates.rates[-1] < 2 * 0.1 / steps  # the last step at about the rate uniform's last step has
+        assert rates.rates == sorted(rates.rates, reverse=True) and rates.rates[0] == 0.1
+
+
 def with_dropout(arch: str) -> tuple[str, torch.nn.Module]:
     """(task, a tiny random-weight model of ``arch`` with transformers' default dropout 0.1)."""
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
@@ -195,17 +230,20 @@ def assert_same_run(a: HardBatchTrainer, b: HardBatchTrainer) -> None:
         torch.testing.assert_close(b.model.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("arch, save_steps, stop", [
-    ("bert", 3, 4), ("distilbert", 3, 4), ("t5", 3, 4),
-    ("bert", 5, 11),  # checkpoint-10 is inside round 1 (steps 9-12): the sampler resumes mid-round
-])
-def test_a_stopped_run_resumes_as_if_uninterrupted_with_dropout(tmp_path, arch, save_steps, stop):
+@pytest.mark.parametrize("arch, save_steps, stop, settings", [
+    ("bert", 3, 4, {}), ("distilbert", 3, 4, {}), ("t5", 3, 4, {}),
+    ("bert", 5, 11, {}),  # checkpoint-10 is inside round 1 (steps 9-12): the sampler resumes mid-round
+    # A pruning policy on a schedule that follows its progress: the schedule resumes where it was.
+    ("bert", 5, 11, {"delta": None, "policy": "infobatch", "schedule": "linear"}),
+], ids=["bert", "distilbert", "t5", "bert-mid-round", "infobatch-linear"])
+def test_a_stopped_run_resumes_as_if_uninterrupted_with_dropout(tmp_path, arch, save_steps, stop, settings):
     # Dropout draws from the global RNG, which the Trainer restores from the checkpoint: the loader must not draw
     # from it afterwards (its worker seeds), or every later dropout mask shifts, and with them the losses and the
     # rule's choice of batches.
     def trainer(out: str, **kwargs) -> HardBatchTrainer:
         task, model = with_dropout(arch)
-        return example.make_trainer(task, epochs=3, out=str(tmp_path / out), model=model, delta=0.5, **kwargs)
+        return example.make_trainer(task, epochs=3, out=str(tmp_path / out), model=model,
+                                    **{"delta": 0.5, **settings, **kwargs})
 
     whole = trainer("whole")
     whole.train()

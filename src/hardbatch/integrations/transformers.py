@@ -255,6 +255,18 @@ def _split(chosen: step_core.Chosen, parts: int) -> _Accumulation:
     return _Accumulation(chosen, micro, shares)
 
 
+def _at_progress(factor, sampler: HardBatchSampler, steps: int):
+    """A ``LambdaLR`` factor of the step count, read at the step the selection's progress stands for: the sampler's
+    step count for policies that count their budget in steps (exactly the scheduler's own count), else its progress
+    times the budget's ``steps`` (a fraction of a step, which the Trainer's schedules take). A plain function: a
+    ``LambdaLR`` saves the attributes of callable objects in its state (the sampler, here), not of functions."""
+
+    def at_progress(_step: int) -> float:
+        return factor(sampler.progress * steps if sampler.policy.epoch_is_round else sampler.steps)
+
+    return at_progress
+
+
 class _ScoringPasses(TrainerCallback):
     """Keeps training through an epoch that trained nothing: a pass of no-grad scoring steps (``rescore``).
 
@@ -348,6 +360,21 @@ class HardBatchTrainer(Trainer):
                              f"({global_batch})")
         return HardBatchSampler(n, global_batch, delta=delta, epochs=int(epochs), policy=policy,
                                 shuffle_partition=shuffle_partition, seed=args.seed, **params)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The Trainer's learning-rate schedule (``args.lr_scheduler_type``, warm-up included), made to follow the
+        selection's progress (``sampler.progress``, in [0, 1]) over the budget's ``num_training_steps`` instead of
+        the step count, as ``hardbatch train``'s schedule does: a policy whose epoch is a pass (infobatch, seta, ies,
+        selective-backprop) may end in fewer optimizer steps than the budget, and its schedule still reaches its
+        end at its last step. For the others the progress is the step count, and the schedule is the Trainer's.
+        Constant schedules are unaffected; a scheduler passed to the Trainer (``optimizers=``) and schedules that are
+        no ``LambdaLR`` (reduce_lr_on_plateau, greedy) are left as they are."""
+        given = self.lr_scheduler
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if given is None and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            scheduler.lr_lambdas = [_at_progress(factor, self.sampler, num_training_steps)
+                                    for factor in scheduler.lr_lambdas]
+        return scheduler
 
     # -- the data -------------------------------------------------------------------------------------------------
 
