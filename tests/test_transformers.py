@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from transformers import TrainerCallback  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "hf_trainer.py"
 JOB = str(Path(__file__).with_name("hf_job.py"))
+UNTIMED = dict.fromkeys(TIMING, 0)  # the cost counters that differ between equal runs, zeroed
 
 
 def load_example():
@@ -96,6 +98,40 @@ def test_an_encoder_decoder_model_trains_on_each_target_sequences_token_loss(tmp
     assert example.make_trainer("seq2seq", out=str(tmp_path), forward=own).forward is own
 
 
+class BusyEvaluation(TrainerCallback):
+    """Makes each evaluation take ``seconds`` of this process's CPU time (and as much wall-clock time)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.count = seconds, 0
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.count += 1
+        end = time.process_time() + self.seconds
+        while time.process_time() < end:
+            pass
+
+
+def test_training_time_is_measured_and_evaluation_left_out(tmp_path):
+    trainer = example.make_trainer("classify", epochs=2, out=str(tmp_path), delta=0.5)
+    trainer.args.eval_strategy, trainer.args.eval_steps = "steps", 4
+    trainer.eval_dataset = example.token_data("classify", 8, seed=1)
+    busy = BusyEvaluation(0.3)
+    trainer.add_callback(busy)
+    cpu = time.process_time()
+    result = trainer.train()
+    cpu = time.process_time() - cpu
+    meter = trainer.meter
+    assert busy.count == 16 // 4
+    assert 0 < meter.train_seconds < result.metrics["train_runtime"] - busy.count * 0.3
+    assert 0 < meter.cpu_seconds < cpu - busy.count * 0.3
+    assert meter.choose_seconds < meter.train_seconds
+    # Every log line carries them, as they stood at its step.
+    logged = [row for row in trainer.state.log_history if "hardbatch/optimizer_steps" in row]
+    for name in ("train_seconds", "cpu_seconds"):
+        values = [row[f"hardbatch/{name}"] for row in logged]
+        assert 0 < values[0] and values == sorted(values) and values[-1] == getattr(meter, name)
+
+
 # Every registered policy with its example settings (a new one is covered with no edit here), and the rule's
 # scoring passes (score-only steps, which the Trainer never sees).
 CASES = {**{name: (name, cls.example) for name, cls in POLICIES.items()}, "hardbatch+rescore": ("hardbatch", {"rescore": 2})}
@@ -154,7 +190,7 @@ def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, pol
     big, big_meter = one_step(tmp_path, 8, 1, **policy)
     for name, value in big.items():
         torch.testing.assert_close(accumulated[name], value, atol=1e-6, rtol=0, msg=name)
-    assert meter.state_dict() | {"choose_seconds": 0} == big_meter.state_dict() | {"choose_seconds": 0}
+    assert meter.state_dict() | UNTIMED == big_meter.state_dict() | UNTIMED
     if policy["policy"] == "composer-sb":
         assert (meter.samples_forward_nograd, meter.samples_backprop) == (8, 2)
 
@@ -224,8 +260,7 @@ def assert_same_run(a: HardBatchTrainer, b: HardBatchTrainer) -> None:
     x, y = a.trace_rows(), b.trace_rows()
     assert [(r["step"], r["round"], r["batch"]) for r in x] == [(r["step"], r["round"], r["batch"]) for r in y]
     assert [r["loss"] for r in y] == pytest.approx([r["loss"] for r in x], rel=1e-5)
-    untimed = dict.fromkeys(TIMING, 0)
-    assert a.meter.state_dict() | untimed == b.meter.state_dict() | untimed
+    assert a.meter.state_dict() | UNTIMED == b.meter.state_dict() | UNTIMED
     for name, value in a.model.state_dict().items():
         torch.testing.assert_close(b.model.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
@@ -461,4 +496,4 @@ def test_two_processes_train_the_selection_of_one(tmp_path, launch):
         trace = ranks[0]["trace"]
         assert [(r["step"], r["batch"]) for r in trace] == [(r["step"], r["batch"]) for r in one.trace_rows()]
         assert [r["loss"] for r in trace] == pytest.approx([r["loss"] for r in one.trace_rows()], rel=1e-4)
-        assert ranks[0]["cost"] | {"choose_seconds": 0} == one.meter.state_dict() | {"choose_seconds": 0}
+        assert ranks[0]["cost"] | UNTIMED == one.meter.state_dict() | UNTIMED

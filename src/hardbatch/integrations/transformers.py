@@ -24,7 +24,11 @@ its budget is ``num_train_epochs`` epochs of N steps. The Trainer hooks it overr
   disk left incomplete, or whose state file is damaged, is refused in one line naming the file and the checkpoint
   to pass instead; ``resume_from_checkpoint=True`` passes over such checkpoints to the newest complete one, with a
   warning.
-- ``log``: every log line carries the cost counters as ``hardbatch/<counter>``.
+- ``create_scheduler``: the Trainer's learning-rate schedule, read at the selection's progress (it ends when a
+  pruning policy's passes end, before the budget's step count).
+- ``log``: every log line carries the cost counters as ``hardbatch/<counter>``; ``train_seconds`` and ``cpu_seconds``
+  run from a step's loading to its optimizer step (a callback stops them), so logging, evaluation and checkpoints
+  are left out.
 """
 
 from __future__ import annotations
@@ -267,6 +271,24 @@ def _at_progress(factor, sampler: HardBatchSampler, steps: int):
     return at_progress
 
 
+class _Clocks(TrainerCallback):
+    """Times training for the cost meter (``train_seconds``, ``cpu_seconds``): ``get_batch_samples`` starts the
+    clocks as a step begins loading, a step's end (``on_step_end``, after the optimizer step) and a pass's end stop
+    them; what the Trainer does in between (logging, evaluation, checkpoints) is not counted."""
+
+    def __init__(self, trainer: "HardBatchTrainer"):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.meter.discard()  # a clock left running by a train() that raised
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.meter.stop()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.meter.stop()
+
+
 class _ScoringPasses(TrainerCallback):
     """Keeps training through an epoch that trained nothing: a pass of no-grad scoring steps (``rescore``).
 
@@ -323,6 +345,7 @@ class HardBatchTrainer(Trainer):
         self._accumulation: _Accumulation | None = None
         self._trained_in_pass = False
         self.add_callback(_ScoringPasses(self))
+        self.add_callback(_Clocks(self))
         self.sampler = self._sampler(sampler, policy, delta, shuffle_partition, params)
         if self.args.max_steps > 0 and self.args.max_steps != self.sampler.total_steps:
             raise UsageError(f"HardBatchTrainer: the budget is num_train_epochs epochs of N optimizer steps "
@@ -403,6 +426,7 @@ class HardBatchTrainer(Trainer):
         At the end of a pass the Trainer's epoch ends, and training once the sampler's budget is spent.
         """
         parts = self.args.gradient_accumulation_steps
+        self.meter.start()  # stopped at the step's end (``_Clocks``) or the pass's, below
         while not self.sampler.done:
             try:
                 share = next(epoch_iterator)
@@ -415,6 +439,7 @@ class HardBatchTrainer(Trainer):
                 self._trained_in_pass = True
                 self._accumulation = _split(chosen, parts)
                 return [micro.batch for micro in self._accumulation.micro], None
+        self.meter.stop()
         self.control.should_epoch_stop = True
         self.control.should_training_stop = self.control.should_training_stop or self.sampler.done
         return [], None
@@ -510,9 +535,9 @@ class HardBatchTrainer(Trainer):
         return super().train(resume_from_checkpoint or None, *args, **kwargs)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        """``Trainer.log`` with the cost counters (README "Cost") as ``hardbatch/<counter>``; the wall-clock is the
-        Trainer's own ``train_runtime``."""
-        cost = {f"hardbatch/{name}": value for name, value in self.meter.state_dict().items()
-                if name != "train_seconds"}
+        """``Trainer.log`` with the cost counters (README "Cost") as ``hardbatch/<counter>``: ``train_seconds`` and
+        ``cpu_seconds`` count training only (loading, choosing, forward, backward, optimizer step), where the
+        Trainer's ``train_runtime`` includes evaluation and checkpoints."""
+        cost = {f"hardbatch/{name}": value for name, value in self.meter.state_dict().items()}
         cost["hardbatch/epoch"] = self.sampler.epoch  # epochs of N steps finished (the Trainer's epochs are rounds)
         super().log({**logs, **cost}, *args, **kwargs)
