@@ -168,6 +168,33 @@ def test_loader_workers_train_the_batches_one_process_loads(tmp_path):
     assert prefetching.trace_rows() == plain.trace_rows()
 
 
+class SetEpoch(TrainerCallback):
+    """Calls ``sampler.set_epoch`` at each Trainer epoch with a number of its own, as loops that call it on every
+    sampler do (the HF Trainer never calls it on a custom batch sampler: transformers#8952)."""
+
+    def __init__(self, sampler):
+        self.sampler, self.calls = sampler, 0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(1000 + self.calls)
+            self.calls += 1
+
+
+@pytest.mark.parametrize("policy", [{"policy": "random", "delta": 0.5}, {"policy": "infobatch"}])
+def test_what_is_selected_does_not_depend_on_set_epoch(tmp_path, policy):
+    plain = example.make_trainer("classify", epochs=3, out=str(tmp_path / "plain"), **policy)
+    plain.train()
+    told = example.make_trainer("classify", epochs=3, out=str(tmp_path / "told"), **policy)
+    calls = SetEpoch(told.sampler)
+    told.add_callback(calls)
+    told.train()
+    assert calls.calls > 0 or not hasattr(told.sampler, "set_epoch")
+    assert told.trace_rows() == plain.trace_rows()
+    for name, value in plain.model.state_dict().items():
+        torch.testing.assert_close(told.model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
 def one_step(tmp_path, per_device: int, grad_accum: int, **policy) -> tuple[dict, object]:
     """The causal LM's parameters after one optimizer step on 8 samples (N = 1), and the cost meter."""
     trainer = example.make_trainer("lm", samples=8, per_device=per_device, grad_accum=grad_accum, epochs=1,
