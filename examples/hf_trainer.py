@@ -29,7 +29,7 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from hardbatch import distributed, losses  # noqa: E402
+from hardbatch import losses  # noqa: E402
 from hardbatch.integrations.transformers import HardBatchTrainer  # noqa: E402
 
 VOCAB, LENGTH, CLASSES = 32, 12, 3
@@ -109,4 +109,3 @@ def main(argv: list[str] | None = None) -> HardBatchTrainer:
 
 if __name__ == "__main__":
     main()
-    distributed.shutdown()  # under torchrun: free the process group before exit (the Trainer does not)

@@ -33,6 +33,7 @@ its budget is ``num_train_epochs`` epochs of N steps. The Trainer hooks it overr
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import io
 import json
@@ -66,6 +67,22 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 STATE_FILE = "hardbatch_state.pt"  # the selection state, inside each Trainer checkpoint folder
 STATE_MARK, STATE_FORMAT = "hardbatch_trainer", 1  # what tells the state file apart from another .pt file
 TRAINER_PARAMS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+_shutdown_registered = False
+
+
+def _shutdown_at_exit() -> None:
+    """Under a process group (torchrun, ``accelerate launch``: TrainingArguments joins it), register
+    ``hardbatch.distributed.shutdown`` to run at interpreter exit, once per process: it frees the group and its gloo
+    worker threads while the interpreter is whole, which the Trainer's and Accelerate's reference cycles would
+    otherwise keep alive into finalization, where one can abort the process after all its work (see
+    ``distributed.shutdown``). Not at the end of ``train()``: a script may train again, evaluate or save after it,
+    all over the same group. The user's script calls nothing."""
+    global _shutdown_registered
+    if distributed.active() and not _shutdown_registered:
+        atexit.register(distributed.shutdown)
+        _shutdown_registered = True
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------------
@@ -346,6 +363,7 @@ class HardBatchTrainer(Trainer):
         self._trained_in_pass = False
         self.add_callback(_ScoringPasses(self))
         self.add_callback(_Clocks(self))
+        _shutdown_at_exit()
         self.sampler = self._sampler(sampler, policy, delta, shuffle_partition, params)
         if self.args.max_steps > 0 and self.args.max_steps != self.sampler.total_steps:
             raise UsageError(f"HardBatchTrainer: the budget is num_train_epochs epochs of N optimizer steps "
@@ -526,6 +544,7 @@ class HardBatchTrainer(Trainer):
         """``Trainer.train``; resuming, the checkpoint must be complete (see ``checkpoint_state``), and its selection
         state is loaded first. ``resume_from_checkpoint=True`` takes the newest complete checkpoint of
         ``args.output_dir``, with a warning naming each newer one that a kill or a full disk left incomplete."""
+        _shutdown_at_exit()  # a process group created after the Trainer
         if resume_from_checkpoint is True:
             resume_from_checkpoint, state = newest_complete_checkpoint(self.args.output_dir)
         elif resume_from_checkpoint:
