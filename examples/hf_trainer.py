@@ -1,7 +1,8 @@
 """The paper's rule (or any hardbatch policy) in a Hugging Face Trainer: a tiny classifier, causal LM or T5.
 
 Offline: the models are randomly initialised from small configs and the token data is generated. One process or
-several (``torchrun --nproc-per-node 2 examples/hf_trainer.py --task lm``, gloo on CPUs):
+several (``torchrun --nproc-per-node 2 examples/hf_trainer.py --task lm``, gloo on CPUs; the trainer frees the
+process group at exit, so the script ends with nothing to call):
 
     python examples/hf_trainer.py --task classify --delta 0.5 --epochs 3
     python examples/hf_trainer.py --task lm --policy selective-backprop --grad-accum 1

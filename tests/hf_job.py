@@ -22,7 +22,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hf_trainer.py"
 def report_group_at_exit(folder: str) -> None:
     """At exit, after the handlers registered later (atexit runs them last in, first out), write whether the process
     group is still initialized."""
-    path = Path(folder) / f"exit-rank{os.environ.get('RANK', 0)}.json"
+    path = Path(folder) / f"exit-rank{os.environ.get('RANK', '0')}.json"
 
     def report() -> None:
         path.write_text(json.dumps({"initialized": dist.is_available() and dist.is_initialized()}))

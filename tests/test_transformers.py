@@ -151,7 +151,7 @@ def test_every_policy_runs_in_the_trainer_with_gradient_accumulation(tmp_path, c
     assert trainer.state.global_step == len(trainer.trace) == meter.optimizer_steps == sampler.steps
     if not cls.epoch_is_round:
         assert sampler.steps == 2 * 8
-    sampler.visits  # settles the sampler's counts of trained samples
+    assert int(sampler.visits.sum()) == sampler.steps  # (reading visits settles the counts of trained samples)
     assert meter.samples_backprop == meter.samples_forward == sampler.trained_samples["all"]
     if cls.scores_first or "rescore" in params:  # the no-grad scoring passes ran, and were counted
         assert meter.samples_forward_nograd > 0
@@ -247,10 +247,9 @@ def test_the_learning_rate_schedule_ends_when_the_selection_does(tmp_path, sched
     steps, budget = len(rates.rates), trainer.sampler.total_steps
     assert steps == trainer.state.global_step and trainer.sampler.done
     assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # the schedule's end
-    if policy == "uniform":
-        plain = get_scheduler(schedule, torch.optim.SGD([torch.zeros(1)], lr=0.1), 0, budget)
-        assert rates.rates == [plain.get_last_lr()[0], *[(plain.step(), plain.get_last_lr()[0])[1]
-                                                         for _ in range(budget - 1)]]
+    if policy == "uniform":  # the Trainer's own schedule, rate for rate
+        factor = get_scheduler(schedule, torch.optim.SGD([torch.zeros(1)], lr=0.1), 0, budget).lr_lambdas[0]
+        assert rates.rates == [0.1 * factor(step) for step in range(budget)]
     else:
         assert steps < budget
         assert rates.rates[-1] < 2 * 0.1 / steps  # the last step at about the rate uniform's last step has
@@ -319,16 +318,20 @@ def test_a_stopped_run_resumes_as_if_uninterrupted_with_dropout(tmp_path, arch, 
     assert_same_run(whole, resumed)
 
 
-def interrupted(tmp_path, stop: int, out: str = "run", **kwargs) -> tuple[HardBatchTrainer, Path]:
-    """The uninterrupted run, and the output folder of the same run saving every step (the newest 3 kept) stopped
-    after step ``stop``."""
+def uninterrupted(tmp_path) -> HardBatchTrainer:
+    """The run that ``interrupted`` stops, trained to its end."""
     whole = example.make_trainer("classify", epochs=2, out=str(tmp_path / "whole"), delta=0.5)
     whole.train()
-    run = example.make_trainer("classify", epochs=2, out=str(tmp_path / out), save_steps=1, delta=0.5, **kwargs)
+    return whole
+
+
+def interrupted(tmp_path, stop: int) -> Path:
+    """The output folder of a run saving every step (the newest 3 checkpoints kept), stopped after step ``stop``."""
+    run = example.make_trainer("classify", epochs=2, out=str(tmp_path / "run"), save_steps=1, delta=0.5)
     run.args.save_total_limit = 3
     run.add_callback(StopAt(stop))
     run.train()
-    return whole, tmp_path / out
+    return tmp_path / "run"
 
 
 def resume(folder: Path, checkpoint: str | bool = True, **changes) -> HardBatchTrainer:
@@ -340,7 +343,7 @@ def resume(folder: Path, checkpoint: str | bool = True, **changes) -> HardBatchT
 
 
 def test_resume_true_passes_over_checkpoints_a_kill_left_incomplete(tmp_path):
-    whole, out = interrupted(tmp_path, stop=7)
+    whole, out = uninterrupted(tmp_path), interrupted(tmp_path, stop=7)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-5", "checkpoint-6", "checkpoint-7"]
     # Killed at step 7 between the model's save and the selection state's (an atomic write's temporary file left),
     # and at step 6 while the Trainer wrote trainer_state.json, its last file.
@@ -371,12 +374,12 @@ def test_resume_true_passes_over_checkpoints_a_kill_left_incomplete(tmp_path):
     ({"per_device": 8}, "batches saved 8 but given 4, batch_size saved 8 but given 16"),
     ({"delta": 0.25}, "delta saved 0.5 but given 0.25"),
     ({"epochs": 3}, "epochs saved 2 but given 3"),
-    ({"delta": None, "policy": "infobatch"}, "policy saved 'hardbatch' but given 'infobatch', delta saved 0.5 but "
-                                             "given None, .*prune_ratio saved None but given 0.5.*"),
+    ({"delta": None, "policy": "infobatch"}, ("policy saved 'hardbatch' but given 'infobatch', delta saved 0.5 but "
+                                              "given None, .*prune_ratio saved None but given 0.5.*")),
     ({"seed": 1}, "seed saved 0 but given 1"),
 ])
 def test_resuming_with_other_selection_settings_is_refused_naming_both_values(tmp_path, change, differences):
-    _, out = interrupted(tmp_path, stop=3)
+    out = interrupted(tmp_path, stop=3)
     seed = change.pop("seed", None)
     trainer = example.make_trainer(**{"task": "classify", "epochs": 2, "out": str(out), "delta": 0.5, **change})
     if seed is not None:  # another seed cuts another partition
@@ -402,8 +405,7 @@ KILL_POINTS = {
 @pytest.mark.parametrize("where", list(KILL_POINTS))
 def test_a_run_killed_while_saving_resumes_from_its_newest_complete_checkpoint(tmp_path, where):
     # A real SIGKILL in a forked copy of this process, at a chosen point of the 5th checkpoint's save.
-    whole = example.make_trainer("classify", epochs=2, out=str(tmp_path / "whole"), delta=0.5)
-    whole.train()
+    whole = uninterrupted(tmp_path)
     out = tmp_path / "run"
     pid = os.fork()
     if pid == 0:  # the child: train, saving every step, and die at ``where`` during the 5th save
@@ -463,9 +465,9 @@ def damage(path: Path, how: str) -> None:
     ("random bytes", r"not a readable PyTorch file \(\w+; truncated or overwritten\?\)"),
     ("a model's weights", "it does not hold HardBatchTrainer's selection state"),
     ("a tensor", "it does not hold HardBatchTrainer's selection state"),
-])
+], ids=["empty", "truncated", "random bytes", "a model's weights", "a tensor"])
 def test_a_damaged_state_file_is_named_in_one_line(tmp_path, how, why):
-    _, out = interrupted(tmp_path, stop=6)
+    out = interrupted(tmp_path, stop=6)
     state = out / "checkpoint-6" / "hardbatch_state.pt"
     damage(state, how)
     with pytest.raises(UsageError) as refused:

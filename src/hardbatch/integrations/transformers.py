@@ -10,7 +10,8 @@ its budget is ``num_train_epochs`` epochs of N steps. The Trainer hooks it overr
 - ``get_train_dataloader``: each item is this rank's contiguous share of the next global batch the policy planned
   (``distributed.LocalSlices``), collated in one piece; one pass of the loader is one pass of the policy (a Trainer
   "epoch" is a round). The loader is not handed to ``accelerator.prepare``, whose ``BatchSamplerShard`` would give
-  rank r every W-th batch instead (README "Accelerate").
+  rank r every W-th batch instead (README "Accelerate"), and it never draws from the global RNG (a resumed run's
+  dropout masks are the uninterrupted run's).
 - ``get_batch_samples`` (where the Trainer collects one optimizer step's micro-batches): loads that share, runs
   hardbatch's step core on it (``hardbatch.step.select``: the policy's no-grad scoring pass, keep-masks, weights,
   the cost meter) and splits the rows it keeps into the step's ``gradient_accumulation_steps`` micro-batches. A
@@ -18,31 +19,30 @@ its budget is ``num_train_epochs`` epochs of N steps. The Trainer hooks it overr
 - ``compute_loss``: the micro-batch's part of the step's loss, ``loss_fn(outputs, batch)`` per sample, so that the
   accumulated gradient is that of the whole (kept) global batch's mean; after the last micro-batch of a step it
   records the step with the sampler (``hardbatch.step.record``: losses combined across ranks).
-- ``_save`` / ``train``: the selection state (the sampler with its cost meter, the trace) goes into every checkpoint
-  folder as ``hardbatch_state.pt``, written atomically during the Trainer's save (before its trainer_state.json);
-  ``train(resume_from_checkpoint=...)`` reads it back before the Trainer resumes. A checkpoint that a kill or a full
-  disk left incomplete, or whose state file is damaged, is refused in one line naming the file and the checkpoint
-  to pass instead; ``resume_from_checkpoint=True`` passes over such checkpoints to the newest complete one, with a
-  warning.
+- ``_save`` / ``train``: the selection state (the sampler with its cost meter, the trace, the selection settings)
+  goes into every checkpoint folder as ``hardbatch_state.pt``, written atomically during the Trainer's save (before
+  its trainer_state.json); ``train(resume_from_checkpoint=...)`` reads it back before the Trainer resumes, and
+  refuses other selection settings in one line. A checkpoint that a kill or a full disk left incomplete, or whose
+  state file is damaged, is refused in one line naming the file and the checkpoint to pass instead;
+  ``resume_from_checkpoint=True`` passes over such checkpoints to the newest complete one, with a warning
+  (``transformers_checkpoints``).
 - ``create_scheduler``: the Trainer's learning-rate schedule, read at the selection's progress (it ends when a
   pruning policy's passes end, before the budget's step count).
 - ``log``: every log line carries the cost counters as ``hardbatch/<counter>``; ``train_seconds`` and ``cpu_seconds``
   run from a step's loading to its optimizer step (a callback stops them), so logging, evaluation and checkpoints
   are left out.
+
+Under a process group (torchrun, ``accelerate launch``) the trainer registers ``distributed.shutdown`` to run at
+interpreter exit: scripts call nothing.
 """
 
 from __future__ import annotations
 
 import atexit
 import inspect
-import io
-import json
 import os
-import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,22 +50,25 @@ from torch.utils.data import DataLoader
 
 from hardbatch import batches, distributed
 from hardbatch import step as step_core
-from hardbatch.errors import UsageError
-from hardbatch.fileio import atomic_write_bytes
+from hardbatch.errors import MissingExtra, UsageError
+from hardbatch.integrations.transformers_checkpoints import (
+    STATE_FILE,
+    STATE_FORMAT,
+    STATE_MARK,
+    explicit_checkpoint_state,
+    newest_complete_checkpoint,
+    write_state,
+)
 from hardbatch.losses import LossFn, cross_entropy, token_lm
 from hardbatch.policies import Policy
 from hardbatch.sampler import HardBatchSampler
 
 try:
     from transformers import Trainer, TrainerCallback
-    from transformers.trainer import TRAINER_STATE_NAME
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError("hardbatch.integrations.transformers needs transformers: "
-                      "pip install 'hardbatch[transformers]'") from e
+    from transformers.trainer_utils import has_length
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise MissingExtra("hardbatch.integrations.transformers", "transformers", "transformers") from None
 
-STATE_FILE = "hardbatch_state.pt"  # the selection state, inside each Trainer checkpoint folder
-STATE_MARK, STATE_FORMAT = "hardbatch_trainer", 1  # what tells the state file apart from another .pt file
 TRAINER_PARAMS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
@@ -83,113 +86,6 @@ def _shutdown_at_exit() -> None:
     if distributed.active() and not _shutdown_registered:
         atexit.register(distributed.shutdown)
         _shutdown_registered = True
-
-
-# -- checkpoints ----------------------------------------------------------------------------------------------------
-
-
-class Unusable(Exception):
-    """A checkpoint folder that cannot be resumed: ``file`` is what is missing or damaged, ``why`` says how."""
-
-    def __init__(self, file: str, why: str):
-        super().__init__(f"{file}: {why}")
-        self.file, self.why = file, why
-
-
-def write_state(path: str, state: dict) -> None:
-    """Serialise ``state`` in memory, then write it atomically (a temporary file, fsync, rename): a kill or a full
-    disk leaves no part of it, only no file (the checkpoint is then incomplete, see ``checkpoint_state``)."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(Path(path), buffer.getbuffer())
-
-
-def read_state(path: str) -> dict:
-    """The selection state ``write_state`` wrote to ``path``; Unusable for a file that is empty, does not load
-    (truncated, random bytes) or holds something else (torch's own message is not shown: for some files it advises
-    ``weights_only=False``, which would run whatever code the file holds)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, OSError...
-        if os.path.getsize(path) == 0:
-            raise Unusable(path, "the file is empty") from None
-        raise Unusable(path, f"not a readable PyTorch file ({type(e).__name__}; truncated or overwritten?)") from None
-    if not isinstance(state, dict) or state.get(STATE_MARK) != STATE_FORMAT:
-        raise Unusable(path, "it does not hold HardBatchTrainer's selection state (another file of that name?)")
-    return state
-
-
-def checkpoint_state(folder: str) -> dict:
-    """The selection state of a complete checkpoint folder; Unusable for one a kill or a full disk left incomplete.
-
-    A save writes the model, the selection state (atomically), the optimizer, scheduler and RNG, and the Trainer's
-    ``trainer_state.json`` last: a folder is complete when its selection state loads and its trainer_state.json
-    parses."""
-    path = os.path.join(folder, STATE_FILE)
-    if not os.path.isfile(path):
-        raise Unusable(path, "there is no such file (a save was interrupted, or a plain Trainer wrote the folder)")
-    state = read_state(path)
-    trainer_state = os.path.join(folder, TRAINER_STATE_NAME)
-    try:
-        with open(trainer_state) as f:
-            json.load(f)
-    except FileNotFoundError:
-        raise Unusable(trainer_state, "there is no such file (a save was interrupted)") from None
-    except (OSError, ValueError):
-        raise Unusable(trainer_state, "it is not valid JSON (a save was interrupted?)") from None
-    return state
-
-
-def _checkpoints(output_dir: str) -> list[str]:
-    """The ``checkpoint-<step>`` folders of ``output_dir``, newest (highest step) first."""
-    found = []
-    for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
-        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
-        if match and os.path.isdir(os.path.join(output_dir, name)):
-            found.append((int(match.group(1)), os.path.join(output_dir, name)))
-    return [folder for _, folder in sorted(found, reverse=True)]
-
-
-def newest_complete_checkpoint(output_dir: str) -> tuple[str, dict]:
-    """(the newest complete checkpoint folder of ``output_dir``, its selection state); a warning names each newer,
-    incomplete one; UsageError when there is none."""
-    folders = _checkpoints(output_dir)
-    if not folders:
-        raise UsageError(f"HardBatchTrainer: no checkpoint to resume from in {output_dir}")
-    skipped = []
-    for folder in folders:
-        try:
-            state = checkpoint_state(folder)
-        except Unusable as e:
-            skipped.append(e)
-            continue
-        if skipped:
-            warnings.warn(f"HardBatchTrainer: resuming from {folder}, the newest complete checkpoint: "
-                          f"{'; '.join(map(str, skipped))}", stacklevel=3)
-        return folder, state
-    raise UsageError(f"HardBatchTrainer: no complete checkpoint to resume from in {output_dir} ({skipped[0]}"
-                     f"{f'; {len(skipped) - 1} more' if len(skipped) > 1 else ''}); train from the start, without "
-                     f"resume_from_checkpoint, or in another output_dir")
-
-
-def explicit_checkpoint_state(folder: str) -> dict:
-    """The selection state of the checkpoint ``folder`` a user named; UsageError naming the missing or damaged file
-    and the newest complete checkpoint beside it, if any."""
-    try:
-        return checkpoint_state(folder)
-    except Unusable as e:
-        others = [other for other in _checkpoints(os.path.dirname(os.path.abspath(folder)))
-                  if os.path.abspath(other) != os.path.abspath(folder)]
-        for other in others:
-            try:
-                checkpoint_state(other)
-            except Unusable:
-                continue
-            hint = f"resume from another checkpoint (the newest complete one is {other})"
-            break
-        else:
-            hint = "train from the start, without resume_from_checkpoint"
-        raise UsageError(f"HardBatchTrainer: cannot resume from {folder}: {e}; {hint}") from None
 
 
 def seq2seq_forward(model: torch.nn.Module, batch: Any) -> Any:
@@ -293,7 +189,7 @@ class _Clocks(TrainerCallback):
     clocks as a step begins loading, a step's end (``on_step_end``, after the optimizer step) and a pass's end stop
     them; what the Trainer does in between (logging, evaluation, checkpoints) is not counted."""
 
-    def __init__(self, trainer: "HardBatchTrainer"):
+    def __init__(self, trainer: HardBatchTrainer):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -313,7 +209,7 @@ class _ScoringPasses(TrainerCallback):
     here that epoch was one pass of the policy, and the budget is not spent.
     """
 
-    def __init__(self, trainer: "HardBatchTrainer"):
+    def __init__(self, trainer: HardBatchTrainer):
         self.trainer = trainer
 
     def on_epoch_end(self, args, state, control, **kwargs):
