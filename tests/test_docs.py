@@ -278,30 +278,8 @@ def test_the_api_reference_has_a_page_for_every_public_module():
     assert not homeless, f"no page under docs/reference/api/ documents: {', '.join(homeless)}"
 
 
-# The public names that had no docstring when this check came (phase 1 of the docs, issue 24): their owners add one.
-# A name may leave this list, never join it: a new public name without a docstring fails, and so does a name here
-# that has one now (delete it from the list).
-UNDOCUMENTED_TODAY = {
-    "hardbatch.integrations.transformers.HardBatchTrainer.load_selection_state",
-}
-
-
-def _checked_here(name: str, module: types.ModuleType) -> bool:
-    """Whether ``missing_docstrings(module)`` checks ``name``: the module itself, or a name under one of its public
-    classes or functions (not under a module it exports, which its own page checks)."""
-    if name == module.__name__:
-        return True
-    if not name.startswith(module.__name__ + "."):
-        return False
-    value = public_names(module).get(name[len(module.__name__) + 1:].split(".")[0])
-    return value is not None and not inspect.ismodule(value)
-
-
 @pytest.mark.parametrize("module_name", API_MODULES)
 def test_every_public_name_has_a_docstring(module_name):
     module = importlib.import_module(module_name)  # the test extra installs every integration's package
-    missing = set(missing_docstrings(module))
-    new = sorted(missing - UNDOCUMENTED_TODAY)
-    assert not new, f"{len(new)} public names without a docstring: {', '.join(new)}"
-    documented = sorted(name for name in UNDOCUMENTED_TODAY - missing if _checked_here(name, module))
-    assert not documented, f"documented now, delete from UNDOCUMENTED_TODAY: {', '.join(documented)}"
+    missing = sorted(missing_docstrings(module))
+    assert not missing, f"{len(missing)} public names without a docstring: {', '.join(missing)}"
