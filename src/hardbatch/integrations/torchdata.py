@@ -61,9 +61,12 @@ class StatefulDataLoader(_StatefulDataLoader):
         self.hardbatch_sampler = sampler
 
     def state_dict(self) -> dict:
+        """The loader's state and the sampler's, as of the last step it recorded."""
         return {"loader": super().state_dict(), "sampler": self.hardbatch_sampler.state_dict()}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Continue from ``state_dict`` (a ``state_dict``): the sampler first, then the loader, which then draws
+        from the sampler's first unrecorded step."""
         self.hardbatch_sampler.load_state_dict(state_dict["sampler"])
         loader = dict(state_dict["loader"])
         # The batches drawn after the loader's last snapshot are the sampler's business: it draws again from its
