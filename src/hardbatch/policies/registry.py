@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hardbatch.errors import UsageError
@@ -36,11 +37,11 @@ def register(cls: type[Policy]) -> type[Policy]:
 
 def load_policies() -> dict[str, type[Policy]]:
     """Import every policy file of this package (once), and return the registry in listing order."""
-    import hardbatch.policies as package
-
-    for module in pkgutil.iter_modules(package.__path__):
+    # The files are found in this file's own folder: importing the package's __init__ here, which imports this
+    # module, would make an import cycle.
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if module.name not in MACHINERY:
-            importlib.import_module(f"{package.__name__}.{module.name}")
+            importlib.import_module(f"{__package__}.{module.name}")
     order = {name: i for i, name in enumerate(BUILTIN_ORDER)}
     ordered = sorted(POLICIES, key=lambda name: (order.get(name, len(order)), name))
     POLICIES.update({name: POLICIES.pop(name) for name in ordered})  # re-insert in listing order
