@@ -37,13 +37,22 @@ class Range:
 
     def __str__(self) -> str:
         kind = "an integer" if self.integer else "a finite number"
+        low, high = _number(self.low), _number(self.high)
         if self.low is not None and self.high is not None:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            within = f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+            return f"an integer {within}" if self.integer else within
         if self.low is not None:
-            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+            return f"{kind} {'>' if self.low_open else '>='} {low}"
         if self.high is not None:
-            return f"{kind} {'<' if self.high_open else '<='} {self.high:g}"
+            return f"{kind} {'<' if self.high_open else '<='} {high}"
         return kind
+
+
+def _number(value: float | None) -> str:
+    """A bound as written: whole numbers in full (a seed's 2147483647, not 2.14748e+09), others short (0.5, 1e-06)."""
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def param(default: Any = MISSING, help: str = "", *, range: Range | None = None, choices: Sequence[str] | None = None,
