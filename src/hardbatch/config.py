@@ -204,7 +204,9 @@ def check(cfg: RunConfig) -> None:
     check_fields(cfg)
     if cfg.protocol is not None and cfg.protocol not in PROTOCOLS:
         raise UsageError(f"unknown protocol {cfg.protocol!r}; valid: {', '.join(PROTOCOLS)}")
-    create_policy(policy_class(cfg.policy).name, **cfg.params)  # its name, then its hyper-parameters
+    policy = create_policy(policy_class(cfg.policy).name, **cfg.params)  # its name, then its hyper-parameters
+    # Stored as the policy checked them (numpy scalars as int or float), as check_fields stores the fields.
+    cfg.params = {name: getattr(policy, name) for name in cfg.params}
     for setting, (accepts, what) in POLICIES[cfg.policy].requires.items():
         if not accepts(getattr(cfg, setting)):
             raise UsageError(f"policy {cfg.policy!r} {what}")
