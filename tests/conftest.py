@@ -1,6 +1,7 @@
 """Shared fixtures: one torch thread for the whole session, the command line in-process and as the console entry, a CSV
-reader, one finished ``hardbatch compare`` for the tests that only read one, runs interrupted after an epoch, and
-launching a torchrun job of several processes on the CPU (gloo).
+reader, one finished ``hardbatch train`` and one ``hardbatch compare`` for the tests that only read them, runs
+interrupted after an epoch, the checks every one-line error and untouched folder gets, the run settings a policy
+requires, and launching a torchrun job of several processes on the CPU (gloo).
 
 Marks: ``slow`` tags the tests that start several processes or kill one (``pytest -m "not slow"`` for a quick loop;
 the full suite, CI's, runs them all).
@@ -282,24 +283,72 @@ class IndexDataset:
         return torch.tensor([float(i)]), i
 
 
-class Compared(NamedTuple):
-    out: Path  # the compare folder: never modified by tests (they work on copies)
+def one_line(err: str, *words: str) -> str:
+    """The one line of ``err`` (a command's stderr), which holds every one of ``words`` and no traceback."""
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), f"expected exactly one line on stderr, got {err!r}"
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every file and directory under ``root``: bytes and modification time of each file, so that any write shows."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): ("dir",) if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
+
+
+class Finished(NamedTuple):
+    out: Path  # the run or compare folder: never modified by tests (they work on copies)
     stdout: str
     args: tuple[str, ...]  # its flags, without --out
 
 
+# δ 0.5, 2 epochs of N = 1437 // 64 = 22 steps on digits, k = 11 batches per round.
+TRAIN_ARGS = ("--delta", "0.5", "--epochs", "2", "--batch-size", "64", "--seed", "0", "--device", "cpu",
+              "--no-progress")
 COMPARE_ARGS = ("--deltas", "0.5", "1.0", "--seeds", "0", "1", "--epochs", "2", "--batch-size", "128",
                 "--device", "cpu", "--no-progress")
 
 
 @pytest.fixture(scope="session")
-def finished_compare(tmp_path_factory) -> Compared:
+def finished_train(tmp_path_factory) -> Finished:
+    """One finished ``hardbatch train`` of TRAIN_ARGS, shared by test_cli.py (the command) and run/test_experiment.py
+    (the files it wrote)."""
+    out = tmp_path_factory.mktemp("train") / "run"
+    rc, stdout, stderr = run_cli("train", *TRAIN_ARGS, "--out", out)
+    assert rc == 0, stderr
+    return Finished(out, stdout, TRAIN_ARGS)
+
+
+@pytest.fixture(scope="session")
+def finished_compare(tmp_path_factory) -> Finished:
     """One finished ``hardbatch compare`` on digits (δ 0.5 and 1, seeds 0 and 1, 2 epochs), shared by test_cli.py and
-    test_robustness.py."""
+    test_records.py."""
     out = tmp_path_factory.mktemp("compare") / "cmp"
     rc, stdout, stderr = run_cli("compare", *COMPARE_ARGS, "--out", out)
     assert rc == 0, stderr
-    return Compared(out, stdout, COMPARE_ARGS)
+    return Finished(out, stdout, COMPARE_ARGS)
+
+
+# The value a small run gives each setting that a policy requires of its run (``Policy.requires``): rho-loss trains its
+# irreducible-loss model on a validation split.
+REQUIRED_SETTINGS = {"val_fraction": 0.2}
+
+
+def required_settings(policy: str) -> dict:
+    """The run settings policy ``policy`` requires, at the values of REQUIRED_SETTINGS (which must hold one)."""
+    from hardbatch.policies import POLICIES
+
+    needs = POLICIES[policy].requires
+    missing = sorted(set(needs) - set(REQUIRED_SETTINGS))
+    assert not missing, f"policy {policy!r} requires {missing}: give each a value in REQUIRED_SETTINGS (conftest.py)"
+    for setting, (accepts, what) in needs.items():
+        assert accepts(REQUIRED_SETTINGS[setting]), f"REQUIRED_SETTINGS[{setting!r}] does not give {policy!r} what it {what}"
+    return {setting: REQUIRED_SETTINGS[setting] for setting in needs}
 
 
 class Stop(Exception):
