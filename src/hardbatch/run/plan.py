@@ -193,13 +193,13 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
     not_done = []
     for i, run in enumerate(plan, start=1):
         cfg = run.cfg
-        label = f"[{i}/{len(plan)}] {describe(cfg)}"
+        resolved = prepare(cfg)[0]  # the label names the model a run trains (the data set's own when none is given)
+        label = f"[{i}/{len(plan)}] {describe(resolved)}"
         if distributed.on_writer(lambda: RunDir(run.path).finished):
             continue
         distributed.on_writer(ensure_writable_dir, run.path.parent)
         try:
-            summary = train_run(cfg, run.path, resume=True, progress=progress, data=data(prepare(cfg)[0]),
-                                label=label)
+            summary = train_run(cfg, run.path, resume=True, progress=progress, data=data(resolved), label=label)
             if progress and distributed.is_writer() and not terminal():  # a terminal has the bar, left in place
                 print(f"{label}: done, test top-1 {100 * summary['final_test_acc']:.2f}%, "
                       f"{summary['train_seconds']:.1f} s training", file=sys.stderr, flush=True)
