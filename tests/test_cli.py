@@ -1,77 +1,36 @@
-"""The ``hardbatch`` command line end to end on the bundled digits data: run files, bad input, resume, compare, report."""
+"""The ``hardbatch`` command line: flags generated from the declarations, --help, one-line errors (exit 2) naming the
+flag, resume and overwrite, and the train, compare, sweep and report commands end to end on the bundled digits."""
 
 from __future__ import annotations
 
 import json
-import platform
 import re
 import shutil
 import struct
+from dataclasses import fields
 from pathlib import Path
 
-import numpy
 import pytest
 import torch
 
-import hardbatch
+import hardbatch.run.experiment as experiment
+from conftest import one_line, snapshot
+from hardbatch.cli import build_parser, config_from_args
+from hardbatch.config import RunConfig
 from hardbatch.data import DATASETS
-from hardbatch.run.machine import cpu_model
 from hardbatch.models import MODELS
-from hardbatch.metrics import epochs_to_plateau, epochs_to_target
-from hardbatch.selection import POLICIES
+from hardbatch.params import flag
+from hardbatch.policies import POLICIES
+from hardbatch.policies.registry import shared_fields
+from hardbatch.run.experiment import train_run
 
 N_TRAIN = 1437  # digits training split (80 % of 1,797)
 FAST = ["--device", "cpu", "--no-progress"]
-# The shared trained run: delta 0.5, 2 epochs of N = 1437 // 64 = 22 steps, k = 11 batches per round.
-TRAIN_ARGS = ["--delta", "0.5", "--epochs", "2", "--batch-size", "64", "--seed", "0", *FAST]
-B, E, DELTA = 64, 2, 0.5
-N = N_TRAIN // B
-K = int(DELTA * N)
-COMPARE_ARGS = ["--deltas", "0.5", "1.0", "--seeds", "0", "1", "--epochs", "2", "--batch-size", "128", *FAST]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_one_line_error(err: str, *words: str) -> None:
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and err.endswith("\n"), f"expected exactly one line on stderr, got {err!r}"
-    assert "error" in lines[0]
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
-
-
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every file and directory under ``root``: bytes and mtime for files, so any write shows."""
-    if not root.exists():
-        return {}
-    state = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        state[rel] = ("dir",) if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns)
-    return state
 
 
 def run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("summary.json"))
-
-
-# ---------------------------------------------------------------- shared expensive runs
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, invoke):
-    """One finished ``hardbatch train`` run (never modified by tests: they work on copies)."""
-    out = tmp_path_factory.mktemp("train") / "run"
-    rc, stdout, stderr = invoke("train", *TRAIN_ARGS, "--out", out)
-    assert rc == 0, stderr
-    return out, stdout
-
-
-@pytest.fixture(scope="module")
-def compared(finished_compare):
-    """conftest.py's finished ``hardbatch compare`` of COMPARE_ARGS and its output (never modified: tests copy it)."""
-    assert finished_compare.args == tuple(COMPARE_ARGS)
-    return finished_compare.out, finished_compare.stdout
 
 
 def copy_of(src: Path, tmp_path: Path, name: str = "copy") -> Path:
@@ -80,7 +39,102 @@ def copy_of(src: Path, tmp_path: Path, name: str = "copy") -> Path:
     return dst
 
 
-# ---------------------------------------------------------------- A: train writes a complete run directory
+@pytest.fixture(scope="module")
+def trained(finished_train):
+    """conftest.py's finished ``hardbatch train`` (never modified: tests copy it) and its output."""
+    return finished_train.out, finished_train.stdout
+
+
+@pytest.fixture(scope="module")
+def compared(finished_compare):
+    """conftest.py's finished ``hardbatch compare`` (never modified: tests copy it) and its output."""
+    return finished_compare.out, finished_compare.stdout
+
+
+TRAIN_ARGS = ["--delta", "0.5", "--epochs", "2", "--batch-size", "64", "--seed", "0", *FAST]
+
+
+def test_the_shared_runs_are_the_ones_these_tests_read(finished_train, finished_compare):
+    assert list(finished_train.args) == TRAIN_ARGS
+    assert list(finished_compare.args) == COMPARE_ARGS
+
+
+# ---------------------------------------------------------------- the parser, from the declarations
+
+
+def help_of(invoke, command: str) -> str:
+    rc, out, err = invoke(command, "--help")
+    assert rc == 0 and err == ""
+    return out
+
+
+def sections(text: str) -> dict[str, str]:
+    """--help's sections (``options``, ``data and model``, ...) by title, each as its text."""
+    found, title = {}, None
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            title = line[:-1]
+            found[title] = ""
+        elif title is not None:
+            found[title] += line + "\n"
+    return found
+
+
+def entry(section: str, option: str) -> str:
+    """The help entry of ``option`` in a section, on one line (argparse wraps it)."""
+    start = re.search(rf"^  {re.escape(option)}\b", section, re.MULTILINE)
+    assert start, f"no {option} here"
+    rest = section[start.start():]
+    following = re.search(r"^  -", rest[2:], re.MULTILINE)
+    return " ".join(rest[: following.start() + 2 if following else None].split())
+
+
+def test_every_run_setting_and_policy_hyper_parameter_has_its_flag_in_its_group(invoke):
+    text = sections(help_of(invoke, "train"))
+    for f in fields(RunConfig):
+        if f.metadata["cli"]:
+            assert f.metadata["help"].split()[0] in entry(text[f.metadata["group"]], flag(f.name)) or \
+                f.name in ("dataset", "model", "policy"), f.name  # those three list their registry's names
+    for name, (f, users) in shared_fields().items():
+        assert f"[{', '.join(users)}]" in entry(text["selection"], flag(name)), name
+    # on/off flags both ways; the choices and placeholders declared, never argparse's DEST
+    assert entry(text["optimisation"], "--nesterov").startswith("--nesterov, --no-nesterov Nesterov momentum")
+    assert entry(text["evaluation and hardware"], "--eval-mode").startswith("--eval-mode {eval,train}")
+    for option, placeholder in (("--lr", "LR"), ("--smoothing", "S"), ("--patience", "P"), ("--select-fraction", "F")):
+        assert entry(text["selection" if option != "--lr" else "optimisation"], option).startswith(
+            f"{option} {placeholder} "), option
+    assert "POLICY_PARAM" not in help_of(invoke, "train")
+
+
+def test_compare_and_sweep_take_lists_where_train_takes_one_value(invoke):
+    compare, sweep = help_of(invoke, "compare"), help_of(invoke, "sweep")
+    for text in (compare, sweep):
+        assert "--deltas" in text and "--seeds" in text and "--budgets" in text
+        assert "--delta " not in text and "--seed " not in text  # set by --deltas and --seeds instead
+        assert "--prune-ratio R" in text  # the policies' own flags
+    assert "--datasets" in sweep and "--models" in sweep and "--protocols" in sweep and "--shard" in sweep
+    assert "--policies" in compare and "(default 1: runs of a comparison are timed alike" in compare
+
+
+def test_flags_given_become_the_config_and_the_rest_keep_the_defaults():
+    args = build_parser().parse_args(["train", "--out", "x", "--policy", "infobatch", "--prune-ratio", "0.3",
+                                      "--lr", "0.1", "--no-nesterov", "--protocol", "modern"])
+    cfg = config_from_args(args)
+    assert (cfg.policy, cfg.params, cfg.lr, cfg.nesterov, cfg.protocol) == ("infobatch", {"prune_ratio": 0.3}, 0.1,
+                                                                            False, "modern")
+    assert (cfg.epochs, cfg.schedule, cfg.augment) == (100, "cosine", "crop_flip")  # the preset's
+    bare = config_from_args(build_parser().parse_args(["train", "--out", "x"]))
+    assert bare == RunConfig()
+
+
+def test_version_and_help_exit_0(invoke):
+    rc, out, _ = invoke("--version")
+    assert rc == 0 and out.startswith("hardbatch ")
+    for command in ("train", "compare", "sweep", "report"):
+        assert help_of(invoke, command).startswith(f"usage: hardbatch {command}")
+
+
+# ---------------------------------------------------------------- train
 
 
 def test_train_prints_a_summary_line(trained):
@@ -89,102 +143,6 @@ def test_train_prints_a_summary_line(trained):
     assert f"{summary['optimizer_steps']} steps" in stdout
     assert str(out) in stdout
     assert f"{100 * summary['final_test_acc']:.2f}%" in stdout
-
-
-def test_train_config_json_holds_resolved_config_and_versions(trained):
-    out, _ = trained
-    saved = json.loads((out / "config.json").read_text())
-    cfg = saved["config"]
-    assert (cfg["dataset"], cfg["model"], cfg["policy"]) == ("digits", "small_cnn", "hardbatch")
-    assert (cfg["delta"], cfg["epochs"], cfg["batch_size"], cfg["seed"]) == (DELTA, E, B, 0)
-    assert cfg["eval_mode"] == "eval"
-    assert cfg["precision"] == "fp32" and cfg["channels_last"] is False  # "auto" resolved for the CPU
-    assert saved["versions"]["hardbatch"] == hardbatch.__version__
-    assert saved["versions"]["torch"] == torch.__version__
-    assert saved["versions"]["python"] == platform.python_version()
-    assert saved["versions"]["numpy"] == numpy.__version__  # the data packages too (MNIST-1D's generator)
-    assert set(saved["versions"]) >= {"scipy", "mnist1d"}
-    assert saved["device"]["type"] == "cpu"
-    # What decides a CPU run's rounding, so that a report can tell runs from different machines apart.
-    assert saved["device"]["cpu"] == saved["device"]["name"] == cpu_model() != ""
-    assert saved["device"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert saved["device"]["threads"] == torch.get_num_threads()
-    assert "git_commit" in saved
-
-
-def test_cpu_model_reads_proc_cpuinfo_and_falls_back_to_platform(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7763 64-Core "
-                    "Processor\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7763 64-Core Processor\n")
-    assert cpu_model(info) == "AMD EPYC 7763 64-Core Processor"
-    assert cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
-
-
-def test_train_history_has_one_row_per_epoch(trained, read_rows):
-    out, _ = trained
-    rows = read_rows(out / "history.csv")
-    for column in ("epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "train_seconds", "eval_seconds"):
-        assert column in rows[0], column
-    assert [int(r["epoch"]) for r in rows] == list(range(1, E + 1))
-    assert [int(r["step"]) for r in rows] == [e * N for e in range(1, E + 1)]
-    for r in rows:
-        acc, top5 = float(r["test_acc"]), float(r["test_top5"])
-        assert 0.0 <= acc <= top5 <= 1.0
-        assert float(r["train_loss"]) > 0 and float(r["test_loss"]) > 0
-        assert float(r["train_seconds"]) > 0 and float(r["eval_seconds"]) > 0
-    # Something was learned in two epochs of a 10-class problem.
-    assert float(rows[-1]["test_acc"]) > 0.3
-
-
-def test_train_trace_follows_the_rule(trained, read_rows):
-    out, _ = trained
-    trace = [(int(r["step"]), int(r["round"]), int(r["batch"]), float(r["loss"])) for r in read_rows(out / "trace.csv")]
-    assert [t[0] for t in trace] == list(range(1, E * N + 1))  # one row per optimizer step
-    assert all(0 <= t[2] < N for t in trace)
-    warmup = trace[:N]
-    assert all(t[1] == 0 for t in warmup)
-    assert [t[2] for t in warmup] == list(range(N))  # warm-up: every batch once, in index order
-    stored = {b: loss for _, _, b, loss in warmup}
-    i, expected_round = N, 1
-    while i < len(trace):
-        chunk = trace[i:i + K]
-        assert all(t[1] == expected_round for t in chunk)
-        chosen = sorted(sorted(range(N), key=lambda b: -stored[b])[:K])  # top-k stored losses, trained by index
-        assert [t[2] for t in chunk] == chosen[: len(chunk)]
-        for _, _, b, loss in chunk:
-            stored[b] = loss
-        i += K
-        expected_round += 1
-    # history's train_loss is the mean of that epoch's step losses
-    history = read_rows(out / "history.csv")
-    for e, row in enumerate(history):
-        losses = [t[3] for t in trace[e * N:(e + 1) * N]]
-        assert float(row["train_loss"]) == pytest.approx(sum(losses) / N, rel=1e-5)
-
-
-def test_train_summary_is_consistent_with_history_and_trace(trained, read_rows):
-    out, _ = trained
-    s = json.loads((out / "summary.json").read_text())
-    history = read_rows(out / "history.csv")
-    trace = read_rows(out / "trace.csv")
-    accs = [float(r["test_acc"]) for r in history]
-    assert s["final_test_acc"] == pytest.approx(accs[-1], rel=1e-12)
-    assert s["best_test_acc"] == pytest.approx(max(accs), rel=1e-12)
-    assert s["best_epoch"] == accs.index(max(accs)) + 1
-    assert s["epochs"] == E
-    assert s["target_acc"] == pytest.approx(0.99 * max(accs))
-    assert s["epochs_to_target"] == epochs_to_target(accs, s["target_acc"])
-    assert s["epochs_to_plateau"] == epochs_to_plateau(accs)
-    assert s["optimizer_steps"] == E * N
-    assert s["samples_backpropagated"] == E * N * B
-    assert s["num_batches"] == N and s["batches_per_round"] == K
-    assert s["train_seconds"] == pytest.approx(sum(float(r["train_seconds"]) for r in history))
-    assert s["eval_seconds"] == pytest.approx(sum(float(r["eval_seconds"]) for r in history))
-    visits = s["batch_visits"]
-    assert len(visits) == N and sum(visits) == s["optimizer_steps"]
-    assert visits == [sum(1 for r in trace if int(r["batch"]) == b) for b in range(N)]
-    assert min(visits) >= 1  # the warm-up trains every batch
-    assert not (out / "checkpoint.pt").exists()  # removed once the run finished
 
 
 def test_train_in_eval_mode_train_saves_it_and_prints_the_result(tmp_path, invoke, read_rows):
@@ -199,32 +157,74 @@ def test_train_in_eval_mode_train_saves_it_and_prints_the_result(tmp_path, invok
     assert s["optimizer_steps"] == N_TRAIN // 128 and len(read_rows(out / "history.csv")) == 1
 
 
+def test_train_saves_the_resolved_protocol_config(tmp_path, invoke):
+    out = tmp_path / "run"
+    # The paper preset with the flags a CPU test can afford; the rest comes from the preset.
+    rc, _, err = invoke("train", "--protocol", "paper", "--image-size", "16", "--batch-size", "64", "--epochs", "1",
+                        "--out", out, "--no-progress")
+    assert rc == 0, err
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["protocol"] == "paper" and saved["image_size"] == 16 and saved["batch_size"] == 64
+    assert saved["lr"] == 0.005 and saved["normalize"] == "imagenet" and saved["precision"] == "fp32"
+    assert saved["channels_last"] is False
+
+
 def test_console_entry_exits_2_with_one_line(tmp_path, console):
     """The real console entry (``python -m hardbatch``): a usage error is one line on stderr and exit status 2."""
     proc = console("train", "--delta", "0.001", *FAST, "--out", tmp_path / "run")
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 2
-    assert_one_line_error(stderr, "delta")
+    one_line(stderr, "error", "delta")
     assert stdout == ""
     assert not (tmp_path / "run").exists()
 
 
-# ---------------------------------------------------------------- B: bad input
+def test_a_diverging_run_ends_with_one_line_and_status_1(tmp_path, invoke, monkeypatch):
+    """A non-finite training loss stops the run (TrainingDiverged) at its first step instead of ranking NaNs."""
+    build = experiment.build_seeded
+
+    def nan_weights(*args, **kwargs):
+        model = build(*args, **kwargs)
+        torch.nn.init.constant_(next(model.parameters()), float("nan"))
+        return model
+
+    monkeypatch.setattr(experiment, "build_seeded", nan_weights)
+    rc, _, err = invoke("train", "--epochs", "2", "--train-subset", "320", *FAST, "--out", tmp_path / "run")
+    assert rc == 1
+    one_line(err, "hardbatch train: training diverged:", "step 1;", "lower learning rate")
+    assert not (tmp_path / "run" / "summary.json").exists()
 
 
-BAD_TRAIN = [
-    (["--delta", "0"], ["delta"]),
-    (["--delta", "-0.5"], ["delta"]),
-    (["--delta", "1.5"], ["delta"]),
-    (["--delta", "0.001"], ["delta"]),  # floor(0.001 * 44) = 0 batches per round
-    (["--epochs", "0"], ["epochs"]),
-    (["--epochs", "-1"], ["epochs"]),
-    (["--batch-size", "0"], ["batch"]),
-    (["--batch-size", "100000"], ["batch", "100000"]),
+# ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
+
+
+BAD_TRAIN = [  # a bad value names its flag (BadValue.as_flag); other errors name what is wrong and the valid values
+    (["--delta", "0"], ["--delta must be in (0, 1]"]),
+    (["--delta", "-0.5"], ["--delta must be in (0, 1]"]),
+    (["--delta", "1.5"], ["--delta must be in (0, 1]", "1.5"]),
+    (["--delta", "0.001"], ["floor(delta * N)", "0.001"]),  # floor(0.001 * 11) = 0 batches per round
+    (["--epochs", "0"], ["--epochs must be an integer >= 1"]),
+    (["--epochs", "-1"], ["--epochs must be an integer >= 1", "-1"]),
+    (["--batch-size", "0"], ["--batch-size must be an integer >= 1"]),
+    (["--batch-size", "100000"], ["batch size 100000", "larger than the training set"]),
+    (["--lr", "nan"], ["--lr must be a finite number > 0, got nan"]),
+    (["--weight-decay", "nan"], ["--weight-decay must be a finite number >= 0, got nan"]),
+    (["--seed", "100000000000000000000000"], ["--seed must be an integer in [0, 2147483647]"]),
+    (["--seed", "-1"], ["--seed must be an integer in [0, 2147483647], got -1"]),
+    (["--prune-ratio", "2"], ["--prune-ratio applies to policy infobatch, not to hardbatch"]),
+    (["--policy", "infobatch", "--prune-ratio", "2"], ["--prune-ratio must be in [0, 1), got 2.0"]),
+    (["--policy", "uniform", "--beta", "2"], ["--beta applies to policy selective-backprop, not to uniform"]),
+    (["--policy", "rho-loss"], ["policy 'rho-loss'", "validation split", "--val-fraction"]),
+    (["--val-fraction", "0.001"], ["--val-fraction 0.001 holds out no samples"]),
     (["--dataset", "nope"], ["nope", *DATASETS]),
     (["--model", "nope"], ["nope", *MODELS]),
+    (["--model", "lenet"], ["'lenet'", "1x8x8", "--image-size 16 or larger"]),
     (["--policy", "nope"], ["nope", *POLICIES]),
     (["--eval-mode", "nope"], ["nope", "eval", "train"]),
+    (["--device", "meta"], ["unsupported device 'meta'"]),
+    (["--device", "cuda:7"], ["cuda"]),
+    (["--device", "tpu"], ["unknown device 'tpu'"]),
+    (["--mnist1d-samples", "100"], ["mnist1d_samples applies to dataset mnist1d only"]),
 ]
 
 
@@ -234,7 +234,7 @@ def test_train_bad_input_exits_2_with_one_line_and_writes_nothing(invoke, tmp_pa
     before = snapshot(tmp_path)
     rc, out, err = invoke("train", "--epochs", "1", "--batch-size", "128", *FAST, "--out", tmp_path / "run", *args)
     assert rc == 2
-    assert_one_line_error(err, *words)
+    one_line(err, "hardbatch train: error:", *words)
     assert out == ""
     assert snapshot(tmp_path) == before  # in particular no run directory was created
 
@@ -244,35 +244,19 @@ def test_train_unwritable_output_directory(invoke, tmp_path):
     before = snapshot(tmp_path)
     rc, _, err = invoke("train", "--epochs", "1", "--batch-size", "128", *FAST, "--out", tmp_path / "afile" / "run")
     assert rc == 2
-    assert_one_line_error(err, "afile")
+    one_line(err, "error", "afile")
     assert snapshot(tmp_path) == before
 
 
-def test_train_refuses_an_existing_run_without_resume_or_overwrite(invoke, trained, tmp_path):
-    run = copy_of(trained[0], tmp_path)
-    before = snapshot(run)
-    rc, _, err = invoke("train", *TRAIN_ARGS, "--out", run)
-    assert rc == 2
-    assert_one_line_error(err, "--resume", "--overwrite")
-    assert snapshot(run) == before  # byte for byte, and not even rewritten
-
-
-def test_train_resume_and_overwrite_together_are_refused(invoke, trained, tmp_path):
-    run = copy_of(trained[0], tmp_path)
-    before = snapshot(run)
-    rc, _, err = invoke("train", *TRAIN_ARGS, "--resume", "--overwrite", "--out", run)
-    assert rc == 2
-    assert_one_line_error(err, "--resume", "--overwrite")
-    assert snapshot(run) == before
-
-
 BAD_COMPARE = [
-    (["--deltas", "0.5", "1.5"], ["delta", "1.5"]),
-    (["--deltas", "0", "1.0"], ["delta"]),
-    (["--deltas", "1.0", "0.001"], ["delta", "0.001"]),  # k = 0 for the second delta only
+    (["--deltas", "0.5", "1.5"], ["--delta must be in (0, 1]", "1.5"]),
+    (["--deltas", "0", "1.0"], ["--delta must be in (0, 1]"]),
+    (["--deltas", "1.0", "0.001"], ["floor(delta * N)", "0.001"]),  # k = 0 for the second delta only
     (["--deltas", "0.5", "1.0", "--model", "nope"], ["nope", *MODELS]),
     (["--deltas", "0.5", "1.0", "--dataset", "nope"], ["nope", *DATASETS]),
     (["--deltas", "0.5", "1.0", "--policy", "nope"], ["nope", *POLICIES]),
+    (["--policies", "hardbatch", "infobatch", "--prune-ratio", "1.5"], ["--prune-ratio must be in [0, 1), got 1.5"]),
+    (["--policies", "hardbatch", "--prune-ratio", "0.5"], ["--prune-ratio applies to policy infobatch"]),
 ]
 
 
@@ -281,12 +265,30 @@ def test_compare_bad_input_fails_before_any_run_directory(invoke, tmp_path, args
     rc, out, err = invoke("compare", "--seeds", "0", "1", "--epochs", "1", "--batch-size", "128", *FAST,
                           "--out", tmp_path / "cmp", *args)
     assert rc == 2
-    assert_one_line_error(err, *words)
+    one_line(err, "hardbatch compare: error:", *words)
     assert out == ""
     assert list(tmp_path.iterdir()) == []  # neither the output directory nor any run directory
 
 
-# ---------------------------------------------------------------- C: resume and overwrite
+# ---------------------------------------------------------------- resume and overwrite
+
+
+def test_train_refuses_an_existing_run_without_resume_or_overwrite(invoke, trained, tmp_path):
+    run = copy_of(trained[0], tmp_path)
+    before = snapshot(run)
+    rc, _, err = invoke("train", *TRAIN_ARGS, "--out", run)
+    assert rc == 2
+    one_line(err, "error", "--resume", "--overwrite")
+    assert snapshot(run) == before  # byte for byte, and not even rewritten
+
+
+def test_train_resume_and_overwrite_together_are_refused(invoke, trained, tmp_path):
+    run = copy_of(trained[0], tmp_path)
+    before = snapshot(run)
+    rc, _, err = invoke("train", *TRAIN_ARGS, "--resume", "--overwrite", "--out", run)
+    assert rc == 2
+    one_line(err, "error", "--resume", "--overwrite")
+    assert snapshot(run) == before
 
 
 def test_resume_of_a_finished_run_changes_nothing(invoke, trained, tmp_path):
@@ -304,8 +306,45 @@ def test_resume_with_other_settings_is_refused(invoke, trained, tmp_path):
     before = snapshot(run)
     rc, _, err = invoke("train", *TRAIN_ARGS, "--epochs", "3", "--resume", "--out", run)
     assert rc == 2
-    assert_one_line_error(err, "epochs")
+    one_line(err, "error", "epochs saved 2 but given 3")
     assert snapshot(run) == before
+
+
+def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path, invoke):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "history.csv").write_text("precious\n")
+    rc, _, err = invoke("train", "--resume", "--out", out, "--epochs", "2", "--train-subset", "320", "--no-progress")
+    assert rc == 2
+    one_line(err, "not a hardbatch run directory")
+    assert (out / "history.csv").read_text() == "precious\n"
+
+
+RESUMABLE = RunConfig(epochs=3, params={"delta": 0.5}, batch_size=64, seed=3, train_subset=640)
+
+
+def test_resume_with_only_out_continues_with_the_saved_settings(tmp_path, interrupt, invoke, read_rows):
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    train_run(RESUMABLE, straight, progress=False)
+    interrupt(RESUMABLE, out, 1)
+    rc, _, err = invoke("train", "--resume", "--out", out, "--no-progress")
+    assert rc == 0, err
+    assert (out / "trace.csv").read_text() == (straight / "trace.csv").read_text()
+    assert read_rows(out / "history.csv", timing=False) == read_rows(straight / "history.csv", timing=False)
+
+
+def test_resume_with_a_conflicting_flag_names_both_values_and_never_suggests_overwrite(tmp_path, interrupt, invoke):
+    out = tmp_path / "run"
+    interrupt(RESUMABLE, out, 1)
+    before = snapshot(out)
+    rc, _, err = invoke("train", "--resume", "--delta", "1.0", "--out", out, "--no-progress")
+    assert rc == 2
+    line = one_line(err, "delta saved 0.5 but given 1.0", "drop", "other settings")
+    assert "--overwrite" not in line and "epochs" not in line  # only what was given differs
+    assert snapshot(out) == before
+    # the saved value, given again, is no conflict
+    rc, _, err = invoke("train", "--resume", "--delta", "0.5", "--epochs", "3", "--out", out, "--no-progress")
+    assert rc == 0, err
 
 
 def test_overwrite_replaces_the_run(invoke, trained, tmp_path, read_rows):
@@ -315,7 +354,7 @@ def test_overwrite_replaces_the_run(invoke, trained, tmp_path, read_rows):
     assert rc == 0, err
     n = N_TRAIN // 128
     cfg = json.loads((run / "config.json").read_text())["config"]
-    assert (cfg["delta"], cfg["epochs"], cfg["batch_size"], cfg["seed"]) == (1.0, 1, 128, 3)
+    assert (cfg["params"]["delta"], cfg["epochs"], cfg["batch_size"], cfg["seed"]) == (1.0, 1, 128, 3)
     assert len(read_rows(run / "history.csv")) == 1
     trace = read_rows(run / "trace.csv")
     assert [int(r["step"]) for r in trace] == list(range(1, n + 1))  # nothing left of the old trace
@@ -327,7 +366,24 @@ def test_overwrite_replaces_the_run(invoke, trained, tmp_path, read_rows):
     assert (run / ".hardbatch.lock").stat().st_size == 0
 
 
-# ---------------------------------------------------------------- D: compare
+@pytest.mark.parametrize("flags, words", [
+    (["--val-fraction", "0.001"], "--val-fraction 0.001"),
+    (["--batch-size", "5000"], "batch size 5000"),
+    (["--delta", "0.001"], "floor(delta * N)"),
+])
+def test_overwrite_keeps_the_finished_run_when_the_new_one_is_refused(trained, tmp_path, invoke, flags, words):
+    run = copy_of(trained[0], tmp_path)
+    before = snapshot(run)
+    rc, _, err = invoke("train", "--overwrite", *flags, "--epochs", "1", "--out", run, "--no-progress")
+    assert rc == 2
+    one_line(err, words)
+    assert snapshot(run) == before
+
+
+# ---------------------------------------------------------------- compare
+
+
+COMPARE_ARGS = ["--deltas", "0.5", "1.0", "--seeds", "0", "1", "--epochs", "2", "--batch-size", "128", *FAST]
 
 
 def _is_png(path: Path) -> bool:
@@ -343,12 +399,12 @@ def test_compare_writes_one_run_per_delta_and_seed(compared, read_rows):
     runs = run_dirs(out)
     assert all(p.parent == out for p in runs)  # one sub-directory each
     configs = [json.loads((p / "config.json").read_text())["config"] for p in runs]
-    assert sorted((c["delta"], c["seed"]) for c in configs) == [(0.5, 0), (0.5, 1), (1.0, 0), (1.0, 1)]
+    assert sorted((c["params"]["delta"], c["seed"]) for c in configs) == [(0.5, 0), (0.5, 1), (1.0, 0), (1.0, 1)]
     n = N_TRAIN // 128
     for p, c in zip(runs, configs):
         assert c["epochs"] == 2 and c["batch_size"] == 128
         s = json.loads((p / "summary.json").read_text())
-        assert s["optimizer_steps"] == 2 * n and s["batches_per_round"] == int(c["delta"] * n)
+        assert s["optimizer_steps"] == 2 * n and s["batches_per_round"] == int(c["params"]["delta"] * n)
         assert len(read_rows(p / "history.csv")) == 2
 
 
@@ -372,11 +428,25 @@ def test_compare_writes_report_tables_and_plots(compared, read_rows):
         assert _is_png(out / name)
 
 
-def test_compare_prints_one_table_line_per_delta(compared):
+def test_compare_prints_one_table_line_per_delta_then_what_the_numbers_mean(compared):
     out, stdout = compared
     rows = [line for line in stdout.splitlines() if line.startswith("| δ")]
     assert [row.split("|")[1].strip() for row in rows] == ["δ = 0.5", "δ = 1"]
     assert str(out / "report.md") in stdout
+    # after the table: how to read it, and what to try next (issue 27 item 12)
+    after = stdout.rsplit("| δ = 1", 1)[1].split("\n\n", 1)[1]
+    assert after.startswith("Each row is an arm") and "interval that contains 0" in after
+    assert "Next:" in after and "quickstart" in after
+
+
+def test_compare_and_sweep_run_one_thread_per_process_unless_told():
+    """Runs of a comparison are timed alike and two jobs on a small machine do not slow each other (issue 27 item 12);
+    train keeps torch's default."""
+    parse = build_parser().parse_args
+    assert parse(["compare", "--out", "x"]).threads == 1
+    assert parse(["sweep", "--out", "x", "--datasets", "digits", "--models", "mlp"]).threads == 1
+    assert parse(["train", "--out", "x"]).threads is None
+    assert parse(["compare", "--out", "x", "--threads", "3"]).threads == 3
 
 
 def test_compare_repeated_skips_finished_runs(invoke, compared, tmp_path):
@@ -395,16 +465,97 @@ def test_compare_repeated_with_other_epochs_fails_naming_the_setting(invoke, com
     before = snapshot(out)
     rc, stdout, err = invoke("compare", *COMPARE_ARGS, "--epochs", "3", "--out", out)
     assert rc == 2
-    assert_one_line_error(err, "epochs")
+    one_line(err, "error", "epochs saved 2 but given 3")
     assert snapshot(out) == before
     # Any flag the message suggests must be one that compare accepts.
-    rc_help, help_text, _ = invoke("compare", "--help")
-    assert rc_help == 0
-    for flag in re.findall(r"--[a-z][a-z-]*", err):
-        assert flag in help_text, f"the error suggests {flag}, which compare does not have: {err!r}"
+    help_text = help_of(invoke, "compare")
+    for suggested in re.findall(r"--[a-z][a-z-]*", err):
+        assert suggested in help_text, f"the error suggests {suggested}, which compare does not have: {err!r}"
 
 
-# ---------------------------------------------------------------- E: report
+def test_target_can_be_set_when_reporting_and_on_finished_runs(tmp_path, compared, invoke):
+    out = copy_of(compared[0], tmp_path)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    rc, _, err = invoke("report", out, "--out", tmp_path / "r", "--target-acc", "0.5", "--no-plots")
+    assert rc == 0, err
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "Target T = 50.00% test top-1 (given to report --target-acc)" in report
+    # compare with a target on finished runs reuses them: the target only changes the report.
+    rc, _, err = invoke("compare", *COMPARE_ARGS, "--out", out, "--target-acc", "0.5")
+    assert rc == 0, err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == mtimes
+    rc, _, err = invoke("report", out, "--target-acc", "1.5", "--no-plots")
+    assert rc == 2
+    one_line(err, "target")
+
+
+SMALL = ["--epochs", "2", "--train-subset", "320", "--no-progress"]  # 10 steps an epoch
+
+
+def test_random_control_compares_against_its_own_delta_one(tmp_path, invoke):
+    rc, table, err = invoke("compare", "--policy", "random", "--deltas", "0.5", "1.0", "--seeds", "0", "1",
+                            "--out", tmp_path / "random", *SMALL)
+    assert rc == 0, err
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| random")}
+    assert "reference" in lines["random δ = 1"]
+    # a paired difference (after top-1 and balanced); two seeds give no interval, and the cell says so
+    assert "(no CI: 2 pairs, needs 3)" in lines["random δ = 0.5"].split("|")[5]
+
+
+def test_composer_sb_with_a_tiny_keep_trains_one_sample_per_selecting_step(tmp_path, invoke):
+    """--keep 0.00001 is inside the declared range: ⌊keep·b⌋ is 0, and at least one sample trains (issue 27 item
+    15: it crashed mid-run and left a folder that blocked the rerun)."""
+    rc, _, err = invoke("train", "--policy", "composer-sb", "--keep", "0.00001", "--out", tmp_path / "run", *SMALL)
+    assert rc == 0, err
+    history = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert history["epochs"] == 2 and history["samples_backpropagated"] < 20 * 32
+
+
+def test_off_a_terminal_compare_prints_one_line_per_finished_run(invoke, tmp_path):
+    rc, _, err = invoke("compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--epochs", "1", "--batch-size",
+                        "128", "--device", "cpu", "--out", tmp_path / "cmp")  # progress on, into no terminal
+    assert rc == 0, err
+    done = [line for line in err.splitlines() if ": done, test top-1 " in line]
+    assert len(done) == 2 and done[0].startswith("[1/2] digits/small_cnn hardbatch δ=0.5 seed=0: done"), err
+    assert "\r" not in err  # no progress bar drawn into a file
+
+
+# ---------------------------------------------------------------- sweep
+
+
+def test_sweep_rejects_bad_input_before_training(tmp_path, invoke):
+    rc, _, err = invoke("sweep", "--datasets", "digits", "nope", "--models", "small_cnn", "--out", tmp_path / "s",
+                        "--no-progress")
+    assert rc == 2
+    one_line(err, "unknown dataset 'nope'")
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_with_a_bad_name_prints_exactly_one_line(tmp_path, invoke):
+    rc, _, err = invoke("sweep", "--datasets", "digits", "--models", "resnet19", "--out", tmp_path / "s", *SMALL)
+    assert rc == 2
+    one_line(err, "unknown model 'resnet19'")
+
+
+@pytest.mark.parametrize("text", ["-1/2", "--x"])
+def test_a_negative_shard_gets_the_house_error(tmp_path, invoke, text):
+    rc, _, err = invoke("sweep", "--datasets", "digits", "--models", "small_cnn", "--shard", text, "--epochs", "1",
+                        "--out", tmp_path / "s", "--no-progress")
+    assert rc == 2
+    one_line(err, "I/N", "0 <= I < N", repr(text))
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_dry_run_lists_this_shards_run_folders_and_trains_nothing(tmp_path, invoke):
+    rc, out, err = invoke("sweep", "--datasets", "digits", "--models", "small_cnn", "mlp", "--deltas", "0.5", "1.0",
+                          "--seeds", "0", "--shard", "1/3", "--dry-run", "--out", tmp_path / "s", *SMALL)
+    assert rc == 0, err
+    assert err == "sweep: 4 runs in the grid, 1 in shard 1/3\n"
+    assert out.splitlines() == [str(tmp_path / "s" / "digits" / "small_cnn" / "custom" / "delta-1_seed-0")]
+    assert not any((tmp_path / "s").rglob("config.json"))
+
+
+# ---------------------------------------------------------------- report
 
 
 def test_report_rebuilds_from_saved_runs_without_training(invoke, compared, tmp_path):
@@ -446,39 +597,45 @@ def test_report_without_runs_exits_2_with_one_line(invoke, tmp_path, which):
     before = snapshot(tmp_path)
     rc, out, err = invoke("report", target)
     assert rc == 2
-    assert_one_line_error(err, which)
+    one_line(err, "error", which)
     assert out == ""
     assert snapshot(tmp_path) == before
 
 
-# ---------------------------------------------------------------- issue 17: progress off a terminal
+def test_report_to_an_unwritable_place_is_one_line(tmp_path, compared, invoke):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    rc, _, err = invoke("report", compared[0], "--out", blocker / "sub")
+    assert rc == 2
+    one_line(err, "cannot write")
 
 
-def test_off_a_terminal_compare_prints_one_line_per_finished_run(invoke, tmp_path):
-    rc, _, err = invoke("compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--epochs", "1", "--batch-size",
-                        "128", "--device", "cpu", "--out", tmp_path / "cmp")  # progress on, into no terminal
+def test_full_disk_while_reporting_is_one_line_and_keeps_the_old_report(tmp_path, compared, invoke, monkeypatch):
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def enospc(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    root = copy_of(compared[0], tmp_path)
+    before = {name: (root / name).read_bytes() for name in ("report.md", "summary.csv", "runs.csv")}
+    monkeypatch.setattr(Figure, "savefig", enospc)
+    rc, _, err = invoke("report", root)
+    assert rc == 1
+    line = one_line(err, "no space left", ".png")
+    assert ".tmp" not in line
+    assert {name: (root / name).read_bytes() for name in before} == before
+    assert [p.name for p in root.rglob("*") if "tmp" in p.name or "probe" in p.name] == []
+
+
+def test_overview_rows_of_the_same_network_are_told_apart(tmp_path, invoke):
+    root = tmp_path / "two_lrs"
+    for lr in ("0.01", "0.02"):
+        rc, _, err = invoke("compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--lr", lr, "--out", root / lr, *SMALL)
+        assert rc == 0, err
+    rc, _, err = invoke("report", root, "--no-plots")
     assert rc == 0, err
-    done = [line for line in err.splitlines() if ": done, test top-1 " in line]
-    assert len(done) == 2 and done[0].startswith("[1/2] digits/small_cnn hardbatch δ=0.5 seed=0: done"), err
-    assert "\r" not in err  # no progress bar drawn into a file
-
-
-def test_progress_names_a_policy_by_its_delta_only_when_it_takes_one():
-    from hardbatch.config import RunConfig
-    from hardbatch.run.sinks import describe
-
-    assert describe(RunConfig(policy="random", delta=0.5, seed=3)) == "digits/small_cnn random δ=0.5 seed=3"
-    assert describe(RunConfig(policy="rho-loss", val_fraction=0.1)) == "digits/small_cnn rho-loss seed=0"
-    assert describe(RunConfig(policy="uniform"), "[2/9] mine") == "[2/9] mine"
-
-
-def test_off_a_terminal_long_runs_print_a_line_per_epoch(invoke, tmp_path, monkeypatch):
-    from hardbatch.run.sinks import EpochLines
-
-    monkeypatch.setattr(EpochLines, "LINE_SECONDS", 0.0)  # every epoch counts as long
-    rc, _, err = invoke("train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--out", tmp_path / "r")
-    assert rc == 0, err
-    assert [line.split(": ", 1)[1].split(",")[0] for line in err.splitlines()] == ["epoch 1/2", "epoch 2/2"], err
-    rc, _, err = invoke("train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--no-progress",
-                        "--out", tmp_path / "quiet")
-    assert rc == 0 and err == ""
+    report = (root / "report.md").read_text()
+    overview = report.split("## Overview", 1)[1].split("\n## ", 1)[0]
+    assert "| digits / small_cnn, lr=0.01 |" in overview and "| digits / small_cnn, lr=0.02 |" in overview
