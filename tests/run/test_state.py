@@ -1,4 +1,5 @@
-"""A run's state as one object: saved mid-run and loaded into new objects, training continues bit for bit."""
+"""hardbatch.run.state: a run's state as one object, saved as one checkpoint (the cost inside the sampler's state) and
+loaded into new objects, so that training continues bit for bit; a checkpoint that is not this run's is refused."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import pytest
 import torch
 from torch import nn
 
-from hardbatch.errors import UsageError
+from hardbatch.config import RunConfig
 from hardbatch.data import InMemoryDataset, keep_batch
-from hardbatch.selection import HardBatchSampler
+from hardbatch.errors import UsageError
+from hardbatch.run.experiment import train_run
 from hardbatch.run.sinks import Checkpoint
 from hardbatch.run.state import RunState
+from hardbatch.sampler import HardBatchSampler
 from hardbatch.training import EpochResult, fit
 
 CPU = torch.device("cpu")
-
+CHECKPOINT_KEYS = {"epoch", "model", "optimizer", "scheduler", "sampler", "rng_ranks", "test_per_class", "holdout_cost",
+                   "irreducible_model"}
 
 
 class Stop(Exception):
@@ -49,7 +53,7 @@ def new_state(dataset, hidden: int = 16) -> RunState:
 def train(state: RunState, dataset, sinks=(), on_epoch=None) -> None:
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=state.sampler, collate_fn=keep_batch)
     fit(state.model, state.optimizer, loader, state.sampler, {}, CPU, scheduler=state.scheduler, sinks=sinks,
-        on_epoch=on_epoch, meter=state.meter)
+        on_epoch=on_epoch)
 
 
 def test_a_state_saved_mid_run_and_loaded_into_new_objects_continues_bit_for_bit(tmp_path):
@@ -69,11 +73,12 @@ def test_a_state_saved_mid_run_and_loaded_into_new_objects_continues_bit_for_bit
         torch.manual_seed(99)  # the checkpoint's RNG state replaces this: dropout continues the interrupted stream
         resumed.load(path)
         assert resumed.epoch == 2 and resumed.sampler.steps == 24
-        assert resumed.meter.state_dict() == interrupted.meter.state_dict()
+        assert resumed.sampler.meter.state_dict() == interrupted.sampler.meter.state_dict()  # the cost, with the sampler
         assert resumed.test_per_class == []  # no test split here
         train(resumed, dataset, on_epoch=rest.append)
     assert [r.trace for r in rest] == [results[2].trace]
-    assert resumed.meter.optimizer_steps == full.meter.optimizer_steps == 36
+    assert resumed.sampler.meter.optimizer_steps == full.sampler.meter.optimizer_steps == 36
+    assert resumed.sampler.meter.samples_backprop == full.sampler.meter.samples_backprop
     for p, q in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
         assert torch.equal(p, q)
     assert resumed.scheduler.get_last_lr() == full.scheduler.get_last_lr()
@@ -88,6 +93,19 @@ def test_a_checkpoint_of_another_run_is_refused_in_one_line(tmp_path):
     with pytest.raises(UsageError, match=r"cannot resume from .*checkpoint.pt: it does not hold this run's state "
                                          r"\(RuntimeError: .*; delete that file"):
         other.load(path)
-    assert set(torch.load(path, weights_only=True)) == {"epoch", "model", "optimizer", "scheduler", "sampler", "cost",
-                                                        "rng", "rng_ranks", "test_per_class", "holdout_cost",
-                                                        "irreducible_model"}
+    assert set(torch.load(path, weights_only=True)) == CHECKPOINT_KEYS
+
+
+def test_a_run_s_checkpoint_loads_with_weights_only_and_holds_the_cost_in_the_sampler_s_state(tmp_path, interrupt):
+    cfg = RunConfig(epochs=3, params={"delta": 0.5}, augment="crop_flip", schedule="cosine", train_subset=320)
+    interrupt(cfg, tmp_path / "run", 1)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert set(state) == CHECKPOINT_KEYS  # no separate "cost" (nor "rng": every rank's is under "rng_ranks")
+    n = state["sampler"]["visits"].numel()
+    assert state["sampler"]["steps"] == n and state["sampler"]["policy"]["recorded"].all()
+    assert state["sampler"]["cost"]["optimizer_steps"] == n and state["sampler"]["cost"]["samples_backprop"] == n * 32
+    assert len(state["rng_ranks"]) == 1
+    summary = train_run(cfg, tmp_path / "run", resume=True, progress=False)
+    assert summary["optimizer_steps"] == 3 * n
+    assert summary["cost"]["samples_backprop"] == 3 * n * 32  # counted on from the checkpoint: every epoch N steps
