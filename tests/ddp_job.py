@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from hardbatch import distributed, training
+from hardbatch import batches, distributed, step, training
 from hardbatch.cli import main
-from hardbatch.selection import HardBatchSampler
+from hardbatch.sampler import HardBatchSampler
 
 spec = json.loads(Path(sys.argv[1]).read_text())
 distributed.init()
@@ -62,11 +62,13 @@ if spec.get("grad_check"):
     reference.load_state_dict(model.state_dict())
     x, y = torch.randn(8, 1, 4, 4), torch.randint(0, 5, (8,))
     keep = torch.tensor([1, 1, 1, 0, 1, 0, 0, 0], dtype=torch.bool)  # rank 0 keeps 3 of its 4, rank 1 keeps 1
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    # This rank's share of the kept samples, trained as the step core trains it: its mean, scaled for DDP's average.
+    kept, weights, scale, total = distributed.kept_share(keep, torch.device("cpu"))
     rows = distributed.local_rows(8)
-    kept = keep[rows].nonzero().flatten()
-    training.weighted_step(DistributedDataParallel(model), opt, (x[rows][kept], y[rows][kept]),
-                           scale=distributed.world_size() * len(kept) / int(keep.sum()))
+    chosen = step.Chosen(batches.take((x[rows], y[rows]), kept), weights, scale, len(kept), total)
+    wrapped = DistributedDataParallel(model)  # alive through backward: its hooks all-reduce the gradients
+    loss, _ = step.losses_of(wrapped, chosen, per_sample=False)
+    (loss * chosen.scale).backward()
     torch.nn.functional.cross_entropy(reference(x[keep]), y[keep]).backward()
     diff = max((a.grad - b.grad).abs().max().item() for a, b in zip(model.parameters(), reference.parameters()))
     Path(spec["log_dir"], f"grad-{rank}.json").write_text(json.dumps(diff))

@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import rows_of
-from hardbatch.run import experiment, machine
-from hardbatch.run import state as run_state
+from conftest import required_settings, rows_of
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES
+from hardbatch.policies import POLICIES
+from hardbatch.run import experiment, machine
+from hardbatch.run import state as run_state
+from hardbatch.run.checks import differing_settings
 from hardbatch.run.plan import run_name
-from hardbatch.selection import POLICIES
 
 JOB = str(Path(__file__).with_name("ddp_job.py"))
 
@@ -36,17 +37,18 @@ N = 20
 
 
 def policy_args(name: str) -> list[str]:
-    """The flags of a small run of policy ``name``: δ 0.5 where it applies, and what the policy declares it needs."""
-    cls = POLICIES[name]
-    own = [arg for key, value in {**cls.example, **cls.run_needs}.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
-    return ["--policy", name, *(["--delta", "0.5"] if name in DELTA_POLICIES else []), *own]
+    """The flags of a small run of policy ``name``: δ 0.5 where it applies, its example hyper-parameters, and the run
+    settings it requires (conftest.py)."""
+    own = {**POLICIES[name].example, **required_settings(name)}
+    return ["--policy", name, *(["--delta", "0.5"] if name in DELTA_POLICIES else []),
+            *(arg for key, value in own.items() for arg in (f"--{key.replace('_', '-')}", str(value)))]
 
 
 # Every registered policy (a new one is covered by registering it), and the paper rule's opt-in variants. One
 # `compare` trains the policies that need nothing beyond their own flags; the others (rho-loss: a validation
 # split) train as their own runs.
 POLICY_RUNS = {name: policy_args(name) for name in POLICIES}
-COMPARED = [name for name, cls in POLICIES.items() if not cls.run_needs]
+COMPARED = [name for name, cls in POLICIES.items() if not cls.requires]
 VARIANTS = {
     "hardbatch-rescore-augment": [*policy_args("hardbatch"), "--rescore", "1", "--augment", "crop_flip"],
     "hardbatch-repartition": [*policy_args("hardbatch"), "--repartition"],
@@ -220,30 +222,6 @@ def test_compile_trains_the_same_steps(single, tmp_path):
     assert [float(r["loss"]) for r in compiled] == pytest.approx([float(r["loss"]) for r in eager], rel=1e-4)
 
 
-def test_bad_compile_backend_and_missing_tensorboard_are_one_line_errors(tmp_path, capsys, monkeypatch):
-    assert main(["train", *BASE, "--compile", "nope", "--out", str(tmp_path / "a")]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
-    assert main(["train", *BASE, "--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "b")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "pip install 'hardbatch[tensorboard]'" in err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-
-
-@pytest.mark.parametrize("command, flags, words", [
-    ("train", [], "--sync-bn needs CUDA devices"),
-    ("compare", ["--deltas", "0.5", "1.0", "--seeds", "0"], "--sync-bn needs CUDA devices"),
-    ("train", ["--eval-mode", "train"], "--sync-bn does not combine with --eval-mode train"),
-])
-def test_sync_bn_is_refused_on_the_cpu_in_one_line_before_anything_is_written(tmp_path, capsys, command, flags, words):
-    out = tmp_path / "run"
-    args = [a for a in BASE if a not in ("--seed", "0")] if command == "compare" else BASE
-    assert main([command, *args, *flags, "--model", "small_cnn", "--sync-bn", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and words in err[0] and "leave --sync-bn out" in err[0], err
-    assert not out.exists()
-
-
 @pytest.fixture
 def one_rank_group():
     """A process group of one (gloo, in memory): ``distributed.active()`` is True, as under torchrun."""
@@ -283,7 +261,7 @@ def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
     from hardbatch.config import RunConfig
 
     # It changes what a run computes under DDP: a finished run without it is not reused for a run with it.
-    assert experiment.differing_settings(RunConfig(), RunConfig(sync_bn=True)) == ["sync_bn"]
+    assert differing_settings(RunConfig(), RunConfig(sync_bn=True)) == ["sync_bn"]
     seen = []
     wrap = distributed.wrap
     monkeypatch.setattr(distributed, "wrap", lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device))
