@@ -82,8 +82,9 @@ def test_a_policy_name_or_hyper_parameter_it_does_not_take_lists_the_valid_ones(
         check(RunConfig(policy="nope"))
     with pytest.raises(UsageError) as error:
         check(RunConfig(params={"prune_ratio": 0.5}))
+    takers = ", ".join(name for name, cls in POLICIES.items() if cls.takes("prune_ratio"))  # infobatch, ...
     assert str(error.value) == ("policy 'hardbatch' does not take prune_ratio; it takes: delta, rescore, repartition, "
-                                "trim_top, mix; policies that take prune_ratio: infobatch")
+                                f"trim_top, mix; policies that take prune_ratio: {takers}")
     with pytest.raises(UsageError, match="policy 'uniform' does not take delta; it takes: no hyper-parameters"):
         check(RunConfig(policy="uniform", params={"delta": 0.5}))
 
