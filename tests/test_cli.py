@@ -211,7 +211,7 @@ BAD_TRAIN = [  # a bad value names its flag (BadValue.as_flag); other errors nam
     (["--weight-decay", "nan"], ["--weight-decay must be a finite number >= 0, got nan"]),
     (["--seed", "100000000000000000000000"], ["--seed must be an integer in [0, 2147483647]"]),
     (["--seed", "-1"], ["--seed must be an integer in [0, 2147483647], got -1"]),
-    (["--prune-ratio", "2"], ["--prune-ratio applies to policy infobatch, not to hardbatch"]),
+    (["--prune-ratio", "2"], ["--prune-ratio applies to policy infobatch", "not to hardbatch"]),
     (["--policy", "infobatch", "--prune-ratio", "2"], ["--prune-ratio must be in [0, 1), got 2.0"]),
     (["--policy", "uniform", "--beta", "2"], ["--beta applies to policy selective-backprop, not to uniform"]),
     (["--policy", "rho-loss"], ["policy 'rho-loss'", "validation split", "--val-fraction"]),
