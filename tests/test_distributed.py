@@ -49,6 +49,15 @@ def policy_args(name: str) -> list[str]:
 # split) train as their own runs.
 POLICY_RUNS = {name: policy_args(name) for name in POLICIES}
 COMPARED = [name for name, cls in POLICIES.items() if not cls.requires]
+
+
+def example_flags(names: list[str]) -> list[str]:
+    """The flags of the example hyper-parameters of policies ``names``, for one command that trains them all."""
+    merged: dict = {}
+    for name in names:
+        for key, value in POLICIES[name].example.items():
+            assert merged.setdefault(key, value) == value, f"two examples set {key}: train {name} as its own run"
+    return [arg for key, value in merged.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
 VARIANTS = {
     "hardbatch-rescore-augment": [*policy_args("hardbatch"), "--rescore", "1", "--augment", "crop_flip"],
     "hardbatch-repartition": [*policy_args("hardbatch"), "--repartition"],
@@ -116,7 +125,7 @@ def job(tmp_path_factory, launch, single, killed):
     """Two processes: `compare` of every policy, the variants, the 3-epoch run, and two resumes (same/other world size)."""
     root = tmp_path_factory.mktemp("ddp")
     commands = [
-        ["compare", "--policies", *COMPARED, "--deltas", "0.5", "--seeds", "0", *BASE,
+        ["compare", "--policies", *COMPARED, *example_flags(COMPARED), "--deltas", "0.5", "--seeds", "0", *BASE,
          "--tensorboard", str(root / "tb"), "--out", str(root / "compare")],
         *(["train", *BASE, *args, "--out", str(root / name)] for name, args in VARIANTS.items()),
         *(["train", *BASE, *POLICY_RUNS[name], "--out", str(root / name)] for name in POLICIES if name not in COMPARED),
