@@ -347,7 +347,7 @@ def required_settings(policy: str) -> dict:
     missing = sorted(set(needs) - set(REQUIRED_SETTINGS))
     assert not missing, f"policy {policy!r} requires {missing}: give each a value in REQUIRED_SETTINGS (conftest.py)"
     for setting, (accepts, what) in needs.items():
-        assert accepts(REQUIRED_SETTINGS[setting]), f"REQUIRED_SETTINGS[{setting!r}] does not give {policy!r} what it {what}"
+        assert accepts(REQUIRED_SETTINGS[setting]), f"REQUIRED_SETTINGS[{setting!r}]: policy {policy!r} {what}"
     return {setting: REQUIRED_SETTINGS[setting] for setting in needs}
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_line, snapshot
 
 import hardbatch.run.experiment as experiment
-from conftest import one_line, snapshot
 from hardbatch.cli import build_parser, config_from_args
 from hardbatch.config import RunConfig
 from hardbatch.data import DATASETS
@@ -148,7 +148,8 @@ def test_train_prints_a_summary_line(trained):
 def test_train_in_eval_mode_train_saves_it_and_prints_the_result(tmp_path, invoke, read_rows):
     """--eval-mode train saved in config.json (the console entry itself: test_console_entry_exits_2_with_one_line)."""
     out = tmp_path / "run"
-    rc, stdout, err = invoke("train", "--epochs", "1", "--batch-size", "128", "--eval-mode", "train", *FAST, "--out", out)
+    rc, stdout, err = invoke("train", "--epochs", "1", "--batch-size", "128", "--eval-mode", "train", *FAST,
+                             "--out", out)
     assert rc == 0, err
     assert "final test top-1" in stdout
     saved = json.loads((out / "config.json").read_text())
@@ -575,7 +576,8 @@ def test_report_rebuilds_from_saved_runs_without_training(invoke, compared, tmp_
     report = (out / "report.md").read_text()
     assert "| δ = 0.5 |" in report and "| δ = 1 |" in report
     assert len(list(out.glob("*.png"))) >= 3
-    assert [line.split("|")[1].strip() for line in stdout.splitlines() if line.startswith("| δ")] == ["δ = 0.5", "δ = 1"]
+    rows = [line.split("|")[1].strip() for line in stdout.splitlines() if line.startswith("| δ")]
+    assert rows == ["δ = 0.5", "δ = 1"]
 
 
 def test_report_out_writes_elsewhere(invoke, compared, tmp_path):

@@ -10,8 +10,19 @@ import numpy as np
 import pytest
 
 from hardbatch.config import (
-    DATA, DELTA_POLICIES, HARDWARE, OPTIMISATION, POLICY_AXES, POLICY_NAMES, PROTOCOLS, SELECTION, SPLIT, RunConfig,
-    check, make_config, resolve_partition,
+    DATA,
+    DELTA_POLICIES,
+    HARDWARE,
+    OPTIMISATION,
+    POLICY_AXES,
+    POLICY_NAMES,
+    PROTOCOLS,
+    SELECTION,
+    SPLIT,
+    RunConfig,
+    check,
+    make_config,
+    resolve_partition,
 )
 from hardbatch.errors import BadValue, UsageError
 from hardbatch.params import check_value

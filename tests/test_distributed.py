@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import required_settings, rows_of
+
 from hardbatch.cli import main
 from hardbatch.config import DELTA_POLICIES
 from hardbatch.policies import POLICIES
@@ -122,7 +122,8 @@ def killed(tmp_path_factory, launch):
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, launch, single, killed):
-    """Two processes: `compare` of every policy, the variants, the 3-epoch run, and two resumes (same/other world size)."""
+    """Two processes: `compare` of the policies, the variants, the others, the 3-epoch run, and two resumes (same and
+    other world size)."""
     root = tmp_path_factory.mktemp("ddp")
     commands = [
         ["compare", "--policies", *COMPARED, *example_flags(COMPARED), "--deltas", "0.5", "--seeds", "0", *BASE,

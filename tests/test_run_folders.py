@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import one_line, snapshot
+
 from hardbatch.records import RUN_FORMAT, RunDir
 
 

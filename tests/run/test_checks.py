@@ -12,7 +12,13 @@ from hardbatch.errors import UsageError
 from hardbatch.policies import defaults
 from hardbatch.records import RunDir
 from hardbatch.run.checks import (
-    check_fits, check_same_settings, differing_settings, prepare, resolve, resume_config, settings,
+    check_fits,
+    check_same_settings,
+    differing_settings,
+    prepare,
+    resolve,
+    resume_config,
+    settings,
 )
 from hardbatch.run.experiment import train_run
 
@@ -56,7 +62,7 @@ def test_a_network_that_does_not_take_the_images_is_refused_before_anything_is_w
     with pytest.raises(UsageError) as error:
         check_fits(prepare(RunConfig(model="lenet"))[0], data)
     message = str(error.value)
-    assert "'lenet'" in message and "1x8x8" in message and "digits" in message and "--image-size 16 or larger" in message
+    assert all(word in message for word in ("'lenet'", "1x8x8", "digits", "--image-size 16 or larger")), message
     out = tmp_path / "run"
     with pytest.raises(UsageError, match="--image-size 16 or larger"):
         train_run(RunConfig(model="lenet", epochs=1), out, progress=False)

@@ -78,7 +78,8 @@ def test_history_has_one_row_per_epoch(trained, read_rows):
 
 
 def test_trace_follows_the_rule(trained, read_rows):
-    trace = [(int(r["step"]), int(r["round"]), int(r["batch"]), float(r["loss"])) for r in read_rows(trained / "trace.csv")]
+    rows = read_rows(trained / "trace.csv")
+    trace = [(int(r["step"]), int(r["round"]), int(r["batch"]), float(r["loss"])) for r in rows]
     assert [t[0] for t in trace] == list(range(1, E * N + 1))  # one row per optimizer step
     assert all(0 <= t[2] < N for t in trace)
     warmup = trace[:N]

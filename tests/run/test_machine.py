@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from conftest import one_line
 
 import hardbatch
-from conftest import one_line
 from hardbatch.errors import UsageError
 from hardbatch.run.machine import cpu_model, environment, resolve_device
 

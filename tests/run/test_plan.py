@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_line
 
 import hardbatch.run.plan as plans
-from conftest import one_line
 from hardbatch.config import PROTOCOLS, RunConfig, make_config
 from hardbatch.errors import UsageError
 from hardbatch.run.plan import DataCache, check_plan, execute, parse_shard, plan_compare, plan_sweep, run_name, shard

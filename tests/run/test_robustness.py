@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import one_line, snapshot
+
 from hardbatch.cli import main
 from hardbatch.config import RunConfig
 from hardbatch.fileio import LOCK, NoSpaceLeft, atomic_write_text, run_lock

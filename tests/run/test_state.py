@@ -73,7 +73,8 @@ def test_a_state_saved_mid_run_and_loaded_into_new_objects_continues_bit_for_bit
         torch.manual_seed(99)  # the checkpoint's RNG state replaces this: dropout continues the interrupted stream
         resumed.load(path)
         assert resumed.epoch == 2 and resumed.sampler.steps == 24
-        assert resumed.sampler.meter.state_dict() == interrupted.sampler.meter.state_dict()  # the cost, with the sampler
+        # the cost came back with the sampler's state
+        assert resumed.sampler.meter.state_dict() == interrupted.sampler.meter.state_dict()
         assert resumed.test_per_class == []  # no test split here
         train(resumed, dataset, on_epoch=rest.append)
     assert [r.trace for r in rest] == [results[2].trace]
