@@ -13,7 +13,7 @@ The quickstart, for every registered policy::
                 optimizer.zero_grad(); loss.backward(); optimizer.step()
 """
 
-__version__ = "0.2.0.dev0"
+from hardbatch.version import __version__
 
 from hardbatch import functional, losses, policies  # noqa: E402
 from hardbatch.config import RunConfig  # noqa: E402

@@ -13,7 +13,8 @@ import sys
 import threading
 from dataclasses import Field, fields
 
-from hardbatch import __version__, distributed
+from hardbatch import distributed
+from hardbatch.version import __version__
 from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, PROTOCOLS, SELECTION, RunConfig, make_config
 from hardbatch.errors import BadValue, TrainingDiverged, UsageError
 from hardbatch.fileio import NoSpaceLeft

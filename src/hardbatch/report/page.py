@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from hardbatch import __version__
+from hardbatch.version import __version__
 from hardbatch.errors import UsageError
 from hardbatch.fileio import atomic_write_text, csv_text, ensure_writable_dir
 from hardbatch.report.claims import claims_section

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import torch
-from hardbatch import __version__, distributed
+from hardbatch import distributed
+from hardbatch.version import __version__
 from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
 
