@@ -215,7 +215,8 @@ BAD_TRAIN = [  # a bad value names its flag (BadValue.as_flag); other errors nam
     (["--prune-ratio", "2"], ["--prune-ratio applies to policy infobatch", "not to hardbatch"]),
     (["--policy", "infobatch", "--prune-ratio", "2"], ["--prune-ratio must be in [0, 1), got 2.0"]),
     (["--policy", "uniform", "--beta", "2"], ["--beta applies to policy selective-backprop, not to uniform"]),
-    (["--policy", "rho-loss"], ["policy 'rho-loss'", "validation split", "--val-fraction"]),
+    (["--policy", "uniform", "--delta", "1"], ["--delta applies to", "not to uniform (uniform takes no hyper-parameter)"]),
+    (["--policy", "rho-loss"], ["policy 'rho-loss'", "validation split", "set --val-fraction (e.g. 0.1)"]),
     (["--val-fraction", "0.001"], ["--val-fraction 0.001 holds out no samples"]),
     (["--dataset", "nope"], ["nope", *DATASETS]),
     (["--model", "nope"], ["nope", *MODELS]),
@@ -225,7 +226,7 @@ BAD_TRAIN = [  # a bad value names its flag (BadValue.as_flag); other errors nam
     (["--device", "meta"], ["unsupported device 'meta'"]),
     (["--device", "cuda:7"], ["cuda"]),
     (["--device", "tpu"], ["unknown device 'tpu'"]),
-    (["--mnist1d-samples", "100"], ["mnist1d_samples applies to dataset mnist1d only"]),
+    (["--mnist1d-samples", "100"], ["--mnist1d-samples applies to dataset mnist1d only"]),
 ]
 
 
@@ -258,6 +259,10 @@ BAD_COMPARE = [
     (["--deltas", "0.5", "1.0", "--policy", "nope"], ["nope", *POLICIES]),
     (["--policies", "hardbatch", "infobatch", "--prune-ratio", "1.5"], ["--prune-ratio must be in [0, 1), got 1.5"]),
     (["--policies", "hardbatch", "--prune-ratio", "0.5"], ["--prune-ratio applies to policy infobatch"]),
+    (["--policies", "uniform", "random", "--prune-ratio", "0.5"],
+     ["not to uniform, random", "uniform takes no hyper-parameter; random takes --delta"]),
+    (["--policies", "uniform,random"], ["unknown policy 'uniform,random' (names are separated by spaces)", *POLICIES]),
+    (["--policies", "uniform,random", "--prune-ratio", "0.5"], ["unknown policy 'uniform,random'"]),
 ]
 
 

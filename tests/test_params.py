@@ -114,7 +114,7 @@ def test_a_bad_value_is_one_line_naming_the_keyword_what_it_accepts_and_what_it_
         check_value(FIELDS[name], given, owner="Settings")
     assert str(error.value) == f"Settings: {message}" and "\n" not in str(error.value)
     assert isinstance(error.value, UsageError) and error.value.name == name
-    assert error.value.as_flag() == f"Settings: {flag(name)}{message[len(name):]}"  # the same, for the command line
+    assert error.value.as_flag() == f"{flag(name)}{message[len(name):]}"  # the same, for the command line
     with pytest.raises(BadValue) as error:
         check_value(FIELDS[name], given)
     assert str(error.value) == message  # no owner: the keyword alone

@@ -16,11 +16,11 @@ from dataclasses import Field, fields
 from hardbatch import distributed
 from hardbatch.version import __version__
 from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, PROTOCOLS, SELECTION, RunConfig, make_config
-from hardbatch.errors import BadValue, TrainingDiverged, UsageError
+from hardbatch.errors import BadValue, SettingsError, TrainingDiverged, UsageError
 from hardbatch.fileio import NoSpaceLeft
 from hardbatch.params import flag, type_names
 from hardbatch.policies import POLICIES
-from hardbatch.policies.registry import shared_fields
+from hardbatch.policies.registry import policy_class, shared_fields
 
 DEFAULTS = RunConfig()
 POLICY_DEST = "policy_param_"  # argparse dest prefix of a policy hyper-parameter's flag
@@ -161,10 +161,14 @@ def _check_policy_flags(args: argparse.Namespace) -> None:
     chosen = getattr(args, "policies", None) or [getattr(args, "policy", None) or DEFAULTS.policy]
     if chosen == ["all"]:
         chosen = list(POLICY_NAMES)
+    for name in chosen if _policy_flags(args) else []:
+        policy_class(name)  # a known name first
     for name in _policy_flags(args):
         users = [u for u, cls in POLICIES.items() if cls.takes(name)]
         if not set(users) & set(chosen):
-            raise UsageError(f"{flag(name)} applies to policy {', '.join(users)}, not to {', '.join(chosen)}")
+            takes = "; ".join(f"{c} takes {', '.join((flag(f.name) for f in fields(policy_class(c)))) or 'no hyper-parameter'}"
+                              for c in chosen)
+            raise UsageError(f"{flag(name)} applies to policy {', '.join(users)}, not to {', '.join(chosen)} ({takes})")
 
 
 def _given(args: argparse.Namespace) -> list[str]:
@@ -394,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UsageError as e:
         if distributed.is_writer():
-            print(f"hardbatch {args.command}: error: {e.as_flag() if isinstance(e, BadValue) else e}",
+            print(f"hardbatch {args.command}: error: {e.as_flag() if isinstance(e, (BadValue, SettingsError)) else e}",
                   file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:  # an optional package the command needs (``pip install 'hardbatch[cli]'``)

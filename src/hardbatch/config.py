@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from hardbatch.errors import UsageError
+from hardbatch.errors import SettingsError, UsageError
 from hardbatch.params import Range, check_fields, param
 from hardbatch.policies import POLICIES, create_policy, defaults, load_policies, policy_class
 
@@ -209,13 +209,13 @@ def check(cfg: RunConfig) -> None:
     cfg.params = {name: getattr(policy, name) for name in cfg.params}
     for setting, (accepts, what) in POLICIES[cfg.policy].requires.items():
         if not accepts(getattr(cfg, setting)):
-            raise UsageError(f"policy {cfg.policy!r} {what}")
+            raise SettingsError(f"policy {cfg.policy!r} {what}", setting)
     if cfg.mnist1d_samples is not None:
         if cfg.dataset != "mnist1d":
-            raise UsageError(f"mnist1d_samples applies to dataset mnist1d only, not {cfg.dataset!r}")
+            raise SettingsError(f"{{}} applies to dataset mnist1d only, not {cfg.dataset!r}", "mnist1d_samples")
         if cfg.mnist1d_samples % 10:
-            raise UsageError(f"mnist1d_samples must be a multiple of 10 (the generator makes as many of each of the "
-                             f"10 classes), got {cfg.mnist1d_samples}")
+            raise SettingsError(f"{{}} must be a multiple of 10 (the generator makes as many of each of the "
+                                f"10 classes), got {cfg.mnist1d_samples}", "mnist1d_samples")
 
 
 def resolve_partition(cfg: RunConfig) -> RunConfig:

@@ -111,7 +111,7 @@ def test_it_refuses_bad_hyper_parameters_in_one_line(params, message):
     with pytest.raises(BadValue) as error:
         ComposerSB(**params)
     assert str(error.value) == f"ComposerSB: {message}"
-    assert error.value.as_flag() == f"ComposerSB: --{message}"  # as the command line says it
+    assert error.value.as_flag() == f"--{message}"  # as the command line says it
 
 
 def test_start_must_be_below_end():

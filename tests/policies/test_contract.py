@@ -223,7 +223,7 @@ def test_every_declared_hyper_parameter_refuses_a_bad_value_in_one_line(name):
             create_policy(name, **{f.name: bad})
         got = repr(bad) if isinstance(bad, (int, float)) else f"{bad!r} ({type(bad).__name__})"
         assert str(error.value) == f"{cls.__name__}: {f.name} must be {accepted(f)}, got {got}"
-        assert error.value.as_flag() == f"{cls.__name__}: {flag(f.name)} must be {accepted(f)}, got {got}"
+        assert error.value.as_flag() == f"{flag(f.name)} must be {accepted(f)}, got {got}"
         with pytest.raises(BadValue):  # the class alone checks too
             cls(**{f.name: bad})
 

@@ -120,4 +120,4 @@ def test_it_refuses_bad_hyper_parameters_in_one_line(params, message):
         IES(**params)
     assert str(error.value) == f"IES: {message}"
     name = message.split()[0]
-    assert error.value.as_flag() == f"IES: {flag(name)}{message[len(name):]}"  # as the command line says it
+    assert error.value.as_flag() == f"{flag(name)}{message[len(name):]}"  # as the command line says it

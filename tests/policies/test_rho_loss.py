@@ -92,7 +92,7 @@ def test_it_refuses_a_bad_select_fraction_in_one_line(keep):
     with pytest.raises(BadValue) as error:
         RhoLoss(select_fraction=keep)
     assert str(error.value) == f"RhoLoss: select_fraction must be in (0, 1], got {keep}"
-    assert error.value.as_flag() == f"RhoLoss: --select-fraction must be in (0, 1], got {keep}"
+    assert error.value.as_flag() == f"--select-fraction must be in (0, 1], got {keep}"
 
 
 def test_an_unknown_il_model_is_refused_naming_the_models():

@@ -126,7 +126,7 @@ def test_it_refuses_bad_hyper_parameters_in_one_line(params, message):
         SeTa(**params)
     assert str(error.value) == f"SeTa: {message}"
     name = message.split()[0]
-    assert error.value.as_flag() == f"SeTa: {flag(name)}{message[len(name):]}"  # as the command line says it
+    assert error.value.as_flag() == f"{flag(name)}{message[len(name):]}"  # as the command line says it
 
 
 def test_a_window_of_no_cluster_is_refused():

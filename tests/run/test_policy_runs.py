@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TIMING, rows_of, run_cli
+from conftest import TIMING, required_settings, rows_of, run_cli
 
 from hardbatch.config import DELTA_POLICIES, RunConfig, check
 from hardbatch.errors import BadValue, UsageError
@@ -32,9 +32,9 @@ BASE = dict(dataset="digits", train_subset=320, batch_size=B, epochs=EPOCHS, aug
 # epochs and anneal 0.3 (⌊3 · 0.7⌋ = 2 pruning epochs) InfoBatch prunes in epoch 1 only (epoch 0 has no scores, epoch
 # 2 is annealed).
 SETTINGS = {"infobatch": dict(anneal=0.3), "selective-backprop": dict(beta=1.0)}
-# What a policy needs of a run's other settings (its ``requires``): rho-loss trains its irreducible-loss model on a
-# validation split.
-NEEDS = {"rho-loss": dict(val_fraction=0.2)}
+# What a policy needs of a run's other settings (its ``requires``, at conftest's values): rho-loss trains its
+# irreducible-loss model on a validation split.
+NEEDS = {name: required_settings(name) for name, cls in POLICIES.items() if cls.requires}
 RUNS = {name: dict(policy=name, params={**({"delta": 0.3} if cls.takes("delta") else {}),
                                         **SETTINGS.get(name, cls.example)}, **NEEDS.get(name, {}))
         for name, cls in POLICIES.items()}
@@ -69,8 +69,8 @@ def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
-def test_every_policy_with_run_requirements_has_its_settings_here():
-    assert set(NEEDS) == {name for name, cls in POLICIES.items() if cls.requires}
+def test_what_a_policy_requires_is_satisfied_by_those_settings_and_refused_without_them():
+    assert NEEDS  # rho-loss at least
     for name, needs in NEEDS.items():
         check(config(name))  # they satisfy the requirement ...
         with pytest.raises(UsageError, match=f"policy {name!r} "):  # ... which is refused without them

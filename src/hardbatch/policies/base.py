@@ -172,7 +172,7 @@ class Policy:
     batches and trained B at a time), ``epoch_is_round`` (an epoch is one pass, whatever its length, instead of N optimizer steps). ``axis``
     names the hyper-parameter a policy's arms differ by in reports (None: one arm); ``example`` the
     hyper-parameters of a tiny run on small data (the registry-wide tests); ``requires`` what it needs of a run's
-    settings (setting -> (test, what it needs), checked by ``config``); ``holdout``: the run first trains an
+    settings (setting -> (test, what it needs, ``{}`` standing for the setting's name), checked by ``config``); ``holdout``: the run first trains an
     irreducible-loss model on the validation split (RHO-LOSS, ``run/holdout.py``); ``in_batch``: the policy
     chooses among the samples of a loaded batch, so it also runs over any loader (``hardbatch.InBatchSelector``),
     answering ``in_batch_preset``; ``per_sample_state``: it keeps state per sample (it needs stable sample ids there).

@@ -51,7 +51,8 @@ def load_policies() -> dict[str, type[Policy]]:
 def policy_class(name: str) -> type[Policy]:
     """The policy registered as ``name``; UsageError listing the valid names for any other."""
     if not isinstance(name, str) or name not in load_policies():
-        raise UsageError(f"unknown policy {name!r}; valid: {', '.join(POLICIES)}")
+        separated = " (names are separated by spaces)" if isinstance(name, str) and "," in name else ""
+        raise UsageError(f"unknown policy {name!r}{separated}; valid: {', '.join(POLICIES)}")
     return POLICIES[name]
 
 

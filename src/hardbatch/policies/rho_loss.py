@@ -80,7 +80,7 @@ class RhoLoss(Policy):
     per_sample_state = True
     example = {"select_fraction": 0.5}
     requires = {"val_fraction": (lambda fraction: fraction > 0, "trains its irreducible-loss model on the validation "
-                                                                 "split: pass --val-fraction (e.g. 0.1)")}
+                                                                 "split: set {} (e.g. 0.1)")}
 
     def validate(self) -> None:
         """The irreducible-loss model, when named, must be a registered network."""

@@ -9,7 +9,7 @@ import torch
 from hardbatch import distributed
 from hardbatch.config import RunConfig
 from hardbatch.data import DataSplits
-from hardbatch.errors import UsageError
+from hardbatch.errors import SettingsError, UsageError
 from hardbatch.losses import cross_entropy, logits_of, target_of
 from hardbatch.models import build_seeded
 from hardbatch.run.parts import make_optimizer
@@ -35,8 +35,9 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     """
     if data.val is None or len(data.val) < cfg.batch_size:
         size = 0 if data.val is None else len(data.val)
-        raise UsageError(f"policy 'rho-loss' trains its irreducible-loss model on the validation split, which holds "
-                         f"{size} samples, fewer than one batch of {cfg.batch_size}; pass --val-fraction (e.g. 0.1)")
+        raise SettingsError(f"policy 'rho-loss' trains its irreducible-loss model on the validation split, which holds "
+                            f"{size} samples, fewer than one batch of {cfg.batch_size}; raise {{}} (e.g. 0.1)",
+                            "val_fraction")
     started = time.perf_counter()
     seed = derive_seed(cfg.seed, "irreducible") % (2**31)
     own = cfg.policy_params()  # il_model, il_epochs

@@ -16,6 +16,7 @@ from hardbatch.errors import UsageError
 from hardbatch.fileio import NoSpaceLeft, RunInUse, ensure_writable_dir
 from hardbatch.records import RunDir
 from hardbatch.policies import POLICIES
+from hardbatch.policies.registry import policy_class
 from hardbatch.run.checks import check_fits, check_same_settings, prepare
 from hardbatch.run.experiment import train_run
 from hardbatch.run.machine import resolve_device
@@ -69,9 +70,8 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
     policies = list(policies or [base.policy])
     if policies == ["all"]:
         policies = list(POLICY_NAMES)
-    unknown = [p for p in policies if p not in POLICY_NAMES]
-    if unknown:
-        raise UsageError(f"unknown policy {unknown[0]!r}; valid: {', '.join(POLICY_NAMES)}")
+    for name in policies:
+        policy_class(name)  # UsageError naming the valid ones
     unknown = [p for p in budget_policies if p not in POLICY_NAMES]
     if budgets and unknown:
         raise UsageError(f"unknown budget policy {unknown[0]!r}; valid: {', '.join(POLICY_NAMES)}")
