@@ -18,6 +18,7 @@ from hardbatch.metrics import (
     detectable_difference,
     epochs_to_plateau,
     epochs_to_target,
+    line_weights,
     mean_interval,
     mean_std,
     paired_difference,
@@ -139,3 +140,13 @@ def test_metrics_is_a_leaf_that_needs_scipy_only_for_intervals():
             "try:\n    mean_interval([1.0, 2.0, 4.0])\nexcept ImportError:\n    print('needs scipy')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout == "needs scipy\n", done.stderr
+
+
+def test_line_weights_are_the_straight_line_between_neighbours_and_never_extrapolate():
+    xs = [1.0, 2.0, 4.0]
+    assert line_weights(xs, 3.0) == [(1, 0.5), (2, 0.5)]
+    assert line_weights(xs, 1.25) == [(0, 0.75), (1, 0.25)]
+    assert line_weights(xs, 2.0) == [(1, 1.0)] and line_weights(xs, 4.0 * (1 + 1e-12)) == [(2, 1.0)]  # a point itself
+    assert line_weights(xs, 0.99) is None and line_weights(xs, 4.01) is None and line_weights([], 1.0) is None
+    ys = [10.0, 20.0, 0.0]
+    assert sum(w * ys[i] for i, w in line_weights(xs, 3.5)) == pytest.approx(5.0)  # 20 + 0.75 x (0 - 20)

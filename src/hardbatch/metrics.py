@@ -157,3 +157,18 @@ def value_at_budget(costs: Sequence[float], values: Sequence[float], budget: flo
     """
     reached = [v for c, v in zip(costs, values) if c <= budget * (1 + 1e-9)]
     return reached[-1] if reached else math.nan
+
+
+def line_weights(xs: Sequence[float], x: float, tolerance: float = 1e-9) -> list[tuple[int, float]] | None:
+    """Where ``x`` falls on the straight line between neighbouring points of ascending ``xs``: [(i, 1 - w), (i + 1,
+    w)] with w = (x - xs[i]) / (xs[i + 1] - xs[i]), or [(i, 1.0)] where ``x`` is one of ``xs`` (within a relative
+    ``tolerance``); None outside [xs[0], xs[-1]] (no extrapolation). A value y(x) on the line is then
+    sum(weight x ys[index]), and the same weights interpolate any other series measured at ``xs``."""
+    if not xs or not (xs[0] * (1 - tolerance) <= x <= xs[-1] * (1 + tolerance)):
+        return None
+    for i, xi in enumerate(xs):
+        if abs(x - xi) <= tolerance * max(abs(xi), 1e-300):
+            return [(i, 1.0)]
+    i = max(j for j in range(len(xs) - 1) if xs[j] < x)
+    w = (x - xs[i]) / (xs[i + 1] - xs[i])
+    return [(i, 1.0 - w), (i + 1, w)]
