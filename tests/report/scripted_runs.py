@@ -44,10 +44,12 @@ def config(*, delta: float = 1.0, seed: int = 0, epochs: int = 2, policy: str = 
 
 
 def write_run(root: Path, name: str, *, accs: list[float], val_accs: list[float] | None = None,
-              device: dict | None = DEVICE, **settings) -> Path:
-    """A finished run folder with test accuracies ``accs`` (one per epoch) and, if given, validation accuracies;
-    each epoch takes 2 + seed seconds and back-propagates N x B samples (``settings``: see ``config``)."""
-    cfg = config(epochs=len(accs), **settings)
+              baccs: list[float] | None = None, device: dict | None = DEVICE, **settings) -> Path:
+    """A finished run folder with test accuracies ``accs`` (one per epoch; balanced ones ``baccs``, else the same)
+    and, if given, validation accuracies; each epoch takes 2 + seed seconds and back-propagates N x B samples
+    (``settings``: see ``config``; ``epochs`` defaults to the epochs of ``accs``, more for a run of a shorter
+    ``budget``)."""
+    cfg = config(epochs=settings.pop("epochs", len(accs)), **settings)
     run = RunDir(root / name)
     run.path.mkdir(parents=True)
     environment = {"versions": {"torch": "2.0", "numpy": "1.0"}, **({"device": device} if device else {})}
@@ -55,7 +57,7 @@ def write_run(root: Path, name: str, *, accs: list[float], val_accs: list[float]
     seconds = 2.0 + cfg.seed
     history = [
         {"epoch": e, "step": e * N, "train_loss": 1.0 / e, "test_loss": 1.0 - acc, "test_acc": acc, "test_top5": 1.0,
-         "lr": cfg.lr, "train_seconds": seconds, "eval_seconds": 0.5, "test_bacc": acc,
+         "lr": cfg.lr, "train_seconds": seconds, "eval_seconds": 0.5, "test_bacc": (baccs or accs)[e - 1],
          **({"val_loss": 1.0, "val_acc": val_accs[e - 1], "val_top5": 1.0, "val_bacc": val_accs[e - 1]}
             if val_accs else {}),
          "samples_loaded": N * B, "samples_forward": N * B, "samples_forward_nograd": 0, "samples_backprop": N * B,
@@ -147,3 +149,29 @@ def trained(tmp_path_factory) -> Path:
                 progress=False)
         _ONCE["trained"] = out
     return _ONCE["trained"]
+
+
+# Uniform's frontier (tests/report/test_frontier.py): every run has epochs = 4, so budget 0.5 trains 2 epochs
+# (2 N B = 640 samples back-propagated, CPU 2 x (2 + seed) / 2: mean 3.0 s over seeds 0-2), 0.75 trains 3 (960 samples,
+# 4.5 s), 0.25 trains 1 (320, 1.5 s) and the full budget 4 (1280, 6.0 s). Final accuracies by seed:
+FRONTIER_RUNS = {
+    ("uniform", None, 0.5): [0.80, 0.82, 0.84],
+    ("uniform", None, 1.0): [0.90, 0.91, 0.92],
+    # at 960 samples (4.5 CPU s) the frontier is halfway: 0.85, 0.865, 0.88 by seed; d = +2, +1.5, +2 points
+    ("hardbatch", 0.5, 0.75): [0.87, 0.88, 0.90],
+    ("hardbatch", 0.5, 0.25): [0.70, 0.71, 0.72],  # 320 samples: below uniform's smallest budget, outside
+    ("hardbatch", 0.5, 1.0): [0.91, 0.93, 0.92],  # d to uniform's full budget: +1, +2, 0
+    ("hardbatch", 1.0, 0.75): [0.85, 0.86, 0.87],  # d: 0, -0.5, -1
+    ("hardbatch", 1.0, 1.0): [0.90, 0.90, 0.91],
+}
+
+
+def write_frontier(root: Path, metric_gap: float = 0.0) -> Path:
+    """FRONTIER_RUNS' folders (lr 0.05, 4 epochs); balanced accuracies ``metric_gap`` below the top-1 ones."""
+    for (policy, delta, budget), finals in FRONTIER_RUNS.items():
+        epochs = max(1, math.floor(budget * 4 + 0.5))
+        for seed, final in enumerate(finals):
+            accs = [final - 0.1] * (epochs - 1) + [final]
+            write_run(root, f"{policy}_{delta}_{budget}_s{seed}", accs=accs, baccs=[a - metric_gap for a in accs],
+                      epochs=4, budget=budget, policy=policy, seed=seed, **({"delta": delta} if delta else {}))
+    return root

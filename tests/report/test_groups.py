@@ -11,7 +11,7 @@ from scripted_runs import groups, scripted  # noqa: F401  (fixtures)
 from hardbatch.cli import main
 from hardbatch.errors import UsageError
 from hardbatch.report import Comparison, arm_stats, build_report, group_runs
-from hardbatch.report.groups import arm_label, drop_duplicates, flat_settings, run_label
+from hardbatch.report.groups import arm_label, drop_duplicates, extra_params, run_label
 from hardbatch.report.tables import markdown_table
 
 
@@ -31,18 +31,32 @@ def test_runs_with_different_lr_form_separate_groups(groups):
     assert a.reference is not None and a.reference.delta == 1.0
 
 
-def test_a_policys_own_hyper_parameters_are_its_axis_or_split_groups(tmp_path):
-    """Arms differ by the policy's axis (infobatch's prune ratio); another of its settings splits groups, and every
-    policy's hyper-parameters are read through the policy's declaration (defaults for those not given)."""
+def test_a_policys_hyper_parameters_and_budget_identify_its_arm_and_never_split_groups(tmp_path):
+    """Arms differ by the policy's axis (infobatch's prune ratio), its other hyper-parameters (read through the
+    policy's declaration: a value at its default is no difference) and the budget; none of them splits the group, and
+    a non-default one shows in the arm's label."""
     write_run(tmp_path, "ib", accs=[0.5, 0.6], policy="infobatch", prune_ratio=0.3)
     write_run(tmp_path, "ib_anneal", accs=[0.5, 0.6], policy="infobatch", prune_ratio=0.3, anneal=0.5)
+    write_run(tmp_path, "ib_default_anneal", seed=1, accs=[0.5, 0.6], policy="infobatch", prune_ratio=0.3,
+              anneal=0.125)
     write_run(tmp_path, "uniform", accs=[0.5, 0.6], policy="uniform")
+    write_run(tmp_path, "uniform_half", accs=[0.5], epochs=2, policy="uniform", budget=0.5)
     runs = {r.path.name: r for r in load(tmp_path)}
-    assert flat_settings(runs["uniform"].config)["anneal"] == flat_settings(runs["ib"].config)["anneal"] == 0.125
+    assert extra_params("infobatch", runs["ib_anneal"].config.policy_params()) == (("anneal", 0.5),)
+    assert extra_params("infobatch", runs["ib_default_anneal"].config.policy_params()) == ()
     assert run_label(runs["ib"].config) == "infobatch r = 0.3" and run_label(runs["uniform"].config) == "uniform"
-    titles = sorted(g.title for g in group_runs(list(runs.values())))
-    assert titles == ["digits / small_cnn, anneal=0.125", "digits / small_cnn, anneal=0.5"]
+    assert run_label(runs["ib_anneal"].config) == "infobatch r = 0.3, anneal = 0.5"
+    assert run_label(runs["uniform_half"].config) == "uniform, budget 0.5"
+    (group,) = group_runs(list(runs.values()))
+    assert group.title == "digits / small_cnn" and "anneal" not in group.settings and "budget" not in group.settings
+    arms = {a.label: a for a in group.arms}
+    assert sorted(arms) == ["infobatch r = 0.3", "infobatch r = 0.3, anneal = 0.5", "uniform", "uniform, budget 0.5"]
+    assert sorted(arms["infobatch r = 0.3"].runs) == [0, 1]  # anneal 0.125 is infobatch's default: the same arm
+    assert group.full_budget == 1.0 and arms["uniform, budget 0.5"] not in group.main_arms
+    assert group.arm("uniform") is arms["uniform"] and group.arm("uniform", budget=0.5) is arms["uniform, budget 0.5"]
+    assert group.arm("infobatch", 0.3) is arms["infobatch r = 0.3"]  # its defaults first
     assert arm_label("infobatch", 0.5) == "infobatch" and arm_label("random", 0.5) == "random δ = 0.5"
+    assert arm_label("hardbatch", 0.5, budget=0.25) == "δ = 0.5, budget 0.25"
 
 
 def test_per_arm_learning_rates_keep_arms_in_one_group(tmp_path):

@@ -1,5 +1,6 @@
-"""Runs sorted into groups (runs that share every setting but policy, its axis value and seed) and arms, and the
-comparison a report judges: which arm is the method and which its reference."""
+"""Runs sorted into groups (runs that share every setting but the policy, its hyper-parameters, the budget and the
+seed) and arms (one policy at one setting of its hyper-parameters and one budget), and the comparison a report judges:
+which arm is the method and which its reference."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from dataclasses import dataclass, field
 from hardbatch.config import AXIS_SYMBOLS, POLICY_AXES, POLICY_NAMES, RUNTIME_KEYS, RunConfig
 from hardbatch.errors import UsageError
 from hardbatch.policies import defaults as policy_defaults
-from hardbatch.policies.registry import shared_fields
 from hardbatch.report.load import DUPLICATE, LeftOut, Run
 
-# Settings that tell arms apart inside a group (the policy and the value of its axis), and settings that never
-# split groups.
-ARM_KEYS = ("policy",) + tuple(sorted(set(POLICY_AXES.values())))
+# Settings that tell arms apart inside a group (the policy, its hyper-parameters and the fraction of the epoch budget
+# trained), and settings that never split groups.
+ARM_KEYS = ("policy", "params", "budget")
 NOT_GROUPING = ARM_KEYS + ("seed",) + RUNTIME_KEYS
+FULL_BUDGET = 1.0  # RunConfig.budget of a run that trains all its epochs
 LAST_EPOCHS = 3  # "last-3 mean": test top-1 over a run's last 3 epochs, which epoch-to-epoch swings do not decide
 REFERENCE_DELTA = 1.0  # every policy trains every batch at δ = 1: ordinary mini-batch training
 REFERENCE_POLICY = "hardbatch"  # the paper's baseline is its own rule at δ = 1, never a peer that records δ = 1
@@ -27,55 +28,72 @@ def axis_value(cfg: RunConfig) -> float | None:
     return None if axis is None else cfg.policy_params().get(axis)
 
 
-def arm_label(policy: str, value: float | None) -> str:
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def arm_label(policy: str, value: float | None, params: tuple = (), budget: float = FULL_BUDGET) -> str:
     """"δ = 0.5" for the paper's rule, "random δ = 0.5" for a control, "infobatch r = 0.3" for a peer away from
-    its default, the bare name for a peer at its default or a policy without an axis."""
+    its default, the bare name for a peer at its default or a policy without an axis; then the other
+    hyper-parameters away from their defaults (``params``: (name, value) pairs, ``extra_params``) and a budget short
+    of the whole: "infobatch r = 0.3, anneal = 0.5", "uniform, budget 0.25"."""
     axis = POLICY_AXES.get(policy)
-    if axis is None or value is None:
-        return policy
-    if axis != "delta" and value == policy_defaults(policy)[axis]:
-        return policy
-    name = f"{AXIS_SYMBOLS.get(axis, axis)} = {value:g}"
-    return name if policy == REFERENCE_POLICY else f"{policy} {name}"
+    if axis is None or value is None or (axis != "delta" and value == policy_defaults(policy)[axis]):
+        label = policy
+    else:
+        name = f"{AXIS_SYMBOLS.get(axis, axis)} = {value:g}"
+        label = name if policy == REFERENCE_POLICY else f"{policy} {name}"
+    label += "".join(f", {AXIS_SYMBOLS.get(k, k)} = {_shown(v)}" for k, v in params)
+    return label if budget == FULL_BUDGET else f"{label}, budget {budget:g}"
+
+
+def extra_params(policy: str, params: dict) -> tuple[tuple[str, object], ...]:
+    """The hyper-parameters in ``params`` away from ``policy``'s defaults, its axis aside, sorted by name: what,
+    beside the axis value, tells two arms of one policy apart."""
+    axis, defaults = POLICY_AXES.get(policy), policy_defaults(policy) if policy in POLICY_NAMES else {}
+    return tuple(sorted((k, v) for k, v in params.items() if k != axis and (k not in defaults or v != defaults[k])))
+
+
+def arm_key(cfg: RunConfig) -> tuple:
+    """What identifies a run's arm inside its group: (policy, axis value, other non-default hyper-parameters,
+    budget)."""
+    return cfg.policy, axis_value(cfg), extra_params(cfg.policy, cfg.policy_params()), cfg.budget
 
 
 def run_label(cfg: RunConfig) -> str:
     """The label of the arm a run belongs to (``arm_label``)."""
-    return arm_label(cfg.policy, axis_value(cfg))
-
-
-def flat_settings(cfg: RunConfig) -> dict:
-    """A run's settings as one flat dict: config.json's settings but ``params``, then every registered policy's
-    hyper-parameters, the run's own policy's as it ran and the others' at their defaults (so runs of different
-    policies compare setting by setting)."""
-    flat = {k: v for k, v in cfg.to_dict().items() if k != "params"}
-    own = cfg.policy_params()
-    for name, (f, _) in shared_fields().items():
-        flat[name] = own.get(name, f.default)
-    return flat
+    policy, value, params, budget = arm_key(cfg)
+    return arm_label(policy, value, params, budget)
 
 
 @dataclass
 class Arm:
-    """The runs of one policy at one value of its axis within a group, keyed by seed."""
+    """The runs of one policy at one setting of its hyper-parameters and one budget within a group, keyed by seed."""
 
     policy: str
     value: float | None  # the axis value (δ for δ policies); None for a policy without an axis
     delta: float  # the recorded δ (1 for policies that ignore it)
     runs: dict[int, Run] = field(default_factory=dict)
     tuned: dict = field(default_factory=dict)  # settings chosen per arm (group_runs' per_arm), e.g. {"lr": 0.1}
+    budget: float = FULL_BUDGET  # the fraction of the epoch budget its runs trained (RunConfig.budget)
+    params: tuple = ()  # its other hyper-parameters away from their defaults (``extra_params``)
 
     @property
     def label(self) -> str:
-        return arm_label(self.policy, self.value)
+        return arm_label(self.policy, self.value, self.params, self.budget)
 
     def values(self, key: str) -> dict[int, float]:
         """summary.json's ``key`` of each run, by seed."""
         return {seed: run.summary[key] for seed, run in self.runs.items()}
 
-    def last_accs(self) -> dict[int, float]:
-        """Test top-1 averaged over each run's last LAST_EPOCHS epochs, by seed."""
-        return {seed: sum(run.accs[-LAST_EPOCHS:]) / len(run.accs[-LAST_EPOCHS:]) for seed, run in self.runs.items()}
+    def finals(self, metric: str = "acc") -> dict[int, float]:
+        """Each run's final test ``metric`` (``load.METRICS``: top-1 or balanced top-1), by seed."""
+        return {seed: run.final(metric) for seed, run in self.runs.items()}
+
+    def last_accs(self, metric: str = "acc") -> dict[int, float]:
+        """Test ``metric`` averaged over each run's last LAST_EPOCHS epochs, by seed."""
+        return {seed: sum(run.curve(metric)[-LAST_EPOCHS:]) / len(run.curve(metric)[-LAST_EPOCHS:])
+                for seed, run in self.runs.items()}
 
 
 @dataclass(frozen=True)
@@ -149,15 +167,29 @@ PAPER = Comparison()
 
 @dataclass
 class Group:
-    """Runs that share every setting except policy, its axis value and seed."""
+    """Runs that share every setting except the policy, its hyper-parameters, the budget and the seed."""
 
     title: str
     settings: dict
     arms: list[Arm]
 
-    def arm(self, policy: str, value: float | None = None) -> Arm | None:
-        """The arm of ``policy`` at axis ``value`` (any value when None)."""
-        return next((a for a in self.arms if a.policy == policy and (value is None or a.value == value)), None)
+    @property
+    def full_budget(self) -> float:
+        """The largest budget of the group's arms (the whole epoch budget, unless every run trained less)."""
+        return max(a.budget for a in self.arms)
+
+    @property
+    def main_arms(self) -> list[Arm]:
+        """The arms at the full budget: those the comparisons judge (shorter budgets are frontier points)."""
+        return [a for a in self.arms if a.budget == self.full_budget]
+
+    def arm(self, policy: str, value: float | None = None, budget: float | None = None) -> Arm | None:
+        """The arm of ``policy`` at axis ``value`` (any value when None) and ``budget`` (the full budget when None),
+        its other hyper-parameters at their defaults where such an arm was run."""
+        budget = self.full_budget if budget is None else budget
+        found = [a for a in self.arms if a.policy == policy and (value is None or a.value == value)
+                 and a.budget == budget]
+        return min(found, key=lambda a: len(a.params)) if found else None
 
     def reference_for(self, comparison: Comparison) -> Arm | None:
         """The comparison's reference arm; None when it was not run. Peers record δ = 1 too (it does not apply
@@ -167,8 +199,8 @@ class Group:
         arm = self.arm(comparison.reference_policy, comparison.reference_value)
         if arm is None and (comparison.reference_policy, comparison.reference_value) == (REFERENCE_POLICY,
                                                                                          REFERENCE_DELTA):
-            arm = next((a for a in self.arms if POLICY_AXES.get(a.policy) == "delta" and a.value == REFERENCE_DELTA),
-                       None)
+            arm = next((a for a in self.main_arms if POLICY_AXES.get(a.policy) == "delta" and a.value == REFERENCE_DELTA
+                        and not a.params), None)
         return arm
 
     @property
@@ -177,9 +209,9 @@ class Group:
         return self.reference_for(PAPER)
 
     def method_arms(self, comparison: Comparison) -> list[Arm]:
-        """The method's arms other than the reference (for the paper: its rule at δ < 1)."""
+        """The method's arms at the full budget other than the reference (for the paper: its rule at δ < 1)."""
         ref = self.reference_for(comparison)
-        return [a for a in self.arms if a.policy == comparison.method and a is not ref]
+        return [a for a in self.main_arms if a.policy == comparison.method and a is not ref]
 
     @property
     def runs(self) -> list[Run]:
@@ -191,14 +223,20 @@ class Group:
 
 
 def _check_per_arm(per_arm: tuple[str, ...]) -> None:
-    unknown = [k for k in per_arm if k not in RunConfig.__dataclass_fields__ or k in NOT_GROUPING + ("params",)]
+    unknown = [k for k in per_arm if k not in RunConfig.__dataclass_fields__ or k in NOT_GROUPING]
     if unknown:
         raise UsageError(f"cannot choose {unknown[0]!r} per arm; valid: the settings of config.json (lr, epochs, ...) "
-                         f"but the policy, its axis ({', '.join(ARM_KEYS[1:])}), the seed and runtime settings")
+                         f"but the policy, its hyper-parameters (params), the budget, the seed and runtime settings")
+
+
+def group_settings(cfg: RunConfig) -> dict:
+    """The settings that put a run in its group: config.json's, but those of its arm (policy, params, budget), the
+    seed and the runtime ones."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in NOT_GROUPING}
 
 
 def _group_key(settings: dict, per_arm: tuple[str, ...]) -> tuple:
-    return tuple((k, repr(v)) for k, v in settings.items() if k not in NOT_GROUPING + per_arm)
+    return tuple((k, repr(v)) for k, v in settings.items() if k not in per_arm)
 
 
 def drop_duplicates(runs: list[Run], per_arm: tuple[str, ...] = ()) -> tuple[list[Run], list[LeftOut]]:
@@ -208,8 +246,7 @@ def drop_duplicates(runs: list[Run], per_arm: tuple[str, ...] = ()) -> tuple[lis
     kept: dict[tuple, Run] = {}
     left_out = []
     for run in sorted(runs, key=lambda r: r.path):
-        key = (_group_key(flat_settings(run.config), per_arm), run.config.policy, axis_value(run.config),
-               run.config.seed)
+        key = (_group_key(group_settings(run.config), per_arm), arm_key(run.config), run.config.seed)
         if key in kept:
             why = (f"a second run of {run_label(run.config)} seed {run.config.seed} with the same settings as "
                    f"{kept[key].path}, which the report keeps")
@@ -221,8 +258,9 @@ def drop_duplicates(runs: list[Run], per_arm: tuple[str, ...] = ()) -> tuple[lis
 
 
 def group_runs(runs: list[Run], method: str = REFERENCE_POLICY, per_arm: tuple[str, ...] = ()) -> list[Group]:
-    """Group runs by their settings; within a group, one arm per (policy, axis value); the method's arms first,
-    each policy's arms in axis order. Two runs of one arm and seed are a UsageError (``drop_duplicates`` first).
+    """Group runs by their settings; within a group, one arm per (policy, axis value, other hyper-parameters,
+    budget); the method's arms first, each policy's arms in axis order, its default settings first and the whole
+    budget before the shorter ones. Two runs of one arm and seed are a UsageError (``drop_duplicates`` first).
 
     ``per_arm``: settings chosen for each arm (a learning rate tuned per arm, say), which then do not split groups;
     all runs of one arm must share their values (``Arm.tuned``), else UsageError.
@@ -231,13 +269,14 @@ def group_runs(runs: list[Run], method: str = REFERENCE_POLICY, per_arm: tuple[s
     groups: dict[tuple, dict[tuple, Arm]] = {}
     settings: dict[tuple, dict] = {}
     for run in runs:
-        flat = flat_settings(run.config)
+        flat = group_settings(run.config)
         key = _group_key(flat, per_arm)
-        settings[key] = {k: v for k, v in flat.items() if k not in NOT_GROUPING + per_arm}
+        settings[key] = {k: v for k, v in flat.items() if k not in per_arm}
         arms = groups.setdefault(key, {})
-        value = axis_value(run.config)
+        policy, value, params, budget = arm_key(run.config)
         tuned = {k: flat[k] for k in per_arm}
-        arm = arms.setdefault((run.config.policy, value), Arm(run.config.policy, value, run.config.delta, tuned=tuned))
+        arm = arms.setdefault((policy, value, params, budget),
+                              Arm(policy, value, run.config.delta, tuned=tuned, budget=budget, params=params))
         if run.config.seed in arm.runs:
             raise UsageError(f"two runs of {arm.label} seed {run.config.seed}: {arm.runs[run.config.seed].path} and "
                              f"{run.path}")
@@ -254,8 +293,8 @@ def group_runs(runs: list[Run], method: str = REFERENCE_POLICY, per_arm: tuple[s
                      if (other["dataset"], other["model"]) == (s["dataset"], s["model"])]
         differing = sorted({k for other in same_pair for k in s if other[k] != s[k]})
         title = f"{s['dataset']} / {s['model']}" + "".join(f", {k}={s[k]}" for k in differing)
-        order = sorted(arms.values(),
-                       key=lambda a: (a.policy != method, a.value if a.value is not None else 0.0, a.policy))
+        order = sorted(arms.values(), key=lambda a: (a.policy != method, a.value if a.value is not None else 0.0,
+                                                     a.policy, len(a.params), repr(a.params), -a.budget))
         result.append(Group(title, s, order))
     return sorted(result, key=lambda g: g.title)
 
@@ -269,8 +308,5 @@ def by_protocol(groups: list[Group]) -> dict[str, list[Group]]:
 
 
 def shown_settings(group: Group) -> dict:
-    """The group's settings as a report lists them: data set and model aside, and the hyper-parameters of policies
-    at their defaults left out (every run of every policy records them, so they say nothing)."""
-    defaults = {name: f.default for name, (f, _) in shared_fields().items()}
-    return {k: v for k, v in group.settings.items()
-            if k not in ("dataset", "model") and not (k in defaults and v == defaults[k])}
+    """The group's settings as a report lists them: data set and model aside (the title names them)."""
+    return {k: v for k, v in group.settings.items() if k not in ("dataset", "model")}

@@ -20,6 +20,16 @@ from hardbatch.records import (
 )
 
 DAMAGED, UNFINISHED, DUPLICATE = "damaged", "unfinished", "duplicate"  # why a run is left out of a report
+# The accuracies a report can judge by (``report --metric``): name -> how tables call it. Each is history.csv's
+# ``test_NAME`` per epoch and summary.json's ``final_test_NAME``.
+METRICS = {"acc": "top-1", "bacc": "balanced top-1"}
+
+
+def check_metric(metric: str) -> str:
+    """``metric`` if it is one of METRICS, else UsageError naming the accepted ones."""
+    if metric not in METRICS:
+        raise UsageError(f"unknown metric {metric!r}; valid: " + ", ".join(f"{k} ({v})" for k, v in METRICS.items()))
+    return metric
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,14 @@ class Run:
         """Test top-1 per epoch."""
         return [row["test_acc"] for row in self.history]
 
+    def curve(self, metric: str = "acc") -> list[float]:
+        """Test ``metric`` (METRICS) per epoch."""
+        return [row[f"test_{metric}"] for row in self.history]
+
+    def final(self, metric: str = "acc") -> float:
+        """Test ``metric`` (METRICS) after the last epoch."""
+        return self.summary[f"final_test_{metric}"]
+
     @property
     def seconds(self) -> list[float]:
         """Training wall-clock per epoch."""
@@ -67,9 +85,9 @@ class Run:
         """Cumulative cost at the end of each epoch: ``samples_backprop``, ``train_seconds``, ..."""
         return cumulative(self.history, column)
 
-    def seconds_to(self, target: float) -> float | None:
-        """Training wall-clock until the end of the first epoch at or above ``target``."""
-        epoch = epochs_to_target(self.accs, target)
+    def seconds_to(self, target: float, metric: str = "acc") -> float | None:
+        """Training wall-clock until the end of the first epoch whose test ``metric`` is at or above ``target``."""
+        epoch = epochs_to_target(self.curve(metric), target)
         return None if epoch is None else sum(self.seconds[:epoch])
 
 
