@@ -258,7 +258,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     comparison = Comparison(getattr(args, "method", None) or "hardbatch", getattr(args, "reference", None) or "hardbatch")
     path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
                                 left_out=left_out, comparison=comparison,
-                                per_arm=tuple(getattr(args, "per_arm", None) or ()))  # compare and sweep have none
+                                per_arm=tuple(getattr(args, "per_arm", None) or ()),  # compare and sweep have none
+                                metric=getattr(args, "metric", None) or "acc")
     print(tables)
     print("\nEach row is an arm; Δ is its difference to the reference over the same seeds, with the half-width (±) and "
           "ends of its 95% interval:\nan interval that contains 0 is no measurable difference, and 'detectable Δ' is "
@@ -352,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-arm", nargs="+", default=[], metavar="SETTING",
                    help="settings chosen for each arm, e.g. lr (a learning rate tuned per arm, as scripts/evidence.py "
                         "does): they do not split groups, and each arm must hold one value")
+    p.add_argument("--metric", choices=("acc", "bacc"), default="acc",
+                   help="what the verdicts, uniform's frontier and the tables judge by: acc (test top-1, the default) "
+                        "or bacc (balanced test top-1: the mean of the per-class accuracies, for long-tailed data)")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -172,7 +172,10 @@ def test_summary_csv_row_keeps_its_columns(groups):
     """summary.csv's columns stay those of the flat record it was written from before (users read them)."""
     row = arm_stats(_group(groups, 0.05))[1].row()
     assert list(row)[:9] == ["group", "arm", "policy", "axis", "value", "delta", "n", "is_reference", "is_method"]
-    assert len(row) == 56 and "last_diff_pairs" not in row
+    assert len(row) == 71 and "last_diff_pairs" not in row
+    # then, at the end, what the metric, the budget and uniform's frontier add (no frontier here: no verdicts)
+    assert list(row)[56:60] == ["metric", "budget", "epochs", "frontier_samples_backprop_inside"]
+    assert (row["metric"], row["budget"], row["epochs"], row["frontier_cpu_seconds_pairs"]) == ("acc", 1.0, 5, 0)
     assert row["diff_points"] == pytest.approx(2.0) and row["diff_pairs"] == 3
     assert row["fewer_epochs_pct"] == pytest.approx(100 * (1 - 7 / 12)) and row["target_reached"] == 3
     assert row["budget_samples_backprop"] == 5 * N * B and math.isnan(row["mislabelled_in_data_mean"])

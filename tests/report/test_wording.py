@@ -6,12 +6,19 @@ import math
 
 from hardbatch.metrics import Interval, mean_interval, paired_difference
 from hardbatch.report.wording import (
+    ABOVE,
+    BELOW,
     HIGHER,
     IDENTICAL,
     LOWER,
     NO_BASELINE,
+    ON_FRONTIER,
+    OUTSIDE,
     UNDECIDED,
+    budgets_text,
     difference,
+    fewer_epochs_answer,
+    frontier_verdict,
     level,
     no_interval_reason,
     number,
@@ -53,3 +60,20 @@ def test_verdict_follows_the_interval_and_names_an_arm_identical_to_its_referenc
     assert verdict(Interval(2.0, 0.5, 3.5, 3)) == HIGHER == "**higher**"
     flat = Interval(0.5, -1.0, 2.0, 3)
     assert verdict(flat) == f"no measurable difference (detectable: ±{flat.detectable:.2f})"
+
+
+def test_the_frontier_verdict_and_the_fewer_epochs_answer():
+    assert frontier_verdict(Interval(1.0, 0.2, 1.8, 5)) == ABOVE == "**above the frontier**"
+    assert frontier_verdict(Interval(-1.0, -1.8, -0.2, 5)) == BELOW == "**below the frontier**"
+    flat = Interval(0.5, -1.0, 2.0, 3)
+    assert frontier_verdict(flat) == f"level with the frontier (detectable: ±{flat.detectable:.2f})"
+    assert frontier_verdict(flat, inside=False) == OUTSIDE == "outside the frontier"  # no extrapolation, no verdict
+    assert frontier_verdict(Interval(0.0, math.nan, math.nan, 3)) == ON_FRONTIER
+    assert frontier_verdict(Interval(0.3, math.nan, math.nan, 2)) == UNDECIDED
+    assert budgets_text([]) == "no budget" and budgets_text([0.5]) == "budget 0.5"
+    assert budgets_text([0.25, 0.5, 0.75]) == "budgets 0.25, 0.5 and 0.75"
+    assert fewer_epochs_answer("δ = 0.5", {"samples back-propagated": [], "CPU seconds": []}) == (
+        "At no budget is the rule (δ = 0.5) above uniform's frontier, in samples back-propagated or in CPU seconds.")
+    assert fewer_epochs_answer("δ = 0.5", {"samples back-propagated": [0.25, 0.5], "CPU seconds": []}) == (
+        "The rule (δ = 0.5) is above uniform's frontier at budgets 0.25 and 0.5 in samples back-propagated, and at no "
+        "budget in CPU seconds.")

@@ -10,14 +10,27 @@ from hardbatch.metrics import (
     Interval,
     epochs_to_plateau,
     epochs_to_target,
-    mean_interval,
     mean_std,
     paired_difference,
     value_at_budget,
 )
 from hardbatch.records import TARGET_FRACTION
-from hardbatch.report.groups import PAPER, Comparison, Group
-from hardbatch.report.load import Run
+from hardbatch.report.frontier import (
+    FRONTIER_COSTS,
+    Placement,
+    clipped,
+    frontiers,
+    placements,
+)
+from hardbatch.report.groups import (
+    FULL_BUDGET,
+    PAPER,
+    REFERENCE_DELTA,
+    REFERENCE_POLICY,
+    Comparison,
+    Group,
+)
+from hardbatch.report.load import METRICS, Run, check_metric
 
 NAN = math.nan
 EQUAL_COST = ("samples_backprop", "train_seconds", "cpu_seconds")  # the costs at whose equal budget arms are compared
@@ -73,8 +86,10 @@ class AtBudget:
 class ArmStats:
     """Everything a report says about one arm, computed once from its runs (``arm_stats``).
 
-    Accuracies are fractions; differences (``metrics.Interval``) are seed-paired, in percentage points, with a 95%
-    t interval whose ends are NaN where there is none; ``n`` = 0: the other arm was not run.
+    Accuracies are fractions of the judged ``metric`` (``load.METRICS``: test top-1, or balanced top-1 where a
+    report says so; ``balanced`` is always balanced top-1); differences (``metrics.Interval``) are seed-paired, in
+    percentage points, with a 95% t interval whose ends are NaN where there is none; ``n`` = 0: the other arm was
+    not run.
     """
 
     group: str
@@ -101,6 +116,16 @@ class ArmStats:
     cost: Cost = Cost()
     at_budget: dict[str, AtBudget] = field(default_factory=dict)  # by EQUAL_COST column
     mislabelled: dict[str, float] = field(default_factory=dict)  # NOISE_SHARES means (runs with label noise)
+    metric: str = "acc"  # what ``final`` and every difference measure (load.METRICS)
+    budget: float = FULL_BUDGET  # the fraction of the epoch budget the arm trained
+    params: tuple = ()  # its other hyper-parameters away from their defaults (groups.extra_params)
+    epochs: int = 0  # the epochs it trained (RunConfig.trained_epochs)
+    vs_frontier: dict[str, Placement] = field(default_factory=dict)  # by FRONTIER_COSTS column; empty: no frontier
+
+    @property
+    def metric_name(self) -> str:
+        """"top-1" or "balanced top-1"."""
+        return METRICS[self.metric]
 
     def row(self) -> dict:
         """The record as one summary.csv row (the file's columns, as before the record was nested)."""
@@ -126,6 +151,11 @@ class ArmStats:
         row.update({f"acc_at_equal_{c}": at[c].acc for c in EQUAL_COST})
         row.update({f"budget_{c}": at[c].budget for c in EQUAL_COST})
         row.update({f"mislabelled_{k}_mean": self.mislabelled.get(k, NAN) for k in NOISE_SHARES})
+        row.update(metric=self.metric, budget=self.budget, epochs=self.epochs)
+        for column in FRONTIER_COSTS:
+            place = self.vs_frontier.get(column)
+            row[f"frontier_{column}_inside"] = place.inside if place else ""
+            row.update(_columns(f"frontier_{column}", place.d if place else Interval()))
         return row
 
 
@@ -140,10 +170,10 @@ def paired_points(a: dict[int, float], b: dict[int, float]) -> Interval:
     return paired_difference([a[s] for s in seeds], [b[s] for s in seeds]).scaled(100)
 
 
-def target_accuracy(group: Group, target: float | None = None,
-                    comparison: Comparison = PAPER) -> tuple[float | None, str]:
-    """T for epochs-to-target: ``target`` if given, else the runs' configured target, else 0.99 x the
-    reference's mean best accuracy; and how it was set."""
+def target_accuracy(group: Group, target: float | None = None, comparison: Comparison = PAPER,
+                    metric: str = "acc") -> tuple[float | None, str]:
+    """T for epochs-to-target (on ``metric``): ``target`` if given, else the runs' configured target, else 0.99 x
+    the reference's mean best accuracy; and how it was set."""
     if target is not None:
         return target, "given to report --target-acc"
     ref = group.reference_for(comparison)
@@ -152,83 +182,85 @@ def target_accuracy(group: Group, target: float | None = None,
         return configured.pop(), "given by --target-acc"
     if ref is None:
         return None, f"no runs of the reference ({comparison.reference_label}) to define it"
-    best = Spread.of(ref.values("best_test_acc").values()).mean
-    how = f"{TARGET_FRACTION:g} × mean best test accuracy of {comparison.reference_label} over seeds"
+    best = Spread.of(max(run.curve(metric)) for run in ref.runs.values()).mean
+    what = "accuracy" if metric == "acc" else METRICS[metric]
+    how = f"{TARGET_FRACTION:g} × mean best test {what} of {comparison.reference_label} over seeds"
     return TARGET_FRACTION * best, how
 
 
-def _censored_epochs(run: Run, target: float) -> int:
+def _censored_epochs(run: Run, target: float, metric: str) -> int:
     """Epochs to T; a run that never reaches T counts as its budget + 1 (censored: the truth is later)."""
-    epoch = epochs_to_target(run.accs, target)
-    return epoch if epoch is not None else len(run.accs) + 1
+    epoch = epochs_to_target(run.curve(metric), target)
+    return epoch if epoch is not None else len(run.history) + 1
 
 
-def _censored_seconds(run: Run, target: float) -> float:
-    seconds = run.seconds_to(target)
+def _censored_seconds(run: Run, target: float, metric: str) -> float:
+    seconds = run.seconds_to(target, metric)
     return seconds if seconds is not None else sum(run.seconds)
 
 
 def equal_budget(group: Group, column: str) -> float:
-    """The largest cost every run of the group has spent: the budget at which all arms can be compared."""
-    return min(run.cost(column)[-1] for run in group.runs)
+    """The largest cost every run of the group's arms at the full budget has spent: the budget at which all arms
+    can be compared (the runs of shorter budgets are placed against uniform's frontier instead)."""
+    return min(run.cost(column)[-1] for arm in group.main_arms for run in arm.runs.values())
 
 
-def _target(runs: list[Run], target: float | None, ref_epochs: float | None) -> Target:
+def _target(runs: list[Run], target: float | None, ref_epochs: float | None, metric: str) -> Target:
     if target is None:
         return Target()
-    epochs = Spread.of(_censored_epochs(r, target) for r in runs).mean
-    return Target(target, epochs, sum(epochs_to_target(r.accs, target) is not None for r in runs),
+    epochs = Spread.of(_censored_epochs(r, target, metric) for r in runs).mean
+    return Target(target, epochs, sum(epochs_to_target(r.curve(metric), target) is not None for r in runs),
                   100.0 * (1.0 - epochs / ref_epochs) if ref_epochs else NAN,
-                  Spread.of(_censored_seconds(r, target) for r in runs).mean)
+                  Spread.of(_censored_seconds(r, target, metric) for r in runs).mean)
 
 
-def _final_ci(values: list[float]) -> Interval:
-    """The 95% t interval of the mean final accuracy; an accuracy interval never leaves [0, 1]."""
-    ci = mean_interval(values)
-    return Interval(ci.mean, max(0.0, ci.low), min(1.0, ci.high), ci.n) if ci.has_interval else ci
-
-
-def arm_stats(group: Group, target: float | None = None, comparison: Comparison = PAPER) -> list[ArmStats]:
-    """One ArmStats per arm of ``group``: accuracy, differences to the comparison's reference and to uniform,
-    epochs to target, cost and accuracy at equal cost."""
-    target, _ = target_accuracy(group, target, comparison)
+def arm_stats(group: Group, target: float | None = None, comparison: Comparison = PAPER,
+              metric: str = "acc") -> list[ArmStats]:
+    """One ArmStats per arm of ``group``: accuracy (test ``metric``: "acc" top-1 or "bacc" balanced top-1),
+    differences to the comparison's reference, to uniform and to uniform's compute frontier, epochs to target, cost
+    and accuracy at equal cost."""
+    check_metric(metric)
+    target, _ = target_accuracy(group, target, comparison, metric)
     ref, uniform = group.reference_for(comparison), group.arm("uniform")
     method = group.method_arms(comparison)
     ref_epochs = None
     if ref is not None and target is not None:
-        ref_epochs = Spread.of(_censored_epochs(r, target) for r in ref.runs.values()).mean
+        ref_epochs = Spread.of(_censored_epochs(r, target, metric) for r in ref.runs.values()).mean
     budgets = {column: equal_budget(group, column) for column in EQUAL_COST}
+    fronts = frontiers(group, metric)
     stats = []
     for arm in group.arms:
         runs = list(arm.runs.values())
-        final = arm.values("final_test_acc")
+        final = arm.finals(metric)
         s = ArmStats(
             group=group.title, arm=arm.label, policy=arm.policy, axis=POLICY_AXES.get(arm.policy), value=arm.value,
             delta=arm.delta, n=len(runs), is_reference=arm is ref, is_method=arm in method,
-            final=Spread.of(final.values()), final_ci=_final_ci(list(final.values())),
+            final=Spread.of(final.values()), final_ci=clipped(list(final.values())),
             balanced=Spread.of(r.summary["final_test_bacc"] for r in runs),
-            best_acc=Spread.of(arm.values("best_test_acc").values()).mean,
-            final_val_acc=Spread.of(r.summary.get("final_val_acc", NAN) for r in runs).mean,
-            last=Spread.of(arm.last_accs().values()),
-            vs_uniform=paired_points(final, uniform.values("final_test_acc")) if uniform is not None else Interval(),
-            target=_target(runs, target, ref_epochs),
-            epochs_to_plateau=Spread.of(epochs_to_plateau(r.accs) for r in runs).mean,
+            best_acc=Spread.of(max(r.curve(metric)) for r in runs).mean,
+            final_val_acc=Spread.of(r.summary.get(f"final_val_{metric}", NAN) for r in runs).mean,
+            last=Spread.of(arm.last_accs(metric).values()),
+            vs_uniform=paired_points(final, uniform.finals(metric)) if uniform is not None else Interval(),
+            target=_target(runs, target, ref_epochs, metric),
+            epochs_to_plateau=Spread.of(epochs_to_plateau(r.curve(metric)) for r in runs).mean,
             cost=Cost(**{name: Spread.of(r.summary["cost"][key] for r in runs).mean for name, key in (
                 ("optimizer_steps", "optimizer_steps"), ("samples_loaded", "samples_loaded"),
                 ("samples_forward_nograd", "samples_forward_nograd"), ("samples_backpropagated", "samples_backprop"),
                 ("train_seconds", "train_seconds"), ("choose_seconds", "choose_seconds"),
                 ("cpu_seconds", "cpu_seconds"))}),
-            at_budget={c: AtBudget(b, Spread.of(value_at_budget(r.cost(c), r.accs, b) for r in runs).mean)
+            at_budget={c: AtBudget(b, Spread.of(value_at_budget(r.cost(c), r.curve(metric), b) for r in runs).mean)
                        for c, b in budgets.items()},
             mislabelled={k: Spread.of(getattr(r.exposure, k) for r in runs if r.exposure is not None).mean
                          for k in NOISE_SHARES},
+            metric=metric, budget=arm.budget, params=arm.params, epochs=max(r.config.trained_epochs for r in runs),
+            vs_frontier=placements(group, arm, fronts, metric),
         )
         if ref is not None:  # the reference's own difference is 0 over its n pairs, with no interval
-            ref_final = ref.values("final_test_acc")
+            ref_final = ref.finals(metric)
             ref_mean = Spread.of(ref_final[seed] for seed in sorted(set(final) & set(ref_final))).mean
             s.vs_reference = paired_points(final, ref_final)
             s.relative_pct = s.vs_reference.mean / ref_mean if ref_mean else NAN
-            s.last_vs_reference = paired_points(arm.last_accs(), ref.last_accs())
+            s.last_vs_reference = paired_points(arm.last_accs(metric), ref.last_accs(metric))
         stats.append(s)
     return stats
 
@@ -250,8 +282,24 @@ def chosen_arm(stats: list[ArmStats]) -> tuple[ArmStats | None, str]:
 
 
 def forest_points(stats: list[ArmStats]) -> dict[str, tuple[float, float, float]]:
-    """Each arm's seed-paired difference of final top-1 to `uniform` (points: mean, low, high; NaN ends without an
-    interval), `uniform` itself and arms without pairs aside; empty without a `uniform` arm: what the forest plot
-    draws."""
+    """Each arm's seed-paired difference of final accuracy to `uniform` (points: mean, low, high; NaN ends without
+    an interval), `uniform` itself, the arms of shorter budgets and arms without pairs aside; empty without a
+    `uniform` arm: what the forest plot draws."""
+    full = max((r.budget for r in stats), default=FULL_BUDGET)
     return {r.arm: (r.vs_uniform.mean, r.vs_uniform.low, r.vs_uniform.high) for r in stats
-            if r.policy != "uniform" and r.vs_uniform.n > 0}
+            if r.policy != "uniform" and r.vs_uniform.n > 0 and r.budget == full}
+
+
+def rule_budgets(stats: list[ArmStats]) -> dict[float, dict[float, ArmStats]]:
+    """The paper's rule (its defaults) at each δ < 1 that also ran at a budget short of the full one, and at δ = 1,
+    each by budget, where the group has uniform's frontier: {δ: {budget: stats}}, δ = 1 last; empty otherwise. What
+    "does the rule generalize in fewer epochs?" reads."""
+    rule = [r for r in stats if r.policy == REFERENCE_POLICY and r.value is not None and not r.params]
+    by_delta: dict[float, dict[float, ArmStats]] = {}
+    for r in rule:
+        by_delta.setdefault(r.value, {})[r.budget] = r
+    full = max((r.budget for r in stats), default=FULL_BUDGET)
+    shorter = [v for v, arms in sorted(by_delta.items()) if v < REFERENCE_DELTA and any(b < full for b in arms)]
+    if not shorter or not any(r.vs_frontier for r in rule):
+        return {}
+    return {v: dict(sorted(by_delta[v].items())) for v in [*shorter, REFERENCE_DELTA] if v in by_delta}

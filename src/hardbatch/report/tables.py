@@ -6,9 +6,20 @@ import math
 
 from hardbatch.config import AXIS_SYMBOLS
 from hardbatch.metrics import POWER
-from hardbatch.report.groups import LAST_EPOCHS, PAPER, Comparison, Group
-from hardbatch.report.stats import ArmStats, AtBudget, Spread
-from hardbatch.report.wording import DASH, difference, level, mean_std, number
+from hardbatch.report.frontier import FRONTIER_COSTS, Frontier
+from hardbatch.report.groups import LAST_EPOCHS, PAPER, Comparison, Group, arm_label
+from hardbatch.report.load import METRICS
+from hardbatch.report.stats import ArmStats, AtBudget, Spread, rule_budgets
+from hardbatch.report.wording import (
+    ABOVE,
+    DASH,
+    difference,
+    fewer_epochs_answer,
+    frontier_verdict,
+    level,
+    mean_std,
+    number,
+)
 
 MAX_CLASS_COLUMNS = 20  # per-class tables only for data sets with at most this many classes
 REFERENCE = "reference"  # what the reference arm's own difference cells say
@@ -23,7 +34,8 @@ def markdown_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str
     """The per-arm table: final top-1, the difference to the reference (and its power), the last-epochs mean, epochs
     to the target, plateau and seconds."""
     ref = comparison.reference_text
-    header = ["arm", "n", "final top-1 % (mean ± std)", "balanced top-1 %", f"Δ vs {ref}, points [95% CI]",
+    name = stats[0].metric_name if stats else "top-1"
+    header = ["arm", "n", f"final {name} % (mean ± std)", "balanced top-1 %", f"Δ vs {ref}, points [95% CI]",
               f"detectable Δ ({100 * POWER:.0f}% power)", "Δ relative %",
               f"last-{LAST_EPOCHS} mean %", f"Δ last-{LAST_EPOCHS} vs {ref} [95% CI]", "epochs to T (reached)",
               "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
@@ -49,11 +61,12 @@ def cost_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str:
     """What each arm spent, its differences to `uniform` and to the reference, and its top-1 at equal cost."""
     budget = {c: (stats[0].at_budget.get(c) if stats else None) or AtBudget() for c in
               ("samples_backprop", "train_seconds", "cpu_seconds")}
-    header = ["arm", "n", "final top-1 % [95% CI]", "Δ vs uniform", f"Δ vs {comparison.reference_text}", "steps",
+    name = stats[0].metric_name if stats else "top-1"
+    header = ["arm", "n", f"final {name} % [95% CI]", "Δ vs uniform", f"Δ vs {comparison.reference_text}", "steps",
               "backprop samples", "no-grad samples", "train s", "CPU s", "choose s",
-              f"top-1 % at {number(budget['samples_backprop'].budget, 0)} backprop samples",
-              f"top-1 % at {number(budget['train_seconds'].budget, 1)} train s",
-              f"top-1 % at {number(budget['cpu_seconds'].budget, 1)} CPU s"]
+              f"{name} % at {number(budget['samples_backprop'].budget, 0)} backprop samples",
+              f"{name} % at {number(budget['train_seconds'].budget, 1)} train s",
+              f"{name} % at {number(budget['cpu_seconds'].budget, 1)} CPU s"]
     rows = [[
         r.arm, str(r.n), level(r.final_ci),
         REFERENCE if r.policy == "uniform" else DASH if r.vs_uniform.n == 0 else difference(r.vs_uniform),
@@ -108,3 +121,79 @@ def overview_table(groups: list[Group], stats: dict[str, list[ArmStats]], compar
         rows.append([label] + [f"{number(cells[v].final.mean, scale=100)} ± {number(cells[v].final.std, scale=100)} "
                                f"({cells[v].n})" if v in cells else DASH for v in values])
     return _table(["network"] + [f"{symbol} = {v:g}" for v in values], rows)
+
+
+# ---- uniform's compute frontier --------------------------------------------------------------------------------
+
+
+def _cost(column: str, value: float) -> str:
+    """A cost as the frontier's tables show it: whole samples, CPU seconds to 0.01."""
+    return number(value, 0 if column == "samples_backprop" else 2)
+
+
+def frontier_table(fronts: dict[str, Frontier], metric: str = "acc") -> str:
+    """Uniform's budgets, the frontier's points: epochs, final accuracy with its 95% interval, and the mean cost in
+    each of FRONTIER_COSTS."""
+    by_cost = {column: {p.budget: p for p in f.points} for column, f in fronts.items()}
+    first = next(iter(by_cost.values()))
+    header = ["uniform at budget", "epochs", "n", f"final {METRICS[metric]} % [95% CI]",
+              *(FRONTIER_COSTS[c] for c in by_cost)]
+    rows = [[f"{b:g}", str(p.epochs), str(p.acc.n), level(p.acc), *(_cost(c, by_cost[c][b].cost) for c in by_cost)]
+            for b, p in sorted(first.items())]
+    return _table(header, rows)
+
+
+def placement_table(stats: list[ArmStats]) -> str:
+    """Each arm (uniform's own aside) against the frontier at the cost it spent, per cost: that cost, the seed-paired
+    difference to the frontier with its interval, the detectable difference and the verdict."""
+    columns = [c for c in FRONTIER_COSTS if any(c in r.vs_frontier for r in stats)]
+    header = ["arm", "n"]
+    for c in columns:
+        header += [FRONTIER_COSTS[c], "Δ vs frontier, points [95% CI]", f"detectable Δ ({100 * POWER:.0f}% power)",
+                   "verdict"]
+    rows = []
+    for r in stats:
+        if not r.vs_frontier:
+            continue
+        row = [r.arm, str(r.n)]
+        for c in columns:
+            place = r.vs_frontier[c]
+            row += [_cost(c, place.cost), difference(place.d) if place.inside else DASH,
+                    number(place.d.detectable) if place.inside else DASH, frontier_verdict(place.d, place.inside)]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def fewer_epochs_table(stats: list[ArmStats]) -> str | None:
+    """"Does the rule generalize in fewer epochs?": at each budget the rule's (δ < 1) and δ = 1's final accuracy,
+    cost and verdict against uniform's frontier in each cost; None where the rule ran at no shorter budget or the
+    group has no frontier (``stats.rule_budgets``)."""
+    arms = rule_budgets(stats)
+    if not arms:
+        return None
+    name = stats[0].metric_name
+    header = ["budget", "epochs", "arm", f"final {name} % [95% CI]"]
+    for c in FRONTIER_COSTS:
+        header += [FRONTIER_COSTS[c], f"vs uniform's frontier ({FRONTIER_COSTS[c]})"]
+    budgets = sorted({b for by_budget in arms.values() for b in by_budget})
+    rows = []
+    for b in budgets:
+        for r in (by_budget[b] for by_budget in arms.values() if b in by_budget):
+            row = [f"{b:g}", str(r.epochs), arm_label(r.policy, r.value), level(r.final_ci)]
+            for c in FRONTIER_COSTS:
+                place = r.vs_frontier.get(c)
+                verdict = DASH if place is None else frontier_verdict(place.d, place.inside)
+                shown = verdict if place is None or not place.inside else f"{difference(place.d)}: {verdict}"
+                row += [_cost(c, place.cost) if place else DASH, shown]
+            rows.append(row)
+    return _table(header, rows)
+
+
+def fewer_epochs_answers(stats: list[ArmStats]) -> list[str]:
+    """One sentence per δ < 1 of ``rule_budgets``: at which budgets, if any, the rule is above uniform's frontier in
+    each cost."""
+    arms = rule_budgets(stats)
+    return [fewer_epochs_answer(arm_label("hardbatch", delta), {
+        FRONTIER_COSTS[c]: [b for b, r in by_budget.items() if c in r.vs_frontier and r.vs_frontier[c].inside
+                            and frontier_verdict(r.vs_frontier[c].d) == ABOVE] for c in FRONTIER_COSTS})
+        for delta, by_budget in arms.items() if delta < 1.0]

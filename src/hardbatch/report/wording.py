@@ -70,3 +70,42 @@ def verdict(d: Interval) -> str:
     if d.high < 0:
         return LOWER
     return f"no measurable difference (detectable: ±{number(d.detectable)})"
+
+
+ABOVE, BELOW = "**above the frontier**", "**below the frontier**"
+OUTSIDE = "outside the frontier"
+ON_FRONTIER = "on the frontier in every seed (the same training)"
+
+
+def frontier_verdict(d: Interval, inside: bool = True) -> str:
+    """Where an arm lies against uniform's compute frontier: OUTSIDE where its cost is beyond the frontier's budgets
+    (no extrapolation, no verdict); ABOVE or BELOW when the interval of its seed-paired difference to the frontier
+    excludes 0; otherwise "level with the frontier (detectable: ±x)"; without an interval, as ``verdict`` says."""
+    if not inside:
+        return OUTSIDE
+    if not d.has_interval:
+        return ON_FRONTIER if d.n >= MIN_PAIRS and d.mean == 0 else UNDECIDED
+    if d.low > 0:
+        return ABOVE
+    if d.high < 0:
+        return BELOW
+    return f"level with the frontier (detectable: ±{number(d.detectable)})"
+
+
+def budgets_text(budgets: list[float]) -> str:
+    """"budget 0.5", "budgets 0.25 and 0.5", "no budget"."""
+    if not budgets:
+        return "no budget"
+    shown = [f"{b:g}" for b in budgets]
+    listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+    return f"budget{'s' if len(shown) > 1 else ''} {listed}"
+
+
+def fewer_epochs_answer(rule: str, above: dict[str, list[float]]) -> str:
+    """The answer to "does the rule generalize in fewer epochs?" in one sentence: at which budgets ``rule`` (its
+    label) is above uniform's frontier, per cost (``above``: cost name -> budgets)."""
+    if not any(above.values()):
+        return (f"At no budget is the rule ({rule}) above uniform's frontier, in "
+                f"{' or in '.join(above)}.")
+    parts = [f"at {budgets_text(budgets)} in {cost}" for cost, budgets in above.items()]
+    return f"The rule ({rule}) is above uniform's frontier " + (", and ".join(parts)) + "."
