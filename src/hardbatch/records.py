@@ -380,7 +380,12 @@ def find_unfinished(root: Path | str) -> list[RunDir]:
 def mislabelled_exposure(run: RunDir) -> MislabelledExposure | None:
     """The share of relabelled samples in what ``run`` back-propagated against their share of its training split, as
     counted during training (summary.json ``mislabelled``, NaN where undefined); None for a run without label noise."""
-    counted = run.summary().get("mislabelled")
+    return exposure_of(run.summary())
+
+
+def exposure_of(summary: dict) -> MislabelledExposure | None:
+    """``mislabelled_exposure`` from a run's summary (summary.json's content)."""
+    counted = summary.get("mislabelled")
     if counted is None:
         return None
     return MislabelledExposure(**{k: math.nan if v is None else v for k, v in counted.items()})
