@@ -2,7 +2,7 @@
 verdict stated.
 
 Usage: python scripts/evidence.py [--out runs/evidence] [--doc docs/evidence.md] [--readme README.md] [--shard I/N]
-                                  [--quick] [--plan-only] [--data-dir DIR]
+                                  [--quick] [--plan-only] [--data-dir DIR] [--records DIR] [--from-records]
 
 The protocol, for each benchmark (``BENCHMARKS``): each arm's learning rate is chosen from the benchmark's grid on the
 validation split (mean final validation top-1 over its first ``tune_seeds`` seeds; the same grid, seeds and budget for
@@ -10,9 +10,11 @@ every arm), recorded in ``OUT/BENCH/lr_choice.json``; then every arm runs all ``
 runs at that rate are reused, not trained again) into ``OUT/BENCH/main``, which ``hardbatch report OUT/BENCH/main
 --per-arm lr`` reads as the page does. Every run goes through hardbatch's own plan/execute machinery in this process:
 finished runs are skipped and interrupted ones resumed, so rerunning the same command continues where it stopped.
-This script declares the benchmarks and the protocol, plans and trains; the page, each benchmark's report and the
-README block are rendered from the saved runs by ``hardbatch.report.benchmarks``. ``--out``, ``--doc`` and
-``--readme`` are checked before any training.
+This script declares the benchmarks and the protocol, plans and trains; then every run's compact record (settings,
+seed, per-epoch accuracy and cost, the commit) goes into ``--records`` (default docs/evidence/records/, committed with
+the page), and the page, each benchmark's report and the README block are rendered from those records by
+``hardbatch.report.evidence``. ``--from-records`` renders them again from the records alone: no training, no run
+folders. ``--out``, ``--doc`` and ``--readme`` are checked before any training.
 
 ``--shard I/N`` trains every N-th run of each phase; a shard that is done with its share trains what the others have
 not started (runs another process is training are locked and skipped), waits for those to finish, and moves on, so
@@ -35,6 +37,7 @@ processes, one training at a time in each.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shutil
 import signal
@@ -49,14 +52,15 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from hardbatch import __version__
 from hardbatch.config import DELTA_POLICIES, RunConfig
 from hardbatch.errors import UsageError
 from hardbatch.fileio import LOCK, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
 from hardbatch.records import RunDir
-from hardbatch.report.benchmarks import (
-    COLLAPSE_POINTS, DOC_DIR_NAME, check_readme, page, summarise, training_cpu_minutes, write_readme,
-)
-from hardbatch.report.groups import arm_label
+from hardbatch.report.benchmarks import COLLAPSE_POINTS, DOC_DIR_NAME
+from hardbatch.report.compact import archive_folders, write_records
+from hardbatch.report.evidence import RECORDS, check_readme, render
+from hardbatch.report.groups import run_label
 from hardbatch.run.plan import check_plan, execute, parse_shard, plan_compare, PlannedRun, shard
 
 RULE_DELTA = 0.5  # the rule's δ, and its controls' (the demo's; δ is not tuned: every arm gets the same lr grid only)
@@ -85,7 +89,9 @@ class Arm:
 
     @property
     def label(self) -> str:
-        return arm_label(self.policy, self.delta if self.policy in DELTA_POLICIES else None)
+        """The report's label of the arm's runs at the full budget: "δ = 0.5", "uniform", "rs2 fraction = 0.5"."""
+        params = {**dict(self.params), **({"delta": self.delta} if self.policy in DELTA_POLICIES else {})}
+        return run_label(RunConfig(policy=self.policy, params=params))
 
 
 # Uniform's frontier, and the paper's rule and δ = 1 at the same shorter budgets (does the rule generalize in fewer
@@ -159,7 +165,8 @@ QUICK = (  # --quick: the same protocol on digits in seconds, for the test
     Benchmark("digits", "digits, mlp, cosine schedule (quick)",
               dict(dataset="digits", model="mlp", batch_size=64, epochs=2, val_fraction=0.2, schedule="cosine",
                    device="cpu"),
-              (Arm("hardbatch", RULE_DELTA, budgets=(0.5,)), Arm("hardbatch", 1.0), Arm("random", RULE_DELTA),
+              (Arm("hardbatch", RULE_DELTA, budgets=(0.5,)), Arm("hardbatch", 1.0, budgets=(0.5,)),
+               Arm("random", RULE_DELTA),
                Arm("uniform", budgets=(0.5,)), Arm("rs2", params=(("fraction", RS2_FRACTION),)), Arm("infobatch")),
               (0.03, 0.1, 0.3), seeds=3, tune_seeds=2, run_cpu_s=0.2, target=0.5),
     Benchmark("digits-constant", "digits, mlp, constant rate (quick)",
@@ -260,7 +267,7 @@ def choose_lrs(bench: Benchmark, root: Path, plan: list[PlannedRun]) -> dict:
               "grid": list(bench.lrs), "metric": bench.metric, "arms": {}}
     key = "final_val_bacc" if bench.metric == "bacc" else "final_val_acc"
     for arm in bench.arms:
-        runs = [r for r in plan if r.cfg.policy == arm.policy and r.cfg.delta == arm.delta]
+        runs = [r for r in plan if run_label(r.cfg) == arm.label]
         medians, collapses = {}, {}
         for lr in bench.lrs:
             scores = [100 * RunDir(r.path).summary()[key] if finished(r) else 0.0 for r in runs if r.cfg.lr == lr]
@@ -313,6 +320,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a tiny version on digits (seconds), for tests")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and its estimated CPU minutes")
     parser.add_argument("--data-dir", help="--data-dir for every run (the data sets' files and MNIST-1D's cache)")
+    parser.add_argument("--records", type=Path, help="where the compact records go, and are read from with "
+                                                     "--from-records (default: beside the page, DOC_DIR/evidence/"
+                                                     "records)")
+    parser.add_argument("--from-records", action="store_true",
+                        help="rewrite the page, its reports and plots and the README block from the records alone: "
+                             "no training, no run folders")
     parser.add_argument("--benchmarks", nargs="+", metavar="NAME",
                         help="train and report only these benchmarks (default: all: "
                              f"{', '.join(b.name for b in BENCHMARKS)}); the page then says which are still to run")
@@ -324,9 +337,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def records_dir(args: argparse.Namespace) -> Path:
+    """--records, or beside the page: DOC_DIR/evidence/records."""
+    return args.records or args.doc.parent / DOC_DIR_NAME / RECORDS
+
+
 def check_outputs(args: argparse.Namespace) -> None:
-    """Where the runs, the page and the README block go, checked before any training (UsageError, one line)."""
-    ensure_writable_dir(args.out)
+    """Where the runs, the records, the page and the README block go, checked before any training (UsageError, one
+    line)."""
+    if not args.from_records:
+        ensure_writable_dir(args.out)
+        ensure_writable_dir(records_dir(args))
     ensure_writable_dir(args.doc.parent)
     if args.doc.is_dir():
         raise UsageError(f"--doc {str(args.doc)!r} is a directory; give the page's file name")
@@ -350,6 +371,16 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"evidence: error: {e}", file=sys.stderr)
         return 2
+    records = records_dir(args)
+    if args.from_records:
+        try:
+            check_outputs(args)
+            render(records, args.doc, args.readme)
+        except UsageError as e:
+            print(f"evidence: error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.doc} and its reports under {args.doc.parent / DOC_DIR_NAME} from {records}")
+        return 0
     benches = QUICK if args.quick else BENCHMARKS
     if args.benchmarks:
         unknown = [name for name in args.benchmarks if name not in {b.name for b in benches}]
@@ -398,16 +429,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         add_cpu_seconds(args.out, f"shard-{index}-of-{count}", time.process_time() - started)
+    meta = {"benchmarks": [b.name for b in benches], "missing": missing, "quick": args.quick,
+            "date": datetime.date.today().isoformat(), "version": __version__,
+            "cpu_minutes": cpu_minutes_spent(args.out), "rule_delta": RULE_DELTA}
     try:
-        results = [summarise(b, args.out, args.doc.parent / DOC_DIR_NAME, RULE_DELTA) for b in benches]
+        write_records(records, [archive_folders(b, args.out) for b in benches], meta)
+        render(records, args.doc, args.readme)
     except UsageError as e:
         print(f"evidence: error: {e}", file=sys.stderr)
         return 1
-    training = sum(training_cpu_minutes(b, args.out) for b in benches)
-    atomic_write_text(args.doc, page(results, cpu_minutes_spent(args.out), args.quick, missing, training))
-    if args.readme:
-        write_readme(args.readme, results, args.doc)
-    print(f"wrote {args.doc} and its reports under {args.doc.parent / DOC_DIR_NAME}")
+    print(f"wrote {records}, and {args.doc} and its reports under {args.doc.parent / DOC_DIR_NAME} from them")
     return 0
 
 

@@ -1,18 +1,20 @@
-"""scripts/evidence.py: it declares the benchmarks, plans, trains (sharded, resumable) and renders the page through
-hardbatch.report.benchmarks; --quick runs the whole protocol on digits in seconds. Bad arguments are one line, exit 2,
-before any training."""
+"""scripts/evidence.py: it declares the benchmarks, plans, trains (sharded, resumable), keeps every run's compact record
+and renders the page from them through hardbatch.report.evidence; --from-records rebuilds it from the records alone;
+--quick runs the whole protocol on digits in seconds. Bad arguments are one line, exit 2, before any training."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
 from hardbatch.config import RunConfig
 from hardbatch.records import find_runs
 from hardbatch.report import Run, arm_stats, group_runs
-from hardbatch.report.benchmarks import MARKERS
+from hardbatch.report.evidence import MARKERS
+from hardbatch.report.groups import run_label
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,17 +39,25 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
     text = doc.read_text()
     for bench in evidence.QUICK:
         choice = json.loads((out / bench.name / "lr_choice.json").read_text())
-        assert choice["grid"] == list(bench.lrs) and len(bench.lrs) >= 3
+        assert choice["grid"] == list(bench.lrs) and len(bench.lrs) >= 3 and choice["metric"] == bench.metric
+        assert set(choice["arms"]) == {arm.label for arm in bench.arms}
         for label, arm in choice["arms"].items():
-            # the chosen rate has the highest mean validation accuracy of the grid
-            assert arm["val_acc"][f"{arm['lr']:g}"] == max(arm["val_acc"].values())
+            # the rule stated before any run: among the rates where no tuning seed collapsed, the highest median
+            clean = [lr for lr in bench.lrs if arm["collapsed"][f"{lr:g}"] == 0]
+            assert clean and arm["lr"] == max(clean, key=lambda lr: (arm["val_median"][f"{lr:g}"], -lr))
             runs = [run for run in map(Run.load, find_runs(out / bench.name / "main"))
-                    if (run.config.policy, run.config.delta) == (arm["policy"], arm["delta"])]
-            assert len(runs) == bench.seeds and {r.config.lr for r in runs} == {arm["lr"]}
+                    if run.config.policy == arm["policy"] and run.config.delta == arm["delta"]]
+            budgets = next(a.budgets for a in bench.arms if a.label == label)
+            assert len(runs) == bench.seeds * (1 + len(budgets)) and {r.config.lr for r in runs} == {arm["lr"]}
+            assert {run_label(r.config) for r in runs if r.config.budget == 1.0} == {label}
             assert f"| {label} | " in text
         assert (doc.parent / "evidence" / bench.name / "report.md").exists()
     (group,) = group_runs([Run.load(r) for r in find_runs(out / "digits" / "main")], per_arm=("lr",))
-    assert (doc.parent / "evidence" / "digits" / f"{group.slug}_forest.png").exists()
+    for plot in ("forest", "frontier"):
+        assert (doc.parent / "evidence" / "digits" / f"{group.slug}_{plot}.png").exists()
+    assert "| digits | δ = 0.5 | uniform's frontier (samples back-propagated) | 3 |" in text
+    assert "| digits | rs2 fraction = 0.5 | δ = 1 | 3 |" in text  # every arm against every reference
+    assert "Does the rule generalize in fewer epochs?" in text and "uniform's frontier at " in text
     rule = next(s for s in arm_stats(group) if s.policy == "hardbatch" and s.delta == 0.5)
     # the page's verdict row for the rule against δ = 1 carries the report's half-width and detectable difference
     row = next(line for line in text.splitlines() if line.startswith("| digits | δ = 0.5 | δ = 1 |"))
@@ -57,6 +67,10 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
     assert f"numpy {numpy.__version__}" in text.split("Packages: ", 1)[1].splitlines()[0]  # what the runs recorded
     assert "old" not in readme.read_text() and "| digits | δ = 0.5 | δ = 1 |" in readme.read_text()
     assert readme.read_text().endswith("\n\nrest\n")
+    # The page, its reports and plots and the README block are the records' rebuild, byte for byte.
+    records = doc.parent / "evidence" / "records"
+    assert sorted(p.name for p in records.iterdir()) == ["digits-constant.jsonl.gz", "digits.jsonl.gz", "page.json"]
+    assert_rebuilds(records, doc, readme, tmp_path / "rebuilt", every_file=True)
     # a rerun trains nothing: every run is finished
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
     assert evidence.main(args) == 0
@@ -74,6 +88,37 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
                    if json.loads((p.parent / "config.json").read_text())["config"]["seed"] >= bench.tune_seeds)]
     minutes = sum(json.loads(p.read_text())["cost"]["cpu_seconds"] for p in summaries) / 60
     assert len(summaries) == 2 * 3 * 2 + 2 * 1 and f"evaluation excluded: {minutes:.1f} minutes" in partial
+
+
+def assert_rebuilds(records: Path, doc: Path, readme: Path | None, tmp: Path, every_file: bool = False) -> None:
+    """``python scripts/evidence.py --from-records`` from ``records`` alone (no run folders) gives ``doc``, the
+    reports beside it (``every_file``: their plots and CSV files too, byte for byte) and ``readme``'s block."""
+    evidence = _evidence_module()
+    tmp.mkdir(parents=True)
+    rebuilt = tmp / "docs" / doc.name
+    args = ["--from-records", "--records", str(records), "--doc", str(rebuilt)]
+    if readme is not None:
+        shutil.copy(readme, tmp / "README.md")
+        args += ["--readme", str(tmp / "README.md")]
+    assert evidence.main(args) == 0
+    assert rebuilt.read_text() == doc.read_text(), f"{doc} is not the rebuild of {records}"
+    if readme is not None:
+        assert (tmp / "README.md").read_text() == readme.read_text(), f"{readme}'s block is not the rebuild's"
+    ours, theirs = doc.parent / "evidence", rebuilt.parent / "evidence"
+    names = sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file() and "records" not in p.parts
+                   and (every_file or p.suffix == ".md"))
+    assert any(name.name == "report.md" for name in names), f"no report rebuilt under {theirs}"
+    for name in names:
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), f"{ours / name} differs from the rebuild"
+
+
+def test_from_records_without_records_is_one_line_and_exit_status_2(tmp_path, capsys):
+    evidence = _evidence_module()
+    assert evidence.main(["--from-records", "--records", str(tmp_path / "none"), "--doc",
+                          str(tmp_path / "evidence.md")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("evidence: error: no records in ") and "no page.json" in line
+    assert not (tmp_path / "evidence.md").exists()
 
 
 def test_a_shard_trains_its_share_then_the_rest_and_never_retries_a_failed_run(tmp_path, monkeypatch):
@@ -148,16 +193,18 @@ def test_outputs_are_checked_before_any_training(tmp_path, capsys, monkeypatch):
 
 
 def test_the_script_renders_through_the_report_package():
-    """No second report engine: the page, its tables and the README block come from hardbatch.report.benchmarks."""
+    """No second report engine: the records come from hardbatch.report.compact, the page, its tables and the README
+    block from hardbatch.report.evidence."""
     import ast
 
     tree = ast.parse((ROOT / "scripts" / "evidence.py").read_text())
     defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     assert not defined & {"page", "section", "verdict_table", "lr_table", "cost_table", "verdict", "interval_text",
-                          "write_readme", "summarise", "Result", "packages", "irreducible_text"}
-    imported = {alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
-                and node.module == "hardbatch.report.benchmarks" for alias in node.names}
-    assert imported >= {"page", "summarise", "write_readme"}
+                          "write_readme", "summarise", "Result", "packages", "irreducible_text", "render",
+                          "write_records", "read_records"}
+    imported = {(node.module, alias.name) for node in tree.body if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    assert imported >= {("hardbatch.report.evidence", "render"), ("hardbatch.report.compact", "write_records")}
 
 
 def test_a_shard_stopped_by_sigterm_still_records_its_cpu_time(tmp_path):
