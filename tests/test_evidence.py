@@ -92,7 +92,8 @@ def test_quick_evidence_trains_chooses_rates_and_writes_the_page(tmp_path, capsy
 
 def assert_rebuilds(records: Path, doc: Path, readme: Path | None, tmp: Path, every_file: bool = False) -> None:
     """``python scripts/evidence.py --from-records`` from ``records`` alone (no run folders) gives ``doc``, the
-    reports beside it (``every_file``: their plots and CSV files too, byte for byte) and ``readme``'s block."""
+    reports beside it (report.md, summary.csv, runs.csv; ``every_file``: their plots too, byte for byte) and
+    ``readme``'s block."""
     evidence = _evidence_module()
     tmp.mkdir(parents=True)
     rebuilt = tmp / "docs" / doc.name
@@ -105,8 +106,8 @@ def assert_rebuilds(records: Path, doc: Path, readme: Path | None, tmp: Path, ev
     if readme is not None:
         assert (tmp / "README.md").read_text() == readme.read_text(), f"{readme}'s block is not the rebuild's"
     ours, theirs = doc.parent / "evidence", rebuilt.parent / "evidence"
-    names = sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file() and "records" not in p.parts
-                   and (every_file or p.suffix == ".md"))
+    names = sorted(name for name in (p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file())
+                   if name.parts[0] != "records" and (every_file or name.suffix in (".md", ".csv")))
     assert any(name.name == "report.md" for name in names), f"no report rebuilt under {theirs}"
     for name in names:
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), f"{ours / name} differs from the rebuild"

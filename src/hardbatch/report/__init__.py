@@ -1,5 +1,6 @@
 """Reports computed from saved run folders, never from training state: ``build_report`` writes report.md, its tables,
-CSVs and plots; the evidence page (``report.benchmarks``) is rendered from the same statistics.
+CSVs and plots; the evidence page (``report.evidence``) is rendered from the same statistics, read from the compact
+records of its runs (``report.compact``).
 
 Read-only over saved runs: this package imports only config, records, metrics, fileio, params, errors and the policy
 registry, never training, data, the sampler or a run's machinery (tests/report/test_layers.py checks it).

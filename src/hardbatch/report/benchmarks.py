@@ -73,9 +73,6 @@ class Result:
     def metric(self) -> str:
         return getattr(self.bench, "metric", "acc")
 
-    def arm(self, reference: str, label: str) -> ArmStats | None:
-        return next((s for s in self.stats.get(reference, []) if s.arm == label), None)
-
     @property
     def any_stats(self) -> list[ArmStats]:
         """Per-arm statistics that do not depend on the reference (accuracy, cost, the frontier)."""
@@ -256,8 +253,8 @@ def cost_table(result: Result) -> str:
     for s in stats:
         lines.append(f"| {s.arm} | {lrs.get(s.arm, float('nan')):g} | {100 * s.final.mean:.2f} | "
                      f"{s.cost.optimizer_steps:,.0f} | {s.cost.samples_backpropagated:,.0f} | "
-                     f"{s.cost.cpu_seconds:.1f} | {100 * s.at_budget['samples_backprop'].acc:.2f} | "
-                     f"{100 * s.at_budget['cpu_seconds'].acc:.2f} |")
+                     f"{s.cost.cpu_seconds:.1f} | {number(s.at_budget['samples_backprop'].acc, scale=100)} | "
+                     f"{number(s.at_budget['cpu_seconds'].acc, scale=100)} |")
     return "\n".join(lines)
 
 
@@ -288,7 +285,7 @@ def section(result: Result) -> str:
     judged = "" if result.metric == "acc" else f" Judged on {METRICS[result.metric]} accuracy."
     parts = [f"## {b.title}", "", f"{len(result.runs)} runs ({b.seeds} seeds per arm; {settings}). Full report: "
              f"[`{rel}/report.md`]({rel}/report.md).{judged}", "", "Learning rate chosen per arm on the validation "
-             f"split (over seeds {', '.join(map(str, result.choice['seeds']))}; {result.choice.get('rule', '')}):",
+             f"split by the rule of the protocol, over tuning seeds {', '.join(map(str, result.choice['seeds']))}:",
              "", lr_table(result), ""]
     if "uniform" in result.stats:
         parts += ["Cost, and accuracy at equal cost (each run's last evaluation within the budget, the smallest total "

@@ -7,7 +7,15 @@ import math
 from hardbatch.config import AXIS_SYMBOLS
 from hardbatch.metrics import POWER
 from hardbatch.report.frontier import FRONTIER_COSTS, Frontier
-from hardbatch.report.groups import LAST_EPOCHS, PAPER, Comparison, Group, arm_label
+from hardbatch.report.groups import (
+    LAST_EPOCHS,
+    PAPER,
+    REFERENCE_DELTA,
+    REFERENCE_POLICY,
+    Comparison,
+    Group,
+    arm_label,
+)
 from hardbatch.report.load import METRICS
 from hardbatch.report.stats import ArmStats, AtBudget, Spread, rule_budgets
 from hardbatch.report.wording import (
@@ -193,7 +201,7 @@ def fewer_epochs_answers(stats: list[ArmStats]) -> list[str]:
     """One sentence per δ < 1 of ``rule_budgets``: at which budgets, if any, the rule is above uniform's frontier in
     each cost."""
     arms = rule_budgets(stats)
-    return [fewer_epochs_answer(arm_label("hardbatch", delta), {
+    return [fewer_epochs_answer(arm_label(REFERENCE_POLICY, delta), {
         FRONTIER_COSTS[c]: [b for b, r in by_budget.items() if c in r.vs_frontier and r.vs_frontier[c].inside
                             and frontier_verdict(r.vs_frontier[c].d) == ABOVE] for c in FRONTIER_COSTS})
-        for delta, by_budget in arms.items() if delta < 1.0]
+        for delta, by_budget in arms.items() if delta < REFERENCE_DELTA]
