@@ -167,3 +167,7 @@ def test_the_frontier_plot_draws_the_line_its_band_and_each_arm(group, monkeypat
     ax = real(drawn["lines"], drawn["points"])
     (line, *_) = ax.lines
     assert list(line.get_xdata()) == [640, 1280] and len(ax.figure.axes) == 2
+    from matplotlib.figure import Figure
+
+    given = Figure().subplots(1, 2)  # drawn on the caller's axes, one per cost
+    assert real(drawn["lines"], drawn["points"], axes=given) is given[0] and given[1].get_xlabel().startswith("CPU")

@@ -121,15 +121,18 @@ def plot_front(points: dict[str, tuple[float, float, float, float, float]], titl
 
 
 def plot_frontier(lines: dict[str, tuple[Sequence[float], ...]], points: dict[str, dict[str, tuple[float, ...]]],
-                  ylabel: str = "final test top-1 accuracy (%)", title: str | None = None) -> Axes:
+                  axes: Sequence[Axes] | None = None, ylabel: str = "final test top-1 accuracy (%)",
+                  title: str | None = None) -> Axes:
     """Accuracy against cost, one panel per cost (FRONTIER_COSTS): uniform's frontier as a line through its budgets
     with the band of its 95% intervals, each budget marked, and each other arm as a point with its interval.
 
     ``lines[cost] = (budgets, costs, means %, lows %, highs %)`` in ascending cost; ``points[label][cost] = (cost,
-    mean %, low %, high %)`` (NaN ends: no bar). Returns the first panel's Axes.
+    mean %, low %, high %)`` (NaN ends: no bar); ``axes``: one Axes per cost (None: a new figure, panels side by
+    side). Returns the first panel's Axes.
     """
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
-    axes = fig.subplots(1, len(lines), sharey=True, squeeze=False)[0]
+    if axes is None:
+        fig = Figure(figsize=(11, 4.6), layout="constrained")
+        axes = fig.subplots(1, len(lines), sharey=True, squeeze=False)[0]
     for ax, (column, (budgets, xs, mean, low, high)) in zip(axes, lines.items()):
         ax.plot(xs, mean, color="black", marker="s", linewidth=1.5, label="uniform's frontier")
         ax.fill_between(xs, [lo if lo == lo else m for lo, m in zip(low, mean)],
@@ -147,7 +150,7 @@ def plot_frontier(lines: dict[str, tuple[Sequence[float], ...]], points: dict[st
     axes[0].set_ylabel(ylabel)
     axes[-1].legend(fontsize="x-small")
     if title:
-        fig.suptitle(title)
+        axes[0].figure.suptitle(title)
     return axes[0]
 
 
