@@ -191,9 +191,9 @@ def verdicts(result: Result, rule_only: bool = False) -> list[Verdict]:
     """Every arm at the full budget (``rule_only``: the rule alone) against δ = 1, uniform, random at the rule's δ,
     rs2 (each that was run; an arm is not compared with itself) and uniform's frontier in each cost."""
     rows = []
-    rule = rule_label(result)
+    rule, full = rule_label(result), max(r.budget for r in result.any_stats)
     for s in result.any_stats:
-        if s.budget != max(r.budget for r in result.any_stats) or (rule_only and s.arm != rule):
+        if s.budget != full or (rule_only and s.arm != rule):
             continue
         target = result.bench.target if s.arm == rule else None
         for ref, stats in result.stats.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hardbatch.report.groups import PAPER, Comparison, Group, by_protocol
+from hardbatch.report.groups import PAPER, REFERENCE_DELTA, Comparison, Group, by_protocol
 from hardbatch.report.stats import ArmStats, chosen_arm, rule_budgets
 from hardbatch.report.tables import fewer_epochs_answers
 from hardbatch.report.wording import ABOVE, difference, frontier_verdict
@@ -205,12 +205,12 @@ def fewer_epochs_claim(results: list[GroupResult]) -> Claim:
     judged, undecided, held, parts = 0, 0, 0, []
     for g in results:
         arms = rule_budgets(g.rows)
-        full = max((r.budget for r in g.rows), default=1.0)
-        places = [r.vs_frontier[FEWER_EPOCHS_COST] for delta, by_budget in arms.items() if delta < 1.0
-                  for b, r in by_budget.items() if b < full and FEWER_EPOCHS_COST in r.vs_frontier]
-        places = [p for p in places if p.inside]
         if not arms:
             continue
+        full = max(r.budget for r in g.rows)
+        places = [r.vs_frontier[FEWER_EPOCHS_COST] for delta, by_budget in arms.items() if delta < REFERENCE_DELTA
+                  for b, r in by_budget.items() if b < full and FEWER_EPOCHS_COST in r.vs_frontier]
+        places = [p for p in places if p.inside]
         parts += [f"{g.name}: {answer}" for answer in fewer_epochs_answers(g.rows)]
         if not any(p.d.has_interval for p in places):
             undecided += 1

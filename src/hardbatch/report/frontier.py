@@ -93,6 +93,6 @@ def frontiers(group: Group, metric: str = "acc") -> dict[str, Frontier]:
 
 def placements(group: Group, arm: Arm, fronts: dict[str, Frontier], metric: str = "acc") -> dict[str, Placement]:
     """``arm`` against each frontier; empty for uniform's own arms (they are the frontier)."""
-    if arm in frontier_arms(group):
+    if any(arm is a for a in frontier_arms(group)):
         return {}
     return {column: f.place(arm.finals(metric), mean_cost(arm, column)) for column, f in fronts.items()}
