@@ -52,7 +52,7 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hardbatch import __version__
+from hardbatch.version import __version__
 from hardbatch.config import DELTA_POLICIES, RunConfig
 from hardbatch.errors import UsageError
 from hardbatch.fileio import LOCK, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
