@@ -63,10 +63,12 @@ def _name(page: Path) -> str:
 PAGES_WITH_CODE = [page for page in _pages() if _blocks(page)]
 
 # What a page's blocks must have done, beyond running: checked in the namespace they leave.
+QUICKSTART_CHECK = ("assert sampler.done and sampler.epoch == 10 and sampler.steps == 10 * sampler.num_batches\n"
+                    "assert int(sampler.visits.sum()) == sampler.steps and sampler.meter.samples_backprop > 0")
 CHECKS = {
-    README: "assert sampler.done and sampler.steps == 5 * 10 and int(sampler.visits.sum()) == 50",
-    QUICKSTART: "assert sampler.done and sampler.epoch == 10 and sampler.steps == 10 * sampler.num_batches\n"
-                "assert int(sampler.visits.sum()) == sampler.steps and sampler.meter.samples_backprop > 0",
+    README: QUICKSTART_CHECK,
+    QUICKSTART: QUICKSTART_CHECK,
+    OWN_LOOP: "assert sampler.done and sampler.steps == 5 * 10 and int(sampler.visits.sum()) == 50",
 }
 
 
@@ -101,20 +103,54 @@ def test_every_python_block_runs_or_says_why_not(page, tmp_path):
 
 
 def test_the_pages_this_file_checks_have_their_blocks():
-    """The pages whose blocks the tests below read by position still hold them, and run them; while the README
-    still holds the own-loop example, it is the guide's, which the tests below run for every policy."""
-    assert QUICKSTART in PAGES_WITH_CODE and runnable(QUICKSTART)
-    assert runnable(OWN_LOOP) and "def train(sampler)" in runnable(OWN_LOOP)[0][1]
-    readme_loops = [code for _, code in runnable(README) if "def train(sampler)" in code]
-    assert readme_loops in ([], [runnable(OWN_LOOP)[0][1]])
+    """The pages whose blocks the tests below read still hold them, and run them."""
+    assert quickstart_block(README) and quickstart_block(QUICKSTART)
+    assert any("def train(sampler)" in code for _, code in runnable(OWN_LOOP))
 
 
-# -- the own-loop guide's loop (tests/test_readme.py ran it from the README before the docs site) ------------------
+# -- the quickstart: one code in the README, Getting started and examples/quickstart.py ----------------------------
+
+
+def quickstart_block(page: Path) -> str:
+    """The runnable block of ``page`` that holds the quickstart loop."""
+    blocks = [code for _, code in runnable(page) if "hardbatch.training_loss(sampler, model, batch)" in code]
+    assert len(blocks) == 1, f"{_name(page)}: {len(blocks)} quickstart blocks"
+    return blocks[0]
+
+
+def _code_lines(code: str) -> list[str]:
+    """The lines of ``code`` without comments and blank lines (comments may differ between copies)."""
+    lines = (re.sub(r"\s*#.*$", "", line).rstrip() for line in code.splitlines())
+    return [line for line in lines if line.strip()]
+
+
+def _loop(code: str) -> list[str]:
+    """The quickstart's loop: from the DataLoader to the optimizer step."""
+    lines = _code_lines(code)
+    start = next(i for i, line in enumerate(lines) if line.startswith("loader = DataLoader("))
+    end = next(i for i, line in enumerate(lines) if "optimizer.step()" in line)
+    return lines[start:end + 1]
+
+
+def test_the_quickstart_is_one_code_everywhere():
+    """The README's quickstart is Getting started's, and its loop is examples/quickstart.py's (which
+    tests/test_examples.py runs, and whose loop tests/test_quickstart.py checks against the sampler-level reference
+    for every policy)."""
+    readme, guide = quickstart_block(README), quickstart_block(QUICKSTART)
+    assert _code_lines(readme) == _code_lines(guide)
+    example = (ROOT / "examples" / "quickstart.py").read_text()
+    assert _loop(readme) == _loop(example)
+    sampler = next(line for line in _code_lines(readme) if "HardBatchSampler(" in line)
+    assert sampler.split("policy=")[0] in example
+
+
+# -- the own-loop guide's primitives loop (tests/test_readme.py ran it from the README before the docs site) -------
 
 
 def _run_own_loop() -> dict:
-    """Execute the own-loop guide's first block as written, in a fresh namespace; returns the names it defined."""
-    line, code = runnable(OWN_LOOP)[0]
+    """Execute the own-loop guide's primitives loop (its block that defines ``train``) as written, in a fresh
+    namespace; returns the names it defined."""
+    line, code = next((line, code) for line, code in runnable(OWN_LOOP) if "def train(sampler)" in code)
     namespace: dict = {"__name__": "__own_loop__"}
     exec(compile("\n" * line + code, str(OWN_LOOP), "exec"), namespace)
     return namespace
