@@ -435,3 +435,25 @@ def test_the_hardbatch_names_a_page_uses_exist(page):
     names = {name for name in DOTTED.findall(page.read_text()) if name.split(".")[-1] not in NOT_NAMES}
     missing = sorted(name for name in names if not _resolves(name))
     assert not missing, f"{_name(page)} names what the package does not have: {', '.join(missing)}"
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub and mkdocs' toc both make it for these pages (lower case, punctuation dropped,
+    spaces as hyphens)."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"\s+", "-", re.sub(r"[^\w\s-]", "", text))
+
+
+def test_the_readmes_links_lead_somewhere():
+    """mkdocs checks the site's links; the README is not part of the site, so its relative links are checked here:
+    the file exists, and the anchor is one of its headings."""
+    broken = []
+    for target in re.findall(r"\]\(([^)#:]+)(?:#([\w-]+))?\)", README.read_text()):
+        path, anchor = ROOT / target[0], target[1]
+        if not path.exists():
+            broken.append(target[0])
+        elif anchor:
+            text = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("    "))
+            if anchor not in {_slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}:
+                broken.append(f"{target[0]}#{anchor}")
+    assert not broken, f"README.md links to what does not exist: {', '.join(broken)}"
