@@ -1,7 +1,8 @@
 """The paper's rule (or any hardbatch policy) in an ``accelerate`` training loop, on one process or several.
 
     python examples/accelerate_loop.py --delta 0.5
-    torchrun --nproc-per-node 2 examples/accelerate_loop.py --delta 0.5      # or: accelerate launch --num_processes 2
+    torchrun --nproc-per-node 2 examples/accelerate_loop.py --delta 0.5
+    accelerate launch --multi_gpu --num_processes 2 examples/accelerate_loop.py   # two processes, on CPUs too
     python examples/accelerate_loop.py --policy selective-backprop
 
 A regression task (a small MLP, generated data, ``hardbatch.losses.mse``) in the quickstart loop:

@@ -3,7 +3,8 @@
 Usage: python scripts/policy_docs.py [--check]
 
 The table sits between the markers <!-- params:begin --> and <!-- params:end -->. With --check, nothing is written
-and the exit status is 1 when the table is stale (tests/test_policies.py runs the same check).
+and the exit status is 1 when the table is stale (tests/test_docs.py and tests/policies/test_contract.py run the
+same check).
 """
 
 from __future__ import annotations

@@ -63,10 +63,12 @@ def _name(page: Path) -> str:
 PAGES_WITH_CODE = [page for page in _pages() if _blocks(page)]
 
 # What a page's blocks must have done, beyond running: checked in the namespace they leave.
+QUICKSTART_CHECK = ("assert sampler.done and sampler.epoch == 10 and sampler.steps == 10 * sampler.num_batches\n"
+                    "assert int(sampler.visits.sum()) == sampler.steps and sampler.meter.samples_backprop > 0")
 CHECKS = {
-    README: "assert sampler.done and sampler.steps == 5 * 10 and int(sampler.visits.sum()) == 50",
-    QUICKSTART: "assert sampler.done and sampler.epoch == 10 and sampler.steps == 10 * sampler.num_batches\n"
-                "assert int(sampler.visits.sum()) == sampler.steps and sampler.meter.samples_backprop > 0",
+    README: QUICKSTART_CHECK,
+    QUICKSTART: QUICKSTART_CHECK,
+    OWN_LOOP: "assert sampler.done and sampler.steps == 5 * 10 and int(sampler.visits.sum()) == 50",
 }
 
 
@@ -101,20 +103,54 @@ def test_every_python_block_runs_or_says_why_not(page, tmp_path):
 
 
 def test_the_pages_this_file_checks_have_their_blocks():
-    """The pages whose blocks the tests below read by position still hold them, and run them; while the README
-    still holds the own-loop example, it is the guide's, which the tests below run for every policy."""
-    assert QUICKSTART in PAGES_WITH_CODE and runnable(QUICKSTART)
-    assert runnable(OWN_LOOP) and "def train(sampler)" in runnable(OWN_LOOP)[0][1]
-    readme_loops = [code for _, code in runnable(README) if "def train(sampler)" in code]
-    assert readme_loops in ([], [runnable(OWN_LOOP)[0][1]])
+    """The pages whose blocks the tests below read still hold them, and run them."""
+    assert quickstart_block(README) and quickstart_block(QUICKSTART)
+    assert any("def train(sampler)" in code for _, code in runnable(OWN_LOOP))
 
 
-# -- the own-loop guide's loop (tests/test_readme.py ran it from the README before the docs site) ------------------
+# -- the quickstart: one code in the README, Getting started and examples/quickstart.py ----------------------------
+
+
+def quickstart_block(page: Path) -> str:
+    """The runnable block of ``page`` that holds the quickstart loop."""
+    blocks = [code for _, code in runnable(page) if "hardbatch.training_loss(sampler, model, batch)" in code]
+    assert len(blocks) == 1, f"{_name(page)}: {len(blocks)} quickstart blocks"
+    return blocks[0]
+
+
+def _code_lines(code: str) -> list[str]:
+    """The lines of ``code`` without comments and blank lines (comments may differ between copies)."""
+    lines = (re.sub(r"\s*#.*$", "", line).rstrip() for line in code.splitlines())
+    return [line for line in lines if line.strip()]
+
+
+def _loop(code: str) -> list[str]:
+    """The quickstart's loop: from the DataLoader to the optimizer step."""
+    lines = _code_lines(code)
+    start = next(i for i, line in enumerate(lines) if line.startswith("loader = DataLoader("))
+    end = next(i for i, line in enumerate(lines) if "optimizer.step()" in line)
+    return lines[start:end + 1]
+
+
+def test_the_quickstart_is_one_code_everywhere():
+    """The README's quickstart is Getting started's, and its loop is examples/quickstart.py's (which
+    tests/test_examples.py runs, and whose loop tests/test_quickstart.py checks against the sampler-level reference
+    for every policy)."""
+    readme, guide = quickstart_block(README), quickstart_block(QUICKSTART)
+    assert _code_lines(readme) == _code_lines(guide)
+    example = (ROOT / "examples" / "quickstart.py").read_text()
+    assert _loop(readme) == _loop(example)
+    sampler = next(line for line in _code_lines(readme) if "HardBatchSampler(" in line)
+    assert sampler.split("policy=")[0] in example
+
+
+# -- the own-loop guide's primitives loop (tests/test_readme.py ran it from the README before the docs site) -------
 
 
 def _run_own_loop() -> dict:
-    """Execute the own-loop guide's first block as written, in a fresh namespace; returns the names it defined."""
-    line, code = runnable(OWN_LOOP)[0]
+    """Execute the own-loop guide's primitives loop (its block that defines ``train``) as written, in a fresh
+    namespace; returns the names it defined."""
+    line, code = next((line, code) for line, code in runnable(OWN_LOOP) if "def train(sampler)" in code)
     namespace: dict = {"__name__": "__own_loop__"}
     exec(compile("\n" * line + code, str(OWN_LOOP), "exec"), namespace)
     return namespace
@@ -193,9 +229,7 @@ def test_the_multi_gpu_guide_names_the_models_with_batchnorm():
 
 
 def test_the_cli_reference_is_what_the_parser_renders():
-    spec = importlib.util.spec_from_file_location("docs_cli", ROOT / "scripts" / "docs_cli.py")
-    docs_cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(docs_cli)
+    docs_cli = _script("docs_cli")
     assert docs_cli.PAGE.read_text() == docs_cli.render(), "docs/reference/cli.md is stale: python scripts/docs_cli.py"
 
 
@@ -283,3 +317,143 @@ def test_every_public_name_has_a_docstring(module_name):
     module = importlib.import_module(module_name)  # the test extra installs every integration's package
     missing = sorted(missing_docstrings(module))
     assert not missing, f"{len(missing)} public names without a docstring: {', '.join(missing)}"
+
+
+# -- generated parts are fresh ---------------------------------------------------------------------------------------
+
+
+def _script(name: str) -> types.ModuleType:
+    """scripts/NAME.py as a module (the scripts are not a package)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _verdict_table(text: str) -> list[str]:
+    """The rows of the first Markdown table in ``text`` (its header and separator included)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def test_the_hyper_parameter_table_is_what_the_declarations_render():
+    policy_docs = _script("policy_docs")
+    text = policy_docs.DOC.read_text()
+    assert policy_docs.rendered(text) == text, "docs/policies/README.md's table is stale: python scripts/policy_docs.py"
+
+
+def test_the_readme_block_is_the_evidence_pages_verdict_table():
+    """make evidence rewrites docs/evidence.md and the README's block from the same runs: the block holds the page's
+    verdict table (a page regenerated without --readme, or a block edited by hand, fails here)."""
+    from hardbatch.report.benchmarks import MARKERS
+
+    readme = README.read_text()
+    assert readme.count(MARKERS[0]) == 1 and readme.count(MARKERS[1]) == 1
+    block = readme.split(MARKERS[0], 1)[1].split(MARKERS[1], 1)[0]
+    page = (DOCS / "evidence.md").read_text().split("\n## Verdicts\n", 1)[1]
+    assert _verdict_table(block) == _verdict_table(page), "README.md's evidence block is stale: make evidence"
+    assert "[`docs/evidence.md`](docs/evidence.md)" in block
+
+
+# -- hand-written lists that must name every registered policy ------------------------------------------------------
+
+
+def _table_names(text: str, heading: str) -> list[str]:
+    """The policy names in the first column of the first table after ``heading``."""
+    section = text.split(heading, 1)[1]
+    return [re.match(r"\| `([\w-]+)`", line).group(1) for line in _verdict_table(section)[2:]]
+
+
+def test_every_registered_policy_has_a_card_a_row_and_a_place_in_the_nav():
+    names = list(POLICIES)
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for name in names:
+        assert (DOCS / "policies" / f"{name}.md").exists(), f"no card docs/policies/{name}.md"
+        assert f"policies/{name}.md" in nav, f"mkdocs.yml's nav has no {name} card"
+    assert _table_names((DOCS / "policies" / "README.md").read_text(), "# Selection policies") == names
+    guide = (DOCS / "guides" / "command-line.md").read_text()
+    assert _table_names(guide, "## Policies") == names
+    policy_row = next(line for line in guide.splitlines() if line.startswith("| `--policy` |"))
+    assert re.findall(r"`([\w-]+)`", policy_row.split("|")[2]) == names, "the --policy row must name every policy"
+
+
+def test_the_reproducing_guide_names_the_evidence_benchmarks():
+    evidence = _script("evidence")
+    guide = (DOCS / "guides" / "reproducing.md").read_text()
+    named = re.search(r"only those benchmarks \((.*?)\)", guide, re.S).group(1)
+    assert re.findall(r"`([\w-]+)`", named) == [b.name for b in evidence.BENCHMARKS]
+
+
+# -- what the pages name exists --------------------------------------------------------------------------------------
+
+# The hand-written pages: the generated evidence pages and the changelog (which names what was removed) aside.
+WRITTEN = [page for page in _pages() if not page.is_relative_to(DOCS / "evidence")
+           and page.name not in ("evidence.md", "CHANGELOG.md", "changelog.md")]
+REPO_PATH = re.compile(r"(?<![\w/.-])((?:tests|examples|scripts|benchmarks)/[\w/.-]+\.(?:py|sh))(?:::(\w+))?")
+DOTTED = re.compile(r"(?<![\w/.-])hardbatch(?:\.[A-Za-z_]\w*)+")
+NOT_NAMES = {"md", "py", "pt", "lock", "json", "csv", "NAME"}  # file names, and the API page's placeholder
+
+
+def _resolves(name: str) -> bool:
+    """Whether ``name`` (``hardbatch.x.y``) is a module, or an attribute of the longest module prefix of it."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            if not hasattr(value, part):
+                return False
+            value = getattr(value, part)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("page", WRITTEN, ids=_name)
+def test_the_files_a_page_names_exist(page):
+    """Test files everywhere; examples/, scripts/ and benchmarks/ files outside the policy cards, which also quote
+    their authors' repositories (whose folders have the same names). test_NAME.py is a placeholder."""
+    card = page.parent == DOCS / "policies"
+    missing = []
+    for path, function in REPO_PATH.findall(page.read_text()):
+        if "NAME" in path or card and not path.startswith("tests/"):
+            continue
+        if not (ROOT / path).exists():
+            missing.append(path)
+        elif function and not re.search(rf"^def {function}\(", (ROOT / path).read_text(), re.M):
+            missing.append(f"{path}::{function}")
+    assert not missing, f"{_name(page)} names files or tests that do not exist: {', '.join(sorted(set(missing)))}"
+
+
+@pytest.mark.parametrize("page", WRITTEN, ids=_name)
+def test_the_hardbatch_names_a_page_uses_exist(page):
+    names = {name for name in DOTTED.findall(page.read_text()) if name.split(".")[-1] not in NOT_NAMES}
+    missing = sorted(name for name in names if not _resolves(name))
+    assert not missing, f"{_name(page)} names what the package does not have: {', '.join(missing)}"
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub and mkdocs' toc both make it for these pages (lower case, punctuation dropped,
+    spaces as hyphens)."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"\s+", "-", re.sub(r"[^\w\s-]", "", text))
+
+
+def test_the_readmes_links_lead_somewhere():
+    """mkdocs checks the site's links; the README is not part of the site, so its relative links are checked here:
+    the file exists, and the anchor is one of its headings."""
+    broken = []
+    for target in re.findall(r"\]\(([^)#:]+)(?:#([\w-]+))?\)", README.read_text()):
+        path, anchor = ROOT / target[0], target[1]
+        if not path.exists():
+            broken.append(target[0])
+        elif anchor:
+            text = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("    "))
+            if anchor not in {_slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}:
+                broken.append(f"{target[0]}#{anchor}")
+    assert not broken, f"README.md links to what does not exist: {', '.join(broken)}"

@@ -1,4 +1,4 @@
-"""What training spends, counted as it happens: the cost meter that every sampler carries (README "Cost")."""
+"""What training spends, counted as it happens: the cost meter that every sampler carries (docs: "Cost")."""
 
 from __future__ import annotations
 

@@ -35,8 +35,8 @@ FRACTION = Range(0.0, 1.0)  # accuracies and shares
 
 @dataclass(kw_only=True)
 class HistoryRow:
-    """history.csv: one row per epoch; README "Cost" explains the cost columns (``train_seconds`` includes
-    ``choose_seconds``)."""
+    """history.csv: one row per epoch; docs/guides/command-line.md "Cost" explains the cost columns
+    (``train_seconds`` includes ``choose_seconds``)."""
 
     epoch: int = param(help="the epoch, from 1", range=COUNT)
     step: int = param(help="optimizer steps so far", range=COUNT)
@@ -73,7 +73,7 @@ class TraceRow:
 
 @dataclass(kw_only=True)
 class CostTotals:
-    """summary.json ``cost``: what the run spent in all (README "Cost")."""
+    """summary.json ``cost``: what the run spent in all (docs/guides/command-line.md "Cost")."""
 
     optimizer_steps: int = param(help="optimizer steps", range=COUNT)
     samples_loaded: int = param(help="samples loaded", range=COUNT)
@@ -431,7 +431,7 @@ def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batc
 
 
 def cost_totals(history: list[dict]) -> dict:
-    """A run's total cost (``CostTotals``, README "Cost") from its per-epoch history."""
+    """A run's total cost (``CostTotals``, docs/guides/command-line.md "Cost") from its per-epoch history."""
     totals = {"optimizer_steps": int(history[-1]["step"]) if history else 0}
     for column in COST_COLUMNS[:4]:
         totals[column] = sum(row[column] for row in history)

@@ -1,7 +1,7 @@
 """Any hardbatch policy inside a Hugging Face ``transformers.Trainer``: a Trainer subclass, ``HardBatchTrainer``.
 
 Needs ``pip install 'hardbatch[transformers]'``; the core package never imports this module. See
-``examples/hf_trainer.py`` and README "Hugging Face Trainer".
+``examples/hf_trainer.py`` and docs/guides/integrations.md "Hugging Face Trainer".
 
 The selection unit is one optimizer step's global batch, B = ``per_device_train_batch_size`` ×
 ``gradient_accumulation_steps`` × world size: the sampler cuts the training set into N = ⌊n / B⌋ fixed batches and
@@ -10,8 +10,8 @@ its budget is ``num_train_epochs`` epochs of N steps. The Trainer hooks it overr
 - ``get_train_dataloader``: each item is this rank's contiguous share of the next global batch the policy planned
   (``distributed.LocalSlices``), collated in one piece; one pass of the loader is one pass of the policy (a Trainer
   "epoch" is a round). The loader is not handed to ``accelerator.prepare``, whose ``BatchSamplerShard`` would give
-  rank r every W-th batch instead (README "Accelerate"), and it never draws from the global RNG (a resumed run's
-  dropout masks are the uninterrupted run's).
+  rank r every W-th batch instead (docs/guides/integrations.md "Accelerate"), and it never draws from the global RNG
+  (a resumed run's dropout masks are the uninterrupted run's).
 - ``get_batch_samples`` (where the Trainer collects one optimizer step's micro-batches): loads that share, runs
   hardbatch's step core on it (``hardbatch.step.select``: the policy's no-grad scoring pass, keep-masks, weights,
   the cost meter) and splits the rows it keeps into the step's ``gradient_accumulation_steps`` micro-batches. A
@@ -450,9 +450,9 @@ class HardBatchTrainer(Trainer):
         return super().train(resume_from_checkpoint or None, *args, **kwargs)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        """``Trainer.log`` with the cost counters (README "Cost") as ``hardbatch/<counter>``: ``train_seconds`` and
-        ``cpu_seconds`` count training only (loading, choosing, forward, backward, optimizer step), where the
-        Trainer's ``train_runtime`` includes evaluation and checkpoints."""
+        """``Trainer.log`` with the cost counters (docs/guides/command-line.md "Cost") as ``hardbatch/<counter>``:
+        ``train_seconds`` and ``cpu_seconds`` count training only (loading, choosing, forward, backward, optimizer
+        step), where the Trainer's ``train_runtime`` includes evaluation and checkpoints."""
         cost = {f"hardbatch/{name}": value for name, value in self.meter.state_dict().items()}
         cost["hardbatch/epoch"] = self.sampler.epoch  # epochs of N steps finished (the Trainer's epochs are rounds)
         super().log({**logs, **cost}, *args, **kwargs)

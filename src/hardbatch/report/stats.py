@@ -63,7 +63,7 @@ class Target:
 
 @dataclass(frozen=True)
 class Cost:
-    """What an arm spent, means over seeds (README "Cost")."""
+    """What an arm spent, means over seeds (docs/guides/command-line.md "Cost")."""
 
     optimizer_steps: float = NAN
     samples_loaded: float = NAN

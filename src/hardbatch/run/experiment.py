@@ -49,7 +49,7 @@ def train_run(
     data: DataSplits | None = None,
     label: str | None = None,
 ) -> dict:
-    """Train one run into ``out`` and return its summary; see README "Run directory" for the files.
+    """Train one run into ``out`` and return its summary; see docs/guides/run-folders.md "Run directory" for the files.
 
     ``resume`` continues an unfinished run from its last checkpoint (or returns a finished run's
     summary); ``overwrite`` replaces whatever ``out`` holds. Bad input raises UsageError before

@@ -1,5 +1,5 @@
 """A run's state as one object: model, optimizer, scheduler, sampler and policy, cost meter and RNG, saved and
-loaded as one checkpoint dict (README "Run directory": checkpoint.pt)."""
+loaded as one checkpoint dict (docs/guides/run-folders.md "Run directory": checkpoint.pt)."""
 
 from __future__ import annotations
 
