@@ -91,9 +91,9 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False, skip: tuple[s
                         "The defaults shown below are those without a protocol.")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in fields(RunConfig):
-        group_name = f.metadata.get("group")
         if not f.metadata.get("cli") or f.name in skip:
             continue
+        group_name = f.metadata["group"]  # every command-line setting is declared in a group
         group = groups.get(group_name) or groups.setdefault(group_name, p.add_argument_group(group_name))
         if f.name in ("dataset", "model"):
             if many:
@@ -406,11 +406,12 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:  # an optional package the command needs (``pip install 'hardbatch[cli]'``)
-        extra = EXTRAS.get((e.name or "").split(".")[0])
+        package = (e.name or "").split(".")[0]
+        extra = EXTRAS.get(package)
         if extra is None:
             raise
         if distributed.is_writer():
-            print(f"hardbatch {args.command}: error: this needs the {e.name.split('.')[0]} package: pip install "
+            print(f"hardbatch {args.command}: error: this needs the {package} package: pip install "
                   f"'hardbatch[{extra}]'", file=sys.stderr)
         return 2
     except NoSpaceLeft as e:

@@ -221,7 +221,7 @@ def together(fn: Callable[..., Any], *args, **kwargs) -> Any:
         result = fn(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
         error = _picklable(e)
-    errors = [None] * world_size()
+    errors: list[BaseException | None] = [None] * world_size()
     dist.all_gather_object(errors, error)
     first = next((e for e in errors if e is not None), None)
     if first is not None:

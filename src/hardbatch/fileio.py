@@ -34,10 +34,10 @@ class NoSpaceLeft(OSError):
         super().__init__(errno.ENOSPC, f"no space left on the device to write {path} ({need}{have})", str(path))
 
     def __str__(self) -> str:
-        return self.strerror
+        return str(self.strerror)
 
 
-def _size(nbytes: int) -> str:
+def _size(nbytes: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
         if nbytes < 1000 or unit == "GB":
             return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
@@ -58,7 +58,7 @@ def space_for(path: Path | str, needed: int | None = None):
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
 
     A failure (a full disk: NoSpaceLeft) leaves the old file as it was and no temporary file behind.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -172,16 +172,10 @@ def _set_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
     for parent in model.modules():
         for child_name, child in parent.named_children():
             if isinstance(child, nn.Conv2d):
-                new = nn.Conv2d(
-                    in_channels,
-                    child.out_channels,
-                    child.kernel_size,
-                    child.stride,
-                    child.padding,
-                    child.dilation,
-                    child.groups if child.groups == 1 else in_channels,
-                    child.bias is not None,
-                )
+                geometry: dict[str, Any] = dict(kernel_size=child.kernel_size, stride=child.stride,
+                                                padding=child.padding, dilation=child.dilation)
+                new = nn.Conv2d(in_channels, child.out_channels, **geometry,
+                                groups=child.groups if child.groups == 1 else in_channels, bias=child.bias is not None)
                 setattr(parent, child_name, new)
                 return model
     raise ValueError("model has no convolution to adapt")

@@ -187,7 +187,7 @@ def _check(name: str, value, kind, f: dataclasses.Field):
         raise BadRecord(f"{name} is missing")
     (kind,) = [k for k in options if k is not type(None)]
     origin = typing.get_origin(kind)
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise BadRecord(f"{name} is not a JSON object")
         check_record(kind, value, f"{name}.")

@@ -77,14 +77,14 @@ class HardBatchSampler(Sampler[list[int]]):
     ):
         given = isinstance(data_len_or_partition, torch.Tensor)
         seed = positive_int("seed", seed, "an integer >= 0", minimum=0)
-        if given:
+        if isinstance(data_len_or_partition, torch.Tensor):
             self.partition = _checked_partition(data_len_or_partition)
             num_samples = int(self.partition.max()) + 1
         else:
             num_samples = positive_int("data_len_or_partition", data_len_or_partition,
                                        "a positive int or an (N, B) integer tensor of sample indices")
             generator = generator_for(seed, "partition") if shuffle_partition else None
-            self.partition = fixed_partition(num_samples, batch_size, generator)
+            self.partition = fixed_partition(num_samples, positive_int("batch_size", batch_size), generator)
         self.num_batches = len(self.partition)
         epochs = positive_int("epochs", epochs)
         if labels is not None:

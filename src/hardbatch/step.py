@@ -232,7 +232,7 @@ def record(sampler: HardBatchSampler, chosen: Chosen, loss: torch.Tensor, sample
     if sample_losses is not None:
         check_per_sample(sample_losses, batches.batch_size(chosen.batch))
     loss = distributed.global_mean(loss, chosen.count, chosen.total, sampler.group)
-    if sampler.policy.per_sample:
+    if sampler.policy.per_sample and sample_losses is not None:  # (None: refused by sampler.record below)
         sample_losses = distributed.all_gather(sample_losses, sampler.group)
     meter = sampler.meter
     meter.optimizer_steps += 1

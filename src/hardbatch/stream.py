@@ -146,14 +146,15 @@ class InBatchSelector:
         """Record the pending batch: its training loss (0-d), or its mean score when nothing of it was trained."""
         step = self.pending
         pooled = self.policy.accumulates and self._scored  # what it keeps waits in the pool for a step of its own
-        trained = not pooled and step.weights is not None and bool((step.weights > 0).any())
+        weights = step.weights
+        trained = not pooled and weights is not None and bool((weights > 0).any())
         self.policy.observe(step, loss, sample_losses)
         self._pending, self._scored = None, False
         self.loaded += 1
         self.in_epoch += 1
         if trained:
             self.steps += 1
-        samples = int((step.weights > 0).sum()) if trained else 0
+        samples = int((weights > 0).sum()) if trained and weights is not None else 0
         self.last = Recorded(self.steps if trained else 0, self.epoch, step.batch, loss, samples)
         self.epoch_ended = self.steps_per_epoch is not None and self.in_epoch == self.steps_per_epoch
         if self.epoch_ended:

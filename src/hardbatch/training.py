@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -140,7 +140,8 @@ def evaluate(
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     top1 = torch.zeros((), device=device, dtype=torch.long)
     top5 = torch.zeros((), device=device, dtype=torch.long)
-    class_hits = class_counts = None  # (C,) sums kept on the device: no sync per batch
+    class_hits: torch.Tensor | None = None  # (C,) sums kept on the device: no sync per batch
+    class_counts: torch.Tensor | None = None
     count = 0
     for batch in batches:
         batch = _to_batch(batch, device, transform, None, channels_last)
@@ -158,7 +159,7 @@ def evaluate(
         hits = ranked == y[:, None]
         top1 += hits[:, 0].sum()
         top5 += hits.any(dim=1).sum()
-        if class_hits is None:
+        if class_hits is None or class_counts is None:
             class_hits = torch.zeros(logits.shape[1], device=device, dtype=torch.long)
             class_counts = torch.zeros_like(class_hits)
         class_hits.scatter_add_(0, y, hits[:, 0].long())
@@ -169,9 +170,10 @@ def evaluate(
     loss_sum, top1, top5, count = sums.tolist()
     if not classify:
         return EvalResult(loss_sum / count, math.nan, math.nan)
+    assert class_hits is not None and class_counts is not None  # set by the first batch
     classes = distributed.all_reduce_sum(torch.cat([class_hits, class_counts]))
-    class_hits, class_counts = classes.view(2, -1).tolist()
-    return EvalResult(loss_sum / count, top1 / count, top5 / count, class_hits, class_counts)
+    hits_by_class, counts_by_class = classes.view(2, -1).tolist()
+    return EvalResult(loss_sum / count, top1 / count, top5 / count, hits_by_class, counts_by_class)
 
 
 def fit(
@@ -179,7 +181,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     train_batches: Iterable,
     sampler: HardBatchSampler,
-    eval_sets: dict[str, Iterable],
+    eval_sets: Mapping[str, Iterable],
     device: torch.device,
     *,
     train_transform: Transform | None = None,
@@ -225,7 +227,7 @@ def fit(
     while not sampler.done:
         for batch in train_batches:
             total = len(sampler.pending.samples)  # the global batch; ``batch`` holds this rank's rows of it
-            if generator is not None:
+            if generator is not None and augment_seed is not None:
                 generator.manual_seed(augment_seed * 1_000_003 + sampler.steps)
             batch = _to_batch(batch, device, train_transform, generator, channels_last,
                               None if world == 1 else (distributed.local_rows(total), total))
@@ -239,6 +241,7 @@ def fit(
                 if scheduler is not None:
                     scheduler.step()
                 last = sampler.last
+                assert last is not None  # the step just recorded
                 losses.append(last.loss)
                 steps.append((last.step, last.round, last.batch, last.samples))
             if not sampler.epoch_ended:

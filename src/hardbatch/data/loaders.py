@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from typing import cast
+
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
-from hardbatch.data.memory import gives_batches, keep_batch
+from hardbatch.data.memory import SizedDataset, gives_batches, keep_batch
 from hardbatch.data.splits import Relabelling
 from hardbatch.data.transforms import BatchTransform
 
@@ -16,9 +18,9 @@ from hardbatch.data.transforms import BatchTransform
 class DataSplits:
     """A loaded data set: train, optional validation and test splits, and the transforms to model input."""
 
-    train: Dataset
-    val: Dataset | None
-    test: Dataset
+    train: SizedDataset
+    val: SizedDataset | None
+    test: SizedDataset
     num_classes: int
     in_channels: int
     image_size: int  # side length the model sees (a 1-D signal's length)
@@ -26,13 +28,13 @@ class DataSplits:
     eval_transform: BatchTransform
     relabelled: Relabelling | None = None  # the training samples label noise relabelled, if any
 
-    def loader(self, dataset: Dataset, batch_sampler: Sampler, num_workers: int = 0,
+    def loader(self, dataset: SizedDataset, batch_sampler: Sampler, num_workers: int = 0,
                pin_memory: bool = False) -> DataLoader:
         """A DataLoader that draws whole mini-batches from ``batch_sampler``: each batch (inputs (B, ...), labels
         (B,)) gathered in one op from a data set that gives batches, else collated from its samples."""
         collate = keep_batch if gives_batches(dataset) else None
         return DataLoader(
-            dataset,
+            cast(Dataset, dataset),
             batch_sampler=batch_sampler,
             collate_fn=collate,
             num_workers=num_workers,
@@ -43,7 +45,7 @@ class DataSplits:
             generator=torch.Generator().manual_seed(0),
         )
 
-    def eval_loader(self, dataset: Dataset, batch_size: int = 1024, num_workers: int = 0, pin_memory: bool = False,
+    def eval_loader(self, dataset: SizedDataset, batch_size: int = 1024, num_workers: int = 0, pin_memory: bool = False,
                     shard: range | None = None) -> DataLoader:
         """Sequential, complete batches over ``dataset`` (or its indices ``shard``: one process's share) for
         evaluation."""

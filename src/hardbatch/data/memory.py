@@ -3,8 +3,19 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol, cast
+
 import torch
 from torch.utils.data import Dataset, Subset
+
+
+class SizedDataset(Protocol):
+    """A map-style data set with a length, as every split here is (torch types ``Dataset`` without ``__len__``, which
+    its iterable data sets lack): torchvision's data sets, ``TensorDataset``, ``Subset``, ``InMemoryDataset``."""
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def __len__(self) -> int: ...
 
 
 class InMemoryDataset(Dataset):
@@ -43,38 +54,39 @@ def keep_batch(batch):
     return batch
 
 
-def gives_batches(dataset: Dataset) -> bool:
+def gives_batches(dataset: SizedDataset) -> bool:
     """Whether ``dataset.__getitems__`` returns a whole batch (an InMemoryDataset, or a Subset of one), not a list
     of samples."""
-    while isinstance(dataset, Subset):  # Subset always has __getitems__; it returns what its base returns
-        dataset = dataset.dataset
-    return hasattr(dataset, "__getitems__")
+    base: object = dataset
+    while isinstance(base, Subset):  # Subset always has __getitems__; it returns what its base returns
+        base = base.dataset
+    return hasattr(base, "__getitems__")
 
 
-def dataset_labels(dataset: Dataset) -> torch.Tensor:
+def dataset_labels(dataset: SizedDataset) -> torch.Tensor:
     """The class label of every sample, (n,) on the CPU, without loading images: an InMemoryDataset's ``labels``, a
     Subset's picks of its base's, or the ``targets`` of any other data set (torchvision's, ``RelabelledDataset``)."""
     if isinstance(dataset, InMemoryDataset):
         return dataset.labels.cpu()
     if isinstance(dataset, Subset):
-        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices)]
+        return dataset_labels(cast(SizedDataset, dataset.dataset))[torch.as_tensor(dataset.indices)]
     if hasattr(dataset, "targets"):
         return torch.as_tensor(dataset.targets)
     raise TypeError(f"cannot read labels of {type(dataset).__name__}")
 
 
-def subset(dataset: Dataset, indices: torch.Tensor) -> Dataset:
+def subset(dataset: SizedDataset, indices: torch.Tensor) -> SizedDataset:
     """The samples ``indices`` (k,) of ``dataset``, in that order: an InMemoryDataset of their tensors when
     ``dataset`` is one, else a ``Subset``."""
     if isinstance(dataset, InMemoryDataset):
         return InMemoryDataset(dataset.images[indices], dataset.labels[indices])
-    return Subset(dataset, indices.tolist())
+    return Subset(cast(Dataset, dataset), indices.tolist())
 
 
 class RelabelledDataset(Dataset):
     """Another data set's samples with replaced labels (for data sets not held in memory)."""
 
-    def __init__(self, dataset: Dataset, labels: torch.Tensor):
+    def __init__(self, dataset: SizedDataset, labels: torch.Tensor):
         self.dataset, self.targets = dataset, labels
 
     def __len__(self) -> int:
@@ -84,7 +96,7 @@ class RelabelledDataset(Dataset):
         return self.dataset[index][0], int(self.targets[index])
 
 
-def with_labels(dataset: Dataset, labels: torch.Tensor) -> Dataset:
+def with_labels(dataset: SizedDataset, labels: torch.Tensor) -> SizedDataset:
     """``dataset``'s samples, in order, with ``labels`` (n,) in place of theirs: an InMemoryDataset sharing the
     images when ``dataset`` is one, else a ``RelabelledDataset``."""
     if isinstance(dataset, InMemoryDataset):

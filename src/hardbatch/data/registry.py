@@ -10,7 +10,7 @@ import torch
 
 from hardbatch.config import RunConfig
 from hardbatch.data.loaders import DataSplits
-from hardbatch.data.memory import InMemoryDataset
+from hardbatch.data.memory import InMemoryDataset, SizedDataset
 from hardbatch.data.readers import (
     RawData,
     read_cifar10,
@@ -105,19 +105,20 @@ def default_models_text() -> str:
 def check_signal_options(cfg: RunConfig) -> None:
     """UsageError for options that only images have (crop/flip, resizing, the small stem, ImageNet statistics),
     given for a data set of 1-D signals; the message says how to undo what a protocol preset set."""
-    given = {f"--augment {cfg.augment}": (cfg.augment != "none", "--augment none"),
-             f"--image-size {cfg.image_size}": (cfg.image_size is not None, None),
-             f"--stem {cfg.stem}": (cfg.stem != "imagenet", "--stem imagenet"),
-             "--normalize imagenet": (cfg.normalize == "imagenet", "--normalize dataset")}
-    given = {text: undo for text, (on, undo) in given.items() if on}
+    options = {f"--augment {cfg.augment}": (cfg.augment != "none", "--augment none"),
+               f"--image-size {cfg.image_size}": (cfg.image_size is not None, None),
+               f"--stem {cfg.stem}": (cfg.stem != "imagenet", "--stem imagenet"),
+               "--normalize imagenet": (cfg.normalize == "imagenet", "--normalize dataset")}
+    given = {text: undo for text, (on, undo) in options.items() if on}  # what undoes each (None: only the protocol)
     if not given:
         return
+    undo = [u for u in given.values() if u is not None]
     if cfg.protocol is None:
         fix = "leave them out"
-    elif None in given.values():
+    elif len(undo) < len(given):
         fix = f"drop --protocol {cfg.protocol}"
     else:
-        fix = f"add {' '.join(given.values())} or drop --protocol {cfg.protocol}"
+        fix = f"add {' '.join(undo)} or drop --protocol {cfg.protocol}"
     preset = f" (set by --protocol {cfg.protocol})" if cfg.protocol else ""
     raise UsageError(f"{cfg.dataset} holds 1-D signals, and {', '.join(given)}{preset} apply to images only; {fix}")
 
@@ -136,7 +137,10 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
     train, relabelled = reshape_train(train, cfg, raw.num_classes)  # after the validation split: val stays clean
     test = raw.test
     if cfg.data_on_device:
-        train, val, test = (d.to(device) if isinstance(d, InMemoryDataset) else d for d in (train, val, test))
+        def moved(d: SizedDataset) -> SizedDataset:
+            return d.to(device) if isinstance(d, InMemoryDataset) else d
+
+        train, test, val = moved(train), moved(test), None if val is None else moved(val)
     mean, std = normalisation(cfg.normalize, raw.mean, raw.std, raw.in_channels)
     size = cfg.image_size or raw.image_size
     return DataSplits(

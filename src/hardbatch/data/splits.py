@@ -7,10 +7,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
 
 from hardbatch.config import RunConfig
-from hardbatch.data.memory import dataset_labels, subset, with_labels
+from hardbatch.data.memory import SizedDataset, dataset_labels, subset, with_labels
 from hardbatch.errors import UsageError
 from hardbatch.functional import generator_for
 
@@ -35,7 +34,7 @@ def stratified_split(labels: torch.Tensor, fraction: float,
     return mask.nonzero().flatten(), held_out
 
 
-def hold_out(train: Dataset, fraction: float) -> tuple[Dataset, Dataset | None]:
+def hold_out(train: SizedDataset, fraction: float) -> tuple[SizedDataset, SizedDataset | None]:
     """(train, validation): ``fraction`` of each class of ``train`` held out by ``stratified_split``; ``train`` and
     None when ``fraction`` is 0. A fraction that holds out no sample at all is a UsageError."""
     if fraction <= 0:
@@ -128,7 +127,8 @@ class Relabelling:
     given_labels: torch.Tensor
 
 
-def reshape_train(train: Dataset, cfg: RunConfig, num_classes: int) -> tuple[Dataset, Relabelling | None]:
+def reshape_train(train: SizedDataset, cfg: RunConfig, num_classes: int
+                  ) -> tuple[SizedDataset, Relabelling | None]:
     """The training split as ``cfg`` asks: a class-balanced subset (``train_subset``), then a long tail
     (``imbalance``), then label noise (``label_noise``), each from its own generator of ``cfg.seed``."""
     labels = dataset_labels(train)

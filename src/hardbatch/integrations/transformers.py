@@ -129,7 +129,7 @@ class _PassLoader(DataLoader):
     pass gives its workers the seeds the uninterrupted run gave them, and no pass draws from the global RNG."""
 
     def __init__(self, sampler: HardBatchSampler, seed: int, *args, **kwargs):
-        super().__init__(*args, generator=torch.Generator(), **kwargs)
+        super().__init__(*args, **{**kwargs, "generator": torch.Generator()})
         self.hardbatch_sampler, self.seed = sampler, seed
 
     def __iter__(self):
@@ -389,8 +389,10 @@ class HardBatchTrainer(Trainer):
     def _record(self, accumulation: _Accumulation) -> None:
         """Record a finished step with the sampler (losses combined across ranks) and append it to the trace."""
         self._accumulation = None
+        assert isinstance(accumulation.loss, torch.Tensor)  # a sum of the micro-batches' losses, at least one
         loss = step_core.record(self.sampler, accumulation.chosen, accumulation.loss, torch.cat(accumulation.losses))
         last = self.sampler.last
+        assert last is not None  # the step just recorded
         self.trace.append({"step": self.sampler.steps, "round": last.round, "batch": last.batch, "loss": loss})
 
     # -- state and logs -------------------------------------------------------------------------------------------
@@ -434,7 +436,9 @@ class HardBatchTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            write_state(os.path.join(output_dir or self.args.output_dir, STATE_FILE), self.selection_state())
+            folder = output_dir or self.args.output_dir
+            assert folder is not None  # the Trainer saves to one
+            write_state(os.path.join(folder, STATE_FILE), self.selection_state())
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """``Trainer.train``; resuming, the checkpoint must be complete (see ``checkpoint_state``), and its selection
@@ -442,6 +446,8 @@ class HardBatchTrainer(Trainer):
         ``args.output_dir``, with a warning naming each newer one that a kill or a full disk left incomplete."""
         _shutdown_at_exit()  # a process group created after the Trainer
         if resume_from_checkpoint is True:
+            if self.args.output_dir is None:
+                raise UsageError("resume_from_checkpoint=True looks in args.output_dir, which is not set")
             resume_from_checkpoint, state = newest_complete_checkpoint(self.args.output_dir)
         elif resume_from_checkpoint:
             state = explicit_checkpoint_state(resume_from_checkpoint)

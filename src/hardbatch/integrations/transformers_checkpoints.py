@@ -41,7 +41,7 @@ def write_state(path: str, state: dict) -> None:
     disk leaves no part of it, only no file (the checkpoint is then incomplete, see ``checkpoint_state``)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(Path(path), buffer.getbuffer())
+    atomic_write_bytes(Path(path), buffer.getbuffer())  # a view of the buffer: no copy
 
 
 def read_state(path: str) -> dict:

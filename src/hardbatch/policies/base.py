@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -74,11 +74,17 @@ class Round:
 
     def row(self, i: int) -> torch.Tensor:
         """The sample indices of step ``i``, shape (b,)."""
-        return self.samples[i] if self.source is None else self.source[self._ids[i]]
+        if self.source is not None:
+            return self.source[self._ids[i]]
+        assert self.samples is not None  # a round holds its rows or a source to take them from
+        return self.samples[i]
 
     def rows_where(self, steps: torch.Tensor) -> torch.Tensor:
         """The sample indices of the steps ``steps`` (indices), shape (len(steps), b)."""
-        return self.samples[steps] if self.source is None else self.source[self.ids[steps]]
+        if self.source is not None:
+            return self.source[self.ids[steps]]
+        assert self.samples is not None
+        return self.samples[steps]
 
     def step(self, i: int) -> Step:
         """Step ``i`` as the loop sees it (weights only where they are set before loading)."""
@@ -100,6 +106,7 @@ class Round:
         if self.source is not None:
             state["source"] = next(name for name, table in sources.items() if table is self.source)
         else:
+            assert self.samples is not None
             state["samples"] = _narrow(self.samples)
         if self.weights is not None:
             values, codes = torch.unique(self.weights, return_inverse=True)
@@ -133,7 +140,7 @@ class SampleScores:
 
     def __init__(self, num_samples: int):
         self._values = torch.full((num_samples,), float("nan"))
-        self._unwritten: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._unwritten: list[tuple[Any, ...]] = []  # (samples, losses) of each write since the last read
 
     def write(self, samples: torch.Tensor, losses: torch.Tensor) -> None:
         """Record the losses (b,) of samples (b,)."""
@@ -178,19 +185,36 @@ class Policy:
     answering ``in_batch_preset``; ``per_sample_state``: it keeps state per sample (it needs stable sample ids there).
     """
 
-    name = ""
-    per_sample = False
-    scores_first = False
-    score_train_mode = True
-    score_moves_batchnorm = False
-    accumulates = False
-    epoch_is_round = False
-    axis: str | None = None
-    example: dict = {}
-    requires: dict = {}
-    holdout = False
-    in_batch = False
-    per_sample_state = False
+    name: ClassVar[str] = ""
+    per_sample: ClassVar[bool] = False
+    scores_first: ClassVar[bool] = False
+    score_train_mode: ClassVar[bool] = True
+    score_moves_batchnorm: bool = False  # a hyper-parameter of the policies that offer both
+    accumulates: ClassVar[bool] = False
+    epoch_is_round: ClassVar[bool] = False
+    axis: ClassVar[str | None] = None
+    example: ClassVar[dict[str, Any]] = {}
+    requires: ClassVar[dict[str, Any]] = {}
+    holdout: ClassVar[bool] = False
+    in_batch: ClassVar[bool] = False
+    per_sample_state: ClassVar[bool] = False
+
+    # Every subclass is a dataclass (its fields are the hyper-parameters); this says so to type checkers.
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    # Set by ``bind`` on the bound copy (an unbound policy has none of them).
+    streaming: bool
+    partition: torch.Tensor  # (N, B) the fixed batches of sample indices
+    num_batches: int  # N
+    batch_size: int  # B
+    num_samples: int  # n
+    epochs: int  # the budget, in epochs
+    generator: torch.Generator
+    k: int  # optimizer steps per round after the first
+    round: int  # index of the round last planned; -1 before the first
+    # What a ``holdout`` policy offers the run: the irreducible-loss model's loss of every training sample, set
+    # before training (None until then).
+    irreducible: torch.Tensor | None
 
     def __post_init__(self) -> None:
         check_fields(self, owner=type(self).__name__)

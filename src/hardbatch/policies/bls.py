@@ -8,12 +8,12 @@ import torch
 
 from hardbatch.functional import batch_loss_scores, batch_mean_weights
 from hardbatch.params import Range, param
-from hardbatch.policies.base import Round, Step
+from hardbatch.policies.base import Round, SampleScores, Step
 from hardbatch.policies.infobatch import InfoBatch
 from hardbatch.policies.registry import register
 
 
-class BatchLossScores:
+class BatchLossScores(SampleScores):
     """Each sample's Batch Loss Score, shape (n,), 0 before its first batch (as the authors' code starts them).
 
     ``write`` only remembers a step's samples and its loss (no tensor operation, no device sync); the moving averages
@@ -24,9 +24,10 @@ class BatchLossScores:
     def __init__(self, num_samples: int, alpha: float):
         self.alpha = alpha
         self._values = torch.zeros(num_samples)
-        self._unwritten: list[tuple[torch.Tensor, torch.Tensor | float, torch.Tensor | float]] = []
+        self._unwritten = []  # (samples, loss, weight) of each step since the last read
 
-    def write(self, samples: torch.Tensor, loss: torch.Tensor | float, weight: torch.Tensor | float = 1.0) -> None:
+    def write(self, samples: torch.Tensor, loss: torch.Tensor | float,
+              weight: torch.Tensor | float = 1.0) -> None:
         """Record that ``samples`` (b,) were trained in a batch whose mean loss times ``weight`` is ``loss`` (0-d)."""
         self._unwritten.append((samples, loss.detach() if isinstance(loss, torch.Tensor) else loss, weight))
 
@@ -34,14 +35,14 @@ class BatchLossScores:
     def values(self) -> torch.Tensor:
         """The scores, shape (n,), with every written step applied."""
         if self._unwritten:
-            samples, losses, weights = zip(*self._unwritten)
+            steps, losses, weights = zip(*self._unwritten)
             if all(isinstance(loss, torch.Tensor) for loss in losses):
-                losses = torch.stack([loss.float().reshape(()) for loss in losses]).cpu()  # one sync a round
+                trained = torch.stack([loss.float().reshape(()) for loss in losses]).cpu()  # one sync a round
             else:
-                losses = torch.tensor([float(loss) for loss in losses])
-            batch_losses = losses / torch.tensor([float(w) for w in weights])
-            counts = torch.tensor([len(s) for s in samples])
-            samples = torch.cat(samples)
+                trained = torch.tensor([float(loss) for loss in losses])
+            batch_losses = trained / torch.tensor([float(w) for w in weights])
+            counts = torch.tensor([len(s) for s in steps])
+            samples = torch.cat(steps)
             self._values[samples] = batch_loss_scores(self._values[samples], batch_losses.repeat_interleave(counts),
                                                       self.alpha)
             self._unwritten = []
@@ -82,13 +83,15 @@ class BLS(InfoBatch):
 
     def setup(self) -> None:
         super().setup()
-        self.scores = BatchLossScores(self.num_samples, self.alpha)
+        self.batch_scores = BatchLossScores(self.num_samples, self.alpha)
+        self.scores = self.batch_scores  # what InfoBatch prunes by
 
     def plan(self) -> Round:
         planned = super().plan()
+        assert planned.samples is not None and planned.weights is not None  # InfoBatch's rounds hold both
         return Round.of(planned.samples, weights=batch_mean_weights(planned.weights))
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
         # The loss recorded is the trained one, mean(l)·w for the step's one weight w; the score takes mean(l), the
         # unweighted batch loss, as the authors' code does.
-        self.scores.write(step.samples, loss, 1.0 if step.weights is None else step.weights[0])
+        self.batch_scores.write(step.samples, loss, 1.0 if step.weights is None else step.weights[0])

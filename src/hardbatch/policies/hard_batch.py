@@ -137,7 +137,9 @@ class HardBatch(RoundsOfK):
         if self.k + self.trim > self.num_batches:
             raise UsageError(f"trim_top {self.trim_top} leaves {self.num_batches - self.trim} of {self.num_batches} "
                              f"batches, fewer than the k = {self.k} to train per round; use a smaller trim_top or δ")
-        self.sample_losses = torch.full((self.num_samples,), float("nan")) if self.repartition else None
+        # each sample's last training loss, from which a fresh cut's batch losses are formed
+        self.sample_losses: torch.Tensor | None = torch.full((self.num_samples,), float("nan")) if self.repartition \
+            else None
         self.cut = self.partition  # the batches the current round's ids refer to
         self.scored_round = -1  # the last round a scoring pass was planned for
 
@@ -151,14 +153,15 @@ class HardBatch(RoundsOfK):
         if self.rescore and upcoming >= 1 and upcoming % self.rescore == 0 and self.scored_round != upcoming:
             self.scored_round = upcoming
             return Round.rows(self.cut, torch.arange(self.num_batches), score_only=True)
-        if self.repartition and upcoming >= 1:
+        if self.sample_losses is not None and upcoming >= 1:  # repartition
             self.cut = self.shuffled_cut()
             self._store()
             self._losses = batch_scores(self.sample_losses, self.cut.to(self.sample_losses.device)).to(self._losses.device)
         return Round.rows(self.cut, self.next_round().cpu())
 
     def observe(self, step: Step, loss, sample_losses=None) -> None:
-        if self.repartition:
+        if self.sample_losses is not None:  # repartition
+            assert sample_losses is not None  # per_sample when repartitioning
             values = sample_losses.detach().float()
             self.sample_losses = self.sample_losses.to(values.device)
             self.sample_losses[step.samples.to(values.device)] = values
@@ -169,7 +172,7 @@ class HardBatch(RoundsOfK):
 
     def state_dict(self) -> dict:
         state = {**super().state_dict(), "scored_round": self.scored_round}
-        if self.repartition:  # the current cut (without repartitioning it is the partition, saved by the sampler)
+        if self.sample_losses is not None:  # repartition: the current cut (else the partition, saved by the sampler)
             state["cut"] = self.cut.clone()
             state["sample_losses"] = self.sample_losses.cpu().clone()
         return state

@@ -124,18 +124,22 @@ class RhoLoss(Policy):
 
     def irreducible_of(self, samples: torch.Tensor) -> torch.Tensor:
         """The irreducible losses of ``samples`` (indices, or a stream's sample ids), shape (b,)."""
+        table = self._irreducible
+        if table is None:
+            raise RuntimeError("rho-loss has no irreducible losses: set policy.irreducible to the IL model's loss of "
+                               "every training sample (irreducible_losses(il_model, loader, device)) before training")
         samples = samples.cpu()
         if self._ids is None:
-            if self.streaming and int(samples.max()) >= len(self._irreducible):
+            if self.streaming and int(samples.max()) >= len(table):
                 raise UsageError(f"no irreducible loss for sample id {int(samples.max())}: the tensor set holds "
-                                 f"{len(self._irreducible)}")
-            return self._irreducible[samples]
+                                 f"{len(table)}")
+            return table[samples]
         at = torch.searchsorted(self._ids, samples).clamp(max=len(self._ids) - 1)
         missing = self._ids[at] != samples
         if missing.any():
             raise UsageError(f"no irreducible loss for sample id {int(samples[missing][0])}: set one for every id "
                              f"the stream yields")
-        return self._irreducible[at]
+        return table[at]
 
     def in_batch_preset(self, step: int, epoch: int) -> bool:
         return False
@@ -147,9 +151,6 @@ class RhoLoss(Policy):
         return Round.of(order[: count * self.candidates].view(count, self.candidates))
 
     def select(self, step: Step, scores: torch.Tensor) -> torch.Tensor:
-        if self._irreducible is None:
-            raise RuntimeError("rho-loss has no irreducible losses: set policy.irreducible to the IL model's loss of "
-                               "every training sample (irreducible_losses(il_model, loader, device)) before training")
         # A sampler's candidate batch of C = ⌈B / f⌉ keeps B; a stream's loaded batch of C keeps ⌊f·C⌋ (at least 1).
         count = self.batch_size if not self.streaming else max(1, math.floor(self.select_fraction * len(scores) + 1e-9))
         return top_reducible(scores.detach().float().cpu(), self.irreducible_of(step.samples), count)

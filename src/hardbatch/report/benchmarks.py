@@ -40,15 +40,27 @@ FRONTIER = "uniform's frontier"  # how the verdict table names the frontier as a
 class Benchmark(Protocol):
     """What the page reads of a benchmark declaration (scripts/evidence.py's ``Benchmark``, ``compact.Declared``)."""
 
-    name: str
-    title: str
-    settings: dict
-    arms: Sequence
-    lrs: Sequence[float]
-    seeds: int
-    tune_seeds: int
-    target: float | None  # the half-width (points) the rule's comparisons should reach, or None
-    metric: str  # what decides the lr and the verdicts: "acc" (top-1) or "bacc" (balanced top-1)
+    # Read-only (properties), so that a declaration whose fields are narrower (a tuple of labels) satisfies it.
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def settings(self) -> dict: ...
+    @property
+    def arms(self) -> Sequence: ...
+    @property
+    def lrs(self) -> Sequence[float]: ...
+    @property
+    def seeds(self) -> int: ...
+    @property
+    def tune_seeds(self) -> int: ...
+    @property
+    def target(self) -> float | None:
+        """The half-width (points) the rule's comparisons should reach, or None."""
+    @property
+    def metric(self) -> str:
+        """What decides the lr and the verdicts: "acc" (top-1) or "bacc" (balanced top-1)."""
 
 
 def references(rule_delta: float, rs2: float | None = None) -> list[str]:

@@ -46,6 +46,12 @@ class GroupResult:
     def name(self) -> str:
         return f"{self.dataset}/{self.model}"
 
+    @property
+    def picked(self) -> ArmStats:
+        """The chosen arm, of a group that has one (the claims filter the others out first)."""
+        assert self.chosen is not None
+        return self.chosen
+
 
 def _has_interval(row: ArmStats) -> bool:
     return row.vs_reference.has_interval
@@ -82,9 +88,9 @@ def _verdict(passed: int, total: int, undecided: int = 0, missing: int = 0) -> s
 
 
 def _where(g: GroupResult) -> str:
-    if g.chosen.axis == "delta":
-        return f"{g.name} δ={g.chosen.value:g}" + ("" if g.chosen_on == "validation" else " (δ chosen on test)")
-    return f"{g.name} {g.chosen.arm}" + ("" if g.chosen_on == "validation" else " (chosen on test)")
+    if g.picked.axis == "delta":
+        return f"{g.name} δ={g.picked.value:g}" + ("" if g.chosen_on == "validation" else " (δ chosen on test)")
+    return f"{g.name} {g.picked.arm}" + ("" if g.chosen_on == "validation" else " (chosen on test)")
 
 
 def _missing_text(missing: list[str]) -> str:
@@ -103,27 +109,27 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
     paper = comparison is None or comparison.is_paper
     sweeps_delta = comparison is None or comparison.axis == "delta"
     missing = list(missing_baseline or [])
-    compared = [g for g in results if g.chosen is not None and not math.isnan(g.chosen.vs_reference.mean)]
-    usable = [g for g in compared if _has_interval(g.chosen)]
-    no_ci = [g for g in compared if not _has_interval(g.chosen)]
+    compared = [g for g in results if g.chosen is not None and not math.isnan(g.picked.vs_reference.mean)]
+    usable = [g for g in compared if _has_interval(g.picked)]
+    no_ci = [g for g in compared if not _has_interval(g.picked)]
     claims = []
 
-    gains = [g for g in usable if _significant_gain(g.chosen)]
+    gains = [g for g in usable if _significant_gain(g.picked)]
     claims.append(Claim(
         "Training on high-loss mini-batches significantly improves test accuracy over ordinary training",
         _verdict(len(gains), len(usable), len(no_ci), len(missing)),
         f"{len(gains)}/{len(usable)} data set × network groups gain at the chosen δ with a 95% CI above 0; "
-        + "; ".join([f"{_where(g)}: {_diff_text(g.chosen)}" for g in usable]
-                    + [f"{_where(g)} undecided: {_diff_text(g.chosen)}" for g in no_ci]) + _missing_text(missing),
+        + "; ".join([f"{_where(g)}: {_diff_text(g.picked)}" for g in usable]
+                    + [f"{_where(g)} undecided: {_diff_text(g.picked)}" for g in no_ci]) + _missing_text(missing),
     ))
 
-    faster = [g for g in compared if _faster(g.chosen)]
+    faster = [g for g in compared if _faster(g.picked)]
     claims.append(Claim(
         "It speeds up convergence (fewer epochs to the target accuracy)",
         _verdict(len(faster), len(compared), 0, len(missing)),
         f"{len(faster)}/{len(compared)} groups reach T in fewer epochs (mean over seeds, every run reaching T) "
         f"at the chosen δ; "
-        + "; ".join(f"{_where(g)}: {g.chosen.target.fewer_epochs_pct:+.1f}% epochs" for g in compared)
+        + "; ".join(f"{_where(g)}: {g.picked.target.fewer_epochs_pct:+.1f}% epochs" for g in compared)
         + _missing_text(missing),
     ))
 
@@ -131,7 +137,7 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
     for g in results if sweeps_delta else []:
         ours = [r for r in g.rows if r.is_method and not math.isnan(r.vs_reference.mean)]
         if ours:
-            smallest.append((g, min(ours, key=lambda r: r.value)))
+            smallest.append((g, min(ours, key=lambda r: math.inf if r.value is None else r.value)))
     judged = [(g, r) for g, r in smallest if _has_interval(r)]
     both = [(g, r) for g, r in judged if _similar(r) and _faster(r)]
     claims.append(Claim(
@@ -147,7 +153,7 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
     stl = [g for g in usable if (g.dataset, g.model) == ("stl10", "efficientnet_b4")] if paper else []
     if stl:
         g = stl[0]
-        fewer = g.chosen.target.fewer_epochs_pct
+        fewer = g.picked.target.fewer_epochs_pct
         verdict = NOT_HELD if math.isnan(fewer) or fewer <= 0 else HELD if fewer >= 26.47 else PARTLY
         evidence = f"{_where(g)}: {fewer:+.1f}% epochs to T (claimed 26.47% fewer)"
     else:
@@ -159,7 +165,7 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
     c100 = [g for g in compared if (g.dataset, g.model) == ("cifar100", "resnet18")] if paper else []
     if c100:
         g = c100[0]
-        r = g.chosen
+        r = g.picked
         big = r.vs_reference.mean >= 7.26 or r.relative_pct >= 7.26
         verdict = (UNDECIDED if not _has_interval(r) else HELD if _significant_gain(r) and big
                    else PARTLY if _significant_gain(r) else NOT_HELD)

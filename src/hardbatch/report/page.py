@@ -84,7 +84,8 @@ def _frontier_section(group: Group, stats: list[ArmStats], plot_dir: Path | None
     if plot_dir is not None:
         from hardbatch.report.plots import draw_frontier
 
-        section += _figures([draw_frontier(group, stats, plot_dir)])
+        if (drawn := draw_frontier(group, stats, plot_dir)) is not None:
+            section += _figures([drawn])
     if (table := fewer_epochs_table(stats)) is not None:
         section += [f"### Does the rule generalize in fewer epochs? {group.title}", "",
                     "The paper's rule and δ = 1 at shorter budgets, each run its schedule decayed within its own "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence, cast
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -35,7 +35,7 @@ def _finish(ax: Axes, xlabel: str, ylabel: str, title: str | None, legend: bool 
     return ax
 
 
-def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], ax: Axes | None = None,
+def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], ax: Axes | None = None,
                 ylabel: str = "test top-1 accuracy (%)", title: str | None = None, xlabel: str = "epoch") -> Axes:
     """One line per label: ``(mean, low, high)`` per epoch, the band between low and high shaded."""
     ax = _axes(ax)
@@ -60,7 +60,7 @@ def plot_final_vs_delta(deltas: Sequence[float], means: Sequence[float], lows: S
     return _finish(ax, "δ (fraction of mini-batches trained per round)", ylabel, title, legend=baseline is not None)
 
 
-def plot_batch_visits(visits: dict[str, Sequence[float]], ax: Axes | None = None, title: str | None = None) -> Axes:
+def plot_batch_visits(visits: Mapping[str, Sequence[float]], ax: Axes | None = None, title: str | None = None) -> Axes:
     """How often each mini-batch was trained, sorted from least to most; flat lines mean even use.
 
     Batches stuck at the left near 1 were trained in the warm-up only: the stale ranking starved them.
@@ -77,7 +77,7 @@ def save_figure(ax: Axes, path: Path | str) -> Path:
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
         with space_for(path):
-            ax.figure.savefig(tmp, dpi=120)
+            cast(Figure, ax.figure).savefig(tmp, dpi=120)
             os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -85,7 +85,7 @@ def save_figure(ax: Axes, path: Path | str) -> Path:
     return path
 
 
-def plot_cost_curves(curves: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+def plot_cost_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
                      xlabel: str, ax: Axes | None = None, title: str | None = None,
                      ylabel: str = "test top-1 accuracy (%)") -> Axes:
     """Test accuracy against cumulative cost, one line and band per arm: ``(cost, mean, low, high)`` per epoch."""
@@ -120,7 +120,7 @@ def plot_front(points: dict[str, tuple[float, float, float, float, float]], titl
     return axes[0]
 
 
-def plot_frontier(lines: dict[str, tuple[Sequence[float], ...]], points: dict[str, dict[str, tuple[float, ...]]],
+def plot_frontier(lines: Mapping[str, tuple[Sequence[float], ...]], points: Mapping[str, Mapping[str, tuple[float, ...]]],
                   axes: Sequence[Axes] | None = None, ylabel: str = "final test top-1 accuracy (%)",
                   title: str | None = None) -> Axes:
     """Accuracy against cost, one panel per cost (FRONTIER_COSTS): uniform's frontier as a line through its budgets
@@ -179,11 +179,14 @@ def _curve_band(runs: list[Run], metric: str = "acc") -> tuple[list[float], list
     mean, low, high = [], [], []
     for e in range(length):
         m, s = mean_std([r.curve(metric)[e] for r in runs])
-        mean.append(100 * m), low.append(100 * (m - s)), high.append(100 * (m + s))
+        mean.append(100 * m)
+        low.append(100 * (m - s))
+        high.append(100 * (m + s))
     return mean, low, high
 
 
-def _cost_band(runs: list[Run], column: str, metric: str = "acc") -> tuple[list[float], ...]:
+def _cost_band(runs: list[Run], column: str, metric: str = "acc"
+               ) -> tuple[list[float], list[float], list[float], list[float]]:
     """Per epoch over runs: mean cumulative cost, and mean ± std of test ``metric`` (%)."""
     length = min(len(r.history) for r in runs)
     xs = [mean_std([r.cost(column)[e] for r in runs])[0] for e in range(length)]
@@ -204,7 +207,7 @@ def draw_group_plots(group: Group, stats: list[ArmStats], out_dir: Path, compari
         ref = next((r for r in stats if r.is_reference), None)
         # The 95% t-interval of the mean over seeds, clipped (ArmStats.final_ci): no accuracy lies outside [0, 100].
         ax = plot_final_vs_delta(
-            [r.value for r in ours], [100 * r.final.mean for r in ours],
+            [r.value for r in ours if r.value is not None], [100 * r.final.mean for r in ours],
             [100 * r.final_ci.low for r in ours], [100 * r.final_ci.high for r in ours],
             baseline=100 * ref.final.mean if ref else None, title=group.title,
             ylabel=f"final test {name} accuracy (%)",

@@ -297,7 +297,8 @@ def rule_budgets(stats: list[ArmStats]) -> dict[float, dict[float, ArmStats]]:
     rule = [r for r in stats if r.policy == REFERENCE_POLICY and r.value is not None and not r.params]
     by_delta: dict[float, dict[float, ArmStats]] = {}
     for r in rule:
-        by_delta.setdefault(r.value, {})[r.budget] = r
+        if r.value is not None:  # (always: the filter above)
+            by_delta.setdefault(r.value, {})[r.budget] = r
     full = max((r.budget for r in stats), default=FULL_BUDGET)
     shorter = [v for v, arms in sorted(by_delta.items()) if v < REFERENCE_DELTA and any(b < full for b in arms)]
     if not shorter or not any(r.vs_frontier for r in rule):

@@ -96,7 +96,7 @@ def per_class_table(group: Group) -> str | None:
     (classes,) = lengths
     if classes > MAX_CLASS_COLUMNS:
         return None
-    rows = [[label] + [number(Spread.of(math.nan if v[c] is None else v[c] for v in runs).mean, 1, 100)
+    rows = [[label] + [number(Spread.of(math.nan if v[c] is None else v[c] for v in runs if v is not None).mean, 1, 100)
                        for c in range(classes)] for label, runs in per_arm.items()]
     return _table(["arm"] + [str(c) for c in range(classes)], rows)
 

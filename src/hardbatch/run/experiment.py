@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
+from typing import cast
 
 import torch
+from torch import nn
 
 from hardbatch import distributed
 from hardbatch.config import RunConfig
@@ -101,6 +103,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
     """The training part of ``train_run``, in a checked and locked run directory. Only the writer touches files."""
     writer = distributed.is_writer()
     checkpoint = run.file(CHECKPOINT)
+    assert cfg.model is not None  # resolved (run.checks.resolve)
     model = build_seeded(cfg.model, data.num_classes, data.in_channels, cfg.seed, cfg.stem).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -142,7 +145,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
                      for name, split in (("val", data.val), ("test", data.test)) if split is not None}
         trained = distributed.wrap(model, device, cfg.sync_bn)
         if cfg.compile:
-            trained = torch.compile(trained, backend=cfg.compile)
+            trained = cast(nn.Module, torch.compile(trained, backend=cfg.compile))
         fit(
             trained, optimizer,
             data.loader(data.train, distributed.LocalSlices(sampler), workers, pin),
@@ -155,7 +158,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
             scheduler=state.scheduler,
             eval_train_mode=cfg.eval_mode == "train",
             autocast_dtype=torch.bfloat16 if cfg.precision == "bf16" else None,
-            channels_last=cfg.channels_last,
+            channels_last=bool(cfg.channels_last),  # resolved (run.checks.resolve)
             sinks=sinks,
         )
     return distributed.on_writer(_finish, cfg, run, data, state, history)

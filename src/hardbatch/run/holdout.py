@@ -41,6 +41,7 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     started = time.perf_counter()
     seed = derive_seed(cfg.seed, "irreducible") % (2**31)
     own = cfg.policy_params()  # il_model, il_epochs
+    assert cfg.model is not None  # resolved (run.checks.resolve)
     model = build_seeded(own["il_model"] or cfg.model, data.num_classes, data.in_channels, seed, cfg.stem).to(device)
     optimizer = make_optimizer(cfg, model)
     sampler = HardBatchSampler(len(data.val), cfg.batch_size, epochs=own["il_epochs"] or cfg.trained_epochs, policy="uniform",

@@ -10,9 +10,8 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from torch.utils.data import Dataset
 
-from hardbatch.data.memory import InMemoryDataset
+from hardbatch.data.memory import InMemoryDataset, SizedDataset
 from hardbatch.errors import MissingExtra, UsageError
 
 EXTRA = "cli"  # the extra that installs every reader's optional packages: pip install 'hardbatch[cli]'
@@ -22,8 +21,8 @@ EXTRA = "cli"  # the extra that installs every reader's optional packages: pip i
 class RawData:
     """What a data-set reader returns: splits with images uint8 or in [0, 1], and per-channel statistics."""
 
-    train: Dataset
-    test: Dataset
+    train: SizedDataset
+    test: SizedDataset
     num_classes: int
     in_channels: int
     image_size: int  # native side length (a 1-D signal's length)

@@ -16,7 +16,7 @@ from hardbatch.errors import UsageError
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist puts them
 FASHION_MNIST_FILES = {split: (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
                        for split, prefix in (("train", "train"), ("test", "t10k"))}
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
+IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
               0x0E: np.dtype(">f8")}
 
 
@@ -55,6 +55,7 @@ def _fashion_mnist_folder(root: str | Path | None, download: bool) -> Path:
         return next((p for p in places if all(_idx_file(p, n) for n in names)), None)
 
     if found() is None and download:
+        assert root is not None  # --download needs --data-dir (checked above)
         fetch("fashion-mnist", root,
               lambda root: torchvision_datasets("fashion-mnist").FashionMNIST(root, download=True),
               "install the Debian package (apt-get install dataset-fashion-mnist) and drop --data-dir")
@@ -69,6 +70,7 @@ def _fashion_mnist_folder(root: str | Path | None, download: bool) -> Path:
 def read_fashion_mnist_split(folder: Path, images_name: str, labels_name: str) -> InMemoryDataset:
     """One split from its IDX files: images (n, 28, 28) uint8 -> (n, 1, 28, 28); labels (n,) uint8 0..9 -> long."""
     images_path, labels_path = _idx_file(folder, images_name), _idx_file(folder, labels_name)
+    assert images_path is not None and labels_path is not None  # the folder holds them (_fashion_mnist_folder)
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise unreadable(images_path, ValueError(f"images {images.dtype} {images.shape}, labels {labels.shape}: "

@@ -82,7 +82,7 @@ def read_mnist1d(root: str | Path | None = None, download: bool = False, samples
     if arrays is None:
         arrays = generate_mnist1d(args)
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub reads the first keyword as allow_pickle
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, buffer.getvalue())
