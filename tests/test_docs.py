@@ -346,19 +346,6 @@ def test_the_hyper_parameter_table_is_what_the_declarations_render():
     assert policy_docs.rendered(text) == text, "docs/policies/README.md's table is stale: python scripts/policy_docs.py"
 
 
-def test_the_readme_block_is_the_evidence_pages_verdict_table():
-    """make evidence rewrites docs/evidence.md and the README's block from the same runs: the block holds the page's
-    verdict table (a page regenerated without --readme, or a block edited by hand, fails here)."""
-    from hardbatch.report.benchmarks import MARKERS
-
-    readme = README.read_text()
-    assert readme.count(MARKERS[0]) == 1 and readme.count(MARKERS[1]) == 1
-    block = readme.split(MARKERS[0], 1)[1].split(MARKERS[1], 1)[0]
-    page = (DOCS / "evidence.md").read_text().split("\n## Verdicts\n", 1)[1]
-    assert _verdict_table(block) == _verdict_table(page), "README.md's evidence block is stale: make evidence"
-    assert "[`docs/evidence.md`](docs/evidence.md)" in block
-
-
 # -- hand-written lists that must name every registered policy ------------------------------------------------------
 
 

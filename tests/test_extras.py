@@ -29,7 +29,7 @@ def test_the_library_and_the_quickstart_need_only_torch_and_numpy(tmp_path):
     done = _python("""
 import torch, hardbatch
 from torch.utils.data import DataLoader, TensorDataset
-train_set = TensorDataset(torch.randn(64, 8), torch.randint(0, 3, (64,)))
+train_set = TensorDataset(torch.randn(160, 8), torch.randint(0, 3, (160,)))
 model = torch.nn.Linear(8, 3)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 for policy in hardbatch.policies.POLICIES:

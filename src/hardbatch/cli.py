@@ -6,6 +6,7 @@ own (``hardbatch.params``): a setting is declared once, and its flag, help and c
 
 from __future__ import annotations
 
+from typing import Any, Callable, NoReturn
 import argparse
 import os
 import signal
@@ -33,7 +34,7 @@ EXTRAS = {"tqdm": "cli", "matplotlib": "cli", "scipy": "cli", "sklearn": "cli", 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit status 2), matching hardbatch's own input errors."""
 
-    def error(self, message: str):  # noqa: D102 - argparse API
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse API
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -58,7 +59,7 @@ def _default_text(f: Field) -> str:
     return f" (default {f.default:g})" if isinstance(f.default, float) else f" (default {f.default})"
 
 
-def _add_flag(group, f: Field, help_text: str, dest: str) -> None:
+def _add_flag(group: argparse._ArgumentGroup, f: Field, help_text: str, dest: str) -> None:
     """One flag from field ``f``'s declaration: its type, choices and placeholder; on/off flags for bools."""
     names, choices = type_names(f), f.metadata.get("choices")
     if "bool" in names:
@@ -128,7 +129,7 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
                         "frontier); the paper's rule too, to ask whether it generalizes in fewer epochs")
 
 
-def _add_policy_flags(group, many: bool, skip: tuple[str, ...]) -> None:
+def _add_policy_flags(group: argparse._ArgumentGroup, many: bool, skip: tuple[str, ...]) -> None:
     """--policy (or --policies) and one flag per policy hyper-parameter, from the policies' own declarations."""
     group.description = (f"policies (docs/policies/NAME.md): {', '.join(POLICY_NAMES)}. hardbatch = the paper's "
                          f"rule; random and cyclic = its controls at the same δ; uniform = ordinary SGD reshuffled "
@@ -376,8 +377,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's or ``kill``'s stop), raised where the process is so that it ends as Ctrl-C does."""
 
 
-def _on_sigterm(pid: int):
-    def handler(signum, frame):
+def _on_sigterm(pid: int) -> Callable[[int, Any], None]:
+    def handler(signum: int, frame: Any) -> None:
         if os.getpid() != pid:  # a forked DataLoader worker: end as the signal would have ended it
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)

@@ -135,7 +135,7 @@ class LocalSlices(Sampler[list[int]]):
     default). With one process it yields the batches unchanged.
     """
 
-    def __init__(self, batch_sampler):
+    def __init__(self, batch_sampler: Any):  # a batch sampler: iterable, with a length
         self.batch_sampler = batch_sampler
 
     def __len__(self) -> int:
@@ -189,7 +189,7 @@ def _broadcast(obj: Any) -> Any:
     return box[0]
 
 
-def on_writer(fn: Callable[..., Any], *args, **kwargs) -> Any:
+def on_writer(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``fn`` on rank 0 only and return its result on every rank; what it raises is raised on every rank.
 
     The decisions about the run folder (exists, finished, resume, locked) are taken this way: once.
@@ -208,7 +208,7 @@ def on_writer(fn: Callable[..., Any], *args, **kwargs) -> Any:
     return value
 
 
-def together(fn: Callable[..., Any], *args, **kwargs) -> Any:
+def together(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``fn`` on every rank; if it raised on any, every rank raises the lowest such rank's error.
 
     For steps that read local files (a data set on each node): one node's missing file stops the job

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from hardbatch.errors import UsageError
 
@@ -46,7 +46,7 @@ def _size(nbytes: float) -> str:
 
 
 @contextlib.contextmanager
-def space_for(path: Path | str, needed: int | None = None):
+def space_for(path: Path | str, needed: int | None = None) -> Iterator[None]:
     """Turn a full disk (ENOSPC, EDQUOT) while writing ``path`` into NoSpaceLeft, which says what and how much."""
     try:
         yield
@@ -144,7 +144,7 @@ class RunInUse(UsageError):
 
 
 @contextlib.contextmanager
-def run_lock(path: Path | str):
+def run_lock(path: Path | str) -> Iterator[None]:
     """Hold an exclusive lock on run directory ``path`` for the block, or raise RunInUse at once.
 
     An OS lock (``flock``) on ``path``/LOCK: the OS drops it when the process ends, however it ends, so a

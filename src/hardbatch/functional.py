@@ -6,6 +6,7 @@ import hashlib
 import numbers
 import math
 import operator
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ def num_selected(num_batches: int, delta: float) -> int:
     return k
 
 
-def positive_int(name: str, value, expected: str = "a positive int", minimum: int = 1) -> int:
+def positive_int(name: str, value: Any, expected: str = "a positive int", minimum: int = 1) -> int:
     """``value`` as an int (numpy integers too); anything but an integer >= ``minimum`` (a float, a bool, a string)
     is refused with one line naming ``name``."""
     try:
@@ -358,7 +359,7 @@ def top_reducible(losses: torch.Tensor, irreducible: torch.Tensor, count: int) -
     return weights
 
 
-def key_ids(keys) -> torch.Tensor:
+def key_ids(keys: Any) -> torch.Tensor:
     """Sample ids as a LongTensor (b,): integers (a tensor or a sequence) as they are, strings (webdataset's
     ``__key__``) hashed to 63-bit integers, the same in every process and run."""
     if isinstance(keys, torch.Tensor):

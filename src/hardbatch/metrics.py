@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
 
@@ -94,7 +94,7 @@ def paired_difference(method: Sequence[float], reference: Sequence[float], confi
     return mean_interval([m - r for m, r in zip(method, reference)], confidence)
 
 
-def _t(quantile: float, df):
+def _t(quantile: float, df: Any) -> Any:
     """Student-t quantile(s) with ``df`` degrees of freedom (scipy, imported when first needed)."""
     from scipy import stats
 
@@ -129,15 +129,16 @@ def seeds_for_half_width(half_width: float, n: int, target: float, confidence: f
     return int(m[reached[0]]) if len(reached) else None
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value; NaN for none)."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the values that are set and not NaN (0 for a single one; NaN for
+    none)."""
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    if not kept:
         return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) < 2:
+    mean = sum(kept) / len(kept)
+    if len(kept) < 2:
         return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in kept) / (len(kept) - 1))
 
 
 def cumulative(history: list[dict], column: str) -> list[float]:

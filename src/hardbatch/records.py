@@ -3,6 +3,8 @@ value read back passes, and the summary computed from them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 import csv
 import dataclasses
 import json
@@ -169,15 +171,15 @@ class BadRecord(ValueError):
     """A run file that parses but holds a value of the wrong type or out of range; the message names it."""
 
 
-def _empty(value) -> bool:
+def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _is_real(value) -> bool:
+def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check(name: str, value, kind, f: dataclasses.Field):
+def _check(name: str, value: Any, kind: Any, f: dataclasses.Field) -> None:
     """``value`` checked against type ``kind`` (int, float, str, ``X | None``, ``list[X]``, ``dict[str, X]`` or a
     record) and field ``f``'s declared range or choices, which apply to every number or name inside it."""
     options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, _UNION) else (kind,)
@@ -218,7 +220,7 @@ def _types(record: type) -> dict[str, typing.Any]:
     return typing.get_type_hints(record, globalns={**globals(), **vars(typing)})
 
 
-def check_record(record: type, values, prefix: str = "") -> dict:
+def check_record(record: type, values: Any, prefix: str = "") -> dict:
     """``values`` (a dict: a CSV row, a JSON object) checked against ``record``'s declaration: every field without
     ``| None`` present, every value of its type and in its range; keys not declared are not checked. Returns
     ``values``; BadRecord names the first bad field."""
@@ -240,7 +242,7 @@ def check_rows(rows: list[dict], record: type) -> list[dict]:
     return rows
 
 
-def check_relabelled(record) -> dict:
+def check_relabelled(record: Any) -> dict:
     """relabelled.json checked: its declaration, one label pair per index, indices below ``train_samples``."""
     check_record(Relabelled, record)
     for key in ("true_labels", "given_labels"):
@@ -287,7 +289,7 @@ class RunDir:
         """Whether the directory holds anything (the lock file of a run that never wrote a record aside)."""
         return self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
 
-    def _read(self, name: str, reader):
+    def _read(self, name: str, reader: Callable[[Path], Any]) -> Any:
         """``reader(path)``, with a missing or damaged file reported as one UsageError line that says what is wrong."""
         path = self.file(name)
         try:

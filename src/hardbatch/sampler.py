@@ -32,7 +32,7 @@ class Recorded:
     samples: int
 
 
-def _shape(value) -> str:
+def _shape(value: Any) -> str:
     """How a wrong argument is named in an error: a tensor by its shape, anything else by its value and type."""
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
@@ -323,7 +323,7 @@ class HardBatchSampler(Sampler[list[int]]):
             return step.samples[(step.weights > 0).cpu()]
         return step.samples
 
-    def _check_per_sample(self, call: str, name: str, values, step: Step, rows: int, kept: int | None = None) -> None:
+    def _check_per_sample(self, call: str, name: str, values: Any, step: Step, rows: int, kept: int | None = None) -> None:
         """Refuse per-sample values that are not a tensor of shape (rows,) (or (kept,), the samples kept of them),
         or not finite (see ``record``)."""
         if not isinstance(values, torch.Tensor) or values.shape not in ((rows,), (kept,)):
@@ -333,11 +333,11 @@ class HardBatchSampler(Sampler[list[int]]):
         self._check_finite(call, f"{name} are", values, step)
 
     @staticmethod
-    def _on_host(value) -> bool:
+    def _on_host(value: Any) -> bool:
         """Can ``value`` be checked without waiting for an accelerator?"""
         return not isinstance(value, torch.Tensor) or value.device.type == "cpu"
 
-    def _check_finite(self, call: str, what: str, value, step: Step) -> None:
+    def _check_finite(self, call: str, what: str, value: Any, step: Step) -> None:
         where = f"step {self.steps + 1}" if not step.score_only else f"the scoring of batch {step.batch}"
         context = f"{call}: {what} not finite at {where}"
         if not self._on_host(value):
@@ -519,7 +519,7 @@ def _checked_partition(partition: torch.Tensor) -> torch.Tensor:
     return partition.long()
 
 
-def _checked_labels(labels, num_samples: int, exact: bool) -> torch.Tensor:
+def _checked_labels(labels: Any, num_samples: int, exact: bool) -> torch.Tensor:
     """``labels`` (any sequence) as a LongTensor of shape (num_samples,), or at least that long unless ``exact``."""
     labels = torch.as_tensor(labels)
     if labels.dtype.is_floating_point or labels.dtype.is_complex:

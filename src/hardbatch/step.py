@@ -33,7 +33,7 @@ from hardbatch.losses import LossFn, check_per_sample, cross_entropy, logits_of,
 from hardbatch.sampler import HardBatchSampler
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """torch.autocast on ``device`` for ``dtype``, or nothing for full precision (None)."""
     if dtype is None:
         return contextlib.nullcontext()

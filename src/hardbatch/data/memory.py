@@ -49,7 +49,7 @@ class InMemoryDataset(Dataset):
         return InMemoryDataset(self.images.to(device), self.labels.to(device))
 
 
-def keep_batch(batch):
+def keep_batch(batch: Any) -> Any:
     """Collate function for data sets whose ``__getitems__`` already returns a batch."""
     return batch
 
@@ -92,7 +92,7 @@ class RelabelledDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.dataset[index][0], int(self.targets[index])
 
 

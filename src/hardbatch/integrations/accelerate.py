@@ -42,6 +42,7 @@ import atexit
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hardbatch import batches, distributed
@@ -63,7 +64,7 @@ class DeviceLoader:
     """Iterates ``loader`` with each batch moved to ``device``; one pass of it is one pass of the policy. Stops
     ``sampler.meter``'s clocks when a pass ends (see the module docstring)."""
 
-    def __init__(self, loader: DataLoader, device, sampler: HardBatchSampler | None = None):
+    def __init__(self, loader: DataLoader, device: torch.device | str, sampler: HardBatchSampler | None = None):
         self.loader = loader
         self.device = device
         self.sampler = sampler
@@ -80,7 +81,8 @@ class DeviceLoader:
                 self.sampler.meter.stop()
 
 
-def prepare_loader(accelerator, dataset: Dataset, sampler: HardBatchSampler, **loader_kwargs) -> DeviceLoader:
+def prepare_loader(accelerator: Any, dataset: Dataset, sampler: HardBatchSampler, **loader_kwargs: Any
+                   ) -> DeviceLoader:
     """The training loader for ``sampler`` under ``accelerator``: this rank's contiguous share of every global batch
     the policy planned, on ``accelerator.device`` (use it instead of ``accelerator.prepare`` for this loader).
 

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hardbatch import batches, distributed
+from hardbatch.cost import CostMeter
 from hardbatch.errors import MissingExtra, UsageError
 from hardbatch.losses import LossFn, cross_entropy
 from hardbatch.sampler import HardBatchSampler
@@ -56,13 +57,13 @@ class HardBatchCallback(Callback):
         self.forward = forward
 
     @property
-    def meter(self):
+    def meter(self) -> CostMeter:
         """What training spent (``sampler.meter``)."""
         return self.sampler.meter
 
     # -- the data -------------------------------------------------------------------------------------------------
 
-    def loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+    def loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         """A DataLoader over ``dataset`` that loads only the selected batches (this rank's share of each)."""
         return DataLoader(dataset, batch_sampler=distributed.LocalSlices(self.sampler), **kwargs)
 
@@ -77,7 +78,7 @@ class HardBatchCallback(Callback):
 
     # -- the callback ---------------------------------------------------------------------------------------------
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Refuse, in one line, a Trainer on several devices that would put its DistributedSampler under
         ``hb.loader``'s batch sampler (Lightning's ``use_distributed_sampler=True``, its default)."""
         connector = getattr(trainer, "_accelerator_connector", None)
@@ -87,24 +88,24 @@ class HardBatchCallback(Callback):
                              "already gives each device its share of every global batch the policy chose, and "
                              "Lightning's DistributedSampler would shard the data its own way")
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.meter.start()
 
-    def on_validation_start(self, trainer, pl_module) -> None:
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         self.meter.stop()
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         # Validation inside fit (at an epoch's end, or mid-epoch with val_check_interval): training goes on after
         # it. ``trainer.training`` is False here (the stage is still validating); the sanity check runs before
         # training starts.
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
             self.meter.start()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.sampler.done:
             trainer.should_stop = True
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self.meter.stop()
         pl_module.log_dict({f"hardbatch/{name}": float(value) for name, value in self.meter.state_dict().items()},
                            rank_zero_only=True)

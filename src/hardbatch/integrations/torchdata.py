@@ -16,7 +16,7 @@ uninterrupted run trains. Use it as torchdata's::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from torch.utils.data import Dataset
 
@@ -40,7 +40,7 @@ class _Shares:
     def __len__(self) -> int:
         return len(self.shares)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[int]]:
         return iter(self.shares)
 
     def state_dict(self) -> dict:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader
 
 from hardbatch import batches, distributed
 from hardbatch import step as step_core
+from hardbatch.cost import CostMeter
 from hardbatch.errors import MissingExtra, UsageError
 from hardbatch.integrations.transformers_checkpoints import (
     STATE_FILE,
@@ -119,7 +120,7 @@ class _Passes:
     def __init__(self, sampler: HardBatchSampler):
         self.shares = distributed.LocalSlices(sampler)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[int]]:
         return iter(self.shares)
 
 
@@ -128,11 +129,11 @@ class _PassLoader(DataLoader):
     from ``seed`` and the sampler's position (steps recorded, round): an interrupted run resumed at the start of a
     pass gives its workers the seeds the uninterrupted run gave them, and no pass draws from the global RNG."""
 
-    def __init__(self, sampler: HardBatchSampler, seed: int, *args, **kwargs):
+    def __init__(self, sampler: HardBatchSampler, seed: int, *args: Any, **kwargs: Any):
         super().__init__(*args, **{**kwargs, "generator": torch.Generator()})
         self.hardbatch_sampler, self.seed = sampler, seed
 
-    def __iter__(self):
+    def __iter__(self) -> Any:  # DataLoader's iterator
         position = (self.seed, self.hardbatch_sampler.steps, self.hardbatch_sampler.round)
         self.generator.manual_seed(hash(position) % 2**63)
         return super().__iter__()
@@ -172,7 +173,8 @@ def _split(chosen: step_core.Chosen, parts: int) -> _Accumulation:
     return _Accumulation(chosen, micro, shares)
 
 
-def _at_progress(factor, sampler: HardBatchSampler, steps: int):
+def _at_progress(factor: Callable[..., float], sampler: HardBatchSampler, steps: int
+                 ) -> Callable[[int], float]:
     """A ``LambdaLR`` factor of the step count, read at the step the selection's progress stands for: the sampler's
     step count for policies that count their budget in steps (exactly the scheduler's own count), else its progress
     times the budget's ``steps`` (a fraction of a step, which the Trainer's schedules take). A plain function: a
@@ -192,13 +194,13 @@ class _Clocks(TrainerCallback):
     def __init__(self, trainer: HardBatchTrainer):
         self.trainer = trainer
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer.meter.discard()  # a clock left running by a train() that raised
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer.meter.stop()
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer.meter.stop()
 
 
@@ -212,7 +214,7 @@ class _ScoringPasses(TrainerCallback):
     def __init__(self, trainer: HardBatchTrainer):
         self.trainer = trainer
 
-    def on_epoch_end(self, args, state, control, **kwargs):
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not self.trainer._trained_in_pass and not self.trainer.sampler.done:
             control.should_training_stop = False
         self.trainer._trained_in_pass = False
@@ -246,9 +248,9 @@ class HardBatchTrainer(Trainer):
     # Trainer divides it by that number (as it does for any loss not normalised by ``num_items_in_batch``).
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, policy: str | Policy = "hardbatch", delta: float | None = None,
+    def __init__(self, *args: Any, policy: str | Policy = "hardbatch", delta: float | None = None,
                  sampler: HardBatchSampler | None = None, loss_fn: LossFn | None = None,
-                 forward: batches.Forward | None = None, shuffle_partition: bool = True, **kwargs):
+                 forward: batches.Forward | None = None, shuffle_partition: bool = True, **kwargs: Any):
         params = {k: kwargs.pop(k) for k in list(kwargs) if k not in TRAINER_PARAMS}
         super().__init__(*args, **kwargs)
         seq2seq = bool(getattr(getattr(self.model, "config", None), "is_encoder_decoder", False))
@@ -268,11 +270,12 @@ class HardBatchTrainer(Trainer):
         self.args.ignore_data_skip = True
 
     @property
-    def meter(self):
+    def meter(self) -> CostMeter:
         """What training spent (``sampler.meter``, saved with the sampler's state)."""
         return self.sampler.meter
 
-    def _sampler(self, sampler, policy, delta, shuffle_partition, params) -> HardBatchSampler:
+    def _sampler(self, sampler: HardBatchSampler | None, policy: str | Policy, delta: float | None,
+                 shuffle_partition: bool, params: dict[str, Any]) -> HardBatchSampler:
         """The given ``sampler`` (checked against the global batch) or a new one from the policy and its parameters."""
         args = self.args
         global_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
@@ -298,7 +301,7 @@ class HardBatchTrainer(Trainer):
         return HardBatchSampler(n, global_batch, delta=delta, epochs=int(epochs), policy=policy,
                                 shuffle_partition=shuffle_partition, seed=args.seed, **params)
 
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
         """The Trainer's learning-rate schedule (``args.lr_scheduler_type``, warm-up included), made to follow the
         selection's progress (``sampler.progress``, in [0, 1]) over the budget's ``num_training_steps`` instead of
         the step count, as ``hardbatch train``'s schedule does: a policy whose epoch is a pass (infobatch, seta, ies,
@@ -333,7 +336,8 @@ class HardBatchTrainer(Trainer):
                            persistent_workers=args.dataloader_persistent_workers and workers > 0,
                            worker_init_fn=own.worker_init_fn, **extra)
 
-    def get_batch_samples(self, epoch_iterator, num_batches, *args, **kwargs):
+    def get_batch_samples(self, epoch_iterator: Iterator[Any], num_batches: int, *args: Any, **kwargs: Any
+                          ) -> tuple[list[Any], None]:
         """The next optimizer step's micro-batches, and None for ``num_items_in_batch`` (see ``compute_loss``).
 
         Steps that train nothing (a scoring pass, a batch the policy keeps none of) are recorded and passed over.
@@ -360,7 +364,8 @@ class HardBatchTrainer(Trainer):
 
     # -- the step -------------------------------------------------------------------------------------------------
 
-    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+    def compute_loss(self, model: torch.nn.Module, inputs: Any, return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
         """The micro-batch's part of the step's loss (training), or the mean ``loss_fn`` (evaluation).
 
         Training: ``loss_fn`` per sample, weighted as the policy says, over the step's whole kept batch: the
@@ -433,14 +438,14 @@ class HardBatchTrainer(Trainer):
             if self.trace else []
         return [{**row, "loss": loss} for row, loss in zip(self.trace, losses)]
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)
         if self.args.should_save:
             folder = output_dir or self.args.output_dir
             assert folder is not None  # the Trainer saves to one
             write_state(os.path.join(folder, STATE_FILE), self.selection_state())
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``; resuming, the checkpoint must be complete (see ``checkpoint_state``), and its selection
         state is loaded first. ``resume_from_checkpoint=True`` takes the newest complete checkpoint of
         ``args.output_dir``, with a warning naming each newer one that a kill or a full disk left incomplete."""
@@ -455,7 +460,7 @@ class HardBatchTrainer(Trainer):
             self.load_selection_state(state, resume_from_checkpoint)
         return super().train(resume_from_checkpoint or None, *args, **kwargs)
 
-    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """``Trainer.log`` with the cost counters (docs/guides/command-line.md "Cost") as ``hardbatch/<counter>``:
         ``train_seconds`` and ``cpu_seconds`` count training only (loading, choosing, forward, backward, optimizer
         step), where the Trainer's ``train_runtime`` includes evaluation and checkpoints."""

@@ -91,7 +91,7 @@ class BLS(InfoBatch):
         assert planned.samples is not None and planned.weights is not None  # InfoBatch's rounds hold both
         return Round.of(planned.samples, weights=batch_mean_weights(planned.weights))
 
-    def observe(self, step: Step, loss, sample_losses=None) -> None:
+    def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
         # The loss recorded is the trained one, mean(l)·w for the step's one weight w; the score takes mean(l), the
         # unweighted batch loss, as the authors' code does.
         self.batch_scores.write(step.samples, loss, 1.0 if step.weights is None else step.weights[0])

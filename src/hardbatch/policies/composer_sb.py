@@ -73,7 +73,7 @@ class ComposerSB(Policy):
     def select(self, step: Step, scores: torch.Tensor) -> torch.Tensor:
         return composer_select(scores.detach().float().cpu(), self.keep, self.generator)
 
-    def observe(self, step: Step, loss, sample_losses=None) -> None:
+    def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
         self.steps += 1
 
     def state_dict(self) -> dict:

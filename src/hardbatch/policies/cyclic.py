@@ -27,7 +27,7 @@ class Cyclic(RoundsOfK):
         self.last_trained = torch.full((self.num_batches,), -1, dtype=torch.long)
         self._stamps: list[tuple[int, int]] = []  # (batch, clock) recorded since ``trained_when`` last wrote them
 
-    def record(self, batch: int, loss) -> None:
+    def record(self, batch: int, loss: torch.Tensor | float) -> None:
         super().record(batch, loss)
         self.clock += 1
         self._stamps.append((batch, self.clock))

@@ -85,7 +85,7 @@ class RoundsOfK(Policy):
     def plan(self) -> Round:
         return Round.rows(self.partition, self.next_round())
 
-    def observe(self, step: Step, loss, sample_losses=None) -> None:
+    def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
         self.record(step.batch, loss)
 
     def state_dict(self) -> dict:
@@ -159,7 +159,7 @@ class HardBatch(RoundsOfK):
             self._losses = batch_scores(self.sample_losses, self.cut.to(self.sample_losses.device)).to(self._losses.device)
         return Round.rows(self.cut, self.next_round().cpu())
 
-    def observe(self, step: Step, loss, sample_losses=None) -> None:
+    def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
         if self.sample_losses is not None:  # repartition
             assert sample_losses is not None  # per_sample when repartitioning
             values = sample_losses.detach().float()

@@ -69,7 +69,7 @@ class IES(Policy):
         self.scoring, self.to_score = m, torch.zeros(0, dtype=torch.long)
         return Round.of(flat.view(count, b), score_only=True)
 
-    def observe(self, step: Step, loss, sample_losses=None) -> None:
+    def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
         if sample_losses is None:
             raise RuntimeError("ies needs per-sample losses: record(loss, sample_losses)")
         values = sample_losses.detach().float()

@@ -74,7 +74,8 @@ class InfoBatch(Policy):
         count = len(kept) // b
         return Round.of(kept[: count * b].view(count, b), weights=weights[: count * b].view(count, b))
 
-    def observe(self, step: Step, loss, sample_losses=None) -> None:
+    def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
+        assert sample_losses is not None  # per_sample: the sampler refuses a step without them
         self.scores.write(step.samples, sample_losses)
 
     def state_dict(self) -> dict:

@@ -89,7 +89,7 @@ class SeTa(Policy):
         unchosen[chosen] = False
         return Round.of(fill_batches(chosen, order[unchosen[order]], self.batch_size))
 
-    def observe(self, step: Step, loss, sample_losses=None) -> None:
+    def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:
         if sample_losses is None:
             raise RuntimeError("seta needs per-sample losses: record(loss, sample_losses)")
         self.scores.write(step.samples, sample_losses)

@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
@@ -52,7 +52,7 @@ class Declared:
     metric: str = "acc"
 
     @classmethod
-    def of(cls, bench) -> "Declared":
+    def of(cls, bench: Any) -> "Declared":
         """A benchmark declaration (scripts/evidence.py's ``Benchmark``) as records keep it."""
         return cls(bench.name, bench.title, dict(bench.settings), tuple(getattr(a, "label", a) for a in bench.arms),
                    tuple(bench.lrs), bench.seeds, bench.tune_seeds, bench.target, getattr(bench, "metric", "acc"))
@@ -71,7 +71,7 @@ class Archive:
     left_out: list[LeftOut] = field(default_factory=list)
 
 
-def archive_folders(bench, out: Path | str) -> Archive:
+def archive_folders(bench: Any, out: Path | str) -> Archive:
     """``out/BENCH``'s finished runs and lr_choice.json; UsageError naming a damaged run."""
     root = Path(out) / bench.name
     runs = {}
@@ -88,7 +88,7 @@ def archive_folders(bench, out: Path | str) -> Archive:
 # ---- writing ----------------------------------------------------------------------------------------------------
 
 
-def _rounded(value):
+def _rounded(value: Any) -> Any:
     """``value`` with every float kept to FLOAT_DIGITS significant digits and NaN as null (JSON has no NaN)."""
     if isinstance(value, float):
         return None if math.isnan(value) else float(f"{value:.{FLOAT_DIGITS}g}")
@@ -113,7 +113,7 @@ def run_record(run: Run, phase: str, root: Path) -> dict:
                      "history": history, "summary": run.summary})
 
 
-def _dumps(value) -> str:
+def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 

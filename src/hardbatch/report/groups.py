@@ -4,6 +4,7 @@ which arm is the method and which its reference."""
 
 from __future__ import annotations
 
+from typing import Any
 import re
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ def axis_value(cfg: RunConfig) -> float | None:
     return None if axis is None else cfg.policy_params().get(axis)
 
 
-def _shown(value) -> str:
+def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -109,7 +110,7 @@ class Comparison:
     method: str = REFERENCE_POLICY
     reference: str = REFERENCE_POLICY
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for what, name in (("method", self.method), ("reference", self.reference_policy)):
             if name not in POLICY_NAMES:
                 raise UsageError(f"unknown {what} policy {name!r}; valid: {', '.join(POLICY_NAMES)}")

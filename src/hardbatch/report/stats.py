@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 import math
 from dataclasses import dataclass, field
 
@@ -45,7 +46,8 @@ class Spread:
     std: float = NAN
 
     @classmethod
-    def of(cls, values) -> "Spread":
+    def of(cls, values: Iterable[float | None]) -> "Spread":
+        """Mean and standard deviation over the values that are set (None and NaN left out)."""
         return cls(*mean_std(list(values)))
 
 

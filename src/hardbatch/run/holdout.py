@@ -3,6 +3,7 @@ computed once and handed to the policy. Its cost is counted in full and added to
 
 from __future__ import annotations
 
+from typing import Any
 import time
 
 import torch
@@ -52,7 +53,7 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     meter = sampler.meter
     hits = []
 
-    def scored(outputs, batch):  # cross-entropy, counting the IL model's correct predictions on the way
+    def scored(outputs: Any, batch: Any) -> torch.Tensor:  # cross-entropy, counting the IL model's correct predictions on the way
         hits.append((logits_of(outputs).argmax(1) == target_of(batch)).sum())
         return cross_entropy(outputs, batch)
 

@@ -138,7 +138,7 @@ def check_sync_bn(cfg: RunConfig) -> None:
                          f"{device.type}; train on --device cuda or leave --sync-bn out")
 
 
-def summary_writer_class():
+def summary_writer_class() -> type:
     """TensorBoard's ``SummaryWriter``; UsageError naming the extra to install when tensorboard is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter

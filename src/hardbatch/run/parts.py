@@ -39,7 +39,8 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
                            weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, sampler: HardBatchSampler):
+def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, sampler: HardBatchSampler
+                   ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """None for a constant rate; "cosine" decays to 0 over the whole budget, stepped once per optimizer step.
 
     The rate follows ``sampler.progress`` (steps / budget), so a policy whose epochs are shorter than N

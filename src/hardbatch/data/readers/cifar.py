@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 import pickle
 from pathlib import Path
 
@@ -26,7 +27,7 @@ _CIFAR_PICKLE_GLOBALS = {
 class _CifarUnpickler(pickle.Unpickler):
     """Unpickles dicts of bytes, strings, numbers, lists and numpy arrays, and refuses every other global."""
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _CIFAR_PICKLE_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never holds (refused: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -52,7 +53,7 @@ def read_imagefolder(root: str | Path | None, download: bool = False, image_size
     size = image_size or IMAGEFOLDER_SIZE
     to_tensor = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
 
-    def split(folder: Path):
+    def split(folder: Path) -> Any:  # torchvision ImageFolder
         try:
             return datasets.ImageFolder(str(folder), transform=to_tensor)
         except FileNotFoundError as e:  # no class folders, or a class folder without images: name the split's folder
