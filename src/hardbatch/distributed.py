@@ -22,7 +22,7 @@ from torch.utils.data import Sampler
 from hardbatch.errors import UsageError
 
 # A rank that stops answering (killed, hung) makes every other rank's next collective fail after this long,
-# instead of waiting forever; torchrun's agent usually ends the job sooner (README "Multi-GPU").
+# instead of waiting forever; torchrun's agent usually ends the job sooner (docs/guides/multi-gpu.md).
 DEFAULT_TIMEOUT_S = 300
 TIMEOUT_ENV = "HARDBATCH_DIST_TIMEOUT"
 

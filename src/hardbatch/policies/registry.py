@@ -109,7 +109,7 @@ def hyper_parameter_table() -> str:
         if not params:
             lines.append(f"| `{name}` | — | | | no hyper-parameters of its own |")
         for f in params:
-            default = "unset" if f.default is None else f"`{f.default}`"
+            default = (f.metadata.get("default_text") or ("unset" if f.default is None else f"`{f.default}`"))
             lines.append(f"| `{name}` | `{f.name}` (`{flag(f.name)}`) | {default} | {accepted(f)} | "
                          f"{f.metadata['help']} |")
     return "\n".join(lines)

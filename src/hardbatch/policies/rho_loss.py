@@ -64,8 +64,8 @@ class RhoLoss(Policy):
     select_fraction: float = param(0.1, "fraction of each candidate batch trained: of ⌈B / select_fraction⌉ "
                                         "candidates, the B most reducible losses", range=Range(0.0, 1.0, low_open=True),
                                    metavar="F")
-    il_model: str = param("", "network of the irreducible-loss model, trained first on the validation split "
-                              "(default: the run's model)", metavar="NAME")
+    il_model: str = param("", "network of the irreducible-loss model, trained first on the validation split",
+                          metavar="NAME", default_text="the run's model")
     il_epochs: int = param(0, "epochs of the irreducible-loss model's training (0: the run's epochs)",
                            range=Range(0, integer=True), metavar="E")
     score_moves_batchnorm: bool = param(False, "the scoring forward (training mode) leaves BatchNorm's running "
