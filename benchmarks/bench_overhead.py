@@ -37,10 +37,9 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import hardbatch
 
+from hardbatch import HardBatchSampler, fit
 from hardbatch.data import BatchTransform, DataSplits, InMemoryDataset
 from hardbatch.models import MODELS, build_seeded
-from hardbatch.selection import HardBatchSampler
-from hardbatch.training import fit
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -184,7 +183,8 @@ def time_hardbatch(data: DataSplits, args: argparse.Namespace, delta: float) -> 
     """
     model = build_model(args.model, args.width)
     optimizer = make_optimizer(model, args.lr)
-    sampler = HardBatchSampler(len(data.train), args.batch_size, delta, args.epochs)
+    sampler = HardBatchSampler(len(data.train), args.batch_size, epochs=args.epochs,
+                               policy=hardbatch.policies.HardBatch(delta=delta))
     # As train_run builds it on a CPU: num_workers 0 (the default), no pinned memory.
     loader = data.loader(data.train, sampler, num_workers=0, pin_memory=False)
     clock = StartClock(loader, sampler, args.num_batches, torch.device("cpu"))
@@ -245,11 +245,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="raise glibc malloc's mmap/trim thresholds first, so steps do not page-fault on fresh memory: "
                         "that costs 5-25%% of a step here, by an amount set by allocation history, not by the code "
                         "timed (see README); --no-steady-malloc measures with the allocator as a plain run has it")
-    p.add_argument("--quick", action="store_true", help="smoke run (~15 s): N=8, 3 epochs, 5 repeats, width 16")
+    p.add_argument("--quick", action="store_true", help="smoke run (~15 s): N=8, 3 epochs, 5 repeats, width 16 (flags given beside it still apply)")
     p.add_argument("--check", action="store_true", help="exit with status 1 if a target is missed")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):  # flags given beside --quick still win
+        p.set_defaults(num_batches=8, epochs=3, repeats=5, width=16)
     args = p.parse_args(argv)
-    if args.quick:
-        args.num_batches, args.epochs, args.repeats, args.width = 8, 3, 5, 16
     if args.epochs < 2:
         p.error("--epochs must be >= 2 (the first epoch is not timed)")
     if args.num_batches < 2:

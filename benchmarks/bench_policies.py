@@ -1,6 +1,6 @@
 """What each selection policy costs on a CPU, measured by training's own CostMeter, all policies side by side in one run.
 
-Every policy of ``hardbatch.selection`` (and the paper's rule with its --rescore and --repartition
+Every policy of ``hardbatch.policies`` (and the paper's rule with its --rescore and --repartition
 variants) trains the same model from the same initial weights on the same in-memory data, with the
 same batch size, optimizer and epochs, through the real ``training.fit`` loop, exactly as
 ``train_run`` wires it on a CPU (``make_sampler``, ``make_optimizer``, ``DataSplits.loader``), with no
@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -40,21 +41,21 @@ except ImportError:  # run from a checkout without installing the package
     import hardbatch
 
 from bench_overhead import steady_malloc  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
-from hardbatch.config import RunConfig, validate  # noqa: E402
+from hardbatch import CostMeter, RunConfig, fit  # noqa: E402
+from hardbatch.config import check  # noqa: E402
 from hardbatch.data import BatchTransform, DataSplits, InMemoryDataset, load_dataset  # noqa: E402
-from hardbatch.run.experiment import resolve  # noqa: E402
-from hardbatch.run.parts import make_optimizer, make_sampler
 from hardbatch.models import build_seeded  # noqa: E402
-from hardbatch.selection import POLICIES  # noqa: E402
-from hardbatch.training import CostMeter, fit  # noqa: E402
+from hardbatch.policies import POLICIES, Policy, create_policy  # noqa: E402
+from hardbatch.run.checks import resolve  # noqa: E402
+from hardbatch.run.parts import make_optimizer, make_sampler  # noqa: E402
 
 TARGET = 0.02  # choose_seconds / train_seconds for the batch-level policies
 
 # The paper's rule's variants beside every registered policy at its defaults: label, RunConfig changes, and whether
 # the arm is judged against TARGET (batch-level choosing: no scoring forward, no per-sample policy).
 VARIANTS: list[tuple[str, dict, bool]] = [
-    ("hardbatch δ=0.5 --rescore 2", dict(policy="hardbatch", delta=0.5, rescore=2), False),
-    ("hardbatch δ=0.5 --repartition", dict(policy="hardbatch", delta=0.5, repartition=True), True),
+    ("hardbatch δ=0.5 --rescore 2", dict(policy="hardbatch", params=dict(delta=0.5, rescore=2)), False),
+    ("hardbatch δ=0.5 --repartition", dict(policy="hardbatch", params=dict(delta=0.5, repartition=True)), True),
 ]
 
 
@@ -62,8 +63,10 @@ def arms() -> list[tuple[str, dict, bool]]:
     """One arm per registered policy (δ = 0.5 where δ applies), the paper's rule first, then its VARIANTS."""
     out = []
     for name, cls in POLICIES.items():
-        changes = dict(policy=name, **({"delta": 0.5} if cls.uses_delta else {}), **cls.example)
-        out.append((f"{name} δ=0.5" if cls.uses_delta else name, changes, not (cls.scores_first or cls.per_sample)))
+        delta = cls.takes("delta")
+        changes = dict(policy=name, params={**cls.example, **({"delta": 0.5} if delta else {})})
+        policy = create_policy(name, **changes["params"])  # per_sample may depend on the hyper-parameters
+        out.append((f"{name} δ=0.5" if delta else name, changes, not (policy.scores_first or policy.per_sample)))
     return out[:1] + VARIANTS + out[1:]
 
 
@@ -83,24 +86,44 @@ def make_data(args: argparse.Namespace, base: RunConfig) -> DataSplits:
                       train_transform=transform, eval_transform=transform)
 
 
+class PolicyClock:
+    """Seconds spent inside a bound policy's own ``plan`` and ``select`` (wrapped on the instance): the policy's
+    share of the meter's choose_seconds; the rest is the step core's no-grad scoring forwards."""
+
+    def __init__(self, policy: Policy):
+        self.seconds = 0.0
+        for name in ("plan", "select"):
+            setattr(policy, name, self.timed(getattr(policy, name)))
+
+    def timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+        return call
+
+
 def run_arm(data: DataSplits, cfg: RunConfig) -> tuple[CostMeter, float]:
-    """Train one arm through ``fit`` as train_run does on a CPU; returns its CostMeter and the sampler's choose_seconds."""
-    validate(cfg.replace(**POLICIES[cfg.policy].run_needs))  # the settings, as a run of the policy would have them
+    """Train one arm through ``fit`` as train_run does on a CPU; returns its CostMeter and the policy's own seconds."""
+    # The settings, as a run of the policy would have them (rho-loss's holdout needs a validation split; this
+    # benchmark gives it zero irreducible losses instead, below).
+    check(cfg.replace(val_fraction=0.1) if POLICIES[cfg.policy].holdout else cfg)
     cfg = resolve(cfg, torch.device("cpu"))  # fp32, no channels_last, the partition order: as train_run resolves them
     sampler = make_sampler(cfg, data)
-    if sampler.policy.needs_irreducible:
+    clock = PolicyClock(sampler.policy)
+    if sampler.policy.holdout:
         # RHO-LOSS's irreducible-loss model trains before the run (its cost is the run's holdout_cost, measured by
         # train_run, not here); this benchmark times the selection itself, on zero irreducible losses.
         sampler.policy.irreducible = torch.zeros(len(data.train))
     model = build_seeded(cfg.model, data.num_classes, data.in_channels, cfg.seed, cfg.stem)
     optimizer = make_optimizer(cfg, model)
-    meter = CostMeter()
     loader = data.loader(data.train, sampler, num_workers=0, pin_memory=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        fit(model, optimizer, loader, sampler, {}, torch.device("cpu"), train_transform=data.train_transform,
-            meter=meter)
-    return meter, sampler.choose_seconds
+        fit(model, optimizer, loader, sampler, {}, torch.device("cpu"), train_transform=data.train_transform)
+    return sampler.meter, clock.seconds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -124,11 +147,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "spin-wait)")
     p.add_argument("--steady-malloc", action=argparse.BooleanOptionalAction, default=True,
                    help="raise glibc malloc's mmap/trim thresholds first (see bench_overhead.py and the README)")
-    p.add_argument("--quick", action="store_true", help="smoke run (~15 s): 2 epochs, 2 repeats")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run (~15 s): 2 epochs, 2 repeats (flags given beside it still apply)")
     p.add_argument("--check", action="store_true", help="exit with status 1 if a batch-level policy misses the target")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        p.set_defaults(epochs=2, repeats=2)
     args = p.parse_args(argv)
-    if args.quick:
-        args.epochs, args.repeats = 2, 2
     if args.epochs < 1 or args.repeats < 1:
         p.error("--epochs and --repeats must be >= 1")
     return args
@@ -201,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{statistics.median(x.train_seconds for x in meters[label]):7.2f} {choose:7.2%} {policy:7.2%} "
               f"{scoring:8.2%} {target:>6} {result:>6} {throughput_ratio(label, lambda x: x.samples_loaded):8.3f} "
               f"{throughput_ratio(label, lambda x: x.samples_backprop):10.3f}")
-    print(f"\nchoose% = choose_seconds / train_seconds (CostMeter), median over repeats; policy% = the sampler's "
-          f"choose_seconds (plan + select) / train_seconds;\nscoring% = the rest of choose_seconds (no-grad scoring "
+    print(f"\nchoose% = choose_seconds / train_seconds (CostMeter), median over repeats; policy% = seconds inside "
+          f"the policy's own plan and select / train_seconds;\nscoring% = the rest of choose_seconds (no-grad scoring "
           f"forwards). loaded/s, backprop/s: samples_loaded or samples_backprop per train second, relative to uniform "
           f"in the same repeat (median of the ratios).\nTotal {time.perf_counter() - started:.0f} s; load average now "
           f"{os.getloadavg()[0]:.2f}.")

@@ -40,18 +40,20 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hardbatch.config import RunConfig
+from hardbatch import RunConfig
 from hardbatch.data import DataSplits, load_dataset
-from hardbatch.run.experiment import resolve, train_run
-from hardbatch.run.parts import make_sampler
 from hardbatch.models import build_seeded
+from hardbatch.run.checks import prepare
+from hardbatch.run.experiment import train_run
+from hardbatch.run.parts import make_sampler
 
 TARGET = 0.8
 
 
 def config(args: argparse.Namespace) -> RunConfig:
-    return resolve(RunConfig(dataset="mnist1d", model="cnn1d", epochs=args.epochs, batch_size=100, lr=0.1,
-                             schedule="cosine", device="cpu", data_dir=args.data_dir), torch.device("cpu"))
+    """The run's configuration, checked and resolved as ``train_run`` resolves it (what its config.json holds)."""
+    return prepare(RunConfig(dataset="mnist1d", model="cnn1d", epochs=args.epochs, batch_size=100, lr=0.1,
+                             schedule="cosine", device="cpu", data_dir=args.data_dir))[0]
 
 
 def run_hardbatch(cfg: RunConfig, data: DataSplits, out: Path) -> float:
