@@ -358,7 +358,8 @@ class Stop(Exception):
 @pytest.fixture
 def interrupt(monkeypatch):
     """``interrupt(cfg, out, epochs_done)``: ``train_run(cfg, out)``, stopped right after epoch ``epochs_done`` was
-    checkpointed (by a last sink), as a kill there would leave the run folder."""
+    checkpointed (by a last sink; every epoch is: ``checkpoint_every=0``, a runtime setting that a resume with ``cfg``
+    does not compare), as a kill there would leave the run folder."""
     import hardbatch.run.experiment as experiment
 
     original = experiment.fit
@@ -375,7 +376,7 @@ def interrupt(monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(experiment, "fit", fit_then_stop)
             with pytest.raises(Stop):
-                experiment.train_run(cfg, out, progress=False)
+                experiment.train_run(cfg.replace(checkpoint_every=0), out, progress=False)
 
     return run
 

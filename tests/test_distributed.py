@@ -64,7 +64,8 @@ VARIANTS = {
     "hardbatch-trim-mix": [*policy_args("hardbatch"), "--trim-top", "0.1", "--mix", "0.25"],
 }
 CONFIGS = {**POLICY_RUNS, **VARIANTS}
-RESUMED = [*policy_args("hardbatch"), "--epochs", "3"]  # the run a rank dies in, and the one resumed elsewhere
+# the run a rank dies in, and the one resumed elsewhere; a checkpoint every epoch
+RESUMED = [*policy_args("hardbatch"), "--epochs", "3", "--checkpoint-every", "0"]
 
 
 def trace(run: Path) -> list[dict]:

@@ -25,7 +25,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 STEMS = ("imagenet", "small")
 # Settings that do not change what a run computes: a finished run is reused, and reports group it, whatever
 # their values (target_acc only changes how reports read the saved curves).
-RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc", "compile", "tensorboard")
+RUNTIME_KEYS = ("device", "num_workers", "data_dir", "download", "target_acc", "compile", "tensorboard",
+                "checkpoint_every")
 # The data sets whose file order the `paper` protocol keeps for its fixed batches, as the released code did
 # (their files list classes in random order). Every other data set, and every other protocol, gets a seeded
 # random partition by default: an image folder lists its samples class by class.
@@ -132,6 +133,12 @@ class RunConfig:
     tensorboard: str | None = param(None, "also log every per-epoch metric to TensorBoard under DIR (compare/sweep: "
                                           "one sub-directory per run); needs pip install 'hardbatch[tensorboard]'",
                                     group=HARDWARE, metavar="DIR")
+    checkpoint_every: float = param(60.0, "write the run's checkpoint at the end of the first epoch that ends S "
+                                          "seconds or more after the last one (or after the start); 0: every epoch. "
+                                          "A killed run resumes from its last checkpoint (before the first: from the "
+                                          "start) to the same records; a finished run removes it, so a run shorter "
+                                          "than S writes none; a runtime choice", range=Range(0.0), group=HARDWARE,
+                                    metavar="S")
     protocol: str | None = param(None, "the preset the defaults came from, for the record", cli=False)
 
     def to_dict(self) -> dict[str, Any]:

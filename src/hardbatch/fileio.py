@@ -58,10 +58,13 @@ def space_for(path: Path | str, needed: int | None = None) -> Iterator[None]:
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+def atomic_write_bytes(path: Path, data: bytes | memoryview, *, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
 
-    A failure (a full disk: NoSpaceLeft) leaves the old file as it was and no temporary file behind.
+    A failure (a full disk: NoSpaceLeft) leaves the old file as it was and no temporary file behind. ``durable``:
+    the data reach the disk (fsync) before the file replaces the old one, so a power loss leaves one of the two as
+    well; without it the write is atomic for every process (a killed writer included: the page cache keeps what was
+    written), not across a power loss, and costs no disk flush (``sync_files`` makes it durable later).
     """
     path = Path(path)
     with space_for(path, len(data)):
@@ -71,16 +74,44 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
     """``atomic_write_bytes`` of ``text`` in UTF-8."""
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode(), durable=durable)
+
+
+def sync_files(*paths: Path) -> None:
+    """Flush ``paths`` (those that exist) and then their folders to the disk (fsync), so that what was written to them
+    without ``durable``, renames included, survives a power loss from here on."""
+    folders = []
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        folders.append(Path(path).parent)
+    for folder in dict.fromkeys(folders):
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:  # a platform whose folders cannot be opened (Windows): the files are flushed
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _file_mode(path: Path) -> int:

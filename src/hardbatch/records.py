@@ -9,14 +9,13 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
-from hardbatch.fileio import LOCK, atomic_write_text, csv_text, read_csv, read_json, space_for
+from hardbatch.fileio import LOCK, atomic_write_text, csv_text, read_csv, read_json, space_for, sync_files
 from hardbatch.metrics import epochs_to_plateau, epochs_to_target
 from hardbatch.params import Range, param
 
@@ -337,10 +336,12 @@ class RunDir:
         atomic_write_text(self.file(RELABELLED), json.dumps(record, separators=(",", ":")) + "\n")  # compact: 60k indices
 
     def write_history(self, rows: list[dict]) -> None:
-        atomic_write_text(self.file(HISTORY), csv_text(rows, HISTORY_FIELDS))
+        """Replace history.csv by ``rows``, atomically (a killed writer leaves the old file or the new one); made
+        durable on disk by ``sync`` (before each checkpoint), not here."""
+        atomic_write_text(self.file(HISTORY), csv_text(rows, HISTORY_FIELDS), durable=False)
 
     def append_trace(self, rows: list[dict]) -> None:
-        """Append per-step rows; the header is written when the file is new.
+        """Append per-step rows; the header is written when the file is new. Made durable by ``sync``, not here.
 
         A failed append can leave a partial last row; resuming cuts the trace back to the checkpoint's steps.
         """
@@ -351,8 +352,11 @@ class RunDir:
             if new:
                 writer.writeheader()
             writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
+
+    def sync(self) -> None:
+        """Flush history.csv and trace.csv to the disk: the run's records up to now survive a power loss (a killed
+        process loses nothing the files were given). Called before each checkpoint and before summary.json."""
+        sync_files(self.file(HISTORY), self.file(TRACE))
 
     def truncate_trace(self, steps: int) -> None:
         """Keep only the first ``steps`` rows of the trace (after resuming from a checkpoint)."""
@@ -361,7 +365,7 @@ class RunDir:
             return
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))[:steps]
-        atomic_write_text(path, csv_text(rows, TRACE_FIELDS))
+        atomic_write_text(path, csv_text(rows, TRACE_FIELDS), durable=False)
 
 
 def find_runs(root: Path | str) -> list[RunDir]:

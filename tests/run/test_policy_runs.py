@@ -196,7 +196,7 @@ def test_sigkilled_selective_backprop_run_resumes_mid_epoch_to_the_same_records(
 
     def train_until_killed():  # in the forked child only
         HardBatchSampler.record = record_then_die
-        main(["train", *cli_flags(case), "--out", str(out)])
+        main(["train", *cli_flags(case), "--checkpoint-every", "0", "--out", str(out)])
 
     assert fork(train_until_killed).wait() == -9
     assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()

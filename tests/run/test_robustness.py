@@ -23,8 +23,10 @@ from hardbatch.records import RELABELLED, RunDir
 
 # Settings that exercise every source of randomness and state a checkpoint must carry; on 640 digits in batches of
 # 32, δ = 0.3 makes epochs end inside rounds (N = 20, k = 6), and no validation split leaves val_* cells empty.
+# A checkpoint every epoch (--checkpoint-every 0), so that kills land after some checkpoint.
 RESUME_FLAGS = ["--dataset", "digits", "--train-subset", "640", "--epochs", "6", "--delta", "0.3", "--augment",
-                "crop_flip", "--shuffle-partition", "--schedule", "cosine", "--seed", "3", "--no-progress"]
+                "crop_flip", "--shuffle-partition", "--schedule", "cosine", "--seed", "3", "--no-progress",
+                "--checkpoint-every", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,27 @@ def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupte
 
 
 @pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start_to_the_same_records(
+        tmp_path, uninterrupted, fork, invoke, read_rows):
+    """With checkpoints by time, a kill can come after epochs whose history and trace rows are written but before any
+    checkpoint: --resume trains from the start and writes history.csv and trace.csv afresh (no stale row kept)."""
+    out = tmp_path / "run"
+    flags = [*RESUME_FLAGS[:-2], "--checkpoint-every", "3600"]
+    proc = fork(lambda: main(["train", *flags, "--out", str(out)]))
+    deadline = time.time() + 240
+    while _trace_lines(out) < 40 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists(), "the run finished before it could be killed"
+    assert not (out / "checkpoint.pt").exists() and _trace_lines(out) >= 40  # rows of two epochs, no checkpoint
+    rc, _, err = invoke("train", *flags, "--out", out, "--resume")
+    assert rc == 0, err
+    assert read_rows(out / "history.csv", timing=False) == read_rows(uninterrupted / "history.csv", timing=False)
+    assert (out / "trace.csv").read_text() == (uninterrupted / "trace.csv").read_text()
+
+
+@pytest.mark.slow
 def test_sigterm_ends_with_one_line_and_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted, console, invoke,
                                                                             read_rows):
     out = tmp_path / "run"
@@ -105,7 +128,7 @@ def _debris(folder: Path) -> list[str]:
 
 def test_full_disk_while_checkpointing_is_one_line_and_resume_continues(tmp_path, invoke, monkeypatch):
     straight, out = tmp_path / "straight", tmp_path / "run"
-    flags = ["--epochs", "3", "--delta", "0.5", "--train-subset", "320", "--no-progress"]
+    flags = ["--epochs", "3", "--delta", "0.5", "--train-subset", "320", "--no-progress", "--checkpoint-every", "0"]
     rc, _, err = invoke("train", *flags, "--out", straight)
     assert rc == 0, err
     save, calls = torch.save, []
@@ -139,6 +162,21 @@ def test_full_disk_while_writing_a_record_needs_a_number(tmp_path, monkeypatch):
     with pytest.raises(NoSpaceLeft, match=r"summary.json \(needs about 3.0 KB, .* free there\)"):
         atomic_write_text(path, "x" * 3000)
     assert path.read_text() == "old\n" and _debris(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads the flushed paths from /proc")
+def test_history_and_trace_are_written_without_a_disk_flush_and_flushed_by_sync(tmp_path, monkeypatch):
+    """A killed process loses nothing its files were given; only a power loss needs fsync, which ``RunDir.sync`` does
+    (before each checkpoint and before summary.json) for both records and then their folder."""
+    flushed = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(os.readlink(f"/proc/self/fd/{fd}")), fsync(fd)))
+    run = RunDir(tmp_path)
+    run.write_history([{"epoch": 1}])
+    run.append_trace([{"step": 1, "round": 0, "batch": 0, "loss": 1.5, "samples": 32}])
+    assert flushed == [] and (tmp_path / "trace.csv").read_text().splitlines()[1] == "1,0,0,1.5,32"
+    run.sync()
+    assert flushed == [str(tmp_path / "history.csv"), str(tmp_path / "trace.csv"), str(tmp_path)]
 
 
 # ---------------------------------------------------------------- a damaged checkpoint

@@ -110,3 +110,53 @@ def test_a_run_s_checkpoint_loads_with_weights_only_and_holds_the_cost_in_the_sa
     summary = train_run(cfg, tmp_path / "run", resume=True, progress=False)
     assert summary["optimizer_steps"] == 3 * n
     assert summary["cost"]["samples_backprop"] == 3 * n * 32  # counted on from the checkpoint: every epoch N steps
+
+
+class Recorder:
+    """Stands in for a RunState (``save``) and a RunDir (``sync``): the calls, in order, with the clock's time."""
+
+    def __init__(self, clock):
+        self.calls, self.clock = [], clock
+        self.epoch, self.test_per_class = 0, []
+
+    def save(self, path) -> None:
+        self.calls.append(("save", self.clock()))
+
+    def sync(self) -> None:
+        self.calls.append(("sync", self.clock()))
+
+
+def epoch_result(epoch: int) -> EpochResult:
+    return EpochResult(epoch=epoch, step=epoch, train_loss=1.0, evals={}, lr=0.1, train_seconds=0.0, eval_seconds=0.0,
+                       trace=[], cost={})
+
+
+@pytest.mark.parametrize("every, ends, saved_at", [
+    (10.0, [3.0, 9.9, 10.5, 12.0, 20.4, 21.0], [10.5, 21.0]),  # the first epoch end S after the start, then after it
+    (0.0, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),  # 0: every epoch
+    (60.0, [1.0, 2.0, 3.0], []),  # a run shorter than S writes none
+])
+def test_the_checkpoint_is_written_by_time_and_the_records_are_flushed_first(tmp_path, every, ends, saved_at):
+    now = [0.0]
+    recorder = Recorder(lambda: now[0])
+    sink = Checkpoint(recorder, tmp_path / "checkpoint.pt", run=recorder, every=every, clock=lambda: now[0])
+    for epoch, t in enumerate(ends, 1):
+        now[0] = t
+        sink.on_epoch(epoch_result(epoch))
+        assert recorder.epoch == epoch  # what a checkpoint would say is kept up to date either way
+    assert recorder.calls == [call for t in saved_at for call in (("sync", t), ("save", t))]
+
+
+def test_a_short_run_writes_no_checkpoint_by_default_and_one_per_epoch_with_0(tmp_path, monkeypatch):
+    import hardbatch.run.state as run_state
+
+    saved, save = [], run_state.save_checkpoint
+    monkeypatch.setattr(run_state, "save_checkpoint", lambda path, state: (saved.append(state["epoch"]),
+                                                                         save(path, state)))
+    cfg = RunConfig(epochs=3, params={"delta": 0.5}, train_subset=320)
+    assert cfg.checkpoint_every == 60.0
+    train_run(cfg, tmp_path / "default", progress=False)
+    assert saved == []
+    train_run(cfg.replace(checkpoint_every=0), tmp_path / "every", progress=False)
+    assert saved == [1, 2, 3]
+    assert not (tmp_path / "every" / "checkpoint.pt").exists()  # removed once the run finished

@@ -165,8 +165,9 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
 
 
 def _start(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSampler, device: torch.device) -> None:
-    """A fresh run's folder: the files of an earlier one removed, config.json written, and relabelled.csv when
-    label noise relabelled samples (with the batches trace.csv numbers)."""
+    """A fresh run's folder: the files of an earlier one removed (a run resumed with no checkpoint, killed before its
+    first, starts history.csv and trace.csv afresh), config.json written, and relabelled.csv when label noise
+    relabelled samples (with the batches trace.csv numbers)."""
     for name in (HISTORY, TRACE, SUMMARY, CHECKPOINT, RELABELLED):
         run.file(name).unlink(missing_ok=True)
     atomic_write_json(run.file(CONFIG), {"format": RUN_FORMAT, "config": cfg.to_dict(), **environment(device)})
@@ -179,10 +180,11 @@ def _start(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
 def _sinks(cfg: RunConfig, run: RunDir, state: RunState, history: list[dict], num_classes: int, progress: bool,
            label: str | None) -> list:
     """The writer's per-epoch outputs, in the order they run: the loss watch, trace.csv, history.csv (extending
-    ``history``), the checkpoint (after them: a run killed between two files resumes from an epoch every file has),
-    then TensorBoard and progress when asked."""
+    ``history``), the checkpoint every ``cfg.checkpoint_every`` seconds (after them: a run killed between two files
+    resumes from an epoch every file has), then TensorBoard and progress when asked."""
     sinks = [LossWatch(cfg.lr, num_classes, history[0]["train_loss"] if history else None), Trace(run),
-             History(run, history, state.holdout_cost), Checkpoint(state, run.file(CHECKPOINT))]
+             History(run, history, state.holdout_cost),
+             Checkpoint(state, run.file(CHECKPOINT), run=run, every=cfg.checkpoint_every)]
     if cfg.tensorboard:
         sinks.append(TensorBoard(cfg.tensorboard, state.holdout_cost))
     if progress:
@@ -202,6 +204,7 @@ def _finish(cfg: RunConfig, run: RunDir, data: DataSplits, state: RunState, hist
         summary["irreducible_model"] = state.irreducible_model
     if data.relabelled is not None:  # counted from what was back-propagated, for every policy
         summary["mislabelled"] = {k: None if math.isnan(v) else v for k, v in sampler.exposure().items()}
+    run.sync()  # the records on disk before summary.json marks them finished
     atomic_write_json(run.file(SUMMARY), summary)
     run.file(CHECKPOINT).unlink(missing_ok=True)
     return summary
