@@ -37,9 +37,8 @@ except ImportError:  # run from a checkout without installing the package
     import hardbatch
 
 from hardbatch import distributed
+from hardbatch import HardBatchSampler, fit
 from hardbatch.data import BatchTransform, DataSplits, InMemoryDataset
-from hardbatch.selection import HardBatchSampler
-from hardbatch.training import fit
 
 SEED = 0
 
@@ -68,7 +67,8 @@ def make_data(num_batches: int, batch_size: int) -> DataSplits:
 def train(args, delta: float) -> tuple[list[float], list[tuple]]:
     """One run: (seconds per step of each epoch after the first, trace rows of every epoch)."""
     data = make_data(args.batches, args.batch_size)
-    sampler = HardBatchSampler(len(data.train), args.batch_size, delta, args.epochs, seed=SEED)
+    sampler = HardBatchSampler(len(data.train), args.batch_size, epochs=args.epochs,
+                               policy=hardbatch.policies.HardBatch(delta=delta), seed=SEED)
     model = model_for_bench(args.width)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     times, rows = [], []
@@ -105,9 +105,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=128, help="global batch size (default 128)")
     parser.add_argument("--width", type=int, default=32, help="model width (default 32)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # set when launched under torchrun: where rank 0 writes
+    if "--quick" in sys.argv[1:]:  # flags given beside --quick still win
+        parser.set_defaults(repeats=2, epochs=2)
     args = parser.parse_args()
-    if args.quick:
-        args.repeats, args.epochs = 2, 2
     if args.worker:
         worker(args)
         return 0

@@ -35,13 +35,11 @@ import torch.nn.functional as F
 from bench_overhead import CIFAR_MEAN, CIFAR_STD, SEED, StartClock, make_data, per_step, start_clocks
 
 import hardbatch
-from hardbatch.config import RunConfig
+from hardbatch import HardBatchSampler, RunConfig, fit
 from hardbatch.data import DataSplits
-from hardbatch.run.experiment import resolve
-from hardbatch.run.machine import resolve_device
 from hardbatch.models import MODELS, build_seeded
-from hardbatch.selection import HardBatchSampler
-from hardbatch.training import fit
+from hardbatch.run.checks import resolve
+from hardbatch.run.machine import resolve_device
 
 
 class SyncAudit:
@@ -94,7 +92,8 @@ class Bench:
         data = self.device_data if on_device else self.host_data
         model, optimizer = self.model_and_optimizer()
         epochs = -(-(args.warmup + args.steps) // self.num_batches)
-        sampler = HardBatchSampler(len(data.train), args.batch_size, delta, epochs)
+        sampler = HardBatchSampler(len(data.train), args.batch_size, epochs=epochs,
+                                   policy=hardbatch.policies.HardBatch(delta=delta))
         # A budget in steps rather than whole epochs; the sampler cuts the last round short.
         sampler.total_steps = args.warmup + args.steps
         workers = 0 if on_device else args.workers
@@ -110,7 +109,8 @@ class Bench:
         args = self.args
         data = self.device_data if on_device else self.host_data
         model, optimizer = self.model_and_optimizer()
-        sampler = HardBatchSampler(len(data.train), args.batch_size, delta, 1 + -(-steps // self.num_batches))
+        sampler = HardBatchSampler(len(data.train), args.batch_size, epochs=1 + -(-steps // self.num_batches),
+                                   policy=hardbatch.policies.HardBatch(delta=delta))
         sampler.total_steps = self.num_batches + steps
         workers, pin = (0, False) if on_device else (args.workers, True)
         batches = SyncAudit(data.loader(data.train, sampler, workers, pin), sampler, self.num_batches)
@@ -167,9 +167,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the measurements here")
     p.add_argument("--quick", action="store_true",
                    help="logic check, also on a CPU: 128 samples, batch 16, 8+4 steps, 1 repeat, 2 workers")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):  # flags given beside --quick still win
+        p.set_defaults(num_samples=128, batch_size=16, steps=4, warmup=8, repeats=1, workers=2)
     args = p.parse_args(argv)
-    if args.quick:
-        args.num_samples, args.batch_size, args.steps, args.warmup, args.repeats, args.workers = 128, 16, 4, 8, 1, 2
     if args.num_samples // args.batch_size < 2:
         p.error("need at least 2 batches (δ=0.5 needs floor(0.5 N) >= 1)")
     if args.warmup is None:
