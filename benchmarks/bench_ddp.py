@@ -104,6 +104,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=20, help="mini-batches per epoch N (default 20)")
     parser.add_argument("--batch-size", type=int, default=128, help="global batch size (default 128)")
     parser.add_argument("--width", type=int, default=32, help="model width (default 32)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the per-step ratio misses its target (1 and 2 "
+                        "processes taking different steps always exits 1)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # set when launched under torchrun: where rank 0 writes
     if "--quick" in sys.argv[1:]:  # flags given beside --quick still win
         parser.set_defaults(repeats=2, epochs=2)
@@ -141,7 +143,7 @@ def main() -> int:
     print(f"δ=0.5 / δ=1 per-step time: {ratio:.3f} (target <= 1.03): {'PASS' if ratio <= 1.03 else 'FAIL'}")
     print(f"1 process vs 2 processes, δ = 0.5, {len(one)} steps: step sequence (round, batch, samples) "
           f"{'identical' if same_steps else 'DIFFERENT'}; largest loss difference {loss_diff:.2e}")
-    return 0 if ratio <= 1.03 and same_steps else 1
+    return 0 if (ratio <= 1.03 or not args.check) and same_steps else 1
 
 
 if __name__ == "__main__":

@@ -120,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=float, default=1e8, help="n (default 1e8: N = 10^6 batches of 100)")
     parser.add_argument("--policies", nargs="+", help="these policies only (default: every registered one)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process: measure one policy, print JSON
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run (seconds): n = 10^4, the paper's rule and uniform only (flags given beside it "
+                             "still apply)")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(samples=1e4, policies=["hardbatch", "uniform"])
     args = parser.parse_args(argv)
     samples = int(args.samples)
     if args.one:
