@@ -96,7 +96,7 @@ def worker(args) -> None:
     distributed.shutdown()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and epochs (a smoke run)")
     parser.add_argument("--repeats", type=int, default=6, help="repeats of each variant (default 6)")
@@ -107,9 +107,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the per-step ratio misses its target (1 and 2 "
                         "processes taking different steps always exits 1)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # set when launched under torchrun: where rank 0 writes
-    if "--quick" in sys.argv[1:]:  # flags given beside --quick still win
+    if "--quick" in (sys.argv[1:] if argv is None else argv):  # flags given beside --quick still win
         parser.set_defaults(repeats=2, epochs=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         worker(args)
         return 0
@@ -119,7 +119,7 @@ def main() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        flags = [a for a in sys.argv[1:]]
+        flags = list(sys.argv[1:] if argv is None else argv)
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
                         "127.0.0.1", "--master-port", str(port), __file__, *flags, "--worker", str(out)],
                        check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
