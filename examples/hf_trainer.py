@@ -11,7 +11,8 @@ process group at exit, so the script ends with nothing to call):
 An encoder-decoder model (T5 here) needs no ``forward=`` or ``loss_fn=``: the Trainer makes its decoder inputs from
 the labels and trains on each target sequence's mean token loss.
 
-``--out DIR`` writes DIR/trace-rank<R>.json: the steps each rank trained (tests/test_transformers.py compares them).
+``--out DIR`` writes DIR/trace-rank<R>.json: the steps each rank trained (tests/integrations/test_transformers.py
+compares them).
 Needs ``pip install 'hardbatch[transformers]'``.
 """
 

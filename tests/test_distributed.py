@@ -287,7 +287,8 @@ def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
 def test_shutdown_frees_a_process_group_a_reference_cycle_holds_and_joins_its_gloo_threads(leave):
     # A Trainer's objects hold the group in reference cycles: destroy_process_group alone left it and gloo's worker
     # threads alive until interpreter exit, where one of them aborted rank 0 of a torchrun job after all its work
-    # ("terminate called without an active exception", CI on tests/test_transformers.py). shutdown() collects them.
+    # ("terminate called without an active exception", CI on tests/integrations/test_transformers.py). shutdown()
+    # collects them.
     from hardbatch import distributed
 
     def threads() -> int:

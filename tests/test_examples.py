@@ -22,7 +22,7 @@ from hardbatch.functional import top_k_batches
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # Examples another test owns: it runs them, and their owner keeps them to the rules checked here.
-OWNED_ELSEWHERE = {"hf_trainer.py": "the Hugging Face helper's; tests/test_transformers.py runs it"}
+OWNED_ELSEWHERE = {"hf_trainer.py": "the Hugging Face helper's; tests/integrations/test_transformers.py runs it"}
 SCRIPTS = sorted(path.name for path in EXAMPLES.glob("*.py") if path.name not in OWNED_ELSEWHERE)
 # hardbatch.integrations.<stack>: one module per training stack (lightning, accelerate, transformers, ...).
 INTEGRATIONS = Path(hardbatch.__file__).parent / "integrations"

@@ -1,6 +1,7 @@
 """Run examples/hf_trainer.py once per argument list (a JSON list of lists in argv[1]) in one torchrun job.
 
-Starting processes that import transformers takes most of such a job, so tests/test_transformers.py starts one.
+Starting processes that import transformers takes most of such a job, so tests/integrations/test_transformers.py
+starts one.
 Neither this script nor the example frees the process group: at exit, each rank writes exit-rank<R>.json into the
 first run's --out folder, saying whether the group was still there after the integration's exit handler ran.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hf_trainer.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hf_trainer.py"
 
 
 def report_group_at_exit(folder: str) -> None:

@@ -29,7 +29,7 @@ from hardbatch.policies import POLICIES  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hf_trainer.py"
 JOB = str(Path(__file__).with_name("hf_job.py"))
 UNTIMED = dict.fromkeys(TIMING, 0)  # the cost counters that differ between equal runs, zeroed
