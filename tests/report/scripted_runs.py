@@ -1,9 +1,6 @@
-"""Finished run folders written by hand in the format ``hardbatch train`` writes (format 2), with scripted accuracies,
-and the fixtures of the report tests (a test module imports those it uses). The scripted groups' arithmetic is
-spelled out beside their numbers.
-
-The fixtures live here rather than in a tests/report/conftest.py: a second conftest module would shadow tests/conftest.py
-for the test files that import helpers from it.
+"""Finished run folders written by hand in the format ``hardbatch train`` writes (format 2), with scripted accuracies
+(the report tests' fixtures in tests/report/conftest.py write them). The scripted groups' arithmetic is spelled out
+beside their numbers.
 """
 
 from __future__ import annotations
@@ -11,12 +8,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-
 from hardbatch.config import DELTA_POLICIES, RunConfig
 from hardbatch.fileio import atomic_write_json
 from hardbatch.records import CONFIG, RUN_FORMAT, SUMMARY, RunDir, find_runs, summarize
-from hardbatch.report import Run, group_runs
+from hardbatch.report import Run
 
 N = 10  # scripted number of mini-batches per epoch
 B = 32
@@ -116,39 +111,6 @@ def write_peers(root: Path) -> Path:
                   prune_ratio=0.3)
         write_run(root, f"ib05_s{seed}", seed=seed, accs=[0.5, 0.83 + 0.013 * seed], policy="infobatch")
     return root
-
-
-# ---- fixtures ------------------------------------------------------------------------------------------------------
-# Each importing module registers its own copy of a fixture; the folders are written (and the runs trained) once per
-# session all the same.
-_ONCE: dict[str, Path] = {}
-
-
-@pytest.fixture(scope="session")
-def scripted(tmp_path_factory) -> Path:
-    """write_scripted's folders; read only (tests that change runs write their own)."""
-    if "scripted" not in _ONCE:
-        _ONCE["scripted"] = write_scripted(tmp_path_factory.mktemp("scripted"))
-    return _ONCE["scripted"]
-
-
-@pytest.fixture(scope="session")
-def groups(scripted):
-    return group_runs(load(scripted))
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> Path:
-    """uniform, δ = 1 and infobatch (which back-propagates less) on 320 digits, 3 seeds, 3 epochs: real runs."""
-    if "trained" not in _ONCE:
-        from hardbatch.run.plan import execute, plan_compare
-
-        out = tmp_path_factory.mktemp("trained")
-        base = RunConfig(dataset="digits", model="mlp", train_subset=320, batch_size=32, epochs=3, device="cpu")
-        execute(plan_compare(base, [1.0], [0, 1, 2], out, policies=["hardbatch", "uniform", "infobatch"]),
-                progress=False)
-        _ONCE["trained"] = out
-    return _ONCE["trained"]
 
 
 # Uniform's frontier (tests/report/test_frontier.py): every run has epochs = 4, so budget 0.5 trains 2 epochs

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from scripted_runs import load, write_frontier, write_run
 
 from hardbatch.errors import UsageError
 from hardbatch.metrics import paired_difference
@@ -23,6 +22,8 @@ from hardbatch.report.benchmarks import (
     without_collapsed,
 )
 from hardbatch.report.compact import archive_folders
+
+from .scripted_runs import load, write_frontier, write_run
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import json
 import math
 
 import pytest
-from scripted_runs import load, write_frontier, write_run
 
 from hardbatch.errors import UsageError
 from hardbatch.report import arm_stats, group_runs
@@ -21,6 +20,8 @@ from hardbatch.report.compact import (
     write_records,
 )
 from hardbatch.report.load import UNFINISHED
+
+from .scripted_runs import load, write_frontier, write_run
 
 
 class Bench:

@@ -9,7 +9,6 @@ import math
 import shutil
 
 import pytest
-from scripted_runs import T975, load, write_frontier, write_run
 
 import hardbatch.report.plots as plots
 from hardbatch.cli import main
@@ -25,6 +24,8 @@ from hardbatch.report.tables import (
     placement_table,
 )
 from hardbatch.report.wording import ABOVE, OUTSIDE
+
+from .scripted_runs import T975, load, write_frontier, write_run
 
 
 @pytest.fixture

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from scripted_runs import load, write_peers, write_run
-from scripted_runs import groups, scripted  # noqa: F401  (fixtures)
 
 from hardbatch.cli import main
 from hardbatch.errors import UsageError
 from hardbatch.report import Comparison, arm_stats, build_report, group_runs
 from hardbatch.report.groups import arm_label, drop_duplicates, extra_params, run_label
 from hardbatch.report.tables import markdown_table
+
+from .scripted_runs import load, write_peers, write_run
 
 
 def _group(groups, lr):

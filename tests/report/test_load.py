@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 
-from scripted_runs import write_run
-
 from hardbatch.fileio import read_csv
 from hardbatch.records import CONFIG, HISTORY, SUMMARY, RunDir
 from hardbatch.report import Run, load_runs
+
+from .scripted_runs import write_run
 
 
 def test_a_run_reads_back_its_files(tmp_path):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
-from scripted_runs import REF, load, write_run
-
 from hardbatch.cli import main
 from hardbatch.records import CONFIG
 from hardbatch.report.machines import packages
+
+from .scripted_runs import REF, load, write_run
 
 
 def test_runs_from_different_machines_are_named_with_their_counts(tmp_path, capsys):

@@ -10,13 +10,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from scripted_runs import T_A, write_peers, write_run
-from scripted_runs import scripted  # noqa: F401  (fixtures)
 
 from hardbatch.cli import main
 from hardbatch.errors import UsageError
 from hardbatch.records import SUMMARY
 from hardbatch.report import build_report
+
+from .scripted_runs import T_A, write_peers, write_run
 
 
 def rows_of(path: Path) -> list[dict[str, str]]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from scripted_runs import load, write_run
-from scripted_runs import trained  # noqa: F401  (fixtures)
 
 import hardbatch.report.plots as plots
 from hardbatch.metrics import mean_interval, paired_difference
 from hardbatch.report import arm_stats, build_report, group_runs
 from hardbatch.report.glossary import epoch_axis_label
 from hardbatch.report.stats import forest_points
+
+from .scripted_runs import load, write_run
 
 
 def test_final_vs_delta_bars_are_clipped_t_intervals(tmp_path, monkeypatch):

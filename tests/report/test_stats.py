@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from scripted_runs import T975, T_A, B, N, load, write_run
-from scripted_runs import groups, scripted, trained  # noqa: F401  (fixtures)
 
 from hardbatch.metrics import Interval, mean_interval
 from hardbatch.report import arm_stats, group_runs
 from hardbatch.report.stats import ArmStats, chosen_arm, target_accuracy
+
+from .scripted_runs import T975, T_A, B, N, load, write_run
 
 
 def _group(groups, lr):

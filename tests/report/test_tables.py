@@ -7,11 +7,11 @@ import json
 import math
 
 import pytest
-from scripted_runs import HALF, REF, T80, T975, load, write_run
-from scripted_runs import groups, scripted, trained  # noqa: F401  (fixtures)
 
 from hardbatch.report import arm_stats, build_report, group_runs
 from hardbatch.report.tables import cost_table, markdown_table, noise_table, overview_table, per_class_table
+
+from .scripted_runs import HALF, REF, T80, T975, load, write_run
 
 
 def _lines(table: str) -> dict[str, str]:
