@@ -25,14 +25,19 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here downloads; say so to the hub client
 
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
-    BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration,
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    T5Config,
+    T5ForConditionalGeneration,
     TrainingArguments,
 )
 
-from hardbatch import losses  # noqa: E402
-from hardbatch.integrations.transformers import HardBatchTrainer  # noqa: E402
+from hardbatch import losses
+from hardbatch.integrations.transformers import HardBatchTrainer
 
 VOCAB, LENGTH, CLASSES = 32, 12, 3
 

@@ -22,6 +22,6 @@ while not sampler.done:
     for batch in loader:
         loss = hardbatch.training_loss(sampler, model, batch)
         if loss is not None:
-            optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - the quickstart's own line
+            optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - as in the README  # fmt: skip
 
 print(f"{sampler.policy.name}: {sampler.steps} steps, {sampler.meter.samples_backprop} samples back-propagated")

@@ -48,11 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 try:
-    import hardbatch  # noqa: F401
+    import hardbatch  # noqa: F401 - only whether it imports: an installed package, or the checkout's src below
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hardbatch.version import __version__
 from hardbatch.config import DELTA_POLICIES, RunConfig
 from hardbatch.errors import UsageError
 from hardbatch.fileio import LOCK, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
@@ -61,7 +60,8 @@ from hardbatch.report.benchmarks import COLLAPSE_POINTS, DOC_DIR_NAME
 from hardbatch.report.compact import archive_folders, write_records
 from hardbatch.report.evidence import RECORDS, check_readme, render
 from hardbatch.report.groups import run_label
-from hardbatch.run.plan import check_plan, execute, parse_shard, plan_compare, PlannedRun, shard
+from hardbatch.run.plan import PlannedRun, check_plan, execute, parse_shard, plan_compare, shard
+from hardbatch.version import __version__
 
 RULE_DELTA = 0.5  # the rule's δ, and its controls' (the demo's; δ is not tuned: every arm gets the same lr grid only)
 WAIT_SECONDS = 30  # between looks at runs another process is training

@@ -147,8 +147,15 @@ def read_rows():
 
 # One recorded item of a pass: "train" (an optimizer step), "score" (a scoring-only batch) or "skip" (a batch whose
 # weights keep no sample: consumed untrained); its samples, those trained, their weights and losses, and the loss.
-Rec = NamedTuple("Rec", [("kind", str), ("round", int), ("batch", int), ("samples", list), ("kept", list),
-                         ("weights", list), ("losses", list), ("loss", float)])
+class Rec(NamedTuple):
+    kind: str
+    round: int
+    batch: int
+    samples: list
+    kept: list
+    weights: list
+    losses: list
+    loss: float
 
 
 def scripted(seed: int, ties: bool = False):

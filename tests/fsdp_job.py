@@ -42,7 +42,9 @@ def train(label: str, group) -> dict:
         for batch in DataLoader(data, batch_sampler=distributed.LocalSlices(sampler)):
             loss = hardbatch.training_loss(sampler, model, batch)
             if loss is not None:
-                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
                 trace.append([sampler.last.batch, sampler.last.samples, float(sampler.last.loss)])
     return {"trace": trace, "scored": sampler.meter.samples_forward_nograd}
 

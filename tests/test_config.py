@@ -126,9 +126,9 @@ def test_what_a_policy_requires_of_the_run_is_checked_for_any_policy(monkeypatch
 
 
 def test_the_registry_names_the_policies_those_with_delta_and_each_axis():
-    assert POLICY_NAMES == tuple(POLICIES)
+    assert tuple(POLICIES) == POLICY_NAMES
     assert DELTA_POLICIES == ("hardbatch", "random", "cyclic")
-    assert POLICY_AXES == {name: cls.axis for name, cls in POLICIES.items() if cls.axis is not None}
+    assert {name: cls.axis for name, cls in POLICIES.items() if cls.axis is not None} == POLICY_AXES
     assert all(cls.takes(axis) for name, axis in POLICY_AXES.items() for cls in [POLICIES[name]])
 
 

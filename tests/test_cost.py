@@ -75,4 +75,4 @@ def test_the_state_holds_the_counters_not_a_running_clock(clock):
     again.load_state_dict({**state, "samples_loaded": 96.0})  # a JSON round trip may turn counts into floats
     assert again.state_dict() == state and type(again.samples_loaded) is int and not again.running
     meter.stop()
-    assert meter.since(state) == {**{k: 0 for k in state}, "train_seconds": 1.0, "cpu_seconds": 1.0}
+    assert meter.since(state) == {**dict.fromkeys(state, 0), "train_seconds": 1.0, "cpu_seconds": 1.0}

@@ -408,7 +408,7 @@ def test_the_files_a_page_names_exist(page):
     card = page.parent == DOCS / "policies"
     missing = []
     for path, function in REPO_PATH.findall(page.read_text()):
-        if "NAME" in path or card and not path.startswith("tests/"):
+        if "NAME" in path or (card and not path.startswith("tests/")):
             continue
         if not (ROOT / path).exists():
             missing.append(path)

@@ -57,4 +57,4 @@ def test_a_command_whose_extra_is_missing_names_the_pip_install_in_one_line(argv
     done = _python(f"from hardbatch.cli import main; raise SystemExit(main({argv!r}))", tmp_path, missing=(package,))
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"pip install 'hardbatch[cli]'" in lines[0] and "Traceback" not in done.stderr
+    assert len(lines) == 1 and "pip install 'hardbatch[cli]'" in lines[0] and "Traceback" not in done.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "golden"))
-from golden_runs import GOLDEN, VARIANTS, run_all  # noqa: E402
+from golden_runs import GOLDEN, VARIANTS, run_all
 
 LOSS_TOLERANCE = 1e-6
 

@@ -39,7 +39,9 @@ def test_paper_networks_give_logits_for_each_resolution_and_class_count(name, si
 def test_small_stem_keeps_more_resolution():
     base, small = create_model("resnet18", 10).eval(), create_model("resnet18", 10, stem="small").eval()
     x = torch.randn(1, 3, 32, 32)
-    feature = lambda m: nn.Sequential(*list(m.children())[:-2])(x).shape[-1]  # noqa: E731 - the map before pooling
+    def feature(m: nn.Module) -> int:  # the width of the map before pooling
+        return nn.Sequential(*list(m.children())[:-2])(x).shape[-1]
+
     assert feature(base) == 1 and feature(small) == 4
 
 

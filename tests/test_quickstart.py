@@ -51,7 +51,7 @@ def quickstart(case: str) -> tuple[hardbatch.HardBatchSampler, list[tuple]]:
         for batch in loader:
             loss = hardbatch.training_loss(sampler, model, batch)
             if loss is not None:
-                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - the quickstart's own line
+                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - as in the README  # fmt: skip
                 last = sampler.last
                 trace.append((last.step, last.round, last.batch, float(last.loss), last.samples))
             if sampler.epoch_ended:
@@ -148,7 +148,7 @@ def test_the_quickstart_loop_consumes_the_batches_selective_backprop_keeps_none_
         for batch in loader:
             loss = hardbatch.training_loss(sampler, model, batch)
             if loss is not None:
-                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - the quickstart's own line
+                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - as in the README  # fmt: skip
             else:
                 untrained += 1
             epochs_ended += sampler.epoch_ended

@@ -44,7 +44,7 @@ def _row(epoch: int, acc: float, **changes) -> dict:
 
 
 def test_the_csv_columns_are_the_declared_fields():
-    assert HISTORY_FIELDS == tuple(f.name for f in dataclasses.fields(HistoryRow))
+    assert tuple(f.name for f in dataclasses.fields(HistoryRow)) == HISTORY_FIELDS
     assert TRACE_FIELDS == ("step", "round", "batch", "loss", "samples")
     optional = {f.name for f in dataclasses.fields(HistoryRow) if "None" in str(f.type)}
     assert optional == {"val_loss", "val_acc", "val_top5", "val_bacc"}  # only what a run without a validation split
@@ -181,7 +181,7 @@ def test_cpu_seconds_are_counted_per_epoch_and_in_total(tmp_path):
     cfg = RunConfig(dataset="digits", model="mlp", epochs=2, batch_size=64, device="cpu")
     summary = train_run(cfg, tmp_path / "run", progress=False)
     cpu = [row["cpu_seconds"] for row in RunDir(tmp_path / "run").history()]
-    assert all(0 < c for c in cpu)
+    assert all(c > 0 for c in cpu)
     assert summary["cost"]["cpu_seconds"] == pytest.approx(sum(cpu))
     # process CPU time of one thread cannot run far ahead of the wall-clock of the same span
     assert sum(cpu) <= 1.5 * summary["train_seconds"] + 0.05

@@ -536,7 +536,9 @@ def test_a_state_loads_only_into_a_sampler_over_the_same_partition():
 
 
 def test_a_mid_round_state_with_batches_drawn_ahead_draws_them_again():
-    make = lambda: HardBatchSampler(20, 2, delta=0.3, epochs=3, seed=9)  # noqa: E731
+    def make() -> HardBatchSampler:
+        return HardBatchSampler(20, 2, delta=0.3, epochs=3, seed=9)
+
     expected = drive(make(), scripted(21, ties=True), by="batch")
     first = make()
     head = drive(first, scripted(21, ties=True), by="batch", stop_after=11, draw_ahead=2)  # round 1 drawn to its end

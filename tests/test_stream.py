@@ -54,7 +54,9 @@ def _train(selector, loader, model, **kwargs) -> list[tuple]:
         for batch in loader:
             loss = hardbatch.training_loss(selector, model, batch, forward=lambda m, b: m(b["x"]), **kwargs)
             if loss is not None:
-                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
             trace.append((selector.last.step, selector.last.samples))
             if selector.done:
                 break

@@ -13,17 +13,16 @@ The quickstart, for every registered policy::
                 optimizer.zero_grad(); loss.backward(); optimizer.step()
 """
 
+from hardbatch import functional, losses, policies
+from hardbatch.config import RunConfig
+from hardbatch.cost import CostMeter
+from hardbatch.errors import TrainingDiverged, UsageError
+from hardbatch.policies import Policy, create_policy
+from hardbatch.sampler import HardBatchSampler
+from hardbatch.step import training_loss
+from hardbatch.stream import InBatchSelector
+from hardbatch.training import evaluate, fit
 from hardbatch.version import __version__
-
-from hardbatch import functional, losses, policies  # noqa: E402
-from hardbatch.config import RunConfig  # noqa: E402
-from hardbatch.cost import CostMeter  # noqa: E402
-from hardbatch.errors import TrainingDiverged, UsageError  # noqa: E402
-from hardbatch.policies import Policy, create_policy  # noqa: E402
-from hardbatch.sampler import HardBatchSampler  # noqa: E402
-from hardbatch.step import training_loss  # noqa: E402
-from hardbatch.stream import InBatchSelector  # noqa: E402
-from hardbatch.training import evaluate, fit  # noqa: E402
 
 __all__ = [
     "CostMeter",

@@ -7,8 +7,8 @@ a tensor of another length) pass through unchanged. Structures nest (a tuple hol
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -6,22 +6,23 @@ own (``hardbatch.params``): a setting is declared once, and its flag, help and c
 
 from __future__ import annotations
 
-from typing import Any, Callable, NoReturn
 import argparse
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import Field, fields
+from typing import Any, NoReturn
 
 from hardbatch import distributed
-from hardbatch.version import __version__
-from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, PROTOCOLS, SELECTION, RunConfig, make_config
+from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, PROTOCOLS, RunConfig, make_config
 from hardbatch.errors import BadValue, SettingsError, TrainingDiverged, UsageError
 from hardbatch.fileio import NoSpaceLeft
 from hardbatch.params import flag, type_names
 from hardbatch.policies import POLICIES
 from hardbatch.policies.registry import policy_class, shared_fields
+from hardbatch.version import __version__
 
 DEFAULTS = RunConfig()
 POLICY_DEST = "policy_param_"  # argparse dest prefix of a policy hyper-parameter's flag
@@ -34,7 +35,7 @@ EXTRAS = {"tqdm": "cli", "matplotlib": "cli", "scipy": "cli", "sklearn": "cli", 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit status 2), matching hardbatch's own input errors."""
 
-    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse API
+    def error(self, message: str) -> NoReturn:  # argparse calls it for every error in the command line
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -167,7 +168,7 @@ def _check_policy_flags(args: argparse.Namespace) -> None:
     for name in _policy_flags(args):
         users = [u for u, cls in POLICIES.items() if cls.takes(name)]
         if not set(users) & set(chosen):
-            takes = "; ".join(f"{c} takes {', '.join((flag(f.name) for f in fields(policy_class(c)))) or 'no hyper-parameter'}"
+            takes = "; ".join(f"{c} takes {', '.join(flag(f.name) for f in fields(policy_class(c))) or 'no hyper-parameter'}"
                               for c in chosen)
             raise UsageError(f"{flag(name)} applies to policy {', '.join(users)}, not to {', '.join(chosen)} ({takes})")
 

@@ -12,7 +12,8 @@ import datetime
 import gc
 import os
 import pickle
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import numbers
 import math
+import numbers
 import operator
 from typing import Any
 

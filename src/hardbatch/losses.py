@@ -10,8 +10,8 @@ The built-in reducers compute in float32 (outputs under autocast are cast first)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F

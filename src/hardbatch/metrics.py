@@ -7,8 +7,9 @@ scipy (the ``cli`` extra), imported where one is needed, so the core install run
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 PLATEAU_POINTS = 0.01  # "within 1 percentage point of the run's own best"
 
@@ -59,7 +60,7 @@ class Interval:
         an interval."""
         return detectable_difference(self.half_width, self.n)
 
-    def scaled(self, factor: float) -> "Interval":
+    def scaled(self, factor: float) -> Interval:
         """The same interval in other units (fractions x 100 = percentage points)."""
         return Interval(factor * self.mean, factor * self.low, factor * self.high, self.n)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from hardbatch.errors import BadValue
 

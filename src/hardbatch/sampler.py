@@ -7,8 +7,9 @@ import numbers
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
@@ -262,7 +263,7 @@ class HardBatchSampler(Sampler[list[int]]):
             raise UsageError(f"{call}: batch {step.batch} was drawn for scoring only, and the loop recorded it without "
                              f"looking at sampler.pending: check sampler.pending.score_only for every batch and only "
                              f"score those batches (a no-grad forward, record its losses, no optimizer step)")
-        one_number = isinstance(loss, numbers.Real) or isinstance(loss, torch.Tensor) and loss.dim() == 0
+        one_number = isinstance(loss, numbers.Real) or (isinstance(loss, torch.Tensor) and loss.dim() == 0)
         if isinstance(loss, bool) or not one_number:
             raise UsageError(f"{call}: loss must be a 0-d tensor or a number, got {_shape(loss)}")
         if self.policy.per_sample and sample_losses is None:
@@ -526,7 +527,7 @@ def _checked_labels(labels: Any, num_samples: int, exact: bool) -> torch.Tensor:
         raise UsageError(f"labels must be integer class indices, got {labels.dtype}")
     if labels.dim() != 1:
         raise UsageError(f"labels must hold one class per sample ({num_samples}), got shape {tuple(labels.shape)}")
-    if len(labels) < num_samples or exact and len(labels) != num_samples:
+    if len(labels) < num_samples or (exact and len(labels) != num_samples):
         raise UsageError(f"labels must hold one class per sample ({num_samples}), got {len(labels)}")
     if int(labels.min()) < 0:
         raise UsageError(f"labels must be class indices >= 0, got {int(labels.min())}")

@@ -17,7 +17,7 @@ def test_digits_are_split_80_20_by_class_the_same_way_every_time():
     raw, again = DATASETS["digits"].read(), DATASETS["digits"].read(root="ignored", download=True)
     assert (len(raw.train), len(raw.test), raw.num_classes, raw.in_channels, raw.image_size) == (1437, 360, 10, 1, 8)
     assert raw.train.images.shape == (1437, 1, 8, 8) and raw.train.images.dtype == torch.float32
-    assert 0 <= raw.train.images.min() and raw.train.images.max() <= 1  # pixel values 0..16, divided by 16
+    assert raw.train.images.min() >= 0 and raw.train.images.max() <= 1  # pixel values 0..16, divided by 16
     assert torch.equal(raw.train.images, again.train.images) and torch.equal(raw.test.labels, again.test.labels)
     held = torch.bincount(raw.test.labels, minlength=10) / torch.bincount(torch.as_tensor(load_digits().target))
     assert torch.allclose(held, torch.full((10,), 0.2), atol=0.01)  # stratified: a fifth of every class

@@ -47,7 +47,7 @@ def test_the_table_refuses_a_second_row_of_a_name_and_a_default_model_that_canno
     before = dict(DATASETS)
     with pytest.raises(ValueError, match=words):
         register_dataset(spec)
-    assert DATASETS == before
+    assert before == DATASETS
 
 
 @pytest.mark.parametrize("name", FROM_FILES)

@@ -139,7 +139,7 @@ def run_variant_api(name: str) -> dict:
                 batch = (data.train_transform(x, generator), y)
                 loss = hardbatch.training_loss(sampler, model, batch)
                 if loss is not None:
-                    optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - the quickstart's line
+                    optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - as in the README  # fmt: skip
                     if scheduler is not None:
                         scheduler.step()
                     last = sampler.last

@@ -158,7 +158,7 @@ def test_two_processes_train_the_same_batches_as_one(tmp_path, launch, trained):
         assert steps[0] == steps[1] == [(row["step"], row["batch"]) for row in one]
         for rank in ranks:  # each rank trained samples of the planned batch, and together what one process trained
             assert [row["loss"] for row in rank["trace"]] == pytest.approx([row["loss"] for row in one], rel=1e-4)
-            untimed = {key: 0 for key in TIMING}
+            untimed = dict.fromkeys(TIMING, 0)
             assert rank["cost"] | untimed == one_meter.state_dict() | untimed
             assert rank["cost"]["train_seconds"] > 0 and rank["cost"]["cpu_seconds"] > 0
         assert len(samples[0]) == len(samples[1]) == len(one_samples)

@@ -30,7 +30,9 @@ def _steps(sampler, loader, model, optimizer, stop: int | None = None) -> list[t
         for batch in loader:
             loss = hardbatch.training_loss(sampler, model, batch)
             if loss is not None:
-                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
                 trace.append((sampler.last.batch, round(float(sampler.last.loss), 6)))
             if stop is not None and len(trace) == stop:
                 return trace

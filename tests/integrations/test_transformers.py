@@ -23,11 +23,11 @@ from conftest import TIMING
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download
 
-from hardbatch import HardBatchSampler, UsageError  # noqa: E402
-from hardbatch.integrations.transformers import HardBatchTrainer  # noqa: E402
-from hardbatch.policies import POLICIES  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from transformers import TrainerCallback
 
+from hardbatch import HardBatchSampler, UsageError
+from hardbatch.integrations.transformers import HardBatchTrainer
+from hardbatch.policies import POLICIES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hf_trainer.py"
@@ -129,7 +129,7 @@ def test_training_time_is_measured_and_evaluation_left_out(tmp_path):
     logged = [row for row in trainer.state.log_history if "hardbatch/optimizer_steps" in row]
     for name in ("train_seconds", "cpu_seconds"):
         values = [row[f"hardbatch/{name}"] for row in logged]
-        assert 0 < values[0] and values == sorted(values) and values[-1] == getattr(meter, name)
+        assert values[0] > 0 and values == sorted(values) and values[-1] == getattr(meter, name)
 
 
 # Every registered policy with its example settings (a new one is covered with no edit here), and the rule's

@@ -107,7 +107,7 @@ def test_registering_a_name_twice_is_refused():
         register(Nameless)
     # The class a name holds may register again (a module imported twice): the registry is unchanged.
     before = dict(POLICIES)
-    assert register(POLICIES["uniform"]) is POLICIES["uniform"] and POLICIES == before
+    assert register(POLICIES["uniform"]) is POLICIES["uniform"] and before == POLICIES
 
 
 @pytest.mark.parametrize("name", list(POLICIES))

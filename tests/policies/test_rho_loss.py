@@ -75,7 +75,7 @@ def test_without_irreducible_losses_it_says_what_to_set():
     with pytest.raises(ValueError, match="shape \\(40,\\), one per training sample, got \\(39,\\)"):
         policy.irreducible = torch.zeros(39)
     with pytest.raises(ValueError, match="irreducible losses by sample id are for a stream"):
-        policy.irreducible = {i: 0.0 for i in range(40)}
+        policy.irreducible = dict.fromkeys(range(40), 0.0)
     policy.irreducible = torch.ones(40)
     assert policy.select(policy.plan().step(0), torch.rand(8)).sum() == 4
 

@@ -251,7 +251,9 @@ def _pooled_run(accumulate: bool, stream: bool = False):
         for batch in loader:
             loss = hardbatch.training_loss(sampler, model, batch)
             if loss is not None:
-                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
                 steps.append((sampler.epoch if not sampler.epoch_ended else sampler.epoch - 1, sampler.last.samples))
             if sampler.done:
                 break

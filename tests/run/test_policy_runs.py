@@ -95,7 +95,9 @@ def test_cost_counters_add_up_and_agree_with_the_trace(straight, case):
     run = straight(case)
     history, trace, s = rows(run / "history.csv", ()), rows(run / "trace.csv", ()), summary(run)
     cost = s["cost"]
-    column = lambda table, name: [float(r[name]) for r in table]  # noqa: E731
+    def column(table: list[dict], name: str) -> list[float]:
+        return [float(r[name]) for r in table]
+
     backprop = sum(column(history, "samples_backprop"))
     before = s.get("holdout_cost", {})  # spent before the first step (RHO-LOSS's IL model), counted in epoch 1
     policy = POLICIES[RUNS[case]["policy"]]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
 from typing import cast
 
+import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from hardbatch.data.memory import SizedDataset, gives_batches, keep_batch

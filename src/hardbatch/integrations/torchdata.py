@@ -16,7 +16,8 @@ uninterrupted run trains. Use it as torchdata's::
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from torch.utils.data import Dataset
 

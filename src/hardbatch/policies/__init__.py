@@ -8,25 +8,43 @@ registered string (``policy="infobatch"``, ``--policy infobatch``). ``POLICIES``
 """
 
 from hardbatch.policies.base import Policy, Round, Step
+from hardbatch.policies.bls import BLS
+from hardbatch.policies.composer_sb import ComposerSB
+from hardbatch.policies.cyclic import Cyclic
+from hardbatch.policies.hard_batch import HardBatch
+from hardbatch.policies.ies import IES
+from hardbatch.policies.infobatch import InfoBatch
+from hardbatch.policies.random_subset import Random
 from hardbatch.policies.registry import POLICIES, create_policy, defaults, load_policies, policy_class, register
+from hardbatch.policies.rho_loss import RhoLoss, irreducible_losses
+from hardbatch.policies.rs2 import RS2
+from hardbatch.policies.selective_backprop import SelectiveBackprop
+from hardbatch.policies.seta import SeTa
+from hardbatch.policies.uniform import Uniform
 
-load_policies()
-
-from hardbatch.policies.bls import BLS  # noqa: E402
-from hardbatch.policies.composer_sb import ComposerSB  # noqa: E402
-from hardbatch.policies.cyclic import Cyclic  # noqa: E402
-from hardbatch.policies.hard_batch import HardBatch  # noqa: E402
-from hardbatch.policies.ies import IES  # noqa: E402
-from hardbatch.policies.infobatch import InfoBatch  # noqa: E402
-from hardbatch.policies.random_subset import Random  # noqa: E402
-from hardbatch.policies.rho_loss import RhoLoss, irreducible_losses  # noqa: E402
-from hardbatch.policies.rs2 import RS2  # noqa: E402
-from hardbatch.policies.selective_backprop import SelectiveBackprop  # noqa: E402
-from hardbatch.policies.seta import SeTa  # noqa: E402
-from hardbatch.policies.uniform import Uniform  # noqa: E402
+load_policies()  # every policy file of the package registered, in the registry's listing order
 
 __all__ = [
-    "BLS", "POLICIES", "RS2", "ComposerSB", "Cyclic", "HardBatch", "IES", "InfoBatch", "Policy", "Random", "RhoLoss", "Round",
-    "SelectiveBackprop", "SeTa", "Step", "Uniform", "create_policy", "defaults", "irreducible_losses",
-    "load_policies", "policy_class", "register",
+    "BLS",
+    "IES",
+    "POLICIES",
+    "RS2",
+    "ComposerSB",
+    "Cyclic",
+    "HardBatch",
+    "InfoBatch",
+    "Policy",
+    "Random",
+    "RhoLoss",
+    "Round",
+    "SeTa",
+    "SelectiveBackprop",
+    "Step",
+    "Uniform",
+    "create_policy",
+    "defaults",
+    "irreducible_losses",
+    "load_policies",
+    "policy_class",
+    "register",
 ]

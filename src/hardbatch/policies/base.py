@@ -57,12 +57,12 @@ class Round:
     source: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, samples: torch.Tensor, ids: torch.Tensor | None = None, **kwargs: Any) -> "Round":
+    def of(cls, samples: torch.Tensor, ids: torch.Tensor | None = None, **kwargs: Any) -> Round:
         """A round of the rows of ``samples`` (S, b), numbered 0..S-1 unless ``ids`` are given."""
         return cls(samples, torch.arange(len(samples)) if ids is None else ids, **kwargs)
 
     @classmethod
-    def rows(cls, source: torch.Tensor, ids: torch.Tensor, **kwargs: Any) -> "Round":
+    def rows(cls, source: torch.Tensor, ids: torch.Tensor, **kwargs: Any) -> Round:
         """A round of rows ``ids`` (S,) of ``source`` (M, b), in that order, each step numbered by its row."""
         return cls(None, ids, source=source, **kwargs)
 
@@ -93,7 +93,7 @@ class Round:
             weights = self.weights[i]
         return Step(self.row(i), self._ids[i], self.score_only, weights)
 
-    def head(self, count: int) -> "Round":
+    def head(self, count: int) -> Round:
         """The first ``count`` steps (the budget cuts a round short)."""
         return Round(None if self.samples is None else self.samples[:count], self.ids[:count], self.score_only,
                      None if self.weights is None else self.weights[:count],
@@ -114,7 +114,7 @@ class Round:
         return state
 
     @classmethod
-    def from_state(cls, state: dict, sources: dict[str, torch.Tensor]) -> "Round":
+    def from_state(cls, state: dict, sources: dict[str, torch.Tensor]) -> Round:
         """The round ``state_dict`` saved, its rows taken from ``sources`` (the policy's tables) by name."""
         weights = None
         if state.get("weights") is not None:
@@ -233,7 +233,7 @@ class Policy:
     # -- binding to the data -------------------------------------------------------------------------------------
 
     def bind(self, partition: int | torch.Tensor, *, num_samples: int | None = None, seed: int = 0,
-             epochs: int = 1, streaming: bool = False) -> "Policy":
+             epochs: int = 1, streaming: bool = False) -> Policy:
         """A copy of this policy bound to the data: ``partition`` the fixed (N, B) batches of sample indices (a
         bare N stands for one sample per batch, enough for batch-level policies), ``num_samples`` n (default: the
         partition's size), ``seed`` its randomness, ``epochs`` the budget; ``streaming``: bound to a stream of

@@ -9,9 +9,10 @@ it is judged on.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from hardbatch.config import RUNTIME_KEYS
 from hardbatch.errors import UsageError

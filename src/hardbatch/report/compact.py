@@ -17,9 +17,10 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
@@ -52,7 +53,7 @@ class Declared:
     metric: str = "acc"
 
     @classmethod
-    def of(cls, bench: Any) -> "Declared":
+    def of(cls, bench: Any) -> Declared:
         """A benchmark declaration (scripts/evidence.py's ``Benchmark``) as records keep it."""
         return cls(bench.name, bench.title, dict(bench.settings), tuple(getattr(a, "label", a) for a in bench.arms),
                    tuple(bench.lrs), bench.seeds, bench.tune_seeds, bench.target, getattr(bench, "metric", "acc"))

@@ -4,8 +4,8 @@ evidence regeneration's compact records (``report.compact``): the same records a
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hardbatch.errors import UsageError
 from hardbatch.fileio import atomic_write_text

@@ -4,9 +4,9 @@ which arm is the method and which its reference."""
 
 from __future__ import annotations
 
-from typing import Any
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from hardbatch.config import AXIS_SYMBOLS, POLICY_AXES, POLICY_NAMES, RUNTIME_KEYS, RunConfig
 from hardbatch.errors import UsageError

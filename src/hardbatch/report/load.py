@@ -54,7 +54,7 @@ class Run:
     exposure: MislabelledExposure | None = None  # runs with label noise: how much training was on relabelled samples
 
     @classmethod
-    def load(cls, run: RunDir) -> "Run":
+    def load(cls, run: RunDir) -> Run:
         """The run's files; UsageError naming the file and what is wrong."""
         config, summary, history = run.config(), run.summary(), run.history()
         if not isinstance(config.model, str):

@@ -6,13 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from hardbatch.version import __version__
 from hardbatch.errors import UsageError
 from hardbatch.fileio import atomic_write_text, csv_text, ensure_writable_dir
 from hardbatch.report.claims import claims_section
+from hardbatch.report.frontier import frontiers
 from hardbatch.report.glossary import definitions
 from hardbatch.report.groups import PAPER, Comparison, Group, by_protocol, drop_duplicates, group_runs, shown_settings
-from hardbatch.report.frontier import frontiers
 from hardbatch.report.load import DAMAGED, DUPLICATE, METRICS, UNFINISHED, LeftOut, Run, check_metric, load_runs
 from hardbatch.report.machines import machine_note
 from hardbatch.report.stats import ArmStats, arm_stats, choose_arm, target_accuracy
@@ -28,6 +27,7 @@ from hardbatch.report.tables import (
     placement_table,
 )
 from hardbatch.report.wording import number
+from hardbatch.version import __version__
 
 RUN_COLUMNS = ("path", "dataset", "model", "policy", "delta", "seed", "final_test_acc", "final_test_bacc",
                "best_test_acc", "epochs_to_plateau", "optimizer_steps", "train_seconds")  # runs.csv

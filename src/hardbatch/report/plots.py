@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence, cast
+from typing import cast
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hardbatch.config import POLICY_AXES
@@ -46,7 +46,7 @@ class Spread:
     std: float = NAN
 
     @classmethod
-    def of(cls, values: Iterable[float | None]) -> "Spread":
+    def of(cls, values: Iterable[float | None]) -> Spread:
         """Mean and standard deviation over the values that are set (None and NaN left out)."""
         return cls(*mean_std(list(values)))
 

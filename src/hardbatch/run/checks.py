@@ -4,8 +4,8 @@ data allows, and whether a run folder's saved settings match."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -102,7 +102,7 @@ def check_fits(cfg: RunConfig, data: DataSplits) -> None:
                      f"{cfg.dataset} (torch: {error}); {fix}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fit_error(model: str, stem: str, num_classes: int, in_channels: int, shape: tuple[int, ...]) -> str | None:
     """Why the model refuses a zero input of ``shape`` (a batch of one), in torch's first line; None if it takes it."""
     net = build_seeded(model, num_classes, in_channels, 0, stem).eval()  # seeded: the global RNG stays as it is

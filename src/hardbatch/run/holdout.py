@@ -3,19 +3,20 @@ computed once and handed to the policy. Its cost is counted in full and added to
 
 from __future__ import annotations
 
-from typing import Any
 import time
+from typing import Any
 
 import torch
+
 from hardbatch import distributed
 from hardbatch.config import RunConfig
 from hardbatch.data import DataSplits
-from hardbatch.errors import SettingsError, UsageError
+from hardbatch.errors import SettingsError
+from hardbatch.functional import derive_seed
 from hardbatch.losses import cross_entropy, logits_of, target_of
 from hardbatch.models import build_seeded
-from hardbatch.run.parts import make_optimizer
-from hardbatch.functional import derive_seed
 from hardbatch.policies import irreducible_losses
+from hardbatch.run.parts import make_optimizer
 from hardbatch.sampler import HardBatchSampler
 from hardbatch.training import fit
 

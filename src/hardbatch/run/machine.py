@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import torch
+
 from hardbatch import distributed
-from hardbatch.version import __version__
 from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
+from hardbatch.version import __version__
 
 
 def resolve_device(name: str) -> torch.device:

@@ -6,6 +6,7 @@ import math
 import os
 
 import torch
+
 from hardbatch.config import RunConfig
 from hardbatch.data import DataSplits, gives_batches
 from hardbatch.errors import UsageError

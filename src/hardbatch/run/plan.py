@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
+
 from hardbatch import distributed
 from hardbatch.config import DELTA_POLICIES, POLICY_NAMES, RunConfig, check
 from hardbatch.data import DataSplits, load_dataset
 from hardbatch.errors import UsageError
 from hardbatch.fileio import NoSpaceLeft, RunInUse, ensure_writable_dir
-from hardbatch.records import RunDir
 from hardbatch.policies import POLICIES
 from hardbatch.policies.registry import policy_class
+from hardbatch.records import RunDir
 from hardbatch.run.checks import check_fits, check_same_settings, prepare
 from hardbatch.run.experiment import train_run
 from hardbatch.run.machine import resolve_device
@@ -208,7 +209,7 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
             warn(f"{label} skipped: {run.path} is in use by another hardbatch process")
         except (UsageError, NoSpaceLeft, KeyboardInterrupt):
             raise
-        except Exception as e:  # noqa: BLE001 - one crashed run must not stop a long sweep
+        except Exception as e:  # one crashed run must not stop a long sweep
             # Under several processes a crash may hit one rank only; the others would wait for it in their
             # collectives, so the whole job stops and the same command resumes it.
             if not keep_going or distributed.world_size() > 1:
