@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -79,7 +80,7 @@ class BLS(InfoBatch):
     per_sample = False
     # The defaults act on tiny data: at 4 epochs, epochs 1 and 2 prune (⌊4 · 0.875⌋ = 3 pruning epochs, the first
     # prunes nothing).
-    example = {}
+    example: ClassVar[dict[str, Any]] = {}
 
     def setup(self) -> None:
         super().setup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -77,9 +78,10 @@ class RhoLoss(Policy):
     holdout = True
     in_batch = True
     per_sample_state = True
-    example = {"select_fraction": 0.5}
-    requires = {"val_fraction": (lambda fraction: fraction > 0, "trains its irreducible-loss model on the validation "
-                                                                 "split: set {} (e.g. 0.1)")}
+    example: ClassVar[dict[str, Any]] = {"select_fraction": 0.5}
+    requires: ClassVar[dict[str, Any]] = {
+        "val_fraction": (lambda fraction: fraction > 0,
+                         "trains its irreducible-loss model on the validation split: set {} (e.g. 0.1)")}
 
     def validate(self) -> None:
         """The irreducible-loss model, when named, must be a registered network."""

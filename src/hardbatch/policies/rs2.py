@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -34,7 +35,7 @@ class RS2(Policy):
     epoch_is_round = True
     axis = "fraction"
     # 96 of 320 samples (3 batches of 32) a round: the fourth round wraps around the permutation (95 samples).
-    example = {"fraction": 0.3}
+    example: ClassVar[dict[str, Any]] = {"fraction": 0.3}
 
     @property
     def round_size(self) -> int:
