@@ -85,7 +85,7 @@ def _synopsis(parser: argparse.ArgumentParser) -> str:
             parts.append(_value(action) or action.dest)
         elif action.required:
             parts.append(f"{action.option_strings[0]} {_value(action)}".strip())
-    return " ".join(parts + ["[options]"])
+    return " ".join([*parts, "[options]"])
 
 
 def _groups(parser: argparse.ArgumentParser) -> list[str]:
@@ -125,7 +125,7 @@ def render() -> str:
     lines += ["", "| command | what it does |", "|---|---|"]
     lines += [f"| [`{name}`](#{parser.prog}-{name}) | {_cell(text)} |" for name, text, _ in commands]
     lines += _groups(parser)
-    for name, _, sub in commands:
+    for _, _, sub in commands:
         lines += ["", f"## {sub.prog}", "", f"`{_synopsis(sub)}`", ""]
         if sub.description:
             lines.append(sub.description)

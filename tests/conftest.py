@@ -31,6 +31,10 @@ import pytest
 # Tiny models run fastest on one thread, and two test workers on two cores cannot oversubscribe them; subprocesses
 # (console runs, torchrun jobs) inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # after OMP_NUM_THREADS is set
+from torch import nn
+
 TIMING = ("train_seconds", "eval_seconds", "choose_seconds", "cpu_seconds")  # what differs between equal runs
 
 
@@ -104,7 +108,8 @@ class Forked:
                 null = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(null, 1)
                 os.dup2(null, 2)
-                sys.stdout = sys.stderr = open(null, "w")  # pytest's capture writes to files of its own
+                # pytest's capture writes to files of its own; the file is never closed: the child ends in os._exit
+                sys.stdout = sys.stderr = open(null, "w")  # noqa: SIM115 - open until os._exit, which closes nothing
                 work()
                 status = 0
             finally:
@@ -232,7 +237,7 @@ def drive(sampler, train_loss, score_loss=None, *, by: str = "sample", trained=N
             else:
                 if policy.scores_first:
                     keep = sampler.weights(scores) > 0
-                    kept, weights = [i for i, k in zip(indices, keep.tolist()) if k], None
+                    kept, weights = [i for i, k in zip(indices, keep.tolist(), strict=True) if k], None
                 else:
                     kept, weights = indices, sampler.weights()
                 values = losses(train_loss, step, kept)
@@ -413,9 +418,6 @@ def launch():
 
 # ---- any batch: a regression set served as dicts, and a model called as a Hugging Face model is; a fake clock for
 # the cost meter (what a loop counts as training time) -------------------------------------------------------------
-
-import torch  # here, after OMP_NUM_THREADS is set above
-from torch import nn
 
 
 class DictModel(nn.Module):

@@ -70,7 +70,7 @@ if spec.get("grad_check"):
     loss, _ = step.losses_of(wrapped, chosen, per_sample=False)
     (loss * chosen.scale).backward()
     torch.nn.functional.cross_entropy(reference(x[keep]), y[keep]).backward()
-    diff = max((a.grad - b.grad).abs().max().item() for a, b in zip(model.parameters(), reference.parameters()))
+    diff = max((a.grad - b.grad).abs().max().item() for a, b in zip(model.parameters(), reference.parameters(), strict=True))
     Path(spec["log_dir"], f"grad-{rank}.json").write_text(json.dumps(diff))
 distributed.shutdown()
 sys.exit(max(codes, default=0))

@@ -95,7 +95,7 @@ def test_every_run_setting_and_policy_hyper_parameter_has_its_flag_in_its_group(
         if f.metadata["cli"]:
             assert f.metadata["help"].split()[0] in entry(text[f.metadata["group"]], flag(f.name)) or \
                 f.name in ("dataset", "model", "policy"), f.name  # those three list their registry's names
-    for name, (f, users) in shared_fields().items():
+    for name, (_, users) in shared_fields().items():
         assert f"[{', '.join(users)}]" in entry(text["selection"], flag(name)), name
     # on/off flags both ways; the choices and placeholders declared, never argparse's DEST
     assert entry(text["optimisation"], "--nesterov").startswith("--nesterov, --no-nesterov Nesterov momentum")
@@ -407,7 +407,7 @@ def test_compare_writes_one_run_per_delta_and_seed(compared, read_rows):
     configs = [json.loads((p / "config.json").read_text())["config"] for p in runs]
     assert sorted((c["params"]["delta"], c["seed"]) for c in configs) == [(0.5, 0), (0.5, 1), (1.0, 0), (1.0, 1)]
     n = N_TRAIN // 128
-    for p, c in zip(runs, configs):
+    for p, c in zip(runs, configs, strict=True):
         assert c["epochs"] == 2 and c["batch_size"] == 128
         s = json.loads((p / "summary.json").read_text())
         assert s["optimizer_steps"] == 2 * n and s["batches_per_round"] == int(c["params"]["delta"] * n)
@@ -469,7 +469,7 @@ def test_compare_repeated_skips_finished_runs(invoke, compared, tmp_path):
 def test_compare_repeated_with_other_epochs_fails_naming_the_setting(invoke, compared, tmp_path):
     out = copy_of(compared[0], tmp_path)
     before = snapshot(out)
-    rc, stdout, err = invoke("compare", *COMPARE_ARGS, "--epochs", "3", "--out", out)
+    rc, _, err = invoke("compare", *COMPARE_ARGS, "--epochs", "3", "--out", out)
     assert rc == 2
     one_line(err, "error", "epochs saved 2 but given 3")
     assert snapshot(out) == before

@@ -121,7 +121,7 @@ def test_what_a_policy_requires_of_the_run_is_checked_for_any_policy(monkeypatch
     check(RunConfig(policy="rho-loss", val_fraction=0.2))
     # any policy's declaration is read, not a list of known ones
     monkeypatch.setattr(POLICIES["uniform"], "requires", {"epochs": (lambda e: e >= 3, "needs three epochs")})
-    with pytest.raises(UsageError, match="^policy 'uniform' needs three epochs$"):
+    with pytest.raises(UsageError, match=r"^policy 'uniform' needs three epochs$"):
         check(RunConfig(policy="uniform", epochs=2))
 
 
@@ -139,7 +139,7 @@ def test_mnist1d_samples_applies_to_mnist1d_only_and_is_a_multiple_of_ten():
     with pytest.raises(UsageError, match="mnist1d_samples applies to dataset mnist1d only, not 'digits'") as error:
         check(RunConfig(mnist1d_samples=100))
     assert error.value.as_flag() == "--mnist1d-samples applies to dataset mnist1d only, not 'digits'"
-    with pytest.raises(UsageError, match="mnist1d_samples must be a multiple of 10 .* got 15"):
+    with pytest.raises(UsageError, match=r"mnist1d_samples must be a multiple of 10 .* got 15"):
         check(RunConfig(dataset="mnist1d", mnist1d_samples=15))
     check(RunConfig(dataset="mnist1d", mnist1d_samples=100))
 
@@ -147,7 +147,7 @@ def test_mnist1d_samples_applies_to_mnist1d_only_and_is_a_multiple_of_ten():
 def test_a_saved_dict_round_trips_and_unknown_or_older_layouts_are_refused():
     cfg = RunConfig(policy="infobatch", params={"prune_ratio": 0.3}, epochs=3, seed=2)
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(UsageError, match="^unknown setting 'delta'; valid: augment, batch_size, "):  # δ at the top
+    with pytest.raises(UsageError, match=r"^unknown setting 'delta'; valid: augment, batch_size, "):  # δ at the top
         RunConfig.from_dict({**cfg.to_dict(), "delta": 0.5})
     with pytest.raises(UsageError, match="a run configuration is a dict of settings, got list"):
         RunConfig.from_dict([1])

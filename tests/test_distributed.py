@@ -254,7 +254,7 @@ def test_wrap_with_sync_bn_converts_batchnorm_in_place_keeping_parameters(one_ra
     assert wrapped is model  # in place: the run's checkpoints and scoring see the converted model
     assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == 3
     assert not any(type(m) is torch.nn.BatchNorm2d for m in model.modules())
-    assert all(a is b for a, b in zip(model.parameters(), params))  # the optimizer built before still steps them
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))  # the optimizer built before still steps them
     assert list(model.state_dict()) == keys  # checkpoints load either way
 
 

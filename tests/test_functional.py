@@ -254,7 +254,7 @@ def _optimum(x: np.ndarray, k: int) -> float:
     best = np.inf
     for cuts in itertools.combinations(range(1, len(xs)), k - 1):
         bounds = [0, *cuts, len(xs)]
-        best = min(best, sum(((xs[a:b] - xs[a:b].mean()) ** 2).sum() for a, b in zip(bounds, bounds[1:])))
+        best = min(best, sum(((xs[a:b] - xs[a:b].mean()) ** 2).sum() for a, b in itertools.pairwise(bounds)))
     return best
 
 

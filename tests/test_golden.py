@@ -49,7 +49,7 @@ def test_run_replays_its_golden_record(name, golden, replayed):
     # ...the same input tensors, bit for bit (which samples, in which order, with which augmentation)...
     assert got["inputs"] == want["inputs"]
     # ...and the same losses.
-    for (step, *_, loss, _), (_, *_, expected, _) in zip(got["trace"], want["trace"]):
+    for (step, *_, loss, _), (_, *_, expected, _) in zip(got["trace"], want["trace"], strict=True):
         assert loss == pytest.approx(expected, abs=LOSS_TOLERANCE), f"{name} step {step}"
     for row, expected in zip(got["history"], want["history"], strict=True):
         for key, value in expected.items():
@@ -62,6 +62,6 @@ def test_the_quickstart_loop_replays_the_golden_training(name, golden, replayed_
     want, got = golden[name], replayed_api[name]
     assert [row[:3] + row[4:] for row in got["trace"]] == [row[:3] + row[4:] for row in want["trace"]]
     assert got["inputs"] == want["inputs"]
-    for (step, *_, loss, _), (_, *_, expected, _) in zip(got["trace"], want["trace"]):
+    for (step, *_, loss, _), (_, *_, expected, _) in zip(got["trace"], want["trace"], strict=True):
         assert loss == pytest.approx(expected, abs=LOSS_TOLERANCE), f"{name} step {step}"
     assert got["batch_visits"] == want["batch_visits"]

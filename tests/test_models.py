@@ -74,7 +74,7 @@ def test_build_seeded_reseeds_no_cuda_generator_and_keeps_cpu_weights(monkeypatc
     state = torch.get_rng_state()
     model = build_seeded("small_cnn", 10, 1, 11)
     assert torch.equal(torch.get_rng_state(), state)
-    for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -84,7 +84,7 @@ def test_lenet_is_lenet5_and_takes_any_size_from_16_px(size):
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [c.out_channels for c in convs] == [6, 16] and all(c.kernel_size == (5, 5) for c in convs)
-    assert [l.out_features for l in linears] == [120, 84, 10]
+    assert [layer.out_features for layer in linears] == [120, 84, 10]
     assert model(torch.randn(2, 1, size, size)).shape == (2, 10)
 
 
@@ -95,7 +95,7 @@ def test_the_1d_models_are_the_mnist1d_benchmarks_networks():
     convs = [m for m in cnn.modules() if isinstance(m, nn.Conv1d)]
     assert [(c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == \
         [(25, (5,), (2,), (1,)), (25, (3,), (2,), (1,)), (25, (3,), (2,), (1,))]
-    assert [l.in_features for l in cnn.modules() if isinstance(l, nn.Linear)] == [125]
+    assert [m.in_features for m in cnn.modules() if isinstance(m, nn.Linear)] == [125]
     assert sum(p.numel() for p in cnn.parameters()) == 5210 and sum(p.numel() for p in mlp.parameters()) == 15210
     x = torch.randn(3, 1, 40)
     h = mlp.linear1(x.flatten(1)).relu()

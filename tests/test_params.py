@@ -125,9 +125,9 @@ def test_check_fields_stores_the_plain_values_then_runs_the_checks_across_fields
     check_fields(settings)
     assert (settings.ratio, settings.count, settings.on) == (0.5, 2, False)
     assert (type(settings.ratio), type(settings.count), type(settings.on)) == (float, int, bool)
-    with pytest.raises(BadValue, match="^Settings: ratio must be in"):
+    with pytest.raises(BadValue, match=r"^Settings: ratio must be in"):
         check_fields(Settings(ratio=2.0), owner="Settings")
-    with pytest.raises(UsageError, match="^Settings: count 11 with on$"):
+    with pytest.raises(UsageError, match=r"^Settings: count 11 with on$"):
         check_fields(Settings(count=11, on=True))
     check_fields(Settings(count=11))  # each alone is fine
 

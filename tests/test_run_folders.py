@@ -70,7 +70,8 @@ def test_report_skips_damaged_runs_and_lists_them(root, invoke):
 
 
 def _set_cell(path: Path, row: int, column: str, value: str) -> None:
-    rows = list(csv.DictReader(open(path, newline="")))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
     rows[row][column] = value
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")

@@ -198,7 +198,7 @@ def test_training_loss_is_the_fused_mean_cross_entropy_before_the_update_bit_for
     loss.backward()
     optimizer.step()
     expected.backward()
-    for p, q in zip(model.parameters(), before.parameters()):
+    for p, q in zip(model.parameters(), before.parameters(), strict=True):
         assert torch.allclose(p, q - 0.5 * q.grad)
         assert not torch.equal(p, q)
     assert sampler.done and sampler.steps == 1

@@ -33,10 +33,7 @@ def check_trace_follows_the_rule(trace, n: int, k: int, total: int) -> None:
     expected = []
     rnd = 0
     while len(expected) < total:
-        if rnd == 0:
-            chosen = list(range(n))
-        else:
-            chosen = sorted(sorted(range(n), key=lambda b: -stored[b])[:k])
+        chosen = list(range(n)) if rnd == 0 else sorted(sorted(range(n), key=lambda b: -stored[b])[:k])
         for b in chosen[: total - len(expected)]:
             step, got_round, got_batch, loss = trace[len(expected)][:4]
             assert (got_round, got_batch) == (rnd, b), f"step {step}"
@@ -87,7 +84,7 @@ def test_delta_one_fit_equals_a_hand_written_loop():
     assert [row[3] for row in trace] == hand_losses  # exact, not approximate
     assert [row[2] for row in trace] == list(range(n)) * epochs
     assert [row[1] for row in trace] == [e for e in range(epochs) for _ in range(n)]
-    for (name, p), (_, q) in zip(model.state_dict().items(), hand.state_dict().items()):
+    for (name, p), (_, q) in zip(model.state_dict().items(), hand.state_dict().items(), strict=True):
         assert torch.equal(p, q), name  # parameters and BatchNorm buffers alike
     assert [r.epoch for r in results] == [1, 2]
     assert [r.step for r in results] == [n, 2 * n]
@@ -204,7 +201,7 @@ def test_fit_reports_every_n_steps_even_mid_round():
     assert [len(r.trace) for r in results] == [11] * 4
     # Warm-up = steps 1..11, then rounds of 3: step 22 ends epoch 2 inside round 4, which goes on in epoch 3.
     assert results[1].trace[-1][1] == results[2].trace[0][1] == 4
-    for r, seen in zip(results, evals_seen):
+    for r, seen in zip(results, evals_seen, strict=True):
         assert set(r.evals) == {"test", "val"}
         assert r.evals["test"] == r.evals["val"] == seen
         assert r.train_loss == pytest.approx(sum(row[3] for row in r.trace) / len(r.trace))
@@ -281,7 +278,7 @@ def test_fit_resumed_from_a_mid_round_checkpoint_matches_an_uninterrupted_run():
     assert len(set(full_draws)) == 30
     assert resumed_draws == full_draws[20:]
     assert torch.equal(sampler.visits, torch.bincount(torch.tensor([row[2] for r in full for row in r.trace])))
-    for p, q in zip(model.state_dict().values(), full_model.state_dict().values()):
+    for p, q in zip(model.state_dict().values(), full_model.state_dict().values(), strict=True):
         assert torch.equal(p, q)
 
 
@@ -402,12 +399,12 @@ def test_fit_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step(polic
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(UsageError, match=r"^loss_fn must return one loss per sample, shape \(8,\), got shape \(\)"):
         run_fit(lambda outputs, batch: F.mse_loss(outputs, batch["labels"]), data, model, policy, params=params)
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no step taken
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # no step taken
 
 
 def test_fit_refuses_a_transform_for_dict_batches_in_one_line():
-    with pytest.raises(UsageError, match="applies to the input x of .* a dict batch must be transformed in its "
-                                         "Dataset or collate_fn"):
+    with pytest.raises(UsageError, match=r"applies to the input x of .* a dict batch must be transformed in its "
+                                         r"Dataset or collate_fn"):
         run_fit(losses.mse, DictSet(), DictModel(), train_transform=lambda x, generator: x)
 
 

@@ -92,7 +92,7 @@ def paired_difference(method: Sequence[float], reference: Sequence[float], confi
     """Differences paired by position (by seed); no interval (NaN ends) as ``mean_interval`` says."""
     if len(method) != len(reference):
         raise ValueError("paired values need equal lengths")
-    return mean_interval([m - r for m, r in zip(method, reference)], confidence)
+    return mean_interval([m - r for m, r in zip(method, reference, strict=True)], confidence)
 
 
 def _t(quantile: float, df: Any) -> Any:
@@ -157,7 +157,7 @@ def value_at_budget(costs: Sequence[float], values: Sequence[float], budget: flo
     ``costs``: the cumulative cost at the end of each epoch, ascending. This is what the run had reached
     had it been stopped once the budget was spent: no interpolation between evaluations.
     """
-    reached = [v for c, v in zip(costs, values) if c <= budget * (1 + 1e-9)]
+    reached = [v for c, v in zip(costs, values, strict=True) if c <= budget * (1 + 1e-9)]
     return reached[-1] if reached else math.nan
 
 

@@ -34,7 +34,7 @@ class EvalResult:
     @property
     def per_class(self) -> list[float | None]:
         """Top-1 accuracy of each class; None for a class with no samples in the split."""
-        return [h / n if n else None for h, n in zip(self.class_hits, self.class_counts)]
+        return [h / n if n else None for h, n in zip(self.class_hits, self.class_counts, strict=True)]
 
     @property
     def balanced_acc(self) -> float:
@@ -250,7 +250,7 @@ def fit(
             # An epoch ended: evaluate and report.
             lr = optimizer.param_groups[0]["lr"]
             step_losses = torch.stack([torch.as_tensor(v) for v in losses]).float().cpu().tolist() if losses else []
-            bad = next((s for (s, *_), l in zip(steps, step_losses) if not math.isfinite(l)), None)
+            bad = next((s for (s, *_), value in zip(steps, step_losses, strict=True) if not math.isfinite(value)), None)
             if bad is not None:
                 raise TrainingDiverged(f"training loss is not finite at step {bad}; try a lower learning rate")
             _synchronize(device)
@@ -271,7 +271,7 @@ def fit(
                 lr=lr,
                 train_seconds=cost["train_seconds"],
                 eval_seconds=eval_seconds,
-                trace=[(s, r, b, l, n) for (s, r, b, n), l in zip(steps, step_losses)],
+                trace=[(s, r, b, value, n) for (s, r, b, n), value in zip(steps, step_losses, strict=True)],
                 cost=cost,
             )
             for receive in receivers:

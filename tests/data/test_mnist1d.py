@@ -77,7 +77,7 @@ def test_the_cache_key_covers_every_generator_argument_and_the_package_version(m
     args = mnist1d_arguments()
     canonical = mnist1d_cache_file(None, args)
     for name, value in args.items():
-        other = {**args, name: [value] if not isinstance(value, list) else value + [0]}
+        other = {**args, name: [value] if not isinstance(value, list) else [*value, 0]}
         assert mnist1d_cache_file(None, other) != canonical, name
     import importlib.metadata
 

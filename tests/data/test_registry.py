@@ -33,7 +33,7 @@ def test_the_default_models_are_the_ones_chosen_per_data_set():
 
 def test_unknown_names_list_the_valid_ones():
     for call in (lambda: default_model("mnist"), lambda: load_dataset(RunConfig(dataset="mnist"))):
-        with pytest.raises(UsageError, match="unknown dataset 'mnist'; valid: digits, cifar10, .*mnist1d"):
+        with pytest.raises(UsageError, match=r"unknown dataset 'mnist'; valid: digits, cifar10, .*mnist1d"):
             call()
 
 

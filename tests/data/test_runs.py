@@ -154,7 +154,7 @@ def test_run_records_settings_and_relabelled_samples(tmp_path, train):
     assert record["train_samples"] == len(data.train) and record["relabelled"] == data.relabelled.indices.tolist()
     assert len(record["relabelled"]) == round(0.25 * len(data.train))
     assert record["given_labels"] == data.train.labels[data.relabelled.indices].tolist()
-    assert all(a != b for a, b in zip(record["true_labels"], record["given_labels"]))
+    assert all(a != b for a, b in zip(record["true_labels"], record["given_labels"], strict=True))
     n = len(data.train) // 32
     assert len(record["partition"]) == n and all(len(b) == 32 for b in record["partition"])
     assert sorted(i for b in record["partition"] for i in b) != list(range(n * 32))  # shuffled partition, as trained

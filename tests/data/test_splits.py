@@ -47,7 +47,7 @@ def test_the_validation_split_is_stratified_disjoint_and_the_same_for_every_seed
     assert torch.bincount(data.train.labels, minlength=10).tolist() == [3] * 10
     train_ids, val_ids = data.train.images[:, 0, 0, 0].tolist(), data.val.images[:, 0, 0, 0].tolist()
     assert sorted(train_ids + val_ids) == list(range(40))  # disjoint and complete
-    assert all(i % 10 == y for i, y in zip(val_ids, data.val.labels.tolist()))  # labels follow their images
+    assert all(i % 10 == y for i, y in zip(val_ids, data.val.labels.tolist(), strict=True))  # labels follow their images
     again = load_dataset(cfg.replace(seed=5))
     assert again.val.images[:, 0, 0, 0].tolist() == val_ids
 
@@ -100,7 +100,7 @@ def test_imbalance_after_validation_split_and_seeded(fashion):
 
 
 def test_imbalance_that_empties_a_class_is_a_usage_error(fashion):
-    with pytest.raises(UsageError, match="imbalance 1000 leaves class 7 with none of its 100 .* between 1 and 100$"):
+    with pytest.raises(UsageError, match=r"imbalance 1000 leaves class 7 with none of its 100 .* between 1 and 100$"):
         load_dataset(fashion.replace(imbalance=1000.0))  # 100 * 1000^(-7/9) = 0.46; 100 * 100^(-9/9) = 1 is the limit
     assert per_class(load_dataset(fashion.replace(imbalance=100.0)).train.labels)[9] == 1
 
@@ -153,7 +153,7 @@ def test_noise_comes_after_validation_split_and_leaves_it_clean(fashion):
     assert torch.equal(data.val.images, raw.train.images[ids(data.val)])
     relabelled = set(data.relabelled.indices.tolist())
     assert all((y == i % 10) == (k not in relabelled)
-               for k, (i, y) in enumerate(zip(ids(data.train), data.train.labels.tolist())))
+               for k, (i, y) in enumerate(zip(ids(data.train), data.train.labels.tolist(), strict=True)))
 
 
 # ---------------------------------------------------------------- the class-balanced subset

@@ -30,7 +30,7 @@ def test_stl10_wrong_file_size_is_a_usage_error(tmp_path, fake):
     fake.stl10(tmp_path)
     path = tmp_path / "stl10_binary" / "test_X.bin"
     path.write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(UsageError, match="cannot read .*test_X.bin"):
+    with pytest.raises(UsageError, match=r"cannot read .*test_X\.bin"):
         DATASETS["stl10"].read(str(tmp_path))
 
 

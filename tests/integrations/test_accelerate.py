@@ -59,7 +59,7 @@ def test_one_process_trains_the_planned_batches_whole(tmp_path, trained):
     # 256 samples, B = 32: N = 8; δ = 0.5: the warm-up's 8 steps, then two rounds of 4 per later epoch.
     assert len(trace) == len(trained) == meter.optimizer_steps == 24
     assert [row["batch"] for row in trace[:8]] == list(range(8)) and [row["step"] for row in trace] == [*range(1, 25)]
-    assert all(samples == partition[row["batch"]] for row, samples in zip(trace, trained))
+    assert all(samples == partition[row["batch"]] for row, samples in zip(trace, trained, strict=True))
     assert meter.samples_loaded == meter.samples_backprop == 24 * 32
     assert meter.train_seconds > 0 and meter.cpu_seconds > 0
 
@@ -162,13 +162,13 @@ def test_two_processes_train_the_same_batches_as_one(tmp_path, launch, trained):
             assert rank["cost"] | untimed == one_meter.state_dict() | untimed
             assert rank["cost"]["train_seconds"] > 0 and rank["cost"]["cpu_seconds"] > 0
         assert len(samples[0]) == len(samples[1]) == len(one_samples)
-        for step_samples, row0, row1 in zip(one_samples, *samples):
+        for step_samples, row0, row1 in zip(one_samples, *samples, strict=True):
             assert sorted(row0 + row1) == sorted(step_samples)
         if name == "rule":  # whole batches: rank r holds the r-th contiguous half of each
             partition = ranks[0]["partition"]
             assert all(rows == partition[row["batch"]][16 * r:16 * (r + 1)]
-                       for r, (rank, rank_samples) in enumerate(zip(ranks, samples))
-                       for row, rows in zip(rank["trace"], rank_samples))
+                       for r, (rank, rank_samples) in enumerate(zip(ranks, samples, strict=True))
+                       for row, rows in zip(rank["trace"], rank_samples, strict=True))
     # Without prepare_loader: accelerate's BatchSamplerShard gives rank 1 the second planned batch, whole, while
     # rank 0 trains the first: the ranks would train and record different batches.
     partition = json.loads((tmp_path / "rule" / "trace-rank0.json").read_text())["partition"]

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from hardbatch import HardBatchSampler, UsageError, losses
 
 L = pytest.importorskip("lightning")  # the test extra installs it: a missing package is skipped here only
-from hardbatch.integrations.lightning import HardBatchCallback
+from hardbatch.integrations.lightning import HardBatchCallback  # noqa: E402 - after the skip: it imports lightning
 
 
 def lightning_fit(hb, data, model, training_step=None, val_data=None, validation_step=None, **trainer_kwargs):

@@ -505,7 +505,7 @@ def test_misuse_is_refused_with_one_line(tmp_path):
     with pytest.raises(UsageError, match="no checkpoint to resume from"):
         example.make_trainer("classify", out=str(tmp_path)).train(resume_from_checkpoint=True)
     (tmp_path / "checkpoint-1").mkdir()
-    with pytest.raises(UsageError, match="checkpoint-1/hardbatch_state.pt: there is no such file"):
+    with pytest.raises(UsageError, match=re.escape("checkpoint-1/hardbatch_state.pt: there is no such file")):
         example.make_trainer("classify", out=str(tmp_path)).train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
 
 

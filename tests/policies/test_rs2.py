@@ -76,7 +76,7 @@ def test_epochs_draw_without_replacement_until_every_sample_was_drawn():
     order = rounds[0]["order"]
     assert all(torch.equal(r["order"], order) for r in rounds[:4]) and not torch.equal(rounds[4]["order"], order)
     trained = [{i for row in r["rows"] for i in row} for r in rounds]
-    for r, (start, end) in zip(trained[:3], [(0, 30), (30, 60), (60, 90)]):
+    for r, (start, end) in zip(trained[:3], [(0, 30), (30, 60), (60, 90)], strict=True):
         assert r <= set(order[start:end].tolist())  # each epoch trains 24 of its window's 30
     assert not (trained[0] & trained[1] or trained[0] & trained[2] or trained[1] & trained[2])  # none drawn twice
     assert trained[3] <= set(order[90:].tolist()) | set(order[:19].tolist())  # the wrap: the rest, then the start
@@ -145,7 +145,7 @@ def test_the_same_seed_draws_the_same_epochs_and_a_checkpoint_resumes_them():
                     state = sampler.state_dict()
                     resumed = hardbatch.HardBatchSampler(100, 8, epochs=6, policy="rs2", fraction=0.3, seed=7)
                     resumed.load_state_dict(state)
-                    return trained + [i for i in _rest(resumed)]
+                    return trained + list(_rest(resumed))
         return trained
 
     straight = run()
@@ -153,7 +153,7 @@ def test_the_same_seed_draws_the_same_epochs_and_a_checkpoint_resumes_them():
     assert run(stop_at=10) == straight  # mid-epoch, in the wrapped window
     assert run(stop_at=9) == straight  # at an epoch's end, before the wrap
     other = hardbatch.HardBatchSampler(100, 8, epochs=6, policy="rs2", fraction=0.3, seed=8)
-    assert [i for i in _rest(other)] != straight
+    assert list(_rest(other)) != straight
 
 
 def _rest(sampler: hardbatch.HardBatchSampler) -> list[list[int]]:
@@ -178,6 +178,6 @@ def test_a_fraction_of_less_than_one_batch_or_outside_0_1_is_refused():
 def test_rs2_needs_no_loss_of_any_kind():
     sampler = hardbatch.HardBatchSampler(100, 10, epochs=2, policy="rs2", fraction=0.5)
     assert not sampler.policy.per_sample and not sampler.policy.scores_first and sampler.policy.epoch_is_round
-    for indices in sampler:
+    for _ in sampler:
         assert sampler.weights().tolist() == [1.0] * 10  # the plain mean
         sampler.record(3.0)  # a plain number is enough

@@ -5,6 +5,7 @@ scripts/evidence.py --quick renders a whole page (tests/test_evidence.py)."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_target_text_adds_the_spread_without_collapsed_seeds(tmp_path):
 
 def test_the_page_states_what_rho_losss_irreducible_loss_model_reached(tmp_path):
     runs = _runs(tmp_path, {("uniform", 1.0): [0.92, 0.90], ("rho-loss", 1.0): [0.6, 0.62, 0.61]})
-    for run, top1 in zip([r for r in runs if r.config.policy == "rho-loss"], (0.30, 0.36)):  # the third: none
+    for run, top1 in zip([r for r in runs if r.config.policy == "rho-loss"], (0.30, 0.36), strict=False):  # the third: none
         run.summary["irreducible_model"] = {"holdout_samples": 399, "train_top1": top1, "train_loss": 1.7}
     text = irreducible_text(Result(bench=Bench(), choice={}, stats={}, runs=runs))
     assert text.startswith("`rho-loss`'s irreducible-loss model, trained before each run on the 399 validation "
@@ -141,7 +142,7 @@ def test_a_damaged_main_run_stops_the_page(tmp_path):
     bench = Bench()
     _benchmark(tmp_path / "runs", bench)
     (tmp_path / "runs" / "bench" / "main" / "uniform_1.0_s1" / SUMMARY).write_text("{")
-    with pytest.raises(UsageError, match="damaged run .*uniform_1.0_s1: cannot read"):
+    with pytest.raises(UsageError, match=r"damaged run .*uniform_1\.0_s1: cannot read"):
         archive_folders(bench, tmp_path / "runs")
 
 
@@ -157,9 +158,9 @@ def test_the_readme_block_is_replaced_between_its_markers(tmp_path):
     assert "| bench | δ = 1 | uniform |" not in text  # the README holds the rule's verdicts; the page every arm's
     assert "Every arm, method, power and plots: [`docs/evidence.md`](docs/evidence.md)." in text
     readme.write_text("no markers\n")
-    with pytest.raises(UsageError, match="no <!-- evidence:begin --> ... <!-- evidence:end --> markers"):
+    with pytest.raises(UsageError, match=re.escape("no <!-- evidence:begin --> ... <!-- evidence:end --> markers")):
         evidence.check_readme(readme)
-    with pytest.raises(UsageError, match="cannot read .*missing.md"):
+    with pytest.raises(UsageError, match=r"cannot read .*missing\.md"):
         evidence.check_readme(tmp_path / "missing.md")
 
 

@@ -31,7 +31,7 @@ def row(delta, diff, low=None, high=None, pairs=3, fewer=10.0, reached=3, n=3, p
 
 
 def group(dataset, model, *rows, chosen=None, on="validation"):
-    rows = list(rows) + [row(1.0, 0.0, 0.0, 0.0, fewer=0.0)]
+    rows = [*rows, row(1.0, 0.0, 0.0, 0.0, fewer=0.0)]
     chosen = chosen if chosen is not None else rows[0]
     return GroupResult(dataset, model, rows, chosen, on)
 

@@ -54,7 +54,7 @@ def test_records_hold_every_run_and_read_back_as_its_runs(tmp_path):
     assert back.bench == Declared.of(Bench) and back.choice == archive.choice and back.root == archive.root
     assert [(item.path, item.kind, item.why) for item in back.left_out] == [(left.path, left.kind, left.why)]
     assert [r.path for r in back.main] == sorted(r.path for r in archive.main)
-    for before, after in zip(sorted(archive.main, key=lambda r: r.path), back.main):
+    for before, after in zip(sorted(archive.main, key=lambda r: r.path), back.main, strict=True):
         assert after.config == before.config and after.environment["device"] == before.environment["device"]
         for column in HISTORY_COLUMNS:
             assert [row[column] for row in after.history] == pytest.approx(
@@ -65,7 +65,7 @@ def test_records_hold_every_run_and_read_back_as_its_runs(tmp_path):
     assert math.isnan(tune.history[0]["val_acc"])  # no validation split: NaN, as history.csv's empty cell
     # The statistics from the records are those from the folders (to far below the page's digits).
     (a,), (b,) = group_runs(archive.main), group_runs(back.main)
-    for x, y in zip(arm_stats(a, metric="bacc"), arm_stats(b, metric="bacc")):
+    for x, y in zip(arm_stats(a, metric="bacc"), arm_stats(b, metric="bacc"), strict=True):
         assert (x.arm, x.final.mean) == (y.arm, pytest.approx(y.final.mean))
         assert {c: p.d.mean for c, p in x.vs_frontier.items()} == pytest.approx(
             {c: p.d.mean for c, p in y.vs_frontier.items()}, nan_ok=True)

@@ -160,7 +160,7 @@ def test_the_frontier_plot_draws_the_line_its_band_and_each_arm(group, monkeypat
     assert plots.draw_frontier(group, stats, tmp_path).name == f"{group.slug}_frontier.png"
     budgets, xs, mean, low, high = drawn["lines"]["samples_backprop"]
     assert (budgets, xs) == ([0.5, 1.0], [640, 1280]) and mean == pytest.approx([82.0, 91.0])
-    assert all(lo < m < hi for lo, m, hi in zip(low, mean, high))
+    assert all(lo < m < hi for lo, m, hi in zip(low, mean, high, strict=True))
     rule = next(s for s in stats if s.arm == "δ = 0.5, budget 0.75")
     assert drawn["points"]["δ = 0.5, budget 0.75"]["samples_backprop"] == pytest.approx(
         (960, 100 * rule.final_ci.mean, 100 * rule.final_ci.low, 100 * rule.final_ci.high))

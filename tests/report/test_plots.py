@@ -82,4 +82,4 @@ def test_report_draws_forest_and_accuracy_against_samples_from_the_runs(trained,
         runs = list(arm.runs.values())
         assert xs[-1] == pytest.approx(sum(r.summary["cost"]["samples_backprop"] for r in runs) / 3)
         assert mean[-1] == pytest.approx(100 * sum(r.summary["final_test_acc"] for r in runs) / 3)
-        assert all(lo <= m <= hi for lo, m, hi in zip(low, mean, high))
+        assert all(lo <= m <= hi for lo, m, hi in zip(low, mean, high, strict=True))

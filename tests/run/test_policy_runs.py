@@ -144,7 +144,7 @@ def test_selective_backprop_with_beta_zero_trains_exactly_what_uniform_trains(tm
     train_run(RunConfig(**common, policy="selective-backprop", params=params), tmp_path / "sb", progress=False)
     train_run(RunConfig(**common, policy="uniform"), tmp_path / "uniform", progress=False)
     assert (tmp_path / "sb" / "trace.csv").read_text() == (tmp_path / "uniform" / "trace.csv").read_text()
-    differ = TIMING + ("samples_loaded", "samples_forward_nograd")
+    differ = (*TIMING, "samples_loaded", "samples_forward_nograd")
     assert rows(tmp_path / "sb" / "history.csv", differ) == rows(tmp_path / "uniform" / "history.csv", differ)
     assert summary(tmp_path / "sb")["cost"]["samples_forward_nograd"] == N * B
 
@@ -177,7 +177,7 @@ def cli_flags(case: str) -> list[str]:
     flags = []
     for name, value in values.items():
         flags += [flag(name), str(value)] if not isinstance(value, bool) else [flag(name)] if value else []
-    return flags + ["--no-progress"]
+    return [*flags, "--no-progress"]
 
 
 @pytest.mark.slow
@@ -230,7 +230,7 @@ def test_the_il_models_quality_is_its_top1_and_mean_loss_on_the_training_split(m
     monkeypatch.setattr(holdout, "irreducible_losses", spy)
     losses, cost, quality = holdout.train_irreducible(cfg, data, torch.device("cpu"))
     model = scored["model"].eval()
-    x, y = zip(*[(xb, yb) for xb, yb, *_ in data.eval_loader(data.train)])
+    x, y = zip(*[(xb, yb) for xb, yb, *_ in data.eval_loader(data.train)], strict=True)
     with torch.no_grad():
         logits = model(data.eval_transform(torch.cat(x), None) if data.eval_transform else torch.cat(x))
     y = torch.cat(y)

@@ -436,7 +436,7 @@ class HardBatchTrainer(Trainer):
         """The trace with each loss as a float (one device sync for all of them)."""
         losses = torch.stack([torch.as_tensor(r["loss"], dtype=torch.float64).cpu() for r in self.trace]).tolist() \
             if self.trace else []
-        return [{**row, "loss": loss} for row, loss in zip(self.trace, losses)]
+        return [{**row, "loss": loss} for row, loss in zip(self.trace, losses, strict=True)]
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)

@@ -36,7 +36,7 @@ class BatchLossScores(SampleScores):
     def values(self) -> torch.Tensor:
         """The scores, shape (n,), with every written step applied."""
         if self._unwritten:
-            steps, losses, weights = zip(*self._unwritten)
+            steps, losses, weights = zip(*self._unwritten, strict=True)
             if all(isinstance(loss, torch.Tensor) for loss in losses):
                 trained = torch.stack([loss.float().reshape(()) for loss in losses]).cpu()  # one sync a round
             else:

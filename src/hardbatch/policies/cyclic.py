@@ -38,7 +38,7 @@ class Cyclic(RoundsOfK):
     def trained_when(self) -> torch.Tensor:
         """The step at which each batch was last trained, shape (N,) (-1: never)."""
         if self._stamps:
-            batches, clocks = zip(*self._stamps)
+            batches, clocks = zip(*self._stamps, strict=True)
             self.last_trained[torch.tensor(batches)] = torch.tensor(clocks)
             self._stamps = []
         return self.last_trained

@@ -197,7 +197,7 @@ def read_archive(path: Path) -> Archive:
         archive = Archive(bench, header["root"], header["lr_choice"],
                           left_out=[LeftOut(root / item["path"], item["kind"], item["why"])
                                     for item in header["left_out"]])
-        for line_no, line in enumerate(lines[1:], start=2):
+        for line_no, line in enumerate(lines[1:], start=2):  # noqa: B007 - the except clauses name the line
             record = json.loads(line)
             getattr(archive, record["phase"]).append(_run(record, root))
     except FileNotFoundError:

@@ -16,7 +16,7 @@ from hardbatch.report.load import DUPLICATE, LeftOut, Run
 # Settings that tell arms apart inside a group (the policy, its hyper-parameters and the fraction of the epoch budget
 # trained), and settings that never split groups.
 ARM_KEYS = ("policy", "params", "budget")
-NOT_GROUPING = ARM_KEYS + ("seed",) + RUNTIME_KEYS
+NOT_GROUPING = (*ARM_KEYS, "seed", *RUNTIME_KEYS)
 FULL_BUDGET = 1.0  # RunConfig.budget of a run that trains all its epochs
 LAST_EPOCHS = 3  # "last-3 mean": test top-1 over a run's last 3 epochs, which epoch-to-epoch swings do not decide
 REFERENCE_DELTA = 1.0  # every policy trains every batch at δ = 1: ordinary mini-batch training

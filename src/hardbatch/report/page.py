@@ -59,7 +59,7 @@ def _choice_lines(stats: list[ArmStats], comparison: Comparison) -> list[str]:
     if on_test is not None:
         lines += ["", f"Best {what} chosen on test (optimistic, as the released code did): {on_test.arm} "
                       f"({number(on_test.final.mean, scale=100)}%)."]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _figures(paths: list[Path]) -> list[str]:

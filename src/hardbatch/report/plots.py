@@ -53,8 +53,8 @@ def plot_final_vs_delta(deltas: Sequence[float], means: Sequence[float], lows: S
     """Final test accuracy in % against delta: the mean over seeds with a bar from ``lows`` to ``highs`` (the report
     passes the 95% t-interval, clipped to [0, 100]; NaN: no bar); ``baseline`` as a dashed line."""
     ax = _axes(ax)
-    below = [m - lo if lo == lo else 0.0 for m, lo in zip(means, lows)]  # lo == lo: not NaN
-    above = [hi - m if hi == hi else 0.0 for m, hi in zip(means, highs)]
+    below = [m - lo if lo == lo else 0.0 for m, lo in zip(means, lows, strict=True)]  # lo == lo: not NaN
+    above = [hi - m if hi == hi else 0.0 for m, hi in zip(means, highs, strict=True)]
     ax.errorbar(deltas, means, yerr=[below, above], marker="o", capsize=4, linewidth=1.5)
     if baseline is not None:
         ax.axhline(baseline, linestyle="--", color="gray", linewidth=1, label="δ = 1 (ordinary training)")
@@ -134,11 +134,11 @@ def plot_frontier(lines: Mapping[str, tuple[Sequence[float], ...]], points: Mapp
     if axes is None:
         fig = Figure(figsize=(11, 4.6), layout="constrained")
         axes = fig.subplots(1, len(lines), sharey=True, squeeze=False)[0]
-    for ax, (column, (budgets, xs, mean, low, high)) in zip(axes, lines.items()):
+    for ax, (column, (budgets, xs, mean, low, high)) in zip(axes, lines.items(), strict=True):
         ax.plot(xs, mean, color="black", marker="s", linewidth=1.5, label="uniform's frontier")
-        ax.fill_between(xs, [lo if lo == lo else m for lo, m in zip(low, mean)],
-                        [hi if hi == hi else m for hi, m in zip(high, mean)], color="gray", alpha=0.25, linewidth=0)
-        for b, x, m in zip(budgets, xs, mean):
+        ax.fill_between(xs, [lo if lo == lo else m for lo, m in zip(low, mean, strict=True)],
+                        [hi if hi == hi else m for hi, m in zip(high, mean, strict=True)], color="gray", alpha=0.25, linewidth=0)
+        for b, x, m in zip(budgets, xs, mean, strict=True):
             ax.annotate(f"{b:g}", (x, m), textcoords="offset points", xytext=(0, -12), ha="center", fontsize="x-small")
         for label, by_cost in points.items():
             if column not in by_cost:
@@ -163,8 +163,8 @@ def plot_forest(differences: dict[str, tuple[float, float, float]], reference: s
     labels = list(differences)
     rows = range(len(labels), 0, -1)  # the first arm at the top
     means = [differences[label][0] for label in labels]
-    below = [m - lo if lo == lo else 0.0 for m, (_, lo, _) in zip(means, differences.values())]  # lo == lo: not NaN
-    above = [hi - m if hi == hi else 0.0 for m, (_, _, hi) in zip(means, differences.values())]
+    below = [m - lo if lo == lo else 0.0 for m, (_, lo, _) in zip(means, differences.values(), strict=True)]  # lo == lo: not NaN
+    above = [hi - m if hi == hi else 0.0 for m, (_, _, hi) in zip(means, differences.values(), strict=True)]
     ax.errorbar(means, list(rows), xerr=[below, above], fmt="o", capsize=3, linewidth=1.5)
     ax.axvline(0.0, linestyle="--", color="gray", linewidth=1)
     ax.set_yticks(list(rows), labels)
@@ -218,7 +218,7 @@ def draw_group_plots(group: Group, stats: list[ArmStats], out_dir: Path, compari
     for arm in group.arms:
         # Sorted per seed before averaging: with a shuffled partition, batch i differs between seeds.
         per_seed = [sorted(run.summary["batch_visits"]) for run in arm.runs.values()]
-        visits[arm.label] = [sum(v) / len(per_seed) for v in zip(*per_seed)]
+        visits[arm.label] = [sum(v) / len(per_seed) for v in zip(*per_seed, strict=True)]
     paths.append(save_figure(plot_batch_visits(visits, title=f"{group.title}: selection"),
                              out_dir / f"{group.slug}_batch_visits.png"))
     return paths

@@ -167,7 +167,7 @@ def check_plan(plan: list[PlannedRun]) -> DataCache:
         cfg, _ = prepare(run.cfg)
         if distributed.on_writer(_finished_alike, run.path, cfg):
             continue
-        distributed.together(lambda: make_sampler(cfg, data(cfg)))
+        distributed.together(lambda c: make_sampler(c, data(c)), cfg)
         check_fits(cfg, data(cfg))
     return data
 
@@ -196,7 +196,7 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
         cfg = run.cfg
         resolved = prepare(cfg)[0]  # the label names the model a run trains (the data set's own when none is given)
         label = f"[{i}/{len(plan)}] {describe(resolved)}"
-        if distributed.on_writer(lambda: RunDir(run.path).finished):
+        if distributed.on_writer(lambda path: RunDir(path).finished, run.path):
             continue
         distributed.on_writer(ensure_writable_dir, run.path.parent)
         try:

@@ -70,7 +70,7 @@ def read_cifar10(root: str | Path | None, download: bool = False) -> RawData:
     """CIFAR-10 from ``root``/cifar-10-batches-py/ (required; ``download`` fetches it through torchvision): 50,000
     train and 10,000 test images."""
     train_files = [f"data_batch_{i}" for i in range(1, 6)]
-    base = find_files(root, download, "cifar10", "cifar-10-batches-py", train_files + ["test_batch"],
+    base = find_files(root, download, "cifar10", "cifar-10-batches-py", [*train_files, "test_batch"],
                       "data_batch_1..5, test_batch", "cifar-10-python.tar.gz", CIFAR_HOME,
                       lambda root: torchvision_datasets("cifar10").CIFAR10(root, download=True))
     train = read_cifar_pickles([base / f for f in train_files], "labels")

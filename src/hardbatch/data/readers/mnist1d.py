@@ -52,11 +52,11 @@ def generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
     make_dataset = optional_import("mnist1d.data", *_NEEDS).make_dataset
     object_view = optional_import("mnist1d.utils", *_NEEDS).ObjectView
 
-    numpy_state, python_state = np.random.get_state(), random.getstate()
+    numpy_state, python_state = np.random.get_state(), random.getstate()  # noqa: NPY002 - the state it reseeds
     try:
         made = make_dataset(object_view(dict(args)))
     finally:
-        np.random.set_state(numpy_state)
+        np.random.set_state(numpy_state)  # noqa: NPY002 - given back as it was
         random.setstate(python_state)
     return {"x": made["x"].astype(np.float32), "y": made["y"].astype(np.int64),
             "x_test": made["x_test"].astype(np.float32), "y_test": made["y_test"].astype(np.int64)}
