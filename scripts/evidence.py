@@ -131,7 +131,8 @@ class Benchmark:
 # 1.4, so 50 seeds reach the 0.5-point half-width where 10 epochs would need over 100. 64 seeds: at 50 the rule's
 # differences to δ = 1 and `uniform` came out ±0.53 and ±0.55 with no collapsed seed (the page's own estimate: 57 and
 # 61 seeds at that spread), so the regeneration of 2026-12-02 added seeds 50-63 to every MNIST-1D arm.
-MNIST1D = dict(dataset="mnist1d", model="cnn1d", batch_size=100, epochs=20, momentum=0.9, val_fraction=0.1, device="cpu")
+MNIST1D = dict(dataset="mnist1d", model="cnn1d", batch_size=100, epochs=20, momentum=0.9, val_fraction=0.1,
+               device="cpu")
 FASHION = dict(dataset="fashion-mnist", model="lenet", batch_size=64, epochs=10, momentum=0.9, val_fraction=0.05,
                train_subset=10_000, device="cpu")
 
@@ -277,7 +278,8 @@ def choose_lrs(bench: Benchmark, root: Path, plan: list[PlannedRun]) -> dict:
         choice["arms"][arm.label] = {"policy": arm.policy, "delta": arm.delta, "lr": best,
                                      "val_median": {f"{lr:g}": medians[lr] for lr in bench.lrs},
                                      "collapsed": {f"{lr:g}": collapses[lr] for lr in bench.lrs},
-                                     "failed": [f"lr {r.cfg.lr:g} seed {r.cfg.seed}: {failed(r)}" for r in runs if failed(r)]}
+                                     "failed": [f"lr {r.cfg.lr:g} seed {r.cfg.seed}: {failed(r)}"
+                                                for r in runs if failed(r)]}
     atomic_write_json(root / bench.name / "lr_choice.json", choice)
     return choice
 

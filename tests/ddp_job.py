@@ -1,9 +1,10 @@
-"""Run several ``hardbatch`` commands in one torchrun job (process start-up dominates a small run), for test_distributed.
+"""Run several ``hardbatch`` commands in one torchrun job (process start-up dominates a small run), for
+test_distributed.
 
-Usage: python -m torch.distributed.run --nproc-per-node P tests/ddp_job.py SPEC.json. SPEC holds {"commands": [argv, ...],
-"log_dir": DIR, "kill_rank": R, "kill_after_evals": K}. Each rank appends (command index, step, batch, loss) of every
-recorded step to DIR/rank-R.jsonl, so the test can check that all ranks chose alike. With kill_rank, that rank SIGKILLs
-itself after its K-th evaluation, as a crashed GPU or a killed process would end.
+Usage: python -m torch.distributed.run --nproc-per-node P tests/ddp_job.py SPEC.json. SPEC holds
+{"commands": [argv, ...], "log_dir": DIR, "kill_rank": R, "kill_after_evals": K}. Each rank appends (command index,
+step, batch, loss) of every recorded step to DIR/rank-R.jsonl, so the test can check that all ranks chose alike. With
+kill_rank, that rank SIGKILLs itself after its K-th evaluation, as a crashed GPU or a killed process would end.
 """
 
 import json
@@ -70,7 +71,8 @@ if spec.get("grad_check"):
     loss, _ = step.losses_of(wrapped, chosen, per_sample=False)
     (loss * chosen.scale).backward()
     torch.nn.functional.cross_entropy(reference(x[keep]), y[keep]).backward()
-    diff = max((a.grad - b.grad).abs().max().item() for a, b in zip(model.parameters(), reference.parameters(), strict=True))
+    pairs = zip(model.parameters(), reference.parameters(), strict=True)
+    diff = max((a.grad - b.grad).abs().max().item() for a, b in pairs)
     Path(spec["log_dir"], f"grad-{rank}.json").write_text(json.dumps(diff))
 distributed.shutdown()
 sys.exit(max(codes, default=0))

@@ -249,12 +249,14 @@ def test_wrap_with_sync_bn_converts_batchnorm_in_place_keeping_parameters(one_ra
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda module, device_ids: module)
     model = create_model("small_cnn", 10, 1)
     params, keys = list(model.parameters()), list(model.state_dict())
-    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in distributed.wrap(model, torch.device("cpu")).modules())
+    plain = distributed.wrap(model, torch.device("cpu"))
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in plain.modules())
     wrapped = distributed.wrap(model, torch.device("cpu"), sync_bn=True)
     assert wrapped is model  # in place: the run's checkpoints and scoring see the converted model
     assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == 3
     assert not any(type(m) is torch.nn.BatchNorm2d for m in model.modules())
-    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))  # the optimizer built before still steps them
+    # the optimizer built before still steps them
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
     assert list(model.state_dict()) == keys  # checkpoints load either way
 
 
@@ -275,7 +277,8 @@ def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
     assert differing_settings(RunConfig(), RunConfig(sync_bn=True)) == ["sync_bn"]
     seen = []
     wrap = distributed.wrap
-    monkeypatch.setattr(distributed, "wrap", lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device))
+    monkeypatch.setattr(distributed, "wrap",
+                        lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device))
     monkeypatch.setattr(machine, "check_sync_bn", lambda cfg: None)  # as on a GPU machine
     cfg = RunConfig(dataset="digits", train_subset=64, model="mlp", batch_size=32, epochs=1, device="cpu", sync_bn=True)
     experiment.train_run(cfg, tmp_path / "run", progress=False)

@@ -17,8 +17,8 @@ PACKAGE = "hardbatch"
 # above. An entry names a module or a package (every module under it). "hardbatch" is the package's face, its
 # __init__: it re-exports from the layers below, so it sits at the top with the command line.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("leaves", ("version", "errors", "params", "fileio", "batches", "losses", "distributed", "models", "metrics", "cost",
-                "functional")),
+    ("leaves", ("version", "errors", "params", "fileio", "batches", "losses", "distributed", "models", "metrics",
+                "cost", "functional")),
     ("policies", ("policies",)),
     ("sampler", ("sampler",)),
     ("step and config", ("step", "config", "stream")),
@@ -30,7 +30,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 NEVER = {"report": ("training", "run", "data", "step", "sampler", "integrations", "stream")}
 # All that a package's modules may import of the rest of the package (besides its own modules): the reports read a
 # run's records, its configuration and the policies' declarations, and compute statistics.
-ONLY = {"report": ("version", "config", "records", "metrics", "fileio", "params", "errors", "policies", "policies.registry")}
+ONLY = {"report": ("version", "config", "records", "metrics", "fileio", "params", "errors", "policies",
+                   "policies.registry")}
 # Third-party packages only some modules may import: matplotlib draws in report/plots.py alone.
 DRAWS = {"matplotlib": ("report.plots",)}
 # Where today's code breaks a rule: (importing module, imported module), each reported to the module's owner. The

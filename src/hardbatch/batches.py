@@ -83,8 +83,8 @@ def cat(parts: list[Any]) -> Any:
         if isinstance(head, tuple) and hasattr(head, "_fields"):  # a namedtuple
             return type(head)(*(join([v[i] for v in values]) for i in range(len(head))))
         if isinstance(head, (tuple, list)):
-            if isinstance(head, list) and len(head) == sizes[0] and not any(isinstance(x, (torch.Tensor, Mapping,
-                                                                                              list, tuple)) for x in head):
+            if isinstance(head, list) and len(head) == sizes[0] and not any(
+                    isinstance(x, (torch.Tensor, Mapping, list, tuple)) for x in head):
                 return [x for v in values for x in v]  # one entry per sample (webdataset's keys, say)
             return type(head)(join([v[i] for v in values]) for i in range(len(head)))
         return head

@@ -168,7 +168,8 @@ def _check_policy_flags(args: argparse.Namespace) -> None:
     for name in _policy_flags(args):
         users = [u for u, cls in POLICIES.items() if cls.takes(name)]
         if not set(users) & set(chosen):
-            takes = "; ".join(f"{c} takes {', '.join(flag(f.name) for f in fields(policy_class(c))) or 'no hyper-parameter'}"
+            takes = "; ".join(f"{c} takes "
+                              f"{', '.join(flag(f.name) for f in fields(policy_class(c))) or 'no hyper-parameter'}"
                               for c in chosen)
             raise UsageError(f"{flag(name)} applies to policy {', '.join(users)}, not to {', '.join(chosen)} ({takes})")
 
@@ -257,7 +258,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from hardbatch.report import Comparison, build_report
 
     left_out: list = []
-    comparison = Comparison(getattr(args, "method", None) or "hardbatch", getattr(args, "reference", None) or "hardbatch")
+    comparison = Comparison(getattr(args, "method", None) or "hardbatch",
+                            getattr(args, "reference", None) or "hardbatch")
     path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
                                 left_out=left_out, comparison=comparison,
                                 per_arm=tuple(getattr(args, "per_arm", None) or ()),  # compare and sweep have none
@@ -338,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="rebuild the report from saved runs, without training",
-                       description="Rebuild report.md, summary.csv, runs.csv and plots from the finished runs under DIR.")
+                       description="Rebuild report.md, summary.csv, runs.csv and plots from the finished runs "
+                                   "under DIR.")
     p.add_argument("dir", help="directory holding run directories (searched recursively)")
     p.add_argument("--out", help="where to write the report (default: DIR)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

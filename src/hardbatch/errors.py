@@ -1,4 +1,5 @@
-"""The error types of bad input and failed training, importable from anywhere without pulling in the rest of the package."""
+"""The error types of bad input and failed training, importable from anywhere without pulling in the rest of the
+package."""
 
 from __future__ import annotations
 

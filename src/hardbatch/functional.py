@@ -129,7 +129,8 @@ def percentiles(losses: torch.Tensor, history: torch.Tensor, ties: bool = False)
     return torch.searchsorted(ranked, losses, right=ties).to(torch.float32) / len(ranked)
 
 
-def infobatch_prune(scores: torch.Tensor, ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def infobatch_prune(scores: torch.Tensor, ratio: float,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """InfoBatch's epoch plan: prune round(ratio * m) of the m samples scored below the mean, drawn at random.
 
     ``scores``: shape (n,), NaN for samples without a score yet (never pruned). Returns (kept, boosted):

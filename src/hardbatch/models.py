@@ -21,7 +21,8 @@ MODEL_INPUTS: dict[str, str] = {}
 
 
 def register_model(name: str, inputs: str = "image") -> Callable[[Builder], Builder]:
-    """Decorator adding a builder to MODELS, for inputs of kind ``inputs`` (a key of INPUTS); refuses duplicate names."""
+    """Decorator adding a builder to MODELS, for inputs of kind ``inputs`` (a key of INPUTS); refuses duplicate
+    names."""
 
     def add(builder: Builder) -> Builder:
         if name in MODELS:
@@ -103,8 +104,8 @@ def _small_stem(model: nn.Module) -> nn.Module:
 
 @register_model("mlp")
 def mlp(num_classes: int, in_channels: int) -> nn.Module:
-    """One hidden layer of 64 on the image pooled to 8x8, no BatchNorm and no dropout: every sample's gradient depends on
-    that sample only, so training split over processes matches one process to float rounding (the DDP tests)."""
+    """One hidden layer of 64 on the image pooled to 8x8, no BatchNorm and no dropout: every sample's gradient depends
+    on that sample only, so training split over processes matches one process to float rounding (the DDP tests)."""
     return nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten(), nn.Linear(in_channels * 64, 64), nn.ReLU(inplace=True),
                          nn.Linear(64, num_classes))
 

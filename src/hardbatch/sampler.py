@@ -1,4 +1,5 @@
-"""The DataLoader batch sampler: loads what a policy planned, pairs each step's loss with its batch, keeps the budget."""
+"""The DataLoader batch sampler: loads what a policy planned, pairs each step's loss with its batch, keeps the
+budget."""
 
 from __future__ import annotations
 
@@ -324,7 +325,8 @@ class HardBatchSampler(Sampler[list[int]]):
             return step.samples[(step.weights > 0).cpu()]
         return step.samples
 
-    def _check_per_sample(self, call: str, name: str, values: Any, step: Step, rows: int, kept: int | None = None) -> None:
+    def _check_per_sample(self, call: str, name: str, values: Any, step: Step, rows: int,
+                          kept: int | None = None) -> None:
         """Refuse per-sample values that are not a tensor of shape (rows,) (or (kept,), the samples kept of them),
         or not finite (see ``record``)."""
         if not isinstance(values, torch.Tensor) or values.shape not in ((rows,), (kept,)):

@@ -74,7 +74,8 @@ BAD_DATA_OPTIONS = [
     (["--protocol", "paper"], ["--image-size 128", "--normalize imagenet", "drop --protocol paper"]),
     # checked with the other settings (config.check), which name the setting by its keyword
     (["--mnist1d-samples", "45"], ["--mnist1d-samples must be", "multiple of 10", "45"]),
-    (["--dataset", "digits", "--mnist1d-samples", "6000"], ["--mnist1d-samples applies to dataset mnist1d only", "digits"]),
+    (["--dataset", "digits", "--mnist1d-samples", "6000"],
+     ["--mnist1d-samples applies to dataset mnist1d only", "digits"]),
 ]
 
 

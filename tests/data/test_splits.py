@@ -47,7 +47,8 @@ def test_the_validation_split_is_stratified_disjoint_and_the_same_for_every_seed
     assert torch.bincount(data.train.labels, minlength=10).tolist() == [3] * 10
     train_ids, val_ids = data.train.images[:, 0, 0, 0].tolist(), data.val.images[:, 0, 0, 0].tolist()
     assert sorted(train_ids + val_ids) == list(range(40))  # disjoint and complete
-    assert all(i % 10 == y for i, y in zip(val_ids, data.val.labels.tolist(), strict=True))  # labels follow their images
+    # labels follow their images
+    assert all(i % 10 == y for i, y in zip(val_ids, data.val.labels.tolist(), strict=True))
     again = load_dataset(cfg.replace(seed=5))
     assert again.val.images[:, 0, 0, 0].tolist() == val_ids
 

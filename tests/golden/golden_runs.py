@@ -99,7 +99,8 @@ def run_variant(name: str, workdir: Path) -> dict:
     run = RunDir(out)
     return {
         "args": [*COMMON, *VARIANTS[name]],
-        "trace": [[int(r["step"]), int(r["round"]), int(r["batch"]), r["loss"], int(r["samples"])] for r in run.trace()],
+        "trace": [[int(r["step"]), int(r["round"]), int(r["batch"]), r["loss"], int(r["samples"])]
+                  for r in run.trace()],
         "inputs": fingerprints.seen,
         "history": [{k: row[k] for k in HISTORY_KEYS} for row in run.history()],
         "batch_visits": run.summary()["batch_visits"],

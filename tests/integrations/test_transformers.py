@@ -134,7 +134,8 @@ def test_training_time_is_measured_and_evaluation_left_out(tmp_path):
 
 # Every registered policy with its example settings (a new one is covered with no edit here), and the rule's
 # scoring passes (score-only steps, which the Trainer never sees).
-CASES = {**{name: (name, cls.example) for name, cls in POLICIES.items()}, "hardbatch+rescore": ("hardbatch", {"rescore": 2})}
+CASES = {**{name: (name, cls.example) for name, cls in POLICIES.items()},
+         "hardbatch+rescore": ("hardbatch", {"rescore": 2})}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -438,7 +439,8 @@ def test_a_run_killed_while_saving_resumes_from_its_newest_complete_checkpoint(t
     assert "model.safetensors" in torn and ("optimizer.pt" in torn) == (where == "writing trainer_state.json")
     assert ("hardbatch_state.pt" in torn) == (where == "writing trainer_state.json")
     assert any(name.endswith(".tmp") for name in torn) == (where == "writing the state")
-    with pytest.warns(UserWarning, match=r"resuming from .*checkpoint-4, the newest complete checkpoint: .*checkpoint-5"):
+    with pytest.warns(UserWarning,
+                      match=r"resuming from .*checkpoint-4, the newest complete checkpoint: .*checkpoint-5"):
         resumed = resume(out)
     assert_same_run(whole, resumed)
 
@@ -474,8 +476,9 @@ def test_a_damaged_state_file_is_named_in_one_line(tmp_path, how, why):
         resume(out, "checkpoint-6")
     message = str(refused.value)
     assert "\n" not in message and "weights_only" not in message
-    assert re.fullmatch(rf"HardBatchTrainer: cannot resume from {out / 'checkpoint-6'}: {state}: {why}[^;]*; resume from "
-                        rf"another checkpoint \(the newest complete one is {out / 'checkpoint-5'}\)", message)
+    assert re.fullmatch(rf"HardBatchTrainer: cannot resume from {out / 'checkpoint-6'}: {state}: {why}[^;]*; "
+                        rf"resume from another checkpoint \(the newest complete one is {out / 'checkpoint-5'}\)",
+                        message)
     with pytest.warns(UserWarning, match=rf"resuming from {out / 'checkpoint-5'}, .*: {state}: {why}"):
         resume(out)
 

@@ -83,7 +83,8 @@ def test_target_text_adds_the_spread_without_collapsed_seeds(tmp_path):
 
 def test_the_page_states_what_rho_losss_irreducible_loss_model_reached(tmp_path):
     runs = _runs(tmp_path, {("uniform", 1.0): [0.92, 0.90], ("rho-loss", 1.0): [0.6, 0.62, 0.61]})
-    for run, top1 in zip([r for r in runs if r.config.policy == "rho-loss"], (0.30, 0.36), strict=False):  # the third: none
+    rho_loss = [r for r in runs if r.config.policy == "rho-loss"]
+    for run, top1 in zip(rho_loss, (0.30, 0.36), strict=False):  # the third run gets none
         run.summary["irreducible_model"] = {"holdout_samples": 399, "train_top1": top1, "train_loss": 1.7}
     text = irreducible_text(Result(bench=Bench(), choice={}, stats={}, runs=runs))
     assert text.startswith("`rho-loss`'s irreducible-loss model, trained before each run on the 399 validation "

@@ -172,17 +172,18 @@ class Policy:
     sampler binds to the data. See the module docstring for the protocol.
 
     Class attributes say what the step core must do for it: ``per_sample`` (``observe`` needs each sample's loss),
-    ``scores_first`` (a no-grad forward of the loaded batch comes first, and ``select`` weighs it),
-    ``score_train_mode`` (that forward runs in training mode with the BatchNorm buffers restored, else in eval
-    mode), ``score_moves_batchnorm`` (a training-mode scoring forward leaves BatchNorm's running statistics moved,
-    as some authors' code does), ``accumulates`` (the samples a scoring policy keeps are pooled across loaded
-    batches and trained B at a time), ``epoch_is_round`` (an epoch is one pass, whatever its length, instead of N optimizer steps). ``axis``
-    names the hyper-parameter a policy's arms differ by in reports (None: one arm); ``example`` the
+    ``scores_first`` (a no-grad forward of the loaded batch comes first, and ``select`` weighs it), ``score_train_mode``
+    (that forward runs in training mode with the BatchNorm buffers restored, else in eval mode),
+    ``score_moves_batchnorm`` (a training-mode scoring forward leaves BatchNorm's running statistics moved, as some
+    authors' code does), ``accumulates`` (the samples a scoring policy keeps are pooled across loaded batches and
+    trained B at a time), ``epoch_is_round`` (an epoch is one pass, whatever its length, instead of N optimizer steps).
+    ``axis`` names the hyper-parameter a policy's arms differ by in reports (None: one arm); ``example`` the
     hyper-parameters of a tiny run on small data (the registry-wide tests); ``requires`` what it needs of a run's
-    settings (setting -> (test, what it needs, ``{}`` standing for the setting's name), checked by ``config``); ``holdout``: the run first trains an
-    irreducible-loss model on the validation split (RHO-LOSS, ``run/holdout.py``); ``in_batch``: the policy
-    chooses among the samples of a loaded batch, so it also runs over any loader (``hardbatch.InBatchSelector``),
-    answering ``in_batch_preset``; ``per_sample_state``: it keeps state per sample (it needs stable sample ids there).
+    settings (setting -> (test, what it needs, ``{}`` standing for the setting's name), checked by ``config``);
+    ``holdout``: the run first trains an irreducible-loss model on the validation split (RHO-LOSS, ``run/holdout.py``);
+    ``in_batch``: the policy chooses among the samples of a loaded batch, so it also runs over any loader
+    (``hardbatch.InBatchSelector``), answering ``in_batch_preset``; ``per_sample_state``: it keeps state per sample (it
+    needs stable sample ids there).
     """
 
     name: ClassVar[str] = ""

@@ -44,7 +44,8 @@ class RoundsOfK(Policy):
         device = next((v.device for v in values if v.device.type != "cpu"), self._losses.device)
         # Kept beside the losses, so recording never forces a device sync; the one sync per round is next_round's.
         self._losses = self._losses.to(device)
-        self._losses[batches.to(device)] = torch.stack([v.to(device).reshape(()) for v in values]).to(self._losses.dtype)
+        stacked = torch.stack([v.to(device).reshape(()) for v in values])
+        self._losses[batches.to(device)] = stacked.to(self._losses.dtype)
         self._recorded[batches] = True
         self._unstored = []
 
@@ -156,7 +157,8 @@ class HardBatch(RoundsOfK):
         if self.sample_losses is not None and upcoming >= 1:  # repartition
             self.cut = self.shuffled_cut()
             self._store()
-            self._losses = batch_scores(self.sample_losses, self.cut.to(self.sample_losses.device)).to(self._losses.device)
+            scores = batch_scores(self.sample_losses, self.cut.to(self.sample_losses.device))
+            self._losses = scores.to(self._losses.device)
         return Round.rows(self.cut, self.next_round().cpu())
 
     def observe(self, step: Step, loss: torch.Tensor | float, sample_losses: torch.Tensor | None = None) -> None:

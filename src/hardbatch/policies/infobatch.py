@@ -1,4 +1,5 @@
-"""InfoBatch (Qin et al., ICLR 2024, arXiv 2303.04947): each epoch, prune part of the well-learned samples, rescale the rest."""
+"""InfoBatch (Qin et al., ICLR 2024, arXiv 2303.04947): each epoch, prune part of the well-learned samples, rescale
+the rest."""
 
 from __future__ import annotations
 

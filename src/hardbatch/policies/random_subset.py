@@ -1,4 +1,5 @@
-"""The control for the loss signal (docs/peers.md, "Controls"): the paper's warm-up and k per round, chosen at random."""
+"""The control for the loss signal (docs/peers.md, "Controls"): the paper's warm-up and k per round, chosen at
+random."""
 
 from __future__ import annotations
 

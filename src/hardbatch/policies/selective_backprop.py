@@ -1,4 +1,5 @@
-"""Selective Backprop (Jiang et al. 2019, arXiv 1910.00762): back-propagate each sample with probability percentile^β."""
+"""Selective Backprop (Jiang et al. 2019, arXiv 1910.00762): back-propagate each sample with probability
+percentile^β."""
 
 from __future__ import annotations
 

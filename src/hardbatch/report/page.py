@@ -156,7 +156,8 @@ def _left_out_text(left_out: list[LeftOut]) -> str:
 
 def build_report(root: Path | str, out_dir: Path | str | None = None, plots: bool = True,
                  target: float | None = None, left_out: list[LeftOut] | None = None,
-                 comparison: Comparison = PAPER, per_arm: tuple[str, ...] = (), metric: str = "acc") -> tuple[Path, str]:
+                 comparison: Comparison = PAPER, per_arm: tuple[str, ...] = (),
+                 metric: str = "acc") -> tuple[Path, str]:
     """Write report.md, summary.csv (one row per arm), runs.csv and PNG plots for all runs under ``root``.
 
     ``comparison`` names the method judged and its reference (default: the paper's rule against δ = 1);

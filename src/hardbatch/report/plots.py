@@ -105,7 +105,8 @@ def plot_front(points: dict[str, tuple[float, float, float, float, float]], titl
     """
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, index, xlabel in ((axes[0], 0, "samples back-propagated (total)"), (axes[1], 1, "training seconds (total)")):
+    panels = ((axes[0], 0, "samples back-propagated (total)"), (axes[1], 1, "training seconds (total)"))
+    for ax, index, xlabel in panels:
         for label, values in points.items():
             mean, low, high = values[2], values[3], values[4]
             if low != low:  # NaN: a single seed has no interval
@@ -121,7 +122,8 @@ def plot_front(points: dict[str, tuple[float, float, float, float, float]], titl
     return axes[0]
 
 
-def plot_frontier(lines: Mapping[str, tuple[Sequence[float], ...]], points: Mapping[str, Mapping[str, tuple[float, ...]]],
+def plot_frontier(lines: Mapping[str, tuple[Sequence[float], ...]],
+                  points: Mapping[str, Mapping[str, tuple[float, ...]]],
                   axes: Sequence[Axes] | None = None, ylabel: str = "final test top-1 accuracy (%)",
                   title: str | None = None) -> Axes:
     """Accuracy against cost, one panel per cost (FRONTIER_COSTS): uniform's frontier as a line through its budgets
@@ -137,7 +139,8 @@ def plot_frontier(lines: Mapping[str, tuple[Sequence[float], ...]], points: Mapp
     for ax, (column, (budgets, xs, mean, low, high)) in zip(axes, lines.items(), strict=True):
         ax.plot(xs, mean, color="black", marker="s", linewidth=1.5, label="uniform's frontier")
         ax.fill_between(xs, [lo if lo == lo else m for lo, m in zip(low, mean, strict=True)],
-                        [hi if hi == hi else m for hi, m in zip(high, mean, strict=True)], color="gray", alpha=0.25, linewidth=0)
+                        [hi if hi == hi else m for hi, m in zip(high, mean, strict=True)], color="gray", alpha=0.25,
+                        linewidth=0)
         for b, x, m in zip(budgets, xs, mean, strict=True):
             ax.annotate(f"{b:g}", (x, m), textcoords="offset points", xytext=(0, -12), ha="center", fontsize="x-small")
         for label, by_cost in points.items():
@@ -163,7 +166,8 @@ def plot_forest(differences: dict[str, tuple[float, float, float]], reference: s
     labels = list(differences)
     rows = range(len(labels), 0, -1)  # the first arm at the top
     means = [differences[label][0] for label in labels]
-    below = [m - lo if lo == lo else 0.0 for m, (_, lo, _) in zip(means, differences.values(), strict=True)]  # lo == lo: not NaN
+    # lo == lo: not NaN
+    below = [m - lo if lo == lo else 0.0 for m, (_, lo, _) in zip(means, differences.values(), strict=True)]
     above = [hi - m if hi == hi else 0.0 for m, (_, _, hi) in zip(means, differences.values(), strict=True)]
     ax.errorbar(means, list(rows), xerr=[below, above], fmt="o", capsize=3, linewidth=1.5)
     ax.axvline(0.0, linestyle="--", color="gray", linewidth=1)

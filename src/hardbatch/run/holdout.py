@@ -46,15 +46,16 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     assert cfg.model is not None  # resolved (run.checks.resolve)
     model = build_seeded(own["il_model"] or cfg.model, data.num_classes, data.in_channels, seed, cfg.stem).to(device)
     optimizer = make_optimizer(cfg, model)
-    sampler = HardBatchSampler(len(data.val), cfg.batch_size, epochs=own["il_epochs"] or cfg.trained_epochs, policy="uniform",
-                               seed=seed)
+    sampler = HardBatchSampler(len(data.val), cfg.batch_size, epochs=own["il_epochs"] or cfg.trained_epochs,
+                               policy="uniform", seed=seed)
     fit(distributed.wrap(model, device), optimizer, data.loader(data.val, distributed.LocalSlices(sampler)), sampler,
         {}, device, train_transform=data.train_transform, eval_transform=data.eval_transform,
         augment_seed=seed if cfg.augment != "none" else None)
     meter = sampler.meter
     hits = []
 
-    def scored(outputs: Any, batch: Any) -> torch.Tensor:  # cross-entropy, counting the IL model's correct predictions on the way
+    # Cross-entropy, counting the IL model's correct predictions on the way.
+    def scored(outputs: Any, batch: Any) -> torch.Tensor:
         hits.append((logits_of(outputs).argmax(1) == target_of(batch)).sum())
         return cross_entropy(outputs, batch)
 

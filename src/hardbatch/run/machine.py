@@ -56,7 +56,8 @@ def _git(*args: str) -> str | None:
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name: ``cpuinfo``'s "model name" on Linux, else ``platform.processor()`` (or the architecture)."""
+    """The CPU's model name: ``cpuinfo``'s "model name" on Linux, else ``platform.processor()`` (or the
+    architecture)."""
     try:
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
@@ -108,7 +109,8 @@ def environment(device: torch.device) -> dict:
         "device": {"type": device.type, "name": name, "threads": torch.get_num_threads(), "cpu": cpu,
                    "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "git_commit": _git("rev-parse", "HEAD") or None,
-        "git_dirty": None if (status := _git("status", "--porcelain", "--untracked-files=no")) is None else bool(status),
+        "git_dirty": None if (status := _git("status", "--porcelain", "--untracked-files=no")) is None
+        else bool(status),
         "command": " ".join(sys.argv),
         "world_size": distributed.world_size(),
     }

@@ -205,7 +205,8 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
                 print(f"{label}: done, test top-1 {100 * summary['final_test_acc']:.2f}%, "
                       f"{summary['train_seconds']:.1f} s training", file=sys.stderr, flush=True)
         except RunInUse:
-            not_done.append((run, "skipped: another hardbatch process is training it; rerun this command once it is done"))
+            not_done.append((run, "skipped: another hardbatch process is training it; rerun this command once it is "
+                                  "done"))
             warn(f"{label} skipped: {run.path} is in use by another hardbatch process")
         except (UsageError, NoSpaceLeft, KeyboardInterrupt):
             raise
