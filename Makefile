@@ -4,9 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hardbatch-installed
 DOCS_STAMP := $(VENV)/.hardbatch-docs-installed
+DEV_STAMP := $(VENV)/.hardbatch-dev-installed
+LINT_PATHS := src tests scripts benchmarks examples
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench evidence docs clean
+.PHONY: setup demo test bench evidence docs lint types clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +41,17 @@ $(DOCS_STAMP): $(STAMP)
 docs: $(DOCS_STAMP)  ## the docs site into site/, offline, warnings as errors (broken links, missing references); the CLI page checked fresh
 	$(BIN)/python scripts/docs_cli.py --check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+$(DEV_STAMP): $(STAMP) constraints.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(DEV_STAMP)
+
+lint: $(DEV_STAMP)  ## ruff check and ruff format --check (settings in pyproject.toml, ruff pinned in constraints.txt)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+types: $(DEV_STAMP)  ## mypy on src/hardbatch, every def annotated (settings in pyproject.toml)
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs build site *.egg-info src/*.egg-info
