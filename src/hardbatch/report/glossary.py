@@ -75,10 +75,11 @@ ENTRIES = (
                 "reaches T)."),
     ("Cost", "(docs/guides/command-line.md, \"Cost\"): optimizer steps, samples back-propagated, samples forwarded "
              "without gradient (scoring), training seconds (evaluation excluded; choosing included), the process's "
-             "CPU seconds over the same span (all its threads; other jobs on the machine do not inflate them) and seconds spent "
-             "choosing, means over seeds. **Δ vs uniform** / **Δ vs δ=1**: seed-paired differences of final top-1 "
-             "(points, 95% t interval) to the `uniform` arm (ordinary SGD reshuffled every epoch) and to the paper's "
-             "δ = 1 (fixed order). **Top-1 at equal cost**: each run's test top-1 at its last evaluation within the "
+             "CPU seconds over the same span (all its threads; other jobs on the machine do not inflate them) and "
+             "seconds spent choosing, means over seeds. **Δ vs uniform** / **Δ vs δ=1**: seed-paired differences of "
+             "final top-1 (points, 95% t interval) to the `uniform` arm (ordinary SGD reshuffled every epoch) and to "
+             "the paper's δ = 1 (fixed order). **Top-1 at equal cost**: each run's test top-1 at its last evaluation "
+             "within the "
              "budget, the budget being the smallest total that every run of the group spent (no interpolation), "
              "mean over seeds."),
     ("Judged metric", "final test top-1 by default; `hardbatch report --metric bacc` (the evidence page's long-tailed "

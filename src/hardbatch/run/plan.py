@@ -50,7 +50,8 @@ class PlannedRun:
     path: Path
 
 
-SAME_AS_RULE_AT_ONE = ("random", "cyclic")  # controls whose δ = 1 pass is the rule's (tests/policies/test_random.py, test_cyclic.py)
+# Controls whose δ = 1 pass is the rule's (tests/policies/test_random.py, test_cyclic.py).
+SAME_AS_RULE_AT_ONE = ("random", "cyclic")
 
 
 def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int], out: Path | str,
