@@ -108,7 +108,7 @@ class Forked:
                 null = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(null, 1)
                 os.dup2(null, 2)
-                # pytest's capture writes to files of its own; the file is never closed: the child ends in os._exit
+                # pytest's capture writes to files of its own, so the child gets a real file for both
                 sys.stdout = sys.stderr = open(null, "w")  # noqa: SIM115 - open until os._exit, which closes nothing
                 work()
                 status = 0
