@@ -82,7 +82,7 @@ def test_differing_settings_name_a_policy_s_hyper_parameters_by_their_own_names_
     assert sorted(differing_settings(base, RunConfig(policy="infobatch"))) == sorted(
         ["policy", *(k for k, v in defaults("hardbatch").items() if v is not None), *defaults("infobatch")])
     runtime = dict(device="cuda", num_workers=3, data_dir="x", download=True, target_acc=0.9, compile="inductor",
-                   tensorboard="tb")
+                   tensorboard="tb", checkpoint_every=0)
     assert set(runtime) == set(RUNTIME_KEYS)
     assert differing_settings(base, base.replace(**runtime)) == []
     assert settings(base)["delta"] == 0.5 and "params" not in settings(base)
