@@ -36,30 +36,36 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import hardbatch
 
-from hardbatch import distributed
-from hardbatch import HardBatchSampler, fit
+from hardbatch import HardBatchSampler, distributed, fit
 from hardbatch.data import BatchTransform, DataSplits, InMemoryDataset
 
 SEED = 0
 
 
 def model_for_bench(width: int) -> nn.Module:
-    """Three conv-ReLU layers and a linear head, no BatchNorm (per-rank batch statistics would make 1 and 2 processes differ)."""
+    """Three conv-ReLU layers and a linear head, no BatchNorm (per-rank batch statistics would make 1 and 2 processes
+    differ)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         return nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 10),
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(2 * width, 10),
         )
 
 
 def make_data(num_batches: int, batch_size: int) -> DataSplits:
     g = torch.Generator().manual_seed(SEED)
     n = num_batches * batch_size
-    train = InMemoryDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                            torch.randint(0, 10, (n,), generator=g))
+    train = InMemoryDataset(
+        torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    )
     transform = BatchTransform((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     return DataSplits(train, None, train, 10, 3, 32, transform, transform)
 
@@ -67,8 +73,13 @@ def make_data(num_batches: int, batch_size: int) -> DataSplits:
 def train(args, delta: float) -> tuple[list[float], list[tuple]]:
     """One run: (seconds per step of each epoch after the first, trace rows of every epoch)."""
     data = make_data(args.batches, args.batch_size)
-    sampler = HardBatchSampler(len(data.train), args.batch_size, epochs=args.epochs,
-                               policy=hardbatch.policies.HardBatch(delta=delta), seed=SEED)
+    sampler = HardBatchSampler(
+        len(data.train),
+        args.batch_size,
+        epochs=args.epochs,
+        policy=hardbatch.policies.HardBatch(delta=delta),
+        seed=SEED,
+    )
     model = model_for_bench(args.width)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     times, rows = [], []
@@ -77,8 +88,16 @@ def train(args, delta: float) -> tuple[list[float], list[tuple]]:
         times.append(result.train_seconds / len(result.trace))
         rows.extend(result.trace)
 
-    fit(distributed.wrap(model, torch.device("cpu")), optimizer, data.loader(data.train, distributed.LocalSlices(sampler)),
-        sampler, {}, torch.device("cpu"), train_transform=data.train_transform, on_epoch=on_epoch)
+    fit(
+        distributed.wrap(model, torch.device("cpu")),
+        optimizer,
+        data.loader(data.train, distributed.LocalSlices(sampler)),
+        sampler,
+        {},
+        torch.device("cpu"),
+        train_transform=data.train_transform,
+        on_epoch=on_epoch,
+    )
     return times[1:], rows
 
 
@@ -87,7 +106,7 @@ def worker(args) -> None:
     torch.set_num_threads(1)
     per_step = {1.0: [], 0.5: []}
     for repeat in range(args.repeats):
-        for delta in ((1.0, 0.5) if repeat % 2 == 0 else (0.5, 1.0)):
+        for delta in (1.0, 0.5) if repeat % 2 == 0 else (0.5, 1.0):
             times, _ = train(args, delta)
             per_step[delta].append(statistics.median(times))
     _, rows = train(args, 0.5)
@@ -104,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=20, help="mini-batches per epoch N (default 20)")
     parser.add_argument("--batch-size", type=int, default=128, help="global batch size (default 128)")
     parser.add_argument("--width", type=int, default=32, help="model width (default 32)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the per-step ratio misses its target (1 and 2 "
-                        "processes taking different steps always exits 1)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if the per-step ratio misses its target (1 and 2 processes taking different steps always exits 1)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # set when launched under torchrun: where rank 0 writes
     if "--quick" in (sys.argv[1:] if argv is None else argv):  # flags given beside --quick still win
         parser.set_defaults(repeats=2, epochs=2)
@@ -120,9 +142,25 @@ def main(argv: list[str] | None = None) -> int:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         flags = list(sys.argv[1:] if argv is None else argv)
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-                        "127.0.0.1", "--master-port", str(port), __file__, *flags, "--worker", str(out)],
-                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc-per-node",
+                "2",
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                __file__,
+                *flags,
+                "--worker",
+                str(out),
+            ],
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         result = json.loads(out.read_text())
     torch.set_num_threads(1)
     _, one = train(args, 0.5)  # the same run in this process alone
@@ -130,19 +168,25 @@ def main(argv: list[str] | None = None) -> int:
     full, half = (statistics.median(result["per_step"][k]) for k in ("1.0", "0.5"))
     ratio = half / full
     same_steps = [r[:3] + r[4:] for r in one] == [r[:3] + r[4:] for r in two]
-    loss_diff = max(abs(a[3] - b[3]) for a, b in zip(one, two))
-    print(f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {platform.machine()}, "
-          f"{os.cpu_count()} cores; 2 processes x 1 thread, gloo")
-    print(f"global batch {args.batch_size}, N = {args.batches}, {args.epochs} epochs x {args.repeats} repeats, "
-          f"epoch 1 untimed")
+    loss_diff = max(abs(a[3] - b[3]) for a, b in zip(one, two, strict=True))
+    print(
+        f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {platform.machine()}, "
+        f"{os.cpu_count()} cores; 2 processes x 1 thread, gloo"
+    )
+    print(
+        f"global batch {args.batch_size}, N = {args.batches}, {args.epochs} epochs x {args.repeats} repeats, "
+        f"epoch 1 untimed"
+    )
     print("| variant | ms per step (median of repeats) | each repeat |")
     print("| --- | --- | --- |")
     for key, name in (("1.0", "δ = 1"), ("0.5", "δ = 0.5")):
         each = ", ".join(f"{1000 * t:.1f}" for t in result["per_step"][key])
         print(f"| {name} | {1000 * statistics.median(result['per_step'][key]):.2f} | {each} |")
     print(f"δ=0.5 / δ=1 per-step time: {ratio:.3f} (target <= 1.03): {'PASS' if ratio <= 1.03 else 'FAIL'}")
-    print(f"1 process vs 2 processes, δ = 0.5, {len(one)} steps: step sequence (round, batch, samples) "
-          f"{'identical' if same_steps else 'DIFFERENT'}; largest loss difference {loss_diff:.2e}")
+    print(
+        f"1 process vs 2 processes, δ = 0.5, {len(one)} steps: step sequence (round, batch, samples) "
+        f"{'identical' if same_steps else 'DIFFERENT'}; largest loss difference {loss_diff:.2e}"
+    )
     return 0 if (ratio <= 1.03 or not args.check) and same_steps else 1
 
 

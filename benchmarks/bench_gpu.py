@@ -77,9 +77,16 @@ class Bench:
         self.num_batches = args.num_samples // args.batch_size
         self.host_data = make_data(self.num_batches, args.batch_size)
         d = self.host_data
-        self.device_data = DataSplits(train=d.train.to(self.device), val=None, test=d.test, num_classes=10,
-                                      in_channels=3, image_size=32, train_transform=d.train_transform,
-                                      eval_transform=d.eval_transform)
+        self.device_data = DataSplits(
+            train=d.train.to(self.device),
+            val=None,
+            test=d.test,
+            num_classes=10,
+            in_channels=3,
+            image_size=32,
+            train_transform=d.train_transform,
+            eval_transform=d.eval_transform,
+        )
 
     def model_and_optimizer(self):
         model = build_seeded(self.args.model, 10, 3, SEED).to(self.device)
@@ -92,15 +99,25 @@ class Bench:
         data = self.device_data if on_device else self.host_data
         model, optimizer = self.model_and_optimizer()
         epochs = -(-(args.warmup + args.steps) // self.num_batches)
-        sampler = HardBatchSampler(len(data.train), args.batch_size, epochs=epochs,
-                                   policy=hardbatch.policies.HardBatch(delta=delta))
+        sampler = HardBatchSampler(
+            len(data.train), args.batch_size, epochs=epochs, policy=hardbatch.policies.HardBatch(delta=delta)
+        )
         # A budget in steps rather than whole epochs; the sampler cuts the last round short.
         sampler.total_steps = args.warmup + args.steps
         workers = 0 if on_device else args.workers
         pin = self.device.type == "cuda" and not on_device  # as train_run decides
         clock = StartClock(data.loader(data.train, sampler, workers, pin), sampler, args.warmup, self.device)
-        fit(model, optimizer, clock, sampler, {}, self.device, train_transform=data.train_transform,
-            autocast_dtype=self.autocast, channels_last=self.channels_last)
+        fit(
+            model,
+            optimizer,
+            clock,
+            sampler,
+            {},
+            self.device,
+            train_transform=data.train_transform,
+            autocast_dtype=self.autocast,
+            channels_last=self.channels_last,
+        )
         assert sampler.steps == args.warmup + args.steps and clock.started is not None
         return per_step(clock.started, args.steps, self.device)[0]
 
@@ -109,16 +126,29 @@ class Bench:
         args = self.args
         data = self.device_data if on_device else self.host_data
         model, optimizer = self.model_and_optimizer()
-        sampler = HardBatchSampler(len(data.train), args.batch_size, epochs=1 + -(-steps // self.num_batches),
-                                   policy=hardbatch.policies.HardBatch(delta=delta))
+        sampler = HardBatchSampler(
+            len(data.train),
+            args.batch_size,
+            epochs=1 + -(-steps // self.num_batches),
+            policy=hardbatch.policies.HardBatch(delta=delta),
+        )
         sampler.total_steps = self.num_batches + steps
         workers, pin = (0, False) if on_device else (args.workers, True)
         batches = SyncAudit(data.loader(data.train, sampler, workers, pin), sampler, self.num_batches)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                fit(model, optimizer, batches, sampler, {}, self.device, train_transform=data.train_transform,
-                    autocast_dtype=self.autocast, channels_last=self.channels_last)
+                fit(
+                    model,
+                    optimizer,
+                    batches,
+                    sampler,
+                    {},
+                    self.device,
+                    train_transform=data.train_transform,
+                    autocast_dtype=self.autocast,
+                    channels_last=self.channels_last,
+                )
             finally:
                 torch.cuda.set_sync_debug_mode(0)
         sites = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
@@ -138,9 +168,9 @@ class Bench:
             if step == args.warmup:
                 started = start_clocks(device)
             i = step % self.num_batches
-            x = ((images[i * b:(i + 1) * b].float().div_(255) - mean) / std).contiguous(memory_format=memory_format)
+            x = ((images[i * b : (i + 1) * b].float().div_(255) - mean) / std).contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                loss = F.cross_entropy(model(x), labels[i * b:(i + 1) * b])
+                loss = F.cross_entropy(model(x), labels[i * b : (i + 1) * b])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -150,7 +180,7 @@ class Bench:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="ResNet-18 training throughput through hardbatch on a GPU: δ=1 vs δ=0.5, data on the GPU vs "
-                    "host data through DataLoader workers and pinned memory, next to a plain PyTorch loop.",
+        "host data through DataLoader workers and pinned memory, next to a plain PyTorch loop.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -162,11 +192,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="repeats of each variant, interleaved")
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers for the host-data variants")
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--audit-steps", type=int, default=100,
-                   help="on CUDA: count synchronising calls over this many steps per path afterwards (0: skip)")
+    p.add_argument(
+        "--audit-steps",
+        type=int,
+        default=100,
+        help="on CUDA: count synchronising calls over this many steps per path afterwards (0: skip)",
+    )
     p.add_argument("--json", type=Path, help="also write the measurements here")
-    p.add_argument("--quick", action="store_true",
-                   help="logic check, also on a CPU: 128 samples, batch 16, 8+4 steps, 1 repeat, 2 workers")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="logic check, also on a CPU: 128 samples, batch 16, 8+4 steps, 1 repeat, 2 workers",
+    )
     if "--quick" in (sys.argv[1:] if argv is None else argv):  # flags given beside --quick still win
         p.set_defaults(num_samples=128, batch_size=16, steps=4, warmup=8, repeats=1, workers=2)
     args = p.parse_args(argv)
@@ -184,9 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {name}, {datetime.date.today().isoformat()}")
     print(f"command: {' '.join(sys.argv)}")
-    print(f"{args.model}, random uint8 3x32x32, batch {args.batch_size}, N={bench.num_batches} batches, "
-          f"autocast {bench.autocast}, channels_last {bench.channels_last}; {args.warmup} untimed + {args.steps} timed "
-          f"steps per variant, {args.repeats} repeats, order alternating forward/reverse\n", flush=True)
+    print(
+        f"{args.model}, random uint8 3x32x32, batch {args.batch_size}, N={bench.num_batches} batches, "
+        f"autocast {bench.autocast}, channels_last {bench.channels_last}; {args.warmup} untimed + {args.steps} timed "
+        f"steps per variant, {args.repeats} repeats, order alternating forward/reverse\n",
+        flush=True,
+    )
     host = f"host data, pin+{args.workers} workers" if device.type == "cuda" else f"host data, {args.workers} workers"
     variants = {
         "hand loop, data on device": bench.time_hand_loop,
@@ -206,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     median = {n: statistics.median(ts) for n, ts in times.items()}
     print(f"\n{'variant':<40} {'median ms/step':>14} {'min':>8} {'max':>8} {'images/s':>9}")
     for n in names:
-        print(f"{n:<40} {median[n] * 1e3:14.2f} {min(times[n]) * 1e3:8.2f} {max(times[n]) * 1e3:8.2f} "
-              f"{args.batch_size / median[n]:9.0f}")
+        print(
+            f"{n:<40} {median[n] * 1e3:14.2f} {min(times[n]) * 1e3:8.2f} {max(times[n]) * 1e3:8.2f} "
+            f"{args.batch_size / median[n]:9.0f}"
+        )
     hand, dev1, dev05, host1, host05 = (median[n] for n in names)
     ratios = {
         "time/step δ=0.5 / δ=1, data on device (target <= 1.03)": dev05 / dev1,
@@ -220,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<58} {value:6.3f}")
     audits = {}
     if device.type == "cuda" and args.audit_steps > 0:
-        print(f"\nsynchronising CUDA calls per step after the warm-up (torch.cuda.set_sync_debug_mode), "
-              f"{args.audit_steps} steps each:")
+        print(
+            f"\nsynchronising CUDA calls per step after the warm-up (torch.cuda.set_sync_debug_mode), "
+            f"{args.audit_steps} steps each:"
+        )
         for delta, on_device in ((1.0, True), (0.5, True), (1.0, False)):
             label = f"hb δ={delta:g}, " + ("data on device" if on_device else "host data")
             per, sites = bench.audit_syncs(delta, on_device, args.audit_steps)
@@ -231,13 +275,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "device": name, "torch": torch.__version__, "hardbatch": hardbatch.__version__,
-            "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "seconds_per_step": times, "median_images_per_s": {n: args.batch_size / median[n] for n in names},
-            "ratios": ratios, "sync_audit": audits,
-        }, indent=2, ensure_ascii=False))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "device": name,
+                    "torch": torch.__version__,
+                    "hardbatch": hardbatch.__version__,
+                    "date": datetime.date.today().isoformat(),
+                    "command": " ".join(sys.argv),
+                    "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                    "seconds_per_step": times,
+                    "median_images_per_s": {n: args.batch_size / median[n] for n in names},
+                    "ratios": ratios,
+                    "sync_audit": audits,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     return 0
 
 

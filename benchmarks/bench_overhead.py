@@ -59,8 +59,13 @@ def bench_cnn(width: int, num_classes: int = 10, in_channels: int = 3) -> nn.Mod
         return [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
     return nn.Sequential(
-        *block(in_channels, width), *block(width, 2 * width, 2), *block(2 * width, 4 * width, 2),
-        *block(4 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes),
+        *block(in_channels, width),
+        *block(width, 2 * width, 2),
+        *block(2 * width, 4 * width, 2),
+        *block(4 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, num_classes),
     )
 
 
@@ -95,8 +100,16 @@ def make_data(num_batches: int, batch_size: int) -> DataSplits:
     labels = torch.randint(0, 10, (n,), generator=g)
     train = InMemoryDataset(images, labels)
     transform = BatchTransform(CIFAR_MEAN, CIFAR_STD)
-    return DataSplits(train=train, val=None, test=train, num_classes=10, in_channels=3, image_size=32,
-                      train_transform=transform, eval_transform=transform)
+    return DataSplits(
+        train=train,
+        val=None,
+        test=train,
+        num_classes=10,
+        in_channels=3,
+        image_size=32,
+        train_transform=transform,
+        eval_transform=transform,
+    )
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -149,7 +162,7 @@ def start_clocks(device: torch.device) -> tuple[float, float, int]:
 def per_step(started: tuple[float, float, int], steps: int, device: torch.device) -> tuple[float, float, float]:
     """(wall s, CPU s, page faults) per step since ``started``, after the device has finished."""
     now = start_clocks(device)
-    return tuple((b - a) / steps for a, b in zip(started, now))
+    return tuple((b - a) / steps for a, b in zip(started, now, strict=True))
 
 
 def steady_malloc() -> str:
@@ -183,8 +196,9 @@ def time_hardbatch(data: DataSplits, args: argparse.Namespace, delta: float) -> 
     """
     model = build_model(args.model, args.width)
     optimizer = make_optimizer(model, args.lr)
-    sampler = HardBatchSampler(len(data.train), args.batch_size, epochs=args.epochs,
-                               policy=hardbatch.policies.HardBatch(delta=delta))
+    sampler = HardBatchSampler(
+        len(data.train), args.batch_size, epochs=args.epochs, policy=hardbatch.policies.HardBatch(delta=delta)
+    )
     # As train_run builds it on a CPU: num_workers 0 (the default), no pinned memory.
     loader = data.loader(data.train, sampler, num_workers=0, pin_memory=False)
     clock = StartClock(loader, sampler, args.num_batches, torch.device("cpu"))
@@ -212,8 +226,8 @@ def time_hand_loop(data: DataSplits, args: argparse.Namespace) -> tuple[float, f
         if step == args.num_batches:
             started = start_clocks(torch.device("cpu"))
         i = step % args.num_batches
-        x = (images[i * b:(i + 1) * b].float().div_(255) - mean) / std
-        loss = F.cross_entropy(model(x), labels[i * b:(i + 1) * b])
+        x = (images[i * b : (i + 1) * b].float().div_(255) - mean) / std
+        loss = F.cross_entropy(model(x), labels[i * b : (i + 1) * b])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -223,29 +237,49 @@ def time_hand_loop(data: DataSplits, args: argparse.Namespace) -> tuple[float, f
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Per-step overhead of hardbatch's training path on a CPU: selection on (δ=0.5) vs off (δ=1), "
-                    "and hardbatch at δ=1 vs a minimal hand-written PyTorch loop, interleaved in one run. Defaults "
-                    "take about 2-4 minutes on 2 idle CPU cores. Exit status 0 whatever the result, unless --check.",
+        "and hardbatch at δ=1 vs a minimal hand-written PyTorch loop, interleaved in one run. Defaults "
+        "take about 2-4 minutes on 2 idle CPU cores. Exit status 0 whatever the result, unless --check.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default="bench_cnn", choices=[*LOCAL_MODELS, *MODELS],
-                   help="; ".join(f"{k}: {v}" for k, v in LOCAL_MODELS.items()) + "; or a hardbatch model name")
+    p.add_argument(
+        "--model",
+        default="bench_cnn",
+        choices=[*LOCAL_MODELS, *MODELS],
+        help="; ".join(f"{k}: {v}" for k, v in LOCAL_MODELS.items()) + "; or a hardbatch model name",
+    )
     p.add_argument("--width", type=int, default=24, help="channel width of bench_cnn")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num-batches", type=int, default=20, help="N: mini-batches in the data set (one epoch)")
     p.add_argument("--epochs", type=int, default=4, help="epochs per repeat; the first is warm-up and not timed")
     p.add_argument("--repeats", type=int, default=11, help="repeats of each variant, interleaved")
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch.set_num_threads; use 1 if other processes are running (2 threads on 2 busy cores "
-                        "spin-wait and slow down 3-5x)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch.set_num_threads; use 1 if other processes are running (2 threads on 2 busy cores "
+        "spin-wait and slow down 3-5x)",
+    )
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="which clock PASS/FAIL judges: wall-clock, or this process's CPU time (steadier when other "
-                        "processes share the cores; with --threads 1 it is the work done, whoever else runs)")
-    p.add_argument("--steady-malloc", action=argparse.BooleanOptionalAction, default=True,
-                   help="raise glibc malloc's mmap/trim thresholds first, so steps do not page-fault on fresh memory: "
-                        "that costs 5-25%% of a step here, by an amount set by allocation history, not by the code "
-                        "timed (see README); --no-steady-malloc measures with the allocator as a plain run has it")
-    p.add_argument("--quick", action="store_true", help="smoke run (~15 s): N=8, 3 epochs, 5 repeats, width 16 (flags given beside it still apply)")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="which clock PASS/FAIL judges: wall-clock, or this process's CPU time (steadier when other "
+        "processes share the cores; with --threads 1 it is the work done, whoever else runs)",
+    )
+    p.add_argument(
+        "--steady-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="raise glibc malloc's mmap/trim thresholds first, so steps do not page-fault on fresh memory: "
+        "that costs 5-25%% of a step here, by an amount set by allocation history, not by the code "
+        "timed (see README); --no-steady-malloc measures with the allocator as a plain run has it",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (~15 s): N=8, 3 epochs, 5 repeats, width 16 (flags given beside it still apply)",
+    )
     p.add_argument("--check", action="store_true", help="exit with status 1 if a target is missed")
     if "--quick" in (sys.argv[1:] if argv is None else argv):  # flags given beside --quick still win
         p.set_defaults(num_batches=8, epochs=3, repeats=5, width=16)
@@ -271,13 +305,17 @@ def main(argv: list[str] | None = None) -> int:
     timed_steps = (args.epochs - 1) * args.num_batches
     model_desc = f"bench_cnn(width={args.width})" if args.model == "bench_cnn" else args.model
     cpu_name = platform.processor() or platform.machine()
-    print(f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {cpu_name}, {args.threads} threads, "
-          f"{datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.2f} "
-          f"on {os.cpu_count()} cores, {malloc}")
+    print(
+        f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {cpu_name}, {args.threads} threads, "
+        f"{datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.2f} "
+        f"on {os.cpu_count()} cores, {malloc}"
+    )
     print(f"command: {' '.join(sys.argv)}")
-    print(f"{model_desc}, random uint8 3x32x32, batch {args.batch_size}, N={args.num_batches} batches; per repeat "
-          f"{args.epochs} epochs, {timed_steps} steps timed (epoch 1 not); {args.repeats} repeats, order alternating "
-          f"forward/reverse\n")
+    print(
+        f"{model_desc}, random uint8 3x32x32, batch {args.batch_size}, N={args.num_batches} batches; per repeat "
+        f"{args.epochs} epochs, {timed_steps} steps timed (epoch 1 not); {args.repeats} repeats, order alternating "
+        f"forward/reverse\n"
+    )
     short = ["hand", "δ=1", "δ=0.5"]
     print(f"{'':14} {'wall ms/step':^31}  {'CPU ms/step':^31}")
     print(f"{'':14} " + "  ".join(f"{n:>9}" for n in short) + "  " + "  ".join(f"{n:>9}" for n in short))
@@ -292,31 +330,44 @@ def main(argv: list[str] | None = None) -> int:
             wall[n].append(w)
             cpu[n].append(c)
             faults[n].append(f)
-        print(f"repeat {r + 1:2d}/{args.repeats} " + "  ".join(f"{wall[n][-1] * 1e3:9.2f}" for n in names) + "  "
-              + "  ".join(f"{cpu[n][-1] * 1e3:9.2f}" for n in names) + f"   ({time.perf_counter() - started:.0f} s)",
-              flush=True)
+        print(
+            f"repeat {r + 1:2d}/{args.repeats} "
+            + "  ".join(f"{wall[n][-1] * 1e3:9.2f}" for n in names)
+            + "  "
+            + "  ".join(f"{cpu[n][-1] * 1e3:9.2f}" for n in names)
+            + f"   ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
 
     med_wall = {n: statistics.median(ts) for n, ts in wall.items()}
     med_cpu = {n: statistics.median(ts) for n, ts in cpu.items()}
-    print(f"\n{'variant':<26} {'wall ms/step':>12} {'min':>7} {'max':>7} {'images/s':>8} {'CPU ms/step':>11} "
-          f"{'faults/step':>11}   (medians over repeats)")
+    print(
+        f"\n{'variant':<26} {'wall ms/step':>12} {'min':>7} {'max':>7} {'images/s':>8} {'CPU ms/step':>11} "
+        f"{'faults/step':>11}   (medians over repeats)"
+    )
     for n in names:
-        print(f"{n:<26} {med_wall[n] * 1e3:12.2f} {min(wall[n]) * 1e3:7.2f} {max(wall[n]) * 1e3:7.2f} "
-              f"{args.batch_size / med_wall[n]:8.0f} {med_cpu[n] * 1e3:11.2f} {statistics.median(faults[n]):11.0f}")
+        print(
+            f"{n:<26} {med_wall[n] * 1e3:12.2f} {min(wall[n]) * 1e3:7.2f} {max(wall[n]) * 1e3:7.2f} "
+            f"{args.batch_size / med_wall[n]:8.0f} {med_cpu[n] * 1e3:11.2f} {statistics.median(faults[n]):11.0f}"
+        )
 
     hand, hb1, hb05 = names
 
     def ratios(times: dict[str, list[float]], num: str, den: str) -> tuple[float, float]:
         """Ratio of the medians, and (a drift-free cross-check) the median of the per-repeat ratios."""
-        return (statistics.median(times[num]) / statistics.median(times[den]),
-                statistics.median(a / b for a, b in zip(times[num], times[den])))
+        return (
+            statistics.median(times[num]) / statistics.median(times[den]),
+            statistics.median(a / b for a, b in zip(times[num], times[den], strict=True)),
+        )
 
     checks = [  # label, numerator, denominator, target test, target text
         ("(a) time/step δ=0.5 / δ=1", hb05, hb1, lambda v: v <= 1.03, "<= 1.03"),
         ("(b) throughput hb δ=1 / hand", hand, hb1, lambda v: v >= 0.97, ">= 0.97"),
     ]
-    print(f"\n{'ratio':<30} {'wall':>6} {'(paired)':>9} {'CPU':>6} {'(paired)':>9} {'target':>8}  "
-          f"result ({args.clock} clock)")
+    print(
+        f"\n{'ratio':<30} {'wall':>6} {'(paired)':>9} {'CPU':>6} {'(paired)':>9} {'target':>8}  "
+        f"result ({args.clock} clock)"
+    )
     failed = False
     for label, num, den, test, target in checks:
         w, wp = ratios(wall, num, den)
@@ -324,9 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         ok = test(w if args.clock == "wall" else c)
         failed |= not ok
         print(f"{label:<30} {w:6.3f} {wp:9.3f} {c:6.3f} {cp:9.3f} {target:>8}  {'PASS' if ok else 'FAIL'}")
-    print(f"\nRatios are of the medians; (paired) = median over repeats of the ratio within one repeat; CPU = this "
-          f"process's CPU time.\nTotal {time.perf_counter() - started:.0f} s; load average now "
-          f"{os.getloadavg()[0]:.2f} (other processes make wall-clock noisy: see benchmarks/README.md).")
+    print(
+        f"\nRatios are of the medians; (paired) = median over repeats of the ratio within one repeat; CPU = this "
+        f"process's CPU time.\nTotal {time.perf_counter() - started:.0f} s; load average now "
+        f"{os.getloadavg()[0]:.2f} (other processes make wall-clock noisy: see benchmarks/README.md)."
+    )
     return 1 if (args.check and failed) else 0
 
 

@@ -1,4 +1,5 @@
-"""What each selection policy costs on a CPU, measured by training's own CostMeter, all policies side by side in one run.
+"""What each selection policy costs on a CPU, measured by training's own CostMeter, all policies side by side in one
+run.
 
 Every policy of ``hardbatch.policies`` (and the paper's rule with its --rescore and --repartition
 variants) trains the same model from the same initial weights on the same in-memory data, with the
@@ -29,8 +30,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -40,14 +42,15 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import hardbatch
 
-from bench_overhead import steady_malloc  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
-from hardbatch import CostMeter, RunConfig, fit  # noqa: E402
-from hardbatch.config import check  # noqa: E402
-from hardbatch.data import BatchTransform, DataSplits, InMemoryDataset, load_dataset  # noqa: E402
-from hardbatch.models import build_seeded  # noqa: E402
-from hardbatch.policies import POLICIES, Policy, create_policy  # noqa: E402
-from hardbatch.run.checks import resolve  # noqa: E402
-from hardbatch.run.parts import make_optimizer, make_sampler  # noqa: E402
+from bench_overhead import steady_malloc
+
+from hardbatch import CostMeter, RunConfig, fit
+from hardbatch.config import check
+from hardbatch.data import BatchTransform, DataSplits, InMemoryDataset, load_dataset
+from hardbatch.models import build_seeded
+from hardbatch.policies import POLICIES, Policy, create_policy
+from hardbatch.run.checks import resolve
+from hardbatch.run.parts import make_optimizer, make_sampler
 
 TARGET = 0.02  # choose_seconds / train_seconds for the batch-level policies
 
@@ -82,8 +85,16 @@ def make_data(args: argparse.Namespace, base: RunConfig) -> DataSplits:
     images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
     train = InMemoryDataset(images, torch.randint(0, 10, (n,), generator=g))
     transform = BatchTransform((0.5,), (0.25,))
-    return DataSplits(train=train, val=None, test=train, num_classes=10, in_channels=1, image_size=28,
-                      train_transform=transform, eval_transform=transform)
+    return DataSplits(
+        train=train,
+        val=None,
+        test=train,
+        num_classes=10,
+        in_channels=1,
+        image_size=28,
+        train_transform=transform,
+        eval_transform=transform,
+    )
 
 
 class PolicyClock:
@@ -102,6 +113,7 @@ class PolicyClock:
                 return method(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - started
+
         return call
 
 
@@ -129,26 +141,40 @@ def run_arm(data: DataSplits, cfg: RunConfig) -> tuple[CostMeter, float]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Choosing cost of every selection policy on a CPU, from training's CostMeter: choose_seconds / "
-                    "train_seconds (target <= 2%% for the batch-level policies), no-grad forwards, samples "
-                    "back-propagated and loaded samples per second relative to uniform. All arms interleaved in one "
-                    "run; defaults take about 2 minutes on one idle core.",
+        "train_seconds (target <= 2%% for the batch-level policies), no-grad forwards, samples "
+        "back-propagated and loaded samples per second relative to uniform. All arms interleaved in one "
+        "run; defaults take about 2 minutes on one idle core.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", choices=["digits", "synthetic"], default="digits",
-                   help="digits: scikit-learn's 8x8 digits as train_run loads them (1,437 training images); "
-                        "synthetic: random uint8 1x28x28 images, random labels (--samples of them)")
+    p.add_argument(
+        "--data",
+        choices=["digits", "synthetic"],
+        default="digits",
+        help="digits: scikit-learn's 8x8 digits as train_run loads them (1,437 training images); "
+        "synthetic: random uint8 1x28x28 images, random labels (--samples of them)",
+    )
     p.add_argument("--samples", type=int, default=1280, help="training images of --data synthetic")
     p.add_argument("--model", default="small_cnn", help="a hardbatch model name")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=4, help="epochs per arm and repeat (budget of N optimizer steps each)")
     p.add_argument("--repeats", type=int, default=5, help="repeats of every arm, interleaved")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch.set_num_threads (1: the numbers hold on a shared machine; 2 threads on busy cores "
-                        "spin-wait)")
-    p.add_argument("--steady-malloc", action=argparse.BooleanOptionalAction, default=True,
-                   help="raise glibc malloc's mmap/trim thresholds first (see bench_overhead.py and the README)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run (~15 s): 2 epochs, 2 repeats (flags given beside it still apply)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (1: the numbers hold on a shared machine; 2 threads on busy cores spin-wait)",
+    )
+    p.add_argument(
+        "--steady-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="raise glibc malloc's mmap/trim thresholds first (see bench_overhead.py and the README)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (~15 s): 2 epochs, 2 repeats (flags given beside it still apply)",
+    )
     p.add_argument("--check", action="store_true", help="exit with status 1 if a batch-level policy misses the target")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         p.set_defaults(epochs=2, repeats=2)
@@ -162,24 +188,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     malloc = steady_malloc() if args.steady_malloc else "allocator as it is"
-    base = RunConfig(dataset="digits", model=args.model, batch_size=args.batch_size, epochs=args.epochs, seed=0,
-                     device="cpu")
+    base = RunConfig(
+        dataset="digits", model=args.model, batch_size=args.batch_size, epochs=args.epochs, seed=0, device="cpu"
+    )
     data = make_data(args, base)
     n = len(data.train)
     num_batches = n // args.batch_size
-    print(f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{args.threads} thread(s), {datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.2f} on "
-          f"{os.cpu_count()} cores, {malloc}")
+    print(
+        f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{args.threads} thread(s), {datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.2f} on "
+        f"{os.cpu_count()} cores, {malloc}"
+    )
     print(f"command: {' '.join(sys.argv)}")
-    print(f"{args.model}, {args.data} ({n} training images, {tuple(data.train[0][0].shape)}), batch {args.batch_size}, "
-          f"N={num_batches}, {args.epochs} epochs per arm, SGD lr {base.lr} momentum {base.momentum}, fit without "
-          f"evaluation; {args.repeats} repeats, order alternating forward/reverse, after one untimed 1-epoch pass of "
-          f"every arm\n")
+    print(
+        f"{args.model}, {args.data} ({n} training images, {tuple(data.train[0][0].shape)}), batch {args.batch_size}, "
+        f"N={num_batches}, {args.epochs} epochs per arm, SGD lr {base.lr} momentum {base.momentum}, fit without "
+        f"evaluation; {args.repeats} repeats, order alternating forward/reverse, after one untimed 1-epoch pass of "
+        f"every arm\n"
+    )
 
     configs = {label: base.replace(**changes) for label, changes, _ in ARMS}
     judged = {label: j for label, _, j in ARMS}
     labels = list(configs)
-    short = [label.replace("hardbatch", "hb").replace("δ=0.5", "").replace("--", "").replace(" ", "")[:7] for label in labels]
+    short = [
+        label.replace("hardbatch", "hb").replace("δ=0.5", "").replace("--", "").replace(" ", "")[:7] for label in labels
+    ]
     started = time.perf_counter()
     for label in labels:  # first-touch allocations and oneDNN primitive creation for every code path
         run_arm(data, configs[label].replace(epochs=1))
@@ -193,21 +226,31 @@ def main(argv: list[str] | None = None) -> int:
             meter, choose_seconds = run_arm(data, configs[label])
             meters[label].append(meter)
             planned[label].append(choose_seconds)
-        print(f"repeat {r + 1:2d}/{args.repeats} " + " ".join(f"{meters[l][-1].train_seconds:7.2f}" for l in labels)
-              + f"   ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"repeat {r + 1:2d}/{args.repeats} "
+            + " ".join(f"{meters[label][-1].train_seconds:7.2f}" for label in labels)
+            + f"   ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
 
     uniform = "uniform"  # the reference arm of the ratios (its label)
 
     def median_share(label: str, part) -> float:
-        return statistics.median(part(m, p) / m.train_seconds for m, p in zip(meters[label], planned[label]))
+        return statistics.median(
+            part(m, p) / m.train_seconds for m, p in zip(meters[label], planned[label], strict=True)
+        )
 
     def throughput_ratio(label: str, count) -> float:
         """Median over repeats of (count / train_seconds) relative to uniform's in the same repeat."""
-        return statistics.median((count(m) / m.train_seconds) / (count(u) / u.train_seconds)
-                                 for m, u in zip(meters[label], meters[uniform]))
+        return statistics.median(
+            (count(m) / m.train_seconds) / (count(u) / u.train_seconds)
+            for m, u in zip(meters[label], meters[uniform], strict=True)
+        )
 
-    print(f"\n{'policy':<30} {'steps':>5} {'loaded':>6} {'nograd':>6} {'backprop':>8} {'×uni':>5} {'train s':>7} "
-          f"{'choose%':>7} {'policy%':>7} {'scoring%':>8} {'target':>6} {'result':>6} {'loaded/s':>8} {'backprop/s':>10}")
+    print(
+        f"\n{'policy':<30} {'steps':>5} {'loaded':>6} {'nograd':>6} {'backprop':>8} {'×uni':>5} {'train s':>7} "
+        f"{'choose%':>7} {'policy%':>7} {'scoring%':>8} {'target':>6} {'result':>6} {'loaded/s':>8} {'backprop/s':>10}"
+    )
     failed = False
     for label in labels:
         m, u = meters[label][0], meters[uniform][0]  # counts are the same in every repeat (same seeds)
@@ -220,16 +263,20 @@ def main(argv: list[str] | None = None) -> int:
             target, result = f"<={TARGET:.0%}", "PASS" if ok else "FAIL"
         else:
             target, result = "-", "report"
-        print(f"{label:<30} {m.optimizer_steps:5d} {m.samples_loaded:6d} {m.samples_forward_nograd:6d} "
-              f"{m.samples_backprop:8d} {m.samples_backprop / u.samples_backprop:5.2f} "
-              f"{statistics.median(x.train_seconds for x in meters[label]):7.2f} {choose:7.2%} {policy:7.2%} "
-              f"{scoring:8.2%} {target:>6} {result:>6} {throughput_ratio(label, lambda x: x.samples_loaded):8.3f} "
-              f"{throughput_ratio(label, lambda x: x.samples_backprop):10.3f}")
-    print(f"\nchoose% = choose_seconds / train_seconds (CostMeter), median over repeats; policy% = seconds inside "
-          f"the policy's own plan and select / train_seconds;\nscoring% = the rest of choose_seconds (no-grad scoring "
-          f"forwards). loaded/s, backprop/s: samples_loaded or samples_backprop per train second, relative to uniform "
-          f"in the same repeat (median of the ratios).\nTotal {time.perf_counter() - started:.0f} s; load average now "
-          f"{os.getloadavg()[0]:.2f}.")
+        print(
+            f"{label:<30} {m.optimizer_steps:5d} {m.samples_loaded:6d} {m.samples_forward_nograd:6d} "
+            f"{m.samples_backprop:8d} {m.samples_backprop / u.samples_backprop:5.2f} "
+            f"{statistics.median(x.train_seconds for x in meters[label]):7.2f} {choose:7.2%} {policy:7.2%} "
+            f"{scoring:8.2%} {target:>6} {result:>6} {throughput_ratio(label, lambda x: x.samples_loaded):8.3f} "
+            f"{throughput_ratio(label, lambda x: x.samples_backprop):10.3f}"
+        )
+    print(
+        f"\nchoose% = choose_seconds / train_seconds (CostMeter), median over repeats; policy% = seconds inside "
+        f"the policy's own plan and select / train_seconds;\nscoring% = the rest of choose_seconds (no-grad scoring "
+        f"forwards). loaded/s, backprop/s: samples_loaded or samples_backprop per train second, relative to uniform "
+        f"in the same repeat (median of the ratios).\nTotal {time.perf_counter() - started:.0f} s; load average now "
+        f"{os.getloadavg()[0]:.2f}."
+    )
     return 1 if (args.check and failed) else 0
 
 

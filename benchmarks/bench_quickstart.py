@@ -32,8 +32,8 @@ import pstats
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import hardbatch
 
-from hardbatch.functional import generator_for  # noqa: E402
+from hardbatch.functional import generator_for
 
 TARGET = 0.98
 SEED = 0
@@ -55,8 +55,14 @@ def make_model(hidden: int) -> torch.nn.Module:
     """The same initial weights on every call."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, hidden), torch.nn.ReLU(),
-                                   torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+        return torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(784, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, 10),
+        )
 
 
 def make_data(num_batches: int, batch_size: int) -> TensorDataset:
@@ -65,27 +71,32 @@ def make_data(num_batches: int, batch_size: int) -> TensorDataset:
     return TensorDataset(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
 
 
-def quickstart(train_set: TensorDataset, args: argparse.Namespace, policy: str,
-               losses: list[torch.Tensor] | None = None) -> int:
+def quickstart(
+    train_set: TensorDataset, args: argparse.Namespace, policy: str, losses: list[torch.Tensor] | None = None
+) -> int:
     """The quickstart loop, as the README writes it; returns the optimizer steps taken."""
     model = make_model(args.hidden)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=args.batch_size, epochs=args.epochs,
-                                         policy=policy, seed=SEED)
+    sampler = hardbatch.HardBatchSampler(
+        len(train_set), batch_size=args.batch_size, epochs=args.epochs, policy=policy, seed=SEED
+    )
     loader = DataLoader(train_set, batch_sampler=sampler)
     torch.manual_seed(SEED)  # the DataLoader draws its base seed from the global generator: the same in both loops
     while not sampler.done:
         for batch in loader:
             loss = hardbatch.training_loss(sampler, model, batch)
             if loss is not None:
-                optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - the quickstart's own line
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
                 if losses is not None:
                     losses.append(loss.detach())
     return sampler.steps
 
 
-def hand(train_set: TensorDataset, args: argparse.Namespace, policy: str,
-         losses: list[torch.Tensor] | None = None) -> int:
+def hand(
+    train_set: TensorDataset, args: argparse.Namespace, policy: str, losses: list[torch.Tensor] | None = None
+) -> int:
     """The plain loop with the same steps: the fixed batches in order (hardbatch at δ = 1), or the same seeded
     permutation each epoch (uniform)."""
     model = make_model(args.hidden)
@@ -102,7 +113,9 @@ def hand(train_set: TensorDataset, args: argparse.Namespace, policy: str,
             loader = DataLoader(train_set, batch_sampler=order.tolist())
         for x, y in loader:
             loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702 - as the quickstart writes it
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
             steps += 1
             if losses is not None:
                 losses.append(loss.detach())
@@ -119,9 +132,9 @@ def timed(loop: Callable[..., int], *args: object) -> float:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="The quickstart loop (HardBatchSampler + DataLoader + hardbatch.training_loss) against a hand "
-                    "loop with the same steps (hardbatch at δ=1: the fixed batches in order; uniform: the same seeded "
-                    "permutation), one thread, interleaved ABBA; target hand / quickstart >= 0.98. Defaults take "
-                    "about a minute on an idle core.",
+        "loop with the same steps (hardbatch at δ=1: the fixed batches in order; uniform: the same seeded "
+        "permutation), one thread, interleaved ABBA; target hand / quickstart >= 0.98. Defaults take "
+        "about a minute on an idle core.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--hidden", type=int, default=256, help="width of the MLP's two hidden layers (sets the step time)")
@@ -129,10 +142,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-batches", type=int, default=20, help="N: mini-batches in the data set (one epoch)")
     p.add_argument("--epochs", type=int, default=5, help="epochs per run")
     p.add_argument("--repeats", type=int, default=10, help="runs of each variant, interleaved ABBA")
-    p.add_argument("--profile", type=int, metavar="LINES", default=0,
-                   help="also profile one quickstart run (δ=1) and print its LINES costliest functions")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run (a few seconds): 2 epochs, 2 repeats (flags given beside it still apply)")
+    p.add_argument(
+        "--profile",
+        type=int,
+        metavar="LINES",
+        default=0,
+        help="also profile one quickstart run (δ=1) and print its LINES costliest functions",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (a few seconds): 2 epochs, 2 repeats (flags given beside it still apply)",
+    )
     p.add_argument("--check", action="store_true", help=f"exit with status 1 if a ratio is below {TARGET}")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         p.set_defaults(epochs=2, repeats=2)
@@ -148,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     train_set = make_data(args.num_batches, args.batch_size)
     policies = {"hardbatch δ=1": "hardbatch", "uniform": "uniform"}
-    print(f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"1 thread, {datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.2f} on "
-          f"{os.cpu_count()} cores")
+    print(
+        f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"1 thread, {datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.2f} on "
+        f"{os.cpu_count()} cores"
+    )
     print(f"command: {' '.join(sys.argv)}")
-    print(f"MLP 784-{args.hidden}-{args.hidden}-10, batch {args.batch_size}, N={args.num_batches}, {args.epochs} epochs "
-          f"per run, {args.repeats} repeats interleaved ABBA, after one untimed run of each variant\n")
+    print(
+        f"MLP 784-{args.hidden}-{args.hidden}-10, batch {args.batch_size}, N={args.num_batches}, {args.epochs} epochs "
+        f"per run, {args.repeats} repeats interleaved ABBA, after one untimed run of each variant\n"
+    )
 
     same = {}
     for label, policy in policies.items():  # untimed: warm-up, and the check that both loops train the same steps
@@ -161,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         b: list[torch.Tensor] = []
         quickstart(train_set, args, policy, a)
         hand(train_set, args, policy, b)
-        same[label] = len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
-        print(f"{label}: identical loss sequence in both loops ({len(a)} and {len(b)} steps): "
-              f"{'yes' if same[label] else 'NO'}")
+        same[label] = len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+        print(
+            f"{label}: identical loss sequence in both loops ({len(a)} and {len(b)} steps): "
+            f"{'yes' if same[label] else 'NO'}"
+        )
 
     times: dict[str, dict[str, list[float]]] = {label: {"quickstart": [], "hand": []} for label in policies}
     started = time.perf_counter()
@@ -174,20 +201,26 @@ def main(argv: list[str] | None = None) -> int:
                 loop = quickstart if variant == "quickstart" else hand
                 times[label][variant].append(timed(loop, train_set, args, policy))
 
-    print(f"\n{'policy':<15} {'quickstart ms/step':>18} {'hand ms/step':>12} {'hand/quickstart':>15} {'(paired)':>9} "
-          f"{'same steps':>10} {'target':>7}  result")
+    print(
+        f"\n{'policy':<15} {'quickstart ms/step':>18} {'hand ms/step':>12} {'hand/quickstart':>15} {'(paired)':>9} "
+        f"{'same steps':>10} {'target':>7}  result"
+    )
     failed = False
     for label in policies:
         q, h = times[label]["quickstart"], times[label]["hand"]
         ratio = statistics.median(h) / statistics.median(q)
-        paired = statistics.median(b / a for a, b in zip(q, h))
+        paired = statistics.median(b / a for a, b in zip(q, h, strict=True))
         ok = ratio >= TARGET and same[label]
         failed |= not ok
-        print(f"{label:<15} {statistics.median(q) * 1e3:18.3f} {statistics.median(h) * 1e3:12.3f} {ratio:15.3f} "
-              f"{paired:9.3f} {'yes' if same[label] else 'NO':>10} {'>=' + str(TARGET):>7}  {'PASS' if ok else 'FAIL'}")
-    print(f"\nMedians over repeats of the wall time per step of a whole run (loading included); (paired) = median of "
-          f"the per-repeat ratios.\nTotal {time.perf_counter() - started:.0f} s; load average now "
-          f"{os.getloadavg()[0]:.2f}.")
+        print(
+            f"{label:<15} {statistics.median(q) * 1e3:18.3f} {statistics.median(h) * 1e3:12.3f} {ratio:15.3f} "
+            f"{paired:9.3f} {'yes' if same[label] else 'NO':>10} {'>=' + str(TARGET):>7}  {'PASS' if ok else 'FAIL'}"
+        )
+    print(
+        f"\nMedians over repeats of the wall time per step of a whole run (loading included); (paired) = median of "
+        f"the per-repeat ratios.\nTotal {time.perf_counter() - started:.0f} s; load average now "
+        f"{os.getloadavg()[0]:.2f}."
+    )
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()

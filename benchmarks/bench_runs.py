@@ -8,7 +8,8 @@ repeat), each repeat from the same initial weights:
 
   hardbatch   ``experiment.train_run``: what ``hardbatch train`` runs once its flags are parsed (the data set passed in,
               as ``compare`` and ``sweep`` pass it to every run): the checks, the run folder (config.json, history.csv,
-              trace.csv, a checkpoint every ``--checkpoint-every`` seconds, summary.json), the sampler, the cost meter, ``training.fit``;
+              trace.csv, a checkpoint every ``--checkpoint-every`` seconds, summary.json), the sampler, the cost meter,
+              ``training.fit``;
   hand        a loop over the same index tensors with the same model, optimizer, schedule and evaluation, writing
               nothing.
 
@@ -55,9 +56,19 @@ TARGET = 0.95
 
 def config(args: argparse.Namespace) -> RunConfig:
     """The run's configuration, checked and resolved as ``train_run`` resolves it (what its config.json holds)."""
-    return prepare(RunConfig(dataset="mnist1d", model="cnn1d", epochs=args.epochs, batch_size=100, lr=0.1,
-                             schedule="cosine", device="cpu", data_dir=args.data_dir,
-                             checkpoint_every=args.checkpoint_every))[0]
+    return prepare(
+        RunConfig(
+            dataset="mnist1d",
+            model="cnn1d",
+            epochs=args.epochs,
+            batch_size=100,
+            lr=0.1,
+            schedule="cosine",
+            device="cpu",
+            data_dir=args.data_dir,
+            checkpoint_every=args.checkpoint_every,
+        )
+    )[0]
 
 
 def run_hardbatch(cfg: RunConfig, data: DataSplits, out: Path) -> float:
@@ -87,8 +98,10 @@ def run_hand(cfg: RunConfig, data: DataSplits) -> float:
             schedule.step()
         model.eval()
         with torch.no_grad():
-            acc = sum((model(x_test[i:i + 1024]).argmax(1) == y_test[i:i + 1024]).sum().item()
-                      for i in range(0, len(y_test), 1024)) / len(y_test)
+            acc = sum(
+                (model(x_test[i : i + 1024]).argmax(1) == y_test[i : i + 1024]).sum().item()
+                for i in range(0, len(y_test), 1024)
+            ) / len(y_test)
     return acc
 
 
@@ -116,12 +129,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10, help="epochs per run (default 10: 400 steps)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--data-dir", help="where the MNIST-1D set is cached (default ~/.cache/hardbatch)")
-    parser.add_argument("--profile", type=int, metavar="LINES", default=0,
-                        help="also profile one hardbatch run and print its LINES costliest functions")
-    parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="S",
-                        help="the run's checkpoint_every (default 60, the run's default; 0: every epoch)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run (seconds): 2 epochs, 2 repeats (flags given beside it still apply)")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="LINES",
+        default=0,
+        help="also profile one hardbatch run and print its LINES costliest functions",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="the run's checkpoint_every (default 60, the run's default; 0: every epoch)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (seconds): 2 epochs, 2 repeats (flags given beside it still apply)",
+    )
     parser.add_argument("--check", action="store_true", help=f"exit 1 if the ratio is below {TARGET}")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         parser.set_defaults(epochs=2, repeats=2)
@@ -141,24 +167,30 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     accs: dict[str, float] = {}
     for repeat in range(args.repeats):
-        for name in (list(variants) if repeat % 2 == 0 else list(variants)[::-1]):
+        for name in list(variants) if repeat % 2 == 0 else list(variants)[::-1]:
             w, c, accs[name] = timed(variants[name])
             wall[name].append(w)
             cpu[name].append(c)
-    print(f"MNIST-1D cnn1d, {args.epochs} epochs of {len(make_sampler(cfg, data).partition)} steps, test split "
-          f"evaluated every epoch; {args.repeats} repeats alternating; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s)")
+    print(
+        f"MNIST-1D cnn1d, {args.epochs} epochs of {len(make_sampler(cfg, data).partition)} steps, test split "
+        f"evaluated every epoch; {args.repeats} repeats alternating; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
     for name in variants:
-        print(f"  {name:9s}  wall {statistics.median(wall[name]):.3f} s/run (min {min(wall[name]):.3f}, max "
-              f"{max(wall[name]):.3f}), CPU {statistics.median(cpu[name]):.3f} s/run, final test top-1 {accs[name]:.4f}")
+        print(
+            f"  {name:9s}  wall {statistics.median(wall[name]):.3f} s/run (min {min(wall[name]):.3f}, max "
+            f"{max(wall[name]):.3f}), CPU {statistics.median(cpu[name]):.3f} s/run, final test top-1 {accs[name]:.4f}"
+        )
     ratio = statistics.median(wall["hand"]) / statistics.median(wall["hardbatch"])
-    paired = statistics.median(h / b for h, b in zip(wall["hand"], wall["hardbatch"]))
+    paired = statistics.median(h / b for h, b in zip(wall["hand"], wall["hardbatch"], strict=True))
     cpu_ratio = statistics.median(cpu["hand"]) / statistics.median(cpu["hardbatch"])
     same = "yes" if accs["hand"] == accs["hardbatch"] else "NO (the variants did not take the same steps)"
     print(f"same final test top-1 in both (same steps): {same}")
     verdict = "PASS" if ratio >= TARGET else "FAIL"
-    print(f"wall-time ratio hand / hardbatch: {ratio:.3f} (paired {paired:.3f}; CPU {cpu_ratio:.3f}); target >= "
-          f"{TARGET}: {verdict}")
+    print(
+        f"wall-time ratio hand / hardbatch: {ratio:.3f} (paired {paired:.3f}; CPU {cpu_ratio:.3f}); target >= "
+        f"{TARGET}: {verdict}"
+    )
     if args.profile:
         print(profile(cfg, data, out / "run", args.profile))
     shutil.rmtree(out, ignore_errors=True)

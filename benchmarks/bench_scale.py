@@ -110,9 +110,16 @@ def measure(name: str, samples: int) -> dict:
         os.fsync(f.fileno())
     save = time.perf_counter() - started
     del per_sample
-    return {"policy": name, "build_s": build, "plan_first_s": plan_first, "plan_later_s": plan_later,
-            "choose_us": 1e6 * statistics.median(chunks), "memory_gb": _peak_gb() - baseline,
-            "checkpoint_bytes_per_sample": len(buffer.getvalue()) / samples, "save_s": save}
+    return {
+        "policy": name,
+        "build_s": build,
+        "plan_first_s": plan_first,
+        "plan_later_s": plan_later,
+        "choose_us": 1e6 * statistics.median(chunks),
+        "memory_gb": _peak_gb() - baseline,
+        "checkpoint_bytes_per_sample": len(buffer.getvalue()) / samples,
+        "save_s": save,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=float, default=1e8, help="n (default 1e8: N = 10^6 batches of 100)")
     parser.add_argument("--policies", nargs="+", help="these policies only (default: every registered one)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process: measure one policy, print JSON
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run (seconds): n = 10^4, the paper's rule and uniform only (flags given beside it "
-                             "still apply)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (seconds): n = 10^4, the paper's rule and uniform only (flags given beside it still apply)",
+    )
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         parser.set_defaults(samples=1e4, policies=["hardbatch", "uniform"])
     args = parser.parse_args(argv)
@@ -135,20 +144,31 @@ def main(argv: list[str] | None = None) -> int:
     from hardbatch.policies import POLICIES
 
     names = args.policies or list(POLICIES)
-    print(f"n = {samples:,} samples in N = {samples // BATCH:,} batches of {BATCH}; one thread; torch "
-          f"{torch.__version__}; {os.cpu_count()} CPUs")
-    print(f"{'policy':<20} {'plan s':>8} {'later s':>8} {'choose µs':>10} {'memory GB':>10} {'ckpt B/sample':>14} "
-          f"{'save s':>7}")
+    print(
+        f"n = {samples:,} samples in N = {samples // BATCH:,} batches of {BATCH}; one thread; torch "
+        f"{torch.__version__}; {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'policy':<20} {'plan s':>8} {'later s':>8} {'choose µs':>10} {'memory GB':>10} {'ckpt B/sample':>14} "
+        f"{'save s':>7}"
+    )
     for name in names:
-        done = subprocess.run([sys.executable, __file__, "--samples", str(samples), "--one", name],
-                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            [sys.executable, __file__, "--samples", str(samples), "--one", name],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         if done.returncode:
             print(f"{name:<20} failed: {done.stderr.strip().splitlines()[-1]}")
             continue
         r = json.loads(done.stdout.strip().splitlines()[-1])
         later = "—" if r["plan_later_s"] is None else f"{r['plan_later_s']:.3f}"
-        print(f"{name:<20} {r['plan_first_s']:>8.3f} {later:>8} {r['choose_us']:>10.1f} {r['memory_gb']:>10.2f} "
-              f"{r['checkpoint_bytes_per_sample']:>14.2f} {r['save_s']:>7.2f}", flush=True)
+        print(
+            f"{name:<20} {r['plan_first_s']:>8.3f} {later:>8} {r['choose_us']:>10.1f} {r['memory_gb']:>10.2f} "
+            f"{r['checkpoint_bytes_per_sample']:>14.2f} {r['save_s']:>7.2f}",
+            flush=True,
+        )
     return 0
 
 

@@ -36,8 +36,13 @@ def regression_data(n: int = 256, seed: int = 0) -> TensorDataset:
     return TensorDataset(x, y, torch.arange(n))
 
 
-def train(accelerator: Accelerator, sampler: hardbatch.HardBatchSampler, train_set, loss_fn=hardbatch.losses.mse,
-          lr: float = 0.05) -> tuple[list[dict], hardbatch.CostMeter]:
+def train(
+    accelerator: Accelerator,
+    sampler: hardbatch.HardBatchSampler,
+    train_set,
+    loss_fn=hardbatch.losses.mse,
+    lr: float = 0.05,
+) -> tuple[list[dict], hardbatch.CostMeter]:
     """Train a small MLP on what ``sampler`` chooses; returns the trace (one row per optimizer step) and the cost."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
@@ -68,18 +73,27 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], hardbatch.CostMeter
     a = parser.parse_args(argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     train_set = regression_data()
-    sampler = hardbatch.HardBatchSampler(len(train_set), a.batch_size, epochs=a.epochs, policy=a.policy,
-                                         shuffle_partition=True, seed=0,
-                                         **({"delta": a.delta} if a.delta is not None else {}))
+    sampler = hardbatch.HardBatchSampler(
+        len(train_set),
+        a.batch_size,
+        epochs=a.epochs,
+        policy=a.policy,
+        shuffle_partition=True,
+        seed=0,
+        **({"delta": a.delta} if a.delta is not None else {}),
+    )
     trace, meter = train(accelerator, sampler, train_set)
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
-        (Path(a.out) / f"trace-rank{accelerator.process_index}.json").write_text(json.dumps(
-            {"trace": trace, "cost": meter.state_dict(), "partition": sampler.partition.tolist()}))
+        (Path(a.out) / f"trace-rank{accelerator.process_index}.json").write_text(
+            json.dumps({"trace": trace, "cost": meter.state_dict(), "partition": sampler.partition.tolist()})
+        )
     if accelerator.is_main_process:
-        print(f"{len(trace)} optimizer steps; last loss {trace[-1]['loss']:.4f}; {meter.samples_backprop} of "
-              f"{meter.samples_loaded} samples back-propagated; trained {meter.train_seconds:.2f} s "
-              f"(CPU {meter.cpu_seconds:.2f} s)")
+        print(
+            f"{len(trace)} optimizer steps; last loss {trace[-1]['loss']:.4f}; {meter.samples_backprop} of "
+            f"{meter.samples_loaded} samples back-propagated; trained {meter.train_seconds:.2f} s "
+            f"(CPU {meter.cpu_seconds:.2f} s)"
+        )
     return trace, meter
 
 

@@ -59,36 +59,88 @@ def tiny_model(task: str, seed: int = 0, dropout: float = 0.0) -> torch.nn.Modul
     0.1; 0 makes runs comparable across batch layouts)."""
     torch.manual_seed(seed)
     if task == "seq2seq":
-        return T5ForConditionalGeneration(T5Config(
-            vocab_size=VOCAB, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, dropout_rate=dropout,
-            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+        return T5ForConditionalGeneration(
+            T5Config(
+                vocab_size=VOCAB,
+                d_model=16,
+                d_kv=8,
+                d_ff=32,
+                num_layers=1,
+                num_heads=2,
+                dropout_rate=dropout,
+                decoder_start_token_id=0,
+                pad_token_id=0,
+                eos_token_id=1,
+            )
+        )
     if task == "classify":
-        return BertForSequenceClassification(BertConfig(
-            vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-            max_position_embeddings=LENGTH, num_labels=CLASSES, hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout))
-    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2, n_positions=LENGTH,
-                                      resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, bos_token_id=0,
-                                      eos_token_id=0))
+        return BertForSequenceClassification(
+            BertConfig(
+                vocab_size=VOCAB,
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+                max_position_embeddings=LENGTH,
+                num_labels=CLASSES,
+                hidden_dropout_prob=dropout,
+                attention_probs_dropout_prob=dropout,
+            )
+        )
+    return GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            n_positions=LENGTH,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
 
 
-def make_trainer(task: str = "classify", samples: int = 64, per_device: int = 4, grad_accum: int = 2,
-                 epochs: int = 2, out: str = "runs/hf_trainer", save_steps: int = 0, lr: float = 0.1,
-                 dropout: float = 0.0, model: torch.nn.Module | None = None, schedule: str = "constant",
-                 **policy) -> HardBatchTrainer:
+def make_trainer(
+    task: str = "classify",
+    samples: int = 64,
+    per_device: int = 4,
+    grad_accum: int = 2,
+    epochs: int = 2,
+    out: str = "runs/hf_trainer",
+    save_steps: int = 0,
+    lr: float = 0.1,
+    dropout: float = 0.0,
+    model: torch.nn.Module | None = None,
+    schedule: str = "constant",
+    **policy,
+) -> HardBatchTrainer:
     """A HardBatchTrainer for ``task`` (``model``: another model for it, default ``tiny_model``) with the Trainer's
     learning-rate ``schedule`` (it follows the selection's progress); ``policy``: ``policy=``, ``delta=`` and the
     policy's parameters."""
     args = TrainingArguments(
-        output_dir=out, per_device_train_batch_size=per_device, gradient_accumulation_steps=grad_accum,
-        num_train_epochs=epochs, learning_rate=lr, optim="sgd", lr_scheduler_type=schedule, max_grad_norm=0.0,
-        logging_steps=4, save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
-        report_to=[], disable_tqdm=True, use_cpu=True, seed=0)
+        output_dir=out,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=grad_accum,
+        num_train_epochs=epochs,
+        learning_rate=lr,
+        optim="sgd",
+        lr_scheduler_type=schedule,
+        max_grad_norm=0.0,
+        logging_steps=4,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+    )
     # One loss per sample, shape (b,); for seq2seq the Trainer's default (each target sequence's mean token loss).
     loss_fn = {"classify": {"loss_fn": losses.cross_entropy}, "lm": {"loss_fn": losses.token_lm()}}.get(task, {})
     model = model if model is not None else tiny_model(task, dropout=dropout)
-    return HardBatchTrainer(model=model, args=args, train_dataset=token_data(task, samples),
-                            **loss_fn, **policy)
+    return HardBatchTrainer(model=model, args=args, train_dataset=token_data(task, samples), **loss_fn, **policy)
 
 
 def main(argv: list[str] | None = None) -> HardBatchTrainer:
@@ -107,8 +159,9 @@ def main(argv: list[str] | None = None) -> HardBatchTrainer:
     trainer.train()
     rank = trainer.args.process_index
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / f"trace-rank{rank}.json").write_text(json.dumps(
-        {"trace": trainer.trace_rows(), "cost": trainer.meter.state_dict()}))
+    (Path(a.out) / f"trace-rank{rank}.json").write_text(
+        json.dumps({"trace": trainer.trace_rows(), "cost": trainer.meter.state_dict()})
+    )
     if trainer.is_world_process_zero():
         print(f"{a.task}: {len(trainer.trace)} optimizer steps, visits per batch {trainer.sampler.visits.tolist()}")
     return trainer

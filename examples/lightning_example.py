@@ -30,8 +30,9 @@ y = torch.tensor(digits.target)
 train, test = TensorDataset(x[:1400], y[:1400]), TensorDataset(x[1400:], y[1400:])
 
 params = {"delta": 0.5} if hardbatch.policies.policy_class(args.policy).takes("delta") else {}
-sampler = hardbatch.HardBatchSampler(len(train), batch_size=64, epochs=args.epochs, policy=args.policy, **params,
-                                     shuffle_partition=True, seed=0)
+sampler = hardbatch.HardBatchSampler(
+    len(train), batch_size=64, epochs=args.epochs, policy=args.policy, **params, shuffle_partition=True, seed=0
+)
 hb = HardBatchCallback(sampler)
 
 
@@ -56,14 +57,22 @@ class Net(L.LightningModule):
 
 L.seed_everything(0, verbose=False)
 trainer = L.Trainer(
-    accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
+    accelerator="cpu",
+    devices=args.devices,
+    strategy="ddp" if args.devices > 1 else "auto",
     max_epochs=-1,  # the callback stops the Trainer when the sampler's budget is spent
     use_distributed_sampler=False,  # hb.loader already gives each rank its share of the shared plan
-    callbacks=[hb], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    callbacks=[hb],
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
 )
 trainer.fit(Net(), hb.loader(train), DataLoader(test, batch_size=256))
 plan = hashlib.sha256(str(sampler.visits.tolist()).encode()).hexdigest()[:12]
-print(f"rank {trainer.global_rank}/{trainer.world_size}: policy {args.policy}, {sampler.steps} steps of "
-      f"budget {sampler.total_steps}, {sampler.epoch} epochs, visits {plan}, "
-      f"val_acc {trainer.callback_metrics['val_acc'].item():.3f}; trained {sampler.meter.train_seconds:.2f} s "
-      f"(CPU {sampler.meter.cpu_seconds:.2f} s)")
+print(
+    f"rank {trainer.global_rank}/{trainer.world_size}: policy {args.policy}, {sampler.steps} steps of "
+    f"budget {sampler.total_steps}, {sampler.epoch} epochs, visits {plan}, "
+    f"val_acc {trainer.callback_metrics['val_acc'].item():.3f}; trained {sampler.meter.train_seconds:.2f} s "
+    f"(CPU {sampler.meter.cpu_seconds:.2f} s)"
+)

@@ -20,8 +20,14 @@ train_set, test_set = TensorDataset(features[:512], labels[:512]), TensorDataset
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 6))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=32, epochs=6, policy=hardbatch.policies.HardBatch(
-    delta=0.5), shuffle_partition=True, seed=0)
+sampler = hardbatch.HardBatchSampler(
+    len(train_set),
+    batch_size=32,
+    epochs=6,
+    policy=hardbatch.policies.HardBatch(delta=0.5),
+    shuffle_partition=True,
+    seed=0,
+)
 loader, test_loader = DataLoader(train_set, batch_sampler=sampler), DataLoader(test_set, batch_size=128)
 loss_fn = hardbatch.losses.multilabel_bce
 

@@ -22,8 +22,14 @@ train_set, test_x, test_y = TensorDataset(x[:512], y[:512]), x[512:], y[512:]
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Tanh(), torch.nn.Linear(64, 2))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=32, epochs=8, policy=hardbatch.policies.HardBatch(
-    delta=0.5), shuffle_partition=True, seed=0)
+sampler = hardbatch.HardBatchSampler(
+    len(train_set),
+    batch_size=32,
+    epochs=8,
+    policy=hardbatch.policies.HardBatch(delta=0.5),
+    shuffle_partition=True,
+    seed=0,
+)
 loader = DataLoader(train_set, batch_sampler=sampler)
 loss_fn = hardbatch.losses.mse
 
@@ -39,5 +45,6 @@ while not sampler.done:
         if sampler.epoch_ended:
             with torch.no_grad():
                 error = loss_fn(model(test_x), (test_x, test_y)).mean().item()
-            print(f"epoch {sampler.epoch}: test mse {error:.4f}, {sampler.meter.samples_backprop} samples "
-                  f"back-propagated")
+            print(
+                f"epoch {sampler.epoch}: test mse {error:.4f}, {sampler.meter.samples_backprop} samples back-propagated"
+            )

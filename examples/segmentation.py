@@ -28,8 +28,8 @@ class Squares(Dataset):
         for i in range(n):
             size = int(torch.randint(3, 7, (1,), generator=generator))
             top, left = torch.randint(0, 12 - size + 1, (2,), generator=generator).tolist()
-            self.images[i, 0, top:top + size, left:left + size] += 1.0
-            self.labels[i, top:top + size, left:left + size] = 1
+            self.images[i, 0, top : top + size, left : left + size] += 1.0
+            self.labels[i, top : top + size, left : left + size] = 1
         # The outline: pixels whose 3x3 neighbourhood holds both classes.
         square = self.labels[:, None].float()
         outline = (F.max_pool2d(square, 3, 1, 1) != -F.max_pool2d(-square, 3, 1, 1))[:, 0]
@@ -45,9 +45,13 @@ class Squares(Dataset):
 class TinySegmenter(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(),
-                                        torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
-                                        torch.nn.Conv2d(16, 2, 1))
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 2, 1),
+        )
 
     def forward(self, image):  # (b, 1, H, W) -> class logits (b, 2, H, W)
         return self.body(image)
@@ -57,8 +61,14 @@ train_set, test_set = Squares(384, seed=0), Squares(128, seed=1)
 torch.manual_seed(0)
 model = TinySegmenter()
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=32, epochs=6, policy=hardbatch.policies.HardBatch(
-    delta=0.5), shuffle_partition=True, seed=0)
+sampler = hardbatch.HardBatchSampler(
+    len(train_set),
+    batch_size=32,
+    epochs=6,
+    policy=hardbatch.policies.HardBatch(delta=0.5),
+    shuffle_partition=True,
+    seed=0,
+)
 loader, test_loader = DataLoader(train_set, batch_sampler=sampler), DataLoader(test_set, batch_size=128)
 loss_fn = hardbatch.losses.dense(ignore_index=IGNORE)
 

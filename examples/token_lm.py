@@ -45,8 +45,7 @@ class TinyCausalLM(torch.nn.Module):
         super().__init__()
         self.tokens = torch.nn.Embedding(VOCAB, width)
         self.positions = torch.nn.Embedding(LENGTH, width)
-        self.block = torch.nn.TransformerEncoderLayer(width, nhead=2, dim_feedforward=64, dropout=0.0,
-                                                      batch_first=True)
+        self.block = torch.nn.TransformerEncoderLayer(width, nhead=2, dim_feedforward=64, dropout=0.0, batch_first=True)
         self.head = torch.nn.Linear(width, VOCAB)
 
     def forward(self, input_ids, attention_mask):
@@ -61,8 +60,9 @@ train_set, test_set = Counting(512, seed=0), Counting(128, seed=1)
 torch.manual_seed(0)
 model = TinyCausalLM()
 optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=32, epochs=5,
-                                     policy=hardbatch.policies.SelectiveBackprop(), seed=0)
+sampler = hardbatch.HardBatchSampler(
+    len(train_set), batch_size=32, epochs=5, policy=hardbatch.policies.SelectiveBackprop(), seed=0
+)
 loader = DataLoader(train_set, batch_sampler=sampler)
 loss_fn = hardbatch.losses.token_lm()  # the model is called as model(input_ids=..., attention_mask=...)
 test_loader = DataLoader(test_set, batch_size=128)
@@ -79,5 +79,7 @@ while not sampler.done:
         if sampler.epoch_ended:
             test = hardbatch.evaluate(model, test_loader, torch.device("cpu"), loss_fn=loss_fn).loss
             meter = sampler.meter
-            print(f"epoch {sampler.epoch}: test loss {test:.3f}; {meter.samples_forward_nograd} sequences scored, "
-                  f"{meter.samples_backprop} back-propagated")
+            print(
+                f"epoch {sampler.epoch}: test loss {test:.3f}; {meter.samples_forward_nograd} sequences scored, "
+                f"{meter.samples_backprop} back-propagated"
+            )

@@ -92,8 +92,11 @@ def _groups(parser: argparse.ArgumentParser) -> list[str]:
     """One table per argument group, in ``--help``'s order; the subcommand list is rendered apart."""
     out = []
     for group in parser._action_groups:
-        actions = [a for a in group._group_actions
-                   if a.help != argparse.SUPPRESS and not isinstance(a, argparse._SubParsersAction)]
+        actions = [
+            a
+            for a in group._group_actions
+            if a.help != argparse.SUPPRESS and not isinstance(a, argparse._SubParsersAction)
+        ]
         if not actions:
             continue
         out += ["", f"### {group.title}", ""]
@@ -103,8 +106,10 @@ def _groups(parser: argparse.ArgumentParser) -> list[str]:
         for action in actions:
             required = " (required)" if action.required and action.option_strings else ""
             value = _value(action)
-            out.append(f"| {_names(action)} | {f'`{value}`' if value else ''} | "
-                       f"{_cell(_help(action, parser.prog))}{required} |")
+            out.append(
+                f"| {_names(action)} | {f'`{value}`' if value else ''} | "
+                f"{_cell(_help(action, parser.prog))}{required} |"
+            )
     return out
 
 

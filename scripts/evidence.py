@@ -71,8 +71,14 @@ FAILED = "evidence-failed.txt"  # in a run folder whose training failed (diverge
 RS2_FRACTION = 0.5
 # CPU time of one run of each policy relative to `uniform`, measured here on both benchmarks (benchmarks/README.md,
 # "bench_runs.py"); the plan's estimate only.
-POLICY_COST = {"rho-loss": 3.2, "selective-backprop": 1.15, "infobatch": 0.85, "seta": 0.8, "bls": 0.85,
-               "rs2": RS2_FRACTION}
+POLICY_COST = {
+    "rho-loss": 3.2,
+    "selective-backprop": 1.15,
+    "infobatch": 0.85,
+    "seta": 0.8,
+    "bls": 0.85,
+    "rs2": RS2_FRACTION,
+}
 TUNE_SEEDS = 5  # the learning-rate rule's seeds: at least 5 (issue 25 item 4)
 
 
@@ -97,10 +103,21 @@ class Arm:
 # Uniform's frontier, and the paper's rule and δ = 1 at the same shorter budgets (does the rule generalize in fewer
 # epochs?): 1/4, 1/2 and 3/4 of the epochs, beside the whole budget every arm trains.
 BUDGETS = (0.25, 0.5, 0.75)
-ALL_ARMS = (Arm("hardbatch", RULE_DELTA, budgets=BUDGETS), Arm("hardbatch", 1.0, budgets=BUDGETS),
-            Arm("random", RULE_DELTA), Arm("cyclic", RULE_DELTA), Arm("uniform", budgets=BUDGETS),
-            Arm("rs2", params=(("fraction", RS2_FRACTION),)), Arm("selective-backprop"), Arm("composer-sb"),
-            Arm("infobatch"), Arm("seta"), Arm("ies"), Arm("rho-loss"), Arm("bls"))
+ALL_ARMS = (
+    Arm("hardbatch", RULE_DELTA, budgets=BUDGETS),
+    Arm("hardbatch", 1.0, budgets=BUDGETS),
+    Arm("random", RULE_DELTA),
+    Arm("cyclic", RULE_DELTA),
+    Arm("uniform", budgets=BUDGETS),
+    Arm("rs2", params=(("fraction", RS2_FRACTION),)),
+    Arm("selective-backprop"),
+    Arm("composer-sb"),
+    Arm("infobatch"),
+    Arm("seta"),
+    Arm("ies"),
+    Arm("rho-loss"),
+    Arm("bls"),
+)
 RULE_ARMS = (Arm("hardbatch", RULE_DELTA), Arm("hardbatch", 1.0))
 
 
@@ -131,71 +148,170 @@ class Benchmark:
 # 1.4, so 50 seeds reach the 0.5-point half-width where 10 epochs would need over 100. 64 seeds: at 50 the rule's
 # differences to δ = 1 and `uniform` came out ±0.53 and ±0.55 with no collapsed seed (the page's own estimate: 57 and
 # 61 seeds at that spread), so the regeneration of 2026-12-02 added seeds 50-63 to every MNIST-1D arm.
-MNIST1D = dict(dataset="mnist1d", model="cnn1d", batch_size=100, epochs=20, momentum=0.9, val_fraction=0.1,
-               device="cpu")
-FASHION = dict(dataset="fashion-mnist", model="lenet", batch_size=64, epochs=10, momentum=0.9, val_fraction=0.05,
-               train_subset=10_000, device="cpu")
+MNIST1D = dict(
+    dataset="mnist1d", model="cnn1d", batch_size=100, epochs=20, momentum=0.9, val_fraction=0.1, device="cpu"
+)
+FASHION = dict(
+    dataset="fashion-mnist",
+    model="lenet",
+    batch_size=64,
+    epochs=10,
+    momentum=0.9,
+    val_fraction=0.05,
+    train_subset=10_000,
+    device="cpu",
+)
 
 LONG_TAIL = 10  # the largest class 10 times the smallest (--imbalance 10), judged on balanced accuracy
 BENCHMARKS = (
-    Benchmark("mnist1d", "MNIST-1D, cnn1d, cosine schedule", {**MNIST1D, "schedule": "cosine"}, ALL_ARMS,
-              (0.05, 0.1, 0.2, 0.4), seeds=64, tune_seeds=TUNE_SEEDS, run_cpu_s=4.0, target=0.5),
-    Benchmark("mnist1d-noise20", "MNIST-1D, cnn1d, 20% label noise, cosine schedule",
-              {**MNIST1D, "schedule": "cosine", "label_noise": 0.2}, ALL_ARMS, (0.05, 0.1, 0.2, 0.4), seeds=24,
-              tune_seeds=TUNE_SEEDS, run_cpu_s=4.0),
-    Benchmark("mnist1d-lt10", "MNIST-1D, cnn1d, long-tailed (imbalance 10), cosine schedule, balanced accuracy",
-              {**MNIST1D, "schedule": "cosine", "imbalance": LONG_TAIL}, ALL_ARMS, (0.05, 0.1, 0.2, 0.4), seeds=24,
-              tune_seeds=TUNE_SEEDS, run_cpu_s=2.0, metric="bacc"),
-    Benchmark("mnist1d-constant", "MNIST-1D, cnn1d, constant rate (the paper's setting)",
-              {**MNIST1D, "schedule": "constant"}, RULE_ARMS, (0.05, 0.1, 0.2, 0.4), seeds=64,
-              tune_seeds=TUNE_SEEDS, run_cpu_s=4.0, target=0.5),
-    Benchmark("fashion-clean", "Fashion-MNIST, LeNet-5, clean labels, cosine schedule",
-              {**FASHION, "schedule": "cosine"}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=10, tune_seeds=TUNE_SEEDS,
-              run_cpu_s=15.0),
-    Benchmark("fashion-noise20", "Fashion-MNIST, LeNet-5, 20% label noise, cosine schedule",
-              {**FASHION, "schedule": "cosine", "label_noise": 0.2}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=10,
-              tune_seeds=TUNE_SEEDS, run_cpu_s=15.0),
-    Benchmark("fashion-lt10", "Fashion-MNIST, LeNet-5, long-tailed (imbalance 10), cosine schedule, balanced accuracy",
-              {**FASHION, "schedule": "cosine", "imbalance": LONG_TAIL}, ALL_ARMS, (0.02, 0.05, 0.1), seeds=10,
-              tune_seeds=TUNE_SEEDS, run_cpu_s=7.0, metric="bacc"),
-    Benchmark("fashion-clean-constant", "Fashion-MNIST, LeNet-5, clean labels, constant rate (the paper's setting)",
-              {**FASHION, "schedule": "constant"}, RULE_ARMS, (0.02, 0.05, 0.1), seeds=10, tune_seeds=TUNE_SEEDS,
-              run_cpu_s=15.0),
+    Benchmark(
+        "mnist1d",
+        "MNIST-1D, cnn1d, cosine schedule",
+        {**MNIST1D, "schedule": "cosine"},
+        ALL_ARMS,
+        (0.05, 0.1, 0.2, 0.4),
+        seeds=64,
+        tune_seeds=TUNE_SEEDS,
+        run_cpu_s=4.0,
+        target=0.5,
+    ),
+    Benchmark(
+        "mnist1d-noise20",
+        "MNIST-1D, cnn1d, 20% label noise, cosine schedule",
+        {**MNIST1D, "schedule": "cosine", "label_noise": 0.2},
+        ALL_ARMS,
+        (0.05, 0.1, 0.2, 0.4),
+        seeds=24,
+        tune_seeds=TUNE_SEEDS,
+        run_cpu_s=4.0,
+    ),
+    Benchmark(
+        "mnist1d-lt10",
+        "MNIST-1D, cnn1d, long-tailed (imbalance 10), cosine schedule, balanced accuracy",
+        {**MNIST1D, "schedule": "cosine", "imbalance": LONG_TAIL},
+        ALL_ARMS,
+        (0.05, 0.1, 0.2, 0.4),
+        seeds=24,
+        tune_seeds=TUNE_SEEDS,
+        run_cpu_s=2.0,
+        metric="bacc",
+    ),
+    Benchmark(
+        "mnist1d-constant",
+        "MNIST-1D, cnn1d, constant rate (the paper's setting)",
+        {**MNIST1D, "schedule": "constant"},
+        RULE_ARMS,
+        (0.05, 0.1, 0.2, 0.4),
+        seeds=64,
+        tune_seeds=TUNE_SEEDS,
+        run_cpu_s=4.0,
+        target=0.5,
+    ),
+    Benchmark(
+        "fashion-clean",
+        "Fashion-MNIST, LeNet-5, clean labels, cosine schedule",
+        {**FASHION, "schedule": "cosine"},
+        ALL_ARMS,
+        (0.02, 0.05, 0.1),
+        seeds=10,
+        tune_seeds=TUNE_SEEDS,
+        run_cpu_s=15.0,
+    ),
+    Benchmark(
+        "fashion-noise20",
+        "Fashion-MNIST, LeNet-5, 20% label noise, cosine schedule",
+        {**FASHION, "schedule": "cosine", "label_noise": 0.2},
+        ALL_ARMS,
+        (0.02, 0.05, 0.1),
+        seeds=10,
+        tune_seeds=TUNE_SEEDS,
+        run_cpu_s=15.0,
+    ),
+    Benchmark(
+        "fashion-lt10",
+        "Fashion-MNIST, LeNet-5, long-tailed (imbalance 10), cosine schedule, balanced accuracy",
+        {**FASHION, "schedule": "cosine", "imbalance": LONG_TAIL},
+        ALL_ARMS,
+        (0.02, 0.05, 0.1),
+        seeds=10,
+        tune_seeds=TUNE_SEEDS,
+        run_cpu_s=7.0,
+        metric="bacc",
+    ),
+    Benchmark(
+        "fashion-clean-constant",
+        "Fashion-MNIST, LeNet-5, clean labels, constant rate (the paper's setting)",
+        {**FASHION, "schedule": "constant"},
+        RULE_ARMS,
+        (0.02, 0.05, 0.1),
+        seeds=10,
+        tune_seeds=TUNE_SEEDS,
+        run_cpu_s=15.0,
+    ),
 )
 QUICK = (  # --quick: the same protocol on digits in seconds, for the test
-    Benchmark("digits", "digits, mlp, cosine schedule (quick)",
-              dict(dataset="digits", model="mlp", batch_size=64, epochs=2, val_fraction=0.2, schedule="cosine",
-                   device="cpu"),
-              (Arm("hardbatch", RULE_DELTA, budgets=(0.5,)), Arm("hardbatch", 1.0, budgets=(0.5,)),
-               Arm("random", RULE_DELTA),
-               Arm("uniform", budgets=(0.5,)), Arm("rs2", params=(("fraction", RS2_FRACTION),)), Arm("infobatch")),
-              (0.03, 0.1, 0.3), seeds=3, tune_seeds=2, run_cpu_s=0.2, target=0.5),
-    Benchmark("digits-constant", "digits, mlp, constant rate (quick)",
-              dict(dataset="digits", model="mlp", batch_size=64, epochs=2, val_fraction=0.2, schedule="constant",
-                   device="cpu"), RULE_ARMS, (0.03, 0.1, 0.3), seeds=3, tune_seeds=2, run_cpu_s=0.2),
+    Benchmark(
+        "digits",
+        "digits, mlp, cosine schedule (quick)",
+        dict(dataset="digits", model="mlp", batch_size=64, epochs=2, val_fraction=0.2, schedule="cosine", device="cpu"),
+        (
+            Arm("hardbatch", RULE_DELTA, budgets=(0.5,)),
+            Arm("hardbatch", 1.0, budgets=(0.5,)),
+            Arm("random", RULE_DELTA),
+            Arm("uniform", budgets=(0.5,)),
+            Arm("rs2", params=(("fraction", RS2_FRACTION),)),
+            Arm("infobatch"),
+        ),
+        (0.03, 0.1, 0.3),
+        seeds=3,
+        tune_seeds=2,
+        run_cpu_s=0.2,
+        target=0.5,
+    ),
+    Benchmark(
+        "digits-constant",
+        "digits, mlp, constant rate (quick)",
+        dict(
+            dataset="digits", model="mlp", batch_size=64, epochs=2, val_fraction=0.2, schedule="constant", device="cpu"
+        ),
+        RULE_ARMS,
+        (0.03, 0.1, 0.3),
+        seeds=3,
+        tune_seeds=2,
+        run_cpu_s=0.2,
+    ),
 )
 
 
 # ---- the plan ------------------------------------------------------------------------------------------------
 
 
-def _runs(bench: Benchmark, arm: Arm, lr: float, seeds: range, out: Path, budgets: tuple[float, ...] = ()
-          ) -> list[PlannedRun]:
+def _runs(
+    bench: Benchmark, arm: Arm, lr: float, seeds: range, out: Path, budgets: tuple[float, ...] = ()
+) -> list[PlannedRun]:
     cfg = bench.base().replace(lr=lr, params=dict(arm.params))
-    return plan_compare(cfg, [arm.delta], list(seeds), out, policies=[arm.policy], budgets=budgets,
-                        budget_policies=[arm.policy])
+    return plan_compare(
+        cfg, [arm.delta], list(seeds), out, policies=[arm.policy], budgets=budgets, budget_policies=[arm.policy]
+    )
 
 
 def tune_plan(bench: Benchmark, root: Path) -> list[PlannedRun]:
     """Every arm at every learning rate of the grid, on the first ``tune_seeds`` seeds, in ``root/BENCH/tune/lr-LR``."""
-    return [run for arm in bench.arms for lr in bench.lrs
-            for run in _runs(bench, arm, lr, range(bench.tune_seeds), root / bench.name / "tune" / f"lr-{lr:g}")]
+    return [
+        run
+        for arm in bench.arms
+        for lr in bench.lrs
+        for run in _runs(bench, arm, lr, range(bench.tune_seeds), root / bench.name / "tune" / f"lr-{lr:g}")
+    ]
 
 
 def main_plan(bench: Benchmark, root: Path, chosen: dict[str, float]) -> list[PlannedRun]:
     """Every arm at its chosen learning rate on all seeds, with its shorter budgets, in ``root/BENCH/main``."""
-    return [run for arm in bench.arms for run in _runs(bench, arm, chosen[arm.label], range(bench.seeds),
-                                                       root / bench.name / "main", arm.budgets)]
+    return [
+        run
+        for arm in bench.arms
+        for run in _runs(bench, arm, chosen[arm.label], range(bench.seeds), root / bench.name / "main", arm.budgets)
+    ]
 
 
 def finished(run: PlannedRun) -> bool:
@@ -220,8 +336,14 @@ def full_plan_size(bench: Benchmark) -> tuple[int, float]:
     main = sum(1 + len(arm.budgets) for arm in bench.arms) * bench.seeds - len(bench.arms) * bench.tune_seeds
     per_arm = [POLICY_COST.get(arm.policy, 1.0) for arm in bench.arms]
     budgeted = [POLICY_COST.get(arm.policy, 1.0) * sum(arm.budgets) for arm in bench.arms]
-    minutes = bench.run_cpu_s * (sum(per_arm) * (len(bench.lrs) * bench.tune_seeds + bench.seeds - bench.tune_seeds)
-                                 + sum(budgeted) * bench.seeds) / 60
+    minutes = (
+        bench.run_cpu_s
+        * (
+            sum(per_arm) * (len(bench.lrs) * bench.tune_seeds + bench.seeds - bench.tune_seeds)
+            + sum(budgeted) * bench.seeds
+        )
+        / 60
+    )
     return tuning + main, minutes
 
 
@@ -254,9 +376,11 @@ def train(plan: list[PlannedRun], index: int, count: int, data) -> None:
         _execute(busy, data)
 
 
-LR_RULE = ("the highest median final validation {metric} over the tuning seeds, among the grid rates at which no "
-           "tuning seed collapsed (failed, or {points:g} points or more below that rate's median); if every rate has "
-           "a collapse, the rate with the fewest, then the highest median; ties go to the lower rate")
+LR_RULE = (
+    "the highest median final validation {metric} over the tuning seeds, among the grid rates at which no "
+    "tuning seed collapsed (failed, or {points:g} points or more below that rate's median); if every rate has "
+    "a collapse, the rate with the fewest, then the highest median; ties go to the lower rate"
+)
 
 
 def choose_lrs(bench: Benchmark, root: Path, plan: list[PlannedRun]) -> dict:
@@ -264,8 +388,13 @@ def choose_lrs(bench: Benchmark, root: Path, plan: list[PlannedRun]) -> dict:
     rates at which a tuning seed collapses excluded (a failed run scores 0 and collapses); written with each rate's
     median and collapse count to ``root/BENCH/lr_choice.json`` and returned."""
     metric = "balanced top-1" if bench.metric == "bacc" else "top-1"
-    choice = {"rule": LR_RULE.format(metric=metric, points=COLLAPSE_POINTS), "seeds": list(range(bench.tune_seeds)),
-              "grid": list(bench.lrs), "metric": bench.metric, "arms": {}}
+    choice = {
+        "rule": LR_RULE.format(metric=metric, points=COLLAPSE_POINTS),
+        "seeds": list(range(bench.tune_seeds)),
+        "grid": list(bench.lrs),
+        "metric": bench.metric,
+        "arms": {},
+    }
     key = "final_val_bacc" if bench.metric == "bacc" else "final_val_acc"
     for arm in bench.arms:
         runs = [r for r in plan if run_label(r.cfg) == arm.label]
@@ -275,11 +404,14 @@ def choose_lrs(bench: Benchmark, root: Path, plan: list[PlannedRun]) -> dict:
             medians[lr] = statistics.median(scores)
             collapses[lr] = sum(score <= medians[lr] - COLLAPSE_POINTS for score in scores)
         best = min(bench.lrs, key=lambda lr: (collapses[lr], -medians[lr], lr))
-        choice["arms"][arm.label] = {"policy": arm.policy, "delta": arm.delta, "lr": best,
-                                     "val_median": {f"{lr:g}": medians[lr] for lr in bench.lrs},
-                                     "collapsed": {f"{lr:g}": collapses[lr] for lr in bench.lrs},
-                                     "failed": [f"lr {r.cfg.lr:g} seed {r.cfg.seed}: {failed(r)}"
-                                                for r in runs if failed(r)]}
+        choice["arms"][arm.label] = {
+            "policy": arm.policy,
+            "delta": arm.delta,
+            "lr": best,
+            "val_median": {f"{lr:g}": medians[lr] for lr in bench.lrs},
+            "collapsed": {f"{lr:g}": collapses[lr] for lr in bench.lrs},
+            "failed": [f"lr {r.cfg.lr:g} seed {r.cfg.seed}: {failed(r)}" for r in runs if failed(r)],
+        }
     atomic_write_json(root / bench.name / "lr_choice.json", choice)
     return choice
 
@@ -316,25 +448,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/evidence"), help="where the runs go (runs/evidence)")
     parser.add_argument("--doc", type=Path, default=Path("docs/evidence.md"), help="the page (docs/evidence.md)")
-    parser.add_argument("--readme", type=Path, help="a README whose block between <!-- evidence:begin --> and "
-                                                    "<!-- evidence:end --> gets the verdicts")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        help="a README whose block between <!-- evidence:begin --> and <!-- evidence:end --> gets the verdicts",
+    )
     parser.add_argument("--shard", default="0/1", help="I/N: train every N-th run first (default 0/1)")
     parser.add_argument("--quick", action="store_true", help="a tiny version on digits (seconds), for tests")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and its estimated CPU minutes")
     parser.add_argument("--data-dir", help="--data-dir for every run (the data sets' files and MNIST-1D's cache)")
-    parser.add_argument("--records", type=Path, help="where the compact records go, and are read from with "
-                                                     "--from-records (default: beside the page, DOC_DIR/evidence/"
-                                                     "records)")
-    parser.add_argument("--from-records", action="store_true",
-                        help="rewrite the page, its reports and plots and the README block from the records alone: "
-                             "no training, no run folders")
-    parser.add_argument("--benchmarks", nargs="+", metavar="NAME",
-                        help="train and report only these benchmarks (default: all: "
-                             f"{', '.join(b.name for b in BENCHMARKS)}); the page then says which are still to run")
+    parser.add_argument(
+        "--records",
+        type=Path,
+        help="where the compact records go, and are read from with "
+        "--from-records (default: beside the page, DOC_DIR/evidence/"
+        "records)",
+    )
+    parser.add_argument(
+        "--from-records",
+        action="store_true",
+        help="rewrite the page, its reports and plots and the README block from the records alone: "
+        "no training, no run folders",
+    )
+    parser.add_argument(
+        "--benchmarks",
+        nargs="+",
+        metavar="NAME",
+        help="train and report only these benchmarks (default: all: "
+        f"{', '.join(b.name for b in BENCHMARKS)}); the page then says which are still to run",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     for i, arg in enumerate(argv[:-1]):  # "--shard -1/2": a value argparse would take for a flag
         if arg == "--shard" and argv[i + 1].startswith("-"):
-            argv[i:i + 2] = [f"--shard={argv[i + 1]}"]
+            argv[i : i + 2] = [f"--shard={argv[i + 1]}"]
             break
     return parser.parse_args(argv)
 
@@ -387,8 +533,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.benchmarks:
         unknown = [name for name in args.benchmarks if name not in {b.name for b in benches}]
         if unknown:
-            print(f"evidence: error: unknown benchmark {unknown[0]!r}; choose from "
-                  f"{', '.join(b.name for b in benches)}", file=sys.stderr)
+            print(
+                f"evidence: error: unknown benchmark {unknown[0]!r}; choose from {', '.join(b.name for b in benches)}",
+                file=sys.stderr,
+            )
             return 2
         missing = [b.name for b in benches if b.name not in args.benchmarks]
         benches = [b for b in benches if b.name in args.benchmarks]
@@ -397,13 +545,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         benches = [Benchmark(**{**b.__dict__, "settings": {**b.settings, "data_dir": args.data_dir}}) for b in benches]
     total_runs = sum(full_plan_size(b)[0] for b in benches)
-    print(f"plan: {total_runs} runs in {len(benches)} benchmarks, about "
-          f"{sum(full_plan_size(b)[1] for b in benches):.0f} CPU minutes in all with one thread "
-          f"(2 shards in parallel: about {sum(full_plan_size(b)[1] for b in benches) / 120:.1f} h)", flush=True)
+    print(
+        f"plan: {total_runs} runs in {len(benches)} benchmarks, about "
+        f"{sum(full_plan_size(b)[1] for b in benches):.0f} CPU minutes in all with one thread "
+        f"(2 shards in parallel: about {sum(full_plan_size(b)[1] for b in benches) / 120:.1f} h)",
+        flush=True,
+    )
     for b in benches:
         runs, minutes = full_plan_size(b)
-        print(f"  {b.name}: {len(b.arms)} arms x {len(b.lrs)} lr x {b.tune_seeds} seeds to tune, then {b.seeds} seeds "
-              f"per arm: {runs} runs, about {minutes:.0f} CPU minutes", flush=True)
+        print(
+            f"  {b.name}: {len(b.arms)} arms x {len(b.lrs)} lr x {b.tune_seeds} seeds to tune, then {b.seeds} seeds "
+            f"per arm: {runs} runs, about {minutes:.0f} CPU minutes",
+            flush=True,
+        )
     if args.plan_only:
         return 0
     try:
@@ -415,25 +569,37 @@ def main(argv: list[str] | None = None) -> int:
         for b in benches:
             tuning = tune_plan(b, args.out)
             left = [r for r in tuning if not finished(r)]
-            print(f"{b.name}: tuning, {len(left)} of {len(tuning)} runs to train, about "
-                  f"{estimated_cpu_minutes(b, left):.0f} CPU minutes", flush=True)
+            print(
+                f"{b.name}: tuning, {len(left)} of {len(tuning)} runs to train, about "
+                f"{estimated_cpu_minutes(b, left):.0f} CPU minutes",
+                flush=True,
+            )
             data = check_plan(tuning)
             train(tuning, index, count, data)
             chosen = {label: arm["lr"] for label, arm in choose_lrs(b, args.out, tuning)["arms"].items()}
             main_runs = main_plan(b, args.out, chosen)
             reuse_tuning_runs(tuning, main_runs)
             left = [r for r in main_runs if not finished(r)]
-            print(f"{b.name}: lr chosen {chosen}; {len(left)} of {len(main_runs)} runs to train, about "
-                  f"{estimated_cpu_minutes(b, left):.0f} CPU minutes", flush=True)
+            print(
+                f"{b.name}: lr chosen {chosen}; {len(left)} of {len(main_runs)} runs to train, about "
+                f"{estimated_cpu_minutes(b, left):.0f} CPU minutes",
+                flush=True,
+            )
             train(main_runs, index, count, data)
     except UsageError as e:
         print(f"evidence: error: {e}", file=sys.stderr)
         return 2
     finally:
         add_cpu_seconds(args.out, f"shard-{index}-of-{count}", time.process_time() - started)
-    meta = {"benchmarks": [b.name for b in benches], "missing": missing, "quick": args.quick,
-            "date": datetime.date.today().isoformat(), "version": __version__,
-            "cpu_minutes": cpu_minutes_spent(args.out), "rule_delta": RULE_DELTA}
+    meta = {
+        "benchmarks": [b.name for b in benches],
+        "missing": missing,
+        "quick": args.quick,
+        "date": datetime.date.today().isoformat(),
+        "version": __version__,
+        "cpu_minutes": cpu_minutes_spent(args.out),
+        "rule_delta": RULE_DELTA,
+    }
     try:
         write_records(records, [archive_folders(b, args.out) for b in benches], meta)
         render(records, args.doc, args.readme)

@@ -88,8 +88,12 @@ def console():
     and stderr piped as text; for what only a process shows (its exit status, signals, a kill)."""
 
     def start(*argv) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "hardbatch", *map(str, argv)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "hardbatch", *map(str, argv)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     return start
 
@@ -150,6 +154,7 @@ def read_rows():
 
 # ---- the selection tests' loop: a sampler driven with scripted losses instead of a model ---------------------------
 
+
 # One recorded item of a pass: "train" (an optimizer step), "score" (a scoring-only batch) or "skip" (a batch whose
 # weights keep no sample: consumed untrained); its samples, those trained, their weights and losses, and the loss.
 class Rec(NamedTuple):
@@ -185,8 +190,19 @@ def table(rows: dict[int, list[float]]):
     return loss_of
 
 
-def drive(sampler, train_loss, score_loss=None, *, by: str = "sample", trained=None, stop_after: int | None = None,
-          draw_ahead: int = 0, loader=None, progress: list | None = None, as_number: bool = False) -> list[Rec]:
+def drive(
+    sampler,
+    train_loss,
+    score_loss=None,
+    *,
+    by: str = "sample",
+    trained=None,
+    stop_after: int | None = None,
+    draw_ahead: int = 0,
+    loader=None,
+    progress: list | None = None,
+    as_number: bool = False,
+) -> list[Rec]:
     """Run ``sampler`` as a training loop does, with scripted losses for a model; returns what it recorded.
 
     ``train_loss(i, v)``: what training sees for sample i; ``score_loss(i, v)`` what a no-grad forward sees (default:
@@ -227,13 +243,15 @@ def drive(sampler, train_loss, score_loss=None, *, by: str = "sample", trained=N
                 scores = losses(score_loss, step, indices)
             if step.score_only:
                 assert sampler.record(scores.mean().item() if as_number else scores.mean(), scores) == step.batch
-                log.append(Rec("score", sampler.round, step.batch, indices, [], None, scores.tolist(),
-                               scores.mean().item()))
+                log.append(
+                    Rec("score", sampler.round, step.batch, indices, [], None, scores.tolist(), scores.mean().item())
+                )
             elif policy.scores_first and not (sampler.weights(scores) > 0).any():
                 skipped = sampler.weights(scores).tolist()  # the answer given above: one draw per batch
                 assert sampler.record(scores.mean()) == step.batch
-                log.append(Rec("skip", sampler.round, step.batch, indices, [], skipped, scores.tolist(),
-                               scores.mean().item()))
+                log.append(
+                    Rec("skip", sampler.round, step.batch, indices, [], skipped, scores.tolist(), scores.mean().item())
+                )
             else:
                 if policy.scores_first:
                     keep = sampler.weights(scores) > 0
@@ -309,8 +327,10 @@ def snapshot(root: Path) -> dict[str, tuple]:
     """Every file and directory under ``root``: bytes and modification time of each file, so that any write shows."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): ("dir",) if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): ("dir",) if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 class Finished(NamedTuple):
@@ -320,10 +340,34 @@ class Finished(NamedTuple):
 
 
 # δ 0.5, 2 epochs of N = 1437 // 64 = 22 steps on digits, k = 11 batches per round.
-TRAIN_ARGS = ("--delta", "0.5", "--epochs", "2", "--batch-size", "64", "--seed", "0", "--device", "cpu",
-              "--no-progress")
-COMPARE_ARGS = ("--deltas", "0.5", "1.0", "--seeds", "0", "1", "--epochs", "2", "--batch-size", "128",
-                "--device", "cpu", "--no-progress")
+TRAIN_ARGS = (
+    "--delta",
+    "0.5",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+)
+COMPARE_ARGS = (
+    "--deltas",
+    "0.5",
+    "1.0",
+    "--seeds",
+    "0",
+    "1",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "128",
+    "--device",
+    "cpu",
+    "--no-progress",
+)
 
 
 @pytest.fixture(scope="session")
@@ -402,11 +446,26 @@ class Job:
 
 def torchrun(nproc: int, *args: str, timeout: float = 120, env: dict | None = None) -> Job:
     """``python -m torch.distributed.run --nproc-per-node NPROC ARGS`` on a free port; stdout and stderr together."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        *args,
+    ]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
     return Job(done.returncode, done.stdout + done.stderr, time.perf_counter() - started)
 
 

@@ -18,9 +18,12 @@ from torch.utils.data import DataLoader, TensorDataset
 import hardbatch
 from hardbatch import distributed
 
-POLICIES = {"hardbatch": ("hardbatch", {"delta": 0.5}), "selective-backprop": ("selective-backprop", {}),
-            "composer-sb": ("composer-sb", {"start": 0.0}),
-            "selective-backprop+accumulate": ("selective-backprop", {"accumulate": True})}
+POLICIES = {
+    "hardbatch": ("hardbatch", {"delta": 0.5}),
+    "selective-backprop": ("selective-backprop", {}),
+    "composer-sb": ("composer-sb", {"start": 0.0}),
+    "selective-backprop+accumulate": ("selective-backprop", {"accumulate": True}),
+}
 
 
 def train(label: str, group) -> dict:

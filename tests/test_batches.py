@@ -12,8 +12,14 @@ from hardbatch import UsageError, batches
 
 
 def test_take_indexes_every_tensor_whose_first_dim_is_the_batch():
-    batch = {"input_ids": torch.arange(8).view(4, 2), "labels": torch.arange(4), "vocab": torch.arange(7),
-             "scale": torch.tensor(2.0), "name": "x", "extra": (torch.arange(4) * 10, [torch.arange(4)])}
+    batch = {
+        "input_ids": torch.arange(8).view(4, 2),
+        "labels": torch.arange(4),
+        "vocab": torch.arange(7),
+        "scale": torch.tensor(2.0),
+        "name": "x",
+        "extra": (torch.arange(4) * 10, [torch.arange(4)]),
+    }
     kept = batches.take(batch, torch.tensor([True, False, True, False]))
     assert kept["input_ids"].tolist() == [[0, 1], [4, 5]] and kept["labels"].tolist() == [0, 2]
     assert kept["vocab"] is batch["vocab"] and kept["scale"] is batch["scale"] and kept["name"] == "x"
@@ -46,8 +52,10 @@ def test_default_forward_drops_the_labels_of_a_dict():
         seen.update(kwargs)
         return kwargs["input_ids"].float()
 
-    batches.forward(model, {"input_ids": torch.ones(2), "attention_mask": torch.ones(2), "labels": torch.ones(2),
-                            "__key__": ["a", "b"]})  # a streaming data set's keys are not model inputs either
+    batches.forward(
+        model,
+        {"input_ids": torch.ones(2), "attention_mask": torch.ones(2), "labels": torch.ones(2), "__key__": ["a", "b"]},
+    )  # a streaming data set's keys are not model inputs either
     assert set(seen) == {"input_ids", "attention_mask"}
     assert batches.forward(lambda x: x * 2, (torch.ones(2), torch.zeros(2))).tolist() == [2.0, 2.0]
     assert batches.forward(lambda x: x + 1, torch.zeros(2)).tolist() == [1.0, 1.0]

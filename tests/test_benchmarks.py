@@ -23,8 +23,14 @@ RATIO = r"\d+\.\d{3}"
 def bench(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python benchmarks/SCRIPT ARGS`` from the repository root, importing this checkout's package, one thread."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def load(script: str):
@@ -44,8 +50,15 @@ def run(capsys, script: str, *args: str) -> str:
 
 
 def test_every_benchmark_is_listed_here():
-    assert set(BENCHMARKS) == {"bench_ddp.py", "bench_gpu.py", "bench_overhead.py", "bench_policies.py",
-                               "bench_quickstart.py", "bench_runs.py", "bench_scale.py"}
+    assert set(BENCHMARKS) == {
+        "bench_ddp.py",
+        "bench_gpu.py",
+        "bench_overhead.py",
+        "bench_policies.py",
+        "bench_quickstart.py",
+        "bench_runs.py",
+        "bench_scale.py",
+    }
 
 
 @pytest.mark.parametrize("script", BENCHMARKS)
@@ -75,8 +88,24 @@ def test_quickstart_prints_both_pairs_with_the_same_steps_and_a_ratio(capsys):
 
 
 def test_overhead_prints_three_variants_and_both_ratios(capsys):
-    out = run(capsys, "bench_overhead.py", "--quick", "--model", "pool_linear", "--num-batches", "2", "--epochs", "2",
-              "--repeats", "1", "--threads", "1", "--batch-size", "16", "--no-steady-malloc")
+    out = run(
+        capsys,
+        "bench_overhead.py",
+        "--quick",
+        "--model",
+        "pool_linear",
+        "--num-batches",
+        "2",
+        "--epochs",
+        "2",
+        "--repeats",
+        "1",
+        "--threads",
+        "1",
+        "--batch-size",
+        "16",
+        "--no-steady-malloc",
+    )
     for variant in ("hand loop (plain PyTorch)", "hardbatch fit, δ=1", "hardbatch fit, δ=0.5"):
         assert rows(out, rf"{re.escape(variant)} +{RATIO[:-5]}"), variant
     assert rows(out, rf"\(a\) time/step δ=0.5 / δ=1 +{RATIO} .*<= 1.03  (PASS|FAIL)$")
@@ -86,8 +115,24 @@ def test_overhead_prints_three_variants_and_both_ratios(capsys):
 def test_policies_prints_a_row_per_registered_policy_with_its_share(capsys):
     from hardbatch.policies import POLICIES
 
-    out = run(capsys, "bench_policies.py", "--quick", "--data", "synthetic", "--samples", "128", "--batch-size", "32",
-              "--model", "mlp", "--epochs", "1", "--repeats", "1", "--no-steady-malloc")
+    out = run(
+        capsys,
+        "bench_policies.py",
+        "--quick",
+        "--data",
+        "synthetic",
+        "--samples",
+        "128",
+        "--batch-size",
+        "32",
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--repeats",
+        "1",
+        "--no-steady-malloc",
+    )
     table = rows(out, r"\S.* +\d+ +\d+ +\d+ +\d+ +\d+\.\d\d +\d+\.\d\d +\d+\.\d\d% ")
     labels = [re.split(r" {2,}", line)[0].split(" δ=")[0] for line in table]
     assert labels == ["hardbatch", "hardbatch", "hardbatch", *[n for n in POLICIES if n != "hardbatch"]]
@@ -101,8 +146,21 @@ def test_runs_prints_both_variants_the_same_steps_and_the_ratio(capsys):
 
 
 def test_gpu_prints_every_variant_and_ratio_on_a_cpu(capsys):
-    out = run(capsys, "bench_gpu.py", "--quick", "--device", "cpu", "--model", "mlp", "--workers", "0", "--steps", "2",
-              "--warmup", "2")
+    out = run(
+        capsys,
+        "bench_gpu.py",
+        "--quick",
+        "--device",
+        "cpu",
+        "--model",
+        "mlp",
+        "--workers",
+        "0",
+        "--steps",
+        "2",
+        "--warmup",
+        "2",
+    )
     for variant in ("hand loop, data on device", "hb δ=1, data on device", "hb δ=0.5, data on device"):
         assert rows(out, rf"{re.escape(variant)} +\d"), variant
     assert rows(out, rf"throughput hb δ=1 on device / hand loop \(target >= 0.97\) +{RATIO}$")
@@ -124,9 +182,22 @@ def test_ddp_quick_takes_the_same_steps_in_one_and_two_processes():
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_a_cpu_finishes_clean(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "DEVICE": "cpu", "QUICK": "1",
-           "PYTHON": sys.executable, "OUT": str(tmp_path)}
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "OMP_NUM_THREADS": "1",
+        "DEVICE": "cpu",
+        "QUICK": "1",
+        "PYTHON": sys.executable,
+        "OUT": str(tmp_path),
+    }
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "exit status 1" not in done.stdout and "done, status 0" in done.stdout

@@ -84,7 +84,7 @@ def entry(section: str, option: str) -> str:
     """The help entry of ``option`` in a section, on one line (argparse wraps it)."""
     start = re.search(rf"^  {re.escape(option)}\b", section, re.MULTILINE)
     assert start, f"no {option} here"
-    rest = section[start.start():]
+    rest = section[start.start() :]
     following = re.search(r"^  -", rest[2:], re.MULTILINE)
     return " ".join(rest[: following.start() + 2 if following else None].split())
 
@@ -93,8 +93,11 @@ def test_every_run_setting_and_policy_hyper_parameter_has_its_flag_in_its_group(
     text = sections(help_of(invoke, "train"))
     for f in fields(RunConfig):
         if f.metadata["cli"]:
-            assert f.metadata["help"].split()[0] in entry(text[f.metadata["group"]], flag(f.name)) or \
-                f.name in ("dataset", "model", "policy"), f.name  # those three list their registry's names
+            assert f.metadata["help"].split()[0] in entry(text[f.metadata["group"]], flag(f.name)) or f.name in (
+                "dataset",
+                "model",
+                "policy",
+            ), f.name  # those three list their registry's names
     for name, (_, users) in shared_fields().items():
         assert f"[{', '.join(users)}]" in entry(text["selection"], flag(name)), name
     # on/off flags both ways; the choices and placeholders declared, never argparse's DEST
@@ -102,7 +105,8 @@ def test_every_run_setting_and_policy_hyper_parameter_has_its_flag_in_its_group(
     assert entry(text["evaluation and hardware"], "--eval-mode").startswith("--eval-mode {eval,train}")
     for option, placeholder in (("--lr", "LR"), ("--smoothing", "S"), ("--patience", "P"), ("--select-fraction", "F")):
         assert entry(text["selection" if option != "--lr" else "optimisation"], option).startswith(
-            f"{option} {placeholder} "), option
+            f"{option} {placeholder} "
+        ), option
     assert "POLICY_PARAM" not in help_of(invoke, "train")
 
 
@@ -117,11 +121,30 @@ def test_compare_and_sweep_take_lists_where_train_takes_one_value(invoke):
 
 
 def test_flags_given_become_the_config_and_the_rest_keep_the_defaults():
-    args = build_parser().parse_args(["train", "--out", "x", "--policy", "infobatch", "--prune-ratio", "0.3",
-                                      "--lr", "0.1", "--no-nesterov", "--protocol", "modern"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--out",
+            "x",
+            "--policy",
+            "infobatch",
+            "--prune-ratio",
+            "0.3",
+            "--lr",
+            "0.1",
+            "--no-nesterov",
+            "--protocol",
+            "modern",
+        ]
+    )
     cfg = config_from_args(args)
-    assert (cfg.policy, cfg.params, cfg.lr, cfg.nesterov, cfg.protocol) == ("infobatch", {"prune_ratio": 0.3}, 0.1,
-                                                                            False, "modern")
+    assert (cfg.policy, cfg.params, cfg.lr, cfg.nesterov, cfg.protocol) == (
+        "infobatch",
+        {"prune_ratio": 0.3},
+        0.1,
+        False,
+        "modern",
+    )
     assert (cfg.epochs, cfg.schedule, cfg.augment) == (100, "cosine", "crop_flip")  # the preset's
     bare = config_from_args(build_parser().parse_args(["train", "--out", "x"]))
     assert bare == RunConfig()
@@ -148,8 +171,9 @@ def test_train_prints_a_summary_line(trained):
 def test_train_in_eval_mode_train_saves_it_and_prints_the_result(tmp_path, invoke, read_rows):
     """--eval-mode train saved in config.json (the console entry itself: test_console_entry_exits_2_with_one_line)."""
     out = tmp_path / "run"
-    rc, stdout, err = invoke("train", "--epochs", "1", "--batch-size", "128", "--eval-mode", "train", *FAST,
-                             "--out", out)
+    rc, stdout, err = invoke(
+        "train", "--epochs", "1", "--batch-size", "128", "--eval-mode", "train", *FAST, "--out", out
+    )
     assert rc == 0, err
     assert "final test top-1" in stdout
     saved = json.loads((out / "config.json").read_text())
@@ -161,8 +185,20 @@ def test_train_in_eval_mode_train_saves_it_and_prints_the_result(tmp_path, invok
 def test_train_saves_the_resolved_protocol_config(tmp_path, invoke):
     out = tmp_path / "run"
     # The paper preset with the flags a CPU test can afford; the rest comes from the preset.
-    rc, _, err = invoke("train", "--protocol", "paper", "--image-size", "16", "--batch-size", "64", "--epochs", "1",
-                        "--out", out, "--no-progress")
+    rc, _, err = invoke(
+        "train",
+        "--protocol",
+        "paper",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert rc == 0, err
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["protocol"] == "paper" and saved["image_size"] == 16 and saved["batch_size"] == 64
@@ -215,8 +251,10 @@ BAD_TRAIN = [  # a bad value names its flag (BadValue.as_flag); other errors nam
     (["--prune-ratio", "2"], ["--prune-ratio applies to policy infobatch", "not to hardbatch"]),
     (["--policy", "infobatch", "--prune-ratio", "2"], ["--prune-ratio must be in [0, 1), got 2.0"]),
     (["--policy", "uniform", "--beta", "2"], ["--beta applies to policy selective-backprop, not to uniform"]),
-    (["--policy", "uniform", "--delta", "1"],
-     ["--delta applies to", "not to uniform (uniform takes no hyper-parameter)"]),
+    (
+        ["--policy", "uniform", "--delta", "1"],
+        ["--delta applies to", "not to uniform (uniform takes no hyper-parameter)"],
+    ),
     (["--policy", "rho-loss"], ["policy 'rho-loss'", "validation split", "set --val-fraction (e.g. 0.1)"]),
     (["--val-fraction", "0.001"], ["--val-fraction 0.001 holds out no samples"]),
     (["--dataset", "nope"], ["nope", *DATASETS]),
@@ -260,8 +298,10 @@ BAD_COMPARE = [
     (["--deltas", "0.5", "1.0", "--policy", "nope"], ["nope", *POLICIES]),
     (["--policies", "hardbatch", "infobatch", "--prune-ratio", "1.5"], ["--prune-ratio must be in [0, 1), got 1.5"]),
     (["--policies", "hardbatch", "--prune-ratio", "0.5"], ["--prune-ratio applies to policy infobatch"]),
-    (["--policies", "uniform", "random", "--prune-ratio", "0.5"],
-     ["not to uniform, random", "uniform takes no hyper-parameter; random takes --delta"]),
+    (
+        ["--policies", "uniform", "random", "--prune-ratio", "0.5"],
+        ["not to uniform, random", "uniform takes no hyper-parameter; random takes --delta"],
+    ),
     (["--policies", "uniform,random"], ["unknown policy 'uniform,random' (names are separated by spaces)", *POLICIES]),
     (["--policies", "uniform,random", "--prune-ratio", "0.5"], ["unknown policy 'uniform,random'"]),
 ]
@@ -269,8 +309,9 @@ BAD_COMPARE = [
 
 @pytest.mark.parametrize("args,words", BAD_COMPARE, ids=[" ".join(a) for a, _ in BAD_COMPARE])
 def test_compare_bad_input_fails_before_any_run_directory(invoke, tmp_path, args, words):
-    rc, out, err = invoke("compare", "--seeds", "0", "1", "--epochs", "1", "--batch-size", "128", *FAST,
-                          "--out", tmp_path / "cmp", *args)
+    rc, out, err = invoke(
+        "compare", "--seeds", "0", "1", "--epochs", "1", "--batch-size", "128", *FAST, "--out", tmp_path / "cmp", *args
+    )
     assert rc == 2
     one_line(err, "hardbatch compare: error:", *words)
     assert out == ""
@@ -356,8 +397,21 @@ def test_resume_with_a_conflicting_flag_names_both_values_and_never_suggests_ove
 
 def test_overwrite_replaces_the_run(invoke, trained, tmp_path, read_rows):
     run = copy_of(trained[0], tmp_path)
-    rc, _, err = invoke("train", "--delta", "1.0", "--epochs", "1", "--batch-size", "128", "--seed", "3", *FAST,
-                        "--overwrite", "--out", run)
+    rc, _, err = invoke(
+        "train",
+        "--delta",
+        "1.0",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--seed",
+        "3",
+        *FAST,
+        "--overwrite",
+        "--out",
+        run,
+    )
     assert rc == 0, err
     n = N_TRAIN // 128
     cfg = json.loads((run / "config.json").read_text())["config"]
@@ -368,16 +422,24 @@ def test_overwrite_replaces_the_run(invoke, trained, tmp_path, read_rows):
     s = json.loads((run / "summary.json").read_text())
     assert s["optimizer_steps"] == n and s["batch_visits"] == [1] * n and s["samples_backpropagated"] == n * 128
     # The records, and the lock file of the run directory (not a record: it stays, empty).
-    assert sorted(p.name for p in run.iterdir()) == [".hardbatch.lock", "config.json", "history.csv", "summary.json",
-                                                     "trace.csv"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".hardbatch.lock",
+        "config.json",
+        "history.csv",
+        "summary.json",
+        "trace.csv",
+    ]
     assert (run / ".hardbatch.lock").stat().st_size == 0
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--val-fraction", "0.001"], "--val-fraction 0.001"),
-    (["--batch-size", "5000"], "batch size 5000"),
-    (["--delta", "0.001"], "floor(delta * N)"),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--val-fraction", "0.001"], "--val-fraction 0.001"),
+        (["--batch-size", "5000"], "batch size 5000"),
+        (["--delta", "0.001"], "floor(delta * N)"),
+    ],
+)
 def test_overwrite_keeps_the_finished_run_when_the_new_one_is_refused(trained, tmp_path, invoke, flags, words):
     run = copy_of(trained[0], tmp_path)
     before = snapshot(run)
@@ -500,8 +562,20 @@ SMALL = ["--epochs", "2", "--train-subset", "320", "--no-progress"]  # 10 steps 
 
 
 def test_random_control_compares_against_its_own_delta_one(tmp_path, invoke):
-    rc, table, err = invoke("compare", "--policy", "random", "--deltas", "0.5", "1.0", "--seeds", "0", "1",
-                            "--out", tmp_path / "random", *SMALL)
+    rc, table, err = invoke(
+        "compare",
+        "--policy",
+        "random",
+        "--deltas",
+        "0.5",
+        "1.0",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        tmp_path / "random",
+        *SMALL,
+    )
     assert rc == 0, err
     lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| random")}
     assert "reference" in lines["random δ = 1"]
@@ -519,8 +593,22 @@ def test_composer_sb_with_a_tiny_keep_trains_one_sample_per_selecting_step(tmp_p
 
 
 def test_off_a_terminal_compare_prints_one_line_per_finished_run(invoke, tmp_path):
-    rc, _, err = invoke("compare", "--deltas", "0.5", "1.0", "--seeds", "0", "--epochs", "1", "--batch-size",
-                        "128", "--device", "cpu", "--out", tmp_path / "cmp")  # progress on, into no terminal
+    rc, _, err = invoke(
+        "compare",
+        "--deltas",
+        "0.5",
+        "1.0",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "cmp",
+    )  # progress on, into no terminal
     assert rc == 0, err
     done = [line for line in err.splitlines() if ": done, test top-1 " in line]
     assert len(done) == 2 and done[0].startswith("[1/2] digits/small_cnn hardbatch δ=0.5 seed=0: done"), err
@@ -531,8 +619,9 @@ def test_off_a_terminal_compare_prints_one_line_per_finished_run(invoke, tmp_pat
 
 
 def test_sweep_rejects_bad_input_before_training(tmp_path, invoke):
-    rc, _, err = invoke("sweep", "--datasets", "digits", "nope", "--models", "small_cnn", "--out", tmp_path / "s",
-                        "--no-progress")
+    rc, _, err = invoke(
+        "sweep", "--datasets", "digits", "nope", "--models", "small_cnn", "--out", tmp_path / "s", "--no-progress"
+    )
     assert rc == 2
     one_line(err, "unknown dataset 'nope'")
     assert not (tmp_path / "s").exists()
@@ -546,16 +635,45 @@ def test_sweep_with_a_bad_name_prints_exactly_one_line(tmp_path, invoke):
 
 @pytest.mark.parametrize("text", ["-1/2", "--x"])
 def test_a_negative_shard_gets_the_house_error(tmp_path, invoke, text):
-    rc, _, err = invoke("sweep", "--datasets", "digits", "--models", "small_cnn", "--shard", text, "--epochs", "1",
-                        "--out", tmp_path / "s", "--no-progress")
+    rc, _, err = invoke(
+        "sweep",
+        "--datasets",
+        "digits",
+        "--models",
+        "small_cnn",
+        "--shard",
+        text,
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "s",
+        "--no-progress",
+    )
     assert rc == 2
     one_line(err, "I/N", "0 <= I < N", repr(text))
     assert not (tmp_path / "s").exists()
 
 
 def test_sweep_dry_run_lists_this_shards_run_folders_and_trains_nothing(tmp_path, invoke):
-    rc, out, err = invoke("sweep", "--datasets", "digits", "--models", "small_cnn", "mlp", "--deltas", "0.5", "1.0",
-                          "--seeds", "0", "--shard", "1/3", "--dry-run", "--out", tmp_path / "s", *SMALL)
+    rc, out, err = invoke(
+        "sweep",
+        "--datasets",
+        "digits",
+        "--models",
+        "small_cnn",
+        "mlp",
+        "--deltas",
+        "0.5",
+        "1.0",
+        "--seeds",
+        "0",
+        "--shard",
+        "1/3",
+        "--dry-run",
+        "--out",
+        tmp_path / "s",
+        *SMALL,
+    )
     assert rc == 0, err
     assert err == "sweep: 4 runs in the grid, 1 in shard 1/3\n"
     assert out.splitlines() == [str(tmp_path / "s" / "digits" / "small_cnn" / "custom" / "delta-1_seed-0")]

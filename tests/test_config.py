@@ -77,12 +77,20 @@ def test_a_bad_value_is_one_line_naming_the_keyword_and_as_a_flag_the_flag(value
 
 def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
     """As a user's numpy loop hands them; config.json must be able to hold them (issue 27 item 14)."""
-    cfg = RunConfig(policy="seta", params={"groups": np.int64(3), "window": np.float32(0.5)}, batch_size=np.int64(64),
-                    lr=np.float64(0.05))
+    cfg = RunConfig(
+        policy="seta",
+        params={"groups": np.int64(3), "window": np.float32(0.5)},
+        batch_size=np.int64(64),
+        lr=np.float64(0.05),
+    )
     check(cfg)
     assert (cfg.batch_size, cfg.lr, cfg.params) == (64, 0.05, {"groups": 3, "window": 0.5})
-    assert [type(v) for v in (cfg.batch_size, cfg.lr, cfg.params["groups"], cfg.params["window"])] == \
-        [int, float, int, float]
+    assert [type(v) for v in (cfg.batch_size, cfg.lr, cfg.params["groups"], cfg.params["window"])] == [
+        int,
+        float,
+        int,
+        float,
+    ]
     json.dumps(cfg.to_dict())
 
 
@@ -95,8 +103,10 @@ def test_a_policy_name_or_hyper_parameter_it_does_not_take_lists_the_valid_ones(
     with pytest.raises(UsageError) as error:
         check(RunConfig(params={"prune_ratio": 0.5}))
     takers = ", ".join(name for name, cls in POLICIES.items() if cls.takes("prune_ratio"))  # infobatch, ...
-    assert str(error.value) == ("policy 'hardbatch' does not take prune_ratio; it takes: delta, rescore, repartition, "
-                                f"trim_top, mix; policies that take prune_ratio: {takers}")
+    assert str(error.value) == (
+        "policy 'hardbatch' does not take prune_ratio; it takes: delta, rescore, repartition, "
+        f"trim_top, mix; policies that take prune_ratio: {takers}"
+    )
     with pytest.raises(UsageError, match="policy 'uniform' does not take delta; it takes: no hyper-parameters"):
         check(RunConfig(policy="uniform", params={"delta": 0.5}))
 
@@ -115,8 +125,9 @@ def test_policy_params_are_complete_and_delta_is_the_delta_policies_own():
 def test_what_a_policy_requires_of_the_run_is_checked_for_any_policy(monkeypatch):
     with pytest.raises(UsageError) as error:
         check(RunConfig(policy="rho-loss"))
-    assert str(error.value) == ("policy 'rho-loss' trains its irreducible-loss model on the validation split: set "
-                                "val_fraction (e.g. 0.1)")  # the keyword from the library, the flag on the command line
+    assert str(error.value) == (
+        "policy 'rho-loss' trains its irreducible-loss model on the validation split: set val_fraction (e.g. 0.1)"
+    )  # the keyword from the library, the flag on the command line
     assert error.value.as_flag().endswith("validation split: set --val-fraction (e.g. 0.1)")
     check(RunConfig(policy="rho-loss", val_fraction=0.2))
     # any policy's declaration is read, not a list of known ones
@@ -185,7 +196,12 @@ def test_paper_protocol_matches_the_released_code():
 def test_modern_protocol_is_the_strong_recipe():
     cfg = make_config("modern")
     assert (cfg.augment, cfg.shuffle_partition, cfg.nesterov, cfg.weight_decay, cfg.schedule) == (
-        "crop_flip", True, True, 5e-4, "cosine")
+        "crop_flip",
+        True,
+        True,
+        5e-4,
+        "cosine",
+    )
     assert (cfg.batch_size, cfg.eval_mode) == (128, "eval")
 
 
@@ -196,9 +212,16 @@ def test_unknown_protocol_is_a_usage_error():
         check(RunConfig(protocol="fast"))
 
 
-@pytest.mark.parametrize("protocol, dataset, shuffled", [("paper", "cifar10", False), ("paper", "stl10", False),
-                                                         ("paper", "digits", True), (None, "cifar10", True),
-                                                         ("modern", "cifar10", True)])
+@pytest.mark.parametrize(
+    "protocol, dataset, shuffled",
+    [
+        ("paper", "cifar10", False),
+        ("paper", "stl10", False),
+        ("paper", "digits", True),
+        (None, "cifar10", True),
+        ("modern", "cifar10", True),
+    ],
+)
 def test_an_auto_partition_keeps_the_file_order_only_for_the_papers_data_sets(protocol, dataset, shuffled):
     cfg = make_config(protocol, dataset=dataset, shuffle_partition=None)
     assert resolve_partition(cfg).shuffle_partition is shuffled

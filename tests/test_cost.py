@@ -64,13 +64,27 @@ def test_discard_stops_without_counting_what_ran_meanwhile(clock):
 
 
 def test_the_state_holds_the_counters_not_a_running_clock(clock):
-    meter = CostMeter(optimizer_steps=3, samples_loaded=96, samples_forward=80, samples_forward_nograd=16,
-                      samples_backprop=80, choose_seconds=0.5)
+    meter = CostMeter(
+        optimizer_steps=3,
+        samples_loaded=96,
+        samples_forward=80,
+        samples_forward_nograd=16,
+        samples_backprop=80,
+        choose_seconds=0.5,
+    )
     meter.start()
     clock.advance(1.0, 1.0)
     state = meter.state_dict()
-    assert state == {"optimizer_steps": 3, "samples_loaded": 96, "samples_forward": 80, "samples_forward_nograd": 16,
-                     "samples_backprop": 80, "train_seconds": 0.0, "choose_seconds": 0.5, "cpu_seconds": 0.0}
+    assert state == {
+        "optimizer_steps": 3,
+        "samples_loaded": 96,
+        "samples_forward": 80,
+        "samples_forward_nograd": 16,
+        "samples_backprop": 80,
+        "train_seconds": 0.0,
+        "choose_seconds": 0.5,
+        "cpu_seconds": 0.0,
+    }
     again = CostMeter()
     again.load_state_dict({**state, "samples_loaded": 96.0})  # a JSON round trip may turn counts into floats
     assert again.state_dict() == state and type(again.samples_loaded) is int and not again.running

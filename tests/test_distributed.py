@@ -31,8 +31,23 @@ JOB = str(Path(__file__).with_name("ddp_job.py"))
 
 pytestmark = pytest.mark.slow  # every test here starts torchrun jobs
 # B = 32 on a 640-sample subset of digits: N = 20 steps per epoch, 16 samples per rank and step with P = 2.
-BASE = ["--dataset", "digits", "--train-subset", "640", "--model", "mlp", "--batch-size", "32", "--epochs", "2",
-        "--seed", "0", "--device", "cpu", "--no-progress"]
+BASE = [
+    "--dataset",
+    "digits",
+    "--train-subset",
+    "640",
+    "--model",
+    "mlp",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "2",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 N = 20
 
 
@@ -40,8 +55,12 @@ def policy_args(name: str) -> list[str]:
     """The flags of a small run of policy ``name``: δ 0.5 where it applies, its example hyper-parameters, and the run
     settings it requires (conftest.py)."""
     own = {**POLICIES[name].example, **required_settings(name)}
-    return ["--policy", name, *(["--delta", "0.5"] if name in DELTA_POLICIES else []),
-            *(arg for key, value in own.items() for arg in (f"--{key.replace('_', '-')}", str(value)))]
+    return [
+        "--policy",
+        name,
+        *(["--delta", "0.5"] if name in DELTA_POLICIES else []),
+        *(arg for key, value in own.items() for arg in (f"--{key.replace('_', '-')}", str(value))),
+    ]
 
 
 # Every registered policy (a new one is covered by registering it), and the paper rule's opt-in variants. One
@@ -58,6 +77,8 @@ def example_flags(names: list[str]) -> list[str]:
         for key, value in POLICIES[name].example.items():
             assert merged.setdefault(key, value) == value, f"two examples set {key}: train {name} as its own run"
     return [arg for key, value in merged.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+
+
 VARIANTS = {
     "hardbatch-rescore-augment": [*policy_args("hardbatch"), "--rescore", "1", "--augment", "crop_flip"],
     "hardbatch-repartition": [*policy_args("hardbatch"), "--repartition"],
@@ -80,8 +101,9 @@ def assert_same_steps(one: Path, many: Path, exact: bool = False) -> None:
     """Same rounds, batches and sample counts step by step; losses equal to float rounding (or bit for bit)."""
     a, b = trace(one), trace(many)
     assert len(a) == len(b) > 0
-    assert [(r["step"], r["round"], r["batch"], r["samples"]) for r in a] == \
-           [(r["step"], r["round"], r["batch"], r["samples"]) for r in b]
+    assert [(r["step"], r["round"], r["batch"], r["samples"]) for r in a] == [
+        (r["step"], r["round"], r["batch"], r["samples"]) for r in b
+    ]
     losses_a, losses_b = [float(r["loss"]) for r in a], [float(r["loss"]) for r in b]
     if exact:
         assert losses_a == losses_b
@@ -112,8 +134,12 @@ def single(tmp_path_factory) -> Path:
 def killed(tmp_path_factory, launch):
     """Two processes; rank 1 is SIGKILLed after its second evaluation of three."""
     root = tmp_path_factory.mktemp("killed")
-    spec = {"log_dir": str(root), "kill_rank": 1, "kill_after_evals": 2,
-            "commands": [["train", *BASE, *RESUMED, "--out", str(root / "run")]]}
+    spec = {
+        "log_dir": str(root),
+        "kill_rank": 1,
+        "kill_after_evals": 2,
+        "commands": [["train", *BASE, *RESUMED, "--out", str(root / "run")]],
+    }
     (root / "spec.json").write_text(json.dumps(spec))
     done = launch(2, JOB, str(root / "spec.json"), timeout=100)
     # What the run folder kept, read before the main job resumes (and finishes) the run.
@@ -127,8 +153,21 @@ def job(tmp_path_factory, launch, single, killed):
     other world size)."""
     root = tmp_path_factory.mktemp("ddp")
     commands = [
-        ["compare", "--policies", *COMPARED, *example_flags(COMPARED), "--deltas", "0.5", "--seeds", "0", *BASE,
-         "--tensorboard", str(root / "tb"), "--out", str(root / "compare")],
+        [
+            "compare",
+            "--policies",
+            *COMPARED,
+            *example_flags(COMPARED),
+            "--deltas",
+            "0.5",
+            "--seeds",
+            "0",
+            *BASE,
+            "--tensorboard",
+            str(root / "tb"),
+            "--out",
+            str(root / "compare"),
+        ],
         *(["train", *BASE, *args, "--out", str(root / name)] for name, args in VARIANTS.items()),
         *(["train", *BASE, *POLICY_RUNS[name], "--out", str(root / name)] for name in POLICIES if name not in COMPARED),
         ["train", *BASE, *RESUMED, "--out", str(root / "resumed")],
@@ -201,11 +240,28 @@ def test_resume_under_another_world_size_continues_the_selection(single, job):
 
 
 def test_a_batch_that_does_not_divide_among_the_processes_is_one_line_exit_2(tmp_path, launch):
-    done = launch(2, "-m", "hardbatch", "train", *BASE[:6], "--batch-size", "33", "--epochs", "1", "--device", "cpu",
-                  "--no-progress", "--out", str(tmp_path / "run"), timeout=60)
+    done = launch(
+        2,
+        "-m",
+        "hardbatch",
+        "train",
+        *BASE[:6],
+        "--batch-size",
+        "33",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+        timeout=60,
+    )
     errors = [line for line in done.output.splitlines() if line.startswith("hardbatch train: error:")]
-    assert errors == ["hardbatch train: error: --batch-size 33 does not divide among 2 processes; each trains 1/2 of "
-                      "every mini-batch: use a multiple of 2"]
+    assert errors == [
+        "hardbatch train: error: --batch-size 33 does not divide among 2 processes; each trains 1/2 of "
+        "every mini-batch: use a multiple of 2"
+    ]
     assert "exitcode  : 2" in done.output and "[rank" not in done.output  # every worker exited 2, no traceback
     assert done.returncode == 1  # torchrun's own status for failed workers (README "Multi-GPU")
     assert not (tmp_path / "run").exists()
@@ -213,8 +269,13 @@ def test_a_batch_that_does_not_divide_among_the_processes_is_one_line_exit_2(tmp
 
 def test_lightning_example_runs_a_policy_under_lightning_ddp():
     example = Path(__file__).resolve().parents[1] / "examples" / "lightning_example.py"
-    done = subprocess.run([sys.executable, str(example), "--devices", "2", "--policy", "selective-backprop"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, str(example), "--devices", "2", "--policy", "selective-backprop"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = re.findall(r"rank (\d)/2: (.*?val_acc \d\.\d+)", done.stdout)
     assert sorted(rank for rank, _ in lines) == ["0", "1"]
@@ -277,8 +338,9 @@ def test_sync_bn_is_a_setting_of_the_run_passed_to_wrap(tmp_path, monkeypatch):
     assert differing_settings(RunConfig(), RunConfig(sync_bn=True)) == ["sync_bn"]
     seen = []
     wrap = distributed.wrap
-    monkeypatch.setattr(distributed, "wrap",
-                        lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device))
+    monkeypatch.setattr(
+        distributed, "wrap", lambda model, device, sync_bn=False: seen.append(sync_bn) or wrap(model, device)
+    )
     monkeypatch.setattr(machine, "check_sync_bn", lambda cfg: None)  # as on a GPU machine
     cfg = RunConfig(dataset="digits", train_subset=64, model="mlp", batch_size=32, epochs=1, device="cpu", sync_bn=True)
     experiment.train_run(cfg, tmp_path / "run", progress=False)

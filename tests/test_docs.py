@@ -49,7 +49,7 @@ def _blocks(page: Path) -> list[tuple[int, str, str | None]]:
     found = []
     for match in FENCE.finditer(text):
         before = text[: match.start()].rstrip()
-        marker = NOT_RUN.fullmatch(before[before.rfind("<!--"):]) if before.endswith("-->") else None
+        marker = NOT_RUN.fullmatch(before[before.rfind("<!--") :]) if before.endswith("-->") else None
         reason = " ".join(marker.group(1).split()) if marker else None
         line = text.count("\n", 0, match.start()) + 1
         found.append((line, textwrap.dedent(match.group(2)), reason))
@@ -63,8 +63,10 @@ def _name(page: Path) -> str:
 PAGES_WITH_CODE = [page for page in _pages() if _blocks(page)]
 
 # What a page's blocks must have done, beyond running: checked in the namespace they leave.
-QUICKSTART_CHECK = ("assert sampler.done and sampler.epoch == 10 and sampler.steps == 10 * sampler.num_batches\n"
-                    "assert int(sampler.visits.sum()) == sampler.steps and sampler.meter.samples_backprop > 0")
+QUICKSTART_CHECK = (
+    "assert sampler.done and sampler.epoch == 10 and sampler.steps == 10 * sampler.num_batches\n"
+    "assert int(sampler.visits.sum()) == sampler.steps and sampler.meter.samples_backprop > 0"
+)
 CHECKS = {
     README: QUICKSTART_CHECK,
     QUICKSTART: QUICKSTART_CHECK,
@@ -96,9 +98,14 @@ def test_every_python_block_runs_or_says_why_not(page, tmp_path):
     if not runnable(page):
         return
     (tmp_path / "blocks.json").write_text(json.dumps(runnable(page)))
-    result = subprocess.run([sys.executable, "-c", RUNNER, str(page), "blocks.json", CHECKS.get(page, "")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(page), "blocks.json", CHECKS.get(page, "")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, f"{_name(page)}: a Python block failed:\n{result.stderr[-4000:]}"
 
 
@@ -129,7 +136,7 @@ def _loop(code: str) -> list[str]:
     lines = _code_lines(code)
     start = next(i for i, line in enumerate(lines) if line.startswith("loader = DataLoader("))
     end = next(i for i, line in enumerate(lines) if "optimizer.step()" in line)
-    return lines[start:end + 1]
+    return lines[start : end + 1]
 
 
 def test_the_quickstart_is_one_code_everywhere():
@@ -165,8 +172,10 @@ def test_own_loop_runs_and_spends_the_exact_budget(capsys):
 
 
 # Every registered policy (a new one is picked up with no edit here), and the rule's scoring pass.
-CASES = {**{name: (name, cls.example) for name, cls in POLICIES.items()},
-         "hardbatch+rescore": ("hardbatch", {"rescore": 2})}
+CASES = {
+    **{name: (name, cls.example) for name, cls in POLICIES.items()},
+    "hardbatch+rescore": ("hardbatch", {"rescore": 2}),
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -176,8 +185,9 @@ def test_own_loop_runs_every_policy_unchanged(case, capsys):
     name, params = CASES[case]
     policy = POLICIES[name]
     delta = {"delta": 0.5} if policy.takes("delta") else {}
-    sampler = hardbatch.HardBatchSampler(len(namespace["train_set"]), 64, epochs=4, policy=name, seed=1,
-                                         **delta, **params)
+    sampler = hardbatch.HardBatchSampler(
+        len(namespace["train_set"]), 64, epochs=4, policy=name, seed=1, **delta, **params
+    )
     if sampler.policy.holdout:  # rho-loss: the IL model's losses, set before training as the guide says
         sampler.policy.irreducible = torch.zeros(len(namespace["train_set"]))
     namespace["train"](sampler)  # the guide's loop, as written
@@ -192,8 +202,7 @@ def test_own_loop_records_the_batches_selective_backprop_keeps_none_of(capsys):
     # One sample a batch: about half of the batches keep nothing; each is recorded untrained and epochs still end.
     namespace = _run_own_loop()
     capsys.readouterr()
-    sampler = hardbatch.HardBatchSampler(len(namespace["train_set"]), 1, epochs=2, policy="selective-backprop",
-                                         seed=1)
+    sampler = hardbatch.HardBatchSampler(len(namespace["train_set"]), 1, epochs=2, policy="selective-backprop", seed=1)
     namespace["train"](sampler)
     assert sampler.done and sampler.epoch == 2 and 640 < sampler.steps < 2 * 640  # the first epoch trains all
     assert int(sampler.visits.sum()) == sampler.steps  # (reading visits settles the sampler's counts)
@@ -219,8 +228,11 @@ def test_pages_name_exactly_the_models_with_batchnorm(page):
 
     named = [re.findall(r"`(\w+)`", part) for part in BATCHNORM_LIST.search(page.read_text()).groups()]
     with torch.device("meta"):  # no weights allocated; _BatchNorm: what convert_sync_batchnorm replaces
-        with_bn = [name for name in MODELS if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                                  for m in create_model(name, 10, 3).modules())]
+        with_bn = [
+            name
+            for name in MODELS
+            if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in create_model(name, 10, 3).modules())
+        ]
     assert named == [with_bn, [name for name in MODELS if name not in with_bn]]
 
 
@@ -249,8 +261,11 @@ def public_names(module: types.ModuleType) -> dict[str, object]:
     """The module's ``__all__``, or else its names without a leading underscore that it defines itself."""
     if hasattr(module, "__all__"):
         return {name: getattr(module, name) for name in module.__all__}
-    return {name: value for name, value in vars(module).items()
-            if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__}
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+    }
 
 
 def _class_members(cls: type) -> list[str]:
@@ -291,16 +306,22 @@ def missing_docstrings(module: types.ModuleType) -> list[str]:
         if not (_own_doc(value) if inspect.isclass(value) else value.__doc__):
             missing.append(f"{module.__name__}.{name}")
         if inspect.isclass(value) and value.__module__.startswith("hardbatch"):
-            missing += [f"{module.__name__}.{name}.{member}" for member in _class_members(value)
-                        if not _member_doc(value, member)]
+            missing += [
+                f"{module.__name__}.{name}.{member}"
+                for member in _class_members(value)
+                if not _member_doc(value, member)
+            ]
     return missing
 
 
 def test_the_api_reference_has_a_page_for_every_public_module():
     """Every module the package's face exports has its ``:::`` page under docs/reference/api/, and every class and
     function it exports is a public name of one of those pages' modules as well (where it is documented in full)."""
-    modules = {name: importlib.import_module(name) for name in API_MODULES  # the face never exports an integration
-               if name != "hardbatch" and not name.startswith("hardbatch.integrations.")}
+    modules = {
+        name: importlib.import_module(name)
+        for name in API_MODULES  # the face never exports an integration
+        if name != "hardbatch" and not name.startswith("hardbatch.integrations.")
+    }
     homeless = []
     for name in hardbatch.__all__:
         value = getattr(hardbatch, name)
@@ -378,8 +399,11 @@ def test_the_reproducing_guide_names_the_evidence_benchmarks():
 # -- what the pages name exists --------------------------------------------------------------------------------------
 
 # The hand-written pages: the generated evidence pages and the changelog (which names what was removed) aside.
-WRITTEN = [page for page in _pages() if not page.is_relative_to(DOCS / "evidence")
-           and page.name not in ("evidence.md", "CHANGELOG.md", "changelog.md")]
+WRITTEN = [
+    page
+    for page in _pages()
+    if not page.is_relative_to(DOCS / "evidence") and page.name not in ("evidence.md", "CHANGELOG.md", "changelog.md")
+]
 REPO_PATH = re.compile(r"(?<![\w/.-])((?:tests|examples|scripts|benchmarks)/[\w/.-]+\.(?:py|sh))(?:::(\w+))?")
 DOTTED = re.compile(r"(?<![\w/.-])hardbatch(?:\.[A-Za-z_]\w*)+")
 NOT_NAMES = {"md", "py", "pt", "lock", "json", "csv", "NAME"}  # file names, and the API page's placeholder

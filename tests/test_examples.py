@@ -30,9 +30,9 @@ STACKS = {f"hardbatch.integrations.{path.stem}" for path in INTEGRATIONS.glob("*
 # What each script prints last begins so: the work it reports.
 LAST_LINE = {
     "accelerate_loop.py": r"24 optimizer steps; last loss [\d.]+; 768 of 768 samples back-propagated; "
-                          r"trained [\d.]+ s",
+    r"trained [\d.]+ s",
     "lightning_example.py": r"rank 0/1: policy hardbatch, 63 steps of budget 63, 3 epochs, .* val_acc 0\.[5-9]\d+; "
-                            r"trained [\d.]+ s",
+    r"trained [\d.]+ s",
     "multilabel.py": r"epoch 6: test loss [\d.]+, label accuracy 0\.9\d+",
     "quickstart.py": r"hardbatch: 200 steps, 25600 samples back-propagated",
     "regression.py": r"epoch 8: test mse 0\.0\d+, 4096 samples back-propagated",
@@ -58,8 +58,9 @@ def test_every_example_has_its_check():
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_an_example_takes_hardbatch_only_from_its_face_and_an_integration(name):
-    taken = [(module, names) for module, names in imported_modules(EXAMPLES / name)
-             if module.split(".")[0] == "hardbatch"]
+    taken = [
+        (module, names) for module, names in imported_modules(EXAMPLES / name) if module.split(".")[0] == "hardbatch"
+    ]
     assert taken, f"{name} does not use hardbatch"
     for module, names in taken:
         assert module == "hardbatch" or module in STACKS, f"{name} imports {module}"
@@ -69,10 +70,16 @@ def test_an_example_takes_hardbatch_only_from_its_face_and_an_integration(name):
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_an_example_runs_as_a_script(name, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(hardbatch.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(hardbatch.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert lines and re.match(LAST_LINE[name], lines[-1]), done.stdout[-2000:]
@@ -98,6 +105,7 @@ def record_loss_calls(monkeypatch, name: str, factory: bool = False) -> list[tup
             values = fn(outputs, batch)
             calls.append((batches.batch_size(batch), tuple(values.shape), torch.is_grad_enabled()))
             return values
+
         return loss_fn
 
     wrapped = (lambda *a, **k: recording(original(*a, **k))) if factory else recording(original)
@@ -117,7 +125,7 @@ def assert_follows_the_rule(steps: list[tuple[int, int, float]], num_batches: in
         if r > 0:
             planned = top_k_batches(stored, k).tolist()
             trained = [b for b, _ in rounds[r]]
-            assert trained == planned[:len(trained)], f"round {r}"  # the last round may be cut short
+            assert trained == planned[: len(trained)], f"round {r}"  # the last round may be cut short
         for b, loss in rounds[r]:
             stored[b] = loss
     assert len(rounds) > 2  # rounds after the warm-up were checked

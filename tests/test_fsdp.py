@@ -17,16 +17,21 @@ JOB = Path(__file__).with_name("fsdp_job.py")
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("single") / "single.json"
-    subprocess.run([sys.executable, str(JOB), "single", str(out)], check=True, timeout=120,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(
+        [sys.executable, str(JOB), "single", str(out)],
+        check=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     return json.loads(out.read_text())
 
 
 def _same(got: dict, want: dict) -> None:
     for name in want:
         assert [row[:2] for row in got[name]["trace"]] == [row[:2] for row in want[name]["trace"]], name
-        assert [row[2] for row in got[name]["trace"]] == pytest.approx([row[2] for row in want[name]["trace"]],
-                                                                      abs=1e-5), name
+        assert [row[2] for row in got[name]["trace"]] == pytest.approx(
+            [row[2] for row in want[name]["trace"]], abs=1e-5
+        ), name
         assert got[name]["scored"] == want[name]["scored"], name
 
 

@@ -48,8 +48,10 @@ def test_each_consumer_of_randomness_gets_its_own_seed_from_the_run_seed():
     assert torch.equal(torch.randperm(20, generator=a), torch.randperm(20, generator=b))
 
 
-@pytest.mark.parametrize("value, ok", [(3, True), (np.int64(3), True), (0, False), (-1, False), (2.0, False),
-                                       (True, False), ("3", False), (None, False)])
+@pytest.mark.parametrize(
+    "value, ok",
+    [(3, True), (np.int64(3), True), (0, False), (-1, False), (2.0, False), (True, False), ("3", False), (None, False)],
+)
 def test_positive_int_takes_integers_only(value, ok):
     if ok:
         assert positive_int("epochs", value) == 3 and type(positive_int("epochs", value)) is int
@@ -64,8 +66,18 @@ def test_positive_int_takes_integers_only(value, ok):
 
 @pytest.mark.parametrize(
     "n, delta, k",
-    [(10, 0.3, 3), (10, 0.7, 7), (10, 0.29, 2), (100, 0.57, 57), (3, 1 / 3, 1), (5, 0.6, 3), (7, 1.0, 7),
-     (20, 0.05, 1), (9, 0.999, 8), (1, 1.0, 1)],
+    [
+        (10, 0.3, 3),
+        (10, 0.7, 7),
+        (10, 0.29, 2),
+        (100, 0.57, 57),
+        (3, 1 / 3, 1),
+        (5, 0.6, 3),
+        (7, 1.0, 7),
+        (20, 0.05, 1),
+        (9, 0.999, 8),
+        (1, 1.0, 1),
+    ],
 )
 def test_num_selected_is_floor_of_delta_times_n(n, delta, k):
     assert num_selected(n, delta) == k
@@ -115,8 +127,10 @@ def test_trimmed_top_k_skips_the_trim_highest_and_draws_mix_from_the_rest():
     losses = torch.tensor([5.0, 1.0, 4.0, 2.0, 3.0])
     assert trimmed_top_k(losses, 2, trim=1).tolist() == [2, 4]  # 0 (the highest) skipped
     assert trimmed_top_k(losses, 2).tolist() == top_k_batches(losses, 2).tolist()
-    draws = {tuple(trimmed_top_k(losses, 3, trim=1, mix=2, generator=torch.Generator().manual_seed(s)).tolist())
-             for s in range(30)}
+    draws = {
+        tuple(trimmed_top_k(losses, 3, trim=1, mix=2, generator=torch.Generator().manual_seed(s)).tolist())
+        for s in range(30)
+    }
     # 2 (the highest untrimmed) always; two of 1, 3, 4 drawn; 0 never.
     assert all(2 in d and 0 not in d and list(d) == sorted(d) for d in draws) and len(draws) == 3
 
@@ -149,9 +163,14 @@ def test_fixed_partition_with_generator_is_a_seeded_permutation():
     assert len(set(flat)) == 100 and all(0 <= i < 103 for i in flat)  # 3 samples dropped, none repeated
 
 
-@pytest.mark.parametrize("batch_size, words", [(0, "batch_size must be a positive int, got 0"),
-                                               (-1, "batch_size must be a positive int, got -1"),
-                                               (11, "batch size 11 is larger than the training set (10 samples)")])
+@pytest.mark.parametrize(
+    "batch_size, words",
+    [
+        (0, "batch_size must be a positive int, got 0"),
+        (-1, "batch_size must be a positive int, got -1"),
+        (11, "batch size 11 is larger than the training set (10 samples)"),
+    ],
+)
 def test_fixed_partition_refuses_bad_batch_sizes(batch_size, words):
     with pytest.raises(UsageError) as error:
         fixed_partition(10, batch_size)
@@ -301,13 +320,15 @@ def test_kmeans_1d_few_distinct_values_and_equal_values():
 
 
 def test_mastered_averages_the_latest_absolute_second_differences_hand_computed():
-    history = torch.tensor([
-        [1.0, 0.875, 0.75, 0.625, 0.5, 0.375],  # linear: every d = 0 -> mastered
-        [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125],  # d = .25, .125, .0625, .03125: mean of the last 3 = .073
-        [0.5, 0.5, 0.5, 0.5, 0.5, 0.5],  # flat, but only 5 losses recorded yet
-        [0.0, 1.0, 1.0, 1.0, 1.0, 1.0],  # d = -1, 0, 0, 0: the oldest d is outside the window of 3
-        [1.0, 0.5, 1.0, 0.5, 1.0, 0.5],  # oscillating: |d| = 1
-    ])
+    history = torch.tensor(
+        [
+            [1.0, 0.875, 0.75, 0.625, 0.5, 0.375],  # linear: every d = 0 -> mastered
+            [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125],  # d = .25, .125, .0625, .03125: mean of the last 3 = .073
+            [0.5, 0.5, 0.5, 0.5, 0.5, 0.5],  # flat, but only 5 losses recorded yet
+            [0.0, 1.0, 1.0, 1.0, 1.0, 1.0],  # d = -1, 0, 0, 0: the oldest d is outside the window of 3
+            [1.0, 0.5, 1.0, 0.5, 1.0, 0.5],  # oscillating: |d| = 1
+        ]
+    )
     counts = torch.tensor([6, 9, 5, 6, 6])
     assert mastered(history, counts, 1e-3, 3, 1).tolist() == [True, False, False, True, False]
     assert mastered(history, counts, 0.1, 3, 1).tolist() == [True, True, False, True, False]
@@ -327,8 +348,10 @@ def test_rank_percentile_of_rank_i_is_i_plus_half_over_b_ties_in_position_order(
     assert percentile.tolist() == [0.125, 0.375, 0.625, 0.875]
 
 
-@pytest.mark.parametrize("keep, b, count", [(0.5, 4, 2), (0.3, 10, 3), (0.1, 4, 1), (0.25, 8, 2), (0.9, 10, 9),
-                                             (0.57, 100, 57), (1e-4, 6, 1)])
+@pytest.mark.parametrize(
+    "keep, b, count",
+    [(0.5, 4, 2), (0.3, 10, 3), (0.1, 4, 1), (0.25, 8, 2), (0.9, 10, 9), (0.57, 100, 57), (1e-4, 6, 1)],
+)
 def test_composer_select_keeps_floor_keep_b_at_least_one(keep, b, count):
     generator = torch.Generator().manual_seed(0)
     for scores in torch.rand(20, b, generator=torch.Generator().manual_seed(1)):
@@ -354,9 +377,11 @@ def test_key_ids_keep_integers_and_hash_strings_alike_in_every_process():
     hashed = key_ids(["a", "b", "a"])
     assert hashed[0] == hashed[2] != hashed[1] and int(hashed.min()) >= 0
     assert hashed.tolist() == key_ids(["a", "b", "a"]).tolist()
-    for bad, words in [(torch.tensor([1.0]), "got a torch.float32 tensor of shape (1,)"),
-                       ([1.5], "a sample id must be an integer or a string, got 1.5 (float)"),
-                       ([True], "got True (bool)")]:
+    for bad, words in [
+        (torch.tensor([1.0]), "got a torch.float32 tensor of shape (1,)"),
+        ([1.5], "a sample id must be an integer or a string, got 1.5 (float)"),
+        ([True], "got True (bool)"),
+    ]:
         with pytest.raises(UsageError) as error:
             key_ids(bad)
         assert words in str(error.value)

@@ -17,8 +17,22 @@ PACKAGE = "hardbatch"
 # above. An entry names a module or a package (every module under it). "hardbatch" is the package's face, its
 # __init__: it re-exports from the layers below, so it sits at the top with the command line.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("leaves", ("version", "errors", "params", "fileio", "batches", "losses", "distributed", "models", "metrics",
-                "cost", "functional")),
+    (
+        "leaves",
+        (
+            "version",
+            "errors",
+            "params",
+            "fileio",
+            "batches",
+            "losses",
+            "distributed",
+            "models",
+            "metrics",
+            "cost",
+            "functional",
+        ),
+    ),
     ("policies", ("policies",)),
     ("sampler", ("sampler",)),
     ("step and config", ("step", "config", "stream")),
@@ -30,8 +44,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 NEVER = {"report": ("training", "run", "data", "step", "sampler", "integrations", "stream")}
 # All that a package's modules may import of the rest of the package (besides its own modules): the reports read a
 # run's records, its configuration and the policies' declarations, and compute statistics.
-ONLY = {"report": ("version", "config", "records", "metrics", "fileio", "params", "errors", "policies",
-                   "policies.registry")}
+ONLY = {
+    "report": ("version", "config", "records", "metrics", "fileio", "params", "errors", "policies", "policies.registry")
+}
 # Third-party packages only some modules may import: matplotlib draws in report/plots.py alone.
 DRAWS = {"matplotlib": ("report.plots",)}
 # Where today's code breaks a rule: (importing module, imported module), each reported to the module's owner. The
@@ -84,7 +99,7 @@ GRAPH = {module: imports_of(module) for module in MODULES}
 
 def owner(module: str) -> str:
     """The LAYERS entry ``module`` falls under: the longest one that is the module or a package above it."""
-    short = module[len(PACKAGE) + 1:] if module != PACKAGE else PACKAGE
+    short = module[len(PACKAGE) + 1 :] if module != PACKAGE else PACKAGE
     entries = [entry for _, entries in LAYERS for entry in entries]
     matches = [e for e in entries if short == e or short.startswith(e + ".")]
     assert matches, f"{module} is in no layer: add it to LAYERS in tests/test_layers.py"
@@ -106,9 +121,11 @@ def violations() -> dict[tuple[str, str], str]:
     found = {}
     for module, imported in ((m, i) for m, targets in GRAPH.items() for i in targets):
         if layer(imported) > layer(module):
-            found[module, imported] = (f"{where(module, imported)}: up from layer {layer(module) + 1} "
-                                       f"({LAYERS[layer(module)][0]}) to {layer(imported) + 1} "
-                                       f"({LAYERS[layer(imported)][0]})")
+            found[module, imported] = (
+                f"{where(module, imported)}: up from layer {layer(module) + 1} "
+                f"({LAYERS[layer(module)][0]}) to {layer(imported) + 1} "
+                f"({LAYERS[layer(imported)][0]})"
+            )
     return found
 
 
@@ -167,8 +184,9 @@ def test_every_module_is_in_a_layer_and_every_layer_entry_exists():
     for _, entries in LAYERS:
         for entry in entries:
             name = PACKAGE if entry == PACKAGE else f"{PACKAGE}.{entry}"
-            assert any(m == name or m.startswith(name + ".") for m in MODULES), \
+            assert any(m == name or m.startswith(name + ".") for m in MODULES), (
                 f"LAYERS names {entry}, which is no module or package of {PACKAGE}"
+            )
 
 
 def test_no_import_runs_up_a_layer():
@@ -181,7 +199,8 @@ def test_no_import_runs_up_a_layer():
 
 def test_no_import_cycle():
     assert cycles() == [], "modules that import each other in a circle:\n" + "\n".join(
-        " <-> ".join(component) for component in cycles())
+        " <-> ".join(component) for component in cycles()
+    )
 
 
 @pytest.mark.parametrize("package", list(NEVER))
@@ -205,9 +224,19 @@ def test_reports_import_only_what_saved_runs_need(package):
         for imported in GRAPH[module]:
             assert imported in allowed or (module, imported) in KNOWN_TODAY, where(module, imported)
     # the modules the report is made of are there to check
-    assert {m.rpartition(".")[2] for m in members("report")} >= {"load", "groups", "stats", "tables", "plots", "page",
-                                                                 "claims", "wording", "glossary", "machines",
-                                                                 "benchmarks"}
+    assert {m.rpartition(".")[2] for m in members("report")} >= {
+        "load",
+        "groups",
+        "stats",
+        "tables",
+        "plots",
+        "page",
+        "claims",
+        "wording",
+        "glossary",
+        "machines",
+        "benchmarks",
+    }
 
 
 def third_party(module: str) -> set[str]:
@@ -225,7 +254,7 @@ def test_only_the_plots_draw():
     for module in MODULES:
         for name, allowed in DRAWS.items():
             if name in third_party(module):
-                assert module[len(PACKAGE) + 1:] in allowed, f"{MODULES[module].name} imports {name}"
+                assert module[len(PACKAGE) + 1 :] in allowed, f"{MODULES[module].name} imports {name}"
     assert "matplotlib" in third_party("hardbatch.report.plots")
 
 
@@ -238,8 +267,10 @@ def test_imports_are_absolute():
 
 def test_the_check_sees_imports_inside_functions_and_reports_each_kind_of_break(monkeypatch):
     # cli imports the run layer only inside its commands, the report page its plots only inside a function.
-    assert "hardbatch.run.experiment" in GRAPH["hardbatch.cli"] and "hardbatch.report.plots" in GRAPH[
-        "hardbatch.report.page"]
+    assert (
+        "hardbatch.run.experiment" in GRAPH["hardbatch.cli"]
+        and "hardbatch.report.plots" in GRAPH["hardbatch.report.page"]
+    )
     monkeypatch.setitem(GRAPH, "hardbatch.errors", {**GRAPH["hardbatch.errors"], "hardbatch.cli": 1})
     assert "up from layer 1 (leaves) to 7" in violations()["hardbatch.errors", "hardbatch.cli"]
     assert any({"hardbatch.errors", "hardbatch.cli"} <= set(component) for component in cycles())
@@ -248,7 +279,10 @@ def test_the_check_sees_imports_inside_functions_and_reports_each_kind_of_break(
     assert "hardbatch.data" not in reached("hardbatch.report.claims")
     monkeypatch.setitem(GRAPH, "hardbatch.records", {**GRAPH["hardbatch.records"], "hardbatch.data": 1})
     assert reached("hardbatch.report.claims")["hardbatch.data"] == [
-        "hardbatch.report.claims", "hardbatch.records", "hardbatch.data"]
+        "hardbatch.report.claims",
+        "hardbatch.records",
+        "hardbatch.data",
+    ]
 
 
 # What the contributors' guide's layer table leaves out, and why; it names every other LAYERS entry at its layer.

@@ -71,8 +71,12 @@ def test_token_lm_shifts_like_a_causal_lm_and_averages_each_sequences_tokens():
 
 def test_check_per_sample_names_the_shape_expected_and_received():
     losses.check_per_sample(torch.zeros(4), 4)
-    for bad, shown in [(torch.tensor(1.0), r"shape \(\) \(a batch mean"), (torch.zeros(4, 1), r"shape \(4, 1\)"),
-                       (torch.zeros(3), r"shape \(3,\)"), (1.0, "a float")]:
+    for bad, shown in [
+        (torch.tensor(1.0), r"shape \(\) \(a batch mean"),
+        (torch.zeros(4, 1), r"shape \(4, 1\)"),
+        (torch.zeros(3), r"shape \(3,\)"),
+        (1.0, "a float"),
+    ]:
         with pytest.raises(UsageError, match=rf"^loss_fn must return one loss per sample, shape \(4,\), got {shown}"):
             losses.check_per_sample(bad, 4)
 

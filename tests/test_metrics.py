@@ -27,8 +27,15 @@ from hardbatch.metrics import (
 )
 
 # Student-t quantiles t(q, df), written out so the intervals and power figures are checked against a hand computation.
-T975 = {2: 4.302652729911275, 4: 2.7764451051977987, 5: 2.5705818356363146, 6: 2.4469118511449692,
-        7: 2.3646242510102993, 23: 2.0686576104190406, 24: 2.0638985616280205}
+T975 = {
+    2: 4.302652729911275,
+    4: 2.7764451051977987,
+    5: 2.5705818356363146,
+    6: 2.4469118511449692,
+    7: 2.3646242510102993,
+    23: 2.0686576104190406,
+    24: 2.0638985616280205,
+}
 T80 = {2: 1.0606601717798212, 4: 0.9409645131325547}
 
 
@@ -129,15 +136,21 @@ def test_cost_at_a_budget_is_the_last_evaluation_within_it():
 
 def test_metrics_is_a_leaf_that_needs_scipy_only_for_intervals():
     tree = ast.parse(Path(hardbatch.metrics.__file__).read_text())
-    modules = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in ast.walk(tree)
-               if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    modules = {
+        n.module if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    }
     assert not [m for m in modules if m.split(".")[0] == "hardbatch"]
     # Without scipy (the core install), everything but a t interval or quantile works.
-    code = ("import sys; sys.modules['scipy'] = None\n"
-            "from hardbatch.metrics import epochs_to_target, mean_interval, mean_std\n"
-            "assert epochs_to_target([0.1, 0.9], 0.5) == 2 and mean_std([1.0, 3.0])[0] == 2.0\n"
-            "assert not mean_interval([1.0, 2.0]).has_interval\n"
-            "try:\n    mean_interval([1.0, 2.0, 4.0])\nexcept ImportError:\n    print('needs scipy')\n")
+    code = (
+        "import sys; sys.modules['scipy'] = None\n"
+        "from hardbatch.metrics import epochs_to_target, mean_interval, mean_std\n"
+        "assert epochs_to_target([0.1, 0.9], 0.5) == 2 and mean_std([1.0, 3.0])[0] == 2.0\n"
+        "assert not mean_interval([1.0, 2.0]).has_interval\n"
+        "try:\n    mean_interval([1.0, 2.0, 4.0])\nexcept ImportError:\n    print('needs scipy')\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout == "needs scipy\n", done.stderr
 

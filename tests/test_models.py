@@ -39,6 +39,7 @@ def test_paper_networks_give_logits_for_each_resolution_and_class_count(name, si
 def test_small_stem_keeps_more_resolution():
     base, small = create_model("resnet18", 10).eval(), create_model("resnet18", 10, stem="small").eval()
     x = torch.randn(1, 3, 32, 32)
+
     def feature(m: nn.Module) -> int:  # the width of the map before pooling
         return nn.Sequential(*list(m.children())[:-2])(x).shape[-1]
 
@@ -93,8 +94,11 @@ def test_the_1d_models_are_the_mnist1d_benchmarks_networks():
     (100 hidden units with a residual second layer; 15,210 parameters), for 1 channel and 10 classes."""
     cnn, mlp = create_model("cnn1d", 10, 1), create_model("mlp1d", 10, 1)
     convs = [m for m in cnn.modules() if isinstance(m, nn.Conv1d)]
-    assert [(c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == \
-        [(25, (5,), (2,), (1,)), (25, (3,), (2,), (1,)), (25, (3,), (2,), (1,))]
+    assert [(c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
+        (25, (5,), (2,), (1,)),
+        (25, (3,), (2,), (1,)),
+        (25, (3,), (2,), (1,)),
+    ]
     assert [m.in_features for m in cnn.modules() if isinstance(m, nn.Linear)] == [125]
     assert sum(p.numel() for p in cnn.parameters()) == 5210 and sum(p.numel() for p in mlp.parameters()) == 15210
     x = torch.randn(3, 1, 40)
@@ -104,11 +108,14 @@ def test_the_1d_models_are_the_mnist1d_benchmarks_networks():
         assert model(x).shape == (3, 10) and model(torch.randn(3, 1, 64)).shape == (3, 10)
 
 
-@pytest.mark.parametrize("name, x, words", [
-    ("small_cnn", torch.randn(2, 1, 40), ["'small_cnn'", "(1, 40)", "cnn1d, mlp1d"]),
-    ("cnn1d", torch.randn(2, 3, 32, 32), ["'cnn1d'", "(3, 32, 32)", "small_cnn", "resnet18"]),
-    ("mlp1d", torch.randn(2, 8), ["'mlp1d'", "(8,)", "no model takes that shape"]),
-])
+@pytest.mark.parametrize(
+    "name, x, words",
+    [
+        ("small_cnn", torch.randn(2, 1, 40), ["'small_cnn'", "(1, 40)", "cnn1d, mlp1d"]),
+        ("cnn1d", torch.randn(2, 3, 32, 32), ["'cnn1d'", "(3, 32, 32)", "small_cnn", "resnet18"]),
+        ("mlp1d", torch.randn(2, 8), ["'mlp1d'", "(8,)", "no model takes that shape"]),
+    ],
+)
 def test_a_model_fed_another_kind_of_input_says_which_models_take_it(name, x, words):
     with pytest.raises(UsageError) as error:
         create_model(name, 10, x.shape[1] if x.dim() > 2 else 1)(x)

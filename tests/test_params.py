@@ -43,16 +43,19 @@ FIELDS = declared(Settings)
 # ---- Range ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("allowed, inside, outside, text", [
-    (Range(0.0, 1.0), [0.0, 0.5, 1.0], [-0.1, 1.01, math.nan, math.inf], "in [0, 1]"),
-    (Range(0.0, 1.0, high_open=True), [0.0, 0.999], [1.0], "in [0, 1)"),
-    (Range(0.0, 1.0, low_open=True), [1.0, 1e-9], [0.0], "in (0, 1]"),
-    (Range(0.0), [0.0, 1e9], [-1e-9, math.inf], "a finite number >= 0"),
-    (Range(0.0, low_open=True), [1e-9], [0.0], "a finite number > 0"),
-    (Range(1, integer=True), [1, 7, 2.0], [0, 1.5, -3], "an integer >= 1"),
-    (Range(high=5, high_open=True), [-100, 4.9], [5], "a finite number < 5"),
-    (Range(integer=True), [-3, 0], [0.5, math.nan], "an integer"),
-])
+@pytest.mark.parametrize(
+    "allowed, inside, outside, text",
+    [
+        (Range(0.0, 1.0), [0.0, 0.5, 1.0], [-0.1, 1.01, math.nan, math.inf], "in [0, 1]"),
+        (Range(0.0, 1.0, high_open=True), [0.0, 0.999], [1.0], "in [0, 1)"),
+        (Range(0.0, 1.0, low_open=True), [1.0, 1e-9], [0.0], "in (0, 1]"),
+        (Range(0.0), [0.0, 1e9], [-1e-9, math.inf], "a finite number >= 0"),
+        (Range(0.0, low_open=True), [1e-9], [0.0], "a finite number > 0"),
+        (Range(1, integer=True), [1, 7, 2.0], [0, 1.5, -3], "an integer >= 1"),
+        (Range(high=5, high_open=True), [-100, 4.9], [5], "a finite number < 5"),
+        (Range(integer=True), [-3, 0], [0.5, math.nan], "an integer"),
+    ],
+)
 def test_a_range_holds_its_bounds_open_or_closed_and_says_them(allowed, inside, outside, text):
     assert all(v in allowed for v in inside)
     assert not any(v in allowed for v in outside)
@@ -76,45 +79,66 @@ def test_flags_types_and_accepted_values_in_words():
     assert flag("trim_top") == "--trim-top" and flag("delta") == "--delta"
     assert type_names(FIELDS["every"]) == ("int", "None") and type_names(FIELDS["ratio"]) == ("float",)
     assert {name: accepted(f) for name, f in FIELDS.items()} == {
-        "ratio": "in [0, 1)", "count": "an integer >= 1", "every": "an integer >= 1 (or unset)", "on": "true or false",
-        "mode": "one of eval, train", "name": "a string", "scale": "a finite number", "extra": "a dict"}
+        "ratio": "in [0, 1)",
+        "count": "an integer >= 1",
+        "every": "an integer >= 1 (or unset)",
+        "on": "true or false",
+        "mode": "one of eval, train",
+        "name": "a string",
+        "scale": "a finite number",
+        "extra": "a dict",
+    }
 
 
 # ---- check_value and check_fields ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, given, stored", [
-    ("ratio", 0, 0.0), ("ratio", np.float32(0.25), 0.25), ("ratio", np.float64(0.5), 0.5), ("count", np.int64(4), 4),
-    ("count", 4, 4), ("every", None, None), ("every", np.int32(2), 2), ("on", np.bool_(True), True),
-    ("mode", "train", "train"), ("scale", -3, -3.0), ("extra", {"a": 1}, {"a": 1}),
-])
+@pytest.mark.parametrize(
+    "name, given, stored",
+    [
+        ("ratio", 0, 0.0),
+        ("ratio", np.float32(0.25), 0.25),
+        ("ratio", np.float64(0.5), 0.5),
+        ("count", np.int64(4), 4),
+        ("count", 4, 4),
+        ("every", None, None),
+        ("every", np.int32(2), 2),
+        ("on", np.bool_(True), True),
+        ("mode", "train", "train"),
+        ("scale", -3, -3.0),
+        ("extra", {"a": 1}, {"a": 1}),
+    ],
+)
 def test_accepted_values_come_back_as_plain_python_values(name, given, stored):
     value = check_value(FIELDS[name], given)
     assert value == stored and type(value) is type(stored)
 
 
-@pytest.mark.parametrize("name, given, message", [
-    ("ratio", 1.0, "ratio must be in [0, 1), got 1.0"),
-    ("ratio", math.nan, "ratio must be in [0, 1), got nan"),
-    ("ratio", "0.5", "ratio must be in [0, 1), got '0.5' (str)"),
-    ("ratio", None, "ratio must be in [0, 1), got None (NoneType)"),
-    ("ratio", True, "ratio must be in [0, 1), got True"),  # a bool is no number here
-    ("count", 0, "count must be an integer >= 1, got 0"),
-    ("count", 2.0, "count must be an integer >= 1, got 2.0"),
-    ("count", np.float32(2.5), "count must be an integer >= 1, got 2.5"),
-    ("every", 0, "every must be an integer >= 1 (or unset), got 0"),
-    ("on", 1, "on must be true or false, got 1"),
-    ("on", "yes", "on must be true or false, got 'yes' (str)"),
-    ("mode", "test", "mode must be one of eval, train, got 'test' (str)"),
-    ("scale", math.inf, "scale must be a finite number, got inf"),
-    ("extra", [1], "extra must be a dict, got [1] (list)"),
-])
+@pytest.mark.parametrize(
+    "name, given, message",
+    [
+        ("ratio", 1.0, "ratio must be in [0, 1), got 1.0"),
+        ("ratio", math.nan, "ratio must be in [0, 1), got nan"),
+        ("ratio", "0.5", "ratio must be in [0, 1), got '0.5' (str)"),
+        ("ratio", None, "ratio must be in [0, 1), got None (NoneType)"),
+        ("ratio", True, "ratio must be in [0, 1), got True"),  # a bool is no number here
+        ("count", 0, "count must be an integer >= 1, got 0"),
+        ("count", 2.0, "count must be an integer >= 1, got 2.0"),
+        ("count", np.float32(2.5), "count must be an integer >= 1, got 2.5"),
+        ("every", 0, "every must be an integer >= 1 (or unset), got 0"),
+        ("on", 1, "on must be true or false, got 1"),
+        ("on", "yes", "on must be true or false, got 'yes' (str)"),
+        ("mode", "test", "mode must be one of eval, train, got 'test' (str)"),
+        ("scale", math.inf, "scale must be a finite number, got inf"),
+        ("extra", [1], "extra must be a dict, got [1] (list)"),
+    ],
+)
 def test_a_bad_value_is_one_line_naming_the_keyword_what_it_accepts_and_what_it_got(name, given, message):
     with pytest.raises(BadValue) as error:
         check_value(FIELDS[name], given, owner="Settings")
     assert str(error.value) == f"Settings: {message}" and "\n" not in str(error.value)
     assert isinstance(error.value, UsageError) and error.value.name == name
-    assert error.value.as_flag() == f"{flag(name)}{message[len(name):]}"  # the same, for the command line
+    assert error.value.as_flag() == f"{flag(name)}{message[len(name) :]}"  # the same, for the command line
     with pytest.raises(BadValue) as error:
         check_value(FIELDS[name], given)
     assert str(error.value) == message  # no owner: the keyword alone

@@ -12,16 +12,21 @@ from hardbatch.policies import POLICIES
 N_SAMPLES, BATCH, EPOCHS = 320, 32, 4
 # Every registered policy at the hyper-parameters of its tiny example (a new one is picked up with no edit here),
 # the rule at δ = 0.5, and its variants that change the loop (a scoring pass, per-sample losses).
-CASES = {**{name: (name, {**({"delta": 0.5} if cls.takes("delta") else {}), **cls.example})
-            for name, cls in POLICIES.items()},
-         "hardbatch+rescore": ("hardbatch", {"delta": 0.5, "rescore": 2}),
-         "hardbatch+repartition": ("hardbatch", {"delta": 0.5, "repartition": True})}
+CASES = {
+    **{
+        name: (name, {**({"delta": 0.5} if cls.takes("delta") else {}), **cls.example})
+        for name, cls in POLICIES.items()
+    },
+    "hardbatch+rescore": ("hardbatch", {"delta": 0.5, "rescore": 2}),
+    "hardbatch+repartition": ("hardbatch", {"delta": 0.5, "repartition": True}),
+}
 
 
 def _data() -> TensorDataset:
     generator = torch.Generator().manual_seed(0)
-    return TensorDataset(torch.randn(N_SAMPLES, 1, 8, 8, generator=generator),
-                         torch.randint(0, 10, (N_SAMPLES,), generator=generator))
+    return TensorDataset(
+        torch.randn(N_SAMPLES, 1, 8, 8, generator=generator), torch.randint(0, 10, (N_SAMPLES,), generator=generator)
+    )
 
 
 def _model() -> torch.nn.Module:
@@ -32,8 +37,9 @@ def _model() -> torch.nn.Module:
 
 def _sampler(train_set, case: str) -> hardbatch.HardBatchSampler:
     name, params = CASES[case]
-    sampler = hardbatch.HardBatchSampler(len(train_set), batch_size=BATCH, epochs=EPOCHS,
-                                         policy=hardbatch.create_policy(name, **params), seed=1)
+    sampler = hardbatch.HardBatchSampler(
+        len(train_set), batch_size=BATCH, epochs=EPOCHS, policy=hardbatch.create_policy(name, **params), seed=1
+    )
     if sampler.policy.holdout:  # rho-loss: its irreducible losses, set before training (a run trains its IL model)
         sampler.policy.irreducible = torch.linspace(0.0, 1.0, len(train_set))
     return sampler
@@ -121,8 +127,9 @@ def test_quickstart_trains_what_the_sampler_level_reference_trains(case):
 def test_quickstart_takes_the_policy_by_name_and_keywords_as_before():
     train_set = _data()
     by_name = hardbatch.HardBatchSampler(len(train_set), BATCH, epochs=2, policy="infobatch", prune_ratio=0.3)
-    by_object = hardbatch.HardBatchSampler(len(train_set), BATCH, epochs=2,
-                                           policy=hardbatch.policies.InfoBatch(prune_ratio=0.3))
+    by_object = hardbatch.HardBatchSampler(
+        len(train_set), BATCH, epochs=2, policy=hardbatch.policies.InfoBatch(prune_ratio=0.3)
+    )
     assert by_name.policy.hyper_parameters() == by_object.policy.hyper_parameters()
     assert hardbatch.HardBatchSampler(len(train_set), BATCH, delta=0.5).policy.k == (N_SAMPLES // BATCH) // 2
 

@@ -38,10 +38,25 @@ N, B = 10, 32
 
 def _row(epoch: int, acc: float, **changes) -> dict:
     """A history.csv row as a run writes it: N steps of B samples an epoch, 1.5 s training."""
-    return {"epoch": epoch, "step": epoch * N, "train_loss": 1.0, "test_loss": 1.0, "test_acc": acc, "test_top5": 1.0,
-            "lr": 0.1, "train_seconds": 1.5, "eval_seconds": 0.25, "test_bacc": acc, "samples_loaded": N * B,
-            "samples_forward": N * B, "samples_forward_nograd": 0, "samples_backprop": N * B, "choose_seconds": 0.01,
-            "cpu_seconds": 1.0, **changes}
+    return {
+        "epoch": epoch,
+        "step": epoch * N,
+        "train_loss": 1.0,
+        "test_loss": 1.0,
+        "test_acc": acc,
+        "test_top5": 1.0,
+        "lr": 0.1,
+        "train_seconds": 1.5,
+        "eval_seconds": 0.25,
+        "test_bacc": acc,
+        "samples_loaded": N * B,
+        "samples_forward": N * B,
+        "samples_forward_nograd": 0,
+        "samples_backprop": N * B,
+        "choose_seconds": 0.01,
+        "cpu_seconds": 1.0,
+        **changes,
+    }
 
 
 def test_the_csv_columns_are_the_declared_fields():
@@ -61,24 +76,37 @@ def test_summarize_matches_history():
     assert s["train_seconds"] == pytest.approx(4.5) and s["eval_seconds"] == pytest.approx(0.75)
     assert s["batches_never_selected_after_warmup"] == 1
     assert s["target_acc"] == pytest.approx(0.99 * 0.8) and s["epochs_to_target"] == 2
-    assert s["cost"] == cost_totals(history) == {
-        "optimizer_steps": 30, "samples_loaded": 960, "samples_forward": 960, "samples_forward_nograd": 0,
-        "samples_backprop": 960, "train_seconds": pytest.approx(4.5), "choose_seconds": pytest.approx(0.03),
-        "cpu_seconds": 3.0}
+    assert (
+        s["cost"]
+        == cost_totals(history)
+        == {
+            "optimizer_steps": 30,
+            "samples_loaded": 960,
+            "samples_forward": 960,
+            "samples_forward_nograd": 0,
+            "samples_backprop": 960,
+            "train_seconds": pytest.approx(4.5),
+            "choose_seconds": pytest.approx(0.03),
+            "cpu_seconds": 3.0,
+        }
+    )
     assert check_record(Summary, s) is s and set(s) <= {f.name for f in dataclasses.fields(Summary)}
     assert "final_val_acc" not in s  # no validation split
     with_val = summarize([_row(1, 0.5, val_acc=0.6, val_bacc=0.55)], cfg, [1] * 10, 5)
     assert (with_val["final_val_acc"], with_val["best_val_epoch"], with_val["final_val_bacc"]) == (0.6, 1, 0.55)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"test_acc": 1.5}, "row 2: test_acc is 1.5, not in [0, 1]"),
-    ({"step": 2.5}, "row 2: step is 2.5, not an integer >= 0"),
-    ({"train_loss": math.inf}, "row 2: train_loss is inf, not a finite number >= 0"),
-    ({"test_bacc": math.nan}, "row 2: test_bacc is missing"),  # an empty cell reads as NaN
-    ({"cpu_seconds": "x"}, "row 2: cpu_seconds is 'x', not a number"),
-    ({"samples_backprop": True}, "row 2: samples_backprop is True, not a number"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"test_acc": 1.5}, "row 2: test_acc is 1.5, not in [0, 1]"),
+        ({"step": 2.5}, "row 2: step is 2.5, not an integer >= 0"),
+        ({"train_loss": math.inf}, "row 2: train_loss is inf, not a finite number >= 0"),
+        ({"test_bacc": math.nan}, "row 2: test_bacc is missing"),  # an empty cell reads as NaN
+        ({"cpu_seconds": "x"}, "row 2: cpu_seconds is 'x', not a number"),
+        ({"samples_backprop": True}, "row 2: samples_backprop is True, not a number"),
+    ],
+)
 def test_a_bad_history_cell_is_named_by_row_and_column(change, message):
     rows = [_row(1, 0.5), _row(2, 0.6, **change)]
     with pytest.raises(BadRecord) as e:
@@ -94,17 +122,20 @@ def test_a_history_without_a_column_of_this_format_is_refused():
         check_rows(rows, HistoryRow)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("final_test_acc", 1.5, "final_test_acc is 1.5, not in [0, 1]"),
-    ("final_test_bacc", "x", "final_test_bacc is 'x', not a number"),
-    ("epochs", 2.5, "epochs is 2.5, not an integer >= 0"),
-    ("batch_visits", [1, -1], "batch_visits[1] is -1, not an integer >= 0"),
-    ("batch_visits", 3, "batch_visits is not a list"),
-    ("cost", None, "cost is missing"),
-    ("target_source", "guess", "target_source is 'guess', not one of given, 0.99 x own best"),
-    ("mislabelled", {"trained": 1.2}, "mislabelled.trained is 1.2, not in [0, 1]"),
-    ("final_test_per_class_acc", [0.5, "x"], "final_test_per_class_acc[1] is 'x', not a number"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("final_test_acc", 1.5, "final_test_acc is 1.5, not in [0, 1]"),
+        ("final_test_bacc", "x", "final_test_bacc is 'x', not a number"),
+        ("epochs", 2.5, "epochs is 2.5, not an integer >= 0"),
+        ("batch_visits", [1, -1], "batch_visits[1] is -1, not an integer >= 0"),
+        ("batch_visits", 3, "batch_visits is not a list"),
+        ("cost", None, "cost is missing"),
+        ("target_source", "guess", "target_source is 'guess', not one of given, 0.99 x own best"),
+        ("mislabelled", {"trained": 1.2}, "mislabelled.trained is 1.2, not in [0, 1]"),
+        ("final_test_per_class_acc", [0.5, "x"], "final_test_per_class_acc[1] is 'x', not a number"),
+    ],
+)
 def test_a_bad_summary_value_is_named(key, value, message):
     summary = summarize([_row(1, 0.5)], RunConfig(), [1] * 10, 10)
     assert check_record(Summary, {**summary, "final_test_per_class_acc": [0.5, None], "mislabelled": {"trained": None}})
@@ -126,9 +157,11 @@ def test_trace_and_relabelled_records_are_checked_when_read(tmp_path):
     record = {"train_samples": 10, "relabelled": [3], "true_labels": [1], "given_labels": [2], "partition": [[0, 1]]}
     (tmp_path / RELABELLED).write_text(json.dumps(record))
     assert run.relabelled() == record
-    for bad, message in (({"relabelled": [12]}, "a sample index is 12, not below train_samples 10"),
-                         ({"true_labels": [1, 2]}, "true_labels has 2 entries for 1 relabelled samples"),
-                         ({"partition": [[0, -1]]}, r"partition\[0\]\[1\] is -1, not an integer >= 0")):
+    for bad, message in (
+        ({"relabelled": [12]}, "a sample index is 12, not below train_samples 10"),
+        ({"true_labels": [1, 2]}, "true_labels has 2 entries for 1 relabelled samples"),
+        ({"partition": [[0, -1]]}, r"partition\[0\]\[1\] is -1, not an integer >= 0"),
+    ):
         (tmp_path / RELABELLED).write_text(json.dumps({**record, **bad}))
         with pytest.raises(UsageError, match=f"relabelled.json: {message}"):
             run.relabelled()
@@ -138,21 +171,27 @@ def test_a_run_folder_of_another_format_is_refused_in_one_line(tmp_path):
     (tmp_path / CONFIG).write_text(json.dumps({"config": RunConfig().to_dict()}))  # no "format": format 1
     with pytest.raises(UsageError) as e:
         RunDir(tmp_path).config()
-    assert str(e.value) == (f"cannot read {tmp_path / CONFIG}: the run folder is format 1, and this hardbatch reads "
-                            "format 2; open it with the hardbatch version that wrote it; rerun that run or move its "
-                            "directory away")
+    assert str(e.value) == (
+        f"cannot read {tmp_path / CONFIG}: the run folder is format 1, and this hardbatch reads "
+        "format 2; open it with the hardbatch version that wrote it; rerun that run or move its "
+        "directory away"
+    )
 
 
 def test_a_trained_run_writes_what_its_records_declare(tmp_path):
     """Balanced accuracy every epoch, per-class accuracy and the label-noise exposure in the summary; every file
     reads back through its declaration; the exposure is the one counted during training."""
-    cfg = RunConfig(dataset="digits", epochs=2, batch_size=64, val_fraction=0.2, imbalance=5.0, label_noise=0.2,
-                    device="cpu")
+    cfg = RunConfig(
+        dataset="digits", epochs=2, batch_size=64, val_fraction=0.2, imbalance=5.0, label_noise=0.2, device="cpu"
+    )
     summary = train_run(cfg, tmp_path / "run", progress=False)
     run = RunDir(tmp_path / "run")
     rows = rows_of(tmp_path / "run" / HISTORY)
-    assert len(rows) == 2 and all(row["test_bacc"] and row["val_bacc"] for row in rows) and list(rows[0]) == list(
-        HISTORY_FIELDS)
+    assert (
+        len(rows) == 2
+        and all(row["test_bacc"] and row["val_bacc"] for row in rows)
+        and list(rows[0]) == list(HISTORY_FIELDS)
+    )
     per_class = summary["final_test_per_class_acc"]
     assert len(per_class) == 10 and all(0 <= a <= 1 for a in per_class)
     assert summary["final_test_bacc"] == pytest.approx(sum(per_class) / 10)

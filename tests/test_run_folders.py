@@ -33,9 +33,14 @@ def report_skips(root: Path, run: Path, invoke, *words: str, finished: int = 3) 
     assert f"{finished} finished runs" in report and f"`{run}`" in report.split("## Damaged runs, left out")[1]
 
 
-@pytest.mark.parametrize("damage, problem", [("no history", "the file is missing"),
-                                             ("truncated summary", "not valid JSON"),
-                                             ("no config", "the file is missing")])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        ("no history", "the file is missing"),
+        ("truncated summary", "not valid JSON"),
+        ("no config", "the file is missing"),
+    ],
+)
 def test_report_skips_a_damaged_run_folder_naming_the_file(root, invoke, damage, problem):
     run = root / "delta-0.5_seed-1"
     if damage == "no history":
@@ -79,27 +84,40 @@ def _set_cell(path: Path, row: int, column: str, value: str) -> None:
         writer.writerows(rows)
 
 
-@pytest.mark.parametrize("column, value", [("test_acc", "1e308"), ("test_acc", "5"), ("test_acc", "-1"),
-                                           ("test_acc", "inf"), ("test_loss", "-0.5"), ("train_seconds", "nan"),
-                                           ("step", "2.5"), ("samples_backprop", "-3")])
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("test_acc", "1e308"),
+        ("test_acc", "5"),
+        ("test_acc", "-1"),
+        ("test_acc", "inf"),
+        ("test_loss", "-0.5"),
+        ("train_seconds", "nan"),
+        ("step", "2.5"),
+        ("samples_backprop", "-3"),
+    ],
+)
 def test_report_leaves_out_a_history_with_a_value_out_of_range(root, invoke, column, value):
     run = root / "delta-0.5_seed-1"
     _set_cell(run / "history.csv", 1, column, value)
     report_skips(root, run, invoke, "history.csv", "row 2", column)
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("epochs", "four", "epochs must be an integer >= 1, got 'four' (str)"),
-    ("lr", "abc", "lr must be a finite number > 0, got 'abc' (str)"),
-    ("params.delta", "abc", "delta must be in (0, 1], got 'abc' (str)"),  # the policy's own check
-    ("params.prune_ratio", 0.5, "policy 'hardbatch' does not take prune_ratio"),
-    ("epochs", True, "epochs must be an integer >= 1, got True"),
-    ("seed", -1, "seed must be an integer in [0, 2147483647], got -1"),
-    ("lr", -0.1, "lr must be a finite number > 0, got -0.1"),
-    ("nesterov", "yes", "nesterov must be true or false"),
-    ("image_size", 12.5, "image_size must be an integer >= 8 (or unset), got 12.5"),
-    ("delta", 0.5, "unknown setting 'delta'; valid: "),  # format 1's place for δ, in a format 2 folder
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("epochs", "four", "epochs must be an integer >= 1, got 'four' (str)"),
+        ("lr", "abc", "lr must be a finite number > 0, got 'abc' (str)"),
+        ("params.delta", "abc", "delta must be in (0, 1], got 'abc' (str)"),  # the policy's own check
+        ("params.prune_ratio", 0.5, "policy 'hardbatch' does not take prune_ratio"),
+        ("epochs", True, "epochs must be an integer >= 1, got True"),
+        ("seed", -1, "seed must be an integer in [0, 2147483647], got -1"),
+        ("lr", -0.1, "lr must be a finite number > 0, got -0.1"),
+        ("nesterov", "yes", "nesterov must be true or false"),
+        ("image_size", 12.5, "image_size must be an integer >= 8 (or unset), got 12.5"),
+        ("delta", 0.5, "unknown setting 'delta'; valid: "),  # format 1's place for δ, in a format 2 folder
+    ],
+)
 def test_report_leaves_out_a_config_with_a_value_of_the_wrong_type_or_range(root, invoke, key, value, words):
     run = root / "delta-0.5_seed-1"
     saved = json.loads((run / "config.json").read_text())
@@ -109,8 +127,17 @@ def test_report_leaves_out_a_config_with_a_value_of_the_wrong_type_or_range(root
     report_skips(root, run, invoke, "config.json", words)
 
 
-@pytest.mark.parametrize("key, value", [("final_test_acc", 1.5), ("best_test_acc", -0.1), ("train_seconds", -1),
-                                        ("epochs", 2.5), ("batch_visits", [1, -1]), ("final_test_bacc", "x")])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("final_test_acc", 1.5),
+        ("best_test_acc", -0.1),
+        ("train_seconds", -1),
+        ("epochs", 2.5),
+        ("batch_visits", [1, -1]),
+        ("final_test_bacc", "x"),
+    ],
+)
 def test_report_leaves_out_a_summary_with_a_value_out_of_range(root, invoke, key, value):
     run = root / "delta-1_seed-0"
     summary = json.loads((run / "summary.json").read_text())
@@ -145,8 +172,10 @@ def test_a_run_folder_of_another_format_is_refused_by_resume_and_left_out_of_rep
     else:
         saved = json.loads((run / "config.json").read_text())
         (run / "config.json").write_text(json.dumps({**saved, "format": version}))
-    words = (f"the run folder is format {version}, and this hardbatch reads format 2", "open it with the hardbatch "
-             "version that wrote it")
+    words = (
+        f"the run folder is format {version}, and this hardbatch reads format 2",
+        "open it with the hardbatch version that wrote it",
+    )
     report_skips(root, run, invoke, str(run / "config.json"), *words)
     before = snapshot(run)
     rc, _, err = invoke("train", "--resume", "--out", run, "--no-progress")
@@ -162,5 +191,6 @@ def test_a_tree_of_format_1_folders_is_refused_whole_in_one_line(root, invoke):
     rc, _, err = invoke("report", root, "--no-plots")
     assert rc == 2
     one_line(err, "hardbatch report: error: no readable finished runs", "format 1", "reads format 2")
-    assert {k: v for k, v in snapshot(root).items() if not k.startswith("report")} == \
-        {k: v for k, v in before.items() if not k.startswith("report")}
+    assert {k: v for k, v in snapshot(root).items() if not k.startswith("report")} == {
+        k: v for k, v in before.items() if not k.startswith("report")
+    }

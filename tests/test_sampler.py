@@ -33,22 +33,29 @@ def steps_by_batch(sampler: HardBatchSampler, seed: int, **kwargs) -> list[tuple
 # ---- arguments: one line naming the argument, what it accepts and what it got -------------------------------------
 
 
-@pytest.mark.parametrize("data_len, batch_size, words", [
-    (200.0, 4, "data_len_or_partition must be a positive int or an (N, B) integer tensor of sample indices, "
-               "got 200.0 (float)"),
-    ("200", 4, "got '200' (str)"),
-    (True, 4, "got True (bool)"),
-    (0, 4, "got 0 (int)"),
-    (-3, 2, "got -3 (int)"),
-    (20, 2.0, "batch_size must be a positive int, got 2.0 (float)"),
-    (20, None, "batch_size must be a positive int, got None (NoneType)"),
-    (20, 0, "batch_size must be a positive int, got 0 (int)"),
-    (20, -1, "batch_size must be a positive int, got -1 (int)"),
-    (10, 11, "batch size 11 is larger than the training set (10 samples)"),
-    (torch.tensor([0, 1, 2]), None, "(N, B) integer tensor of sample indices, got a tensor of shape (3,)"),
-    (torch.zeros(3, 2), None, "(N, B) integer tensor of sample indices, got a tensor of dtype torch.float32"),
-    (torch.tensor([[0, -1]]), None, "sample indices must be >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "data_len, batch_size, words",
+    [
+        (
+            200.0,
+            4,
+            "data_len_or_partition must be a positive int or an (N, B) integer tensor of sample indices, "
+            "got 200.0 (float)",
+        ),
+        ("200", 4, "got '200' (str)"),
+        (True, 4, "got True (bool)"),
+        (0, 4, "got 0 (int)"),
+        (-3, 2, "got -3 (int)"),
+        (20, 2.0, "batch_size must be a positive int, got 2.0 (float)"),
+        (20, None, "batch_size must be a positive int, got None (NoneType)"),
+        (20, 0, "batch_size must be a positive int, got 0 (int)"),
+        (20, -1, "batch_size must be a positive int, got -1 (int)"),
+        (10, 11, "batch size 11 is larger than the training set (10 samples)"),
+        (torch.tensor([0, 1, 2]), None, "(N, B) integer tensor of sample indices, got a tensor of shape (3,)"),
+        (torch.zeros(3, 2), None, "(N, B) integer tensor of sample indices, got a tensor of dtype torch.float32"),
+        (torch.tensor([[0, -1]]), None, "sample indices must be >= 0, got -1"),
+    ],
+)
 def test_sampler_refuses_a_data_length_or_batch_size_that_is_not_a_positive_int(data_len, batch_size, words):
     with pytest.raises(UsageError) as error:
         HardBatchSampler(data_len, batch_size)
@@ -72,11 +79,14 @@ def test_numpy_integers_are_accepted_as_sizes_and_seed():
     assert sampler.num_batches == 5 and sampler.total_steps == 10 and sampler.seed == 3
 
 
-@pytest.mark.parametrize("policy, words", [
-    (3, "policy must be a registered name (see hardbatch.policies.POLICIES) or a policy object"),
-    (None, "got None (NoneType)"),
-    (hardbatch.policies.HardBatch, "got <class"),  # the class, not an object of it
-])
+@pytest.mark.parametrize(
+    "policy, words",
+    [
+        (3, "policy must be a registered name (see hardbatch.policies.POLICIES) or a policy object"),
+        (None, "got None (NoneType)"),
+        (hardbatch.policies.HardBatch, "got <class"),  # the class, not an object of it
+    ],
+)
 def test_sampler_refuses_a_policy_that_is_neither_a_name_nor_a_policy_object(policy, words):
     with pytest.raises(UsageError) as error:
         HardBatchSampler(20, 2, policy=policy)
@@ -90,8 +100,14 @@ def test_hyper_parameters_go_to_the_policy_object_not_beside_it():
         HardBatchSampler(20, 2, policy=hardbatch.policies.InfoBatch(), prune_ratio=0.3)
 
 
-@pytest.mark.parametrize("watch, words", [([40], "watch must be sample indices in [0, 40), got (1,) values"),
-                                          ([-1, 2], "in [0, 40)"), ([[1, 2]], "got (1, 2) values")])
+@pytest.mark.parametrize(
+    "watch, words",
+    [
+        ([40], "watch must be sample indices in [0, 40), got (1,) values"),
+        ([-1, 2], "in [0, 40)"),
+        ([[1, 2]], "got (1, 2) values"),
+    ],
+)
 def test_sampler_refuses_watched_samples_outside_the_data(watch, words):
     with pytest.raises(UsageError) as error:
         HardBatchSampler(40, 5, watch=watch)
@@ -140,12 +156,15 @@ def test_sampler_is_silent_on_mixed_batches_one_class_data_or_without_labels(rec
     assert not [w for w in recwarn if "one class" in str(w.message)]
 
 
-@pytest.mark.parametrize("labels, words", [
-    (torch.zeros(39, dtype=torch.long), "labels must hold one class per sample (40), got 39"),
-    (torch.zeros(40), "labels must be integer class indices, got torch.float32"),
-    (torch.zeros(40, 2, dtype=torch.long), "labels must hold one class per sample (40), got shape (40, 2)"),
-    (torch.full((40,), -1), "labels must be class indices >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "labels, words",
+    [
+        (torch.zeros(39, dtype=torch.long), "labels must hold one class per sample (40), got 39"),
+        (torch.zeros(40), "labels must be integer class indices, got torch.float32"),
+        (torch.zeros(40, 2, dtype=torch.long), "labels must hold one class per sample (40), got shape (40, 2)"),
+        (torch.full((40,), -1), "labels must be class indices >= 0, got -1"),
+    ],
+)
 def test_sampler_refuses_labels_that_do_not_fit_the_data(labels, words):
     with pytest.raises(UsageError) as error:
         HardBatchSampler(40, 5, labels=labels)
@@ -248,8 +267,9 @@ def test_dataloader_with_prefetching_workers_gives_the_same_steps(policy):
         log = drive(sampler, scripted(11), by="batch", loader=loader)  # each loaded batch's labels are its samples
         return [(r.round, r.batch) for r in log], sampler
 
-    direct = steps_by_batch(HardBatchSampler(62, 3, delta=0.35, epochs=4, shuffle_partition=True, seed=3,
-                                             policy=policy), 11)
+    direct = steps_by_batch(
+        HardBatchSampler(62, 3, delta=0.35, epochs=4, shuffle_partition=True, seed=3, policy=policy), 11
+    )
     single, s0 = run(0)
     multi, s2 = run(2)
     assert single == direct and multi == single and len(multi) == 4 * (62 // 3)
@@ -286,8 +306,12 @@ def test_visits_count_every_recorded_step_and_trained_samples_every_sample():
     assert int(sampler.visits.sum()) == 48
     assert int(sampler.visits.min()) >= 1  # the warm-up touched every batch
     # Samples back-propagated: all of them, the watched ones (batches 0 and 2), and those of the first epoch.
-    assert sampler.trained_samples == {"all": 96, "first_epoch": 24, "watched": 2 * counts[0] + counts[2],
-                                       "watched_first_epoch": 3}
+    assert sampler.trained_samples == {
+        "all": 96,
+        "first_epoch": 24,
+        "watched": 2 * counts[0] + counts[2],
+        "watched_first_epoch": 3,
+    }
 
 
 def test_exposure_is_the_watched_share_of_the_trained_samples():
@@ -295,8 +319,12 @@ def test_exposure_is_the_watched_share_of_the_trained_samples():
     # warm-up train it: 3 of the 16 samples trained, 2 of the 8 after the warm-up epoch.
     sampler = HardBatchSampler(9, 2, delta=0.5, epochs=2, watch=[0, 8])  # sample 8 is left out of the partition
     drive(sampler, lambda b, v: 1.0 if b == 0 else 0.5 - b / 10, by="batch")
-    assert sampler.exposure() == {"trained": 3 / 16, "trained_after_warmup": 2 / 8, "in_data": 2 / 9,
-                                  "in_partition": 1 / 8}
+    assert sampler.exposure() == {
+        "trained": 3 / 16,
+        "trained_after_warmup": 2 / 8,
+        "in_data": 2 / 9,
+        "in_partition": 1 / 8,
+    }
     unwatched = HardBatchSampler(8, 2)
     assert math.isnan(unwatched.exposure()["trained"]) and unwatched.exposure()["in_data"] == 0.0
 
@@ -345,14 +373,17 @@ def test_last_is_the_step_recorded_last():
 # ---- the record checks --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss, words", [
-    (torch.tensor([1.0, 2.0]), "record(loss): loss must be a 0-d tensor or a number, got a tensor of shape (2,)"),
-    (torch.ones(1, 1), "got a tensor of shape (1, 1)"),
-    ("0.5", "got '0.5' (str)"),
-    ([0.5], "got [0.5] (list)"),
-    (None, "got None (NoneType)"),
-    (True, "got True (bool)"),
-])
+@pytest.mark.parametrize(
+    "loss, words",
+    [
+        (torch.tensor([1.0, 2.0]), "record(loss): loss must be a 0-d tensor or a number, got a tensor of shape (2,)"),
+        (torch.ones(1, 1), "got a tensor of shape (1, 1)"),
+        ("0.5", "got '0.5' (str)"),
+        ([0.5], "got [0.5] (list)"),
+        (None, "got None (NoneType)"),
+        (True, "got True (bool)"),
+    ],
+)
 def test_record_refuses_a_loss_that_is_not_one_number(loss, words):
     sampler = HardBatchSampler(20, 2, delta=0.5, epochs=2)
     next(iter(sampler))
@@ -409,8 +440,11 @@ def test_selective_backprop_refuses_scores_of_the_wrong_shape_or_not_finite():
     next(iter(sampler))
     with pytest.raises(RuntimeError, match=r"call weights\(scores\) with the batch's no-grad per-sample losses"):
         sampler.weights()
-    with pytest.raises(UsageError, match=r"weights\(scores\): scores must have shape \(4,\) \(one loss per "
-                                         r"sample of the batch\), got a tensor of shape \(4, 1\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"weights\(scores\): scores must have shape \(4,\) \(one loss per "
+        r"sample of the batch\), got a tensor of shape \(4, 1\)",
+    ):
         sampler.weights(torch.ones(4, 1))
     with pytest.raises(TrainingDiverged, match=r"weights\(scores\): scores are not finite at step 1;"):
         sampler.weights(torch.tensor([1.0, float("inf"), 0.5, 0.2]))
@@ -418,8 +452,9 @@ def test_selective_backprop_refuses_scores_of_the_wrong_shape_or_not_finite():
 
 
 def test_asking_twice_for_a_batch_s_weights_draws_once():
-    sampler = HardBatchSampler(8, 4, epochs=1, policy="selective-backprop", beta=1.0, loss_history=16,
-                               warmup_epoch=False)  # a selecting step from the first batch
+    sampler = HardBatchSampler(
+        8, 4, epochs=1, policy="selective-backprop", beta=1.0, loss_history=16, warmup_epoch=False
+    )  # a selecting step from the first batch
     next(iter(sampler))
     scores = torch.tensor([0.1, 2.0, 0.5, 1.0])
     first = sampler.weights(scores).clone()

@@ -58,8 +58,12 @@ class Structured(Dataset):
 
     def __getitem__(self, i: int):
         x, y = self.x[i], self.y[i]
-        return {"tuple": lambda: (x, y), "triple": lambda: (x, y, i), "namedtuple": lambda: Pair(x, y),
-                "dict": lambda: {"input": x, "labels": y, "index": i}}[self.structure]()
+        return {
+            "tuple": lambda: (x, y),
+            "triple": lambda: (x, y, i),
+            "namedtuple": lambda: Pair(x, y),
+            "dict": lambda: {"input": x, "labels": y, "index": i},
+        }[self.structure]()
 
 
 class Regressor(nn.Module):
@@ -141,14 +145,19 @@ def test_training_loss_takes_any_per_sample_loss_and_counts_the_cost_in_an_own_l
     assert meter.samples_loaded == 3 * 640
 
 
-@pytest.mark.parametrize("policy, params", [("hardbatch", {"delta": 0.5}), ("infobatch", {}),
-                                            ("selective-backprop", {"warmup_epoch": False})])  # in the scoring pass
+@pytest.mark.parametrize(
+    "policy, params",
+    [("hardbatch", {"delta": 0.5}), ("infobatch", {}), ("selective-backprop", {"warmup_epoch": False})],
+)  # in the scoring pass
 def test_training_loss_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step(policy, params):
     model = DictModel()
     before = copy.deepcopy(model.state_dict())
     sampler = hardbatch.HardBatchSampler(64, 8, epochs=2, policy=policy, seed=0, **params)
-    with pytest.raises(UsageError, match=r"^loss_fn must return one loss per sample, shape \(8,\), got shape \(\) "
-                                         r"\(a batch mean"):
+    with pytest.raises(
+        UsageError,
+        match=r"^loss_fn must return one loss per sample, shape \(8,\), got shape \(\) "
+        r"\(a batch mean",
+    ):
         quickstart(sampler, model, DictSet(), loss_fn=lambda outputs, batch: F.mse_loss(outputs, batch["labels"]))
     assert sampler.steps == 0 and sampler.meter.optimizer_steps == 0  # nothing was recorded
     assert all(torch.equal(p, before[name]) for name, p in model.state_dict().items())  # no step taken
@@ -216,8 +225,9 @@ def test_losses_of_weighs_the_per_sample_losses_and_hands_back_the_unweighted_on
     assert torch.allclose(sample_losses, per_sample) and not sample_losses.requires_grad
     plain = step.Chosen((x, y), None, 1.0, 6, 6)
     fused, fused_losses = step.losses_of(model, plain, per_sample=True)  # the fused mean
-    generic, generic_losses = step.losses_of(model, plain, per_sample=True,
-                                             loss_fn=lambda outputs, batch: losses.cross_entropy(outputs, batch))
+    generic, generic_losses = step.losses_of(
+        model, plain, per_sample=True, loss_fn=lambda outputs, batch: losses.cross_entropy(outputs, batch)
+    )
     assert torch.allclose(fused, generic) and torch.allclose(fused_losses, generic_losses)
     assert step.losses_of(model, plain, per_sample=False)[1] is None
     with pytest.raises(UsageError, match=r"shape \(6,\), got shape \(6, 4\)"):
@@ -338,8 +348,9 @@ def test_local_rows_and_kept_share_split_a_global_batch_over_the_ranks(monkeypat
     assert kept0.tolist() == [0, 1, 2] and kept1.tolist() == [0] and total0 == total1 == 4
     assert weights0 is None and weights1 is None and (scale0, scale1) == (2 * 3 / 4, 2 * 1 / 4)
     # A rank that holds none of the kept samples trains one row at weight 0, scaled to nothing.
-    nothing, weights, scale, total = distributed.kept_share(torch.tensor([1, 1, 0, 0], dtype=torch.bool),
-                                                            torch.device("cpu"))
+    nothing, weights, scale, total = distributed.kept_share(
+        torch.tensor([1, 1, 0, 0], dtype=torch.bool), torch.device("cpu")
+    )
     assert nothing.tolist() == [0] and weights.tolist() == [0.0] and (scale, total) == (0.0, 2)
     # Without a process group the collectives hand back their input.
     values = torch.arange(4.0)

@@ -30,15 +30,23 @@ def shards(tmp_path_factory) -> list[str]:
         path = str(folder / f"train-{shard}.tar")
         with wds.TarWriter(path) as sink:
             for i in range(SAMPLES // 2):
-                sink.write({"__key__": f"s{shard}-{i:04d}", "x.npy": rng.standard_normal(FEATURES).astype(np.float32),
-                            "cls": int(rng.integers(CLASSES))})
+                sink.write(
+                    {
+                        "__key__": f"s{shard}-{i:04d}",
+                        "x.npy": rng.standard_normal(FEATURES).astype(np.float32),
+                        "cls": int(rng.integers(CLASSES)),
+                    }
+                )
         paths.append(path)
     return paths
 
 
 def _webdataset_loader(shards: list[str]) -> DataLoader:
-    stream = wds.WebDataset(shards, shardshuffle=False).decode().map(
-        lambda s: {"x": torch.from_numpy(s["x.npy"]), "labels": s["cls"], "__key__": s["__key__"]})
+    stream = (
+        wds.WebDataset(shards, shardshuffle=False)
+        .decode()
+        .map(lambda s: {"x": torch.from_numpy(s["x.npy"]), "labels": s["cls"], "__key__": s["__key__"]})
+    )
     return DataLoader(stream, batch_size=BATCH)
 
 
@@ -79,8 +87,9 @@ def test_rho_loss_over_webdataset_keys_trains_the_most_reducible_of_each_batch(s
     loader = _webdataset_loader(shards)
     keys = [key for batch in loader for key in batch["__key__"]]
     irreducible = {key: (i % 7) / 7 for i, key in enumerate(keys)}  # an IL model's losses, by webdataset key
-    selector = InBatchSelector(RhoLoss(select_fraction=0.25), epochs=1, steps_per_epoch=SAMPLES // BATCH,
-                               id_key="__key__")
+    selector = InBatchSelector(
+        RhoLoss(select_fraction=0.25), epochs=1, steps_per_epoch=SAMPLES // BATCH, id_key="__key__"
+    )
     selector.policy.irreducible = irreducible
     chosen = []
     select = selector.policy.select
@@ -90,7 +99,7 @@ def test_rho_loss_over_webdataset_keys_trains_the_most_reducible_of_each_batch(s
         with torch.no_grad():  # what the scoring forward sees: the model before this step
             scores = torch.nn.functional.cross_entropy(model(batch["x"]), batch["labels"], reduction="none")
         reducible = scores - torch.tensor([irreducible[k] for k in batch["__key__"]])
-        expected = torch.sort(reducible, descending=True, stable=True).indices[:BATCH // 4]
+        expected = torch.sort(reducible, descending=True, stable=True).indices[: BATCH // 4]
         loss = hardbatch.training_loss(selector, model, batch, forward=lambda m, b: m(b["x"]))
         assert loss is not None and selector.last.samples == BATCH // 4
         assert set(chosen[-1].nonzero().flatten().tolist()) == set(expected.tolist())
@@ -101,13 +110,15 @@ def test_rho_loss_needs_sample_ids_and_a_loss_for_each(shards):
     with pytest.raises(hardbatch.UsageError, match="id_key"):
         selector = InBatchSelector("rho-loss", epochs=1, steps_per_epoch=6, select_fraction=0.5)
         selector.policy.irreducible = torch.zeros(SAMPLES)
-        hardbatch.training_loss(selector, _model(), next(iter(_webdataset_loader(shards))),
-                                forward=lambda m, b: m(b["x"]))
+        hardbatch.training_loss(
+            selector, _model(), next(iter(_webdataset_loader(shards))), forward=lambda m, b: m(b["x"])
+        )
     selector = InBatchSelector("rho-loss", epochs=1, steps_per_epoch=6, id_key="__key__", select_fraction=0.5)
     selector.policy.irreducible = {"s0-0000": 0.1}
     with pytest.raises(hardbatch.UsageError, match="no irreducible loss for sample id"):
-        hardbatch.training_loss(selector, _model(), next(iter(_webdataset_loader(shards))),
-                                forward=lambda m, b: m(b["x"]))
+        hardbatch.training_loss(
+            selector, _model(), next(iter(_webdataset_loader(shards))), forward=lambda m, b: m(b["x"])
+        )
 
 
 def test_huggingface_streaming_dataset_over_local_files(tmp_path):
@@ -115,12 +126,21 @@ def test_huggingface_streaming_dataset_over_local_files(tmp_path):
     rng = np.random.default_rng(1)
     with open(path, "w") as f:
         for i in range(SAMPLES):
-            f.write(json.dumps({"idx": i, "x": rng.standard_normal(FEATURES).tolist(), "labels": int(i % CLASSES)})
-                    + "\n")
+            f.write(
+                json.dumps({"idx": i, "x": rng.standard_normal(FEATURES).tolist(), "labels": int(i % CLASSES)}) + "\n"
+            )
     stream = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True).with_format("torch")
     loader = DataLoader(stream, batch_size=BATCH)
-    selector = InBatchSelector("composer-sb", epochs=4, steps_per_epoch=SAMPLES // BATCH, id_key="idx", start=0.25,
-                               end=1.0, keep=0.5, interrupt=0)
+    selector = InBatchSelector(
+        "composer-sb",
+        epochs=4,
+        steps_per_epoch=SAMPLES // BATCH,
+        id_key="idx",
+        start=0.25,
+        end=1.0,
+        keep=0.5,
+        interrupt=0,
+    )
     trace = _train(selector, loader, _model(), loss_fn=hardbatch.losses.cross_entropy)
     # Steps 0..5 (the first quarter of 24) train whole batches; every later one trains half of its 16.
     assert [samples for _, samples in trace] == [BATCH] * 6 + [BATCH // 2] * 18

@@ -60,8 +60,17 @@ def test_delta_one_fit_equals_a_hand_written_loop():
     sampler = HardBatchSampler(len(data.train), batch_size, delta=1.0, epochs=epochs)
     results: list[EpochResult] = []
     torch.manual_seed(0)
-    fit(model, optimizer, data.loader(data.train, sampler), sampler, {"test": data.eval_loader(data.test)}, CPU,
-        train_transform=data.train_transform, eval_transform=data.eval_transform, on_epoch=results.append)
+    fit(
+        model,
+        optimizer,
+        data.loader(data.train, sampler),
+        sampler,
+        {"test": data.eval_loader(data.test)},
+        CPU,
+        train_transform=data.train_transform,
+        eval_transform=data.eval_transform,
+        on_epoch=results.append,
+    )
 
     hand, hand_optimizer = make()
     hand.train()
@@ -70,8 +79,8 @@ def test_delta_one_fit_equals_a_hand_written_loop():
     torch.manual_seed(0)
     for _ in range(epochs):
         for i in range(n):
-            x = data.train_transform(images[i * batch_size:(i + 1) * batch_size])
-            y = labels[i * batch_size:(i + 1) * batch_size]
+            x = data.train_transform(images[i * batch_size : (i + 1) * batch_size])
+            y = labels[i * batch_size : (i + 1) * batch_size]
             loss = F.cross_entropy(hand(x), y)
             hand_optimizer.zero_grad()
             loss.backward()
@@ -174,8 +183,16 @@ def test_fit_hands_each_epoch_to_its_sinks_in_order_then_to_on_epoch():
         def on_epoch(self, result):
             seen.append((self.name, result.epoch, result.step))
 
-    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loader_for(dataset, sampler), sampler, {}, CPU,
-        sinks=[Sink("a"), Sink("b")], on_epoch=lambda result: seen.append(("f", result.epoch, result.step)))
+    fit(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loader_for(dataset, sampler),
+        sampler,
+        {},
+        CPU,
+        sinks=[Sink("a"), Sink("b")],
+        on_epoch=lambda result: seen.append(("f", result.epoch, result.step)),
+    )
     n = sampler.num_batches
     assert seen == [("a", 1, n), ("b", 1, n), ("f", 1, n), ("a", 2, 2 * n), ("b", 2, 2 * n), ("f", 2, 2 * n)]
 
@@ -194,8 +211,15 @@ def test_fit_reports_every_n_steps_even_mid_round():
         evals_seen.append(evaluate(model, test_batches, CPU))
         assert model.training  # fit keeps training after the evaluation
 
-    fit(model, optimizer, loader_for(dataset, sampler), sampler, {"test": test_batches, "val": test_batches}, CPU,
-        on_epoch=on_epoch)
+    fit(
+        model,
+        optimizer,
+        loader_for(dataset, sampler),
+        sampler,
+        {"test": test_batches, "val": test_batches},
+        CPU,
+        on_epoch=on_epoch,
+    )
     assert [r.epoch for r in results] == [1, 2, 3, 4]
     assert [r.step for r in results] == [11, 22, 33, 44]
     assert [len(r.trace) for r in results] == [11] * 4
@@ -242,8 +266,17 @@ def test_fit_resumed_from_a_mid_round_checkpoint_matches_an_uninterrupted_run():
 
     sampler, full_model, optimizer = setup()
     full: list[EpochResult] = []
-    fit(full_model, optimizer, loader_for(dataset, sampler), sampler, {}, CPU, train_transform=augment,
-        augment_seed=7, on_epoch=full.append)
+    fit(
+        full_model,
+        optimizer,
+        loader_for(dataset, sampler),
+        sampler,
+        {},
+        CPU,
+        train_transform=augment,
+        augment_seed=7,
+        on_epoch=full.append,
+    )
 
     class Stop(Exception):
         pass
@@ -253,15 +286,27 @@ def test_fit_resumed_from_a_mid_round_checkpoint_matches_an_uninterrupted_run():
 
     def stop_after_second_epoch(result):
         if result.epoch == 2:  # step 20, inside round 4
-            saved.update(sampler=sampler.state_dict(), model=copy.deepcopy(model.state_dict()),
-                         optimizer=copy.deepcopy(optimizer.state_dict()))
+            saved.update(
+                sampler=sampler.state_dict(),
+                model=copy.deepcopy(model.state_dict()),
+                optimizer=copy.deepcopy(optimizer.state_dict()),
+            )
             raise Stop
 
     # Prefetching workers have drawn batches past the checkpoint that were never trained.
     prefetching = DataLoader(dataset, batch_sampler=sampler, collate_fn=hardbatch.data.keep_batch, num_workers=2)
     with pytest.raises(Stop):
-        fit(model, optimizer, prefetching, sampler, {}, CPU, train_transform=augment, augment_seed=7,
-            on_epoch=stop_after_second_epoch)
+        fit(
+            model,
+            optimizer,
+            prefetching,
+            sampler,
+            {},
+            CPU,
+            train_transform=augment,
+            augment_seed=7,
+            on_epoch=stop_after_second_epoch,
+        )
 
     sampler, model, optimizer = setup()
     sampler.load_state_dict(saved["sampler"])
@@ -269,8 +314,17 @@ def test_fit_resumed_from_a_mid_round_checkpoint_matches_an_uninterrupted_run():
     optimizer.load_state_dict(saved["optimizer"])
     assert sampler.steps == 20
     rest: list[EpochResult] = []
-    fit(model, optimizer, loader_for(dataset, sampler), sampler, {}, CPU, train_transform=augment, augment_seed=7,
-        on_epoch=rest.append)
+    fit(
+        model,
+        optimizer,
+        loader_for(dataset, sampler),
+        sampler,
+        {},
+        CPU,
+        train_transform=augment,
+        augment_seed=7,
+        on_epoch=rest.append,
+    )
     assert [r.trace for r in rest] == [full[2].trace]
     # Augmentation is seeded per step, not per position in the epoch: no two steps share a draw, and
     # the resumed run drew the same noise as the uninterrupted one.
@@ -312,8 +366,7 @@ def test_fit_with_selective_backprop_counts_only_real_steps():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
     results: list[EpochResult] = []
-    fit(model, optimizer, loader_for(dataset, sampler), sampler, {}, CPU, scheduler=scheduler,
-        on_epoch=results.append)
+    fit(model, optimizer, loader_for(dataset, sampler), sampler, {}, CPU, scheduler=scheduler, on_epoch=results.append)
     meter = sampler.meter
     steps = [len(r.trace) for r in results]
     assert len(results) == 3 and steps[0] == 20 and 0 < steps[1] < 20 and 0 < steps[2] < 20
@@ -373,8 +426,17 @@ def run_fit(loss_fn, data, model, policy="hardbatch", epochs=2, params=None, **k
     sampler = HardBatchSampler(len(data), 8, epochs=epochs, policy=policy, seed=0, **delta, **(params or {}))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     results = []
-    fit(model, optimizer, DataLoader(data, batch_sampler=sampler), sampler,
-        {"test": DataLoader(data, batch_size=16)}, CPU, on_epoch=results.append, loss_fn=loss_fn, **kwargs)
+    fit(
+        model,
+        optimizer,
+        DataLoader(data, batch_sampler=sampler),
+        sampler,
+        {"test": DataLoader(data, batch_size=16)},
+        CPU,
+        on_epoch=results.append,
+        loss_fn=loss_fn,
+        **kwargs,
+    )
     return sampler, results
 
 
@@ -391,8 +453,9 @@ def test_fit_trains_dict_batches_with_any_loss_and_evaluates_its_mean():
     assert results[-1].train_loss < results[0].train_loss
 
 
-@pytest.mark.parametrize("policy, params", [("hardbatch", {}), ("infobatch", {}),
-                                            ("selective-backprop", {"warmup_epoch": False})])  # in the scoring pass
+@pytest.mark.parametrize(
+    "policy, params", [("hardbatch", {}), ("infobatch", {}), ("selective-backprop", {"warmup_epoch": False})]
+)  # in the scoring pass
 def test_fit_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step(policy, params):
     data = DictSet()
     model = DictModel()
@@ -403,8 +466,11 @@ def test_fit_refuses_a_loss_fn_that_returns_a_batch_mean_at_the_first_step(polic
 
 
 def test_fit_refuses_a_transform_for_dict_batches_in_one_line():
-    with pytest.raises(UsageError, match=r"applies to the input x of .* a dict batch must be transformed in its "
-                                         r"Dataset or collate_fn"):
+    with pytest.raises(
+        UsageError,
+        match=r"applies to the input x of .* a dict batch must be transformed in its "
+        r"Dataset or collate_fn",
+    ):
         run_fit(losses.mse, DictSet(), DictModel(), train_transform=lambda x, generator: x)
 
 
@@ -451,8 +517,16 @@ def test_fit_times_every_step_and_leaves_evaluation_out(clock):
 
     results: list[EpochResult] = []
     test_batches = SlowSet([(dataset.images[:20], dataset.labels[:20])], clock, 10_000)
-    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loader_for(dataset, sampler), sampler,
-        {"test": test_batches}, CPU, on_epoch=results.append, loss_fn=slow_loss)
+    fit(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loader_for(dataset, sampler),
+        sampler,
+        {"test": test_batches},
+        CPU,
+        on_epoch=results.append,
+        loss_fn=slow_loss,
+    )
     assert [r.epoch for r in results] == [1, 2, 3] and sampler.steps == 33
     for result in results:
         assert 10 * 11 <= result.train_seconds < 10 * 11 + 5  # 11 steps; the real time of tiny steps: under 5 s
@@ -482,13 +556,15 @@ class Logits(nn.Module):
         return self.linear(x)
 
 
-LOGITS = torch.tensor([
-    [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 0: rank 1
-    [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 4: rank 5
-    [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 5: rank 6
-    [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 9.0],  # label 6: rank 1
-    [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],  # label 2: rank 5
-])
+LOGITS = torch.tensor(
+    [
+        [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 0: rank 1
+        [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 4: rank 5
+        [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 5: rank 6
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 9.0],  # label 6: rank 1
+        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],  # label 2: rank 5
+    ]
+)
 LABELS = torch.tensor([0, 4, 5, 6, 2])
 
 

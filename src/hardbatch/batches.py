@@ -51,8 +51,10 @@ def batch_size(batch: Any) -> int:
     first = next(_tensors(batch), None)
     if first is None or first.dim() == 0:
         got = "no tensor" if first is None else "a 0-d tensor first"
-        raise UsageError(f"a batch must hold tensors whose first dimension is the batch (a tensor, (x, y, ...) or a "
-                         f"dict of tensors), got {got} in a {type(batch).__name__}")
+        raise UsageError(
+            f"a batch must hold tensors whose first dimension is the batch (a tensor, (x, y, ...) or a "
+            f"dict of tensors), got {got} in a {type(batch).__name__}"
+        )
     return len(first)
 
 
@@ -83,8 +85,11 @@ def cat(parts: list[Any]) -> Any:
         if isinstance(head, tuple) and hasattr(head, "_fields"):  # a namedtuple
             return type(head)(*(join([v[i] for v in values]) for i in range(len(head))))
         if isinstance(head, (tuple, list)):
-            if isinstance(head, list) and len(head) == sizes[0] and not any(
-                    isinstance(x, (torch.Tensor, Mapping, list, tuple)) for x in head):
+            if (
+                isinstance(head, list)
+                and len(head) == sizes[0]
+                and not any(isinstance(x, (torch.Tensor, Mapping, list, tuple)) for x in head)
+            ):
                 return [x for v in values for x in v]  # one entry per sample (webdataset's keys, say)
             return type(head)(join([v[i] for v in values]) for i in range(len(head)))
         return head

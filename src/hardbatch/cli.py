@@ -27,9 +27,18 @@ from hardbatch.version import __version__
 DEFAULTS = RunConfig()
 POLICY_DEST = "policy_param_"  # argparse dest prefix of a policy hyper-parameter's flag
 # What each optional package a command may need is installed with (``pip install 'hardbatch[EXTRA]'``).
-EXTRAS = {"tqdm": "cli", "matplotlib": "cli", "scipy": "cli", "sklearn": "cli", "mnist1d": "cli", "PIL": "cli",
-          "tensorboard": "tensorboard", "lightning": "lightning", "transformers": "transformers",
-          "accelerate": "accelerate"}
+EXTRAS = {
+    "tqdm": "cli",
+    "matplotlib": "cli",
+    "scipy": "cli",
+    "sklearn": "cli",
+    "mnist1d": "cli",
+    "PIL": "cli",
+    "tensorboard": "tensorboard",
+    "lightning": "lightning",
+    "transformers": "transformers",
+    "accelerate": "accelerate",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +59,7 @@ def _positive_int(text: str) -> int:
 
 
 def _default_text(f: Field) -> str:
-    """" (default X)" for ``--help``, from the declaration."""
+    """ " (default X)" for ``--help``, from the declaration."""
     if f.metadata.get("default_text"):
         return f" (default: {f.metadata['default_text']})"
     if f.default is None or f.default == "":
@@ -64,12 +73,18 @@ def _add_flag(group: argparse._ArgumentGroup, f: Field, help_text: str, dest: st
     """One flag from field ``f``'s declaration: its type, choices and placeholder; on/off flags for bools."""
     names, choices = type_names(f), f.metadata.get("choices")
     if "bool" in names:
-        group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None, dest=dest,
-                           help=help_text)
+        group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None, dest=dest, help=help_text)
         return
     kind = int if "int" in names else float if "float" in names else str
-    group.add_argument(flag(f.name), type=kind, default=None, dest=dest, choices=choices,
-                       metavar=None if choices else (f.metadata.get("metavar") or f.name.upper()), help=help_text)
+    group.add_argument(
+        flag(f.name),
+        type=kind,
+        default=None,
+        dest=dest,
+        choices=choices,
+        metavar=None if choices else (f.metadata.get("metavar") or f.name.upper()),
+        help=help_text,
+    )
 
 
 def _listing_help(name: str) -> str:
@@ -85,12 +100,16 @@ def _listing_help(name: str) -> str:
 def _add_run_flags(p: argparse.ArgumentParser, many: bool = False, skip: tuple[str, ...] = ()) -> None:
     """Every run setting's flag, grouped as declared; ``many``: --datasets/--models/--protocols (sweep) instead of
     --dataset/--model/--protocol; ``skip``: settings the subcommand sets another way (--seeds, --deltas)."""
-    p.add_argument("--protocols" if many else "--protocol", choices=list(PROTOCOLS), nargs="+" if many else None,
-                   help="preset defaults: 'paper' = the released code's setup (128 px, ImageNet statistics, no "
-                        "augmentation, fixed order, SGD lr 0.005 constant, batch 512, 100 epochs); 'modern' = "
-                        "crop+flip, seeded batch partition, Nesterov SGD lr 0.1, wd 5e-4, cosine, batch 128, small "
-                        "stem, 100 epochs. Flags given override the preset; config.json keeps the resolved values. "
-                        "The defaults shown below are those without a protocol.")
+    p.add_argument(
+        "--protocols" if many else "--protocol",
+        choices=list(PROTOCOLS),
+        nargs="+" if many else None,
+        help="preset defaults: 'paper' = the released code's setup (128 px, ImageNet statistics, no "
+        "augmentation, fixed order, SGD lr 0.005 constant, batch 512, 100 epochs); 'modern' = "
+        "crop+flip, seeded batch partition, Nesterov SGD lr 0.1, wd 5e-4, cosine, batch 128, small "
+        "stem, 100 epochs. Flags given override the preset; config.json keeps the resolved values. "
+        "The defaults shown below are those without a protocol.",
+    )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in fields(RunConfig):
         if not f.metadata.get("cli") or f.name in skip:
@@ -99,8 +118,13 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False, skip: tuple[s
         group = groups.get(group_name) or groups.setdefault(group_name, p.add_argument_group(group_name))
         if f.name in ("dataset", "model"):
             if many:
-                group.add_argument(f"--{f.name}s", nargs="+", required=True, metavar="NAME",
-                                   help=_listing_help(f.name).split(" (default")[0].replace(":", "s:", 1))
+                group.add_argument(
+                    f"--{f.name}s",
+                    nargs="+",
+                    required=True,
+                    metavar="NAME",
+                    help=_listing_help(f.name).split(" (default")[0].replace(":", "s:", 1),
+                )
             else:
                 group.add_argument(flag(f.name), metavar="NAME", dest=f.name, help=_listing_help(f.name))
             continue
@@ -108,54 +132,89 @@ def _add_run_flags(p: argparse.ArgumentParser, many: bool = False, skip: tuple[s
             _add_policy_flags(group, many, skip)
             continue
         _add_flag(group, f, f.metadata["help"] + _default_text(f), f.name)
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (on a terminal) or progress lines (elsewhere: one per finished run, and one "
-                        "per epoch at most every 30 s)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (on a terminal) or progress lines (elsewhere: one per finished run, and one "
+        "per epoch at most every 30 s)",
+    )
     one = p.prog.split()[-1] in ("compare", "sweep")
-    p.add_argument("--threads", type=_positive_int, default=1 if one else None, metavar="N",
-                   help="CPU threads of this process (torch.set_num_threads) " + (
-                       "(default 1: runs of a comparison are timed alike, and two jobs on a small machine do not "
-                       "slow each other the way several threads each would)" if one else
-                       "(default: torch's, one per core)"))
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1 if one else None,
+        metavar="N",
+        help="CPU threads of this process (torch.set_num_threads) "
+        + (
+            "(default 1: runs of a comparison are timed alike, and two jobs on a small machine do not "
+            "slow each other the way several threads each would)"
+            if one
+            else "(default: torch's, one per core)"
+        ),
+    )
 
 
 def _add_budget_flags(p: argparse.ArgumentParser) -> None:
     """--budgets and --budget-policies: the compute frontier of a comparison."""
-    p.add_argument("--budgets", type=float, nargs="+", default=[], metavar="F",
-                   help="also train the --budget-policies at these fractions of the epoch budget, each run with its "
-                        "learning-rate schedule decayed within its own budget (e.g. 0.25 0.5 0.75): the report places "
-                        "every arm against the frontier of accuracy and cost they draw")
-    p.add_argument("--budget-policies", nargs="+", default=["uniform"], metavar="NAME",
-                   help="the policies trained at every --budgets fraction (default uniform: ordinary training's "
-                        "frontier); the paper's rule too, to ask whether it generalizes in fewer epochs")
+    p.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="F",
+        help="also train the --budget-policies at these fractions of the epoch budget, each run with its "
+        "learning-rate schedule decayed within its own budget (e.g. 0.25 0.5 0.75): the report places "
+        "every arm against the frontier of accuracy and cost they draw",
+    )
+    p.add_argument(
+        "--budget-policies",
+        nargs="+",
+        default=["uniform"],
+        metavar="NAME",
+        help="the policies trained at every --budgets fraction (default uniform: ordinary training's "
+        "frontier); the paper's rule too, to ask whether it generalizes in fewer epochs",
+    )
 
 
 def _add_policy_flags(group: argparse._ArgumentGroup, many: bool, skip: tuple[str, ...]) -> None:
     """--policy (or --policies) and one flag per policy hyper-parameter, from the policies' own declarations."""
-    group.description = (f"policies (docs/policies/NAME.md): {', '.join(POLICY_NAMES)}. hardbatch = the paper's "
-                         f"rule; random and cyclic = its controls at the same δ; uniform = ordinary SGD reshuffled "
-                         f"every epoch; the others its peers. δ applies to {', '.join(DELTA_POLICIES)}. Each "
-                         f"hyper-parameter flag names the policies that take it.")
+    group.description = (
+        f"policies (docs/policies/NAME.md): {', '.join(POLICY_NAMES)}. hardbatch = the paper's "
+        f"rule; random and cyclic = its controls at the same δ; uniform = ordinary SGD reshuffled "
+        f"every epoch; the others its peers. δ applies to {', '.join(DELTA_POLICIES)}. Each "
+        f"hyper-parameter flag names the policies that take it."
+    )
     if many:
-        group.add_argument("--policies", nargs="+", metavar="NAME",
-                           help=f"policies to compare, each with every δ it uses (the others run once): "
-                                f"{', '.join(POLICY_NAMES)}, or all = every one at its defaults (rho-loss needs "
-                                f"--val-fraction) (default: --policy). With hardbatch at δ = 1, random and cyclic skip "
-                                f"δ = 1: they would train the same batches in the same order")
-    group.add_argument("--policy", dest="policy", metavar="NAME",
-                       help=f"batch-selection policy: {', '.join(POLICY_NAMES)} (default {DEFAULTS.policy})")
+        group.add_argument(
+            "--policies",
+            nargs="+",
+            metavar="NAME",
+            help=f"policies to compare, each with every δ it uses (the others run once): "
+            f"{', '.join(POLICY_NAMES)}, or all = every one at its defaults (rho-loss needs "
+            f"--val-fraction) (default: --policy). With hardbatch at δ = 1, random and cyclic skip "
+            f"δ = 1: they would train the same batches in the same order",
+        )
+    group.add_argument(
+        "--policy",
+        dest="policy",
+        metavar="NAME",
+        help=f"batch-selection policy: {', '.join(POLICY_NAMES)} (default {DEFAULTS.policy})",
+    )
     for name, (f, users) in shared_fields().items():
         if name in skip:
             continue
         helps = {u: next(g for g in fields(POLICIES[u]) if g.name == name).metadata["help"] for u in users}
-        text = next(iter(helps.values())) if len(set(helps.values())) == 1 else \
-            "; ".join(f"{u}: {h}" for u, h in helps.items())
+        text = (
+            next(iter(helps.values()))
+            if len(set(helps.values())) == 1
+            else "; ".join(f"{u}: {h}" for u, h in helps.items())
+        )
         _add_flag(group, f, f"[{', '.join(users)}] {text}{_default_text(f)}", POLICY_DEST + name)
 
 
 def _policy_flags(args: argparse.Namespace) -> dict:
     """The policy hyper-parameters given on the command line, by name."""
-    return {k[len(POLICY_DEST):]: v for k, v in vars(args).items() if k.startswith(POLICY_DEST) and v is not None}
+    return {k[len(POLICY_DEST) :]: v for k, v in vars(args).items() if k.startswith(POLICY_DEST) and v is not None}
 
 
 def _check_policy_flags(args: argparse.Namespace) -> None:
@@ -168,17 +227,21 @@ def _check_policy_flags(args: argparse.Namespace) -> None:
     for name in _policy_flags(args):
         users = [u for u, cls in POLICIES.items() if cls.takes(name)]
         if not set(users) & set(chosen):
-            takes = "; ".join(f"{c} takes "
-                              f"{', '.join(flag(f.name) for f in fields(policy_class(c))) or 'no hyper-parameter'}"
-                              for c in chosen)
+            takes = "; ".join(
+                f"{c} takes {', '.join(flag(f.name) for f in fields(policy_class(c))) or 'no hyper-parameter'}"
+                for c in chosen
+            )
             raise UsageError(f"{flag(name)} applies to policy {', '.join(users)}, not to {', '.join(chosen)} ({takes})")
 
 
 def _given(args: argparse.Namespace) -> list[str]:
     """The RunConfig fields whose flags the command line gives (``--protocol`` itself aside); ``params`` when any
     policy hyper-parameter is given."""
-    names = [f.name for f in fields(RunConfig) if f.name not in ("protocol", "params")
-             and getattr(args, f.name, None) is not None]
+    names = [
+        f.name
+        for f in fields(RunConfig)
+        if f.name not in ("protocol", "params") and getattr(args, f.name, None) is not None
+    ]
     return names + (["params"] if _policy_flags(args) else [])
 
 
@@ -217,8 +280,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from hardbatch.run.plan import execute, plan_compare
 
     _check_policy_flags(args)
-    plan = plan_compare(config_from_args(args), args.deltas, args.seeds, args.out, policies=args.policies,
-                        budgets=args.budgets, budget_policies=args.budget_policies)
+    plan = plan_compare(
+        config_from_args(args),
+        args.deltas,
+        args.seeds,
+        args.out,
+        policies=args.policies,
+        budgets=args.budgets,
+        budget_policies=args.budget_policies,
+    )
     not_done = execute(plan, progress=not args.no_progress)
     if not distributed.is_writer():
         return 1 if not_done else 0
@@ -233,8 +303,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     _check_policy_flags(args)
     bases = [config_from_args(args, protocol) for protocol in (args.protocols or [None])]
-    plan = plan_sweep(bases, args.datasets, args.models, args.deltas, args.seeds, args.out, policies=args.policies,
-                      budgets=args.budgets, budget_policies=args.budget_policies)
+    plan = plan_sweep(
+        bases,
+        args.datasets,
+        args.models,
+        args.deltas,
+        args.seeds,
+        args.out,
+        policies=args.policies,
+        budgets=args.budgets,
+        budget_policies=args.budget_policies,
+    )
     index, count = parse_shard(args.shard)
     mine = shard(plan, index, count)
     data = check_plan(mine)
@@ -258,18 +337,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     from hardbatch.report import Comparison, build_report
 
     left_out: list = []
-    comparison = Comparison(getattr(args, "method", None) or "hardbatch",
-                            getattr(args, "reference", None) or "hardbatch")
-    path, tables = build_report(args.dir, args.out, plots=not args.no_plots, target=getattr(args, "target_acc", None),
-                                left_out=left_out, comparison=comparison,
-                                per_arm=tuple(getattr(args, "per_arm", None) or ()),  # compare and sweep have none
-                                metric=getattr(args, "metric", None) or "acc")
+    comparison = Comparison(
+        getattr(args, "method", None) or "hardbatch", getattr(args, "reference", None) or "hardbatch"
+    )
+    path, tables = build_report(
+        args.dir,
+        args.out,
+        plots=not args.no_plots,
+        target=getattr(args, "target_acc", None),
+        left_out=left_out,
+        comparison=comparison,
+        per_arm=tuple(getattr(args, "per_arm", None) or ()),  # compare and sweep have none
+        metric=getattr(args, "metric", None) or "acc",
+    )
     print(tables)
-    print("\nEach row is an arm; Δ is its difference to the reference over the same seeds, with the half-width (±) and "
-          "ends of its 95% interval:\nan interval that contains 0 is no measurable difference, and 'detectable Δ' is "
-          "the smallest difference these seeds could have shown.")
-    print(f"Next: {path} holds each arm's cost, its accuracy at equal cost and the plots; to try a policy in your own "
-          f"loop, see the quickstart (README.md).")
+    print(
+        "\nEach row is an arm; Δ is its difference to the reference over the same seeds, with the half-width (±) and "
+        "ends of its 95% interval:\nan interval that contains 0 is no measurable difference, and 'detectable Δ' is "
+        "the smallest difference these seeds could have shown."
+    )
+    print(
+        f"Next: {path} holds each arm's cost, its accuracy at equal cost and the plots; to try a policy in your own "
+        f"loop, see the quickstart (README.md)."
+    )
     for item in left_out:  # damaged, unfinished, or a second run of an arm's seed
         print(f"hardbatch report: skipped {item.kind} run {item.path}: {item.why}", file=sys.stderr)
     return 0
@@ -279,88 +369,140 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hardbatch",
         description="Train neural networks on their highest-loss mini-batches (Sahayam et al., arXiv 2304.03486): "
-                    "after one warm-up epoch, each round trains only the floor(δ·N) mini-batches with the highest "
-                    "stored loss. δ = 1 is ordinary mini-batch training. Its controls and peers run through the same "
-                    "loop (--policy). train, compare and sweep also run under torchrun (DDP over several GPUs or CPU "
-                    "processes): torchrun --nproc-per-node P -m hardbatch train ...",
+        "after one warm-up epoch, each round trains only the floor(δ·N) mini-batches with the highest "
+        "stored loss. δ = 1 is ordinary mini-batch training. Its controls and peers run through the same "
+        "loop (--policy). train, compare and sweep also run under torchrun (DDP over several GPUs or CPU "
+        "processes): torchrun --nproc-per-node P -m hardbatch train ...",
     )
     parser.add_argument("--version", action="version", version=f"hardbatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train one run into a run directory",
-                       description="Train one run. Writes config.json, history.csv (per epoch), trace.csv "
-                                   "(per step), and summary.json last.")
+    p = sub.add_parser(
+        "train",
+        help="train one run into a run directory",
+        description="Train one run. Writes config.json, history.csv (per epoch), trace.csv "
+        "(per step), and summary.json last.",
+    )
     _add_run_flags(p)
     p.add_argument("--out", required=True, help="run directory to create")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="continue an unfinished run in --out with its saved settings: no other flag is needed, and "
-                           "one that differs from the saved value is refused (a finished run is left as is)")
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run in --out with its saved settings: no other flag is needed, and "
+        "one that differs from the saved value is refused (a finished run is left as is)",
+    )
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compare", help="train every policy × δ × seed, then write a report",
-                       description="Train every policy × δ × seed into sub-directories of --out (finished runs are "
-                                   "skipped when repeated), then print the table and write report.md, summary.csv, "
-                                   "runs.csv and PNG plots, with every arm's cost and its accuracy at equal cost. "
-                                   "A run that another process is training is skipped and named; the report covers "
-                                   "the finished runs and the exit status is 1. Example: hardbatch compare --policies "
-                                   "uniform hardbatch random cyclic selective-backprop infobatch --deltas 0.5 1.0 "
-                                   "--out runs/peers")
-    p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
-                   help="δ values of the policies that take one (default 0.2 0.5 0.8 1.0; include 1.0 for the "
-                        "reference)")
+    p = sub.add_parser(
+        "compare",
+        help="train every policy × δ × seed, then write a report",
+        description="Train every policy × δ × seed into sub-directories of --out (finished runs are "
+        "skipped when repeated), then print the table and write report.md, summary.csv, "
+        "runs.csv and PNG plots, with every arm's cost and its accuracy at equal cost. "
+        "A run that another process is training is skipped and named; the report covers "
+        "the finished runs and the exit status is 1. Example: hardbatch compare --policies "
+        "uniform hardbatch random cyclic selective-backprop infobatch --deltas 0.5 1.0 "
+        "--out runs/peers",
+    )
+    p.add_argument(
+        "--deltas",
+        type=float,
+        nargs="+",
+        default=[0.2, 0.5, 0.8, 1.0],
+        metavar="Δ",
+        help="δ values of the policies that take one (default 0.2 0.5 0.8 1.0; include 1.0 for the reference)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
     _add_run_flags(p, skip=("seed", "delta"), many=False)
-    p.add_argument("--policies", nargs="+", metavar="NAME",
-                   help=f"policies to compare, each with every δ it uses (the others run once): "
-                        f"{', '.join(POLICY_NAMES)}, or all = every one at its defaults (rho-loss needs "
-                        f"--val-fraction) (default: --policy)")
+    p.add_argument(
+        "--policies",
+        nargs="+",
+        metavar="NAME",
+        help=f"policies to compare, each with every δ it uses (the others run once): "
+        f"{', '.join(POLICY_NAMES)}, or all = every one at its defaults (rho-loss needs "
+        f"--val-fraction) (default: --policy)",
+    )
     _add_budget_flags(p)
     p.add_argument("--out", required=True, help="directory for the runs and the report")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("sweep", help="train a grid of data sets × models × δ × seeds (× protocols), shardable",
-                       description="Train the grid (protocols ×) data sets × models × seeds × δ into "
-                                   "--out/DATASET/MODEL/PROTOCOL/delta-D_seed-S, in order. Finished runs are skipped "
-                                   "and interrupted ones resumed, so rerunning the same command continues the sweep. "
-                                   "--shard I/N takes every N-th run starting at I: N machines (a SLURM array, "
-                                   "separate hosts) split one grid with no coordination and their folders merge. "
-                                   "A run that crashes, or that another process is training (a run directory is "
-                                   "locked while in use), is reported and the sweep goes on (exit status 1).")
-    p.add_argument("--deltas", type=float, nargs="+", default=[0.2, 0.5, 0.8, 1.0], metavar="Δ",
-                   help="δ values (default 0.2 0.5 0.8 1.0)")
+    p = sub.add_parser(
+        "sweep",
+        help="train a grid of data sets × models × δ × seeds (× protocols), shardable",
+        description="Train the grid (protocols ×) data sets × models × seeds × δ into "
+        "--out/DATASET/MODEL/PROTOCOL/delta-D_seed-S, in order. Finished runs are skipped "
+        "and interrupted ones resumed, so rerunning the same command continues the sweep. "
+        "--shard I/N takes every N-th run starting at I: N machines (a SLURM array, "
+        "separate hosts) split one grid with no coordination and their folders merge. "
+        "A run that crashes, or that another process is training (a run directory is "
+        "locked while in use), is reported and the sweep goes on (exit status 1).",
+    )
+    p.add_argument(
+        "--deltas",
+        type=float,
+        nargs="+",
+        default=[0.2, 0.5, 0.8, 1.0],
+        metavar="Δ",
+        help="δ values (default 0.2 0.5 0.8 1.0)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
     _add_run_flags(p, many=True, skip=("seed", "delta"))
     _add_budget_flags(p)
     p.add_argument("--out", required=True, help="root directory of the sweep")
-    p.add_argument("--shard", default="0/1", metavar="I/N",
-                   help="run only shard I of N (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="run only shard I of N (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+    )
     p.add_argument("--dry-run", action="store_true", help="list this shard's run directories and exit")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("report", help="rebuild the report from saved runs, without training",
-                       description="Rebuild report.md, summary.csv, runs.csv and plots from the finished runs "
-                                   "under DIR.")
+    p = sub.add_parser(
+        "report",
+        help="rebuild the report from saved runs, without training",
+        description="Rebuild report.md, summary.csv, runs.csv and plots from the finished runs under DIR.",
+    )
     p.add_argument("dir", help="directory holding run directories (searched recursively)")
     p.add_argument("--out", help="where to write the report (default: DIR)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--target-acc", type=float, metavar="T",
-                   help="test accuracy (fraction) T for epochs-to-target (default: 0.99 × the reference's mean best)")
-    p.add_argument("--method", metavar="POLICY",
-                   help=f"the policy the report judges: its best setting along its axis (δ, β, prune ratio), chosen "
-                        f"on validation, against --reference; one of {', '.join(POLICY_NAMES)} (default hardbatch, "
-                        f"the paper's rule)")
-    p.add_argument("--reference", metavar="POLICY[@VALUE]",
-                   help="the arm differences are taken to: a policy, optionally at a value of its axis, e.g. uniform, "
-                        "hardbatch@1, infobatch@0.3; a δ policy without a value means δ = 1, another policy its "
-                        "default (default hardbatch = the paper's rule at δ = 1, its baseline)")
-    p.add_argument("--per-arm", nargs="+", default=[], metavar="SETTING",
-                   help="settings chosen for each arm, e.g. lr (a learning rate tuned per arm, as scripts/evidence.py "
-                        "does): they do not split groups, and each arm must hold one value")
-    p.add_argument("--metric", choices=("acc", "bacc"), default="acc",
-                   help="what the verdicts, uniform's frontier and the tables judge by: acc (test top-1, the default) "
-                        "or bacc (balanced test top-1: the mean of the per-class accuracies, for long-tailed data)")
+    p.add_argument(
+        "--target-acc",
+        type=float,
+        metavar="T",
+        help="test accuracy (fraction) T for epochs-to-target (default: 0.99 × the reference's mean best)",
+    )
+    p.add_argument(
+        "--method",
+        metavar="POLICY",
+        help=f"the policy the report judges: its best setting along its axis (δ, β, prune ratio), chosen "
+        f"on validation, against --reference; one of {', '.join(POLICY_NAMES)} (default hardbatch, "
+        f"the paper's rule)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="POLICY[@VALUE]",
+        help="the arm differences are taken to: a policy, optionally at a value of its axis, e.g. uniform, "
+        "hardbatch@1, infobatch@0.3; a δ policy without a value means δ = 1, another policy its "
+        "default (default hardbatch = the paper's rule at δ = 1, its baseline)",
+    )
+    p.add_argument(
+        "--per-arm",
+        nargs="+",
+        default=[],
+        metavar="SETTING",
+        help="settings chosen for each arm, e.g. lr (a learning rate tuned per arm, as scripts/evidence.py "
+        "does): they do not split groups, and each arm must hold one value",
+    )
+    p.add_argument(
+        "--metric",
+        choices=("acc", "bacc"),
+        default="acc",
+        help="what the verdicts, uniform's frontier and the tables judge by: acc (test top-1, the default) "
+        "or bacc (balanced test top-1: the mean of the per-class accuracies, for long-tailed data)",
+    )
     p.set_defaults(func=cmd_report)
     return parser
 
@@ -407,8 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UsageError as e:
         if distributed.is_writer():
-            print(f"hardbatch {args.command}: error: {e.as_flag() if isinstance(e, (BadValue, SettingsError)) else e}",
-                  file=sys.stderr)
+            print(
+                f"hardbatch {args.command}: error: {e.as_flag() if isinstance(e, (BadValue, SettingsError)) else e}",
+                file=sys.stderr,
+            )
         return 2
     except ModuleNotFoundError as e:  # an optional package the command needs (``pip install 'hardbatch[cli]'``)
         package = (e.name or "").split(".")[0]
@@ -416,8 +560,10 @@ def main(argv: list[str] | None = None) -> int:
         if extra is None:
             raise
         if distributed.is_writer():
-            print(f"hardbatch {args.command}: error: this needs the {package} package: pip install "
-                  f"'hardbatch[{extra}]'", file=sys.stderr)
+            print(
+                f"hardbatch {args.command}: error: this needs the {package} package: pip install 'hardbatch[{extra}]'",
+                file=sys.stderr,
+            )
         return 2
     except NoSpaceLeft as e:
         hint = "rerun with --resume" if args.command == "train" else "run the same command again"
@@ -427,8 +573,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hardbatch {args.command}: training diverged: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        hint = f"train --resume --out {args.out} (it keeps the saved settings)" if args.command == "train" else \
-            "the same command again"
+        hint = (
+            f"train --resume --out {args.out} (it keeps the saved settings)"
+            if args.command == "train"
+            else "the same command again"
+        )
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(f"hardbatch {args.command}: {how}; run {hint} to continue from the last finished epoch", file=sys.stderr)
         return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130

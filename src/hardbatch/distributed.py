@@ -100,8 +100,10 @@ def check_divisible(batch_size: int) -> None:
     """UsageError unless the global batch splits evenly over the P processes (every rank trains B / P samples)."""
     p = world_size()
     if batch_size % p:
-        raise UsageError(f"--batch-size {batch_size} does not divide among {p} processes; each trains 1/{p} of "
-                         f"every mini-batch: use a multiple of {p}")
+        raise UsageError(
+            f"--batch-size {batch_size} does not divide among {p} processes; each trains 1/{p} of "
+            f"every mini-batch: use a multiple of {p}"
+        )
 
 
 def local_rows(batch_size: int, group: Any = None) -> slice:
@@ -111,8 +113,9 @@ def local_rows(batch_size: int, group: Any = None) -> slice:
     return slice(r * size, (r + 1) * size)
 
 
-def kept_share(keep: torch.Tensor, device: torch.device, group: Any = None
-               ) -> tuple[torch.Tensor, torch.Tensor | None, float, int]:
+def kept_share(
+    keep: torch.Tensor, device: torch.device, group: Any = None
+) -> tuple[torch.Tensor, torch.Tensor | None, float, int]:
     """This rank's part of a keep-mask over the global batch (Selective Backprop): what to train and how to weigh it.
 
     ``keep``: bool, shape (b,), the same on every rank. Returns (kept, weights, scale, total): ``kept`` indexes this

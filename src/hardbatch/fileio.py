@@ -12,8 +12,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from hardbatch.errors import UsageError
 
@@ -163,8 +164,8 @@ def ensure_writable_dir(path: Path) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe.", delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe.", delete=True):
+            pass
     except OSError as e:
         raise UsageError(f"cannot write to output directory {str(path)!r}: {e.strerror or e}") from None
     return path
@@ -188,8 +189,10 @@ def run_lock(path: Path | str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunInUse(f"run directory {str(path)!r} is in use by another hardbatch process; wait for it to "
-                           f"finish, or use another --out") from None
+            raise RunInUse(
+                f"run directory {str(path)!r} is in use by another hardbatch process; wait for it to "
+                f"finish, or use another --out"
+            ) from None
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -80,8 +80,9 @@ def fixed_partition(num_samples: int, batch_size: int, generator: torch.Generato
     return order[: n * batch_size].view(n, batch_size)
 
 
-def trimmed_top_k(losses: torch.Tensor, k: int, trim: int = 0, mix: int = 0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def trimmed_top_k(
+    losses: torch.Tensor, k: int, trim: int = 0, mix: int = 0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The paper's top-k with two noise guards, in ascending index order.
 
     The ``trim`` highest losses are never chosen, not even by the draw; of the ``k`` chosen, ``k - mix``
@@ -90,9 +91,9 @@ def trimmed_top_k(losses: torch.Tensor, k: int, trim: int = 0, mix: int = 0,
     ``losses``: shape (N,); needs k + trim <= N. Returns a LongTensor of shape (k,).
     """
     order = torch.sort(losses.cpu(), descending=True, stable=True).indices
-    chosen = order[trim: trim + k - mix]
+    chosen = order[trim : trim + k - mix]
     if mix:
-        rest = order[trim + k - mix:]
+        rest = order[trim + k - mix :]
         chosen = torch.cat([chosen, rest[torch.randperm(len(rest), generator=generator)[:mix]]])
     return torch.sort(chosen).values
 
@@ -129,8 +130,9 @@ def percentiles(losses: torch.Tensor, history: torch.Tensor, ties: bool = False)
     return torch.searchsorted(ranked, losses, right=ties).to(torch.float32) / len(ranked)
 
 
-def infobatch_prune(scores: torch.Tensor, ratio: float,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def infobatch_prune(
+    scores: torch.Tensor, ratio: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """InfoBatch's epoch plan: prune round(ratio * m) of the m samples scored below the mean, drawn at random.
 
     ``scores``: shape (n,), NaN for samples without a score yet (never pruned). Returns (kept, boosted):
@@ -268,8 +270,10 @@ def _interval_starts(xs: np.ndarray, k: int) -> np.ndarray:
             chosen = s[hits[leftmost]]
             current[mid], best_start[i, mid] = least, chosen
             left, right = lo <= mid - 1, mid + 1 <= hi
-            lo, hi, low_s, high_s = (np.concatenate([a[left], b[right]]) for a, b in
-                                     ((lo, mid + 1), (mid - 1, hi), (low_s, chosen), (chosen, high_s)))
+            lo, hi, low_s, high_s = (
+                np.concatenate([a[left], b[right]])
+                for a, b in ((lo, mid + 1), (mid - 1, hi), (low_s, chosen), (chosen, high_s))
+            )
         previous = current
     starts, j = [0] * k, m - 1
     for i in range(k - 1, 0, -1):
@@ -278,8 +282,9 @@ def _interval_starts(xs: np.ndarray, k: int) -> np.ndarray:
     return np.array(starts, dtype=np.int64)
 
 
-def mastered(history: torch.Tensor, counts: torch.Tensor, threshold: float, smoothing: int,
-             patience: int) -> torch.Tensor:
+def mastered(
+    history: torch.Tensor, counts: torch.Tensor, threshold: float, smoothing: int, patience: int
+) -> torch.Tensor:
     """IES's test: which samples are mastered, bool shape (n,).
 
     ``history``: shape (n, L), each sample's last L = smoothing + patience + 2 recorded losses, oldest first;
@@ -340,7 +345,7 @@ def composer_select(scores: torch.Tensor, keep: float, generator: torch.Generato
     order, percentile = rank_percentiles(scores)
     count = max(1, math.floor(keep * len(scores) + 1e-9))
     power = 1.0 / keep - 1.0
-    chance = percentile ** power
+    chance = percentile**power
     if int((chance > 0).sum()) < count or not torch.isfinite(chance).all():
         chance = torch.exp(power * (percentile.log() - percentile.log().max()))
     chosen = torch.multinomial(chance, count, replacement=False, generator=generator)
@@ -365,8 +370,10 @@ def key_ids(keys: Any) -> torch.Tensor:
     ``__key__``) hashed to 63-bit integers, the same in every process and run."""
     if isinstance(keys, torch.Tensor):
         if keys.dtype.is_floating_point or keys.dtype.is_complex or keys.dim() != 1:
-            raise UsageError(f"sample ids must be a 1-D integer tensor or a sequence of integers or strings, got a "
-                             f"{keys.dtype} tensor of shape {tuple(keys.shape)}")
+            raise UsageError(
+                f"sample ids must be a 1-D integer tensor or a sequence of integers or strings, got a "
+                f"{keys.dtype} tensor of shape {tuple(keys.shape)}"
+            )
         return keys.long().cpu()
     ids = []
     for key in keys:

@@ -35,8 +35,10 @@ def target_of(batch: Any) -> torch.Tensor:
     """The targets of ``batch``: ``batch["labels"]`` for a dict, ``batch[1]`` for a tuple or list."""
     if isinstance(batch, Mapping):
         if LABELS not in batch:
-            raise UsageError(f"the loss needs targets: a dict batch holds them under {LABELS!r}, got the keys "
-                             f"{', '.join(map(repr, batch))}")
+            raise UsageError(
+                f"the loss needs targets: a dict batch holds them under {LABELS!r}, got the keys "
+                f"{', '.join(map(repr, batch))}"
+            )
         return batch[LABELS]
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return batch[1]
@@ -69,8 +71,10 @@ def _same_shape(prediction: torch.Tensor, target: torch.Tensor, name: str) -> to
     size is refused (broadcasting (b, 1) against (b,) would compare every sample with every target)."""
     if target.shape != prediction.shape:
         if target.numel() != prediction.numel():
-            raise UsageError(f"{name}: the model's output has shape {tuple(prediction.shape)} and the targets "
-                             f"{tuple(target.shape)}; they must hold the same number of values per sample")
+            raise UsageError(
+                f"{name}: the model's output has shape {tuple(prediction.shape)} and the targets "
+                f"{tuple(target.shape)}; they must hold the same number of values per sample"
+            )
         target = target.reshape(prediction.shape)
     return target.float()
 

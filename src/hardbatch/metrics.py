@@ -113,8 +113,9 @@ def detectable_difference(half_width: float, n: int, power: float = POWER, confi
     return (crit + float(_t(power, n - 1))) * half_width / crit
 
 
-def seeds_for_half_width(half_width: float, n: int, target: float, confidence: float = 0.95,
-                         most: int = 10_000) -> int | None:
+def seeds_for_half_width(
+    half_width: float, n: int, target: float, confidence: float = 0.95, most: int = 10_000
+) -> int | None:
     """How many values (at least MIN_PAIRS) would bring a ``confidence`` t interval that has ``half_width`` over ``n``
     values down to ``target``, at the same spread: the standard deviation sd = half_width x sqrt(n) / t_{(1+c)/2, n-1},
     then the fewest m with t_{(1+c)/2, m-1} x sd / sqrt(m) <= target. None without an interval (NaN half-width, n < 2)

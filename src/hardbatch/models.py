@@ -82,11 +82,18 @@ def lenet(num_classes: int, in_channels: int) -> nn.Module:
     the Fashion-MNIST benchmark's baselines, fast enough on a CPU for many-seed evidence runs on 28-px images.
     Adaptive pooling makes it accept any image size >= 16 px."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-        nn.Linear(16 * 16, 120), nn.ReLU(inplace=True),
-        nn.Linear(120, 84), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, 6, 5),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(16 * 16, 120),
+        nn.ReLU(inplace=True),
+        nn.Linear(120, 84),
+        nn.ReLU(inplace=True),
         nn.Linear(84, num_classes),
     )
 
@@ -106,8 +113,13 @@ def _small_stem(model: nn.Module) -> nn.Module:
 def mlp(num_classes: int, in_channels: int) -> nn.Module:
     """One hidden layer of 64 on the image pooled to 8x8, no BatchNorm and no dropout: every sample's gradient depends
     on that sample only, so training split over processes matches one process to float rounding (the DDP tests)."""
-    return nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten(), nn.Linear(in_channels * 64, 64), nn.ReLU(inplace=True),
-                         nn.Linear(64, num_classes))
+    return nn.Sequential(
+        nn.AdaptiveAvgPool2d(8),
+        nn.Flatten(),
+        nn.Linear(in_channels * 64, 64),
+        nn.ReLU(inplace=True),
+        nn.Linear(64, num_classes),
+    )
 
 
 @register_model("small_cnn")
@@ -138,10 +150,15 @@ def cnn1d(num_classes: int, in_channels: int) -> nn.Module:
     and a linear layer on the 125 features; 5,210 parameters for 1 channel and 10 classes. The length-5 map is
     pooled to 5, so other signal lengths fit too (at 40 the pooling changes nothing)."""
     return nn.Sequential(
-        nn.Conv1d(in_channels, 25, 5, stride=2, padding=1), nn.ReLU(),
-        nn.Conv1d(25, 25, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv1d(25, 25, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(5), nn.Flatten(), nn.Linear(25 * 5, num_classes),
+        nn.Conv1d(in_channels, 25, 5, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(25, 25, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(25, 25, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(5),
+        nn.Flatten(),
+        nn.Linear(25 * 5, num_classes),
     )
 
 
@@ -174,10 +191,16 @@ def _set_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
     for parent in model.modules():
         for child_name, child in parent.named_children():
             if isinstance(child, nn.Conv2d):
-                geometry: dict[str, Any] = dict(kernel_size=child.kernel_size, stride=child.stride,
-                                                padding=child.padding, dilation=child.dilation)
-                new = nn.Conv2d(in_channels, child.out_channels, **geometry,
-                                groups=child.groups if child.groups == 1 else in_channels, bias=child.bias is not None)
+                geometry: dict[str, Any] = dict(
+                    kernel_size=child.kernel_size, stride=child.stride, padding=child.padding, dilation=child.dilation
+                )
+                new = nn.Conv2d(
+                    in_channels,
+                    child.out_channels,
+                    **geometry,
+                    groups=child.groups if child.groups == 1 else in_channels,
+                    bias=child.bias is not None,
+                )
                 setattr(parent, child_name, new)
                 return model
     raise ValueError("model has no convolution to adapt")

@@ -56,17 +56,33 @@ def _number(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def param(default: Any = MISSING, help: str = "", *, range: Range | None = None, choices: Sequence[str] | None = None,
-          metavar: str | None = None, default_factory: Any = MISSING, group: str | None = None,
-          cli: bool = True, default_text: str | None = None) -> Any:
+def param(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    range: Range | None = None,
+    choices: Sequence[str] | None = None,
+    metavar: str | None = None,
+    default_factory: Any = MISSING,
+    group: str | None = None,
+    cli: bool = True,
+    default_text: str | None = None,
+) -> Any:
     """A declared setting: its default, a one-line ``help``, its allowed values and how the CLI shows it.
 
     ``range``: the numeric values it accepts; ``choices``: the names it accepts; ``metavar``: the flag's placeholder;
     ``group``: the ``--help`` section it is listed in; ``cli=False``: no flag; ``default_text``: how ``--help``
     states the default when the value itself would not say it ("the data set's own", ...).
     """
-    metadata = {"help": help, "range": range, "choices": tuple(choices) if choices is not None else None,
-                "metavar": metavar, "group": group, "cli": cli, "default_text": default_text}
+    metadata = {
+        "help": help,
+        "range": range,
+        "choices": tuple(choices) if choices is not None else None,
+        "metavar": metavar,
+        "group": group,
+        "cli": cli,
+        "default_text": default_text,
+    }
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)

@@ -3,15 +3,15 @@ value read back passes, and the summary computed from them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
 import csv
 import dataclasses
 import json
 import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hardbatch.config import RunConfig
 from hardbatch.errors import UsageError
@@ -21,7 +21,9 @@ from hardbatch.params import Range, param
 
 CONFIG, HISTORY, TRACE, SUMMARY, CHECKPOINT = "config.json", "history.csv", "trace.csv", "summary.json", "checkpoint.pt"
 RELABELLED = "relabelled.json"  # runs with label noise: which training samples got another label, and the batches
-RUN_FORMAT = 2  # config.json "format": the layout of a run folder's files (2: the policy's hyper-parameters under "params")
+RUN_FORMAT = (
+    2  # config.json "format": the layout of a run folder's files (2: the policy's hyper-parameters under "params")
+)
 TARGET_FRACTION = 0.99  # default target: 99% of the reference's best accuracy
 
 # The ranges of a record's values. NaN is in none of them: an empty cell or a null is allowed only where a field's
@@ -113,8 +115,9 @@ class Summary:
     final_test_acc: float = param(help="test top-1 after the last epoch", range=FRACTION)
     final_test_top5: float = param(help="test top-5 after the last epoch", range=FRACTION)
     final_test_bacc: float = param(help="balanced test top-1 after the last epoch", range=FRACTION)
-    final_test_per_class_acc: list[float | None] | None = param(None, "each class's final test top-1 (null: absent)",
-                                                                range=FRACTION)
+    final_test_per_class_acc: list[float | None] | None = param(
+        None, "each class's final test top-1 (null: absent)", range=FRACTION
+    )
     best_test_acc: float = param(help="the best test top-1 of any epoch", range=FRACTION)
     best_epoch: int = param(help="its epoch", range=COUNT)
     target_acc: float = param(help="T for epochs to target", range=FRACTION)
@@ -159,8 +162,14 @@ def field_names(record: type) -> tuple[str, ...]:
 
 HISTORY_FIELDS = field_names(HistoryRow)
 TRACE_FIELDS = field_names(TraceRow)
-COST_COLUMNS = ("samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop", "choose_seconds",
-                "cpu_seconds")  # the history columns that count cost
+COST_COLUMNS = (
+    "samples_loaded",
+    "samples_forward",
+    "samples_forward_nograd",
+    "samples_backprop",
+    "choose_seconds",
+    "cpu_seconds",
+)  # the history columns that count cost
 
 
 # ---- checking the values read back against the declarations ----------------------------------------------------
@@ -262,8 +271,10 @@ def read_config(path: Path) -> RunConfig:
         raise BadRecord("not a JSON object")
     version = saved.get("format", 1)
     if version != RUN_FORMAT or not isinstance(version, int) or isinstance(version, bool):
-        raise BadRecord(f"the run folder is format {version!r}, and this hardbatch reads format {RUN_FORMAT}; "
-                        f"open it with the hardbatch version that wrote it")
+        raise BadRecord(
+            f"the run folder is format {version!r}, and this hardbatch reads format {RUN_FORMAT}; "
+            f"open it with the hardbatch version that wrote it"
+        )
     return RunConfig.from_dict(saved["config"])
 
 
@@ -300,7 +311,11 @@ class RunDir:
         except (BadRecord, UsageError) as e:  # parsed, but a value of the wrong type or out of range
             problem = str(e)
         except (KeyError, TypeError, AttributeError) as e:
-            problem = f"not in the expected layout (no {e} entry)" if isinstance(e, KeyError) else "not in the expected layout"
+            problem = (
+                f"not in the expected layout (no {e} entry)"
+                if isinstance(e, KeyError)
+                else "not in the expected layout"
+            )
         except (ValueError, csv.Error) as e:  # a non-numeric cell, a binary file
             problem = f"damaged content ({e})"
         except OSError as e:
@@ -326,14 +341,29 @@ class RunDir:
 
     def relabelled(self) -> dict | None:
         """The label-noise record (see ``write_relabelled``), or None for a run without label noise."""
-        return self._read(RELABELLED, lambda p: check_relabelled(read_json(p))) if self.file(RELABELLED).exists() else None
+        return (
+            self._read(RELABELLED, lambda p: check_relabelled(read_json(p))) if self.file(RELABELLED).exists() else None
+        )
 
-    def write_relabelled(self, train_samples: int, indices: list[int], true_labels: list[int], given_labels: list[int],
-                         partition: list[list[int]]) -> None:
+    def write_relabelled(
+        self,
+        train_samples: int,
+        indices: list[int],
+        true_labels: list[int],
+        given_labels: list[int],
+        partition: list[list[int]],
+    ) -> None:
         """``relabelled.json`` (``Relabelled``)."""
-        record = {"train_samples": train_samples, "relabelled": indices, "true_labels": true_labels,
-                  "given_labels": given_labels, "partition": partition}
-        atomic_write_text(self.file(RELABELLED), json.dumps(record, separators=(",", ":")) + "\n")  # compact: 60k indices
+        record = {
+            "train_samples": train_samples,
+            "relabelled": indices,
+            "true_labels": true_labels,
+            "given_labels": given_labels,
+            "partition": partition,
+        }
+        atomic_write_text(
+            self.file(RELABELLED), json.dumps(record, separators=(",", ":")) + "\n"
+        )  # compact: 60k indices
 
     def write_history(self, rows: list[dict]) -> None:
         """Replace history.csv by ``rows``, atomically (a killed writer leaves the old file or the new one); made
@@ -402,14 +432,21 @@ def _or_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def summarize(history: list[dict], cfg: RunConfig, batch_visits: list[int], batches_per_round: int,
-              test_per_class: list[float | None] | None = None) -> dict:
+def summarize(
+    history: list[dict],
+    cfg: RunConfig,
+    batch_visits: list[int],
+    batches_per_round: int,
+    test_per_class: list[float | None] | None = None,
+) -> dict:
     """The summary of a finished run (``Summary``), computed from its per-epoch history (``HistoryRow``s) and
     selection counts; ``test_per_class``: the last epoch's top-1 accuracy of each class on the test split (None: a
     class absent)."""
     accs = [row["test_acc"] for row in history]
     best = max(accs)
-    target, source = (cfg.target_acc, "given") if cfg.target_acc is not None else (TARGET_FRACTION * best, "0.99 x own best")
+    target, source = (
+        (cfg.target_acc, "given") if cfg.target_acc is not None else (TARGET_FRACTION * best, "0.99 x own best")
+    )
     cost = cost_totals(history)
     return {
         "final_test_acc": accs[-1],
@@ -453,5 +490,9 @@ def _val_summary(history: list[dict]) -> dict:
     if not vals or any(v is None or math.isnan(v) for v in vals):
         return {}
     best = max(vals)
-    return {"final_val_acc": vals[-1], "best_val_acc": best, "best_val_epoch": vals.index(best) + 1,
-            "final_val_bacc": _or_none(history[-1].get("val_bacc", math.nan))}
+    return {
+        "final_val_acc": vals[-1],
+        "best_val_acc": best,
+        "best_val_epoch": vals.index(best) + 1,
+        "final_val_bacc": _or_none(history[-1].get("val_bacc", math.nan)),
+    }

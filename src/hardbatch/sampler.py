@@ -83,18 +83,27 @@ class HardBatchSampler(Sampler[list[int]]):
             self.partition = _checked_partition(data_len_or_partition)
             num_samples = int(self.partition.max()) + 1
         else:
-            num_samples = positive_int("data_len_or_partition", data_len_or_partition,
-                                       "a positive int or an (N, B) integer tensor of sample indices")
+            num_samples = positive_int(
+                "data_len_or_partition",
+                data_len_or_partition,
+                "a positive int or an (N, B) integer tensor of sample indices",
+            )
             generator = generator_for(seed, "partition") if shuffle_partition else None
             self.partition = fixed_partition(num_samples, positive_int("batch_size", batch_size), generator)
         self.num_batches = len(self.partition)
         epochs = positive_int("epochs", epochs)
         if labels is not None:
-            how = ("mix the classes in the partition you pass" if given else
-                   "check the labels" if shuffle_partition else "pass shuffle_partition=True")
+            how = (
+                "mix the classes in the partition you pass"
+                if given
+                else "check the labels"
+                if shuffle_partition
+                else "pass shuffle_partition=True"
+            )
             _warn_if_class_sorted(_checked_labels(labels, num_samples, exact=not given), self.partition, how)
-        self.policy = _policy(policy, delta, params).bind(self.partition, num_samples=num_samples, seed=seed,
-                                                          epochs=epochs)
+        self.policy = _policy(policy, delta, params).bind(
+            self.partition, num_samples=num_samples, seed=seed, epochs=epochs
+        )
         self.epochs = epochs
         self.seed = seed
         self.group = group  # the data-parallel process group of the step's collectives (None: the whole world)
@@ -236,8 +245,10 @@ class HardBatchSampler(Sampler[list[int]]):
         step = self._current()
         if self.policy.needs_scores(step) and not step.score_only:
             if scores is None:
-                raise RuntimeError(f"policy {self.policy.name!r} chooses samples from their losses: "
-                                   f"call weights(scores) with the batch's no-grad per-sample losses")
+                raise RuntimeError(
+                    f"policy {self.policy.name!r} chooses samples from their losses: "
+                    f"call weights(scores) with the batch's no-grad per-sample losses"
+                )
             self._check_per_sample("weights(scores)", "scores", scores, step, len(step.samples))
             started = time.perf_counter()
             step.weights = self._chosen[self._recorded] = self.policy.select(step, scores)
@@ -261,15 +272,19 @@ class HardBatchSampler(Sampler[list[int]]):
         step = self._current()
         call = "record(loss)" if sample_losses is None else "record(loss, sample_losses)"
         if step.score_only and not self._looked:
-            raise UsageError(f"{call}: batch {step.batch} was drawn for scoring only, and the loop recorded it without "
-                             f"looking at sampler.pending: check sampler.pending.score_only for every batch and only "
-                             f"score those batches (a no-grad forward, record its losses, no optimizer step)")
+            raise UsageError(
+                f"{call}: batch {step.batch} was drawn for scoring only, and the loop recorded it without "
+                f"looking at sampler.pending: check sampler.pending.score_only for every batch and only "
+                f"score those batches (a no-grad forward, record its losses, no optimizer step)"
+            )
         one_number = isinstance(loss, numbers.Real) or (isinstance(loss, torch.Tensor) and loss.dim() == 0)
         if isinstance(loss, bool) or not one_number:
             raise UsageError(f"{call}: loss must be a 0-d tensor or a number, got {_shape(loss)}")
         if self.policy.per_sample and sample_losses is None:
-            raise UsageError(f"policy {self.policy.name!r} needs per-sample losses: record(loss, sample_losses) "
-                             f"with sample_losses of shape ({len(step.samples)},)")
+            raise UsageError(
+                f"policy {self.policy.name!r} needs per-sample losses: record(loss, sample_losses) "
+                f"with sample_losses of shape ({len(step.samples)},)"
+            )
         trained = self._trained(step)
         if sample_losses is not None:
             self._check_per_sample(call, "sample_losses", sample_losses, step, len(step.samples), len(trained))
@@ -325,13 +340,15 @@ class HardBatchSampler(Sampler[list[int]]):
             return step.samples[(step.weights > 0).cpu()]
         return step.samples
 
-    def _check_per_sample(self, call: str, name: str, values: Any, step: Step, rows: int,
-                          kept: int | None = None) -> None:
+    def _check_per_sample(
+        self, call: str, name: str, values: Any, step: Step, rows: int, kept: int | None = None
+    ) -> None:
         """Refuse per-sample values that are not a tensor of shape (rows,) (or (kept,), the samples kept of them),
         or not finite (see ``record``)."""
         if not isinstance(values, torch.Tensor) or values.shape not in ((rows,), (kept,)):
             shapes = f"({rows},) (one loss per sample of the batch)" + (
-                f" or ({kept},) (one per sample its weights keep)" if kept not in (None, rows) else "")
+                f" or ({kept},) (one per sample its weights keep)" if kept not in (None, rows) else ""
+            )
             raise UsageError(f"{call}: {name} must have shape {shapes}, got {_shape(values)}")
         self._check_finite(call, f"{name} are", values, step)
 
@@ -410,10 +427,12 @@ class HardBatchSampler(Sampler[list[int]]):
         after_all, after_watched = t["all"] - t["first_epoch"], t["watched"] - t["watched_first_epoch"]
         held = self.partition.flatten()
         watched = self._watched if self._watched is not None else torch.zeros(self.num_samples, dtype=torch.bool)
-        return {"trained": t["watched"] / t["all"] if t["all"] else math.nan,
-                "trained_after_warmup": after_watched / after_all if after_all else math.nan,
-                "in_data": int(watched.sum()) / len(watched),
-                "in_partition": int(watched[held].sum()) / len(held)}
+        return {
+            "trained": t["watched"] / t["all"] if t["all"] else math.nan,
+            "trained_after_warmup": after_watched / after_all if after_all else math.nan,
+            "in_data": int(watched.sum()) / len(watched),
+            "in_partition": int(watched[held].sum()) / len(held),
+        }
 
     def state_dict(self) -> dict:
         """The state as of the last recorded step; batches drawn but not recorded are drawn again. Compact: the
@@ -421,10 +440,13 @@ class HardBatchSampler(Sampler[list[int]]):
         if sys._getframe(1).f_globals.get("__name__", "").startswith("torchdata") and not self._warned_torchdata:
             # torchdata's StatefulDataLoader asks when it sends indices to its workers, ahead of training.
             self._warned_torchdata = True
-            warnings.warn("torchdata's StatefulDataLoader saves a batch sampler's state when it sends the indices "
-                          "to its workers, ahead of the steps recorded, so a resume would train the prefetched "
-                          "batches twice; use hardbatch.integrations.torchdata.StatefulDataLoader, which saves the "
-                          "sampler's state with the checkpoint", stacklevel=2)
+            warnings.warn(
+                "torchdata's StatefulDataLoader saves a batch sampler's state when it sends the indices "
+                "to its workers, ahead of the steps recorded, so a resume would train the prefetched "
+                "batches twice; use hardbatch.integrations.torchdata.StatefulDataLoader, which saves the "
+                "sampler's state with the checkpoint",
+                stacklevel=2,
+            )
         self._check_unchecked()
         self._settle()
         sources = self.policy.sources()
@@ -445,10 +467,12 @@ class HardBatchSampler(Sampler[list[int]]):
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` (a ``state_dict`` of a sampler over the same partition; UsageError otherwise)."""
         if state["partition"] != _fingerprint(self.partition):
-            raise UsageError(f"this state is of another partition ({state['partition'][0]} batches of "
-                             f"{state['partition'][1]}, fingerprint {state['partition'][2]}) than this sampler's "
-                             f"({self.num_batches} of {self.partition.shape[1]}, {_fingerprint(self.partition)[2]}): "
-                             f"build the sampler as the saved one was built")
+            raise UsageError(
+                f"this state is of another partition ({state['partition'][0]} batches of "
+                f"{state['partition'][1]}, fingerprint {state['partition'][2]}) than this sampler's "
+                f"({self.num_batches} of {self.partition.shape[1]}, {_fingerprint(self.partition)[2]}): "
+                f"build the sampler as the saved one was built"
+            )
         self.policy.load_state_dict(state["policy"])
         self.steps = int(state["steps"])
         self.epoch = int(state["epoch"])
@@ -489,20 +513,25 @@ def _policy(policy: Any, delta: Any, params: dict[str, Any]) -> Policy:
     if isinstance(policy, Policy):
         if delta is not None or params:
             given = ", ".join([*(["delta"] if delta is not None else []), *params])
-            raise UsageError(f"pass {given} to the policy object, not to the sampler: "
-                             f"{type(policy).__name__}({given.split(', ')[0]}=...)")
+            raise UsageError(
+                f"pass {given} to the policy object, not to the sampler: "
+                f"{type(policy).__name__}({given.split(', ')[0]}=...)"
+            )
         return policy
     if not isinstance(policy, str):
-        raise UsageError(f"policy must be a registered name (see hardbatch.policies.POLICIES) or a policy object "
-                         f"(hardbatch.policies.HardBatch(delta=0.5), ...), got {_shape(policy)}")
+        raise UsageError(
+            f"policy must be a registered name (see hardbatch.policies.POLICIES) or a policy object "
+            f"(hardbatch.policies.HardBatch(delta=0.5), ...), got {_shape(policy)}"
+        )
     if delta is not None:
         from hardbatch.policies import policy_class
 
         if policy_class(policy).takes("delta"):
             params = {"delta": delta, **params}
         elif delta != 1.0:  # δ = 1 is every policy's way of training all the data: accepted and ignored
-            raise UsageError(f"policy {policy!r} does not take delta (got {delta!r}); policies that do: "
-                             f"hardbatch, random, cyclic")
+            raise UsageError(
+                f"policy {policy!r} does not take delta (got {delta!r}); policies that do: hardbatch, random, cyclic"
+            )
     return create_policy(policy, **params)
 
 
@@ -540,5 +569,8 @@ def _warn_if_class_sorted(labels: torch.Tensor, partition: torch.Tensor, how: st
     """Warn (UserWarning) when the batches of ``partition`` are mostly one class of ``labels``; ``how``: the fix."""
     purity = single_class_purity(labels, partition)
     if purity is not None:
-        warnings.warn(f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by "
-                      f"class); training on such batches rarely learns; {how}", stacklevel=3)
+        warnings.warn(
+            f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by "
+            f"class); training on such batches rarely learns; {how}",
+            stacklevel=3,
+        )

@@ -41,9 +41,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 @torch.no_grad()
-def score_losses(model: nn.Module, batch: Any, autocast_dtype: torch.dtype | None = None, train_mode: bool = True,
-                 *, loss_fn: LossFn = cross_entropy, forward: Forward = batches.forward,
-                 restore_buffers: bool = True) -> torch.Tensor:
+def score_losses(
+    model: nn.Module,
+    batch: Any,
+    autocast_dtype: torch.dtype | None = None,
+    train_mode: bool = True,
+    *,
+    loss_fn: LossFn = cross_entropy,
+    forward: Forward = batches.forward,
+    restore_buffers: bool = True,
+) -> torch.Tensor:
     """Per-sample losses ``loss_fn(forward(model, batch), batch)`` without gradient, shape (b,); leaves no trace in
     the model.
 
@@ -133,12 +140,20 @@ class Pool:
         rows = sum(batches.batch_size(part) for part in parts)
         if rows == 0:  # this rank holds none of the step's samples: it still joins DDP's gradient all-reduce
             return Chosen(self.template, torch.zeros(1, device=device), 0.0, 0, count, torch.cat(pooled))
-        return Chosen(batches.cat(parts), None, distributed.world_size(group) * rows / count, rows, count,
-                      torch.cat(pooled))
+        return Chosen(
+            batches.cat(parts), None, distributed.world_size(group) * rows / count, rows, count, torch.cat(pooled)
+        )
 
 
-def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_dtype: torch.dtype | None = None,
-           loss_fn: LossFn = cross_entropy, forward: Forward = batches.forward) -> Chosen | None:
+def select(
+    sampler: HardBatchSampler,
+    model: nn.Module,
+    batch: Any,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    loss_fn: LossFn = cross_entropy,
+    forward: Forward = batches.forward,
+) -> Chosen | None:
     """This rank's share ``batch`` of the pending global batch -> what to train, or None for a scoring-only step and
     for a batch of which the policy keeps no sample (both recorded here: the loop trains nothing, and takes no
     optimizer step). The scoring pass ``loss_fn(forward(model, batch), batch)`` runs on the plain module (no DDP or
@@ -150,9 +165,18 @@ def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_
     meter.samples_loaded += total
     if step.score_only or policy.needs_scores(step):
         scoring = time.perf_counter()
-        scores = distributed.all_gather(score_losses(
-            distributed.unwrap(model), batch, autocast_dtype, policy.score_train_mode, loss_fn=loss_fn,
-            forward=forward, restore_buffers=not policy.score_moves_batchnorm), group)
+        scores = distributed.all_gather(
+            score_losses(
+                distributed.unwrap(model),
+                batch,
+                autocast_dtype,
+                policy.score_train_mode,
+                loss_fn=loss_fn,
+                forward=forward,
+                restore_buffers=not policy.score_moves_batchnorm,
+            ),
+            group,
+        )
         meter.samples_forward_nograd += total
         meter.choose_seconds += time.perf_counter() - scoring
         if step.score_only:
@@ -173,8 +197,9 @@ def select(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, autocast_
     return Chosen(batch, weights, 1.0, batches.batch_size(batch), total)
 
 
-def _from_pool(sampler: HardBatchSampler, batch: Any, keep: torch.Tensor, samples: torch.Tensor,
-               device: torch.device, group: Any) -> Chosen | None:
+def _from_pool(
+    sampler: HardBatchSampler, batch: Any, keep: torch.Tensor, samples: torch.Tensor, device: torch.device, group: Any
+) -> Chosen | None:
     """Pool what ``keep`` keeps of ``batch``; a step of B pooled samples once there are B, and at the end of a pass a
     last step of everything pooled (up to 2B − 1 samples), so that nothing waits across an epoch's end, where
     checkpoints are taken."""
@@ -201,9 +226,15 @@ def weighted_loss(chosen: Chosen, losses: torch.Tensor) -> torch.Tensor:
     return weighted_mean(losses, chosen.weights, batches.batch_size(chosen.batch))
 
 
-def losses_of(model: nn.Module, chosen: Chosen, *, per_sample: bool, autocast_dtype: torch.dtype | None = None,
-              loss_fn: LossFn = cross_entropy, forward: Forward = batches.forward
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def losses_of(
+    model: nn.Module,
+    chosen: Chosen,
+    *,
+    per_sample: bool,
+    autocast_dtype: torch.dtype | None = None,
+    loss_fn: LossFn = cross_entropy,
+    forward: Forward = batches.forward,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The forward with gradient on ``chosen.batch``: (this rank's loss to back-propagate, before ``chosen.scale``,
     0-d; the unweighted per-sample losses (b,), detached, when ``per_sample``, else None).
 
@@ -224,8 +255,9 @@ def losses_of(model: nn.Module, chosen: Chosen, *, per_sample: bool, autocast_dt
     return loss, sample_losses.detach() if per_sample else None
 
 
-def record(sampler: HardBatchSampler, chosen: Chosen, loss: torch.Tensor, sample_losses: torch.Tensor | None
-           ) -> torch.Tensor:
+def record(
+    sampler: HardBatchSampler, chosen: Chosen, loss: torch.Tensor, sample_losses: torch.Tensor | None
+) -> torch.Tensor:
     """Record a trained step: ``loss`` is this rank's mean (0-d, detached), ``sample_losses`` its unweighted
     per-sample losses, shape (b,) (read only by policies that need them; None is fine for the others). Returns the
     global batch's loss; ``sampler.last`` holds the step's record."""
@@ -245,8 +277,15 @@ def record(sampler: HardBatchSampler, chosen: Chosen, loss: torch.Tensor, sample
     return loss
 
 
-def step_loss(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, loss_fn: LossFn = cross_entropy,
-              forward: Forward = batches.forward, autocast_dtype: torch.dtype | None = None) -> torch.Tensor | None:
+def step_loss(
+    sampler: HardBatchSampler,
+    model: nn.Module,
+    batch: Any,
+    *,
+    loss_fn: LossFn = cross_entropy,
+    forward: Forward = batches.forward,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor | None:
     """The selection step on this rank's share ``batch`` of the pending global batch: ``select``, ``losses_of``,
     ``record``. Returns the loss to back-propagate (scaled for DDP's average when ranks hold unequal shares of a
     kept set), or None when there is nothing to train (a scoring-only step, or a batch the policy keeps none of:
@@ -254,15 +293,27 @@ def step_loss(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, loss_f
     chosen = select(sampler, model, batch, autocast_dtype=autocast_dtype, loss_fn=loss_fn, forward=forward)
     if chosen is None:
         return None
-    loss, sample_losses = losses_of(model, chosen, per_sample=sampler.policy.per_sample,
-                                    autocast_dtype=autocast_dtype, loss_fn=loss_fn, forward=forward)
+    loss, sample_losses = losses_of(
+        model,
+        chosen,
+        per_sample=sampler.policy.per_sample,
+        autocast_dtype=autocast_dtype,
+        loss_fn=loss_fn,
+        forward=forward,
+    )
     record(sampler, chosen, loss.detach(), sample_losses)
     return loss if chosen.scale == 1.0 else loss * chosen.scale
 
 
-def training_loss(sampler: HardBatchSampler, model: nn.Module, batch: Any, *, loss_fn: LossFn = cross_entropy,
-                  forward: Forward = batches.forward, autocast_dtype: torch.dtype | None = None
-                  ) -> torch.Tensor | None:
+def training_loss(
+    sampler: HardBatchSampler,
+    model: nn.Module,
+    batch: Any,
+    *,
+    loss_fn: LossFn = cross_entropy,
+    forward: Forward = batches.forward,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor | None:
     """The whole selection step in one call, for every registered policy: the loss to back-propagate, or None when
     there is nothing to train.
 

@@ -50,16 +50,29 @@ class InBatchSelector:
     ``group``: the data-parallel process group (default: the whole world).
     """
 
-    def __init__(self, policy: str | Policy, *, epochs: int, steps_per_epoch: int | None = None,
-                 id_key: str | None = None, seed: int = 0, group: Any = None, **params: Any):
+    def __init__(
+        self,
+        policy: str | Policy,
+        *,
+        epochs: int,
+        steps_per_epoch: int | None = None,
+        id_key: str | None = None,
+        seed: int = 0,
+        group: Any = None,
+        **params: Any,
+    ):
         if isinstance(policy, str):
             policy = create_policy(policy, **params)
         elif not isinstance(policy, Policy) or params:
-            raise UsageError(f"policy must be a registered name or a policy object (its hyper-parameters on the "
-                             f"object), got {policy!r}")
+            raise UsageError(
+                f"policy must be a registered name or a policy object (its hyper-parameters on the "
+                f"object), got {policy!r}"
+            )
         if not policy.in_batch:
-            raise UsageError(f"policy {policy.name!r} decides what to load before loading, which a streaming loader "
-                             f"cannot do; policies that choose inside a loaded batch: {', '.join(in_batch_policies())}")
+            raise UsageError(
+                f"policy {policy.name!r} decides what to load before loading, which a streaming loader "
+                f"cannot do; policies that choose inside a loaded batch: {', '.join(in_batch_policies())}"
+            )
         self.epochs = positive_int("epochs", epochs)
         self.steps_per_epoch = None if steps_per_epoch is None else positive_int("steps_per_epoch", steps_per_epoch)
         self.id_key = id_key
@@ -103,15 +116,18 @@ class InBatchSelector:
             rows = batches.batch_size(batch)
             if self.id_key is None:
                 if self.policy.per_sample_state:
-                    raise UsageError(f"policy {self.policy.name!r} keeps state per sample: give each sample a stable "
-                                     f"id in the batch and name it with id_key (webdataset's '__key__', an index)")
+                    raise UsageError(
+                        f"policy {self.policy.name!r} keeps state per sample: give each sample a stable "
+                        f"id in the batch and name it with id_key (webdataset's '__key__', an index)"
+                    )
                 ids = torch.arange(rows) + self.loaded * rows * distributed.world_size(self.group)
             else:
                 if not isinstance(batch, Mapping) or self.id_key not in batch:
-                    raise UsageError(f"id_key {self.id_key!r}: the batch holds no such entry (a dict batch is needed; "
-                                     f"got {type(batch).__name__}"
-                                     + (f" with keys {', '.join(map(repr, batch))})" if isinstance(batch, Mapping)
-                                        else ")"))
+                    raise UsageError(
+                        f"id_key {self.id_key!r}: the batch holds no such entry (a dict batch is needed; "
+                        f"got {type(batch).__name__}"
+                        + (f" with keys {', '.join(map(repr, batch))})" if isinstance(batch, Mapping) else ")")
+                    )
                 ids = key_ids(batch[self.id_key])
                 if len(ids) != rows:
                     raise UsageError(f"id_key {self.id_key!r} holds {len(ids)} ids for a batch of {rows} samples")
@@ -134,8 +150,9 @@ class InBatchSelector:
         step = self.pending
         if step.weights is None:
             if scores is None or not isinstance(scores, torch.Tensor) or scores.shape != step.samples.shape:
-                raise UsageError(f"weights(scores): scores must be the batch's per-sample losses, shape "
-                                 f"({len(step.samples)},)")
+                raise UsageError(
+                    f"weights(scores): scores must be the batch's per-sample losses, shape ({len(step.samples)},)"
+                )
             started = time.perf_counter()
             self._scored = True
             step.weights = self.policy.select(step, scores)
@@ -180,13 +197,20 @@ class InBatchSelector:
 
     def state_dict(self) -> dict:
         """The selector's state (the policy's, the counters, the cost), for checkpoints."""
-        return {"policy": self.policy.state_dict(), "steps": self.steps, "loaded": self.loaded,
-                "in_epoch": self.in_epoch, "epoch": self.epoch, "cost": self.meter.state_dict()}
+        return {
+            "policy": self.policy.state_dict(),
+            "steps": self.steps,
+            "loaded": self.loaded,
+            "in_epoch": self.in_epoch,
+            "epoch": self.epoch,
+            "cost": self.meter.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state`` (a ``state_dict``)."""
         self.policy.load_state_dict(state["policy"])
-        self.steps, self.loaded, self.in_epoch, self.epoch = (int(state[k]) for k in ("steps", "loaded", "in_epoch",
-                                                                                      "epoch"))
+        self.steps, self.loaded, self.in_epoch, self.epoch = (
+            int(state[k]) for k in ("steps", "loaded", "in_epoch", "epoch")
+        )
         self.meter.load_state_dict(state["cost"])
         self._pending, self.epoch_ended = None, False

@@ -63,12 +63,24 @@ class EpochResult:
 
     def history_row(self) -> dict:
         """The epoch as one history.csv row: losses, accuracies, seconds and cost, by column."""
-        row = {"epoch": self.epoch, "step": self.step, "train_loss": self.train_loss, "lr": self.lr,
-               "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
-               **{k: v for k, v in self.cost.items() if k not in ("train_seconds", "optimizer_steps")}}
+        row = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_loss": self.train_loss,
+            "lr": self.lr,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            **{k: v for k, v in self.cost.items() if k not in ("train_seconds", "optimizer_steps")},
+        }
         for name, result in self.evals.items():
-            row.update({f"{name}_loss": result.loss, f"{name}_acc": result.acc, f"{name}_top5": result.top5,
-                        f"{name}_bacc": result.balanced_acc})
+            row.update(
+                {
+                    f"{name}_loss": result.loss,
+                    f"{name}_acc": result.acc,
+                    f"{name}_top5": result.top5,
+                    f"{name}_bacc": result.balanced_acc,
+                }
+            )
         return row
 
 
@@ -89,8 +101,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _to_input(x: torch.Tensor, device: torch.device, transform: Transform | None, generator: torch.Generator | None,
-              channels_last: bool, part: tuple[slice, int] | None = None) -> torch.Tensor:
+def _to_input(
+    x: torch.Tensor,
+    device: torch.device,
+    transform: Transform | None,
+    generator: torch.Generator | None,
+    channels_last: bool,
+    part: tuple[slice, int] | None = None,
+) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     if transform is not None:
         # A one-process transform (the user's own, in fit) need not know about shares of a batch.
@@ -99,17 +117,27 @@ def _to_input(x: torch.Tensor, device: torch.device, transform: Transform | None
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
-def _to_batch(batch: Any, device: torch.device, transform: Transform | None, generator: torch.Generator | None,
-              channels_last: bool, part: tuple[slice, int] | None = None) -> Any:
+def _to_batch(
+    batch: Any,
+    device: torch.device,
+    transform: Transform | None,
+    generator: torch.Generator | None,
+    channels_last: bool,
+    part: tuple[slice, int] | None = None,
+) -> Any:
     """A loaded batch on ``device``: for (x, y, ...) the input x = batch[0] through ``_to_input`` (transform,
     layout), every other tensor moved; a dict has every tensor moved and takes no transform."""
     if isinstance(batch, (tuple, list)):
-        items = [_to_input(batch[0], device, transform, generator, channels_last, part),
-                 *batching.to_device(list(batch[1:]), device)]
+        items = [
+            _to_input(batch[0], device, transform, generator, channels_last, part),
+            *batching.to_device(list(batch[1:]), device),
+        ]
         return type(batch)(*items) if hasattr(batch, "_fields") else type(batch)(items)  # a namedtuple, or not
     if transform is not None:
-        raise UsageError("a transform (train_transform, eval_transform) applies to the input x of (x, y, ...) "
-                         f"batches; a {type(batch).__name__} batch must be transformed in its Dataset or collate_fn")
+        raise UsageError(
+            "a transform (train_transform, eval_transform) applies to the input x of (x, y, ...) "
+            f"batches; a {type(batch).__name__} batch must be transformed in its Dataset or collate_fn"
+        )
     return batching.to_device(batch, device)
 
 
@@ -166,8 +194,11 @@ def evaluate(
         class_hits.scatter_add_(0, y, hits[:, 0].long())
         class_counts.scatter_add_(0, y, torch.ones_like(y))
     model.train(was_training)
-    sums = distributed.all_reduce_sum(torch.stack([loss_sum, top1.double(), top5.double(),
-                                                   torch.tensor(float(count), dtype=torch.float64, device=device)]))
+    sums = distributed.all_reduce_sum(
+        torch.stack(
+            [loss_sum, top1.double(), top5.double(), torch.tensor(float(count), dtype=torch.float64, device=device)]
+        )
+    )
     loss_sum, top1, top5, count = sums.tolist()
     if not classify:
         return EvalResult(loss_sum / count, math.nan, math.nan)
@@ -230,8 +261,14 @@ def fit(
             total = len(sampler.pending.samples)  # the global batch; ``batch`` holds this rank's rows of it
             if generator is not None and augment_seed is not None:
                 generator.manual_seed(augment_seed * 1_000_003 + sampler.steps)
-            batch = _to_batch(batch, device, train_transform, generator, channels_last,
-                              None if world == 1 else (distributed.local_rows(total), total))
+            batch = _to_batch(
+                batch,
+                device,
+                train_transform,
+                generator,
+                channels_last,
+                None if world == 1 else (distributed.local_rows(total), total),
+            )
             loss = step_loss(sampler, model, batch, loss_fn=loss_fn, forward=forward, autocast_dtype=autocast_dtype)
             # None: a scoring-only step, or a batch of which nothing was kept (recorded by the step); the second
             # can end an epoch that is a pass.
@@ -258,9 +295,20 @@ def fit(
             cost = meter.since(epoch_start)
             started = time.perf_counter()
             distributed.sync_buffers(model)
-            evals = {name: evaluate(plain, batches, device, eval_train_mode, eval_transform, autocast_dtype,
-                                    channels_last, loss_fn=loss_fn, forward=forward)
-                     for name, batches in eval_sets.items()}
+            evals = {
+                name: evaluate(
+                    plain,
+                    batches,
+                    device,
+                    eval_train_mode,
+                    eval_transform,
+                    autocast_dtype,
+                    channels_last,
+                    loss_fn=loss_fn,
+                    forward=forward,
+                )
+                for name, batches in eval_sets.items()
+            }
             _synchronize(device)
             eval_seconds = time.perf_counter() - started
             result = EpochResult(

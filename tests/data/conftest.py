@@ -42,11 +42,24 @@ def write_cifar10(root: Path, n_train: int = 40, n_test: int = 10) -> dict[str, 
     per = n_train // 5
     for i in range(5):
         part = slice(i * per, (i + 1) * per)
-        _pickle(base / f"data_batch_{i + 1}", {b"batch_label": b"training batch", b"labels": y_train[part].tolist(),
-                                               b"data": x_train[part].reshape(per, 3072),
-                                               b"filenames": [b"x.png"] * per})
-    _pickle(base / "test_batch", {b"batch_label": b"testing batch", b"labels": y_test.tolist(),
-                                  b"data": x_test.reshape(n_test, 3072), b"filenames": [b"x.png"] * n_test})
+        _pickle(
+            base / f"data_batch_{i + 1}",
+            {
+                b"batch_label": b"training batch",
+                b"labels": y_train[part].tolist(),
+                b"data": x_train[part].reshape(per, 3072),
+                b"filenames": [b"x.png"] * per,
+            },
+        )
+    _pickle(
+        base / "test_batch",
+        {
+            b"batch_label": b"testing batch",
+            b"labels": y_test.tolist(),
+            b"data": x_test.reshape(n_test, 3072),
+            b"filenames": [b"x.png"] * n_test,
+        },
+    )
     _pickle(base / "batches.meta", {b"label_names": [b"c%d" % i for i in range(10)], b"num_vis": 3072})
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
@@ -59,12 +72,21 @@ def write_cifar100(root: Path) -> dict[str, np.ndarray]:
     out = {}
     for split, n in (("train", 30), ("test", 12)):
         x, fine = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, 100, n)
-        _pickle(base / split, {b"filenames": [b"x.png"] * n, b"batch_label": split.encode(),
-                               b"fine_labels": fine.tolist(), b"coarse_labels": (fine // 5).tolist(),
-                               b"data": x.reshape(n, 3072)})
+        _pickle(
+            base / split,
+            {
+                b"filenames": [b"x.png"] * n,
+                b"batch_label": split.encode(),
+                b"fine_labels": fine.tolist(),
+                b"coarse_labels": (fine // 5).tolist(),
+                b"data": x.reshape(n, 3072),
+            },
+        )
         out[f"x_{split}"], out[f"y_{split}"] = x, fine
-    _pickle(base / "meta", {b"fine_label_names": [b"f%d" % i for i in range(100)],
-                            b"coarse_label_names": [b"c%d" % i for i in range(20)]})
+    _pickle(
+        base / "meta",
+        {b"fine_label_names": [b"f%d" % i for i in range(100)], b"coarse_label_names": [b"c%d" % i for i in range(20)]},
+    )
     return out
 
 
@@ -86,15 +108,17 @@ def write_stl10(root: Path, n_train: int = 10, n_test: int = 6) -> dict[str, np.
         out[f"raw_{split}"], out[f"y_{split}"] = raw, labels
     # column-major: byte c*96*96 + column*96 + row
     raw = out["raw_train"]
-    raw[STL_IMAGE: 2 * STL_IMAGE] = 0
+    raw[STL_IMAGE : 2 * STL_IMAGE] = 0
     raw[STL_IMAGE + 2 * STL_PLANE + 70 * 96 + 10] = 77
     raw.tofile(base / "train_X.bin")
     return out
 
 
-COLOURS = {"cat": [(255, 0, 0), (200, 10, 20), (250, 128, 0), (190, 60, 60)],
-           "dog": [(0, 255, 0), (10, 200, 30), (0, 128, 64), (40, 220, 90)],
-           "emu": [(0, 0, 255), (30, 20, 200), (64, 0, 128), (90, 90, 250)]}
+COLOURS = {
+    "cat": [(255, 0, 0), (200, 10, 20), (250, 128, 0), (190, 60, 60)],
+    "dog": [(0, 255, 0), (10, 200, 30), (0, 128, 64), (40, 220, 90)],
+    "emu": [(0, 0, 255), (30, 20, 200), (64, 0, 128), (90, 90, 250)],
+}
 
 
 def write_image_folder(root: Path, test_name: str = "test") -> None:
@@ -114,8 +138,10 @@ def write_image_folder(root: Path, test_name: str = "test") -> None:
     Image.new("L", (9, 9), 100).save(root / "train" / "emu" / "9_grey.png")  # a greyscale image: 3 equal channels
 
 
-FASHION_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -144,9 +170,18 @@ def write_fashion_mnist(folder: Path, n_train: int = 40, n_test: int = 20, gz: b
     return out
 
 
-FAKES = SimpleNamespace(cifar10=write_cifar10, cifar100=write_cifar100, stl10=write_stl10,
-                        image_folder=write_image_folder, fashion_mnist=write_fashion_mnist, idx_bytes=idx_bytes,
-                        COLOURS=COLOURS, STL_PLANE=STL_PLANE, STL_IMAGE=STL_IMAGE, FASHION_NAMES=FASHION_NAMES)
+FAKES = SimpleNamespace(
+    cifar10=write_cifar10,
+    cifar100=write_cifar100,
+    stl10=write_stl10,
+    image_folder=write_image_folder,
+    fashion_mnist=write_fashion_mnist,
+    idx_bytes=idx_bytes,
+    COLOURS=COLOURS,
+    STL_PLANE=STL_PLANE,
+    STL_IMAGE=STL_IMAGE,
+    FASHION_NAMES=FASHION_NAMES,
+)
 
 
 @pytest.fixture(scope="session")
@@ -215,8 +250,10 @@ def snapshot(root: Path) -> dict[str, tuple]:
     """Every file and directory under ``root``: bytes and mtime for files, so any write shows."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): ("dir",) if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): ("dir",) if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.fixture(scope="session")

@@ -54,8 +54,9 @@ def test_one_file_short_is_not_enough(tmp_path, fake):
 
 
 def test_missing_files_through_the_command_line_exit_2_with_one_line(tmp_path, train):
-    status, _, err = train("--dataset", "cifar10", "--data-dir", tmp_path / "nothing", "--epochs", "1",
-                           "--out", tmp_path / "run")
+    status, _, err = train(
+        "--dataset", "cifar10", "--data-dir", tmp_path / "nothing", "--epochs", "1", "--out", tmp_path / "run"
+    )
     assert status == 2 and err.count("\n") == 1 and str(tmp_path / "nothing" / "cifar-10-batches-py") in err
 
 
@@ -126,10 +127,17 @@ def test_hostile_cifar_pickle_is_refused_and_runs_no_code(tmp_path, fake):
     assert "\n" not in message and "data_batch_2" in message and "posix.mkdir" in message and "refused" in message
 
 
-@pytest.mark.parametrize("entry", [[1, 2, 3], {b"labels": [0]}, {b"data": "text", b"labels": [0]},
-                                   {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]},
-                                   {b"data": np.zeros((1, 3072), np.uint8), b"labels": ["cat"]}],
-                         ids=["a-list", "no-data", "data-not-array", "labels-too-few", "labels-not-int"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        [1, 2, 3],
+        {b"labels": [0]},
+        {b"data": "text", b"labels": [0]},
+        {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]},
+        {b"data": np.zeros((1, 3072), np.uint8), b"labels": ["cat"]},
+    ],
+    ids=["a-list", "no-data", "data-not-array", "labels-too-few", "labels-not-int"],
+)
 def test_malformed_cifar_pickle_is_one_line_naming_the_file(tmp_path, fake, entry):
     fake.cifar10(tmp_path)
     path = tmp_path / "cifar-10-batches-py" / "data_batch_3"

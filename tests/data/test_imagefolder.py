@@ -72,8 +72,21 @@ def test_imagefolder_empty_class_folder_names_its_split(tmp_path, fake, split):
 
 
 def _train_folder(train, tmp_path, *extra):
-    return train("--dataset", "imagefolder", "--data-dir", tmp_path / "data", "--image-size", "8", "--epochs", "1",
-                 "--batch-size", "4", "--out", tmp_path / "run", *extra)
+    return train(
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        tmp_path / "data",
+        "--image-size",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        tmp_path / "run",
+        *extra,
+    )
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -105,6 +118,9 @@ def test_image_folder_with_one_class_is_refused(tmp_path, fake, train):
 def test_without_torchvision_one_line_names_the_install(tmp_path, fake, monkeypatch):
     fake.image_folder(tmp_path)
     monkeypatch.setitem(sys.modules, "torchvision", None)  # importing it fails, as where it is not installed
-    with pytest.raises(MissingExtra, match=r"^the imagefolder data set needs torchvision: pip install "
-                                           r"'hardbatch\[cli\]'$"):
+    with pytest.raises(
+        MissingExtra,
+        match=r"^the imagefolder data set needs torchvision: pip install "
+        r"'hardbatch\[cli\]'$",
+    ):
         DATASETS["imagefolder"].read(str(tmp_path))

@@ -34,7 +34,7 @@ def _cache_files(folder: str | Path) -> list[Path]:
 
 
 def test_the_canonical_set_is_the_generators_own_output(generated):
-    (args, made), = generated.calls
+    ((args, made),) = generated.calls
     assert args == mnist1d.data.get_dataset_args(as_dict=True)  # the package's canonical arguments, unchanged
     raw = generated.raw
     assert (len(raw.train), len(raw.test), raw.num_classes, raw.in_channels) == (4000, 1000, 10, 1)

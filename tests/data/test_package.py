@@ -15,14 +15,42 @@ import hardbatch.data
 
 PACKAGE = Path(hardbatch.data.__file__).parent
 # Bottom to top: a module may import only modules before it in this list.
-ORDER = ["memory", "transforms", "splits", "loaders", "readers.common", "readers.cifar", "readers.digits",
-         "readers.fashion_mnist", "readers.imagefolder", "readers.mnist1d", "readers.stl10", "readers", "registry",
-         ""]
-OUTSIDE = {"hardbatch.errors", "hardbatch.fileio", "hardbatch.functional", "hardbatch.params", "hardbatch.models",
-           "hardbatch.config"}  # the leaves it may use, and config for RunConfig
+ORDER = [
+    "memory",
+    "transforms",
+    "splits",
+    "loaders",
+    "readers.common",
+    "readers.cifar",
+    "readers.digits",
+    "readers.fashion_mnist",
+    "readers.imagefolder",
+    "readers.mnist1d",
+    "readers.stl10",
+    "readers",
+    "registry",
+    "",
+]
+OUTSIDE = {
+    "hardbatch.errors",
+    "hardbatch.fileio",
+    "hardbatch.functional",
+    "hardbatch.params",
+    "hardbatch.models",
+    "hardbatch.config",
+}  # the leaves it may use, and config for RunConfig
 # What src/hardbatch (run/, cli), benchmarks/, scripts/ and tests/ import from the face today.
-USED = ["BatchTransform", "DATASETS", "DataSplits", "InMemoryDataset", "dataset_labels", "default_model",
-        "gives_batches", "keep_batch", "load_dataset"]
+USED = [
+    "BatchTransform",
+    "DATASETS",
+    "DataSplits",
+    "InMemoryDataset",
+    "dataset_labels",
+    "default_model",
+    "gives_batches",
+    "keep_batch",
+    "load_dataset",
+]
 
 
 def _modules() -> dict[str, Path]:
@@ -52,7 +80,7 @@ def test_every_module_is_placed_in_the_order():
 @pytest.mark.parametrize("name", ORDER)
 def test_imports_flow_one_way_and_reach_outside_only_to_the_leaves(name):
     path = _modules()[name]
-    below = {f"hardbatch.data.{m}".rstrip(".") for m in ORDER[:ORDER.index(name)]}
+    below = {f"hardbatch.data.{m}".rstrip(".") for m in ORDER[: ORDER.index(name)]}
     for imported in _imports(path):
         if imported.startswith("hardbatch.data"):
             assert imported in below, f"{path.name} imports {imported}, which is not below it"

@@ -27,8 +27,14 @@ def test_every_data_set_brings_a_registered_model_for_its_kind_of_sample(name):
 
 def test_the_default_models_are_the_ones_chosen_per_data_set():
     assert {name: default_model(name) for name in DATASETS} == {
-        "digits": "small_cnn", "cifar10": "resnet18", "cifar100": "resnet18", "stl10": "resnet18",
-        "fashion-mnist": "lenet", "imagefolder": "resnet18", "mnist1d": "cnn1d"}
+        "digits": "small_cnn",
+        "cifar10": "resnet18",
+        "cifar100": "resnet18",
+        "stl10": "resnet18",
+        "fashion-mnist": "lenet",
+        "imagefolder": "resnet18",
+        "mnist1d": "cnn1d",
+    }
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -37,12 +43,18 @@ def test_unknown_names_list_the_valid_ones():
             call()
 
 
-@pytest.mark.parametrize("spec, words", [
-    (DatasetSpec("digits", read_digits, "twice", "small_cnn"), "'digits' is already registered"),
-    (DatasetSpec("signals", read_digits, "1-D", "small_cnn", dims=1), "'small_cnn' is not a registered model for 1-D"),
-    (DatasetSpec("pictures", read_digits, "2-D", "cnn1d"), "'cnn1d' is not a registered model for images"),
-    (DatasetSpec("pictures", read_digits, "2-D", "alexnet"), "'alexnet' is not a registered model for images"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        (DatasetSpec("digits", read_digits, "twice", "small_cnn"), "'digits' is already registered"),
+        (
+            DatasetSpec("signals", read_digits, "1-D", "small_cnn", dims=1),
+            "'small_cnn' is not a registered model for 1-D",
+        ),
+        (DatasetSpec("pictures", read_digits, "2-D", "cnn1d"), "'cnn1d' is not a registered model for images"),
+        (DatasetSpec("pictures", read_digits, "2-D", "alexnet"), "'alexnet' is not a registered model for images"),
+    ],
+)
 def test_the_table_refuses_a_second_row_of_a_name_and_a_default_model_that_cannot_take_its_data(spec, words):
     before = dict(DATASETS)
     with pytest.raises(ValueError, match=words):
@@ -69,22 +81,38 @@ BAD_DATA_OPTIONS = [
     (["--image-size", "32"], ["--image-size 32", "images only"]),
     (["--stem", "small"], ["--stem small", "images only"]),
     (["--normalize", "imagenet"], ["--normalize imagenet", "images only"]),
-    (["--protocol", "modern"], ["--augment crop_flip", "--stem small", "--protocol modern",
-                                "--augment none --stem imagenet"]),
+    (
+        ["--protocol", "modern"],
+        ["--augment crop_flip", "--stem small", "--protocol modern", "--augment none --stem imagenet"],
+    ),
     (["--protocol", "paper"], ["--image-size 128", "--normalize imagenet", "drop --protocol paper"]),
     # checked with the other settings (config.check), which name the setting by its keyword
     (["--mnist1d-samples", "45"], ["--mnist1d-samples must be", "multiple of 10", "45"]),
-    (["--dataset", "digits", "--mnist1d-samples", "6000"],
-     ["--mnist1d-samples applies to dataset mnist1d only", "digits"]),
+    (
+        ["--dataset", "digits", "--mnist1d-samples", "6000"],
+        ["--mnist1d-samples applies to dataset mnist1d only", "digits"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("args,words", BAD_DATA_OPTIONS, ids=[" ".join(a) for a, _ in BAD_DATA_OPTIONS])
-def test_image_options_and_bad_sizes_are_refused_before_anything_is_written(train, generated, tmp_path, args, words,
-                                                                            one_line_error, files_under):
+def test_image_options_and_bad_sizes_are_refused_before_anything_is_written(
+    train, generated, tmp_path, args, words, one_line_error, files_under
+):
     before = files_under(tmp_path)
-    status, out, err = train("--dataset", "mnist1d", "--model", "cnn1d", "--epochs", "1",
-                             "--data-dir", generated.folder, "--out", tmp_path / "run", *args)
+    status, out, err = train(
+        "--dataset",
+        "mnist1d",
+        "--model",
+        "cnn1d",
+        "--epochs",
+        "1",
+        "--data-dir",
+        generated.folder,
+        "--out",
+        tmp_path / "run",
+        *args,
+    )
     assert status == 2 and out == ""
     one_line_error(err, *words)
     assert files_under(tmp_path) == before

@@ -24,33 +24,87 @@ from hardbatch.sampler import HardBatchSampler
 
 def test_cli_trains_on_fake_cifar10(tmp_path, fake, train):
     fake.cifar10(tmp_path / "data")
-    status, out, err = train("--dataset", "cifar10", "--data-dir", tmp_path / "data", "--model", "small_cnn",
-                             "--epochs", "1", "--batch-size", "4", "--out", tmp_path / "run")
+    status, out, err = train(
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        tmp_path / "data",
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        tmp_path / "run",
+    )
     assert status == 0, err
     assert (tmp_path / "run" / "summary.json").is_file() and "final test top-1" in out
 
 
 def test_cli_trains_on_image_folder_with_validation(tmp_path, fake, train):
     fake.image_folder(tmp_path / "data")
-    status, _, err = train("--dataset", "imagefolder", "--data-dir", tmp_path / "data", "--image-size", "16",
-                           "--val-fraction", "0.25", "--epochs", "1", "--batch-size", "4", "--out", tmp_path / "run")
+    status, _, err = train(
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        tmp_path / "data",
+        "--image-size",
+        "16",
+        "--val-fraction",
+        "0.25",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        tmp_path / "run",
+    )
     assert status == 0 and (tmp_path / "run" / "summary.json").is_file(), err
 
 
 def test_cli_trains_fashion_mnist_with_validation_split_and_resnet(tmp_path, fake, train):
     fake.fashion_mnist(tmp_path / "data", n_train=40, n_test=20)
-    status, _, err = train("--dataset", "fashion-mnist", "--data-dir", tmp_path / "data", "--model", "resnet18",
-                           "--protocol", "modern", "--val-fraction", "0.25", "--epochs", "1", "--batch-size", "10",
-                           "--out", tmp_path / "run")
+    status, _, err = train(
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        tmp_path / "data",
+        "--model",
+        "resnet18",
+        "--protocol",
+        "modern",
+        "--val-fraction",
+        "0.25",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--out",
+        tmp_path / "run",
+    )
     assert status == 0 and (tmp_path / "run" / "summary.json").is_file(), err
 
 
 @pytest.mark.parametrize("model", [None, "cnn1d", "mlp1d"], ids=["default", "cnn1d", "mlp1d"])
 def test_each_1d_model_trains_end_to_end_and_mnist1d_needs_no_model_flag(train, generated, tmp_path, model):
     # --channels-last (the default on CUDA) is a layout of image batches; signal batches keep theirs.
-    status, _, err = train("--dataset", "mnist1d", *(["--model", model] if model else []), "--epochs", "1",
-                           "--batch-size", "128", "--lr", "0.1", "--channels-last", "--data-dir", generated.folder,
-                           "--out", tmp_path / "run")
+    status, _, err = train(
+        "--dataset",
+        "mnist1d",
+        *(["--model", model] if model else []),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--lr",
+        "0.1",
+        "--channels-last",
+        "--data-dir",
+        generated.folder,
+        "--out",
+        tmp_path / "run",
+    )
     assert status == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["optimizer_steps"] == 4000 // 128
@@ -61,8 +115,15 @@ def test_each_1d_model_trains_end_to_end_and_mnist1d_needs_no_model_flag(train, 
 
 @pytest.mark.parametrize("protocol", [None, "modern"])
 def test_every_data_sets_default_model_takes_its_data(tmp_path, fake, generated, protocol):
-    files = {"digits": None, "cifar10": fake.cifar10, "cifar100": fake.cifar100, "stl10": fake.stl10,
-             "fashion-mnist": fake.fashion_mnist, "imagefolder": fake.image_folder, "mnist1d": None}
+    files = {
+        "digits": None,
+        "cifar10": fake.cifar10,
+        "cifar100": fake.cifar100,
+        "stl10": fake.stl10,
+        "fashion-mnist": fake.fashion_mnist,
+        "imagefolder": fake.image_folder,
+        "mnist1d": None,
+    }
     assert set(files) == set(DATASETS), "a new data set needs its fake files here"
     for name, write in files.items():
         if name == "mnist1d" and protocol:
@@ -88,10 +149,22 @@ MISMATCHED = [
 
 
 @pytest.mark.parametrize("args,words", MISMATCHED, ids=[" ".join(a) for a, _ in MISMATCHED])
-def test_a_model_given_the_other_kind_of_data_names_the_models_that_take_it(train, generated, tmp_path, args, words,
-                                                                           one_line_error):
-    status, _, err = train("--dataset", "mnist1d", "--epochs", "1", "--batch-size", "128",
-                           "--data-dir", generated.folder, "--out", tmp_path / "run", *args)
+def test_a_model_given_the_other_kind_of_data_names_the_models_that_take_it(
+    train, generated, tmp_path, args, words, one_line_error
+):
+    status, _, err = train(
+        "--dataset",
+        "mnist1d",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--data-dir",
+        generated.folder,
+        "--out",
+        tmp_path / "run",
+        *args,
+    )
     assert status == 2
     one_line_error(err, *words)
 
@@ -100,8 +173,21 @@ def test_a_model_given_the_other_kind_of_data_names_the_models_that_take_it(trai
 
 
 def _train_folder(train, tmp_path, *extra):
-    return train("--dataset", "imagefolder", "--data-dir", tmp_path / "data", "--image-size", "8", "--epochs", "1",
-                 "--batch-size", "4", "--out", tmp_path / "run", *extra)
+    return train(
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        tmp_path / "data",
+        "--image-size",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        tmp_path / "run",
+        *extra,
+    )
 
 
 def test_image_folder_batches_are_a_seeded_random_cut_by_default(tmp_path, fake, train):
@@ -125,12 +211,21 @@ def test_image_folder_batches_are_a_seeded_random_cut_by_default(tmp_path, fake,
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["shuffle_partition"] is False
 
 
-@pytest.mark.parametrize("protocol, dataset, flag, expected", [
-    ("paper", "cifar10", None, False), ("paper", "cifar100", None, False), ("paper", "stl10", None, False),
-    ("paper", "imagefolder", None, True), ("paper", "digits", None, True), (None, "cifar10", None, True),
-    (None, "imagefolder", None, True), ("modern", "cifar10", None, True), ("paper", "cifar10", True, True),
-    (None, "imagefolder", False, False),
-])
+@pytest.mark.parametrize(
+    "protocol, dataset, flag, expected",
+    [
+        ("paper", "cifar10", None, False),
+        ("paper", "cifar100", None, False),
+        ("paper", "stl10", None, False),
+        ("paper", "imagefolder", None, True),
+        ("paper", "digits", None, True),
+        (None, "cifar10", None, True),
+        (None, "imagefolder", None, True),
+        ("modern", "cifar10", None, True),
+        ("paper", "cifar10", True, True),
+        (None, "imagefolder", False, False),
+    ],
+)
 def test_partition_order_resolves_per_protocol_and_data_set(protocol, dataset, flag, expected):
     given = {} if flag is None else {"shuffle_partition": flag}
     cfg = resolve(make_config(protocol, dataset=dataset, **given), torch.device("cpu"))
@@ -142,15 +237,36 @@ def test_partition_order_resolves_per_protocol_and_data_set(protocol, dataset, f
 
 def test_run_records_settings_and_relabelled_samples(tmp_path, train):
     out = tmp_path / "run"
-    args = ["--dataset", "digits", "--train-subset", "500", "--imbalance", "2", "--label-noise", "0.25",
-            "--val-fraction", "0.1", "--shuffle-partition", "--batch-size", "32", "--epochs", "2", "--delta", "0.5",
-            "--seed", "3", "--out", out]
+    args = [
+        "--dataset",
+        "digits",
+        "--train-subset",
+        "500",
+        "--imbalance",
+        "2",
+        "--label-noise",
+        "0.25",
+        "--val-fraction",
+        "0.1",
+        "--shuffle-partition",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--delta",
+        "0.5",
+        "--seed",
+        "3",
+        "--out",
+        out,
+    ]
     assert train(*args)[0] == 0
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["train_subset"], config["imbalance"], config["label_noise"]) == (500, 2.0, 0.25)
     record = RunDir(out).relabelled()
-    data = load_dataset(RunConfig(dataset="digits", train_subset=500, imbalance=2.0, label_noise=0.25,
-                                  val_fraction=0.1, seed=3))
+    data = load_dataset(
+        RunConfig(dataset="digits", train_subset=500, imbalance=2.0, label_noise=0.25, val_fraction=0.1, seed=3)
+    )
     assert record["train_samples"] == len(data.train) and record["relabelled"] == data.relabelled.indices.tolist()
     assert len(record["relabelled"]) == round(0.25 * len(data.train))
     assert record["given_labels"] == data.train.labels[data.relabelled.indices].tolist()
@@ -177,16 +293,40 @@ def test_compare_caches_reshaped_data_per_seed():
 
 def test_report_shows_balanced_accuracy_per_class_and_mislabelled_exposure(tmp_path, invoke):
     out = tmp_path / "cmp"
-    status, _, err = invoke("compare", "--dataset", "digits", "--train-subset", "320", "--label-noise", "0.25",
-                            "--deltas", "0.3", "1.0", "--seeds", "0", "1", "--epochs", "3", "--batch-size", "32",
-                            "--device", "cpu", "--no-progress", "--out", out)
+    status, _, err = invoke(
+        "compare",
+        "--dataset",
+        "digits",
+        "--train-subset",
+        "320",
+        "--label-noise",
+        "0.25",
+        "--deltas",
+        "0.3",
+        "1.0",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        out,
+    )
     assert status == 0, err
     report = (out / "report.md").read_text()
     assert "balanced top-1 %" in report and "label_noise 0.25" in report
     assert "Final test top-1 % per class" in report and "| arm | 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 |" in report
     assert "Label noise 0.25" in report and "mislabelled % of back-propagated samples" in report
-    noise_lines = {line.split("|")[1].strip(): line for line in report.splitlines()
-                   if line.startswith("| δ = ") and line.count("|") == 6}
+    noise_lines = {
+        line.split("|")[1].strip(): line
+        for line in report.splitlines()
+        if line.startswith("| δ = ") and line.count("|") == 6
+    }
     assert set(noise_lines) == {"δ = 0.3", "δ = 1"} and "| 25.0 |" in noise_lines["δ = 1"]  # 80 of 320 in the data
     for seed in (0, 1):
         # δ = 1 trains every fixed batch equally often: its share is the partition's, 80 of 320 (no remainder)

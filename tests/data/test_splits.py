@@ -68,8 +68,10 @@ def test_a_fraction_that_holds_out_nothing_is_a_usage_error():
         load_dataset(RunConfig(dataset="digits", val_fraction=0.001))
 
 
-@pytest.mark.parametrize("fraction, words", [("0.001", "--val-fraction 0.001 holds out no samples"),
-                                             ("0.999", "val_fraction 0.999 leaves 0 training samples")])
+@pytest.mark.parametrize(
+    "fraction, words",
+    [("0.001", "--val-fraction 0.001 holds out no samples"), ("0.999", "val_fraction 0.999 leaves 0 training samples")],
+)
 def test_a_validation_fraction_that_empties_a_split_is_named(tmp_path, train, fraction, words):
     out = tmp_path / "run"
     status, _, err = train("--val-fraction", fraction, "--epochs", "1", "--out", out)
@@ -153,8 +155,10 @@ def test_noise_comes_after_validation_split_and_leaves_it_clean(fashion):
     assert sorted(ids(data.val) + ids(data.train)) == list(range(1000))
     assert torch.equal(data.val.images, raw.train.images[ids(data.val)])
     relabelled = set(data.relabelled.indices.tolist())
-    assert all((y == i % 10) == (k not in relabelled)
-               for k, (i, y) in enumerate(zip(ids(data.train), data.train.labels.tolist(), strict=True)))
+    assert all(
+        (y == i % 10) == (k not in relabelled)
+        for k, (i, y) in enumerate(zip(ids(data.train), data.train.labels.tolist(), strict=True))
+    )
 
 
 # ---------------------------------------------------------------- the class-balanced subset
@@ -179,8 +183,9 @@ def test_train_subset_of_unequal_classes_fills_from_the_larger():
 
 @pytest.mark.parametrize("size", [9, 1001])
 def test_train_subset_out_of_range_is_a_usage_error(fashion, size):
-    with pytest.raises(UsageError, match=f"between the number of classes \\(10\\) and the training split's 1000 "
-                                         f"samples, got {size}"):
+    with pytest.raises(
+        UsageError, match=f"between the number of classes \\(10\\) and the training split's 1000 samples, got {size}"
+    ):
         load_dataset(fashion.replace(train_subset=size))
 
 
@@ -193,14 +198,17 @@ def test_the_reshaped_split_draws_from_the_packages_one_seed_derivation():
     assert torch.equal(load_dataset(cfg.replace(label_noise=0.1)).train.labels, noisy)
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--imbalance", "0.5"], ["imbalance", ">= 1", "0.5"]),
-    (["--imbalance", "nan"], ["imbalance", ">= 1"]),
-    (["--label-noise", "1"], ["label-noise", "[0, 1)", "1.0"]),
-    (["--label-noise", "-0.1"], ["label-noise", "[0, 1)"]),
-    (["--train-subset", "0"], ["train-subset", ">= 1"]),
-    (["--train-subset", "5"], ["train subset", "number of classes (10)", "1437"]),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--imbalance", "0.5"], ["imbalance", ">= 1", "0.5"]),
+        (["--imbalance", "nan"], ["imbalance", ">= 1"]),
+        (["--label-noise", "1"], ["label-noise", "[0, 1)", "1.0"]),
+        (["--label-noise", "-0.1"], ["label-noise", "[0, 1)"]),
+        (["--train-subset", "0"], ["train-subset", ">= 1"]),
+        (["--train-subset", "5"], ["train subset", "number of classes (10)", "1437"]),
+    ],
+)
 def test_bad_values_exit_2_with_one_line_and_write_nothing(tmp_path, train, flags, words):
     status, _, err = train(*flags, "--epochs", "1", "--out", tmp_path / "run")
     assert status == 2 and err.count("\n") == 1 and "Traceback" not in err

@@ -32,7 +32,7 @@ def test_each_sample_is_a_window_of_the_padded_image_flipped_or_not():
     out = random_crop_flip(x, torch.Generator().manual_seed(1), padding=2)
     padded = F.pad(x, (2, 2, 2, 2))
     for i in range(6):
-        windows = [padded[i, :, r:r + 8, c:c + 8] for r in range(5) for c in range(5)]
+        windows = [padded[i, :, r : r + 8, c : c + 8] for r in range(5) for c in range(5)]
         assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows), i
 
 

@@ -23,10 +23,29 @@ from pathlib import Path
 
 GOLDEN = Path(__file__).with_name("golden.json")
 # Kernels and threads that give the same floating-point results on any x86-64 processor.
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41",
-                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-COMMON = ["--dataset", "digits", "--model", "mlp", "--train-subset", "640", "--batch-size", "32", "--epochs", "4",
-          "--lr", "0.05", "--seed", "3"]
+PORTABLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "default",
+    "MKL_CBWR": "COMPATIBLE",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+COMMON = [
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp",
+    "--train-subset",
+    "640",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "4",
+    "--lr",
+    "0.05",
+    "--seed",
+    "3",
+]
 VARIANTS = {
     "hardbatch-0.4": ["--delta", "0.4"],
     "hardbatch-1": ["--delta", "1"],
@@ -37,8 +56,14 @@ VARIANTS = {
     "infobatch": ["--policy", "infobatch"],
     # The peers' options: Selective Backprop's earlier rules in hardbatch (this reproduces the selective-backprop
     # record made before they became options), and the InfoBatch authors' annealing weights.
-    "selective-backprop-legacy": ["--policy", "selective-backprop", "--no-warmup-epoch", "--score-in-train-mode",
-                                  "--force-one", "--count-ties"],
+    "selective-backprop-legacy": [
+        "--policy",
+        "selective-backprop",
+        "--no-warmup-epoch",
+        "--score-in-train-mode",
+        "--force-one",
+        "--count-ties",
+    ],
     "infobatch-keep-weights": ["--policy", "infobatch", "--keep-weights-in-anneal"],
     "rescore": ["--delta", "0.4", "--rescore", "2"],
     "repartition": ["--delta", "0.4", "--repartition"],
@@ -50,8 +75,17 @@ VARIANTS = {
     "rs2": ["--policy", "rs2", "--fraction", "0.3", "--schedule", "cosine"],
     "bls": ["--policy", "bls"],
 }
-HISTORY_KEYS = ("epoch", "step", "train_loss", "test_loss", "test_acc", "samples_loaded", "samples_forward",
-                "samples_forward_nograd", "samples_backprop")
+HISTORY_KEYS = (
+    "epoch",
+    "step",
+    "train_loss",
+    "test_loss",
+    "test_acc",
+    "samples_loaded",
+    "samples_forward",
+    "samples_forward_nograd",
+    "samples_backprop",
+)
 
 
 class InputFingerprints:
@@ -62,8 +96,10 @@ class InputFingerprints:
 
         self.seen: list[str] = []
         self._depth = 0
-        self._handles = [torch.nn.modules.module.register_module_forward_pre_hook(self._enter),
-                         torch.nn.modules.module.register_module_forward_hook(self._leave)]
+        self._handles = [
+            torch.nn.modules.module.register_module_forward_pre_hook(self._enter),
+            torch.nn.modules.module.register_module_forward_hook(self._leave),
+        ]
 
     def _enter(self, module, args):
         import torch
@@ -99,8 +135,9 @@ def run_variant(name: str, workdir: Path) -> dict:
     run = RunDir(out)
     return {
         "args": [*COMMON, *VARIANTS[name]],
-        "trace": [[int(r["step"]), int(r["round"]), int(r["batch"]), r["loss"], int(r["samples"])]
-                  for r in run.trace()],
+        "trace": [
+            [int(r["step"]), int(r["round"]), int(r["batch"]), r["loss"], int(r["samples"])] for r in run.trace()
+        ],
         "inputs": fingerprints.seen,
         "history": [{k: row[k] for k in HISTORY_KEYS} for row in run.history()],
         "batch_visits": run.summary()["batch_visits"],

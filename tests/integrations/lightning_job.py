@@ -30,8 +30,18 @@ if __name__ == "__main__":
     data = TensorDataset(torch.randn(128, 8), torch.randint(0, 3, (128,)))
     hb = HardBatchCallback(hardbatch.HardBatchSampler(128, 16, epochs=2, policy="hardbatch", delta=0.5))
     kwargs = {} if sys.argv[1] == "default" else {"use_distributed_sampler": False}
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=-1, callbacks=[hb], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=-1,
+        callbacks=[hb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
     trainer.fit(Model(hb), hb.loader(data))
     if trainer.global_rank == 0:
         print(f"steps {hb.sampler.steps}")

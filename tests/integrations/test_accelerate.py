@@ -65,8 +65,10 @@ def test_one_process_trains_the_planned_batches_whole(tmp_path, trained):
 
 
 # Every registered policy with its example settings, and the rule's scoring passes.
-CASES = {**{name: (name, cls.example) for name, cls in POLICIES.items()},
-         "hardbatch+rescore": ("hardbatch", {"rescore": 2})}
+CASES = {
+    **{name: (name, cls.example) for name, cls in POLICIES.items()},
+    "hardbatch+rescore": ("hardbatch", {"rescore": 2}),
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -77,8 +79,9 @@ def test_every_policy_runs_in_the_accelerate_loop(case):
     cls = POLICIES[name]
     train_set = example.regression_data()
     delta = {"delta": 0.5} if cls.takes("delta") else {}
-    sampler = HardBatchSampler(len(train_set), 32, epochs=2, policy=name, shuffle_partition=True, seed=0, **delta,
-                               **params)
+    sampler = HardBatchSampler(
+        len(train_set), 32, epochs=2, policy=name, shuffle_partition=True, seed=0, **delta, **params
+    )
     if cls.holdout:  # rho-loss: the IL model's loss of every sample, set before training
         sampler.policy.irreducible = torch.zeros(len(train_set))
     trace, meter = example.train(Accelerator(cpu=True), sampler, train_set)
@@ -121,8 +124,11 @@ def test_the_loader_stops_the_clocks_when_a_pass_ends(clock, policy, params):
 
 def test_prepare_loader_refuses_a_batch_that_does_not_divide_among_the_processes():
     accelerator = SimpleNamespace(num_processes=3, device=torch.device("cpu"))
-    with pytest.raises(UsageError, match=r"the sampler's batch \(32\) does not divide among 3 processes.*multiple "
-                                         r"of 3"):
+    with pytest.raises(
+        UsageError,
+        match=r"the sampler's batch \(32\) does not divide among 3 processes.*multiple "
+        r"of 3",
+    ):
         integration.prepare_loader(accelerator, example.regression_data(), HardBatchSampler(256, 32))
 
 
@@ -166,9 +172,11 @@ def test_two_processes_train_the_same_batches_as_one(tmp_path, launch, trained):
             assert sorted(row0 + row1) == sorted(step_samples)
         if name == "rule":  # whole batches: rank r holds the r-th contiguous half of each
             partition = ranks[0]["partition"]
-            assert all(rows == partition[row["batch"]][16 * r:16 * (r + 1)]
-                       for r, (rank, rank_samples) in enumerate(zip(ranks, samples, strict=True))
-                       for row, rows in zip(rank["trace"], rank_samples, strict=True))
+            assert all(
+                rows == partition[row["batch"]][16 * r : 16 * (r + 1)]
+                for r, (rank, rank_samples) in enumerate(zip(ranks, samples, strict=True))
+                for row, rows in zip(rank["trace"], rank_samples, strict=True)
+            )
     # Without prepare_loader: accelerate's BatchSamplerShard gives rank 1 the second planned batch, whole, while
     # rank 0 trains the first: the ranks would train and record different batches.
     partition = json.loads((tmp_path / "rule" / "trace-rank0.json").read_text())["partition"]

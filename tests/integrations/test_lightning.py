@@ -41,13 +41,23 @@ def lightning_fit(hb, data, model, training_step=None, val_data=None, validation
             return torch.optim.SGD(self.parameters(), lr=0.05)
 
     if validation_step is not None:
+
         class Module(Module):  # the same module, validating
             def validation_step(self, batch, batch_idx):
                 validation_step(self, batch)
 
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=-1, use_distributed_sampler=False, callbacks=[hb],
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, **trainer_kwargs)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=-1,
+        use_distributed_sampler=False,
+        callbacks=[hb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_kwargs,
+    )
     trainer.fit(Module(), hb.loader(data), None if val_data is None else DataLoader(val_data, batch_size=16))
     return trainer
 
@@ -100,8 +110,16 @@ def test_the_callbacks_clocks_count_every_training_step_and_leave_validation_out
         clock.advance(10_000)
         validations.append(module.trainer.sanity_checking)
 
-    lightning_fit(hb, TensorDataset(x, y), torch.nn.Linear(6, 2), training_step, TensorDataset(x, y),
-                  validation_step, val_check_interval=val_check_interval, num_sanity_val_steps=1)
+    lightning_fit(
+        hb,
+        TensorDataset(x, y),
+        torch.nn.Linear(6, 2),
+        training_step,
+        TensorDataset(x, y),
+        validation_step,
+        val_check_interval=val_check_interval,
+        num_sanity_val_steps=1,
+    )
     meter = sampler.meter
     assert sampler.done and sampler.steps == 16 and validations.count(False) >= 3 and validations[0]
     assert 10 * 16 <= meter.train_seconds < 10 * 16 + 5  # the real time of 16 tiny steps: under 5 s
@@ -124,8 +142,13 @@ def test_the_callback_checkpoints_the_selection_and_its_cost():
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["default", "off"])
 def test_ddp_on_two_devices_trains_with_the_sampler_off_and_refuses_the_default_in_one_line(sampler):
-    job = subprocess.run([sys.executable, str(Path(__file__).with_name("lightning_job.py")), sampler],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    job = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("lightning_job.py")), sampler],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     if sampler == "off":
         assert job.returncode == 0, job.stderr[-3000:]
         assert "steps 16" in job.stdout  # 2 epochs of the 8 fixed batches, each split over the two devices

@@ -15,8 +15,9 @@ SAMPLES, BATCH = 160, 8  # N = 20 batches
 
 def _setup(policy: str, **params):
     generator = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(SAMPLES, 6, generator=generator), torch.randint(0, 3, (SAMPLES,),
-                                                                                      generator=generator))
+    data = TensorDataset(
+        torch.randn(SAMPLES, 6, generator=generator), torch.randint(0, 3, (SAMPLES,), generator=generator)
+    )
     torch.manual_seed(0)
     model = torch.nn.Linear(6, 3)
     sampler = hardbatch.HardBatchSampler(SAMPLES, BATCH, epochs=3, policy=policy, seed=1, **params)

@@ -88,9 +88,10 @@ def test_an_encoder_decoder_model_trains_on_each_target_sequences_token_loss(tmp
     model = trainer.model.eval()
     with torch.no_grad():
         ours = trainer.loss_fn(trainer.forward(model, batch), batch)
-        alone = [model(**{key: value[i:i + 1] for key, value in batch.items()}).loss for i in range(4)]
+        alone = [model(**{key: value[i : i + 1] for key, value in batch.items()}).loss for i in range(4)]
     assert ours.shape == (4,)
     torch.testing.assert_close(ours, torch.stack(alone))
+
     # A forward of the user's own still takes precedence.
     def own(model, batch):
         return model(input_ids=batch["input_ids"], labels=batch["labels"])
@@ -134,16 +135,19 @@ def test_training_time_is_measured_and_evaluation_left_out(tmp_path):
 
 # Every registered policy with its example settings (a new one is covered with no edit here), and the rule's
 # scoring passes (score-only steps, which the Trainer never sees).
-CASES = {**{name: (name, cls.example) for name, cls in POLICIES.items()},
-         "hardbatch+rescore": ("hardbatch", {"rescore": 2})}
+CASES = {
+    **{name: (name, cls.example) for name, cls in POLICIES.items()},
+    "hardbatch+rescore": ("hardbatch", {"rescore": 2}),
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_policy_runs_in_the_trainer_with_gradient_accumulation(tmp_path, case):
     name, params = CASES[case]
     cls = POLICIES[name]
-    trainer = example.make_trainer("classify", epochs=2, out=str(tmp_path), policy=name,
-                                   **({"delta": 0.5} if cls.takes("delta") else {}), **params)
+    trainer = example.make_trainer(
+        "classify", epochs=2, out=str(tmp_path), policy=name, **({"delta": 0.5} if cls.takes("delta") else {}), **params
+    )
     if cls.holdout:  # rho-loss: the IL model's loss of every sample, set before training
         trainer.sampler.policy.irreducible = torch.zeros(64)
     trainer.train()
@@ -198,8 +202,15 @@ def test_what_is_selected_does_not_depend_on_set_epoch(tmp_path, policy):
 
 def one_step(tmp_path, per_device: int, grad_accum: int, **policy) -> tuple[dict, object]:
     """The causal LM's parameters after one optimizer step on 8 samples (N = 1), and the cost meter."""
-    trainer = example.make_trainer("lm", samples=8, per_device=per_device, grad_accum=grad_accum, epochs=1,
-                                   out=str(tmp_path / f"{per_device}x{grad_accum}"), **policy)
+    trainer = example.make_trainer(
+        "lm",
+        samples=8,
+        per_device=per_device,
+        grad_accum=grad_accum,
+        epochs=1,
+        out=str(tmp_path / f"{per_device}x{grad_accum}"),
+        **policy,
+    )
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
     after = trainer.model.state_dict()
@@ -208,11 +219,14 @@ def one_step(tmp_path, per_device: int, grad_accum: int, **policy) -> tuple[dict
     return after, trainer.meter
 
 
-@pytest.mark.parametrize("policy, small", [
-    ({"policy": "hardbatch"}, (4, 2)),
-    # Composer's SB scores all 8, keeps ⌊0.25 · 8⌋ = 2: over 4 micro-batches of 2 rows, two train nothing.
-    ({"policy": "composer-sb", "start": 0.0, "end": 1.0, "keep": 0.25, "interrupt": 0}, (2, 4)),
-])
+@pytest.mark.parametrize(
+    "policy, small",
+    [
+        ({"policy": "hardbatch"}, (4, 2)),
+        # Composer's SB scores all 8, keeps ⌊0.25 · 8⌋ = 2: over 4 micro-batches of 2 rows, two train nothing.
+        ({"policy": "composer-sb", "start": 0.0, "end": 1.0, "keep": 0.25, "interrupt": 0}, (2, 4)),
+    ],
+)
 def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, policy, small):
     accumulated, meter = one_step(tmp_path, *small, **policy)
     big, big_meter = one_step(tmp_path, 8, 1, **policy)
@@ -263,10 +277,20 @@ def with_dropout(arch: str) -> tuple[str, torch.nn.Module]:
 
     if arch == "distilbert":
         torch.manual_seed(0)
-        return "classify", DistilBertForSequenceClassification(DistilBertConfig(
-            vocab_size=example.VOCAB, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
-            max_position_embeddings=example.LENGTH, num_labels=example.CLASSES, dropout=0.1, attention_dropout=0.1,
-            seq_classif_dropout=0.1))
+        return "classify", DistilBertForSequenceClassification(
+            DistilBertConfig(
+                vocab_size=example.VOCAB,
+                dim=16,
+                n_layers=1,
+                n_heads=2,
+                hidden_dim=32,
+                max_position_embeddings=example.LENGTH,
+                num_labels=example.CLASSES,
+                dropout=0.1,
+                attention_dropout=0.1,
+                seq_classif_dropout=0.1,
+            )
+        )
     task = {"bert": "classify", "gpt2": "lm", "t5": "seq2seq"}[arch]
     return task, example.tiny_model(task, dropout=0.1)
 
@@ -292,20 +316,27 @@ def assert_same_run(a: HardBatchTrainer, b: HardBatchTrainer) -> None:
         torch.testing.assert_close(b.model.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("arch, save_steps, stop, settings", [
-    ("bert", 3, 4, {}), ("distilbert", 3, 4, {}), ("t5", 3, 4, {}),
-    ("bert", 5, 11, {}),  # checkpoint-10 is inside round 1 (steps 9-12): the sampler resumes mid-round
-    # A pruning policy on a schedule that follows its progress: the schedule resumes where it was.
-    ("bert", 5, 11, {"delta": None, "policy": "infobatch", "schedule": "linear"}),
-], ids=["bert", "distilbert", "t5", "bert-mid-round", "infobatch-linear"])
+@pytest.mark.parametrize(
+    "arch, save_steps, stop, settings",
+    [
+        ("bert", 3, 4, {}),
+        ("distilbert", 3, 4, {}),
+        ("t5", 3, 4, {}),
+        ("bert", 5, 11, {}),  # checkpoint-10 is inside round 1 (steps 9-12): the sampler resumes mid-round
+        # A pruning policy on a schedule that follows its progress: the schedule resumes where it was.
+        ("bert", 5, 11, {"delta": None, "policy": "infobatch", "schedule": "linear"}),
+    ],
+    ids=["bert", "distilbert", "t5", "bert-mid-round", "infobatch-linear"],
+)
 def test_a_stopped_run_resumes_as_if_uninterrupted_with_dropout(tmp_path, arch, save_steps, stop, settings):
     # Dropout draws from the global RNG, which the Trainer restores from the checkpoint: the loader must not draw
     # from it afterwards (its worker seeds), or every later dropout mask shifts, and with them the losses and the
     # rule's choice of batches.
     def trainer(out: str, **kwargs) -> HardBatchTrainer:
         task, model = with_dropout(arch)
-        return example.make_trainer(task, epochs=3, out=str(tmp_path / out), model=model,
-                                    **{"delta": 0.5, **settings, **kwargs})
+        return example.make_trainer(
+            task, epochs=3, out=str(tmp_path / out), model=model, **{"delta": 0.5, **settings, **kwargs}
+        )
 
     whole = trainer("whole")
     whole.train()
@@ -315,7 +346,7 @@ def test_a_stopped_run_resumes_as_if_uninterrupted_with_dropout(tmp_path, arch, 
     assert stopped.state.global_step == stop and not stopped.sampler.done
     resumed = trainer("stopped", save_steps=save_steps)
     resumed.train(resume_from_checkpoint=True)
-    assert resumed.trace_rows()[:stop - stop % save_steps] == stopped.trace_rows()[:stop - stop % save_steps]
+    assert resumed.trace_rows()[: stop - stop % save_steps] == stopped.trace_rows()[: stop - stop % save_steps]
     assert_same_run(whole, resumed)
 
 
@@ -336,8 +367,9 @@ def interrupted(tmp_path, stop: int) -> Path:
 
 
 def resume(folder: Path, checkpoint: str | bool = True, **changes) -> HardBatchTrainer:
-    trainer = example.make_trainer(**{"task": "classify", "epochs": 2, "out": str(folder), "save_steps": 1,
-                                      "delta": 0.5, **changes})
+    trainer = example.make_trainer(
+        **{"task": "classify", "epochs": 2, "out": str(folder), "save_steps": 1, "delta": 0.5, **changes}
+    )
     trainer.args.save_total_limit = 3
     trainer.train(resume_from_checkpoint=str(folder / checkpoint) if isinstance(checkpoint, str) else checkpoint)
     return trainer
@@ -353,32 +385,49 @@ def test_resume_true_passes_over_checkpoints_a_kill_left_incomplete(tmp_path):
     trainer_state.write_text(trainer_state.read_text()[:100])
     complete = out / "checkpoint-5"
     # A torn checkpoint named explicitly: one line naming the missing file and the checkpoint to pass instead.
-    with pytest.raises(UsageError, match=rf"cannot resume from .*checkpoint-7: .*checkpoint-7/hardbatch_state.pt: "
-                                         rf"there is no such file .*the newest complete one is {complete}\)$"):
+    with pytest.raises(
+        UsageError,
+        match=rf"cannot resume from .*checkpoint-7: .*checkpoint-7/hardbatch_state.pt: "
+        rf"there is no such file .*the newest complete one is {complete}\)$",
+    ):
         resume(out, "checkpoint-7")
-    with pytest.warns(UserWarning, match=rf"resuming from {complete}, the newest complete checkpoint: "
-                                         rf".*checkpoint-7/hardbatch_state.pt: there is no such file.*; "
-                                         rf".*checkpoint-6/trainer_state.json: it is not valid JSON"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"resuming from {complete}, the newest complete checkpoint: "
+        rf".*checkpoint-7/hardbatch_state.pt: there is no such file.*; "
+        rf".*checkpoint-6/trainer_state.json: it is not valid JSON",
+    ):
         resumed = resume(out)
     assert_same_run(whole, resumed)
     # No complete checkpoint at all: one line, what to do.
     for folder in out.iterdir():
         (folder / "hardbatch_state.pt").unlink()
-    with pytest.raises(UsageError, match=r"no complete checkpoint to resume from in .*\(.*checkpoint-16/hardbatch_state"
-                                         r".pt: there is no such file .*; 2 more\); train from the start"):
+    with pytest.raises(
+        UsageError,
+        match=r"no complete checkpoint to resume from in .*\(.*checkpoint-16/hardbatch_state"
+        r".pt: there is no such file .*; 2 more\); train from the start",
+    ):
         resume(out)
 
 
-@pytest.mark.parametrize("change, differences", [
-    ({"samples": 128}, "samples saved 64 but given 128, batches saved 8 but given 16"),
-    ({"samples": 48}, "samples saved 64 but given 48, batches saved 8 but given 6"),
-    ({"per_device": 8}, "batches saved 8 but given 4, batch_size saved 8 but given 16"),
-    ({"delta": 0.25}, "delta saved 0.5 but given 0.25"),
-    ({"epochs": 3}, "epochs saved 2 but given 3"),
-    ({"delta": None, "policy": "infobatch"}, ("policy saved 'hardbatch' but given 'infobatch', delta saved 0.5 but "
-                                              "given None, .*prune_ratio saved None but given 0.5.*")),
-    ({"seed": 1}, "seed saved 0 but given 1"),
-])
+@pytest.mark.parametrize(
+    "change, differences",
+    [
+        ({"samples": 128}, "samples saved 64 but given 128, batches saved 8 but given 16"),
+        ({"samples": 48}, "samples saved 64 but given 48, batches saved 8 but given 6"),
+        ({"per_device": 8}, "batches saved 8 but given 4, batch_size saved 8 but given 16"),
+        ({"delta": 0.25}, "delta saved 0.5 but given 0.25"),
+        ({"epochs": 3}, "epochs saved 2 but given 3"),
+        (
+            {"delta": None, "policy": "infobatch"},
+            (
+                "policy saved 'hardbatch' but given 'infobatch', delta saved 0.5 but "
+                "given None, .*prune_ratio saved None but given 0.5.*"
+            ),
+        ),
+        ({"seed": 1}, "seed saved 0 but given 1"),
+    ],
+)
 def test_resuming_with_other_selection_settings_is_refused_naming_both_values(tmp_path, change, differences):
     out = interrupted(tmp_path, stop=3)
     seed = change.pop("seed", None)
@@ -386,9 +435,12 @@ def test_resuming_with_other_selection_settings_is_refused_naming_both_values(tm
     if seed is not None:  # another seed cuts another partition
         trainer.args.seed = seed
         trainer.sampler = trainer._sampler(None, "hardbatch", 0.5, True, {})
-    with pytest.raises(UsageError, match=rf"^HardBatchTrainer: {out / 'checkpoint-3'} holds a run with other selection "
-                                         rf"settings: {differences}; pass the saved values to continue it, or train "
-                                         rf"in another output_dir$"):
+    with pytest.raises(
+        UsageError,
+        match=rf"^HardBatchTrainer: {out / 'checkpoint-3'} holds a run with other selection "
+        rf"settings: {differences}; pass the saved values to continue it, or train "
+        rf"in another output_dir$",
+    ):
         trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 0 and trainer.sampler.steps == 0
 
@@ -421,7 +473,7 @@ def test_a_run_killed_while_saving_resumes_from_its_newest_complete_checkpoint(t
             def dying(*args, **kwargs):
                 if (out / "checkpoint-5").exists() and (attr != "replace" or str(args[1]).endswith(".pt")):
                     if attr == "save_to_json":
-                        Path(args[1]).write_text("{\"global_st")
+                        Path(args[1]).write_text('{"global_st')
                     os.kill(os.getpid(), signal.SIGKILL)
                 return original(*args, **kwargs)
 
@@ -439,8 +491,9 @@ def test_a_run_killed_while_saving_resumes_from_its_newest_complete_checkpoint(t
     assert "model.safetensors" in torn and ("optimizer.pt" in torn) == (where == "writing trainer_state.json")
     assert ("hardbatch_state.pt" in torn) == (where == "writing trainer_state.json")
     assert any(name.endswith(".tmp") for name in torn) == (where == "writing the state")
-    with pytest.warns(UserWarning,
-                      match=r"resuming from .*checkpoint-4, the newest complete checkpoint: .*checkpoint-5"):
+    with pytest.warns(
+        UserWarning, match=r"resuming from .*checkpoint-4, the newest complete checkpoint: .*checkpoint-5"
+    ):
         resumed = resume(out)
     assert_same_run(whole, resumed)
 
@@ -453,21 +506,28 @@ def damage(path: Path, how: str) -> None:
     elif how == "truncated":
         path.write_bytes(data[: len(data) // 2])
     elif how == "random bytes":
-        path.write_bytes(torch.randint(0, 256, (len(data),), generator=torch.Generator().manual_seed(0),
-                                       dtype=torch.uint8).numpy().tobytes())
+        path.write_bytes(
+            torch.randint(0, 256, (len(data),), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+            .numpy()
+            .tobytes()
+        )
     elif how == "a model's weights":
         torch.save(example.tiny_model("classify").state_dict(), path)
     elif how == "a tensor":
         torch.save(torch.zeros(3), path)
 
 
-@pytest.mark.parametrize("how, why", [
-    ("empty", "the file is empty"),
-    ("truncated", r"not a readable PyTorch file \(\w+; truncated or overwritten\?\)"),
-    ("random bytes", r"not a readable PyTorch file \(\w+; truncated or overwritten\?\)"),
-    ("a model's weights", "it does not hold HardBatchTrainer's selection state"),
-    ("a tensor", "it does not hold HardBatchTrainer's selection state"),
-], ids=["empty", "truncated", "random bytes", "a model's weights", "a tensor"])
+@pytest.mark.parametrize(
+    "how, why",
+    [
+        ("empty", "the file is empty"),
+        ("truncated", r"not a readable PyTorch file \(\w+; truncated or overwritten\?\)"),
+        ("random bytes", r"not a readable PyTorch file \(\w+; truncated or overwritten\?\)"),
+        ("a model's weights", "it does not hold HardBatchTrainer's selection state"),
+        ("a tensor", "it does not hold HardBatchTrainer's selection state"),
+    ],
+    ids=["empty", "truncated", "random bytes", "a model's weights", "a tensor"],
+)
 def test_a_damaged_state_file_is_named_in_one_line(tmp_path, how, why):
     out = interrupted(tmp_path, stop=6)
     state = out / "checkpoint-6" / "hardbatch_state.pt"
@@ -476,9 +536,11 @@ def test_a_damaged_state_file_is_named_in_one_line(tmp_path, how, why):
         resume(out, "checkpoint-6")
     message = str(refused.value)
     assert "\n" not in message and "weights_only" not in message
-    assert re.fullmatch(rf"HardBatchTrainer: cannot resume from {out / 'checkpoint-6'}: {state}: {why}[^;]*; "
-                        rf"resume from another checkpoint \(the newest complete one is {out / 'checkpoint-5'}\)",
-                        message)
+    assert re.fullmatch(
+        rf"HardBatchTrainer: cannot resume from {out / 'checkpoint-6'}: {state}: {why}[^;]*; "
+        rf"resume from another checkpoint \(the newest complete one is {out / 'checkpoint-5'}\)",
+        message,
+    )
     with pytest.warns(UserWarning, match=rf"resuming from {out / 'checkpoint-5'}, .*: {state}: {why}"):
         resume(out)
 
@@ -497,6 +559,7 @@ def test_misuse_is_refused_with_one_line(tmp_path):
         example.make_trainer("classify", out=str(tmp_path), beta=2)
     with pytest.raises(UsageError, match="global batch is 8"):
         example.make_trainer("classify", out=str(tmp_path), sampler=HardBatchSampler(64, 16))
+
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self):
             return iter(example.token_data("classify", 8))
@@ -516,8 +579,10 @@ def test_misuse_is_refused_with_one_line(tmp_path):
 def test_two_processes_train_the_selection_of_one(tmp_path, launch):
     # B = 2 per device × 2 accumulated × 2 ranks = 8, as one process with 4 × 2. Composer's SB gathers both ranks'
     # scores and keeps unequal shares on them; the rule records the losses averaged over the ranks.
-    runs = {"lm-rule": ["--task", "lm", "--delta", "0.5"],
-            "classify-sb": ["--task", "classify", "--policy", "composer-sb", "--epochs", "3"]}
+    runs = {
+        "lm-rule": ["--task", "lm", "--delta", "0.5"],
+        "classify-sb": ["--task", "classify", "--policy", "composer-sb", "--epochs", "3"],
+    }
     spec = [[*args, "--per-device", "2", "--out", str(tmp_path / name)] for name, args in runs.items()]
     done = launch(2, JOB, json.dumps(spec), timeout=300)
     assert done.returncode == 0, done.output[-3000:]

@@ -38,8 +38,9 @@ def test_it_selects_in_the_window_except_every_interrupt_th_batch_of_an_epoch():
 
 
 def test_it_trains_whole_batches_without_scores_outside_selection_and_keep_b_inside():
-    sampler = HardBatchSampler(partition(), epochs=4, policy=ComposerSB(keep=0.5, start=0.25, end=0.75), seed=3,
-                               watch=list(range(40)))
+    sampler = HardBatchSampler(
+        partition(), epochs=4, policy=ComposerSB(keep=0.5, start=0.25, end=0.75), seed=3, watch=list(range(40))
+    )
     log = drive(sampler, scripted(1), by="epoch")
     assert all(r.kind == "train" for r in log) and len(log) == 40 and sampler.done
     for s, r in enumerate(log):
@@ -66,8 +67,9 @@ def test_steps_without_selection_come_planned_with_weight_one_and_need_no_scores
     assert sampler.weights().tolist() == [1.0] * 4  # no scores asked for: the loop skips the no-grad forward
 
 
-@pytest.mark.parametrize("keep, b, count", [(0.5, 4, 2), (0.3, 10, 3), (0.1, 4, 1), (0.25, 8, 2), (0.9, 10, 9),
-                                             (0.57, 100, 57)])
+@pytest.mark.parametrize(
+    "keep, b, count", [(0.5, 4, 2), (0.3, 10, 3), (0.1, 4, 1), (0.25, 8, 2), (0.9, 10, 9), (0.57, 100, 57)]
+)
 def test_it_keeps_exactly_floor_keep_b_at_least_one(keep, b, count):
     policy = ComposerSB(keep=keep, start=0.0).bind(torch.arange(4 * b).view(4, b), epochs=1)
     step = policy.plan().step(0)
@@ -80,8 +82,10 @@ def test_it_keeps_exactly_floor_keep_b_at_least_one(keep, b, count):
 def inclusion_probabilities(weights: list[float]) -> list[float]:
     """P(rank i among two draws without replacement, each proportional to weight), exactly."""
     total = sum(weights)
-    return [w / total + sum(v / total * w / (total - v) for j, v in enumerate(weights) if j != i)
-            for i, w in enumerate(weights)]
+    return [
+        w / total + sum(v / total * w / (total - v) for j, v in enumerate(weights) if j != i)
+        for i, w in enumerate(weights)
+    ]
 
 
 @pytest.mark.parametrize("keep, b", [(0.5, 4), (0.25, 8)])
@@ -96,17 +100,20 @@ def test_it_draws_by_rank_percentile_to_the_one_over_keep_minus_one(keep, b):
     assert counts.tolist() == pytest.approx([exact[r] for r in rank], abs=0.05)  # 3 standard errors
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(start=-0.1), "start must be in [0, 1), got -0.1"),
-    (dict(start=1.0, end=1.0), "start must be in [0, 1), got 1.0"),
-    (dict(end=0.0, start=0.0), "end must be in (0, 1], got 0.0"),
-    (dict(end=1.5), "end must be in (0, 1], got 1.5"),
-    (dict(keep=0.0), "keep must be in (0, 1], got 0.0"),
-    (dict(keep=1.5), "keep must be in (0, 1], got 1.5"),
-    (dict(keep=math.nan), "keep must be in (0, 1], got nan"),
-    (dict(interrupt=-1), "interrupt must be an integer >= 0, got -1"),
-    (dict(interrupt=1.5), "interrupt must be an integer >= 0, got 1.5"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(start=-0.1), "start must be in [0, 1), got -0.1"),
+        (dict(start=1.0, end=1.0), "start must be in [0, 1), got 1.0"),
+        (dict(end=0.0, start=0.0), "end must be in (0, 1], got 0.0"),
+        (dict(end=1.5), "end must be in (0, 1], got 1.5"),
+        (dict(keep=0.0), "keep must be in (0, 1], got 0.0"),
+        (dict(keep=1.5), "keep must be in (0, 1], got 1.5"),
+        (dict(keep=math.nan), "keep must be in (0, 1], got nan"),
+        (dict(interrupt=-1), "interrupt must be an integer >= 0, got -1"),
+        (dict(interrupt=1.5), "interrupt must be an integer >= 0, got 1.5"),
+    ],
+)
 def test_it_refuses_bad_hyper_parameters_in_one_line(params, message):
     with pytest.raises(BadValue) as error:
         ComposerSB(**params)

@@ -46,9 +46,11 @@ VARIANTS = {
     "hardbatch+trim+mix": ("hardbatch", dict(delta=0.3, trim_top=0.2, mix=0.5), EPOCHS),
     "hardbatch+all": ("hardbatch", dict(delta=0.3, rescore=1, repartition=True, mix=0.4), EPOCHS),
     # hardbatch's earlier rules of selective-backprop, the authors' code's annealing weights of InfoBatch.
-    "selective-backprop+earlier-rule": ("selective-backprop", dict(beta=1.0, loss_history=16, warmup_epoch=False,
-                                                                   score_in_train_mode=True, force_one=True,
-                                                                   count_ties=True), EPOCHS),
+    "selective-backprop+earlier-rule": (
+        "selective-backprop",
+        dict(beta=1.0, loss_history=16, warmup_epoch=False, score_in_train_mode=True, force_one=True, count_ties=True),
+        EPOCHS,
+    ),
     "infobatch+keep-weights": ("infobatch", dict(prune_ratio=0.5, anneal=0.25, keep_weights_in_anneal=True), EPOCHS),
     # Every sample mastered once it has L = 4 losses: IES leaves them out of epochs 4 and 5 and scores them after 4.
     "ies+scoring": ("ies", dict(threshold=10.0, smoothing=1), 6),
@@ -61,8 +63,15 @@ def make_case(case: str, seed: int = 7, partition: torch.Tensor | None = None) -
     """The case's sampler over N_SAMPLES samples in batches of BATCH (a seeded cut, or ``partition``)."""
     name, params, epochs = CASES[case]
     data = N_SAMPLES if partition is None else partition
-    sampler = HardBatchSampler(data, BATCH, epochs=epochs, policy=create_policy(name, **params),
-                               shuffle_partition=partition is None, seed=seed, watch=WATCHED)
+    sampler = HardBatchSampler(
+        data,
+        BATCH,
+        epochs=epochs,
+        policy=create_policy(name, **params),
+        shuffle_partition=partition is None,
+        seed=seed,
+        watch=WATCHED,
+    )
     if sampler.policy.holdout:  # rho-loss: what a run's irreducible-loss model would give
         sampler.policy.irreducible = torch.tensor([scripted(9)(i, 0) for i in range(N_SAMPLES)])
     return sampler
@@ -83,8 +92,9 @@ def other_policys_hyper_parameter(name: str) -> str:
 
 def test_registry_holds_exactly_the_policies_the_cli_accepts():
     assert tuple(POLICIES) == POLICY_NAMES
-    assert DELTA_POLICIES == tuple(n for n, c in POLICIES.items() if c.takes("delta")) == ("hardbatch", "random",
-                                                                                           "cyclic")
+    assert (
+        DELTA_POLICIES == tuple(n for n, c in POLICIES.items() if c.takes("delta")) == ("hardbatch", "random", "cyclic")
+    )
     for name, cls in POLICIES.items():
         assert cls.name == name and policy_class(name) is cls
         assert getattr(hardbatch.policies, cls.__name__) is cls  # each class is public in hardbatch.policies
@@ -148,8 +158,12 @@ def test_docs_hyper_parameter_table_is_generated_from_the_declarations():
 
 def test_an_unknown_policy_lists_the_valid_names():
     valid = "valid: " + ", ".join(POLICY_NAMES)
-    for call in (lambda: create_policy("hardest"), lambda: policy_class("hardest"), lambda: defaults("hardest"),
-                 lambda: HardBatchSampler(10, 1, policy="hardest")):
+    for call in (
+        lambda: create_policy("hardest"),
+        lambda: policy_class("hardest"),
+        lambda: defaults("hardest"),
+        lambda: HardBatchSampler(10, 1, policy="hardest"),
+    ):
         with pytest.raises(UsageError) as error:
             call()
         assert str(error.value) == f"unknown policy 'hardest'; {valid}"
@@ -174,9 +188,16 @@ def test_a_hyper_parameter_the_policy_does_not_take_is_refused_naming_those_it_t
         POLICIES[name](**{other: value})
 
 
-@pytest.mark.parametrize("name, param, value", [("random", "beta", 2.0), ("uniform", "rescore", 2),
-                                                ("cyclic", "trim_top", 0.1), ("infobatch", "beta", 1.0),
-                                                ("selective-backprop", "prune_ratio", 0.5)])
+@pytest.mark.parametrize(
+    "name, param, value",
+    [
+        ("random", "beta", 2.0),
+        ("uniform", "rescore", 2),
+        ("cyclic", "trim_top", 0.1),
+        ("infobatch", "beta", 1.0),
+        ("selective-backprop", "prune_ratio", 0.5),
+    ],
+)
 def test_create_policy_refuses_another_policys_hyper_parameter(name, param, value):
     with pytest.raises(UsageError, match=f"policy '{name}' does not take {param}; it takes: "):
         create_policy(name, **{param: value})
@@ -192,16 +213,20 @@ def test_delta_is_refused_by_the_policies_that_do_not_take_it(name):
         assert create_policy(name, delta=0.5).bind(10).k == 5
         assert HardBatchSampler(10, 1, policy=name, delta=0.5).policy.k == 5
         return
-    with pytest.raises(UsageError, match=f"does not take delta; .* policies that take delta: "
-                                         f"{', '.join(DELTA_POLICIES)}$"):
+    with pytest.raises(
+        UsageError, match=f"does not take delta; .* policies that take delta: {', '.join(DELTA_POLICIES)}$"
+    ):
         create_policy(name, delta=0.5)
     with pytest.raises(UsageError) as error:
         HardBatchSampler(10, 1, policy=name, delta=0.5)
-    assert str(error.value) == (f"policy {name!r} does not take delta (got 0.5); policies that do: "
-                                f"{', '.join(DELTA_POLICIES)}")
+    assert str(error.value) == (
+        f"policy {name!r} does not take delta (got 0.5); policies that do: {', '.join(DELTA_POLICIES)}"
+    )
     example = POLICIES[name].example
-    assert HardBatchSampler(40, 4, policy=name, delta=1.0, **example).policy.hyper_parameters() == \
-        create_policy(name, **example).hyper_parameters()
+    assert (
+        HardBatchSampler(40, 4, policy=name, delta=1.0, **example).policy.hyper_parameters()
+        == create_policy(name, **example).hyper_parameters()
+    )
 
 
 def _outside(f: dataclasses.Field):
@@ -235,7 +260,8 @@ def test_numpy_scalars_are_accepted_as_hyper_parameters_and_stored_as_python_val
         if isinstance(f.default, str):
             continue
         value = {bool: np.bool_, int: np.int64, float: np.float32}.get(type(f.default), np.int64)(
-            f.default if f.default is not None else 2)
+            f.default if f.default is not None else 2
+        )
         policy = create_policy(name, **{f.name: value})
         stored = getattr(policy, f.name)
         assert stored == value and type(stored) is type(f.default if f.default is not None else 2), f.name
@@ -287,8 +313,11 @@ def test_every_policy_spends_exactly_its_budget_and_progress_reaches_one(case):
     first = [r for r in steps if r.round == 0] if sampler.policy.epoch_is_round else steps[: sampler.num_batches]
     first_epoch = [i for r in first for i in r.kept]
     assert sampler.trained_samples == {
-        "all": len(kept), "first_epoch": len(first_epoch), "watched": sum(i in WATCHED for i in kept),
-        "watched_first_epoch": sum(i in WATCHED for i in first_epoch)}
+        "all": len(kept),
+        "first_epoch": len(first_epoch),
+        "watched": sum(i in WATCHED for i in kept),
+        "watched_first_epoch": sum(i in WATCHED for i in first_epoch),
+    }
     assert int(sampler.visits.sum()) == len(steps)
     if sampler.policy.name in DELTA_POLICIES:
         assert sampler.visits.tolist() == [Counter(r.batch for r in steps)[b] for b in range(sampler.num_batches)]
@@ -312,13 +341,18 @@ def stop_points(log: list[Rec]) -> dict[str, int]:
     """Where to interrupt a run of ``log`` (records kept): early; from the middle on, the first record that its pass
     goes on after; inside a scoring pass or a pass that skipped a batch (when the run has one; else two thirds in);
     and two records before the end."""
+
     def pass_of(r: Rec) -> tuple[int, bool]:
         return r.round, r.kind == "score"
 
     middle = next(n for n in range(len(log) // 2, len(log)) if pass_of(log[n - 1]) == pass_of(log[n]))
     special = next((n for n, r in enumerate(log) if r.kind != "train"), None)
-    return {"early": 3, "middle": middle, "scoring": special + 1 if special else 2 * len(log) // 3,
-            "late": len(log) - 2}
+    return {
+        "early": 3,
+        "middle": middle,
+        "scoring": special + 1 if special else 2 * len(log) // 3,
+        "late": len(log) - 2,
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -350,8 +384,9 @@ def test_every_policy_resumes_through_a_dataloader_that_prefetched_ahead(case):
     stop_after = stop_points(expected)["middle"]
 
     def loader(sampler):
-        return DataLoader(IndexDataset(N_SAMPLES), batch_sampler=sampler, num_workers=1, prefetch_factor=4,
-                          persistent_workers=True)
+        return DataLoader(
+            IndexDataset(N_SAMPLES), batch_sampler=sampler, num_workers=1, prefetch_factor=4, persistent_workers=True
+        )
 
     first = make_case(case)
     trained = Counter()
@@ -402,18 +437,23 @@ def test_record_refuses_a_missing_batch_mean_instead_of_per_sample_losses(case):
     _first_training_step(sampler)
     with pytest.raises(UsageError) as error:
         sampler.record(1.0)
-    assert str(error.value) == (f"policy {sampler.policy.name!r} needs per-sample losses: record(loss, sample_losses) "
-                                f"with sample_losses of shape ({BATCH},)")
+    assert str(error.value) == (
+        f"policy {sampler.policy.name!r} needs per-sample losses: record(loss, sample_losses) "
+        f"with sample_losses of shape ({BATCH},)"
+    )
     assert sampler.steps == 0
 
 
 @pytest.mark.parametrize("case", PER_SAMPLE)
-@pytest.mark.parametrize("sample_losses, words", [
-    (torch.ones(2, 1), "(one loss per sample of the batch), got a tensor of shape (2, 1)"),
-    (torch.ones(3), "got a tensor of shape (3,)"),
-    (torch.ones(()), "got a tensor of shape ()"),
-    ([0.5, 0.5], "got [0.5, 0.5] (list)"),
-])
+@pytest.mark.parametrize(
+    "sample_losses, words",
+    [
+        (torch.ones(2, 1), "(one loss per sample of the batch), got a tensor of shape (2, 1)"),
+        (torch.ones(3), "got a tensor of shape (3,)"),
+        (torch.ones(()), "got a tensor of shape ()"),
+        ([0.5, 0.5], "got [0.5, 0.5] (list)"),
+    ],
+)
 def test_record_refuses_per_sample_losses_of_the_wrong_shape(case, sample_losses, words):
     sampler = make_case(case)
     _first_training_step(sampler)
@@ -432,8 +472,11 @@ def test_record_refuses_per_sample_losses_of_the_wrong_shape(case, sample_losses
 def test_record_refuses_non_finite_per_sample_losses(case):
     sampler = make_case(case)
     _first_training_step(sampler)
-    with pytest.raises(TrainingDiverged, match=r"record\(loss, sample_losses\): sample_losses are not finite at "
-                                               r"step 1; .*learning rate"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"record\(loss, sample_losses\): sample_losses are not finite at "
+        r"step 1; .*learning rate",
+    ):
         sampler.record(torch.tensor(0.5), torch.tensor([0.5, float("nan")]))
 
 
@@ -469,8 +512,15 @@ def test_every_policy_trains_through_fit_to_its_budget(case):
         model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
     sampler = make_case(case)
     ends = []
-    fit(model, PlainSGD(model.parameters(), lr=0.1), DataLoader(data, batch_sampler=sampler), sampler, {},
-        torch.device("cpu"), on_epoch=ends.append)
+    fit(
+        model,
+        PlainSGD(model.parameters(), lr=0.1),
+        DataLoader(data, batch_sampler=sampler),
+        sampler,
+        {},
+        torch.device("cpu"),
+        on_epoch=ends.append,
+    )
     meter = sampler.meter
     assert sampler.done and len(ends) == CASES[case][2] == sampler.epoch
     assert meter.optimizer_steps == sampler.steps and meter.samples_backprop == sampler.trained_samples["all"]

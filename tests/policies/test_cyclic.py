@@ -9,11 +9,14 @@ from conftest import drive, rounds_of, scripted, table
 from hardbatch.sampler import HardBatchSampler
 
 
-@pytest.mark.parametrize("n, delta, expected", [
-    (6, 1 / 3, [[0, 1, 2, 3, 4, 5], [0, 1], [2, 3], [4, 5], [0, 1], [2, 3], [4, 5]]),
-    # last trained after round 2: 4 at step 5, 0 at 6 -> [0, 4] in index order; then 1 (7), 2 (8); 3 (9), 0 (10).
-    (5, 0.4, [[0, 1, 2, 3, 4], [0, 1], [2, 3], [0, 4], [1, 2], [0, 3]]),
-])
+@pytest.mark.parametrize(
+    "n, delta, expected",
+    [
+        (6, 1 / 3, [[0, 1, 2, 3, 4, 5], [0, 1], [2, 3], [4, 5], [0, 1], [2, 3], [4, 5]]),
+        # last trained after round 2: 4 at step 5, 0 at 6 -> [0, 4] in index order; then 1 (7), 2 (8); 3 (9), 0 (10).
+        (5, 0.4, [[0, 1, 2, 3, 4], [0, 1], [2, 3], [0, 4], [1, 2], [0, 3]]),
+    ],
+)
 def test_cyclic_trains_the_k_batches_trained_longest_ago_in_index_order(n, delta, expected):
     constant = table({i: [float(i)] * 9 for i in range(n)})
     for seed, losses in ((0, scripted(1)), (5, scripted(2)), (0, constant)):

@@ -67,8 +67,18 @@ def stored_before_each_round(log: list[Rec], n: int) -> dict[int, list[float]]:
 
 @pytest.mark.parametrize(
     "n, delta, k",
-    [(10, 0.3, 3), (10, 0.7, 7), (10, 0.29, 2), (100, 0.57, 57), (3, 1 / 3, 1), (5, 0.6, 3), (7, 1.0, 7),
-     (20, 0.05, 1), (9, 0.999, 8), (1, 1.0, 1)],
+    [
+        (10, 0.3, 3),
+        (10, 0.7, 7),
+        (10, 0.29, 2),
+        (100, 0.57, 57),
+        (3, 1 / 3, 1),
+        (5, 0.6, 3),
+        (7, 1.0, 7),
+        (20, 0.05, 1),
+        (9, 0.999, 8),
+        (1, 1.0, 1),
+    ],
 )
 def test_k_is_floor_of_delta_times_n(n, delta, k):
     assert HardBatch(delta=delta).bind(n).k == k
@@ -106,22 +116,33 @@ def test_a_round_needs_every_warmup_loss():
 
 def test_warmup_then_top_k_in_ascending_index_order_hand_computed():
     # N = 5, delta = 0.4 -> k = 2, E = 3 -> 15 steps: the warm-up and five rounds of two.
-    script = table({
-        0: [5.0, 0.5, 0.05],
-        1: [1.0, 0.3],
-        2: [4.0, 3.5, 0.1],
-        3: [2.0, 7.0, 0.4, 0.04],
-        4: [3.0, 6.0, 0.2],
-    })
+    script = table(
+        {
+            0: [5.0, 0.5, 0.05],
+            1: [1.0, 0.3],
+            2: [4.0, 3.5, 0.1],
+            3: [2.0, 7.0, 0.4, 0.04],
+            4: [3.0, 6.0, 0.2],
+        }
+    )
     sampler = HardBatchSampler(10, 2, delta=0.4, epochs=3)  # N = 5
     steps = batches_by_round(drive(sampler, script, by="batch"))
     assert steps == [
-        (0, 0), (0, 1), (0, 2), (0, 3), (0, 4),  # warm-up, index order; L = [5, 1, 4, 2, 3]
-        (1, 0), (1, 2),  # top-2 {0: 5, 2: 4}; L = [.5, 1, 3.5, 2, 3]
-        (2, 2), (2, 4),  # top-2 {2: 3.5, 4: 3}; L = [.5, 1, .1, 2, 6]
-        (3, 3), (3, 4),  # top-2 {4: 6, 3: 2}, trained in index order 3, 4; L = [.5, 1, .1, 7, .2]
-        (4, 1), (4, 3),  # top-2 {3: 7, 1: 1}; L = [.5, .3, .1, .4, .2]
-        (5, 0), (5, 3),  # top-2 {0: .5, 3: .4}
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (0, 4),  # warm-up, index order; L = [5, 1, 4, 2, 3]
+        (1, 0),
+        (1, 2),  # top-2 {0: 5, 2: 4}; L = [.5, 1, 3.5, 2, 3]
+        (2, 2),
+        (2, 4),  # top-2 {2: 3.5, 4: 3}; L = [.5, 1, .1, 2, 6]
+        (3, 3),
+        (3, 4),  # top-2 {4: 6, 3: 2}, trained in index order 3, 4; L = [.5, 1, .1, 7, .2]
+        (4, 1),
+        (4, 3),  # top-2 {3: 7, 1: 1}; L = [.5, .3, .1, .4, .2]
+        (5, 0),
+        (5, 3),  # top-2 {0: .5, 3: .4}
     ]
     assert sampler.done and sampler.steps == 15
     assert sampler.visits.tolist() == [3, 2, 3, 4, 3]
@@ -131,12 +152,14 @@ def test_warmup_then_top_k_in_ascending_index_order_hand_computed():
 
 def test_stale_low_warmup_loss_starves_a_batch_and_ties_go_to_lower_index():
     # Batch 3's true loss would be huge if it were re-scored, but its warm-up loss stays stored forever.
-    script = table({
-        0: [10.0] + [5.0] * 20,
-        1: [9.0] + [5.0] * 20,
-        2: [8.0] + [5.0] * 20,
-        3: [0.001, 1000.0],
-    })
+    script = table(
+        {
+            0: [10.0] + [5.0] * 20,
+            1: [9.0] + [5.0] * 20,
+            2: [8.0] + [5.0] * 20,
+            3: [0.001, 1000.0],
+        }
+    )
     sampler = HardBatchSampler(8, 2, delta=0.5, epochs=5)  # N = 4, k = 2, 20 steps
     steps = batches_by_round(drive(sampler, script, by="batch"))
     assert [b for _, b in steps] == [0, 1, 2, 3] + [0, 1] + [0, 2] + [0, 1] * 6
@@ -176,8 +199,18 @@ def test_delta_one_is_ordinary_training_in_index_order(n, epochs):
 
 @pytest.mark.parametrize(
     "n, delta, epochs",
-    [(10, 0.3, 4), (7, 0.5, 3), (12, 0.25, 5), (9, 1.0, 2), (13, 0.77, 3), (5, 0.2, 6), (1, 1.0, 3),
-     (20, 0.05, 3), (16, 0.9, 4), (30, 0.4, 2)],
+    [
+        (10, 0.3, 4),
+        (7, 0.5, 3),
+        (12, 0.25, 5),
+        (9, 1.0, 2),
+        (13, 0.77, 3),
+        (5, 0.2, 6),
+        (1, 1.0, 3),
+        (20, 0.05, 3),
+        (16, 0.9, 4),
+        (30, 0.4, 2),
+    ],
 )
 @pytest.mark.parametrize("ties", [False, True])
 def test_sampler_matches_an_independent_reference_of_the_rule(n, delta, epochs, ties):
@@ -213,13 +246,26 @@ def test_rescore_scores_every_batch_before_every_kth_round_and_refreshes_stale_l
     sampler = HardBatchSampler(4, 1, delta=0.5, epochs=3, rescore=2)
     log = drive(sampler, train, lambda i, v: score_rows[(i, v)])
     assert [(r.kind, r.round, r.batch) for r in log] == [
-        ("train", 0, 0), ("train", 0, 1), ("train", 0, 2), ("train", 0, 3),  # L = [5, 4, 3, 0.1]
-        ("train", 1, 0), ("train", 1, 1),  # L = [1, 0.9, 3, 0.1]
-        ("score", 1, 0), ("score", 1, 1), ("score", 1, 2), ("score", 1, 3),  # L = [1, 0.8, 2, 9]
-        ("train", 2, 2), ("train", 2, 3),  # the stale batch 3 (0.1 since the warm-up) is chosen; L = [1, .8, 1.5, 8]
-        ("train", 3, 2), ("train", 3, 3),  # L = [1, .8, .5, .2]
-        ("score", 3, 0), ("score", 3, 1), ("score", 3, 2), ("score", 3, 3),  # L = [1, .8, 3, .3]
-        ("train", 4, 0), ("train", 4, 2),
+        ("train", 0, 0),
+        ("train", 0, 1),
+        ("train", 0, 2),
+        ("train", 0, 3),  # L = [5, 4, 3, 0.1]
+        ("train", 1, 0),
+        ("train", 1, 1),  # L = [1, 0.9, 3, 0.1]
+        ("score", 1, 0),
+        ("score", 1, 1),
+        ("score", 1, 2),
+        ("score", 1, 3),  # L = [1, 0.8, 2, 9]
+        ("train", 2, 2),
+        ("train", 2, 3),  # the stale batch 3 (0.1 since the warm-up) is chosen; L = [1, .8, 1.5, 8]
+        ("train", 3, 2),
+        ("train", 3, 3),  # L = [1, .8, .5, .2]
+        ("score", 3, 0),
+        ("score", 3, 1),
+        ("score", 3, 2),
+        ("score", 3, 3),  # L = [1, .8, 3, .3]
+        ("train", 4, 0),
+        ("train", 4, 2),
     ]
     assert sampler.done and sampler.steps == 12 and sampler.epoch == 3  # scoring steps are no optimizer steps ...
     assert sampler.visits.tolist() == [3, 2, 4, 3]  # ... nor visits
@@ -271,8 +317,9 @@ def reference_repartition(n: int, batch_size: int, k: int, epochs: int, seed: in
     return steps
 
 
-@pytest.mark.parametrize("n, batch_size, delta, seed", [(6, 2, 1 / 3, 0), (7, 2, 1 / 3, 1), (20, 4, 0.4, 2),
-                                                        (13, 3, 0.5, 3)])
+@pytest.mark.parametrize(
+    "n, batch_size, delta, seed", [(6, 2, 1 / 3, 0), (7, 2, 1 / 3, 1), (20, 4, 0.4, 2), (13, 3, 0.5, 3)]
+)
 def test_repartition_recuts_every_round_and_scores_batches_by_their_samples_last_losses(n, batch_size, delta, seed):
     k = math.floor(delta * (n // batch_size) + 1e-9)
     losses = scripted(seed)
@@ -309,8 +356,9 @@ def test_repartition_round_one_scores_the_new_cut_from_the_warmup_losses():
 
 def test_trim_top_skips_the_highest_stored_losses_hand_computed():
     # N = 5, k = 2, trim floor(0.2 * 5) = 1: each round the highest stored loss is skipped, the next two trained.
-    script = table({0: [5.0, 0.1, 0.01], 1: [1.0, 0.2, 0.02], 2: [4.0, 0.5, 0.05], 3: [2.0, 7.0],
-                    4: [3.0, 6.0, 0.3, 0.04]})
+    script = table(
+        {0: [5.0, 0.1, 0.01], 1: [1.0, 0.2, 0.02], 2: [4.0, 0.5, 0.05], 3: [2.0, 7.0], 4: [3.0, 6.0, 0.3, 0.04]}
+    )
     sampler = HardBatchSampler(5, 1, delta=0.4, epochs=3, trim_top=0.2)
     assert rounds_of(drive(sampler, script)) == [
         [0, 1, 2, 3, 4],  # L = [5, 1, 4, 2, 3]
@@ -330,14 +378,15 @@ def test_trim_top_never_chooses_the_floor_q_n_highest(trim_top, trim):
     for r, chosen in enumerate(rounds_of(log)[1:], start=1):
         stored = torch.tensor(stored_before_each_round(log, 10)[r])
         order = torch.sort(stored, descending=True, stable=True).indices.tolist()
-        assert chosen == sorted(order[trim: trim + 3])[: len(chosen)]
+        assert chosen == sorted(order[trim : trim + 3])[: len(chosen)]
 
 
 def test_trim_top_leaving_fewer_than_k_batches_is_refused():
     with pytest.raises(UsageError) as error:
         HardBatchSampler(10, 1, delta=0.5, trim_top=0.6)
-    assert str(error.value) == ("trim_top 0.6 leaves 4 of 10 batches, fewer than the k = 5 to train per round; use a "
-                                "smaller trim_top or δ")
+    assert str(error.value) == (
+        "trim_top 0.6 leaves 4 of 10 batches, fewer than the k = 5 to train per round; use a smaller trim_top or δ"
+    )
 
 
 def test_mix_draws_floor_f_k_of_the_k_outside_the_top_set_seeded():

@@ -96,8 +96,14 @@ def test_through_fit_mastered_epochs_train_one_topped_up_batch_and_score_the_res
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
     sampler = HardBatchSampler(partition(), epochs=6, policy=IES(threshold=10.0, smoothing=1))  # all mastered at 4
-    fit(model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(data, batch_sampler=sampler), sampler, {},
-        torch.device("cpu"))
+    fit(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        DataLoader(data, batch_sampler=sampler),
+        sampler,
+        {},
+        torch.device("cpu"),
+    )
     # Epochs 4 and 5 train one topped-up batch each; the 36 others are scored after epoch 4 (not after the last).
     assert sampler.done and sampler.steps == 4 * 10 + 2 and sampler.meter.samples_forward_nograd == 36
 
@@ -108,16 +114,19 @@ def test_it_needs_per_sample_losses():
         policy.observe(policy.plan().step(0), 1.0)
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(threshold=-1e-3), "threshold must be a finite number >= 0, got -0.001"),
-    (dict(threshold=math.inf), "threshold must be a finite number >= 0, got inf"),
-    (dict(smoothing=0), "smoothing must be an integer >= 1, got 0"),
-    (dict(smoothing=2.5), "smoothing must be an integer >= 1, got 2.5"),
-    (dict(patience=0), "patience must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(threshold=-1e-3), "threshold must be a finite number >= 0, got -0.001"),
+        (dict(threshold=math.inf), "threshold must be a finite number >= 0, got inf"),
+        (dict(smoothing=0), "smoothing must be an integer >= 1, got 0"),
+        (dict(smoothing=2.5), "smoothing must be an integer >= 1, got 2.5"),
+        (dict(patience=0), "patience must be an integer >= 1, got 0"),
+    ],
+)
 def test_it_refuses_bad_hyper_parameters_in_one_line(params, message):
     with pytest.raises(BadValue) as error:
         IES(**params)
     assert str(error.value) == f"IES: {message}"
     name = message.split()[0]
-    assert error.value.as_flag() == f"{flag(name)}{message[len(name):]}"  # as the command line says it
+    assert error.value.as_flag() == f"{flag(name)}{message[len(name) :]}"  # as the command line says it

@@ -24,9 +24,21 @@ def trained(log):
 
 
 # ⌊E·(1 − a)⌋ pruning epochs, as the authors' code (this was ⌈E·(1 − a)⌉: 14 at E = 15, 9 at E = 10, 3 at E = 3).
-@pytest.mark.parametrize("epochs, anneal, pruning", [(8, 0.125, 7), (15, 0.125, 13), (10, 0.125, 8), (3, 0.125, 2),
-                                                     (4, 0.5, 2), (5, 0.0, 5), (5, 1.0, 0), (10, 0.3, 7),
-                                                     (10, 0.9, 1), (5, 0.8, 1)])  # 10 · (1 − 0.9) = 0.99999...
+@pytest.mark.parametrize(
+    "epochs, anneal, pruning",
+    [
+        (8, 0.125, 7),
+        (15, 0.125, 13),
+        (10, 0.125, 8),
+        (3, 0.125, 2),
+        (4, 0.5, 2),
+        (5, 0.0, 5),
+        (5, 1.0, 0),
+        (10, 0.3, 7),
+        (10, 0.9, 1),
+        (5, 0.8, 1),
+    ],
+)  # 10 · (1 − 0.9) = 0.99999...
 def test_infobatch_stops_pruning_for_the_final_anneal_fraction(epochs, anneal, pruning):
     sampler = HardBatchSampler(10, 1, epochs=epochs, policy="infobatch", prune_ratio=0.5, anneal=anneal, seed=1)
     assert sampler.policy.pruning_epochs == pruning
@@ -75,8 +87,9 @@ def test_infobatch_annealing_trains_with_weight_one_unless_asked_to_keep_the_las
     where the samples weighted 1/(1 − r) in the last pruning epoch keep that weight when E·(1 − a) is not whole
     (here 2.5; when it is whole their code resets the weights: the next test)."""
     r = 0.5
-    sampler = HardBatchSampler(12, 1, epochs=5, policy="infobatch", prune_ratio=r, anneal=0.5, seed=2,
-                               keep_weights_in_anneal=keep)
+    sampler = HardBatchSampler(
+        12, 1, epochs=5, policy="infobatch", prune_ratio=r, anneal=0.5, seed=2, keep_weights_in_anneal=keep
+    )
     assert sampler.policy.pruning_epochs == 2  # ⌊5 · 0.5⌋: epochs 0-1 prune (epoch 0 has no scores), 2-4 do not
     steps = trained(drive(sampler, scripted(4)))
     boosted = {s.samples[0] for s in steps if s.round == 1 and s.weights == [1 / (1 - r)]}

@@ -84,8 +84,9 @@ def test_without_irreducible_losses_it_says_what_to_set():
 def test_it_refuses_candidate_batches_larger_than_the_data():
     with pytest.raises(UsageError) as error:
         RhoLoss(select_fraction=0.05).bind(partition())
-    assert str(error.value).startswith("select_fraction 0.05 makes candidate batches of ⌈4 / 0.05⌉ = 80 samples, "
-                                       "more than the 40 training samples")
+    assert str(error.value).startswith(
+        "select_fraction 0.05 makes candidate batches of ⌈4 / 0.05⌉ = 80 samples, more than the 40 training samples"
+    )
 
 
 @pytest.mark.parametrize("keep", [0.0, -0.5, 1.01, math.inf])
@@ -116,8 +117,9 @@ def test_irreducible_losses_are_eval_mode_per_sample_cross_entropies_in_index_or
     model.eval()
     with torch.no_grad():
         assert torch.equal(losses, F.cross_entropy(model(x), y, reduction="none"))
-    doubled = irreducible_losses(model, DataLoader(TensorDataset(x, y), batch_size=3), "cpu",
-                                 transform=lambda batch, generator: 2 * batch)
+    doubled = irreducible_losses(
+        model, DataLoader(TensorDataset(x, y), batch_size=3), "cpu", transform=lambda batch, generator: 2 * batch
+    )
     with torch.no_grad():
         assert torch.allclose(doubled, F.cross_entropy(model(2 * x), y, reduction="none"))
 
@@ -141,7 +143,11 @@ def test_irreducible_losses_take_any_per_sample_loss_and_dict_batches():
     with torch.no_grad():
         assert torch.allclose(losses, ((model(x) - y) ** 2).mean(1))
     with pytest.raises(UsageError, match=r"shape \(3,\), got shape \(\)"):
-        irreducible_losses(model, DataLoader(rows, batch_size=3), "cpu",
-                           loss_fn=lambda outputs, batch: reducers.mse(outputs, batch).mean())
+        irreducible_losses(
+            model,
+            DataLoader(rows, batch_size=3),
+            "cpu",
+            loss_fn=lambda outputs, batch: reducers.mse(outputs, batch).mean(),
+        )
     with pytest.raises(UsageError, match=r"a transform applies to x of \(x, y, ...\) batches; a dict batch takes"):
         irreducible_losses(model, DataLoader(rows, batch_size=3), "cpu", transform=lambda batch, generator: batch)

@@ -45,8 +45,9 @@ def test_window_samples_follow_the_permutation_and_wrap_to_its_start():
     assert rs2_window_samples(order, 8, 0).tolist() == [6, 4]
 
 
-@pytest.mark.parametrize("num_samples, fraction, size", [(25, 0.1, 2), (35, 0.1, 4), (5, 0.5, 2), (15, 0.5, 8),
-                                                         (7, 1.0, 7)])
+@pytest.mark.parametrize(
+    "num_samples, fraction, size", [(25, 0.1, 2), (35, 0.1, 4), (5, 0.5, 2), (15, 0.5, 8), (7, 1.0, 7)]
+)
 def test_a_round_draws_round_r_times_n_samples_with_pythons_round(num_samples, fraction, size):
     # Python's round, as the authors' round(n_train * fraction): 25 · 0.1 = 2.5 -> 2 (half to even), 35 · 0.1 =
     # 3.5000000000000004 -> 4, 7.5 -> 8.
@@ -166,8 +167,11 @@ def _rest(sampler: hardbatch.HardBatchSampler) -> list[list[int]]:
 
 
 def test_a_fraction_of_less_than_one_batch_or_outside_0_1_is_refused():
-    with pytest.raises(UsageError, match=r"rs2: fraction 0.05 of 100 samples is round\(100 · 0.05\) = 5 samples an "
-                                         r"epoch, fewer than one batch of 8; use a fraction of at least 0.08"):
+    with pytest.raises(
+        UsageError,
+        match=r"rs2: fraction 0.05 of 100 samples is round\(100 · 0.05\) = 5 samples an "
+        r"epoch, fewer than one batch of 8; use a fraction of at least 0.08",
+    ):
         hardbatch.HardBatchSampler(100, 8, policy="rs2", fraction=0.05)
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(BadValue, match="fraction"):

@@ -115,8 +115,9 @@ def test_its_draws_are_reproducible_per_seed():
 def test_the_sampler_asks_for_the_scores_and_counts_only_the_kept_samples():
     # warmup_epoch=False: selection from the first batch on (the first epoch is otherwise a plain one, below).
     def make(watch=None) -> HardBatchSampler:
-        return HardBatchSampler(12, 4, epochs=1, policy="selective-backprop", loss_history=1, seed=0,
-                                warmup_epoch=False, watch=watch)
+        return HardBatchSampler(
+            12, 4, epochs=1, policy="selective-backprop", loss_history=1, seed=0, warmup_epoch=False, watch=watch
+        )
 
     indices = next(iter(make()))
     sampler = make(watch=indices[:2])  # the same draws: the first two samples watched
@@ -136,8 +137,9 @@ def test_the_first_epoch_trains_everything_and_records_no_history():
     """As the authors' code: epoch 1 is a plain epoch (no scoring forward needed, nothing in the history);
     selection starts in epoch 2, with a history that holds only epoch-2 losses."""
     loss_of = scripted(3)
-    sampler = HardBatchSampler(12, 4, epochs=2, policy="selective-backprop", beta=1.0, loss_history=8, seed=0,
-                               watch=list(range(12)))
+    sampler = HardBatchSampler(
+        12, 4, epochs=2, policy="selective-backprop", beta=1.0, loss_history=8, seed=0, watch=list(range(12))
+    )
     log = drive(sampler, loss_of)
     first = [r for r in log if r.round == 0]
     assert [r.kind for r in first] == ["train"] * 3 and all(r.kept == r.samples for r in first)
@@ -226,8 +228,9 @@ POOL_SAMPLES, POOL_BATCH, POOL_EPOCHS = 640, 32, 3
 
 def _pooled_run(accumulate: bool, stream: bool = False):
     generator = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(POOL_SAMPLES, 8, generator=generator),
-                         torch.randint(0, 4, (POOL_SAMPLES,), generator=generator))
+    data = TensorDataset(
+        torch.randn(POOL_SAMPLES, 8, generator=generator), torch.randint(0, 4, (POOL_SAMPLES,), generator=generator)
+    )
     torch.manual_seed(0)
     model = torch.nn.Linear(8, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -266,7 +269,7 @@ def test_the_kept_samples_are_trained_b_at_a_time_and_each_pass_trains_its_lefto
     assert [n for _, n in steps[:first_epoch]] == [POOL_BATCH] * first_epoch
     for epoch in range(1, POOL_EPOCHS):
         sizes = [n for e, n in steps if e == epoch]
-        kept_in_epoch = sum(len(k) for k in kept[(epoch - 1) * first_epoch: epoch * first_epoch])
+        kept_in_epoch = sum(len(k) for k in kept[(epoch - 1) * first_epoch : epoch * first_epoch])
         assert sum(sizes) == kept_in_epoch  # every kept sample trained once, in its own epoch
         assert sizes[:-1] == [POOL_BATCH] * (len(sizes) - 1) and 0 < sizes[-1] < 2 * POOL_BATCH
     assert sampler.steps == len(steps) and sampler.meter.samples_backprop == sum(n for _, n in steps)

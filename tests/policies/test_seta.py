@@ -94,8 +94,7 @@ def test_with_nothing_pruned_and_one_window_of_everything_it_is_a_reshuffle_of_a
 
 
 def test_through_the_sampler_it_runs_its_epochs():
-    sampler = HardBatchSampler(partition(), epochs=6, policy=SeTa(random_prune=0.2, groups=3, window=0.67,
-                                                                  anneal=0.2))
+    sampler = HardBatchSampler(partition(), epochs=6, policy=SeTa(random_prune=0.2, groups=3, window=0.67, anneal=0.2))
     log = drive(sampler, scripted(6), by="epoch")
     assert sampler.done and sampler.epoch == 6 and sampler.steps == len(log)
     lengths = [len([r for r in log if r.round == e]) for e in range(6)]
@@ -111,26 +110,31 @@ def test_it_needs_per_sample_losses():
         policy.observe(policy.plan().step(0), 1.0)
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(random_prune=1.0), "random_prune must be in [0, 1), got 1.0"),
-    (dict(random_prune=-0.1), "random_prune must be in [0, 1), got -0.1"),
-    (dict(groups=0), "groups must be an integer >= 1, got 0"),
-    (dict(groups=2.0), "groups must be an integer >= 1, got 2.0"),
-    (dict(window=0.0), "window must be in (0, 1], got 0.0"),
-    (dict(window=1.2), "window must be in (0, 1], got 1.2"),
-    (dict(anneal=1.5), "anneal must be in [0, 1], got 1.5"),
-    (dict(anneal=math.nan), "anneal must be in [0, 1], got nan"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(random_prune=1.0), "random_prune must be in [0, 1), got 1.0"),
+        (dict(random_prune=-0.1), "random_prune must be in [0, 1), got -0.1"),
+        (dict(groups=0), "groups must be an integer >= 1, got 0"),
+        (dict(groups=2.0), "groups must be an integer >= 1, got 2.0"),
+        (dict(window=0.0), "window must be in (0, 1], got 0.0"),
+        (dict(window=1.2), "window must be in (0, 1], got 1.2"),
+        (dict(anneal=1.5), "anneal must be in [0, 1], got 1.5"),
+        (dict(anneal=math.nan), "anneal must be in [0, 1], got nan"),
+    ],
+)
 def test_it_refuses_bad_hyper_parameters_in_one_line(params, message):
     with pytest.raises(BadValue) as error:
         SeTa(**params)
     assert str(error.value) == f"SeTa: {message}"
     name = message.split()[0]
-    assert error.value.as_flag() == f"{flag(name)}{message[len(name):]}"  # as the command line says it
+    assert error.value.as_flag() == f"{flag(name)}{message[len(name) :]}"  # as the command line says it
 
 
 def test_a_window_of_no_cluster_is_refused():
     with pytest.raises(UsageError) as error:
         SeTa(groups=5, window=0.1)
-    assert str(error.value) == ("SeTa: window 0.1 with groups 5 makes a window of round(5 · 0.1) = 0 clusters; use a "
-                                "larger window or more groups")
+    assert str(error.value) == (
+        "SeTa: window 0.1 with groups 5 makes a window of round(5 · 0.1) = 0 clusters; use a "
+        "larger window or more groups"
+    )

@@ -29,5 +29,6 @@ def test_uniform_is_a_fresh_seeded_permutation_cut_into_n_batches_every_round(n,
     assert len({tuple(c) for c in cuts}) == 4
     assert sampler.steps == 4 * n_batches and sampler.epoch == 4
     # The losses change nothing.
-    assert [s.samples for s in drive(HardBatchSampler(n, batch_size, epochs=4, policy="uniform", seed=6),
-                                     scripted(9))] == [s.samples for s in log]
+    assert [
+        s.samples for s in drive(HardBatchSampler(n, batch_size, epochs=4, policy="uniform", seed=6), scripted(9))
+    ] == [s.samples for s in log]

@@ -46,15 +46,29 @@ def _runs(root: Path, arms: dict[tuple, list[float]]) -> list:
     """One run per seed and final accuracy of each (policy, δ) arm (with a validation split, as rho-loss needs)."""
     for (policy, delta), finals in arms.items():
         for seed, final in enumerate(finals):
-            write_run(root, f"{policy}_{delta}_s{seed}", policy=policy, delta=delta, seed=seed, accs=[0.5, final],
-                      val_accs=[0.5, final], val_fraction=0.1)
+            write_run(
+                root,
+                f"{policy}_{delta}_s{seed}",
+                policy=policy,
+                delta=delta,
+                seed=seed,
+                accs=[0.5, final],
+                val_accs=[0.5, final],
+                val_fraction=0.1,
+            )
     return load(root)
 
 
 def test_collapsed_counts_the_seeds_far_below_their_arms_median(tmp_path):
     # median 91: 36.1 and 80 collapsed, 82 not
-    runs = _runs(tmp_path, {("hardbatch", 0.5): [0.92, 0.91, 0.93, 0.92, 0.361, 0.80, 0.82],
-                            ("hardbatch", 1.0): [0.92, 0.93], ("uniform", 1.0): [0.9]})
+    runs = _runs(
+        tmp_path,
+        {
+            ("hardbatch", 0.5): [0.92, 0.91, 0.93, 0.92, 0.361, 0.80, 0.82],
+            ("hardbatch", 1.0): [0.92, 0.93],
+            ("uniform", 1.0): [0.9],
+        },
+    )
     result = Result(bench=Bench(), choice={}, stats={}, runs=runs)
     assert collapsed(result, "δ = 0.5") == (2, 7)
     assert collapsed(result, "δ = 1") == (0, 2)
@@ -66,13 +80,15 @@ def test_target_text_adds_the_spread_without_collapsed_seeds(tmp_path):
     ref = [0.92 + 0.001 * (s % 3) for s in range(12)]
     arm = [r + 0.002 + 0.0005 * (s % 2) for s, r in enumerate(ref)]
     arm[5] = 0.40  # one collapsed seed of the arm
-    result = Result(bench=Bench(), choice={}, stats={},
-                    runs=_runs(tmp_path, {("hardbatch", 0.5): arm, ("hardbatch", 1.0): ref}))
+    result = Result(
+        bench=Bench(), choice={}, stats={}, runs=_runs(tmp_path, {("hardbatch", 0.5): arm, ("hardbatch", 1.0): ref})
+    )
     clean = without_collapsed(result, "δ = 0.5", "δ = 1")
     kept = [s for s in range(12) if s != 5]
     expected = paired_difference([100 * arm[s] for s in kept], [100 * ref[s] for s in kept])
-    assert clean.n == 11 and (clean.mean, clean.low, clean.high) == pytest.approx((expected.mean, expected.low,
-                                                                                   expected.high))
+    assert clean.n == 11 and (clean.mean, clean.low, clean.high) == pytest.approx(
+        (expected.mean, expected.low, expected.high)
+    )
     whole = paired_difference([100 * a for a in arm], [100 * r for r in ref])
     text = target_text(whole, 0.5, clean)
     assert text.startswith(f"missed by {whole.half_width - 0.5:.2f}; about ")
@@ -87,25 +103,40 @@ def test_the_page_states_what_rho_losss_irreducible_loss_model_reached(tmp_path)
     for run, top1 in zip(rho_loss, (0.30, 0.36), strict=False):  # the third run gets none
         run.summary["irreducible_model"] = {"holdout_samples": 399, "train_top1": top1, "train_loss": 1.7}
     text = irreducible_text(Result(bench=Bench(), choice={}, stats={}, runs=runs))
-    assert text.startswith("`rho-loss`'s irreducible-loss model, trained before each run on the 399 validation "
-                           "samples: top-1 33.0% (from 30.0 to 36.0) on the training split it never saw, over 2 of 3 "
-                           "rho-loss runs; `uniform`'s final test top-1 is 91.0%. Its irreducible losses are only as "
-                           "good as that model")
+    assert text.startswith(
+        "`rho-loss`'s irreducible-loss model, trained before each run on the 399 validation "
+        "samples: top-1 33.0% (from 30.0 to 36.0) on the training split it never saw, over 2 of 3 "
+        "rho-loss runs; `uniform`'s final test top-1 is 91.0%. Its irreducible losses are only as "
+        "good as that model"
+    )
     uniform = [r for r in runs if r.config.policy == "uniform"]
     assert irreducible_text(Result(bench=Bench(), choice={}, stats={}, runs=uniform)) == ""
 
 
 def _benchmark(root: Path, bench: Bench) -> None:
     """``root/BENCH/main`` as scripts/evidence.py leaves it: the rule at δ 0.5 and 1 and uniform, lr_choice.json."""
-    finals = {("hardbatch", 0.5): [0.91, 0.88, 0.91], ("hardbatch", 1.0): [0.90, 0.86, 0.88],
-              ("uniform", 1.0): [0.90, 0.86, 0.88]}
+    finals = {
+        ("hardbatch", 0.5): [0.91, 0.88, 0.91],
+        ("hardbatch", 1.0): [0.90, 0.86, 0.88],
+        ("uniform", 1.0): [0.90, 0.86, 0.88],
+    }
     for (policy, delta), accs in finals.items():
         for seed, final in enumerate(accs):
-            write_run(root / bench.name / "main", f"{policy}_{delta}_s{seed}", policy=policy, delta=delta, seed=seed,
-                      accs=[0.5, final])
-    choice = {"seeds": [0], "grid": [0.05], "metric": "acc", "rule": "the highest median",
-              "arms": {label: {"lr": 0.05, "val_median": {"0.05": 90.0}, "collapsed": {"0.05": 1}}
-                       for label in bench.arms}}
+            write_run(
+                root / bench.name / "main",
+                f"{policy}_{delta}_s{seed}",
+                policy=policy,
+                delta=delta,
+                seed=seed,
+                accs=[0.5, final],
+            )
+    choice = {
+        "seeds": [0],
+        "grid": [0.05],
+        "metric": "acc",
+        "rule": "the highest median",
+        "arms": {label: {"lr": 0.05, "val_median": {"0.05": 90.0}, "collapsed": {"0.05": 1}} for label in bench.arms},
+    }
     (root / bench.name / "lr_choice.json").write_text(json.dumps(choice))
 
 
@@ -118,20 +149,28 @@ def test_a_benchmarks_verdicts_and_sections_from_its_runs(tmp_path):
     rows = benchmarks.verdict_table([result]).splitlines()[2:]
     # Every arm against every reference but itself (finals of δ = 0.5: +1, +2, +3 points: sd 1); no frontier here.
     # ±0.5 at sd 1 takes 18 seeds: t(0.975, 17) / sqrt(18) = 0.497, where 17 give 2.120 / sqrt(17) = 0.514.
-    assert rows[0] == ("| bench | δ = 0.5 | δ = 1 | 3 | +2.00 ±2.48 [-0.48, +4.48] | 3.10 | missed by 1.98; about "
-                       "18 seeds would reach it | 0, 0 | no measurable difference (detectable: ±3.10) |")
+    assert rows[0] == (
+        "| bench | δ = 0.5 | δ = 1 | 3 | +2.00 ±2.48 [-0.48, +4.48] | 3.10 | missed by 1.98; about "
+        "18 seeds would reach it | 0, 0 | no measurable difference (detectable: ±3.10) |"
+    )
     assert rows[1].startswith("| bench | δ = 0.5 | uniform | 3 | +2.00 ±2.48")
-    assert rows[2] == ("| bench | δ = 1 | uniform | 3 | +0.00 (no CI: zero spread) | — | — | 0, 0 | identical in "
-                       "every seed (the same training) |")
+    assert rows[2] == (
+        "| bench | δ = 1 | uniform | 3 | +0.00 (no CI: zero spread) | — | — | 0, 0 | identical in "
+        "every seed (the same training) |"
+    )
     assert rows[3].startswith("| bench | uniform | δ = 1 | 3 | +0.00 (no CI: zero spread) |") and len(rows) == 4
     section = benchmarks.section(result)
-    assert section.startswith("## A benchmark\n\n9 runs (3 seeds per arm; dataset digits). Full report: "
-                              "[`evidence/bench/report.md`](evidence/bench/report.md).")
+    assert section.startswith(
+        "## A benchmark\n\n9 runs (3 seeds per arm; dataset digits). Full report: "
+        "[`evidence/bench/report.md`](evidence/bench/report.md)."
+    )
     assert "| δ = 0.5 | 90.00 (1) | **0.05** |" in section and "| uniform | 0.05 | 88.00 | 20 | 640 |" in section
     assert "median val top-1 % at lr 0.05 (collapsed seeds)" in section and "_frontier.png" not in section
     page = evidence.page([result], minutes=1.5, quick=True, missing=["other"], training=0.25, date="2026-12-02")
-    assert page.startswith("# Evidence (quick check: not the page)\n\nRegenerated by `python scripts/evidence.py "
-                           "--benchmarks bench` (2026-12-02)")
+    assert page.startswith(
+        "# Evidence (quick check: not the page)\n\nRegenerated by `python scripts/evidence.py "
+        "--benchmarks bench` (2026-12-02)"
+    )
     assert "9 runs on the page, 3 tuning runs" in page and "**1.5 CPU minutes**" in page
     assert "**Partial**: this page covers bench only; still to run: other" in page
     assert "Machine: CPU Scripted CPU, capability AVX2, 1 thread (9 runs)." in page
@@ -175,12 +214,16 @@ def test_every_arm_is_judged_against_uniforms_frontier_on_the_benchmarks_metric(
     result = benchmarks.summarise(archive_folders(bench, tmp_path / "runs"), tmp_path / "docs" / "evidence", 0.5)
     rows = [line for line in benchmarks.verdict_table([result]).splitlines()[2:] if "δ = 0.5 | uniform's" in line]
     # at the full budget, 1280 samples: uniform's full budget seed by seed (d = +1, +2, 0); in CPU seconds the same
-    assert rows == [f"| bench | δ = 0.5 | uniform's frontier ({cost}) | 3 | +1.00 ±2.48 [-1.48, +3.48] | 3.10 | "
-                    "missed by 1.98; about 18 seeds would reach it | 0, 0 | level with the frontier (detectable: "
-                    "±3.10) |" for cost in ("samples back-propagated", "CPU seconds")]
+    assert rows == [
+        f"| bench | δ = 0.5 | uniform's frontier ({cost}) | 3 | +1.00 ±2.48 [-1.48, +3.48] | 3.10 | "
+        "missed by 1.98; about 18 seeds would reach it | 0, 0 | level with the frontier (detectable: "
+        "±3.10) |"
+        for cost in ("samples back-propagated", "CPU seconds")
+    ]
     assert all("budget" not in line.split(" | ")[1] for line in benchmarks.verdict_table([result]).splitlines()[2:])
-    assert {line.split(" | ")[1] for line in benchmarks.verdict_table([result], rule_only=True).splitlines()[2:]} == \
-        {"δ = 0.5"}
+    assert {line.split(" | ")[1] for line in benchmarks.verdict_table([result], rule_only=True).splitlines()[2:]} == {
+        "δ = 0.5"
+    }
     assert collapsed(result, "δ = 0.5, budget 0.25") == (0, 3)  # finals 65-67 balanced: none 10 below the median
     section = benchmarks.section(result)
     assert "Judged on balanced top-1 accuracy." in section and f"{result.slug}_frontier.png" in section
@@ -189,7 +232,11 @@ def test_every_arm_is_judged_against_uniforms_frontier_on_the_benchmarks_metric(
 
 
 def _choice(root: Path, bench: Bench) -> None:
-    choice = {"seeds": [0], "grid": [0.05], "metric": bench.metric, "rule": "the highest median",
-              "arms": {label: {"lr": 0.05, "val_median": {"0.05": 90.0}, "collapsed": {"0.05": 0}}
-                       for label in bench.arms}}
+    choice = {
+        "seeds": [0],
+        "grid": [0.05],
+        "metric": bench.metric,
+        "rule": "the highest median",
+        "arms": {label: {"lr": 0.05, "val_median": {"0.05": 90.0}, "collapsed": {"0.05": 0}} for label in bench.arms},
+    }
     (root / bench.name / "lr_choice.json").write_text(json.dumps(choice))

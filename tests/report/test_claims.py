@@ -23,11 +23,20 @@ from hardbatch.report.stats import ArmStats, Target
 def row(delta, diff, low=None, high=None, pairs=3, fewer=10.0, reached=3, n=3, policy="hardbatch"):
     """An arm's statistics with the fields the claims read; diff/low/high in points."""
     reference = policy == "hardbatch" and delta == 1.0
-    return ArmStats(group="g", arm=f"δ = {delta:g}", policy=policy, axis="delta", value=delta, delta=delta, n=n,
-                    is_reference=reference, is_method=policy == "hardbatch" and not reference,
-                    vs_reference=Interval(diff, diff - 1 if low is None else low, diff + 1 if high is None else high,
-                                          pairs),
-                    relative_pct=diff * 1.5, target=Target(fewer_epochs_pct=fewer, reached=reached))
+    return ArmStats(
+        group="g",
+        arm=f"δ = {delta:g}",
+        policy=policy,
+        axis="delta",
+        value=delta,
+        delta=delta,
+        n=n,
+        is_reference=reference,
+        is_method=policy == "hardbatch" and not reference,
+        vs_reference=Interval(diff, diff - 1 if low is None else low, diff + 1 if high is None else high, pairs),
+        relative_pct=diff * 1.5,
+        target=Target(fewer_epochs_pct=fewer, reached=reached),
+    )
 
 
 def group(dataset, model, *rows, chosen=None, on="validation"):
@@ -54,8 +63,10 @@ def test_accuracy_claim_needs_a_ci_above_zero_in_every_group():
     assert claim([group("cifar10", "resnet18", zero_width)], "Training").verdict == UNDECIDED
     assert "no CI: zero spread" in claim([group("cifar10", "resnet18", zero_width)], "Training").evidence
     # The evidence quotes the difference as report.md does: half-width and ends.
-    assert "Δ +2.00 ±1.50 [+0.50, +3.50] pts, +3.0% relative" in claim([group("cifar10", "resnet18", gain)],
-                                                                        "Training").evidence
+    assert (
+        "Δ +2.00 ±1.50 [+0.50, +3.50] pts, +3.0% relative"
+        in claim([group("cifar10", "resnet18", gain)], "Training").evidence
+    )
 
 
 def test_claims_without_a_baseline_say_so():
@@ -91,8 +102,9 @@ def test_stl10_claim_is_not_run_without_those_runs():
     assert claim([group("cifar10", "efficientnet_b4", row(0.5, 0.0))], "EfficientNet-B4").verdict == NOT_RUN
 
 
-@pytest.mark.parametrize("diff, low, verdict", [(8.0, 6.0, HELD), (2.0, 0.5, PARTLY), (8.0, -1.0, NOT_HELD),
-                                                (-3.0, -4.0, NOT_HELD)])
+@pytest.mark.parametrize(
+    "diff, low, verdict", [(8.0, 6.0, HELD), (2.0, 0.5, PARTLY), (8.0, -1.0, NOT_HELD), (-3.0, -4.0, NOT_HELD)]
+)
 def test_cifar100_resnet18_gain_claim(diff, low, verdict):
     result = claim([group("cifar100", "resnet18", row(0.5, diff, low, diff + 2))], "ResNet-18 on CIFAR-100")
     assert result.verdict == verdict

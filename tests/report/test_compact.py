@@ -25,18 +25,31 @@ from .scripted_runs import load, write_frontier, write_run
 
 
 class Bench:
-    name, title, settings, lrs, seeds, tune_seeds, target, metric = "bench", "A bench", {"dataset": "digits"}, \
-        (0.05,), 3, 1, None, "bacc"
+    name, title, settings, lrs, seeds, tune_seeds, target, metric = (
+        "bench",
+        "A bench",
+        {"dataset": "digits"},
+        (0.05,),
+        3,
+        1,
+        None,
+        "bacc",
+    )
     arms = ("δ = 0.5", "δ = 1", "uniform")
 
 
 def _evidence(root):
     """BENCH/main as FRONTIER_RUNS, a tuning run, a failed main run (no summary.json) and lr_choice.json."""
     write_frontier(root / "bench" / "main", metric_gap=0.05)
-    write_run(root / "bench" / "tune" / "lr-0.05", "uniform_s0", accs=[0.5, 0.612345678], policy="uniform",
-              epochs=4, budget=0.5)
-    failed = write_run(root / "bench" / "main", "diverged", accs=[0.1], epochs=4, budget=0.25, policy="uniform",
-                       seed=7)
+    write_run(
+        root / "bench" / "tune" / "lr-0.05",
+        "uniform_s0",
+        accs=[0.5, 0.612345678],
+        policy="uniform",
+        epochs=4,
+        budget=0.5,
+    )
+    failed = write_run(root / "bench" / "main", "diverged", accs=[0.1], epochs=4, budget=0.25, policy="uniform", seed=7)
     (failed / "summary.json").unlink()
     (root / "bench" / "lr_choice.json").write_text(json.dumps({"grid": [0.05], "arms": {}, "seeds": [0]}))
     return archive_folders(Bench, root)
@@ -58,7 +71,8 @@ def test_records_hold_every_run_and_read_back_as_its_runs(tmp_path):
         assert after.config == before.config and after.environment["device"] == before.environment["device"]
         for column in HISTORY_COLUMNS:
             assert [row[column] for row in after.history] == pytest.approx(
-                [row[column] for row in before.history], rel=10 ** -FLOAT_DIGITS, nan_ok=True)
+                [row[column] for row in before.history], rel=10**-FLOAT_DIGITS, nan_ok=True
+            )
         assert after.summary["final_test_bacc"] == pytest.approx(before.summary["final_test_bacc"])
     (tune,) = back.tune
     assert tune.summary["final_test_acc"] == 0.612346  # FLOAT_DIGITS significant digits
@@ -68,7 +82,8 @@ def test_records_hold_every_run_and_read_back_as_its_runs(tmp_path):
     for x, y in zip(arm_stats(a, metric="bacc"), arm_stats(b, metric="bacc"), strict=True):
         assert (x.arm, x.final.mean) == (y.arm, pytest.approx(y.final.mean))
         assert {c: p.d.mean for c, p in x.vs_frontier.items()} == pytest.approx(
-            {c: p.d.mean for c, p in y.vs_frontier.items()}, nan_ok=True)
+            {c: p.d.mean for c, p in y.vs_frontier.items()}, nan_ok=True
+        )
 
 
 def test_the_same_runs_give_the_same_bytes_and_stale_records_go(tmp_path):

@@ -83,22 +83,32 @@ def test_no_extrapolation_and_the_largest_budget_reads_uniform_itself(group):
 def test_the_frontier_section_tables_and_the_answer(group, tmp_path):
     stats = arm_stats(group)
     table = frontier_table(frontiers(group))
-    assert table.splitlines()[0] == ("| uniform at budget | epochs | n | final top-1 % [95% CI] | samples "
-                                     "back-propagated | CPU seconds |")
+    assert table.splitlines()[0] == (
+        "| uniform at budget | epochs | n | final top-1 % [95% CI] | samples back-propagated | CPU seconds |"
+    )
     assert table.splitlines()[2].startswith("| 0.5 | 2 | 3 | 82.00 [") and table.splitlines()[2].endswith(
-        "| 640 | 3.00 |")
+        "| 640 | 3.00 |"
+    )
     lines = {line.split(" | ")[0][2:]: line for line in placement_table(stats).splitlines()[2:]}
     assert set(lines) == {"δ = 0.5", "δ = 0.5, budget 0.75", "δ = 0.5, budget 0.25", "δ = 1", "δ = 1, budget 0.75"}
     half_width = T975[2] * math.sqrt(1 / 12) / math.sqrt(3)  # d = +2, +1.5, +2: sd sqrt(1/12)
-    assert f"| 960 | +1.83 ±0.72 [+1.12, +2.55] | {detectable_difference(half_width, 3):.2f} | {ABOVE} |" in \
-        lines["δ = 0.5, budget 0.75"]
+    assert (
+        f"| 960 | +1.83 ±0.72 [+1.12, +2.55] | {detectable_difference(half_width, 3):.2f} | {ABOVE} |"
+        in lines["δ = 0.5, budget 0.75"]
+    )
     assert f"| 320 | — | — | {OUTSIDE} |" in lines["δ = 0.5, budget 0.25"]
     fewer = fewer_epochs_table(stats).splitlines()
     assert [line.split(" | ")[:3] for line in fewer[2:]] == [
-        ["| 0.25", "1", "δ = 0.5"], ["| 0.75", "3", "δ = 0.5"], ["| 0.75", "3", "δ = 1"], ["| 1", "4", "δ = 0.5"],
-        ["| 1", "4", "δ = 1"]]
-    assert fewer_epochs_answers(stats) == ["The rule (δ = 0.5) is above uniform's frontier at budget 0.75 in samples "
-                                           "back-propagated, and at budget 0.75 in CPU seconds."]
+        ["| 0.25", "1", "δ = 0.5"],
+        ["| 0.75", "3", "δ = 0.5"],
+        ["| 0.75", "3", "δ = 1"],
+        ["| 1", "4", "δ = 0.5"],
+        ["| 1", "4", "δ = 1"],
+    ]
+    assert fewer_epochs_answers(stats) == [
+        "The rule (δ = 0.5) is above uniform's frontier at budget 0.75 in samples "
+        "back-propagated, and at budget 0.75 in CPU seconds."
+    ]
     claim = fewer_epochs_claim([GroupResult("digits", "small_cnn", stats, None, "test")])
     assert claim.verdict == HELD and "judged at budgets short of the full one" in claim.evidence
     # report.md: the frontier, the placements, the plot and the answer, and the claim beside the paper's 26.47%
@@ -128,8 +138,9 @@ def test_a_rule_below_the_frontier_does_not_hold_the_claim(tmp_path):
     place = next(s for s in stats if s.arm == "δ = 0.5, budget 0.5").vs_frontier["samples_backprop"]
     assert place.between == (0.5,) and place.d.mean == pytest.approx(-8 / 3) and place.d.high < 0
     assert fewer_epochs_claim([GroupResult("digits", "small_cnn", stats, None, "test")]).verdict == NOT_HELD
-    assert fewer_epochs_answers(stats) == ["At no budget is the rule (δ = 0.5) above uniform's frontier, in samples "
-                                           "back-propagated or in CPU seconds."]
+    assert fewer_epochs_answers(stats) == [
+        "At no budget is the rule (δ = 0.5) above uniform's frontier, in samples back-propagated or in CPU seconds."
+    ]
 
 
 def test_the_balanced_metric_judges_the_frontier_and_the_verdicts(tmp_path, capsys):
@@ -154,8 +165,11 @@ def test_the_balanced_metric_judges_the_frontier_and_the_verdicts(tmp_path, caps
 def test_the_frontier_plot_draws_the_line_its_band_and_each_arm(group, monkeypatch, tmp_path):
     drawn = {}
     real = plots.plot_frontier
-    monkeypatch.setattr(plots, "plot_frontier", lambda lines, points, **k: drawn.update(lines=lines, points=points)
-                        or real(lines, points, **k))
+    monkeypatch.setattr(
+        plots,
+        "plot_frontier",
+        lambda lines, points, **k: drawn.update(lines=lines, points=points) or real(lines, points, **k),
+    )
     stats = arm_stats(group)
     assert plots.draw_frontier(group, stats, tmp_path).name == f"{group.slug}_frontier.png"
     budgets, xs, mean, low, high = drawn["lines"]["samples_backprop"]
@@ -163,7 +177,8 @@ def test_the_frontier_plot_draws_the_line_its_band_and_each_arm(group, monkeypat
     assert all(lo < m < hi for lo, m, hi in zip(low, mean, high, strict=True))
     rule = next(s for s in stats if s.arm == "δ = 0.5, budget 0.75")
     assert drawn["points"]["δ = 0.5, budget 0.75"]["samples_backprop"] == pytest.approx(
-        (960, 100 * rule.final_ci.mean, 100 * rule.final_ci.low, 100 * rule.final_ci.high))
+        (960, 100 * rule.final_ci.mean, 100 * rule.final_ci.low, 100 * rule.final_ci.high)
+    )
     assert "uniform" not in drawn["points"]
     ax = real(drawn["lines"], drawn["points"])
     (line, *_) = ax.lines

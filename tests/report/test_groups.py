@@ -37,8 +37,7 @@ def test_a_policys_hyper_parameters_and_budget_identify_its_arm_and_never_split_
     a non-default one shows in the arm's label."""
     write_run(tmp_path, "ib", accs=[0.5, 0.6], policy="infobatch", prune_ratio=0.3)
     write_run(tmp_path, "ib_anneal", accs=[0.5, 0.6], policy="infobatch", prune_ratio=0.3, anneal=0.5)
-    write_run(tmp_path, "ib_default_anneal", seed=1, accs=[0.5, 0.6], policy="infobatch", prune_ratio=0.3,
-              anneal=0.125)
+    write_run(tmp_path, "ib_default_anneal", seed=1, accs=[0.5, 0.6], policy="infobatch", prune_ratio=0.3, anneal=0.125)
     write_run(tmp_path, "uniform", accs=[0.5, 0.6], policy="uniform")
     write_run(tmp_path, "uniform_half", accs=[0.5], epochs=2, policy="uniform", budget=0.5)
     runs = {r.path.name: r for r in load(tmp_path)}
@@ -144,8 +143,22 @@ def test_report_judges_any_method_against_any_reference(tmp_path):
     assert stats["infobatch r = 0.3"].vs_reference.mean == pytest.approx((2 + 1.1 + 0.2) / 3)
     assert stats["δ = 0.5"].vs_reference.n == 3 and not stats["δ = 0.5"].is_method
     assert "Δ vs uniform, points [95% CI]" in markdown_table(list(stats.values()), comparison)
-    assert main(["report", str(root), "--no-plots", "--method", "infobatch", "--reference", "uniform",
-                 "--out", str(tmp_path / "ib")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(root),
+                "--no-plots",
+                "--method",
+                "infobatch",
+                "--reference",
+                "uniform",
+                "--out",
+                str(tmp_path / "ib"),
+            ]
+        )
+        == 0
+    )
     report = (tmp_path / "ib" / "report.md").read_text()
     assert "method `infobatch` against uniform" in report
     assert "Best `infobatch` setting chosen on test (optimistic, as the released code did): infobatch r = 0.3" in report
@@ -156,11 +169,14 @@ def test_report_judges_any_method_against_any_reference(tmp_path):
     assert Comparison("hardbatch", "hardbatch").reference_text == "δ=1" and Comparison().is_paper
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--method", "nope"], "unknown method policy 'nope'; valid: hardbatch, random"),
-    (["--reference", "uniform@2"], "reference 'uniform@2': policy 'uniform' has no hyper-parameter"),
-    (["--reference", "hardbatch@x"], "reference 'hardbatch@x': 'x' is not a number"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--method", "nope"], "unknown method policy 'nope'; valid: hardbatch, random"),
+        (["--reference", "uniform@2"], "reference 'uniform@2': policy 'uniform' has no hyper-parameter"),
+        (["--reference", "hardbatch@x"], "reference 'hardbatch@x': 'x' is not a number"),
+    ],
+)
 def test_report_method_and_reference_errors_are_one_line(tmp_path, capsys, flags, message):
     root = write_peers(tmp_path / "runs")
     assert main(["report", str(root), "--no-plots", *flags]) == 2

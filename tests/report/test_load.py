@@ -38,5 +38,7 @@ def test_damaged_and_unfinished_runs_are_left_out_with_the_reason(tmp_path):
     assert set(reasons) == {"empty_history", "no_model", "stopped"}
     assert reasons["empty_history"][0] == "damaged" and "history.csv: no epochs in it" in reasons["empty_history"][1]
     assert reasons["no_model"][0] == "damaged" and "model is None, not a name" in reasons["no_model"][1]
-    assert reasons["stopped"] == ("unfinished", "config.json but no summary.json: still training, stopped or failed; "
-                                                "resume it or move its directory away")
+    assert reasons["stopped"] == (
+        "unfinished",
+        "config.json but no summary.json: still training, stopped or failed; resume it or move its directory away",
+    )

@@ -20,9 +20,11 @@ def test_runs_from_different_machines_are_named_with_their_counts(tmp_path, caps
     for (delta, seed), device in machines.items():
         write_run(tmp_path / "runs", f"d{delta}_s{seed}", delta=delta, seed=seed, accs=REF[seed], device=device)
     assert main(["report", str(tmp_path / "runs"), "--no-plots"]) == 0
-    note = ("**Runs from 4 machines** (CPU model, kernel capability, threads): CPU AMD EPYC 7763, capability AVX2, "
-            "2 threads (3 runs); CPU Intel Xeon, capability AVX512, 16 threads (1 run); CPU unknown, capability "
-            "unknown, 2 threads (1 run); CPU unknown, capability unknown, unknown threads (1 run).")
+    note = (
+        "**Runs from 4 machines** (CPU model, kernel capability, threads): CPU AMD EPYC 7763, capability AVX2, "
+        "2 threads (3 runs); CPU Intel Xeon, capability AVX512, 16 threads (1 run); CPU unknown, capability "
+        "unknown, 2 threads (1 run); CPU unknown, capability unknown, unknown threads (1 run)."
+    )
     assert note in capsys.readouterr().out  # the terminal says so too
     section = (tmp_path / "runs" / "report.md").read_text().split("## digits / small_cnn", 1)[1].split("\n## ", 1)[0]
     assert note in section
@@ -41,4 +43,5 @@ def test_package_versions_are_counted(tmp_path):
     (tmp_path / "b" / CONFIG).write_text(json.dumps({**saved, "versions": {**saved["versions"], "scipy": "1.17"}}))
     assert packages(load(tmp_path)) == [
         "torch 2.0, torchvision not recorded, numpy 1.0, scipy 1.17, mnist1d not recorded (1 run)",
-        "torch 2.0, torchvision not recorded, numpy 1.0, scipy not recorded, mnist1d not recorded (1 run)"]
+        "torch 2.0, torchvision not recorded, numpy 1.0, scipy not recorded, mnist1d not recorded (1 run)",
+    ]

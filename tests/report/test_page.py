@@ -47,16 +47,33 @@ def test_build_report_writes_summary_and_runs_csv(scripted, tmp_path):
     assert not (scripted / "report.md").exists() and not (scripted / "summary.csv").exists()
     assert "δ = 0.5" in tables
     sections = [line for line in report.splitlines() if line.startswith("## ")]
-    assert sections == ["## Overview: final test top-1 %, mean ± std (n seeds)", *(f"## {g}" for g in sorted(
-        line[3:] for line in sections if line.startswith("## digits"))), "## Claims of the paper, checked",
-        "## Definitions"]
+    assert sections == [
+        "## Overview: final test top-1 %, mean ± std (n seeds)",
+        *(f"## {g}" for g in sorted(line[3:] for line in sections if line.startswith("## digits"))),
+        "## Claims of the paper, checked",
+        "## Definitions",
+    ]
 
 
 def test_report_defaults_are_the_papers_comparison(tmp_path):
     root = write_peers(tmp_path / "runs")
     assert main(["report", str(root), "--no-plots", "--out", str(tmp_path / "a")]) == 0
-    assert main(["report", str(root), "--no-plots", "--out", str(tmp_path / "b"), "--method", "hardbatch",
-                 "--reference", "hardbatch@1"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(root),
+                "--no-plots",
+                "--out",
+                str(tmp_path / "b"),
+                "--method",
+                "hardbatch",
+                "--reference",
+                "hardbatch@1",
+            ]
+        )
+        == 0
+    )
     a, b = (re.sub(r"built \S+ by", "", (tmp_path / d / "report.md").read_text()) for d in "ab")
     assert a == b and "| δ = 1 | 3 |" in a and "Δ vs δ=1, points [95% CI]" in a
     assert "Best δ < 1 chosen on test (optimistic, as the released code did): δ = 0.5" in a
@@ -65,12 +82,15 @@ def test_report_defaults_are_the_papers_comparison(tmp_path):
 def test_report_chooses_delta_on_validation_and_labels_the_test_choice(tmp_path):
     # δ = 0.5 is best on validation, δ = 0.2 best on test: an honest report picks 0.5 for its claims.
     for seed in (0, 1):
-        write_run(tmp_path, f"d1_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.70], val_accs=[0.5, 0.70],
-                  protocol="paper")
-        write_run(tmp_path, f"d05_s{seed}", delta=0.5, seed=seed, accs=[0.6, 0.72], val_accs=[0.6, 0.80],
-                  protocol="paper")
-        write_run(tmp_path, f"d02_s{seed}", delta=0.2, seed=seed, accs=[0.6, 0.75], val_accs=[0.6, 0.71],
-                  protocol="paper")
+        write_run(
+            tmp_path, f"d1_s{seed}", delta=1.0, seed=seed, accs=[0.5, 0.70], val_accs=[0.5, 0.70], protocol="paper"
+        )
+        write_run(
+            tmp_path, f"d05_s{seed}", delta=0.5, seed=seed, accs=[0.6, 0.72], val_accs=[0.6, 0.80], protocol="paper"
+        )
+        write_run(
+            tmp_path, f"d02_s{seed}", delta=0.2, seed=seed, accs=[0.6, 0.75], val_accs=[0.6, 0.71], protocol="paper"
+        )
     path, _ = build_report(tmp_path, plots=False)
     text = path.read_text()
     assert "chosen on the validation split: **δ = 0.5**" in text
@@ -80,8 +100,10 @@ def test_report_chooses_delta_on_validation_and_labels_the_test_choice(tmp_path)
     # Train s to T: T = 0.99 x 0.70; δ = 0.5 first reaches it at epoch 2, after 2 epochs of 2 s (seed 0) and 3 s.
     # Two seeds with equal differences: no interval, said so (the old "+2.00 [+2.00, +2.00]" was no evidence).
     # Without an interval there is no detectable difference either (the "—" after the difference).
-    assert ("| δ = 0.5 | 2 | 72.00 ± 0.00 | 72.00 ± 0.00 | +2.00 (no CI: 2 pairs, needs 3) | — | +2.86 | 66.00 "
-            "| +6.00 (no CI: 2 pairs, needs 3) | 2.0 (2/2) | +0.0 | 2.0 | 5.0 | 5.0 |") in text
+    assert (
+        "| δ = 0.5 | 2 | 72.00 ± 0.00 | 72.00 ± 0.00 | +2.00 (no CI: 2 pairs, needs 3) | — | +2.86 | 66.00 "
+        "| +6.00 (no CI: 2 pairs, needs 3) | 2.0 (2/2) | +0.0 | 2.0 | 5.0 | 5.0 |"
+    ) in text
 
 
 def test_report_command_takes_per_arm_settings(tmp_path, capsys):
@@ -113,7 +135,8 @@ def test_a_tree_with_duplicates_and_unfinished_runs_is_reported_naming_them(tmp_
         f"hardbatch report: skipped unfinished run {root / 'tune' / 'lr-0.4' / 'half_s0'}: config.json but no "
         "summary.json: still training, stopped or failed; resume it or move its directory away",
         f"hardbatch report: skipped duplicate run {root / 'tune' / 'lr-0.05' / 'half_s0'}: a second run of δ = 0.5 "
-        f"seed 0 with the same settings as {root / 'main' / 'half_s0'}, which the report keeps"]
+        f"seed 0 with the same settings as {root / 'main' / 'half_s0'}, which the report keeps",
+    ]
     report = (root / "report.md").read_text()
     assert f"6 finished runs under `{root}`, 1 group(s), 1 duplicate and 1 unfinished run(s) left out" in report
     assert "| δ = 0.5 | 3 |" in report  # every seed of the arm, once

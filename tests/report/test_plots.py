@@ -53,8 +53,10 @@ def test_forest_plot_draws_each_arms_paired_difference_to_uniform(trained):
     assert set(points) == {"δ = 1", "infobatch"}  # uniform itself is the reference
     for label, (mean, low, high) in points.items():
         arm, uniform = group.arm(*{"δ = 1": ("hardbatch",), "infobatch": ("infobatch",)}[label]), group.arm("uniform")
-        d = paired_difference([arm.runs[s].summary["final_test_acc"] for s in (0, 1, 2)],
-                              [uniform.runs[s].summary["final_test_acc"] for s in (0, 1, 2)])
+        d = paired_difference(
+            [arm.runs[s].summary["final_test_acc"] for s in (0, 1, 2)],
+            [uniform.runs[s].summary["final_test_acc"] for s in (0, 1, 2)],
+        )
         assert (mean, low, high) == pytest.approx((100 * d.mean, 100 * d.low, 100 * d.high), nan_ok=True)
     ax = plots.plot_forest(points, "uniform")
     (dots,) = ax.lines[:1]
@@ -69,8 +71,9 @@ def test_report_draws_forest_and_accuracy_against_samples_from_the_runs(trained,
     drawn = {}
     for name in ("plot_forest", "plot_cost_curves"):
         real = getattr(plots, name)
-        monkeypatch.setattr(plots, name, lambda *a, _real=real, _name=name, **k: drawn.setdefault(_name, []).append(a)
-                            or _real(*a, **k))
+        monkeypatch.setattr(
+            plots, name, lambda *a, _real=real, _name=name, **k: drawn.setdefault(_name, []).append(a) or _real(*a, **k)
+        )
     build_report(trained, tmp_path)
     (group,) = group_runs(load(trained))
     assert (tmp_path / f"{group.slug}_forest.png").stat().st_size > 0

@@ -162,8 +162,10 @@ def test_accuracy_at_equal_cpu_seconds(trained):
         assert s.at_budget["cpu_seconds"].budget == pytest.approx(budget)
         assert s.cost.cpu_seconds == pytest.approx(sum(r.summary["cost"]["cpu_seconds"] for r in arm.runs.values()) / 3)
         # each run's test top-1 at its last evaluation within the budget, averaged over the runs that had one
-        reached = [[a for c, a in zip(r.cost("cpu_seconds"), r.accs, strict=True) if c <= budget * (1 + 1e-9)]
-                   for r in arm.runs.values()]
+        reached = [
+            [a for c, a in zip(r.cost("cpu_seconds"), r.accs, strict=True) if c <= budget * (1 + 1e-9)]
+            for r in arm.runs.values()
+        ]
         reached = [accs[-1] for accs in reached if accs]
         assert reached and s.at_budget["cpu_seconds"].acc == pytest.approx(sum(reached) / len(reached))
 

@@ -82,9 +82,15 @@ def test_per_class_and_noise_tables(tmp_path):
     assert per_class_table(group) is None  # the runs did not record per-class accuracy
     summary = tmp_path / "a" / "summary.json"
     saved = json.loads(summary.read_text())
-    summary.write_text(json.dumps({**saved, "final_test_per_class_acc": [0.5, None, 1.0],
-                                   "mislabelled": {"trained": 0.3, "trained_after_warmup": 0.4, "in_data": 0.2,
-                                                   "in_partition": 0.2}}))
+    summary.write_text(
+        json.dumps(
+            {
+                **saved,
+                "final_test_per_class_acc": [0.5, None, 1.0],
+                "mislabelled": {"trained": 0.3, "trained_after_warmup": 0.4, "in_data": 0.2, "in_partition": 0.2},
+            }
+        )
+    )
     (group,) = group_runs(load(tmp_path))
     assert per_class_table(group).splitlines()[2] == "| δ = 1 | 50.0 | — | 100.0 |"
     assert noise_table(arm_stats(group)).splitlines()[2] == "| δ = 1 | 30.0 | 40.0 | 20.0 | 2.00 |"

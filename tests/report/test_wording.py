@@ -73,7 +73,9 @@ def test_the_frontier_verdict_and_the_fewer_epochs_answer():
     assert budgets_text([]) == "no budget" and budgets_text([0.5]) == "budget 0.5"
     assert budgets_text([0.25, 0.5, 0.75]) == "budgets 0.25, 0.5 and 0.75"
     assert fewer_epochs_answer("δ = 0.5", {"samples back-propagated": [], "CPU seconds": []}) == (
-        "At no budget is the rule (δ = 0.5) above uniform's frontier, in samples back-propagated or in CPU seconds.")
+        "At no budget is the rule (δ = 0.5) above uniform's frontier, in samples back-propagated or in CPU seconds."
+    )
     assert fewer_epochs_answer("δ = 0.5", {"samples back-propagated": [0.25, 0.5], "CPU seconds": []}) == (
         "The rule (δ = 0.5) is above uniform's frontier at budgets 0.25 and 0.5 in samples back-propagated, and at no "
-        "budget in CPU seconds.")
+        "budget in CPU seconds."
+    )

@@ -42,15 +42,18 @@ def test_auto_precision_and_channels_last_follow_the_device():
     assert (given.precision, given.channels_last, given.model) == ("bf16", True, "mlp")
 
 
-@pytest.mark.parametrize("values, words", [
-    ({"dataset": "nope"}, "unknown dataset 'nope'; valid: digits, "),
-    ({"model": "resnet19"}, "unknown model 'resnet19'; valid: "),
-    ({"policy": "rho-loss", "val_fraction": 0.2, "params": {"il_model": "resnet19"}}, "unknown model 'resnet19'"),
-    ({"device": "tpu"}, "unknown device 'tpu'"),
-    ({"compile": "nope"}, "unknown --compile backend 'nope'; valid: "),
-    ({"sync_bn": True}, "--sync-bn needs CUDA devices"),
-    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        ({"dataset": "nope"}, "unknown dataset 'nope'; valid: digits, "),
+        ({"model": "resnet19"}, "unknown model 'resnet19'; valid: "),
+        ({"policy": "rho-loss", "val_fraction": 0.2, "params": {"il_model": "resnet19"}}, "unknown model 'resnet19'"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"compile": "nope"}, "unknown --compile backend 'nope'; valid: "),
+        ({"sync_bn": True}, "--sync-bn needs CUDA devices"),
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ],
+)
 def test_prepare_refuses_what_no_run_can_use(values, words):
     with pytest.raises(UsageError) as error:
         prepare(RunConfig(**values))
@@ -80,9 +83,18 @@ def test_differing_settings_name_a_policy_s_hyper_parameters_by_their_own_names_
     assert differing_settings(RunConfig(), RunConfig(sync_bn=True)) == ["sync_bn"]  # it changes what DDP computes
     # another policy: the name, and each hyper-parameter one of them holds (rescore is unset in both)
     assert sorted(differing_settings(base, RunConfig(policy="infobatch"))) == sorted(
-        ["policy", *(k for k, v in defaults("hardbatch").items() if v is not None), *defaults("infobatch")])
-    runtime = dict(device="cuda", num_workers=3, data_dir="x", download=True, target_acc=0.9, compile="inductor",
-                   tensorboard="tb", checkpoint_every=0)
+        ["policy", *(k for k, v in defaults("hardbatch").items() if v is not None), *defaults("infobatch")]
+    )
+    runtime = dict(
+        device="cuda",
+        num_workers=3,
+        data_dir="x",
+        download=True,
+        target_acc=0.9,
+        compile="inductor",
+        tensorboard="tb",
+        checkpoint_every=0,
+    )
     assert set(runtime) == set(RUNTIME_KEYS)
     assert differing_settings(base, base.replace(**runtime)) == []
     assert settings(base)["delta"] == 0.5 and "params" not in settings(base)
@@ -95,8 +107,10 @@ def test_a_folder_holding_other_settings_is_refused_naming_each_value(tmp_path):
     check_same_settings(run, prepare(cfg)[0])
     with pytest.raises(UsageError) as error:
         check_same_settings(run, prepare(cfg.replace(params={"delta": 1.0}, epochs=2))[0], hint="move it away")
-    assert str(error.value) == (f"{run.path} holds a run with other settings: epochs saved 1 but given 2, delta saved "
-                                f"0.5 but given 1.0; move it away")
+    assert str(error.value) == (
+        f"{run.path} holds a run with other settings: epochs saved 1 but given 2, delta saved "
+        f"0.5 but given 1.0; move it away"
+    )
 
 
 def test_resume_takes_the_saved_settings_and_only_the_given_flags(tmp_path):

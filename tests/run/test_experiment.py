@@ -62,8 +62,20 @@ def test_config_json_holds_the_format_the_resolved_config_and_the_machine(traine
 
 def test_history_has_one_row_per_epoch(trained, read_rows):
     rows = read_rows(trained / "history.csv")
-    for column in ("epoch", "step", "train_loss", "test_loss", "test_acc", "test_top5", "train_seconds", "eval_seconds",
-                   "samples_loaded", "samples_backprop", "choose_seconds", "cpu_seconds"):
+    for column in (
+        "epoch",
+        "step",
+        "train_loss",
+        "test_loss",
+        "test_acc",
+        "test_top5",
+        "train_seconds",
+        "eval_seconds",
+        "samples_loaded",
+        "samples_backprop",
+        "choose_seconds",
+        "cpu_seconds",
+    ):
         assert column in rows[0], column
     assert [int(r["epoch"]) for r in rows] == list(range(1, E + 1))
     assert [int(r["step"]) for r in rows] == [e * N for e in range(1, E + 1)]
@@ -88,7 +100,7 @@ def test_trace_follows_the_rule(trained, read_rows):
     stored = {b: loss for _, _, b, loss in warmup}
     i, expected_round = N, 1
     while i < len(trace):
-        chunk = trace[i:i + K]
+        chunk = trace[i : i + K]
         assert all(t[1] == expected_round for t in chunk)
         chosen = sorted(sorted(range(N), key=lambda b: -stored[b])[:K])  # top-k stored losses, trained by index
         assert [t[2] for t in chunk] == chosen[: len(chunk)]
@@ -99,7 +111,7 @@ def test_trace_follows_the_rule(trained, read_rows):
     # history's train_loss is the mean of that epoch's step losses
     history = read_rows(trained / "history.csv")
     for e, row in enumerate(history):
-        losses = [t[3] for t in trace[e * N:(e + 1) * N]]
+        losses = [t[3] for t in trace[e * N : (e + 1) * N]]
         assert float(row["train_loss"]) == pytest.approx(sum(losses) / N, rel=1e-5)
 
 
@@ -128,14 +140,24 @@ def test_summary_is_consistent_with_history_and_trace(trained, read_rows):
     assert not (trained / "checkpoint.pt").exists()  # removed once the run finished
 
 
-@pytest.mark.parametrize("model, val_fraction", [("mobilenet_v3_small", 0.0), ("mobilenet_v3_small", 0.1),
-                                                 ("small_cnn", 0.0)])
-def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_path, interrupt, read_rows, model,
-                                                                         val_fraction):
+@pytest.mark.parametrize(
+    "model, val_fraction", [("mobilenet_v3_small", 0.0), ("mobilenet_v3_small", 0.1), ("small_cnn", 0.0)]
+)
+def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(
+    tmp_path, interrupt, read_rows, model, val_fraction
+):
     """δ = 0.3 makes epochs end inside a round (160 samples in batches of 8: N = 20, k = 6; epoch 2 ends 2 steps into
     round 4); MobileNetV3 has dropout."""
-    cfg = RunConfig(model=model, stem="small", epochs=3, params={"delta": 0.3}, val_fraction=val_fraction, seed=5,
-                    train_subset=160, batch_size=8)
+    cfg = RunConfig(
+        model=model,
+        stem="small",
+        epochs=3,
+        params={"delta": 0.3},
+        val_fraction=val_fraction,
+        seed=5,
+        train_subset=160,
+        batch_size=8,
+    )
     straight = tmp_path / "straight"
     train_run(cfg, straight, progress=False)
     interrupt(cfg, tmp_path / "resumed", 2)
@@ -150,8 +172,18 @@ def test_resume_is_exact_with_dropout_mid_round_epochs_and_no_validation(tmp_pat
 def test_gpu_speed_options_run_on_cpu_and_are_recorded(tmp_path):
     """bf16 autocast, channels-last and the device-resident data path take the same code path on CPU."""
     out = tmp_path / "run"
-    summary = train_run(RunConfig(epochs=2, params={"delta": 0.5}, precision="bf16", channels_last=True,
-                                  data_on_device=True, augment="crop_flip"), out, progress=False)
+    summary = train_run(
+        RunConfig(
+            epochs=2,
+            params={"delta": 0.5},
+            precision="bf16",
+            channels_last=True,
+            data_on_device=True,
+            augment="crop_flip",
+        ),
+        out,
+        progress=False,
+    )
     saved = json.loads((out / "config.json").read_text())["config"]
     assert (saved["precision"], saved["channels_last"], saved["data_on_device"]) == ("bf16", True, True)
     assert summary["best_test_acc"] > 0.5  # bf16 still learns the digits

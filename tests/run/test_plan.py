@@ -28,14 +28,23 @@ def test_run_names_are_short_distinct_and_leave_out_what_a_policy_does_not_take(
 
 def test_compare_plans_each_policy_at_its_own_settings():
     base = RunConfig(params={"prune_ratio": 0.3}, tensorboard="tb")
-    plan = plan_compare(base, [0.5, 1.0], [0, 1], "out", policies=["hardbatch", "random", "infobatch", "uniform"],
-                        budgets=[0.5])
+    plan = plan_compare(
+        base, [0.5, 1.0], [0, 1], "out", policies=["hardbatch", "random", "infobatch", "uniform"], budgets=[0.5]
+    )
     runs = {run.path.name: run.cfg for run in plan}
     assert list(runs) == [
-        "delta-0.5_seed-0", "delta-0.5_seed-1", "delta-1_seed-0", "delta-1_seed-1",
-        "random_delta-0.5_seed-0", "random_delta-0.5_seed-1",  # random at δ = 1 trains what hardbatch at δ = 1 does
-        "infobatch_seed-0", "infobatch_seed-1", "uniform_seed-0", "uniform_seed-1",
-        "uniform_seed-0_budget-0.5", "uniform_seed-1_budget-0.5",  # the frontier: uniform at half the epochs
+        "delta-0.5_seed-0",
+        "delta-0.5_seed-1",
+        "delta-1_seed-0",
+        "delta-1_seed-1",
+        "random_delta-0.5_seed-0",
+        "random_delta-0.5_seed-1",  # random at δ = 1 trains what hardbatch at δ = 1 does
+        "infobatch_seed-0",
+        "infobatch_seed-1",
+        "uniform_seed-0",
+        "uniform_seed-1",
+        "uniform_seed-0_budget-0.5",
+        "uniform_seed-1_budget-0.5",  # the frontier: uniform at half the epochs
     ]
     assert all(run.path.parent == Path("out") for run in plan)
     assert runs["delta-0.5_seed-1"].params == {"delta": 0.5} and runs["delta-0.5_seed-1"].seed == 1
@@ -46,13 +55,16 @@ def test_compare_plans_each_policy_at_its_own_settings():
     assert [run.cfg.policy for run in everything] == list(plans.POLICY_NAMES)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"policies": ["nope"]}, "unknown policy 'nope'; valid: hardbatch, "),
-    ({"budgets": [0.5], "budget_policies": ["nope"]}, "unknown budget policy 'nope'"),
-    ({"deltas": [0.5, 1.5]}, "HardBatch: delta must be in (0, 1], got 1.5"),  # every run checked before any trains
-    ({"deltas": [0.5, 0.5]}, "two planned runs would share"),
-    ({"deltas": []}, "need at least one delta and one seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"policies": ["nope"]}, "unknown policy 'nope'; valid: hardbatch, "),
+        ({"budgets": [0.5], "budget_policies": ["nope"]}, "unknown budget policy 'nope'"),
+        ({"deltas": [0.5, 1.5]}, "HardBatch: delta must be in (0, 1], got 1.5"),  # every run checked before any trains
+        ({"deltas": [0.5, 0.5]}, "two planned runs would share"),
+        ({"deltas": []}, "need at least one delta and one seed"),
+    ],
+)
 def test_a_compare_plan_that_cannot_run_is_refused_whole(kwargs, words):
     values = {"deltas": [0.5], "seeds": [0], **kwargs}
     with pytest.raises(UsageError) as error:
@@ -63,8 +75,9 @@ def test_a_compare_plan_that_cannot_run_is_refused_whole(kwargs, words):
 @pytest.mark.parametrize("count", [1, 2, 3, 5])
 def test_shards_split_the_grid_exactly_once(count, tmp_path):
     bases = [make_config(p) for p in PROTOCOLS]
-    plan = plan_sweep(bases, ["cifar10", "stl10"], ["resnet18", "mobilenet_v3_small"], [0.2, 0.5, 1.0], [0, 1],
-                      tmp_path)
+    plan = plan_sweep(
+        bases, ["cifar10", "stl10"], ["resnet18", "mobilenet_v3_small"], [0.2, 0.5, 1.0], [0, 1], tmp_path
+    )
     assert len(plan) == 2 * 2 * 2 * 3 * 2
     parts = [shard(plan, i, count) for i in range(count)]
     paths = [r.path for part in parts for r in part]
@@ -112,9 +125,13 @@ def test_a_plan_is_checked_whole_before_any_run_trains(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", [["compare", "--model", "lenet", "--deltas", "0.5", "1.0", "--seeds", "0"],
-                                     ["sweep", "--datasets", "digits", "--models", "small_cnn", "lenet",
-                                      "--deltas", "1.0", "--seeds", "0"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["compare", "--model", "lenet", "--deltas", "0.5", "1.0", "--seeds", "0"],
+        ["sweep", "--datasets", "digits", "--models", "small_cnn", "lenet", "--deltas", "1.0", "--seeds", "0"],
+    ],
+)
 def test_compare_and_sweep_refuse_a_network_that_does_not_take_the_images_in_one_line(tmp_path, invoke, command):
     out = tmp_path / "grid"
     rc, _, err = invoke(*command, "--epochs", "1", "--out", out, "--no-progress")
@@ -124,8 +141,22 @@ def test_compare_and_sweep_refuse_a_network_that_does_not_take_the_images_in_one
 
 
 def test_sharded_sweep_folders_merge_into_one_report(tmp_path, invoke):
-    common = ["sweep", "--datasets", "digits", "--models", "small_cnn", "--deltas", "0.5", "1.0", "--seeds", "0", "1",
-              "--out", tmp_path, *SMALL]
+    common = [
+        "sweep",
+        "--datasets",
+        "digits",
+        "--models",
+        "small_cnn",
+        "--deltas",
+        "0.5",
+        "1.0",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        tmp_path,
+        *SMALL,
+    ]
     for part in ("0/2", "1/2"):
         rc, _, err = invoke(*common, "--shard", part)
         assert rc == 0, err

@@ -26,8 +26,9 @@ from hardbatch.run.plan import SAME_AS_RULE_AT_ONE, plan_compare, run_name
 # N = 320 // 32 = 10 batches, 3 epochs. δ = 0.3 (k = 3) ends epoch 2 at step 20, inside round 4; crop+flip and the
 # cosine schedule bring in the augmentation generator and the scheduler, which a resume must restore too.
 B, N, EPOCHS = 32, 10, 3
-BASE = dict(dataset="digits", train_subset=320, batch_size=B, epochs=EPOCHS, augment="crop_flip", schedule="cosine",
-            seed=1)
+BASE = dict(
+    dataset="digits", train_subset=320, batch_size=B, epochs=EPOCHS, augment="crop_flip", schedule="cosine", seed=1
+)
 # Hyper-parameters per policy (a policy missing here runs with its ``example``, and δ = 0.3 if it takes δ); with 3
 # epochs and anneal 0.3 (⌊3 · 0.7⌋ = 2 pruning epochs) InfoBatch prunes in epoch 1 only (epoch 0 has no scores, epoch
 # 2 is annealed).
@@ -35,9 +36,14 @@ SETTINGS = {"infobatch": dict(anneal=0.3), "selective-backprop": dict(beta=1.0)}
 # What a policy needs of a run's other settings (its ``requires``, at conftest's values): rho-loss trains its
 # irreducible-loss model on a validation split.
 NEEDS = {name: required_settings(name) for name, cls in POLICIES.items() if cls.requires}
-RUNS = {name: dict(policy=name, params={**({"delta": 0.3} if cls.takes("delta") else {}),
-                                        **SETTINGS.get(name, cls.example)}, **NEEDS.get(name, {}))
-        for name, cls in POLICIES.items()}
+RUNS = {
+    name: dict(
+        policy=name,
+        params={**({"delta": 0.3} if cls.takes("delta") else {}), **SETTINGS.get(name, cls.example)},
+        **NEEDS.get(name, {}),
+    )
+    for name, cls in POLICIES.items()
+}
 RUNS["hardbatch+rescore"] = dict(policy="hardbatch", params=dict(delta=0.3, rescore=2))
 RUNS["hardbatch+repartition"] = dict(policy="hardbatch", params=dict(delta=0.3, repartition=True))
 
@@ -84,8 +90,9 @@ def test_the_delta_policies_spend_identical_cost_at_the_same_delta(straight):
     counted = ("optimizer_steps", "samples_loaded", "samples_forward", "samples_forward_nograd", "samples_backprop")
     costs = {p: {k: summary(straight(p))["cost"][k] for k in counted} for p in DELTA_POLICIES}
     # 3 epochs of N = 10 steps of B = 32, whichever batches each policy chose.
-    expected = dict(optimizer_steps=30, samples_loaded=960, samples_forward=960, samples_forward_nograd=0,
-                    samples_backprop=960)
+    expected = dict(
+        optimizer_steps=30, samples_loaded=960, samples_forward=960, samples_forward_nograd=0, samples_backprop=960
+    )
     assert all(cost == expected for cost in costs.values()), costs
     assert len({tuple(summary(straight(p))["batch_visits"]) for p in DELTA_POLICIES}) == 3  # but chose differently
 
@@ -95,6 +102,7 @@ def test_cost_counters_add_up_and_agree_with_the_trace(straight, case):
     run = straight(case)
     history, trace, s = rows(run / "history.csv", ()), rows(run / "trace.csv", ()), summary(run)
     cost = s["cost"]
+
     def column(table: list[dict], name: str) -> list[float]:
         return [float(r[name]) for r in table]
 
@@ -166,7 +174,8 @@ def test_interrupted_run_resumes_to_the_same_history_trace_and_cost(straight, ca
     assert (out / "trace.csv").read_text() == (reference / "trace.csv").read_text()
     a, b = summary(out), summary(reference)
     assert {k: v for k, v in a["cost"].items() if k not in TIMING} == {
-        k: v for k, v in b["cost"].items() if k not in TIMING}
+        k: v for k, v in b["cost"].items() if k not in TIMING
+    }
     assert a["batch_visits"] == b["batch_visits"] and a["final_test_acc"] == b["final_test_acc"]
     assert a.get("irreducible_model") == b.get("irreducible_model")  # rho-loss: kept in the checkpoint
     assert not (out / "checkpoint.pt").exists()
@@ -218,8 +227,16 @@ def test_the_il_models_quality_is_its_top1_and_mean_loss_on_the_training_split(m
     from hardbatch.policies import irreducible_losses
     from hardbatch.run import holdout
 
-    cfg = RunConfig(dataset="digits", model="mlp", train_subset=400, val_fraction=0.25, batch_size=32, epochs=3,
-                    policy="rho-loss", params={"select_fraction": 0.5})
+    cfg = RunConfig(
+        dataset="digits",
+        model="mlp",
+        train_subset=400,
+        val_fraction=0.25,
+        batch_size=32,
+        epochs=3,
+        policy="rho-loss",
+        params={"select_fraction": 0.5},
+    )
     data = load_dataset(cfg)
     scored = {}
 
@@ -314,29 +331,32 @@ def test_every_declared_hyper_parameter_is_a_checked_flag():
                 assert error.value.as_flag().endswith(f"{flag(f.name)} must be {allowed}, got {allowed.high + 1}")
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--policy", "hardest"], ["unknown policy 'hardest'", "selective-backprop"]),
-    (["--policy", "selective-backprop", "--beta", "-0.5"], ["--beta", "-0.5"]),
-    (["--policy", "selective-backprop", "--beta", "nan"], ["--beta"]),
-    (["--policy", "selective-backprop", "--loss-history", "0"], ["--loss-history"]),
-    (["--policy", "infobatch", "--prune-ratio", "1.0"], ["--prune-ratio", "[0, 1)"]),
-    (["--policy", "infobatch", "--prune-ratio", "-0.1"], ["--prune-ratio"]),
-    (["--policy", "infobatch", "--anneal", "1.5"], ["--anneal"]),
-    (["--rescore", "0"], ["rescore", ">= 1"]),
-    (["--rescore", "-2"], ["rescore"]),
-    (["--trim-top", "1.0"], ["--trim-top", "[0, 1)"]),
-    (["--trim-top", "-0.2"], ["--trim-top"]),
-    (["--mix", "1.0"], ["--mix", "[0, 1)"]),
-    (["--mix", "-0.5"], ["--mix"]),
-    (["--policy", "random", "--beta", "2"], ["--beta", "selective-backprop"]),
-    (["--policy", "cyclic", "--rescore", "2"], ["--rescore", "hardbatch"]),
-    (["--policy", "uniform", "--delta", "0.5"], ["--delta", "uniform"]),
-    (["--policy", "infobatch", "--delta", "0.5"], ["--delta"]),
-    (["--policy", "selective-backprop", "--repartition"], ["--repartition"]),
-    (["--policy", "infobatch", "--mix", "0.2"], ["--mix"]),
-    # k + ⌊qN⌋ > N, found with the data (the message names the keyword, trim_top, where it named --trim-top)
-    (["--delta", "0.5", "--trim-top", "0.6"], ["trim_top 0.6", "fewer than the k = "]),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--policy", "hardest"], ["unknown policy 'hardest'", "selective-backprop"]),
+        (["--policy", "selective-backprop", "--beta", "-0.5"], ["--beta", "-0.5"]),
+        (["--policy", "selective-backprop", "--beta", "nan"], ["--beta"]),
+        (["--policy", "selective-backprop", "--loss-history", "0"], ["--loss-history"]),
+        (["--policy", "infobatch", "--prune-ratio", "1.0"], ["--prune-ratio", "[0, 1)"]),
+        (["--policy", "infobatch", "--prune-ratio", "-0.1"], ["--prune-ratio"]),
+        (["--policy", "infobatch", "--anneal", "1.5"], ["--anneal"]),
+        (["--rescore", "0"], ["rescore", ">= 1"]),
+        (["--rescore", "-2"], ["rescore"]),
+        (["--trim-top", "1.0"], ["--trim-top", "[0, 1)"]),
+        (["--trim-top", "-0.2"], ["--trim-top"]),
+        (["--mix", "1.0"], ["--mix", "[0, 1)"]),
+        (["--mix", "-0.5"], ["--mix"]),
+        (["--policy", "random", "--beta", "2"], ["--beta", "selective-backprop"]),
+        (["--policy", "cyclic", "--rescore", "2"], ["--rescore", "hardbatch"]),
+        (["--policy", "uniform", "--delta", "0.5"], ["--delta", "uniform"]),
+        (["--policy", "infobatch", "--delta", "0.5"], ["--delta"]),
+        (["--policy", "selective-backprop", "--repartition"], ["--repartition"]),
+        (["--policy", "infobatch", "--mix", "0.2"], ["--mix"]),
+        # k + ⌊qN⌋ > N, found with the data (the message names the keyword, trim_top, where it named --trim-top)
+        (["--delta", "0.5", "--trim-top", "0.6"], ["trim_top 0.6", "fewer than the k = "]),
+    ],
+)
 def test_bad_policy_input_exits_2_with_one_line_and_writes_nothing(tmp_path, flags, words):
     out = tmp_path / "run"
     code, _, err = run_cli("train", "--dataset", "digits", "--epochs", "1", *flags, "--out", out, "--no-progress")
@@ -348,11 +368,25 @@ def test_bad_policy_input_exits_2_with_one_line_and_writes_nothing(tmp_path, fla
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flags", [["--policies", "uniform", "infobatch", "--beta", "2"],
-                                   ["--policies", "hardbatch", "nope"]])
+@pytest.mark.parametrize(
+    "flags", [["--policies", "uniform", "infobatch", "--beta", "2"], ["--policies", "hardbatch", "nope"]]
+)
 def test_compare_refuses_bad_policy_input_before_training(tmp_path, flags):
     out = tmp_path / "cmp"
-    code, _, err = run_cli("compare", "--dataset", "digits", "--epochs", "1", "--seeds", "0", "--deltas", "0.5",
-                           *flags, "--out", out, "--no-progress")
+    code, _, err = run_cli(
+        "compare",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--seeds",
+        "0",
+        "--deltas",
+        "0.5",
+        *flags,
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "error" in err
     assert not out.exists()

@@ -24,9 +24,26 @@ from hardbatch.records import RELABELLED, RunDir
 # Settings that exercise every source of randomness and state a checkpoint must carry; on 640 digits in batches of
 # 32, δ = 0.3 makes epochs end inside rounds (N = 20, k = 6), and no validation split leaves val_* cells empty.
 # A checkpoint every epoch (--checkpoint-every 0), so that kills land after some checkpoint.
-RESUME_FLAGS = ["--dataset", "digits", "--train-subset", "640", "--epochs", "6", "--delta", "0.3", "--augment",
-                "crop_flip", "--shuffle-partition", "--schedule", "cosine", "--seed", "3", "--no-progress",
-                "--checkpoint-every", "0"]
+RESUME_FLAGS = [
+    "--dataset",
+    "digits",
+    "--train-subset",
+    "640",
+    "--epochs",
+    "6",
+    "--delta",
+    "0.3",
+    "--augment",
+    "crop_flip",
+    "--shuffle-partition",
+    "--schedule",
+    "cosine",
+    "--seed",
+    "3",
+    "--no-progress",
+    "--checkpoint-every",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +66,9 @@ def _trace_lines(run: Path) -> int:
 
 @pytest.mark.parametrize("kill_after_steps, extra_seconds", [(1, 0.0), (20, 0.05), (40, 0.2), (60, 0.0)])
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupted, fork, invoke, read_rows,
-                                                          kill_after_steps, extra_seconds):
+def test_killed_run_resumes_to_the_same_history_and_trace(
+    tmp_path, uninterrupted, fork, invoke, read_rows, kill_after_steps, extra_seconds
+):
     """SIGKILL of a training process at some moment (at or inside an epoch), then --resume: the records equal an
     uninterrupted run's."""
     out = tmp_path / "run"
@@ -75,7 +93,8 @@ def test_killed_run_resumes_to_the_same_history_and_trace(tmp_path, uninterrupte
 
 @pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start_to_the_same_records(
-        tmp_path, uninterrupted, fork, invoke, read_rows):
+    tmp_path, uninterrupted, fork, invoke, read_rows
+):
     """With checkpoints by time, a kill can come after epochs whose history and trace rows are written but before any
     checkpoint: --resume trains from the start and writes history.csv and trace.csv afresh (no stale row kept)."""
     out = tmp_path / "run"
@@ -95,14 +114,18 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start_to_the_
 
 
 @pytest.mark.slow
-def test_sigterm_ends_with_one_line_and_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted, console, invoke,
-                                                                            read_rows):
+def test_sigterm_ends_with_one_line_and_resume_matches_the_uninterrupted_run(
+    tmp_path, uninterrupted, console, invoke, read_rows
+):
     out = tmp_path / "run"
     proc = console("train", *RESUME_FLAGS, "--out", out)
     deadline = time.time() + 240
     # Epoch 1 ends with its trace, history and then its checkpoint written: wait for all three.
-    while (_trace_lines(out) < 20 or not (out / "checkpoint.pt").exists()) and proc.poll() is None \
-            and time.time() < deadline:
+    while (
+        (_trace_lines(out) < 20 or not (out / "checkpoint.pt").exists())
+        and proc.poll() is None
+        and time.time() < deadline
+    ):
         time.sleep(0.01)
     time.sleep(0.05)  # inside the second epoch
     proc.send_signal(signal.SIGTERM)
@@ -149,8 +172,10 @@ def test_full_disk_while_checkpointing_is_one_line_and_resume_continues(tmp_path
     assert (out / "trace.csv").read_text() == (straight / "trace.csv").read_text()
 
     def columns(run):
-        return [{k: v for k, v in row.items() if not k.endswith("seconds")}
-                for row in csv.DictReader(open(run / "history.csv"))]
+        return [
+            {k: v for k, v in row.items() if not k.endswith("seconds")}
+            for row in csv.DictReader(open(run / "history.csv"))
+        ]
 
     assert columns(out) == columns(straight)
 

@@ -12,8 +12,10 @@ def test_progress_names_a_run_by_its_model_and_by_delta_only_when_its_policy_tak
     # progress is given resolved configurations: the model a run trains, the data set's own when none was given
     named = describe(prepare(RunConfig(policy="random", params={"delta": 0.5}, seed=3))[0])
     assert named == "digits/small_cnn random δ=0.5 seed=3"
-    assert describe(prepare(RunConfig(policy="rho-loss", val_fraction=0.1, model="mlp"))[0]) == \
-        "digits/mlp rho-loss seed=0"
+    assert (
+        describe(prepare(RunConfig(policy="rho-loss", val_fraction=0.1, model="mlp"))[0])
+        == "digits/mlp rho-loss seed=0"
+    )
     assert describe(RunConfig(policy="uniform"), "[2/9] mine") == "[2/9] mine"
 
 
@@ -24,8 +26,9 @@ def test_off_a_terminal_long_runs_print_a_line_per_epoch(invoke, tmp_path, monke
     lines = err.splitlines()
     assert [line.split(": ", 1)[1].split(",")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], err
     assert lines[0].startswith("digits/small_cnn hardbatch δ=1 seed=0: epoch 1/2, train loss ")
-    rc, _, err = invoke("train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--no-progress",
-                        "--out", tmp_path / "quiet")
+    rc, _, err = invoke(
+        "train", "--epochs", "2", "--batch-size", "128", "--device", "cpu", "--no-progress", "--out", tmp_path / "quiet"
+    )
     assert rc == 0 and err == ""
 
 

@@ -17,8 +17,17 @@ from hardbatch.sampler import HardBatchSampler
 from hardbatch.training import EpochResult, fit
 
 CPU = torch.device("cpu")
-CHECKPOINT_KEYS = {"epoch", "model", "optimizer", "scheduler", "sampler", "rng_ranks", "test_per_class", "holdout_cost",
-                   "irreducible_model"}
+CHECKPOINT_KEYS = {
+    "epoch",
+    "model",
+    "optimizer",
+    "scheduler",
+    "sampler",
+    "rng_ranks",
+    "test_per_class",
+    "holdout_cost",
+    "irreducible_model",
+}
 
 
 class Stop(Exception):
@@ -52,8 +61,17 @@ def new_state(dataset, hidden: int = 16) -> RunState:
 
 def train(state: RunState, dataset, sinks=(), on_epoch=None) -> None:
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=state.sampler, collate_fn=keep_batch)
-    fit(state.model, state.optimizer, loader, state.sampler, {}, CPU, scheduler=state.scheduler, sinks=sinks,
-        on_epoch=on_epoch)
+    fit(
+        state.model,
+        state.optimizer,
+        loader,
+        state.sampler,
+        {},
+        CPU,
+        scheduler=state.scheduler,
+        sinks=sinks,
+        on_epoch=on_epoch,
+    )
 
 
 def test_a_state_saved_mid_run_and_loaded_into_new_objects_continues_bit_for_bit(tmp_path):
@@ -80,7 +98,7 @@ def test_a_state_saved_mid_run_and_loaded_into_new_objects_continues_bit_for_bit
     assert [r.trace for r in rest] == [results[2].trace]
     assert resumed.sampler.meter.optimizer_steps == full.sampler.meter.optimizer_steps == 36
     assert resumed.sampler.meter.samples_backprop == full.sampler.meter.samples_backprop
-    for p, q in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
+    for p, q in zip(resumed.model.state_dict().values(), full.model.state_dict().values(), strict=True):
         assert torch.equal(p, q)
     assert resumed.scheduler.get_last_lr() == full.scheduler.get_last_lr()
 
@@ -91,8 +109,11 @@ def test_a_checkpoint_of_another_run_is_refused_in_one_line(tmp_path):
     with pytest.raises(Stop):
         train(state, dataset, [Checkpoint(state, path), StopAfter(1)])
     other = new_state(dataset, hidden=8)  # another network: its weights do not take the saved ones
-    with pytest.raises(UsageError, match=r"cannot resume from .*checkpoint.pt: it does not hold this run's state "
-                                         r"\(RuntimeError: .*; delete that file"):
+    with pytest.raises(
+        UsageError,
+        match=r"cannot resume from .*checkpoint.pt: it does not hold this run's state "
+        r"\(RuntimeError: .*; delete that file",
+    ):
         other.load(path)
     assert set(torch.load(path, weights_only=True)) == CHECKPOINT_KEYS
 
@@ -127,15 +148,31 @@ class Recorder:
 
 
 def epoch_result(epoch: int) -> EpochResult:
-    return EpochResult(epoch=epoch, step=epoch, train_loss=1.0, evals={}, lr=0.1, train_seconds=0.0, eval_seconds=0.0,
-                       trace=[], cost={})
+    return EpochResult(
+        epoch=epoch,
+        step=epoch,
+        train_loss=1.0,
+        evals={},
+        lr=0.1,
+        train_seconds=0.0,
+        eval_seconds=0.0,
+        trace=[],
+        cost={},
+    )
 
 
-@pytest.mark.parametrize("every, ends, saved_at", [
-    (10.0, [3.0, 9.9, 10.5, 12.0, 20.4, 21.0], [10.5, 21.0]),  # the first epoch end S after the start, then after it
-    (0.0, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),  # 0: every epoch
-    (60.0, [1.0, 2.0, 3.0], []),  # a run shorter than S writes none
-])
+@pytest.mark.parametrize(
+    "every, ends, saved_at",
+    [
+        (
+            10.0,
+            [3.0, 9.9, 10.5, 12.0, 20.4, 21.0],
+            [10.5, 21.0],
+        ),  # the first epoch end S after the start, then after it
+        (0.0, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),  # 0: every epoch
+        (60.0, [1.0, 2.0, 3.0], []),  # a run shorter than S writes none
+    ],
+)
 def test_the_checkpoint_is_written_by_time_and_the_records_are_flushed_first(tmp_path, every, ends, saved_at):
     now = [0.0]
     recorder = Recorder(lambda: now[0])
@@ -151,8 +188,9 @@ def test_a_short_run_writes_no_checkpoint_by_default_and_one_per_epoch_with_0(tm
     import hardbatch.run.state as run_state
 
     saved, save = [], run_state.save_checkpoint
-    monkeypatch.setattr(run_state, "save_checkpoint", lambda path, state: (saved.append(state["epoch"]),
-                                                                         save(path, state)))
+    monkeypatch.setattr(
+        run_state, "save_checkpoint", lambda path, state: (saved.append(state["epoch"]), save(path, state))
+    )
     cfg = RunConfig(epochs=3, params={"delta": 0.5}, train_subset=320)
     assert cfg.checkpoint_every == 60.0
     train_run(cfg, tmp_path / "default", progress=False)

@@ -27,8 +27,9 @@ class DataSplits:
     eval_transform: BatchTransform
     relabelled: Relabelling | None = None  # the training samples label noise relabelled, if any
 
-    def loader(self, dataset: SizedDataset, batch_sampler: Sampler, num_workers: int = 0,
-               pin_memory: bool = False) -> DataLoader:
+    def loader(
+        self, dataset: SizedDataset, batch_sampler: Sampler, num_workers: int = 0, pin_memory: bool = False
+    ) -> DataLoader:
         """A DataLoader that draws whole mini-batches from ``batch_sampler``: each batch (inputs (B, ...), labels
         (B,)) gathered in one op from a data set that gives batches, else collated from its samples."""
         collate = keep_batch if gives_batches(dataset) else None
@@ -44,8 +45,14 @@ class DataSplits:
             generator=torch.Generator().manual_seed(0),
         )
 
-    def eval_loader(self, dataset: SizedDataset, batch_size: int = 1024, num_workers: int = 0, pin_memory: bool = False,
-                    shard: range | None = None) -> DataLoader:
+    def eval_loader(
+        self,
+        dataset: SizedDataset,
+        batch_size: int = 1024,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        shard: range | None = None,
+    ) -> DataLoader:
         """Sequential, complete batches over ``dataset`` (or its indices ``shard``: one process's share) for
         evaluation."""
         indices = shard if shard is not None else SequentialSampler(range(len(dataset)))

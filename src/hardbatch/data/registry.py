@@ -56,33 +56,68 @@ def register_dataset(spec: DatasetSpec) -> None:
         raise ValueError(f"data set {spec.name!r} is already registered")
     kind = next((k for k, (*_, batch_dims) in INPUTS.items() if batch_dims == spec.dims + 2), None)  # + batch, channel
     if MODEL_INPUTS.get(spec.default_model) != kind:
-        raise ValueError(f"data set {spec.name!r}: default model {spec.default_model!r} is not a registered model "
-                         f"for {INPUTS[kind][0] if kind else f'{spec.dims}-D samples'}")
+        raise ValueError(
+            f"data set {spec.name!r}: default model {spec.default_model!r} is not a registered model "
+            f"for {INPUTS[kind][0] if kind else f'{spec.dims}-D samples'}"
+        )
     DATASETS[spec.name] = spec
 
 
 # Default models: small_cnn for the 8-px digits (lenet's two 5x5 convolutions need 16 px), LeNet-5 for 28-px grey
 # Fashion-MNIST (the benchmark's baseline kind, fast on a CPU), the MNIST-1D benchmark's own CNN for its signals, and
 # ResNet-18, the smallest of the paper's networks on CIFAR-10/100 and STL-10, for colour images of any size.
-register_dataset(DatasetSpec("digits", read_digits, "scikit-learn 8x8 handwritten digits, 10 classes, bundled offline",
-                             "small_cnn"))
-register_dataset(DatasetSpec("cifar10", read_cifar10,
-                             "CIFAR-10, 32x32 colour, 10 classes; files in --data-dir or --download", "resnet18"))
-register_dataset(DatasetSpec("cifar100", read_cifar100,
-                             "CIFAR-100, 32x32 colour, 100 fine classes; files in --data-dir or --download",
-                             "resnet18"))
-register_dataset(DatasetSpec("stl10", read_stl10,
-                             "STL-10 labelled split, 96x96 colour, 10 classes; files in --data-dir or --download",
-                             "resnet18"))
-register_dataset(DatasetSpec("fashion-mnist", read_fashion_mnist, "Fashion-MNIST, 28x28 grey, 10 classes; Debian "
-                             "package dataset-fashion-mnist, --data-dir or --download", "lenet"))
-register_dataset(DatasetSpec("imagefolder", read_imagefolder,
-                             f"your images in --data-dir/{{train,test}}/<class>/, resized to --image-size (default "
-                             f"{IMAGEFOLDER_SIZE})",
-                             "resnet18", options=(("image_size", "image_size"),)))
-register_dataset(DatasetSpec("mnist1d", read_mnist1d,
-                             "MNIST-1D, 1-D signals of length 40, 10 classes, 4,000 / 1,000; generated offline by the "
-                             "mnist1d package, cached", "cnn1d", dims=1, options=(("samples", "mnist1d_samples"),)))
+register_dataset(
+    DatasetSpec("digits", read_digits, "scikit-learn 8x8 handwritten digits, 10 classes, bundled offline", "small_cnn")
+)
+register_dataset(
+    DatasetSpec(
+        "cifar10", read_cifar10, "CIFAR-10, 32x32 colour, 10 classes; files in --data-dir or --download", "resnet18"
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "cifar100",
+        read_cifar100,
+        "CIFAR-100, 32x32 colour, 100 fine classes; files in --data-dir or --download",
+        "resnet18",
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "stl10",
+        read_stl10,
+        "STL-10 labelled split, 96x96 colour, 10 classes; files in --data-dir or --download",
+        "resnet18",
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "fashion-mnist",
+        read_fashion_mnist,
+        "Fashion-MNIST, 28x28 grey, 10 classes; Debian package dataset-fashion-mnist, --data-dir or --download",
+        "lenet",
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "imagefolder",
+        read_imagefolder,
+        f"your images in --data-dir/{{train,test}}/<class>/, resized to --image-size (default {IMAGEFOLDER_SIZE})",
+        "resnet18",
+        options=(("image_size", "image_size"),),
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "mnist1d",
+        read_mnist1d,
+        "MNIST-1D, 1-D signals of length 40, 10 classes, 4,000 / 1,000; generated offline by the "
+        "mnist1d package, cached",
+        "cnn1d",
+        dims=1,
+        options=(("samples", "mnist1d_samples"),),
+    )
+)
 
 
 def dataset_spec(name: str) -> DatasetSpec:
@@ -105,10 +140,12 @@ def default_models_text() -> str:
 def check_signal_options(cfg: RunConfig) -> None:
     """UsageError for options that only images have (crop/flip, resizing, the small stem, ImageNet statistics),
     given for a data set of 1-D signals; the message says how to undo what a protocol preset set."""
-    options = {f"--augment {cfg.augment}": (cfg.augment != "none", "--augment none"),
-               f"--image-size {cfg.image_size}": (cfg.image_size is not None, None),
-               f"--stem {cfg.stem}": (cfg.stem != "imagenet", "--stem imagenet"),
-               "--normalize imagenet": (cfg.normalize == "imagenet", "--normalize dataset")}
+    options = {
+        f"--augment {cfg.augment}": (cfg.augment != "none", "--augment none"),
+        f"--image-size {cfg.image_size}": (cfg.image_size is not None, None),
+        f"--stem {cfg.stem}": (cfg.stem != "imagenet", "--stem imagenet"),
+        "--normalize imagenet": (cfg.normalize == "imagenet", "--normalize dataset"),
+    }
     given = {text: undo for text, (on, undo) in options.items() if on}  # what undoes each (None: only the protocol)
     if not given:
         return
@@ -137,6 +174,7 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
     train, relabelled = reshape_train(train, cfg, raw.num_classes)  # after the validation split: val stays clean
     test = raw.test
     if cfg.data_on_device:
+
         def moved(d: SizedDataset) -> SizedDataset:
             return d.to(device) if isinstance(d, InMemoryDataset) else d
 
@@ -144,7 +182,13 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> DataSpli
     mean, std = normalisation(cfg.normalize, raw.mean, raw.std, raw.in_channels)
     size = cfg.image_size or raw.image_size
     return DataSplits(
-        train=train, val=val, test=test, num_classes=raw.num_classes, in_channels=raw.in_channels, image_size=size,
+        train=train,
+        val=val,
+        test=test,
+        num_classes=raw.num_classes,
+        in_channels=raw.in_channels,
+        image_size=size,
         train_transform=BatchTransform(mean, std, cfg.image_size, crop_flip=cfg.augment == "crop_flip"),
-        eval_transform=BatchTransform(mean, std, cfg.image_size), relabelled=relabelled,
+        eval_transform=BatchTransform(mean, std, cfg.image_size),
+        relabelled=relabelled,
     )

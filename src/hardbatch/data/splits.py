@@ -16,8 +16,9 @@ from hardbatch.functional import generator_for
 SPLIT_SEED = 0  # the validation split is the same for every run, whatever its seed
 
 
-def stratified_split(labels: torch.Tensor, fraction: float,
-                     seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (keep, held_out): ``fraction`` of each class held out at random, both sorted ascending.
 
     ``labels``: (n,). Drawn from a generator seeded with ``seed`` itself (not derived from a run's seed), so every
@@ -43,8 +44,10 @@ def hold_out(train: SizedDataset, fraction: float) -> tuple[SizedDataset, SizedD
     keep, held_out = stratified_split(labels, fraction)
     if len(held_out) == 0:
         largest = int(torch.unique(labels, return_counts=True)[1].max())
-        raise UsageError(f"--val-fraction {fraction:g} holds out no samples (it rounds to 0 of every class; "
-                         f"the largest has {largest}); use more than {0.5 / largest:.2g}, or 0 for no validation split")
+        raise UsageError(
+            f"--val-fraction {fraction:g} holds out no samples (it rounds to 0 of every class; "
+            f"the largest has {largest}); use more than {0.5 / largest:.2g}, or 0 for no validation split"
+        )
     return subset(train, keep), subset(train, held_out)
 
 
@@ -59,8 +62,10 @@ def balanced_subset(labels: torch.Tensor, size: int, num_classes: int, generator
     the ``size % classes`` left over go to the classes with the most samples.
     """
     if not (num_classes <= size <= len(labels)):
-        raise UsageError(f"train subset must be between the number of classes ({num_classes}) and the training "
-                         f"split's {len(labels)} samples, got {size}")
+        raise UsageError(
+            f"train subset must be between the number of classes ({num_classes}) and the training "
+            f"split's {len(labels)} samples, got {size}"
+        )
     available = torch.bincount(labels, minlength=num_classes)
     order = torch.sort(available, stable=True).indices.tolist()  # fewest samples first
     quota, remaining = {}, size
@@ -87,8 +92,10 @@ def long_tailed(labels: torch.Tensor, rho: float, num_classes: int, generator: t
     if emptied:
         # Class c keeps at least one sample while rho <= n_c^((C - 1) / c).
         most = min(int(counts[c]) ** ((num_classes - 1) / c) for c in range(1, num_classes) if counts[c] > 0)
-        raise UsageError(f"imbalance {rho:g} leaves class {emptied[0]} with none of its {int(counts[emptied[0]])} "
-                         f"training samples; use an imbalance between 1 and {math.floor(most * (1 + 1e-12)):d}")
+        raise UsageError(
+            f"imbalance {rho:g} leaves class {emptied[0]} with none of its {int(counts[emptied[0]])} "
+            f"training samples; use an imbalance between 1 and {math.floor(most * (1 + 1e-12)):d}"
+        )
     return _draw_per_class(labels, dict(enumerate(keep.tolist())), generator)
 
 
@@ -101,8 +108,9 @@ def _draw_per_class(labels: torch.Tensor, quota: dict[int, int], generator: torc
     return torch.sort(torch.cat(chosen)).values
 
 
-def noisy_labels(labels: torch.Tensor, fraction: float, num_classes: int,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def noisy_labels(
+    labels: torch.Tensor, fraction: float, num_classes: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels with exactly round(fraction * n) of them replaced by another class drawn uniformly (never their own).
 
     ``labels``: (n,). Returns (new labels (n,), sorted indices (m,) of the replaced ones).
@@ -127,8 +135,7 @@ class Relabelling:
     given_labels: torch.Tensor
 
 
-def reshape_train(train: SizedDataset, cfg: RunConfig, num_classes: int
-                  ) -> tuple[SizedDataset, Relabelling | None]:
+def reshape_train(train: SizedDataset, cfg: RunConfig, num_classes: int) -> tuple[SizedDataset, Relabelling | None]:
     """The training split as ``cfg`` asks: a class-balanced subset (``train_subset``), then a long tail
     (``imbalance``), then label noise (``label_noise``), each from its own generator of ``cfg.seed``."""
     labels = dataset_labels(train)

@@ -12,8 +12,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalisation(normalize: str, mean: Sequence[float], std: Sequence[float],
-                  channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def normalisation(
+    normalize: str, mean: Sequence[float], std: Sequence[float], channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std for ``normalize``: "dataset" gives ``mean`` and ``std`` (the data set's own),
     "imagenet" ImageNet's; statistics of another number of channels than the data's ``channels`` (ImageNet's on grey
     images) are averaged over their channels."""
@@ -23,8 +24,9 @@ def normalisation(normalize: str, mean: Sequence[float], std: Sequence[float],
     return mean, std
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int,
-                     part: tuple[slice, int] | None = None) -> torch.Tensor:
+def random_crop_flip(
+    x: torch.Tensor, generator: torch.Generator, padding: int, part: tuple[slice, int] | None = None
+) -> torch.Tensor:
     """Per-sample random crop from a zero-padded batch plus a random horizontal flip; works on any device.
 
     ``x``: (B, C, H, W) float; ``generator`` on x's device. Returns the same shape. ``part = (rows, total)``: x is
@@ -53,8 +55,9 @@ class BatchTransform:
     crop_flip: bool = False
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                 part: tuple[slice, int] | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, part: tuple[slice, int] | None = None
+    ) -> torch.Tensor:
         """``x``: (B, C, H, W) images or (B, C, L) signals, uint8 (0..255) or float (0..1); returns float32 of the
         same shape, (B, C, size, size) for resized images. ``generator``: the crop and flip draws (none without it);
         ``part = (rows, total)``: x is that share of a global batch (several processes); see random_crop_flip."""

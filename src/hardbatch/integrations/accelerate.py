@@ -81,8 +81,7 @@ class DeviceLoader:
                 self.sampler.meter.stop()
 
 
-def prepare_loader(accelerator: Any, dataset: Dataset, sampler: HardBatchSampler, **loader_kwargs: Any
-                   ) -> DeviceLoader:
+def prepare_loader(accelerator: Any, dataset: Dataset, sampler: HardBatchSampler, **loader_kwargs: Any) -> DeviceLoader:
     """The training loader for ``sampler`` under ``accelerator``: this rank's contiguous share of every global batch
     the policy planned, on ``accelerator.device`` (use it instead of ``accelerator.prepare`` for this loader).
 
@@ -92,8 +91,10 @@ def prepare_loader(accelerator: Any, dataset: Dataset, sampler: HardBatchSampler
     """
     size, processes = sampler.partition.shape[1], accelerator.num_processes
     if size % processes:
-        raise UsageError(f"the sampler's batch ({size}) does not divide among {processes} processes; each trains "
-                         f"1/{processes} of every global batch: use a multiple of {processes}")
+        raise UsageError(
+            f"the sampler's batch ({size}) does not divide among {processes} processes; each trains "
+            f"1/{processes} of every global batch: use a multiple of {processes}"
+        )
     _shutdown_at_exit()
     loader = DataLoader(dataset, batch_sampler=distributed.LocalSlices(sampler), **loader_kwargs)
     return DeviceLoader(loader, accelerator.device, sampler)

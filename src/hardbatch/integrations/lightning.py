@@ -50,8 +50,9 @@ class HardBatchCallback(Callback):
     pause while the Trainer validates (at the epoch's end, or within it with ``val_check_interval``).
     """
 
-    def __init__(self, sampler: HardBatchSampler, loss_fn: LossFn = cross_entropy,
-                 forward: batches.Forward = batches.forward):
+    def __init__(
+        self, sampler: HardBatchSampler, loss_fn: LossFn = cross_entropy, forward: batches.Forward = batches.forward
+    ):
         self.sampler = sampler
         self.loss_fn = loss_fn
         self.forward = forward
@@ -82,11 +83,16 @@ class HardBatchCallback(Callback):
         """Refuse, in one line, a Trainer on several devices that would put its DistributedSampler under
         ``hb.loader``'s batch sampler (Lightning's ``use_distributed_sampler=True``, its default)."""
         connector = getattr(trainer, "_accelerator_connector", None)
-        if stage == "fit" and getattr(connector, "use_distributed_sampler", False) and \
-                getattr(connector, "is_distributed", False):
-            raise UsageError("HardBatchCallback: pass use_distributed_sampler=False to the Trainer: hb.loader(...) "
-                             "already gives each device its share of every global batch the policy chose, and "
-                             "Lightning's DistributedSampler would shard the data its own way")
+        if (
+            stage == "fit"
+            and getattr(connector, "use_distributed_sampler", False)
+            and getattr(connector, "is_distributed", False)
+        ):
+            raise UsageError(
+                "HardBatchCallback: pass use_distributed_sampler=False to the Trainer: hb.loader(...) "
+                "already gives each device its share of every global batch the policy chose, and "
+                "Lightning's DistributedSampler would shard the data its own way"
+            )
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.meter.start()
@@ -107,8 +113,9 @@ class HardBatchCallback(Callback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self.meter.stop()
-        pl_module.log_dict({f"hardbatch/{name}": float(value) for name, value in self.meter.state_dict().items()},
-                           rank_zero_only=True)
+        pl_module.log_dict(
+            {f"hardbatch/{name}": float(value) for name, value in self.meter.state_dict().items()}, rank_zero_only=True
+        )
         if self.sampler.done:
             trainer.should_stop = True
 

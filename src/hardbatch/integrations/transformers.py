@@ -97,8 +97,12 @@ def seq2seq_forward(model: torch.nn.Module, batch: Any) -> Any:
     as padding). Returns the model's outputs: ``logits`` (b, T, V) line up with the labels (b, T), so the loss is
     ``hardbatch.losses.token_lm(shift=False)``. A model without that method is given the labels (it then also
     computes its own loss, unused)."""
-    if not isinstance(batch, Mapping) or batches.LABELS not in batch or \
-            "decoder_input_ids" in batch or "decoder_inputs_embeds" in batch:
+    if (
+        not isinstance(batch, Mapping)
+        or batches.LABELS not in batch
+        or "decoder_input_ids" in batch
+        or "decoder_inputs_embeds" in batch
+    ):
         return batches.forward(model, batch)
     prepare = getattr(distributed.unwrap(model), "prepare_decoder_input_ids_from_labels", None)
     if prepare is None:
@@ -167,14 +171,14 @@ def _split(chosen: step_core.Chosen, parts: int) -> _Accumulation:
         weights = None if chosen.weights is None else chosen.weights[piece.to(chosen.weights.device)]
         if share == 0:
             weights = torch.zeros(1, device=batches.device_of(chosen.batch))
-        micro.append(step_core.Chosen(batches.take(chosen.batch, piece), weights, chosen.scale, len(piece),
-                                      chosen.total))
+        micro.append(
+            step_core.Chosen(batches.take(chosen.batch, piece), weights, chosen.scale, len(piece), chosen.total)
+        )
         shares.append(share)
     return _Accumulation(chosen, micro, shares)
 
 
-def _at_progress(factor: Callable[..., float], sampler: HardBatchSampler, steps: int
-                 ) -> Callable[[int], float]:
+def _at_progress(factor: Callable[..., float], sampler: HardBatchSampler, steps: int) -> Callable[[int], float]:
     """A ``LambdaLR`` factor of the step count, read at the step the selection's progress stands for: the sampler's
     step count for policies that count their budget in steps (exactly the scheduler's own count), else its progress
     times the budget's ``steps`` (a fraction of a step, which the Trainer's schedules take). A plain function: a
@@ -248,9 +252,17 @@ class HardBatchTrainer(Trainer):
     # Trainer divides it by that number (as it does for any loss not normalised by ``num_items_in_batch``).
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, policy: str | Policy = "hardbatch", delta: float | None = None,
-                 sampler: HardBatchSampler | None = None, loss_fn: LossFn | None = None,
-                 forward: batches.Forward | None = None, shuffle_partition: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        policy: str | Policy = "hardbatch",
+        delta: float | None = None,
+        sampler: HardBatchSampler | None = None,
+        loss_fn: LossFn | None = None,
+        forward: batches.Forward | None = None,
+        shuffle_partition: bool = True,
+        **kwargs: Any,
+    ):
         params = {k: kwargs.pop(k) for k in list(kwargs) if k not in TRAINER_PARAMS}
         super().__init__(*args, **kwargs)
         seq2seq = bool(getattr(getattr(self.model, "config", None), "is_encoder_decoder", False))
@@ -264,8 +276,10 @@ class HardBatchTrainer(Trainer):
         _shutdown_at_exit()
         self.sampler = self._sampler(sampler, policy, delta, shuffle_partition, params)
         if self.args.max_steps > 0 and self.args.max_steps != self.sampler.total_steps:
-            raise UsageError(f"HardBatchTrainer: the budget is num_train_epochs epochs of N optimizer steps "
-                             f"({self.sampler.total_steps}); leave max_steps unset (got {self.args.max_steps})")
+            raise UsageError(
+                f"HardBatchTrainer: the budget is num_train_epochs epochs of N optimizer steps "
+                f"({self.sampler.total_steps}); leave max_steps unset (got {self.args.max_steps})"
+            )
         self.args.max_steps = self.sampler.total_steps
         self.args.ignore_data_skip = True
 
@@ -274,8 +288,14 @@ class HardBatchTrainer(Trainer):
         """What training spent (``sampler.meter``, saved with the sampler's state)."""
         return self.sampler.meter
 
-    def _sampler(self, sampler: HardBatchSampler | None, policy: str | Policy, delta: float | None,
-                 shuffle_partition: bool, params: dict[str, Any]) -> HardBatchSampler:
+    def _sampler(
+        self,
+        sampler: HardBatchSampler | None,
+        policy: str | Policy,
+        delta: float | None,
+        shuffle_partition: bool,
+        params: dict[str, Any],
+    ) -> HardBatchSampler:
         """The given ``sampler`` (checked against the global batch) or a new one from the policy and its parameters."""
         args = self.args
         global_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
@@ -283,23 +303,38 @@ class HardBatchTrainer(Trainer):
             if params or not (isinstance(policy, str) and policy == "hardbatch") or delta is not None:
                 raise UsageError("HardBatchTrainer: pass either sampler= or policy=/delta=/policy parameters, not both")
             if sampler.partition.shape[1] != global_batch:
-                raise UsageError(f"HardBatchTrainer: the sampler's batch is {sampler.partition.shape[1]}, the global "
-                                 f"batch is {global_batch} (per_device_train_batch_size × "
-                                 f"gradient_accumulation_steps × world size); make them equal")
+                raise UsageError(
+                    f"HardBatchTrainer: the sampler's batch is {sampler.partition.shape[1]}, the global "
+                    f"batch is {global_batch} (per_device_train_batch_size × "
+                    f"gradient_accumulation_steps × world size); make them equal"
+                )
             return sampler
         epochs = args.num_train_epochs
         if epochs != int(epochs) or epochs < 1:
-            raise UsageError(f"HardBatchTrainer: num_train_epochs must be a whole number >= 1 (epochs of N optimizer "
-                             f"steps), got {epochs}")
+            raise UsageError(
+                f"HardBatchTrainer: num_train_epochs must be a whole number >= 1 (epochs of N optimizer "
+                f"steps), got {epochs}"
+            )
         if self.train_dataset is None or not has_length(self.train_dataset):
-            raise UsageError("HardBatchTrainer: training requires a train_dataset with a length (a map-style data "
-                             "set, which the fixed batches index), not an iterable one")
+            raise UsageError(
+                "HardBatchTrainer: training requires a train_dataset with a length (a map-style data "
+                "set, which the fixed batches index), not an iterable one"
+            )
         n = len(self.train_dataset)
         if n < global_batch:
-            raise UsageError(f"HardBatchTrainer: the training set ({n} samples) is smaller than one global batch "
-                             f"({global_batch})")
-        return HardBatchSampler(n, global_batch, delta=delta, epochs=int(epochs), policy=policy,
-                                shuffle_partition=shuffle_partition, seed=args.seed, **params)
+            raise UsageError(
+                f"HardBatchTrainer: the training set ({n} samples) is smaller than one global batch ({global_batch})"
+            )
+        return HardBatchSampler(
+            n,
+            global_batch,
+            delta=delta,
+            epochs=int(epochs),
+            policy=policy,
+            shuffle_partition=shuffle_partition,
+            seed=args.seed,
+            **params,
+        )
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
         """The Trainer's learning-rate schedule (``args.lr_scheduler_type``, warm-up included), made to follow the
@@ -312,8 +347,9 @@ class HardBatchTrainer(Trainer):
         given = self.lr_scheduler
         scheduler = super().create_scheduler(num_training_steps, optimizer)
         if given is None and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-            scheduler.lr_lambdas = [_at_progress(factor, self.sampler, num_training_steps)
-                                    for factor in scheduler.lr_lambdas]
+            scheduler.lr_lambdas = [
+                _at_progress(factor, self.sampler, num_training_steps) for factor in scheduler.lr_lambdas
+            ]
         return scheduler
 
     # -- the data -------------------------------------------------------------------------------------------------
@@ -329,15 +365,30 @@ class HardBatchTrainer(Trainer):
         own = super().get_train_dataloader()
         args = self.args
         workers = args.dataloader_num_workers
-        extra = {"prefetch_factor": args.dataloader_prefetch_factor,
-                 "multiprocessing_context": args.dataloader_multiprocessing_context} if workers else {}
-        return _PassLoader(self.sampler, args.seed, own.dataset, batch_sampler=_Passes(self.sampler),
-                           collate_fn=own.collate_fn, num_workers=workers, pin_memory=args.dataloader_pin_memory,
-                           persistent_workers=args.dataloader_persistent_workers and workers > 0,
-                           worker_init_fn=own.worker_init_fn, **extra)
+        extra = (
+            {
+                "prefetch_factor": args.dataloader_prefetch_factor,
+                "multiprocessing_context": args.dataloader_multiprocessing_context,
+            }
+            if workers
+            else {}
+        )
+        return _PassLoader(
+            self.sampler,
+            args.seed,
+            own.dataset,
+            batch_sampler=_Passes(self.sampler),
+            collate_fn=own.collate_fn,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            worker_init_fn=own.worker_init_fn,
+            **extra,
+        )
 
-    def get_batch_samples(self, epoch_iterator: Iterator[Any], num_batches: int, *args: Any, **kwargs: Any
-                          ) -> tuple[list[Any], None]:
+    def get_batch_samples(
+        self, epoch_iterator: Iterator[Any], num_batches: int, *args: Any, **kwargs: Any
+    ) -> tuple[list[Any], None]:
         """The next optimizer step's micro-batches, and None for ``num_items_in_batch`` (see ``compute_loss``).
 
         Steps that train nothing (a scoring pass, a batch the policy keeps none of) are recorded and passed over.
@@ -351,8 +402,13 @@ class HardBatchTrainer(Trainer):
             except StopIteration:
                 break
             share = batches.to_device(share, self.args.device)
-            chosen = step_core.select(self.sampler, self.accelerator.unwrap_model(self.model), share,
-                                      loss_fn=self.loss_fn, forward=self.forward)
+            chosen = step_core.select(
+                self.sampler,
+                self.accelerator.unwrap_model(self.model),
+                share,
+                loss_fn=self.loss_fn,
+                forward=self.forward,
+            )
             if chosen is not None:
                 self._trained_in_pass = True
                 self._accumulation = _split(chosen, parts)
@@ -364,8 +420,9 @@ class HardBatchTrainer(Trainer):
 
     # -- the step -------------------------------------------------------------------------------------------------
 
-    def compute_loss(self, model: torch.nn.Module, inputs: Any, return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         """The micro-batch's part of the step's loss (training), or the mean ``loss_fn`` (evaluation).
 
         Training: ``loss_fn`` per sample, weighted as the policy says, over the step's whole kept batch: the
@@ -407,15 +464,25 @@ class HardBatchTrainer(Trainer):
         the N fixed batches of B, the budget in epochs and the seed. A checkpoint holds them; resuming with other
         values is refused."""
         sampler = self.sampler
-        return {"policy": sampler.policy.name, **sampler.policy.hyper_parameters(), "samples": sampler.num_samples,
-                "batches": sampler.num_batches, "batch_size": int(sampler.partition.shape[1]),
-                "epochs": sampler.epochs, "seed": sampler.seed}
+        return {
+            "policy": sampler.policy.name,
+            **sampler.policy.hyper_parameters(),
+            "samples": sampler.num_samples,
+            "batches": sampler.num_batches,
+            "batch_size": int(sampler.partition.shape[1]),
+            "epochs": sampler.epochs,
+            "seed": sampler.seed,
+        }
 
     def selection_state(self) -> dict:
         """The sampler's state (its cost meter included), the trace and the settings they are of: what a checkpoint
         needs to continue exactly."""
-        return {STATE_MARK: STATE_FORMAT, "settings": self.selection_settings(), "sampler": self.sampler.state_dict(),
-                "trace": self.trace_rows()}
+        return {
+            STATE_MARK: STATE_FORMAT,
+            "settings": self.selection_settings(),
+            "sampler": self.sampler.state_dict(),
+            "trace": self.trace_rows(),
+        }
 
     def load_selection_state(self, state: dict, source: str = "the checkpoint") -> None:
         """Continue from ``state`` (``selection_state``), read from ``source``; UsageError naming ``source`` if it is
@@ -424,8 +491,10 @@ class HardBatchTrainer(Trainer):
         differing = [name for name in {**saved, **given} if saved.get(name) != given.get(name)]
         if differing:
             detail = ", ".join(f"{name} saved {saved.get(name)!r} but given {given.get(name)!r}" for name in differing)
-            raise UsageError(f"HardBatchTrainer: {source} holds a run with other selection settings: {detail}; pass "
-                             f"the saved values to continue it, or train in another output_dir")
+            raise UsageError(
+                f"HardBatchTrainer: {source} holds a run with other selection settings: {detail}; pass "
+                f"the saved values to continue it, or train in another output_dir"
+            )
         try:
             self.sampler.load_state_dict(state["sampler"])
         except UsageError as e:
@@ -434,8 +503,11 @@ class HardBatchTrainer(Trainer):
 
     def trace_rows(self) -> list[dict]:
         """The trace with each loss as a float (one device sync for all of them)."""
-        losses = torch.stack([torch.as_tensor(r["loss"], dtype=torch.float64).cpu() for r in self.trace]).tolist() \
-            if self.trace else []
+        losses = (
+            torch.stack([torch.as_tensor(r["loss"], dtype=torch.float64).cpu() for r in self.trace]).tolist()
+            if self.trace
+            else []
+        )
         return [{**row, "loss": loss} for row, loss in zip(self.trace, losses, strict=True)]
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:

@@ -104,12 +104,17 @@ def newest_complete_checkpoint(output_dir: str) -> tuple[str, dict]:
             skipped.append(e)
             continue
         if skipped:
-            warnings.warn(f"HardBatchTrainer: resuming from {folder}, the newest complete checkpoint: "
-                          f"{'; '.join(map(str, skipped))}", stacklevel=3)
+            warnings.warn(
+                f"HardBatchTrainer: resuming from {folder}, the newest complete checkpoint: "
+                f"{'; '.join(map(str, skipped))}",
+                stacklevel=3,
+            )
         return folder, state
-    raise UsageError(f"HardBatchTrainer: no complete checkpoint to resume from in {output_dir} ({skipped[0]}"
-                     f"{f'; {len(skipped) - 1} more' if len(skipped) > 1 else ''}); train from the start, without "
-                     f"resume_from_checkpoint, or in another output_dir")
+    raise UsageError(
+        f"HardBatchTrainer: no complete checkpoint to resume from in {output_dir} ({skipped[0]}"
+        f"{f'; {len(skipped) - 1} more' if len(skipped) > 1 else ''}); train from the start, without "
+        f"resume_from_checkpoint, or in another output_dir"
+    )
 
 
 def explicit_checkpoint_state(folder: str) -> dict:
@@ -118,8 +123,11 @@ def explicit_checkpoint_state(folder: str) -> dict:
     try:
         return checkpoint_state(folder)
     except Unusable as e:
-        others = [other for other in _checkpoints(os.path.dirname(os.path.abspath(folder)))
-                  if os.path.abspath(other) != os.path.abspath(folder)]
+        others = [
+            other
+            for other in _checkpoints(os.path.dirname(os.path.abspath(folder)))
+            if os.path.abspath(other) != os.path.abspath(folder)
+        ]
         for other in others:
             try:
                 checkpoint_state(other)

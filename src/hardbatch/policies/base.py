@@ -95,9 +95,14 @@ class Round:
 
     def head(self, count: int) -> Round:
         """The first ``count`` steps (the budget cuts a round short)."""
-        return Round(None if self.samples is None else self.samples[:count], self.ids[:count], self.score_only,
-                     None if self.weights is None else self.weights[:count],
-                     None if self.preset is None else self.preset[:count], self.source)
+        return Round(
+            None if self.samples is None else self.samples[:count],
+            self.ids[:count],
+            self.score_only,
+            None if self.weights is None else self.weights[:count],
+            None if self.preset is None else self.preset[:count],
+            self.source,
+        )
 
     def state_dict(self, sources: dict[str, torch.Tensor]) -> dict:
         """The round compactly: the name of its ``source`` among ``sources`` (the tables the policy holds) instead
@@ -153,7 +158,8 @@ class SampleScores:
             device = self._unwritten[-1][1].device
             self._values = self._values.to(device)
             self._values[torch.cat([s for s, _ in self._unwritten]).to(device)] = torch.cat(
-                [v.to(device) for _, v in self._unwritten])
+                [v.to(device) for _, v in self._unwritten]
+            )
             self._unwritten = []
         return self._values
 
@@ -233,8 +239,15 @@ class Policy:
 
     # -- binding to the data -------------------------------------------------------------------------------------
 
-    def bind(self, partition: int | torch.Tensor, *, num_samples: int | None = None, seed: int = 0,
-             epochs: int = 1, streaming: bool = False) -> Policy:
+    def bind(
+        self,
+        partition: int | torch.Tensor,
+        *,
+        num_samples: int | None = None,
+        seed: int = 0,
+        epochs: int = 1,
+        streaming: bool = False,
+    ) -> Policy:
         """A copy of this policy bound to the data: ``partition`` the fixed (N, B) batches of sample indices (a
         bare N stands for one sample per batch, enough for batch-level policies), ``num_samples`` n (default: the
         partition's size), ``seed`` its randomness, ``epochs`` the budget; ``streaming``: bound to a stream of

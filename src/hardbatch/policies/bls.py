@@ -27,8 +27,7 @@ class BatchLossScores(SampleScores):
         self._values = torch.zeros(num_samples)
         self._unwritten = []  # (samples, loss, weight) of each step since the last read
 
-    def write(self, samples: torch.Tensor, loss: torch.Tensor | float,
-              weight: torch.Tensor | float = 1.0) -> None:
+    def write(self, samples: torch.Tensor, loss: torch.Tensor | float, weight: torch.Tensor | float = 1.0) -> None:
         """Record that ``samples`` (b,) were trained in a batch whose mean loss times ``weight`` is ``loss`` (0-d)."""
         self._unwritten.append((samples, loss.detach() if isinstance(loss, torch.Tensor) else loss, weight))
 
@@ -44,8 +43,9 @@ class BatchLossScores(SampleScores):
             batch_losses = trained / torch.tensor([float(w) for w in weights])
             counts = torch.tensor([len(s) for s in steps])
             samples = torch.cat(steps)
-            self._values[samples] = batch_loss_scores(self._values[samples], batch_losses.repeat_interleave(counts),
-                                                      self.alpha)
+            self._values[samples] = batch_loss_scores(
+                self._values[samples], batch_losses.repeat_interleave(counts), self.alpha
+            )
             self._unwritten = []
         return self._values
 
@@ -69,12 +69,21 @@ class BLS(InfoBatch):
     one pass over the kept samples, cut into batches of B (the remainder dropped).
     """
 
-    prune_ratio: float = param(0.5, "fraction r of the below-mean-score samples pruned each epoch, in [0, 1); each "
-                                    "batch's mean loss is weighted by the mean of its samples' weights, 1/(1-r) for "
-                                    "the kept below-mean ones", range=Range(0.0, 1.0, high_open=True), metavar="R")
-    alpha: float = param(0.9, "α of the score's moving average s <- α·s + (1-α)·(mean loss of the batch): the "
-                              "authors' code's 0.9 (their README shows 0.7)", range=Range(0.0, 1.0, high_open=True),
-                         metavar="ALPHA")
+    prune_ratio: float = param(
+        0.5,
+        "fraction r of the below-mean-score samples pruned each epoch, in [0, 1); each "
+        "batch's mean loss is weighted by the mean of its samples' weights, 1/(1-r) for "
+        "the kept below-mean ones",
+        range=Range(0.0, 1.0, high_open=True),
+        metavar="R",
+    )
+    alpha: float = param(
+        0.9,
+        "α of the score's moving average s <- α·s + (1-α)·(mean loss of the batch): the "
+        "authors' code's 0.9 (their README shows 0.7)",
+        range=Range(0.0, 1.0, high_open=True),
+        metavar="ALPHA",
+    )
 
     name = "bls"
     per_sample = False

@@ -25,17 +25,33 @@ class ComposerSB(Policy):
     presets its weights to 1, and the step core skips its scoring forward. Defaults are Composer's.
     """
 
-    start: float = param(0.5, "fraction of the step budget after which selection starts",
-                         range=Range(0.0, 1.0, high_open=True), metavar="F")
-    end: float = param(0.9, "fraction of the step budget at which selection stops",
-                       range=Range(0.0, 1.0, low_open=True), metavar="F")
-    keep: float = param(0.5, "fraction of each batch back-propagated while selecting (⌊keep·b⌋, at least 1)",
-                        range=Range(0.0, 1.0, low_open=True), metavar="F")
-    interrupt: int = param(2, "every interrupt-th batch of an epoch trains in full, even inside the window; 0: never",
-                           range=Range(0, integer=True), metavar="I")
-    score_moves_batchnorm: bool = param(False, "the scoring forward (training mode) leaves BatchNorm's running "
-                                               "statistics moved, as Composer's code does; off: restored (the "
-                                               "selection is the same; evaluation can differ)")
+    start: float = param(
+        0.5,
+        "fraction of the step budget after which selection starts",
+        range=Range(0.0, 1.0, high_open=True),
+        metavar="F",
+    )
+    end: float = param(
+        0.9, "fraction of the step budget at which selection stops", range=Range(0.0, 1.0, low_open=True), metavar="F"
+    )
+    keep: float = param(
+        0.5,
+        "fraction of each batch back-propagated while selecting (⌊keep·b⌋, at least 1)",
+        range=Range(0.0, 1.0, low_open=True),
+        metavar="F",
+    )
+    interrupt: int = param(
+        2,
+        "every interrupt-th batch of an epoch trains in full, even inside the window; 0: never",
+        range=Range(0, integer=True),
+        metavar="I",
+    )
+    score_moves_batchnorm: bool = param(
+        False,
+        "the scoring forward (training mode) leaves BatchNorm's running "
+        "statistics moved, as Composer's code does; off: restored (the "
+        "selection is the same; evaluation can differ)",
+    )
 
     name = "composer-sb"
     axis = "keep"

@@ -22,8 +22,12 @@ class RoundsOfK(Policy):
     round trains k = ⌊δ·N⌋ of the N fixed batches, chosen by ``choose`` (subclasses), in ascending index order.
     Each trained batch's loss is stored; the others keep theirs (stale). δ = 1 is ordinary mini-batch training."""
 
-    delta: float = param(1.0, "fraction δ of the mini-batches trained per round: k = ⌊δ·N⌋ of the N",
-                         range=Range(0.0, 1.0, low_open=True), metavar="δ")
+    delta: float = param(
+        1.0,
+        "fraction δ of the mini-batches trained per round: k = ⌊δ·N⌋ of the N",
+        range=Range(0.0, 1.0, low_open=True),
+        metavar="δ",
+    )
 
     axis = "delta"
 
@@ -114,15 +118,27 @@ class HardBatch(RoundsOfK):
     drawn uniformly from those not chosen by loss.
     """
 
-    rescore: int | None = param(None, "before every K-th round, a no-grad forward over every batch refreshes all "
-                                      "stored losses (its cost counted; default: never)",
-                                range=Range(1, integer=True), metavar="K")
-    repartition: bool = param(False, "re-cut the samples into new batches every round (seeded) and score each by "
-                                     "the mean of its samples' last training losses")
-    trim_top: float = param(0.0, "noise guard: never select the top q fraction of stored losses", range=FRACTION,
-                            metavar="Q")
-    mix: float = param(0.0, "noise guard: draw a fraction f of each round's k batches uniformly from the untrimmed "
-                            "rest", range=FRACTION, metavar="F")
+    rescore: int | None = param(
+        None,
+        "before every K-th round, a no-grad forward over every batch refreshes all "
+        "stored losses (its cost counted; default: never)",
+        range=Range(1, integer=True),
+        metavar="K",
+    )
+    repartition: bool = param(
+        False,
+        "re-cut the samples into new batches every round (seeded) and score each by "
+        "the mean of its samples' last training losses",
+    )
+    trim_top: float = param(
+        0.0, "noise guard: never select the top q fraction of stored losses", range=FRACTION, metavar="Q"
+    )
+    mix: float = param(
+        0.0,
+        "noise guard: draw a fraction f of each round's k batches uniformly from the untrimmed rest",
+        range=FRACTION,
+        metavar="F",
+    )
 
     name = "hardbatch"
 
@@ -136,11 +152,14 @@ class HardBatch(RoundsOfK):
         self.trim = math.floor(self.trim_top * self.num_batches + 1e-9)
         self.mixed = math.floor(self.mix * self.k + 1e-9)
         if self.k + self.trim > self.num_batches:
-            raise UsageError(f"trim_top {self.trim_top} leaves {self.num_batches - self.trim} of {self.num_batches} "
-                             f"batches, fewer than the k = {self.k} to train per round; use a smaller trim_top or δ")
+            raise UsageError(
+                f"trim_top {self.trim_top} leaves {self.num_batches - self.trim} of {self.num_batches} "
+                f"batches, fewer than the k = {self.k} to train per round; use a smaller trim_top or δ"
+            )
         # each sample's last training loss, from which a fresh cut's batch losses are formed
-        self.sample_losses: torch.Tensor | None = torch.full((self.num_samples,), float("nan")) if self.repartition \
-            else None
+        self.sample_losses: torch.Tensor | None = (
+            torch.full((self.num_samples,), float("nan")) if self.repartition else None
+        )
         self.cut = self.partition  # the batches the current round's ids refer to
         self.scored_round = -1  # the last round a scoring pass was planned for
 
@@ -185,4 +204,3 @@ class HardBatch(RoundsOfK):
         if self.repartition:
             self.cut = state["cut"].clone()
             self.sample_losses = state["sample_losses"].clone()
-

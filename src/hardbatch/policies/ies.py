@@ -26,12 +26,24 @@ class IES(Policy):
     ignored. An epoch is one training pass; losses are not reweighted. Defaults: the authors' for CIFAR-10.
     """
 
-    threshold: float = param(1e-3, "τ: a sample is mastered while its smoothed |second difference of loss| stays "
-                                   "below it; 0: never", range=Range(0.0), metavar="τ")
-    smoothing: int = param(3, "consecutive |second differences| of a sample's per-epoch losses averaged into one "
-                              "value", range=Range(1, integer=True), metavar="S")
-    patience: int = param(1, "latest smoothed values whose sum must be below τ for a sample to count as mastered",
-                          range=Range(1, integer=True), metavar="P")
+    threshold: float = param(
+        1e-3,
+        "τ: a sample is mastered while its smoothed |second difference of loss| stays below it; 0: never",
+        range=Range(0.0),
+        metavar="τ",
+    )
+    smoothing: int = param(
+        3,
+        "consecutive |second differences| of a sample's per-epoch losses averaged into one value",
+        range=Range(1, integer=True),
+        metavar="S",
+    )
+    patience: int = param(
+        1,
+        "latest smoothed values whose sum must be below τ for a sample to count as mastered",
+        range=Range(1, integer=True),
+        metavar="P",
+    )
 
     name = "ies"
     axis = "threshold"
@@ -83,8 +95,13 @@ class IES(Policy):
         self.counts[samples] = (self.counts[samples] + 1).clamp(max=self.history.shape[1])
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "history": self.history.cpu().clone(), "counts": self.counts.cpu().clone(),
-                "to_score": self.to_score.clone(), "scoring": self.scoring}
+        return {
+            **super().state_dict(),
+            "history": self.history.cpu().clone(),
+            "counts": self.counts.cpu().clone(),
+            "to_score": self.to_score.clone(),
+            "scoring": self.scoring,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

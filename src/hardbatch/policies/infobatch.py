@@ -27,14 +27,25 @@ class InfoBatch(Policy):
     have fewer than N steps.
     """
 
-    prune_ratio: float = param(0.5, "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept "
-                                    "ones are weighted 1/(1-r)", range=Range(0.0, 1.0, high_open=True), metavar="R")
-    anneal: float = param(0.125, "final fraction of the epochs trained on all the data, in [0, 1]: the first "
-                                 "⌊E·(1-A)⌋ epochs prune", range=Range(0.0, 1.0), metavar="A")
-    keep_weights_in_anneal: bool = param(False, "the annealing epochs keep the last pruning epoch's loss weights when "
-                                                "E·(1-A) is not a whole number, as the authors' code does by mistake "
-                                                "(it resets them when its epoch counter hits E·(1-A) exactly); off: "
-                                                "weight 1")
+    prune_ratio: float = param(
+        0.5,
+        "fraction r of the below-mean-loss samples pruned each epoch, in [0, 1); the kept ones are weighted 1/(1-r)",
+        range=Range(0.0, 1.0, high_open=True),
+        metavar="R",
+    )
+    anneal: float = param(
+        0.125,
+        "final fraction of the epochs trained on all the data, in [0, 1]: the first ⌊E·(1-A)⌋ epochs prune",
+        range=Range(0.0, 1.0),
+        metavar="A",
+    )
+    keep_weights_in_anneal: bool = param(
+        False,
+        "the annealing epochs keep the last pruning epoch's loss weights when "
+        "E·(1-A) is not a whole number, as the authors' code does by mistake "
+        "(it resets them when its epoch counter hits E·(1-A) exactly); off: "
+        "weight 1",
+    )
 
     name = "infobatch"
     per_sample = True

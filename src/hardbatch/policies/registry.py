@@ -21,8 +21,20 @@ if TYPE_CHECKING:
 POLICIES: dict[str, type[Policy]] = {}
 MACHINERY = {"base", "registry"}
 # The order policies are listed in (help texts, reports, tests): the paper's rule, its controls, then its peers.
-BUILTIN_ORDER = ("hardbatch", "random", "cyclic", "uniform", "rs2", "selective-backprop", "composer-sb", "infobatch",
-                 "seta", "ies", "rho-loss", "bls")
+BUILTIN_ORDER = (
+    "hardbatch",
+    "random",
+    "cyclic",
+    "uniform",
+    "rs2",
+    "selective-backprop",
+    "composer-sb",
+    "infobatch",
+    "seta",
+    "ies",
+    "rho-loss",
+    "bls",
+)
 
 
 def register(cls: type[Policy]) -> type[Policy]:
@@ -73,8 +85,10 @@ def create_policy(name: str, **params: Any) -> Policy:
     if unknown:
         users = [n for n, c in POLICIES.items() if all(c.takes(p) for p in unknown)]
         also = f"; policies that take {', '.join(unknown)}: {', '.join(users)}" if users else ""
-        raise UsageError(f"policy {name!r} does not take {', '.join(unknown)}; it takes: "
-                         f"{', '.join(takes) or 'no hyper-parameters'}{also}")
+        raise UsageError(
+            f"policy {name!r} does not take {', '.join(unknown)}; it takes: "
+            f"{', '.join(takes) or 'no hyper-parameters'}{also}"
+        )
     return cls(**params)
 
 
@@ -94,8 +108,10 @@ def shared_fields() -> dict[str, tuple[dataclasses.Field, tuple[str, ...]]]:
             if f.name in merged:
                 first = merged[f.name][0]
                 if (first.default, first.type) != (f.default, f.type):
-                    raise ValueError(f"policy {name!r} declares {f.name!r} as {f.type} = {f.default!r}, but "
-                                     f"{merged[f.name][1][0]!r} as {first.type} = {first.default!r}; rename one")
+                    raise ValueError(
+                        f"policy {name!r} declares {f.name!r} as {f.type} = {f.default!r}, but "
+                        f"{merged[f.name][1][0]!r} as {first.type} = {first.default!r}; rename one"
+                    )
             merged.setdefault(f.name, (f, []))[1].append(name)
     return {k: (f, tuple(users)) for k, (f, users) in merged.items()}
 
@@ -109,7 +125,8 @@ def hyper_parameter_table() -> str:
         if not params:
             lines.append(f"| `{name}` | — | | | no hyper-parameters of its own |")
         for f in params:
-            default = (f.metadata.get("default_text") or ("unset" if f.default is None else f"`{f.default}`"))
-            lines.append(f"| `{name}` | `{f.name}` (`{flag(f.name)}`) | {default} | {accepted(f)} | "
-                         f"{f.metadata['help']} |")
+            default = f.metadata.get("default_text") or ("unset" if f.default is None else f"`{f.default}`")
+            lines.append(
+                f"| `{name}` | `{f.name}` (`{flag(f.name)}`) | {default} | {accepted(f)} | {f.metadata['help']} |"
+            )
     return "\n".join(lines)

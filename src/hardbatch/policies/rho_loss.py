@@ -21,9 +21,15 @@ from hardbatch.policies.registry import register
 
 
 @torch.no_grad()
-def irreducible_losses(model: nn.Module, loader: Iterable, device: torch.device | str,
-                       transform: Callable | None = None, *, loss_fn: LossFn = cross_entropy,
-                       forward: batching.Forward = batching.forward) -> torch.Tensor:
+def irreducible_losses(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str,
+    transform: Callable | None = None,
+    *,
+    loss_fn: LossFn = cross_entropy,
+    forward: batching.Forward = batching.forward,
+) -> torch.Tensor:
     """Each training sample's loss under ``model`` (the IL model) in eval mode, without gradient, shape (n,).
 
     ``loader`` yields batches of the training set in index order (no shuffling), so entry i is sample i: (x, y, ...)
@@ -38,8 +44,10 @@ def irreducible_losses(model: nn.Module, loader: Iterable, device: torch.device 
         batch = batching.to_device(batch, device)
         if transform is not None:
             if not isinstance(batch, (tuple, list)):
-                raise UsageError("irreducible_losses: a transform applies to x of (x, y, ...) batches; a dict batch "
-                                 "takes none (transform it in the dataset or collate_fn)")
+                raise UsageError(
+                    "irreducible_losses: a transform applies to x of (x, y, ...) batches; a dict batch "
+                    "takes none (transform it in the dataset or collate_fn)"
+                )
             batch = (transform(batch[0], None), *batch[1:])
         sample_losses = loss_fn(forward(model, batch), batch)
         check_per_sample(sample_losses, batching.batch_size(batch))
@@ -61,16 +69,30 @@ class RhoLoss(Policy):
     training. The paper's default selects 10% of each candidate batch.
     """
 
-    select_fraction: float = param(0.1, "fraction of each candidate batch trained: of ⌈B / select_fraction⌉ "
-                                        "candidates, the B most reducible losses", range=Range(0.0, 1.0, low_open=True),
-                                   metavar="F")
-    il_model: str = param("", "network of the irreducible-loss model, trained first on the validation split",
-                          metavar="NAME", default_text="the run's model")
-    il_epochs: int = param(0, "epochs of the irreducible-loss model's training (0: the run's epochs)",
-                           range=Range(0, integer=True), metavar="E")
-    score_moves_batchnorm: bool = param(False, "the scoring forward (training mode) leaves BatchNorm's running "
-                                               "statistics moved, as the authors' code does; off: restored (the "
-                                               "selection is the same; evaluation can differ)")
+    select_fraction: float = param(
+        0.1,
+        "fraction of each candidate batch trained: of ⌈B / select_fraction⌉ candidates, the B most reducible losses",
+        range=Range(0.0, 1.0, low_open=True),
+        metavar="F",
+    )
+    il_model: str = param(
+        "",
+        "network of the irreducible-loss model, trained first on the validation split",
+        metavar="NAME",
+        default_text="the run's model",
+    )
+    il_epochs: int = param(
+        0,
+        "epochs of the irreducible-loss model's training (0: the run's epochs)",
+        range=Range(0, integer=True),
+        metavar="E",
+    )
+    score_moves_batchnorm: bool = param(
+        False,
+        "the scoring forward (training mode) leaves BatchNorm's running "
+        "statistics moved, as the authors' code does; off: restored (the "
+        "selection is the same; evaluation can differ)",
+    )
 
     name = "rho-loss"
     axis = "select_fraction"
@@ -80,8 +102,11 @@ class RhoLoss(Policy):
     per_sample_state = True
     example: ClassVar[dict[str, Any]] = {"select_fraction": 0.5}
     requires: ClassVar[dict[str, Any]] = {
-        "val_fraction": (lambda fraction: fraction > 0,
-                         "trains its irreducible-loss model on the validation split: set {} (e.g. 0.1)")}
+        "val_fraction": (
+            lambda fraction: fraction > 0,
+            "trains its irreducible-loss model on the validation split: set {} (e.g. 0.1)",
+        )
+    }
 
     def validate(self) -> None:
         """The irreducible-loss model, when named, must be a registered network."""
@@ -95,9 +120,11 @@ class RhoLoss(Policy):
         if self.streaming:
             return
         if self.candidates > self.num_samples:
-            raise UsageError(f"select_fraction {self.select_fraction} makes candidate batches of "
-                             f"⌈{self.batch_size} / {self.select_fraction}⌉ = {self.candidates} samples, more than the "
-                             f"{self.num_samples} training samples; use a larger select_fraction or a smaller batch")
+            raise UsageError(
+                f"select_fraction {self.select_fraction} makes candidate batches of "
+                f"⌈{self.batch_size} / {self.select_fraction}⌉ = {self.candidates} samples, more than the "
+                f"{self.num_samples} training samples; use a larger select_fraction or a smaller batch"
+            )
 
     @property
     def irreducible(self) -> torch.Tensor | None:
@@ -111,35 +138,43 @@ class RhoLoss(Policy):
         self._ids = None
         if isinstance(losses, Mapping):
             if not self.streaming:
-                raise ValueError("irreducible losses by sample id are for a stream (InBatchSelector); a sampler's "
-                                 "samples are 0..n-1: give a tensor of shape (n,)")
+                raise ValueError(
+                    "irreducible losses by sample id are for a stream (InBatchSelector); a sampler's "
+                    "samples are 0..n-1: give a tensor of shape (n,)"
+                )
             ids = key_ids(list(losses))
             order = torch.sort(ids).indices
             self._ids, losses = ids[order], torch.tensor([float(v) for v in losses.values()])[order]
         elif losses is not None:
             losses = losses.detach().float().cpu()
             if not self.streaming and losses.shape != (self.num_samples,):
-                raise ValueError(f"irreducible losses must have shape ({self.num_samples},), one per training "
-                                 f"sample, got {tuple(losses.shape)}")
+                raise ValueError(
+                    f"irreducible losses must have shape ({self.num_samples},), one per training "
+                    f"sample, got {tuple(losses.shape)}"
+                )
         self._irreducible = None if losses is None else losses.clone()
 
     def irreducible_of(self, samples: torch.Tensor) -> torch.Tensor:
         """The irreducible losses of ``samples`` (indices, or a stream's sample ids), shape (b,)."""
         table = self._irreducible
         if table is None:
-            raise RuntimeError("rho-loss has no irreducible losses: set policy.irreducible to the IL model's loss of "
-                               "every training sample (irreducible_losses(il_model, loader, device)) before training")
+            raise RuntimeError(
+                "rho-loss has no irreducible losses: set policy.irreducible to the IL model's loss of "
+                "every training sample (irreducible_losses(il_model, loader, device)) before training"
+            )
         samples = samples.cpu()
         if self._ids is None:
             if self.streaming and int(samples.max()) >= len(table):
-                raise UsageError(f"no irreducible loss for sample id {int(samples.max())}: the tensor set holds "
-                                 f"{len(table)}")
+                raise UsageError(
+                    f"no irreducible loss for sample id {int(samples.max())}: the tensor set holds {len(table)}"
+                )
             return table[samples]
         at = torch.searchsorted(self._ids, samples).clamp(max=len(self._ids) - 1)
         missing = self._ids[at] != samples
         if missing.any():
-            raise UsageError(f"no irreducible loss for sample id {int(samples[missing][0])}: set one for every id "
-                             f"the stream yields")
+            raise UsageError(
+                f"no irreducible loss for sample id {int(samples[missing][0])}: set one for every id the stream yields"
+            )
         return table[at]
 
     def in_batch_preset(self, step: int, epoch: int) -> bool:

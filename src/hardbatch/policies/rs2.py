@@ -27,9 +27,13 @@ class RS2(Policy):
     passes, as the authors' schedule spans their whole run. No loss is used.
     """
 
-    fraction: float = param(0.1, "fraction r of the samples trained each epoch, round(r·n) of them, drawn without "
-                                 "replacement across epochs (the authors' --fraction, the paper's selection ratio)",
-                            range=Range(0.0, 1.0, low_open=True), metavar="R")
+    fraction: float = param(
+        0.1,
+        "fraction r of the samples trained each epoch, round(r·n) of them, drawn without "
+        "replacement across epochs (the authors' --fraction, the paper's selection ratio)",
+        range=Range(0.0, 1.0, low_open=True),
+        metavar="R",
+    )
 
     name = "rs2"
     epoch_is_round = True
@@ -45,10 +49,12 @@ class RS2(Policy):
     def setup(self) -> None:
         size = self.round_size
         if size < self.batch_size:
-            raise UsageError(f"rs2: fraction {self.fraction:g} of {self.num_samples} samples is round"
-                             f"({self.num_samples} · {self.fraction:g}) = {size} samples an epoch, fewer than one "
-                             f"batch of {self.batch_size}; use a fraction of at least "
-                             f"{self.batch_size / self.num_samples:.4g} or a smaller batch size")
+            raise UsageError(
+                f"rs2: fraction {self.fraction:g} of {self.num_samples} samples is round"
+                f"({self.num_samples} · {self.fraction:g}) = {size} samples an epoch, fewer than one "
+                f"batch of {self.batch_size}; use a fraction of at least "
+                f"{self.batch_size / self.num_samples:.4g} or a smaller batch size"
+            )
         self.order = torch.arange(self.num_samples)  # replaced by a seeded permutation before the first round
         self.start = self.end = 0
 

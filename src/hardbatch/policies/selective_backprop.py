@@ -27,21 +27,42 @@ class SelectiveBackprop(Policy):
     about half of the samples, β = 2 a third, β = 3 a quarter (E[u^β] = 1/(β+1)).
     """
 
-    beta: float = param(1.0, "keep a sample with probability percentile^β: while losses are stable 1 keeps about 1/2 "
-                             "of the samples, 2 about 1/3, 3 about 1/4", range=Range(0.0), metavar="β")
-    loss_history: int = param(1024, "number of recent losses the percentiles are taken in",
-                              range=Range(1, integer=True), metavar="H")
-    warmup_epoch: bool = param(True, "the first epoch trains every sample and records no loss history; selection "
-                                     "starts in the second (as the authors' code)")
-    score_in_train_mode: bool = param(False, "score in training mode (BatchNorm batch statistics, buffers restored; "
-                                             "hardbatch's earlier rule); off: in eval mode, as the authors' code")
-    force_one: bool = param(False, "when the draw keeps no sample, train the highest-loss one (hardbatch's earlier "
-                                   "rule); off: the batch is skipped, as in the authors' code")
-    count_ties: bool = param(False, "a sample's percentile counts the history losses equal to its own too (<=, "
-                                    "hardbatch's earlier rule); off: only smaller ones (<), as the authors' code")
-    accumulate: bool = param(False, "pool the kept samples of successive batches and take one optimizer step per B "
-                                    "of them, as the authors' code does (about 1/(β+1) as many steps); off: one step "
-                                    "per loaded batch on what it keeps")
+    beta: float = param(
+        1.0,
+        "keep a sample with probability percentile^β: while losses are stable 1 keeps about 1/2 "
+        "of the samples, 2 about 1/3, 3 about 1/4",
+        range=Range(0.0),
+        metavar="β",
+    )
+    loss_history: int = param(
+        1024, "number of recent losses the percentiles are taken in", range=Range(1, integer=True), metavar="H"
+    )
+    warmup_epoch: bool = param(
+        True,
+        "the first epoch trains every sample and records no loss history; selection "
+        "starts in the second (as the authors' code)",
+    )
+    score_in_train_mode: bool = param(
+        False,
+        "score in training mode (BatchNorm batch statistics, buffers restored; "
+        "hardbatch's earlier rule); off: in eval mode, as the authors' code",
+    )
+    force_one: bool = param(
+        False,
+        "when the draw keeps no sample, train the highest-loss one (hardbatch's earlier "
+        "rule); off: the batch is skipped, as in the authors' code",
+    )
+    count_ties: bool = param(
+        False,
+        "a sample's percentile counts the history losses equal to its own too (<=, "
+        "hardbatch's earlier rule); off: only smaller ones (<), as the authors' code",
+    )
+    accumulate: bool = param(
+        False,
+        "pool the kept samples of successive batches and take one optimizer step per B "
+        "of them, as the authors' code does (about 1/(β+1) as many steps); off: one step "
+        "per loaded batch on what it keeps",
+    )
 
     name = "selective-backprop"
     scores_first = True
@@ -75,7 +96,7 @@ class SelectiveBackprop(Policy):
     def keep_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Add ``scores`` (shape (b,)) to the history, then return percentile^β per sample, shape (b,)."""
         scores = scores.detach().float()
-        self.history = torch.cat([self.history.to(scores.device), scores])[-self.loss_history:]
+        self.history = torch.cat([self.history.to(scores.device), scores])[-self.loss_history :]
         return percentiles(scores, self.history, ties=self.count_ties) ** self.beta
 
     def select(self, step: Step, scores: torch.Tensor) -> torch.Tensor:

@@ -38,14 +38,30 @@ class SeTa(Policy):
     defaults for CIFAR: prune 0.1, 5 groups, window 0.9.
     """
 
-    random_prune: float = param(0.1, "fraction of all samples dropped at random each epoch before clustering",
-                                range=Range(0.0, 1.0, high_open=True), metavar="R")
-    groups: int = param(5, "k-means clusters of the kept samples by last loss, sorted easy to hard",
-                        range=Range(1, integer=True), metavar="K")
-    window: float = param(0.9, "fraction of the clusters trained each epoch: a window of round(groups·window) "
-                               "sliding easy to hard", range=Range(0.0, 1.0, low_open=True), metavar="W")
-    anneal: float = param(0.125, "final fraction of the epochs without clustering or window (random pruning only)",
-                          range=Range(0.0, 1.0), metavar="A")
+    random_prune: float = param(
+        0.1,
+        "fraction of all samples dropped at random each epoch before clustering",
+        range=Range(0.0, 1.0, high_open=True),
+        metavar="R",
+    )
+    groups: int = param(
+        5,
+        "k-means clusters of the kept samples by last loss, sorted easy to hard",
+        range=Range(1, integer=True),
+        metavar="K",
+    )
+    window: float = param(
+        0.9,
+        "fraction of the clusters trained each epoch: a window of round(groups·window) sliding easy to hard",
+        range=Range(0.0, 1.0, low_open=True),
+        metavar="W",
+    )
+    anneal: float = param(
+        0.125,
+        "final fraction of the epochs without clustering or window (random pruning only)",
+        range=Range(0.0, 1.0),
+        metavar="A",
+    )
 
     name = "seta"
     axis = "random_prune"
@@ -55,8 +71,10 @@ class SeTa(Policy):
     def validate(self) -> None:
         """The check across fields (each field's own range is declared above)."""
         if window_size(self.groups, self.window) < 1:
-            raise UsageError(f"SeTa: window {self.window} with groups {self.groups} makes a window of "
-                             f"round({self.groups} · {self.window}) = 0 clusters; use a larger window or more groups")
+            raise UsageError(
+                f"SeTa: window {self.window} with groups {self.groups} makes a window of "
+                f"round({self.groups} · {self.window}) = 0 clusters; use a larger window or more groups"
+            )
 
     def setup(self) -> None:
         self.window_clusters = window_size(self.groups, self.window)

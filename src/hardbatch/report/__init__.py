@@ -11,5 +11,16 @@ from hardbatch.report.load import LeftOut, Run, load_runs
 from hardbatch.report.page import build_report
 from hardbatch.report.stats import ArmStats, arm_stats
 
-__all__ = ["PAPER", "Arm", "ArmStats", "Comparison", "Group", "LeftOut", "Run", "arm_stats", "build_report",
-           "group_runs", "load_runs"]
+__all__ = [
+    "PAPER",
+    "Arm",
+    "ArmStats",
+    "Comparison",
+    "Group",
+    "LeftOut",
+    "Run",
+    "arm_stats",
+    "build_report",
+    "group_runs",
+    "load_runs",
+]

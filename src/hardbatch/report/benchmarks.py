@@ -59,6 +59,7 @@ class Benchmark(Protocol):
     @property
     def target(self) -> float | None:
         """The half-width (points) the rule's comparisons should reach, or None."""
+
     @property
     def metric(self) -> str:
         """What decides the lr and the verdicts: "acc" (top-1) or "bacc" (balanced top-1)."""
@@ -100,12 +101,21 @@ def summarise(archive: Archive, doc_dir: Path, rule_delta: float, built: str | N
     metric = getattr(bench, "metric", "acc")
     if not runs:
         raise UsageError(f"{archive.root}: no finished main runs of benchmark {bench.name!r}")
-    write_report(runs, archive.left_out, Path(archive.root) / "main", doc_dir / bench.name, per_arm=PER_ARM,
-                 metric=metric, built=built)
+    write_report(
+        runs,
+        archive.left_out,
+        Path(archive.root) / "main",
+        doc_dir / bench.name,
+        per_arm=PER_ARM,
+        metric=metric,
+        built=built,
+    )
     groups = group_runs(runs, REFERENCE_POLICY, PER_ARM)
     if len(groups) != 1:
-        raise UsageError(f"{archive.root}: the main runs of {bench.name!r} form {len(groups)} groups (settings other "
-                         f"than the arm's differ): {'; '.join(g.title for g in groups)}")
+        raise UsageError(
+            f"{archive.root}: the main runs of {bench.name!r} form {len(groups)} groups (settings other "
+            f"than the arm's differ): {'; '.join(g.title for g in groups)}"
+        )
     (group,) = groups
     rs2 = group.arm("rs2")
     stats = {}
@@ -176,8 +186,11 @@ def target_text(d: Interval, target: float | None, clean: Interval | None = None
     text = f"missed by {half - target:.2f}" + (f"; about {need} seeds would reach it" if need else "")
     if clean is not None and clean.has_interval:
         clean_need = seeds_for_half_width(clean.half_width, clean.n, target)
-        text += (f" (without the collapsed seeds: ±{clean.half_width:.2f} over {clean.n}, "
-                 + ("met" if clean.half_width <= target else f"about {clean_need} seeds") + ")")
+        text += (
+            f" (without the collapsed seeds: ±{clean.half_width:.2f} over {clean.n}, "
+            + ("met" if clean.half_width <= target else f"about {clean_need} seeds")
+            + ")"
+        )
     return text
 
 
@@ -215,27 +228,44 @@ def verdicts(result: Result, rule_only: bool = False) -> list[Verdict]:
                 continue
             against = Comparison(REFERENCE_POLICY, ref).reference_label
             clean = without_collapsed(result, s.arm, against) if target is not None else None
-            rows.append(Verdict(s.arm, against, mine.vs_reference, verdict(mine.vs_reference),
-                                target_text(mine.vs_reference, target, clean),
-                                (collapsed(result, s.arm)[0], collapsed(result, against)[0])))
+            rows.append(
+                Verdict(
+                    s.arm,
+                    against,
+                    mine.vs_reference,
+                    verdict(mine.vs_reference),
+                    target_text(mine.vs_reference, target, clean),
+                    (collapsed(result, s.arm)[0], collapsed(result, against)[0]),
+                )
+            )
         for column, place in s.vs_frontier.items():
-            rows.append(Verdict(s.arm, f"{FRONTIER} ({FRONTIER_COSTS[column]})", place.d,
-                                frontier_verdict(place.d, place.inside),
-                                target_text(place.d, target) if place.inside else DASH,
-                                (collapsed(result, s.arm)[0], frontier_collapsed(result))))
+            rows.append(
+                Verdict(
+                    s.arm,
+                    f"{FRONTIER} ({FRONTIER_COSTS[column]})",
+                    place.d,
+                    frontier_verdict(place.d, place.inside),
+                    target_text(place.d, target) if place.inside else DASH,
+                    (collapsed(result, s.arm)[0], frontier_collapsed(result)),
+                )
+            )
     return rows
 
 
 def verdict_table(results: list[Result], rule_only: bool = False) -> str:
     """The verdicts of ``results`` in one table, a benchmark column first (``verdicts``)."""
-    lines = ["| benchmark | arm | against | n | Δ final accuracy, points ±half-width [95% CI] | detectable Δ "
-             f"({100 * POWER:.0f}% power) | half-width target | collapsed seeds (arm, against) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | arm | against | n | Δ final accuracy, points ±half-width [95% CI] | detectable Δ "
+        f"({100 * POWER:.0f}% power) | half-width target | collapsed seeds (arm, against) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         for v in verdicts(r, rule_only):
             shown = difference(v.d) if v.d.n else DASH
-            lines.append(f"| {r.bench.name} | {v.arm} | {v.against} | {v.d.n} | {shown} | "
-                         f"{number(v.d.detectable)} | {v.target} | {v.collapsed[0]}, {v.collapsed[1]} | {v.verdict} |")
+            lines.append(
+                f"| {r.bench.name} | {v.arm} | {v.against} | {v.d.n} | {shown} | "
+                f"{number(v.d.detectable)} | {v.target} | {v.collapsed[0]}, {v.collapsed[1]} | {v.verdict} |"
+            )
     return "\n".join(lines)
 
 
@@ -247,8 +277,12 @@ def lr_table(result: Result) -> str:
     that collapsed there (lr_choice.json), and the rate chosen."""
     grid = result.choice["grid"]
     name = METRICS[result.choice.get("metric", "acc")]
-    lines = ["| arm | " + " | ".join(f"median val {name} % at lr {lr:g} (collapsed seeds)" for lr in grid)
-             + " | chosen lr |", "|---|" + "---|" * (len(grid) + 1)]
+    lines = [
+        "| arm | "
+        + " | ".join(f"median val {name} % at lr {lr:g} (collapsed seeds)" for lr in grid)
+        + " | chosen lr |",
+        "|---|" + "---|" * (len(grid) + 1),
+    ]
     for label, arm in result.choice["arms"].items():
         cells = [f"{arm['val_median'][f'{lr:g}']:.2f} ({arm['collapsed'][f'{lr:g}']})" for lr in grid]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | **{arm['lr']:g}** |")
@@ -259,15 +293,19 @@ def cost_table(result: Result) -> str:
     stats = result.any_stats
     name = stats[0].metric_name
     samples, cpu = stats[0].at_budget["samples_backprop"].budget, stats[0].at_budget["cpu_seconds"].budget
-    lines = [f"| arm | lr | final {name} % | steps | samples back-propagated | CPU s | "
-             f"{name} % at {samples:,.0f} samples back-propagated | {name} % at {cpu:.1f} CPU s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| arm | lr | final {name} % | steps | samples back-propagated | CPU s | "
+        f"{name} % at {samples:,.0f} samples back-propagated | {name} % at {cpu:.1f} CPU s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     lrs = {run_label(run.config): run.config.lr for run in result.runs}
     for s in stats:
-        lines.append(f"| {s.arm} | {lrs.get(s.arm, float('nan')):g} | {100 * s.final.mean:.2f} | "
-                     f"{s.cost.optimizer_steps:,.0f} | {s.cost.samples_backpropagated:,.0f} | "
-                     f"{s.cost.cpu_seconds:.1f} | {number(s.at_budget['samples_backprop'].acc, scale=100)} | "
-                     f"{number(s.at_budget['cpu_seconds'].acc, scale=100)} |")
+        lines.append(
+            f"| {s.arm} | {lrs.get(s.arm, float('nan')):g} | {100 * s.final.mean:.2f} | "
+            f"{s.cost.optimizer_steps:,.0f} | {s.cost.samples_backpropagated:,.0f} | "
+            f"{s.cost.cpu_seconds:.1f} | {number(s.at_budget['samples_backprop'].acc, scale=100)} | "
+            f"{number(s.at_budget['cpu_seconds'].acc, scale=100)} |"
+        )
     return "\n".join(lines)
 
 
@@ -280,14 +318,19 @@ def irreducible_text(result: Result) -> str:
         return ""
     top1 = [100 * q["train_top1"] for q in quality]
     sizes = "/".join(f"{n:,}" for n in sorted({q["holdout_samples"] for q in quality}))
-    uniform = [100 * run.summary["final_test_acc"] for run in result.runs if run.config.policy == "uniform"
-               and run.config.budget == 1.0]
+    uniform = [
+        100 * run.summary["final_test_acc"]
+        for run in result.runs
+        if run.config.policy == "uniform" and run.config.budget == 1.0
+    ]
     against = f"; `uniform`'s final test top-1 is {statistics.fmean(uniform):.1f}%" if uniform else ""
-    return (f"`rho-loss`'s irreducible-loss model, trained before each run on the {sizes} validation samples: "
-            f"top-1 {statistics.fmean(top1):.1f}% (from {min(top1):.1f} to {max(top1):.1f}) on the training split "
-            f"it never saw, over {len(quality)} of {len(rho)} rho-loss runs{against}. Its irreducible "
-            "losses are only as good as that model: a sample it gets wrong has a high irreducible loss, so rho-loss "
-            "puts it last, whether its label is noisy or the IL model has not learnt its kind.")
+    return (
+        f"`rho-loss`'s irreducible-loss model, trained before each run on the {sizes} validation samples: "
+        f"top-1 {statistics.fmean(top1):.1f}% (from {min(top1):.1f} to {max(top1):.1f}) on the training split "
+        f"it never saw, over {len(quality)} of {len(rho)} rho-loss runs{against}. Its irreducible "
+        "losses are only as good as that model: a sample it gets wrong has a high irreducible loss, so rho-loss "
+        "puts it last, whether its label is noisy or the IL model has not learnt its kind."
+    )
 
 
 def section(result: Result) -> str:
@@ -296,20 +339,40 @@ def section(result: Result) -> str:
     b, rel = result.bench, f"{DOC_DIR_NAME}/{result.bench.name}"
     settings = ", ".join(f"{k} {v}" for k, v in b.settings.items() if k not in RUNTIME_KEYS)
     judged = "" if result.metric == "acc" else f" Judged on {METRICS[result.metric]} accuracy."
-    parts = [f"## {b.title}", "", f"{len(result.runs)} runs ({b.seeds} seeds per arm; {settings}). Full report: "
-             f"[`{rel}/report.md`]({rel}/report.md).{judged}", "", "Learning rate chosen per arm on the validation "
-             f"split by the rule of the protocol, over tuning seeds {', '.join(map(str, result.choice['seeds']))}:",
-             "", lr_table(result), ""]
+    parts = [
+        f"## {b.title}",
+        "",
+        f"{len(result.runs)} runs ({b.seeds} seeds per arm; {settings}). Full report: "
+        f"[`{rel}/report.md`]({rel}/report.md).{judged}",
+        "",
+        "Learning rate chosen per arm on the validation "
+        f"split by the rule of the protocol, over tuning seeds {', '.join(map(str, result.choice['seeds']))}:",
+        "",
+        lr_table(result),
+        "",
+    ]
     if "uniform" in result.stats:
-        parts += ["Cost, and accuracy at equal cost (each run's last evaluation within the budget, the smallest total "
-                  "any full-budget run of the benchmark spent):", "", cost_table(result), "",
-                  f"![paired difference to uniform]({rel}/{result.slug}_forest.png)", ""]
+        parts += [
+            "Cost, and accuracy at equal cost (each run's last evaluation within the budget, the smallest total "
+            "any full-budget run of the benchmark spent):",
+            "",
+            cost_table(result),
+            "",
+            f"![paired difference to uniform]({rel}/{result.slug}_forest.png)",
+            "",
+        ]
     if any(s.vs_frontier for s in result.any_stats):
         parts += [f"![accuracy against cost with uniform's frontier]({rel}/{result.slug}_frontier.png)", ""]
     if (table := fewer_epochs_table(result.any_stats)) is not None:
-        parts += ["Does the rule generalize in fewer epochs? The rule and δ = 1 at shorter budgets against "
-                  "uniform's frontier:", "", table, "", *(f"**{answer}**" for answer in fewer_epochs_answers(
-                      result.any_stats)), ""]
+        parts += [
+            "Does the rule generalize in fewer epochs? The rule and δ = 1 at shorter budgets against "
+            "uniform's frontier:",
+            "",
+            table,
+            "",
+            *(f"**{answer}**" for answer in fewer_epochs_answers(result.any_stats)),
+            "",
+        ]
     if il := irreducible_text(result):
         parts += [il, ""]
     parts += [f"![accuracy against back-propagated samples]({rel}/{result.slug}_accuracy_vs_samples.png)", ""]

@@ -97,8 +97,9 @@ def _missing_text(missing: list[str]) -> str:
     return f"; baseline (the rule at δ = 1) missing in {', '.join(missing)}" if missing else ""
 
 
-def check_claims(results: list[GroupResult], missing_baseline: list[str] | None = None,
-                 comparison: Comparison | None = None) -> list[Claim]:
+def check_claims(
+    results: list[GroupResult], missing_baseline: list[str] | None = None, comparison: Comparison | None = None
+) -> list[Claim]:
     """One verdict per claim of the abstract and of the released code's CIFAR-10 table.
 
     ``results`` hold only groups with the reference (for the paper: its rule at δ = 1); ``missing_baseline`` names
@@ -115,23 +116,30 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
     claims = []
 
     gains = [g for g in usable if _significant_gain(g.picked)]
-    claims.append(Claim(
-        "Training on high-loss mini-batches significantly improves test accuracy over ordinary training",
-        _verdict(len(gains), len(usable), len(no_ci), len(missing)),
-        f"{len(gains)}/{len(usable)} data set × network groups gain at the chosen δ with a 95% CI above 0; "
-        + "; ".join([f"{_where(g)}: {_diff_text(g.picked)}" for g in usable]
-                    + [f"{_where(g)} undecided: {_diff_text(g.picked)}" for g in no_ci]) + _missing_text(missing),
-    ))
+    claims.append(
+        Claim(
+            "Training on high-loss mini-batches significantly improves test accuracy over ordinary training",
+            _verdict(len(gains), len(usable), len(no_ci), len(missing)),
+            f"{len(gains)}/{len(usable)} data set × network groups gain at the chosen δ with a 95% CI above 0; "
+            + "; ".join(
+                [f"{_where(g)}: {_diff_text(g.picked)}" for g in usable]
+                + [f"{_where(g)} undecided: {_diff_text(g.picked)}" for g in no_ci]
+            )
+            + _missing_text(missing),
+        )
+    )
 
     faster = [g for g in compared if _faster(g.picked)]
-    claims.append(Claim(
-        "It speeds up convergence (fewer epochs to the target accuracy)",
-        _verdict(len(faster), len(compared), 0, len(missing)),
-        f"{len(faster)}/{len(compared)} groups reach T in fewer epochs (mean over seeds, every run reaching T) "
-        f"at the chosen δ; "
-        + "; ".join(f"{_where(g)}: {g.picked.target.fewer_epochs_pct:+.1f}% epochs" for g in compared)
-        + _missing_text(missing),
-    ))
+    claims.append(
+        Claim(
+            "It speeds up convergence (fewer epochs to the target accuracy)",
+            _verdict(len(faster), len(compared), 0, len(missing)),
+            f"{len(faster)}/{len(compared)} groups reach T in fewer epochs (mean over seeds, every run reaching T) "
+            f"at the chosen δ; "
+            + "; ".join(f"{_where(g)}: {g.picked.target.fewer_epochs_pct:+.1f}% epochs" for g in compared)
+            + _missing_text(missing),
+        )
+    )
 
     smallest = []
     for g in results if sweeps_delta else []:
@@ -140,15 +148,19 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
             smallest.append((g, min(ours, key=lambda r: math.inf if r.value is None else r.value)))
     judged = [(g, r) for g, r in smallest if _has_interval(r)]
     both = [(g, r) for g, r in judged if _similar(r) and _faster(r)]
-    claims.append(Claim(
-        "Smaller δ generally gives similar accuracy and faster generalization",
-        _verdict(len(both), len(judged), len(smallest) - len(judged), len(missing)),
-        f"at the smallest δ of each group, {len(both)}/{len(smallest)} have similar accuracy (CI contains 0 or "
-        f"Δ within ±{SIMILAR_POINTS:g} pt) and fewer epochs to T; "
-        + "; ".join(f"{g.name} δ={r.value:g}: {_diff_text(r)}, {r.target.fewer_epochs_pct:+.1f}% epochs"
-                    for g, r in smallest)
-        + _missing_text(missing),
-    ))
+    claims.append(
+        Claim(
+            "Smaller δ generally gives similar accuracy and faster generalization",
+            _verdict(len(both), len(judged), len(smallest) - len(judged), len(missing)),
+            f"at the smallest δ of each group, {len(both)}/{len(smallest)} have similar accuracy (CI contains 0 or "
+            f"Δ within ±{SIMILAR_POINTS:g} pt) and fewer epochs to T; "
+            + "; ".join(
+                f"{g.name} δ={r.value:g}: {_diff_text(r)}, {r.target.fewer_epochs_pct:+.1f}% epochs"
+                for g, r in smallest
+            )
+            + _missing_text(missing),
+        )
+    )
 
     stl = [g for g in usable if (g.dataset, g.model) == ("stl10", "efficientnet_b4")] if paper else []
     if stl:
@@ -167,8 +179,15 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
         g = c100[0]
         r = g.picked
         big = r.vs_reference.mean >= 7.26 or r.relative_pct >= 7.26
-        verdict = (UNDECIDED if not _has_interval(r) else HELD if _significant_gain(r) and big
-                   else PARTLY if _significant_gain(r) else NOT_HELD)
+        verdict = (
+            UNDECIDED
+            if not _has_interval(r)
+            else HELD
+            if _significant_gain(r) and big
+            else PARTLY
+            if _significant_gain(r)
+            else NOT_HELD
+        )
         evidence = f"{_where(g)}: {_diff_text(r)} (claimed +7.26%, points or relative)"
     else:
         verdict, evidence = NOT_RUN, "no cifar100 × resnet18 runs with the rule at δ = 1 and δ < 1"
@@ -190,13 +209,17 @@ def check_claims(results: list[GroupResult], missing_baseline: list[str] | None 
         same_sign = (row.vs_reference.mean > 0) == (claimed > 0)
         decided = not (row.vs_reference.low <= 0 <= row.vs_reference.high)
         matched += same_sign and decided
-        parts.append(f"{model} δ={delta:g}: claimed {claimed:+.1f} pts, measured {_diff_text(row)}"
-                     + ("" if decided else " — not significant"))
-    claims.append(Claim(
-        "The released code's CIFAR-10 table (sign of Δ vs δ = 1 per network)",
-        _verdict(matched, checked, undecided, len(missing)),
-        f"{matched}/{checked} networks show the same sign with a 95% CI excluding 0; " + "; ".join(parts),
-    ))
+        parts.append(
+            f"{model} δ={delta:g}: claimed {claimed:+.1f} pts, measured {_diff_text(row)}"
+            + ("" if decided else " — not significant")
+        )
+    claims.append(
+        Claim(
+            "The released code's CIFAR-10 table (sign of Δ vs δ = 1 per network)",
+            _verdict(matched, checked, undecided, len(missing)),
+            f"{matched}/{checked} networks show the same sign with a 95% CI excluding 0; " + "; ".join(parts),
+        )
+    )
     return claims
 
 
@@ -214,8 +237,13 @@ def fewer_epochs_claim(results: list[GroupResult]) -> Claim:
         if not arms:
             continue
         full = max(r.budget for r in g.rows)
-        places = [r.vs_frontier[FEWER_EPOCHS_COST] for delta, by_budget in arms.items() if delta < REFERENCE_DELTA
-                  for b, r in by_budget.items() if b < full and FEWER_EPOCHS_COST in r.vs_frontier]
+        places = [
+            r.vs_frontier[FEWER_EPOCHS_COST]
+            for delta, by_budget in arms.items()
+            if delta < REFERENCE_DELTA
+            for b, r in by_budget.items()
+            if b < full and FEWER_EPOCHS_COST in r.vs_frontier
+        ]
         places = [p for p in places if p.inside]
         parts += [f"{g.name}: {answer}" for answer in fewer_epochs_answers(g.rows)]
         if not any(p.d.has_interval for p in places):
@@ -223,12 +251,18 @@ def fewer_epochs_claim(results: list[GroupResult]) -> Claim:
             continue
         judged += 1
         held += any(frontier_verdict(p.d, p.inside) == ABOVE for p in places)
-    evidence = ("; ".join(parts) + " (judged at budgets short of the full one, in samples back-propagated)"
-                if parts else "no group ran the rule at a shorter budget beside uniform's frontier (`--budgets` with "
-                "`--budget-policies uniform hardbatch`)")
-    return Claim("Generalizes in fewer epochs, at equal compute: the rule trained for fewer epochs (its schedule "
-                 "decayed within them) lies above uniform's compute frontier", _verdict(held, judged, undecided),
-                 evidence)
+    evidence = (
+        "; ".join(parts) + " (judged at budgets short of the full one, in samples back-propagated)"
+        if parts
+        else "no group ran the rule at a shorter budget beside uniform's frontier (`--budgets` with "
+        "`--budget-policies uniform hardbatch`)"
+    )
+    return Claim(
+        "Generalizes in fewer epochs, at equal compute: the rule trained for fewer epochs (its schedule "
+        "decayed within them) lies above uniform's compute frontier",
+        _verdict(held, judged, undecided),
+        evidence,
+    )
 
 
 def claims_markdown(claims: list[Claim]) -> str:
@@ -237,8 +271,9 @@ def claims_markdown(claims: list[Claim]) -> str:
     return "\n".join(lines)
 
 
-def group_results(groups: list[Group], stats: dict[str, list[ArmStats]],
-                  comparison: Comparison = PAPER) -> tuple[list[GroupResult], list[str]]:
+def group_results(
+    groups: list[Group], stats: dict[str, list[ArmStats]], comparison: Comparison = PAPER
+) -> tuple[list[GroupResult], list[str]]:
     """What the claims read: one GroupResult per group that holds the reference, and the titles of those without."""
     results, missing = [], []
     for g in groups:
@@ -252,14 +287,25 @@ def group_results(groups: list[Group], stats: dict[str, list[ArmStats]],
 
 def claims_section(groups: list[Group], stats: dict[str, list[ArmStats]], comparison: Comparison = PAPER) -> str:
     """report.md's "Claims of the paper, checked": one claims table per protocol."""
-    judged = ("the best δ < 1 chosen on the validation split (on test where no split exists, marked), against the "
-              "paper's rule at δ = 1 (its baseline)") if comparison.is_paper else (
-              f"the best `{comparison.method}` setting chosen on the validation split (on test where no split exists, "
-              f"marked), against {comparison.reference_label} (the reference given to the report)")
-    parts = ["## Claims of the paper, checked", "",
-             f"Each claim is judged at {judged} with the same seeds. held = in every group run; partly held = in "
-             "some; not run = no runs for it; no baseline = no group ran the reference; undecided = no group had a "
-             "95% interval to judge by (fewer than 3 seed pairs, or zero spread).", ""]
+    judged = (
+        (
+            "the best δ < 1 chosen on the validation split (on test where no split exists, marked), against the "
+            "paper's rule at δ = 1 (its baseline)"
+        )
+        if comparison.is_paper
+        else (
+            f"the best `{comparison.method}` setting chosen on the validation split (on test where no split exists, "
+            f"marked), against {comparison.reference_label} (the reference given to the report)"
+        )
+    )
+    parts = [
+        "## Claims of the paper, checked",
+        "",
+        f"Each claim is judged at {judged} with the same seeds. held = in every group run; partly held = in "
+        "some; not run = no runs for it; no baseline = no group ran the reference; undecided = no group had a "
+        "95% interval to judge by (fewer than 3 seed pairs, or zero spread).",
+        "",
+    ]
     for protocol, members in by_protocol(groups).items():
         results, missing = group_results(members, stats, comparison)
         parts += [f"### Protocol: {protocol or 'custom (no preset)'}", ""]

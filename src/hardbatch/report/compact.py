@@ -34,8 +34,17 @@ SUFFIX = ".jsonl.gz"
 FLOAT_DIGITS = 6  # significant digits kept of every float: 1e-6 of an accuracy, far below the page's 0.01 points
 PHASES = ("tune", "main")  # OUT/BENCH/tune: the learning-rate grid on the tuning seeds; OUT/BENCH/main: the page's runs
 # The per-epoch columns kept (history.csv's others, the losses, top-5 and the learning rate, no report reads).
-HISTORY_COLUMNS = ("epoch", "step", "test_acc", "test_bacc", "val_acc", "val_bacc", "train_seconds",
-                   "eval_seconds", *COST_COLUMNS)
+HISTORY_COLUMNS = (
+    "epoch",
+    "step",
+    "test_acc",
+    "test_bacc",
+    "val_acc",
+    "val_bacc",
+    "train_seconds",
+    "eval_seconds",
+    *COST_COLUMNS,
+)
 
 
 @dataclass(frozen=True)
@@ -55,8 +64,17 @@ class Declared:
     @classmethod
     def of(cls, bench: Any) -> Declared:
         """A benchmark declaration (scripts/evidence.py's ``Benchmark``) as records keep it."""
-        return cls(bench.name, bench.title, dict(bench.settings), tuple(getattr(a, "label", a) for a in bench.arms),
-                   tuple(bench.lrs), bench.seeds, bench.tune_seeds, bench.target, getattr(bench, "metric", "acc"))
+        return cls(
+            bench.name,
+            bench.title,
+            dict(bench.settings),
+            tuple(getattr(a, "label", a) for a in bench.arms),
+            tuple(bench.lrs),
+            bench.seeds,
+            bench.tune_seeds,
+            bench.target,
+            getattr(bench, "metric", "acc"),
+        )
 
 
 @dataclass
@@ -82,8 +100,9 @@ def archive_folders(bench: Any, out: Path | str) -> Archive:
         if damaged := [item for item in skipped if item.kind == DAMAGED]:
             raise UsageError(f"{root / phase}: damaged run {damaged[0].path}: {damaged[0].why}")
         left_out += skipped if phase == "main" else []
-    return Archive(Declared.of(bench), root.as_posix(), read_json(root / "lr_choice.json"), runs["main"], runs["tune"],
-                   left_out)
+    return Archive(
+        Declared.of(bench), root.as_posix(), read_json(root / "lr_choice.json"), runs["main"], runs["tune"], left_out
+    )
 
 
 # ---- writing ----------------------------------------------------------------------------------------------------
@@ -108,10 +127,18 @@ def run_record(run: Run, phase: str, root: Path) -> dict:
     """One run as a records line: its phase and folder (relative to OUT/BENCH/PHASE), resolved settings, seed, the
     commit it ran at, its machine and versions, per-epoch accuracy and cost (columns), and summary.json."""
     history = {c: [row.get(c, math.nan) for row in run.history] for c in HISTORY_COLUMNS}
-    return _rounded({"phase": phase, "path": _relative(run.path, root / phase), "seed": run.config.seed,
-                     "git_commit": run.environment.get("git_commit"), "config": run.config.to_dict(),
-                     "environment": {k: v for k, v in run.environment.items() if k in ("versions", "device")},
-                     "history": history, "summary": run.summary})
+    return _rounded(
+        {
+            "phase": phase,
+            "path": _relative(run.path, root / phase),
+            "seed": run.config.seed,
+            "git_commit": run.environment.get("git_commit"),
+            "config": run.config.to_dict(),
+            "environment": {k: v for k, v in run.environment.items() if k in ("versions", "device")},
+            "history": history,
+            "summary": run.summary,
+        }
+    )
 
 
 def _dumps(value: Any) -> str:
@@ -121,9 +148,15 @@ def _dumps(value: Any) -> str:
 def records_text(archive: Archive) -> str:
     """The benchmark's records file, uncompressed: its header line, then its runs in (phase, path) order."""
     root = Path(archive.root)
-    header = {"format": FORMAT, "benchmark": vars(archive.bench), "root": archive.root, "lr_choice": archive.choice,
-              "left_out": [{"path": _relative(item.path, root), "kind": item.kind, "why": item.why}
-                           for item in archive.left_out]}
+    header = {
+        "format": FORMAT,
+        "benchmark": vars(archive.bench),
+        "root": archive.root,
+        "lr_choice": archive.choice,
+        "left_out": [
+            {"path": _relative(item.path, root), "kind": item.kind, "why": item.why} for item in archive.left_out
+        ],
+    }
     lines = [_dumps(_rounded(header))]
     runs = [run_record(run, phase, root) for phase in PHASES for run in getattr(archive, phase)]
     lines += [_dumps(r) for r in sorted(runs, key=lambda r: (PHASES.index(r["phase"]), r["path"]))]
@@ -144,7 +177,7 @@ def write_records(directory: Path | str, archives: Sequence[Archive], meta: dict
     directory = ensure_writable_dir(Path(directory))
     names = {a.bench.name for a in archives}
     for stale in directory.glob(f"*{SUFFIX}"):
-        if stale.name[:-len(SUFFIX)] not in names:
+        if stale.name[: -len(SUFFIX)] not in names:
             stale.unlink()
     paths = []
     for archive in archives:
@@ -171,14 +204,26 @@ def _run(record: dict, root: Path) -> Run:
     rows = [{c: columns[c][e] for c in HISTORY_COLUMNS} for e in range(len(columns["epoch"]))]
     check_rows(rows, KeptHistoryRow)
     summary = check_record(Summary, record["summary"])
-    return Run(root / record["phase"] / record["path"], config, summary, rows,
-               {**record["environment"], "git_commit": record["git_commit"]}, exposure_of(summary))
+    return Run(
+        root / record["phase"] / record["path"],
+        config,
+        summary,
+        rows,
+        {**record["environment"], "git_commit": record["git_commit"]},
+        exposure_of(summary),
+    )
 
 
 # The history columns records keep, each checked as history.csv's is (HistoryRow's declaration of it).
 KeptHistoryRow = dataclasses.make_dataclass(
-    "KeptHistoryRow", [(c, HistoryRow.__annotations__[c], dataclasses.field(metadata=f.metadata))
-                       for c in HISTORY_COLUMNS for f in [HistoryRow.__dataclass_fields__[c]]], kw_only=True)
+    "KeptHistoryRow",
+    [
+        (c, HistoryRow.__annotations__[c], dataclasses.field(metadata=f.metadata))
+        for c in HISTORY_COLUMNS
+        for f in [HistoryRow.__dataclass_fields__[c]]
+    ],
+    kw_only=True,
+)
 
 
 def read_archive(path: Path) -> Archive:
@@ -194,9 +239,12 @@ def read_archive(path: Path) -> Archive:
         declared = header["benchmark"]
         bench = Declared(**{**declared, "arms": tuple(declared["arms"]), "lrs": tuple(declared["lrs"])})
         root = Path(header["root"])
-        archive = Archive(bench, header["root"], header["lr_choice"],
-                          left_out=[LeftOut(root / item["path"], item["kind"], item["why"])
-                                    for item in header["left_out"]])
+        archive = Archive(
+            bench,
+            header["root"],
+            header["lr_choice"],
+            left_out=[LeftOut(root / item["path"], item["kind"], item["why"]) for item in header["left_out"]],
+        )
         for line_no, line in enumerate(lines[1:], start=2):  # noqa: B007 - the except clauses name the line
             record = json.loads(line)
             getattr(archive, record["phase"]).append(_run(record, root))

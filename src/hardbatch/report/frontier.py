@@ -70,8 +70,13 @@ class Frontier:
         used = [(self.points[i], w) for i, w in weights]
         seeds = sorted(set(finals).intersection(*(p.finals for p, _ in used)))
         diffs = [finals[s] - sum(w * p.finals[s] for p, w in used) for s in seeds]
-        return Placement(cost, True, sum(w * p.acc.mean for p, w in used), mean_interval(diffs).scaled(100),
-                         tuple(p.budget for p, _ in used))
+        return Placement(
+            cost,
+            True,
+            sum(w * p.acc.mean for p, w in used),
+            mean_interval(diffs).scaled(100),
+            tuple(p.budget for p, _ in used),
+        )
 
 
 def frontier_arms(group: Group) -> list[Arm]:
@@ -85,8 +90,16 @@ def frontiers(group: Group, metric: str = "acc") -> dict[str, Frontier]:
     arms = frontier_arms(group)
     result = {}
     for column in FRONTIER_COSTS if arms else ():
-        points = [Point(a.budget, max(r.config.trained_epochs for r in a.runs.values()), mean_cost(a, column),
-                        clipped(list(a.finals(metric).values())), a.finals(metric)) for a in arms]
+        points = [
+            Point(
+                a.budget,
+                max(r.config.trained_epochs for r in a.runs.values()),
+                mean_cost(a, column),
+                clipped(list(a.finals(metric).values())),
+                a.finals(metric),
+            )
+            for a in arms
+        ]
         result[column] = Frontier(column, tuple(sorted(points, key=lambda p: (p.cost, p.budget))))
     return result
 

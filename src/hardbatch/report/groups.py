@@ -34,7 +34,7 @@ def _shown(value: Any) -> str:
 
 
 def arm_label(policy: str, value: float | None, params: tuple = (), budget: float = FULL_BUDGET) -> str:
-    """"δ = 0.5" for the paper's rule, "random δ = 0.5" for a control, "infobatch r = 0.3" for a peer away from
+    """ "δ = 0.5" for the paper's rule, "random δ = 0.5" for a control, "infobatch r = 0.3" for a peer away from
     its default, the bare name for a peer at its default or a policy without an axis; then the other
     hyper-parameters away from their defaults (``params``: (name, value) pairs, ``extra_params``) and a budget short
     of the whole: "infobatch r = 0.3, anneal = 0.5", "uniform, budget 0.25"."""
@@ -93,8 +93,10 @@ class Arm:
 
     def last_accs(self, metric: str = "acc") -> dict[int, float]:
         """Test ``metric`` averaged over each run's last LAST_EPOCHS epochs, by seed."""
-        return {seed: sum(run.curve(metric)[-LAST_EPOCHS:]) / len(run.curve(metric)[-LAST_EPOCHS:])
-                for seed, run in self.runs.items()}
+        return {
+            seed: sum(run.curve(metric)[-LAST_EPOCHS:]) / len(run.curve(metric)[-LAST_EPOCHS:])
+            for seed, run in self.runs.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -117,13 +119,17 @@ class Comparison:
         value = self.reference.partition("@")[2]
         if value:
             if POLICY_AXES.get(self.reference_policy) is None:
-                raise UsageError(f"reference {self.reference!r}: policy {self.reference_policy!r} has no "
-                                 f"hyper-parameter to set; give it as {self.reference_policy!r}")
+                raise UsageError(
+                    f"reference {self.reference!r}: policy {self.reference_policy!r} has no "
+                    f"hyper-parameter to set; give it as {self.reference_policy!r}"
+                )
             try:
                 float(value)
             except ValueError:
-                raise UsageError(f"reference {self.reference!r}: {value!r} is not a number; give POLICY or "
-                                 f"POLICY@VALUE, e.g. hardbatch@1 or infobatch@0.3") from None
+                raise UsageError(
+                    f"reference {self.reference!r}: {value!r} is not a number; give POLICY or "
+                    f"POLICY@VALUE, e.g. hardbatch@1 or infobatch@0.3"
+                ) from None
 
     @property
     def reference_policy(self) -> str:
@@ -143,8 +149,11 @@ class Comparison:
     @property
     def is_paper(self) -> bool:
         """The paper's own comparison: its rule against δ = 1."""
-        return self.method == REFERENCE_POLICY and self.reference_policy == REFERENCE_POLICY \
+        return (
+            self.method == REFERENCE_POLICY
+            and self.reference_policy == REFERENCE_POLICY
             and self.reference_value == REFERENCE_DELTA
+        )
 
     @property
     def reference_text(self) -> str:
@@ -188,8 +197,9 @@ class Group:
         """The arm of ``policy`` at axis ``value`` (any value when None) and ``budget`` (the full budget when None),
         its other hyper-parameters at their defaults where such an arm was run."""
         budget = self.full_budget if budget is None else budget
-        found = [a for a in self.arms if a.policy == policy and (value is None or a.value == value)
-                 and a.budget == budget]
+        found = [
+            a for a in self.arms if a.policy == policy and (value is None or a.value == value) and a.budget == budget
+        ]
         return min(found, key=lambda a: len(a.params)) if found else None
 
     def reference_for(self, comparison: Comparison) -> Arm | None:
@@ -198,10 +208,18 @@ class Group:
         be stood in for by a control at δ = 1 (`random`, `cyclic`): at δ = 1 they train exactly the rule's batches
         in the rule's order."""
         arm = self.arm(comparison.reference_policy, comparison.reference_value)
-        if arm is None and (comparison.reference_policy, comparison.reference_value) == (REFERENCE_POLICY,
-                                                                                         REFERENCE_DELTA):
-            arm = next((a for a in self.main_arms if POLICY_AXES.get(a.policy) == "delta" and a.value == REFERENCE_DELTA
-                        and not a.params), None)
+        if arm is None and (comparison.reference_policy, comparison.reference_value) == (
+            REFERENCE_POLICY,
+            REFERENCE_DELTA,
+        ):
+            arm = next(
+                (
+                    a
+                    for a in self.main_arms
+                    if POLICY_AXES.get(a.policy) == "delta" and a.value == REFERENCE_DELTA and not a.params
+                ),
+                None,
+            )
         return arm
 
     @property
@@ -226,8 +244,10 @@ class Group:
 def _check_per_arm(per_arm: tuple[str, ...]) -> None:
     unknown = [k for k in per_arm if k not in RunConfig.__dataclass_fields__ or k in NOT_GROUPING]
     if unknown:
-        raise UsageError(f"cannot choose {unknown[0]!r} per arm; valid: the settings of config.json (lr, epochs, ...) "
-                         f"but the policy, its hyper-parameters (params), the budget, the seed and runtime settings")
+        raise UsageError(
+            f"cannot choose {unknown[0]!r} per arm; valid: the settings of config.json (lr, epochs, ...) "
+            f"but the policy, its hyper-parameters (params), the budget, the seed and runtime settings"
+        )
 
 
 def group_settings(cfg: RunConfig) -> dict:
@@ -249,8 +269,10 @@ def drop_duplicates(runs: list[Run], per_arm: tuple[str, ...] = ()) -> tuple[lis
     for run in sorted(runs, key=lambda r: r.path):
         key = (_group_key(group_settings(run.config), per_arm), arm_key(run.config), run.config.seed)
         if key in kept:
-            why = (f"a second run of {run_label(run.config)} seed {run.config.seed} with the same settings as "
-                   f"{kept[key].path}, which the report keeps")
+            why = (
+                f"a second run of {run_label(run.config)} seed {run.config.seed} with the same settings as "
+                f"{kept[key].path}, which the report keeps"
+            )
             left_out.append(LeftOut(run.path, DUPLICATE, why))
         else:
             kept[key] = run
@@ -276,26 +298,41 @@ def group_runs(runs: list[Run], method: str = REFERENCE_POLICY, per_arm: tuple[s
         arms = groups.setdefault(key, {})
         policy, value, params, budget = arm_key(run.config)
         tuned = {k: flat[k] for k in per_arm}
-        arm = arms.setdefault((policy, value, params, budget),
-                              Arm(policy, value, run.config.delta, tuned=tuned, budget=budget, params=params))
+        arm = arms.setdefault(
+            (policy, value, params, budget),
+            Arm(policy, value, run.config.delta, tuned=tuned, budget=budget, params=params),
+        )
         if run.config.seed in arm.runs:
-            raise UsageError(f"two runs of {arm.label} seed {run.config.seed}: {arm.runs[run.config.seed].path} and "
-                             f"{run.path}")
+            raise UsageError(
+                f"two runs of {arm.label} seed {run.config.seed}: {arm.runs[run.config.seed].path} and {run.path}"
+            )
         if tuned != arm.tuned:
             other = next(iter(arm.runs.values())).path
-            raise UsageError(f"{arm.label} holds runs with other per-arm settings: {arm.tuned} in {other}, {tuned} in "
-                             f"{run.path}; one value per arm")
+            raise UsageError(
+                f"{arm.label} holds runs with other per-arm settings: {arm.tuned} in {other}, {tuned} in "
+                f"{run.path}; one value per arm"
+            )
         arm.runs[run.config.seed] = run
     # Titles name data set and model, plus the settings that differ between groups of the same pair.
     result = []
     for key, arms in groups.items():
         s = settings[key]
-        same_pair = [other for other in settings.values()
-                     if (other["dataset"], other["model"]) == (s["dataset"], s["model"])]
+        same_pair = [
+            other for other in settings.values() if (other["dataset"], other["model"]) == (s["dataset"], s["model"])
+        ]
         differing = sorted({k for other in same_pair for k in s if other[k] != s[k]})
         title = f"{s['dataset']} / {s['model']}" + "".join(f", {k}={s[k]}" for k in differing)
-        order = sorted(arms.values(), key=lambda a: (a.policy != method, a.value if a.value is not None else 0.0,
-                                                     a.policy, len(a.params), repr(a.params), -a.budget))
+        order = sorted(
+            arms.values(),
+            key=lambda a: (
+                a.policy != method,
+                a.value if a.value is not None else 0.0,
+                a.policy,
+                len(a.params),
+                repr(a.params),
+                -a.budget,
+            ),
+        )
         result.append(Group(title, s, order))
     return sorted(result, key=lambda g: g.title)
 

@@ -101,6 +101,11 @@ def load_runs(root: Path | str) -> tuple[list[Run], list[LeftOut]]:
         except UsageError as e:
             left_out.append(LeftOut(run_dir.path, DAMAGED, str(e)))
     for run_dir in find_unfinished(root):
-        left_out.append(LeftOut(run_dir.path, UNFINISHED, f"{CONFIG} but no {SUMMARY}: still training, stopped or "
-                                                           "failed; resume it or move its directory away"))
+        left_out.append(
+            LeftOut(
+                run_dir.path,
+                UNFINISHED,
+                f"{CONFIG} but no {SUMMARY}: still training, stopped or failed; resume it or move its directory away",
+            )
+        )
     return runs, left_out

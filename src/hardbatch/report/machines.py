@@ -9,7 +9,7 @@ PACKAGES = ("torch", "torchvision", "numpy", "scipy", "mnist1d")  # the versions
 
 
 def _counted(keys: list[str], unit: str) -> list[str]:
-    """"KEY (k runs)" for each distinct key, most common first (then in key order)."""
+    """ "KEY (k runs)" for each distinct key, most common first (then in key order)."""
     counts: dict[str, int] = {}
     for key in keys:
         counts[key] = counts.get(key, 0) + 1
@@ -18,12 +18,13 @@ def _counted(keys: list[str], unit: str) -> list[str]:
 
 
 def machine(run: Run) -> str:
-    """"CPU <model>, capability <kernels>, <n> threads", with ", GPU <name>" for a CUDA run; "unknown" for what its
+    """ "CPU <model>, capability <kernels>, <n> threads", with ", GPU <name>" for a CUDA run; "unknown" for what its
     config.json does not say."""
     device = run.environment.get("device")
     device = device if isinstance(device, dict) else {}
-    known = {k: "unknown" if device.get(k) in (None, "") else device[k] for k in ("cpu", "cpu_capability", "threads",
-                                                                                   "name")}
+    known = {
+        k: "unknown" if device.get(k) in (None, "") else device[k] for k in ("cpu", "cpu_capability", "threads", "name")
+    }
     threads = f"{known['threads']} thread{'' if known['threads'] == 1 else 's'}"
     text = f"CPU {known['cpu']}, capability {known['cpu_capability']}, {threads}"
     return text + (f", GPU {known['name']}" if device.get("type") == "cuda" else "")
@@ -50,6 +51,8 @@ def machine_note(group: Group) -> str | None:
     seen = machines(group.runs)
     if len(seen) < 2:
         return None
-    return (f"**Runs from {len(seen)} machines** (CPU model, kernel capability, threads): {'; '.join(seen)}. Float "
-            "rounding differs between them and training amplifies it: the same settings give other digits on another "
-            "machine, so read differences between these runs against the seed spread.")
+    return (
+        f"**Runs from {len(seen)} machines** (CPU model, kernel capability, threads): {'; '.join(seen)}. Float "
+        "rounding differs between them and training amplifies it: the same settings give other digits on another "
+        "machine, so read differences between these runs against the seed spread."
+    )

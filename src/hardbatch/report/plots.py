@@ -36,8 +36,13 @@ def _finish(ax: Axes, xlabel: str, ylabel: str, title: str | None, legend: bool 
     return ax
 
 
-def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], ax: Axes | None = None,
-                ylabel: str = "test top-1 accuracy (%)", title: str | None = None, xlabel: str = "epoch") -> Axes:
+def plot_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    ax: Axes | None = None,
+    ylabel: str = "test top-1 accuracy (%)",
+    title: str | None = None,
+    xlabel: str = "epoch",
+) -> Axes:
     """One line per label: ``(mean, low, high)`` per epoch, the band between low and high shaded."""
     ax = _axes(ax)
     for label, (mean, low, high) in curves.items():
@@ -47,9 +52,16 @@ def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Seq
     return _finish(ax, xlabel, ylabel, title)
 
 
-def plot_final_vs_delta(deltas: Sequence[float], means: Sequence[float], lows: Sequence[float], highs: Sequence[float],
-                        baseline: float | None = None, ax: Axes | None = None, title: str | None = None,
-                        ylabel: str = "final test top-1 accuracy (%)") -> Axes:
+def plot_final_vs_delta(
+    deltas: Sequence[float],
+    means: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    baseline: float | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    ylabel: str = "final test top-1 accuracy (%)",
+) -> Axes:
     """Final test accuracy in % against delta: the mean over seeds with a bar from ``lows`` to ``highs`` (the report
     passes the 95% t-interval, clipped to [0, 100]; NaN: no bar); ``baseline`` as a dashed line."""
     ax = _axes(ax)
@@ -86,9 +98,13 @@ def save_figure(ax: Axes, path: Path | str) -> Path:
     return path
 
 
-def plot_cost_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
-                     xlabel: str, ax: Axes | None = None, title: str | None = None,
-                     ylabel: str = "test top-1 accuracy (%)") -> Axes:
+def plot_cost_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ax: Axes | None = None,
+    title: str | None = None,
+    ylabel: str = "test top-1 accuracy (%)",
+) -> Axes:
     """Test accuracy against cumulative cost, one line and band per arm: ``(cost, mean, low, high)`` per epoch."""
     ax = _axes(ax)
     for label, (xs, mean, low, high) in curves.items():
@@ -97,8 +113,11 @@ def plot_cost_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]
     return _finish(ax, xlabel, ylabel, title)
 
 
-def plot_front(points: dict[str, tuple[float, float, float, float, float]], title: str | None = None,
-               ylabel: str = "final test top-1 accuracy (%)") -> Axes:
+def plot_front(
+    points: dict[str, tuple[float, float, float, float, float]],
+    title: str | None = None,
+    ylabel: str = "final test top-1 accuracy (%)",
+) -> Axes:
     """Final accuracy against total cost, one point per arm with its 95% interval (clipped to [0, 100]).
 
     ``points[label] = (backprop samples, train seconds, mean %, low %, high %)``; two panels, one per cost.
@@ -122,10 +141,13 @@ def plot_front(points: dict[str, tuple[float, float, float, float, float]], titl
     return axes[0]
 
 
-def plot_frontier(lines: Mapping[str, tuple[Sequence[float], ...]],
-                  points: Mapping[str, Mapping[str, tuple[float, ...]]],
-                  axes: Sequence[Axes] | None = None, ylabel: str = "final test top-1 accuracy (%)",
-                  title: str | None = None) -> Axes:
+def plot_frontier(
+    lines: Mapping[str, tuple[Sequence[float], ...]],
+    points: Mapping[str, Mapping[str, tuple[float, ...]]],
+    axes: Sequence[Axes] | None = None,
+    ylabel: str = "final test top-1 accuracy (%)",
+    title: str | None = None,
+) -> Axes:
     """Accuracy against cost, one panel per cost (FRONTIER_COSTS): uniform's frontier as a line through its budgets
     with the band of its 95% intervals, each budget marked, and each other arm as a point with its interval.
 
@@ -138,17 +160,29 @@ def plot_frontier(lines: Mapping[str, tuple[Sequence[float], ...]],
         axes = fig.subplots(1, len(lines), sharey=True, squeeze=False)[0]
     for ax, (column, (budgets, xs, mean, low, high)) in zip(axes, lines.items(), strict=True):
         ax.plot(xs, mean, color="black", marker="s", linewidth=1.5, label="uniform's frontier")
-        ax.fill_between(xs, [lo if lo == lo else m for lo, m in zip(low, mean, strict=True)],
-                        [hi if hi == hi else m for hi, m in zip(high, mean, strict=True)], color="gray", alpha=0.25,
-                        linewidth=0)
+        ax.fill_between(
+            xs,
+            [lo if lo == lo else m for lo, m in zip(low, mean, strict=True)],
+            [hi if hi == hi else m for hi, m in zip(high, mean, strict=True)],
+            color="gray",
+            alpha=0.25,
+            linewidth=0,
+        )
         for b, x, m in zip(budgets, xs, mean, strict=True):
             ax.annotate(f"{b:g}", (x, m), textcoords="offset points", xytext=(0, -12), ha="center", fontsize="x-small")
         for label, by_cost in points.items():
             if column not in by_cost:
                 continue
             x, m, lo, hi = by_cost[column]
-            ax.errorbar([x], [m], yerr=[[m - lo if lo == lo else 0.0], [hi - m if hi == hi else 0.0]], marker="o",
-                        capsize=3, linewidth=1.2, label=label)
+            ax.errorbar(
+                [x],
+                [m],
+                yerr=[[m - lo if lo == lo else 0.0], [hi - m if hi == hi else 0.0]],
+                marker="o",
+                capsize=3,
+                linewidth=1.2,
+                label=label,
+            )
         ax.set_xlabel(f"{FRONTIER_COSTS[column]} (total, mean over seeds)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
@@ -158,8 +192,13 @@ def plot_frontier(lines: Mapping[str, tuple[Sequence[float], ...]],
     return axes[0]
 
 
-def plot_forest(differences: dict[str, tuple[float, float, float]], reference: str, ax: Axes | None = None,
-                title: str | None = None, what: str = "final test top-1") -> Axes:
+def plot_forest(
+    differences: dict[str, tuple[float, float, float]],
+    reference: str,
+    ax: Axes | None = None,
+    title: str | None = None,
+    what: str = "final test top-1",
+) -> Axes:
     """A forest plot: one row per arm, its difference to ``reference`` in points as a dot with a bar over its 95%
     interval (``differences[label] = (mean, low, high)``; NaN ends: no bar), and a line at 0."""
     ax = ax if ax is not None else Figure(figsize=(6.4, 0.9 + 0.35 * len(differences)), layout="constrained").subplots()
@@ -190,8 +229,9 @@ def _curve_band(runs: list[Run], metric: str = "acc") -> tuple[list[float], list
     return mean, low, high
 
 
-def _cost_band(runs: list[Run], column: str, metric: str = "acc"
-               ) -> tuple[list[float], list[float], list[float], list[float]]:
+def _cost_band(
+    runs: list[Run], column: str, metric: str = "acc"
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """Per epoch over runs: mean cumulative cost, and mean ± std of test ``metric`` (%)."""
     length = min(len(r.history) for r in runs)
     xs = [mean_std([r.cost(column)[e] for r in runs])[0] for e in range(length)]
@@ -206,15 +246,19 @@ def draw_group_plots(group: Group, stats: list[ArmStats], out_dir: Path, compari
     curves = {arm.label: _curve_band(list(arm.runs.values()), metric) for arm in group.arms}
     ax = plot_curves(curves, title=group.title, xlabel=epoch_axis_label(), ylabel=f"test {name} accuracy (%)")
     paths = [save_figure(ax, out_dir / f"{group.slug}_accuracy.png")]
-    ours = [r for r in stats
-            if (r.is_method or (r.is_reference and r.policy == comparison.method)) and r.value is not None]
+    ours = [
+        r for r in stats if (r.is_method or (r.is_reference and r.policy == comparison.method)) and r.value is not None
+    ]
     if ours and comparison.axis == "delta":
         ref = next((r for r in stats if r.is_reference), None)
         # The 95% t-interval of the mean over seeds, clipped (ArmStats.final_ci): no accuracy lies outside [0, 100].
         ax = plot_final_vs_delta(
-            [r.value for r in ours if r.value is not None], [100 * r.final.mean for r in ours],
-            [100 * r.final_ci.low for r in ours], [100 * r.final_ci.high for r in ours],
-            baseline=100 * ref.final.mean if ref else None, title=group.title,
+            [r.value for r in ours if r.value is not None],
+            [100 * r.final.mean for r in ours],
+            [100 * r.final_ci.low for r in ours],
+            [100 * r.final_ci.high for r in ours],
+            baseline=100 * ref.final.mean if ref else None,
+            title=group.title,
             ylabel=f"final test {name} accuracy (%)",
         )
         paths.append(save_figure(ax, out_dir / f"{group.slug}_final_vs_delta.png"))
@@ -223,23 +267,39 @@ def draw_group_plots(group: Group, stats: list[ArmStats], out_dir: Path, compari
         # Sorted per seed before averaging: with a shuffled partition, batch i differs between seeds.
         per_seed = [sorted(run.summary["batch_visits"]) for run in arm.runs.values()]
         visits[arm.label] = [sum(v) / len(per_seed) for v in zip(*per_seed, strict=True)]
-    paths.append(save_figure(plot_batch_visits(visits, title=f"{group.title}: selection"),
-                             out_dir / f"{group.slug}_batch_visits.png"))
+    paths.append(
+        save_figure(
+            plot_batch_visits(visits, title=f"{group.title}: selection"), out_dir / f"{group.slug}_batch_visits.png"
+        )
+    )
     return paths
 
 
 def frontier_lines(fronts: dict[str, Frontier]) -> dict[str, tuple[list[float], ...]]:
     """What plot_frontier draws of uniform's frontier, per cost: (budgets, costs, means %, lows %, highs %)."""
-    return {column: ([p.budget for p in f.points], [p.cost for p in f.points], [100 * p.acc.mean for p in f.points],
-                     [100 * p.acc.low for p in f.points], [100 * p.acc.high for p in f.points])
-            for column, f in fronts.items()}
+    return {
+        column: (
+            [p.budget for p in f.points],
+            [p.cost for p in f.points],
+            [100 * p.acc.mean for p in f.points],
+            [100 * p.acc.low for p in f.points],
+            [100 * p.acc.high for p in f.points],
+        )
+        for column, f in fronts.items()
+    }
 
 
 def frontier_points(stats: list[ArmStats]) -> dict[str, dict[str, tuple[float, float, float, float]]]:
     """What plot_frontier draws of every other arm: per cost, (its mean cost, final accuracy %, the clipped 95%
     interval's ends %)."""
-    return {r.arm: {c: (p.cost, 100 * r.final_ci.mean, 100 * r.final_ci.low, 100 * r.final_ci.high)
-                    for c, p in r.vs_frontier.items()} for r in stats if r.vs_frontier}
+    return {
+        r.arm: {
+            c: (p.cost, 100 * r.final_ci.mean, 100 * r.final_ci.low, 100 * r.final_ci.high)
+            for c, p in r.vs_frontier.items()
+        }
+        for r in stats
+        if r.vs_frontier
+    }
 
 
 def draw_frontier(group: Group, stats: list[ArmStats], out_dir: Path) -> Path | None:
@@ -247,8 +307,12 @@ def draw_frontier(group: Group, stats: list[ArmStats], out_dir: Path) -> Path | 
     fronts = frontiers(group, stats[0].metric) if stats else {}
     if not fronts:
         return None
-    ax = plot_frontier(frontier_lines(fronts), frontier_points(stats), title=f"{group.title}: uniform's frontier",
-                       ylabel=f"final test {stats[0].metric_name} accuracy (%)")
+    ax = plot_frontier(
+        frontier_lines(fronts),
+        frontier_points(stats),
+        title=f"{group.title}: uniform's frontier",
+        ylabel=f"final test {stats[0].metric_name} accuracy (%)",
+    )
     return save_figure(ax, out_dir / f"{group.slug}_frontier.png")
 
 
@@ -258,17 +322,32 @@ def draw_cost_plots(group: Group, stats: list[ArmStats], out_dir: Path) -> list[
     speed-accuracy front); returns the PNGs (``draw_frontier`` draws uniform's frontier)."""
     paths = []
     metric, what = (stats[0].metric, stats[0].metric_name) if stats else ("acc", "top-1")
-    for column, xlabel, name in (("samples_backprop", "cumulative samples back-propagated", "vs_samples"),
-                                 ("train_seconds", "cumulative training seconds", "vs_seconds")):
+    for column, xlabel, name in (
+        ("samples_backprop", "cumulative samples back-propagated", "vs_samples"),
+        ("train_seconds", "cumulative training seconds", "vs_seconds"),
+    ):
         curves = {arm.label: _cost_band(list(arm.runs.values()), column, metric) for arm in group.arms}
         ax = plot_cost_curves(curves, xlabel=xlabel, title=group.title, ylabel=f"test {what} accuracy (%)")
         paths.append(save_figure(ax, out_dir / f"{group.slug}_accuracy_{name}.png"))
     if differences := forest_points(stats):
-        ax = plot_forest(differences, "uniform", title=f"{group.title}: paired difference to uniform",
-                         what=f"final test {what}")
+        ax = plot_forest(
+            differences, "uniform", title=f"{group.title}: paired difference to uniform", what=f"final test {what}"
+        )
         paths.append(save_figure(ax, out_dir / f"{group.slug}_forest.png"))
-    points = {r.arm: (r.cost.samples_backpropagated, r.cost.train_seconds, 100 * r.final.mean,
-                      100 * r.final_ci.low, 100 * r.final_ci.high) for r in stats}
-    paths.append(save_figure(plot_front(points, title=f"{group.title}: speed-accuracy front",
-                                        ylabel=f"final test {what} accuracy (%)"), out_dir / f"{group.slug}_front.png"))
+    points = {
+        r.arm: (
+            r.cost.samples_backpropagated,
+            r.cost.train_seconds,
+            100 * r.final.mean,
+            100 * r.final_ci.low,
+            100 * r.final_ci.high,
+        )
+        for r in stats
+    }
+    paths.append(
+        save_figure(
+            plot_front(points, title=f"{group.title}: speed-accuracy front", ylabel=f"final test {what} accuracy (%)"),
+            out_dir / f"{group.slug}_front.png",
+        )
+    )
     return paths

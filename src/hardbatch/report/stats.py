@@ -126,29 +126,55 @@ class ArmStats:
 
     @property
     def metric_name(self) -> str:
-        """"top-1" or "balanced top-1"."""
+        """ "top-1" or "balanced top-1"."""
         return METRICS[self.metric]
 
     def row(self) -> dict:
         """The record as one summary.csv row (the file's columns, as before the record was nested)."""
-        row = {k: getattr(self, k) for k in ("group", "arm", "policy", "axis", "value", "delta", "n", "is_reference",
-                                             "is_method")}
-        row.update(final_acc_mean=self.final.mean, final_acc_std=self.final.std, final_acc_low=self.final_ci.low,
-                   final_acc_high=self.final_ci.high, final_bacc_mean=self.balanced.mean,
-                   final_bacc_std=self.balanced.std, best_acc_mean=self.best_acc,
-                   final_val_acc_mean=self.final_val_acc)
-        row.update(_columns("diff", self.vs_reference), diff_relative_pct=self.relative_pct,
-                   last_acc_mean=self.last.mean, last_acc_std=self.last.std)
+        row = {
+            k: getattr(self, k)
+            for k in ("group", "arm", "policy", "axis", "value", "delta", "n", "is_reference", "is_method")
+        }
+        row.update(
+            final_acc_mean=self.final.mean,
+            final_acc_std=self.final.std,
+            final_acc_low=self.final_ci.low,
+            final_acc_high=self.final_ci.high,
+            final_bacc_mean=self.balanced.mean,
+            final_bacc_std=self.balanced.std,
+            best_acc_mean=self.best_acc,
+            final_val_acc_mean=self.final_val_acc,
+        )
+        row.update(
+            _columns("diff", self.vs_reference),
+            diff_relative_pct=self.relative_pct,
+            last_acc_mean=self.last.mean,
+            last_acc_std=self.last.std,
+        )
         row.update({k: v for k, v in _columns("last_diff", self.last_vs_reference).items() if k != "last_diff_pairs"})
         row.update(_columns("uniform_diff", self.vs_uniform))
-        row.update(target_acc=self.target.acc, epochs_to_target_mean=self.target.epochs,
-                   target_reached=self.target.reached, fewer_epochs_pct=self.target.fewer_epochs_pct,
-                   epochs_to_plateau_mean=self.epochs_to_plateau, seconds_to_target_mean=self.target.seconds,
-                   train_seconds_mean=self.cost.train_seconds,
-                   samples_backpropagated_mean=self.cost.samples_backpropagated)
-        row.update({f"{k}_mean": getattr(self.cost, k) for k in ("optimizer_steps", "samples_loaded",
-                                                                  "samples_forward_nograd", "choose_seconds",
-                                                                  "cpu_seconds")})
+        row.update(
+            target_acc=self.target.acc,
+            epochs_to_target_mean=self.target.epochs,
+            target_reached=self.target.reached,
+            fewer_epochs_pct=self.target.fewer_epochs_pct,
+            epochs_to_plateau_mean=self.epochs_to_plateau,
+            seconds_to_target_mean=self.target.seconds,
+            train_seconds_mean=self.cost.train_seconds,
+            samples_backpropagated_mean=self.cost.samples_backpropagated,
+        )
+        row.update(
+            {
+                f"{k}_mean": getattr(self.cost, k)
+                for k in (
+                    "optimizer_steps",
+                    "samples_loaded",
+                    "samples_forward_nograd",
+                    "choose_seconds",
+                    "cpu_seconds",
+                )
+            }
+        )
         at = {c: self.at_budget.get(c, AtBudget()) for c in EQUAL_COST}
         row.update({f"acc_at_equal_{c}": at[c].acc for c in EQUAL_COST})
         row.update({f"budget_{c}": at[c].budget for c in EQUAL_COST})
@@ -162,8 +188,13 @@ class ArmStats:
 
 
 def _columns(prefix: str, d: Interval) -> dict:
-    return {f"{prefix}_points": d.mean, f"{prefix}_low": d.low, f"{prefix}_high": d.high, f"{prefix}_pairs": d.n,
-            f"{prefix}_detectable": d.detectable}
+    return {
+        f"{prefix}_points": d.mean,
+        f"{prefix}_low": d.low,
+        f"{prefix}_high": d.high,
+        f"{prefix}_pairs": d.n,
+        f"{prefix}_detectable": d.detectable,
+    }
 
 
 def paired_points(a: dict[int, float], b: dict[int, float]) -> Interval:
@@ -172,8 +203,9 @@ def paired_points(a: dict[int, float], b: dict[int, float]) -> Interval:
     return paired_difference([a[s] for s in seeds], [b[s] for s in seeds]).scaled(100)
 
 
-def target_accuracy(group: Group, target: float | None = None, comparison: Comparison = PAPER,
-                    metric: str = "acc") -> tuple[float | None, str]:
+def target_accuracy(
+    group: Group, target: float | None = None, comparison: Comparison = PAPER, metric: str = "acc"
+) -> tuple[float | None, str]:
     """T for epochs-to-target (on ``metric``): ``target`` if given, else the runs' configured target, else 0.99 x
     the reference's mean best accuracy; and how it was set."""
     if target is not None:
@@ -211,13 +243,18 @@ def _target(runs: list[Run], target: float | None, ref_epochs: float | None, met
     if target is None:
         return Target()
     epochs = Spread.of(_censored_epochs(r, target, metric) for r in runs).mean
-    return Target(target, epochs, sum(epochs_to_target(r.curve(metric), target) is not None for r in runs),
-                  100.0 * (1.0 - epochs / ref_epochs) if ref_epochs else NAN,
-                  Spread.of(_censored_seconds(r, target, metric) for r in runs).mean)
+    return Target(
+        target,
+        epochs,
+        sum(epochs_to_target(r.curve(metric), target) is not None for r in runs),
+        100.0 * (1.0 - epochs / ref_epochs) if ref_epochs else NAN,
+        Spread.of(_censored_seconds(r, target, metric) for r in runs).mean,
+    )
 
 
-def arm_stats(group: Group, target: float | None = None, comparison: Comparison = PAPER,
-              metric: str = "acc") -> list[ArmStats]:
+def arm_stats(
+    group: Group, target: float | None = None, comparison: Comparison = PAPER, metric: str = "acc"
+) -> list[ArmStats]:
     """One ArmStats per arm of ``group``: accuracy (test ``metric``: "acc" top-1 or "bacc" balanced top-1),
     differences to the comparison's reference, to uniform and to uniform's compute frontier, epochs to target, cost
     and accuracy at equal cost."""
@@ -235,9 +272,17 @@ def arm_stats(group: Group, target: float | None = None, comparison: Comparison 
         runs = list(arm.runs.values())
         final = arm.finals(metric)
         s = ArmStats(
-            group=group.title, arm=arm.label, policy=arm.policy, axis=POLICY_AXES.get(arm.policy), value=arm.value,
-            delta=arm.delta, n=len(runs), is_reference=arm is ref, is_method=arm in method,
-            final=Spread.of(final.values()), final_ci=clipped(list(final.values())),
+            group=group.title,
+            arm=arm.label,
+            policy=arm.policy,
+            axis=POLICY_AXES.get(arm.policy),
+            value=arm.value,
+            delta=arm.delta,
+            n=len(runs),
+            is_reference=arm is ref,
+            is_method=arm in method,
+            final=Spread.of(final.values()),
+            final_ci=clipped(list(final.values())),
             balanced=Spread.of(r.summary["final_test_bacc"] for r in runs),
             best_acc=Spread.of(max(r.curve(metric)) for r in runs).mean,
             final_val_acc=Spread.of(r.summary.get(f"final_val_{metric}", NAN) for r in runs).mean,
@@ -245,16 +290,31 @@ def arm_stats(group: Group, target: float | None = None, comparison: Comparison 
             vs_uniform=paired_points(final, uniform.finals(metric)) if uniform is not None else Interval(),
             target=_target(runs, target, ref_epochs, metric),
             epochs_to_plateau=Spread.of(epochs_to_plateau(r.curve(metric)) for r in runs).mean,
-            cost=Cost(**{name: Spread.of(r.summary["cost"][key] for r in runs).mean for name, key in (
-                ("optimizer_steps", "optimizer_steps"), ("samples_loaded", "samples_loaded"),
-                ("samples_forward_nograd", "samples_forward_nograd"), ("samples_backpropagated", "samples_backprop"),
-                ("train_seconds", "train_seconds"), ("choose_seconds", "choose_seconds"),
-                ("cpu_seconds", "cpu_seconds"))}),
-            at_budget={c: AtBudget(b, Spread.of(value_at_budget(r.cost(c), r.curve(metric), b) for r in runs).mean)
-                       for c, b in budgets.items()},
-            mislabelled={k: Spread.of(getattr(r.exposure, k) for r in runs if r.exposure is not None).mean
-                         for k in NOISE_SHARES},
-            metric=metric, budget=arm.budget, params=arm.params, epochs=max(r.config.trained_epochs for r in runs),
+            cost=Cost(
+                **{
+                    name: Spread.of(r.summary["cost"][key] for r in runs).mean
+                    for name, key in (
+                        ("optimizer_steps", "optimizer_steps"),
+                        ("samples_loaded", "samples_loaded"),
+                        ("samples_forward_nograd", "samples_forward_nograd"),
+                        ("samples_backpropagated", "samples_backprop"),
+                        ("train_seconds", "train_seconds"),
+                        ("choose_seconds", "choose_seconds"),
+                        ("cpu_seconds", "cpu_seconds"),
+                    )
+                }
+            ),
+            at_budget={
+                c: AtBudget(b, Spread.of(value_at_budget(r.cost(c), r.curve(metric), b) for r in runs).mean)
+                for c, b in budgets.items()
+            },
+            mislabelled={
+                k: Spread.of(getattr(r.exposure, k) for r in runs if r.exposure is not None).mean for k in NOISE_SHARES
+            },
+            metric=metric,
+            budget=arm.budget,
+            params=arm.params,
+            epochs=max(r.config.trained_epochs for r in runs),
             vs_frontier=placements(group, arm, fronts, metric),
         )
         if ref is not None:  # the reference's own difference is 0 over its n pairs, with no interval
@@ -270,6 +330,7 @@ def arm_stats(group: Group, target: float | None = None, comparison: Comparison 
 def choose_arm(stats: list[ArmStats], on: str = "validation") -> ArmStats | None:
     """The method's arm (its reference aside) of highest mean final accuracy on ``on`` ("validation" or "test");
     for the paper, its best δ < 1."""
+
     def score(r: ArmStats) -> float:
         return r.final_val_acc if on == "validation" else r.final.mean
 
@@ -288,8 +349,11 @@ def forest_points(stats: list[ArmStats]) -> dict[str, tuple[float, float, float]
     an interval), `uniform` itself, the arms of shorter budgets and arms without pairs aside; empty without a
     `uniform` arm: what the forest plot draws."""
     full = max((r.budget for r in stats), default=FULL_BUDGET)
-    return {r.arm: (r.vs_uniform.mean, r.vs_uniform.low, r.vs_uniform.high) for r in stats
-            if r.policy != "uniform" and r.vs_uniform.n > 0 and r.budget == full}
+    return {
+        r.arm: (r.vs_uniform.mean, r.vs_uniform.low, r.vs_uniform.high)
+        for r in stats
+        if r.policy != "uniform" and r.vs_uniform.n > 0 and r.budget == full
+    }
 
 
 def rule_budgets(stats: list[ArmStats]) -> dict[float, dict[float, ArmStats]]:

@@ -43,47 +43,84 @@ def markdown_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str
     to the target, plateau and seconds."""
     ref = comparison.reference_text
     name = stats[0].metric_name if stats else "top-1"
-    header = ["arm", "n", f"final {name} % (mean ± std)", "balanced top-1 %", f"Δ vs {ref}, points [95% CI]",
-              f"detectable Δ ({100 * POWER:.0f}% power)", "Δ relative %",
-              f"last-{LAST_EPOCHS} mean %", f"Δ last-{LAST_EPOCHS} vs {ref} [95% CI]", "epochs to T (reached)",
-              "fewer epochs %", "epochs to plateau", "train s to T", "train s"]
-    rows = [[
-        r.arm, str(r.n),
-        f"{number(r.final.mean, scale=100)} ± {number(r.final.std, scale=100)}",
-        mean_std(r.balanced.mean, r.balanced.std),
-        REFERENCE if r.is_reference else difference(r.vs_reference),
-        DASH if r.is_reference else number(r.vs_reference.detectable),
-        DASH if r.is_reference else number(r.relative_pct, signed=True),
-        number(r.last.mean, scale=100),
-        REFERENCE if r.is_reference else difference(r.last_vs_reference),
-        f"{number(r.target.epochs, 1)} ({r.target.reached}/{r.n})",
-        number(r.target.fewer_epochs_pct, 1, signed=True),
-        number(r.epochs_to_plateau, 1),
-        number(r.target.seconds, 1),
-        number(r.cost.train_seconds, 1),
-    ] for r in stats]
+    header = [
+        "arm",
+        "n",
+        f"final {name} % (mean ± std)",
+        "balanced top-1 %",
+        f"Δ vs {ref}, points [95% CI]",
+        f"detectable Δ ({100 * POWER:.0f}% power)",
+        "Δ relative %",
+        f"last-{LAST_EPOCHS} mean %",
+        f"Δ last-{LAST_EPOCHS} vs {ref} [95% CI]",
+        "epochs to T (reached)",
+        "fewer epochs %",
+        "epochs to plateau",
+        "train s to T",
+        "train s",
+    ]
+    rows = [
+        [
+            r.arm,
+            str(r.n),
+            f"{number(r.final.mean, scale=100)} ± {number(r.final.std, scale=100)}",
+            mean_std(r.balanced.mean, r.balanced.std),
+            REFERENCE if r.is_reference else difference(r.vs_reference),
+            DASH if r.is_reference else number(r.vs_reference.detectable),
+            DASH if r.is_reference else number(r.relative_pct, signed=True),
+            number(r.last.mean, scale=100),
+            REFERENCE if r.is_reference else difference(r.last_vs_reference),
+            f"{number(r.target.epochs, 1)} ({r.target.reached}/{r.n})",
+            number(r.target.fewer_epochs_pct, 1, signed=True),
+            number(r.epochs_to_plateau, 1),
+            number(r.target.seconds, 1),
+            number(r.cost.train_seconds, 1),
+        ]
+        for r in stats
+    ]
     return _table(header, rows)
 
 
 def cost_table(stats: list[ArmStats], comparison: Comparison = PAPER) -> str:
     """What each arm spent, its differences to `uniform` and to the reference, and its top-1 at equal cost."""
-    budget = {c: (stats[0].at_budget.get(c) if stats else None) or AtBudget() for c in
-              ("samples_backprop", "train_seconds", "cpu_seconds")}
+    budget = {
+        c: (stats[0].at_budget.get(c) if stats else None) or AtBudget()
+        for c in ("samples_backprop", "train_seconds", "cpu_seconds")
+    }
     name = stats[0].metric_name if stats else "top-1"
-    header = ["arm", "n", f"final {name} % [95% CI]", "Δ vs uniform", f"Δ vs {comparison.reference_text}", "steps",
-              "backprop samples", "no-grad samples", "train s", "CPU s", "choose s",
-              f"{name} % at {number(budget['samples_backprop'].budget, 0)} backprop samples",
-              f"{name} % at {number(budget['train_seconds'].budget, 1)} train s",
-              f"{name} % at {number(budget['cpu_seconds'].budget, 1)} CPU s"]
-    rows = [[
-        r.arm, str(r.n), level(r.final_ci),
-        REFERENCE if r.policy == "uniform" else DASH if r.vs_uniform.n == 0 else difference(r.vs_uniform),
-        REFERENCE if r.is_reference else difference(r.vs_reference),
-        number(r.cost.optimizer_steps, 0), number(r.cost.samples_backpropagated, 0),
-        number(r.cost.samples_forward_nograd, 0), number(r.cost.train_seconds, 1), number(r.cost.cpu_seconds, 1),
-        number(r.cost.choose_seconds, 2),
-        *(number(r.at_budget[c].acc, scale=100) for c in ("samples_backprop", "train_seconds", "cpu_seconds")),
-    ] for r in stats]
+    header = [
+        "arm",
+        "n",
+        f"final {name} % [95% CI]",
+        "Δ vs uniform",
+        f"Δ vs {comparison.reference_text}",
+        "steps",
+        "backprop samples",
+        "no-grad samples",
+        "train s",
+        "CPU s",
+        "choose s",
+        f"{name} % at {number(budget['samples_backprop'].budget, 0)} backprop samples",
+        f"{name} % at {number(budget['train_seconds'].budget, 1)} train s",
+        f"{name} % at {number(budget['cpu_seconds'].budget, 1)} CPU s",
+    ]
+    rows = [
+        [
+            r.arm,
+            str(r.n),
+            level(r.final_ci),
+            REFERENCE if r.policy == "uniform" else DASH if r.vs_uniform.n == 0 else difference(r.vs_uniform),
+            REFERENCE if r.is_reference else difference(r.vs_reference),
+            number(r.cost.optimizer_steps, 0),
+            number(r.cost.samples_backpropagated, 0),
+            number(r.cost.samples_forward_nograd, 0),
+            number(r.cost.train_seconds, 1),
+            number(r.cost.cpu_seconds, 1),
+            number(r.cost.choose_seconds, 2),
+            *(number(r.at_budget[c].acc, scale=100) for c in ("samples_backprop", "train_seconds", "cpu_seconds")),
+        ]
+        for r in stats
+    ]
     return _table(header, rows)
 
 
@@ -96,15 +133,26 @@ def per_class_table(group: Group) -> str | None:
     (classes,) = lengths
     if classes > MAX_CLASS_COLUMNS:
         return None
-    rows = [[label] + [number(Spread.of(math.nan if v[c] is None else v[c] for v in runs if v is not None).mean, 1, 100)
-                       for c in range(classes)] for label, runs in per_arm.items()]
+    rows = [
+        [label]
+        + [
+            number(Spread.of(math.nan if v[c] is None else v[c] for v in runs if v is not None).mean, 1, 100)
+            for c in range(classes)
+        ]
+        for label, runs in per_arm.items()
+    ]
     return _table(["arm"] + [str(c) for c in range(classes)], rows)
 
 
 def noise_table(stats: list[ArmStats]) -> str:
     """Per arm: the share of relabelled samples among the samples trained, against their share of the training split."""
-    header = ["arm", "mislabelled % of back-propagated samples", "after the first epoch", "% of the training split",
-              "ratio after the first epoch"]
+    header = [
+        "arm",
+        "mislabelled % of back-propagated samples",
+        "after the first epoch",
+        "% of the training split",
+        "ratio after the first epoch",
+    ]
     rows = []
     for r in stats:
         trained, after, data = (r.mislabelled.get(k, math.nan) for k in ("trained", "trained_after_warmup", "in_data"))
@@ -116,6 +164,7 @@ def noise_table(stats: list[ArmStats]) -> str:
 def overview_table(groups: list[Group], stats: dict[str, list[ArmStats]], comparison: Comparison = PAPER) -> str:
     """The paper-style table: one line per network, one column per value of the method's axis (δ for the paper),
     final top-1 mean ± std (n); the reference arm's column included."""
+
     def shown(r: ArmStats) -> bool:
         return r.is_method or (r.is_reference and r.policy == comparison.method)
 
@@ -126,8 +175,15 @@ def overview_table(groups: list[Group], stats: dict[str, list[ArmStats]], compar
     for g in groups:
         cells = {r.value: r for r in stats[g.title] if shown(r)}
         label = g.settings["model"] if models.count(g.settings["model"]) == 1 else g.title
-        rows.append([label] + [f"{number(cells[v].final.mean, scale=100)} ± {number(cells[v].final.std, scale=100)} "
-                               f"({cells[v].n})" if v in cells else DASH for v in values])
+        rows.append(
+            [label]
+            + [
+                f"{number(cells[v].final.mean, scale=100)} ± {number(cells[v].final.std, scale=100)} ({cells[v].n})"
+                if v in cells
+                else DASH
+                for v in values
+            ]
+        )
     return _table(["network"] + [f"{symbol} = {v:g}" for v in values], rows)
 
 
@@ -144,10 +200,17 @@ def frontier_table(fronts: dict[str, Frontier], metric: str = "acc") -> str:
     each of FRONTIER_COSTS."""
     by_cost = {column: {p.budget: p for p in f.points} for column, f in fronts.items()}
     first = next(iter(by_cost.values()))
-    header = ["uniform at budget", "epochs", "n", f"final {METRICS[metric]} % [95% CI]",
-              *(FRONTIER_COSTS[c] for c in by_cost)]
-    rows = [[f"{b:g}", str(p.epochs), str(p.acc.n), level(p.acc), *(_cost(c, by_cost[c][b].cost) for c in by_cost)]
-            for b, p in sorted(first.items())]
+    header = [
+        "uniform at budget",
+        "epochs",
+        "n",
+        f"final {METRICS[metric]} % [95% CI]",
+        *(FRONTIER_COSTS[c] for c in by_cost),
+    ]
+    rows = [
+        [f"{b:g}", str(p.epochs), str(p.acc.n), level(p.acc), *(_cost(c, by_cost[c][b].cost) for c in by_cost)]
+        for b, p in sorted(first.items())
+    ]
     return _table(header, rows)
 
 
@@ -157,8 +220,12 @@ def placement_table(stats: list[ArmStats]) -> str:
     columns = [c for c in FRONTIER_COSTS if any(c in r.vs_frontier for r in stats)]
     header = ["arm", "n"]
     for c in columns:
-        header += [FRONTIER_COSTS[c], "Δ vs frontier, points [95% CI]", f"detectable Δ ({100 * POWER:.0f}% power)",
-                   "verdict"]
+        header += [
+            FRONTIER_COSTS[c],
+            "Δ vs frontier, points [95% CI]",
+            f"detectable Δ ({100 * POWER:.0f}% power)",
+            "verdict",
+        ]
     rows = []
     for r in stats:
         if not r.vs_frontier:
@@ -166,14 +233,18 @@ def placement_table(stats: list[ArmStats]) -> str:
         row = [r.arm, str(r.n)]
         for c in columns:
             place = r.vs_frontier[c]
-            row += [_cost(c, place.cost), difference(place.d) if place.inside else DASH,
-                    number(place.d.detectable) if place.inside else DASH, frontier_verdict(place.d, place.inside)]
+            row += [
+                _cost(c, place.cost),
+                difference(place.d) if place.inside else DASH,
+                number(place.d.detectable) if place.inside else DASH,
+                frontier_verdict(place.d, place.inside),
+            ]
         rows.append(row)
     return _table(header, rows)
 
 
 def fewer_epochs_table(stats: list[ArmStats]) -> str | None:
-    """"Does the rule generalize in fewer epochs?": at each budget the rule's (δ < 1) and δ = 1's final accuracy,
+    """ "Does the rule generalize in fewer epochs?": at each budget the rule's (δ < 1) and δ = 1's final accuracy,
     cost and verdict against uniform's frontier in each cost; None where the rule ran at no shorter budget or the
     group has no frontier (``stats.rule_budgets``)."""
     arms = rule_budgets(stats)
@@ -201,7 +272,18 @@ def fewer_epochs_answers(stats: list[ArmStats]) -> list[str]:
     """One sentence per δ < 1 of ``rule_budgets``: at which budgets, if any, the rule is above uniform's frontier in
     each cost."""
     arms = rule_budgets(stats)
-    return [fewer_epochs_answer(arm_label(REFERENCE_POLICY, delta), {
-        FRONTIER_COSTS[c]: [b for b, r in by_budget.items() if c in r.vs_frontier and r.vs_frontier[c].inside
-                            and frontier_verdict(r.vs_frontier[c].d) == ABOVE] for c in FRONTIER_COSTS})
-        for delta, by_budget in arms.items() if delta < REFERENCE_DELTA]
+    return [
+        fewer_epochs_answer(
+            arm_label(REFERENCE_POLICY, delta),
+            {
+                FRONTIER_COSTS[c]: [
+                    b
+                    for b, r in by_budget.items()
+                    if c in r.vs_frontier and r.vs_frontier[c].inside and frontier_verdict(r.vs_frontier[c].d) == ABOVE
+                ]
+                for c in FRONTIER_COSTS
+            },
+        )
+        for delta, by_budget in arms.items()
+        if delta < REFERENCE_DELTA
+    ]

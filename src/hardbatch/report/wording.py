@@ -22,7 +22,7 @@ def number(value: float | None, digits: int = 2, scale: float = 1.0, signed: boo
 
 
 def no_interval_reason(interval: Interval, of: str = "pair") -> str:
-    """"" for a usable interval, else why there is none: too few values ("no CI: 2 pairs, needs 3"; ``of`` names
+    """ "" for a usable interval, else why there is none: too few values ("no CI: 2 pairs, needs 3"; ``of`` names
     them), or all of them equal ("no CI: zero spread")."""
     if interval.has_interval:
         return ""
@@ -40,8 +40,10 @@ def difference(d: Interval, scale: float = 1.0) -> str:
     reason = no_interval_reason(d)
     if reason:
         return f"{number(d.mean, scale=scale, signed=True)} ({reason})"
-    return (f"{number(d.mean, scale=scale, signed=True)} ±{number(d.half_width, scale=scale)} "
-            f"[{number(d.low, scale=scale, signed=True)}, {number(d.high, scale=scale, signed=True)}]")
+    return (
+        f"{number(d.mean, scale=scale, signed=True)} ±{number(d.half_width, scale=scale)} "
+        f"[{number(d.low, scale=scale, signed=True)}, {number(d.high, scale=scale, signed=True)}]"
+    )
 
 
 def level(i: Interval, scale: float = 100.0) -> str:
@@ -54,7 +56,7 @@ def level(i: Interval, scale: float = 100.0) -> str:
 
 
 def mean_std(mean: float, std: float, scale: float = 100.0) -> str:
-    """"mean ± std" (in % by default), or DASH for runs that did not record the number."""
+    """ "mean ± std" (in % by default), or DASH for runs that did not record the number."""
     return DASH if math.isnan(mean) else f"{number(mean, scale=scale)} ± {number(std, scale=scale)}"
 
 
@@ -93,7 +95,7 @@ def frontier_verdict(d: Interval, inside: bool = True) -> str:
 
 
 def budgets_text(budgets: list[float]) -> str:
-    """"budget 0.5", "budgets 0.25 and 0.5", "no budget"."""
+    """ "budget 0.5", "budgets 0.25 and 0.5", "no budget"."""
     if not budgets:
         return "no budget"
     shown = [f"{b:g}" for b in budgets]
@@ -105,7 +107,6 @@ def fewer_epochs_answer(rule: str, above: dict[str, list[float]]) -> str:
     """The answer to "does the rule generalize in fewer epochs?" in one sentence: at which budgets ``rule`` (its
     label) is above uniform's frontier, per cost (``above``: cost name -> budgets)."""
     if not any(above.values()):
-        return (f"At no budget is the rule ({rule}) above uniform's frontier, in "
-                f"{' or in '.join(above)}.")
+        return f"At no budget is the rule ({rule}) above uniform's frontier, in {' or in '.join(above)}."
     parts = [f"at {budgets_text(budgets)} in {cost}" for cost, budgets in above.items()]
     return f"The rule ({rule}) is above uniform's frontier " + (", and ".join(parts)) + "."

@@ -79,8 +79,9 @@ def resolve(cfg: RunConfig, device: torch.device) -> RunConfig:
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     model = cfg.model if cfg.model is not None else default_model(cfg.dataset)
-    return resolve_partition(cfg).replace(precision=precision, channels_last=channels_last, model=model,
-                                          params=cfg.policy_params())
+    return resolve_partition(cfg).replace(
+        precision=precision, channels_last=channels_last, model=model, params=cfg.policy_params()
+    )
 
 
 MAX_IMAGE_SIZE = 1024  # the largest --image-size that check_fits tries when looking for one that works
@@ -98,8 +99,10 @@ def check_fits(cfg: RunConfig, data: DataSplits) -> None:
     size = _smallest_image_size(cfg, data, shape) if len(shape) == 4 and shape[2] == shape[3] else None
     fix = f"pass --image-size {size} or larger, or choose another --model" if size else "choose another --model"
     stem = " with the small stem" if cfg.stem == "small" else ""
-    raise UsageError(f"model {cfg.model!r}{stem} does not take the {'x'.join(map(str, shape[1:]))} input of "
-                     f"{cfg.dataset} (torch: {error}); {fix}")
+    raise UsageError(
+        f"model {cfg.model!r}{stem} does not take the {'x'.join(map(str, shape[1:]))} input of "
+        f"{cfg.dataset} (torch: {error}); {fix}"
+    )
 
 
 @functools.cache
@@ -118,6 +121,7 @@ def _fit_error(model: str, stem: str, num_classes: int, in_channels: int, shape:
 
 def _smallest_image_size(cfg: RunConfig, data: DataSplits, shape: tuple[int, ...]) -> int | None:
     """The smallest square side the model takes, above ``shape``'s (refused); None if none up to MAX_IMAGE_SIZE."""
+
     def fits(side: int) -> bool:
         return _fit_error(cfg.model, cfg.stem, data.num_classes, data.in_channels, (*shape[:2], side, side)) is None
 

@@ -19,13 +19,31 @@ from hardbatch.fileio import RunInUse, atomic_write_json, ensure_writable_dir, l
 from hardbatch.functional import single_class_purity
 from hardbatch.models import build_seeded
 from hardbatch.records import (
-    CHECKPOINT, CONFIG, HISTORY, RELABELLED, RUN_FORMAT, SUMMARY, TRACE, RunDir, summarize,
+    CHECKPOINT,
+    CONFIG,
+    HISTORY,
+    RELABELLED,
+    RUN_FORMAT,
+    SUMMARY,
+    TRACE,
+    RunDir,
+    summarize,
 )
 from hardbatch.run.checks import check_fits, check_same_settings, prepare
 from hardbatch.run.machine import environment
 from hardbatch.run.parts import loader_workers, make_optimizer, make_sampler, make_scheduler
 from hardbatch.run.sinks import (
-    CaptureRng, Checkpoint, EpochLines, History, LossWatch, ProgressBar, TensorBoard, Trace, describe, note, terminal,
+    CaptureRng,
+    Checkpoint,
+    EpochLines,
+    History,
+    LossWatch,
+    ProgressBar,
+    TensorBoard,
+    Trace,
+    describe,
+    note,
+    terminal,
     warn,
 )
 from hardbatch.run.state import RunState
@@ -37,8 +55,10 @@ def _warn_if_single_class_batches(cfg: RunConfig, data: DataSplits, sampler: Har
     purity = single_class_purity(dataset_labels(data.train), sampler.partition)
     if purity is not None:
         how = "pass --shuffle-partition" if not cfg.shuffle_partition else "check the data set's labels"
-        warn(f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by class); "
-             f"training on such batches rarely learns; {how}")
+        warn(
+            f"each mini-batch is {100 * purity:.0f}% one class on average (the data set is ordered by class); "
+            f"training on such batches rarely learns; {how}"
+        )
 
 
 def train_run(
@@ -66,6 +86,7 @@ def train_run(
     sampler = distributed.together(make_sampler, cfg, data)
     check_fits(cfg, data)
     with contextlib.ExitStack() as held:
+
         def lock() -> bool | None:
             ensure_writable_dir(run.path)  # --overwrite replaces only the run's own files below, nothing else
             held.enter_context(run_lock(run.path))
@@ -87,19 +108,31 @@ def _reusable(run: RunDir, cfg: RunConfig, resume: bool, overwrite: bool, locked
     files written, config.json not yet) raises RunInUse, as the lock would, rather than look like a stranger's folder.
     """
     if run.started and not (resume or overwrite):
-        raise UsageError(f"run directory {str(run.path)!r} already exists; pass --resume to continue it or --overwrite to replace it")
+        raise UsageError(
+            f"run directory {str(run.path)!r} already exists; pass --resume to continue it or --overwrite to replace it"
+        )
     if resume and run.started and not run.file(CONFIG).exists():
         if not locked and locked_elsewhere(run.path):
-            raise RunInUse(f"run directory {str(run.path)!r} is in use by another hardbatch process; wait for it to "
-                           f"finish, or use another --out")
+            raise RunInUse(
+                f"run directory {str(run.path)!r} is in use by another hardbatch process; wait for it to "
+                f"finish, or use another --out"
+            )
         raise UsageError(f"{str(run.path)!r} is not a hardbatch run directory (no config.json); nothing to resume")
     if resume and not overwrite and (run.finished or run.file(CHECKPOINT).exists()):
         check_same_settings(run, cfg)
     return resume and not overwrite and run.finished
 
 
-def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSampler, device: torch.device,
-           resuming: bool, progress: bool, label: str | None) -> dict:
+def _train(
+    cfg: RunConfig,
+    run: RunDir,
+    data: DataSplits,
+    sampler: HardBatchSampler,
+    device: torch.device,
+    resuming: bool,
+    progress: bool,
+    label: str | None,
+) -> dict:
     """The training part of ``train_run``, in a checked and locked run directory. Only the writer touches files."""
     writer = distributed.is_writer()
     checkpoint = run.file(CHECKPOINT)
@@ -115,7 +148,7 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
         if resuming:
             state.load(checkpoint)  # nothing is written before it has loaded
             if writer:
-                history = run.history()[:state.epoch]
+                history = run.history()[: state.epoch]
                 run.write_history(history)
                 run.truncate_trace(sampler.steps)
         elif writer:
@@ -127,8 +160,10 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
             state.holdout_cost.update(cost)
             state.irreducible_model.update(quality)
             if progress:
-                note(f"{describe(cfg, label)}: irreducible-loss model trained on {quality['holdout_samples']} "
-                     f"validation samples, top-1 {100 * quality['train_top1']:.1f}% on the training split it never saw")
+                note(
+                    f"{describe(cfg, label)}: irreducible-loss model trained on {quality['holdout_samples']} "
+                    f"validation samples, top-1 {100 * quality['train_top1']:.1f}% on the training split it never saw"
+                )
         _warn_if_single_class_batches(cfg, data, sampler)
         sinks = [CaptureRng(state)]  # on every rank
         if writer:
@@ -140,14 +175,19 @@ def _train(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
         workers = loader_workers(cfg, data)
         # Train-mode evaluation uses batch statistics, so it evaluates in training-sized batches as the released code.
         eval_batch = cfg.batch_size if cfg.eval_mode == "train" else 1024
-        eval_sets = {name: data.eval_loader(split, eval_batch, num_workers=workers, pin_memory=pin,
-                                            shard=distributed.shard_range(len(split)))
-                     for name, split in (("val", data.val), ("test", data.test)) if split is not None}
+        eval_sets = {
+            name: data.eval_loader(
+                split, eval_batch, num_workers=workers, pin_memory=pin, shard=distributed.shard_range(len(split))
+            )
+            for name, split in (("val", data.val), ("test", data.test))
+            if split is not None
+        }
         trained = distributed.wrap(model, device, cfg.sync_bn)
         if cfg.compile:
             trained = cast(nn.Module, torch.compile(trained, backend=cfg.compile))
         fit(
-            trained, optimizer,
+            trained,
+            optimizer,
             data.loader(data.train, distributed.LocalSlices(sampler), workers, pin),
             sampler,
             eval_sets,
@@ -173,18 +213,33 @@ def _start(cfg: RunConfig, run: RunDir, data: DataSplits, sampler: HardBatchSamp
     atomic_write_json(run.file(CONFIG), {"format": RUN_FORMAT, "config": cfg.to_dict(), **environment(device)})
     if data.relabelled is not None:
         r = data.relabelled
-        run.write_relabelled(len(data.train), r.indices.tolist(), r.true_labels.tolist(), r.given_labels.tolist(),
-                             sampler.partition.tolist())
+        run.write_relabelled(
+            len(data.train),
+            r.indices.tolist(),
+            r.true_labels.tolist(),
+            r.given_labels.tolist(),
+            sampler.partition.tolist(),
+        )
 
 
-def _sinks(cfg: RunConfig, run: RunDir, state: RunState, history: list[dict], num_classes: int, progress: bool,
-           label: str | None) -> list:
+def _sinks(
+    cfg: RunConfig,
+    run: RunDir,
+    state: RunState,
+    history: list[dict],
+    num_classes: int,
+    progress: bool,
+    label: str | None,
+) -> list:
     """The writer's per-epoch outputs, in the order they run: the loss watch, trace.csv, history.csv (extending
     ``history``), the checkpoint every ``cfg.checkpoint_every`` seconds (after them: a run killed between two files
     resumes from an epoch every file has), then TensorBoard and progress when asked."""
-    sinks = [LossWatch(cfg.lr, num_classes, history[0]["train_loss"] if history else None), Trace(run),
-             History(run, history, state.holdout_cost),
-             Checkpoint(state, run.file(CHECKPOINT), run=run, every=cfg.checkpoint_every)]
+    sinks = [
+        LossWatch(cfg.lr, num_classes, history[0]["train_loss"] if history else None),
+        Trace(run),
+        History(run, history, state.holdout_cost),
+        Checkpoint(state, run.file(CHECKPOINT), run=run, every=cfg.checkpoint_every),
+    ]
     if cfg.tensorboard:
         sinks.append(TensorBoard(cfg.tensorboard, state.holdout_cost))
     if progress:

@@ -37,20 +37,31 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     """
     if data.val is None or len(data.val) < cfg.batch_size:
         size = 0 if data.val is None else len(data.val)
-        raise SettingsError(f"policy 'rho-loss' trains its irreducible-loss model on the validation split, which holds "
-                            f"{size} samples, fewer than one batch of {cfg.batch_size}; raise {{}} (e.g. 0.1)",
-                            "val_fraction")
+        raise SettingsError(
+            f"policy 'rho-loss' trains its irreducible-loss model on the validation split, which holds "
+            f"{size} samples, fewer than one batch of {cfg.batch_size}; raise {{}} (e.g. 0.1)",
+            "val_fraction",
+        )
     started = time.perf_counter()
     seed = derive_seed(cfg.seed, "irreducible") % (2**31)
     own = cfg.policy_params()  # il_model, il_epochs
     assert cfg.model is not None  # resolved (run.checks.resolve)
     model = build_seeded(own["il_model"] or cfg.model, data.num_classes, data.in_channels, seed, cfg.stem).to(device)
     optimizer = make_optimizer(cfg, model)
-    sampler = HardBatchSampler(len(data.val), cfg.batch_size, epochs=own["il_epochs"] or cfg.trained_epochs,
-                               policy="uniform", seed=seed)
-    fit(distributed.wrap(model, device), optimizer, data.loader(data.val, distributed.LocalSlices(sampler)), sampler,
-        {}, device, train_transform=data.train_transform, eval_transform=data.eval_transform,
-        augment_seed=seed if cfg.augment != "none" else None)
+    sampler = HardBatchSampler(
+        len(data.val), cfg.batch_size, epochs=own["il_epochs"] or cfg.trained_epochs, policy="uniform", seed=seed
+    )
+    fit(
+        distributed.wrap(model, device),
+        optimizer,
+        data.loader(data.val, distributed.LocalSlices(sampler)),
+        sampler,
+        {},
+        device,
+        train_transform=data.train_transform,
+        eval_transform=data.eval_transform,
+        augment_seed=seed if cfg.augment != "none" else None,
+    )
     meter = sampler.meter
     hits = []
 
@@ -63,6 +74,9 @@ def train_irreducible(cfg: RunConfig, data: DataSplits, device: torch.device) ->
     cost = {**{k: getattr(meter, k) for k in IL_COST}, "train_seconds": time.perf_counter() - started}
     cost["samples_loaded"] += len(data.train)
     cost["samples_forward_nograd"] += len(data.train)
-    quality = {"holdout_samples": len(data.val), "train_top1": torch.stack(hits).sum().item() / len(losses),
-               "train_loss": losses.mean().item()}
+    quality = {
+        "holdout_samples": len(data.val),
+        "train_top1": torch.stack(hits).sum().item() / len(losses),
+        "train_loss": losses.mean().item(),
+    }
     return losses, cost, quality

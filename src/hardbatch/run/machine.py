@@ -106,10 +106,16 @@ def environment(device: torch.device) -> dict:
             "python": platform.python_version(),
             **{name: _installed(name) for name in DATA_PACKAGES},
         },
-        "device": {"type": device.type, "name": name, "threads": torch.get_num_threads(), "cpu": cpu,
-                   "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "device": {
+            "type": device.type,
+            "name": name,
+            "threads": torch.get_num_threads(),
+            "cpu": cpu,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        },
         "git_commit": _git("rev-parse", "HEAD") or None,
-        "git_dirty": None if (status := _git("status", "--porcelain", "--untracked-files=no")) is None
+        "git_dirty": None
+        if (status := _git("status", "--porcelain", "--untracked-files=no")) is None
         else bool(status),
         "command": " ".join(sys.argv),
         "world_size": distributed.world_size(),
@@ -133,12 +139,16 @@ def check_sync_bn(cfg: RunConfig) -> None:
     if not cfg.sync_bn:
         return
     if cfg.eval_mode == "train":
-        raise UsageError("--sync-bn does not combine with --eval-mode train (evaluation would synchronise BatchNorm "
-                         "over each process's share of the set); use --eval-mode eval or leave --sync-bn out")
+        raise UsageError(
+            "--sync-bn does not combine with --eval-mode train (evaluation would synchronise BatchNorm "
+            "over each process's share of the set); use --eval-mode eval or leave --sync-bn out"
+        )
     device = resolve_device(cfg.device)
     if device.type != "cuda":
-        raise UsageError(f"--sync-bn needs CUDA devices (SyncBatchNorm works on GPU modules only), not "
-                         f"{device.type}; train on --device cuda or leave --sync-bn out")
+        raise UsageError(
+            f"--sync-bn needs CUDA devices (SyncBatchNorm works on GPU modules only), not "
+            f"{device.type}; train on --device cuda or leave --sync-bn out"
+        )
 
 
 def summary_writer_class() -> type:

@@ -20,12 +20,19 @@ def make_sampler(cfg: RunConfig, data: DataSplits) -> HardBatchSampler:
     Every process builds the same sampler (same seed, same data), so the processes need not exchange plans.
     """
     if cfg.val_fraction > 0 and len(data.train) < cfg.batch_size:
-        raise UsageError(f"val_fraction {cfg.val_fraction:g} leaves {len(data.train)} training samples, fewer than "
-                         f"one batch of {cfg.batch_size}; use a smaller val_fraction")
-    return HardBatchSampler(len(data.train), cfg.batch_size, epochs=cfg.trained_epochs,
-                            policy=create_policy(cfg.policy, **cfg.params),
-                            shuffle_partition=bool(cfg.shuffle_partition), seed=cfg.seed,
-                            watch=None if data.relabelled is None else data.relabelled.indices)
+        raise UsageError(
+            f"val_fraction {cfg.val_fraction:g} leaves {len(data.train)} training samples, fewer than "
+            f"one batch of {cfg.batch_size}; use a smaller val_fraction"
+        )
+    return HardBatchSampler(
+        len(data.train),
+        cfg.batch_size,
+        epochs=cfg.trained_epochs,
+        policy=create_policy(cfg.policy, **cfg.params),
+        shuffle_partition=bool(cfg.shuffle_partition),
+        seed=cfg.seed,
+        watch=None if data.relabelled is None else data.relabelled.indices,
+    )
 
 
 def loader_workers(cfg: RunConfig, data: DataSplits) -> int:
@@ -36,12 +43,14 @@ def loader_workers(cfg: RunConfig, data: DataSplits) -> int:
 
 
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
 
 
-def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, sampler: HardBatchSampler
-                   ) -> torch.optim.lr_scheduler.LRScheduler | None:
+def make_scheduler(
+    cfg: RunConfig, optimizer: torch.optim.Optimizer, sampler: HardBatchSampler
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """None for a constant rate; "cosine" decays to 0 over the whole budget, stepped once per optimizer step.
 
     The rate follows ``sampler.progress`` (steps / budget), so a policy whose epochs are shorter than N

@@ -54,9 +54,15 @@ class PlannedRun:
 SAME_AS_RULE_AT_ONE = ("random", "cyclic")
 
 
-def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int], out: Path | str,
-                 policies: Sequence[str] | None = None, budgets: Sequence[float] = (),
-                 budget_policies: Sequence[str] = ("uniform",)) -> list[PlannedRun]:
+def plan_compare(
+    base: RunConfig,
+    deltas: Sequence[float],
+    seeds: Sequence[int],
+    out: Path | str,
+    policies: Sequence[str] | None = None,
+    budgets: Sequence[float] = (),
+    budget_policies: Sequence[str] = ("uniform",),
+) -> list[PlannedRun]:
     """Every policy x delta x seed of ``base``, each in ``out/[POLICY_]delta-D_seed-S``.
 
     A policy that does not use δ runs once per seed (``out/POLICY_seed-S``); each run keeps only its
@@ -81,8 +87,9 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
     plan = []
     for policy in [*policies, *(p for p in budget_policies if budgets and p not in policies)]:
         own = {k: v for k, v in base.params.items() if POLICIES[policy].takes(k)}  # the others keep their defaults
-        fractions = ([base.budget] if policy in policies else []) + \
-            [float(f) for f in budgets if policy in budget_policies and float(f) != base.budget]
+        fractions = ([base.budget] if policy in policies else []) + [
+            float(f) for f in budgets if policy in budget_policies and float(f) != base.budget
+        ]
         for d, budget, s in itertools.product(deltas if policy in DELTA_POLICIES else [None], fractions, seeds):
             if policy in SAME_AS_RULE_AT_ONE and d is not None and float(d) == 1.0 and "hardbatch" in policies:
                 continue
@@ -100,9 +107,17 @@ def plan_compare(base: RunConfig, deltas: Sequence[float], seeds: Sequence[int],
     return plan
 
 
-def plan_sweep(bases: Sequence[RunConfig], datasets: Sequence[str], models: Sequence[str], deltas: Sequence[float],
-               seeds: Sequence[int], out: Path | str, policies: Sequence[str] | None = None,
-               budgets: Sequence[float] = (), budget_policies: Sequence[str] = ("uniform",)) -> list[PlannedRun]:
+def plan_sweep(
+    bases: Sequence[RunConfig],
+    datasets: Sequence[str],
+    models: Sequence[str],
+    deltas: Sequence[float],
+    seeds: Sequence[int],
+    out: Path | str,
+    policies: Sequence[str] | None = None,
+    budgets: Sequence[float] = (),
+    budget_policies: Sequence[str] = ("uniform",),
+) -> list[PlannedRun]:
     """The grid bases (one per protocol) x datasets x models x seeds x deltas, in that order.
 
     Runs go to ``out/DATASET/MODEL/PROTOCOL/delta-D_seed-S`` so that shards' folders merge into one tree.
@@ -115,8 +130,15 @@ def plan_sweep(bases: Sequence[RunConfig], datasets: Sequence[str], models: Sequ
                 where = Path(dataset) / model / (base.protocol or "custom")
                 board = str(Path(base.tensorboard) / where) if base.tensorboard else None
                 for seed in seeds:
-                    plan += plan_compare(base.replace(dataset=dataset, model=model, tensorboard=board), deltas, [seed],
-                                         out / where, policies, budgets, budget_policies)
+                    plan += plan_compare(
+                        base.replace(dataset=dataset, model=model, tensorboard=board),
+                        deltas,
+                        [seed],
+                        out / where,
+                        policies,
+                        budgets,
+                        budget_policies,
+                    )
     return plan
 
 
@@ -136,8 +158,20 @@ def shard(plan: list[PlannedRun], index: int, count: int) -> list[PlannedRun]:
     return plan[index::count]
 
 
-DATA_KEYS = ("dataset", "data_dir", "download", "image_size", "augment", "normalize", "val_fraction", "data_on_device",
-             "train_subset", "imbalance", "label_noise", "mnist1d_samples")
+DATA_KEYS = (
+    "dataset",
+    "data_dir",
+    "download",
+    "image_size",
+    "augment",
+    "normalize",
+    "val_fraction",
+    "data_on_device",
+    "train_subset",
+    "imbalance",
+    "label_noise",
+    "mnist1d_samples",
+)
 
 
 class DataCache:
@@ -181,8 +215,9 @@ def _finished_alike(path: Path, cfg: RunConfig) -> bool:
     return True
 
 
-def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool = False,
-            data: DataCache | None = None) -> list[tuple[PlannedRun, str]]:
+def execute(
+    plan: list[PlannedRun], *, progress: bool = True, keep_going: bool = False, data: DataCache | None = None
+) -> list[tuple[PlannedRun, str]]:
     """Train every planned run in order: finished runs are skipped, interrupted ones resumed.
 
     The whole plan is checked first (``check_plan``), so bad input fails before any training. A run
@@ -203,11 +238,16 @@ def execute(plan: list[PlannedRun], *, progress: bool = True, keep_going: bool =
         try:
             summary = train_run(cfg, run.path, resume=True, progress=progress, data=data(resolved), label=label)
             if progress and distributed.is_writer() and not terminal():  # a terminal has the bar, left in place
-                print(f"{label}: done, test top-1 {100 * summary['final_test_acc']:.2f}%, "
-                      f"{summary['train_seconds']:.1f} s training", file=sys.stderr, flush=True)
+                print(
+                    f"{label}: done, test top-1 {100 * summary['final_test_acc']:.2f}%, "
+                    f"{summary['train_seconds']:.1f} s training",
+                    file=sys.stderr,
+                    flush=True,
+                )
         except RunInUse:
-            not_done.append((run, "skipped: another hardbatch process is training it; rerun this command once it is "
-                                  "done"))
+            not_done.append(
+                (run, "skipped: another hardbatch process is training it; rerun this command once it is done")
+            )
             warn(f"{label} skipped: {run.path} is in use by another hardbatch process")
         except (UsageError, NoSpaceLeft, KeyboardInterrupt):
             raise

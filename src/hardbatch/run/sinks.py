@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hardbatch import distributed
 from hardbatch.config import DELTA_POLICIES, RunConfig
@@ -75,7 +75,7 @@ class Trace:
         self.run = run
 
     def on_epoch(self, result: EpochResult) -> None:
-        self.run.append_trace([dict(zip(TRACE_FIELDS, step)) for step in result.trace])
+        self.run.append_trace([dict(zip(TRACE_FIELDS, step, strict=True)) for step in result.trace])
 
 
 class CaptureRng:
@@ -92,12 +92,18 @@ class CaptureRng:
 class Checkpoint:
     """The run's state saved to ``path`` (``RunState.save``, durable) at the end of the first epoch that ends
     ``every`` seconds or more after the last save, or after this sink was made (0: every epoch), after the epoch's
-    other files; ``run``'s history and trace (when given) are flushed to the disk first (``RunDir.sync``), so that they hold at
-    least the checkpoint's epochs after a power loss too. A killed process loses nothing written to its files, so
-    between checkpoints they are written without a disk flush each."""
+    other files; ``run``'s history and trace (when given) are flushed to the disk first (``RunDir.sync``), so that
+    they hold at least the checkpoint's epochs after a power loss too. A killed process loses nothing written to its
+    files, so between checkpoints they are written without a disk flush each."""
 
-    def __init__(self, state: RunState, path: Path, run: RunDir | None = None, every: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        state: RunState,
+        path: Path,
+        run: RunDir | None = None,
+        every: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.state, self.path, self.run, self.every, self.clock = state, path, run, every, clock
         self.last = clock()
 
@@ -129,9 +135,11 @@ class LossWatch:
             self.first = loss
         if not self.warned and (loss > self.limit or loss > self.EXPLODING * self.first):
             self.warned = True
-            warn(f"training loss exploded to {loss:.3g} at epoch {result.epoch} (over {self.EXPLODING:g}x the first "
-                 f"epoch's or {self.EXPLODING:g}x ln(classes)); the learning rate is probably too high: try a lower "
-                 f"--lr than {self.lr:g}")
+            warn(
+                f"training loss exploded to {loss:.3g} at epoch {result.epoch} (over {self.EXPLODING:g}x the first "
+                f"epoch's or {self.EXPLODING:g}x ln(classes)); the learning rate is probably too high: try a lower "
+                f"--lr than {self.lr:g}"
+            )
 
 
 class TensorBoard:
@@ -157,8 +165,9 @@ class ProgressBar:
         from tqdm.auto import tqdm
 
         # disable=None: bars only on a terminal, so CI logs and files get no carriage-return spam.
-        self.bar = tqdm(total=epochs, initial=done, desc=desc, unit="epoch", disable=None, leave=True,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=epochs, initial=done, desc=desc, unit="epoch", disable=None, leave=True, dynamic_ncols=True
+        )
 
     def on_epoch(self, result: EpochResult) -> None:
         self.bar.update(1)
@@ -182,5 +191,9 @@ class EpochLines:
         if time.monotonic() - self.last < self.LINE_SECONDS:
             return
         self.last = time.monotonic()
-        print(f"{self.desc}: epoch {result.epoch}/{self.epochs}, train loss {result.train_loss:.3f}, "
-              f"test top-1 {100 * result.evals['test'].acc:.2f}%", file=sys.stderr, flush=True)
+        print(
+            f"{self.desc}: epoch {result.epoch}/{self.epochs}, train loss {result.train_loss:.3f}, "
+            f"test top-1 {100 * result.evals['test'].acc:.2f}%",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from hardbatch import distributed
 from hardbatch.errors import UsageError
 from hardbatch.fileio import atomic_write_bytes, space_for
 from hardbatch.sampler import HardBatchSampler
-from torch import nn
 
 
 def rng_state() -> dict:
@@ -41,8 +42,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def damaged_checkpoint(path: Path, why: str) -> UsageError:
     """The one-line error for a checkpoint that cannot be resumed: names the file and how to start over."""
-    return UsageError(f"cannot resume from {path}: {why}; delete that file to train the run again from its first "
-                      f"epoch (for train, --overwrite instead of --resume does the same)")
+    return UsageError(
+        f"cannot resume from {path}: {why}; delete that file to train the run again from its first "
+        f"epoch (for train, --overwrite instead of --resume does the same)"
+    )
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
@@ -53,8 +56,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError... for a bad file
         # torch's own text can advise weights_only=False, which would run whatever code the file holds.
-        why = "the file is empty" if path.exists() and path.stat().st_size == 0 else \
-            f"not a readable PyTorch checkpoint ({type(e).__name__}; truncated or overwritten?)"
+        why = (
+            "the file is empty"
+            if path.exists() and path.stat().st_size == 0
+            else f"not a readable PyTorch checkpoint ({type(e).__name__}; truncated or overwritten?)"
+        )
         raise damaged_checkpoint(path, why) from None
     if not isinstance(state, dict):
         raise damaged_checkpoint(path, f"it holds a {type(state).__name__}, not a checkpoint's dict")
@@ -132,5 +138,7 @@ class RunState:
         try:
             self.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-            raise damaged_checkpoint(path, f"it does not hold this run's state ({type(e).__name__}: "
-                                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
+            raise damaged_checkpoint(
+                path,
+                f"it does not hold this run's state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+            ) from None

@@ -9,5 +9,13 @@ from hardbatch.data.readers.imagefolder import read_imagefolder
 from hardbatch.data.readers.mnist1d import read_mnist1d
 from hardbatch.data.readers.stl10 import read_stl10
 
-__all__ = ["RawData", "read_cifar10", "read_cifar100", "read_digits", "read_fashion_mnist", "read_imagefolder",
-           "read_mnist1d", "read_stl10"]
+__all__ = [
+    "RawData",
+    "read_cifar10",
+    "read_cifar100",
+    "read_digits",
+    "read_fashion_mnist",
+    "read_imagefolder",
+    "read_mnist1d",
+    "read_stl10",
+]

@@ -17,10 +17,15 @@ CIFAR_HOME = "https://www.cs.toronto.edu/~kriz/cifar.html"
 # What CIFAR's python-format files may name: numpy's array reconstruction (Python 2's pickles, numpy 1 and 2 module
 # names) and bytes as Python 3 writes them at protocol 2. Nothing else is looked up, so a crafted file runs no code.
 _CIFAR_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
 }
 
 
@@ -30,8 +35,9 @@ class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _CIFAR_PICKLE_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never holds (refused: "
-                                     f"unpickling it could run code)")
+        raise pickle.UnpicklingError(
+            f"it names {module}.{name}, which a CIFAR file never holds (refused: unpickling it could run code)"
+        )
 
 
 def load_cifar_pickle(path: Path) -> dict:
@@ -55,13 +61,26 @@ def read_cifar_pickles(paths: list[Path], label_key: str) -> InMemoryDataset:
             data, targets = entry["data"], entry[label_key]
             if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
                 raise ValueError("'data' is not an (n, 3072) array")
-            if (not isinstance(targets, list) or len(targets) != len(data)
-                    or not all(isinstance(t, int) for t in targets)):
+            if (
+                not isinstance(targets, list)
+                or len(targets) != len(data)
+                or not all(isinstance(t, int) for t in targets)
+            ):
                 raise ValueError(f"{label_key!r} is not a list of {len(data)} integer labels")
             images.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(targets)
-        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError, MemoryError,
-                UnicodeDecodeError, pickle.UnpicklingError) as e:
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            MemoryError,
+            UnicodeDecodeError,
+            pickle.UnpicklingError,
+        ) as e:
             raise unreadable(path, e) from None
     return InMemoryDataset(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long))
 
@@ -70,9 +89,17 @@ def read_cifar10(root: str | Path | None, download: bool = False) -> RawData:
     """CIFAR-10 from ``root``/cifar-10-batches-py/ (required; ``download`` fetches it through torchvision): 50,000
     train and 10,000 test images."""
     train_files = [f"data_batch_{i}" for i in range(1, 6)]
-    base = find_files(root, download, "cifar10", "cifar-10-batches-py", [*train_files, "test_batch"],
-                      "data_batch_1..5, test_batch", "cifar-10-python.tar.gz", CIFAR_HOME,
-                      lambda root: torchvision_datasets("cifar10").CIFAR10(root, download=True))
+    base = find_files(
+        root,
+        download,
+        "cifar10",
+        "cifar-10-batches-py",
+        [*train_files, "test_batch"],
+        "data_batch_1..5, test_batch",
+        "cifar-10-python.tar.gz",
+        CIFAR_HOME,
+        lambda root: torchvision_datasets("cifar10").CIFAR10(root, download=True),
+    )
     train = read_cifar_pickles([base / f for f in train_files], "labels")
     return in_memory_raw(train, read_cifar_pickles([base / "test_batch"], "labels"), num_classes=10)
 
@@ -80,8 +107,16 @@ def read_cifar10(root: str | Path | None, download: bool = False) -> RawData:
 def read_cifar100(root: str | Path | None, download: bool = False) -> RawData:
     """CIFAR-100 (fine labels) from ``root``/cifar-100-python/ (required; ``download`` fetches it through
     torchvision): 50,000 train and 10,000 test images."""
-    base = find_files(root, download, "cifar100", "cifar-100-python", ["train", "test"], "train, test",
-                      "cifar-100-python.tar.gz", CIFAR_HOME,
-                      lambda root: torchvision_datasets("cifar100").CIFAR100(root, download=True))
+    base = find_files(
+        root,
+        download,
+        "cifar100",
+        "cifar-100-python",
+        ["train", "test"],
+        "train, test",
+        "cifar-100-python.tar.gz",
+        CIFAR_HOME,
+        lambda root: torchvision_datasets("cifar100").CIFAR100(root, download=True),
+    )
     train = read_cifar_pickles([base / "train"], "fine_labels")
     return in_memory_raw(train, read_cifar_pickles([base / "test"], "fine_labels"), num_classes=100)

@@ -69,8 +69,15 @@ def in_memory_raw(train: InMemoryDataset, test: InMemoryDataset, num_classes: in
     """RawData of two in-memory splits of uint8 images (N, C, H, W), normalised by the train split's
     ``channel_stats``."""
     mean, std = channel_stats(train.images)
-    return RawData(train, test, num_classes, in_channels=train.images.shape[1], image_size=train.images.shape[-1],
-                   mean=mean, std=std)
+    return RawData(
+        train,
+        test,
+        num_classes,
+        in_channels=train.images.shape[1],
+        image_size=train.images.shape[-1],
+        mean=mean,
+        std=std,
+    )
 
 
 def data_dir(root: str | Path | None, name: str, holds: str) -> Path:
@@ -94,8 +101,17 @@ def torchvision_datasets(name: str) -> ModuleType:
     return optional_import("torchvision", f"{name} --download", "torchvision").datasets
 
 
-def find_files(root: str | Path | None, download: bool, name: str, folder: str, files: list[str], listing: str,
-               archive: str, home: str, get: Callable[[str], object]) -> Path:
+def find_files(
+    root: str | Path | None,
+    download: bool,
+    name: str,
+    folder: str,
+    files: list[str],
+    listing: str,
+    archive: str,
+    home: str,
+    get: Callable[[str], object],
+) -> Path:
     """``root/folder``, checked to hold ``files``; if some are missing and ``download``, ``get(root)`` fetches them
     (see ``fetch``). Missing files without --download, or a failed download, raise UsageError."""
     root = data_dir(root, name, f"{folder}/ ({listing}), or where --download should put it")
@@ -110,5 +126,7 @@ def find_files(root: str | Path | None, download: bool, name: str, folder: str, 
 
 def unreadable(path: Path, error: Exception) -> UsageError:
     """The UsageError for a data file that exists but cannot be read as its format."""
-    return UsageError(f"cannot read {path} ({type(error).__name__}: {error}); extract the archive again or delete it "
-                      f"and pass --download")
+    return UsageError(
+        f"cannot read {path} ({type(error).__name__}: {error}); extract the archive again or delete it "
+        f"and pass --download"
+    )

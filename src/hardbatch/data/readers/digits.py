@@ -23,9 +23,17 @@ def read_digits(root: str | Path | None = None, download: bool = False) -> RawDa
     bunch = sk_datasets.load_digits()
     x = torch.tensor(bunch.data, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.long)
-    train_idx, test_idx = train_test_split(torch.arange(len(y)).numpy(), test_size=0.2, stratify=y.numpy(),
-                                           random_state=0)
+    train_idx, test_idx = train_test_split(
+        torch.arange(len(y)).numpy(), test_size=0.2, stratify=y.numpy(), random_state=0
+    )
     train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
     mean, std = value_stats(x[train_idx])
-    return RawData(InMemoryDataset(x[train_idx], y[train_idx]), InMemoryDataset(x[test_idx], y[test_idx]),
-                   num_classes=10, in_channels=1, image_size=8, mean=mean, std=std)
+    return RawData(
+        InMemoryDataset(x[train_idx], y[train_idx]),
+        InMemoryDataset(x[test_idx], y[test_idx]),
+        num_classes=10,
+        in_channels=1,
+        image_size=8,
+        mean=mean,
+        std=std,
+    )

@@ -14,17 +14,25 @@ from hardbatch.data.readers.common import RawData, fetch, in_memory_raw, torchvi
 from hardbatch.errors import UsageError
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist puts them
-FASHION_MNIST_FILES = {split: (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-                       for split, prefix in (("train", "train"), ("test", "t10k"))}
-IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
-                                   0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+FASHION_MNIST_FILES = {
+    split: (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    for split, prefix in (("train", "train"), ("test", "t10k"))
+}
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (LeCun's MNIST format), gzipped when ``path`` ends in .gz: two zero bytes, a type code, the
     number of dimensions d, d big-endian uint32 sizes, then the values row-major. Returns an array of those sizes."""
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             content = f.read()
         if len(content) < 4 or content[:2] != b"\0\0" or content[2] not in IDX_DTYPES:
             raise ValueError("not an IDX file (bad magic number)")
@@ -56,14 +64,19 @@ def _fashion_mnist_folder(root: str | Path | None, download: bool) -> Path:
 
     if found() is None and download:
         assert root is not None  # --download needs --data-dir (checked above)
-        fetch("fashion-mnist", root,
-              lambda root: torchvision_datasets("fashion-mnist").FashionMNIST(root, download=True),
-              "install the Debian package (apt-get install dataset-fashion-mnist) and drop --data-dir")
+        fetch(
+            "fashion-mnist",
+            root,
+            lambda root: torchvision_datasets("fashion-mnist").FashionMNIST(root, download=True),
+            "install the Debian package (apt-get install dataset-fashion-mnist) and drop --data-dir",
+        )
     if (folder := found()) is None:
-        raise UsageError(f"fashion-mnist not found: looked in {', '.join(str(p) for p in places)} for "
-                         f"{', '.join(names)} (each plain or .gz); get it with 'apt-get install dataset-fashion-mnist' "
-                         f"(read from {FASHION_MNIST_SYSTEM_DIR} when there is no --data-dir) or with --download "
-                         f"--data-dir DIR")
+        raise UsageError(
+            f"fashion-mnist not found: looked in {', '.join(str(p) for p in places)} for "
+            f"{', '.join(names)} (each plain or .gz); get it with 'apt-get install dataset-fashion-mnist' "
+            f"(read from {FASHION_MNIST_SYSTEM_DIR} when there is no --data-dir) or with --download "
+            f"--data-dir DIR"
+        )
     return folder
 
 
@@ -73,8 +86,12 @@ def read_fashion_mnist_split(folder: Path, images_name: str, labels_name: str) -
     assert images_path is not None and labels_path is not None  # the folder holds them (_fashion_mnist_folder)
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise unreadable(images_path, ValueError(f"images {images.dtype} {images.shape}, labels {labels.shape}: "
-                                                 "expected uint8 (n, H, W) and (n,)"))
+        raise unreadable(
+            images_path,
+            ValueError(
+                f"images {images.dtype} {images.shape}, labels {labels.shape}: expected uint8 (n, H, W) and (n,)"
+            ),
+        )
     if len(labels) and labels.max() >= 10:
         raise unreadable(labels_path, ValueError(f"label {labels.max()} outside 0..9"))
     return InMemoryDataset(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))

@@ -28,8 +28,9 @@ def check_images(paths: Sequence[str]) -> None:
             with image_module.open(path) as image:
                 image.verify()
         except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError... for damaged files
-            raise UsageError(f"imagefolder: cannot read image {path} ({e or type(e).__name__}); "
-                             f"replace or remove it") from None
+            raise UsageError(
+                f"imagefolder: cannot read image {path} ({e or type(e).__name__}); replace or remove it"
+            ) from None
 
 
 def read_imagefolder(root: str | Path | None, download: bool = False, image_size: int | None = None) -> RawData:
@@ -63,11 +64,15 @@ def read_imagefolder(root: str | Path | None, download: bool = False, image_size
     if train.classes != test.classes:
         only_train = sorted(set(train.classes) - set(test.classes))
         only_test = sorted(set(test.classes) - set(train.classes))
-        raise UsageError(f"imagefolder: train/ and {test_dir.name}/ need the same class folders; only in train/: "
-                         f"{', '.join(only_train) or '-'}; only in {test_dir.name}/: {', '.join(only_test) or '-'}")
+        raise UsageError(
+            f"imagefolder: train/ and {test_dir.name}/ need the same class folders; only in train/: "
+            f"{', '.join(only_train) or '-'}; only in {test_dir.name}/: {', '.join(only_test) or '-'}"
+        )
     if len(train.classes) < 2:
-        raise UsageError(f"imagefolder: {root / 'train'} has {len(train.classes)} class folder "
-                         f"({', '.join(train.classes)}); classification needs at least 2, one folder per class")
+        raise UsageError(
+            f"imagefolder: {root / 'train'} has {len(train.classes)} class folder "
+            f"({', '.join(train.classes)}); classification needs at least 2, one folder per class"
+        )
     check_images([path for d in (train, test) for path, _ in d.samples])
     picks = torch.linspace(0, len(train) - 1, min(len(train), STATS_IMAGES)).round().long()
     mean, std = channel_stats(torch.stack([train[i][0] for i in picks.tolist()]))

@@ -58,8 +58,12 @@ def generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
     finally:
         np.random.set_state(numpy_state)  # noqa: NPY002 - given back as it was
         random.setstate(python_state)
-    return {"x": made["x"].astype(np.float32), "y": made["y"].astype(np.int64),
-            "x_test": made["x_test"].astype(np.float32), "y_test": made["y_test"].astype(np.int64)}
+    return {
+        "x": made["x"].astype(np.float32),
+        "y": made["y"].astype(np.int64),
+        "x_test": made["x_test"].astype(np.float32),
+        "y_test": made["y_test"].astype(np.int64),
+    }
 
 
 def _cached_mnist1d(path: Path) -> dict[str, np.ndarray] | None:
@@ -87,10 +91,15 @@ def read_mnist1d(root: str | Path | None = None, download: bool = False, samples
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, buffer.getvalue())
         except OSError as e:  # the data is in memory: a cache that cannot be written only costs time next run
-            print(f"hardbatch: warning: cannot cache MNIST-1D in {path.parent} ({e}); it will be generated again",
-                  file=sys.stderr)
-    train, test = (InMemoryDataset(torch.from_numpy(arrays[x]).unsqueeze(1), torch.from_numpy(arrays[y]))
-                   for x, y in (("x", "y"), ("x_test", "y_test")))
+            print(
+                f"hardbatch: warning: cannot cache MNIST-1D in {path.parent} ({e}); it will be generated again",
+                file=sys.stderr,
+            )
+    train, test = (
+        InMemoryDataset(torch.from_numpy(arrays[x]).unsqueeze(1), torch.from_numpy(arrays[y]))
+        for x, y in (("x", "y"), ("x_test", "y_test"))
+    )
     mean, std = value_stats(train.images)
-    return RawData(train, test, num_classes=MNIST1D_CLASSES, in_channels=1, image_size=train.images.shape[-1],
-                   mean=mean, std=std)
+    return RawData(
+        train, test, num_classes=MNIST1D_CLASSES, in_channels=1, image_size=train.images.shape[-1], mean=mean, std=std
+    )

@@ -30,7 +30,16 @@ def read_stl10(root: str | Path | None, download: bool = False) -> RawData:
     """STL-10 from ``root``/stl10_binary/ (required; ``download`` fetches it through torchvision): the 5,000
     labelled train and 8,000 test 96x96 images; the unlabelled split is not used."""
     files = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"]
-    base = find_files(root, download, "stl10", "stl10_binary", files, ", ".join(files), "stl10_binary.tar.gz",
-                      STL10_HOME, lambda root: torchvision_datasets("stl10").STL10(root, split="train", download=True))
+    base = find_files(
+        root,
+        download,
+        "stl10",
+        "stl10_binary",
+        files,
+        ", ".join(files),
+        "stl10_binary.tar.gz",
+        STL10_HOME,
+        lambda root: torchvision_datasets("stl10").STL10(root, split="train", download=True),
+    )
     train = read_stl10_binaries(base / "train_X.bin", base / "train_y.bin")
     return in_memory_raw(train, read_stl10_binaries(base / "test_X.bin", base / "test_y.bin"), num_classes=10)
