@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 OWN_LOOP = DOCS / "guides" / "own-loop.md"
+ANY_LOSS = DOCS / "guides" / "any-loss.md"
+INTEGRATIONS = DOCS / "guides" / "integrations.md"
 QUICKSTART = DOCS / "getting-started.md"
 
 FENCE = re.compile(r"^([ \t]*)```(?:python|py)[ \t]*\n(.*?)^\1```[ \t]*$", re.S | re.M)
@@ -71,6 +73,13 @@ CHECKS = {
     README: QUICKSTART_CHECK,
     QUICKSTART: QUICKSTART_CHECK,
     OWN_LOOP: "assert sampler.done and sampler.steps == 5 * 10 and int(sampler.visits.sum()) == 50",
+    # selective-backprop over 640 samples in batches of 64 for 3 epochs: the first epoch trains every batch unscored
+    ANY_LOSS: (
+        "meter = sampler.meter\n"
+        "assert sampler.done and sampler.epoch == 3 and meter.optimizer_steps == sampler.steps\n"
+        "assert 0 < meter.samples_backprop < meter.samples_loaded == meter.samples_forward_nograd + 10 * 64\n"
+        "assert meter.samples_backprop == sampler.trained_samples['all']"
+    ),
 }
 
 
@@ -107,6 +116,20 @@ def test_every_python_block_runs_or_says_why_not(page, tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, f"{_name(page)}: a Python block failed:\n{result.stderr[-4000:]}"
+
+
+def test_the_integrations_guides_accelerate_loop_spends_its_budget(capsys):
+    line, code = next((line, code) for line, code in runnable(INTEGRATIONS) if "prepare_loader(accelerator" in code)
+    namespace: dict = {"__name__": "__accelerate_block__"}
+    exec(compile("\n" * line + code, str(INTEGRATIONS), "exec"), namespace)  # the guide's block, as written
+    sampler = namespace["sampler"]
+    meter = sampler.meter
+    # 256 samples in global batches of 32: N = 8 steps an epoch, 3 epochs; selective-backprop's first epoch trains
+    # every batch whole without scoring, the two others score every loaded sample and train the ones they keep.
+    assert sampler.done and sampler.epoch == 3 and meter.optimizer_steps == sampler.steps
+    assert meter.samples_loaded == 3 * 256 and meter.samples_forward_nograd == 2 * 256
+    assert 256 < meter.samples_backprop == sampler.trained_samples["all"] < 3 * 256
+    assert capsys.readouterr().out == f"{meter.samples_backprop} of {meter.samples_loaded} samples back-propagated\n"
 
 
 def test_the_pages_this_file_checks_have_their_blocks():

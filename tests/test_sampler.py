@@ -329,6 +329,16 @@ def test_exposure_is_the_watched_share_of_the_trained_samples():
     assert math.isnan(unwatched.exposure()["trained"]) and unwatched.exposure()["in_data"] == 0.0
 
 
+def test_exposure_after_the_warmup_is_nan_when_only_the_warmup_epoch_trained():
+    # One epoch: every step is the warm-up's, so there is no share after it (NaN, not 0); the other shares are defined.
+    sampler = HardBatchSampler(9, 2, delta=0.5, epochs=1, watch=[0, 8])  # sample 8 is left out of the partition
+    drive(sampler, lambda b, v: 1.0 if b == 0 else 0.5 - b / 10, by="batch")
+    exposure = sampler.exposure()
+    assert math.isnan(exposure["trained_after_warmup"])
+    assert exposure["trained"] == 1 / 8 and exposure["in_data"] == 2 / 9 and exposure["in_partition"] == 1 / 8
+    assert sampler.trained_samples == {"all": 8, "first_epoch": 8, "watched": 1, "watched_first_epoch": 1}
+
+
 def test_progress_is_the_spent_share_of_the_step_budget():
     sampler = HardBatchSampler(10, 1, delta=0.4, epochs=2)
     progress: list[float] = []

@@ -1,5 +1,5 @@
 """hardbatch.integrations.accelerate in an accelerate loop (examples/accelerate_loop.py), on one process and on two
-(torchrun, gloo).
+(torchrun, and ``accelerate launch``; gloo).
 
 Every rank trains its contiguous share of the same planned batch at every step, and the steps, losses and counts are
 those of one process; ``accelerator.prepare`` on the sampler's loader would hand the ranks different batches, which
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -182,3 +185,46 @@ def test_two_processes_train_the_same_batches_as_one(tmp_path, launch, trained):
     partition = json.loads((tmp_path / "rule" / "trace-rank0.json").read_text())["partition"]
     prepared = [json.loads((tmp_path / f"prepared-rank{r}.json").read_text()) for r in (0, 1)]
     assert prepared == [partition[0], partition[1]]
+
+
+ACCELERATE_FLAGS = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def accelerate_launch(flags: list[str], out: Path) -> subprocess.CompletedProcess:
+    """``accelerate launch FLAGS examples/accelerate_loop.py --delta 0.5 --out OUT`` as a user types it, on CPUs."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            *flags,
+            *ACCELERATE_FLAGS,
+            str(ROOT / "examples" / "accelerate_loop.py"),
+            "--delta",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_example_on_two_cpu_processes_as_one_process_trains(tmp_path):
+    # --multi_gpu starts accelerate's torchrun launcher, which on a machine without GPUs runs each rank on the CPU
+    # (gloo); --cpu with two processes is accelerate's MPI path and starts one process (the guide says so).
+    one, _ = example.main(["--delta", "0.5"])
+    done = accelerate_launch(["--multi_gpu"], tmp_path / "multi")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "multi" / f"trace-rank{r}.json").read_text()) for r in (0, 1)]
+    for rank in ranks:
+        assert [(row["step"], row["batch"]) for row in rank["trace"]] == [(row["step"], row["batch"]) for row in one]
+        assert [row["loss"] for row in rank["trace"]] == pytest.approx([row["loss"] for row in one], rel=1e-4)
+    done = accelerate_launch(["--cpu"], tmp_path / "cpu")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "cpu").iterdir()) == ["trace-rank0.json"]

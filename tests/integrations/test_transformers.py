@@ -375,6 +375,15 @@ def resume(folder: Path, checkpoint: str | bool = True, **changes) -> HardBatchT
     return trainer
 
 
+def test_resume_from_a_checkpoint_named_by_path_trains_what_an_uninterrupted_run_trains(tmp_path):
+    # Saved every step up to 11 (checkpoints 9, 10, 11 kept); the older checkpoint-10, inside round 1 (steps 9-12),
+    # is named explicitly instead of the newest: the sampler resumes mid-round from that checkpoint's state.
+    whole, out = uninterrupted(tmp_path), interrupted(tmp_path, stop=11)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-10", "checkpoint-11", "checkpoint-9"]
+    resumed = resume(out, "checkpoint-10")
+    assert_same_run(whole, resumed)
+
+
 def test_resume_true_passes_over_checkpoints_a_kill_left_incomplete(tmp_path):
     whole, out = uninterrupted(tmp_path), interrupted(tmp_path, stop=7)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-5", "checkpoint-6", "checkpoint-7"]

@@ -26,6 +26,7 @@ from hardbatch.errors import BadValue, TrainingDiverged, UsageError
 from hardbatch.params import accepted, flag
 from hardbatch.policies import POLICIES, Policy, create_policy, defaults, policy_class, register
 from hardbatch.policies.registry import hyper_parameter_table, shared_fields
+from hardbatch.run.plan import SAME_AS_RULE_AT_ONE
 from hardbatch.sampler import HardBatchSampler
 
 N_SAMPLES, BATCH, EPOCHS = 26, 2, 3
@@ -560,3 +561,13 @@ def test_the_scoring_forward_moves_batchnorm_only_when_asked(name):
     assert torch.equal(before, after)  # restored: the default
     before, after = _first_scored_step(create_policy(name, **settings, score_moves_batchnorm=True))
     assert not torch.equal(before, after)  # moved, as the authors' code leaves them
+
+
+@pytest.mark.parametrize("control", SAME_AS_RULE_AT_ONE)
+def test_a_control_that_compare_runs_once_at_delta_one_trains_what_the_rule_trains(control):
+    # compare leaves out a control's δ = 1 run because it would train the rule's batches: true of every such control.
+    def samples(policy):
+        sampler = HardBatchSampler(12, 1, delta=1.0, epochs=4, policy=policy, seed=3)
+        return [rec.samples for rec in drive(sampler, scripted(5))]
+
+    assert samples(control) == samples("hardbatch")
