@@ -8,7 +8,7 @@ DEV_STAMP := $(VENV)/.hardbatch-dev-installed
 LINT_PATHS := src tests scripts benchmarks examples
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench evidence docs lint types clean
+.PHONY: setup demo test bench evidence docs lint types wheel ci clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,7 @@ test: $(STAMP)  ## the test suite (CPU, two workers, a test file each at a time,
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)  ## training-overhead and per-policy cost benchmarks (see benchmarks/README.md)
+	$(BIN)/python benchmarks/bench_quickstart.py
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_policies.py
 	$(BIN)/python benchmarks/bench_runs.py
@@ -52,6 +53,11 @@ lint: $(DEV_STAMP)  ## ruff check and ruff format --check (settings in pyproject
 
 types: $(DEV_STAMP)  ## mypy on src/hardbatch, every def annotated (settings in pyproject.toml)
 	$(BIN)/mypy
+
+wheel: $(DEV_STAMP)  ## build the wheel, install it into a fresh venv, run the quickstart, hardbatch --help and a tiny run there (2-3 min)
+	bash scripts/check_wheel.sh $(BIN)/python
+
+ci: lint types test docs wheel  ## everything .ci/run checks, in its order
 
 clean:
 	rm -rf $(VENV) runs build site *.egg-info src/*.egg-info
