@@ -45,6 +45,8 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import hardbatch
 
+from bench_overhead import steady_malloc
+
 from hardbatch.functional import generator_for
 
 TARGET = 0.98
@@ -154,6 +156,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="smoke run (a few seconds): 2 epochs, 2 repeats (flags given beside it still apply)",
     )
+    p.add_argument(
+        "--steady-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="raise glibc malloc's mmap/trim thresholds first, so steps do not page-fault on fresh memory by an "
+        "amount set by allocation history (see bench_overhead.py and the README)",
+    )
     p.add_argument("--check", action="store_true", help=f"exit with status 1 if a ratio is below {TARGET}")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         p.set_defaults(epochs=2, repeats=2)
@@ -167,12 +176,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
+    malloc = steady_malloc() if args.steady_malloc else "allocator as it is"
     train_set = make_data(args.num_batches, args.batch_size)
     policies = {"hardbatch δ=1": "hardbatch", "uniform": "uniform"}
     print(
         f"hardbatch {hardbatch.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"1 thread, {datetime.date.today().isoformat()}, load average {os.getloadavg()[0]:.2f} on "
-        f"{os.cpu_count()} cores"
+        f"{os.cpu_count()} cores, {malloc}"
     )
     print(f"command: {' '.join(sys.argv)}")
     print(

@@ -44,6 +44,8 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from bench_overhead import steady_malloc
+
 from hardbatch import RunConfig
 from hardbatch.data import DataSplits, load_dataset
 from hardbatch.models import build_seeded
@@ -148,6 +150,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="smoke run (seconds): 2 epochs, 2 repeats (flags given beside it still apply)",
     )
+    parser.add_argument(
+        "--steady-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="raise glibc malloc's mmap/trim thresholds first, so steps do not page-fault on fresh memory by an "
+        "amount set by allocation history (see bench_overhead.py and the README)",
+    )
     parser.add_argument("--check", action="store_true", help=f"exit 1 if the ratio is below {TARGET}")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         parser.set_defaults(epochs=2, repeats=2)
@@ -157,6 +166,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    malloc = steady_malloc() if args.steady_malloc else "allocator as it is"
     cfg = config(args)
     data = load_dataset(cfg)
     out = Path(tempfile.mkdtemp(prefix="bench_runs_"))
@@ -174,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"MNIST-1D cnn1d, {args.epochs} epochs of {len(make_sampler(cfg, data).partition)} steps, test split "
         f"evaluated every epoch; {args.repeats} repeats alternating; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s)"
+        f"{torch.get_num_threads()} thread(s), {malloc}"
     )
     for name in variants:
         print(
