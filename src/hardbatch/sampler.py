@@ -387,6 +387,10 @@ class HardBatchSampler(Sampler[list[int]]):
         for suffix, which in (("", self._trained_steps), ("_first_epoch", self._first_epoch_steps)):
             if not which:
                 continue
+            key = "all" if not suffix else "first_epoch"
+            if not self.policy.scores_first and self._watched is None:  # whole rows, nobody watched: no gather
+                self._trained_samples[key] += len(which) * len(self._round.row(which[0]))
+                continue
             rows = self._round.rows_where(torch.tensor(which))
             kept = torch.ones(rows.shape, dtype=torch.bool)
             if self.policy.scores_first:
@@ -394,7 +398,7 @@ class HardBatchSampler(Sampler[list[int]]):
                     weights = self._step_weights(i)
                     if weights is not None:
                         kept[j] = weights.cpu() > 0
-            self._trained_samples["all" if not suffix else "first_epoch"] += int(kept.sum())
+            self._trained_samples[key] += int(kept.sum())
             if self._watched is not None:
                 self._trained_samples[f"watched{suffix}"] += int(self._watched[rows[kept]].sum())
         self._trained_steps, self._first_epoch_steps = [], []

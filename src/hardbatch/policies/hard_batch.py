@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -44,11 +45,16 @@ class RoundsOfK(Policy):
         if not self._unstored:
             return
         batches = torch.tensor([b for b, _ in self._unstored])
-        values = [v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for _, v in self._unstored]
+        recorded = [v for _, v in self._unstored]
+        if all(isinstance(v, torch.Tensor) for v in recorded):
+            values = cast(list[torch.Tensor], recorded)
+        else:  # numbers among them: each as a 0-d tensor
+            values = [v if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in recorded]
         device = next((v.device for v in values if v.device.type != "cpu"), self._losses.device)
         # Kept beside the losses, so recording never forces a device sync; the one sync per round is next_round's.
         self._losses = self._losses.to(device)
-        stacked = torch.stack([v.to(device).reshape(()) for v in values])
+        with torch.no_grad():  # 0-d losses (the sampler refuses any other shape), stacked in one operation
+            stacked = torch.stack([v if v.device == device else v.to(device) for v in values])
         self._losses[batches.to(device)] = stacked.to(self._losses.dtype)
         self._recorded[batches] = True
         self._unstored = []
