@@ -1,4 +1,4 @@
-"""hardbatch.cost: the CostMeter's clocks (start, stop, discard) and its counters' state.
+"""hardbatch.cost: the CostMeter's clocks (start, stop, lap, discard) and its counters' state.
 
 What the step core and the loops count with it: tests/test_step.py, tests/test_training.py, tests/test_quickstart.py;
 the meter saved in the sampler's state: tests/test_sampler.py.
@@ -50,6 +50,20 @@ def test_the_clocks_count_between_start_and_stop_only(clock):
     meter.stop()  # no-op while stopped
     clock.advance(4.0, 4.0)
     assert (meter.train_seconds, meter.cpu_seconds) == (3.0, 2.0)
+
+
+def test_lap_counts_the_span_since_start_and_starts_the_next_at_the_same_reading(clock):
+    meter = CostMeter()
+    meter.lap()  # stopped: only starts
+    assert meter.running and (meter.train_seconds, meter.cpu_seconds) == (0.0, 0.0)
+    clock.advance(2.0, 1.0)
+    meter.lap()
+    clock.advance(3.0, 2.5)
+    meter.lap()
+    assert meter.running and (meter.train_seconds, meter.cpu_seconds) == (5.0, 3.5)
+    clock.advance(1.0, 1.0)
+    meter.discard()  # the span since the last lap is not training
+    assert not meter.running and (meter.train_seconds, meter.cpu_seconds) == (5.0, 3.5)
 
 
 def test_discard_stops_without_counting_what_ran_meanwhile(clock):

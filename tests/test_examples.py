@@ -37,6 +37,8 @@ LAST_LINE = {
     "quickstart.py": r"hardbatch: 200 steps, 25600 samples back-propagated",
     "regression.py": r"epoch 8: test mse 0\.0\d+, 4096 samples back-propagated",
     "segmentation.py": r"epoch 6: test loss [\d.]+, pixel accuracy 0\.9\d+",
+    "streaming.py": r"selective-backprop: 48 optimizer steps over 3 passes of 16 batches; \d+ of 1536 samples "
+    r"back-propagated",
     "token_lm.py": r"epoch 5: test loss [\d.]+; 2048 sequences scored, \d+ back-propagated",
 }
 

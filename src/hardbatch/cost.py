@@ -50,6 +50,14 @@ class CostMeter:
             self.cpu_seconds += time.process_time() - cpu
             self._started = None
 
+    def lap(self) -> None:
+        """``stop()`` then ``start()`` on one reading of the clocks (one call per step in a loop of your own)."""
+        now = (time.perf_counter(), time.process_time())
+        if self._started is not None:
+            self.train_seconds += now[0] - self._started[0]
+            self.cpu_seconds += now[1] - self._started[1]
+        self._started = now
+
     def discard(self) -> None:
         """Stop counting without adding the time since ``start``: what ran meanwhile was not training."""
         self._started = None

@@ -358,15 +358,17 @@ class HardBatchSampler(Sampler[list[int]]):
         return not isinstance(value, torch.Tensor) or value.device.type == "cpu"
 
     def _check_finite(self, call: str, what: str, value: Any, step: Step) -> None:
-        where = f"step {self.steps + 1}" if not step.score_only else f"the scoring of batch {step.batch}"
-        context = f"{call}: {what} not finite at {where}"
+        def context() -> str:
+            where = f"step {self.steps + 1}" if not step.score_only else f"the scoring of batch {step.batch}"
+            return f"{call}: {what} not finite at {where}"
+
         if not self._on_host(value):
-            self._unchecked.append((context, value.detach()))
+            self._unchecked.append((context(), value.detach()))
         elif isinstance(value, torch.Tensor) and value.dim():
             if not torch.isfinite(value).all():
-                raise _diverged(context)
+                raise _diverged(context())
         elif not math.isfinite(float(value.detach() if isinstance(value, torch.Tensor) else value)):  # 0-d, or a number
-            raise _diverged(context)
+            raise _diverged(context())
 
     def _check_unchecked(self) -> None:
         """Raise TrainingDiverged for the first non-finite device value recorded since the last check (one sync)."""

@@ -40,6 +40,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _autocast_for(batch: Any, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``autocast`` on ``batch``'s device (read only when there is a dtype to cast to)."""
+    return contextlib.nullcontext() if dtype is None else autocast(batches.device_of(batch), dtype)
+
+
 @torch.no_grad()
 def score_losses(
     model: nn.Module,
@@ -160,7 +165,6 @@ def select(
     compile wrapper) in the mode the policy asks for (``policy.score_train_mode``); ``sampler.meter`` counts the
     samples loaded and scored and the time spent choosing. The device is the batch's."""
     policy, step, meter, group = sampler.policy, sampler.step_for(batch), sampler.meter, sampler.group
-    device = batches.device_of(batch)
     total = len(step.samples)  # the global batch; ``batch`` holds this rank's rows of it
     meter.samples_loaded += total
     if step.score_only or policy.needs_scores(step):
@@ -179,6 +183,7 @@ def select(
         )
         meter.samples_forward_nograd += total
         meter.choose_seconds += time.perf_counter() - scoring
+        device = batches.device_of(batch)
         if step.score_only:
             sampler.record(scores.mean(), scores)
             return None
@@ -193,7 +198,7 @@ def select(
         return Chosen(batches.take(batch, kept), weights, scale, 0 if weights is not None else len(kept), total)
     weights = step.weights  # None: the plain mean, bit for bit (sampler.weights() would give ones)
     if weights is not None:
-        weights = weights[distributed.local_rows(total, group)].to(device, non_blocking=True)
+        weights = weights[distributed.local_rows(total, group)].to(batches.device_of(batch), non_blocking=True)
     return Chosen(batch, weights, 1.0, batches.batch_size(batch), total)
 
 
@@ -243,7 +248,7 @@ def losses_of(
     bit what ``F.cross_entropy(logits, y)`` computes), the per-sample losses taken from the same logits.
     """
     batch = chosen.batch
-    with autocast(batches.device_of(batch), autocast_dtype):
+    with _autocast_for(batch, autocast_dtype):
         outputs = forward(model, batch)
     if chosen.weights is None and loss_fn is cross_entropy:
         logits, y = logits_of(outputs).float(), target_of(batch)
@@ -332,6 +337,5 @@ def training_loss(
     meter = sampler.meter
     if sampler.last is not None and sampler.epoch_ended:
         meter.discard()
-    meter.stop()
-    meter.start()
+    meter.lap()
     return step_loss(sampler, model, batch, loss_fn=loss_fn, forward=forward, autocast_dtype=autocast_dtype)
