@@ -15,7 +15,8 @@ class CostMeter:
     ``samples_backprop``: samples whose loss was back-propagated; ``choose_seconds``: time in the policy's own code
     and in scoring forwards, a part of ``train_seconds``; ``train_seconds``: wall-clock time of training (loading,
     forward, backward, optimizer step; evaluation left out); ``cpu_seconds``: this process's CPU time (all its
-    threads) over the same span, which other jobs on a shared machine do not inflate.
+    threads) over the same span, which other jobs on a shared machine inflate far less than wall time (not to nothing:
+    they share the caches and the memory bandwidth).
 
     The two clocks run between ``start()`` and ``stop()``. ``fit`` and the integrations call them around training
     and pause them for evaluation; in a loop of your own, ``training_loss`` runs them from one call to the next

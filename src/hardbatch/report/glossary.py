@@ -101,7 +101,8 @@ ENTRIES = (
         "Cost",
         '(docs/guides/command-line.md, "Cost"): optimizer steps, samples back-propagated, samples forwarded '
         "without gradient (scoring), training seconds (evaluation excluded; choosing included), the process's "
-        "CPU seconds over the same span (all its threads; other jobs on the machine do not inflate them) and "
+        "CPU seconds over the same span (all its threads; other jobs inflate them far less than wall time, "
+        "though not to nothing) and "
         "seconds spent choosing, means over seeds. **Δ vs uniform** / **Δ vs δ=1**: seed-paired differences of "
         "final top-1 (points, 95% t interval) to the `uniform` arm (ordinary SGD reshuffled every epoch) and to "
         "the paper's δ = 1 (fixed order). **Top-1 at equal cost**: each run's test top-1 at its last evaluation "
