@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("step and config", ("step", "config", "stream")),
     ("training, data, records", ("training", "data", "records")),
     ("runs, reports, integrations", ("run", "report", "integrations")),
-    ("command line and face", ("cli", "__main__", "hardbatch")),
+    ("command line and face", ("cli", "flags", "__main__", "hardbatch")),
 )
 # Imports a package must never make, directly or through the modules it imports: the reports read saved runs only.
 NEVER = {"report": ("training", "run", "data", "step", "sampler", "integrations", "stream")}
