@@ -165,6 +165,18 @@ def per_step(started: tuple[float, float, int], steps: int, device: torch.device
     return tuple((b - a) / steps for a, b in zip(started, now, strict=True))
 
 
+def add_steady_malloc_flag(parser: argparse.ArgumentParser) -> None:
+    """``--steady-malloc`` / ``--no-steady-malloc`` (default on), as every CPU benchmark here takes it."""
+    parser.add_argument(
+        "--steady-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="raise glibc malloc's mmap/trim thresholds first, so steps do not page-fault on fresh memory: "
+        "that costs 5-25%% of a step here, by an amount set by allocation history, not by the code "
+        "timed (see README); --no-steady-malloc measures with the allocator as a plain run has it",
+    )
+
+
 def steady_malloc() -> str:
     """Stop glibc malloc from handing large blocks back to the OS after each step (see README, "Page faults").
 
@@ -267,14 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="which clock PASS/FAIL judges: wall-clock, or this process's CPU time (steadier when other "
         "processes share the cores; with --threads 1 it is the work done, whoever else runs)",
     )
-    p.add_argument(
-        "--steady-malloc",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="raise glibc malloc's mmap/trim thresholds first, so steps do not page-fault on fresh memory: "
-        "that costs 5-25%% of a step here, by an amount set by allocation history, not by the code "
-        "timed (see README); --no-steady-malloc measures with the allocator as a plain run has it",
-    )
+    add_steady_malloc_flag(p)
     p.add_argument(
         "--quick",
         action="store_true",

@@ -42,7 +42,7 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import hardbatch
 
-from bench_overhead import steady_malloc
+from bench_overhead import add_steady_malloc_flag, steady_malloc
 
 from hardbatch import CostMeter, RunConfig, fit
 from hardbatch.config import check
@@ -164,12 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="torch.set_num_threads (1: the numbers hold on a shared machine; 2 threads on busy cores spin-wait)",
     )
-    p.add_argument(
-        "--steady-malloc",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="raise glibc malloc's mmap/trim thresholds first (see bench_overhead.py and the README)",
-    )
+    add_steady_malloc_flag(p)
     p.add_argument(
         "--quick",
         action="store_true",

@@ -45,7 +45,7 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import hardbatch
 
-from bench_overhead import steady_malloc
+from bench_overhead import add_steady_malloc_flag, steady_malloc
 
 from hardbatch.functional import generator_for
 
@@ -156,13 +156,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="smoke run (a few seconds): 2 epochs, 2 repeats (flags given beside it still apply)",
     )
-    p.add_argument(
-        "--steady-malloc",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="raise glibc malloc's mmap/trim thresholds first, so steps do not page-fault on fresh memory by an "
-        "amount set by allocation history (see bench_overhead.py and the README)",
-    )
+    add_steady_malloc_flag(p)
     p.add_argument("--check", action="store_true", help=f"exit with status 1 if a ratio is below {TARGET}")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         p.set_defaults(epochs=2, repeats=2)

@@ -44,7 +44,7 @@ try:
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from bench_overhead import steady_malloc
+from bench_overhead import add_steady_malloc_flag, steady_malloc
 
 from hardbatch import RunConfig
 from hardbatch.data import DataSplits, load_dataset
@@ -150,13 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="smoke run (seconds): 2 epochs, 2 repeats (flags given beside it still apply)",
     )
-    parser.add_argument(
-        "--steady-malloc",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="raise glibc malloc's mmap/trim thresholds first, so steps do not page-fault on fresh memory by an "
-        "amount set by allocation history (see bench_overhead.py and the README)",
-    )
+    add_steady_malloc_flag(parser)
     parser.add_argument("--check", action="store_true", help=f"exit 1 if the ratio is below {TARGET}")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         parser.set_defaults(epochs=2, repeats=2)
