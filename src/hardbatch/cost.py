@@ -46,18 +46,21 @@ class CostMeter:
     def stop(self) -> None:
         """Stop counting, adding the time since ``start`` (no-op while stopped)."""
         if self._started is not None:
-            wall, cpu = self._started
-            self.train_seconds += time.perf_counter() - wall
-            self.cpu_seconds += time.process_time() - cpu
+            self._add_until((time.perf_counter(), time.process_time()))
             self._started = None
 
     def lap(self) -> None:
         """``stop()`` then ``start()`` on one reading of the clocks (one call per step in a loop of your own)."""
         now = (time.perf_counter(), time.process_time())
         if self._started is not None:
-            self.train_seconds += now[0] - self._started[0]
-            self.cpu_seconds += now[1] - self._started[1]
+            self._add_until(now)
         self._started = now
+
+    def _add_until(self, now: tuple[float, float]) -> None:
+        """Add the span from the running start to ``now`` (wall, CPU) to the two clocks."""
+        assert self._started is not None
+        self.train_seconds += now[0] - self._started[0]
+        self.cpu_seconds += now[1] - self._started[1]
 
     def discard(self) -> None:
         """Stop counting without adding the time since ``start``: what ran meanwhile was not training."""
